@@ -1,0 +1,218 @@
+//! The decision hot path, measured (DESIGN.md: "measure with a benchmark, never with a
+//! timed test"). A realistic workspace: 30 policies (12 action-type globs, 6 content
+//! regexes, 1 PII policy on four categories, 4 metadata rules, 2 temporal, 3 velocity,
+//! 2 ordered sequences), a 1.5 KB content, a few metadata keys and 40 actions of history.
+//! Target: `decide` p50 <= 10 µs.
+//!
+//! Run: `cargo bench -p praetor-core --bench engine`.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use praetor_core::pii::{self, Category};
+use praetor_core::{
+    ActionRequest, AgentFacts, CompiledPolicySet, DecisionInput, Identity, PastAction, PolicyDef, WorkspaceSettings,
+    decide,
+};
+use serde_json::{Value, json};
+
+/// 2026-01-07T12:00:00Z.
+const NOW: i64 = 1_767_787_200_000;
+
+fn policies() -> Vec<PolicyDef> {
+    let mut v: Vec<Value> = Vec::new();
+    let globs: [(&str, &str); 12] = [
+        ("delete_*", "block"),
+        ("db.drop*", "block"),
+        ("shell.exec", "escalate"),
+        ("fs.write:/etc/*", "block"),
+        ("payment.refund", "escalate"),
+        ("email.send_bulk", "escalate"),
+        ("*.admin.*", "block"),
+        ("iam.*", "escalate"),
+        ("k8s.delete*", "block"),
+        ("secrets.read", "allow_with_warning"),
+        ("tool.browser.download", "allow_with_warning"),
+        ("net.raw_[a-z]*", "block"),
+    ];
+    for (g, d) in globs {
+        v.push(json!({"name": format!("glob {g}"), "policy_type": "action_type", "action_types": [g], "decision": d}));
+    }
+    let regexes = [
+        r"drop\s+table",
+        r"rm\s+-rf\s+/",
+        r"ignore (all|previous) instructions",
+        r"BEGIN (RSA|OPENSSH) PRIVATE KEY",
+        r"password\s*[:=]",
+        r"(curl|wget)\s+https?://\S+\s*\|\s*(sh|bash)",
+    ];
+    for (i, r) in regexes.iter().enumerate() {
+        v.push(
+            json!({"name": format!("regex {i}"), "policy_type": "content_pattern", "decision": "block",
+                      "conditions": {"patterns": [r], "case_insensitive": i % 2 == 0}}),
+        );
+    }
+    v.push(json!({"name": "pii", "policy_type": "pii", "decision": "escalate",
+                  "conditions": {"categories": ["email", "phone", "credit_card", "ssn"]}}));
+    v.push(
+        json!({"name": "big payment", "policy_type": "metadata", "decision": "escalate",
+                  "conditions": {"rule": {"field": "payment.amount", "op": ">", "value": 10000}}}),
+    );
+    v.push(
+        json!({"name": "sanctioned", "policy_type": "metadata", "decision": "block",
+                  "conditions": {"rule": {"field": "country", "op": "in", "value": ["KP", "IR", "SY", "CU"]}}}),
+    );
+    v.push(
+        json!({"name": "mass mail", "policy_type": "metadata", "decision": "escalate",
+                  "conditions": {"rule": {"all": [{"field": "recipient_count", "op": ">", "value": 50},
+                                                  {"not": {"field": "internal", "op": "==", "value": true}}]}}}),
+    );
+    v.push(
+        json!({"name": "approval", "policy_type": "metadata", "decision": "escalate", "action_types": ["payment.*"],
+                  "conditions": {"rule": {"not": {"field": "approval_id", "op": "exists"}}}}),
+    );
+    v.push(
+        json!({"name": "nights NY", "policy_type": "temporal", "decision": "escalate",
+                  "conditions": {"timezone": "America/New_York", "blocked_hours": [0, 1, 2, 3, 4, 5]}}),
+    );
+    v.push(
+        json!({"name": "weekdays London", "policy_type": "temporal", "decision": "allow_with_warning",
+                  "conditions": {"timezone": "Europe/London", "allowed_days": ["mon", "tue", "wed", "thu", "fri"]}}),
+    );
+    v.push(
+        json!({"name": "payments rate", "policy_type": "sequence", "decision": "block", "action_types": ["payment.*"],
+                  "conditions": {"velocity": {"max": 5, "window_seconds": 60}}}),
+    );
+    v.push(
+        json!({"name": "email rate", "policy_type": "sequence", "decision": "escalate", "action_types": ["email.*"],
+                  "conditions": {"velocity": {"max": 20, "window_seconds": 3600}}}),
+    );
+    v.push(
+        json!({"name": "global rate", "policy_type": "sequence", "decision": "block",
+                  "conditions": {"velocity": {"max": 100, "window_seconds": 60}}}),
+    );
+    v.push(
+        json!({"name": "read then mail", "policy_type": "sequence", "decision": "escalate",
+                  "conditions": {"ordered": {"first": ["db.read*"], "then": ["email.send"], "within_seconds": 300}}}),
+    );
+    v.push(
+        json!({"name": "secret then net", "policy_type": "sequence", "decision": "block",
+                  "conditions": {"ordered": {"first": ["secrets.read"], "then": ["net.*"], "within_seconds": 600}}}),
+    );
+    assert_eq!(v.len(), 30);
+    v.into_iter()
+        .enumerate()
+        .map(|(i, x)| match serde_json::from_value::<PolicyDef>(x) {
+            Ok(mut d) => {
+                d.policy_id = format!("pol_{i}");
+                d
+            }
+            Err(e) => panic!("bench policy {i}: {e}"),
+        })
+        .collect()
+}
+
+/// About `n` bytes of agent-ish text: prose, JSON-like tool arguments, numbers, dates.
+fn text(n: usize) -> String {
+    let chunk = "The agent searched the knowledge base for quarterly revenue figures and found \
+        3 matching documents (ids 48213, 48214, 48290). {\"query\": \"revenue Q3 2025\", \"limit\": 10, \
+        \"filters\": {\"region\": \"EMEA\", \"updated_after\": \"2025-10-01T00:00:00Z\"}} Summary: total \
+        1,234,567.89 EUR across 12 accounts; contact the finance team before 17:30 on 2026-01-09. ";
+    let mut s = String::with_capacity(n + chunk.len());
+    while s.len() < n {
+        s.push_str(chunk);
+    }
+    s.truncate(n);
+    s
+}
+
+fn history() -> Vec<PastAction> {
+    let types = [
+        "db.read_users",
+        "tool.search",
+        "email.draft",
+        "tool.search",
+        "payment.quote",
+    ];
+    (0..40)
+        .map(|i| PastAction {
+            action_type: types[i % types.len()].to_owned(),
+            at_ms: NOW - (40 - i as i64) * 15_000,
+        })
+        .collect()
+}
+
+fn bench_decide(c: &mut Criterion) {
+    let set = match CompiledPolicySet::compile(&policies()) {
+        Ok(s) => s,
+        Err(e) => panic!("compile: {e}"),
+    };
+    let settings = WorkspaceSettings::default();
+    let agent = AgentFacts {
+        agent_id: "agt_bench".into(),
+        name: "bench".into(),
+        trust_score: 80,
+        scopes: vec![],
+        permission_boundary: None,
+    };
+    let hist = history();
+    let metadata = match json!({"framework": "langchain", "tool": "search", "recipient_count": 3, "country": "FR",
+                                "payment": {"amount": "125.50", "currency": "EUR"}, "resource": "kb://finance/q3"})
+    {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    };
+    let mut g = c.benchmark_group("decide");
+    for (label, content) in [
+        ("30_policies_1.5kb", Some(text(1536))),
+        ("30_policies_no_content", None),
+    ] {
+        let request = ActionRequest {
+            action_type: "tool.search".into(),
+            content,
+            content_redacted: false,
+            metadata: metadata.clone(),
+            session_id: None,
+        };
+        let input = DecisionInput {
+            request: &request,
+            identity: &Identity::Verified,
+            agent: Some(&agent),
+            agent_history: &hist,
+            session_history: &[],
+            agent_history_from_ms: i64::MIN,
+            session_history_from_ms: i64::MIN,
+            session: None,
+            authority: Default::default(),
+            now_ms: NOW,
+        };
+        g.bench_function(label, |b| {
+            b.iter(|| decide(black_box(&input), black_box(&set), &settings))
+        });
+    }
+    g.finish();
+
+    c.bench_function("compile/30_policies", |b| {
+        let defs = policies();
+        b.iter(|| CompiledPolicySet::compile(black_box(&defs)).is_ok())
+    });
+}
+
+fn bench_pii(c: &mut Criterion) {
+    let four = [Category::Email, Category::Phone, Category::CreditCard, Category::Ssn];
+    let mut g = c.benchmark_group("pii_scan");
+    for n in [1024usize, 10 * 1024] {
+        let t = text(n);
+        g.throughput(Throughput::Bytes(n as u64));
+        g.bench_with_input(BenchmarkId::new("four_categories", n), &t, |b, t| {
+            b.iter(|| pii::scan(black_box(t), &four))
+        });
+        g.bench_with_input(BenchmarkId::new("all_categories", n), &t, |b, t| {
+            b.iter(|| pii::scan(black_box(t), &Category::ALL))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_decide, bench_pii);
+criterion_main!(benches);

@@ -1,0 +1,31 @@
+//! Praetor's domain types and the pure decision pipeline (stages 2-4 of DESIGN.md).
+//!
+//! Nothing here performs I/O, spawns tasks or reads the clock: the caller passes the
+//! request, the facts the decision depends on and `now`, so every decision can be
+//! replayed from its inputs. The server owns persistence, the vault and HTTP.
+
+// Tests may unwrap; the library itself may not (the workspace lint).
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod action;
+pub mod authority;
+pub mod boundary;
+pub mod cases;
+pub mod combine;
+pub mod decision;
+pub mod engine;
+pub mod glob;
+pub mod pack;
+pub mod pii;
+pub mod policy;
+pub mod session;
+pub mod trust;
+
+pub use action::{ActionRequest, AgentFacts, Identity, PastAction, PermissionBoundary};
+pub use decision::{BoundaryCheck, Decision, EvalError, Outcome, Triggered, Verdict};
+pub use engine::{DecisionInput, decide};
+pub use pii::{Category as PiiCategory, PiiMatch};
+pub use policy::{
+    CompiledPolicySet, Effect, OnRedactedContent, PolicyDef, PolicyError, PolicyMode, PolicyType, WorkspaceSettings,
+};
+pub use trust::next_trust;

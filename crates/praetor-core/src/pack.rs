@@ -1,0 +1,156 @@
+//! Policy packs: a named, semver-versioned set of policy definitions, written as JSON or
+//! YAML, validated as a whole (every error, with the definition's index and field) and
+//! deployed all or nothing. The server and `praetor policy validate` share this code, so
+//! the offline check is the server's check.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::policy::{CompiledPolicySet, PolicyDef};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyPack {
+    pub name: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub policy_definitions: Vec<PolicyDef>,
+}
+
+/// One problem in a pack: where (`index` of the definition, or none for the pack's own
+/// fields) and which field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackError {
+    pub index: Option<usize>,
+    pub field: String,
+    pub message: String,
+}
+
+fn pack_err(index: Option<usize>, field: impl Into<String>, message: impl Into<String>) -> PackError {
+    PackError { index, field: field.into(), message: message.into() }
+}
+
+/// Read a pack document: JSON when it parses as JSON, else YAML.
+pub fn parse_document(bytes: &[u8]) -> Result<Value, PackError> {
+    if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
+        return Ok(v);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| pack_err(None, "", "the pack is neither JSON nor UTF-8 YAML"))?;
+    serde_yaml_ng::from_str::<Value>(text).map_err(|e| pack_err(None, "", format!("the pack is neither valid JSON nor valid YAML: {e}")))
+}
+
+const NAME_MAX: usize = 128;
+const DEFINITIONS_MAX: usize = 1_000;
+
+/// Validate a whole pack, reporting every error, not just the first. On success the
+/// definitions compile together.
+pub fn validate(doc: &Value) -> Result<PolicyPack, Vec<PackError>> {
+    let mut errors = Vec::new();
+    let Some(obj) = doc.as_object() else {
+        return Err(vec![pack_err(None, "", "a pack is an object with `name`, `version` and `policy_definitions`")]);
+    };
+    for key in obj.keys() {
+        if !["name", "version", "description", "policy_definitions"].contains(&key.as_str()) {
+            errors.push(pack_err(None, key.clone(), "unknown field"));
+        }
+    }
+    let name = match obj.get("name").and_then(Value::as_str) {
+        Some(n) if !n.is_empty() && n.len() <= NAME_MAX && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) => n.to_owned(),
+        _ => {
+            errors.push(pack_err(None, "name", format!("required: 1-{NAME_MAX} characters of [A-Za-z0-9._-]")));
+            String::new()
+        }
+    };
+    let version = match obj.get("version").and_then(Value::as_str) {
+        Some(v) => match semver::Version::parse(v) {
+            Ok(_) => v.to_owned(),
+            Err(e) => {
+                errors.push(pack_err(None, "version", format!("`{v}` is not a semantic version: {e}")));
+                String::new()
+            }
+        },
+        None => {
+            errors.push(pack_err(None, "version", "required (a semantic version such as `1.2.0`)"));
+            String::new()
+        }
+    };
+    let description = obj.get("description").and_then(Value::as_str).map(str::to_owned);
+    let mut defs = Vec::new();
+    match obj.get("policy_definitions").and_then(Value::as_array) {
+        None => errors.push(pack_err(None, "policy_definitions", "required: a list of policy definitions")),
+        Some(list) if list.len() > DEFINITIONS_MAX => {
+            errors.push(pack_err(None, "policy_definitions", format!("has {} definitions; the limit is {DEFINITIONS_MAX}", list.len())));
+        }
+        Some(list) => {
+            for (i, item) in list.iter().enumerate() {
+                match serde_path_to_error::deserialize::<_, PolicyDef>(item.clone()) {
+                    Err(e) => {
+                        let path = e.path().to_string();
+                        let field = if path == "." { String::new() } else { path };
+                        errors.push(pack_err(Some(i), field, e.into_inner().to_string()));
+                    }
+                    Ok(mut def) => {
+                        def.policy_id.clear();
+                        def.pack = None;
+                        // Governance rules are made through the rules API, not packs.
+                        def.governance = None;
+                        if def.name.trim().is_empty() {
+                            errors.push(pack_err(Some(i), "name", "must not be empty"));
+                        }
+                        if let Err(e) = CompiledPolicySet::validate(&def) {
+                            errors.push(pack_err(Some(i), e.field, e.message));
+                        }
+                        defs.push(def);
+                    }
+                }
+            }
+            let mut names: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+            names.sort_unstable();
+            for w in names.windows(2) {
+                if w[0] == w[1] && !w[0].is_empty() {
+                    errors.push(pack_err(None, "policy_definitions", format!("two definitions are named `{}`", w[0])));
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(PolicyPack { name, version, description, policy_definitions: defs })
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_error_is_reported_with_its_index_and_field() {
+        let doc = json!({
+            "name": "core", "version": "1.1", "colour": "red",
+            "policy_definitions": [
+                {"name": "ok", "policy_type": "action_type", "action_types": ["x"], "decision": "block"},
+                {"name": "bad regex", "policy_type": "content_pattern", "decision": "block", "conditions": {"patterns": ["(" ]}},
+                {"name": "bad kind", "policy_type": "telepathy", "decision": "block"}
+            ]
+        });
+        let errors = validate(&doc).unwrap_err();
+        let at = |i: Option<usize>, f: &str| errors.iter().any(|e| e.index == i && e.field.starts_with(f));
+        assert!(at(None, "version"), "{errors:?}");
+        assert!(at(None, "colour"), "{errors:?}");
+        assert!(at(Some(1), "conditions.patterns[0]"), "{errors:?}");
+        assert!(at(Some(2), "policy_type"), "{errors:?}");
+        assert_eq!(errors.len(), 4, "{errors:?}");
+    }
+
+    #[test]
+    fn yaml_and_json_read_the_same() {
+        let yaml = b"name: core\nversion: 1.0.0\npolicy_definitions:\n  - name: no deletes\n    policy_type: action_type\n    action_types: ['delete_*']\n    decision: block\n";
+        let json_doc = br#"{"name":"core","version":"1.0.0","policy_definitions":[{"name":"no deletes","policy_type":"action_type","action_types":["delete_*"],"decision":"block"}]}"#;
+        let a = validate(&parse_document(yaml).unwrap()).unwrap();
+        let b = validate(&parse_document(json_doc).unwrap()).unwrap();
+        assert_eq!(a, b);
+        assert!(parse_document(b"{ not: [valid").is_err());
+    }
+}

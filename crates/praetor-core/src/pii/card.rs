@@ -1,0 +1,178 @@
+//! Payment card numbers (PAN): 13-19 digits, optionally in groups separated by single
+//! spaces or dashes, first digit 2-6 (Mastercard 2-series and 5, Amex/Diners/JCB 3,
+//! Visa 4, Discover/UnionPay/Maestro 6), Luhn-valid and not all zeros.
+//!
+//! A run such as `12 4111 1111 1111 1111 99` is read as groups; any span of whole
+//! groups may be a card. A span of several groups needs every group to have 3-6 digits
+//! (4-4-4-4, 4-6-5, 4-4-4-4-3); a single group is 13-19 digits. A span must start and
+//! end on a word boundary, so digits inside a longer number are never reported.
+//! 16 digits that fail the Luhn check are not a card.
+
+use super::{boundary_after, continued_number, continues_number};
+
+/// Most groups looked back over from one end; more than enough for 19 digits.
+const WINDOW: usize = 20;
+
+/// Scan the digit run that starts at `start` (a token start holding a digit), calling
+/// `on_match(start, end)` for each card found, left to right and non-overlapping.
+/// Returns the end of the run: no card can start inside it after this call.
+pub(super) fn find_in_run(b: &[u8], start: usize, mut on_match: impl FnMut(usize, usize)) -> usize {
+    // Fast path: most numbers in text are short. Measure the run first.
+    let (run_end, digits) = measure(b, start);
+    if digits < 13 {
+        return run_end;
+    }
+    // Ring buffer of the most recent groups: (start, end) byte offsets.
+    let mut groups = [(0usize, 0usize); WINDOW];
+    let mut n = 0usize;
+    let mut i = start;
+    let mut taken_until = start;
+    // `1.4111…` is a decimal number, not a card.
+    let blocked = continued_number(b, start);
+    loop {
+        let gs = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let ge = i;
+        groups[n % WINDOW] = (gs, ge);
+        n += 1;
+        let more = i + 1 < b.len() && matches!(b[i], b' ' | b'-') && b[i + 1].is_ascii_digit();
+        let end_ok = more || (boundary_after(b, ge) && !continues_number(b, ge));
+        if end_ok && !blocked {
+            if let Some(s) = best_start(b, &groups, n, taken_until) {
+                on_match(s, ge);
+                taken_until = ge;
+            }
+        }
+        if !more {
+            return ge;
+        }
+        i += 1;
+    }
+}
+
+/// The end of the digit run starting at `start` and the number of digits in it.
+fn measure(b: &[u8], start: usize) -> (usize, usize) {
+    let mut i = start;
+    let mut digits = 0usize;
+    loop {
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+            digits += 1;
+        }
+        if i + 1 < b.len() && matches!(b[i], b' ' | b'-') && b[i + 1].is_ascii_digit() {
+            i += 1;
+        } else {
+            return (i, digits);
+        }
+    }
+}
+
+/// Walk back from the newest group, feeding digits right to left into the Luhn sum,
+/// and return the earliest group start that makes a valid card ending at that group.
+fn best_start(b: &[u8], groups: &[(usize, usize); WINDOW], n: usize, taken_until: usize) -> Option<usize> {
+    let mut sum = 0u32;
+    let mut digits = 0usize;
+    let mut best = None;
+    for k in 0..n.min(WINDOW) {
+        let (gs, ge) = groups[(n - 1 - k) % WINDOW];
+        if gs < taken_until {
+            break;
+        }
+        let len = ge - gs;
+        // In a multi-group span every group has 3-6 digits.
+        if k > 0 && !(3..=6).contains(&len) {
+            break;
+        }
+        if k == 1 {
+            let (fs, fe) = groups[(n - 1) % WINDOW];
+            if !(3..=6).contains(&(fe - fs)) {
+                break;
+            }
+        }
+        for &d in b[gs..ge].iter().rev() {
+            let mut v = u32::from(d - b'0');
+            if digits % 2 == 1 {
+                v *= 2;
+                if v > 9 {
+                    v -= 9;
+                }
+            }
+            sum += v;
+            digits += 1;
+        }
+        if digits > 19 {
+            break;
+        }
+        if digits >= 13 && sum % 10 == 0 && (b'2'..=b'6').contains(&b[gs]) {
+            best = Some(gs);
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::pii::{Category, scan};
+
+    fn cards(text: &str) -> Vec<&str> {
+        scan(text, &[Category::CreditCard])
+            .into_iter()
+            .map(|m| &text[m.start..m.end])
+            .collect()
+    }
+
+    #[test]
+    fn common_formats() {
+        assert_eq!(cards("4111111111111111"), vec!["4111111111111111"]);
+        assert_eq!(cards("pay 4111 1111 1111 1111 now"), vec!["4111 1111 1111 1111"]);
+        assert_eq!(cards("4111-1111-1111-1111."), vec!["4111-1111-1111-1111"]);
+        assert_eq!(cards("amex 3782 822463 10005"), vec!["3782 822463 10005"]);
+        assert_eq!(cards("mc:5555555555554444;"), vec!["5555555555554444"]);
+        assert_eq!(cards("disc 6011000990139424"), vec!["6011000990139424"]);
+        assert_eq!(cards("visa13 4222222222222"), vec!["4222222222222"]);
+    }
+
+    #[test]
+    fn luhn_failure_is_not_a_card() {
+        assert!(cards("4111111111111112").is_empty());
+        assert!(cards("4111 1111 1111 1121").is_empty());
+    }
+
+    #[test]
+    fn not_inside_longer_runs_or_words() {
+        assert!(cards("x4111111111111111").is_empty());
+        assert!(cards("4111111111111111y").is_empty());
+        assert!(cards("99994111111111111111").is_empty());
+        assert!(cards("1.4111111111111111").is_empty());
+        assert!(cards("4111111111111111.5").is_empty());
+    }
+
+    #[test]
+    fn card_inside_a_run_of_groups() {
+        assert_eq!(cards("ref 12 4111 1111 1111 1111"), vec!["4111 1111 1111 1111"]);
+        assert_eq!(cards("4111 1111 1111 1111 123"), vec!["4111 1111 1111 1111"]);
+        assert_eq!(
+            cards("4111111111111111 5555555555554444"),
+            vec!["4111111111111111", "5555555555554444"]
+        );
+    }
+
+    #[test]
+    fn other_numbers_are_not_cards() {
+        // epoch milliseconds: 13 digits starting with 1
+        assert!(cards("ts=1736251200000").is_empty());
+        assert!(cards("0000 0000 0000 0000").is_empty());
+        assert!(cards("1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6").is_empty());
+        assert!(cards("2026-01-07").is_empty());
+    }
+
+    #[test]
+    fn long_runs_are_linear() {
+        let text = "1 ".repeat(50_000);
+        assert!(cards(&text).is_empty());
+        let text = "4".repeat(100_000);
+        assert!(cards(&text).is_empty());
+    }
+}

@@ -1,0 +1,73 @@
+//! US Social Security numbers: `AAA-GG-SSSS`, or the same with spaces. Not valid (so
+//! not reported): area `000`, `666` or `900`-`999`; group `00`; serial `0000`. Nine
+//! digits without separators are not reported (too many other numbers look like that).
+
+use super::{boundary_after, continued_number, continues_number};
+
+fn digits(b: &[u8], at: usize, n: usize) -> bool {
+    at + n <= b.len() && b[at..at + n].iter().all(u8::is_ascii_digit)
+}
+
+fn num(b: &[u8]) -> u32 {
+    b.iter().fold(0, |acc, d| acc * 10 + u32::from(d - b'0'))
+}
+
+/// An SSN starting at token start `i`; returns its end.
+pub(super) fn at(b: &[u8], i: usize) -> Option<usize> {
+    if !digits(b, i, 3) || continued_number(b, i) {
+        return None;
+    }
+    let sep = *b.get(i + 3)?;
+    if !matches!(sep, b'-' | b' ') || !digits(b, i + 4, 2) || b.get(i + 6) != Some(&sep) || !digits(b, i + 7, 4) {
+        return None;
+    }
+    let end = i + 11;
+    if !boundary_after(b, end) || continues_number(b, end) {
+        return None;
+    }
+    let (area, group, serial) = (num(&b[i..i + 3]), num(&b[i + 4..i + 6]), num(&b[i + 7..end]));
+    if area == 0 || area == 666 || area >= 900 || group == 0 || serial == 0 {
+        return None;
+    }
+    Some(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::pii::{Category, scan};
+
+    fn ssns(text: &str) -> Vec<&str> {
+        scan(text, &[Category::Ssn])
+            .into_iter()
+            .map(|m| &text[m.start..m.end])
+            .collect()
+    }
+
+    #[test]
+    fn valid_forms() {
+        assert_eq!(ssns("ssn 123-45-6789."), vec!["123-45-6789"]);
+        assert_eq!(ssns("ssn: 123 45 6789"), vec!["123 45 6789"]);
+        assert_eq!(ssns("(078-05-1120)"), vec!["078-05-1120"]);
+    }
+
+    #[test]
+    fn invalid_numbers() {
+        assert!(ssns("000-12-3456").is_empty());
+        assert!(ssns("666-12-3456").is_empty());
+        assert!(ssns("900-12-3456").is_empty());
+        assert!(ssns("999-12-3456").is_empty());
+        assert!(ssns("123-00-4567").is_empty());
+        assert!(ssns("123-45-0000").is_empty());
+    }
+
+    #[test]
+    fn shapes_that_are_not_ssns() {
+        assert!(ssns("123456789").is_empty());
+        assert!(ssns("123-45 6789").is_empty(), "mixed separators");
+        assert!(ssns("1123-45-6789").is_empty());
+        assert!(ssns("123-45-67890").is_empty());
+        assert!(ssns("9-123-45-6789").is_empty());
+        assert!(ssns("123-45-6789-1").is_empty());
+        assert!(ssns("a123-45-6789").is_empty());
+    }
+}

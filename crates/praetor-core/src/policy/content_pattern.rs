@@ -1,0 +1,303 @@
+//! `content_pattern` policies: regular expressions over the action's content and
+//! metadata.
+//!
+//! Conditions:
+//! ```json
+//! { "patterns": ["(?i)drop\\s+table", "rm -rf /"],   // required, 1-100 regexes
+//!   "case_insensitive": false,                       // optional, default false
+//!   "fields": ["content", "metadata"] }              // optional, default both
+//! ```
+//! Syntax is the `regex` crate's (RE2-like: no look-around, no back-references; linear
+//! time). The policy matches when any pattern matches the content, or any string value
+//! anywhere in the metadata (nested objects and arrays included); the reason names the
+//! pattern and the field (`metadata.to`, `metadata.items[2].note`), never the text.
+//!
+//! Hostile patterns are bounded: at most 1,024 bytes, nesting depth 64, and 1 MiB of
+//! compiled program each. Patterns are compiled once per policy set and shared between
+//! policies (see `PatternBank`); each field is read at most once per distinct pattern.
+
+use regex::{Regex, RegexBuilder};
+
+use super::conditions::{Fields, Obj, fields};
+use super::{Effect, Hit, PolicyDef, PolicyError};
+use crate::engine::{ContentView, EvalCtx};
+
+pub const MAX_PATTERNS: usize = 100;
+pub const MAX_PATTERN_LEN: usize = 1024;
+/// Compiled size limit of one pattern (the `regex` crate's `size_limit`).
+pub const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+const NEST_LIMIT: u32 = 64;
+/// Lazy-DFA cache per regex.
+const DFA_SIZE_LIMIT: usize = 2 << 20;
+
+/// Index of a pattern in the bank.
+pub(crate) type Slot = usize;
+
+#[derive(Debug)]
+pub(crate) struct Rule {
+    patterns: Vec<String>,
+    case_insensitive: bool,
+    fields: Fields,
+    slots: Vec<Slot>,
+}
+
+pub(crate) fn compile(def: &PolicyDef) -> Result<Rule, PolicyError> {
+    let c = Obj::new(
+        &def.conditions,
+        "conditions",
+        &["patterns", "case_insensitive", "fields"],
+    )?;
+    let list = c.required_str_list("patterns")?;
+    if list.len() > MAX_PATTERNS {
+        return Err(c.err("patterns", format!("at most {MAX_PATTERNS} patterns")));
+    }
+    let case_insensitive = c.bool("case_insensitive")?.unwrap_or(false);
+    for (i, p) in list.iter().enumerate() {
+        check_pattern(p, case_insensitive).map_err(|m| PolicyError::new(format!("conditions.patterns[{i}]"), m))?;
+    }
+    Ok(Rule {
+        patterns: list.iter().map(|s| (*s).to_owned()).collect(),
+        case_insensitive,
+        fields: fields(&c)?,
+        slots: Vec::new(),
+    })
+}
+
+fn check_pattern(p: &str, ci: bool) -> Result<(), String> {
+    if p.is_empty() {
+        return Err("empty pattern (it would match everything)".to_owned());
+    }
+    if p.len() > MAX_PATTERN_LEN {
+        return Err(format!("pattern longer than {MAX_PATTERN_LEN} bytes"));
+    }
+    RegexBuilder::new(p)
+        .case_insensitive(ci)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .nest_limit(NEST_LIMIT)
+        .build()
+        .map(|_| ())
+        .map_err(|e| format!("invalid regex: {e}"))
+}
+
+impl Rule {
+    pub(crate) fn register(&mut self, bank: &mut BankBuilder) {
+        self.slots = self
+            .patterns
+            .iter()
+            .map(|p| bank.add(p, self.case_insensitive))
+            .collect();
+    }
+
+    pub(crate) fn eval(&self, effect: Effect, cx: &EvalCtx<'_>) -> Option<Hit> {
+        let mut redacted = false;
+        if self.fields.content {
+            match cx.content() {
+                ContentView::Visible(_) => {
+                    for (p, slot) in self.patterns.iter().zip(&self.slots) {
+                        if cx.content_matches(*slot) {
+                            return Some(Hit::new(format!("content matches pattern `{p}`")));
+                        }
+                    }
+                }
+                ContentView::Redacted => redacted = true,
+                ContentView::Absent => {}
+            }
+        }
+        if self.fields.metadata {
+            for (p, slot) in self.patterns.iter().zip(&self.slots) {
+                if let Some(path) = cx.metadata_match(*slot) {
+                    return Some(Hit::new(format!("{path} matches pattern `{p}`")));
+                }
+            }
+        }
+        if redacted {
+            return cx.redacted_content_hit(effect);
+        }
+        None
+    }
+}
+
+/// Collects every pattern of every enabled content policy.
+#[derive(Debug, Default)]
+pub(crate) struct BankBuilder {
+    patterns: Vec<(String, bool)>,
+}
+
+impl BankBuilder {
+    fn add(&mut self, p: &str, ci: bool) -> Slot {
+        // One slot per distinct pattern, shared by every policy that uses it.
+        match self.patterns.iter().position(|(x, c)| x == p && *c == ci) {
+            Some(i) => i,
+            None => {
+                self.patterns.push((p.to_owned(), ci));
+                self.patterns.len() - 1
+            }
+        }
+    }
+
+    pub(crate) fn build(self) -> Result<PatternBank, PolicyError> {
+        let mut regexes = Vec::with_capacity(self.patterns.len());
+        for (p, ci) in self.patterns {
+            let re = RegexBuilder::new(&p)
+                .case_insensitive(ci)
+                .size_limit(PATTERN_SIZE_LIMIT)
+                .dfa_size_limit(DFA_SIZE_LIMIT)
+                .nest_limit(NEST_LIMIT)
+                .build()
+                .map_err(|e| PolicyError::new("conditions.patterns", format!("invalid regex `{p}`: {e}")))?;
+            regexes.push(re);
+        }
+        Ok(PatternBank { regexes })
+    }
+}
+
+/// Every distinct content pattern of the policy set, compiled once.
+///
+/// Why not one `RegexSet`: a set reports every pattern that matches, so it always reads
+/// the whole text, and a single case-insensitive member costs it its literal
+/// prefilter (measured: 2.4 µs per 1.5 KB for six patterns, against 0.7 µs for the same
+/// patterns one by one). Separate regexes keep their own prefilters, run lazily (only
+/// for in-scope policies, stopping at a policy's first match) and are cached per request,
+/// so a field is still read at most once per pattern.
+#[derive(Debug, Default)]
+pub(crate) struct PatternBank {
+    regexes: Vec<Regex>,
+}
+
+impl PatternBank {
+    pub(crate) fn len(&self) -> usize {
+        self.regexes.len()
+    }
+
+    pub(crate) fn is_match(&self, slot: Slot, text: &str) -> bool {
+        self.regexes.get(slot).is_some_and(|r| r.is_match(text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::tests::{Fx, ids};
+    use crate::policy::tests::err_of;
+    use crate::{Outcome, Verdict};
+    use serde_json::json;
+
+    fn sql() -> serde_json::Value {
+        json!({"name": "SQL", "policy_type": "content_pattern", "decision": "block",
+               "conditions": {"patterns": ["drop\\s+table", "truncate"], "case_insensitive": true}})
+    }
+
+    #[test]
+    fn matches_content() {
+        let d = Fx::new(vec![sql()])
+            .content("please DROP  TABLE users")
+            .decide("db.exec");
+        assert_eq!(d.verdict, Verdict::Block);
+        assert_eq!(d.triggered[0].reason, "content matches pattern `drop\\s+table`");
+        assert_eq!(
+            Fx::new(vec![sql()]).content("select 1").decide("db.exec").verdict,
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn case_sensitive_by_default() {
+        let p = json!({"name": "s", "policy_type": "content_pattern", "decision": "block",
+                       "conditions": {"patterns": ["secret"]}});
+        assert_eq!(
+            Fx::new(vec![p.clone()]).content("SECRET").decide("x").verdict,
+            Verdict::Allow
+        );
+        assert_eq!(Fx::new(vec![p]).content("a secret").decide("x").verdict, Verdict::Block);
+    }
+
+    #[test]
+    fn matches_nested_metadata_and_names_the_field() {
+        let fx = Fx::new(vec![sql()]).metadata(json!({"args": {"queries": ["select 1", "truncate logs"]}}));
+        let d = fx.decide("db.exec");
+        assert_eq!(
+            d.triggered[0].reason,
+            "metadata.args.queries[1] matches pattern `truncate`"
+        );
+    }
+
+    #[test]
+    fn fields_limit_where_it_looks() {
+        let p = json!({"name": "m", "policy_type": "content_pattern", "decision": "block",
+                       "conditions": {"patterns": ["evil"], "fields": ["metadata"]}});
+        assert_eq!(
+            Fx::new(vec![p.clone()]).content("evil").decide("x").verdict,
+            Verdict::Allow
+        );
+        assert_eq!(
+            Fx::new(vec![p])
+                .metadata(json!({"to": "evil corp"}))
+                .decide("x")
+                .verdict,
+            Verdict::Block
+        );
+    }
+
+    #[test]
+    fn shared_sets_keep_policies_apart() {
+        let a = json!({"name": "a", "policy_type": "content_pattern", "decision": "escalate",
+                       "conditions": {"patterns": ["alpha"]}});
+        let b = json!({"name": "b", "policy_type": "content_pattern", "decision": "block",
+                       "conditions": {"patterns": ["BETA"], "case_insensitive": true}});
+        let c = json!({"name": "c", "policy_type": "content_pattern", "decision": "allow_with_warning",
+                       "conditions": {"patterns": ["alpha"]}});
+        let fx = Fx::new(vec![a, b, c]);
+        let d = fx.clone().content("alpha only").decide("x");
+        assert_eq!(ids(&d.triggered), vec!["p1", "p3"]);
+        assert_eq!(d.verdict, Verdict::Escalate);
+        let d = fx.content("beta!").decide("x");
+        assert_eq!(ids(&d.triggered), vec!["p2"]);
+    }
+
+    #[test]
+    fn empty_content_is_empty_text() {
+        let p = json!({"name": "e", "policy_type": "content_pattern", "decision": "block",
+                       "conditions": {"patterns": ["^$"]}});
+        let d = Fx::new(vec![p.clone()]).content("").decide("x");
+        assert_eq!(d.verdict, Verdict::Block);
+        // No content at all is not empty text.
+        let d = Fx::new(vec![p]).decide("x");
+        assert_eq!((d.verdict, d.outcome), (Verdict::Allow, Outcome::Allowed));
+    }
+
+    #[test]
+    fn validation() {
+        let base = |c: serde_json::Value| json!({"name": "c", "policy_type": "content_pattern", "decision": "block", "conditions": c});
+        let e = err_of(base(json!({"paterns": ["x"]})));
+        assert_eq!(e.field, "conditions.paterns");
+        let e = err_of(base(json!({"patterns": ["ok", "(unclosed"]})));
+        assert_eq!(e.field, "conditions.patterns[1]");
+        assert!(e.message.starts_with("invalid regex"), "{}", e.message);
+        assert_eq!(err_of(base(json!({"patterns": []}))).field, "conditions.patterns");
+        assert_eq!(err_of(base(json!({}))).field, "conditions.patterns");
+        assert_eq!(err_of(base(json!({"patterns": [""]}))).field, "conditions.patterns[0]");
+        assert_eq!(
+            err_of(base(json!({"patterns": ["x"], "case_insensitive": "yes"}))).field,
+            "conditions.case_insensitive"
+        );
+        assert_eq!(
+            err_of(base(json!({"patterns": ["x"], "fields": ["body"]}))).field,
+            "conditions.fields[0]"
+        );
+        assert_eq!(
+            err_of(json!({"name": "c", "policy_type": "content_pattern", "decision": "block"})).field,
+            "conditions.patterns"
+        );
+    }
+
+    #[test]
+    fn hostile_patterns_are_bounded() {
+        let base = |p: &str| json!({"name": "c", "policy_type": "content_pattern", "decision": "block", "conditions": {"patterns": [p]}});
+        // Huge counted repetition of a Unicode class: over the size limit.
+        let e = err_of(base("(\\w{1000}){1000}"));
+        assert_eq!(e.field, "conditions.patterns[0]");
+        let e = err_of(base(&"a".repeat(super::MAX_PATTERN_LEN + 1)));
+        assert_eq!(e.field, "conditions.patterns[0]");
+        let deep = format!("{}a{}", "(".repeat(200), ")".repeat(200));
+        assert_eq!(err_of(base(&deep)).field, "conditions.patterns[0]");
+    }
+}

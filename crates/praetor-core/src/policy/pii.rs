@@ -1,0 +1,185 @@
+//! `pii` policies: personal data and credentials in the content or metadata.
+//!
+//! Conditions:
+//! ```json
+//! { "categories": ["email", "phone", "credit_card", "ssn", "iban", "ip_address", "secret"],
+//!                                            // optional, default all seven; not empty
+//!   "fields": ["content", "metadata"] }      // optional, default both
+//! ```
+//! Detection is `crate::pii::scan`. The reason lists the first location of each category
+//! found, never the value: `pii: credit_card at content[10..29]; email at metadata.to[0..15]`
+//! (byte offsets into that field).
+
+use std::fmt::Write as _;
+
+use super::conditions::{Fields, Obj, fields};
+use super::{Effect, Hit, PolicyDef, PolicyError};
+use crate::engine::{ContentView, EvalCtx};
+use crate::pii::{Category, CategorySet, PiiMatch};
+
+#[derive(Debug)]
+pub(crate) struct Rule {
+    categories: CategorySet,
+    fields: Fields,
+}
+
+pub(crate) fn compile(def: &PolicyDef) -> Result<Rule, PolicyError> {
+    let c = Obj::new(&def.conditions, "conditions", &["categories", "fields"])?;
+    let categories = match c.str_list("categories")? {
+        None => CategorySet::all(),
+        Some(list) if list.is_empty() => return Err(c.err("categories", "must not be empty")),
+        Some(list) => {
+            let mut set = CategorySet::empty();
+            for (i, name) in list.iter().enumerate() {
+                let cat = Category::parse(name).ok_or_else(|| {
+                    let all: Vec<String> = Category::ALL.iter().map(|c| format!("`{c}`")).collect();
+                    PolicyError::new(
+                        format!("conditions.categories[{i}]"),
+                        format!("unknown category `{name}`; expected one of {}", all.join(", ")),
+                    )
+                })?;
+                set.insert(cat);
+            }
+            set
+        }
+    };
+    Ok(Rule {
+        categories,
+        fields: fields(&c)?,
+    })
+}
+
+impl Rule {
+    pub(crate) fn categories(&self) -> CategorySet {
+        self.categories
+    }
+
+    pub(crate) fn eval(&self, effect: Effect, cx: &EvalCtx<'_>) -> Option<Hit> {
+        // First location per category, in category order of discovery.
+        let mut found: Vec<(Category, String)> = Vec::new();
+        let mut note = |field: &str, m: &PiiMatch| {
+            if self.categories.contains(m.category) && !found.iter().any(|(c, _)| *c == m.category) {
+                found.push((m.category, format!("{field}[{}..{}]", m.start, m.end)));
+            }
+        };
+        let mut redacted = false;
+        if self.fields.content {
+            match cx.content() {
+                ContentView::Visible(_) => cx.content_pii().iter().for_each(|m| note("content", m)),
+                ContentView::Redacted => redacted = true,
+                ContentView::Absent => {}
+            }
+        }
+        if self.fields.metadata {
+            for (path, m) in cx.metadata_pii() {
+                note(path, m);
+            }
+        }
+        if found.is_empty() {
+            return if redacted {
+                cx.redacted_content_hit(effect)
+            } else {
+                None
+            };
+        }
+        let mut reason = String::from("pii: ");
+        for (i, (cat, at)) in found.iter().enumerate() {
+            if i > 0 {
+                reason.push_str("; ");
+            }
+            let _ = write!(reason, "{cat} at {at}");
+        }
+        Some(Hit::new(reason))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Verdict;
+    use crate::engine::tests::Fx;
+    use crate::policy::tests::err_of;
+    use serde_json::json;
+
+    fn cards() -> serde_json::Value {
+        json!({"name": "No cards", "policy_type": "pii", "decision": "block",
+               "conditions": {"categories": ["credit_card", "ssn"]}})
+    }
+
+    #[test]
+    fn reason_has_category_and_location_not_value() {
+        let d = Fx::new(vec![cards()])
+            .content("charge card 4111-1111-1111-1111 now")
+            .decide("pay");
+        assert_eq!(d.verdict, Verdict::Block);
+        assert_eq!(d.triggered[0].reason, "pii: credit_card at content[12..31]");
+        assert!(!d.reasoning.contains("4111"));
+    }
+
+    #[test]
+    fn luhn_failure_and_invalid_ssn_do_not_match() {
+        let fx = Fx::new(vec![cards()]);
+        assert_eq!(
+            fx.clone().content("card 4111 1111 1111 1112").decide("pay").verdict,
+            Verdict::Allow
+        );
+        assert_eq!(fx.content("ssn 000-12-3456").decide("pay").verdict, Verdict::Allow);
+    }
+
+    #[test]
+    fn other_categories_are_ignored() {
+        let d = Fx::new(vec![cards()]).content("mail bob@example.com").decide("x");
+        assert_eq!(d.verdict, Verdict::Allow);
+    }
+
+    #[test]
+    fn metadata_and_several_categories() {
+        let p = json!({"name": "pii", "policy_type": "pii", "decision": "escalate"});
+        let d = Fx::new(vec![p])
+            .content("ssn 123-45-6789")
+            .metadata(json!({"to": "bob@example.com", "n": 4111111111111111u64}))
+            .decide("x");
+        assert_eq!(d.verdict, Verdict::Escalate);
+        assert_eq!(
+            d.triggered[0].reason,
+            "pii: ssn at content[4..15]; email at metadata.to[0..15]"
+        );
+    }
+
+    #[test]
+    fn iban_checksum() {
+        let p =
+            json!({"name": "iban", "policy_type": "pii", "decision": "block", "conditions": {"categories": ["iban"]}});
+        assert_eq!(
+            Fx::new(vec![p.clone()])
+                .content("GB82 WEST 1234 5698 7654 32")
+                .decide("x")
+                .verdict,
+            Verdict::Block
+        );
+        assert_eq!(
+            Fx::new(vec![p])
+                .content("GB82 WEST 1234 5698 7654 33")
+                .decide("x")
+                .verdict,
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn validation() {
+        let base =
+            |c: serde_json::Value| json!({"name": "p", "policy_type": "pii", "decision": "block", "conditions": c});
+        assert_eq!(
+            err_of(base(json!({"categories": ["email", "passport"]}))).field,
+            "conditions.categories[1]"
+        );
+        assert_eq!(err_of(base(json!({"categories": []}))).field, "conditions.categories");
+        assert_eq!(
+            err_of(base(json!({"category": ["email"]}))).field,
+            "conditions.category"
+        );
+        assert!(
+            crate::CompiledPolicySet::validate(&crate::policy::tests::def("p", base(serde_json::Value::Null))).is_ok()
+        );
+    }
+}

@@ -1,0 +1,391 @@
+//! Runtime sessions as the engine sees them: live budgets and the kill switch.
+//!
+//! The server keeps each session's state; the engine only reads it (`SessionFacts`) and
+//! says what an allowed action would cost (`Charge`). Two rules, in the order of the
+//! pipeline:
+//! 1. **Closed sessions first** (right after identity): a session that is killed,
+//!    terminated, ended or past its expiry answers `terminate` for every action, whatever
+//!    the policies say (`__session`).
+//! 2. **Budgets last** (after the policies): an action the policies allow is charged one
+//!    action, its `metadata.amount` in `metadata.currency` and its `metadata.tokens`. If
+//!    the charge would take the session past any budget the answer is `terminate`
+//!    (`__budget`, naming the budget) and the session ends. An amount that is not a
+//!    number, or an amount without a currency when the session has a spend budget, is
+//!    refused (`block`, naming the field): an unreadable cost cannot be allowed.
+//!
+//! Amounts are exact decimals: a JSON integer, a JSON decimal (read from its text, so
+//! `0.10` is one tenth) or a decimal string. Never binary floating point.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::action::ActionRequest;
+use crate::policy::metadata::as_number;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Active,
+    /// Stopped by a person or a revocation (`kill_reason` says why).
+    Killed,
+    /// Stopped by the engine: a budget was exhausted.
+    Terminated,
+    /// Past `expires_at`.
+    Expired,
+    /// Closed by the agent.
+    Ended,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Active => "active",
+            SessionStatus::Killed => "killed",
+            SessionStatus::Terminated => "terminated",
+            SessionStatus::Expired => "expired",
+            SessionStatus::Ended => "ended",
+        }
+    }
+}
+
+/// A session's limits. Absent fields are unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_actions: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// Per currency code, e.g. `{"USD": "5000"}`; serialised as decimal strings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "decimal_map")]
+    pub max_spend: BTreeMap<String, Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+}
+
+/// What a session has used so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consumed {
+    pub actions: u64,
+    #[serde(default, with = "decimal_map")]
+    pub spend: BTreeMap<String, Decimal>,
+    pub tokens: u64,
+}
+
+impl Consumed {
+    pub fn add(&mut self, c: &Charge) {
+        self.actions += c.actions;
+        if let Some((cur, amount)) = &c.spend {
+            *self.spend.entry(cur.clone()).or_default() += *amount;
+        }
+        self.tokens += c.tokens;
+    }
+}
+
+/// What one allowed action costs its session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Charge {
+    pub actions: u64,
+    /// Currency code and amount.
+    pub spend: Option<(String, Decimal)>,
+    pub tokens: u64,
+}
+
+/// The session facts one decision reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionFacts {
+    pub session_id: String,
+    pub status: SessionStatus,
+    /// Why a non-active session stopped.
+    pub reason: Option<String>,
+    pub expires_at_ms: Option<i64>,
+    pub budgets: Budgets,
+    pub consumed: Consumed,
+}
+
+impl SessionFacts {
+    /// Why no action may run in this session at `now_ms`, if so.
+    pub fn closed_reason(&self, now_ms: i64) -> Option<String> {
+        let id = &self.session_id;
+        match self.status {
+            SessionStatus::Active => {}
+            SessionStatus::Killed => {
+                return Some(format!("session `{id}` was killed: {}", self.reason.as_deref().unwrap_or("no reason given")));
+            }
+            SessionStatus::Terminated => {
+                return Some(format!("session `{id}` is terminated: {}", self.reason.as_deref().unwrap_or("budget exhausted")));
+            }
+            SessionStatus::Expired => return Some(format!("session `{id}` has expired")),
+            SessionStatus::Ended => return Some(format!("session `{id}` has ended")),
+        }
+        match self.expires_at_ms {
+            Some(at) if now_ms >= at => Some(format!("session `{id}` has expired (ttl_seconds reached)")),
+            _ => None,
+        }
+    }
+}
+
+/// Why an action cannot be charged: the field and the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// What `request` would cost in a session with these budgets. Spend is read only when
+/// `metadata.amount` is present; tokens when `metadata.tokens` is.
+pub fn charge_for(request: &ActionRequest, budgets: &Budgets) -> Result<Charge, ChargeError> {
+    let md = &request.metadata;
+    let spend = match md.get("amount") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let amount = as_number(v).ok_or_else(|| ChargeError {
+                field: "metadata.amount",
+                message: format!("`{v}` is not a number (use an integer, a decimal or a decimal string)"),
+            })?;
+            if amount.is_sign_negative() {
+                return Err(ChargeError { field: "metadata.amount", message: format!("`{amount}` is negative") });
+            }
+            match md.get("currency") {
+                Some(Value::String(c)) if !c.trim().is_empty() => Some((c.trim().to_ascii_uppercase(), amount)),
+                None | Some(Value::Null) if budgets.max_spend.is_empty() => None,
+                None | Some(Value::Null) => {
+                    return Err(ChargeError {
+                        field: "metadata.currency",
+                        message: "is required with `metadata.amount` when the session has a spend budget".into(),
+                    });
+                }
+                Some(other) => {
+                    return Err(ChargeError { field: "metadata.currency", message: format!("`{other}` is not a currency code") });
+                }
+            }
+        }
+    };
+    let tokens = match md.get("tokens") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v.as_u64().ok_or_else(|| ChargeError {
+            field: "metadata.tokens",
+            message: format!("`{v}` is not a non-negative integer"),
+        })?,
+    };
+    Ok(Charge { actions: 1, spend, tokens })
+}
+
+/// The budget this charge would exceed, named for the reason text, if any.
+pub fn exceeded(facts: &SessionFacts, charge: &Charge) -> Option<String> {
+    let (b, c) = (&facts.budgets, &facts.consumed);
+    if let Some(max) = b.max_actions {
+        if c.actions + charge.actions > max {
+            return Some(format!("budget `max_actions` ({max}) exhausted: {} actions already taken", c.actions));
+        }
+    }
+    if let Some((cur, amount)) = &charge.spend {
+        if let Some(max) = b.max_spend.get(cur) {
+            let used = c.spend.get(cur).copied().unwrap_or_default();
+            if used + *amount > *max {
+                return Some(format!(
+                    "budget `max_spend.{cur}` ({max}) would be exceeded: {used} spent, this action is {amount}"
+                ));
+            }
+        }
+    }
+    if let Some(max) = b.max_tokens {
+        if c.tokens + charge.tokens > max {
+            return Some(format!(
+                "budget `max_tokens` ({max}) would be exceeded: {} used, this action is {}",
+                c.tokens, charge.tokens
+            ));
+        }
+    }
+    None
+}
+
+/// Parse a spend budget value: an integer, a decimal or a decimal string.
+pub fn parse_amount(v: &Value) -> Option<Decimal> {
+    match v {
+        Value::String(s) => Decimal::from_str(s.trim()).ok(),
+        other => as_number(other),
+    }
+}
+
+/// Decimals as strings on the wire and in storage (no binary floating point anywhere);
+/// accepted as strings or JSON numbers.
+mod decimal_map {
+    use std::collections::BTreeMap;
+
+    use rust_decimal::Decimal;
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_json::Value;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<String, Decimal>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(m.iter().map(|(k, v)| (k, v.normalize().to_string())))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Decimal>, D::Error> {
+        let raw = BTreeMap::<String, Value>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(k, v)| {
+                let amount = super::parse_amount(&v)
+                    .ok_or_else(|| D::Error::custom(format!("`{k}`: `{v}` is not a decimal amount")))?;
+                if amount.is_sign_negative() {
+                    return Err(D::Error::custom(format!("`{k}`: `{v}` is negative")));
+                }
+                Ok((k.trim().to_ascii_uppercase(), amount))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(metadata: Value) -> ActionRequest {
+        ActionRequest {
+            action_type: "pay".into(),
+            metadata: metadata.as_object().cloned().unwrap_or_default(),
+            ..ActionRequest::default()
+        }
+    }
+
+    fn facts(budgets: Value, consumed: Consumed) -> SessionFacts {
+        SessionFacts {
+            session_id: "s".into(),
+            status: SessionStatus::Active,
+            reason: None,
+            expires_at_ms: None,
+            budgets: serde_json::from_value(budgets).unwrap(),
+            consumed,
+        }
+    }
+
+    #[test]
+    fn amounts_are_exact_decimals_in_every_form() {
+        let b: Budgets = serde_json::from_value(json!({"max_spend": {"eur": "0.30"}})).unwrap();
+        let mut used = Consumed::default();
+        for form in [json!(0.10), json!("0.10"), json!(0.1)] {
+            let c = charge_for(&request(json!({"amount": form, "currency": "EUR"})), &b).unwrap();
+            let f = SessionFacts { budgets: b.clone(), consumed: used.clone(), ..facts(json!({}), Consumed::default()) };
+            assert_eq!(exceeded(&f, &c), None);
+            used.add(&c);
+        }
+        assert_eq!(used.spend["EUR"].to_string(), "0.30");
+        let c = charge_for(&request(json!({"amount": "0.10", "currency": "EUR"})), &b).unwrap();
+        let f = SessionFacts { budgets: b, consumed: used, ..facts(json!({}), Consumed::default()) };
+        assert!(exceeded(&f, &c).unwrap().contains("max_spend.EUR"));
+    }
+
+    #[test]
+    fn unreadable_costs_name_the_field() {
+        let b: Budgets = serde_json::from_value(json!({"max_spend": {"USD": 10}})).unwrap();
+        assert_eq!(charge_for(&request(json!({"amount": "lots", "currency": "USD"})), &b).unwrap_err().field, "metadata.amount");
+        assert_eq!(charge_for(&request(json!({"amount": -1, "currency": "USD"})), &b).unwrap_err().field, "metadata.amount");
+        assert_eq!(charge_for(&request(json!({"amount": 5})), &b).unwrap_err().field, "metadata.currency");
+        assert_eq!(charge_for(&request(json!({"tokens": 1.5})), &b).unwrap_err().field, "metadata.tokens");
+        // Without a spend budget an amount needs no currency.
+        assert!(charge_for(&request(json!({"amount": 5})), &Budgets::default()).is_ok());
+    }
+
+    #[test]
+    fn each_budget_is_named_when_exceeded() {
+        let f = facts(json!({"max_actions": 2, "max_tokens": 100}), Consumed { actions: 2, ..Consumed::default() });
+        let c = charge_for(&request(json!({})), &f.budgets).unwrap();
+        assert!(exceeded(&f, &c).unwrap().contains("max_actions"));
+        let f = facts(json!({"max_tokens": 100}), Consumed { tokens: 90, ..Consumed::default() });
+        let c = charge_for(&request(json!({"tokens": 11})), &f.budgets).unwrap();
+        assert!(exceeded(&f, &c).unwrap().contains("max_tokens"));
+        let c = charge_for(&request(json!({"tokens": 10})), &f.budgets).unwrap();
+        assert_eq!(exceeded(&f, &c), None, "reaching a budget exactly is allowed");
+    }
+
+    #[test]
+    fn closed_sessions_say_why() {
+        let mut f = facts(json!({}), Consumed::default());
+        assert_eq!(f.closed_reason(0), None);
+        f.expires_at_ms = Some(1000);
+        assert!(f.closed_reason(1000).unwrap().contains("expired"));
+        f.status = SessionStatus::Killed;
+        f.reason = Some("operator".into());
+        assert!(f.closed_reason(0).unwrap().contains("operator"));
+    }
+
+    #[test]
+    fn budgets_reject_unknown_fields_and_bad_amounts() {
+        assert!(serde_json::from_value::<Budgets>(json!({"max_action": 3})).is_err());
+        assert!(serde_json::from_value::<Budgets>(json!({"max_spend": {"USD": "ten"}})).is_err());
+        assert!(serde_json::from_value::<Budgets>(json!({"max_spend": {"USD": -5}})).is_err());
+        let b: Budgets = serde_json::from_value(json!({"max_spend": {"USD": 5000}})).unwrap();
+        assert_eq!(serde_json::to_value(&b).unwrap(), json!({"max_spend": {"USD": "5000"}}));
+    }
+
+    mod through_decide {
+        use super::*;
+        use crate::{CompiledPolicySet, DecisionInput, Identity, PolicyDef, Verdict, WorkspaceSettings, decide};
+
+        fn run(policies: Value, identity: Identity, metadata: Value, s: &SessionFacts) -> crate::Decision {
+            let defs: Vec<PolicyDef> = serde_json::from_value(policies).unwrap();
+            let set = CompiledPolicySet::compile(&defs).unwrap();
+            let req = request(metadata);
+            let input = DecisionInput {
+                request: &req,
+                identity: &identity,
+                agent: None,
+                agent_history: &[],
+                session_history: &[],
+                agent_history_from_ms: i64::MIN,
+                session_history_from_ms: i64::MIN,
+                session: Some(s),
+                authority: Default::default(),
+                now_ms: 0,
+            };
+            decide(&input, &set, &WorkspaceSettings::default())
+        }
+
+        #[test]
+        fn an_allowed_action_is_charged() {
+            let f = facts(json!({"max_actions": 5}), Consumed::default());
+            let d = run(json!([]), Identity::Anonymous, json!({"amount": "2.5", "currency": "usd"}), &f);
+            assert_eq!(d.verdict, Verdict::Allow);
+            let c = d.charge.unwrap();
+            assert_eq!((c.actions, c.spend.unwrap().0), (1, "USD".to_owned()));
+            assert_eq!(d.ends_session, None);
+        }
+
+        #[test]
+        fn a_refused_action_costs_nothing() {
+            let f = facts(json!({"max_actions": 5}), Consumed::default());
+            let p = json!([{"policy_id": "p1", "name": "no", "policy_type": "action_type", "action_types": ["pay"], "decision": "block"}]);
+            let d = run(p, Identity::Anonymous, json!({}), &f);
+            assert_eq!(d.verdict, Verdict::Block);
+            assert_eq!(d.charge, None);
+        }
+
+        #[test]
+        fn the_action_past_the_budget_terminates_and_ends_the_session() {
+            let f = facts(json!({"max_actions": 1}), Consumed { actions: 1, ..Consumed::default() });
+            let d = run(json!([]), Identity::Anonymous, json!({}), &f);
+            assert_eq!(d.verdict, Verdict::Terminate);
+            assert_eq!(d.triggered[0].policy_id, "__budget");
+            assert!(d.ends_session.unwrap().contains("max_actions"));
+        }
+
+        #[test]
+        fn a_closed_session_terminates_before_identity_and_policies() {
+            let mut f = facts(json!({}), Consumed::default());
+            f.status = SessionStatus::Killed;
+            f.reason = Some("revoked: leaked".into());
+            let failed = Identity::Failed { check: "agent_deactivated".into(), reason: "gone".into() };
+            let d = run(json!([]), failed, json!({}), &f);
+            assert_eq!(d.verdict, Verdict::Terminate);
+            assert_eq!(d.triggered[0].policy_id, "__session");
+            assert!(d.reasoning.contains("revoked: leaked"));
+            assert_eq!(d.ends_session, None, "it is already over");
+        }
+    }
+}

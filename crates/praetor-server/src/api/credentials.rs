@@ -1,0 +1,215 @@
+//! Credential revocation and agent revocation, with the session cascade: every active
+//! session the revoked identity could act through is killed in the same transaction.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use praetor_core::session::SessionStatus;
+use praetor_store::{Credential, Mutation, Txn};
+use serde_json::{Value, json};
+
+use crate::auth::{Authorized, perm};
+use crate::clock::iso;
+use crate::error::{ApiError, ApiResult};
+use crate::events::event;
+use crate::extract::ApiJson;
+use crate::sessions::{Closing, active_where, close_in_memory, closing_txn};
+use crate::state::{AppState, WorkspaceState};
+
+use super::sessions::{ReasonBody, reason_of};
+
+pub fn credential_view(c: &Credential) -> Value {
+    json!({
+        "credential_id": c.credential_id,
+        "agent_id": c.agent_id,
+        "algorithm": c.algorithm,
+        "public_key": c.public_key,
+        "did": c.did,
+        "created_at": iso(c.created_at),
+        "expires_at": c.expires_at.map(iso),
+        "revoked_at": c.revoked_at.map(iso),
+        "status": if c.revoked_at.is_some() { "revoked" } else { "active" },
+    })
+}
+
+/// Revoke `creds` and kill the sessions of `agent_id` (or only those bound to the
+/// credentials when `whole_agent` is false), all in one transaction with its events.
+/// Returns the revoked credentials and the killed session ids.
+async fn revoke(
+    state: &AppState,
+    ws: &WorkspaceState,
+    actor: &str,
+    agent_id: &str,
+    creds: Vec<Credential>,
+    reason: &str,
+    extra: (Vec<Mutation>, Vec<praetor_store::SealRequest>),
+) -> ApiResult<(Vec<Credential>, Vec<String>)> {
+    let now = state.now_ms();
+    let cred_ids: Vec<String> = creds.iter().map(|c| c.credential_id.clone()).collect();
+    // Revoke in memory first, so nothing can start a session with these credentials
+    // while the commit is under way (if the commit fails, memory errs on the safe side).
+    {
+        let mut map = ws.credentials.write();
+        for id in &cred_ids {
+            if let Some(c) = map.get_mut(id) {
+                c.revoked_at.get_or_insert(now);
+            }
+        }
+    }
+    let targets = active_where(ws, |s| s.agent_id == agent_id || s.credential_id.as_ref().is_some_and(|c| cred_ids.contains(c)));
+    let closing = Closing { status: SessionStatus::Killed, reason: Some(format!("revoked: {reason}")), actor: Some(actor), kind: "session.killed" };
+    let killed = close_in_memory(ws, &targets, &closing, now);
+    let (mut mutations, mut seal) = extra;
+    for c in &creds {
+        mutations.push(Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: c.credential_id.clone(), at: now });
+        seal.push(event(&ws.workspace_id, "credential.revoked", Some(actor), now, json!({
+            "credential_id": c.credential_id, "agent_id": c.agent_id, "reason": reason,
+        })));
+    }
+    let (m, s) = closing_txn(&ws.workspace_id, &killed, &closing, now);
+    mutations.extend(m);
+    seal.extend(s);
+    state.commit(Txn { mutations, seal }).await?;
+    let map = ws.credentials.read();
+    let revoked: Vec<Credential> = creds.iter().filter_map(|c| map.get(&c.credential_id).cloned()).collect();
+    let killed_ids: Vec<String> = killed.into_iter().map(|s| s.session_id).collect();
+    tracing::info!(workspace_id = %ws.workspace_id, agent_id, killed = killed_ids.len(), "revoked");
+    Ok((revoked, killed_ids))
+}
+
+/// `POST /enforce/credentials/{id}/revoke`: the credential stops working and every
+/// active session bound to it or to its agent is killed at once.
+pub async fn revoke_credential(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::AgentsWrite>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReasonBody>,
+) -> ApiResult<Json<Value>> {
+    let reason = reason_of(body, "credential revoked")?;
+    let ws = &auth.workspace;
+    let cred = ws.credentials.read().get(&id).cloned().ok_or_else(|| ApiError::not_found("credential", &id))?;
+    let agent_id = cred.agent_id.clone();
+    let (mut revoked, killed) = revoke(&state, ws, &auth.key.key_id, &agent_id, vec![cred], &reason, (vec![], vec![])).await?;
+    let credential = revoked.pop().map(|c| credential_view(&c)).unwrap_or(Value::Null);
+    Ok(Json(json!({ "ok": true, "credential": credential, "killed_sessions": killed })))
+}
+
+/// `POST /enforce/agents/{id}/revoke`: deactivate the agent, revoke every credential it
+/// holds and kill its sessions; its later intercepts are refused.
+pub async fn revoke_agent(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::AgentsWrite>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReasonBody>,
+) -> ApiResult<Json<Value>> {
+    let reason = reason_of(body, "agent revoked")?;
+    let ws = &auth.workspace;
+    let _guard = ws.agent_writes.lock().await;
+    let mut agent = ws.agent(&id).ok_or_else(|| ApiError::not_found("agent", &id))?;
+    let now = state.now_ms();
+    agent.is_active = false;
+    agent.updated_at = now;
+    let creds: Vec<Credential> =
+        ws.credentials.read().values().filter(|c| c.agent_id == id && c.revoked_at.is_none()).cloned().collect();
+    // Deactivate in memory first: from here on every request as this agent is refused.
+    if let Some(stored) = ws.agents.write().get_mut(&id) {
+        stored.is_active = false;
+        stored.updated_at = now;
+    }
+    // Every grant the agent gave or received ends with it, and so do their re-delegations.
+    let grant_records = {
+        let mut live = ws.live.lock();
+        let roots: Vec<String> = live
+            .authority
+            .grants
+            .values()
+            .filter(|g| !g.revoked && (g.source_agent_id == id || g.target_agent_id == id))
+            .map(|g| g.grant_id.clone())
+            .collect();
+        let mut records = Vec::new();
+        for root in roots {
+            records.extend(crate::api::grants::revoke_tree(&mut live.authority, &root, &format!("agent `{id}` revoked"), &ws.workspace_id, now));
+        }
+        records
+    };
+    let revoked_grants: Vec<String> = grant_records.iter().map(|r| r.object_id.clone()).collect();
+    let mut mutations = vec![Mutation::PutAgent(agent.clone())];
+    mutations.extend(grant_records.into_iter().map(Mutation::PutObject));
+    let extra = (
+        mutations,
+        vec![event(&ws.workspace_id, "agent.revoked", Some(&auth.key.key_id), now, json!({ "agent_id": id, "reason": reason, "revoked_grants": revoked_grants }))],
+    );
+    let (revoked, killed) = revoke(&state, ws, &auth.key.key_id, &id, creds, &reason, extra).await?;
+    Ok(Json(json!({
+        "ok": true,
+        "agent": crate::api::agents::agent_view(&ws.agent(&id).unwrap_or(agent)),
+        "revoked_credentials": revoked.iter().map(credential_view).collect::<Vec<_>>(),
+        "revoked_grants": revoked_grants,
+        "killed_sessions": killed,
+    })))
+}
+
+pub async fn list_for_agent(auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    if !auth.may_see(Some(&id)) {
+        return Err(ApiError::not_found("agent", &id));
+    }
+    auth.workspace.agent(&id).ok_or_else(|| ApiError::not_found("agent", &id))?;
+    let mut creds: Vec<Credential> = auth.workspace.credentials.read().values().filter(|c| c.agent_id == id).cloned().collect();
+    creds.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+    Ok(Json(json!({ "ok": true, "agent_id": id, "credentials": creds.iter().map(credential_view).collect::<Vec<_>>() })))
+}
+
+/// The agent's newest credential that is neither revoked nor expired.
+pub async fn active_for_agent(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    if !auth.may_see(Some(&id)) {
+        return Err(ApiError::not_found("agent", &id));
+    }
+    auth.workspace.agent(&id).ok_or_else(|| ApiError::not_found("agent", &id))?;
+    let now = state.now_ms();
+    let active = auth
+        .workspace
+        .credentials
+        .read()
+        .values()
+        .filter(|c| c.agent_id == id && c.revoked_at.is_none() && c.expires_at.is_none_or(|e| e > now))
+        .max_by_key(|c| c.created_at)
+        .cloned()
+        .ok_or_else(|| ApiError::new(crate::error::Code::NotFound, format!("agent `{id}` has no active credential")))?;
+    Ok(Json(json!({ "ok": true, "credential": credential_view(&active) })))
+}
+
+/// `POST /enforce/credentials/{id}/rotate`: a new keypair (the private key is shown
+/// once) replaces the credential, which is revoked. Rotation is routine hygiene, not a
+/// compromise: live sessions go on (use revoke for a leaked key).
+pub async fn rotate(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::AgentsWrite>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let ws = &auth.workspace;
+    let old = ws.credentials.read().get(&id).cloned().ok_or_else(|| ApiError::not_found("credential", &id))?;
+    if old.revoked_at.is_some() {
+        return Err(ApiError::new(crate::error::Code::Conflict, format!("credential `{id}` is already revoked")));
+    }
+    let now = state.now_ms();
+    let ttl_days = old.expires_at.map(|e| ((e - old.created_at) / 86_400_000).max(1) as u32);
+    let (fresh, fresh_json) = crate::api::agents::new_credential(&ws.workspace_id, &old.agent_id, now, ttl_days);
+    let txn = Txn {
+        mutations: vec![
+            Mutation::InsertCredential(fresh.clone()),
+            Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: id.clone(), at: now },
+        ],
+        seal: vec![event(&ws.workspace_id, "credential.rotated", Some(&auth.key.key_id), now, json!({
+            "agent_id": old.agent_id, "old_credential_id": id, "credential_id": fresh.credential_id, "public_key": fresh.public_key,
+        }))],
+    };
+    state.commit(txn).await?;
+    let mut map = ws.credentials.write();
+    if let Some(c) = map.get_mut(&id) {
+        c.revoked_at = Some(now);
+    }
+    map.insert(fresh.credential_id.clone(), fresh);
+    let revoked = map.get(&id).map(credential_view);
+    Ok(Json(json!({ "ok": true, "credential": fresh_json, "revoked": revoked })))
+}

@@ -1,0 +1,751 @@
+//! Delegation grants, just-in-time temporal windows, breakglass and roles. Authority
+//! only narrows: a grant never carries a scope its source lacks, a re-delegation never
+//! exceeds its parent's remaining scopes, uses or lifetime, and revoking a grant revokes
+//! its children. Every change is sealed.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use praetor_core::glob::Glob;
+use praetor_store::ObjectRecord;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{Authorized, perm};
+use crate::authority::{AuthorityState, Breakglass, Grant, Review, Role, Window, create, touched, update};
+use crate::clock::iso;
+use crate::config::limits;
+use crate::error::{ApiError, ApiResult, Code};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::secrets::new_id;
+use crate::state::{AppState, WorkspaceState};
+
+/// The longest any window, grant or breakglass may last: 30 days.
+const MAX_DURATION_SECONDS: i64 = 30 * 86_400;
+
+fn check_globs(field: &str, list: &[String], required: bool) -> ApiResult<()> {
+    if required && list.is_empty() {
+        return Err(ApiError::invalid(field, "must name at least one action-type glob"));
+    }
+    if list.len() > limits::LIST_MAX {
+        return Err(ApiError::invalid(field, format!("has more than {} items", limits::LIST_MAX)));
+    }
+    for (i, g) in list.iter().enumerate() {
+        Glob::new(g).map_err(|e| ApiError::invalid(&format!("{field}[{i}]"), e.message))?;
+    }
+    Ok(())
+}
+
+/// Is every action type `scope` (a glob) matches also matched by one of `allowed`?
+/// Decided conservatively, so a grant can only narrow: `scope` is within `a` when they
+/// are equal, when `a` is `*`, or when `a` is a literal prefix followed by `*` (`pay.*`)
+/// and `scope` starts with that literal prefix. Anything else (`?`, classes, escapes,
+/// inner stars in `a`) is not treated as covering.
+fn within(scope: &str, allowed: &[String]) -> bool {
+    const SPECIAL: &[char] = &['*', '?', '[', ']', '\\'];
+    allowed.iter().any(|a| {
+        if a == scope || a == "*" {
+            return true;
+        }
+        match a.strip_suffix('*') {
+            Some(prefix) if !prefix.contains(SPECIAL) => scope.starts_with(prefix),
+            _ => false,
+        }
+    })
+}
+
+/// A duration from minutes, hours or seconds (the finest wins), bounded.
+fn duration_ms(field: &str, seconds: Option<i64>, minutes: Option<i64>, hours: Option<i64>) -> ApiResult<Option<i64>> {
+    let secs = seconds.or(minutes.map(|m| m * 60)).or(hours.map(|h| h * 3600));
+    match secs {
+        None => Ok(None),
+        Some(s) if s <= 0 || s > MAX_DURATION_SECONDS => {
+            Err(ApiError::invalid(field, format!("must be between 1 second and {} days", MAX_DURATION_SECONDS / 86_400)))
+        }
+        Some(s) => Ok(Some(s * 1000)),
+    }
+}
+
+fn agent_active(ws: &WorkspaceState, field: &str, id: &str) -> ApiResult<praetor_store::Agent> {
+    let a = ws.agent(id).ok_or_else(|| ApiError::not_found("agent", id))?;
+    if !a.is_active {
+        return Err(ApiError::invalid(field, format!("agent `{id}` is deactivated")));
+    }
+    Ok(a)
+}
+
+// ── delegation ──────────────────────────────────────────────────────────────────────
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegateBody {
+    source_agent_id: String,
+    target_agent_id: String,
+    scopes: Vec<String>,
+    #[serde(default)]
+    action_types: Vec<String>,
+    #[serde(default)]
+    duration_minutes: Option<i64>,
+    #[serde(default)]
+    duration_seconds: Option<i64>,
+    #[serde(default)]
+    ttl_hours: Option<i64>,
+    #[serde(default)]
+    max_uses: Option<u64>,
+    #[serde(default)]
+    budgets: Option<GrantBudgets>,
+    #[serde(default)]
+    parent_grant_id: Option<String>,
+    #[serde(default)]
+    instruction: Option<String>,
+    #[serde(default)]
+    constraints: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBudgets {
+    #[serde(default)]
+    max_actions: Option<u64>,
+}
+
+pub async fn delegate(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::Enforce>,
+    ApiJson(b): ApiJson<DelegateBody>,
+) -> ApiResult<Json<Value>> {
+    let ws = &auth.workspace;
+    // Authority is delegated by an administrator, or by the source agent itself through
+    // a key bound to it; an unbound agent key cannot hand out another agent's authority.
+    let is_admin = auth.key.scopes.contains(&praetor_store::Scope::Admin);
+    if !is_admin && auth.bound_agent() != Some(b.source_agent_id.as_str()) {
+        return Err(ApiError::new(Code::InsufficientScope, "only an admin key, or a key bound to the source agent, can delegate its authority"));
+    }
+    let source = agent_active(ws, "source_agent_id", &b.source_agent_id)?;
+    agent_active(ws, "target_agent_id", &b.target_agent_id)?;
+    if b.source_agent_id == b.target_agent_id {
+        return Err(ApiError::invalid("target_agent_id", "an agent cannot delegate to itself"));
+    }
+    check_globs("scopes", &b.scopes, true)?;
+    check_globs("action_types", &b.action_types, false)?;
+    if b.instruction.as_ref().is_some_and(|i| i.len() > 4096) {
+        return Err(ApiError::invalid("instruction", "is longer than 4096 bytes"));
+    }
+    let now = state.now_ms();
+    let ttl = duration_ms("duration_minutes", b.duration_seconds, b.duration_minutes, b.ttl_hours)?;
+    let mut max_uses = match (b.max_uses, b.budgets.as_ref().and_then(|x| x.max_actions)) {
+        (Some(u), Some(a)) => Some(u.min(a)),
+        (u, a) => u.or(a),
+    };
+    let mut expires_at = ttl.map(|t| now + t);
+    // A grant never carries a scope its source lacks. For a re-delegation the source's
+    // authority is the parent grant (checked below), not its own scopes.
+    if b.parent_grant_id.is_none() && !source.scopes.is_empty() {
+        for (i, s) in b.scopes.iter().chain(&b.action_types).enumerate() {
+            if !within(s, &source.scopes) {
+                return Err(ApiError::invalid(&format!("scopes[{i}]"), format!("`{s}` is outside the source agent's scopes")));
+            }
+        }
+    }
+    let grant_id = new_id("gr");
+    let key_id = auth.key.key_id.clone();
+    // A re-delegation is carved out of its parent: scopes, uses and lifetime.
+    let mut parent_record: Option<ObjectRecord> = None;
+    if let Some(pid) = &b.parent_grant_id {
+        let mut live = ws.live.lock();
+        let parent = live.authority.grants.get_mut(pid).ok_or_else(|| ApiError::not_found("grant", pid))?;
+        if let Some(problem) = parent.problem(Some(&b.source_agent_id), now) {
+            return Err(ApiError::invalid("parent_grant_id", format!("grant `{pid}` cannot be re-delegated by this source: {problem}")));
+        }
+        let parent_scopes: Vec<String> = parent.scopes.iter().chain(&parent.action_types).cloned().collect();
+        for (i, s) in b.scopes.iter().chain(&b.action_types).enumerate() {
+            if !within(s, &parent_scopes) {
+                return Err(ApiError::invalid(&format!("scopes[{i}]"), format!("`{s}` is not within the parent grant's scopes")));
+            }
+        }
+        if let Some(left) = parent.remaining() {
+            let asked = max_uses.unwrap_or(left);
+            if asked > left {
+                return Err(ApiError::invalid("max_uses", format!("{asked} exceeds the {left} uses the parent grant has left")));
+            }
+            max_uses = Some(asked);
+            parent.reserved += asked;
+        }
+        expires_at = match (expires_at, parent.expires_at) {
+            (Some(a), Some(p)) => Some(a.min(p)),
+            (a, p) => a.or(p),
+        };
+        parent_record = Some(touched(parent, &ws.workspace_id, now));
+    }
+    let grant = Grant {
+        grant_id: grant_id.clone(),
+        source_agent_id: b.source_agent_id,
+        target_agent_id: b.target_agent_id,
+        scopes: b.scopes,
+        action_types: b.action_types,
+        parent_grant_id: b.parent_grant_id,
+        max_uses,
+        uses: 0,
+        reserved: 0,
+        expires_at,
+        revoked: false,
+        revoke_reason: None,
+        instruction: b.instruction,
+        constraints: b.constraints.unwrap_or(Value::Null),
+        created_by: key_id.clone(),
+        created_at: now,
+        version: 1,
+    };
+    let view = grant.view(now);
+    let record = crate::authority::Object::to_record(&grant, &ws.workspace_id, now);
+    let fields = json!({ "grant": view });
+    update(&state, ws, "grant.created", &key_id, move |a, _| {
+        a.grants.insert(grant.grant_id.clone(), grant);
+        Ok((parent_record.into_iter().chain([record]).collect(), fields, ()))
+    })
+    .await?;
+    Ok(Json(json!({ "ok": true, "grant_id": grant_id, "grant": view })))
+}
+
+/// Revoke a grant and, recursively, every grant re-delegated from it.
+pub fn revoke_tree(a: &mut AuthorityState, root: &str, reason: &str, ws_id: &str, now: i64) -> Vec<ObjectRecord> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(id) = stack.pop() {
+        if let Some(g) = a.grants.get_mut(&id)
+            && !g.revoked {
+                g.revoked = true;
+                g.revoke_reason = Some(reason.to_owned());
+                out.push(touched(g, ws_id, now));
+            }
+        stack.extend(a.grants.values().filter(|c| c.parent_grant_id.as_deref() == Some(&id) && !c.revoked).map(|c| c.grant_id.clone()));
+    }
+    out
+}
+
+pub async fn revoke_grant(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::AgentsWrite>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<super::sessions::ReasonBody>,
+) -> ApiResult<Json<Value>> {
+    let reason = super::sessions::reason_of(body, "revoked")?;
+    let ws = &auth.workspace;
+    let ws_id = ws.workspace_id.clone();
+    let revoked = update(&state, ws, "grant.revoked", &auth.key.key_id, |a, now| {
+        if !a.grants.contains_key(&id) {
+            return Err(ApiError::not_found("grant", &id));
+        }
+        let records = revoke_tree(a, &id, &reason, &ws_id, now);
+        let ids: Vec<String> = records.iter().map(|r| r.object_id.clone()).collect();
+        Ok((records, json!({ "grant_id": id, "revoked": ids, "reason": reason }), ids))
+    })
+    .await?;
+    Ok(Json(json!({ "ok": true, "revoked": revoked })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBody {
+    grant_id: String,
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    action_type: Option<String>,
+}
+
+/// `POST /enforce/delegate/verify`: is this grant valid for this agent and action now?
+pub async fn verify_grant(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::Read>,
+    ApiJson(b): ApiJson<VerifyBody>,
+) -> ApiResult<Json<Value>> {
+    let now = state.now_ms();
+    let live = auth.workspace.live.lock();
+    let g = live
+        .authority
+        .grants
+        .get(&b.grant_id)
+        .filter(|g| auth.may_see(Some(&g.source_agent_id)) || auth.may_see(Some(&g.target_agent_id)))
+        .ok_or_else(|| ApiError::not_found("grant", &b.grant_id))?;
+    let agent = b.agent_id.as_deref().or(Some(g.target_agent_id.as_str()));
+    let mut reason = g.problem(agent, now);
+    if reason.is_none()
+        && let Some(t) = &b.action_type {
+            let covered = g.scopes.iter().chain(&g.action_types).any(|p| Glob::new(p).is_ok_and(|x| x.is_match(t)));
+            if !covered {
+                reason = Some(format!("action type `{t}` is outside the grant"));
+            }
+        }
+    Ok(Json(json!({ "ok": true, "valid": reason.is_none(), "reason": reason, "grant": g.view(now) })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DelegationsQuery {
+    direction: Option<String>,
+    status: Option<String>,
+}
+
+fn grants_where(ws: &WorkspaceState, now: i64, pred: impl Fn(&Grant) -> bool) -> Vec<Value> {
+    let live = ws.live.lock();
+    let mut v: Vec<&Grant> = live.authority.grants.values().filter(|g| pred(g)).collect();
+    v.sort_by_key(|g| std::cmp::Reverse(g.created_at));
+    v.into_iter().map(|g| g.view(now)).collect()
+}
+
+pub async fn list_delegations(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>) -> Json<Value> {
+    let now = state.now_ms();
+    let rows = grants_where(&auth.workspace, now, |g| auth.may_see(Some(&g.source_agent_id)) || auth.may_see(Some(&g.target_agent_id)));
+    Json(json!({ "ok": true, "delegations": rows, "total": rows.len() }))
+}
+
+/// `GET /enforce/agents/{id}/delegations?direction=given|received&status=active`.
+pub async fn agent_delegations(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::Read>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<DelegationsQuery>,
+) -> ApiResult<Json<Value>> {
+    let direction = q.direction.as_deref().unwrap_or("both");
+    if !["given", "received", "both"].contains(&direction) {
+        return Err(ApiError::new(Code::InvalidQuery, format!("`direction`: `{direction}` is not given, received or both")));
+    }
+    if !auth.may_see(Some(&id)) {
+        return Err(ApiError::not_found("agent", &id));
+    }
+    let now = state.now_ms();
+    let rows = grants_where(&auth.workspace, now, |g| {
+        let side = match direction {
+            "given" => g.source_agent_id == id,
+            "received" => g.target_agent_id == id,
+            _ => g.source_agent_id == id || g.target_agent_id == id,
+        };
+        side && q.status.as_deref().is_none_or(|s| g.status_at(now) == s)
+    });
+    Ok(Json(json!({ "ok": true, "delegations": rows, "total": rows.len() })))
+}
+
+// ── temporal windows ────────────────────────────────────────────────────────────────
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowBody {
+    agent_id: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    action_types: Vec<String>,
+    #[serde(default)]
+    duration_minutes: Option<i64>,
+    #[serde(default)]
+    duration_seconds: Option<i64>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn window_view(w: &Window, now: i64) -> Value {
+    json!({
+        "window_id": w.window_id, "agent_id": w.agent_id, "scopes": w.scopes, "action_types": w.action_types,
+        "reason": w.reason, "status": w.status_at(now), "expires_at": iso(w.expires_at), "created_at": iso(w.created_at),
+    })
+}
+
+/// `POST /enforce/temporal-windows`: for a bounded time, the agent may do what the
+/// window's scopes and action types name even where its scopes or roles would refuse.
+pub async fn open_window(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::Approvals>,
+    ApiJson(b): ApiJson<WindowBody>,
+) -> ApiResult<Json<Value>> {
+    let ws = &auth.workspace;
+    agent_active(ws, "agent_id", &b.agent_id)?;
+    if b.scopes.is_empty() && b.action_types.is_empty() {
+        return Err(ApiError::invalid("scopes", "a window must name scopes or action_types"));
+    }
+    check_globs("scopes", &b.scopes, false)?;
+    check_globs("action_types", &b.action_types, false)?;
+    let ms = duration_ms("duration_minutes", b.duration_seconds, b.duration_minutes, None)?
+        .ok_or_else(|| ApiError::invalid("duration_minutes", "is required"))?;
+    if b.reason.as_ref().is_some_and(|r| r.len() > 2048) {
+        return Err(ApiError::invalid("reason", "is longer than 2048 bytes"));
+    }
+    let now = state.now_ms();
+    let w = Window {
+        window_id: new_id("tw"),
+        agent_id: b.agent_id,
+        scopes: b.scopes,
+        action_types: b.action_types,
+        reason: b.reason,
+        revoked: false,
+        created_by: auth.key.key_id.clone(),
+        created_at: now,
+        expires_at: now + ms,
+        version: 0,
+    };
+    let view = window_view(&w, now);
+    create(&state, ws, w, "window.opened", &auth.key.key_id, json!({ "window": view })).await?;
+    Ok(Json(json!({ "ok": true, "window": view })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExtendBody {
+    duration_minutes: Option<i64>,
+    duration_seconds: Option<i64>,
+    reason: Option<String>,
+}
+
+pub async fn extend_window(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::Approvals>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ExtendBody>,
+) -> ApiResult<Json<Value>> {
+    let ms = duration_ms("duration_minutes", b.duration_seconds, b.duration_minutes, None)?
+        .ok_or_else(|| ApiError::invalid("duration_minutes", "is required"))?;
+    let ws_id = auth.workspace.workspace_id.clone();
+    let view = update(&state, &auth.workspace, "window.extended", &auth.key.key_id, |a, now| {
+        let w = a.windows.get_mut(&id).ok_or_else(|| ApiError::not_found("window", &id))?;
+        if w.status_at(now) != "open" {
+            return Err(ApiError::new(Code::Conflict, format!("window `{id}` is {}", w.status_at(now))));
+        }
+        w.expires_at = (w.expires_at + ms).min(now + MAX_DURATION_SECONDS * 1000);
+        let record = touched(w, &ws_id, now);
+        Ok((vec![record], json!({ "window_id": id, "expires_at": iso(w.expires_at), "reason": b.reason }), window_view(w, now)))
+    })
+    .await?;
+    Ok(Json(json!({ "ok": true, "window": view })))
+}
+
+pub async fn revoke_window(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::Approvals>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let ws_id = auth.workspace.workspace_id.clone();
+    let view = update(&state, &auth.workspace, "window.revoked", &auth.key.key_id, |a, now| {
+        let w = a.windows.get_mut(&id).ok_or_else(|| ApiError::not_found("window", &id))?;
+        w.revoked = true;
+        let record = touched(w, &ws_id, now);
+        Ok((vec![record], json!({ "window_id": id }), window_view(w, now)))
+    })
+    .await?;
+    Ok(Json(json!({ "ok": true, "window": view })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckQuery {
+    agent_id: Option<String>,
+    scope: Option<String>,
+}
+
+/// `GET /enforce/temporal-windows/check?agent_id=&scope=`: is a window open that covers it?
+pub async fn check_window(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::Read>,
+    ApiQuery(q): ApiQuery<CheckQuery>,
+) -> ApiResult<Json<Value>> {
+    let agent = q.agent_id.ok_or_else(|| ApiError::new(Code::InvalidQuery, "`agent_id` is required"))?;
+    if !auth.may_see(Some(&agent)) {
+        return Err(ApiError::not_found("agent", &agent));
+    }
+    let now = state.now_ms();
+    let live = auth.workspace.live.lock();
+    let open = live.authority.windows.values().find(|w| {
+        w.agent_id == agent
+            && w.status_at(now) == "open"
+            && q.scope.as_deref().is_none_or(|s| w.scopes.iter().chain(&w.action_types).any(|p| p == s || Glob::new(p).is_ok_and(|g| g.is_match(s))))
+    });
+    Ok(Json(json!({ "ok": true, "open": open.is_some(), "window": open.map(|w| window_view(w, now)) })))
+}
+
+pub async fn agent_windows(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    if !auth.may_see(Some(&id)) {
+        return Err(ApiError::not_found("agent", &id));
+    }
+    let now = state.now_ms();
+    let live = auth.workspace.live.lock();
+    let mut v: Vec<&Window> = live.authority.windows.values().filter(|w| w.agent_id == id).collect();
+    v.sort_by_key(|w| std::cmp::Reverse(w.created_at));
+    let rows: Vec<Value> = v.into_iter().map(|w| window_view(w, now)).collect();
+    Ok(Json(json!({ "ok": true, "windows": rows, "total": rows.len() })))
+}
+
+// ── breakglass ──────────────────────────────────────────────────────────────────────
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakglassBody {
+    agent_id: String,
+    justification: String,
+    #[serde(default)]
+    severity: Option<String>,
+    #[serde(default)]
+    duration_minutes: Option<i64>,
+    #[serde(default)]
+    duration_seconds: Option<i64>,
+}
+
+fn breakglass_view(b: &Breakglass, now: i64) -> Value {
+    json!({
+        "breakglass_id": b.breakglass_id, "agent_id": b.agent_id, "justification": b.justification, "severity": b.severity,
+        "status": b.status_at(now), "triggered_by": b.triggered_by, "overrides": b.overrides, "review": b.review,
+        "created_at": iso(b.created_at), "expires_at": iso(b.expires_at), "closed_at": b.closed_at.map(iso),
+    })
+}
+
+/// `POST /enforce/breakglass`: for a bounded time, the agent's policy and role refusals
+/// are overridden to `allow`, each override recorded. Identity failures, killed sessions
+/// and revoked credentials are never overridden.
+pub async fn trigger_breakglass(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::Approvals>,
+    ApiJson(b): ApiJson<BreakglassBody>,
+) -> ApiResult<Json<Value>> {
+    let ws = &auth.workspace;
+    agent_active(ws, "agent_id", &b.agent_id)?;
+    let justification = b.justification.trim().to_owned();
+    if justification.is_empty() || justification.len() > 4096 {
+        return Err(ApiError::invalid("justification", "is required (1-4096 bytes)"));
+    }
+    let severity = b.severity.unwrap_or_else(|| "high".into());
+    if !["critical", "high", "medium", "low"].contains(&severity.as_str()) {
+        return Err(ApiError::invalid("severity", format!("`{severity}` is not critical, high, medium or low")));
+    }
+    let ms = duration_ms("duration_minutes", b.duration_seconds, b.duration_minutes, None)?.unwrap_or(60 * 60 * 1000);
+    let now = state.now_ms();
+    let bg = Breakglass {
+        breakglass_id: new_id("bg"),
+        agent_id: b.agent_id,
+        justification,
+        severity,
+        closed_at: None,
+        triggered_by: auth.key.key_id.clone(),
+        review: None,
+        overrides: 0,
+        created_at: now,
+        expires_at: now + ms,
+        version: 0,
+    };
+    let view = breakglass_view(&bg, now);
+    create(&state, ws, bg, "breakglass.triggered", &auth.key.key_id, json!({ "breakglass": view })).await?;
+    tracing::warn!(workspace_id = %ws.workspace_id, agent_id = %view["agent_id"], "breakglass triggered");
+    Ok(Json(json!({ "ok": true, "breakglass_id": view["breakglass_id"], "breakglass": view })))
+}
+
+pub async fn close_breakglass(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::Approvals>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let ws_id = auth.workspace.workspace_id.clone();
+    let view = update(&state, &auth.workspace, "breakglass.closed", &auth.key.key_id, |a, now| {
+        let b = a.breakglass.get_mut(&id).ok_or_else(|| ApiError::not_found("breakglass", &id))?;
+        b.closed_at.get_or_insert(now);
+        let record = touched(b, &ws_id, now);
+        Ok((vec![record], json!({ "breakglass_id": id, "overrides": b.overrides }), breakglass_view(b, now)))
+    })
+    .await?;
+    Ok(Json(json!({ "ok": true, "breakglass": view })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewBody {
+    outcome: String,
+    #[serde(default)]
+    notes: Option<String>,
+}
+
+/// The after-the-fact review of a breakglass use.
+pub async fn review_breakglass(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::Approvals>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReviewBody>,
+) -> ApiResult<Json<Value>> {
+    if !["justified", "unjustified", "needs_follow_up"].contains(&body.outcome.as_str()) {
+        return Err(ApiError::invalid("outcome", format!("`{}` is not justified, unjustified or needs_follow_up", body.outcome)));
+    }
+    if body.notes.as_ref().is_some_and(|n| n.len() > 8192) {
+        return Err(ApiError::invalid("notes", "is longer than 8192 bytes"));
+    }
+    let ws_id = auth.workspace.workspace_id.clone();
+    let reviewer = auth.key.key_id.clone();
+    let view = update(&state, &auth.workspace, "breakglass.reviewed", &auth.key.key_id, |a, now| {
+        let b = a.breakglass.get_mut(&id).ok_or_else(|| ApiError::not_found("breakglass", &id))?;
+        if b.triggered_by == reviewer {
+            return Err(ApiError::new(Code::InsufficientScope, "the key that triggered breakglass cannot review it"));
+        }
+        b.review = Some(Review { outcome: body.outcome.clone(), notes: body.notes.clone(), reviewer: reviewer.clone(), reviewed_at: now });
+        let record = touched(b, &ws_id, now);
+        Ok((vec![record], json!({ "breakglass_id": id, "outcome": body.outcome, "notes": body.notes }), breakglass_view(b, now)))
+    })
+    .await?;
+    Ok(Json(json!({ "ok": true, "breakglass": view })))
+}
+
+pub async fn breakglass_stats(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>) -> ApiResult<Json<Value>> {
+    auth.whole_workspace()?;
+    let now = state.now_ms();
+    let live = auth.workspace.live.lock();
+    let all: Vec<&Breakglass> = live.authority.breakglass.values().collect();
+    let count = |f: &dyn Fn(&Breakglass) -> bool| all.iter().filter(|b| f(b)).count();
+    let mut by_time: Vec<&Breakglass> = all.clone();
+    by_time.sort_by_key(|b| std::cmp::Reverse(b.created_at));
+    let recent: Vec<Value> = by_time.into_iter().take(20).map(|b| breakglass_view(b, now)).collect();
+    Ok(Json(json!({
+        "ok": true,
+        "total": all.len(),
+        "active": count(&|b| b.status_at(now) == "active"),
+        "closed": count(&|b| b.status_at(now) == "closed"),
+        "reviewed": count(&|b| b.review.is_some()),
+        "unreviewed": count(&|b| b.review.is_none() && b.status_at(now) == "closed"),
+        "overrides": all.iter().map(|b| b.overrides).sum::<u64>(),
+        "recent": recent,
+    })))
+}
+
+// ── roles ───────────────────────────────────────────────────────────────────────────
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleBody {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    allowed_action_types: Vec<String>,
+    #[serde(default)]
+    denied_action_types: Vec<String>,
+    #[serde(default)]
+    min_trust_level: Option<u8>,
+}
+
+fn role_view(r: &Role) -> Value {
+    json!({
+        "role_id": r.role_id, "name": r.name, "description": r.description, "allowed_action_types": r.allowed_action_types,
+        "denied_action_types": r.denied_action_types, "min_trust_level": r.min_trust_level, "agent_ids": r.agent_ids,
+        "created_at": iso(r.created_at),
+    })
+}
+
+pub async fn create_role(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::PoliciesWrite>,
+    ApiJson(b): ApiJson<RoleBody>,
+) -> ApiResult<Json<Value>> {
+    let name = b.name.trim().to_owned();
+    if name.is_empty() || name.len() > limits::NAME_MAX {
+        return Err(ApiError::invalid("name", format!("must be 1-{} bytes", limits::NAME_MAX)));
+    }
+    check_globs("allowed_action_types", &b.allowed_action_types, false)?;
+    check_globs("denied_action_types", &b.denied_action_types, false)?;
+    if b.min_trust_level.is_some_and(|t| t > 100) {
+        return Err(ApiError::invalid("min_trust_level", "must be between 0 and 100"));
+    }
+    let ws = &auth.workspace;
+    if ws.live.lock().authority.roles.values().any(|r| r.name == name) {
+        return Err(ApiError::new(Code::Conflict, format!("a role named `{name}` already exists")));
+    }
+    let role = Role {
+        role_id: new_id("role"),
+        name,
+        description: b.description,
+        allowed_action_types: b.allowed_action_types,
+        denied_action_types: b.denied_action_types,
+        min_trust_level: b.min_trust_level,
+        agent_ids: Vec::new(),
+        created_at: state.now_ms(),
+        version: 0,
+    };
+    let view = role_view(&role);
+    create(&state, ws, role, "role.created", &auth.key.key_id, json!({ "role": view })).await?;
+    Ok(Json(json!({ "ok": true, "role": view })))
+}
+
+pub async fn list_roles(auth: Authorized<perm::Read>) -> Json<Value> {
+    let live = auth.workspace.live.lock();
+    let mut v: Vec<&Role> = live.authority.roles.values().collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    let rows: Vec<Value> = v.into_iter().map(role_view).collect();
+    Json(json!({ "ok": true, "roles": rows, "total": rows.len() }))
+}
+
+pub async fn role_agents(auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    auth.whole_workspace()?;
+    let ids = auth.workspace.live.lock().authority.roles.get(&id).map(|r| r.agent_ids.clone()).ok_or_else(|| ApiError::not_found("role", &id))?;
+    let agents: Vec<Value> = ids.iter().filter_map(|a| auth.workspace.agent(a)).map(|a| crate::api::agents::agent_view(&a)).collect();
+    Ok(Json(json!({ "ok": true, "role_id": id, "agents": agents })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignBody {
+    agent_id: String,
+}
+
+async fn set_assignment(state: &AppState, auth: &Authorized<perm::PoliciesWrite>, id: String, agent_id: String, assign: bool) -> ApiResult<Json<Value>> {
+    let ws = &auth.workspace;
+    ws.agent(&agent_id).ok_or_else(|| ApiError::not_found("agent", &agent_id))?;
+    let ws_id = ws.workspace_id.clone();
+    let kind = if assign { "role.assigned" } else { "role.unassigned" };
+    let view = update(state, ws, kind, &auth.key.key_id, |a, now| {
+        let r = a.roles.get_mut(&id).ok_or_else(|| ApiError::not_found("role", &id))?;
+        let present = r.agent_ids.contains(&agent_id);
+        if assign && !present {
+            r.agent_ids.push(agent_id.clone());
+        } else if !assign {
+            r.agent_ids.retain(|x| x != &agent_id);
+        }
+        let record = touched(r, &ws_id, now);
+        Ok((vec![record], json!({ "role_id": id, "agent_id": agent_id }), role_view(r)))
+    })
+    .await?;
+    Ok(Json(json!({ "ok": true, "role": view })))
+}
+
+pub async fn assign_role(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::PoliciesWrite>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<AssignBody>,
+) -> ApiResult<Json<Value>> {
+    set_assignment(&state, &auth, id, b.agent_id, true).await
+}
+
+pub async fn unassign_role(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::PoliciesWrite>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<AssignBody>,
+) -> ApiResult<Json<Value>> {
+    set_assignment(&state, &auth, id, b.agent_id, false).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+
+    fn w(scope: &str, allowed: &[&str]) -> bool {
+        within(scope, &allowed.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn a_scope_is_within_only_when_it_surely_narrows() {
+        assert!(w("pay.small", &["pay.*"]));
+        assert!(w("pay.*", &["pay.*"]));
+        assert!(w("pay.[ab]*", &["pay.*"]));
+        assert!(w("anything", &["*"]));
+        assert!(w("report.read", &["report.read"]));
+        assert!(!w("pay.*", &["pay.?"]), "`?` matches one character, `*` many");
+        assert!(!w("[!b]", &["*b*"]));
+        assert!(!w("pay.*", &["pay.small"]));
+        assert!(!w("db.*", &["pay.*"]));
+        assert!(!w("pay*", &["pay.*"]));
+        assert!(!w("x", &["a*b*"]));
+    }
+}

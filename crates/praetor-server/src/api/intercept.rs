@@ -1,0 +1,133 @@
+//! `POST /enforce/intercept`, `/enforce/batch` and `/enforce/agent-comm`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, Method};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::auth::{Authorized, perm};
+use crate::config::limits;
+use crate::error::{ApiError, ApiResult, Code};
+use crate::extract::{RawBody, parse_json};
+use crate::pipeline::{self, Caller, InterceptBody};
+use crate::state::AppState;
+
+pub async fn intercept(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::Enforce>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    RawBody(raw): RawBody,
+) -> ApiResult<Json<Map<String, Value>>> {
+    let body: InterceptBody = parse_json(&raw)?;
+    let intercepted = pipeline::intercept(body, "")?;
+    if let Some(sid) = &intercepted.request.session_id {
+        pipeline::load_session(&state, &auth.workspace, sid).await?;
+    }
+    let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), &raw);
+    let evaluated = pipeline::evaluate(&state, &auth.workspace, &caller, intercepted);
+    let mut answers = pipeline::record(&state, &auth.workspace, vec![evaluated]).await?;
+    answers.pop().map(Json).ok_or_else(|| ApiError::new(Code::Internal, "the decision was not recorded"))
+}
+
+#[derive(Deserialize)]
+pub struct BatchBody {
+    actions: Vec<InterceptBody>,
+}
+
+/// Evaluate up to 500 actions; all of them are recorded in one commit.
+pub async fn batch(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::Enforce>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    RawBody(raw): RawBody,
+) -> ApiResult<Json<Value>> {
+    let body: BatchBody = parse_json(&raw)?;
+    if body.actions.len() > limits::BATCH_MAX {
+        return Err(ApiError::new(
+            Code::BatchTooLarge,
+            format!("`actions` has {} items; the limit is {}", body.actions.len(), limits::BATCH_MAX),
+        ));
+    }
+    let mut intercepted = Vec::with_capacity(body.actions.len());
+    for (i, action) in body.actions.into_iter().enumerate() {
+        intercepted.push(pipeline::intercept(action, &format!("actions[{i}]."))?);
+    }
+    for sid in intercepted.iter().filter_map(|i| i.request.session_id.as_ref()).collect::<std::collections::BTreeSet<_>>() {
+        pipeline::load_session(&state, &auth.workspace, sid).await?;
+    }
+    let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), &raw);
+    let evaluated: Vec<_> = intercepted.into_iter().map(|i| pipeline::evaluate(&state, &auth.workspace, &caller, i)).collect();
+    let results = pipeline::record(&state, &auth.workspace, evaluated).await?;
+    let count = |d: &str| results.iter().filter(|r| r.get("decision").and_then(Value::as_str) == Some(d)).count();
+    Ok(Json(json!({
+        "ok": true,
+        "total": results.len(),
+        "allowed": count("allow"),
+        "blocked": count("block") + count("terminate"),
+        "escalated": count("escalate"),
+        "results": results,
+    })))
+}
+
+/// `POST /enforce/agent-comm`: one agent instructing another (wire §2.5), decided as an
+/// `agent_instruction` action of the source agent.
+#[derive(Deserialize)]
+#[serde(default)]
+#[derive(Default)]
+pub struct AgentCommBody {
+    source_agent_id: Option<String>,
+    target_agent_id: Option<String>,
+    instruction: Option<String>,
+    metadata: Option<Map<String, Value>>,
+    chain_id: Option<String>,
+    chain_step: Option<u64>,
+    parent_decision_id: Option<String>,
+    session_id: Option<String>,
+}
+
+pub async fn agent_comm(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::Enforce>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    RawBody(raw): RawBody,
+) -> ApiResult<Json<Map<String, Value>>> {
+    let body: AgentCommBody = parse_json(&raw)?;
+    let source = body.source_agent_id.ok_or_else(|| ApiError::invalid("source_agent_id", "is required"))?;
+    let target = body.target_agent_id.ok_or_else(|| ApiError::invalid("target_agent_id", "is required"))?;
+    let mut metadata = body.metadata.unwrap_or_default();
+    metadata.insert("target_agent_id".into(), json!(target));
+    let as_action = InterceptBody {
+        action_type: Some("agent_instruction".into()),
+        agent_id: Some(source),
+        action_content: Some(body.instruction.unwrap_or_else(|| format!("hand-off to {target}"))),
+        metadata: Some(metadata),
+        session_id: body.session_id,
+        chain_id: body.chain_id,
+        chain_step: body.chain_step,
+        parent_decision_id: body.parent_decision_id,
+        ..InterceptBody::default()
+    };
+    let intercepted = pipeline::intercept(as_action, "")?;
+    pipeline::check_id_pub("target_agent_id", &target)?;
+    if let Some(sid) = &intercepted.request.session_id {
+        pipeline::load_session(&state, &auth.workspace, sid).await?;
+    }
+    let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), &raw);
+    let unknown_target = match auth.workspace.agent(&target) {
+        Some(t) if t.is_active => None,
+        Some(_) => Some(("target_deactivated", format!("target agent `{target}` is deactivated"))),
+        None => Some(("unknown_target", format!("target agent `{target}` is not registered in this workspace"))),
+    };
+    let evaluated = pipeline::evaluate_with(&state, &auth.workspace, &caller, intercepted, unknown_target);
+    let mut answers = pipeline::record(&state, &auth.workspace, vec![evaluated]).await?;
+    answers.pop().map(Json).ok_or_else(|| ApiError::new(Code::Internal, "the decision was not recorded"))
+}

@@ -1,0 +1,234 @@
+//! Policies: list, create, read, replace, delete. Every change recompiles the
+//! workspace's set once, is sealed in the vault, and only then takes effect.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use praetor_core::{CompiledPolicySet, PolicyDef};
+use praetor_store::{Mutation, PolicyRecord, Txn};
+use serde_json::{Value, json};
+
+use crate::auth::{Authorized, perm};
+use crate::clock::iso;
+use crate::config::limits;
+use crate::error::{ApiError, ApiResult, Code};
+use crate::events::event;
+use crate::extract::ApiJson;
+use crate::secrets::new_id;
+use crate::state::{AppState, PolicySet, WorkspaceState};
+
+pub fn policy_view(p: &PolicyRecord) -> Value {
+    let mut v = serde_json::to_value(&p.def).unwrap_or_default();
+    if let Value::Object(m) = &mut v {
+        m.insert("created_at".into(), json!(iso(p.created_at)));
+        m.insert("updated_at".into(), json!(iso(p.updated_at)));
+    }
+    v
+}
+
+/// A policy deployed by a pack changes only with the pack (a new version, or a rollback).
+fn managed_by_pack(rec: &PolicyRecord) -> ApiResult<()> {
+    if let Some(p) = &rec.def.pack {
+        return Err(ApiError::new(Code::Conflict, format!("policy `{}` is managed by policy pack `{p}`; deploy a new version of the pack", rec.def.policy_id)));
+    }
+    if rec.def.governance.is_some() {
+        return Err(ApiError::new(Code::Conflict, format!("`{}` is a governance rule; change it through /api/v1/rules", rec.def.policy_id)));
+    }
+    Ok(())
+}
+
+fn policy_error(e: praetor_core::PolicyError) -> ApiError {
+    ApiError::new(Code::InvalidPolicy, e.to_string())
+}
+
+fn validate(def: &PolicyDef) -> ApiResult<()> {
+    if def.name.trim().is_empty() || def.name.len() > limits::NAME_MAX {
+        return Err(ApiError::new(Code::InvalidPolicy, format!("policy field `name`: must be 1-{} bytes", limits::NAME_MAX)));
+    }
+    if def.description.as_ref().is_some_and(|d| d.len() > 4096) {
+        return Err(ApiError::new(Code::InvalidPolicy, "policy field `description`: is longer than 4096 bytes"));
+    }
+    CompiledPolicySet::validate(def).map_err(policy_error)
+}
+
+pub async fn list(auth: Authorized<perm::Read>) -> ApiResult<Json<Value>> {
+    let set = auth.workspace.policies.load();
+    let mut records: Vec<&PolicyRecord> = set.records.iter().collect();
+    records.sort_by(|a, b| b.def.priority.cmp(&a.def.priority).then_with(|| a.created_at.cmp(&b.created_at)));
+    let views: Vec<Value> = records.into_iter().map(policy_view).collect();
+    Ok(Json(json!({ "ok": true, "policies": views, "total": views.len(), "policy_set_hash": set.hash })))
+}
+
+pub async fn get(auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let set = auth.workspace.policies.load();
+    let rec = set.records.iter().find(|r| r.def.policy_id == id).ok_or_else(|| ApiError::not_found("policy", &id))?;
+    Ok(Json(json!({ "ok": true, "policy": policy_view(rec) })))
+}
+
+/// Apply a change to the workspace's policy list: compile the new list, commit the
+/// change with its vault event, then swap it in.
+pub async fn change(
+    state: &AppState,
+    ws: &WorkspaceState,
+    actor: &str,
+    kind: &str,
+    edit: impl FnOnce(&mut Vec<PolicyRecord>) -> ApiResult<(Vec<Mutation>, Value)>,
+) -> ApiResult<Value> {
+    let _guard = ws.policy_writes.lock().await;
+    let mut records = ws.policies.load().records.clone();
+    let (mutations, fields) = edit(&mut records)?;
+    let set = PolicySet::build(records).map_err(policy_error)?;
+    let mut fields = fields;
+    if let Value::Object(m) = &mut fields {
+        m.insert("policy_set_hash".into(), json!(set.hash));
+    }
+    let txn = Txn { mutations, seal: vec![event(&ws.workspace_id, kind, Some(actor), state.now_ms(), fields)] };
+    state.commit(txn).await?;
+    let hash = set.hash.clone();
+    ws.policies.store(Arc::new(set));
+    tracing::info!(workspace_id = %ws.workspace_id, kind, policy_set_hash = %hash, "policies changed");
+    Ok(json!({ "policy_set_hash": hash }))
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::PoliciesWrite>,
+    ApiJson(mut def): ApiJson<PolicyDef>,
+) -> ApiResult<Json<Value>> {
+    validate(&def)?;
+    def.pack = None;
+    def.governance = None;
+    def.policy_id = new_id("pol");
+    let now = state.now_ms();
+    let record = PolicyRecord { workspace_id: auth.workspace.workspace_id.clone(), def, created_at: now, updated_at: now };
+    let rec = record.clone();
+    let out = change(&state, &auth.workspace, &auth.key.key_id, "policy.created", move |records| {
+        if records.len() >= limits::POLICIES_PER_WORKSPACE {
+            return Err(ApiError::new(Code::InvalidPolicy, "this workspace has reached its policy limit"));
+        }
+        records.push(rec.clone());
+        Ok((vec![Mutation::PutPolicy(rec.clone())], json!({ "policy_id": rec.def.policy_id, "policy": rec.def })))
+    })
+    .await?;
+    Ok(Json(json!({ "ok": true, "policy": policy_view(&record), "policy_set_hash": out["policy_set_hash"] })))
+}
+
+pub async fn replace(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::PoliciesWrite>,
+    Path(id): Path<String>,
+    ApiJson(mut def): ApiJson<PolicyDef>,
+) -> ApiResult<Json<Value>> {
+    validate(&def)?;
+    def.pack = None;
+    def.governance = None;
+    def.policy_id = id.clone();
+    let now = state.now_ms();
+    let ws_id = auth.workspace.workspace_id.clone();
+    let mut updated = None;
+    let out = change(&state, &auth.workspace, &auth.key.key_id, "policy.updated", |records| {
+        let rec = records.iter_mut().find(|r| r.def.policy_id == id).ok_or_else(|| ApiError::not_found("policy", &id))?;
+        managed_by_pack(rec)?;
+        *rec = PolicyRecord { workspace_id: ws_id, def, created_at: rec.created_at, updated_at: now };
+        updated = Some(rec.clone());
+        Ok((vec![Mutation::PutPolicy(rec.clone())], json!({ "policy_id": id, "policy": rec.def })))
+    })
+    .await?;
+    let view = updated.as_ref().map(policy_view).unwrap_or_default();
+    Ok(Json(json!({ "ok": true, "policy": view, "policy_set_hash": out["policy_set_hash"] })))
+}
+
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::PoliciesWrite>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let ws_id = auth.workspace.workspace_id.clone();
+    let out = change(&state, &auth.workspace, &auth.key.key_id, "policy.deleted", |records| {
+        if let Some(rec) = records.iter().find(|r| r.def.policy_id == id) {
+            managed_by_pack(rec)?;
+        }
+        let before = records.len();
+        records.retain(|r| r.def.policy_id != id);
+        if records.len() == before {
+            return Err(ApiError::not_found("policy", &id));
+        }
+        Ok((vec![Mutation::DeletePolicy { workspace_id: ws_id, policy_id: id.clone() }], json!({ "policy_id": id })))
+    })
+    .await?;
+    Ok(Json(json!({ "ok": true, "deleted": true, "policy_set_hash": out["policy_set_hash"] })))
+}
+
+/// `POST /enforce/policies/{id}/promote`: a shadow (or disabled) policy starts enforcing.
+pub async fn promote(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::PoliciesWrite>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let now = state.now_ms();
+    let mut promoted = None;
+    let out = change(&state, &auth.workspace, &auth.key.key_id, "policy.promoted", |records| {
+        let rec = records.iter_mut().find(|r| r.def.policy_id == id).ok_or_else(|| ApiError::not_found("policy", &id))?;
+        if let Some(p) = &rec.def.pack {
+            return Err(ApiError::new(Code::Conflict, format!("policy `{id}` is managed by policy pack `{p}`; deploy a new version of the pack")));
+        }
+        let from = rec.def.mode;
+        rec.def.mode = praetor_core::policy::PolicyMode::Enforce;
+        rec.updated_at = now;
+        promoted = Some(rec.clone());
+        Ok((vec![Mutation::PutPolicy(rec.clone())], json!({ "policy_id": id, "from": from, "to": "enforce" })))
+    })
+    .await?;
+    let view = promoted.as_ref().map(policy_view).unwrap_or_default();
+    Ok(Json(json!({ "ok": true, "policy": view, "policy_set_hash": out["policy_set_hash"] })))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShadowQuery {
+    policy_id: Option<String>,
+    since: Option<String>,
+}
+
+/// `GET /enforce/shadow/report?policy_id=&since=`: per shadow policy, how many decisions
+/// it matched, how many it would have changed, from what to what, with examples.
+pub async fn shadow_report(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::Read>,
+    crate::extract::ApiQuery(q): crate::extract::ApiQuery<ShadowQuery>,
+) -> ApiResult<Json<Value>> {
+    auth.whole_workspace()?;
+    let since = match &q.since {
+        Some(s) => crate::clock::parse_time(s).ok_or_else(|| ApiError::new(Code::InvalidQuery, format!("`since`: not an RFC 3339 time: `{s}`")))?,
+        None => 0,
+    };
+    let set = auth.workspace.policies.load();
+    let rows = state.store.shadow_report(&auth.workspace.workspace_id, q.policy_id.as_deref(), since).await?;
+    // Every shadow policy is listed, also those that have not matched yet.
+    let mut report: Vec<Value> = set
+        .records
+        .iter()
+        .filter(|r| r.def.mode == praetor_core::policy::PolicyMode::Shadow)
+        .filter(|r| q.policy_id.as_deref().is_none_or(|p| p == r.def.policy_id))
+        .map(|r| {
+            let s = rows.iter().find(|x| x.policy_id == r.def.policy_id).cloned().unwrap_or_default();
+            json!({
+                "policy_id": r.def.policy_id, "name": r.def.name, "decision": r.def.decision,
+                "matched": s.matched, "would_change": s.would_change,
+                "transitions": s.transitions.iter().map(|(f, t, n)| json!({ "from": f, "to": t, "count": n })).collect::<Vec<_>>(),
+                "examples": s.examples,
+            })
+        })
+        .collect();
+    // A policy promoted since still has its shadow record: report it as history.
+    let listed: Vec<String> = report.iter().filter_map(|r| r["policy_id"].as_str().map(str::to_owned)).collect();
+    for s in rows.iter().filter(|s| !listed.contains(&s.policy_id)) {
+        report.push(json!({
+            "policy_id": s.policy_id, "no_longer_shadow": true, "matched": s.matched, "would_change": s.would_change,
+            "transitions": s.transitions.iter().map(|(f, t, n)| json!({ "from": f, "to": t, "count": n })).collect::<Vec<_>>(),
+            "examples": s.examples,
+        }));
+    }
+    Ok(Json(json!({ "ok": true, "since": q.since, "policies": report })))
+}

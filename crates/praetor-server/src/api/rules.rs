@@ -1,0 +1,319 @@
+//! Governance rules (`/api/v1/rules`) and violations (`/api/v1/violations`). A rule is
+//! compiled to a `composite` policy that carries the rule as written, so rules and
+//! policies run in the same engine; it is active as soon as it is created.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use praetor_core::policy::{Effect, PolicyMode, PolicyType};
+use praetor_core::PolicyDef;
+use praetor_store::{Mutation, PolicyRecord, ViolationFilter};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::auth::{Authorized, perm};
+use crate::clock::{iso, parse_time};
+use crate::error::{ApiError, ApiResult, Code};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::secrets::new_id;
+use crate::state::AppState;
+
+use super::policies::change;
+
+pub const SEVERITIES: [&str; 4] = ["critical", "high", "medium", "low"];
+
+/// A rule as users write it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleBody {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub condition: Value,
+    /// `block`, `flag` (allow and record a violation), `alert` (allow, record and
+    /// notify), `redirect` (hold for human review in a named queue).
+    pub action: String,
+    pub severity: String,
+    #[serde(default)]
+    pub alert: Option<AlertTargets>,
+    /// When the rule applies; always when absent.
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+    /// The review queue of a `redirect` rule.
+    #[serde(default)]
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub mode: Option<PolicyMode>,
+    #[serde(default)]
+    pub priority: Option<i32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertTargets {
+    #[serde(default)]
+    pub emails: Vec<String>,
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    #[serde(default)]
+    pub slack_webhook_url: Option<String>,
+}
+
+/// The rule applies only inside these hours and days (business hours, a blackout, a
+/// review window), in a time zone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    #[serde(default = "utc")]
+    pub timezone: String,
+    #[serde(default)]
+    pub hours: Vec<u8>,
+    #[serde(default)]
+    pub days: Vec<String>,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+/// Translate the rules API's condition language into the engine's composite tree, naming
+/// the bad node on error: `{"type": "contains_pii", "categories": [...]}`,
+/// `{"type": "content_matches", "patterns": [...]}`, `{"type": "action_type",
+/// "action_types": [...]}`, `{"trust_score_below": 0.7}` (0-1), `{"field", "op",
+/// "value"}`, and `all` / `any` / `not`.
+pub fn translate(cond: &Value, path: &str) -> ApiResult<Value> {
+    let bad = |msg: &str| ApiError::new(Code::InvalidPolicy, format!("rule field `{path}`: {msg}"));
+    let obj = cond.as_object().ok_or_else(|| bad("a condition is an object"))?;
+    if let Some(list) = obj.get("all").or(obj.get("any")) {
+        let key = if obj.contains_key("all") { "all" } else { "any" };
+        let items = list.as_array().filter(|a| !a.is_empty()).ok_or_else(|| bad(&format!("`{key}` takes a non-empty list")))?;
+        let inner: ApiResult<Vec<Value>> = items.iter().enumerate().map(|(i, c)| translate(c, &format!("{path}.{key}[{i}]"))).collect();
+        return Ok(json!({ key: inner? }));
+    }
+    if let Some(c) = obj.get("not") {
+        return Ok(json!({ "not": translate(c, &format!("{path}.not"))? }));
+    }
+    if let Some(t) = obj.get("trust_score_below") {
+        let x = t.as_f64().filter(|x| (0.0..=1.0).contains(x)).ok_or_else(|| bad("`trust_score_below` is a number from 0 to 1"))?;
+        return Ok(json!({ "trust_below": (x * 100.0).round() as u64 }));
+    }
+    if obj.contains_key("field") {
+        return Ok(json!({ "metadata": cond }));
+    }
+    let mut rest = obj.clone();
+    let kind = rest.remove("type").and_then(|t| t.as_str().map(str::to_owned)).ok_or_else(|| bad("needs `type`, `field`, `trust_score_below`, `all`, `any` or `not`"))?;
+    Ok(match kind.as_str() {
+        "contains_pii" => json!({ "pii": rest }),
+        "content_matches" => json!({ "content_pattern": rest }),
+        "action_type" => json!({ "action_type": rest.get("action_types").cloned().unwrap_or(Value::Null) }),
+        other => return Err(bad(&format!("unknown condition type `{other}`"))),
+    })
+}
+
+/// The policy a rule runs as.
+fn to_policy(body: &RuleBody, policy_id: String) -> ApiResult<PolicyDef> {
+    let effect = match body.action.as_str() {
+        "block" => Effect::Block,
+        "flag" | "alert" => Effect::AllowWithWarning,
+        "redirect" => Effect::Escalate,
+        other => return Err(ApiError::invalid("action", format!("`{other}` is not block, flag, alert or redirect"))),
+    };
+    if !SEVERITIES.contains(&body.severity.as_str()) {
+        return Err(ApiError::invalid("severity", format!("`{}` is not critical, high, medium or low", body.severity)));
+    }
+    if body.action == "redirect" && body.queue.as_deref().is_none_or(str::is_empty) {
+        return Err(ApiError::invalid("queue", "a `redirect` rule names the review queue"));
+    }
+    if let Some(a) = &body.alert {
+        for (i, e) in a.emails.iter().enumerate() {
+            if !e.contains('@') || e.len() > 254 {
+                return Err(ApiError::invalid(&format!("alert.emails[{i}]"), format!("`{e}` is not an e-mail address")));
+            }
+        }
+        for (field, url) in [("alert.webhook_url", &a.webhook_url), ("alert.slack_webhook_url", &a.slack_webhook_url)] {
+            if let Some(u) = url
+                && (!(u.starts_with("https://") || u.starts_with("http://")) || u.len() > 2048) {
+                    return Err(ApiError::invalid(field, "must be an http(s) URL"));
+                }
+        }
+    }
+    let mut when = translate(&body.condition, "condition")?;
+    if let Some(s) = &body.schedule {
+        if s.hours.is_empty() && s.days.is_empty() {
+            return Err(ApiError::invalid("schedule", "names `hours` or `days`"));
+        }
+        // Inside the schedule = not outside the allowed hours and days.
+        let mut t = json!({ "timezone": s.timezone });
+        if !s.hours.is_empty() {
+            t["allowed_hours"] = json!(s.hours);
+        }
+        if !s.days.is_empty() {
+            t["allowed_days"] = json!(s.days);
+        }
+        when = json!({ "all": [when, { "not": { "temporal": t } }] });
+    }
+    Ok(PolicyDef {
+        policy_id,
+        name: body.name.clone(),
+        description: body.description.clone(),
+        policy_type: PolicyType::Composite,
+        action_types: Vec::new(),
+        decision: effect,
+        priority: body.priority.unwrap_or(0),
+        enabled: true,
+        mode: body.mode.unwrap_or_default(),
+        trust_threshold: None,
+        conditions: json!({ "when": when }),
+        pack: None,
+        governance: Some(serde_json::to_value(body).unwrap_or(Value::Null)),
+    })
+}
+
+/// `https://hooks.slack.com/...` → `https://hooks.slack.com/…`: the path of a Slack
+/// incoming webhook is its credential.
+pub fn redact_url(u: &str) -> String {
+    match reqwest::Url::parse(u) {
+        Ok(p) => format!("{}://{}/…", p.scheme(), p.host_str().unwrap_or("?")),
+        Err(_) => "…".into(),
+    }
+}
+
+fn rule_view(r: &PolicyRecord) -> Value {
+    let mut v = r.def.governance.clone().unwrap_or(Value::Null);
+    if let Some(url) = v.pointer("/alert/slack_webhook_url").and_then(Value::as_str).map(redact_url) {
+        v["alert"]["slack_webhook_url"] = json!(url);
+    }
+    if let Value::Object(m) = &mut v {
+        m.insert("rule_id".into(), json!(r.def.policy_id));
+        m.insert("mode".into(), json!(r.def.mode));
+        m.insert("active".into(), json!(r.def.enabled && r.def.mode == PolicyMode::Enforce));
+        m.insert("created_at".into(), json!(iso(r.created_at)));
+        m.insert("updated_at".into(), json!(iso(r.updated_at)));
+    }
+    v
+}
+
+fn check_compiles(def: &PolicyDef) -> ApiResult<()> {
+    praetor_core::CompiledPolicySet::validate(def).map_err(|e| {
+        let field = e.field.replacen("conditions.when", "condition", 1);
+        ApiError::new(Code::InvalidPolicy, format!("rule field `{field}`: {}", e.message))
+    })
+}
+
+/// Outbound safety for a rule's alert URLs.
+async fn check_alert_targets(state: &AppState, body: &RuleBody) -> ApiResult<()> {
+    if let Some(a) = &body.alert {
+        for (field, url) in [("alert.webhook_url", &a.webhook_url), ("alert.slack_webhook_url", &a.slack_webhook_url)] {
+            if let Some(u) = url {
+                crate::delivery::check_target(u, state.config.allow_private_targets).await.map_err(|e| ApiError::invalid(field, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn create(State(state): State<Arc<AppState>>, auth: Authorized<perm::PoliciesWrite>, ApiJson(body): ApiJson<RuleBody>) -> ApiResult<Json<Value>> {
+    let def = to_policy(&body, new_id("rule"))?;
+    check_alert_targets(&state, &body).await?;
+    check_compiles(&def)?;
+    let now = state.now_ms();
+    let rec = PolicyRecord { workspace_id: auth.workspace.workspace_id.clone(), def, created_at: now, updated_at: now };
+    let view = rule_view(&rec);
+    change(&state, &auth.workspace, &auth.key.key_id, "rule.created", move |records| {
+        records.push(rec.clone());
+        Ok((vec![Mutation::PutPolicy(rec.clone())], json!({ "rule": rule_view(&rec) })))
+    })
+    .await?;
+    Ok(Json(json!({ "ok": true, "rule": view })))
+}
+
+pub async fn list(auth: Authorized<perm::Read>) -> ApiResult<Json<Value>> {
+    auth.whole_workspace()?;
+    let set = auth.workspace.policies.load();
+    let mut rules: Vec<&PolicyRecord> = set.records.iter().filter(|r| r.def.governance.is_some()).collect();
+    rules.sort_by_key(|r| r.created_at);
+    Ok(Json(json!({ "ok": true, "rules": rules.into_iter().map(rule_view).collect::<Vec<_>>() })))
+}
+
+pub async fn get(auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    auth.whole_workspace()?;
+    let set = auth.workspace.policies.load();
+    let r = set.records.iter().find(|r| r.def.policy_id == id && r.def.governance.is_some()).ok_or_else(|| ApiError::not_found("rule", &id))?;
+    Ok(Json(json!({ "ok": true, "rule": rule_view(r) })))
+}
+
+pub async fn replace(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::PoliciesWrite>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RuleBody>,
+) -> ApiResult<Json<Value>> {
+    let def = to_policy(&body, id.clone())?;
+    check_alert_targets(&state, &body).await?;
+    check_compiles(&def)?;
+    let now = state.now_ms();
+    let mut out = None;
+    change(&state, &auth.workspace, &auth.key.key_id, "rule.updated", |records| {
+        let rec = records.iter_mut().find(|r| r.def.policy_id == id && r.def.governance.is_some() && r.def.pack.is_none()).ok_or_else(|| ApiError::not_found("rule", &id))?;
+        rec.def = def;
+        rec.updated_at = now;
+        out = Some(rule_view(rec));
+        Ok((vec![Mutation::PutPolicy(rec.clone())], json!({ "rule": rule_view(rec) })))
+    })
+    .await?;
+    Ok(Json(json!({ "ok": true, "rule": out })))
+}
+
+pub async fn delete(State(state): State<Arc<AppState>>, auth: Authorized<perm::PoliciesWrite>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let ws_id = auth.workspace.workspace_id.clone();
+    change(&state, &auth.workspace, &auth.key.key_id, "rule.deleted", |records| {
+        let before = records.len();
+        records.retain(|r| !(r.def.policy_id == id && r.def.governance.is_some() && r.def.pack.is_none()));
+        if records.len() == before {
+            return Err(ApiError::not_found("rule", &id));
+        }
+        Ok((vec![Mutation::DeletePolicy { workspace_id: ws_id, policy_id: id.clone() }], json!({ "rule_id": id })))
+    })
+    .await?;
+    Ok(Json(json!({ "ok": true, "deleted": true })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ViolationQuery {
+    rule_id: Option<String>,
+    severity: Option<String>,
+    since: Option<String>,
+    agent_id: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn violations(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::Read>,
+    ApiQuery(q): ApiQuery<ViolationQuery>,
+) -> ApiResult<Json<Value>> {
+    if let Some(s) = &q.severity
+        && !SEVERITIES.contains(&s.as_str()) {
+            return Err(ApiError::new(Code::InvalidQuery, format!("`severity`: `{s}` is not critical, high, medium or low")));
+        }
+    let since = match &q.since {
+        Some(s) => Some(parse_time(s).ok_or_else(|| ApiError::new(Code::InvalidQuery, format!("`since`: not an RFC 3339 time: `{s}`")))?),
+        None => None,
+    };
+    let agent_id = auth.bound_agent().map(str::to_owned).or(q.agent_id);
+    let filter = ViolationFilter { rule_id: q.rule_id, severity: q.severity, agent_id, since, limit: q.limit.unwrap_or(100) };
+    let rows = state.store.list_violations(&auth.workspace.workspace_id, &filter).await?;
+    Ok(Json(json!({ "ok": true, "violations": rows.iter().map(|v| v.body.clone()).collect::<Vec<_>>(), "total": rows.len() })))
+}
+
+pub async fn violation(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let v = state
+        .store
+        .get_violation(&auth.workspace.workspace_id, &id)
+        .await?
+        .filter(|v| auth.may_see(v.agent_id.as_deref()))
+        .ok_or_else(|| ApiError::not_found("violation", &id))?;
+    Ok(Json(json!({ "ok": true, "violation": v.body })))
+}

@@ -1,0 +1,48 @@
+//! Workspace settings the engine reads: `default_decision`, `on_redacted_content`,
+//! `default_jurisdiction`, `trust_baseline`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use praetor_core::WorkspaceSettings;
+use praetor_store::{Mutation, Txn};
+use serde_json::{Map, Value, json};
+
+use crate::auth::{Authorized, perm};
+use crate::error::{ApiError, ApiResult, Code};
+use crate::events::event;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+pub async fn get(auth: Authorized<perm::Read>) -> Json<Value> {
+    let settings = auth.workspace.settings.read().clone();
+    Json(json!({ "ok": true, "workspace_id": auth.workspace.workspace_id, "name": auth.workspace.name, "settings": settings }))
+}
+
+/// `PUT /enforce/settings`: change any subset of the settings; the rest stay.
+pub async fn put(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::PoliciesWrite>,
+    ApiJson(patch): ApiJson<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    let ws = &auth.workspace;
+    let _guard = ws.policy_writes.lock().await;
+    let mut merged = match serde_json::to_value(ws.settings.read().clone()) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    merged.extend(patch.clone());
+    let settings: WorkspaceSettings = crate::extract::parse_json(Value::Object(merged).to_string().as_bytes())?;
+    if settings.trust_baseline > 100 {
+        return Err(ApiError::new(Code::InvalidField, "`trust_baseline`: must be between 0 and 100"));
+    }
+    let now = state.now_ms();
+    let txn = Txn {
+        mutations: vec![Mutation::PutWorkspaceSettings { workspace_id: ws.workspace_id.clone(), settings: settings.clone() }],
+        seal: vec![event(&ws.workspace_id, "settings.updated", Some(&auth.key.key_id), now, json!({ "changed": patch }))],
+    };
+    state.commit(txn).await?;
+    *ws.settings.write() = settings.clone();
+    Ok(Json(json!({ "ok": true, "settings": settings })))
+}

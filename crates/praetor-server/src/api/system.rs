@@ -1,0 +1,204 @@
+//! Health, status, metrics, red lines and API keys.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use praetor_store::{ApiKey, Mutation, Scope, Txn};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{Authorized, perm};
+use crate::clock::iso;
+use crate::error::{ApiError, ApiResult, Code};
+use crate::events::event;
+use crate::extract::ApiJson;
+use crate::secrets::{key_hash, key_prefix, new_api_key, new_id};
+use crate::state::AppState;
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "ok": true, "status": "ok" }))
+}
+
+pub async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let m = &state.metrics;
+    Json(json!({
+        "ok": true,
+        "service": "praetor",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started_at.elapsed().as_secs(),
+        "store": state.store.kind(),
+        "counters": {
+            "http_requests": m.http_requests.load(Ordering::Relaxed),
+            "decisions": m.decisions(),
+            "allow": m.decisions_allow.load(Ordering::Relaxed),
+            "block": m.decisions_block.load(Ordering::Relaxed),
+            "escalate": m.decisions_escalate.load(Ordering::Relaxed),
+            "terminate": m.decisions_terminate.load(Ordering::Relaxed),
+            "errors": m.errors.load(Ordering::Relaxed),
+        },
+        "store_commits": state.store.commit_stats(),
+    }))
+}
+
+/// Prometheus text exposition format.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let m = &state.metrics;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP praetor_http_requests_total HTTP requests received.");
+    let _ = writeln!(out, "# TYPE praetor_http_requests_total counter");
+    let _ = writeln!(out, "praetor_http_requests_total {}", m.http_requests.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP praetor_http_errors_total Responses with a 4xx or 5xx status.");
+    let _ = writeln!(out, "# TYPE praetor_http_errors_total counter");
+    let _ = writeln!(out, "praetor_http_errors_total {}", m.errors.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP praetor_decisions_total Decisions made, by verdict.");
+    let _ = writeln!(out, "# TYPE praetor_decisions_total counter");
+    for (verdict, c) in [
+        ("allow", &m.decisions_allow),
+        ("block", &m.decisions_block),
+        ("escalate", &m.decisions_escalate),
+        ("terminate", &m.decisions_terminate),
+    ] {
+        let _ = writeln!(out, "praetor_decisions_total{{decision=\"{verdict}\"}} {}", c.load(Ordering::Relaxed));
+    }
+    let _ = writeln!(out, "# HELP praetor_decision_latency_seconds_sum Total time spent deciding, including the durable append.");
+    let _ = writeln!(out, "# TYPE praetor_decision_latency_seconds_sum counter");
+    let _ = writeln!(out, "praetor_decision_latency_seconds_sum {}", m.decision_latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6);
+    let c = state.store.commit_stats();
+    let _ = writeln!(out, "# HELP praetor_store_commit_seconds Time of one group commit (the durable append, one fsync).");
+    let _ = writeln!(out, "# TYPE praetor_store_commit_seconds summary");
+    let _ = writeln!(out, "praetor_store_commit_seconds{{quantile=\"0.5\"}} {}", c.commit_us_p50 as f64 / 1e6);
+    let _ = writeln!(out, "praetor_store_commit_seconds{{quantile=\"0.99\"}} {}", c.commit_us_p99 as f64 / 1e6);
+    let _ = writeln!(out, "praetor_store_commit_seconds_sum {}", c.commit_us_sum as f64 / 1e6);
+    let _ = writeln!(out, "praetor_store_commit_seconds_count {}", c.commits);
+    let _ = writeln!(out, "# HELP praetor_store_batch_transactions Transactions carried by one group commit.");
+    let _ = writeln!(out, "# TYPE praetor_store_batch_transactions summary");
+    let _ = writeln!(out, "praetor_store_batch_transactions{{quantile=\"0.5\"}} {}", c.batch_p50);
+    let _ = writeln!(out, "praetor_store_batch_transactions{{quantile=\"0.99\"}} {}", c.batch_p99);
+    let _ = writeln!(out, "praetor_store_batch_transactions_sum {}", c.transactions);
+    let _ = writeln!(out, "praetor_store_batch_transactions_count {}", c.commits);
+    let _ = writeln!(out, "# HELP praetor_uptime_seconds Seconds since the server started.");
+    let _ = writeln!(out, "# TYPE praetor_uptime_seconds gauge");
+    let _ = writeln!(out, "praetor_uptime_seconds {}", state.started_at.elapsed().as_secs());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// Red lines are not administered yet; an empty list is the compatible answer (wire §6).
+pub async fn red_lines(_auth: Authorized<perm::Read>) -> Json<Value> {
+    Json(json!({ "ok": true, "red_lines": [] }))
+}
+
+pub fn key_view(k: &ApiKey) -> Value {
+    json!({
+        "key_id": k.key_id,
+        "prefix": k.prefix,
+        "scopes": k.scopes,
+        "agent_id": k.agent_id,
+        "label": k.label,
+        "created_at": iso(k.created_at),
+        "revoked_at": k.revoked_at.map(iso),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyBody {
+    scopes: Vec<String>,
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// Validate scope names and an optional agent binding.
+pub fn parse_scopes(scopes: &[String], agent_id: Option<&str>) -> Result<Vec<Scope>, String> {
+    if scopes.is_empty() {
+        return Err("`scopes`: give at least one of admin, approvals, agent, read".into());
+    }
+    let mut out = Vec::new();
+    for (i, s) in scopes.iter().enumerate() {
+        let scope = Scope::parse(s).ok_or_else(|| format!("`scopes[{i}]`: `{s}` is not admin, approvals, agent or read"))?;
+        if !out.contains(&scope) {
+            out.push(scope);
+        }
+    }
+    if agent_id.is_some() && out != [Scope::Agent] {
+        return Err("`agent_id`: only a key whose only scope is `agent` can be bound to an agent".into());
+    }
+    Ok(out)
+}
+
+/// A new key record and its secret, which is shown once.
+pub fn mint_key(workspace_id: &str, scopes: Vec<Scope>, agent_id: Option<String>, label: Option<String>, now: i64) -> (ApiKey, String) {
+    let secret = new_api_key();
+    let key = ApiKey {
+        key_id: new_id("key"),
+        workspace_id: workspace_id.to_owned(),
+        key_hash: key_hash(&secret),
+        prefix: key_prefix(&secret),
+        scopes,
+        agent_id,
+        label,
+        created_at: now,
+        revoked_at: None,
+    };
+    (key, secret)
+}
+
+pub async fn create_key(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::KeysWrite>,
+    ApiJson(body): ApiJson<CreateKeyBody>,
+) -> ApiResult<Json<Value>> {
+    let scopes = parse_scopes(&body.scopes, body.agent_id.as_deref()).map_err(|m| ApiError::new(Code::InvalidField, m))?;
+    if let Some(a) = &body.agent_id
+        && auth.workspace.agent(a).is_none() {
+            return Err(ApiError::not_found("agent", a));
+        }
+    if body.label.as_ref().is_some_and(|l| l.len() > 256) {
+        return Err(ApiError::invalid("label", "is longer than 256 bytes"));
+    }
+    let now = state.now_ms();
+    let (key, secret) = mint_key(&auth.workspace.workspace_id, scopes, body.agent_id, body.label, now);
+    let txn = Txn {
+        mutations: vec![Mutation::InsertApiKey(key.clone())],
+        seal: vec![event(&key.workspace_id, "key.created", Some(&auth.key.key_id), now,
+            json!({ "key_id": key.key_id, "scopes": key.scopes, "agent_id": key.agent_id }))],
+    };
+    state.commit(txn).await?;
+    state.put_key(key.clone());
+    Ok(Json(json!({ "ok": true, "key": key_view(&key), "api_key": secret, "notice": "shown once; Praetor stores only its hash" })))
+}
+
+/// Keys come from the store: it also has those `praetor keys create` made.
+pub async fn list_keys(State(state): State<Arc<AppState>>, auth: Authorized<perm::KeysWrite>) -> ApiResult<Json<Value>> {
+    let keys = state.store.list_api_keys(&auth.workspace.workspace_id).await?;
+    Ok(Json(json!({ "ok": true, "keys": keys.iter().map(key_view).collect::<Vec<_>>() })))
+}
+
+pub async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::KeysWrite>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let mut key = state
+        .store
+        .list_api_keys(&auth.workspace.workspace_id)
+        .await?
+        .into_iter()
+        .find(|k| k.key_id == id)
+        .ok_or_else(|| ApiError::not_found("key", &id))?;
+    let now = state.now_ms();
+    let txn = Txn {
+        mutations: vec![Mutation::RevokeApiKey { workspace_id: key.workspace_id.clone(), key_id: id.clone(), at: now }],
+        seal: vec![event(&key.workspace_id, "key.revoked", Some(&auth.key.key_id), now, json!({ "key_id": id }))],
+    };
+    state.commit(txn).await?;
+    key.revoked_at = Some(now);
+    state.put_key(key.clone());
+    Ok(Json(json!({ "ok": true, "key": key_view(&key) })))
+}

@@ -1,0 +1,636 @@
+//! Authority objects: roles, just-in-time windows, delegation grants, breakglass and
+//! escalations. They live in the workspace's `LiveState` (read by every decision under
+//! its lock) and in the store's `objects` table. This module turns them into the
+//! engine's facts for one decision, and applies what the decision changed (a grant use,
+//! an approval consumed, a new escalation).
+
+use std::collections::HashMap;
+
+use praetor_core::authority::{ApprovalFacts, Authority, BreakglassFacts, GrantFacts, RoleFacts, WindowFacts};
+use praetor_core::{Decision, Triggered, Verdict, WorkspaceSettings};
+use praetor_store::ObjectRecord;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::clock::iso;
+use crate::secrets::{new_id, sha256_hex};
+
+/// A typed authority record, stored as JSON in the `objects` table.
+pub trait Object: Serialize + DeserializeOwned + Clone {
+    const KIND: &'static str;
+    fn id(&self) -> &str;
+    fn agent(&self) -> Option<&str>;
+    fn status(&self, now_ms: i64) -> &'static str;
+    fn version(&mut self) -> &mut u64;
+    fn created_at(&self) -> i64;
+
+    fn to_record(&self, workspace_id: &str, now_ms: i64) -> ObjectRecord {
+        let mut copy = self.clone();
+        let version = *copy.version();
+        ObjectRecord {
+            workspace_id: workspace_id.to_owned(),
+            kind: Self::KIND.to_owned(),
+            object_id: self.id().to_owned(),
+            agent_id: self.agent().map(str::to_owned),
+            status: self.status(now_ms).to_owned(),
+            body: serde_json::to_value(self).unwrap_or(Value::Null),
+            created_at: self.created_at(),
+            updated_at: now_ms,
+            version,
+        }
+    }
+
+    fn from_record(r: &ObjectRecord) -> Option<Self> {
+        serde_json::from_value(r.body.clone()).ok()
+    }
+}
+
+macro_rules! object_impl {
+    ($t:ty, $kind:expr, $id:ident) => {
+        impl Object for $t {
+            const KIND: &'static str = $kind;
+            fn id(&self) -> &str {
+                &self.$id
+            }
+            fn agent(&self) -> Option<&str> {
+                self.agent_ref()
+            }
+            fn status(&self, now_ms: i64) -> &'static str {
+                self.status_at(now_ms)
+            }
+            fn version(&mut self) -> &mut u64 {
+                &mut self.version
+            }
+            fn created_at(&self) -> i64 {
+                self.created_at
+            }
+        }
+    };
+}
+pub(crate) use object_impl;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Role {
+    pub role_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub allowed_action_types: Vec<String>,
+    pub denied_action_types: Vec<String>,
+    pub min_trust_level: Option<u8>,
+    pub agent_ids: Vec<String>,
+    pub created_at: i64,
+    pub version: u64,
+}
+
+impl Role {
+    fn status_at(&self, _now: i64) -> &'static str {
+        "active"
+    }
+    fn agent_ref(&self) -> Option<&str> {
+        None
+    }
+}
+object_impl!(Role, "role", role_id);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Window {
+    pub window_id: String,
+    pub agent_id: String,
+    pub scopes: Vec<String>,
+    pub action_types: Vec<String>,
+    pub reason: Option<String>,
+    pub revoked: bool,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub version: u64,
+}
+
+impl Window {
+    fn agent_ref(&self) -> Option<&str> {
+        Some(self.agent_id.as_str())
+    }
+
+    pub fn status_at(&self, now: i64) -> &'static str {
+        if self.revoked {
+            "revoked"
+        } else if now >= self.expires_at {
+            "expired"
+        } else {
+            "open"
+        }
+    }
+}
+object_impl!(Window, "window", window_id);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Grant {
+    pub grant_id: String,
+    pub source_agent_id: String,
+    pub target_agent_id: String,
+    pub scopes: Vec<String>,
+    pub action_types: Vec<String>,
+    pub parent_grant_id: Option<String>,
+    pub max_uses: Option<u64>,
+    pub uses: u64,
+    /// Uses carved out for re-delegations: they are no longer the grant's to spend.
+    pub reserved: u64,
+    pub expires_at: Option<i64>,
+    pub revoked: bool,
+    pub revoke_reason: Option<String>,
+    pub instruction: Option<String>,
+    pub constraints: Value,
+    pub created_by: String,
+    pub created_at: i64,
+    pub version: u64,
+}
+
+impl Grant {
+    fn agent_ref(&self) -> Option<&str> {
+        Some(self.target_agent_id.as_str())
+    }
+
+    pub fn status_at(&self, now: i64) -> &'static str {
+        if self.revoked {
+            "revoked"
+        } else if self.expires_at.is_some_and(|e| now >= e) {
+            "expired"
+        } else if self.remaining().is_some_and(|r| r == 0) {
+            "exhausted"
+        } else {
+            "active"
+        }
+    }
+
+    /// Uses left to spend (`None`: unlimited).
+    pub fn remaining(&self) -> Option<u64> {
+        self.max_uses.map(|m| m.saturating_sub(self.uses + self.reserved))
+    }
+
+    /// Why the grant cannot be used by `agent_id` now.
+    pub fn problem(&self, agent_id: Option<&str>, now: i64) -> Option<String> {
+        match self.status_at(now) {
+            "active" => {}
+            "revoked" => return Some(format!("revoked ({})", self.revoke_reason.as_deref().unwrap_or("no reason given"))),
+            "expired" => return Some("expired".into()),
+            _ => return Some(format!("max_uses ({}) reached", self.max_uses.unwrap_or(0))),
+        }
+        match agent_id {
+            Some(a) if a == self.target_agent_id => None,
+            Some(a) => Some(format!("it was granted to `{}`, not `{a}`", self.target_agent_id)),
+            None => Some("the request names no agent".into()),
+        }
+    }
+
+    pub fn view(&self, now: i64) -> Value {
+        json!({
+            "grant_id": self.grant_id,
+            "source_agent_id": self.source_agent_id,
+            "target_agent_id": self.target_agent_id,
+            "attenuated_scopes": self.scopes,
+            "scopes": self.scopes,
+            "action_types": self.action_types,
+            "parent_grant_id": self.parent_grant_id,
+            "status": self.status_at(now),
+            "is_valid": self.status_at(now) == "active",
+            "uses": self.uses,
+            "max_uses": self.max_uses,
+            "remaining_uses": self.remaining(),
+            "expires_at": self.expires_at.map(iso),
+            "instruction": self.instruction,
+            "constraints": self.constraints,
+            "created_at": iso(self.created_at),
+        })
+    }
+}
+object_impl!(Grant, "grant", grant_id);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Review {
+    pub outcome: String,
+    pub notes: Option<String>,
+    pub reviewer: String,
+    pub reviewed_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Breakglass {
+    pub breakglass_id: String,
+    pub agent_id: String,
+    pub justification: String,
+    pub severity: String,
+    pub closed_at: Option<i64>,
+    pub triggered_by: String,
+    pub review: Option<Review>,
+    /// Decisions whose refusal it overrode.
+    pub overrides: u64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub version: u64,
+}
+
+impl Breakglass {
+    fn agent_ref(&self) -> Option<&str> {
+        Some(self.agent_id.as_str())
+    }
+
+    pub fn status_at(&self, now: i64) -> &'static str {
+        if self.closed_at.is_some() || now >= self.expires_at {
+            "closed"
+        } else {
+            "active"
+        }
+    }
+}
+object_impl!(Breakglass, "breakglass", breakglass_id);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Escalation {
+    pub escalation_id: String,
+    pub decision_id: String,
+    pub agent_id: Option<String>,
+    pub session_id: Option<String>,
+    pub action_type: String,
+    /// SHA-256 of the action's canonical form: an approval binds to exactly this action.
+    pub action_hash: String,
+    pub reasoning: String,
+    pub policies: Vec<Triggered>,
+    pub raised_by_key: String,
+    /// `pending | approved | rejected | expired`
+    pub state: String,
+    pub resolution_reason: Option<String>,
+    pub approver_key: Option<String>,
+    pub resolved_at: Option<i64>,
+    /// The decision that used the approval (an approval authorises one action once).
+    pub used_by_decision: Option<String>,
+    /// The review queue a `redirect` rule sent it to.
+    #[serde(default)]
+    pub queue: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub version: u64,
+}
+
+impl Escalation {
+    fn agent_ref(&self) -> Option<&str> {
+        self.agent_id.as_deref()
+    }
+
+    pub fn status_at(&self, now: i64) -> &'static str {
+        match self.state.as_str() {
+            "pending" if now >= self.expires_at => "expired",
+            "pending" => "pending",
+            "approved" => "approved",
+            "rejected" => "rejected",
+            _ => "expired",
+        }
+    }
+
+    /// What the SDK acts on: `allow` only while an approval is fresh.
+    pub fn decision_at(&self, now: i64, freshness_ms: i64) -> &'static str {
+        match self.status_at(now) {
+            "pending" => "pending",
+            "approved" if self.resolved_at.is_some_and(|t| now < t + freshness_ms) && self.used_by_decision.is_none() => "allow",
+            _ => "block",
+        }
+    }
+
+    pub fn view(&self, now: i64, freshness_ms: i64) -> Value {
+        json!({
+            "escalation_id": self.escalation_id,
+            "decision_id": self.decision_id,
+            "agent_id": self.agent_id,
+            "session_id": self.session_id,
+            "action_type": self.action_type,
+            "action_hash": self.action_hash,
+            "reasoning": self.reasoning,
+            "policies_triggered": self.policies,
+            "status": self.status_at(now),
+            "decision": self.decision_at(now, freshness_ms),
+            "resolution_reason": self.resolution_reason,
+            "approver": self.approver_key,
+            "resolved_at": self.resolved_at.map(iso),
+            "fresh_until": self.resolved_at.filter(|_| self.state == "approved").map(|t| iso(t + freshness_ms)),
+            "used_by_decision": self.used_by_decision,
+            "queue": self.queue,
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+        })
+    }
+}
+object_impl!(Escalation, "escalation", escalation_id);
+
+/// Every authority object of a workspace, by id.
+#[derive(Default)]
+pub struct AuthorityState {
+    pub roles: HashMap<String, Role>,
+    pub windows: HashMap<String, Window>,
+    pub grants: HashMap<String, Grant>,
+    pub breakglass: HashMap<String, Breakglass>,
+    pub escalations: HashMap<String, Escalation>,
+    pub webhooks: HashMap<String, crate::delivery::Webhook>,
+}
+
+impl AuthorityState {
+    /// Take in a stored object of any kind (snapshot at start, or a store read).
+    pub fn absorb(&mut self, r: &ObjectRecord) {
+        fn put<T: Object>(map: &mut HashMap<String, T>, r: &ObjectRecord) {
+            if let Some(o) = T::from_record(r) {
+                map.insert(r.object_id.clone(), o);
+            }
+        }
+        match r.kind.as_str() {
+            Role::KIND => put(&mut self.roles, r),
+            Window::KIND => put(&mut self.windows, r),
+            Grant::KIND => put(&mut self.grants, r),
+            Breakglass::KIND => put(&mut self.breakglass, r),
+            Escalation::KIND => put(&mut self.escalations, r),
+            crate::delivery::WEBHOOK_KIND => put(&mut self.webhooks, r),
+            crate::api::packs::PACK_VERSION_KIND => {}
+            other => tracing::warn!(kind = other, "unknown authority object kind in the store"),
+        }
+    }
+}
+
+/// The canonical form of an action, hashed: what an approval binds to.
+pub fn action_hash(agent_id: Option<&str>, action_type: &str, content_sha256: Option<&str>, metadata: &Map<String, Value>) -> String {
+    let form = crate::events::floats_as_strings(json!({
+        "agent_id": agent_id,
+        "action_type": action_type,
+        "content_sha256": content_sha256,
+        "metadata": metadata,
+    }));
+    let bytes = praetor_vault::canonical_json(&form).unwrap_or_else(|_| form.to_string().into_bytes());
+    sha256_hex(&bytes)
+}
+
+/// The engine's facts for one decision, owned so they outlive the borrow of the state.
+#[derive(Default)]
+pub struct Facts {
+    pub roles: Vec<RoleFacts>,
+    pub windows: Vec<WindowFacts>,
+    pub grant: Option<GrantFacts>,
+    pub breakglass: Option<BreakglassFacts>,
+    pub approval: Option<ApprovalFacts>,
+}
+
+impl Facts {
+    pub fn authority(&self) -> Authority<'_> {
+        Authority {
+            roles: &self.roles,
+            windows: &self.windows,
+            grant: self.grant.as_ref(),
+            breakglass: self.breakglass.as_ref(),
+            approval: self.approval.as_ref(),
+        }
+    }
+}
+
+fn role_facts(state: &AuthorityState, agent_id: &str) -> Vec<RoleFacts> {
+    state
+        .roles
+        .values()
+        .filter(|r| r.agent_ids.iter().any(|x| x == agent_id))
+        .map(|r| RoleFacts {
+            role_id: r.role_id.clone(),
+            name: r.name.clone(),
+            allowed_action_types: r.allowed_action_types.clone(),
+            denied_action_types: r.denied_action_types.clone(),
+            min_trust_level: r.min_trust_level,
+        })
+        .collect()
+}
+
+fn covers(patterns: &[String], action_type: &str) -> bool {
+    patterns.iter().any(|p| praetor_core::glob::Glob::new(p).is_ok_and(|g| g.is_match(action_type)))
+}
+
+/// Authority flows down a chain of grants from an agent that holds it natively. At use
+/// time every ancestor must still be in force (not revoked or expired) and cover the
+/// action, and the root grantor must be active and able to do the action itself (its
+/// scopes, boundary and roles), so revoking or restricting the grantor reaches every
+/// grant made from it.
+fn chain_problem(state: &AuthorityState, grant: &Grant, action_type: &str, agents: &HashMap<String, praetor_store::Agent>, now: i64) -> Option<String> {
+    let mut g = grant;
+    for _ in 0..64 {
+        match &g.parent_grant_id {
+            Some(pid) => {
+                let Some(parent) = state.grants.get(pid) else {
+                    return Some(format!("its parent grant `{pid}` no longer exists"));
+                };
+                if parent.revoked {
+                    return Some(format!("its parent grant `{pid}` is revoked"));
+                }
+                if parent.expires_at.is_some_and(|e| now >= e) {
+                    return Some(format!("its parent grant `{pid}` has expired"));
+                }
+                if !covers(&parent.scopes, action_type) && !covers(&parent.action_types, action_type) {
+                    return Some(format!("its parent grant `{pid}` does not cover `{action_type}`"));
+                }
+                g = parent;
+            }
+            None => {
+                let src = &g.source_agent_id;
+                let Some(source) = agents.get(src) else {
+                    return Some(format!("the grantor `{src}` no longer exists"));
+                };
+                if !source.is_active {
+                    return Some(format!("the grantor `{src}` is deactivated"));
+                }
+                let facts = praetor_core::AgentFacts {
+                    agent_id: source.agent_id.clone(),
+                    name: source.name.clone(),
+                    trust_score: source.trust_score,
+                    scopes: source.scopes.clone(),
+                    permission_boundary: source.permission_boundary.clone(),
+                };
+                let roles = role_facts(state, src);
+                let own = Authority { roles: &roles, ..Authority::default() };
+                return praetor_core::authority::check(Some(&facts), &own, action_type)
+                    .err()
+                    .map(|r| format!("the grantor `{src}` may not do `{action_type}` itself: {}", r.reason));
+            }
+        }
+    }
+    Some("its chain of grants is too deep".into())
+}
+
+/// Gather what bears on this decision.
+#[allow(clippy::too_many_arguments)]
+pub fn facts(
+    state: &AuthorityState,
+    agents: &HashMap<String, praetor_store::Agent>,
+    agent_id: Option<&str>,
+    action_type: &str,
+    grant_id: Option<&str>,
+    action_hash: &str,
+    now: i64,
+    settings: &WorkspaceSettings,
+) -> Facts {
+    let mut f = Facts::default();
+    if let Some(a) = agent_id {
+        f.roles = role_facts(state, a);
+        f.windows = state
+            .windows
+            .values()
+            .filter(|w| w.agent_id == a && w.status_at(now) == "open")
+            .map(|w| WindowFacts { window_id: w.window_id.clone(), scopes: w.scopes.clone(), action_types: w.action_types.clone() })
+            .collect();
+        f.breakglass = state
+            .breakglass
+            .values()
+            .filter(|b| b.agent_id == a && b.status_at(now) == "active")
+            .min_by_key(|b| b.created_at)
+            .map(|b| BreakglassFacts { breakglass_id: b.breakglass_id.clone(), justification: b.justification.clone() });
+    }
+    f.grant = grant_id.map(|id| match state.grants.get(id) {
+        Some(g) => GrantFacts {
+            grant_id: id.to_owned(),
+            problem: g.problem(agent_id, now).or_else(|| chain_problem(state, g, action_type, agents, now)),
+            scopes: g.scopes.clone(),
+            action_types: g.action_types.clone(),
+        },
+        None => GrantFacts {
+            grant_id: id.to_owned(),
+            problem: Some("no such grant in this workspace".into()),
+            scopes: Vec::new(),
+            action_types: Vec::new(),
+        },
+    });
+    let freshness = settings.approval_freshness_seconds as i64 * 1000;
+    f.approval = state
+        .escalations
+        .values()
+        .filter(|e| e.agent_id.as_deref() == agent_id && e.action_hash == action_hash)
+        .filter(|e| e.decision_at(now, freshness) == "allow")
+        .min_by_key(|e| e.created_at)
+        .map(|e| ApprovalFacts {
+            escalation_id: e.escalation_id.clone(),
+            approver: e.approver_key.clone().unwrap_or_default(),
+            reason: e.resolution_reason.clone(),
+        });
+    f
+}
+
+/// What one decision changed among the authority objects.
+#[derive(Default)]
+pub struct Changes {
+    pub records: Vec<ObjectRecord>,
+    /// The escalation this decision opened.
+    pub opened: Option<Escalation>,
+    /// `delegation` for the answer: the grant named and its budget.
+    pub delegation: Option<Value>,
+}
+
+pub struct Opening<'a> {
+    pub workspace_id: &'a str,
+    pub decision_id: &'a str,
+    pub agent_id: Option<&'a str>,
+    pub session_id: Option<&'a str>,
+    pub action_type: &'a str,
+    pub action_hash: &'a str,
+    pub key_id: &'a str,
+    pub queue: Option<String>,
+}
+
+/// Apply a decision to the authority objects: charge the grant, consume the approval,
+/// count the breakglass override, open an escalation.
+pub fn apply(state: &mut AuthorityState, d: &Decision, grant_id: Option<&str>, o: &Opening<'_>, now: i64, settings: &WorkspaceSettings) -> Changes {
+    let mut ch = Changes::default();
+    if let Some(g) = d.authority.grant_used.as_deref().and_then(|id| state.grants.get_mut(id)) {
+        g.uses += 1;
+        g.version += 1;
+        ch.records.push(g.to_record(o.workspace_id, now));
+    }
+    if let Some(g) = grant_id.and_then(|id| state.grants.get(id)) {
+        ch.delegation = Some(json!({
+            "grant_id": g.grant_id,
+            "source_agent_id": g.source_agent_id,
+            "budget": { "used": g.uses, "budget": { "max_actions": g.max_uses } },
+        }));
+    }
+    if let Some(e) = d.authority.approved_by.as_deref().and_then(|id| state.escalations.get_mut(id)) {
+        e.used_by_decision = Some(o.decision_id.to_owned());
+        e.version += 1;
+        ch.records.push(e.to_record(o.workspace_id, now));
+    }
+    if let Some(b) = d.authority.breakglass_id.as_deref().and_then(|id| state.breakglass.get_mut(id)) {
+        b.overrides += 1;
+        b.version += 1;
+        ch.records.push(b.to_record(o.workspace_id, now));
+    }
+    if d.verdict == Verdict::Escalate {
+        let e = Escalation {
+            escalation_id: new_id("esc"),
+            decision_id: o.decision_id.to_owned(),
+            agent_id: o.agent_id.map(str::to_owned),
+            session_id: o.session_id.map(str::to_owned),
+            action_type: o.action_type.to_owned(),
+            action_hash: o.action_hash.to_owned(),
+            reasoning: d.reasoning.clone(),
+            policies: d.triggered.clone(),
+            raised_by_key: o.key_id.to_owned(),
+            state: "pending".into(),
+            resolution_reason: None,
+            approver_key: None,
+            resolved_at: None,
+            used_by_decision: None,
+            queue: o.queue.clone(),
+            created_at: now,
+            expires_at: now + settings.escalation_ttl_seconds as i64 * 1000,
+            version: 1,
+        };
+        state.escalations.insert(e.escalation_id.clone(), e.clone());
+        ch.records.push(e.to_record(o.workspace_id, now));
+        ch.opened = Some(e);
+    }
+    ch
+}
+
+/// Create an authority object: commit it with its vault event, then add it to memory.
+pub async fn create<T: Object>(
+    state: &crate::state::AppState,
+    ws: &crate::state::WorkspaceState,
+    mut obj: T,
+    event_kind: &str,
+    actor: &str,
+    fields: Value,
+) -> crate::error::ApiResult<T> {
+    let now = state.now_ms();
+    *obj.version() = 1;
+    let record = obj.to_record(&ws.workspace_id, now);
+    let txn = praetor_store::Txn {
+        mutations: vec![praetor_store::Mutation::PutObject(record.clone())],
+        seal: vec![crate::events::event(&ws.workspace_id, event_kind, Some(actor), now, fields)],
+    };
+    state.commit(txn).await?;
+    ws.live.lock().authority.absorb(&record);
+    Ok(obj)
+}
+
+/// Change authority objects in memory under the live lock (so concurrent decisions see
+/// one order of events), then commit them with one vault event. `change` returns the
+/// changed objects' records and the event's fields.
+pub async fn update<R>(
+    state: &crate::state::AppState,
+    ws: &crate::state::WorkspaceState,
+    event_kind: &str,
+    actor: &str,
+    change: impl FnOnce(&mut AuthorityState, i64) -> crate::error::ApiResult<(Vec<ObjectRecord>, Value, R)>,
+) -> crate::error::ApiResult<R> {
+    let now = state.now_ms();
+    let (records, fields, out) = change(&mut ws.live.lock().authority, now)?;
+    let txn = praetor_store::Txn {
+        mutations: records.into_iter().map(praetor_store::Mutation::PutObject).collect(),
+        seal: vec![crate::events::event(&ws.workspace_id, event_kind, Some(actor), now, fields)],
+    };
+    state.commit(txn).await?;
+    Ok(out)
+}
+
+/// Bump an object's version and give its record, after an in-place change.
+pub fn touched<T: Object>(obj: &mut T, workspace_id: &str, now: i64) -> ObjectRecord {
+    *obj.version() += 1;
+    obj.to_record(workspace_id, now)
+}

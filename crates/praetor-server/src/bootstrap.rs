@@ -1,0 +1,146 @@
+//! First start: the default workspace and its admin key; `--demo` agents and policies.
+
+use std::sync::Arc;
+
+use praetor_core::{PolicyDef, WorkspaceSettings};
+use praetor_store::{Agent, Mutation, PolicyRecord, Scope, Txn, Workspace};
+use serde_json::{Map, json};
+
+use crate::api::system::mint_key;
+use crate::error::ApiResult;
+use crate::events::event;
+use crate::secrets::{new_id, random_bytes};
+use crate::state::{AppState, PolicySet};
+
+/// What the first start created, for the binary to show once.
+#[derive(Debug, Default)]
+pub struct Started {
+    pub workspace_id: String,
+    /// The admin key, when this start created it. Shown once, never stored in clear.
+    pub admin_key: Option<String>,
+    pub demo_loaded: bool,
+}
+
+pub const DEFAULT_WORKSPACE_NAME: &str = "default";
+
+pub async fn first_start(state: &Arc<AppState>) -> ApiResult<Started> {
+    let mut started = Started::default();
+    let existing = state.workspace_ids();
+    let workspace_id = match existing.into_iter().next() {
+        Some(id) => id,
+        None => {
+            let (id, key) = create_workspace(state, DEFAULT_WORKSPACE_NAME).await?;
+            started.admin_key = Some(key);
+            id
+        }
+    };
+    if state.config.demo {
+        started.demo_loaded = load_demo(state, &workspace_id).await?;
+    }
+    started.workspace_id = workspace_id;
+    Ok(started)
+}
+
+/// Create a workspace with a fresh HMAC secret and an admin key. Returns the
+/// workspace id and the key, which is shown once.
+pub async fn create_workspace(state: &Arc<AppState>, name: &str) -> ApiResult<(String, String)> {
+    let now = state.now_ms();
+    let ws = Workspace {
+        workspace_id: new_id("ws"),
+        name: name.into(),
+        settings: WorkspaceSettings::default(),
+        hmac_secret: random_bytes::<32>().to_vec(),
+        created_at: now,
+    };
+    let (key, secret) = mint_key(&ws.workspace_id, vec![Scope::Admin], None, Some("admin (first start)".into()), now);
+    let txn = Txn {
+        mutations: vec![Mutation::InsertWorkspace(ws.clone()), Mutation::InsertApiKey(key.clone())],
+        seal: vec![
+            event(&ws.workspace_id, "workspace.created", None, now, json!({ "name": ws.name })),
+            event(&ws.workspace_id, "key.created", None, now, json!({ "key_id": key.key_id, "scopes": key.scopes })),
+        ],
+    };
+    state.commit(txn).await?;
+    state.add_workspace(&ws);
+    state.put_key(key);
+    Ok((ws.workspace_id, secret))
+}
+
+fn demo_policies() -> Vec<serde_json::Value> {
+    vec![
+        json!({"name": "No destructive deletes", "policy_type": "action_type", "action_types": ["delete_*", "db.drop*"],
+               "decision": "block", "priority": 100, "description": "Agents may not delete records or drop tables."}),
+        json!({"name": "Large payments need a person", "policy_type": "metadata", "action_types": ["payment.*"],
+               "decision": "escalate", "priority": 90,
+               "conditions": {"rule": {"field": "amount", "op": ">", "value": 10000}}}),
+        json!({"name": "No PII in outbound e-mail", "policy_type": "pii", "action_types": ["email.*"],
+               "decision": "block", "priority": 80, "conditions": {"categories": ["ssn", "credit_card", "iban"]}}),
+        json!({"name": "No secrets anywhere", "policy_type": "pii", "decision": "block", "priority": 85,
+               "conditions": {"categories": ["secret"]}}),
+        json!({"name": "Low-trust agents are watched", "policy_type": "threshold", "decision": "escalate",
+               "priority": 50, "trust_threshold": 40}),
+        json!({"name": "Send rate", "policy_type": "sequence", "action_types": ["email.send"], "decision": "block",
+               "priority": 60, "conditions": {"velocity": {"max": 20, "window_seconds": 60}}}),
+    ]
+}
+
+/// Demo agents and policies, loaded once into a workspace that has no agents yet.
+async fn load_demo(state: &Arc<AppState>, workspace_id: &str) -> ApiResult<bool> {
+    let Some(ws) = state.workspace(workspace_id) else { return Ok(false) };
+    if !ws.agents.read().is_empty() || !ws.policies.load().records.is_empty() {
+        return Ok(false);
+    }
+    let now = state.now_ms();
+    let mut txn = Txn::default();
+    let mut agents = Vec::new();
+    for (name, framework, scopes) in [
+        ("support-bot", "langchain", vec!["email.*", "ticket.*", "kb.search"]),
+        ("finance-agent", "crewai", vec!["payment.*", "invoice.*", "db.read"]),
+        ("ops-agent", "custom", vec![]),
+    ] {
+        let agent = Agent {
+            agent_id: new_id("agt"),
+            workspace_id: workspace_id.to_owned(),
+            name: name.into(),
+            framework: framework.into(),
+            description: Some(format!("demo agent `{name}`")),
+            capabilities: Vec::new(),
+            scopes: scopes.into_iter().map(String::from).collect(),
+            permission_boundary: None,
+            require_signature: false,
+            trust_score: ws.settings.read().trust_baseline,
+            clean_streak: 0,
+            is_active: true,
+            attributes: Map::new(),
+            created_at: now,
+            updated_at: now,
+            last_seen_at: None,
+            total_actions: 0,
+            allowed_actions: 0,
+            blocked_actions: 0,
+            escalated_actions: 0,
+        };
+        txn.seal.push(event(workspace_id, "agent.registered", None, now, json!({"agent_id": agent.agent_id, "name": name, "demo": true})));
+        txn.mutations.push(Mutation::PutAgent(agent.clone()));
+        agents.push(agent);
+    }
+    let mut records = Vec::new();
+    for p in demo_policies() {
+        let mut def: PolicyDef = serde_json::from_value(p).map_err(|e| crate::error::ApiError::new(crate::error::Code::Internal, format!("demo policy: {e}")))?;
+        def.policy_id = new_id("pol");
+        let rec = PolicyRecord { workspace_id: workspace_id.to_owned(), def, created_at: now, updated_at: now };
+        txn.seal.push(event(workspace_id, "policy.created", None, now, json!({"policy_id": rec.def.policy_id, "policy": rec.def, "demo": true})));
+        txn.mutations.push(Mutation::PutPolicy(rec.clone()));
+        records.push(rec);
+    }
+    let set = PolicySet::build(records).map_err(|e| crate::error::ApiError::new(crate::error::Code::Internal, format!("demo policies: {e}")))?;
+    state.commit(txn).await?;
+    let _guard = ws.policy_writes.lock().await;
+    ws.policies.store(Arc::new(set));
+    let mut map = ws.agents.write();
+    for a in agents {
+        map.insert(a.agent_id.clone(), a);
+    }
+    tracing::info!(workspace_id, "demo agents and policies loaded");
+    Ok(true)
+}

@@ -1,0 +1,84 @@
+//! The server's configuration, validated once at start. The binary fills it from
+//! flags, `PRAETOR_*` variables and an optional TOML file (flags > env > file > default).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Load demo agents and policies into the default workspace on start.
+    pub demo: bool,
+    /// How often a signed checkpoint is published while entries arrive, in milliseconds.
+    pub checkpoint_interval_ms: u64,
+    /// Accepted clock skew of a signed agent request, in seconds.
+    pub signature_max_skew_secs: i64,
+    /// Where the vault's checkpoint signing keys live; `<data_dir>/keys` when unset.
+    pub vault_keys_dir: Option<PathBuf>,
+    /// Allow webhook and alert URLs on loopback, link-local and private addresses.
+    pub allow_private_targets: bool,
+    /// First retry delay of a failed delivery; doubles with each attempt.
+    pub delivery_backoff_ms: u64,
+    /// Attempts before a delivery is given up (dead letter).
+    pub delivery_max_attempts: u32,
+    /// The SMTP server for e-mail alerts.
+    pub smtp: Option<SmtpConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// Upgrade the connection with STARTTLS (required when set).
+    #[serde(default)]
+    pub starttls: bool,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    pub from: String,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+impl Config {
+    pub fn vault_keys_dir(&self) -> PathBuf {
+        self.vault_keys_dir.clone().unwrap_or_else(|| self.data_dir.join("keys"))
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            data_dir: PathBuf::from("./praetor-data"),
+            max_body_bytes: 1024 * 1024,
+            demo: false,
+            checkpoint_interval_ms: 1000,
+            signature_max_skew_secs: 60,
+            vault_keys_dir: None,
+            allow_private_targets: false,
+            delivery_backoff_ms: 1000,
+            delivery_max_attempts: 8,
+            smtp: None,
+        }
+    }
+}
+
+/// Input limits. Every input is bounded; each limit is named in the error it causes.
+pub mod limits {
+    pub const ACTION_TYPE_MAX: usize = 256;
+    pub const ID_MAX: usize = 128;
+    pub const NAME_MAX: usize = 256;
+    pub const CONTENT_MAX: usize = 512 * 1024;
+    pub const BATCH_MAX: usize = 500;
+    pub const LIST_MAX: usize = 256;
+    pub const POLICIES_PER_WORKSPACE: usize = 10_000;
+}

@@ -1,0 +1,421 @@
+//! Outbound deliveries: signed webhooks, Slack messages and e-mail alerts.
+//!
+//! Every delivery is enqueued in the same transaction as the event that causes it, so it
+//! is as durable as the event and survives a restart; a decision never waits for one.
+//! The dispatcher sends what is due, retries failures with exponential backoff, and
+//! gives up (status `dead`, kept and listed) after the last attempt.
+//!
+//! Delivery is at least once: a restart in the middle of a send, or a failure to record
+//! a successful attempt, sends it again. Receivers dedupe on `X-Praetor-Delivery`.
+//! Alert webhooks (a rule's `alert.webhook_url`) share no secret with Praetor and are
+//! sent unsigned; subscribe a registered webhook to `violation.recorded` for signed ones.
+//!
+//! Webhook signature (documented in the README):
+//! `X-Praetor-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`,
+//! plus `X-Praetor-Event` and `X-Praetor-Delivery`. Receivers check the HMAC and refuse
+//! timestamps too far from their clock (replays).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hmac::{KeyInit, Mac};
+use praetor_core::glob::Glob;
+use praetor_store::{Delivery, Mutation, SealRequest, Txn};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::authority::Object;
+use crate::clock::iso;
+use crate::secrets::new_id;
+use crate::state::AppState;
+
+pub const WEBHOOK_KIND: &str = "webhook";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Webhook {
+    pub webhook_id: String,
+    pub url: String,
+    /// Event globs: `decision.block`, `breakglass.*`, `session.*`, `*`.
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    /// Hex HMAC key. Shown once at creation and rotation; never listed.
+    pub secret: String,
+    pub deleted: bool,
+    pub created_at: i64,
+    pub version: u64,
+}
+
+impl Webhook {
+    fn status_at(&self, _now: i64) -> &'static str {
+        if self.deleted { "deleted" } else { "active" }
+    }
+
+    fn agent_ref(&self) -> Option<&str> {
+        None
+    }
+
+    pub fn wants(&self, event: &str) -> bool {
+        !self.deleted && self.events.iter().any(|p| Glob::new(p).is_ok_and(|g| g.is_match(event)))
+    }
+
+    pub fn view(&self) -> Value {
+        json!({
+            "webhook_id": self.webhook_id, "url": self.url, "events": self.events, "description": self.description,
+            "status": self.status_at(0), "created_at": iso(self.created_at),
+        })
+    }
+}
+
+crate::authority::object_impl!(Webhook, WEBHOOK_KIND, webhook_id);
+
+/// The event name of a sealed entry: its kind, or `decision.<verdict>` for decisions.
+fn event_name(seal: &SealRequest) -> String {
+    match seal.body.get("kind").and_then(Value::as_str) {
+        Some("decision") => format!("decision.{}", seal.body.get("decision").and_then(Value::as_str).unwrap_or("unknown")),
+        Some(k) => k.to_owned(),
+        None => "unknown".into(),
+    }
+}
+
+/// A new pending delivery, due now.
+pub fn delivery(workspace_id: &str, channel: &str, target: &str, webhook_id: Option<&str>, event: &str, payload: Value, now: i64) -> Delivery {
+    Delivery {
+        delivery_id: new_id("dlv"),
+        workspace_id: workspace_id.to_owned(),
+        channel: channel.to_owned(),
+        target: target.to_owned(),
+        webhook_id: webhook_id.map(str::to_owned),
+        event: event.to_owned(),
+        payload,
+        status: "pending".into(),
+        attempts: 0,
+        next_attempt_at: now,
+        last_error: None,
+        last_status: None,
+        created_at: now,
+        delivered_at: None,
+    }
+}
+
+/// Add to `txn` a delivery for every webhook that wants one of its events, and the
+/// alerts of `alert` rules' violations. Called on every commit (`AppState::commit`).
+pub fn enqueue(state: &AppState, txn: &mut Txn) {
+    if txn.seal.is_empty() {
+        return;
+    }
+    let now = state.now_ms();
+    let mut out = Vec::new();
+    for seal in &txn.seal {
+        let Some(ws) = state.workspace(&seal.workspace_id) else { continue };
+        let event = event_name(seal);
+        let data = Value::Object(seal.body.clone());
+        {
+            let live = ws.live.lock();
+            for w in live.authority.webhooks.values().filter(|w| w.wants(&event)) {
+                let payload = json!({ "event": event, "workspace_id": ws.workspace_id, "occurred_at": iso(now), "data": data });
+                out.push(delivery(&ws.workspace_id, "webhook", &w.url, Some(&w.webhook_id), &event, payload, now));
+            }
+        }
+        // An `alert` rule's violation notifies the rule's own targets (kept on the rule,
+        // never copied into the violation, the vault or a webhook payload).
+        if event == "violation.recorded" && seal.body.get("action").and_then(Value::as_str) == Some("alert") {
+            let rule_id = seal.body.get("rule_id").and_then(Value::as_str).unwrap_or_default();
+            let targets = ws
+                .policies
+                .load()
+                .records
+                .iter()
+                .find(|r| r.def.policy_id == rule_id)
+                .and_then(|r| r.def.governance.as_ref().and_then(|g| g.get("alert")).cloned())
+                .unwrap_or(Value::Null);
+            for email in targets["emails"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                out.push(delivery(&ws.workspace_id, "email", email, None, &event, data.clone(), now));
+            }
+            if let Some(url) = targets["slack_webhook_url"].as_str() {
+                out.push(delivery(&ws.workspace_id, "slack", url, None, &event, data.clone(), now));
+            }
+            if let Some(url) = targets["webhook_url"].as_str() {
+                let payload = json!({ "event": event, "workspace_id": ws.workspace_id, "occurred_at": iso(now), "data": data });
+                out.push(delivery(&ws.workspace_id, "webhook", url, None, &event, payload, now));
+            }
+        }
+    }
+    txn.mutations.extend(out.into_iter().map(Mutation::PutDelivery));
+}
+
+/// `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+pub fn signature(secret_hex: &str, t: i64, body: &[u8]) -> String {
+    let key = hex::decode(secret_hex).unwrap_or_default();
+    // HMAC takes a key of any length, so this cannot fail.
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).expect("HMAC accepts any key length");
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Addresses a delivery may never reach without `allow_private_targets`: loopback,
+/// private, link-local, shared (CGNAT), benchmarking, reserved, unspecified, multicast,
+/// and IPv6 forms that embed such an IPv4 address (mapped, compatible, NAT64, 6to4).
+pub fn forbidden(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
+                || o[0] >= 240
+        }
+        IpAddr::V6(v6) => {
+            let seg = v6.segments();
+            let embedded = |hi: u16, lo: u16| IpAddr::V4(std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8));
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return forbidden(IpAddr::V4(v4));
+            }
+            if seg[..6] == [0, 0, 0, 0, 0, 0] {
+                // ::/96 (IPv4-compatible), also :: and ::1
+                return true;
+            }
+            if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
+                return forbidden(embedded(seg[6], seg[7]));
+            }
+            if seg[0] == 0x2002 {
+                return forbidden(embedded(seg[1], seg[2]));
+            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00
+                || (seg[0] & 0xffc0) == 0xfe80
+                || (seg[0] & 0xffc0) == 0xfec0
+        }
+    }
+}
+
+const DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn resolve(host: &str, port: u16) -> Result<Vec<std::net::SocketAddr>, String> {
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    match tokio::time::timeout(DNS_TIMEOUT, tokio::net::lookup_host((host.as_str(), port))).await {
+        Ok(Ok(addrs)) => Ok(addrs.collect()),
+        Ok(Err(e)) => Err(format!("cannot resolve `{host}`: {e}")),
+        Err(_) => Err(format!("resolving `{host}` timed out")),
+    }
+}
+
+/// Outbound safety: an http(s) URL whose host does not resolve to a forbidden address,
+/// unless the operator allows those (`allow_private_targets`). Checked when a target is
+/// registered; at send time the dispatcher's own resolver (`SafeResolver`) drops
+/// forbidden addresses, so a name cannot pass this check and then rebind.
+pub async fn check_target(url: &str, allow_private: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    if !["http", "https"].contains(&parsed.scheme()) {
+        return Err("only http and https URLs are allowed".into());
+    }
+    let host = parsed.host_str().ok_or("the URL has no host")?;
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    if allow_private {
+        return Ok(());
+    }
+    for a in resolve(host, port).await? {
+        if forbidden(a.ip()) {
+            return Err(format!("`{host}` resolves to {}, a loopback, link-local or private address (allow_private_targets is off)", a.ip()));
+        }
+    }
+    Ok(())
+}
+
+/// The dispatcher's DNS resolver: with `allow_private_targets` off it never hands a
+/// forbidden address to the connection, whatever the name resolved to at registration.
+struct SafeResolver;
+
+impl reqwest::dns::Resolve for SafeResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = resolve(&host, 0).await?.into_iter().filter(|a| !forbidden(a.ip())).collect();
+            if addrs.is_empty() {
+                return Err(format!("`{host}` resolves only to forbidden addresses").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+fn alert_text(d: &Delivery) -> (String, String) {
+    let p = &d.payload;
+    let subject = format!(
+        "[Praetor] {} violation: {}",
+        p["severity"].as_str().unwrap_or("?"),
+        p["rule_name"].as_str().unwrap_or("?")
+    );
+    let body = format!(
+        "Rule: {} ({})\nSeverity: {}\nDecision: {} ({})\nAgent: {}\nAction type: {}\nReason: {}\nAt: {}\nWorkspace: {}\n",
+        p["rule_name"].as_str().unwrap_or("?"),
+        p["rule_id"].as_str().unwrap_or("?"),
+        p["severity"].as_str().unwrap_or("?"),
+        p["decision"].as_str().unwrap_or("?"),
+        p["decision_id"].as_str().unwrap_or("?"),
+        p["agent_id"].as_str().unwrap_or("anonymous"),
+        p["action_type"].as_str().unwrap_or("?"),
+        p["reason"].as_str().unwrap_or(""),
+        p["at"].as_str().unwrap_or("?"),
+        d.workspace_id,
+    );
+    (subject, body)
+}
+
+/// One attempt. `Ok(status)` when the receiver accepted it.
+async fn attempt(state: &AppState, client: &reqwest::Client, d: &Delivery) -> Result<Option<u16>, (Option<u16>, String)> {
+    match d.channel.as_str() {
+        "email" => send_email(state, d).await.map(|_| None).map_err(|e| (None, e)),
+        "slack" | "webhook" => {
+            check_target(&d.target, state.config.allow_private_targets).await.map_err(|e| (None, e))?;
+            let (body, headers) = if d.channel == "slack" {
+                let (subject, text) = alert_text(d);
+                (serde_json::to_vec(&json!({ "text": format!("*{subject}*\n{text}") })).unwrap_or_default(), vec![])
+            } else {
+                let body = serde_json::to_vec(&d.payload).unwrap_or_default();
+                let mut headers = vec![("X-Praetor-Event", d.event.clone()), ("X-Praetor-Delivery", d.delivery_id.clone())];
+                let secret = d.webhook_id.as_ref().and_then(|id| {
+                    state.workspace(&d.workspace_id).and_then(|ws| ws.live.lock().authority.webhooks.get(id).map(|w| w.secret.clone()))
+                });
+                if let Some(secret) = secret {
+                    headers.push(("X-Praetor-Signature", signature(&secret, state.now_ms() / 1000, &body)));
+                }
+                (body, headers)
+            };
+            let mut req = client.post(&d.target).header("Content-Type", "application/json").body(body);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            let res = req.send().await.map_err(|e| (None, format!("request failed: {e}")))?;
+            let status = res.status().as_u16();
+            if res.status().is_success() { Ok(Some(status)) } else { Err((Some(status), format!("the receiver answered {status}"))) }
+        }
+        other => Err((None, format!("unknown channel `{other}`"))),
+    }
+}
+
+async fn send_email(state: &AppState, d: &Delivery) -> Result<(), String> {
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let smtp = state.config.smtp.as_ref().ok_or("no SMTP server is configured (smtp.host)")?;
+    let (subject, body) = alert_text(d);
+    let msg = Message::builder()
+        .from(smtp.from.parse().map_err(|e| format!("smtp.from `{}`: {e}", smtp.from))?)
+        .to(d.target.parse().map_err(|e| format!("`{}`: {e}", d.target))?)
+        .subject(subject)
+        .body(body)
+        .map_err(|e| format!("cannot build the message: {e}"))?;
+    let mut builder = if smtp.starttls {
+        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host).map_err(|e| format!("smtp: {e}"))?
+    } else {
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
+    };
+    builder = builder.port(smtp.port).timeout(Some(std::time::Duration::from_secs(10)));
+    if let (Some(u), Some(p)) = (&smtp.username, &smtp.password) {
+        builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(u.clone(), p.clone()));
+    }
+    builder.build().send(msg).await.map(|_| ()).map_err(|e| format!("smtp: {e}"))
+}
+
+/// Send what is due, a few times a second, and record each attempt.
+pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).redirect(reqwest::redirect::Policy::none());
+        if !state.config.allow_private_targets {
+            builder = builder.dns_resolver(Arc::new(SafeResolver));
+        }
+        let client = match builder.build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the delivery client; no deliveries will be sent");
+                return;
+            }
+        };
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            dispatch_due(&state, &client).await;
+        }
+    })
+}
+
+pub async fn dispatch_due(state: &AppState, client: &reqwest::Client) {
+    let due = match state.store.due_deliveries(state.now_ms(), 32).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the delivery queue");
+            return;
+        }
+    };
+    for mut d in due {
+        let gone = d.webhook_id.as_ref().is_some_and(|id| {
+            state.workspace(&d.workspace_id).is_none_or(|ws| ws.live.lock().authority.webhooks.get(id).is_none_or(|w| w.deleted))
+        });
+        let result = if gone { Err((None, "the webhook was deleted".to_owned())) } else { attempt(state, client, &d).await };
+        if gone {
+            d.attempts = state.config.delivery_max_attempts.saturating_sub(1);
+        }
+        let now = state.now_ms();
+        d.attempts += 1;
+        match result {
+            Ok(status) => {
+                d.status = "delivered".into();
+                d.delivered_at = Some(now);
+                d.last_status = status;
+                d.last_error = None;
+            }
+            Err((status, error)) => {
+                d.last_status = status;
+                d.last_error = Some(error.clone());
+                if d.attempts >= state.config.delivery_max_attempts {
+                    d.status = "dead".into();
+                    tracing::warn!(delivery_id = %d.delivery_id, channel = %d.channel, error = %error, "delivery given up");
+                } else {
+                    let backoff = state.config.delivery_backoff_ms.saturating_mul(1 << (d.attempts - 1).min(16));
+                    d.next_attempt_at = now + backoff.min(3_600_000) as i64;
+                }
+            }
+        }
+        if let Err(e) = state.store.commit(Txn { mutations: vec![Mutation::PutDelivery(d)], seal: vec![] }).await {
+            tracing::warn!(error = %e, "cannot record a delivery attempt");
+        }
+    }
+}
+
+pub fn delivery_view(d: &Delivery) -> Value {
+    let target = if d.channel == "slack" { crate::api::rules::redact_url(&d.target) } else { d.target.clone() };
+    json!({
+        "delivery_id": d.delivery_id, "channel": d.channel, "target": target, "webhook_id": d.webhook_id, "event": d.event,
+        "status": d.status, "attempts": d.attempts, "next_attempt_at": iso(d.next_attempt_at), "last_error": d.last_error,
+        "last_status": d.last_status, "created_at": iso(d.created_at), "delivered_at": d.delivered_at.map(iso),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forbidden;
+
+    #[test]
+    fn forbidden_addresses_include_embedded_and_reserved_forms() {
+        for a in [
+            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "0.1.2.3", "100.64.0.1",
+            "198.18.0.1", "240.0.0.1", "255.255.255.255", "::1", "::", "::ffff:10.0.0.1", "::10.0.0.1", "64:ff9b::a00:1",
+            "2002:a00:1::", "fc00::1", "fe80::1", "fec0::1", "ff02::1",
+        ] {
+            assert!(forbidden(a.parse().unwrap()), "{a} must be forbidden");
+        }
+        for a in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "64:ff9b::808:808", "2002:808:808::"] {
+            assert!(!forbidden(a.parse().unwrap()), "{a} is public");
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Our own JSON extractor, so a malformed body gets our error shape and a message that
+//! names the bad field (`metadata.amount: invalid type …`).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, Code};
+
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(Code::PayloadTooLarge, "request body is larger than the limit")
+            } else {
+                ApiError::new(Code::MalformedJson, format!("cannot read the request body: {rejection}"))
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parse a JSON body into `T`, classifying the failure and naming the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { bytes };
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let msg = strip_position(&inner.to_string());
+        match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof | serde_json::error::Category::Io => {
+                ApiError::new(Code::MalformedJson, format!("body is not valid JSON: {}", inner))
+            }
+            serde_json::error::Category::Data => {
+                if msg.starts_with("unknown field") {
+                    ApiError::new(Code::UnknownField, field_message(&path, &msg))
+                } else if msg.starts_with("missing field") {
+                    ApiError::new(Code::MissingField, field_message(&path, &msg))
+                } else {
+                    ApiError::new(Code::InvalidField, field_message(&path, &msg))
+                }
+            }
+        }
+    })?;
+    // One JSON value and nothing after it: `{...} trailing` or `{...}{...}` is malformed,
+    // not "the first object".
+    de.end().map_err(|e| ApiError::new(Code::MalformedJson, format!("body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+fn field_message(path: &str, msg: &str) -> String {
+    if path.is_empty() || path == "." { msg.to_owned() } else { format!("`{path}`: {msg}") }
+}
+
+/// serde_json appends " at line 1 column 20"; the field path says more.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// Query-string extractor with our error shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded_deserializer(query);
+        de.map(ApiQuery)
+    }
+}
+
+fn serde_urlencoded_deserializer<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    axum::extract::Query::<T>::try_from_uri(&format!("/?{query}").parse().map_err(|_| {
+        ApiError::new(Code::InvalidQuery, "the query string is not valid")
+    })?)
+    .map(|q| q.0)
+    .map_err(|e| ApiError::new(Code::InvalidQuery, strip_position(&e.body_text())))
+}
+
+/// The raw body, for handlers that must hash exactly what was sent (signed requests).
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state).await.map(RawBody).map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(Code::PayloadTooLarge, "request body is larger than the limit")
+            } else {
+                ApiError::new(Code::MalformedJson, format!("cannot read the request body: {rejection}"))
+            }
+        })
+    }
+}

@@ -1,0 +1,98 @@
+//! Praetor's HTTP server: the router, authentication, the pipeline's I/O edges and the
+//! vault's checkpoint publisher. `router(state)` is apart from `serve()` so tests can
+//! drive the whole application over a real listener of their own.
+
+pub mod api;
+pub mod auth;
+pub mod authority;
+pub mod bootstrap;
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod pipeline;
+pub mod secrets;
+pub mod sessions;
+pub mod signature;
+pub mod state;
+pub mod vault;
+
+use std::sync::Arc;
+
+pub use api::router;
+pub use config::Config;
+pub use state::AppState;
+
+use praetor_store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open the store at `{path}`: {reason}")]
+    Store { path: String, reason: String },
+    #[error("{0}")]
+    Keys(#[from] vault::KeyFileError),
+    #[error("cannot start: {0}")]
+    Start(String),
+    #[error("cannot listen on `{addr}`: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// Open the SQLite store and the vault keys in `config.data_dir`, build the state, and
+/// create the default workspace (and demo data) when needed.
+pub async fn open(config: Config) -> Result<(Arc<AppState>, bootstrap::Started), ServeError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| ServeError::Start(format!("cannot create the data directory `{}`: {e}", config.data_dir.display())))?;
+    let db_path = config.data_dir.join("praetor.db");
+    let store = praetor_store::sqlite::SqliteStore::open(&db_path)
+        .map_err(|e| ServeError::Store { path: db_path.display().to_string(), reason: e.to_string() })?;
+    let keys = vault::VaultKeys::load_or_create(&config.vault_keys_dir())?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let state = AppState::load(config, store, Arc::new(clock::SystemClock), keys)
+        .await
+        .map_err(|e| ServeError::Start(e.message))?;
+    let started = bootstrap::first_start(&state).await.map_err(|e| ServeError::Start(e.message))?;
+    Ok((state, started))
+}
+
+/// Serve until SIGINT or SIGTERM.
+pub async fn serve(state: Arc<AppState>) -> Result<(), ServeError> {
+    let addr = state.config.listen;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
+    let checkpointer = vault::spawn_checkpointer(state.clone());
+    let sweeper = sessions::spawn_sweeper(state.clone());
+    let dispatcher = delivery::spawn_dispatcher(state.clone());
+    tracing::info!(%addr, data_dir = %state.config.data_dir.display(), "praetor is serving");
+    let app = router(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| ServeError::Start(e.to_string()));
+    checkpointer.abort();
+    sweeper.abort();
+    dispatcher.abort();
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

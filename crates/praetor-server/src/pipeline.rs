@@ -1,0 +1,720 @@
+//! The I/O edges of a decision: stage 1 (intercept: parse and bound), stage 2
+//! (identify), the call into the pure engine (stages 3-4), and stage 5 (record: the
+//! vault append and the decision row, committed before the answer leaves).
+
+
+use axum::http::HeaderMap;
+use praetor_core::{
+    ActionRequest, AgentFacts, Decision, DecisionInput, Identity, PastAction, Verdict, decide, trust::next_trust,
+};
+use praetor_core::session::{SessionFacts, SessionStatus};
+use praetor_store::{Agent, AgentActivity, ApiKey, DecisionRow, Mutation, SealRequest, Session, Txn};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::clock::iso;
+use crate::config::limits;
+use crate::error::{ApiError, ApiResult};
+use crate::secrets::{new_id, sha256_hex};
+use crate::signature::{self, SignedHeaders};
+use crate::state::{AppState, LiveState, WorkspaceState};
+
+/// `POST /enforce/intercept`, as the xybern SDK and agent-guard send it (wire §2.1).
+/// Unknown fields are accepted: the SDK sends many (warrants, stamps, commitments) that
+/// this server does not act on yet, and refusing them would break the SDK.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct InterceptBody {
+    pub action_type: Option<String>,
+    pub agent_id: Option<String>,
+    pub action_content: Option<String>,
+    /// agent-guard's name for `action_content`.
+    pub content: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+    pub session_id: Option<String>,
+    pub chain_id: Option<String>,
+    pub chain_step: Option<u64>,
+    pub parent_decision_id: Option<String>,
+    pub grant_id: Option<String>,
+}
+
+/// A request that passed stage 1.
+#[derive(Debug, Clone)]
+pub struct Intercepted {
+    pub request: ActionRequest,
+    pub agent_id: Option<String>,
+    pub content_sha256: Option<String>,
+    pub chain: Map<String, Value>,
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> ApiResult<()> {
+    if value.len() > max {
+        return Err(ApiError::invalid(field, format!("is {} bytes long; the limit is {max}", value.len())));
+    }
+    Ok(())
+}
+
+fn check_id(field: &str, value: &str) -> ApiResult<()> {
+    check_len(field, value, limits::ID_MAX)?;
+    if value.is_empty() || value.chars().any(|c| c.is_control()) {
+        return Err(ApiError::invalid(field, "must be a non-empty string without control characters"));
+    }
+    Ok(())
+}
+
+/// Stage 1: bound and validate. `prefix` names the body's position in a batch
+/// (`actions[3].`) so errors point at the right element.
+pub fn intercept(body: InterceptBody, prefix: &str) -> ApiResult<Intercepted> {
+    let f = |name: &str| format!("{prefix}{name}");
+    let action_type = body.action_type.ok_or_else(|| ApiError::invalid(&f("action_type"), "is required"))?;
+    check_len(&f("action_type"), &action_type, limits::ACTION_TYPE_MAX)?;
+    if action_type.trim().is_empty() || action_type.chars().any(|c| c.is_control()) {
+        return Err(ApiError::invalid(&f("action_type"), "must be a non-empty string without control characters"));
+    }
+    if let Some(a) = &body.agent_id {
+        check_id(&f("agent_id"), a)?;
+    }
+    if let Some(s) = &body.session_id {
+        check_id(&f("session_id"), s)?;
+    }
+    let content = body.action_content.or(body.content);
+    if let Some(c) = &content {
+        check_len(&f("action_content"), c, limits::CONTENT_MAX)?;
+    }
+    let metadata = body.metadata.unwrap_or_default();
+    let claimed_hash = match metadata.get("content_sha256") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(h)) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => Some(h.to_ascii_lowercase()),
+        Some(_) => return Err(ApiError::invalid(&f("metadata.content_sha256"), "must be 64 hexadecimal characters")),
+    };
+    let content_redacted = content.is_none() && claimed_hash.is_some();
+    let content_sha256 = match &content {
+        Some(c) => Some(sha256_hex(c.as_bytes())),
+        None => claimed_hash,
+    };
+    let mut chain = Map::new();
+    for (k, v) in [("chain_id", body.chain_id.map(Value::from)), ("chain_step", body.chain_step.map(Value::from)),
+        ("parent_decision_id", body.parent_decision_id.map(Value::from)), ("grant_id", body.grant_id.map(Value::from))]
+    {
+        if let Some(v) = v {
+            if let Value::String(s) = &v {
+                check_len(&f(k), s, limits::ID_MAX)?;
+            }
+            chain.insert(k.to_owned(), v);
+        }
+    }
+    Ok(Intercepted {
+        request: ActionRequest { action_type, content, content_redacted, metadata, session_id: body.session_id },
+        agent_id: body.agent_id,
+        content_sha256,
+        chain,
+    })
+}
+
+/// The request-level facts stage 2 needs beyond the body: the key and, for agents
+/// that require it, the request signature.
+pub struct Caller<'a> {
+    pub key: &'a ApiKey,
+    pub headers: &'a HeaderMap,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub raw_body: &'a [u8],
+    /// Agents whose signature on this request was already verified (a batch carries
+    /// one signature and one nonce for all its actions).
+    pub verified: parking_lot::Mutex<Vec<String>>,
+}
+
+impl<'a> Caller<'a> {
+    pub fn new(key: &'a ApiKey, headers: &'a HeaderMap, method: &'a str, path: &'a str, raw_body: &'a [u8]) -> Caller<'a> {
+        Caller { key, headers, method, path, raw_body, verified: parking_lot::Mutex::new(Vec::new()) }
+    }
+}
+
+/// The outcome of stages 2-4 for one action, before it is recorded.
+pub struct Evaluated {
+    pub decision_id: String,
+    pub at_ms: i64,
+    pub intercepted: Intercepted,
+    pub identity: Identity,
+    pub agent: Option<Agent>,
+    pub decision: Decision,
+    pub trust_after: Option<u8>,
+    pub activity: Option<AgentActivity>,
+    pub policy_set_hash: String,
+    pub policies_evaluated: usize,
+    pub started: std::time::Instant,
+    /// The session after this decision (consumption, or its end), to persist.
+    pub session_update: Option<Session>,
+    /// What the decision changed among grants, escalations and breakglass.
+    pub authority: crate::authority::Changes,
+    /// The approver, when a person's approval let this action run.
+    pub approver: Option<String>,
+    /// The rule and policy violations this decision records.
+    pub violations: Vec<Value>,
+}
+
+fn header<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Stage 2: who is acting.
+fn identify(
+    state: &AppState,
+    ws: &WorkspaceState,
+    caller: &Caller<'_>,
+    agent_id: Option<&str>,
+    session: Option<&SessionRef>,
+    now_ms: i64,
+) -> (Identity, Option<Agent>) {
+    let failed = |check: &str, reason: String| (Identity::Failed { check: check.to_owned(), reason }, None);
+    // A request in a session acts as the session's agent (wire §4: RuntimeSession sends
+    // `agent_id: null`); naming another agent is refused.
+    let agent_id = match session {
+        Some(SessionRef::Unknown(id)) => {
+            return failed("unknown_session", format!("session `{id}` does not exist in this workspace"));
+        }
+        Some(SessionRef::Known(s)) => match agent_id {
+            Some(a) if a != s.agent_id => {
+                return failed("session_agent_mismatch", format!("session `{}` belongs to agent `{}`, not `{a}`", s.session_id, s.agent_id));
+            }
+            _ => Some(s.agent_id.as_str()),
+        },
+        None => agent_id,
+    };
+    let bound = caller.key.agent_id.as_deref();
+    let agent_id = match (agent_id, bound) {
+        (None, None) => return (Identity::Anonymous, None),
+        (None, Some(b)) => b,
+        (Some(a), Some(b)) if a != b => {
+            return failed("key_bound_to_other_agent", format!("this key is bound to agent `{b}`, not `{a}`"));
+        }
+        (Some(a), _) => a,
+    };
+    let Some(agent) = ws.agent(agent_id) else {
+        return failed("unknown_agent", format!("agent `{agent_id}` is not registered in this workspace"));
+    };
+    if !agent.is_active {
+        return failed("agent_deactivated", format!("agent `{agent_id}` is deactivated"));
+    }
+    if agent.require_signature && !caller.verified.lock().contains(&agent.agent_id) {
+        let creds: Vec<_> = ws.credentials.read().values().filter(|c| c.agent_id == agent.agent_id).cloned().collect();
+        let headers = SignedHeaders {
+            credential_id: header(caller.headers, "x-praetor-credential"),
+            timestamp: header(caller.headers, "x-praetor-timestamp"),
+            nonce: header(caller.headers, "x-praetor-nonce"),
+            signature: header(caller.headers, "x-praetor-signature"),
+        };
+        let skew = state.config.signature_max_skew_secs;
+        if let Err(f) = signature::verify(&headers, caller.method, caller.path, caller.raw_body, &agent.agent_id, &creds, now_ms, skew) {
+            return failed(f.check, f.reason);
+        }
+        let nonce = headers.nonce.unwrap_or_default();
+        if !state.nonces.lock().consume(&agent.agent_id, nonce, now_ms, 2 * skew * 1000) {
+            return failed("nonce_reused", "this request's nonce was already used".to_owned());
+        }
+        caller.verified.lock().push(agent.agent_id.clone());
+    }
+    (Identity::Verified, Some(agent))
+}
+
+fn facts(agent: &Agent) -> AgentFacts {
+    AgentFacts {
+        agent_id: agent.agent_id.clone(),
+        name: agent.name.clone(),
+        trust_score: agent.trust_score,
+        scopes: agent.scopes.clone(),
+        permission_boundary: agent.permission_boundary.clone(),
+    }
+}
+
+/// Stages 2-4 for one action. Histories and trust are read and updated under the
+/// workspace's live lock, so concurrent decisions see each other exactly.
+pub fn evaluate(state: &AppState, ws: &WorkspaceState, caller: &Caller<'_>, intercepted: Intercepted) -> Evaluated {
+    evaluate_with(state, ws, caller, intercepted, None)
+}
+
+/// As `evaluate`, but with an identity failure the caller found itself (for example an
+/// unknown hand-off target): the engine then blocks on identity.
+pub fn evaluate_with(
+    state: &AppState,
+    ws: &WorkspaceState,
+    caller: &Caller<'_>,
+    intercepted: Intercepted,
+    identity_failure: Option<(&str, String)>,
+) -> Evaluated {
+    let started = std::time::Instant::now();
+    let now_ms = state.now_ms();
+    let session_ref = intercepted.request.session_id.as_ref().map(|id| match ws.live.lock().sessions.get(id) {
+        Some(s) => SessionRef::Known(Box::new(s.clone())),
+        None => SessionRef::Unknown(id.clone()),
+    });
+    let (mut identity, agent) = identify(state, ws, caller, intercepted.agent_id.as_deref(), session_ref.as_ref(), now_ms);
+    if let Some((check, reason)) = identity_failure
+        && !matches!(identity, Identity::Failed { .. }) {
+            identity = Identity::Failed { check: check.to_owned(), reason };
+        }
+    let policies = ws.policies.load();
+    let settings = ws.settings.read().clone();
+    let window = policies.compiled.history_window_ms();
+
+    let mut live = ws.live.lock();
+    maybe_prune(ws, &mut live, now_ms, window);
+    // Trust is read here, under the lock that serialises its updates, not from the
+    // copy stage 2 made: a threshold policy must see the score as it is now.
+    let agent_facts = agent.as_ref().map(|a| {
+        let mut f = facts(a);
+        if let Some(current) = ws.agents.read().get(&a.agent_id) {
+            f.trust_score = current.trust_score;
+        }
+        f
+    });
+    // Read the session again under the lock: concurrent decisions in it count exactly.
+    // A closed session answers `terminate` before identity (a revoked agent's run is
+    // over), but only to its own agent: a request naming someone else's session learns
+    // nothing of it.
+    let foreign = matches!(&identity, Identity::Failed { check, .. } if check == "session_agent_mismatch" || check == "key_bound_to_other_agent");
+    let session_facts = match &session_ref {
+        Some(SessionRef::Known(s)) if !foreign => live.sessions.get(&s.session_id).map(session_facts),
+        _ => None,
+    };
+    let acting_agent = agent.as_ref().map(|a| a.agent_id.as_str());
+    let grant_id = intercepted.chain.get("grant_id").and_then(Value::as_str);
+    let hash = crate::authority::action_hash(
+        acting_agent,
+        &intercepted.request.action_type,
+        intercepted.content_sha256.as_deref(),
+        &intercepted.request.metadata,
+    );
+    let authority_facts = {
+        let agents = ws.agents.read();
+        crate::authority::facts(&live.authority, &agents, acting_agent, &intercepted.request.action_type, grant_id, &hash, now_ms, &settings)
+    };
+    let decision = {
+        // Borrow the histories in place (no copy): both maps are fields of `live`.
+        let LiveState { agent_history, session_history, .. } = &mut *live;
+        let agent_h = agent.as_ref().and_then(|a| agent_history.get_mut(&a.agent_id));
+        let agent_from = agent_h.as_ref().map_or(i64::MIN, |h| h.complete_from_ms);
+        let agent_hist = agent_h.map(contiguous).unwrap_or(&[]);
+        let session_h = intercepted.request.session_id.as_ref().and_then(|s| session_history.get_mut(s));
+        let session_from = session_h.as_ref().map_or(i64::MIN, |h| h.complete_from_ms);
+        let session_hist = session_h.map(contiguous).unwrap_or(&[]);
+        let input = DecisionInput {
+            request: &intercepted.request,
+            identity: &identity,
+            agent: agent_facts.as_ref(),
+            agent_history: agent_hist,
+            session_history: session_hist,
+            agent_history_from_ms: agent_from,
+            session_history_from_ms: session_from,
+            session: session_facts.as_ref(),
+            authority: authority_facts.authority(),
+            now_ms,
+        };
+        decide(&input, &policies.compiled, &settings)
+    };
+    let session_update = session_facts.as_ref().and_then(|f| apply_to_session(&mut live, f, &decision, now_ms));
+    let decision_id = new_id("dec");
+    let (violations, queue) = violations_of(&decision, &policies.records);
+    let opening = crate::authority::Opening {
+        workspace_id: &ws.workspace_id,
+        decision_id: &decision_id,
+        agent_id: acting_agent,
+        session_id: intercepted.request.session_id.as_deref(),
+        action_type: &intercepted.request.action_type,
+        action_hash: &hash,
+        key_id: &caller.key.key_id,
+        queue,
+    };
+    let authority_changes = crate::authority::apply(&mut live.authority, &decision, grant_id, &opening, now_ms, &settings);
+    let approver = authority_facts.approval.as_ref().filter(|_| decision.authority.approved_by.is_some()).map(|a| a.approver.clone());
+
+    if decision.verdict == Verdict::Allow {
+        let past = PastAction { action_type: intercepted.request.action_type.clone(), at_ms: now_ms };
+        if let Some(a) = &agent {
+            LiveState::record(live.agent_history.entry(a.agent_id.clone()).or_default(), past.clone(), window);
+        }
+        if let Some(s) = &intercepted.request.session_id {
+            LiveState::record(live.session_history.entry(s.clone()).or_default(), past, window);
+        }
+    }
+
+    let mut trust_after = None;
+    let mut activity = None;
+    if let Some(a) = &agent {
+        let mut agents = ws.agents.write();
+        if let Some(current) = agents.get_mut(&a.agent_id) {
+            let (score, streak) = next_trust(current.trust_score, current.clean_streak, &decision, settings.trust_baseline);
+            current.trust_score = score;
+            current.clean_streak = streak;
+            current.last_seen_at = Some(now_ms);
+            current.total_actions += 1;
+            match decision.verdict {
+                Verdict::Allow => current.allowed_actions += 1,
+                Verdict::Escalate => current.escalated_actions += 1,
+                Verdict::Block | Verdict::Terminate => current.blocked_actions += 1,
+            }
+            trust_after = Some(score);
+            activity = Some(AgentActivity {
+                workspace_id: ws.workspace_id.clone(),
+                agent_id: a.agent_id.clone(),
+                trust_score: score,
+                clean_streak: streak,
+                decision: decision.verdict.as_str().to_owned(),
+                at: now_ms,
+            });
+        }
+    }
+    drop(live);
+
+    Evaluated {
+        decision_id,
+        at_ms: now_ms,
+        intercepted,
+        identity,
+        agent,
+        decision,
+        trust_after,
+        activity,
+        policy_set_hash: policies.hash.clone(),
+        policies_evaluated: policies.records.iter().filter(|r| r.def.enabled).count(),
+        started,
+        session_update,
+        authority: authority_changes,
+        approver,
+        violations,
+    }
+}
+
+/// The violations a decision records: every matching governance rule (with its own
+/// severity and action) and every matching policy whose effect is not a plain allow
+/// (block: high, escalate: medium, allow_with_warning: low), including those breakglass
+/// overrode. Also the review queue of a matching `redirect` rule.
+fn violations_of(d: &praetor_core::Decision, records: &[praetor_store::PolicyRecord]) -> (Vec<Value>, Option<String>) {
+    let mut out = Vec::new();
+    let mut queue = None;
+    for t in d.triggered.iter().chain(&d.authority.overridden) {
+        if t.policy_id.starts_with("__") {
+            continue;
+        }
+        let Some(rec) = records.iter().find(|r| r.def.policy_id == t.policy_id) else { continue };
+        let (kind, severity, action) = match &rec.def.governance {
+            Some(g) => {
+                let action = g["action"].as_str().unwrap_or("flag").to_owned();
+                if action == "redirect" && queue.is_none() {
+                    queue = g["queue"].as_str().map(str::to_owned);
+                }
+                ("rule", g["severity"].as_str().unwrap_or("medium").to_owned(), action)
+            }
+            None => match t.decision.as_str() {
+                "block" => ("policy", "high".to_owned(), "block".to_owned()),
+                "escalate" => ("policy", "medium".to_owned(), "escalate".to_owned()),
+                "allow_with_warning" => ("policy", "low".to_owned(), "allow_with_warning".to_owned()),
+                _ => continue,
+            },
+        };
+        out.push(json!({
+            "rule_id": t.policy_id, "rule_name": t.name, "source": kind, "severity": severity, "action": action,
+            "reason": t.reason, "overridden_by_breakglass": d.authority.breakglass_id,
+        }));
+    }
+    (out, queue)
+}
+
+/// What a request's `session_id` names.
+#[derive(Debug, Clone)]
+pub enum SessionRef {
+    Known(Box<Session>),
+    Unknown(String),
+}
+
+fn session_facts(s: &Session) -> SessionFacts {
+    SessionFacts {
+        session_id: s.session_id.clone(),
+        status: s.status,
+        reason: s.kill_reason.clone(),
+        expires_at_ms: s.expires_at,
+        budgets: s.budgets.clone(),
+        consumed: s.consumed.clone(),
+    }
+}
+
+/// Charge an allowed action to its session, or end the session when the decision says
+/// a budget ran out. Returns the session to persist when it changed.
+fn apply_to_session(live: &mut LiveState, facts: &SessionFacts, d: &praetor_core::Decision, now_ms: i64) -> Option<Session> {
+    let s = live.sessions.get_mut(&facts.session_id)?;
+    if let Some(charge) = &d.charge {
+        s.consumed.add(charge);
+    } else if let Some(reason) = &d.ends_session {
+        s.status = SessionStatus::Terminated;
+        s.kill_reason = Some(reason.clone());
+        s.closed_at = Some(now_ms);
+    } else {
+        return None;
+    }
+    s.version += 1;
+    Some(s.clone())
+}
+
+/// Make sure a session named by a request is in memory (a closed one may only be in
+/// the store), so the decision sees its real state.
+pub async fn load_session(state: &AppState, ws: &WorkspaceState, session_id: &str) -> ApiResult<()> {
+    if ws.live.lock().sessions.contains_key(session_id) {
+        return Ok(());
+    }
+    if let Some(s) = state.store.get_session(&ws.workspace_id, session_id).await? {
+        ws.live.lock().sessions.entry(s.session_id.clone()).or_insert(s);
+    }
+    Ok(())
+}
+
+/// The verdict had a shadow policy with this effect been enforced: the more restrictive
+/// of the two (`allow_with_warning` is an allow). A terminated run stays terminated.
+pub fn would_decide_for(d: &praetor_core::Decision, shadow_effect: &str) -> &'static str {
+    // With no live policy matched, the workspace default decided: an enforced shadow
+    // policy would have matched instead of it, in either direction.
+    let default_decided = d.triggered.iter().all(|t| t.policy_id == "__default");
+    if default_decided && matches!(d.verdict, Verdict::Allow | Verdict::Escalate | Verdict::Block) {
+        return match shadow_effect {
+            "block" => "block",
+            "escalate" => "escalate",
+            _ => "allow",
+        };
+    }
+    would_decide(d.verdict, shadow_effect)
+}
+
+pub fn would_decide(actual: Verdict, shadow_effect: &str) -> &'static str {
+    let rank = |v: &str| match v {
+        "terminate" => 3,
+        "block" => 2,
+        "escalate" => 1,
+        _ => 0,
+    };
+    let shadow = match shadow_effect {
+        "block" => "block",
+        "escalate" => "escalate",
+        _ => "allow",
+    };
+    if rank(shadow) > rank(actual.as_str()) { shadow } else { actual.as_str() }
+}
+
+fn contiguous(h: &mut crate::state::History) -> &[PastAction] {
+    h.actions.make_contiguous()
+}
+
+/// Prune histories at most once a second: memory stays bounded without paying for a
+/// sweep on every decision.
+fn maybe_prune(ws: &WorkspaceState, live: &mut LiveState, now_ms: i64, window_ms: i64) {
+    use std::sync::atomic::Ordering;
+    let last = ws.last_prune_ms.load(Ordering::Relaxed) as i64;
+    if now_ms - last >= 1000 {
+        live.prune(now_ms, window_ms);
+        ws.last_prune_ms.store(now_ms.max(0) as u64, Ordering::Relaxed);
+    }
+}
+
+fn identity_json(identity: &Identity) -> Value {
+    serde_json::to_value(identity).unwrap_or(Value::Null)
+}
+
+/// The vault entry that seals one decision (docs/vault.md, "decision entries").
+/// No floats: every field is a string, an integer, a boolean or null.
+fn vault_entry(ws: &WorkspaceState, e: &Evaluated) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("kind".into(), json!("decision"));
+    m.insert("time".into(), json!(iso(e.at_ms)));
+    m.insert("workspace_id".into(), json!(ws.workspace_id));
+    m.insert("decision_id".into(), json!(e.decision_id));
+    m.insert("agent_id".into(), json!(e.agent.as_ref().map(|a| &a.agent_id).or(e.intercepted.agent_id.as_ref())));
+    m.insert("session_id".into(), json!(e.intercepted.request.session_id));
+    m.insert("action_type".into(), json!(e.intercepted.request.action_type));
+    m.insert("content_sha256".into(), json!(e.intercepted.content_sha256));
+    m.insert("content_redacted".into(), json!(e.intercepted.request.content_redacted));
+    m.insert("decision".into(), json!(e.decision.verdict.as_str()));
+    m.insert("outcome".into(), json!(e.decision.outcome.as_str()));
+    m.insert("policies".into(), serde_json::to_value(&e.decision.triggered).unwrap_or(Value::Null));
+    m.insert("policy_set_hash".into(), json!(e.policy_set_hash));
+    m.insert("identity".into(), identity_json(&e.identity));
+    m.insert("approver".into(), json!(e.approver));
+    let auth = &e.decision.authority;
+    if auth != &praetor_core::authority::AuthorityOutcome::default() {
+        m.insert("authority".into(), serde_json::to_value(auth).unwrap_or(Value::Null));
+    }
+    if let Some(esc) = &e.authority.opened {
+        m.insert("escalation_id".into(), json!(esc.escalation_id));
+    }
+    if !e.decision.shadow.is_empty() {
+        m.insert("shadow".into(), serde_json::to_value(&e.decision.shadow).unwrap_or(Value::Null));
+    }
+    m
+}
+
+/// The API answer for one decision (wire §2.2 plus the authorisation object fields).
+fn response(ws: &WorkspaceState, e: &Evaluated) -> Map<String, Value> {
+    let d = &e.decision;
+    let req = &e.intercepted.request;
+    let jurisdiction = match req.metadata.get("jurisdiction") {
+        Some(Value::String(j)) => Some(j.clone()),
+        _ => ws.settings.read().default_jurisdiction.clone(),
+    };
+    let permission_scope: Vec<&String> = e.agent.as_ref().map(|a| a.scopes.iter().collect()).unwrap_or_default();
+    let mut m = Map::new();
+    m.insert("ok".into(), json!(true));
+    m.insert("decision".into(), json!(d.verdict.as_str()));
+    m.insert("outcome".into(), json!(d.outcome.as_str()));
+    m.insert("decision_id".into(), json!(e.decision_id));
+    m.insert("authorisation_id".into(), json!(e.decision_id.replacen("dec_", "auth_", 1)));
+    m.insert("reasoning".into(), json!(d.reasoning));
+    m.insert("policies_triggered".into(), serde_json::to_value(&d.triggered).unwrap_or_default());
+    if !d.shadow.is_empty() {
+        let shadow: Vec<Value> = d
+            .shadow
+            .iter()
+            .map(|t| {
+                let would = would_decide_for(d, &t.decision);
+                json!({ "policy_id": t.policy_id, "name": t.name, "decision": t.decision, "reason": t.reason,
+                        "would_decide": would, "would_change": would != d.verdict.as_str() })
+            })
+            .collect();
+        m.insert("shadow_policies".into(), Value::Array(shadow));
+    }
+    if !d.errors.is_empty() {
+        m.insert("errors".into(), serde_json::to_value(&d.errors).unwrap_or_default());
+    }
+    m.insert("agent_id".into(), json!(e.agent.as_ref().map(|a| &a.agent_id).or(e.intercepted.agent_id.as_ref())));
+    m.insert("action_type".into(), json!(req.action_type));
+    m.insert("trust_score".into(), json!(e.trust_after));
+    m.insert("identity".into(), identity_json(&e.identity));
+    m.insert("permission_scope".into(), json!(permission_scope));
+    m.insert("policy_evaluated".into(), json!(e.policies_evaluated));
+    m.insert("policy_result".into(), json!(d.outcome.as_str()));
+    m.insert("boundary_check".into(), serde_json::to_value(d.boundary).unwrap_or_default());
+    m.insert("jurisdiction".into(), json!(jurisdiction));
+    m.insert("policy_set_hash".into(), json!(e.policy_set_hash));
+    if let Some(s) = &req.session_id {
+        m.insert("session_id".into(), json!(s));
+    }
+    if let Some(esc) = &e.authority.opened {
+        m.insert("escalation_id".into(), json!(esc.escalation_id));
+        m.insert("escalation".into(), json!({ "escalation_id": esc.escalation_id, "status": "pending", "expires_at": iso(esc.expires_at) }));
+    }
+    if let Some(d) = &e.authority.delegation {
+        m.insert("delegation".into(), d.clone());
+    }
+    let auth = &d.authority;
+    if let Some(bg) = &auth.breakglass_id {
+        m.insert("breakglass_id".into(), json!(bg));
+        m.insert("overridden_policies".into(), serde_json::to_value(&auth.overridden).unwrap_or_default());
+    }
+    if let Some(c) = &auth.covered_by {
+        m.insert("covered_by".into(), json!(c));
+    }
+    if let Some(a) = &auth.approved_by {
+        m.insert("approved_by".into(), json!({ "escalation_id": a, "approver": e.approver }));
+    }
+    for (k, v) in &e.intercepted.chain {
+        m.insert(k.clone(), v.clone());
+    }
+    m.insert("created_at".into(), json!(iso(e.at_ms)));
+    m
+}
+
+/// Stage 5: seal every evaluated action and store its decision in one transaction,
+/// and answer only once it is committed.
+pub async fn record(state: &AppState, ws: &WorkspaceState, evaluated: Vec<Evaluated>) -> ApiResult<Vec<Map<String, Value>>> {
+    let mut txn = Txn::default();
+    let mut bodies = Vec::with_capacity(evaluated.len());
+    // Where each decision's own entry sits among the transaction's seals (session
+    // events may be sealed between them).
+    let mut seal_of = Vec::with_capacity(evaluated.len());
+    for e in &evaluated {
+        let i = txn.seal.len();
+        seal_of.push(i);
+        txn.seal.push(SealRequest { workspace_id: ws.workspace_id.clone(), body: vault_entry(ws, e) });
+        let body = response(ws, e);
+        txn.mutations.push(Mutation::InsertDecision {
+            row: DecisionRow {
+                decision_id: e.decision_id.clone(),
+                workspace_id: ws.workspace_id.clone(),
+                agent_id: e.agent.as_ref().map(|a| a.agent_id.clone()).or_else(|| e.intercepted.agent_id.clone()),
+                action_type: e.intercepted.request.action_type.clone(),
+                decision: e.decision.verdict.as_str().to_owned(),
+                created_at: e.at_ms,
+                vault_seq: None,
+                content: e.intercepted.request.content.clone(),
+                body: Value::Object(body.clone()),
+            },
+            seal: Some(i),
+        });
+        if let Some(a) = &e.activity {
+            txn.mutations.push(Mutation::AgentActivity(a.clone()));
+        }
+        for r in &e.authority.records {
+            txn.mutations.push(Mutation::PutObject(r.clone()));
+        }
+        for v in &e.violations {
+            let violation_id = new_id("vio");
+            let mut body = v.clone();
+            if let Value::Object(m) = &mut body {
+                m.insert("violation_id".into(), json!(violation_id));
+                m.insert("decision_id".into(), json!(e.decision_id));
+                m.insert("decision".into(), json!(e.decision.verdict.as_str()));
+                m.insert("agent_id".into(), json!(e.agent.as_ref().map(|a| &a.agent_id)));
+                m.insert("session_id".into(), json!(e.intercepted.request.session_id));
+                m.insert("action_type".into(), json!(e.intercepted.request.action_type));
+                m.insert("content_sha256".into(), json!(e.intercepted.content_sha256));
+                m.insert("metadata".into(), crate::events::floats_as_strings(Value::Object(e.intercepted.request.metadata.clone())));
+                m.insert("at".into(), json!(iso(e.at_ms)));
+            }
+            txn.seal.push(crate::events::event(&ws.workspace_id, "violation.recorded", None, e.at_ms, body.clone()));
+            txn.mutations.push(Mutation::InsertViolation(praetor_store::Violation {
+                violation_id,
+                workspace_id: ws.workspace_id.clone(),
+                rule_id: v["rule_id"].as_str().unwrap_or_default().to_owned(),
+                severity: v["severity"].as_str().unwrap_or("medium").to_owned(),
+                agent_id: e.agent.as_ref().map(|a| a.agent_id.clone()),
+                decision_id: e.decision_id.clone(),
+                at: e.at_ms,
+                body,
+            }));
+        }
+        for t in &e.decision.shadow {
+            let would = would_decide_for(&e.decision, &t.decision);
+            txn.mutations.push(Mutation::InsertShadowHit(praetor_store::ShadowHit {
+                workspace_id: ws.workspace_id.clone(),
+                policy_id: t.policy_id.clone(),
+                decision_id: e.decision_id.clone(),
+                actual: e.decision.verdict.as_str().to_owned(),
+                would: would.to_owned(),
+                changed: would != e.decision.verdict.as_str(),
+                at: e.at_ms,
+            }));
+        }
+        if let Some(x) = &e.session_update {
+            txn.mutations.push(Mutation::PutSession(x.clone()));
+            if x.status == SessionStatus::Terminated {
+                txn.seal.push(crate::events::event(&ws.workspace_id, "session.budget_exceeded", None, e.at_ms, json!({
+                    "session_id": x.session_id, "agent_id": x.agent_id, "decision_id": e.decision_id,
+                    "reason": x.kill_reason, "consumed": x.consumed,
+                })));
+            }
+        }
+        bodies.push(body);
+    }
+    let sealed = state.commit(txn).await?;
+    let own = seal_of.iter().map(|&i| sealed.get(i).copied());
+    for ((body, e), s) in bodies.iter_mut().zip(&evaluated).zip(own) {
+        let Some(s) = s else { continue };
+        body.insert("vault_entry_id".into(), json!(s.seq));
+        body.insert("leaf_hash".into(), json!(hex::encode(s.leaf_hash)));
+        let latency_us = e.started.elapsed().as_micros() as u64;
+        body.insert("latency_ms".into(), json!(latency_us as f64 / 1000.0));
+        state.metrics.count_decision(e.decision.verdict, latency_us);
+        tracing::debug!(decision_id = %e.decision_id, decision = e.decision.verdict.as_str(), latency_us, "decided");
+    }
+    Ok(bodies)
+}
+
+pub fn check_id_pub(field: &str, value: &str) -> ApiResult<()> {
+    check_id(field, value)
+}

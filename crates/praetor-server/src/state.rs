@@ -1,0 +1,320 @@
+//! The server's shared state: the store (the record) and the in-memory view the hot
+//! path reads (keys, agents, compiled policies, action histories). Every write goes to
+//! the store first and to memory only once it is committed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use parking_lot::{Mutex, RwLock};
+use praetor_core::{CompiledPolicySet, PastAction, PolicyDef, WorkspaceSettings};
+use praetor_store::{Agent, ApiKey, Credential, PolicyRecord, Session, Snapshot, Store, Workspace};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{ApiError, Code};
+use crate::secrets;
+
+/// A workspace's policies: the records and their compiled form, swapped as one.
+pub struct PolicySet {
+    pub records: Vec<PolicyRecord>,
+    pub compiled: CompiledPolicySet,
+    /// SHA-256 over the definitions: which policy set decided (sealed with each decision).
+    pub hash: String,
+}
+
+impl PolicySet {
+    pub fn build(mut records: Vec<PolicyRecord>) -> Result<PolicySet, praetor_core::PolicyError> {
+        records.sort_by(|a, b| a.def.policy_id.cmp(&b.def.policy_id));
+        let defs: Vec<PolicyDef> = records.iter().map(|r| r.def.clone()).collect();
+        let compiled = CompiledPolicySet::compile(&defs)?;
+        let hash = compiled.hash_hex();
+        Ok(PolicySet { records, compiled, hash })
+    }
+}
+
+/// One agent's or session's recent allowed actions, oldest first, and the time from
+/// which it is complete: when the size cap drops an action still inside some window,
+/// `complete_from_ms` moves past it, and a policy whose window reaches further back
+/// fails closed instead of undercounting (a flood of cheap actions cannot push the
+/// expensive ones out of the count).
+#[derive(Debug, Clone)]
+pub struct History {
+    pub actions: VecDeque<PastAction>,
+    pub complete_from_ms: i64,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History { actions: VecDeque::new(), complete_from_ms: i64::MIN }
+    }
+}
+
+/// Bounded action histories for velocity and sequence policies, and the live sessions.
+#[derive(Default)]
+pub struct LiveState {
+    pub agent_history: HashMap<String, History>,
+    pub session_history: HashMap<String, History>,
+    /// Runtime sessions: every active one, and closed ones seen since start (a closed
+    /// session not here is read from the store when a request names it).
+    pub sessions: HashMap<String, Session>,
+    /// Roles, windows, grants, breakglass and escalations.
+    pub authority: crate::authority::AuthorityState,
+}
+
+/// No history grows past this many actions per agent or session, whatever the window.
+/// Twice the largest velocity limit, so any limit can be counted.
+pub const HISTORY_CAP: usize = 2 * praetor_core::policy::sequence::MAX_VELOCITY as usize;
+
+impl LiveState {
+    /// Drop what no policy can look at any more, and empty histories, so memory stays
+    /// bounded by the window and the cap.
+    pub fn prune(&mut self, now_ms: i64, window_ms: i64) {
+        let cutoff = now_ms - window_ms;
+        for map in [&mut self.agent_history, &mut self.session_history] {
+            map.retain(|_, h| {
+                while h.actions.front().is_some_and(|a| a.at_ms < cutoff) {
+                    h.actions.pop_front();
+                }
+                !h.actions.is_empty() || h.complete_from_ms > cutoff
+            });
+        }
+    }
+
+    pub fn record(history: &mut History, action: PastAction, window_ms: i64) {
+        if window_ms <= 0 {
+            return;
+        }
+        let cutoff = action.at_ms - window_ms;
+        while history.actions.front().is_some_and(|a| a.at_ms < cutoff) {
+            history.actions.pop_front();
+        }
+        while history.actions.len() >= HISTORY_CAP {
+            if let Some(dropped) = history.actions.pop_front() {
+                history.complete_from_ms = history.complete_from_ms.max(dropped.at_ms + 1);
+            }
+        }
+        history.actions.push_back(action);
+    }
+}
+
+pub struct WorkspaceState {
+    pub workspace_id: String,
+    pub name: String,
+    pub settings: RwLock<WorkspaceSettings>,
+    pub policies: ArcSwap<PolicySet>,
+    pub agents: RwLock<HashMap<String, Agent>>,
+    pub credentials: RwLock<HashMap<String, Credential>>,
+    /// Held while one decision reads and updates histories and trust, so velocity
+    /// limits and trust updates are exact under concurrency. Lock order: live, then agents.
+    pub live: Mutex<LiveState>,
+    /// Serialises policy writes so each recompiles from a consistent list.
+    pub policy_writes: tokio::sync::Mutex<()>,
+    /// Serialises agent registration so (name, framework) stays unique.
+    pub agent_writes: tokio::sync::Mutex<()>,
+    pub last_prune_ms: AtomicU64,
+}
+
+impl WorkspaceState {
+    fn new(ws: &Workspace, policies: PolicySet) -> WorkspaceState {
+        WorkspaceState {
+            workspace_id: ws.workspace_id.clone(),
+            name: ws.name.clone(),
+            settings: RwLock::new(ws.settings.clone()),
+            policies: ArcSwap::from_pointee(policies),
+            agents: RwLock::new(HashMap::new()),
+            credentials: RwLock::new(HashMap::new()),
+            live: Mutex::new(LiveState::default()),
+            policy_writes: tokio::sync::Mutex::new(()),
+            agent_writes: tokio::sync::Mutex::new(()),
+            last_prune_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn agent(&self, agent_id: &str) -> Option<Agent> {
+        self.agents.read().get(agent_id).cloned()
+    }
+}
+
+/// Counters for `/metrics` and `/v1/status`.
+#[derive(Default)]
+pub struct Metrics {
+    pub http_requests: AtomicU64,
+    pub decisions_allow: AtomicU64,
+    pub decisions_block: AtomicU64,
+    pub decisions_escalate: AtomicU64,
+    pub decisions_terminate: AtomicU64,
+    pub decision_latency_us_sum: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl Metrics {
+    pub fn count_decision(&self, verdict: praetor_core::Verdict, latency_us: u64) {
+        let c = match verdict {
+            praetor_core::Verdict::Allow => &self.decisions_allow,
+            praetor_core::Verdict::Block => &self.decisions_block,
+            praetor_core::Verdict::Escalate => &self.decisions_escalate,
+            praetor_core::Verdict::Terminate => &self.decisions_terminate,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        self.decision_latency_us_sum.fetch_add(latency_us, Ordering::Relaxed);
+    }
+    pub fn decisions(&self) -> u64 {
+        [&self.decisions_allow, &self.decisions_block, &self.decisions_escalate, &self.decisions_terminate]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+pub struct AppState {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub started_at: Instant,
+    pub metrics: Metrics,
+    /// API keys by the hex SHA-256 of the key.
+    keys: RwLock<HashMap<String, ApiKey>>,
+    workspaces: RwLock<HashMap<String, Arc<WorkspaceState>>>,
+    /// Request-signature nonces seen within the freshness window.
+    pub nonces: Mutex<crate::signature::NonceCache>,
+    pub vault: crate::vault::VaultKeys,
+}
+
+impl AppState {
+    /// Build the in-memory view from what the store holds.
+    pub async fn load(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        vault: crate::vault::VaultKeys,
+    ) -> Result<Arc<AppState>, ApiError> {
+        let snap: Snapshot = store.snapshot().await?;
+        let state = AppState {
+            config,
+            store,
+            clock,
+            started_at: Instant::now(),
+            metrics: Metrics::default(),
+            keys: RwLock::new(HashMap::new()),
+            workspaces: RwLock::new(HashMap::new()),
+            nonces: Mutex::new(crate::signature::NonceCache::default()),
+            vault,
+        };
+        state.absorb(snap)?;
+        Ok(Arc::new(state))
+    }
+
+    fn absorb(&self, snap: Snapshot) -> Result<(), ApiError> {
+        let mut policies_by_ws: HashMap<String, Vec<PolicyRecord>> = HashMap::new();
+        for p in snap.policies {
+            policies_by_ws.entry(p.workspace_id.clone()).or_default().push(p);
+        }
+        for ws in &snap.workspaces {
+            let records = policies_by_ws.remove(&ws.workspace_id).unwrap_or_default();
+            let set = PolicySet::build(records).map_err(|e| {
+                ApiError::new(Code::Internal, format!("stored policies of `{}` do not compile: {e}", ws.workspace_id))
+            })?;
+            self.workspaces.write().insert(ws.workspace_id.clone(), Arc::new(WorkspaceState::new(ws, set)));
+        }
+        for a in snap.agents {
+            if let Some(ws) = self.workspace(&a.workspace_id) {
+                ws.agents.write().insert(a.agent_id.clone(), a);
+            }
+        }
+        for o in &snap.objects {
+            if let Some(ws) = self.workspace(&o.workspace_id) {
+                ws.live.lock().authority.absorb(o);
+            }
+        }
+        for x in snap.active_sessions {
+            if let Some(ws) = self.workspace(&x.workspace_id) {
+                ws.live.lock().sessions.insert(x.session_id.clone(), x);
+            }
+        }
+        for c in snap.credentials {
+            if let Some(ws) = self.workspace(&c.workspace_id) {
+                ws.credentials.write().insert(c.credential_id.clone(), c);
+            }
+        }
+        let mut keys = self.keys.write();
+        for k in snap.api_keys {
+            keys.insert(k.key_hash.clone(), k);
+        }
+        Ok(())
+    }
+
+    pub fn workspace(&self, id: &str) -> Option<Arc<WorkspaceState>> {
+        self.workspaces.read().get(id).cloned()
+    }
+
+    pub fn workspace_ids(&self) -> Vec<String> {
+        self.workspaces.read().keys().cloned().collect()
+    }
+
+    pub fn add_workspace(&self, ws: &Workspace) {
+        let set = match PolicySet::build(Vec::new()) {
+            Ok(set) => set,
+            Err(e) => panic!("an empty policy list failed to compile: {e}"),
+        };
+        self.workspaces.write().insert(ws.workspace_id.clone(), Arc::new(WorkspaceState::new(ws, set)));
+    }
+
+    /// Find a live key by its secret. The map is keyed by the key's SHA-256; the final
+    /// comparison is constant-time.
+    pub fn key_for(&self, presented: &str) -> Option<ApiKey> {
+        let hash = secrets::key_hash(presented);
+        let keys = self.keys.read();
+        let key = keys.get(&hash)?;
+        (secrets::ct_eq(&key.key_hash, &hash) && key.revoked_at.is_none()).then(|| key.clone())
+    }
+
+    pub fn put_key(&self, key: ApiKey) {
+        self.keys.write().insert(key.key_hash.clone(), key);
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Commit a transaction, with the deliveries its events cause (webhooks, alerts)
+    /// enqueued in the same transaction. Every write of the server goes through here.
+    pub async fn commit(&self, mut txn: praetor_store::Txn) -> praetor_store::Result<Vec<praetor_store::Sealed>> {
+        crate::delivery::enqueue(self, &mut txn);
+        self.store.commit(txn).await
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn act(t: &str, at_ms: i64) -> PastAction {
+        PastAction { action_type: t.into(), at_ms }
+    }
+
+    #[test]
+    fn a_history_at_its_cap_records_from_when_it_is_complete() {
+        let mut h = History::default();
+        LiveState::record(&mut h, act("pay", 1), 3_600_000);
+        for i in 0..HISTORY_CAP as i64 {
+            LiveState::record(&mut h, act("noop", 2 + i), 3_600_000);
+        }
+        assert_eq!(h.actions.len(), HISTORY_CAP);
+        assert_eq!(h.complete_from_ms, 2, "the dropped `pay` at t=1 makes anything before t=2 unknown");
+        assert!(h.actions.iter().all(|a| a.action_type == "noop"));
+    }
+
+    #[test]
+    fn pruning_keeps_memory_bounded_by_the_window() {
+        let mut live = LiveState::default();
+        for i in 0..100 {
+            LiveState::record(live.agent_history.entry(format!("a{i}")).or_default(), act("x", i), 1_000);
+        }
+        live.prune(5_000, 1_000);
+        assert!(live.agent_history.is_empty(), "histories wholly outside the window are dropped");
+    }
+}

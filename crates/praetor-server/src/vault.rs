@@ -1,0 +1,181 @@
+//! The server's side of the vault: the checkpoint signing keys (kept in the data
+//! directory, 0600), checkpoint signing, and the task that publishes a signed
+//! checkpoint at least every interval while entries arrive.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use praetor_store::CheckpointRow;
+use praetor_vault::checkpoint::{Checkpoint, KeyAlgorithm, NoteSigner, NoteVerifier};
+use praetor_vault::verify::PublicKeyInfo;
+
+use crate::error::{ApiError, ApiResult, Code};
+use crate::state::AppState;
+
+/// The key names in checkpoint signature lines, one per algorithm (C2SP signed-note:
+/// a name identifies a key, so two keys get two names).
+pub const KEY_NAME_P256: &str = "praetor-vault-p256";
+pub const KEY_NAME_ED25519: &str = "praetor-vault-ed25519";
+pub const KEY_NAMES: [&str; 2] = [KEY_NAME_P256, KEY_NAME_ED25519];
+
+pub struct VaultKeys {
+    /// Active signers: ECDSA P-256 first, then Ed25519. Every checkpoint carries both.
+    pub signers: Vec<NoteSigner>,
+    /// Public keys of rotated-out signers, still published so old checkpoints verify.
+    pub retired: Vec<NoteVerifier>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("cannot read or write `{path}`: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("key file `{path}` is not a valid key: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
+    move |source| KeyFileError::Io { path: path.to_owned(), source }
+}
+
+/// Write a secret file readable by its owner only.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), KeyFileError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(io(path))?;
+    f.write_all(contents).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+impl VaultKeys {
+    /// Load the signing keys from `dir` (`<dir>/vault-ecdsa-p256.pem`,
+    /// `<dir>/vault-ed25519.pem`), creating any that are missing, plus the retired public
+    /// keys in `<dir>/retired/*.pub` (one C2SP vkey per file).
+    pub fn load_or_create(dir: &Path) -> Result<VaultKeys, KeyFileError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut signers = Vec::new();
+        for (file, alg, name) in [
+            ("vault-ecdsa-p256.pem", KeyAlgorithm::EcdsaP256, KEY_NAME_P256),
+            ("vault-ed25519.pem", KeyAlgorithm::Ed25519, KEY_NAME_ED25519),
+        ] {
+            let path = dir.join(file);
+            let signer = if path.exists() {
+                let pem = std::fs::read_to_string(&path).map_err(io(&path))?;
+                NoteSigner::from_pkcs8_pem(name, &pem)
+                    .map_err(|e| KeyFileError::Invalid { path: path.clone(), reason: e.to_string() })?
+            } else {
+                let signer = NoteSigner::generate(name, alg)
+                    .map_err(|e| KeyFileError::Invalid { path: path.clone(), reason: e.to_string() })?;
+                let pem = signer.to_pkcs8_pem().map_err(|e| KeyFileError::Invalid { path: path.clone(), reason: e.to_string() })?;
+                write_private(&path, pem.as_bytes())?;
+                tracing::info!(path = %path.display(), algorithm = ?alg, "created a vault signing key");
+                signer
+            };
+            signers.push(signer);
+        }
+        let mut retired = Vec::new();
+        let retired_dir = dir.join("retired");
+        if retired_dir.is_dir() {
+            let mut files: Vec<_> = std::fs::read_dir(&retired_dir).map_err(io(&retired_dir))?.flatten().map(|e| e.path()).collect();
+            files.sort();
+            for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "pub")) {
+                let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+                let v = NoteVerifier::parse(text.trim())
+                    .map_err(|e| KeyFileError::Invalid { path: path.clone(), reason: e.to_string() })?;
+                retired.push(v);
+            }
+        }
+        Ok(VaultKeys { signers, retired })
+    }
+
+    /// Retire the active signing keys in `dir`: keep each one's public key in
+    /// `<dir>/retired/<name>-<key id>.pub` (still published, so old checkpoints verify),
+    /// delete the private key, and make new ones. Run it while the server is stopped;
+    /// the server loads keys at start. Returns the retired vkeys.
+    pub fn rotate(dir: &Path) -> Result<Vec<String>, KeyFileError> {
+        let current = VaultKeys::load_or_create(dir)?;
+        let retired_dir = dir.join("retired");
+        std::fs::create_dir_all(&retired_dir).map_err(io(&retired_dir))?;
+        let mut retired = Vec::new();
+        for signer in &current.signers {
+            let vkey = signer.vkey();
+            let path = retired_dir.join(format!("{}-{:08x}.pub", signer.name(), signer.key_id()));
+            std::fs::write(&path, format!("{vkey}\n")).map_err(io(&path))?;
+            retired.push(vkey);
+        }
+        for file in ["vault-ecdsa-p256.pem", "vault-ed25519.pem"] {
+            let path = dir.join(file);
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+        VaultKeys::load_or_create(dir)?;
+        Ok(retired)
+    }
+
+    /// Keys made in memory only (tests).
+    pub fn ephemeral() -> VaultKeys {
+        let signers = [(KeyAlgorithm::EcdsaP256, KEY_NAME_P256), (KeyAlgorithm::Ed25519, KEY_NAME_ED25519)]
+            .into_iter()
+            .filter_map(|(alg, name)| NoteSigner::generate(name, alg).ok())
+            .collect();
+        VaultKeys { signers, retired: Vec::new() }
+    }
+
+    pub fn verifiers(&self) -> Vec<NoteVerifier> {
+        self.signers.iter().map(NoteSigner::verifier).chain(self.retired.iter().cloned()).collect()
+    }
+
+    pub fn public_keys(&self) -> Vec<(PublicKeyInfo, &'static str)> {
+        let active = self.signers.iter().map(|s| (s.verifier(), "active"));
+        let retired = self.retired.iter().map(|v| (v.clone(), "retired"));
+        active.chain(retired).filter_map(|(v, status)| PublicKeyInfo::from_verifier(&v).ok().map(|i| (i, status))).collect()
+    }
+}
+
+/// A workspace's log origin: the first line of its checkpoints.
+pub fn origin(workspace_id: &str) -> String {
+    format!("praetor/{workspace_id}")
+}
+
+/// Sign and store a checkpoint of the workspace's log at `size` (which must not exceed
+/// the committed head), and return the stored one (another signer may have won the race
+/// for the same size; both are valid).
+pub async fn checkpoint_at(state: &AppState, workspace_id: &str, size: u64) -> ApiResult<CheckpointRow> {
+    let root = state.store.tree_root(workspace_id, size).await?;
+    let cp = Checkpoint::new(origin(workspace_id), size, root);
+    let note = cp
+        .sign(state.vault.signers.iter())
+        .map_err(|e| ApiError::new(Code::Internal, format!("cannot sign a checkpoint: {e}")))?;
+    let row = CheckpointRow { size, root, note, created_at: state.now_ms() };
+    state.store.put_checkpoint(workspace_id, row.clone()).await?;
+    Ok(state.store.checkpoint_covering(workspace_id, size).await?.filter(|c| c.size == size).unwrap_or(row))
+}
+
+/// The latest checkpoint, signing one at the head first if the head has moved on.
+pub async fn fresh_checkpoint(state: &AppState, workspace_id: &str) -> ApiResult<CheckpointRow> {
+    let head = state.store.log_head(workspace_id).await?;
+    match state.store.latest_checkpoint(workspace_id).await? {
+        Some(cp) if cp.size >= head.size => Ok(cp),
+        _ => checkpoint_at(state, workspace_id, head.size).await,
+    }
+}
+
+/// Publish a checkpoint for every workspace whose log grew, every `interval`.
+pub fn spawn_checkpointer(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(state.config.checkpoint_interval_ms.max(50)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for ws in state.workspace_ids() {
+                if let Err(e) = fresh_checkpoint(&state, &ws).await {
+                    tracing::warn!(workspace_id = %ws, error = %e.message, "checkpoint not published");
+                }
+            }
+        }
+    })
+}

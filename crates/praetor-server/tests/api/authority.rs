@@ -1,0 +1,310 @@
+//! Authority: escalations, delegation, just-in-time windows, breakglass, roles and
+//! credentials, through the API.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{TestServer, assert_error};
+
+async fn vault(s: &TestServer) -> Vec<Value> {
+    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
+    page["entries"].as_array().unwrap().iter().map(|e| e["entry"].clone()).collect()
+}
+
+async fn act(s: &TestServer, key: &str, body: Value) -> Value {
+    let (status, answer) = s.post("/api/v1/enforce/intercept", key, &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer
+}
+
+#[tokio::test]
+async fn escalations_are_resolved_by_people_with_fresh_single_use_approvals() {
+    let s = TestServer::start().await;
+    let agent = s.agent("payer").await;
+    s.policy(json!({ "name": "Big payments", "policy_type": "metadata", "action_types": ["pay"], "decision": "escalate",
+                     "conditions": { "rule": { "field": "amount", "op": ">", "value": 1000 } } })).await;
+    let agent_key = s.key(&["agent"], None).await;
+    let approver = s.key(&["approvals"], None).await;
+    let body = json!({ "action_type": "pay", "agent_id": agent, "metadata": { "amount": 5000 } });
+    let first = act(&s, &agent_key, body.clone()).await;
+    assert_eq!(first["decision"], "escalate");
+    let esc = first["escalation_id"].as_str().unwrap().to_owned();
+    let (_, st) = s.get(&format!("/api/v1/enforce/escalations/{esc}/status"), &approver).await;
+    assert_eq!((st["status"].as_str(), st["decision"].as_str()), (Some("pending"), Some("pending")));
+    // Agent keys never resolve; nor does the key that raised it.
+    assert_error(&s.post(&format!("/api/v1/enforce/escalations/{esc}/resolve"), &agent_key, &json!({ "resolution": "approved" })).await, 403, "insufficient_scope");
+    let raised_by_admin = act(&s, &s.admin_key, json!({ "action_type": "pay", "agent_id": agent, "metadata": { "amount": 7000 } })).await;
+    let own = raised_by_admin["escalation_id"].as_str().unwrap();
+    assert_error(&s.post(&format!("/api/v1/enforce/escalations/{own}/resolve"), &s.admin_key, &json!({ "resolution": "approved" })).await, 403, "insufficient_scope");
+    assert_error(&s.post(&format!("/api/v1/enforce/escalations/{esc}/resolve"), &approver, &json!({ "resolution": "maybe" })).await, 400, "invalid_field");
+    let (status, resolved) = s.post(&format!("/api/v1/enforce/escalations/{esc}/resolve"), &approver, &json!({ "resolution": "approved", "reason": "invoice checked" })).await;
+    assert_eq!(status, StatusCode::OK, "{resolved}");
+    let (_, st) = s.get(&format!("/api/v1/enforce/escalations/{esc}/status"), &agent_key).await;
+    assert_eq!((st["status"].as_str(), st["decision"].as_str()), (Some("approved"), Some("allow")));
+    assert_eq!(st["resolution_reason"], "invoice checked");
+    assert_error(&s.post(&format!("/api/v1/enforce/escalations/{esc}/resolve"), &approver, &json!({ "resolution": "rejected" })).await, 409, "conflict");
+    // The approval binds to exactly this action: another amount still escalates...
+    assert_eq!(act(&s, &agent_key, json!({ "action_type": "pay", "agent_id": agent, "metadata": { "amount": 5001 } })).await["decision"], "escalate");
+    // ...the same action is allowed once, sealed with the approver...
+    let again = act(&s, &agent_key, body.clone()).await;
+    assert_eq!(again["decision"], "allow", "{again}");
+    assert_eq!(again["approved_by"]["escalation_id"], json!(esc));
+    let sealed = vault(&s).await.into_iter().find(|e| e["decision_id"] == again["decision_id"]).unwrap();
+    assert!(sealed["approver"].as_str().unwrap().starts_with("key_"));
+    let resolution = vault(&s).await.into_iter().find(|e| e["kind"] == "escalation.resolved").unwrap();
+    assert_eq!(resolution["decision_id"], first["decision_id"]);
+    assert_eq!(resolution["resolution"], "approved");
+    // ...and only once.
+    assert_eq!(act(&s, &agent_key, body.clone()).await["decision"], "escalate");
+    let (_, st) = s.get(&format!("/api/v1/enforce/escalations/{esc}/status"), &agent_key).await;
+    assert_eq!((st["status"].as_str(), st["decision"].as_str()), (Some("approved"), Some("block")), "a used approval is not replayable");
+}
+
+#[tokio::test]
+async fn stale_approvals_read_block_and_pending_ones_expire() {
+    let s = TestServer::start().await;
+    s.put("/api/v1/enforce/settings", &s.admin_key, &json!({ "approval_freshness_seconds": 60, "escalation_ttl_seconds": 120 })).await;
+    let agent = s.agent("slow").await;
+    s.policy(json!({ "name": "hold", "policy_type": "action_type", "action_types": ["deploy"], "decision": "escalate" })).await;
+    let agent_key = s.key(&["agent"], None).await;
+    let approver = s.key(&["approvals"], None).await;
+    let one = act(&s, &agent_key, json!({ "action_type": "deploy", "agent_id": agent })).await["escalation_id"].as_str().unwrap().to_owned();
+    let two = act(&s, &agent_key, json!({ "action_type": "deploy", "agent_id": agent, "metadata": { "v": 2 } })).await["escalation_id"].as_str().unwrap().to_owned();
+    let rej = act(&s, &agent_key, json!({ "action_type": "deploy", "agent_id": agent, "metadata": { "v": 3 } })).await["escalation_id"].as_str().unwrap().to_owned();
+    s.post(&format!("/api/v1/enforce/escalations/{one}/resolve"), &approver, &json!({ "resolution": "approved" })).await;
+    s.post(&format!("/api/v1/enforce/escalations/{rej}/resolve"), &approver, &json!({ "resolution": "rejected", "reason": "no" })).await;
+    let (_, st) = s.get(&format!("/api/v1/enforce/escalations/{rej}/status"), &approver).await;
+    assert_eq!((st["status"].as_str(), st["decision"].as_str()), (Some("rejected"), Some("block")));
+    s.clock.advance(61_000);
+    let (_, st) = s.get(&format!("/api/v1/enforce/escalations/{one}/status"), &approver).await;
+    assert_eq!((st["status"].as_str(), st["decision"].as_str()), (Some("approved"), Some("block")), "a stale approval is not actionable");
+    assert_eq!(act(&s, &agent_key, json!({ "action_type": "deploy", "agent_id": agent })).await["decision"], "escalate");
+    s.clock.advance(60_000);
+    praetor_server::sessions::sweep(&s.state).await;
+    let (_, st) = s.get(&format!("/api/v1/enforce/escalations/{two}/status"), &approver).await;
+    assert_eq!((st["status"].as_str(), st["decision"].as_str()), (Some("expired"), Some("block")));
+    assert!(vault(&s).await.iter().any(|e| e["kind"] == "escalation.expired" && e["escalation_id"] == json!(two)));
+    let (_, listed) = s.get("/api/v1/enforce/escalations?status=expired", &approver).await;
+    assert!(listed["escalations"].as_array().unwrap().iter().any(|e| e["escalation_id"] == json!(two)));
+    assert_error(&s.post(&format!("/api/v1/enforce/escalations/{two}/resolve"), &approver, &json!({ "resolution": "approved" })).await, 409, "conflict");
+}
+
+#[tokio::test]
+async fn delegation_narrows_counts_uses_and_revokes_children() {
+    let s = TestServer::start().await;
+    let (_, boss) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "boss", "scopes": ["pay.*", "report.*"] })).await;
+    let boss = boss["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let (_, helper) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "helper", "scopes": ["report.read"] })).await;
+    let helper = helper["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let intern = s.agent("intern").await;
+    // A grant never carries a scope its source lacks.
+    let got = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": boss, "target_agent_id": helper, "scopes": ["pay.small", "db.*"] })).await;
+    assert_error(&got, 400, "invalid_field");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("scopes[1]"), "{}", got.1);
+    let (status, g) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": boss, "target_agent_id": helper, "scopes": ["pay.*"], "max_uses": 3, "ttl_hours": 1 })).await;
+    assert_eq!(status, StatusCode::OK, "{g}");
+    let grant = g["grant_id"].as_str().unwrap().to_owned();
+    // Outside its own scopes, the helper needs the grant.
+    assert_eq!(s.intercept(json!({ "action_type": "pay.small", "agent_id": helper })).await["boundary_check"], "outside_scope");
+    let used = s.intercept(json!({ "action_type": "pay.small", "agent_id": helper, "grant_id": grant })).await;
+    assert_eq!(used["decision"], "allow", "{used}");
+    assert_eq!(used["delegation"]["budget"]["used"], 1);
+    assert_eq!(used["delegation"]["budget"]["budget"]["max_actions"], 3);
+    // A re-delegation cannot widen scopes or exceed the uses left.
+    let got = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": helper, "target_agent_id": intern, "scopes": ["report.*"], "parent_grant_id": grant })).await;
+    assert_error(&got, 400, "invalid_field");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("parent grant"), "{}", got.1);
+    assert_error(&s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": helper, "target_agent_id": intern, "scopes": ["pay.small"], "parent_grant_id": grant, "max_uses": 5 })).await, 400, "invalid_field");
+    let (status, child) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": helper, "target_agent_id": intern, "scopes": ["pay.small"], "parent_grant_id": grant, "max_uses": 1 })).await;
+    assert_eq!(status, StatusCode::OK, "{child}");
+    let child = child["grant_id"].as_str().unwrap().to_owned();
+    // The parent had 2 uses left and lent one: one use remains to the helper.
+    assert_eq!(s.intercept(json!({ "action_type": "pay.small", "agent_id": helper, "grant_id": grant })).await["decision"], "allow");
+    let over = s.intercept(json!({ "action_type": "pay.small", "agent_id": helper, "grant_id": grant })).await;
+    assert_eq!(over["decision"], "block");
+    assert!(over["reasoning"].as_str().unwrap().contains("max_uses"), "{over}");
+    // The grant is the helper's, and covers only its scopes.
+    assert_eq!(s.intercept(json!({ "action_type": "pay.small", "agent_id": intern, "grant_id": grant })).await["decision"], "block");
+    assert_eq!(s.intercept(json!({ "action_type": "pay.big.refund", "agent_id": intern, "grant_id": child })).await["decision"], "block");
+    let (_, rows) = s.get(&format!("/api/v1/enforce/agents/{intern}/delegations?direction=received&status=active"), &s.admin_key).await;
+    assert_eq!(rows["delegations"][0]["grant_id"], json!(child));
+    assert_eq!(rows["delegations"][0]["source_agent_id"], json!(helper));
+    assert_eq!(rows["delegations"][0]["is_valid"], true);
+    // Revoking the parent revokes the child.
+    let (status, revoked) = s.post(&format!("/api/v1/enforce/delegate/{grant}/revoke"), &s.admin_key, &json!({ "reason": "done" })).await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert_eq!(revoked["revoked"].as_array().unwrap().len(), 2);
+    let after = s.intercept(json!({ "action_type": "pay.small", "agent_id": intern, "grant_id": child })).await;
+    assert_eq!(after["decision"], "block");
+    assert!(after["reasoning"].as_str().unwrap().contains("revoked"), "{after}");
+    let (_, v) = s.post("/api/v1/enforce/delegate/verify", &s.admin_key, &json!({ "grant_id": child })).await;
+    assert_eq!(v["valid"], false);
+}
+
+#[tokio::test]
+async fn a_window_opens_and_closes_on_time() {
+    let s = TestServer::start().await;
+    let agent = s.agent("analyst").await;
+    let (_, role) = s.post("/api/v1/enforce/roles", &s.admin_key, &json!({ "name": "reader", "allowed_action_types": ["report.*"] })).await;
+    let role = role["role"]["role_id"].as_str().unwrap().to_owned();
+    let (status, _) = s.post(&format!("/api/v1/enforce/roles/{role}/assign"), &s.admin_key, &json!({ "agent_id": agent })).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.intercept(json!({ "action_type": "report.read", "agent_id": agent })).await["decision"], "allow");
+    let refused = s.intercept(json!({ "action_type": "db.export", "agent_id": agent })).await;
+    assert_eq!(refused["decision"], "block");
+    assert_eq!(refused["policies_triggered"][0]["policy_id"], "__role");
+    let (status, w) = s.post("/api/v1/enforce/temporal-windows", &s.admin_key, &json!({ "agent_id": agent, "scopes": ["db.export"], "duration_seconds": 2, "reason": "quarter close" })).await;
+    assert_eq!(status, StatusCode::OK, "{w}");
+    let window = w["window"]["window_id"].as_str().unwrap().to_owned();
+    let during = s.intercept(json!({ "action_type": "db.export", "agent_id": agent })).await;
+    assert_eq!(during["decision"], "allow", "{during}");
+    assert_eq!(during["covered_by"], json!(format!("window:{window}")));
+    let (_, check) = s.get(&format!("/api/v1/enforce/temporal-windows/check?agent_id={agent}&scope=db.export"), &s.admin_key).await;
+    assert_eq!(check["open"], true);
+    s.clock.advance(2_000);
+    assert_eq!(s.intercept(json!({ "action_type": "db.export", "agent_id": agent })).await["decision"], "block", "closed on time, with no request");
+    let (_, listed) = s.get(&format!("/api/v1/enforce/agents/{agent}/temporal-windows"), &s.admin_key).await;
+    assert_eq!(listed["windows"][0]["status"], "expired");
+    // Roles: a minimum trust and a denied type hold even inside a window.
+    let (_, strict) = s.post("/api/v1/enforce/roles", &s.admin_key, &json!({ "name": "strict", "denied_action_types": ["report.delete"], "min_trust_level": 90 })).await;
+    let strict = strict["role"]["role_id"].as_str().unwrap().to_owned();
+    s.post(&format!("/api/v1/enforce/roles/{strict}/assign"), &s.admin_key, &json!({ "agent_id": agent })).await;
+    let low = s.intercept(json!({ "action_type": "report.read", "agent_id": agent })).await;
+    assert_eq!(low["decision"], "block");
+    assert!(low["reasoning"].as_str().unwrap().contains("trust 90"), "{low}");
+    s.post(&format!("/api/v1/enforce/roles/{strict}/unassign"), &s.admin_key, &json!({ "agent_id": agent })).await;
+    assert_eq!(s.intercept(json!({ "action_type": "report.read", "agent_id": agent })).await["decision"], "allow");
+    let (_, members) = s.get(&format!("/api/v1/enforce/roles/{role}/agents"), &s.admin_key).await;
+    assert_eq!(members["agents"][0]["agent_id"], json!(agent));
+}
+
+#[tokio::test]
+async fn breakglass_overrides_refusals_but_never_identity_or_revocation() {
+    let s = TestServer::start().await;
+    let (_, reg) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "oncall" })).await;
+    let agent = reg["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let cred = reg["credential"]["credential_id"].as_str().unwrap().to_owned();
+    let pol = s.policy(json!({ "name": "Freeze", "policy_type": "action_type", "action_types": ["deploy.*"], "decision": "block" })).await;
+    assert_eq!(s.intercept(json!({ "action_type": "deploy.prod", "agent_id": agent })).await["decision"], "block");
+    let approver = s.key(&["approvals"], None).await;
+    assert_error(&s.post("/api/v1/enforce/breakglass", &approver, &json!({ "agent_id": agent })).await, 400, "missing_field");
+    let (status, bg) = s.post("/api/v1/enforce/breakglass", &approver, &json!({ "agent_id": agent, "justification": "outage INC-42", "severity": "critical", "duration_minutes": 30 })).await;
+    assert_eq!(status, StatusCode::OK, "{bg}");
+    let bg_id = bg["breakglass_id"].as_str().unwrap().to_owned();
+    let (_, session) = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "credential_id": cred })).await;
+    let session = session["session_id"].as_str().unwrap().to_owned();
+    let over = s.intercept(json!({ "action_type": "deploy.prod", "agent_id": agent, "session_id": session })).await;
+    assert_eq!(over["decision"], "allow", "{over}");
+    assert_eq!(over["breakglass_id"], json!(bg_id));
+    assert_eq!(over["overridden_policies"][0]["policy_id"], json!(pol));
+    let sealed = vault(&s).await;
+    let entry = sealed.iter().find(|e| e["decision_id"] == over["decision_id"]).unwrap();
+    assert_eq!(entry["authority"]["breakglass_id"], json!(bg_id));
+    assert_eq!(entry["authority"]["overridden"][0]["policy_id"], json!(pol));
+    assert!(sealed.iter().any(|e| e["kind"] == "breakglass.triggered" && e["breakglass"]["justification"] == "outage INC-42"));
+    // Identity failures are never overridden.
+    assert_eq!(s.intercept(json!({ "action_type": "deploy.prod", "agent_id": "agt_ghost" })).await["decision"], "block");
+    // A revoked credential stays refused: its session is over.
+    s.post(&format!("/api/v1/enforce/credentials/{cred}/revoke"), &s.admin_key, &json!({ "reason": "leaked" })).await;
+    assert_eq!(s.intercept(json!({ "action_type": "deploy.prod", "agent_id": agent, "session_id": session })).await["decision"], "terminate");
+    // Close, review, stats.
+    s.post(&format!("/api/v1/enforce/breakglass/{bg_id}/close"), &approver, &json!({})).await;
+    assert_eq!(s.intercept(json!({ "action_type": "deploy.prod", "agent_id": agent })).await["decision"], "block");
+    assert_error(&s.post(&format!("/api/v1/enforce/breakglass/{bg_id}/review"), &approver, &json!({ "outcome": "justified" })).await, 403, "insufficient_scope");
+    let (status, reviewed) = s.post(&format!("/api/v1/enforce/breakglass/{bg_id}/review"), &s.admin_key, &json!({ "outcome": "justified", "notes": "postmortem done" })).await;
+    assert_eq!(status, StatusCode::OK, "{reviewed}");
+    let (_, stats) = s.get("/api/v1/enforce/breakglass/stats", &s.admin_key).await;
+    assert_eq!((stats["total"].as_u64(), stats["reviewed"].as_u64(), stats["overrides"].as_u64()), (Some(1), Some(1), Some(1)));
+}
+
+#[tokio::test]
+async fn credentials_rotate_and_list() {
+    let s = TestServer::start().await;
+    let (_, reg) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "rotator" })).await;
+    let agent = reg["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let cred = reg["credential"]["credential_id"].as_str().unwrap().to_owned();
+    let (status, rotated) = s.post(&format!("/api/v1/enforce/credentials/{cred}/rotate"), &s.admin_key, &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    assert!(rotated["credential"]["private_key"].as_str().is_some(), "the new private key is shown once");
+    assert_eq!(rotated["revoked"]["status"], "revoked");
+    let (_, active) = s.get(&format!("/api/v1/enforce/agents/{agent}/credentials/active"), &s.admin_key).await;
+    assert_eq!(active["credential"]["credential_id"], rotated["credential"]["credential_id"]);
+    let (_, all) = s.get(&format!("/api/v1/enforce/agents/{agent}/credentials"), &s.admin_key).await;
+    assert_eq!(all["credentials"].as_array().unwrap().len(), 2);
+    assert_error(&s.post(&format!("/api/v1/enforce/credentials/{cred}/rotate"), &s.admin_key, &json!({})).await, 409, "conflict");
+}
+
+#[tokio::test]
+async fn grants_follow_the_grantor_at_use_time() {
+    let s = TestServer::start().await;
+    let (_, a) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "dba", "scopes": ["*"],
+        "permission_boundary": { "denied_action_types": ["db.drop*"] } })).await;
+    let a = a["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let b = s.agent("junior").await;
+    let (_, g) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": a, "target_agent_id": b, "scopes": ["db.*"] })).await;
+    let grant = g["grant_id"].as_str().unwrap().to_owned();
+    assert_eq!(s.intercept(json!({ "action_type": "db.read", "agent_id": b, "grant_id": grant })).await["decision"], "allow");
+    // The grantor itself may not drop tables, so neither may anyone through its grant.
+    let drop = s.intercept(json!({ "action_type": "db.drop_table", "agent_id": b, "grant_id": grant })).await;
+    assert_eq!(drop["decision"], "block");
+    assert!(drop["reasoning"].as_str().unwrap().contains("may not do"), "{drop}");
+    // Scope containment is conservative: `?` does not cover `*`.
+    let (_, narrow) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "narrow", "scopes": ["pay.?"] })).await;
+    let narrow = narrow["agent"]["agent_id"].as_str().unwrap().to_owned();
+    assert_error(&s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": narrow, "target_agent_id": b, "scopes": ["pay.*"] })).await, 400, "invalid_field");
+    // Only an admin key, or a key bound to the source, delegates.
+    let unbound = s.key(&["agent"], None).await;
+    assert_error(&s.post("/api/v1/enforce/delegate", &unbound, &json!({ "source_agent_id": a, "target_agent_id": b, "scopes": ["db.read"] })).await, 403, "insufficient_scope");
+    let own = s.key(&["agent"], Some(&a)).await;
+    let (status, _) = s.post("/api/v1/enforce/delegate", &own, &json!({ "source_agent_id": a, "target_agent_id": b, "scopes": ["db.read"] })).await;
+    assert_eq!(status, StatusCode::OK);
+    // Revoking the grantor ends every grant it made.
+    let (_, revoked) = s.post(&format!("/api/v1/enforce/agents/{a}/revoke"), &s.admin_key, &json!({ "reason": "left" })).await;
+    assert_eq!(revoked["revoked_grants"].as_array().unwrap().len(), 2, "{revoked}");
+    assert_eq!(s.intercept(json!({ "action_type": "db.read", "agent_id": b, "grant_id": grant })).await["decision"], "block");
+}
+
+#[tokio::test]
+async fn bound_keys_see_nothing_of_other_agents_runs() {
+    let s = TestServer::start().await;
+    let mine = s.agent("mine").await;
+    let theirs = s.agent("theirs").await;
+    let (_, sess) = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "agent_id": theirs })).await;
+    let sess = sess["session_id"].as_str().unwrap().to_owned();
+    s.post(&format!("/api/v1/enforce/sessions/{sess}/kill"), &s.admin_key, &json!({ "reason": "secret incident 42" })).await;
+    let bound = s.key(&["agent"], Some(&mine)).await;
+    let (_, listed) = s.get("/api/v1/enforce/sessions", &bound).await;
+    assert_eq!(listed["sessions"], json!([]), "{listed}");
+    let (_, probe) = s.post("/api/v1/enforce/intercept", &bound, &json!({ "action_type": "x", "session_id": sess })).await;
+    assert_eq!(probe["decision"], "block");
+    assert!(!probe.to_string().contains("secret incident"), "another agent's kill reason leaked: {probe}");
+    assert_error(&s.get(&format!("/api/v1/enforce/agents/{theirs}/credentials"), &bound).await, 404, "not_found");
+    assert_error(&s.get(&format!("/api/v1/enforce/agents/{theirs}/temporal-windows"), &bound).await, 404, "not_found");
+    assert_error(&s.get("/api/v1/enforce/breakglass/stats", &bound).await, 403, "insufficient_scope");
+}
+
+#[tokio::test]
+async fn expired_credentials_open_no_sessions() {
+    let s = TestServer::start().await;
+    let (_, reg) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "temp", "credential_ttl_days": 1 })).await;
+    let cred = reg["credential"]["credential_id"].as_str().unwrap().to_owned();
+    s.clock.advance(2 * 86_400_000);
+    assert_error(&s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "credential_id": cred })).await, 400, "invalid_field");
+}
+
+#[tokio::test]
+async fn a_grant_of_two_uses_allows_two_actions_and_refuses_the_third() {
+    let s = TestServer::start().await;
+    let (_, src) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "lead", "scopes": ["ticket.*"] })).await;
+    let src = src["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let (_, dst) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "aide", "scopes": ["kb.search"] })).await;
+    let dst = dst["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let (_, g) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": src, "target_agent_id": dst, "scopes": ["ticket.close"], "max_uses": 2 })).await;
+    let grant = g["grant_id"].as_str().unwrap().to_owned();
+    let body = json!({ "action_type": "ticket.close", "agent_id": dst, "grant_id": grant });
+    let verdicts: Vec<Value> = [s.intercept(body.clone()).await, s.intercept(body.clone()).await, s.intercept(body.clone()).await]
+        .into_iter()
+        .map(|a| a["decision"].clone())
+        .collect();
+    assert_eq!(verdicts, [json!("allow"), json!("allow"), json!("block")]);
+}

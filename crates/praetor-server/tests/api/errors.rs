@@ -1,0 +1,154 @@
+//! Bad input gets the right status and a stable error code, and the server keeps serving.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::harness::{TestServer, assert_error};
+
+#[tokio::test]
+async fn malformed_and_mistyped_bodies_are_named() {
+    let s = TestServer::start().await;
+    let k = s.admin_key.clone();
+    assert_error(&s.post_raw("/api/v1/enforce/intercept", &k, "{not json").await, 400, "malformed_json");
+    assert_error(&s.post_raw("/api/v1/enforce/intercept", &k, r#"{"action_type":"x"} trailing"#).await, 400, "malformed_json");
+    assert_error(&s.post_raw("/api/v1/enforce/intercept", &k, r#"{"action_type":"x"}{"action_type":"y"}"#).await, 400, "malformed_json");
+    let got = s.post("/api/v1/enforce/intercept", &k, &json!({ "action_type": 5 })).await;
+    assert_error(&got, 400, "invalid_field");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("action_type"), "{}", got.1);
+    let got = s.post("/api/v1/enforce/intercept", &k, &json!({ "action_type": "x", "metadata": [1] })).await;
+    assert_error(&got, 400, "invalid_field");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("metadata"), "{}", got.1);
+    let got = s.post("/api/v1/enforce/intercept", &k, &json!({ "agent_id": null })).await;
+    assert_error(&got, 400, "invalid_field");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("action_type"), "{}", got.1);
+    let long = "a".repeat(10_000);
+    let got = s.post("/api/v1/enforce/intercept", &k, &json!({ "action_type": long })).await;
+    assert_error(&got, 400, "invalid_field");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("action_type"), "{}", got.1);
+    let got = s.post("/api/v1/enforce/intercept", &k, &json!({ "action_type": "x", "metadata": { "content_sha256": "zz" } })).await;
+    assert_error(&got, 400, "invalid_field");
+    // The server is still serving.
+    let answer = s.intercept(json!({ "action_type": "read" })).await;
+    assert_eq!(answer["decision"], "allow");
+}
+
+#[tokio::test]
+async fn oversize_bodies_get_413() {
+    let s = TestServer::start().await;
+    let big = format!("{{\"action_type\":\"x\",\"action_content\":\"{}\"}}", "a".repeat(2 * 1024 * 1024));
+    assert_error(&s.post_raw("/api/v1/enforce/intercept", &s.admin_key, big.clone()).await, 413, "payload_too_large");
+    assert_error(&s.post_raw("/api/v1/enforce/policies", &s.admin_key, big).await, 413, "payload_too_large");
+    assert_eq!(s.intercept(json!({ "action_type": "read" })).await["decision"], "allow");
+}
+
+#[tokio::test]
+async fn policy_validation_names_the_field() {
+    let s = TestServer::start().await;
+    let k = s.admin_key.clone();
+    let got = s.post("/api/v1/enforce/policies", &k, &json!({
+        "name": "x", "policy_type": "content_pattern", "decision": "block", "conditions": { "patterns": ["ok", "(unclosed"] }
+    })).await;
+    assert_error(&got, 400, "invalid_policy");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("conditions.patterns[1]"), "{}", got.1);
+    let got = s.post("/api/v1/enforce/policies", &k, &json!({
+        "name": "x", "policy_type": "action_type", "action_types": ["a"], "decision": "block", "colour": "red"
+    })).await;
+    assert_error(&got, 400, "unknown_field");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("colour"), "{}", got.1);
+    let got = s.post("/api/v1/enforce/policies", &k, &json!({ "name": "x", "policy_type": "telepathy", "decision": "block" })).await;
+    assert_error(&got, 400, "invalid_field");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("policy_type"), "{}", got.1);
+    let got = s.post("/api/v1/enforce/policies", &k, &json!({ "policy_type": "action_type", "decision": "block" })).await;
+    assert_error(&got, 400, "missing_field");
+    // Nothing was stored.
+    let (status, list) = s.get("/api/v1/enforce/policies", &k).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["policies"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn keys_are_checked() {
+    let s = TestServer::start().await;
+    assert_error(&s.post("/api/v1/enforce/intercept", "", &json!({ "action_type": "x" })).await, 401, "missing_api_key");
+    assert_error(&s.post("/api/v1/enforce/intercept", "xb_live_nope", &json!({ "action_type": "x" })).await, 401, "invalid_api_key");
+    // Bearer works as well as X-API-Key.
+    let res = s.client.post(s.url("/api/v1/enforce/intercept")).bearer_auth(&s.admin_key)
+        .json(&json!({ "action_type": "x" })).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let read = s.key(&["read"], None).await;
+    assert_error(&s.post("/api/v1/enforce/policies", &read, &json!({})).await, 403, "insufficient_scope");
+    assert_error(&s.post("/api/v1/enforce/intercept", &read, &json!({ "action_type": "x" })).await, 403, "insufficient_scope");
+    let agent = s.key(&["agent"], None).await;
+    assert_error(&s.post("/api/v1/enforce/policies", &agent, &json!({})).await, 403, "insufficient_scope");
+    // A revoked key stops working at once.
+    let (_, keys) = s.get("/api/v1/enforce/keys", &s.admin_key).await;
+    let read_id = keys["keys"].as_array().unwrap().iter().find(|k| k["scopes"] == json!(["read"])).unwrap()["key_id"].as_str().unwrap().to_owned();
+    let (status, _) = s.post(&format!("/api/v1/enforce/keys/{read_id}/revoke"), &s.admin_key, &json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_error(&s.get("/api/v1/enforce/agents", &read).await, 401, "invalid_api_key");
+}
+
+#[tokio::test]
+async fn workspaces_are_isolated() {
+    let s = TestServer::start().await;
+    let (_other_ws, other_key) = praetor_server::bootstrap::create_workspace(&s.state, "other").await.unwrap();
+    let mine = s.agent("mine").await;
+    let pol = s.policy(json!({ "name": "p", "policy_type": "action_type", "action_types": ["x"], "decision": "block" })).await;
+    let decided = s.intercept(json!({ "action_type": "x", "agent_id": mine })).await;
+    let dec_id = decided["decision_id"].as_str().unwrap();
+    // The other workspace's admin sees none of it, and cannot act as our agent.
+    assert_error(&s.get(&format!("/api/v1/enforce/agents/{mine}"), &other_key).await, 404, "not_found");
+    assert_error(&s.get(&format!("/api/v1/enforce/policies/{pol}"), &other_key).await, 404, "not_found");
+    assert_error(&s.get(&format!("/api/v1/enforce/decisions/{dec_id}"), &other_key).await, 404, "not_found");
+    assert_error(&s.delete(&format!("/api/v1/enforce/policies/{pol}"), &other_key).await, 404, "not_found");
+    let (_, list) = s.get("/api/v1/enforce/agents", &other_key).await;
+    assert_eq!(list["agents"], json!([]));
+    let (_, list) = s.get("/api/v1/enforce/decisions", &other_key).await;
+    assert_eq!(list["total"], 0);
+    let (status, answer) = s.post("/api/v1/enforce/intercept", &other_key, &json!({ "action_type": "x", "agent_id": mine })).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["decision"], "block");
+    assert_eq!(answer["identity"]["check"], "unknown_agent");
+    // Our policy does not apply there, and theirs would not apply here.
+    let (_, answer) = s.post("/api/v1/enforce/intercept", &other_key, &json!({ "action_type": "x" })).await;
+    assert_eq!(answer["decision"], "allow");
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_answer_json() {
+    let s = TestServer::start().await;
+    assert_error(&s.get("/api/v1/enforce/nope", &s.admin_key).await, 404, "route_not_found");
+    assert_error(&s.get("/nothing/here", &s.admin_key).await, 404, "route_not_found");
+    assert_error(&s.delete("/api/v1/enforce/intercept", &s.admin_key).await, 405, "method_not_allowed");
+    let (status, body) = s.get("/healthz", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["ok"], true);
+    let (status, body) = s.get("/v1/status", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["store"], "sqlite");
+    let metrics = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("praetor_decisions_total{decision=\"allow\"}"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_key_bound_to_an_agent_sees_only_that_agent() {
+    let s = TestServer::start().await;
+    let mine = s.agent("mine").await;
+    let theirs = s.agent("theirs").await;
+    let their_decision = s.intercept(json!({ "action_type": "x", "agent_id": theirs, "action_content": "private" })).await;
+    let bound = s.key(&["agent"], Some(&mine)).await;
+    let (_, own) = s.post("/api/v1/enforce/intercept", &bound, &json!({ "action_type": "y" })).await;
+    let (_, list) = s.get("/api/v1/enforce/decisions", &bound).await;
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(list["decisions"][0]["decision_id"], own["decision_id"]);
+    assert_error(&s.get(&format!("/api/v1/enforce/decisions?agent_id={theirs}"), &bound).await, 403, "insufficient_scope");
+    let id = their_decision["decision_id"].as_str().unwrap();
+    assert_error(&s.get(&format!("/api/v1/enforce/decisions/{id}"), &bound).await, 404, "not_found");
+    assert_error(&s.get(&format!("/api/v1/enforce/decisions/{id}/receipt"), &bound).await, 404, "not_found");
+    assert_error(&s.get(&format!("/api/v1/enforce/agents/{theirs}/history"), &bound).await, 404, "not_found");
+    assert_error(&s.get("/api/v1/enforce/vault/export", &bound).await, 403, "insufficient_scope");
+    assert_error(&s.get("/api/v1/enforce/vault/entries", &bound).await, 403, "insufficient_scope");
+    let own_id = own["decision_id"].as_str().unwrap();
+    let (status, _) = s.get(&format!("/api/v1/enforce/decisions/{own_id}/receipt"), &bound).await;
+    assert_eq!(status, StatusCode::OK);
+}

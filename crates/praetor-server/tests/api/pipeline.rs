@@ -1,0 +1,242 @@
+//! The decision pipeline through the API: verdicts, identity, redaction, trust,
+//! batches, hand-offs, stored decisions and exactness under concurrency.
+
+use std::collections::HashSet;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{TestServer, assert_error};
+
+#[tokio::test]
+async fn allow_block_and_the_authorisation_fields() {
+    let s = TestServer::start().await;
+    let agent = s.agent("worker").await;
+    let pol = s.policy(json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block", "priority": 5 })).await;
+    let ok = s.intercept(json!({ "action_type": "read_user", "agent_id": agent, "metadata": {} })).await;
+    assert_eq!(ok["decision"], "allow");
+    assert_eq!(ok["outcome"], "allowed");
+    assert_eq!(ok["boundary_check"], "within_scope");
+    assert!(ok["decision_id"].as_str().unwrap().starts_with("dec_"));
+    assert!(ok["vault_entry_id"].is_u64());
+    assert_eq!(ok["leaf_hash"].as_str().unwrap().len(), 64);
+    let no = s.intercept(json!({ "action_type": "delete_user", "agent_id": agent, "metadata": { "jurisdiction": "EU" } })).await;
+    assert_eq!(no["decision"], "block");
+    assert_eq!(no["outcome"], "refused");
+    assert_eq!(no["jurisdiction"], "EU");
+    assert_eq!(no["policies_triggered"][0]["policy_id"], json!(pol));
+    assert_eq!(no["policies_triggered"][0]["name"], "No deletes");
+    assert_eq!(no["policies_triggered"][0]["decision"], "block");
+    assert!(no["reasoning"].as_str().unwrap().contains("No deletes"), "{no}");
+    assert!(no["trust_score"].as_u64().unwrap() < ok["trust_score"].as_u64().unwrap(), "a violation lowers trust");
+    // The /v1 alias serves the same API.
+    let (status, via_alias) = s.post("/v1/enforce/intercept", &s.admin_key, &json!({ "action_type": "delete_x" })).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(via_alias["decision"], "block");
+}
+
+#[tokio::test]
+async fn identity_failures_say_which_check() {
+    let s = TestServer::start().await;
+    let answer = s.intercept(json!({ "action_type": "x", "agent_id": "agt_nobody" })).await;
+    assert_eq!(answer["decision"], "block");
+    assert_eq!(answer["identity"]["check"], "unknown_agent");
+    assert!(answer["reasoning"].as_str().unwrap().contains("agt_nobody"), "{answer}");
+    let agent = s.agent("retiring").await;
+    let (status, _) = s.post(&format!("/api/v1/enforce/agents/{agent}/deactivate"), &s.admin_key, &json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let answer = s.intercept(json!({ "action_type": "x", "agent_id": agent })).await;
+    assert_eq!(answer["decision"], "block");
+    assert_eq!(answer["identity"]["check"], "agent_deactivated");
+    // A key bound to one agent cannot act for another, and stands for its agent when
+    // the request names none.
+    let a = s.agent("a").await;
+    let b = s.agent("b").await;
+    let bound = s.key(&["agent"], Some(&a)).await;
+    let (_, answer) = s.post("/api/v1/enforce/intercept", &bound, &json!({ "action_type": "x", "agent_id": b })).await;
+    assert_eq!(answer["identity"]["check"], "key_bound_to_other_agent");
+    let (_, answer) = s.post("/api/v1/enforce/intercept", &bound, &json!({ "action_type": "x", "agent_id": null })).await;
+    assert_eq!(answer["decision"], "allow");
+    assert_eq!(answer["agent_id"], json!(a));
+}
+
+#[tokio::test]
+async fn anonymous_and_redacted_requests_are_valid() {
+    let s = TestServer::start().await;
+    s.policy(json!({ "name": "No secrets", "policy_type": "content_pattern", "decision": "block", "conditions": { "patterns": ["password"] } })).await;
+    let hash = "a".repeat(64);
+    let answer = s.intercept(json!({ "action_type": "email.send", "agent_id": null, "action_content": null, "metadata": { "content_sha256": hash } })).await;
+    assert_eq!(answer["decision"], "allow", "redacted content is skipped by default: {answer}");
+    assert_eq!(answer["agent_id"], Value::Null);
+    let id = answer["decision_id"].as_str().unwrap();
+    let (_, stored) = s.get(&format!("/api/v1/enforce/decisions/{id}"), &s.admin_key).await;
+    assert_eq!(stored["decision"]["action_content"], Value::Null);
+    // The workspace can choose to refuse what it cannot see.
+    let (status, _) = s.put("/api/v1/enforce/settings", &s.admin_key, &json!({ "on_redacted_content": "block" })).await;
+    assert_eq!(status, StatusCode::OK);
+    let answer = s.intercept(json!({ "action_type": "email.send", "action_content": null, "metadata": { "content_sha256": hash } })).await;
+    assert_eq!(answer["decision"], "block", "{answer}");
+    // Content that is present is checked, and agent-guard's `content` name works too.
+    let answer = s.intercept(json!({ "action_type": "email.send", "content": "my password is x" })).await;
+    assert_eq!(answer["decision"], "block");
+    let (status, body) = s.put("/api/v1/enforce/settings", &s.admin_key, &json!({ "on_redacted_content": "maybe" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
+async fn default_decision_applies_when_nothing_matches() {
+    let s = TestServer::start().await;
+    s.put("/api/v1/enforce/settings", &s.admin_key, &json!({ "default_decision": "block" })).await;
+    s.policy(json!({ "name": "reads ok", "policy_type": "action_type", "action_types": ["read*"], "decision": "allow" })).await;
+    assert_eq!(s.intercept(json!({ "action_type": "read_x" })).await["decision"], "allow");
+    let other = s.intercept(json!({ "action_type": "write_x" })).await;
+    assert_eq!(other["decision"], "block");
+    assert_eq!(other["policies_triggered"][0]["policy_id"], "__default");
+}
+
+#[tokio::test]
+async fn batch_counts_and_limits() {
+    let s = TestServer::start().await;
+    s.policy(json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" })).await;
+    s.policy(json!({ "name": "Big payments", "policy_type": "metadata", "action_types": ["pay"], "decision": "escalate",
+                     "conditions": { "rule": { "field": "amount", "op": ">", "value": 100 } } })).await;
+    let actions = json!({ "actions": [
+        { "action_type": "read", "agent_id": null, "metadata": {} },
+        { "action_type": "delete_a", "agent_id": null, "metadata": {} },
+        { "action_type": "pay", "agent_id": null, "metadata": { "amount": 500 } },
+        { "action_type": "pay", "agent_id": null, "metadata": { "amount": 5 } },
+    ]});
+    let (status, body) = s.post("/api/v1/enforce/batch", &s.admin_key, &actions).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((body["total"].as_u64(), body["allowed"].as_u64(), body["blocked"].as_u64(), body["escalated"].as_u64()),
+               (Some(4), Some(2), Some(1), Some(1)));
+    let results = body["results"].as_array().unwrap();
+    let decisions: Vec<&str> = results.iter().map(|r| r["decision"].as_str().unwrap()).collect();
+    assert_eq!(decisions, ["allow", "block", "escalate", "allow"]);
+    let too_many = json!({ "actions": vec![json!({ "action_type": "x" }); 501] });
+    assert_error(&s.post("/api/v1/enforce/batch", &s.admin_key, &too_many).await, 400, "batch_too_large");
+    let one_bad = json!({ "actions": [{ "action_type": "x" }, { "action_type": 7 }] });
+    let got = s.post("/api/v1/enforce/batch", &s.admin_key, &one_bad).await;
+    assert_error(&got, 400, "invalid_field");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("actions[1]"), "{}", got.1);
+    let (_, list) = s.get("/api/v1/enforce/decisions", &s.admin_key).await;
+    assert_eq!(list["total"], 4, "a rejected batch records nothing");
+}
+
+#[tokio::test]
+async fn agent_comm_authorises_a_hand_off() {
+    let s = TestServer::start().await;
+    let a = s.agent("planner").await;
+    let b = s.agent("executor").await;
+    let (status, ok) = s.post("/api/v1/enforce/agent-comm", &s.admin_key, &json!({
+        "source_agent_id": a, "target_agent_id": b, "instruction": "summarise the ticket",
+        "metadata": { "framework": "langchain", "via": "tool" }, "chain_id": "chn_0123456789abcdef0123", "chain_step": 2
+    })).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ok["decision"], "allow");
+    assert_eq!(ok["chain_step"], 2);
+    let (_, no) = s.post("/api/v1/enforce/agent-comm", &s.admin_key, &json!({ "source_agent_id": a, "target_agent_id": "agt_ghost" })).await;
+    assert_eq!(no["decision"], "block");
+    assert_eq!(no["identity"]["check"], "unknown_target");
+    s.policy(json!({ "name": "No instructions", "policy_type": "action_type", "action_types": ["agent_instruction"], "decision": "block" })).await;
+    let (_, no) = s.post("/api/v1/enforce/agent-comm", &s.admin_key, &json!({ "source_agent_id": a, "target_agent_id": b })).await;
+    assert_eq!(no["decision"], "block");
+}
+
+#[tokio::test]
+async fn decisions_are_stored_and_filtered() {
+    let s = TestServer::start().await;
+    let a = s.agent("lister").await;
+    s.policy(json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" })).await;
+    for t in ["read", "delete_a", "read", "delete_b"] {
+        s.intercept(json!({ "action_type": t, "agent_id": a, "action_content": format!("content of {t}") })).await;
+        s.clock.advance(1000);
+    }
+    let (_, all) = s.get("/api/v1/enforce/decisions?per_page=2&page=1", &s.admin_key).await;
+    assert_eq!(all["total"], 4);
+    assert_eq!(all["decisions"].as_array().unwrap().len(), 2);
+    let (_, blocked) = s.get(&format!("/api/v1/enforce/decisions?decision=block&agent_id={a}"), &s.admin_key).await;
+    assert_eq!(blocked["total"], 2);
+    let (_, typed) = s.get("/api/v1/enforce/decisions?action_type=read", &s.admin_key).await;
+    assert_eq!(typed["total"], 2);
+    let (_, since) = s.get("/api/v1/enforce/decisions?since=2026-01-07T12:00:02Z", &s.admin_key).await;
+    assert_eq!(since["total"], 2);
+    assert_error(&s.get("/api/v1/enforce/decisions?since=yesterday", &s.admin_key).await, 400, "invalid_query");
+    assert_error(&s.get("/api/v1/enforce/decisions?decision=maybe", &s.admin_key).await, 400, "invalid_query");
+    let one = &blocked["decisions"][0];
+    let (_, full) = s.get(&format!("/api/v1/enforce/decisions/{}", one["decision_id"].as_str().unwrap()), &s.admin_key).await;
+    assert_eq!(full["decision"]["decision"], "block");
+    assert!(full["decision"]["action_content"].as_str().unwrap().starts_with("content of delete"));
+    let (_, agent) = s.get(&format!("/api/v1/enforce/agents/{a}"), &s.admin_key).await;
+    assert_eq!((agent["agent"]["allowed_actions"].as_u64(), agent["agent"]["blocked_actions"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(agent["agent"]["last_seen_at"], "2026-01-07T12:00:03.000Z");
+    let (_, hist) = s.get(&format!("/api/v1/enforce/agents/{a}/history"), &s.admin_key).await;
+    assert_eq!(hist["total"], 4);
+}
+
+#[tokio::test]
+async fn velocity_is_exact_under_concurrency() {
+    let s = TestServer::start().await;
+    let a = s.agent("burst").await;
+    s.policy(json!({ "name": "Five a minute", "policy_type": "sequence", "action_types": ["send"], "decision": "block",
+                     "conditions": { "velocity": { "max": 5, "window_seconds": 60 } } })).await;
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let client = s.client.clone();
+        let url = s.url("/api/v1/enforce/intercept");
+        let key = s.admin_key.clone();
+        let body = json!({ "action_type": "send", "agent_id": a });
+        tasks.push(tokio::spawn(async move {
+            let res = client.post(url).header("X-API-Key", key).json(&body).send().await.unwrap();
+            res.json::<Value>().await.unwrap()
+        }));
+    }
+    let mut allowed = 0;
+    let mut ids = HashSet::new();
+    for t in tasks {
+        let answer = t.await.unwrap();
+        if answer["decision"] == "allow" {
+            allowed += 1;
+        }
+        ids.insert(answer["vault_entry_id"].as_u64().unwrap());
+    }
+    assert_eq!(allowed, 5);
+    assert_eq!(ids.len(), 40, "every decision has its own vault entry");
+    // A minute later the window has moved on.
+    s.clock.advance(61_000);
+    assert_eq!(s.intercept(json!({ "action_type": "send", "agent_id": a })).await["decision"], "allow");
+}
+
+#[tokio::test]
+async fn trust_falls_on_violations_and_recovers_slowly() {
+    let s = TestServer::start().await;
+    let a = s.agent("learner").await;
+    s.policy(json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" })).await;
+    let start = s.intercept(json!({ "action_type": "read", "agent_id": a })).await["trust_score"].as_u64().unwrap();
+    let after_block = s.intercept(json!({ "action_type": "delete_x", "agent_id": a })).await["trust_score"].as_u64().unwrap();
+    assert_eq!(after_block, start - 5);
+    let mut last = after_block;
+    for _ in 0..10 {
+        last = s.intercept(json!({ "action_type": "read", "agent_id": a })).await["trust_score"].as_u64().unwrap();
+    }
+    assert_eq!(last, after_block + 1, "ten clean actions raise trust by one");
+}
+
+#[tokio::test]
+async fn policy_crud_changes_decisions_at_once() {
+    let s = TestServer::start().await;
+    let id = s.policy(json!({ "name": "p", "policy_type": "action_type", "action_types": ["x"], "decision": "block" })).await;
+    assert_eq!(s.intercept(json!({ "action_type": "x" })).await["decision"], "block");
+    let (status, body) = s.put(&format!("/api/v1/enforce/policies/{id}"), &s.admin_key,
+        &json!({ "name": "p", "policy_type": "action_type", "action_types": ["x"], "decision": "escalate" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(s.intercept(json!({ "action_type": "x" })).await["decision"], "escalate");
+    let (_, got) = s.get(&format!("/api/v1/enforce/policies/{id}"), &s.admin_key).await;
+    assert_eq!(got["policy"]["decision"], "escalate");
+    let (status, _) = s.delete(&format!("/api/v1/enforce/policies/{id}"), &s.admin_key).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.intercept(json!({ "action_type": "x" })).await["decision"], "allow");
+    assert_error(&s.delete(&format!("/api/v1/enforce/policies/{id}"), &s.admin_key).await, 404, "not_found");
+    let (_, list) = s.get("/api/v1/enforce/policies", &s.admin_key).await;
+    assert_eq!(list["policies"], json!([]));
+}

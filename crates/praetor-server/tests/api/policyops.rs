@@ -1,0 +1,246 @@
+//! Policy operations: modes, the shadow report, promotion.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::harness::{TestServer, assert_error};
+
+#[tokio::test]
+async fn a_shadow_policy_changes_nothing_is_counted_exactly_and_blocks_once_promoted() {
+    let s = TestServer::start().await;
+    let shadow = s.policy(json!({ "name": "Would block exports", "policy_type": "action_type", "action_types": ["export.*"],
+                                  "decision": "block", "mode": "shadow" })).await;
+    let escalating = s.policy(json!({ "name": "Hold big exports", "policy_type": "metadata", "action_types": ["export.*"], "decision": "escalate",
+                                      "conditions": { "rule": { "field": "rows", "op": ">", "value": 1000 } } })).await;
+    let mut would_change = 0;
+    for (i, rows) in [10, 20, 5000, 30].iter().enumerate() {
+        let a = s.intercept(json!({ "action_type": format!("export.csv{i}"), "metadata": { "rows": rows } })).await;
+        let expected = if *rows > 1000 { "escalate" } else { "allow" };
+        assert_eq!(a["decision"], expected, "the shadow policy never changes the answer: {a}");
+        assert_eq!(a["shadow_policies"][0]["policy_id"], json!(shadow));
+        assert_eq!(a["shadow_policies"][0]["would_decide"], "block");
+        would_change += 1;
+    }
+    let unrelated = s.intercept(json!({ "action_type": "read" })).await;
+    assert!(unrelated.get("shadow_policies").is_none());
+    let (_, report) = s.get("/api/v1/enforce/shadow/report", &s.admin_key).await;
+    let row = &report["policies"][0];
+    assert_eq!(row["policy_id"], json!(shadow));
+    assert_eq!(row["matched"], 4);
+    assert_eq!(row["would_change"], would_change);
+    let transitions = row["transitions"].as_array().unwrap();
+    assert!(transitions.contains(&json!({ "from": "allow", "to": "block", "count": 3 })), "{row}");
+    assert!(transitions.contains(&json!({ "from": "escalate", "to": "block", "count": 1 })), "{row}");
+    assert_eq!(row["examples"].as_array().unwrap().len(), 4);
+    let (_, since) = s.get("/api/v1/enforce/shadow/report?since=2026-01-08T00:00:00Z", &s.admin_key).await;
+    assert_eq!(since["policies"][0]["matched"], 0);
+    // Promoted, it blocks.
+    let (status, promoted) = s.post(&format!("/api/v1/enforce/policies/{shadow}/promote"), &s.admin_key, &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{promoted}");
+    assert_eq!(promoted["policy"]["mode"], "enforce");
+    let now_blocked = s.intercept(json!({ "action_type": "export.csv", "metadata": { "rows": 1 } })).await;
+    assert_eq!(now_blocked["decision"], "block");
+    assert_eq!(now_blocked["policies_triggered"][0]["policy_id"], json!(shadow));
+    // Disabled policies are kept but never evaluated; `live` is the wire's name for enforce.
+    s.put(&format!("/api/v1/enforce/policies/{escalating}"), &s.admin_key, &json!({ "name": "Hold big exports", "policy_type": "metadata",
+        "action_types": ["export.*"], "decision": "escalate", "mode": "disabled",
+        "conditions": { "rule": { "field": "rows", "op": ">", "value": 1000 } } })).await;
+    let (_, listed) = s.get(&format!("/api/v1/enforce/policies/{escalating}"), &s.admin_key).await;
+    assert_eq!(listed["policy"]["mode"], "disabled");
+    let live = s.policy(json!({ "name": "live alias", "policy_type": "action_type", "action_types": ["zz"], "decision": "block", "mode": "live" })).await;
+    let (_, got) = s.get(&format!("/api/v1/enforce/policies/{live}"), &s.admin_key).await;
+    assert_eq!(got["policy"]["mode"], "enforce");
+    assert_error(&s.post("/api/v1/enforce/policies/pol_none/promote", &s.admin_key, &json!({})).await, 404, "not_found");
+}
+
+fn pack(version: &str, block: &str, extra: serde_json::Value) -> String {
+    let mut defs = vec![json!({ "name": "no deletes", "policy_type": "action_type", "action_types": [block], "decision": "block" })];
+    if !extra.is_null() {
+        defs.push(extra);
+    }
+    json!({ "name": "core", "version": version, "policy_definitions": defs }).to_string()
+}
+
+#[tokio::test]
+async fn packs_deploy_atomically_keep_versions_and_roll_back() {
+    let s = TestServer::start().await;
+    let deploy = |body: String| {
+        let (c, u, k) = (s.client.clone(), s.url("/api/v1/enforce/policy-packs"), s.admin_key.clone());
+        async move {
+            let r = c.post(u).header("X-API-Key", k).body(body).send().await.unwrap();
+            (r.status(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (st, _) = deploy(pack("1.0.0", "delete_*", serde_json::Value::Null)).await;
+    assert_eq!(st, StatusCode::OK);
+    let v1 = s.intercept(json!({ "action_type": "delete_user" })).await;
+    assert_eq!(v1["decision"], "block");
+    assert_eq!(s.intercept(json!({ "action_type": "drop_table" })).await["decision"], "allow");
+    // v1.1.0 with one invalid definition is rejected whole; v1.0.0 stays live.
+    let bad = pack("1.1.0", "drop_*", json!({ "name": "broken", "policy_type": "content_pattern", "decision": "block", "conditions": { "patterns": ["(unclosed"] } }));
+    let (_, dry) = s.post_raw("/api/v1/enforce/policy-packs/validate", &s.admin_key, bad.clone()).await;
+    assert_eq!(dry["valid"], false);
+    assert_eq!(dry["errors"][0]["index"], 1);
+    assert_eq!(dry["errors"][0]["field"], "conditions.patterns[0]");
+    let (st, refused) = deploy(bad).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(refused["error"]["code"], "invalid_policy");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("policy_definitions[1].conditions.patterns[0]"), "{refused}");
+    assert_eq!(s.intercept(json!({ "action_type": "drop_table" })).await["decision"], "allow", "nothing of v1.1.0 went live");
+    // A valid v1.1.0, in YAML.
+    let yaml = "name: core\nversion: 1.1.0\npolicy_definitions:\n  - name: no drops\n    policy_type: action_type\n    action_types: ['drop_*']\n    decision: block\n";
+    let (st, deployed) = deploy(yaml.to_owned()).await;
+    assert_eq!(st, StatusCode::OK, "{deployed}");
+    let v11 = s.intercept(json!({ "action_type": "drop_table" })).await;
+    assert_eq!(v11["decision"], "block");
+    assert_eq!(s.intercept(json!({ "action_type": "delete_user" })).await["decision"], "allow", "v1.0.0's policies are gone");
+    assert_ne!(v1["policy_set_hash"], v11["policy_set_hash"]);
+    let (st, dup) = deploy(pack("1.1.0", "x", serde_json::Value::Null)).await;
+    assert_eq!((st, dup["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
+    // Pack policies change only with the pack.
+    let (_, policies) = s.get("/api/v1/enforce/policies", &s.admin_key).await;
+    let id = policies["policies"][0]["policy_id"].as_str().unwrap().to_owned();
+    assert_eq!(policies["policies"][0]["pack"], "core@1.1.0");
+    assert_error(&s.delete(&format!("/api/v1/enforce/policies/{id}"), &s.admin_key).await, 409, "conflict");
+    // Roll back to the previous version.
+    let (st, back) = s.post("/api/v1/enforce/policy-packs/core/rollback", &s.admin_key, &json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{back}");
+    assert_eq!(back["version"], "1.0.0");
+    let after = s.intercept(json!({ "action_type": "delete_user" })).await;
+    assert_eq!(after["decision"], "block");
+    assert_eq!(s.intercept(json!({ "action_type": "drop_table" })).await["decision"], "allow");
+    assert_eq!(after["policy_set_hash"], v1["policy_set_hash"], "the same definitions, the same hash");
+    assert_ne!(after["policy_set_hash"], v11["policy_set_hash"]);
+    let (_, versions) = s.get("/api/v1/enforce/policy-packs/core/versions", &s.admin_key).await;
+    assert_eq!(versions["live_version"], "1.0.0");
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
+    let (st, _) = s.post("/api/v1/enforce/policy-packs/core/rollback", &s.admin_key, &json!({ "version": "1.1.0" })).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(s.intercept(json!({ "action_type": "drop_table" })).await["decision"], "block");
+}
+
+#[tokio::test]
+async fn governance_rules_block_flag_redirect_and_record_violations() {
+    let s = TestServer::start().await;
+    let agent = s.agent("mailer").await;
+    let (status, ssn) = s.post("/api/v1/rules", &s.admin_key, &json!({
+        "name": "No SSNs out", "condition": { "type": "contains_pii", "categories": ["ssn"] }, "action": "block", "severity": "critical"
+    })).await;
+    assert_eq!(status, StatusCode::OK, "{ssn}");
+    let ssn_id = ssn["rule"]["rule_id"].as_str().unwrap().to_owned();
+    let blocked = s.intercept(json!({ "action_type": "email.send", "agent_id": agent, "action_content": "SSN 123-45-6789" })).await;
+    assert_eq!(blocked["decision"], "block", "a rule is active as soon as it is created: {blocked}");
+    assert_eq!(blocked["policies_triggered"][0]["policy_id"], json!(ssn_id));
+    let fine = s.intercept(json!({ "action_type": "email.send", "agent_id": agent, "action_content": "ref 000-12-3456" })).await;
+    assert_eq!(fine["decision"], "allow", "an invalid SSN does not fire: {fine}");
+    // A flag rule allows and records a violation of its severity.
+    let (_, flag) = s.post("/api/v1/rules", &s.admin_key, &json!({
+        "name": "Large refunds", "condition": { "all": [ { "type": "action_type", "action_types": ["refund.*"] },
+                                                         { "field": "amount", "op": ">", "value": 500 } ] },
+        "action": "flag", "severity": "medium"
+    })).await;
+    let flag_id = flag["rule"]["rule_id"].as_str().unwrap().to_owned();
+    let flagged = s.intercept(json!({ "action_type": "refund.issue", "agent_id": agent, "metadata": { "amount": 900 } })).await;
+    assert_eq!(flagged["decision"], "allow");
+    assert_eq!(flagged["outcome"], "allowed_with_warning");
+    let (_, list) = s.get(&format!("/api/v1/violations?rule_id={flag_id}"), &s.admin_key).await;
+    let v = &list["violations"][0];
+    assert_eq!(list["total"], 1);
+    assert_eq!((v["severity"].as_str(), v["action"].as_str(), v["source"].as_str()), (Some("medium"), Some("flag"), Some("rule")));
+    assert_eq!(v["decision_id"], flagged["decision_id"]);
+    assert_eq!(v["metadata"]["amount"], 900);
+    let (_, one) = s.get(&format!("/api/v1/violations/{}", v["violation_id"].as_str().unwrap()), &s.admin_key).await;
+    assert_eq!(one["violation"]["rule_name"], "Large refunds");
+    let (_, critical) = s.get("/api/v1/violations?severity=critical", &s.admin_key).await;
+    assert_eq!(critical["total"], 1);
+    assert_eq!(critical["violations"][0]["rule_id"], json!(ssn_id));
+    // Violations are sealed.
+    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
+    assert_eq!(page["entries"].as_array().unwrap().iter().filter(|e| e["entry"]["kind"] == "violation.recorded").count(), 2);
+    // Redirect holds the action for review in the named queue; trust below on the 0-1 scale.
+    s.post("/api/v1/rules", &s.admin_key, &json!({
+        "name": "Untrusted payments", "condition": { "all": [ { "type": "action_type", "action_types": ["pay"] }, { "trust_score_below": 0.9 } ] },
+        "action": "redirect", "severity": "high", "queue": "finance-review"
+    })).await;
+    let held = s.intercept(json!({ "action_type": "pay", "agent_id": agent })).await;
+    assert_eq!(held["decision"], "escalate");
+    let (_, esc) = s.get(&format!("/api/v1/enforce/escalations/{}", held["escalation_id"].as_str().unwrap()), &s.admin_key).await;
+    assert_eq!(esc["escalation"]["queue"], "finance-review");
+    // A schedule limits when a rule applies (the test clock is Wednesday 12:00 UTC).
+    s.post("/api/v1/rules", &s.admin_key, &json!({
+        "name": "Night deploys", "condition": { "type": "action_type", "action_types": ["deploy"] }, "action": "block", "severity": "low",
+        "schedule": { "timezone": "UTC", "hours": [0, 1, 2, 3, 4, 5] }
+    })).await;
+    assert_eq!(s.intercept(json!({ "action_type": "deploy", "agent_id": agent })).await["decision"], "allow");
+    s.clock.set(crate::harness::T0 - 9 * 3_600_000);
+    assert_eq!(s.intercept(json!({ "action_type": "deploy", "agent_id": agent })).await["decision"], "block");
+    // CRUD and validation that names the field.
+    let got = s.post("/api/v1/rules", &s.admin_key, &json!({ "name": "x", "condition": { "type": "contains_pii", "categories": ["dna"] }, "action": "block", "severity": "low" })).await;
+    assert_error(&got, 400, "invalid_policy");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("condition.pii.categories"), "{}", got.1);
+    assert_error(&s.post("/api/v1/rules", &s.admin_key, &json!({ "name": "x", "condition": { "trust_score_below": 7 }, "action": "block", "severity": "low" })).await, 400, "invalid_policy");
+    assert_error(&s.post("/api/v1/rules", &s.admin_key, &json!({ "name": "x", "condition": { "trust_score_below": 0.5 }, "action": "nuke", "severity": "low" })).await, 400, "invalid_field");
+    assert_error(&s.post("/api/v1/rules", &s.admin_key, &json!({ "name": "x", "condition": { "trust_score_below": 0.5 }, "action": "redirect", "severity": "low" })).await, 400, "invalid_field");
+    let (_, rules) = s.get("/api/v1/rules", &s.admin_key).await;
+    assert_eq!(rules["rules"].as_array().unwrap().len(), 4);
+    assert_error(&s.delete(&format!("/api/v1/enforce/policies/{ssn_id}"), &s.admin_key).await, 409, "conflict");
+    let (status, _) = s.delete(&format!("/api/v1/rules/{ssn_id}"), &s.admin_key).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.intercept(json!({ "action_type": "email.send", "agent_id": agent, "action_content": "SSN 123-45-6789" })).await["decision"], "allow");
+}
+
+#[tokio::test]
+async fn review_fixes_for_policy_operations() {
+    let s = TestServer::start_with(|c| c.allow_private_targets = true).await;
+    // A shadow allow policy under a default block would change the decision.
+    s.put("/api/v1/enforce/settings", &s.admin_key, &json!({ "default_decision": "block" })).await;
+    let shadow = s.policy(json!({ "name": "would allow reads", "policy_type": "action_type", "action_types": ["read*"], "decision": "allow", "mode": "shadow" })).await;
+    let a = s.intercept(json!({ "action_type": "read_x" })).await;
+    assert_eq!(a["decision"], "block");
+    assert_eq!(a["shadow_policies"][0]["would_decide"], "allow");
+    assert_eq!(a["shadow_policies"][0]["would_change"], true);
+    let (_, report) = s.get(&format!("/api/v1/enforce/shadow/report?policy_id={shadow}"), &s.admin_key).await;
+    assert_eq!(report["policies"][0]["would_change"], 1);
+    // A Slack URL is a credential: views show only its host, violations never carry it.
+    let (_, rule) = s.post("/api/v1/rules", &s.admin_key, &json!({ "name": "alerting", "condition": { "type": "action_type", "action_types": ["pay"] },
+        "action": "alert", "severity": "high", "alert": { "slack_webhook_url": "http://127.0.0.1:9/services/T000/B000/SECRETPART" } })).await;
+    assert!(!rule.to_string().contains("SECRETPART"), "{rule}");
+    s.intercept(json!({ "action_type": "pay" })).await;
+    let (_, v) = s.get("/api/v1/violations?severity=high", &s.admin_key).await;
+    assert!(!v.to_string().contains("SECRETPART"), "{v}");
+    let (_, d) = s.get("/api/v1/enforce/deliveries", &s.admin_key).await;
+    assert!(!d.to_string().contains("SECRETPART"), "{d}");
+    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
+    assert!(!page.to_string().contains("SECRETPART"), "the vault holds no credential");
+    // Pack policies cannot be promoted outside the pack.
+    let pack = json!({ "name": "p", "version": "1.0.0", "policy_definitions": [
+        { "name": "shadowed", "policy_type": "action_type", "action_types": ["zz"], "decision": "block", "mode": "shadow" }] });
+    let (st, _) = s.post_raw("/api/v1/enforce/policy-packs", &s.admin_key, pack.to_string()).await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, list) = s.get("/api/v1/enforce/policies", &s.admin_key).await;
+    let pid = list["policies"].as_array().unwrap().iter().find(|p| p["pack"] == "p@1.0.0").unwrap()["policy_id"].as_str().unwrap().to_owned();
+    assert_error(&s.post(&format!("/api/v1/enforce/policies/{pid}/promote"), &s.admin_key, &json!({})).await, 409, "conflict");
+}
+
+#[tokio::test]
+async fn a_deleted_webhook_stops_sending() {
+    let s = TestServer::start_with(|c| c.allow_private_targets = true).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (_, hook) = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": format!("http://127.0.0.1:{port}/x"), "events": ["*"] })).await;
+    let id = hook["webhook"]["webhook_id"].as_str().unwrap().to_owned();
+    s.post(&format!("/api/v1/enforce/webhooks/{id}/test"), &s.admin_key, &json!({})).await;
+    let (st, _) = s.delete(&format!("/api/v1/enforce/webhooks/{id}"), &s.admin_key).await;
+    assert_eq!(st, StatusCode::OK);
+    let ws = s.state.workspace_ids()[0].clone();
+    let mut dead = false;
+    for _ in 0..50 {
+        s.clock.advance(5_000);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let rows = s.state.store.list_deliveries(&ws, Some(&id), 10).await.unwrap();
+        if !rows.is_empty() && rows.iter().all(|d| d.status == "dead") {
+            dead = rows.iter().all(|d| d.last_error.as_deref() == Some("the webhook was deleted"));
+            break;
+        }
+    }
+    assert!(dead, "pending deliveries of a deleted webhook are given up, not sent");
+}

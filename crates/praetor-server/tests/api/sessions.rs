@@ -1,0 +1,256 @@
+//! Runtime containment: sessions, live budgets, the kill switch, expiry, terminate and
+//! the revocation cascade.
+
+use std::collections::HashSet;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{TestServer, assert_error};
+
+async fn start(s: &TestServer, body: Value) -> String {
+    let (status, answer) = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let id = answer["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(answer["session"]["session_id"], json!(id), "the session object repeats the id (wire §0 rule 6)");
+    assert_eq!(answer["session"]["status"], "active");
+    id
+}
+
+async fn act(s: &TestServer, session: &str, metadata: Value) -> Value {
+    s.intercept(json!({ "action_type": "tool.call", "agent_id": null, "session_id": session, "metadata": metadata })).await
+}
+
+async fn vault_kinds(s: &TestServer) -> Vec<Value> {
+    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
+    page["entries"].as_array().unwrap().iter().map(|e| e["entry"].clone()).collect()
+}
+
+#[tokio::test]
+async fn max_actions_terminates_the_run_and_names_the_budget() {
+    let s = TestServer::start().await;
+    let agent = s.agent("runner").await;
+    let id = start(&s, json!({ "agent_id": agent, "budgets": { "max_actions": 3 }, "label": "nightly" })).await;
+    for _ in 0..3 {
+        let a = act(&s, &id, json!({})).await;
+        assert_eq!(a["decision"], "allow", "{a}");
+        assert_eq!(a["agent_id"], json!(agent), "the agent comes from the session");
+    }
+    let fourth = act(&s, &id, json!({})).await;
+    assert_eq!(fourth["decision"], "terminate");
+    assert_eq!(fourth["outcome"], "terminated");
+    assert!(fourth["reasoning"].as_str().unwrap().contains("max_actions"), "{fourth}");
+    let fifth = act(&s, &id, json!({})).await;
+    assert_eq!(fifth["decision"], "terminate");
+    let (_, hb) = s.post(&format!("/api/v1/enforce/sessions/{id}/heartbeat"), &s.admin_key, &json!({})).await;
+    assert_eq!(hb["status"], "terminated");
+    assert!(hb["kill_reason"].as_str().unwrap().contains("max_actions"));
+    assert_eq!(hb["consumed"]["actions"], 3);
+    let kinds = vault_kinds(&s).await;
+    let exceeded: Vec<&Value> = kinds.iter().filter(|e| e["kind"] == "session.budget_exceeded").collect();
+    assert_eq!(exceeded.len(), 1);
+    assert_eq!(exceeded[0]["decision_id"], fourth["decision_id"]);
+    assert!(kinds.iter().any(|e| e["kind"] == "session.started" && e["session_id"] == json!(id)));
+}
+
+#[tokio::test]
+async fn budgets_are_exact_under_concurrency() {
+    let s = TestServer::start().await;
+    let agent = s.agent("swarm").await;
+    let id = start(&s, json!({ "agent_id": agent, "budgets": { "max_actions": 10 } })).await;
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (client, url, key) = (s.client.clone(), s.url("/api/v1/enforce/intercept"), s.admin_key.clone());
+        let body = json!({ "action_type": "tool.call", "agent_id": null, "session_id": id });
+        tasks.push(tokio::spawn(async move {
+            client.post(url).header("X-API-Key", key).json(&body).send().await.unwrap().json::<Value>().await.unwrap()
+        }));
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    let mut ids = HashSet::new();
+    for t in tasks {
+        let a = t.await.unwrap();
+        *counts.entry(a["decision"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+        ids.insert(a["decision_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(counts.get("allow"), Some(&10), "{counts:?}");
+    assert_eq!(counts.get("terminate"), Some(&90), "{counts:?}");
+    // The vault holds exactly those 100 decisions for this session.
+    let sealed: Vec<Value> = vault_kinds(&s).await.into_iter().filter(|e| e["kind"] == "decision" && e["session_id"] == json!(id)).collect();
+    assert_eq!(sealed.len(), 100);
+    assert_eq!(sealed.iter().filter(|e| e["decision"] == "allow").count(), 10);
+    let sealed_ids: HashSet<String> = sealed.iter().map(|e| e["decision_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(sealed_ids, ids);
+    let (_, got) = s.get(&format!("/api/v1/enforce/sessions/{id}"), &s.admin_key).await;
+    assert_eq!(got["session"]["consumed"]["actions"], 10);
+    assert_eq!(got["session"]["remaining_actions"], 0);
+}
+
+#[tokio::test]
+async fn spend_is_counted_exactly_in_decimal() {
+    let s = TestServer::start().await;
+    let agent = s.agent("buyer").await;
+    let usd = start(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "USD": 10000 } } })).await;
+    let verdicts: Vec<Value> = [
+        act(&s, &usd, json!({ "amount": 4000, "currency": "USD" })).await,
+        act(&s, &usd, json!({ "amount": "4000", "currency": "usd" })).await,
+        act(&s, &usd, json!({ "amount": 4000, "currency": "USD" })).await,
+    ].into_iter().map(|a| a["decision"].clone()).collect();
+    assert_eq!(verdicts, [json!("allow"), json!("allow"), json!("terminate")]);
+    let eur = start(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "EUR": "0.30" } } })).await;
+    for amount in [json!(0.10), json!("0.10"), json!(0.1)] {
+        let a = act(&s, &eur, json!({ "amount": amount, "currency": "EUR" })).await;
+        assert_eq!(a["decision"], "allow", "{a}");
+    }
+    let fourth = act(&s, &eur, json!({ "amount": "0.10", "currency": "EUR" })).await;
+    assert_eq!(fourth["decision"], "terminate");
+    assert!(fourth["reasoning"].as_str().unwrap().contains("max_spend.EUR"), "{fourth}");
+    let (_, got) = s.get(&format!("/api/v1/enforce/sessions/{eur}"), &s.admin_key).await;
+    assert_eq!(got["session"]["consumed"]["spend"]["EUR"], "0.3", "{got}");
+    // An amount that is not a number is refused, naming the field; the session goes on.
+    let other = start(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "USD": 100 } } })).await;
+    let bad = act(&s, &other, json!({ "amount": "twelve", "currency": "USD" })).await;
+    assert_eq!(bad["decision"], "block");
+    assert!(bad["reasoning"].as_str().unwrap().contains("metadata.amount"), "{bad}");
+    assert_eq!(act(&s, &other, json!({ "amount": 12.5, "currency": "USD" })).await["decision"], "allow");
+    // Tokens too.
+    let tok = start(&s, json!({ "agent_id": agent, "budgets": { "max_tokens": 1000 } })).await;
+    assert_eq!(act(&s, &tok, json!({ "tokens": 900 })).await["decision"], "allow");
+    let over = act(&s, &tok, json!({ "tokens": 101 })).await;
+    assert_eq!(over["decision"], "terminate");
+    assert!(over["reasoning"].as_str().unwrap().contains("max_tokens"));
+}
+
+#[tokio::test]
+async fn silent_sessions_expire_on_time() {
+    let s = TestServer::start().await;
+    let agent = s.agent("sleeper").await;
+    let id = start(&s, json!({ "agent_id": agent, "budgets": { "ttl_seconds": 2 } })).await;
+    s.clock.advance(1_900);
+    praetor_server::sessions::sweep(&s.state).await;
+    let (_, hb) = s.post(&format!("/api/v1/enforce/sessions/{id}/heartbeat"), &s.admin_key, &json!({})).await;
+    assert_eq!(hb["status"], "active");
+    s.clock.advance(200);
+    praetor_server::sessions::sweep(&s.state).await;
+    let (_, got) = s.get(&format!("/api/v1/enforce/sessions/{id}"), &s.admin_key).await;
+    assert_eq!(got["session"]["status"], "expired", "the sweeper expired it without any request");
+    assert!(vault_kinds(&s).await.iter().any(|e| e["kind"] == "session.expired" && e["session_id"] == json!(id)));
+    let (_, hb) = s.post(&format!("/api/v1/enforce/sessions/{id}/heartbeat"), &s.admin_key, &json!({})).await;
+    assert_eq!(hb["status"], "expired");
+    assert_eq!(act(&s, &id, json!({})).await["decision"], "terminate");
+    // Expiry also holds between sweeps: the heartbeat itself notices.
+    let quick = start(&s, json!({ "agent_id": agent, "budgets": { "ttl_seconds": 1 } })).await;
+    s.clock.advance(1_000);
+    let (_, hb) = s.post(&format!("/api/v1/enforce/sessions/{quick}/heartbeat"), &s.admin_key, &json!({})).await;
+    assert_eq!(hb["status"], "expired");
+}
+
+#[tokio::test]
+async fn the_kill_switch_stops_the_next_action() {
+    let s = TestServer::start().await;
+    let agent = s.agent("rogue").await;
+    let id = start(&s, json!({ "agent_id": agent })).await;
+    assert_eq!(act(&s, &id, json!({})).await["decision"], "allow");
+    let (status, killed) = s.post(&format!("/api/v1/enforce/sessions/{id}/kill"), &s.admin_key, &json!({ "reason": "exfiltration suspected" })).await;
+    assert_eq!(status, StatusCode::OK, "{killed}");
+    assert_eq!(killed["session"]["status"], "killed");
+    let next = act(&s, &id, json!({})).await;
+    assert_eq!(next["decision"], "terminate");
+    assert!(next["reasoning"].as_str().unwrap().contains("exfiltration suspected"));
+    let (_, hb) = s.post(&format!("/api/v1/enforce/sessions/{id}/heartbeat"), &s.admin_key, &json!({})).await;
+    assert_eq!((hb["status"].as_str(), hb["kill_reason"].as_str()), (Some("killed"), Some("exfiltration suspected")));
+    let killed_event = vault_kinds(&s).await.into_iter().find(|e| e["kind"] == "session.killed").unwrap();
+    assert_eq!(killed_event["reason"], "exfiltration suspected");
+    assert!(killed_event["actor"].as_str().unwrap().starts_with("key_"), "who did it is sealed");
+    // Only administrators kill; agent keys cannot.
+    let agent_key = s.key(&["agent"], None).await;
+    let other = start(&s, json!({ "agent_id": agent })).await;
+    assert_error(&s.post(&format!("/api/v1/enforce/sessions/{other}/kill"), &agent_key, &json!({})).await, 403, "insufficient_scope");
+    // Ending is the agent's own close; an ended session stays ended.
+    let (_, ended) = s.post(&format!("/api/v1/enforce/sessions/{other}/end"), &agent_key, &json!({})).await;
+    assert_eq!(ended["session"]["status"], "ended");
+    assert_eq!(act(&s, &other, json!({})).await["decision"], "terminate");
+    let (_, listed) = s.get("/api/v1/enforce/sessions?status=killed", &s.admin_key).await;
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn revoking_a_credential_kills_every_live_session_of_its_agent() {
+    let s = TestServer::start().await;
+    let (_, reg) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "leaky" })).await;
+    let agent = reg["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let cred = reg["credential"]["credential_id"].as_str().unwrap().to_owned();
+    let one = start(&s, json!({ "agent_id": null, "credential_id": cred })).await;
+    let two = start(&s, json!({ "agent_id": agent })).await;
+    let bystander = start(&s, json!({ "agent_id": s.agent("bystander").await })).await;
+    let (status, answer) = s.post(&format!("/api/v1/enforce/credentials/{cred}/revoke"), &s.admin_key, &json!({ "reason": "key leaked" })).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["credential"]["status"], "revoked");
+    let killed: HashSet<&str> = answer["killed_sessions"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(killed, HashSet::from([one.as_str(), two.as_str()]));
+    for id in [&one, &two] {
+        assert_eq!(act(&s, id, json!({})).await["decision"], "terminate");
+    }
+    assert_eq!(act(&s, &bystander, json!({})).await["decision"], "allow");
+    // A revoked credential cannot open a new session.
+    assert_error(&s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "credential_id": cred })).await, 400, "invalid_field");
+    let kinds = vault_kinds(&s).await;
+    assert!(kinds.iter().any(|e| e["kind"] == "credential.revoked" && e["reason"] == "key leaked"));
+    assert_eq!(kinds.iter().filter(|e| e["kind"] == "session.killed").count(), 2);
+}
+
+#[tokio::test]
+async fn revoking_an_agent_deactivates_it_everywhere() {
+    let s = TestServer::start().await;
+    let agent = s.agent("fired").await;
+    let id = start(&s, json!({ "agent_id": agent })).await;
+    let (status, answer) = s.post(&format!("/api/v1/enforce/agents/{agent}/revoke"), &s.admin_key, &json!({ "reason": "decommissioned" })).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["agent"]["is_active"], false);
+    assert_eq!(answer["revoked_credentials"].as_array().unwrap().len(), 1);
+    assert_eq!(answer["killed_sessions"], json!([id]));
+    assert_eq!(act(&s, &id, json!({})).await["decision"], "terminate", "its live session is over");
+    let plain = s.intercept(json!({ "action_type": "x", "agent_id": agent })).await;
+    assert_eq!(plain["decision"], "block");
+    assert_eq!(plain["identity"]["check"], "agent_deactivated");
+    assert_error(&s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "agent_id": agent })).await, 400, "invalid_field");
+}
+
+#[tokio::test]
+async fn session_input_and_identity_are_checked() {
+    let s = TestServer::start().await;
+    let a = s.agent("a").await;
+    let b = s.agent("b").await;
+    assert_error(&s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "agent_id": null })).await, 400, "invalid_field");
+    let got = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "agent_id": a, "budgets": { "max_action": 3 } })).await;
+    assert_error(&got, 400, "unknown_field");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("budgets"), "{}", got.1);
+    let got = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "agent_id": a, "budgets": { "max_spend": { "USD": "lots" } } })).await;
+    assert_error(&got, 400, "invalid_field");
+    assert_error(&s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "agent_id": "agt_nobody" })).await, 404, "not_found");
+    let id = start(&s, json!({ "agent_id": a })).await;
+    let wrong = s.intercept(json!({ "action_type": "x", "agent_id": b, "session_id": id })).await;
+    assert_eq!(wrong["identity"]["check"], "session_agent_mismatch");
+    let unknown = s.intercept(json!({ "action_type": "x", "session_id": "sess_missing" })).await;
+    assert_eq!(unknown["identity"]["check"], "unknown_session");
+    assert_error(&s.get("/api/v1/enforce/sessions/sess_missing", &s.admin_key).await, 404, "not_found");
+    // A key bound to agent B cannot see or drive agent A's session.
+    let bound = s.key(&["agent"], Some(&b)).await;
+    assert_error(&s.post(&format!("/api/v1/enforce/sessions/{id}/heartbeat"), &bound, &json!({})).await, 404, "not_found");
+    // The other workspace cannot see it at all.
+    let (_, other) = praetor_server::bootstrap::create_workspace(&s.state, "other").await.unwrap();
+    assert_error(&s.get(&format!("/api/v1/enforce/sessions/{id}"), &other).await, 404, "not_found");
+}
+
+#[tokio::test]
+async fn sessions_survive_a_restart_of_the_state() {
+    let s = TestServer::start().await;
+    let agent = s.agent("persistent").await;
+    let id = start(&s, json!({ "agent_id": agent, "budgets": { "max_actions": 2 } })).await;
+    assert_eq!(act(&s, &id, json!({})).await["decision"], "allow");
+    // Reload everything from the store, as a restart would.
+    let snap = s.state.store.snapshot().await.unwrap();
+    let stored = snap.active_sessions.iter().find(|x| x.session_id == id).expect("the session is stored as active");
+    assert_eq!(stored.consumed.actions, 1);
+    assert_eq!(stored.budgets.max_actions, Some(2));
+}

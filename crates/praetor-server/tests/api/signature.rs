@@ -1,0 +1,92 @@
+//! Agents that require signed requests.
+
+use base64::Engine;
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{Value, json};
+
+use crate::harness::{T0, TestServer};
+
+struct SignedAgent {
+    id: String,
+    credential_id: String,
+    key: SigningKey,
+}
+
+async fn signed_agent(s: &TestServer) -> SignedAgent {
+    let (_, body) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "signer", "require_signature": true })).await;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let seed: [u8; 32] = b64.decode(body["credential"]["private_key"].as_str().unwrap()).unwrap().try_into().unwrap();
+    SignedAgent {
+        id: body["agent"]["agent_id"].as_str().unwrap().to_owned(),
+        credential_id: body["credential"]["credential_id"].as_str().unwrap().to_owned(),
+        key: SigningKey::from_bytes(&seed),
+    }
+}
+
+async fn send(s: &TestServer, a: &SignedAgent, body: &Value, ts: i64, nonce: &str, sign_with: Option<&SigningKey>) -> Value {
+    let raw = serde_json::to_vec(body).unwrap();
+    let path = "/api/v1/enforce/intercept";
+    let msg = praetor_server::signature::signed_message("POST", path, &ts.to_string(), nonce, &raw);
+    let sig = sign_with.unwrap_or(&a.key).sign(msg.as_bytes());
+    let res = s.client.post(s.url(path))
+        .header("X-API-Key", &s.admin_key)
+        .header("X-Praetor-Credential", &a.credential_id)
+        .header("X-Praetor-Timestamp", ts.to_string())
+        .header("X-Praetor-Nonce", nonce)
+        .header("X-Praetor-Signature", base64::engine::general_purpose::STANDARD.encode(sig.to_bytes()))
+        .header("Content-Type", "application/json")
+        .body(raw)
+        .send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn signed_requests_are_verified() {
+    let s = TestServer::start().await;
+    let a = signed_agent(&s).await;
+    let body = json!({ "action_type": "transfer", "agent_id": a.id });
+    let now = T0 / 1000;
+    let ok = send(&s, &a, &body, now, "nonce-0001", None).await;
+    assert_eq!(ok["decision"], "allow", "{ok}");
+    assert_eq!(ok["identity"]["result"], "verified");
+    let replay = send(&s, &a, &body, now, "nonce-0001", None).await;
+    assert_eq!(replay["identity"]["check"], "nonce_reused");
+    let stale = send(&s, &a, &body, now - 120, "nonce-0002", None).await;
+    assert_eq!(stale["identity"]["check"], "signature_expired");
+    let forged = send(&s, &a, &body, now, "nonce-0003", Some(&SigningKey::from_bytes(&[7; 32]))).await;
+    assert_eq!(forged["identity"]["check"], "signature_invalid");
+    assert_eq!(forged["decision"], "block");
+    // A bad signature does not burn the nonce: the genuine request still goes through.
+    let genuine = send(&s, &a, &body, now, "nonce-0003", None).await;
+    assert_eq!(genuine["decision"], "allow");
+    let unsigned = s.intercept(body.clone()).await;
+    assert_eq!(unsigned["identity"]["check"], "signature_missing");
+    assert_eq!(unsigned["decision"], "block");
+}
+
+#[tokio::test]
+async fn one_signature_covers_a_whole_batch() {
+    let s = TestServer::start().await;
+    let a = signed_agent(&s).await;
+    let body = json!({ "actions": [
+        { "action_type": "transfer", "agent_id": a.id },
+        { "action_type": "transfer", "agent_id": a.id },
+        { "action_type": "quote", "agent_id": a.id },
+    ]});
+    let raw = serde_json::to_vec(&body).unwrap();
+    let path = "/api/v1/enforce/batch";
+    let ts = (T0 / 1000).to_string();
+    let msg = praetor_server::signature::signed_message("POST", path, &ts, "batch-nonce-1", &raw);
+    let res = s.client.post(s.url(path))
+        .header("X-API-Key", &s.admin_key)
+        .header("X-Praetor-Credential", &a.credential_id)
+        .header("X-Praetor-Timestamp", &ts)
+        .header("X-Praetor-Nonce", "batch-nonce-1")
+        .header("X-Praetor-Signature", base64::engine::general_purpose::STANDARD.encode(a.key.sign(msg.as_bytes()).to_bytes()))
+        .header("Content-Type", "application/json")
+        .body(raw)
+        .send().await.unwrap();
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(answer["allowed"], 3, "{answer}");
+}

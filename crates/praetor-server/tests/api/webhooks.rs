@@ -1,0 +1,155 @@
+//! Webhooks: signed deliveries to a real HTTP receiver on a loopback port, retries with
+//! backoff, dead letters, outbound safety, the test endpoint and secret rotation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+use crate::harness::{TestServer, assert_error};
+
+/// A receiver that checks every request's signature and fails the first `failures`.
+#[derive(Default)]
+struct Receiver {
+    secret: Mutex<String>,
+    failures: Mutex<u32>,
+    seen: Mutex<Vec<(bool, Value)>>,
+}
+
+async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+    let sig = headers.get("x-praetor-signature").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let t: i64 = sig.split(',').find_map(|p| p.strip_prefix("t=")).and_then(|t| t.parse().ok()).unwrap_or(0);
+    let expected = praetor_server::delivery::signature(&r.secret.lock(), t, &body);
+    let valid = !sig.is_empty() && sig == expected;
+    r.seen.lock().push((valid, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+    let mut f = r.failures.lock();
+    if *f > 0 {
+        *f -= 1;
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    StatusCode::OK
+}
+
+async fn receiver() -> (Arc<Receiver>, String) {
+    let r = Arc::new(Receiver::default());
+    let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (r, url)
+}
+
+/// Let the dispatcher run, moving the manual clock past each backoff, until `done`.
+async fn until(s: &TestServer, mut done: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if done() {
+            return;
+        }
+        s.clock.advance(1_000);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the deliveries did not settle");
+}
+
+/// The webhook's delivery list once no delivery is pending any more (or after 5 s).
+async fn settled_deliveries(s: &TestServer, webhook_id: &str) -> Value {
+    let mut list = Value::Null;
+    for _ in 0..100 {
+        list = s.get(&format!("/api/v1/enforce/webhooks/{webhook_id}/deliveries"), &s.admin_key).await.1;
+        let pending = list["deliveries"].as_array().is_none_or(|d| d.iter().any(|d| d["status"] == "pending"));
+        if !pending {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    list
+}
+
+#[tokio::test]
+async fn deliveries_are_signed_retried_and_kept() {
+    let s = TestServer::start_with(|c| {
+        c.allow_private_targets = true;
+        c.delivery_max_attempts = 4;
+    })
+    .await;
+    let (r, url) = receiver().await;
+    *r.failures.lock() = 2;
+    let (status, hook) = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": url, "events": ["decision.block", "session.*"] })).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{hook}");
+    *r.secret.lock() = hook["secret"].as_str().unwrap().to_owned();
+    let id = hook["webhook"]["webhook_id"].as_str().unwrap().to_owned();
+    s.policy(json!({ "name": "no deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" })).await;
+    s.intercept(json!({ "action_type": "read" })).await; // allow: no event wanted
+    let blocked = s.intercept(json!({ "action_type": "delete_user" })).await;
+    assert_eq!(blocked["decision"], "block");
+    until(&s, || r.seen.lock().len() >= 3).await;
+    {
+        let seen = r.seen.lock();
+        assert_eq!(seen.len(), 3, "two failures, then success");
+        assert!(seen.iter().all(|(valid, _)| *valid), "every attempt carries a valid signature");
+        assert_eq!(seen[2].1["event"], "decision.block");
+        assert_eq!(seen[2].1["data"]["decision_id"], blocked["decision_id"]);
+    }
+    // The receiver answers before the dispatcher records the outcome: wait for the record.
+    let list = settled_deliveries(&s, &id).await;
+    let d = &list["deliveries"][0];
+    assert_eq!((d["status"].as_str(), d["attempts"].as_u64(), d["last_status"].as_u64()), (Some("delivered"), Some(3), Some(200)), "{list}");
+    // The test endpoint, and a rotated secret signs from now on.
+    let (_, rotated) = s.post(&format!("/api/v1/enforce/webhooks/{id}/rotate-secret"), &s.admin_key, &json!({})).await;
+    *r.secret.lock() = rotated["secret"].as_str().unwrap().to_owned();
+    let (status, _) = s.post(&format!("/api/v1/enforce/webhooks/{id}/test"), &s.admin_key, &json!({})).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    until(&s, || r.seen.lock().len() >= 4).await;
+    let last = r.seen.lock().last().cloned().unwrap();
+    assert!(last.0, "signed with the rotated secret");
+    assert_eq!(last.1["event"], "webhook.test");
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_ends_in_the_dead_letters() {
+    let s = TestServer::start_with(|c| {
+        c.allow_private_targets = true;
+        c.delivery_max_attempts = 3;
+    })
+    .await;
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (_, hook) = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": format!("http://127.0.0.1:{port}/x"), "events": ["*"] })).await;
+    let id = hook["webhook"]["webhook_id"].as_str().unwrap().to_owned();
+    let (_, _) = s.post(&format!("/api/v1/enforce/webhooks/{id}/test"), &s.admin_key, &json!({})).await;
+    let state = s.state.clone();
+    let mut dead = false;
+    for _ in 0..100 {
+        let rows = state.store.list_deliveries(&state.workspace_ids()[0], Some(&id), 10).await.unwrap();
+        if rows.iter().any(|d| d.status == "dead") {
+            dead = true;
+            break;
+        }
+        s.clock.advance(10_000);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(dead, "given up after the last attempt");
+    let (_, list) = s.get(&format!("/api/v1/enforce/webhooks/{id}/deliveries"), &s.admin_key).await;
+    let d = list["deliveries"].as_array().unwrap().iter().find(|d| d["status"] == "dead").unwrap().clone();
+    assert_eq!(d["attempts"], 3);
+    assert!(d["last_error"].as_str().unwrap().contains("request failed"), "{d}");
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_unless_allowed() {
+    let s = TestServer::start().await;
+    for url in ["http://127.0.0.1:9/x", "http://10.0.0.7/x", "http://[::1]/x", "http://169.254.169.254/latest", "ftp://example.com/x"] {
+        let got = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": url, "events": ["*"] })).await;
+        assert_error(&got, 400, "invalid_field");
+        assert!(got.1["error"]["message"].as_str().unwrap().contains("url"), "{url}: {}", got.1);
+    }
+    let got = s.post("/api/v1/rules", &s.admin_key, &json!({ "name": "a", "condition": { "trust_score_below": 0.5 }, "action": "alert",
+        "severity": "high", "alert": { "slack_webhook_url": "http://192.168.1.1/hook" } })).await;
+    assert_error(&got, 400, "invalid_field");
+    assert_error(&s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": "https://example.com", "events": [] })).await, 400, "invalid_field");
+}

@@ -1,0 +1,176 @@
+//! Persistence for Praetor. The only crate that knows SQL.
+//!
+//! Every write is a [`Txn`]: a list of mutations plus the vault entries that seal them,
+//! applied atomically. Backends group many transactions into one commit (one fsync for
+//! many decisions), and only then report success, so an answered decision is on disk.
+
+pub mod model;
+pub mod sqlite;
+
+pub use model::*;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("vault error: {0}")]
+    Vault(#[from] praetor_vault::VaultError),
+    #[error("`{0}` already exists")]
+    Conflict(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One change to the store's state. There is deliberately no way to delete or rewrite
+/// a vault entry or a decision.
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    InsertWorkspace(Workspace),
+    PutWorkspaceSettings { workspace_id: String, settings: praetor_core::WorkspaceSettings },
+    InsertApiKey(ApiKey),
+    RevokeApiKey { workspace_id: String, key_id: String, at: Millis },
+    /// Insert an agent, or replace its descriptive fields. Trust, the clean streak and
+    /// the action counts of an existing agent are left alone: decisions own them.
+    PutAgent(Agent),
+    /// An administrator sets an agent's trust score (the clean streak restarts).
+    SetTrust { workspace_id: String, agent_id: String, trust_score: u8 },
+    InsertCredential(Credential),
+    PutPolicy(PolicyRecord),
+    DeletePolicy { workspace_id: String, policy_id: String },
+    /// Insert a decision. `seal` names the index in `Txn::seal` of the entry that seals
+    /// it; its sequence number is written into `vault_seq`.
+    InsertDecision { row: DecisionRow, seal: Option<usize> },
+    AgentActivity(AgentActivity),
+    /// Insert or update a session, unless the stored version is newer.
+    PutSession(Session),
+    RevokeCredential { workspace_id: String, credential_id: String, at: Millis },
+    /// Insert or update an authority object, unless the stored version is newer.
+    PutObject(ObjectRecord),
+    InsertShadowHit(ShadowHit),
+    InsertViolation(Violation),
+    /// Enqueue, or record an attempt of, an outbound delivery.
+    PutDelivery(Delivery),
+}
+
+/// A vault entry to append: the entry's fields without `seq`, which the sequencer adds.
+#[derive(Debug, Clone)]
+pub struct SealRequest {
+    pub workspace_id: String,
+    pub body: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Txn {
+    pub mutations: Vec<Mutation>,
+    pub seal: Vec<SealRequest>,
+}
+
+/// Where an entry landed in its workspace's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sealed {
+    pub seq: u64,
+    pub leaf_hash: [u8; 32],
+}
+
+/// The current head of one workspace's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogHead {
+    pub size: u64,
+    pub root: [u8; 32],
+}
+
+/// How the store's group commits are going: the number of commits and of
+/// transactions they carried, and percentiles of the commit time (the durable append:
+/// one fsync per batch) and of the batch size since start.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct CommitStats {
+    pub commits: u64,
+    pub transactions: u64,
+    pub commit_us_p50: u64,
+    pub commit_us_p99: u64,
+    pub commit_us_max: u64,
+    pub commit_us_sum: u64,
+    pub batch_p50: u64,
+    pub batch_p99: u64,
+    pub batch_max: u64,
+}
+
+/// Everything the server loads into memory at start.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub workspaces: Vec<Workspace>,
+    pub api_keys: Vec<ApiKey>,
+    pub agents: Vec<Agent>,
+    pub credentials: Vec<Credential>,
+    pub policies: Vec<PolicyRecord>,
+    /// Sessions that are still active (closed ones are read from the store on demand).
+    pub active_sessions: Vec<Session>,
+    /// Authority objects still in force or awaiting action (every role, window, grant
+    /// and breakglass; escalations that are pending or approved).
+    pub objects: Vec<ObjectRecord>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Apply the transaction atomically and durably; return where each seal landed,
+    /// in the order of `txn.seal`.
+    async fn commit(&self, txn: Txn) -> Result<Vec<Sealed>>;
+
+    async fn snapshot(&self) -> Result<Snapshot>;
+
+    /// A key by the hex SHA-256 of its secret (keys made by another process).
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>>;
+    /// Every key of a workspace, including ones made by another process.
+    async fn list_api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKey>>;
+
+    async fn list_sessions(&self, workspace_id: &str, filter: &SessionFilter) -> Result<Vec<Session>>;
+    async fn list_objects(&self, workspace_id: &str, filter: &ObjectFilter) -> Result<Vec<ObjectRecord>>;
+    async fn get_object(&self, workspace_id: &str, kind: &str, object_id: &str) -> Result<Option<ObjectRecord>>;
+    async fn get_session(&self, workspace_id: &str, session_id: &str) -> Result<Option<Session>>;
+
+    /// Shadow policies' would-be effects since `since` (all shadow policies, or one).
+    async fn shadow_report(&self, workspace_id: &str, policy_id: Option<&str>, since: Millis) -> Result<Vec<ShadowSummary>>;
+
+    async fn list_violations(&self, workspace_id: &str, filter: &ViolationFilter) -> Result<Vec<Violation>>;
+    async fn get_violation(&self, workspace_id: &str, violation_id: &str) -> Result<Option<Violation>>;
+
+    /// Pending deliveries whose next attempt is due, across workspaces, oldest first.
+    async fn due_deliveries(&self, now: Millis, limit: u32) -> Result<Vec<Delivery>>;
+    async fn list_deliveries(&self, workspace_id: &str, webhook_id: Option<&str>, limit: u32) -> Result<Vec<Delivery>>;
+
+    async fn list_decisions(&self, workspace_id: &str, filter: &DecisionFilter) -> Result<(Vec<DecisionRow>, u64)>;
+    async fn get_decision(&self, workspace_id: &str, decision_id: &str) -> Result<Option<DecisionRow>>;
+
+    async fn log_head(&self, workspace_id: &str) -> Result<LogHead>;
+    /// Entries with `start <= seq < end`.
+    async fn vault_entries(&self, workspace_id: &str, start: u64, end: u64) -> Result<Vec<VaultEntryRow>>;
+    async fn inclusion_proof(&self, workspace_id: &str, index: u64, size: u64) -> Result<Vec<[u8; 32]>>;
+    async fn consistency_proof(&self, workspace_id: &str, first: u64, second: u64) -> Result<Vec<[u8; 32]>>;
+    /// The roots of the complete subtrees covering leaves `[0, size)` (for exports that
+    /// do not start at 0).
+    async fn prefix_hashes(&self, workspace_id: &str, size: u64) -> Result<Vec<[u8; 32]>>;
+    async fn tree_root(&self, workspace_id: &str, size: u64) -> Result<[u8; 32]>;
+    async fn put_checkpoint(&self, workspace_id: &str, checkpoint: CheckpointRow) -> Result<()>;
+    async fn latest_checkpoint(&self, workspace_id: &str) -> Result<Option<CheckpointRow>>;
+    /// The smallest stored checkpoint with `size >= at_least`.
+    async fn checkpoint_covering(&self, workspace_id: &str, at_least: u64) -> Result<Option<CheckpointRow>>;
+    async fn checkpoints_between(&self, workspace_id: &str, from_size: u64, to_size: u64) -> Result<Vec<CheckpointRow>>;
+
+    fn commit_stats(&self) -> CommitStats;
+
+    /// Short human label, e.g. `sqlite` (for `/v1/status`).
+    fn kind(&self) -> &'static str;
+}

@@ -1,0 +1,294 @@
+//! The records Praetor keeps. Plain data: no SQL here, so every backend shares them.
+
+use praetor_core::policy::PolicyDef;
+use praetor_core::session::{Budgets, Consumed, SessionStatus};
+use praetor_core::{WorkspaceSettings, action::PermissionBoundary};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Milliseconds since the Unix epoch. Every stored time uses it.
+pub type Millis = i64;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Workspace {
+    pub workspace_id: String,
+    pub name: String,
+    pub settings: WorkspaceSettings,
+    /// Secret for the vault's per-entry HMAC. Never leaves the server.
+    #[serde(skip_serializing)]
+    pub hmac_secret: Vec<u8>,
+    pub created_at: Millis,
+}
+
+/// What a key may do. `Agent` keys may be bound to one agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Admin,
+    Approvals,
+    Agent,
+    Read,
+}
+
+impl Scope {
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "admin" => Some(Scope::Admin),
+            "approvals" => Some(Scope::Approvals),
+            "agent" => Some(Scope::Agent),
+            "read" => Some(Scope::Read),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Approvals => "approvals",
+            Scope::Agent => "agent",
+            Scope::Read => "read",
+        }
+    }
+}
+
+/// An API key as stored: only the SHA-256 of the secret, never the secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub key_id: String,
+    pub workspace_id: String,
+    /// Hex SHA-256 of the full key string.
+    #[serde(skip_serializing)]
+    pub key_hash: String,
+    /// The first characters of the key, to recognise it in listings (`xb_live_ab12…`).
+    pub prefix: String,
+    pub scopes: Vec<Scope>,
+    pub agent_id: Option<String>,
+    pub label: Option<String>,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    pub agent_id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub framework: String,
+    pub description: Option<String>,
+    pub capabilities: Vec<String>,
+    pub scopes: Vec<String>,
+    pub permission_boundary: Option<PermissionBoundary>,
+    pub require_signature: bool,
+    pub trust_score: u8,
+    pub clean_streak: u32,
+    pub is_active: bool,
+    /// Passport and other descriptive fields the wire contract allows (model, owner, …).
+    pub attributes: Map<String, Value>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub last_seen_at: Option<Millis>,
+    pub total_actions: u64,
+    pub allowed_actions: u64,
+    pub blocked_actions: u64,
+    pub escalated_actions: u64,
+}
+
+/// An agent's public key. The private key is shown once at creation and never stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Credential {
+    pub credential_id: String,
+    pub workspace_id: String,
+    pub agent_id: String,
+    pub algorithm: String,
+    /// Base64 of the raw 32-byte Ed25519 public key.
+    pub public_key: String,
+    pub did: String,
+    pub created_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub revoked_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub workspace_id: String,
+    pub def: PolicyDef,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A stored decision: the indexed columns plus the full response body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRow {
+    pub decision_id: String,
+    pub workspace_id: String,
+    pub agent_id: Option<String>,
+    pub action_type: String,
+    pub decision: String,
+    pub created_at: Millis,
+    pub vault_seq: Option<u64>,
+    /// The action content as received (kept beside the log; the vault seals its hash).
+    pub content: Option<String>,
+    /// The decision as the API returns it.
+    pub body: Value,
+}
+
+/// The per-decision change to an agent's live figures, applied in the decision's batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentActivity {
+    pub workspace_id: String,
+    pub agent_id: String,
+    pub trust_score: u8,
+    pub clean_streak: u32,
+    pub decision: String,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DecisionFilter {
+    pub agent_id: Option<String>,
+    pub decision: Option<String>,
+    pub action_type: Option<String>,
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+    pub page: u32,
+    pub per_page: u32,
+}
+
+/// One sealed vault entry as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VaultEntryRow {
+    pub seq: u64,
+    pub leaf: Vec<u8>,
+    pub leaf_hash: [u8; 32],
+    pub chain_hash: [u8; 32],
+    pub hmac: [u8; 32],
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointRow {
+    pub size: u64,
+    pub root: [u8; 32],
+    pub note: String,
+    pub created_at: Millis,
+}
+
+/// A runtime session: live budgets and a kill switch around one agent's run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub session_id: String,
+    pub workspace_id: String,
+    pub agent_id: String,
+    pub credential_id: Option<String>,
+    pub label: Option<String>,
+    pub budgets: Budgets,
+    pub consumed: Consumed,
+    pub status: SessionStatus,
+    pub kill_reason: Option<String>,
+    /// `prompt_hash` and other descriptive fields.
+    pub attributes: Map<String, Value>,
+    pub created_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub closed_at: Option<Millis>,
+    /// Grows with every change; a write with a lower version than the stored one is
+    /// stale and ignored, so concurrent updates land in order.
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionFilter {
+    pub status: Option<String>,
+    pub agent_id: Option<String>,
+    pub limit: u32,
+}
+
+/// An authority object (role, temporal window, delegation grant, breakglass,
+/// escalation) as stored: its kind, indexed columns and the record as JSON. The server
+/// owns the typed records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub workspace_id: String,
+    pub kind: String,
+    pub object_id: String,
+    pub agent_id: Option<String>,
+    pub status: String,
+    pub body: Value,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ObjectFilter {
+    pub kind: String,
+    pub status: Option<String>,
+    pub agent_id: Option<String>,
+    pub limit: u32,
+}
+
+/// One shadow policy's match on one decision: what was decided, and what would have been.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowHit {
+    pub workspace_id: String,
+    pub policy_id: String,
+    pub decision_id: String,
+    pub actual: String,
+    pub would: String,
+    pub changed: bool,
+    pub at: Millis,
+}
+
+/// Per shadow policy: how often it matched, how many decisions it would have changed,
+/// from what to what, and a few examples.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShadowSummary {
+    pub policy_id: String,
+    pub matched: u64,
+    pub would_change: u64,
+    /// `(from, to, count)` for the changed decisions.
+    pub transitions: Vec<(String, String, u64)>,
+    pub examples: Vec<String>,
+}
+
+/// A rule or policy violation: which rule, how severe, and the decision's full context.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Violation {
+    pub violation_id: String,
+    pub workspace_id: String,
+    pub rule_id: String,
+    pub severity: String,
+    pub agent_id: Option<String>,
+    pub decision_id: String,
+    pub at: Millis,
+    pub body: Value,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ViolationFilter {
+    pub rule_id: Option<String>,
+    pub severity: Option<String>,
+    pub agent_id: Option<String>,
+    pub since: Option<Millis>,
+    pub limit: u32,
+}
+
+/// One outbound message: a signed webhook call, a Slack message or an e-mail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub delivery_id: String,
+    pub workspace_id: String,
+    /// `webhook`, `slack` or `email`.
+    pub channel: String,
+    /// The URL or the e-mail address.
+    pub target: String,
+    pub webhook_id: Option<String>,
+    pub event: String,
+    pub payload: Value,
+    /// `pending`, `delivered` or `dead` (given up).
+    pub status: String,
+    pub attempts: u32,
+    pub next_attempt_at: Millis,
+    pub last_error: Option<String>,
+    pub last_status: Option<u16>,
+    pub created_at: Millis,
+    pub delivered_at: Option<Millis>,
+}

@@ -1,0 +1,293 @@
+//! The single writer: it owns the read-write connection, groups every pending
+//! transaction into one SQLite commit (one fsync), and sequences the vault, so entry
+//! order is commit order. Callers wait for their transaction's commit before answering.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+
+use hdrhistogram::Histogram;
+use parking_lot::{Mutex, RwLock};
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::{rows, vault};
+use crate::model::CheckpointRow;
+use crate::{CommitStats, LogHead, Mutation, Result, Sealed, StoreError, Txn};
+
+/// At most this many transactions share one commit.
+const MAX_BATCH: usize = 1024;
+
+enum Job {
+    Commit(Txn, oneshot::Sender<Result<Vec<Sealed>>>),
+    Checkpoint(String, CheckpointRow, oneshot::Sender<Result<()>>),
+}
+
+pub struct WriterHandle {
+    jobs: Sender<Job>,
+    heads: Arc<RwLock<HashMap<String, LogHead>>>,
+    stats: Arc<Mutex<Recorder>>,
+}
+
+/// Commit time and batch size distributions, recorded once per batch.
+struct Recorder {
+    commit_us: Histogram<u64>,
+    batch: Histogram<u64>,
+    transactions: u64,
+    commit_us_sum: u64,
+}
+
+impl Recorder {
+    fn new() -> Result<Recorder> {
+        let h = |max| Histogram::new_with_bounds(1, max, 2).map_err(|e| StoreError::Database(format!("histogram: {e}")));
+        Ok(Recorder { commit_us: h(60_000_000)?, batch: h(1_000_000)?, transactions: 0, commit_us_sum: 0 })
+    }
+
+    fn record(&mut self, micros: u64, batch: usize) {
+        let _ = self.commit_us.record(micros.max(1));
+        let _ = self.batch.record((batch as u64).max(1));
+        self.transactions += batch as u64;
+        self.commit_us_sum += micros;
+    }
+}
+
+impl WriterHandle {
+    pub async fn commit(&self, txn: Txn) -> Result<Vec<Sealed>> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(Job::Commit(txn, tx)).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn put_checkpoint(&self, ws: String, cp: CheckpointRow) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(Job::Checkpoint(ws, cp, tx)).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub fn stats(&self) -> CommitStats {
+        let r = self.stats.lock();
+        CommitStats {
+            commits: r.commit_us.len(),
+            transactions: r.transactions,
+            commit_us_p50: r.commit_us.value_at_quantile(0.5),
+            commit_us_p99: r.commit_us.value_at_quantile(0.99),
+            commit_us_max: r.commit_us.max(),
+            commit_us_sum: r.commit_us_sum,
+            batch_p50: r.batch.value_at_quantile(0.5),
+            batch_p99: r.batch.value_at_quantile(0.99),
+            batch_max: r.batch.max(),
+        }
+    }
+
+    /// The committed head of a workspace's log, if the writer has touched it.
+    pub fn head(&self, ws: &str) -> Option<LogHead> {
+        self.heads.read().get(ws).copied()
+    }
+}
+
+pub fn spawn(conn: Connection) -> Result<WriterHandle> {
+    let (jobs, rx) = mpsc::channel();
+    let heads = Arc::new(RwLock::new(HashMap::new()));
+    let stats = Arc::new(Mutex::new(Recorder::new()?));
+    let mut writer = Writer { conn, data_version: None, logs: HashMap::new(), heads: heads.clone(), stats: stats.clone() };
+    std::thread::Builder::new()
+        .name("praetor-store-writer".into())
+        .spawn(move || writer.run(rx))
+        .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+    Ok(WriterHandle { jobs, heads, stats })
+}
+
+struct Writer {
+    conn: Connection,
+    /// SQLite's `data_version` when the appenders were last known to match the file:
+    /// it changes when another connection (e.g. `praetor keys create`) commits, and
+    /// then the appenders are rebuilt from the store.
+    data_version: Option<i64>,
+    /// Per-workspace appender state, restored from the store on first use.
+    logs: HashMap<String, vault::OpenLog>,
+    heads: Arc<RwLock<HashMap<String, LogHead>>>,
+    stats: Arc<Mutex<Recorder>>,
+}
+
+enum Reply {
+    Commit(oneshot::Sender<Result<Vec<Sealed>>>, Result<Vec<Sealed>>),
+    Checkpoint(oneshot::Sender<Result<()>>, Result<()>),
+}
+
+impl Writer {
+    fn run(&mut self, rx: Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch);
+        }
+        tracing::info!("store writer stopped");
+    }
+
+    fn run_batch(&mut self, batch: Vec<Job>) {
+        let started = std::time::Instant::now();
+        let size = batch.len();
+        let mut replies = Vec::with_capacity(batch.len());
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = format!("cannot begin a transaction: {e}");
+            for job in batch {
+                replies.push(fail(job, &msg));
+            }
+            return send_all(replies);
+        }
+        self.forget_logs_if_file_changed();
+        let mut poisoned: Option<String> = None;
+        for job in batch {
+            if let Some(msg) = &poisoned {
+                replies.push(fail(job, msg));
+                continue;
+            }
+            let reply = match job {
+                Job::Commit(txn, tx) => {
+                    let res = self.in_savepoint(|w| w.apply_txn(&txn));
+                    Reply::Commit(tx, res.map_err(|e| e.into_job_error(&mut poisoned)))
+                }
+                Job::Checkpoint(ws, cp, tx) => {
+                    let res = self.in_savepoint(|w| vault::insert_checkpoint(&w.conn, &ws, &cp));
+                    Reply::Checkpoint(tx, res.map_err(|e| e.into_job_error(&mut poisoned)))
+                }
+            };
+            replies.push(reply);
+        }
+        let commit = match &poisoned {
+            // A savepoint could not be released or rolled back: the transaction's state
+            // is unknown, so none of the batch may stand.
+            Some(msg) => Err(rusqlite::Error::InvalidParameterName(msg.clone())),
+            None => self.conn.execute_batch("COMMIT"),
+        };
+        if let Err(e) = commit {
+            tracing::error!(error = %e, "group commit failed; every transaction in it is refused");
+            let _ = self.conn.execute_batch("ROLLBACK");
+            // The in-memory appenders ran ahead of the disk: rebuild them from the store.
+            self.logs.clear();
+            let msg = format!("commit failed: {e}");
+            replies = replies.into_iter().map(|r| r.into_failure(&msg)).collect();
+        } else {
+            let mut heads = self.heads.write();
+            for (ws, log) in &self.logs {
+                heads.insert(ws.clone(), log.head());
+            }
+        }
+        self.stats.lock().record(started.elapsed().as_micros() as u64, size);
+        send_all(replies);
+    }
+
+    /// Run `f` in a savepoint: on error its writes are undone and the appenders it
+    /// touched are restored, and the rest of the batch goes on.
+    fn in_savepoint<T>(&mut self, f: impl FnOnce(&mut Writer) -> Result<T>) -> Result<T, JobError> {
+        self.conn.execute_batch("SAVEPOINT job").map_err(|e| JobError::Poisoned(e.to_string()))?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.execute_batch("RELEASE job").map_err(|e| JobError::Poisoned(e.to_string()))?;
+                Ok(v)
+            }
+            Err(e) => {
+                // Undo the job's writes; its appends are forgotten by rebuilding the
+                // appenders from the store (through this connection, so the batch's
+                // earlier, uncommitted appends are seen).
+                self.logs.clear();
+                // Heads are refreshed after COMMIT only for appenders still cached: forget
+                // them all, so no workspace appended earlier in this batch keeps a stale one.
+                self.heads.write().clear();
+                self.conn.execute_batch("ROLLBACK TO job; RELEASE job").map_err(|e| JobError::Poisoned(e.to_string()))?;
+                Err(JobError::Failed(e))
+            }
+        }
+    }
+
+    /// Another process committed to the file since the appenders were built (their
+    /// size and chain head may be stale): rebuild them from the store.
+    fn forget_logs_if_file_changed(&mut self) {
+        let now: Option<i64> = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0)).ok();
+        if now.is_none() || now != self.data_version {
+            if self.data_version.is_some() {
+                tracing::info!("the database was changed by another process; reloading the vault appenders");
+            }
+            self.logs.clear();
+            self.heads.write().clear();
+        }
+        self.data_version = now;
+    }
+
+    /// Order within a transaction: plain mutations, then seals (a workspace created in
+    /// this transaction already has its secret), then decisions (which record their
+    /// seal's sequence number).
+    fn apply_txn(&mut self, txn: &Txn) -> Result<Vec<Sealed>> {
+        for m in txn.mutations.iter().filter(|m| !matches!(m, Mutation::InsertDecision { .. })) {
+            rows::apply(&self.conn, m, &[])?;
+        }
+        let mut sealed = Vec::with_capacity(txn.seal.len());
+        for req in &txn.seal {
+            if !self.logs.contains_key(&req.workspace_id) {
+                let log = vault::OpenLog::restore(&self.conn, &req.workspace_id)?;
+                self.logs.insert(req.workspace_id.clone(), log);
+            }
+            let log = self
+                .logs
+                .get_mut(&req.workspace_id)
+                .ok_or_else(|| StoreError::Corrupt("appender vanished".into()))?;
+            sealed.push(log.append(&self.conn, &req.body)?);
+        }
+        let seqs: Vec<u64> = sealed.iter().map(|s| s.seq).collect();
+        for m in txn.mutations.iter().filter(|m| matches!(m, Mutation::InsertDecision { .. })) {
+            rows::apply(&self.conn, m, &seqs)?;
+        }
+        Ok(sealed)
+    }
+}
+
+/// How one job failed: on its own (the batch goes on) or leaving the transaction in an
+/// unknown state (the whole batch is refused).
+enum JobError {
+    Failed(StoreError),
+    Poisoned(String),
+}
+
+impl JobError {
+    fn into_job_error(self, poisoned: &mut Option<String>) -> StoreError {
+        match self {
+            JobError::Failed(e) => e,
+            JobError::Poisoned(msg) => {
+                let msg = format!("savepoint failed: {msg}");
+                *poisoned = Some(msg.clone());
+                StoreError::Database(msg)
+            }
+        }
+    }
+}
+
+fn fail(job: Job, msg: &str) -> Reply {
+    match job {
+        Job::Commit(_, tx) => Reply::Commit(tx, Err(StoreError::Database(msg.to_owned()))),
+        Job::Checkpoint(_, _, tx) => Reply::Checkpoint(tx, Err(StoreError::Database(msg.to_owned()))),
+    }
+}
+
+impl Reply {
+    fn into_failure(self, msg: &str) -> Reply {
+        match self {
+            Reply::Commit(tx, _) => Reply::Commit(tx, Err(StoreError::Database(msg.to_owned()))),
+            Reply::Checkpoint(tx, _) => Reply::Checkpoint(tx, Err(StoreError::Database(msg.to_owned()))),
+        }
+    }
+}
+
+fn send_all(replies: Vec<Reply>) {
+    for r in replies {
+        // A caller that stopped waiting is not an error: its transaction still stands.
+        match r {
+            Reply::Commit(tx, res) => drop(tx.send(res)),
+            Reply::Checkpoint(tx, res) => drop(tx.send(res)),
+        }
+    }
+}

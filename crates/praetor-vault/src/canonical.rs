@@ -1,0 +1,307 @@
+//! Canonical JSON, the byte encoding of every vault leaf.
+//!
+//! The rules are those of `xybern-wire.md` §7.3, i.e. exactly what Python produces with
+//! `json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`:
+//!
+//! - object keys sorted by Unicode code point at every depth (for UTF-8 strings, byte
+//!   order is code point order);
+//! - no whitespace; `,` between items, `:` between key and value;
+//! - strings as raw UTF-8; only `"`, `\` and control characters below U+0020 are
+//!   escaped: `\b \t \n \f \r` in short form, the others as `\u00xx` with lowercase hex;
+//!   `/`, DEL (U+007F), U+2028 and U+2029 are written raw;
+//! - `true`, `false`, `null`; integers in plain decimal (i64 or u64 range);
+//! - **no floats**: any number that is not an integer is an error naming its JSON path.
+//!
+//! This module does not rely on `serde_json`'s map ordering (a dependency could turn on
+//! `preserve_order`); it sorts and escapes on its own.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::VaultError;
+
+/// Encodes `v` as canonical JSON (see the module documentation).
+///
+/// # Errors
+/// [`VaultError::FloatNotAllowed`] when a number is not an i64/u64 integer.
+pub fn canonical_json(v: &Value) -> Result<Vec<u8>, VaultError> {
+    let mut out = Vec::with_capacity(256);
+    let mut path = String::from("$");
+    write_value(v, &mut out, &mut path)?;
+    Ok(out)
+}
+
+/// Serialises `t` with serde and encodes the result as canonical JSON.
+///
+/// # Errors
+/// [`VaultError::InvalidJson`] when serde cannot represent `t` as JSON,
+/// [`VaultError::FloatNotAllowed`] when it holds a float.
+pub fn to_canonical_json<T: Serialize + ?Sized>(t: &T) -> Result<Vec<u8>, VaultError> {
+    let v = serde_json::to_value(t).map_err(|e| VaultError::InvalidJson {
+        reason: e.to_string(),
+    })?;
+    canonical_json(&v)
+}
+
+/// Checks that `bytes` is JSON already in canonical form: parsing it and encoding it
+/// again gives the same bytes. Duplicate keys, whitespace, unsorted keys, escaped
+/// non-ASCII and floats all fail.
+///
+/// # Errors
+/// [`VaultError::InvalidJson`], [`VaultError::FloatNotAllowed`] or
+/// [`VaultError::NonCanonicalLeaf`].
+pub fn check_canonical(bytes: &[u8]) -> Result<(), VaultError> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| VaultError::InvalidJson {
+        reason: e.to_string(),
+    })?;
+    let again = canonical_json(&v)?;
+    if again.as_slice() == bytes {
+        Ok(())
+    } else {
+        Err(VaultError::NonCanonicalLeaf)
+    }
+}
+
+fn write_value(v: &Value, out: &mut Vec<u8>, path: &mut String) -> Result<(), VaultError> {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                out.extend_from_slice(i.to_string().as_bytes());
+            } else if let Some(u) = n.as_u64() {
+                out.extend_from_slice(u.to_string().as_bytes());
+            } else {
+                return Err(VaultError::FloatNotAllowed { path: path.clone() });
+            }
+        }
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let len = path.len();
+                path.push('[');
+                path.push_str(&i.to_string());
+                path.push(']');
+                write_value(item, out, path)?;
+                path.truncate(len);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            // Sort ourselves: UTF-8 byte order equals Unicode code point order.
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (i, (k, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(k, out);
+                out.push(b':');
+                let len = path.len();
+                push_path_key(path, k);
+                write_value(item, out, path)?;
+                path.truncate(len);
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+/// Appends `.key` for plain identifiers, `["key"]` otherwise, so the path is unambiguous.
+fn push_path_key(path: &mut String, key: &str) {
+    let plain = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if plain {
+        path.push('.');
+        path.push_str(key);
+    } else {
+        let mut quoted = Vec::with_capacity(key.len() + 2);
+        write_string(key, &mut quoted);
+        path.push('[');
+        path.push_str(&String::from_utf8_lossy(&quoted));
+        path.push(']');
+    }
+}
+
+/// Writes `s` as a JSON string with Python's `ensure_ascii=False` escaping.
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            0x08 => Some(b"\\b"),
+            0x09 => Some(b"\\t"),
+            0x0a => Some(b"\\n"),
+            0x0c => Some(b"\\f"),
+            0x0d => Some(b"\\r"),
+            _ => None,
+        };
+        if short.is_none() && b >= 0x20 {
+            continue;
+        }
+        // Multi-byte UTF-8 sequences only contain bytes >= 0x80, so slicing at an
+        // ASCII byte never splits a character.
+        out.extend_from_slice(&bytes[start..i]);
+        match short {
+            Some(esc) => out.extend_from_slice(esc),
+            None => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0x0f)]);
+            }
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn canon(v: &Value) -> String {
+        String::from_utf8(canonical_json(v).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn sorts_keys_at_every_depth_and_drops_whitespace() {
+        let v = json!({"b": 1, "a": {"z": [3, {"y": null, "x": true}], "m": false}, "A": -5});
+        assert_eq!(
+            canon(&v),
+            r#"{"A":-5,"a":{"m":false,"z":[3,{"x":true,"y":null}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn sorts_by_code_point_not_utf16() {
+        // U+FF5E (3 bytes) sorts before U+1F600 (4 bytes, a surrogate pair in UTF-16:
+        // Python compares code points, so the emoji comes last).
+        let v = json!({"\u{1F600}": 1, "\u{FF5E}": 2, "z": 3, "é": 4});
+        assert_eq!(
+            canon(&v),
+            "{\"z\":3,\"é\":4,\"\u{FF5E}\":2,\"\u{1F600}\":1}"
+        );
+    }
+
+    #[test]
+    fn escapes_exactly_like_python() {
+        let s = "quote\" backslash\\ slash/ nl\n cr\r tab\t bs\u{8} ff\u{c} nul\u{0} \
+                 us\u{1f} del\u{7f} ls\u{2028} ps\u{2029} emoji😀 é";
+        let got = canon(&json!(s));
+        // json.dumps(s, ensure_ascii=False)
+        let want = "\"quote\\\" backslash\\\\ slash/ nl\\n cr\\r tab\\t bs\\b ff\\f nul\\u0000 \
+                    us\\u001f del\u{7f} ls\u{2028} ps\u{2029} emoji😀 é\"";
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn control_chars_use_lowercase_hex() {
+        assert_eq!(canon(&json!("\u{1b}\u{0b}")), "\"\\u001b\\u000b\"");
+    }
+
+    #[test]
+    fn integers_plain_at_extremes() {
+        let v = json!([i64::MIN, i64::MAX, u64::MAX, 0, -0]);
+        assert_eq!(
+            canon(&v),
+            "[-9223372036854775808,9223372036854775807,18446744073709551615,0,0]"
+        );
+    }
+
+    #[test]
+    fn floats_are_rejected_with_their_path() {
+        let v = json!({"order": {"items": [{"qty": 1}, {"price": 2.5}]}});
+        let err = canonical_json(&v).unwrap_err();
+        assert_eq!(
+            err,
+            VaultError::FloatNotAllowed {
+                path: "$.order.items[1].price".into()
+            }
+        );
+        assert!(err.to_string().contains("`$.order.items[1].price`"));
+        let v = json!({"a b": 1.0});
+        assert_eq!(
+            canonical_json(&v).unwrap_err(),
+            VaultError::FloatNotAllowed {
+                path: "$[\"a b\"]".into()
+            }
+        );
+        assert!(canonical_json(&json!(1e300)).is_err());
+    }
+
+    #[test]
+    fn keys_are_escaped_too() {
+        let v = json!({"a\"b": 1, "new\nline": 2});
+        assert_eq!(canon(&v), r#"{"a\"b":1,"new\nline":2}"#);
+    }
+
+    #[test]
+    fn empty_containers() {
+        assert_eq!(
+            canon(&json!({"a": {}, "b": [], "c": ""})),
+            r#"{"a":{},"b":[],"c":""}"#
+        );
+    }
+
+    #[test]
+    fn check_canonical_accepts_and_rejects() {
+        assert!(check_canonical(br#"{"a":1,"b":"\u001f/"}"#).is_ok());
+        assert_eq!(
+            check_canonical(br#"{"b":1,"a":2}"#),
+            Err(VaultError::NonCanonicalLeaf)
+        );
+        assert_eq!(
+            check_canonical(br#"{"a": 1}"#),
+            Err(VaultError::NonCanonicalLeaf)
+        );
+        assert_eq!(
+            check_canonical(br#"{"a":1,"a":1}"#),
+            Err(VaultError::NonCanonicalLeaf)
+        );
+        assert_eq!(
+            check_canonical(br#"["\u00e9"]"#),
+            Err(VaultError::NonCanonicalLeaf)
+        );
+        assert_eq!(
+            check_canonical(br#"["\/"]"#),
+            Err(VaultError::NonCanonicalLeaf)
+        );
+        assert!(matches!(
+            check_canonical(b"[1.0]"),
+            Err(VaultError::FloatNotAllowed { .. })
+        ));
+        assert!(matches!(
+            check_canonical(b"{"),
+            Err(VaultError::InvalidJson { .. })
+        ));
+    }
+
+    #[test]
+    fn serde_structs() {
+        #[derive(Serialize)]
+        struct R {
+            z: u32,
+            a: &'static str,
+        }
+        assert_eq!(
+            to_canonical_json(&R { z: 1, a: "x" }).unwrap(),
+            br#"{"a":"x","z":1}"#.to_vec()
+        );
+    }
+}

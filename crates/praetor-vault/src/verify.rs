@@ -1,0 +1,708 @@
+//! Offline verification of export bundles and receipts, with nothing but public keys.
+//!
+//! A [`Bundle`] is a contiguous range of log entries `[start, end)` with the signed
+//! checkpoints that cover them; [`verify_bundle`] recomputes every leaf hash, the hash
+//! chain and the Merkle roots in one streaming pass (`O(n)` time, `O(log n)` memory
+//! besides the bundle itself) and checks them against the signed checkpoints. A
+//! [`Receipt`] is one entry with an inclusion proof and a signed checkpoint;
+//! [`verify_receipt`] checks it. The JSON shapes are specified in `docs/vault.md`.
+//!
+//! What cannot be checked offline: the per-entry HMACs (they need the workspace
+//! secret; see [`verify_hmacs`]) and, for a bundle that does not start at 0, the chain
+//! link before its first entry (`prev_chain_hash` is taken as given; the Merkle roots
+//! still bind every entry to the signed checkpoints).
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::check_canonical;
+use crate::chain::{GENESIS_CHAIN_HASH, chain_hash, verify_entry_hmac};
+use crate::checkpoint::{Checkpoint, NoteVerifier, split_note};
+use crate::error::VaultError;
+use crate::log::Appended;
+use crate::merkle::{
+    Frontier, Hash, HashReader, hashes_equal, leaf_hash, prefix_hashes, prove_consistency,
+    prove_inclusion, verify_consistency, verify_inclusion,
+};
+
+/// The `format` of a bundle.
+pub const BUNDLE_FORMAT: &str = "praetor-vault-bundle-v1";
+/// The `format` of a receipt.
+pub const RECEIPT_FORMAT: &str = "praetor-vault-receipt-v1";
+
+/// A public key as published in a bundle, for information only: a verifier must get
+/// the key it trusts out of band, never from the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicKeyInfo {
+    /// The key name in signature lines.
+    pub name: String,
+    /// `"ed25519"` or `"ecdsa-p256"`.
+    pub algorithm: String,
+    /// The C2SP verifier key `<name>+<hex key ID>+<base64(type || key)>`.
+    pub vkey: String,
+    /// The SubjectPublicKeyInfo PEM.
+    pub public_key_pem: String,
+}
+
+impl PublicKeyInfo {
+    /// Describes a verifier.
+    ///
+    /// # Errors
+    /// [`VaultError::KeyEncoding`].
+    pub fn from_verifier(v: &NoteVerifier) -> Result<Self, VaultError> {
+        Ok(Self {
+            name: v.name().to_owned(),
+            algorithm: v.algorithm().as_str().to_owned(),
+            vkey: v.vkey(),
+            public_key_pem: v.public_key_pem()?,
+        })
+    }
+}
+
+/// One log entry as exported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The sequence number (leaf index), from 0.
+    pub seq: u64,
+    /// The leaf: canonical JSON, carried as a JSON string so its bytes are exact.
+    pub leaf: String,
+    /// `SHA-256(0x00 || leaf)`, lowercase hex.
+    pub leaf_hash: String,
+    /// `SHA-256(prev chain hash || leaf_hash)`, lowercase hex.
+    pub chain_hash: String,
+    /// The chain hash of entry `seq - 1`, lowercase hex: required on the first entry
+    /// of a bundle that does not start at 0, optional (and checked) elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_chain_hash: Option<String>,
+    /// `HMAC-SHA256(secret, u64be(seq) || leaf_hash || chain_hash)`, lowercase hex;
+    /// optional, only checkable with the secret ([`verify_hmacs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac: Option<String>,
+}
+
+impl Entry {
+    /// The exported form of an entry the log appended.
+    #[must_use]
+    pub fn from_appended(leaf: String, appended: &Appended, with_hmac: bool) -> Self {
+        Self {
+            seq: appended.seq,
+            leaf,
+            leaf_hash: hex::encode(appended.leaf_hash),
+            chain_hash: hex::encode(appended.chain_hash),
+            prev_chain_hash: None,
+            hmac: with_hmac.then(|| hex::encode(appended.hmac)),
+        }
+    }
+}
+
+/// A consistency proof between two checkpoint sizes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyProof {
+    /// The older tree size.
+    pub size1: u64,
+    /// The newer tree size.
+    pub size2: u64,
+    /// The RFC 6962 §2.1.2 proof, lowercase hex hashes.
+    pub proof: Vec<String>,
+}
+
+/// An export of entries `[start, start + entries.len())` with the checkpoints that
+/// cover them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bundle {
+    /// Always [`BUNDLE_FORMAT`].
+    pub format: String,
+    /// The log's origin (the first line of every checkpoint).
+    pub origin: String,
+    /// The log's public keys, for information.
+    #[serde(default)]
+    pub keys: Vec<PublicKeyInfo>,
+    /// The sequence number of the first entry (the tree size before it).
+    pub start: u64,
+    /// The roots of the maximal complete subtrees covering leaves `[0, start)`, left
+    /// to right, lowercase hex (`popcount(start)` of them; empty when `start == 0`).
+    #[serde(default)]
+    pub prefix_hashes: Vec<String>,
+    /// The entries, in sequence order, without gaps.
+    pub entries: Vec<Entry>,
+    /// Signed checkpoint notes, in non-decreasing size order, each of size in
+    /// `[start, end]`; the last one must cover every entry (size `end`).
+    pub checkpoints: Vec<String>,
+    /// A consistency proof for each pair of consecutive checkpoints of different,
+    /// non-zero sizes.
+    #[serde(default)]
+    pub consistency_proofs: Vec<ConsistencyProof>,
+}
+
+impl Bundle {
+    /// Parses a bundle from JSON bytes.
+    ///
+    /// # Errors
+    /// [`VaultError::InvalidJson`].
+    pub fn from_json(bytes: &[u8]) -> Result<Self, VaultError> {
+        serde_json::from_slice(bytes).map_err(|e| VaultError::InvalidJson {
+            reason: e.to_string(),
+        })
+    }
+
+    /// The sequence number after the last entry.
+    #[must_use]
+    pub fn end(&self) -> u64 {
+        self.start + self.entries.len() as u64
+    }
+}
+
+/// One entry with the proof that a signed checkpoint includes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Always [`RECEIPT_FORMAT`].
+    pub format: String,
+    /// The log's origin.
+    pub origin: String,
+    /// The entry.
+    pub entry: Entry,
+    /// The RFC 6962 §2.1.1 inclusion proof of `entry.seq` in the checkpoint's tree,
+    /// lowercase hex, leaf side first.
+    pub inclusion_proof: Vec<String>,
+    /// The signed checkpoint note.
+    pub checkpoint: String,
+}
+
+impl Receipt {
+    /// Parses a receipt from JSON bytes.
+    ///
+    /// # Errors
+    /// [`VaultError::InvalidJson`].
+    pub fn from_json(bytes: &[u8]) -> Result<Self, VaultError> {
+        serde_json::from_slice(bytes).map_err(|e| VaultError::InvalidJson {
+            reason: e.to_string(),
+        })
+    }
+
+    /// The receipt as a C2SP `tlog-proof@v1` text: the `extra` line carries the leaf
+    /// bytes (base64), then the index, the proof hashes (base64) and the checkpoint.
+    /// Proof hashes that are not valid hex are left out (the proof then fails).
+    #[must_use]
+    pub fn to_tlog_proof(&self) -> String {
+        let mut s = String::from("c2sp.org/tlog-proof@v1\n");
+        s.push_str(&format!(
+            "extra {}\n",
+            B64.encode(self.entry.leaf.as_bytes())
+        ));
+        s.push_str(&format!("index {}\n", self.entry.seq));
+        for p in &self.inclusion_proof {
+            if let Ok(h) = hex::decode(p) {
+                s.push_str(&B64.encode(h));
+                s.push('\n');
+            }
+        }
+        s.push('\n');
+        s.push_str(&self.checkpoint);
+        s
+    }
+}
+
+/// A verification failure: the first bad sequence number, when one entry is to blame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The first sequence number found bad (`None` for a bundle-level problem such as
+    /// a bad signature).
+    pub seq: Option<u64>,
+    /// What is wrong, lowercase.
+    pub message: String,
+}
+
+impl Failure {
+    fn at(seq: u64, message: impl Into<String>) -> Self {
+        Self {
+            seq: Some(seq),
+            message: message.into(),
+        }
+    }
+
+    fn bundle(message: impl Into<String>) -> Self {
+        Self {
+            seq: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.seq {
+            Some(seq) => write!(f, "entry {seq}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// What a successful bundle verification established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The log's origin.
+    pub origin: String,
+    /// The first sequence number of the bundle.
+    pub start: u64,
+    /// The sequence number after the last entry (= the size of the last checkpoint).
+    pub end: u64,
+    /// The number of checkpoints verified.
+    pub checkpoints: usize,
+    /// The number of consistency proofs verified.
+    pub consistency_proofs: usize,
+    /// The names of the trusted keys whose signatures verified.
+    pub signed_by: Vec<String>,
+    /// The tree root at `end`.
+    pub root: Hash,
+    /// The chain hash of the last entry (`None` for a bundle without entries).
+    pub chain_head: Option<Hash>,
+}
+
+/// What a successful receipt verification established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptReport {
+    /// The log's origin.
+    pub origin: String,
+    /// The entry's sequence number.
+    pub seq: u64,
+    /// The size of the checkpoint that includes it.
+    pub tree_size: u64,
+    /// The checkpoint's root.
+    pub root: Hash,
+    /// The names of the trusted keys whose signatures verified.
+    pub signed_by: Vec<String>,
+}
+
+fn decode_hash(s: &str) -> Option<Hash> {
+    let mut h = [0u8; 32];
+    hex::decode_to_slice(s, &mut h).ok().map(|()| h)
+}
+
+fn decode_hashes(v: &[String]) -> Option<Vec<Hash>> {
+    v.iter().map(|s| decode_hash(s)).collect()
+}
+
+/// Checks one entry's leaf encoding and leaf hash; returns the leaf hash.
+fn check_leaf(e: &Entry) -> Result<Hash, Failure> {
+    check_canonical(e.leaf.as_bytes())
+        .map_err(|err| Failure::at(e.seq, format!("leaf is not valid canonical json: {err}")))?;
+    let computed = leaf_hash(e.leaf.as_bytes());
+    let given = decode_hash(&e.leaf_hash)
+        .ok_or_else(|| Failure::at(e.seq, "`leaf_hash` is not 32 bytes of hex"))?;
+    if !hashes_equal(&computed, &given) {
+        return Err(Failure::at(
+            e.seq,
+            "leaf hash does not match the leaf bytes",
+        ));
+    }
+    Ok(computed)
+}
+
+fn open_checkpoint(
+    i: usize,
+    note: &str,
+    origin: &str,
+    keys: &[NoteVerifier],
+    signed_by: &mut Vec<String>,
+) -> Result<Checkpoint, Failure> {
+    let (cp, names) = Checkpoint::open(note, keys)
+        .map_err(|e| Failure::bundle(format!("checkpoint {i}: {e}")))?;
+    if cp.origin != origin {
+        return Err(Failure::bundle(format!(
+            "checkpoint {i}: origin `{}` is not the log's origin `{origin}`",
+            cp.origin
+        )));
+    }
+    for n in names {
+        if !signed_by.contains(&n) {
+            signed_by.push(n);
+        }
+    }
+    Ok(cp)
+}
+
+/// How often [`verify_bundle`] reports progress, in entries.
+const PROGRESS_EVERY: u64 = 1 << 16;
+
+/// Verifies a bundle offline against trusted public keys.
+///
+/// In order: the format; every checkpoint's signatures (c2sp.org/signed-note rules,
+/// at least one trusted signature each), origin and size order; the consistency proof
+/// between each pair of consecutive checkpoints; then, streaming over the entries:
+/// sequence numbers without gaps, each leaf canonical JSON, each leaf hash recomputed,
+/// each chain link recomputed, and the Merkle root recomputed and compared with every
+/// checkpoint when the tree reaches its size. Finally every checkpoint must have been
+/// reached (else the bundle is truncated) and the last must cover the last entry.
+///
+/// `progress(done, total)` is called every 65,536 entries and at the end.
+///
+/// # Errors
+/// The first [`Failure`]; entry-level failures name the first bad sequence number.
+pub fn verify_bundle(
+    bundle: &Bundle,
+    keys: &[NoteVerifier],
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Report, Failure> {
+    if bundle.format != BUNDLE_FORMAT {
+        return Err(Failure::bundle(format!(
+            "unknown bundle format `{}`, expected `{BUNDLE_FORMAT}`",
+            bundle.format
+        )));
+    }
+    if keys.is_empty() {
+        return Err(Failure::bundle("no trusted public key given"));
+    }
+    let start = bundle.start;
+    let total = bundle.entries.len() as u64;
+    let end = start
+        .checked_add(total)
+        .ok_or_else(|| Failure::bundle("`start` is out of range"))?;
+
+    // 1. Checkpoints: signatures, origin, order.
+    if bundle.checkpoints.is_empty() {
+        return Err(Failure::bundle(
+            "bundle has no checkpoint: nothing is signed",
+        ));
+    }
+    let mut signed_by = Vec::new();
+    let mut cps = Vec::with_capacity(bundle.checkpoints.len());
+    for (i, note) in bundle.checkpoints.iter().enumerate() {
+        let cp = open_checkpoint(i, note, &bundle.origin, keys, &mut signed_by)?;
+        if let Some(prev) = cps.last().map(|c: &Checkpoint| c.size) {
+            if cp.size < prev {
+                return Err(Failure::bundle(format!(
+                    "checkpoint {i}: size {} is smaller than the previous checkpoint's {prev}",
+                    cp.size
+                )));
+            }
+        }
+        if cp.size < start {
+            return Err(Failure::bundle(format!(
+                "checkpoint {i}: size {} ends before the bundle's first entry {start}",
+                cp.size
+            )));
+        }
+        cps.push(cp);
+    }
+
+    // 2. Consistency between consecutive checkpoints (RFC 6962 §2.1.2).
+    let mut consistency_checked = 0;
+    for pair in cps.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        if a.size == b.size || a.size == 0 {
+            continue;
+        }
+        let p = bundle
+            .consistency_proofs
+            .iter()
+            .find(|p| p.size1 == a.size && p.size2 == b.size)
+            .ok_or_else(|| {
+                Failure::bundle(format!(
+                    "missing consistency proof from size {} to size {}",
+                    a.size, b.size
+                ))
+            })?;
+        let proof = decode_hashes(&p.proof).ok_or_else(|| {
+            Failure::bundle(format!(
+                "consistency proof {}..{} has a hash that is not 32 bytes of hex",
+                a.size, b.size
+            ))
+        })?;
+        verify_consistency(a.size, b.size, &a.root, &b.root, &proof).map_err(|e| {
+            Failure::bundle(format!(
+                "checkpoints of sizes {} and {} are not consistent: {e}",
+                a.size, b.size
+            ))
+        })?;
+        consistency_checked += 1;
+    }
+
+    // 3. The tree before the first entry.
+    let prefix = decode_hashes(&bundle.prefix_hashes)
+        .ok_or_else(|| Failure::bundle("`prefix_hashes` has a hash that is not 32 bytes of hex"))?;
+    let mut frontier = Frontier::from_parts(start, prefix)
+        .map_err(|e| Failure::bundle(format!("`prefix_hashes` does not fit `start`: {e}")))?;
+
+    // 4. Stream over the entries.
+    let mut next_cp = 0usize;
+    // The first sequence number not yet covered by a matching checkpoint root.
+    let mut covered_to = start;
+    let check_roots = |frontier: &Frontier, next_cp: &mut usize, covered_to: &mut u64| {
+        while let Some(cp) = cps.get(*next_cp) {
+            if cp.size != frontier.size() {
+                break;
+            }
+            if !hashes_equal(&frontier.root(), &cp.root) {
+                let msg = if *covered_to == cp.size {
+                    format!(
+                        "the tree of size {} does not match the signed checkpoint (`prefix_hashes` is wrong)",
+                        cp.size
+                    )
+                } else {
+                    format!(
+                        "tree root at size {} does not match the signed checkpoint: entries {}..{} differ from what was signed",
+                        cp.size, covered_to, cp.size
+                    )
+                };
+                return Err(Failure {
+                    seq: Some(*covered_to),
+                    message: msg,
+                });
+            }
+            *covered_to = cp.size;
+            *next_cp += 1;
+        }
+        Ok(())
+    };
+    check_roots(&frontier, &mut next_cp, &mut covered_to)?;
+
+    let mut prev_chain = GENESIS_CHAIN_HASH;
+    for (pos, e) in bundle.entries.iter().enumerate() {
+        let expected = start + pos as u64;
+        if e.seq != expected {
+            return Err(if e.seq > expected {
+                Failure::at(
+                    expected,
+                    format!(
+                        "entry {expected} is missing (the next entry present is {})",
+                        e.seq
+                    ),
+                )
+            } else {
+                Failure::at(
+                    expected,
+                    format!(
+                        "expected entry {expected}, found entry {} (entries out of order or duplicated)",
+                        e.seq
+                    ),
+                )
+            });
+        }
+        let lh = check_leaf(e)?;
+        let given_prev = match &e.prev_chain_hash {
+            Some(s) => Some(decode_hash(s).ok_or_else(|| {
+                Failure::at(expected, "`prev_chain_hash` is not 32 bytes of hex")
+            })?),
+            None => None,
+        };
+        if pos == 0 && start > 0 {
+            prev_chain = given_prev.ok_or_else(|| {
+                Failure::at(
+                    expected,
+                    "`prev_chain_hash` is required on the first entry of a bundle that does not start at 0",
+                )
+            })?;
+        } else if let Some(p) = given_prev {
+            if !hashes_equal(&p, &prev_chain) {
+                return Err(Failure::at(
+                    expected,
+                    "`prev_chain_hash` does not match the previous entry's chain hash",
+                ));
+            }
+        }
+        let ch = chain_hash(&prev_chain, &lh);
+        let given = decode_hash(&e.chain_hash)
+            .ok_or_else(|| Failure::at(expected, "`chain_hash` is not 32 bytes of hex"))?;
+        if !hashes_equal(&ch, &given) {
+            return Err(Failure::at(
+                expected,
+                "chain hash does not match the previous chain hash and this leaf hash",
+            ));
+        }
+        prev_chain = ch;
+        frontier
+            .push(lh)
+            .map_err(|err| Failure::at(expected, err.to_string()))?;
+        check_roots(&frontier, &mut next_cp, &mut covered_to)?;
+        let done = pos as u64 + 1;
+        if done % PROGRESS_EVERY == 0 {
+            progress(done, total);
+        }
+    }
+
+    // 5. Every checkpoint reached; every entry covered.
+    if let Some(cp) = cps.get(next_cp) {
+        return Err(Failure::at(
+            end,
+            format!(
+                "bundle is truncated: a checkpoint covers {} entries but the bundle ends before entry {end}",
+                cp.size
+            ),
+        ));
+    }
+    let last_size = cps.last().map_or(start, |c| c.size);
+    if last_size < end {
+        return Err(Failure::at(
+            last_size,
+            format!("entries {last_size}..{end} are not covered by any signed checkpoint"),
+        ));
+    }
+    progress(total, total);
+    Ok(Report {
+        origin: bundle.origin.clone(),
+        start,
+        end,
+        checkpoints: cps.len(),
+        consistency_proofs: consistency_checked,
+        signed_by,
+        root: frontier.root(),
+        chain_head: (total > 0).then_some(prev_chain),
+    })
+}
+
+/// Verifies a receipt offline: the checkpoint's signatures and origin, the leaf's
+/// encoding and hash, and the inclusion proof of the leaf in the checkpoint's tree.
+/// (The chain hash cannot be checked from one entry.)
+///
+/// # Errors
+/// A [`Failure`] naming the entry when the entry or proof is bad.
+pub fn verify_receipt(receipt: &Receipt, keys: &[NoteVerifier]) -> Result<ReceiptReport, Failure> {
+    if receipt.format != RECEIPT_FORMAT {
+        return Err(Failure::bundle(format!(
+            "unknown receipt format `{}`, expected `{RECEIPT_FORMAT}`",
+            receipt.format
+        )));
+    }
+    if keys.is_empty() {
+        return Err(Failure::bundle("no trusted public key given"));
+    }
+    let mut signed_by = Vec::new();
+    let cp = open_checkpoint(
+        0,
+        &receipt.checkpoint,
+        &receipt.origin,
+        keys,
+        &mut signed_by,
+    )?;
+    let seq = receipt.entry.seq;
+    if seq >= cp.size {
+        return Err(Failure::at(
+            seq,
+            format!("entry is not covered by the checkpoint of size {}", cp.size),
+        ));
+    }
+    let lh = check_leaf(&receipt.entry)?;
+    if decode_hash(&receipt.entry.chain_hash).is_none() {
+        return Err(Failure::at(seq, "`chain_hash` is not 32 bytes of hex"));
+    }
+    let proof = decode_hashes(&receipt.inclusion_proof).ok_or_else(|| {
+        Failure::at(
+            seq,
+            "inclusion proof has a hash that is not 32 bytes of hex",
+        )
+    })?;
+    verify_inclusion(seq, cp.size, &lh, &proof, &cp.root)
+        .map_err(|e| Failure::at(seq, format!("inclusion proof does not verify: {e}")))?;
+    Ok(ReceiptReport {
+        origin: cp.origin,
+        seq,
+        tree_size: cp.size,
+        root: cp.root,
+        signed_by,
+    })
+}
+
+/// Checks the HMAC of every entry with the workspace secret (server side: the secret
+/// never leaves the server). Every entry must carry an `hmac`. The HMAC is checked
+/// over the entry's `leaf_hash` and `chain_hash` fields as given; [`verify_bundle`]
+/// checks that those match the leaves. Returns the number of entries checked.
+///
+/// # Errors
+/// A [`Failure`] naming the first entry whose HMAC is missing or wrong.
+pub fn verify_hmacs(entries: &[Entry], secret: &[u8]) -> Result<u64, Failure> {
+    for e in entries {
+        let lh = decode_hash(&e.leaf_hash)
+            .ok_or_else(|| Failure::at(e.seq, "`leaf_hash` is not 32 bytes of hex"))?;
+        let ch = decode_hash(&e.chain_hash)
+            .ok_or_else(|| Failure::at(e.seq, "`chain_hash` is not 32 bytes of hex"))?;
+        let tag = e
+            .hmac
+            .as_deref()
+            .ok_or_else(|| Failure::at(e.seq, "entry has no `hmac`"))?;
+        let tag = hex::decode(tag).map_err(|_| Failure::at(e.seq, "`hmac` is not hex"))?;
+        if !verify_entry_hmac(secret, e.seq, &lh, &ch, &tag) {
+            return Err(Failure::at(e.seq, "hmac does not match"));
+        }
+    }
+    Ok(entries.len() as u64)
+}
+
+fn checkpoint_of_note(note: &str) -> Result<Checkpoint, VaultError> {
+    let (text, _) = split_note(note)?;
+    Checkpoint::parse(text)
+}
+
+/// Assembles a bundle: computes `prefix_hashes` for `start` and the consistency proofs
+/// between consecutive checkpoints from the stored hashes. `entries` must start at
+/// `start` (with `prev_chain_hash` set on the first one when `start > 0`);
+/// `checkpoint_notes` are signed notes in size order. Nothing is verified here.
+///
+/// # Errors
+/// [`VaultError::MalformedNote`], [`VaultError::MalformedCheckpoint`], reader errors.
+pub fn build_bundle<R: HashReader + ?Sized>(
+    origin: &str,
+    keys: Vec<PublicKeyInfo>,
+    start: u64,
+    entries: Vec<Entry>,
+    checkpoint_notes: Vec<String>,
+    reader: &R,
+) -> Result<Bundle, VaultError> {
+    let sizes = checkpoint_notes
+        .iter()
+        .map(|n| checkpoint_of_note(n).map(|c| c.size))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut consistency_proofs = Vec::new();
+    for w in sizes.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if a == b || a == 0 {
+            continue;
+        }
+        let proof = prove_consistency(a, b, reader)?;
+        consistency_proofs.push(ConsistencyProof {
+            size1: a,
+            size2: b,
+            proof: proof.iter().map(hex::encode).collect(),
+        });
+    }
+    Ok(Bundle {
+        format: BUNDLE_FORMAT.to_owned(),
+        origin: origin.to_owned(),
+        keys,
+        start,
+        prefix_hashes: prefix_hashes(start, reader)?
+            .iter()
+            .map(hex::encode)
+            .collect(),
+        entries,
+        checkpoints: checkpoint_notes,
+        consistency_proofs,
+    })
+}
+
+/// Assembles a receipt: the inclusion proof of `entry.seq` in the tree of the
+/// checkpoint `checkpoint_note` (a signed note) from the stored hashes.
+///
+/// # Errors
+/// [`VaultError::MalformedNote`], [`VaultError::MalformedCheckpoint`],
+/// [`VaultError::IndexOutOfRange`], reader errors.
+pub fn build_receipt<R: HashReader + ?Sized>(
+    origin: &str,
+    entry: Entry,
+    checkpoint_note: String,
+    reader: &R,
+) -> Result<Receipt, VaultError> {
+    let cp = checkpoint_of_note(&checkpoint_note)?;
+    let proof = prove_inclusion(entry.seq, cp.size, reader)?;
+    Ok(Receipt {
+        format: RECEIPT_FORMAT.to_owned(),
+        origin: origin.to_owned(),
+        entry,
+        inclusion_proof: proof.iter().map(hex::encode).collect(),
+        checkpoint: checkpoint_note,
+    })
+}

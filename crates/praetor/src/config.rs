@@ -1,0 +1,158 @@
+//! One configuration, from flags, `PRAETOR_*` variables and an optional TOML file:
+//! flags > environment > file > default (clap resolves the first two). Validated once,
+//! with errors that name the bad key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use praetor_server::Config;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "PRAETOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8787].
+    #[arg(long, env = "PRAETOR_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory: the SQLite store, vault keys and admin.key [default: ./praetor-data].
+    #[arg(long, env = "PRAETOR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Load demo agents and policies on start.
+    #[arg(long, env = "PRAETOR_DEMO")]
+    pub demo: bool,
+    /// Largest request body, in bytes [default: 1048576].
+    #[arg(long, env = "PRAETOR_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// How often a signed checkpoint is published while entries arrive, in ms [default: 1000].
+    #[arg(long, env = "PRAETOR_CHECKPOINT_INTERVAL_MS")]
+    pub checkpoint_interval_ms: Option<u64>,
+    /// Directory of the vault's checkpoint signing keys (PKCS#8 PEM, 0600); made on first
+    /// start if empty [default: <data-dir>/keys].
+    #[arg(long, env = "PRAETOR_VAULT_KEYS_DIR")]
+    pub vault_keys_dir: Option<PathBuf>,
+    /// Allow webhook and alert URLs on loopback, link-local and private addresses.
+    #[arg(long, env = "PRAETOR_ALLOW_PRIVATE_TARGETS")]
+    pub allow_private_targets: bool,
+    /// First retry delay of a failed delivery, in ms (doubles each attempt) [default: 1000].
+    #[arg(long, env = "PRAETOR_DELIVERY_BACKOFF_MS")]
+    pub delivery_backoff_ms: Option<u64>,
+    /// SMTP server for e-mail alerts (also `[smtp]` in the config file).
+    #[arg(long, env = "PRAETOR_SMTP_HOST")]
+    pub smtp_host: Option<String>,
+    #[arg(long, env = "PRAETOR_SMTP_PORT")]
+    pub smtp_port: Option<u16>,
+    #[arg(long, env = "PRAETOR_SMTP_STARTTLS")]
+    pub smtp_starttls: Option<bool>,
+    #[arg(long, env = "PRAETOR_SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+    /// Prefer the environment or the config file for the password (flags show in `ps`).
+    #[arg(long, env = "PRAETOR_SMTP_PASSWORD", hide_env_values = true)]
+    pub smtp_password: Option<String>,
+    #[arg(long, env = "PRAETOR_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+}
+
+/// The TOML file's keys. Unknown keys are an error naming them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    demo: Option<bool>,
+    max_body_bytes: Option<usize>,
+    checkpoint_interval_ms: Option<u64>,
+    signature_max_skew_secs: Option<i64>,
+    vault_keys_dir: Option<PathBuf>,
+    allow_private_targets: Option<bool>,
+    delivery_backoff_ms: Option<u64>,
+    delivery_max_attempts: Option<u32>,
+    smtp: Option<praetor_server::config::SmtpConfig>,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file `{}`", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file `{}`: {}", path.display(), e.message()))
+}
+
+pub fn build(args: &ServeArgs) -> anyhow::Result<Config> {
+    let file = match &args.config {
+        Some(p) => read_file(p)?,
+        None => FileConfig::default(),
+    };
+    let mut cfg = Config::default();
+    if let Some(l) = &file.listen {
+        cfg.listen = l.parse().map_err(|e| anyhow::anyhow!("config key `listen`: `{l}` is not an address: {e}"))?;
+    }
+    if let Some(d) = file.data_dir {
+        cfg.data_dir = d;
+    }
+    cfg.demo = file.demo.unwrap_or(false);
+    if let Some(m) = file.max_body_bytes {
+        cfg.max_body_bytes = m;
+    }
+    if let Some(c) = file.checkpoint_interval_ms {
+        cfg.checkpoint_interval_ms = c;
+    }
+    if let Some(s) = file.signature_max_skew_secs {
+        cfg.signature_max_skew_secs = s;
+    }
+    cfg.vault_keys_dir = args.vault_keys_dir.clone().or(file.vault_keys_dir);
+    cfg.allow_private_targets = args.allow_private_targets || file.allow_private_targets.unwrap_or(false);
+    if let Some(b) = args.delivery_backoff_ms.or(file.delivery_backoff_ms) {
+        cfg.delivery_backoff_ms = b;
+    }
+    if let Some(a) = file.delivery_max_attempts {
+        cfg.delivery_max_attempts = a;
+    }
+    cfg.smtp = file.smtp;
+    if let Some(host) = &args.smtp_host {
+        let from = args.smtp_from.clone().or(cfg.smtp.as_ref().map(|s| s.from.clone()))
+            .ok_or_else(|| anyhow::anyhow!("config key `smtp.from`: required with an SMTP host (PRAETOR_SMTP_FROM)"))?;
+        cfg.smtp = Some(praetor_server::config::SmtpConfig {
+            host: host.clone(),
+            port: args.smtp_port.or(cfg.smtp.as_ref().map(|s| s.port)).unwrap_or(587),
+            starttls: args.smtp_starttls.or(cfg.smtp.as_ref().map(|s| s.starttls)).unwrap_or(false),
+            username: args.smtp_username.clone().or(cfg.smtp.as_ref().and_then(|s| s.username.clone())),
+            password: args.smtp_password.clone().or(cfg.smtp.as_ref().and_then(|s| s.password.clone())),
+            from,
+        });
+    }
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = &args.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    cfg.demo |= args.demo;
+    if let Some(m) = args.max_body_bytes {
+        cfg.max_body_bytes = m;
+    }
+    if let Some(c) = args.checkpoint_interval_ms {
+        cfg.checkpoint_interval_ms = c;
+    }
+    validate(&cfg)?;
+    Ok(cfg)
+}
+
+fn validate(cfg: &Config) -> anyhow::Result<()> {
+    if !(1024..=64 * 1024 * 1024).contains(&cfg.max_body_bytes) {
+        bail!("config key `max_body_bytes`: {} is outside 1024..=67108864", cfg.max_body_bytes);
+    }
+    if !(50..=60_000).contains(&cfg.checkpoint_interval_ms) {
+        bail!("config key `checkpoint_interval_ms`: {} is outside 50..=60000", cfg.checkpoint_interval_ms);
+    }
+    if !(10..=600_000).contains(&cfg.delivery_backoff_ms) {
+        bail!("config key `delivery_backoff_ms`: {} is outside 10..=600000", cfg.delivery_backoff_ms);
+    }
+    if !(1..=50).contains(&cfg.delivery_max_attempts) {
+        bail!("config key `delivery_max_attempts`: {} is outside 1..=50", cfg.delivery_max_attempts);
+    }
+    if !(1..=3600).contains(&cfg.signature_max_skew_secs) {
+        bail!("config key `signature_max_skew_secs`: {} is outside 1..=3600", cfg.signature_max_skew_secs);
+    }
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! `praetor`: the one binary. CLI and glue only; the product lives in the crates.
+
+mod bench;
+mod config;
+mod offline;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "praetor", version, about = "The authorisation plane for AI agents")]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "PRAETOR_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(config::ServeArgs),
+    /// Manage API keys in a data directory (works while the server runs).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Verify the provenance vault offline.
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
+    /// Load-test a running server: decisions per second and latency percentiles.
+    Bench(bench::BenchArgs),
+    /// Work with policy definitions offline.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key; it is printed once.
+    Create {
+        /// admin, approvals, agent or read; repeat for several.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Bind an `agent` key to one agent.
+        #[arg(long)]
+        agent_id: Option<String>,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long, env = "PRAETOR_DATA_DIR", default_value = "./praetor-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Check an export bundle: leaves, chain, tree, checkpoint signatures, consistency.
+    Verify {
+        bundle: PathBuf,
+        /// The public key to trust: a C2SP vkey or a PEM public key, in a file. Repeatable.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+    },
+    /// Check one decision receipt (entry, inclusion proof, signed checkpoint).
+    VerifyReceipt {
+        receipt: PathBuf,
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+    },
+    /// Re-verify a server's own store, including the per-entry HMACs.
+    Check {
+        #[arg(long, env = "PRAETOR_DATA_DIR", default_value = "./praetor-data")]
+        data_dir: PathBuf,
+    },
+    /// Retire the checkpoint signing keys and make new ones (with the server stopped).
+    /// The retired public keys stay published, so old checkpoints still verify.
+    RotateKeys {
+        #[arg(long, env = "PRAETOR_DATA_DIR", default_value = "./praetor-data")]
+        data_dir: PathBuf,
+        /// The keys directory, when the server uses `--vault-keys-dir`.
+        #[arg(long, env = "PRAETOR_VAULT_KEYS_DIR")]
+        vault_keys_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy pack (JSON or YAML) offline, with the server's checks; also
+    /// accepts one policy, a list, or `{"policies": [...]}`.
+    Validate { file: PathBuf },
+    /// Deploy a policy pack to a running server (all or nothing).
+    Deploy {
+        file: PathBuf,
+        #[arg(long, env = "PRAETOR_URL", default_value = "http://127.0.0.1:8787")]
+        server: String,
+        /// An admin API key.
+        #[arg(long, env = "PRAETOR_KEY")]
+        key: String,
+    },
+    /// Run decision cases (the corpus format) against a pack, offline: a pack's unit tests.
+    /// Expected `policies` name the pack's policies by their `name`.
+    Test { pack: PathBuf, cases: PathBuf },
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PRAETOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Keys { command: KeysCommand::Create { scopes, agent_id, label, data_dir } } => {
+            offline::create_key(&data_dir, &scopes, agent_id, label)
+        }
+        Command::Vault { command } => match command {
+            VaultCommand::Verify { bundle, keys } => offline::verify_bundle(&bundle, &keys),
+            VaultCommand::VerifyReceipt { receipt, keys } => offline::verify_receipt(&receipt, &keys),
+            VaultCommand::Check { data_dir } => offline::check_store(&data_dir),
+            VaultCommand::RotateKeys { data_dir, vault_keys_dir } => offline::rotate_keys(&data_dir, vault_keys_dir.as_deref()),
+        },
+        Command::Policy { command } => match command {
+            PolicyCommand::Validate { file } => offline::validate_policies(&file),
+            PolicyCommand::Deploy { file, server, key } => offline::deploy_pack(&file, &server, &key),
+            PolicyCommand::Test { pack, cases } => offline::test_pack(&pack, &cases),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = config::build(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let (state, started) = praetor_server::open(cfg).await?;
+        if let Some(key) = &started.admin_key {
+            let path = state.config.data_dir.join("admin.key");
+            praetor_server::vault::write_private(&path, format!("{key}\n").as_bytes())?;
+            println!("Created workspace `{}`.", started.workspace_id);
+            println!("Admin API key (shown once; also written to {}):", path.display());
+            println!("  {key}");
+        }
+        if started.demo_loaded {
+            println!("Loaded demo agents and policies.");
+        }
+        println!("Praetor listening on http://{}  (API at /api/v1)", state.config.listen);
+        praetor_server::serve(state).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,269 @@
+//! The commands that work on files and data directories, without a server.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use praetor_core::{CompiledPolicySet, PolicyDef};
+use praetor_store::{Mutation, Store, Txn};
+use praetor_vault::checkpoint::NoteVerifier;
+use praetor_vault::verify::{Bundle, Receipt};
+use serde_json::{Value, json};
+
+/// Read trusted keys: each file holds a C2SP vkey or a PEM public key. A PEM key has
+/// no name of its own, so it is tried under each of Praetor's key names.
+fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<NoteVerifier>> {
+    let mut keys = Vec::new();
+    for p in paths {
+        let text = std::fs::read_to_string(p).with_context(|| format!("cannot read key file `{}`", p.display()))?;
+        for name in praetor_server::vault::KEY_NAMES {
+            let key = NoteVerifier::parse_any(text.trim(), name).map_err(|e| anyhow::anyhow!("key file `{}`: {e}", p.display()))?;
+            let is_vkey = !text.contains("-----BEGIN");
+            keys.push(key);
+            if is_vkey {
+                break;
+            }
+        }
+    }
+    Ok(keys)
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+pub fn verify_bundle(path: &Path, key_paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let keys = load_keys(key_paths)?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read bundle `{}`", path.display()))?;
+    let bundle = Bundle::from_json(&bytes).map_err(|e| anyhow::anyhow!("bundle `{}`: {e}", path.display()))?;
+    let bar = progress_bar(bundle.entries.len() as u64);
+    bar.set_message("verifying");
+    let result = praetor_vault::verify_bundle(&bundle, &keys, &mut |done, _| bar.set_position(done));
+    bar.finish_and_clear();
+    match result {
+        Ok(r) => {
+            println!(
+                "OK: entries {}..{} of `{}`; {} checkpoints, {} consistency proofs; signed by {}; root {}",
+                r.start, r.end, r.origin, r.checkpoints, r.consistency_proofs, r.signed_by.join(", "), hex::encode(r.root)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(f) => {
+            match f.seq {
+                Some(seq) => println!("FAILED at entry {seq}: {}", f.message),
+                None => println!("FAILED: {}", f.message),
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+pub fn verify_receipt(path: &Path, key_paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let keys = load_keys(key_paths)?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read receipt `{}`", path.display()))?;
+    // Accept the API's whole answer (`{"receipt": {...}}`) or the bare receipt.
+    let value: Value = serde_json::from_slice(&bytes).with_context(|| format!("receipt `{}` is not JSON", path.display()))?;
+    let inner = value.get("receipt").cloned().unwrap_or(value);
+    let receipt: Receipt = serde_json::from_value(inner).with_context(|| format!("receipt `{}` has the wrong shape", path.display()))?;
+    match praetor_vault::verify_receipt(&receipt, &keys) {
+        Ok(r) => {
+            println!(
+                "OK: entry {} is in `{}` at tree size {}, root {}, signed by {}",
+                r.seq, r.origin, r.tree_size, hex::encode(r.root), r.signed_by.join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(f) => {
+            match f.seq {
+                Some(seq) => println!("FAILED at entry {seq}: {}", f.message),
+                None => println!("FAILED: {}", f.message),
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+pub fn check_store(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let db = data_dir.join("praetor.db");
+    let bar = progress_bar(0);
+    bar.set_message("checking");
+    let reports = praetor_store::sqlite::check_vault_file(&db, &mut |ws, done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+        bar.set_message(ws.to_owned());
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    bar.finish_and_clear();
+    let mut ok = true;
+    for r in &reports {
+        match &r.first_bad {
+            None => println!("OK: workspace `{}`: {} entries, {} checkpoints verified", r.workspace_id, r.entries, r.checkpoints),
+            Some((seq, why)) => {
+                ok = false;
+                println!("FAILED: workspace `{}` at entry {seq}: {why}", r.workspace_id);
+            }
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub fn create_key(data_dir: &Path, scopes: &[String], agent_id: Option<String>, label: Option<String>) -> anyhow::Result<ExitCode> {
+    let db = data_dir.join("praetor.db");
+    if !db.exists() {
+        bail!("no Praetor store in `{}`: run `praetor serve` once first", data_dir.display());
+    }
+    let scopes = praetor_server::api::system::parse_scopes(scopes, agent_id.as_deref()).map_err(|m| anyhow::anyhow!(m))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let store = praetor_store::sqlite::SqliteStore::open(&db).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let snap = store.snapshot().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ws = snap.workspaces.first().context("the store has no workspace")?;
+        if let Some(a) = &agent_id
+            && !snap.agents.iter().any(|x| &x.agent_id == a && x.workspace_id == ws.workspace_id) {
+                bail!("`--agent-id`: agent `{a}` does not exist");
+            }
+        let now = chrono_now_ms();
+        let (key, secret) = praetor_server::api::system::mint_key(&ws.workspace_id, scopes, agent_id, label, now);
+        let txn = Txn {
+            mutations: vec![Mutation::InsertApiKey(key.clone())],
+            seal: vec![praetor_server::events::event(&ws.workspace_id, "key.created", Some("cli"), now,
+                json!({ "key_id": key.key_id, "scopes": key.scopes, "agent_id": key.agent_id }))],
+        };
+        store.commit(txn).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+        println!("Created key `{}` with scopes {} (shown once):", key.key_id, scopes.join(", "));
+        println!("{secret}");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn read_pack(path: &Path) -> anyhow::Result<Result<praetor_core::pack::PolicyPack, Vec<praetor_core::pack::PackError>>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    let doc = praetor_core::pack::parse_document(&bytes).map_err(|e| anyhow::anyhow!("`{}`: {}", path.display(), e.message))?;
+    Ok(praetor_core::pack::validate(&doc))
+}
+
+fn print_pack_errors(errors: &[praetor_core::pack::PackError]) {
+    for e in errors {
+        match e.index {
+            Some(i) => println!("  policy_definitions[{i}].{}: {}", e.field, e.message),
+            None => println!("  `{}`: {}", e.field, e.message),
+        }
+    }
+}
+
+/// A pack (`name`, `version`, `policy_definitions`) gets the server's pack checks; one
+/// policy, a list or `{"policies": [...]}` is compiled as a set.
+pub fn validate_policies(path: &Path) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    let value = praetor_core::pack::parse_document(&bytes).map_err(|e| anyhow::anyhow!("`{}`: {}", path.display(), e.message))?;
+    if value.get("policy_definitions").is_some() {
+        return Ok(match praetor_core::pack::validate(&value) {
+            Ok(p) => {
+                println!("OK: pack `{}` version {} with {} policies is valid", p.name, p.version, p.policy_definitions.len());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                println!("INVALID: {} error(s)", errors.len());
+                print_pack_errors(&errors);
+                ExitCode::from(1)
+            }
+        });
+    }
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Object(mut m) if m.contains_key("policies") => match m.remove("policies") {
+            Some(Value::Array(items)) => items,
+            _ => bail!("`policies` must be a list"),
+        },
+        other => vec![other],
+    };
+    let mut defs = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let def: PolicyDef = serde_json::from_value(item).map_err(|e| anyhow::anyhow!("policy #{i}: {e}"))?;
+        defs.push(def);
+    }
+    match CompiledPolicySet::compile(&defs) {
+        Ok(_) => {
+            println!("OK: {} policies are valid", defs.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("INVALID: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `praetor policy deploy FILE --server URL --key KEY`.
+pub fn deploy_pack(path: &Path, server: &str, key: &str) -> anyhow::Result<ExitCode> {
+    if let Err(errors) = read_pack(path)? {
+        println!("INVALID (not sent): {} error(s)", errors.len());
+        print_pack_errors(&errors);
+        return Ok(ExitCode::from(1));
+    }
+    let body = std::fs::read(path)?;
+    let url = format!("{}/api/v1/enforce/policy-packs", server.trim_end_matches('/'));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (status, answer): (reqwest::StatusCode, Value) = runtime.block_on(async {
+        let res = reqwest::Client::new().post(&url).header("X-API-Key", key).body(body).send().await.with_context(|| format!("cannot reach {url}"))?;
+        let status = res.status();
+        Ok::<_, anyhow::Error>((status, res.json().await.context("the server did not answer JSON")?))
+    })?;
+    if status.is_success() {
+        println!("Deployed pack `{}` version {} (policy set {})", answer["name"].as_str().unwrap_or("?"), answer["version"].as_str().unwrap_or("?"), answer["policy_set_hash"].as_str().unwrap_or("?"));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("REFUSED ({status}): {}", answer["error"]["message"].as_str().unwrap_or("no message"));
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// `praetor policy test PACK CASES`: every case against the pack, offline.
+pub fn test_pack(pack_path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode> {
+    let pack = match read_pack(pack_path)? {
+        Ok(p) => p,
+        Err(errors) => {
+            println!("INVALID pack: {} error(s)", errors.len());
+            print_pack_errors(&errors);
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let text = std::fs::read_to_string(cases_path).with_context(|| format!("cannot read `{}`", cases_path.display()))?;
+    let file: praetor_core::cases::CorpusFile = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("`{}`: {e}", cases_path.display()))?;
+    let (mut passed, mut failed) = (0, 0);
+    for case in &file.cases {
+        match praetor_core::cases::run_against(case, &pack.policy_definitions) {
+            Ok(()) => passed += 1,
+            Err(why) => {
+                failed += 1;
+                println!("FAIL `{}`:\n    {why}", case.name);
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub fn rotate_keys(data_dir: &Path, keys_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    if !data_dir.join("praetor.db").exists() {
+        bail!("no Praetor store in `{}`", data_dir.display());
+    }
+    let dir = keys_dir.map(Path::to_path_buf).unwrap_or_else(|| data_dir.join("keys"));
+    let retired = praetor_server::vault::VaultKeys::rotate(&dir)?;
+    for vkey in retired {
+        println!("retired (still published): {vkey}");
+    }
+    println!("New signing keys are in place; restart the server to use them.");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,472 @@
+//! The binary as users run it: `praetor serve` in a child process, then the offline
+//! commands on what it left behind. Covers tamper detection, the SIGKILL crash test,
+//! configuration errors and `keys create`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_praetor");
+
+struct Server {
+    child: Child,
+    base: String,
+    key: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start(dir: &Path) -> Server {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &Path, extra: &[&str]) -> Server {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir)
+        .args(["--checkpoint-interval-ms", "100"])
+        .args(extra)
+        .env("PRAETOR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start praetor serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::blocking_get(&format!("{base}/healthz"))
+            && r {
+                break;
+            }
+        assert!(Instant::now() < deadline, "praetor serve did not become healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let key = std::fs::read_to_string(dir.join("admin.key")).expect("admin.key").trim().to_owned();
+    Server { child, base, key }
+}
+
+/// A tiny blocking helper over reqwest's async client.
+mod reqwest {
+    pub use ::reqwest::*;
+    pub fn blocking_get(url: &str) -> Result<bool> {
+        let rt = tokio_rt();
+        rt.block_on(async { Ok(::reqwest::get(url).await?.status().is_success()) })
+    }
+    pub fn tokio_rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    }
+}
+
+fn call(method: &str, url: &str, key: &str, body: Option<&Value>) -> Value {
+    let rt = reqwest::tokio_rt();
+    rt.block_on(async {
+        let c = ::reqwest::Client::new();
+        let req = match method {
+            "GET" => c.get(url),
+            _ => c.post(url).json(body.unwrap_or(&json!({}))),
+        };
+        req.header("X-API-Key", key).send().await.expect("request").json().await.expect("json")
+    })
+}
+
+fn praetor(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env("PRAETOR_LOG", "warn").output().expect("run praetor")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A data directory with `n` decisions, the server stopped. Returns the published key file.
+fn populated(dir: &Path, n: usize) -> PathBuf {
+    let s = start(dir);
+    call("POST", &format!("{}/api/v1/enforce/policies", s.base), &s.key,
+        Some(&json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" })));
+    for i in 0..n {
+        let t = if i % 3 == 0 { "delete_row" } else { "read_row" };
+        call("POST", &format!("{}/api/v1/enforce/intercept", s.base), &s.key, Some(&json!({ "action_type": t, "action_content": format!("row {i}") })));
+    }
+    let cp = call("GET", &format!("{}/api/v1/enforce/vault/checkpoint", s.base), &s.key, None);
+    assert!(cp["checkpoint"]["size"].as_u64().unwrap() >= n as u64);
+    let keys = call("GET", &format!("{}/api/v1/enforce/vault/keys", s.base), &s.key, None);
+    let key_file = dir.join("vault.vkey");
+    std::fs::write(&key_file, keys["keys"][0]["vkey"].as_str().unwrap()).unwrap();
+    let bundle = call("GET", &format!("{}/api/v1/enforce/vault/export", s.base), &s.key, None);
+    std::fs::write(dir.join("bundle.json"), serde_json::to_vec(&bundle).unwrap()).unwrap();
+    drop(s);
+    key_file
+}
+
+fn tamper(dir: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(dir.join("praetor.db")).unwrap();
+    // An attacker with the database file can drop the append-only triggers.
+    conn.execute_batch("DROP TRIGGER IF EXISTS vault_entries_no_update; DROP TRIGGER IF EXISTS vault_entries_no_delete;").unwrap();
+    conn.execute_batch(sql).unwrap();
+}
+
+fn check(dir: &Path) -> Output {
+    praetor(&["vault", "check", "--data-dir", dir.to_str().unwrap()])
+}
+
+#[test]
+fn vault_check_and_verify_pass_on_an_honest_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = populated(dir.path(), 30);
+    let out = check(dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("OK"), "{}", text(&out));
+    let out = praetor(&["vault", "verify", dir.path().join("bundle.json").to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn vault_check_names_the_first_bad_entry() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("one changed byte", "UPDATE vault_entries SET leaf = CAST(replace(CAST(leaf AS TEXT), '_row', '_rox') AS BLOB) WHERE seq = 12", "entry 12"),
+        ("a deleted row", "DELETE FROM vault_entries WHERE seq = 9", "entry 9"),
+        ("two swapped rows", "UPDATE vault_entries SET seq = -1 WHERE seq = 5; UPDATE vault_entries SET seq = 5 WHERE seq = 6; UPDATE vault_entries SET seq = 6 WHERE seq = -1;", "entry 5"),
+        ("a truncated log", "DELETE FROM vault_entries WHERE seq >= 20", "entry 20"),
+    ];
+    for (what, sql, expect) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        populated(dir.path(), 25);
+        tamper(dir.path(), sql);
+        let out = check(dir.path());
+        assert!(!out.status.success(), "{what}: check passed\n{}", text(&out));
+        assert!(text(&out).contains(expect), "{what}: expected `{expect}` in\n{}", text(&out));
+    }
+}
+
+#[test]
+fn vault_verify_names_the_first_bad_entry_of_a_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = populated(dir.path(), 20);
+    let path = dir.path().join("bundle.json");
+    let mut bundle: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    // Every leaf has a `kind`: change one byte of it.
+    let original = bundle["entries"][11]["leaf"].as_str().unwrap().to_owned();
+    let victim = original.replacen("\"kind\":\"", "\"kind\":\"X", 1);
+    assert_ne!(victim, original);
+    bundle["entries"][11]["leaf"] = json!(victim);
+    let seq = bundle["entries"][11]["seq"].as_u64().unwrap();
+    std::fs::write(&path, serde_json::to_vec(&bundle).unwrap()).unwrap();
+    let out = praetor(&["vault", "verify", path.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(&format!("entry {seq}")), "{}", text(&out));
+    // Removing an entry is caught too.
+    bundle["entries"].as_array_mut().unwrap().remove(4);
+    std::fs::write(&path, serde_json::to_vec(&bundle).unwrap()).unwrap();
+    let out = praetor(&["vault", "verify", path.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+/// A client sends decisions as fast as it can; the server is killed with SIGKILL and
+/// restarted; every decision the client was answered is in the vault, and the whole
+/// log verifies.
+#[test]
+fn answered_decisions_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(dir.path());
+    let url = format!("{}/api/v1/enforce/intercept", s.base);
+    let key = s.key.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (url, key, stop) = (url.clone(), key.clone(), stop.clone());
+        workers.push(std::thread::spawn(move || {
+            let rt = reqwest::tokio_rt();
+            rt.block_on(async move {
+                let c = ::reqwest::Client::new();
+                let mut answered = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let res = c.post(&url).header("X-API-Key", &key).json(&json!({ "action_type": format!("w{w}.{i}") })).send().await;
+                    match res {
+                        Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                            Ok(v) => answered.push((v["decision_id"].as_str().unwrap().to_owned(), v["vault_entry_id"].as_u64().unwrap())),
+                            Err(_) => break,
+                        },
+                        _ => break,
+                    }
+                }
+                answered
+            })
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    s.child.kill().unwrap(); // SIGKILL
+    s.child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered: Vec<(String, u64)> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    assert!(answered.len() > 20, "the client got only {} answers before the kill", answered.len());
+    let out = check(dir.path());
+    assert!(out.status.success(), "the log does not verify after SIGKILL:\n{}", text(&out));
+    let s = start(dir.path());
+    for (id, seq) in &answered {
+        let d = call("GET", &format!("{}/api/v1/enforce/decisions/{id}", s.base), &s.key, None);
+        assert_eq!(d["decision"]["vault_entry_id"].as_u64(), Some(*seq), "decision {id} was answered but is not stored");
+        let e = call("GET", &format!("{}/api/v1/enforce/vault/entries?start={seq}&end={}", s.base, seq + 1), &s.key, None);
+        assert_eq!(e["entries"][0]["entry"]["decision_id"], json!(id), "decision {id} is not sealed at {seq}");
+    }
+    // The restarted server goes on appending to the same log.
+    let next = call("POST", &format!("{}/api/v1/enforce/intercept", s.base), &s.key, Some(&json!({ "action_type": "after" })));
+    assert!(next["vault_entry_id"].as_u64().unwrap() > answered.iter().map(|a| a.1).max().unwrap());
+    drop(s);
+    let out = check(dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn configuration_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("praetor.toml");
+    std::fs::write(&cfg, "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let out = praetor(&["serve", "--config", cfg.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("lisen"), "{}", text(&out));
+    std::fs::write(&cfg, "max_body_bytes = 10\n").unwrap();
+    let out = praetor(&["serve", "--config", cfg.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("max_body_bytes"), "{}", text(&out));
+    let out = Command::new(BIN).args(["serve", "--data-dir", dir.path().to_str().unwrap()])
+        .env("PRAETOR_LISTEN", "not-an-address").output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).to_lowercase().contains("listen"), "{}", text(&out));
+}
+
+#[test]
+fn keys_create_works_while_the_server_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let out = praetor(&["keys", "create", "--scope", "read", "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let new_key = stdout.lines().find(|l| l.starts_with("xb_live_")).expect("the key is printed").trim().to_owned();
+    let agents = call("GET", &format!("{}/api/v1/enforce/agents", s.base), &new_key, None);
+    assert_eq!(agents["ok"], true, "{agents}");
+    let denied = call("POST", &format!("{}/api/v1/enforce/policies", s.base), &new_key, Some(&json!({})));
+    assert_eq!(denied["error"]["code"], "insufficient_scope");
+    // The CLI sealed its `key.created` event into the same log the server appends to:
+    // the server must go on appending after it, not collide with it.
+    for i in 0..3 {
+        let d = call("POST", &format!("{}/api/v1/enforce/intercept", s.base), &s.key, Some(&json!({ "action_type": format!("after_cli_{i}") })));
+        assert_eq!(d["decision"], "allow", "{d}");
+    }
+    let p = call("POST", &format!("{}/api/v1/enforce/policies", s.base), &s.key,
+        Some(&json!({ "name": "p", "policy_type": "action_type", "action_types": ["x"], "decision": "block" })));
+    assert_eq!(p["ok"], true, "{p}");
+    // The key made by the CLI is listed, and can be revoked, through the API.
+    let keys = call("GET", &format!("{}/api/v1/enforce/keys", s.base), &s.key, None);
+    let listed = keys["keys"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{keys}");
+    let out = praetor(&["keys", "create", "--scope", "read", "--data-dir", dir.path().to_str().unwrap()]);
+    let unused = String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with("xb_live_")).unwrap().trim().to_owned();
+    let keys = call("GET", &format!("{}/api/v1/enforce/keys", s.base), &s.key, None);
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 3, "{keys}");
+    let unused_id = keys["keys"].as_array().unwrap().iter()
+        .find(|k| unused.starts_with(k["prefix"].as_str().unwrap()))
+        .map(|k| k["key_id"].as_str().unwrap().to_owned())
+        .expect("a never-used CLI key is listed");
+    let revoked = call("POST", &format!("{}/api/v1/enforce/keys/{unused_id}/revoke", s.base), &s.key, Some(&json!({})));
+    assert_eq!(revoked["ok"], true, "{revoked}");
+    let refused = call("GET", &format!("{}/api/v1/enforce/agents", s.base), &unused, None);
+    assert_eq!(refused["error"]["code"], "invalid_api_key");
+    let out = praetor(&["keys", "create", "--scope", "root", "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("scopes[0]"), "{}", text(&out));
+    drop(s);
+    let out = check(dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    // The admin key file is private.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("admin.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn rotated_keys_stay_published_and_old_receipts_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_key = populated(dir.path(), 5);
+    let s = start(dir.path());
+    let d = call("POST", &format!("{}/api/v1/enforce/intercept", s.base), &s.key, Some(&json!({ "action_type": "before" })));
+    let receipt = call("GET", &format!("{}/api/v1/enforce/decisions/{}/receipt", s.base, d["decision_id"].as_str().unwrap()), &s.key, None);
+    let receipt_path = dir.path().join("receipt.json");
+    std::fs::write(&receipt_path, serde_json::to_vec(&receipt).unwrap()).unwrap();
+    drop(s);
+    let out = praetor(&["vault", "rotate-keys", "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = start(dir.path());
+    let keys = call("GET", &format!("{}/api/v1/enforce/vault/keys", s.base), &s.key, None);
+    let keys = keys["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 4, "two active, two retired: {keys:?}");
+    let old_vkey = std::fs::read_to_string(&old_key).unwrap();
+    assert!(keys.iter().any(|k| k["vkey"] == json!(old_vkey.trim()) && k["status"] == "retired"));
+    // The old receipt still verifies with the old key; new checkpoints do not carry it.
+    let out = praetor(&["vault", "verify-receipt", receipt_path.to_str().unwrap(), "--key", old_key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let d = call("POST", &format!("{}/api/v1/enforce/intercept", s.base), &s.key, Some(&json!({ "action_type": "after" })));
+    let fresh = call("GET", &format!("{}/api/v1/enforce/decisions/{}/receipt", s.base, d["decision_id"].as_str().unwrap()), &s.key, None);
+    std::fs::write(&receipt_path, serde_json::to_vec(&fresh).unwrap()).unwrap();
+    let out = praetor(&["vault", "verify-receipt", receipt_path.to_str().unwrap(), "--key", old_key.to_str().unwrap()]);
+    assert!(!out.status.success(), "a retired key must not sign new checkpoints\n{}", text(&out));
+    let new_key = dir.path().join("new.vkey");
+    std::fs::write(&new_key, keys[0]["vkey"].as_str().unwrap()).unwrap();
+    let out = praetor(&["vault", "verify-receipt", receipt_path.to_str().unwrap(), "--key", new_key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The whole log, old and new checkpoints, verifies with both keys.
+    drop(s);
+    let out = check(dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn demo_mode_shows_decisions_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_with(dir.path(), &["--demo"]);
+    let agents = call("GET", &format!("{}/api/v1/enforce/agents", s.base), &s.key, None);
+    assert_eq!(agents["agents"].as_array().unwrap().len(), 3, "{agents}");
+    let policies = call("GET", &format!("{}/api/v1/enforce/policies", s.base), &s.key, None);
+    assert!(policies["policies"].as_array().unwrap().len() >= 5, "{policies}");
+    let d = call("POST", &format!("{}/api/v1/enforce/intercept", s.base), &s.key, Some(&json!({ "action_type": "delete_customer" })));
+    assert_eq!(d["decision"], "block", "{d}");
+    let pay = call("POST", &format!("{}/api/v1/enforce/intercept", s.base), &s.key,
+        Some(&json!({ "action_type": "payment.send", "metadata": { "amount": 25000, "currency": "EUR" } })));
+    assert_eq!(pay["decision"], "escalate", "{pay}");
+    assert!(pay["escalation_id"].as_str().is_some());
+    drop(s);
+    // A restart with --demo again loads nothing twice.
+    let s = start_with(dir.path(), &["--demo"]);
+    let agents = call("GET", &format!("{}/api/v1/enforce/agents", s.base), &s.key, None);
+    assert_eq!(agents["agents"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn vault_keys_can_live_outside_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let keys_dir = keys.path().join("vault-keys");
+    let s = start_with(dir.path(), &["--vault-keys-dir", keys_dir.to_str().unwrap()]);
+    call("POST", &format!("{}/api/v1/enforce/intercept", s.base), &s.key, Some(&json!({ "action_type": "x" })));
+    let published = call("GET", &format!("{}/api/v1/enforce/vault/keys", s.base), &s.key, None);
+    drop(s);
+    assert!(keys_dir.join("vault-ecdsa-p256.pem").is_file() && keys_dir.join("vault-ed25519.pem").is_file());
+    assert!(!dir.path().join("keys").exists(), "nothing is written to the default place");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(keys_dir.join("vault-ed25519.pem")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Restarted with the same directory, the same keys sign.
+    let s = start_with(dir.path(), &["--vault-keys-dir", keys_dir.to_str().unwrap()]);
+    let again = call("GET", &format!("{}/api/v1/enforce/vault/keys", s.base), &s.key, None);
+    assert_eq!(published["keys"], again["keys"]);
+}
+
+#[test]
+fn policy_packs_are_validated_tested_and_deployed_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("pack.yaml");
+    std::fs::write(&pack, "name: guard\nversion: 2.0.0\npolicy_definitions:\n  - name: no deletes\n    policy_type: action_type\n    action_types: ['delete_*']\n    decision: block\n  - name: big payments\n    policy_type: metadata\n    action_types: ['pay']\n    decision: escalate\n    conditions: { rule: { field: amount, op: '>', value: 1000 } }\n").unwrap();
+    let out = praetor(&["policy", "validate", pack.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, r#"{"name":"guard","version":"2.1","policy_definitions":[{"name":"x","policy_type":"action_type","action_types":["a"],"decision":"block"},{"name":"y","policy_type":"pii","decision":"block","conditions":{"categories":["dna"]}}]}"#).unwrap();
+    let out = praetor(&["policy", "validate", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("`version`"), "{}", text(&out));
+    assert!(text(&out).contains("policy_definitions[1].conditions.categories"), "{}", text(&out));
+    // A pack's unit tests, offline.
+    let cases = dir.path().join("cases.json");
+    std::fs::write(&cases, serde_json::to_vec(&json!({ "cases": [
+        { "name": "deletes are blocked", "request": { "action_type": "delete_user" }, "expect": { "decision": "block", "policies": ["no deletes"] } },
+        { "name": "big payments wait", "request": { "action_type": "pay", "metadata": { "amount": 5000 } }, "expect": { "decision": "escalate", "policies": ["big payments"] } },
+        { "name": "small payments pass", "request": { "action_type": "pay", "metadata": { "amount": 5 } }, "expect": { "decision": "allow", "policies": [] } }
+    ]})).unwrap()).unwrap();
+    let out = praetor(&["policy", "test", pack.to_str().unwrap(), cases.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("3 passed, 0 failed"), "{}", text(&out));
+    let wrong = dir.path().join("wrong.json");
+    std::fs::write(&wrong, serde_json::to_vec(&json!({ "cases": [
+        { "name": "mistaken", "request": { "action_type": "delete_user" }, "expect": { "decision": "allow", "policies": [] } }
+    ]})).unwrap()).unwrap();
+    let out = praetor(&["policy", "test", pack.to_str().unwrap(), wrong.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("0 passed, 1 failed"), "{}", text(&out));
+    // Deploy to a running server.
+    let s = start(dir.path().join("data").as_path());
+    let out = praetor(&["policy", "deploy", pack.to_str().unwrap(), "--server", &s.base, "--key", &s.key]);
+    assert!(out.status.success(), "{}", text(&out));
+    let d = call("POST", &format!("{}/api/v1/enforce/intercept", s.base), &s.key, Some(&json!({ "action_type": "delete_user" })));
+    assert_eq!(d["decision"], "block");
+    let out = praetor(&["policy", "deploy", broken.to_str().unwrap(), "--server", &s.base, "--key", &s.key]);
+    assert_eq!(out.status.code(), Some(1), "an invalid pack is not sent: {}", text(&out));
+}
+
+/// A minimal HTTP receiver: answers 200 to every POST and hands each body over.
+fn http_receiver(listener: std::net::TcpListener) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let mut s = stream;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_delivery_queued_while_the_receiver_is_down_arrives_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let args = ["--allow-private-targets", "--delivery-backoff-ms", "100"];
+    let mut s = start_with(dir.path(), &args);
+    let hook = call("POST", &format!("{}/api/v1/enforce/webhooks", s.base), &s.key,
+        Some(&json!({ "url": format!("http://127.0.0.1:{port}/hook"), "events": ["decision.*"] })));
+    assert_eq!(hook["ok"], true, "{hook}");
+    let d = call("POST", &format!("{}/api/v1/enforce/intercept", s.base), &s.key, Some(&json!({ "action_type": "while_down" })));
+    std::thread::sleep(Duration::from_millis(300)); // a few refused attempts
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let rx = http_receiver(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let s = start_with(dir.path(), &args);
+    let body = rx.recv_timeout(Duration::from_secs(20)).expect("the queued delivery arrives after the restart");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["event"], "decision.allow");
+    assert_eq!(v["data"]["decision_id"], d["decision_id"]);
+    drop(s);
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: Rust unit and integration tests (including
+# the decision corpus over HTTP and the public vault vectors), the crate-boundary
+# check, and the end-to-end tests that drive a real `praetor serve` with the real
+# `xybern` SDK from PyPI (installed into .venv by scripts/e2e.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== crate boundaries"
+scripts/check-boundaries.sh
+
+echo "== cargo test"
+cargo test --workspace --all-targets
+
+echo "== end-to-end (xybern SDK)"
+scripts/e2e.sh

@@ -1,0 +1,184 @@
+"""Bad input, sent with plain `requests`: every case gets the documented status and
+`error.code`, in the one error shape, and the server keeps answering."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from support import HTTP_TIMEOUT_S, error_of, unique
+
+INTERCEPT = "/enforce/intercept"
+POLICIES = "/enforce/policies"
+
+
+def _check(server, r: requests.Response, status: int, code: str) -> dict:
+    assert r.status_code == status, f"expected {status} {code}, got {r.status_code}: {r.text[:400]}"
+    err = error_of(r)
+    assert err["code"] == code, err
+    assert server.healthy(), "the server stopped answering /healthz"
+    return err
+
+
+def _raw_post(server, path, data: bytes, key="admin", content_type="application/json"):
+    return server.request("POST", path, key=key, data=data, headers={"Content-Type": content_type})
+
+
+@pytest.mark.parametrize("body", [
+    b"{", b'{"action_type": "x",}', b"not json at all",
+    b'{"action_type": "x"} trailing',                    # one value, then garbage
+    b'{"action_type": "x"}{"action_type": "y"}',         # two values: which one was meant?
+], ids=["truncated", "trailing-comma", "not-json", "trailing-garbage", "two-values"])
+def test_malformed_json(server, body):
+    err = _check(server, _raw_post(server, INTERCEPT, body), 400, "malformed_json")
+    assert err["type"] == "invalid_request"
+
+
+def test_wrong_type(server):
+    err = _check(server, server.request("POST", INTERCEPT, json={"action_type": 5, "metadata": {}}),
+                 400, "invalid_field")
+    assert "action_type" in err["message"], err
+    err = _check(server, server.request("POST", INTERCEPT, json={"action_type": "x", "metadata": "nope"}),
+                 400, "invalid_field")
+    assert "metadata" in err["message"], err
+
+
+def test_missing_action_type(server):
+    r = server.request("POST", INTERCEPT, json={"metadata": {}})
+    assert r.status_code == 400, r.text
+    assert error_of(r)["code"] in ("missing_field", "invalid_field")
+    assert "action_type" in error_of(r)["message"]
+
+
+def test_action_type_length(server):
+    ok = server.request("POST", INTERCEPT, json={"action_type": "a" * 256, "agent_id": None, "metadata": {}})
+    assert ok.status_code == 200 and ok.json()["decision"] == "allow", ok.text
+    for n in (257, 10_000):
+        err = _check(server, server.request("POST", INTERCEPT, json={"action_type": "a" * n, "metadata": {}}),
+                     400, "invalid_field")
+        assert "action_type" in err["message"], err
+
+
+def test_oversize_body(server):
+    big = json.dumps({"action_type": "big", "metadata": {}, "action_content": "x" * (2 * 1024 * 1024)}).encode()
+    err = _check(server, _raw_post(server, INTERCEPT, big), 413, "payload_too_large")
+    assert err["type"] == "invalid_request"
+    # just under the limit is still a request like any other
+    small = json.dumps({"action_type": "big_ok", "agent_id": None, "metadata": {},
+                        "action_content": "x" * (256 * 1024)}).encode()
+    r = _raw_post(server, INTERCEPT, small)
+    assert r.status_code == 200 and r.json()["decision"] == "allow", r.text[:400]
+    # under the body limit but over the content limit (512 KiB): a field error, not 413
+    long_content = json.dumps({"action_type": "long", "metadata": {}, "action_content": "x" * (600 * 1024)}).encode()
+    err = _check(server, _raw_post(server, INTERCEPT, long_content), 400, "invalid_field")
+    assert "action_content" in err["message"], err
+    # the same without a Content-Length (chunked upload): the limit still applies
+    chunks = (big[i:i + 65536] for i in range(0, len(big), 65536))
+    _check(server, server.request("POST", INTERCEPT, data=chunks, headers={"Content-Type": "application/json"}),
+           413, "payload_too_large")
+    big_policy = json.dumps({"name": "big", "policy_type": "content_pattern", "decision": "block",
+                             "conditions": {"patterns": ["x" * (2 * 1024 * 1024)]}}).encode()
+    _check(server, _raw_post(server, POLICIES, big_policy), 413, "payload_too_large")
+
+
+def test_unknown_policy_field(server):
+    err = _check(server, server.request("POST", POLICIES, json={
+        "name": unique("p"), "policy_type": "action_type", "action_types": ["x_*"], "decision": "block",
+        "priority": 1, "colour": "red"}), 400, "unknown_field")
+    assert "colour" in err["message"], err
+
+
+def test_invalid_regex_in_policy(server):
+    err = _check(server, server.request("POST", POLICIES, json={
+        "name": unique("p"), "policy_type": "content_pattern", "action_types": ["x_*"], "decision": "block",
+        "conditions": {"patterns": ["fine", "(unclosed"]}}), 400, "invalid_policy")
+    assert "conditions.patterns[1]" in err["message"], err
+
+
+def test_other_policy_errors(server):
+    before = server.get(POLICIES)["policies"]
+    _check(server, server.request("POST", POLICIES, json={
+        "policy_type": "action_type", "decision": "block"}), 400, "missing_field")
+    _check(server, server.request("POST", POLICIES, json={
+        "name": unique("p"), "policy_type": "action_type", "decision": "perhaps"}), 400, "invalid_field")
+    _check(server, server.request("POST", POLICIES, json={
+        "name": unique("p"), "policy_type": "pii", "decision": "block",
+        "conditions": {"categories": ["shoe_size"]}}), 400, "invalid_policy")
+    _check(server, server.request("POST", POLICIES, json={
+        "name": unique("p"), "policy_type": "threshold", "decision": "block", "trust_threshold": 101}),
+        400, "invalid_policy")
+    _check(server, server.request("POST", POLICIES, json={
+        "name": unique("p"), "policy_type": "sequence", "decision": "block",
+        "conditions": {"velocity": {"max": 0, "window_seconds": 60}}}), 400, "invalid_policy")
+    r = server.request("POST", POLICIES, json={
+        "name": unique("p"), "policy_type": "content_pattern", "decision": "block",
+        "conditions": {"patterns": ["ok"], "colour": "red"}})
+    assert r.status_code == 400, r.text
+    assert error_of(r)["code"] in ("unknown_field", "invalid_policy") and "colour" in error_of(r)["message"], r.text
+    # nothing of the above was stored
+    assert server.get(POLICIES)["policies"] == before
+
+
+def test_missing_key(server):
+    err = _check(server, server.request("POST", INTERCEPT, key=None, json={"action_type": "x", "metadata": {}}),
+                 401, "missing_api_key")
+    assert err["type"] == "auth"
+    _check(server, server.request("GET", "/enforce/agents", key=None), 401, "missing_api_key")
+
+
+def test_bad_key(server):
+    for key in ("xb_live_" + "a" * 40, "xb_live_", "not-a-key", server.admin_key[:-1]):
+        _check(server, server.request("POST", INTERCEPT, key=key, json={"action_type": "x", "metadata": {}}),
+               401, "invalid_api_key")
+    r = requests.get(server.url("/enforce/agents"), headers={"Authorization": "Bearer xb_live_nope"},
+                     timeout=HTTP_TIMEOUT_S)
+    _check(server, r, 401, "invalid_api_key")
+
+
+def test_bearer_header_accepted(server):
+    r = requests.post(server.url(INTERCEPT), json={"action_type": unique("bearer"), "agent_id": None, "metadata": {}},
+                      headers={"Authorization": f"Bearer {server.admin_key}"}, timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200 and r.json()["decision"] == "allow", r.text
+
+
+def test_key_of_another_workspace(server, server_factory):
+    other = server_factory(unique("other-ws"))
+    assert other.admin_key != server.admin_key
+    # valid where it was issued ...
+    assert other.request("GET", "/enforce/agents").status_code == 200
+    # ... and unknown here
+    _check(server, server.request("POST", INTERCEPT, key=other.admin_key,
+                                  json={"action_type": "x", "metadata": {}}), 401, "invalid_api_key")
+    _check(server, server.request("GET", "/enforce/agents", key=other.admin_key), 401, "invalid_api_key")
+    _check(server, server.request("POST", POLICIES, key=other.admin_key, json={
+        "name": "x", "policy_type": "action_type", "decision": "block"}), 401, "invalid_api_key")
+
+
+def test_agent_key_cannot_write_policies(server, xy):
+    agent_id = xy.register_agent(unique("e2e-scoped"))["agent"]["agent_id"]
+    agent_key = server.create_key(["agent"], agent_id=agent_id)
+    read_key = server.create_key(["read"])
+    for key in (agent_key, read_key):
+        err = _check(server, server.request("POST", POLICIES, key=key, json={
+            "name": unique("p"), "policy_type": "action_type", "action_types": ["x"], "decision": "block"}),
+            403, "insufficient_scope")
+        assert err["type"] == "auth"
+        _check(server, server.request("POST", "/enforce/keys", key=key, json={"scopes": ["admin"]}),
+               403, "insufficient_scope")
+    # but the agent key may ask for decisions
+    r = server.request("POST", INTERCEPT, key=agent_key, json={"action_type": unique("ok"), "agent_id": None,
+                                                                "metadata": {}})
+    assert r.status_code == 200 and r.json()["decision"] == "allow", r.text
+
+
+def test_unknown_route_and_method(server):
+    _check(server, server.request("GET", "/enforce/no-such-thing"), 404, "route_not_found")
+    _check(server, server.request("DELETE", INTERCEPT), 405, "method_not_allowed")
+    _check(server, server.request("GET", "/enforce/policies/pol_nope"), 404, "not_found")
+
+
+def test_bad_query(server):
+    _check(server, server.request("GET", "/enforce/decisions", params={"decision": "maybe"}), 400, "invalid_query")
+    _check(server, server.request("GET", "/enforce/decisions", params={"since": "yesterday"}), 400, "invalid_query")

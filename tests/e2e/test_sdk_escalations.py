@@ -1,0 +1,94 @@
+"""Escalations through the SDK: `Decision.wait()` on approval, rejection and a stale
+approval, and the approvals scope enforced on `resolve_escalation`."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+
+from xybern import ApprovalRejected, Xybern
+from support import unique
+
+
+def _escalating_policy(server, action: str) -> None:
+    r = requests.post(f"{server.base_url}/enforce/policies", headers={"X-API-Key": server.admin_key}, timeout=10,
+                      json={"name": unique("hold"), "policy_type": "action_type", "action_types": [action], "decision": "escalate"})
+    assert r.status_code == 200, r.text
+
+
+def _key(server, scopes) -> str:
+    r = requests.post(f"{server.base_url}/enforce/keys", headers={"X-API-Key": server.admin_key}, timeout=10, json={"scopes": scopes})
+    assert r.status_code == 200, r.text
+    return r.json()["api_key"]
+
+
+@pytest.fixture
+def agent_xy(server):
+    return Xybern(api_key=_key(server, ["agent"]), base_url=server.base_url)
+
+
+@pytest.fixture
+def approver_xy(server):
+    return Xybern(api_key=_key(server, ["approvals"]), base_url=server.base_url)
+
+
+def _resolve_later(client, escalation_id: str, resolution: str, reason: str, delay: float = 0.3) -> threading.Thread:
+    def run():
+        time.sleep(delay)
+        client.resolve_escalation(escalation_id, resolution, reason)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_escalate_then_approve_makes_wait_return_an_allowed_decision(server, agent_xy, approver_xy):
+    action = unique("e2e_wire")
+    _escalating_policy(server, action)
+    d = agent_xy.authorize(action, resource="payments/42")
+    assert d.decision == "escalate" and d.escalated, d.raw
+    assert d.escalation_id and d.escalation_id.startswith("esc_")
+    # An agent key can never resolve: the SDK surfaces the 403.
+    with pytest.raises(requests.HTTPError) as info:
+        agent_xy.client.resolve_escalation(d.escalation_id, "approved", "self-approval")
+    assert info.value.response.status_code == 403
+    assert info.value.response.json()["error"]["code"] == "insufficient_scope"
+    t = _resolve_later(approver_xy.client, d.escalation_id, "approved", "checked by finance")
+    allowed = d.wait(timeout=20, poll_interval=0.5)
+    t.join()
+    assert allowed.allowed and allowed.decision == "allow"
+    assert "checked by finance" in allowed.reasoning
+    status = agent_xy.client.get_escalation_status(d.escalation_id)
+    assert status["status"] == "approved"
+
+
+def test_a_rejection_raises_approval_rejected(server, agent_xy, approver_xy):
+    action = unique("e2e_wire")
+    _escalating_policy(server, action)
+    d = agent_xy.authorize(action)
+    t = _resolve_later(approver_xy.client, d.escalation_id, "rejected", "not today")
+    with pytest.raises(ApprovalRejected) as info:
+        d.wait(timeout=20, poll_interval=0.5)
+    t.join()
+    assert info.value.status == "rejected"
+    assert info.value.reason == "not today"
+
+
+def test_a_stale_approval_raises_approval_rejected(server_factory):
+    srv = server_factory(unique("stale"))
+    r = requests.put(f"{srv.base_url}/enforce/settings", headers={"X-API-Key": srv.admin_key}, timeout=10,
+                     json={"approval_freshness_seconds": 1})
+    assert r.status_code == 200, r.text
+    action = unique("e2e_wire")
+    _escalating_policy(srv, action)
+    agent = Xybern(api_key=_key(srv, ["agent"]), base_url=srv.base_url)
+    approver = Xybern(api_key=_key(srv, ["approvals"]), base_url=srv.base_url)
+    d = agent.authorize(action)
+    approver.client.resolve_escalation(d.escalation_id, "approved", "ok then")
+    time.sleep(1.3)  # past the freshness window
+    with pytest.raises(ApprovalRejected) as info:
+        d.wait(timeout=10, poll_interval=0.5)
+    assert info.value.status == "approved", "the approval still reads approved, but is no longer actionable"
+    assert agent.client.get_escalation_status(d.escalation_id)["decision"] == "block"
