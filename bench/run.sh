@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Praetor against a plain-HTTP baseline, back to back, on this machine (issue 7).
 #
-#   bench/run.sh            concurrency 1, 16, 64 (simple) and 64 (realistic),
+#   bench/run.sh            concurrency 1, 16, 64 (simple) and 64 (realistic, session),
 #                           DURATION seconds per run (default 10), REPEAT runs per point
 #                           (default 2); prints one table.
 #   bench/run.sh --smoke    2 s, concurrency 4, simple only, one run: checks the tooling
@@ -11,7 +11,7 @@
 #   DURATION=10          seconds per run
 #   REPEAT=2             runs of each point (each one baseline then Praetor)
 #   POINTS="..."         scenario:concurrency pairs to run
-#                        [default: "simple:1 simple:16 simple:64 realistic:64"]
+#                        [default: "simple:1 simple:16 simple:64 realistic:64 session:64"]
 #   OUT_DIR=DIR          keep the raw JSON (bench summaries, Praetor /v1/status), the
 #                        server logs, cpu.txt (CPU of server and bench per run) and any
 #                        perf data here; default: a temporary directory, removed at exit
@@ -46,7 +46,7 @@ done
 if [ "$SMOKE" = 1 ]; then
     DURATION=2; REPEAT=1; POINTS="simple:4"
 else
-    DURATION=${DURATION:-10}; REPEAT=${REPEAT:-2}; POINTS=${POINTS:-"simple:1 simple:16 simple:64 realistic:64"}
+    DURATION=${DURATION:-10}; REPEAT=${REPEAT:-2}; POINTS=${POINTS:-"simple:1 simple:16 simple:64 realistic:64 session:64"}
 fi
 case "$DURATION$REPEAT" in *[!0-9]*) echo "DURATION and REPEAT must be whole numbers" >&2; exit 2 ;; esac
 

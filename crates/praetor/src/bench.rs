@@ -21,7 +21,16 @@ pub enum Scenario {
     /// 30 policies of every kind (bench/realistic-policies.json), 50 agents with
     /// scopes, content of 200-2,000 characters, some with PII.
     Realistic,
+    /// Each connection works inside a session with budgets (actions, spend, tokens),
+    /// starts a new session when its budget terminates the old one, and ends it at the
+    /// end of the run.
+    Session,
 }
+
+/// The session scenario's budgets: the 51st action of a session, or the one that takes
+/// its spend past 1,000 EUR, answers `terminate`.
+const SESSION_MAX_ACTIONS: u64 = 50;
+const SESSION_MAX_SPEND_EUR: &str = "1000";
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -69,7 +78,7 @@ async fn api(client: &reqwest::Client, args: &BenchArgs, method: reqwest::Method
 
 async fn setup(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<Setup> {
     let (policies, agent_count): (Vec<Value>, usize) = match args.scenario {
-        Scenario::Simple => (
+        Scenario::Simple | Scenario::Session => (
             vec![json!({"name": "bench: allow bench actions", "policy_type": "action_type", "action_types": ["bench.*"], "decision": "allow"})],
             1,
         ),
@@ -95,7 +104,7 @@ async fn setup(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<Set
     // Realistic agents have scopes that cover some of the mix, so boundaries refuse
     // some actions; the simple scenario's agent may do anything.
     let scope_sets: Vec<Vec<&str>> = match args.scenario {
-        Scenario::Simple => vec![vec![]],
+        Scenario::Simple | Scenario::Session => vec![vec![]],
         Scenario::Realistic => vec![vec!["tool.*", "db.read*", "email.*"], vec!["payment.*", "invoice.*"], vec!["*"]],
     };
     let mut agents = Vec::new();
@@ -112,6 +121,7 @@ fn scenario_name(s: Scenario) -> &'static str {
     match s {
         Scenario::Simple => "simple",
         Scenario::Realistic => "realistic",
+        Scenario::Session => "session",
     }
 }
 
@@ -143,10 +153,32 @@ fn realistic_action(n: u64, agent: &str) -> Value {
     json!({"action_type": action, "agent_id": agent, "action_content": content, "metadata": metadata})
 }
 
+/// A session action: a payment of 1-30 EUR with a few tokens, so every budget counts.
+fn session_action(n: u64, session_id: &str) -> Value {
+    json!({"action_type": "bench.pay", "agent_id": null, "session_id": session_id, "action_content": "pay invoice",
+        "metadata": {"amount": (1 + n % 30).to_string(), "currency": "EUR", "tokens": 40}})
+}
+
+async fn start_session(client: &reqwest::Client, args: &BenchArgs, agent: &str) -> anyhow::Result<String> {
+    let body = json!({"agent_id": agent, "label": "bench",
+        "budgets": {"max_actions": SESSION_MAX_ACTIONS, "max_spend": {"EUR": SESSION_MAX_SPEND_EUR}, "ttl_seconds": 3600}});
+    let v = api(client, args, reqwest::Method::POST, "/enforce/sessions/start", Some(body)).await?;
+    v["session_id"].as_str().map(str::to_owned).context("the session start answered no `session_id`")
+}
+
 #[derive(Default)]
 struct Tally {
     decisions: BTreeMap<String, u64>,
     errors: u64,
+    sessions_started: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn error(&mut self, what: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(what);
+    }
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -167,36 +199,63 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
-        let (client, url, key, stop, sent, done) = (client.clone(), url.clone(), args.key.clone(), stop.clone(), sent.clone(), done.clone());
+        let (client, url, stop, sent, done) = (client.clone(), url.clone(), stop.clone(), sent.clone(), done.clone());
         let agents = setup.agents.clone();
-        let scenario = args.scenario;
-        let limit = args.requests;
+        let args = args.clone();
         workers.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let mut tally = Tally::default();
+            // The session scenario's current session (started outside the timed request).
+            let mut session: Option<String> = None;
             loop {
                 let n = sent.fetch_add(1, Ordering::Relaxed);
-                if stop.load(Ordering::Relaxed) || limit.is_some_and(|l| n >= l) {
+                if stop.load(Ordering::Relaxed) || args.requests.is_some_and(|l| n >= l) {
                     break;
                 }
                 let agent = &agents[(n as usize + w) % agents.len()];
-                let body = match scenario {
+                let body = match args.scenario {
                     Scenario::Simple => json!({"action_type": "bench.read", "agent_id": agent, "action_content": "read row 42", "metadata": {}}),
                     Scenario::Realistic => realistic_action(n, agent),
+                    Scenario::Session => {
+                        if session.is_none() {
+                            match start_session(&client, &args, agent).await {
+                                Ok(id) => {
+                                    tally.sessions_started += 1;
+                                    session = Some(id);
+                                }
+                                Err(e) => {
+                                    tally.error(format!("session start: {e:#}"));
+                                    done.fetch_add(1, Ordering::Relaxed);
+                                    continue;
+                                }
+                            }
+                        }
+                        session_action(n, session.as_deref().unwrap_or_default())
+                    }
                 };
                 let t = Instant::now();
-                let res = client.post(&url).header("X-API-Key", &key).json(&body).send().await;
+                let res = client.post(&url).header("X-API-Key", &args.key).json(&body).send().await;
                 let answer = match res {
-                    Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
-                    _ => None,
+                    Ok(r) if r.status().is_success() => r.json::<Value>().await.map_err(|e| format!("answer: {e}")),
+                    Ok(r) => Err(format!("HTTP {}: {}", r.status(), r.text().await.unwrap_or_default())),
+                    Err(e) => Err(format!("request: {e}")),
                 };
                 let micros = t.elapsed().as_micros() as u64;
                 let _ = hist.record(micros.max(1));
-                match answer.as_ref().and_then(|a| a["decision"].as_str()) {
-                    Some(d) => *tally.decisions.entry(d.to_owned()).or_default() += 1,
-                    None => tally.errors += 1,
+                match answer.as_ref().map(|a| a["decision"].as_str()) {
+                    Ok(Some(d)) => {
+                        *tally.decisions.entry(d.to_owned()).or_default() += 1;
+                        if d == "terminate" {
+                            session = None; // its budget is spent: the next action starts another
+                        }
+                    }
+                    Ok(None) => tally.error("an answer without `decision`".into()),
+                    Err(e) => tally.error(e.clone()),
                 }
                 done.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(id) = session {
+                let _ = api(&client, &args, reqwest::Method::POST, &format!("/enforce/sessions/{id}/end"), Some(json!({"reason": "bench finished"}))).await;
             }
             (hist, tally)
         }));
@@ -231,6 +290,10 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
             *tally.decisions.entry(k).or_default() += v;
         }
         tally.errors += t.errors;
+        tally.sessions_started += t.sessions_started;
+        if tally.first_error.is_none() {
+            tally.first_error = t.first_error;
+        }
     }
     let elapsed = started.elapsed().as_secs_f64();
     eprintln!();
@@ -250,6 +313,8 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         "latency_us": {"p50": us(0.5), "p90": us(0.9), "p99": us(0.99), "p99_9": us(0.999), "max": hist.max()},
         "decisions": tally.decisions,
         "errors": tally.errors,
+        "first_error": tally.first_error,
+        "sessions_started": tally.sessions_started,
     });
     if args.json {
         println!("{summary}");
@@ -259,6 +324,12 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         println!("  latency  p50 {} µs  p90 {} µs  p99 {} µs  p99.9 {} µs  max {} µs", us(0.5), us(0.9), us(0.99), us(0.999), hist.max());
         let counts: Vec<String> = tally.decisions.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!("  decisions  {}", counts.join("  "));
+        if tally.sessions_started > 0 {
+            println!("  sessions started  {}", tally.sessions_started);
+        }
+        if let Some(e) = &tally.first_error {
+            println!("  first error  {e}");
+        }
     }
     Ok(if tally.errors == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
 }

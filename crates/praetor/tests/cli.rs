@@ -470,3 +470,41 @@ fn a_delivery_queued_while_the_receiver_is_down_arrives_after_a_restart() {
     assert_eq!(v["data"]["decision_id"], d["decision_id"]);
     drop(s);
 }
+
+/// `praetor bench` works against a live server in every scenario (a smoke test: the
+/// figures mean nothing here, only that the tool sets up, drives and reports).
+#[test]
+fn bench_runs_every_scenario_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    for (scenario, requests) in [("simple", 200u64), ("realistic", 300), ("session", 400)] {
+        let out = praetor(&["bench", "--url", &s.base, "--key", &s.key, "--concurrency", "4", "--requests", &requests.to_string(),
+            "--scenario", scenario, "--json"]);
+        assert!(out.status.success(), "{scenario}: {}", text(&out));
+        let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{scenario}: {e}: {}", text(&out)));
+        assert_eq!(summary["scenario"], scenario);
+        assert_eq!(summary["errors"], 0, "{summary}");
+        assert_eq!(summary["requests"], requests, "{summary}");
+        let counted: u64 = summary["decisions"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(counted, requests, "every request is one decision: {summary}");
+        assert!(summary["decisions_per_second"].as_f64().unwrap() > 0.0);
+        for q in ["p50", "p90", "p99", "p99_9"] {
+            assert!(summary["latency_us"][q].as_u64().unwrap() > 0, "{q}: {summary}");
+        }
+        let count = |d: &str| summary["decisions"][d].as_u64().unwrap_or(0);
+        match scenario {
+            "simple" => assert_eq!(count("allow"), requests, "{summary}"),
+            "realistic" => assert!(count("allow") > 0 && count("block") > 0, "the realistic mix allows and refuses: {summary}"),
+            _ => {
+                // 50 actions per session: each 51st action terminates it and a new one starts.
+                assert!(count("terminate") >= 4, "{summary}");
+                assert!(summary["sessions_started"].as_u64().unwrap() > 4, "{summary}");
+            }
+        }
+    }
+    // The bench removed its policies; its sessions are over.
+    let policies = call("GET", &format!("{}/api/v1/enforce/policies", s.base), &s.key, None);
+    assert!(!policies.to_string().contains("bench:"), "{policies}");
+    let active = call("GET", &format!("{}/api/v1/enforce/sessions?status=active", s.base), &s.key, None);
+    assert_eq!(active["sessions"].as_array().map(Vec::len), Some(0), "{active}");
+}
