@@ -8,6 +8,9 @@ use std::path::PathBuf;
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL: keep every record there (several nodes may share it) instead of
+    /// in `<data_dir>/praetor.db`.
+    pub database_url: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Load demo agents and policies into the default workspace on start.
@@ -59,6 +62,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             data_dir: PathBuf::from("./praetor-data"),
+            database_url: None,
             max_body_bytes: 1024 * 1024,
             demo: false,
             checkpoint_interval_ms: 1000,

@@ -39,16 +39,28 @@ pub enum ServeError {
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
-/// Open the SQLite store and the vault keys in `config.data_dir`, build the state, and
-/// create the default workspace (and demo data) when needed.
+/// Open the store (PostgreSQL when `config.database_url` is set, else SQLite in
+/// `config.data_dir`) and the vault keys, build the state, and create the default
+/// workspace (and demo data) when needed.
 pub async fn open(config: Config) -> Result<(Arc<AppState>, bootstrap::Started), ServeError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServeError::Start(format!("cannot create the data directory `{}`: {e}", config.data_dir.display())))?;
-    let db_path = config.data_dir.join("praetor.db");
-    let store = praetor_store::sqlite::SqliteStore::open(&db_path)
-        .map_err(|e| ServeError::Store { path: db_path.display().to_string(), reason: e.to_string() })?;
+    let store: Arc<dyn Store> = match &config.database_url {
+        Some(url) => {
+            let shown = praetor_store::postgres::redact_url(url);
+            let store = praetor_store::postgres::PostgresStore::connect(url)
+                .map_err(|e| ServeError::Store { path: shown.clone(), reason: e.to_string() })?;
+            tracing::info!(database = %shown, "using PostgreSQL");
+            Arc::new(store)
+        }
+        None => {
+            let db_path = config.data_dir.join("praetor.db");
+            let store = praetor_store::sqlite::SqliteStore::open(&db_path)
+                .map_err(|e| ServeError::Store { path: db_path.display().to_string(), reason: e.to_string() })?;
+            Arc::new(store)
+        }
+    };
     let keys = vault::VaultKeys::load_or_create(&config.vault_keys_dir())?;
-    let store: Arc<dyn Store> = Arc::new(store);
     let state = AppState::load(config, store, Arc::new(clock::SystemClock), keys)
         .await
         .map_err(|e| ServeError::Start(e.message))?;

@@ -1,11 +1,21 @@
-//! Persistence for Praetor. The only crate that knows SQL.
+//! Persistence for Praetor. The only crate that knows SQL: one set of queries (`rows`,
+//! `vault_rows`) and one group-commit writer, on SQLite or on PostgreSQL.
 //!
 //! Every write is a [`Txn`]: a list of mutations plus the vault entries that seal them,
 //! applied atomically. Backends group many transactions into one commit (one fsync for
 //! many decisions), and only then report success, so an answered decision is on disk.
 
 pub mod model;
+pub mod postgres;
+mod rows;
+pub mod sql;
+pub mod sql_store;
 pub mod sqlite;
+mod vault_rows;
+mod writer;
+
+pub use sql_store::SqlStore;
+pub use vault_rows::VaultCheck;
 
 pub use model::*;
 
@@ -24,12 +34,6 @@ pub enum StoreError {
     Vault(#[from] praetor_vault::VaultError),
     #[error("`{0}` already exists")]
     Conflict(String),
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Database(e.to_string())
-    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -21,6 +21,10 @@ pub struct ServeArgs {
     /// Data directory: the SQLite store, vault keys and admin.key [default: ./praetor-data].
     #[arg(long, env = "PRAETOR_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keep every record in PostgreSQL (postgres://user:password@host/db) instead of
+    /// SQLite in the data directory; several nodes may share one database.
+    #[arg(long = "database", env = "PRAETOR_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Load demo agents and policies on start.
     #[arg(long, env = "PRAETOR_DEMO")]
     pub demo: bool,
@@ -62,6 +66,7 @@ pub struct ServeArgs {
 struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    database_url: Option<String>,
     demo: Option<bool>,
     max_body_bytes: Option<usize>,
     checkpoint_interval_ms: Option<u64>,
@@ -127,6 +132,7 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(d) = &args.data_dir {
         cfg.data_dir = d.clone();
     }
+    cfg.database_url = args.database_url.clone().or(file.database_url.clone());
     cfg.demo |= args.demo;
     if let Some(m) = args.max_body_bytes {
         cfg.max_body_bytes = m;
@@ -153,6 +159,14 @@ fn validate(cfg: &Config) -> anyhow::Result<()> {
     }
     if !(1..=3600).contains(&cfg.signature_max_skew_secs) {
         bail!("config key `signature_max_skew_secs`: {} is outside 1..=3600", cfg.signature_max_skew_secs);
+    }
+    if let Some(url) = &cfg.database_url
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        bail!(
+            "config key `database_url`: `{}` is not a PostgreSQL URL (postgres://user:password@host:5432/db)",
+            praetor_store::postgres::redact_url(url)
+        );
     }
     Ok(())
 }

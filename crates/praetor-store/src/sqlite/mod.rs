@@ -1,22 +1,58 @@
-//! The SQLite backend: one writer thread that groups transactions into one commit
-//! (and sequences the vault), and a small pool of read connections (WAL mode).
+//! The SQLite backend: one file in WAL mode, one writer thread that groups transactions
+//! into one commit (and sequences the vault), and a small pool of read connections.
 
-mod rows;
 mod schema;
-mod vault;
-mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use async_trait::async_trait;
-use parking_lot::Mutex;
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags};
 
-use crate::model::*;
-use crate::{LogHead, Result, Sealed, Snapshot, Store, StoreError, Txn};
+use crate::sql::{Arg, Cell, Db, Row, ToArg};
+use crate::sql_store::{Backend, SqlStore};
+use crate::writer::WriterConn;
+use crate::{Result, StoreError, vault_rows};
 
-pub use vault::VaultCheck;
+pub use crate::vault_rows::VaultCheck;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// The store on one SQLite file.
+pub type SqliteStore = SqlStore<Sqlite>;
+
+pub struct Sqlite {
+    path: PathBuf,
+}
+
+impl Sqlite {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Backend for Sqlite {
+    type Reader = Connection;
+    const KIND: &'static str = "sqlite";
+
+    fn reader(&self) -> Result<Connection> {
+        open_connection(&self.path, true)
+    }
+}
+
+impl SqlStore<Sqlite> {
+    /// Open (creating if needed) the database file and run pending migrations.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
+        let path = path.as_ref().to_path_buf();
+        let conn = open_connection(&path, false)?;
+        crate::sql_store::migrate(&conn, schema::MIGRATIONS, "sqlite")?;
+        let writer = crate::writer::spawn(conn)?;
+        SqlStore::new(Sqlite { path }, writer)
+    }
+}
 
 /// Re-verify every workspace's log in the database at `path` (read-only): leaves,
 /// chain, HMACs, stored tree hashes and checkpoint roots. `progress(done, total)`.
@@ -25,41 +61,7 @@ pub fn check_vault_file(path: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -
         return Err(StoreError::Database(format!("no database at `{}`", path.display())));
     }
     let conn = open_connection(path, true)?;
-    let mut stmt = conn.prepare("SELECT workspace_id FROM workspaces ORDER BY created_at")?;
-    let ids = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut reports = Vec::new();
-    for ws in ids {
-        reports.push(vault::check_vault(&conn, &ws, &mut |done, total| progress(&ws, done, total))?);
-    }
-    Ok(reports)
-}
-
-const READERS: usize = 4;
-
-pub struct SqliteStore {
-    path: PathBuf,
-    writer: writer::WriterHandle,
-    readers: Arc<ReaderPool>,
-}
-
-struct ReaderPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-}
-
-impl ReaderPool {
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = match self.idle.lock().pop() {
-            Some(c) => c,
-            None => open_connection(&self.path, true)?,
-        };
-        let out = f(&conn);
-        let mut idle = self.idle.lock();
-        if idle.len() < READERS {
-            idle.push(conn);
-        }
-        out
-    }
+    vault_rows::check_every_vault(&conn, progress)
 }
 
 pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
@@ -76,208 +78,63 @@ pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-    )?;
-    for (version, sql) in schema::MIGRATIONS {
-        let done: bool = conn.query_row(
-            "SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE version = ?1)",
-            [version],
-            |r| r.get(0),
-        )?;
-        if done {
-            continue;
-        }
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))",
-            [version],
-        )?;
-        tx.commit()?;
-        tracing::info!(version, "applied sqlite migration");
-    }
-    Ok(())
-}
-
-impl SqliteStore {
-    /// Open (creating if needed) the database file and run pending migrations.
-    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
-        let path = path.as_ref().to_path_buf();
-        let mut conn = open_connection(&path, false)?;
-        migrate(&mut conn)?;
-        let writer = writer::spawn(conn)?;
-        Ok(SqliteStore {
-            readers: Arc::new(ReaderPool { path: path.clone(), idle: Mutex::new(Vec::new()) }),
-            path,
-            writer,
-        })
+impl WriterConn for Connection {
+    fn begin(&self) -> Result<()> {
+        // IMMEDIATE takes the file's write lock now, so no other process (e.g. `praetor
+        // keys create`) commits between this batch's reads and its writes.
+        Ok(self.execute_batch("BEGIN IMMEDIATE")?)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || pool.with(f))
-            .await
-            .map_err(|e| StoreError::Database(format!("reader task failed: {e}")))?
+    fn lock_log(&self, _ws: &str) -> Result<()> {
+        Ok(()) // the file's write lock, taken by `begin`, already holds every log
     }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn commit(&self, txn: Txn) -> Result<Vec<Sealed>> {
-        self.writer.commit(txn).await
-    }
+struct SqliteArg<'a>(Arg<'a>);
 
-    async fn snapshot(&self) -> Result<Snapshot> {
-        self.read(rows::load_snapshot).await
+impl rusqlite::ToSql for SqliteArg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            Arg::Null => ValueRef::Null,
+            Arg::Int(i) => ValueRef::Integer(i),
+            Arg::Text(s) => ValueRef::Text(s.as_bytes()),
+            Arg::Bytes(b) => ValueRef::Blob(b),
+        }))
     }
+}
 
-    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>> {
-        let hash = key_hash.to_owned();
-        self.read(move |c| rows::api_key_by_hash(c, &hash)).await
-    }
+fn bind<'a>(args: &'a [&'a dyn ToArg]) -> Vec<SqliteArg<'a>> {
+    args.iter().map(|a| SqliteArg(a.arg())).collect()
+}
 
-    async fn list_api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKey>> {
-        let ws = workspace_id.to_owned();
-        self.read(move |c| rows::list_api_keys(c, &ws)).await
-    }
-
-    async fn list_objects(&self, workspace_id: &str, filter: &ObjectFilter) -> Result<Vec<ObjectRecord>> {
-        let ws = workspace_id.to_owned();
-        let filter = filter.clone();
-        self.read(move |c| rows::list_objects(c, &ws, &filter)).await
-    }
-
-    async fn get_object(&self, workspace_id: &str, kind: &str, object_id: &str) -> Result<Option<ObjectRecord>> {
-        let (ws, kind, id) = (workspace_id.to_owned(), kind.to_owned(), object_id.to_owned());
-        self.read(move |c| rows::get_object(c, &ws, &kind, &id)).await
-    }
-
-    async fn list_sessions(&self, workspace_id: &str, filter: &SessionFilter) -> Result<Vec<Session>> {
-        let ws = workspace_id.to_owned();
-        let filter = filter.clone();
-        self.read(move |c| rows::list_sessions(c, &ws, &filter)).await
-    }
-
-    async fn get_session(&self, workspace_id: &str, session_id: &str) -> Result<Option<Session>> {
-        let ws = workspace_id.to_owned();
-        let id = session_id.to_owned();
-        self.read(move |c| rows::get_session(c, &ws, &id)).await
-    }
-
-    async fn shadow_report(&self, workspace_id: &str, policy_id: Option<&str>, since: Millis) -> Result<Vec<ShadowSummary>> {
-        let ws = workspace_id.to_owned();
-        let pid = policy_id.map(str::to_owned);
-        self.read(move |c| rows::shadow_report(c, &ws, pid.as_deref(), since)).await
-    }
-
-    async fn list_violations(&self, workspace_id: &str, filter: &ViolationFilter) -> Result<Vec<Violation>> {
-        let ws = workspace_id.to_owned();
-        let filter = filter.clone();
-        self.read(move |c| rows::list_violations(c, &ws, &filter)).await
-    }
-
-    async fn get_violation(&self, workspace_id: &str, violation_id: &str) -> Result<Option<Violation>> {
-        let (ws, id) = (workspace_id.to_owned(), violation_id.to_owned());
-        self.read(move |c| rows::get_violation(c, &ws, &id)).await
-    }
-
-    async fn due_deliveries(&self, now: Millis, limit: u32) -> Result<Vec<Delivery>> {
-        self.read(move |c| rows::due_deliveries(c, now, limit)).await
-    }
-
-    async fn list_deliveries(&self, workspace_id: &str, webhook_id: Option<&str>, limit: u32) -> Result<Vec<Delivery>> {
-        let ws = workspace_id.to_owned();
-        let wh = webhook_id.map(str::to_owned);
-        self.read(move |c| rows::list_deliveries(c, &ws, wh.as_deref(), limit)).await
-    }
-
-    async fn list_decisions(&self, workspace_id: &str, filter: &DecisionFilter) -> Result<(Vec<DecisionRow>, u64)> {
-        let ws = workspace_id.to_owned();
-        let filter = filter.clone();
-        self.read(move |c| rows::list_decisions(c, &ws, &filter)).await
-    }
-
-    async fn get_decision(&self, workspace_id: &str, decision_id: &str) -> Result<Option<DecisionRow>> {
-        let ws = workspace_id.to_owned();
-        let id = decision_id.to_owned();
-        self.read(move |c| rows::get_decision(c, &ws, &id)).await
-    }
-
-    async fn log_head(&self, workspace_id: &str) -> Result<LogHead> {
-        if let Some(head) = self.writer.head(workspace_id) {
-            return Ok(head);
-        }
-        let ws = workspace_id.to_owned();
-        self.read(move |c| vault::read_head(c, &ws)).await
-    }
-
-    async fn vault_entries(&self, workspace_id: &str, start: u64, end: u64) -> Result<Vec<VaultEntryRow>> {
-        let ws = workspace_id.to_owned();
-        self.read(move |c| vault::entries(c, &ws, start, end)).await
-    }
-
-    async fn inclusion_proof(&self, workspace_id: &str, index: u64, size: u64) -> Result<Vec<[u8; 32]>> {
-        let ws = workspace_id.to_owned();
-        self.read(move |c| vault::inclusion_proof(c, &ws, index, size)).await
-    }
-
-    async fn consistency_proof(&self, workspace_id: &str, first: u64, second: u64) -> Result<Vec<[u8; 32]>> {
-        let ws = workspace_id.to_owned();
-        self.read(move |c| vault::consistency_proof(c, &ws, first, second)).await
-    }
-
-    async fn prefix_hashes(&self, workspace_id: &str, size: u64) -> Result<Vec<[u8; 32]>> {
-        let ws = workspace_id.to_owned();
-        self.read(move |c| vault::prefix_hashes(c, &ws, size)).await
-    }
-
-    async fn tree_root(&self, workspace_id: &str, size: u64) -> Result<[u8; 32]> {
-        let ws = workspace_id.to_owned();
-        self.read(move |c| vault::tree_root(c, &ws, size)).await
-    }
-
-    async fn put_checkpoint(&self, workspace_id: &str, cp: CheckpointRow) -> Result<()> {
-        self.writer.put_checkpoint(workspace_id.to_owned(), cp).await
-    }
-
-    async fn latest_checkpoint(&self, workspace_id: &str) -> Result<Option<CheckpointRow>> {
-        let ws = workspace_id.to_owned();
-        self.read(move |c| vault::checkpoint_where(c, &ws, "ORDER BY size DESC LIMIT 1", 0)).await
-    }
-
-    async fn checkpoint_covering(&self, workspace_id: &str, at_least: u64) -> Result<Option<CheckpointRow>> {
-        let ws = workspace_id.to_owned();
-        self.read(move |c| vault::checkpoint_where(c, &ws, "AND size >= ?2 ORDER BY size ASC LIMIT 1", at_least))
-            .await
-    }
-
-    async fn checkpoints_between(&self, workspace_id: &str, from_size: u64, to_size: u64) -> Result<Vec<CheckpointRow>> {
-        let ws = workspace_id.to_owned();
-        self.read(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT size, root, note, created_at FROM vault_checkpoints
-                 WHERE workspace_id = ?1 AND size >= ?2 AND size <= ?3 ORDER BY size",
-            )?;
-            let rows = stmt.query_map(params![ws, from_size as i64, to_size as i64], vault::checkpoint_from_row)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()?.into_iter().collect()
+impl Row for rusqlite::Row<'_> {
+    fn cell(&self, index: usize) -> Result<Cell> {
+        Ok(match self.get_ref(index)? {
+            ValueRef::Null => Cell::Null,
+            ValueRef::Integer(i) => Cell::Int(i),
+            ValueRef::Real(f) => return Err(StoreError::Corrupt(format!("column {index} holds a float ({f})"))),
+            ValueRef::Text(t) => Cell::Text(String::from_utf8(t.to_vec()).map_err(|e| StoreError::Corrupt(format!("column {index}: {e}")))?),
+            ValueRef::Blob(b) => Cell::Bytes(b.to_vec()),
         })
-        .await
+    }
+}
+
+impl Db for Connection {
+    fn execute(&self, sql: &str, args: &[&dyn ToArg]) -> Result<u64> {
+        let mut stmt = self.prepare_cached(sql)?;
+        Ok(stmt.execute(rusqlite::params_from_iter(bind(args)))? as u64)
     }
 
-    fn commit_stats(&self) -> crate::CommitStats {
-        self.writer.stats()
+    fn query(&self, sql: &str, args: &[&dyn ToArg], each: &mut dyn FnMut(&dyn Row) -> Result<()>) -> Result<()> {
+        let mut stmt = self.prepare_cached(sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(bind(args)))?;
+        while let Some(row) = rows.next()? {
+            each(row)?;
+        }
+        Ok(())
     }
 
-    fn kind(&self) -> &'static str {
-        "sqlite"
+    fn batch(&self, sql: &str) -> Result<()> {
+        Ok(self.execute_batch(sql)?)
     }
 }

@@ -1,19 +1,29 @@
-//! The single writer: it owns the read-write connection, groups every pending
-//! transaction into one SQLite commit (one fsync), and sequences the vault, so entry
-//! order is commit order. Callers wait for their transaction's commit before answering.
+//! The single writer of one process: it owns the read-write connection, groups every
+//! pending transaction into one database commit (one fsync), and sequences the vault,
+//! so entry order is commit order. Callers wait for their transaction's commit before
+//! answering. The same writer runs on both backends; on a shared database (several
+//! nodes on one PostgreSQL) each batch first takes the log's lock for every workspace
+//! it seals into and reloads the appender if another node appended meanwhile.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 
 use hdrhistogram::Histogram;
-use parking_lot::{Mutex, RwLock};
-use rusqlite::Connection;
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use super::{rows, vault};
 use crate::model::CheckpointRow;
-use crate::{CommitStats, LogHead, Mutation, Result, Sealed, StoreError, Txn};
+use crate::sql::Db;
+use crate::{CommitStats, Mutation, Result, Sealed, StoreError, Txn, rows, vault_rows as vault};
+
+/// What the writer needs of a backend's read-write connection beyond plain SQL.
+pub trait WriterConn: Db + Send + 'static {
+    /// Begin the batch's transaction, taking whatever write lock the backend has.
+    fn begin(&self) -> Result<()>;
+    /// Hold `ws`'s log against every other writer until the transaction ends.
+    fn lock_log(&self, ws: &str) -> Result<()>;
+}
 
 /// At most this many transactions share one commit.
 const MAX_BATCH: usize = 1024;
@@ -25,7 +35,6 @@ enum Job {
 
 pub struct WriterHandle {
     jobs: Sender<Job>,
-    heads: Arc<RwLock<HashMap<String, LogHead>>>,
     stats: Arc<Mutex<Recorder>>,
 }
 
@@ -78,34 +87,27 @@ impl WriterHandle {
             batch_max: r.batch.max(),
         }
     }
-
-    /// The committed head of a workspace's log, if the writer has touched it.
-    pub fn head(&self, ws: &str) -> Option<LogHead> {
-        self.heads.read().get(ws).copied()
-    }
 }
 
-pub fn spawn(conn: Connection) -> Result<WriterHandle> {
+pub fn spawn<C: WriterConn>(conn: C) -> Result<WriterHandle> {
     let (jobs, rx) = mpsc::channel();
-    let heads = Arc::new(RwLock::new(HashMap::new()));
     let stats = Arc::new(Mutex::new(Recorder::new()?));
-    let mut writer = Writer { conn, data_version: None, logs: HashMap::new(), heads: heads.clone(), stats: stats.clone() };
+    let mut writer = Writer { conn, locked: HashSet::new(), logs: HashMap::new(), stats: stats.clone() };
     std::thread::Builder::new()
         .name("praetor-store-writer".into())
         .spawn(move || writer.run(rx))
         .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
-    Ok(WriterHandle { jobs, heads, stats })
+    Ok(WriterHandle { jobs, stats })
 }
 
-struct Writer {
-    conn: Connection,
-    /// SQLite's `data_version` when the appenders were last known to match the file:
-    /// it changes when another connection (e.g. `praetor keys create`) commits, and
-    /// then the appenders are rebuilt from the store.
-    data_version: Option<i64>,
-    /// Per-workspace appender state, restored from the store on first use.
+struct Writer<C> {
+    conn: C,
+    /// The workspaces whose log this batch's transaction holds.
+    locked: HashSet<String>,
+    /// Per-workspace appender state, restored from the store on first use and checked
+    /// against the stored size each time a batch takes the log (another process may
+    /// have appended since).
     logs: HashMap<String, vault::OpenLog>,
-    heads: Arc<RwLock<HashMap<String, LogHead>>>,
     stats: Arc<Mutex<Recorder>>,
 }
 
@@ -114,7 +116,7 @@ enum Reply {
     Checkpoint(oneshot::Sender<Result<()>>, Result<()>),
 }
 
-impl Writer {
+impl<C: WriterConn> Writer<C> {
     fn run(&mut self, rx: Receiver<Job>) {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
@@ -133,14 +135,14 @@ impl Writer {
         let started = std::time::Instant::now();
         let size = batch.len();
         let mut replies = Vec::with_capacity(batch.len());
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+        self.locked.clear();
+        if let Err(e) = self.conn.begin() {
             let msg = format!("cannot begin a transaction: {e}");
             for job in batch {
                 replies.push(fail(job, &msg));
             }
             return send_all(replies);
         }
-        self.forget_logs_if_file_changed();
         let mut poisoned: Option<String> = None;
         for job in batch {
             if let Some(msg) = &poisoned {
@@ -162,21 +164,16 @@ impl Writer {
         let commit = match &poisoned {
             // A savepoint could not be released or rolled back: the transaction's state
             // is unknown, so none of the batch may stand.
-            Some(msg) => Err(rusqlite::Error::InvalidParameterName(msg.clone())),
-            None => self.conn.execute_batch("COMMIT"),
+            Some(msg) => Err(StoreError::Database(msg.clone())),
+            None => self.conn.batch("COMMIT"),
         };
         if let Err(e) = commit {
             tracing::error!(error = %e, "group commit failed; every transaction in it is refused");
-            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = self.conn.batch("ROLLBACK");
             // The in-memory appenders ran ahead of the disk: rebuild them from the store.
             self.logs.clear();
             let msg = format!("commit failed: {e}");
             replies = replies.into_iter().map(|r| r.into_failure(&msg)).collect();
-        } else {
-            let mut heads = self.heads.write();
-            for (ws, log) in &self.logs {
-                heads.insert(ws.clone(), log.head());
-            }
         }
         self.stats.lock().record(started.elapsed().as_micros() as u64, size);
         send_all(replies);
@@ -184,11 +181,11 @@ impl Writer {
 
     /// Run `f` in a savepoint: on error its writes are undone and the appenders it
     /// touched are restored, and the rest of the batch goes on.
-    fn in_savepoint<T>(&mut self, f: impl FnOnce(&mut Writer) -> Result<T>) -> Result<T, JobError> {
-        self.conn.execute_batch("SAVEPOINT job").map_err(|e| JobError::Poisoned(e.to_string()))?;
+    fn in_savepoint<T>(&mut self, f: impl FnOnce(&mut Writer<C>) -> Result<T>) -> Result<T, JobError> {
+        self.conn.batch("SAVEPOINT job").map_err(|e| JobError::Poisoned(e.to_string()))?;
         match f(self) {
             Ok(v) => {
-                self.conn.execute_batch("RELEASE job").map_err(|e| JobError::Poisoned(e.to_string()))?;
+                self.conn.batch("RELEASE job").map_err(|e| JobError::Poisoned(e.to_string()))?;
                 Ok(v)
             }
             Err(e) => {
@@ -196,27 +193,35 @@ impl Writer {
                 // appenders from the store (through this connection, so the batch's
                 // earlier, uncommitted appends are seen).
                 self.logs.clear();
-                // Heads are refreshed after COMMIT only for appenders still cached: forget
-                // them all, so no workspace appended earlier in this batch keeps a stale one.
-                self.heads.write().clear();
-                self.conn.execute_batch("ROLLBACK TO job; RELEASE job").map_err(|e| JobError::Poisoned(e.to_string()))?;
+                // A lock taken inside the savepoint may go with it: take it again.
+                self.locked.clear();
+                self.conn.batch("ROLLBACK TO job; RELEASE job").map_err(|e| JobError::Poisoned(e.to_string()))?;
                 Err(JobError::Failed(e))
             }
         }
     }
 
-    /// Another process committed to the file since the appenders were built (their
-    /// size and chain head may be stale): rebuild them from the store.
-    fn forget_logs_if_file_changed(&mut self) {
-        let now: Option<i64> = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0)).ok();
-        if now.is_none() || now != self.data_version {
-            if self.data_version.is_some() {
-                tracing::info!("the database was changed by another process; reloading the vault appenders");
+    /// Make `self.logs[ws]` ready to append, holding the log for this transaction: the
+    /// first time a batch seals into a workspace it takes the log's lock, and an
+    /// appender whose size no longer matches the store (another process appended) is
+    /// rebuilt from it.
+    fn open_log(&mut self, ws: &str) -> Result<()> {
+        if !self.locked.contains(ws) {
+            self.conn.lock_log(ws)?;
+            self.locked.insert(ws.to_owned());
+            if let Some(log) = self.logs.get(ws) {
+                let stored = vault::log_size(&self.conn, ws)?;
+                if stored != log.size() {
+                    tracing::info!(workspace = ws, cached = log.size(), stored, "another process appended to the log; reloading its appender");
+                    self.logs.remove(ws);
+                }
             }
-            self.logs.clear();
-            self.heads.write().clear();
         }
-        self.data_version = now;
+        if !self.logs.contains_key(ws) {
+            let log = vault::OpenLog::restore(&self.conn, ws)?;
+            self.logs.insert(ws.to_owned(), log);
+        }
+        Ok(())
     }
 
     /// Order within a transaction: plain mutations, then seals (a workspace created in
@@ -228,10 +233,7 @@ impl Writer {
         }
         let mut sealed = Vec::with_capacity(txn.seal.len());
         for req in &txn.seal {
-            if !self.logs.contains_key(&req.workspace_id) {
-                let log = vault::OpenLog::restore(&self.conn, &req.workspace_id)?;
-                self.logs.insert(req.workspace_id.clone(), log);
-            }
+            self.open_log(&req.workspace_id)?;
             let log = self
                 .logs
                 .get_mut(&req.workspace_id)

@@ -1,0 +1,247 @@
+//! The PostgreSQL backend, for several Praetor nodes sharing one database.
+//!
+//! The same writer as SQLite's runs in each node: it groups its node's transactions
+//! into one PostgreSQL transaction (one commit, one WAL flush). Before a batch appends to
+//! a workspace's log it takes that log's transaction-scoped advisory lock, so exactly
+//! one node at a time sequences entries into a given log, and it reloads its appender
+//! when the stored size shows another node appended meanwhile. A node that dies holds
+//! nothing: its open transaction is rolled back and the lock released with it, so no
+//! acknowledged entry is lost and none is sealed twice.
+
+mod schema;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::error::Error as StdError;
+
+use bytes::BytesMut;
+use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use postgres::{Client, NoTls, Statement};
+
+use crate::sql::{Arg, Cell, Db, Row, ToArg, postgres_placeholders};
+use crate::sql_store::{Backend, SqlStore};
+use crate::writer::WriterConn;
+use crate::{Result, StoreError, VaultCheck, vault_rows};
+
+/// The store on a PostgreSQL database shared by every node.
+pub type PostgresStore = SqlStore<Postgres>;
+
+pub struct Postgres {
+    config: postgres::Config,
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        // The server's own message (e.g. a constraint's name) says more than the
+        // client's summary.
+        match e.as_db_error() {
+            Some(db) => StoreError::Database(format!("{}: {}", db.code().code(), db.message())),
+            None => StoreError::Database(e.to_string()),
+        }
+    }
+}
+
+/// `url` with any password replaced, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn parse_config(url: &str) -> Result<postgres::Config> {
+    let mut config: postgres::Config =
+        url.parse().map_err(|e| StoreError::Database(format!("`{}` is not a PostgreSQL URL: {e}", redact_url(url))))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(5));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("praetor");
+    }
+    Ok(config)
+}
+
+impl Backend for Postgres {
+    type Reader = PgConn;
+    const KIND: &'static str = "postgres";
+
+    fn reader(&self) -> Result<PgConn> {
+        PgConn::connect(&self.config)
+    }
+}
+
+impl SqlStore<Postgres> {
+    /// Connect to the database at `url` (`postgres://user:password@host/db`), run
+    /// pending migrations, and start this node's writer.
+    ///
+    /// Blocks the calling thread until connected; safe to call from async code (the
+    /// synchronous client runs on a thread of its own).
+    pub fn connect(url: &str) -> Result<PostgresStore> {
+        let config = parse_config(url)?;
+        let for_thread = config.clone();
+        let conn = std::thread::spawn(move || {
+            let conn = PgConn::connect(&for_thread)?;
+            migrate(&conn)?;
+            Ok::<_, StoreError>(conn)
+        })
+        .join()
+        .map_err(|_| StoreError::Database("the connecting thread panicked".into()))??;
+        let writer = crate::writer::spawn(conn)?;
+        SqlStore::new(Postgres { config }, writer)
+    }
+}
+
+/// Migrations under a session-level advisory lock: nodes that start together run them
+/// once, one after the other.
+fn migrate(conn: &PgConn) -> Result<()> {
+    conn.batch("SELECT pg_advisory_lock(hashtextextended('praetor:migrations:' || current_schema(), 0))")?;
+    let out = crate::sql_store::migrate(conn, schema::MIGRATIONS, "postgres");
+    conn.batch("SELECT pg_advisory_unlock(hashtextextended('praetor:migrations:' || current_schema(), 0))")?;
+    out
+}
+
+/// Re-verify every workspace's log in the database at `url` (see
+/// [`crate::sqlite::check_vault_file`]).
+pub fn check_vault_database(url: &str, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Vec<VaultCheck>> {
+    let conn = PgConn::connect(&parse_config(url)?)?;
+    conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+    let out = vault_rows::check_every_vault(&conn, progress);
+    let _ = conn.batch("COMMIT");
+    out
+}
+
+/// One connection, with its prepared statements. A broken connection is replaced
+/// before the next transaction (the writer's) or dropped by the reader pool.
+pub struct PgConn {
+    config: postgres::Config,
+    client: RefCell<Client>,
+    statements: RefCell<HashMap<String, Statement>>,
+}
+
+impl PgConn {
+    fn connect(config: &postgres::Config) -> Result<PgConn> {
+        let client = config.connect(NoTls)?;
+        Ok(PgConn { config: config.clone(), client: RefCell::new(client), statements: RefCell::new(HashMap::new()) })
+    }
+
+    /// The prepared form of `sql` (SQLite placeholders), prepared once per connection.
+    fn statement(&self, sql: &str) -> Result<Statement> {
+        if let Some(s) = self.statements.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let prepared = self.client.borrow_mut().prepare(&postgres_placeholders(sql))?;
+        self.statements.borrow_mut().insert(sql.to_owned(), prepared.clone());
+        Ok(prepared)
+    }
+
+    /// Replace a connection the server closed (restart, failover, idle timeout).
+    fn reconnect_if_closed(&self) -> Result<()> {
+        if self.client.borrow().is_closed() {
+            tracing::warn!("the PostgreSQL connection was closed; reconnecting");
+            *self.client.borrow_mut() = self.config.connect(NoTls)?;
+            self.statements.borrow_mut().clear();
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct PgArg<'a>(Arg<'a>);
+
+impl ToSql for PgArg<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> std::result::Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        match self.0 {
+            Arg::Null => Ok(IsNull::Yes),
+            Arg::Int(i) => match *ty {
+                Type::INT4 => i32::try_from(i)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(i)?.to_sql(ty, out),
+                Type::BOOL => (i != 0).to_sql(ty, out),
+                _ => i.to_sql(ty, out),
+            },
+            // Free text from agents is kept as bytes (see the schema): PostgreSQL's
+            // text cannot hold NUL.
+            Arg::Text(s) if *ty == Type::BYTEA => s.as_bytes().to_sql(ty, out),
+            Arg::Text(s) if s.contains('\0') => Err("text with a NUL character cannot be stored in PostgreSQL".into()),
+            Arg::Text(s) => s.to_sql(ty, out),
+            Arg::Bytes(b) => b.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true // checked per value in `to_sql`, which names the mismatch
+    }
+
+    to_sql_checked!();
+}
+
+impl Row for postgres::Row {
+    fn cell(&self, index: usize) -> Result<Cell> {
+        let ty = self.columns().get(index).map(|c| c.type_().clone()).ok_or_else(|| StoreError::Corrupt(format!("no column {index}")))?;
+        let cell = match ty {
+            Type::INT8 => self.try_get::<_, Option<i64>>(index)?.map(Cell::Int),
+            Type::INT4 => self.try_get::<_, Option<i32>>(index)?.map(|i| Cell::Int(i.into())),
+            Type::INT2 => self.try_get::<_, Option<i16>>(index)?.map(|i| Cell::Int(i.into())),
+            Type::BOOL => self.try_get::<_, Option<bool>>(index)?.map(|b| Cell::Int(b.into())),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => self.try_get::<_, Option<String>>(index)?.map(Cell::Text),
+            Type::BYTEA => self.try_get::<_, Option<Vec<u8>>>(index)?.map(Cell::Bytes),
+            other => return Err(StoreError::Corrupt(format!("column {index} has the unexpected type {other}"))),
+        };
+        Ok(cell.unwrap_or(Cell::Null))
+    }
+}
+
+impl Db for PgConn {
+    fn execute(&self, sql: &str, args: &[&dyn ToArg]) -> Result<u64> {
+        let stmt = self.statement(sql)?;
+        let bound: Vec<PgArg<'_>> = args.iter().map(|a| PgArg(a.arg())).collect();
+        let params: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        Ok(self.client.borrow_mut().execute(&stmt, &params)?)
+    }
+
+    fn query(&self, sql: &str, args: &[&dyn ToArg], each: &mut dyn FnMut(&dyn Row) -> Result<()>) -> Result<()> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let stmt = self.statement(sql)?;
+        let bound: Vec<PgArg<'_>> = args.iter().map(|a| PgArg(a.arg())).collect();
+        let mut client = self.client.borrow_mut();
+        // Streamed, not collected: `vault check` reads millions of rows.
+        let mut rows = client.query_raw(&stmt, bound.iter().map(|a| a as &dyn ToSql))?;
+        while let Some(row) = rows.next()? {
+            each(&row)?;
+        }
+        Ok(())
+    }
+
+    fn batch(&self, sql: &str) -> Result<()> {
+        Ok(self.client.borrow_mut().batch_execute(sql)?)
+    }
+}
+
+impl WriterConn for PgConn {
+    fn begin(&self) -> Result<()> {
+        self.reconnect_if_closed()?;
+        self.batch("BEGIN")
+    }
+
+    fn lock_log(&self, ws: &str) -> Result<()> {
+        self.execute("SELECT pg_advisory_xact_lock(hashtextextended('praetor:vault:' || current_schema() || ':' || ?1, 0))", crate::sql::args![ws])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(redact_url("postgres://praetor:s3cret@db:5432/praetor"), "postgres://praetor:***@db:5432/praetor");
+        assert_eq!(redact_url("postgres://praetor@db/praetor"), "postgres://praetor@db/praetor");
+        assert_eq!(redact_url("postgres:///praetor?host=/run/postgresql"), "postgres:///praetor?host=/run/postgresql");
+    }
+}

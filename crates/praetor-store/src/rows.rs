@@ -1,0 +1,529 @@
+//! Mapping between records and rows, for both backends: applying mutations and
+//! reading back.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::model::*;
+use crate::sql::{Arg, Db, Row, ToArg, args};
+use crate::{Mutation, Result, Snapshot, StoreError};
+
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("cannot encode record: {e}")))
+}
+
+fn from_json<T: DeserializeOwned>(s: &str, what: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Apply one mutation. `seals` holds the sequence numbers of this transaction's seals.
+pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64]) -> Result<()> {
+    match m {
+        Mutation::InsertWorkspace(w) => {
+            db.execute(
+                "INSERT INTO workspaces (workspace_id, name, settings, hmac_secret, created_at) VALUES (?1,?2,?3,?4,?5)",
+                args![w.workspace_id, w.name, to_json(&w.settings)?, w.hmac_secret, w.created_at],
+            )?;
+        }
+        Mutation::PutWorkspaceSettings { workspace_id, settings } => {
+            db.execute(
+                "UPDATE workspaces SET settings = ?2 WHERE workspace_id = ?1",
+                args![workspace_id, to_json(settings)?],
+            )?;
+        }
+        Mutation::InsertApiKey(k) => {
+            let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
+            db.execute(
+                "INSERT INTO api_keys (key_id, workspace_id, key_hash, prefix, scopes, agent_id, label, created_at, revoked_at)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                args![k.key_id, k.workspace_id, k.key_hash, k.prefix, to_json(&scopes)?, k.agent_id, k.label, k.created_at, k.revoked_at],
+            )?;
+        }
+        Mutation::RevokeApiKey { workspace_id, key_id, at } => {
+            db.execute(
+                "UPDATE api_keys SET revoked_at = ?3 WHERE workspace_id = ?1 AND key_id = ?2 AND revoked_at IS NULL",
+                args![workspace_id, key_id, at],
+            )?;
+        }
+        Mutation::PutAgent(a) => {
+            db.execute(
+                "INSERT INTO agents (workspace_id, agent_id, name, framework, description, capabilities, scopes,
+                    permission_boundary, require_signature, trust_score, clean_streak, is_active, attributes,
+                    created_at, updated_at, last_seen_at)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)
+                 ON CONFLICT (workspace_id, agent_id) DO UPDATE SET
+                    name = excluded.name, framework = excluded.framework, description = excluded.description,
+                    capabilities = excluded.capabilities, scopes = excluded.scopes,
+                    permission_boundary = excluded.permission_boundary, require_signature = excluded.require_signature,
+                    is_active = excluded.is_active, attributes = excluded.attributes, updated_at = excluded.updated_at",
+                args![
+                    a.workspace_id, a.agent_id, a.name, a.framework, a.description, to_json(&a.capabilities)?,
+                    to_json(&a.scopes)?, a.permission_boundary.as_ref().map(to_json).transpose()?,
+                    a.require_signature, a.trust_score, a.clean_streak, a.is_active, to_json(&a.attributes)?,
+                    a.created_at, a.updated_at, a.last_seen_at
+                ],
+            )?;
+        }
+        Mutation::SetTrust { workspace_id, agent_id, trust_score } => {
+            db.execute(
+                "UPDATE agents SET trust_score = ?3, clean_streak = 0 WHERE workspace_id = ?1 AND agent_id = ?2",
+                args![workspace_id, agent_id, trust_score],
+            )?;
+        }
+        Mutation::InsertCredential(c) => {
+            db.execute(
+                "INSERT INTO credentials (credential_id, workspace_id, agent_id, algorithm, public_key, did, created_at, expires_at, revoked_at)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                args![c.credential_id, c.workspace_id, c.agent_id, c.algorithm, c.public_key, c.did, c.created_at, c.expires_at, c.revoked_at],
+            )?;
+        }
+        Mutation::PutPolicy(p) => {
+            db.execute(
+                "INSERT INTO policies (workspace_id, policy_id, def, created_at, updated_at) VALUES (?1,?2,?3,?4,?5)
+                 ON CONFLICT (workspace_id, policy_id) DO UPDATE SET def = excluded.def, updated_at = excluded.updated_at",
+                args![p.workspace_id, p.def.policy_id, to_json(&p.def)?, p.created_at, p.updated_at],
+            )?;
+        }
+        Mutation::DeletePolicy { workspace_id, policy_id } => {
+            db.execute(
+                "DELETE FROM policies WHERE workspace_id = ?1 AND policy_id = ?2",
+                args![workspace_id, policy_id],
+            )?;
+        }
+        Mutation::InsertDecision { row, seal } => {
+            let seq = match seal {
+                Some(i) => Some(*seals.get(*i).ok_or_else(|| {
+                    StoreError::Corrupt(format!("decision refers to seal {i} the transaction does not have"))
+                })? as i64),
+                None => None,
+            };
+            db.execute("INSERT INTO decisions (workspace_id, decision_id, agent_id, action_type, decision, created_at, vault_seq, content, body)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)", args![row.workspace_id, row.decision_id, row.agent_id, row.action_type, row.decision, row.created_at, seq, row.content, to_json(&row.body)?],
+            )?;
+        }
+        Mutation::PutSession(x) => {
+            db.execute("INSERT INTO sessions (workspace_id, session_id, agent_id, credential_id, label, budgets, consumed, status,
+                    kill_reason, attributes, created_at, expires_at, closed_at, version)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)
+                 ON CONFLICT (workspace_id, session_id) DO UPDATE SET
+                    consumed = excluded.consumed, status = excluded.status, kill_reason = excluded.kill_reason,
+                    closed_at = excluded.closed_at, version = excluded.version
+                 WHERE excluded.version > sessions.version", args![
+                x.workspace_id, x.session_id, x.agent_id, x.credential_id, x.label, to_json(&x.budgets)?,
+                to_json(&x.consumed)?, x.status.as_str(), x.kill_reason, to_json(&x.attributes)?, x.created_at,
+                x.expires_at, x.closed_at, x.version as i64
+            ])?;
+        }
+        Mutation::PutObject(o) => {
+            db.execute("INSERT INTO objects (workspace_id, kind, object_id, agent_id, status, body, created_at, updated_at, version)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)
+                 ON CONFLICT (workspace_id, kind, object_id) DO UPDATE SET
+                    agent_id = excluded.agent_id, status = excluded.status, body = excluded.body,
+                    updated_at = excluded.updated_at, version = excluded.version
+                 WHERE excluded.version > objects.version", args![
+                o.workspace_id, o.kind, o.object_id, o.agent_id, o.status, to_json(&o.body)?, o.created_at, o.updated_at,
+                o.version as i64
+            ])?;
+        }
+        Mutation::InsertViolation(v) => {
+            db.execute("INSERT INTO violations (workspace_id, violation_id, rule_id, severity, agent_id, decision_id, at, body)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8)", args![v.workspace_id, v.violation_id, v.rule_id, v.severity, v.agent_id, v.decision_id, v.at, to_json(&v.body)?])?;
+        }
+        Mutation::PutDelivery(d) => {
+            db.execute("INSERT INTO deliveries (workspace_id, delivery_id, channel, target, webhook_id, event, payload, status, attempts,
+                    next_attempt_at, last_error, last_status, created_at, delivered_at)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)
+                 ON CONFLICT (workspace_id, delivery_id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
+                    next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
+                    last_status = excluded.last_status, delivered_at = excluded.delivered_at", args![
+                d.workspace_id, d.delivery_id, d.channel, d.target, d.webhook_id, d.event, to_json(&d.payload)?, d.status,
+                d.attempts, d.next_attempt_at, d.last_error, d.last_status, d.created_at, d.delivered_at
+            ])?;
+        }
+        Mutation::InsertShadowHit(h) => {
+            db.execute("INSERT INTO shadow_hits (workspace_id, policy_id, decision_id, actual, would, changed, at) VALUES (?1,?2,?3,?4,?5,?6,?7)", args![h.workspace_id, h.policy_id, h.decision_id, h.actual, h.would, h.changed, h.at])?;
+        }
+        Mutation::RevokeCredential { workspace_id, credential_id, at } => {
+            db.execute(
+                "UPDATE credentials SET revoked_at = ?3 WHERE workspace_id = ?1 AND credential_id = ?2 AND revoked_at IS NULL",
+                args![workspace_id, credential_id, at],
+            )?;
+        }
+        Mutation::AgentActivity(a) => {
+            let (allowed, blocked, escalated) = match a.decision.as_str() {
+                "allow" => (1, 0, 0),
+                "escalate" => (0, 0, 1),
+                _ => (0, 1, 0),
+            };
+            db.execute("UPDATE agents SET trust_score = ?3, clean_streak = ?4, last_seen_at = ?5,
+                    total_actions = total_actions + 1, allowed_actions = allowed_actions + ?6,
+                    blocked_actions = blocked_actions + ?7, escalated_actions = escalated_actions + ?8
+                 WHERE workspace_id = ?1 AND agent_id = ?2", args![a.workspace_id, a.agent_id, a.trust_score, a.clean_streak, a.at, allowed, blocked, escalated],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn workspace_from_row(r: &dyn Row) -> Result<Workspace> {
+    Ok(Workspace {
+        workspace_id: r.get(0)?,
+        name: r.get(1)?,
+        settings: from_json(&r.get::<String>(2)?, "workspace settings")?,
+        hmac_secret: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
+fn api_key_from_row(r: &dyn Row) -> Result<ApiKey> {
+    let scopes: Vec<String> = from_json(&r.get::<String>(4)?, "key scopes")?;
+    Ok(ApiKey {
+        key_id: r.get(0)?,
+        workspace_id: r.get(1)?,
+        key_hash: r.get(2)?,
+        prefix: r.get(3)?,
+        scopes: scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+        agent_id: r.get(5)?,
+        label: r.get(6)?,
+        created_at: r.get(7)?,
+        revoked_at: r.get(8)?,
+    })
+}
+
+pub const AGENT_COLUMNS: &str = "workspace_id, agent_id, name, framework, description, capabilities, scopes,
+    permission_boundary, require_signature, trust_score, clean_streak, is_active, attributes, created_at,
+    updated_at, last_seen_at, total_actions, allowed_actions, blocked_actions, escalated_actions";
+
+fn agent_from_row(r: &dyn Row) -> Result<Agent> {
+    let boundary: Option<String> = r.get(7)?;
+    Ok(Agent {
+        workspace_id: r.get(0)?,
+        agent_id: r.get(1)?,
+        name: r.get(2)?,
+        framework: r.get(3)?,
+        description: r.get(4)?,
+        capabilities: from_json(&r.get::<String>(5)?, "agent capabilities")?,
+        scopes: from_json(&r.get::<String>(6)?, "agent scopes")?,
+        permission_boundary: boundary.map(|b| from_json(&b, "permission boundary")).transpose()?,
+        require_signature: r.get(8)?,
+        trust_score: r.get(9)?,
+        clean_streak: r.get(10)?,
+        is_active: r.get(11)?,
+        attributes: from_json(&r.get::<String>(12)?, "agent attributes")?,
+        created_at: r.get(13)?,
+        updated_at: r.get(14)?,
+        last_seen_at: r.get(15)?,
+        total_actions: r.get::<i64>(16)? as u64,
+        allowed_actions: r.get::<i64>(17)? as u64,
+        blocked_actions: r.get::<i64>(18)? as u64,
+        escalated_actions: r.get::<i64>(19)? as u64,
+    })
+}
+
+fn credential_from_row(r: &dyn Row) -> Result<Credential> {
+    Ok(Credential {
+        credential_id: r.get(0)?,
+        workspace_id: r.get(1)?,
+        agent_id: r.get(2)?,
+        algorithm: r.get(3)?,
+        public_key: r.get(4)?,
+        did: r.get(5)?,
+        created_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        revoked_at: r.get(8)?,
+    })
+}
+
+fn policy_from_row(r: &dyn Row) -> Result<PolicyRecord> {
+    Ok(PolicyRecord {
+        workspace_id: r.get(0)?,
+        def: from_json(&r.get::<String>(1)?, "policy definition")?,
+        created_at: r.get(2)?,
+        updated_at: r.get(3)?,
+    })
+}
+
+fn decision_from_row(r: &dyn Row) -> Result<DecisionRow> {
+    Ok(DecisionRow {
+        workspace_id: r.get(0)?,
+        decision_id: r.get(1)?,
+        agent_id: r.get(2)?,
+        action_type: r.get(3)?,
+        decision: r.get(4)?,
+        created_at: r.get(5)?,
+        vault_seq: r.get::<Option<i64>>(6)?.map(|s| s as u64),
+        content: r.get(7)?,
+        body: from_json(&r.get::<String>(8)?, "decision body")?,
+    })
+}
+
+pub const SESSION_COLUMNS: &str = "workspace_id, session_id, agent_id, credential_id, label, budgets, consumed, status,
+    kill_reason, attributes, created_at, expires_at, closed_at, version";
+
+fn session_from_row(r: &dyn Row) -> Result<Session> {
+    let status: String = r.get(7)?;
+    Ok(Session {
+        workspace_id: r.get(0)?,
+        session_id: r.get(1)?,
+        agent_id: r.get(2)?,
+        credential_id: r.get(3)?,
+        label: r.get(4)?,
+        budgets: from_json(&r.get::<String>(5)?, "session budgets")?,
+        consumed: from_json(&r.get::<String>(6)?, "session consumption")?,
+        status: from_json(&format!("\"{status}\""), "session status")?,
+        kill_reason: r.get(8)?,
+        attributes: from_json(&r.get::<String>(9)?, "session attributes")?,
+        created_at: r.get(10)?,
+        expires_at: r.get(11)?,
+        closed_at: r.get(12)?,
+        version: r.get(13)?,
+    })
+}
+
+pub fn list_sessions(db: &dyn Db, ws: &str, f: &SessionFilter) -> Result<Vec<Session>> {
+    let w = Where::new(&[("workspace_id", ws)]).eq("status", &f.status).eq("agent_id", &f.agent_id).limit(f.limit.clamp(1, 1000));
+    db.all(
+        &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE {} ORDER BY (status = 'active') DESC, created_at DESC LIMIT ?", w.sql()),
+        &w.args(),
+        session_from_row,
+    )
+}
+
+pub fn get_session(db: &dyn Db, ws: &str, id: &str) -> Result<Option<Session>> {
+    db.first(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE workspace_id = ?1 AND session_id = ?2"), args![ws, id], session_from_row)
+}
+
+const OBJECT_COLUMNS: &str = "workspace_id, kind, object_id, agent_id, status, body, created_at, updated_at, version";
+
+fn object_from_row(r: &dyn Row) -> Result<ObjectRecord> {
+    Ok(ObjectRecord {
+        workspace_id: r.get(0)?,
+        kind: r.get(1)?,
+        object_id: r.get(2)?,
+        agent_id: r.get(3)?,
+        status: r.get(4)?,
+        body: from_json(&r.get::<String>(5)?, "object body")?,
+        created_at: r.get(6)?,
+        updated_at: r.get(7)?,
+        version: r.get(8)?,
+    })
+}
+
+pub fn list_objects(db: &dyn Db, ws: &str, f: &ObjectFilter) -> Result<Vec<ObjectRecord>> {
+    let w = Where::new(&[("workspace_id", ws), ("kind", &f.kind)])
+        .eq("status", &f.status)
+        .eq("agent_id", &f.agent_id)
+        .limit(f.limit.clamp(1, 1000));
+    db.all(&format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE {} ORDER BY created_at DESC, object_id LIMIT ?", w.sql()), &w.args(), object_from_row)
+}
+
+pub fn get_object(db: &dyn Db, ws: &str, kind: &str, id: &str) -> Result<Option<ObjectRecord>> {
+    db.first(
+        &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE workspace_id = ?1 AND kind = ?2 AND object_id = ?3"),
+        args![ws, kind, id],
+        object_from_row,
+    )
+}
+
+const API_KEY_COLUMNS: &str = "key_id, workspace_id, key_hash, prefix, scopes, agent_id, label, created_at, revoked_at";
+const CREDENTIAL_COLUMNS: &str = "credential_id, workspace_id, agent_id, algorithm, public_key, did, created_at, expires_at, revoked_at";
+
+pub fn load_snapshot(db: &dyn Db) -> Result<Snapshot> {
+    Ok(Snapshot {
+        workspaces: db.all("SELECT workspace_id, name, settings, hmac_secret, created_at FROM workspaces ORDER BY created_at", args![], workspace_from_row)?,
+        api_keys: db.all(&format!("SELECT {API_KEY_COLUMNS} FROM api_keys"), args![], api_key_from_row)?,
+        agents: db.all(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at"), args![], agent_from_row)?,
+        credentials: db.all(&format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials ORDER BY created_at"), args![], credential_from_row)?,
+        policies: db.all("SELECT workspace_id, def, created_at, updated_at FROM policies ORDER BY created_at, policy_id", args![], policy_from_row)?,
+        active_sessions: db.all(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE status = 'active'"), args![], session_from_row)?,
+        objects: db.all(
+            &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE kind != 'escalation' OR status IN ('pending', 'approved')"),
+            args![],
+            object_from_row,
+        )?,
+    })
+}
+
+/// A `WHERE` clause from fixed conditions and optional equality filters, with its
+/// arguments in order (the list queries' one way to filter). Placeholders are bare
+/// `?`, numbered in order; `limit` and `offset` add arguments for a trailing
+/// `LIMIT ? OFFSET ?`.
+struct Where<'a> {
+    clauses: Vec<String>,
+    args: Vec<Arg<'a>>,
+}
+
+impl<'a> Where<'a> {
+    fn new(fixed: &[(&str, &'a str)]) -> Where<'a> {
+        Where {
+            clauses: fixed.iter().map(|(c, _)| format!("{c} = ?")).collect(),
+            args: fixed.iter().map(|(_, v)| Arg::Text(v)).collect(),
+        }
+    }
+
+    fn eq(mut self, col: &str, val: &'a Option<String>) -> Where<'a> {
+        if let Some(v) = val {
+            self.clauses.push(format!("{col} = ?"));
+            self.args.push(Arg::Text(v));
+        }
+        self
+    }
+
+    fn cmp(mut self, clause: &str, val: Option<i64>) -> Where<'a> {
+        if let Some(v) = val {
+            self.clauses.push(clause.to_owned());
+            self.args.push(Arg::Int(v));
+        }
+        self
+    }
+
+    /// An argument for the statement's tail (not a condition).
+    fn limit(mut self, n: impl Into<i64>) -> Where<'a> {
+        self.args.push(Arg::Int(n.into()));
+        self
+    }
+
+    fn sql(&self) -> String {
+        self.clauses.join(" AND ")
+    }
+
+    fn args(&self) -> Vec<&dyn ToArg> {
+        self.args.iter().map(|a| a as &dyn ToArg).collect()
+    }
+}
+
+const DECISION_COLUMNS: &str = "workspace_id, decision_id, agent_id, action_type, decision, created_at, vault_seq, content, body";
+
+pub fn list_decisions(db: &dyn Db, ws: &str, f: &DecisionFilter) -> Result<(Vec<DecisionRow>, u64)> {
+    let w = Where::new(&[("workspace_id", ws)])
+        .eq("agent_id", &f.agent_id)
+        .eq("decision", &f.decision)
+        .eq("action_type", &f.action_type)
+        .cmp("created_at >= ?", f.since)
+        .cmp("created_at <= ?", f.until);
+    let filter = w.sql();
+    let total: i64 = db.value(&format!("SELECT COUNT(*) FROM decisions WHERE {filter}"), &w.args())?.unwrap_or(0);
+    let per_page = f.per_page.clamp(1, 500);
+    let offset = i64::from(f.page.max(1) - 1) * i64::from(per_page);
+    let page = w.limit(per_page).limit(offset);
+    let rows = db.all(
+        &format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE {filter} ORDER BY created_at DESC, decision_id DESC LIMIT ? OFFSET ?"),
+        &page.args(),
+        decision_from_row,
+    )?;
+    Ok((rows, total as u64))
+}
+
+pub fn get_decision(db: &dyn Db, ws: &str, id: &str) -> Result<Option<DecisionRow>> {
+    db.first(&format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE workspace_id = ?1 AND decision_id = ?2"), args![ws, id], decision_from_row)
+}
+
+pub fn api_key_by_hash(db: &dyn Db, hash: &str) -> Result<Option<ApiKey>> {
+    db.first(&format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?1"), args![hash], api_key_from_row)
+}
+
+pub fn list_api_keys(db: &dyn Db, ws: &str) -> Result<Vec<ApiKey>> {
+    db.all(&format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE workspace_id = ?1 ORDER BY created_at, key_id"), args![ws], api_key_from_row)
+}
+
+pub fn shadow_report(db: &dyn Db, ws: &str, policy_id: Option<&str>, since: Millis) -> Result<Vec<ShadowSummary>> {
+    let groups = db.all(
+        "SELECT policy_id, actual, would, changed, COUNT(*) FROM shadow_hits
+         WHERE workspace_id = ?1 AND at >= ?2 AND (CAST(?3 AS TEXT) IS NULL OR policy_id = ?3)
+         GROUP BY policy_id, actual, would, changed ORDER BY policy_id",
+        args![ws, since, policy_id],
+        |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<String>(2)?, r.get::<bool>(3)?, r.get::<u64>(4)?)),
+    )?;
+    let mut out: Vec<ShadowSummary> = Vec::new();
+    for (pid, actual, would, changed, n) in groups {
+        if out.last().is_none_or(|s| s.policy_id != pid) {
+            out.push(ShadowSummary { policy_id: pid.clone(), ..ShadowSummary::default() });
+        }
+        if let Some(s) = out.last_mut() {
+            s.matched += n;
+            if changed {
+                s.would_change += n;
+                s.transitions.push((actual, would, n));
+            }
+        }
+    }
+    for s in &mut out {
+        s.examples = db.all(
+            "SELECT decision_id FROM shadow_hits WHERE workspace_id = ?1 AND policy_id = ?2 AND changed = 1 AND at >= ?3
+             ORDER BY at DESC LIMIT 5",
+            args![ws, s.policy_id, since],
+            |r| r.get::<String>(0),
+        )?;
+    }
+    Ok(out)
+}
+
+const VIOLATION_COLUMNS: &str = "workspace_id, violation_id, rule_id, severity, agent_id, decision_id, at, body";
+
+fn violation_from_row(r: &dyn Row) -> Result<Violation> {
+    Ok(Violation {
+        workspace_id: r.get(0)?,
+        violation_id: r.get(1)?,
+        rule_id: r.get(2)?,
+        severity: r.get(3)?,
+        agent_id: r.get(4)?,
+        decision_id: r.get(5)?,
+        at: r.get(6)?,
+        body: from_json(&r.get::<String>(7)?, "violation body")?,
+    })
+}
+
+pub fn list_violations(db: &dyn Db, ws: &str, f: &ViolationFilter) -> Result<Vec<Violation>> {
+    let w = Where::new(&[("workspace_id", ws)])
+        .eq("rule_id", &f.rule_id)
+        .eq("severity", &f.severity)
+        .eq("agent_id", &f.agent_id)
+        .cmp("at >= ?", f.since)
+        .limit(f.limit.clamp(1, 1000));
+    db.all(&format!("SELECT {VIOLATION_COLUMNS} FROM violations WHERE {} ORDER BY at DESC, violation_id LIMIT ?", w.sql()), &w.args(), violation_from_row)
+}
+
+pub fn get_violation(db: &dyn Db, ws: &str, id: &str) -> Result<Option<Violation>> {
+    db.first(&format!("SELECT {VIOLATION_COLUMNS} FROM violations WHERE workspace_id = ?1 AND violation_id = ?2"), args![ws, id], violation_from_row)
+}
+
+const DELIVERY_COLUMNS: &str = "workspace_id, delivery_id, channel, target, webhook_id, event, payload, status, attempts,
+    next_attempt_at, last_error, last_status, created_at, delivered_at";
+
+fn delivery_from_row(r: &dyn Row) -> Result<Delivery> {
+    Ok(Delivery {
+        workspace_id: r.get(0)?,
+        delivery_id: r.get(1)?,
+        channel: r.get(2)?,
+        target: r.get(3)?,
+        webhook_id: r.get(4)?,
+        event: r.get(5)?,
+        payload: from_json(&r.get::<String>(6)?, "delivery payload")?,
+        status: r.get(7)?,
+        attempts: r.get(8)?,
+        next_attempt_at: r.get(9)?,
+        last_error: r.get(10)?,
+        last_status: r.get(11)?,
+        created_at: r.get(12)?,
+        delivered_at: r.get(13)?,
+    })
+}
+
+pub fn due_deliveries(db: &dyn Db, now: Millis, limit: u32) -> Result<Vec<Delivery>> {
+    db.all(
+        &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2"),
+        args![now, limit],
+        delivery_from_row,
+    )
+}
+
+pub fn list_deliveries(db: &dyn Db, ws: &str, webhook_id: Option<&str>, limit: u32) -> Result<Vec<Delivery>> {
+    db.all(
+        &format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE workspace_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR webhook_id = ?2)
+             ORDER BY created_at DESC, delivery_id LIMIT ?3"
+        ),
+        args![ws, webhook_id, limit.clamp(1, 1000)],
+        delivery_from_row,
+    )
+}

@@ -1,0 +1,264 @@
+//! The small SQL surface both backends share, so the mapping between records and rows
+//! (`rows`), the vault's storage (`vault_rows`) and the group-commit writer are written
+//! once and run on SQLite and on PostgreSQL.
+//!
+//! Statements are written with SQLite's placeholders (`?1`, or `?` numbered in order);
+//! the PostgreSQL connection rewrites them to `$n` once per statement text. Values cross
+//! as four plain kinds (null, integer, text, bytes): every integer column is 64-bit on
+//! both backends and booleans are stored as 0 or 1, so a row reads the same everywhere.
+
+use crate::{Result, StoreError};
+
+/// One statement argument.
+#[derive(Debug, Clone, Copy)]
+pub enum Arg<'a> {
+    Null,
+    Int(i64),
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+/// A value that can be bound as a statement argument.
+pub trait ToArg {
+    fn arg(&self) -> Arg<'_>;
+}
+
+impl ToArg for str {
+    fn arg(&self) -> Arg<'_> {
+        Arg::Text(self)
+    }
+}
+impl ToArg for String {
+    fn arg(&self) -> Arg<'_> {
+        Arg::Text(self)
+    }
+}
+impl ToArg for [u8] {
+    fn arg(&self) -> Arg<'_> {
+        Arg::Bytes(self)
+    }
+}
+impl ToArg for Vec<u8> {
+    fn arg(&self) -> Arg<'_> {
+        Arg::Bytes(self)
+    }
+}
+impl<const N: usize> ToArg for [u8; N] {
+    fn arg(&self) -> Arg<'_> {
+        Arg::Bytes(self)
+    }
+}
+impl ToArg for bool {
+    fn arg(&self) -> Arg<'_> {
+        Arg::Int(i64::from(*self))
+    }
+}
+impl<T: ToArg + ?Sized> ToArg for &T {
+    fn arg(&self) -> Arg<'_> {
+        (**self).arg()
+    }
+}
+impl<T: ToArg> ToArg for Option<T> {
+    fn arg(&self) -> Arg<'_> {
+        self.as_ref().map_or(Arg::Null, ToArg::arg)
+    }
+}
+impl ToArg for Arg<'_> {
+    fn arg(&self) -> Arg<'_> {
+        *self
+    }
+}
+
+macro_rules! int_arg {
+    ($($t:ty),*) => {$(
+        impl ToArg for $t {
+            fn arg(&self) -> Arg<'_> {
+                // Every stored integer fits an i64: counts, sizes and sequence numbers
+                // stay far below 2^63.
+                Arg::Int(*self as i64)
+            }
+        }
+    )*};
+}
+int_arg!(i64, u8, u16, u32, u64, i32, usize);
+
+/// Statement arguments: `args![a, b]` is `&[&a as &dyn ToArg, &b]`.
+macro_rules! args {
+    () => { &[] as &[&dyn $crate::sql::ToArg] };
+    ($($a:expr),+ $(,)?) => { &[$(&$a as &dyn $crate::sql::ToArg),+] as &[&dyn $crate::sql::ToArg] };
+}
+pub(crate) use args;
+
+/// One column of a result row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// A result row, read column by column.
+pub trait Row {
+    fn cell(&self, index: usize) -> Result<Cell>;
+}
+
+impl dyn Row + '_ {
+    pub fn get<T: FromCell>(&self, index: usize) -> Result<T> {
+        T::from_cell(self.cell(index)?).map_err(|e| StoreError::Corrupt(format!("column {index}: {e}")))
+    }
+}
+
+/// A Rust value read from one column.
+pub trait FromCell: Sized {
+    fn from_cell(cell: Cell) -> Result<Self, String>;
+}
+
+impl FromCell for String {
+    fn from_cell(cell: Cell) -> Result<Self, String> {
+        match cell {
+            Cell::Text(s) => Ok(s),
+            // A backend may keep free text as UTF-8 bytes (PostgreSQL, for text with NUL).
+            Cell::Bytes(b) => String::from_utf8(b).map_err(|e| format!("expected UTF-8 text: {e}")),
+            other => Err(format!("expected text, found {other:?}")),
+        }
+    }
+}
+impl FromCell for Vec<u8> {
+    fn from_cell(cell: Cell) -> Result<Self, String> {
+        match cell {
+            Cell::Bytes(b) => Ok(b),
+            Cell::Text(s) => Ok(s.into_bytes()),
+            other => Err(format!("expected bytes, found {other:?}")),
+        }
+    }
+}
+impl FromCell for [u8; 32] {
+    fn from_cell(cell: Cell) -> Result<Self, String> {
+        let bytes = Vec::<u8>::from_cell(cell)?;
+        let len = bytes.len();
+        bytes.try_into().map_err(|_| format!("expected 32 bytes, found {len}"))
+    }
+}
+impl FromCell for bool {
+    fn from_cell(cell: Cell) -> Result<Self, String> {
+        i64::from_cell(cell).map(|i| i != 0)
+    }
+}
+impl<T: FromCell> FromCell for Option<T> {
+    fn from_cell(cell: Cell) -> Result<Self, String> {
+        match cell {
+            Cell::Null => Ok(None),
+            other => T::from_cell(other).map(Some),
+        }
+    }
+}
+
+macro_rules! int_cell {
+    ($($t:ty),*) => {$(
+        impl FromCell for $t {
+            fn from_cell(cell: Cell) -> Result<Self, String> {
+                match cell {
+                    Cell::Int(i) => <$t>::try_from(i).map_err(|_| format!("{i} does not fit {}", stringify!($t))),
+                    other => Err(format!("expected an integer, found {other:?}")),
+                }
+            }
+        }
+    )*};
+}
+int_cell!(i64, u8, u16, u32, u64);
+
+/// A connection either backend provides.
+pub trait Db {
+    /// Run one statement; the number of rows it changed.
+    fn execute(&self, sql: &str, args: &[&dyn ToArg]) -> Result<u64>;
+    /// Run one query and hand each row to `each`.
+    fn query(&self, sql: &str, args: &[&dyn ToArg], each: &mut dyn FnMut(&dyn Row) -> Result<()>) -> Result<()>;
+    /// Run several statements without arguments (transaction control, DDL).
+    fn batch(&self, sql: &str) -> Result<()>;
+}
+
+impl dyn Db + '_ {
+    /// Every row, each mapped by `f`.
+    pub fn all<T>(&self, sql: &str, args: &[&dyn ToArg], f: impl Fn(&dyn Row) -> Result<T>) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        self.query(sql, args, &mut |r| {
+            out.push(f(r)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The first row, if any, mapped by `f`.
+    pub fn first<T>(&self, sql: &str, args: &[&dyn ToArg], f: impl Fn(&dyn Row) -> Result<T>) -> Result<Option<T>> {
+        let mut out = None;
+        self.query(sql, args, &mut |r| {
+            if out.is_none() {
+                out = Some(f(r)?);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The first column of the first row (e.g. a `COUNT(*)`), if there is a row.
+    pub fn value<T: FromCell>(&self, sql: &str, args: &[&dyn ToArg]) -> Result<Option<T>> {
+        self.first(sql, args, |r| r.get::<T>(0))
+    }
+}
+
+/// SQLite's placeholders (`?7`, or bare `?` numbered in order) as PostgreSQL's (`$7`).
+/// Question marks inside quoted literals are left alone.
+pub fn postgres_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut next = 1u32;
+    let mut in_quote = false;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_quote = !in_quote;
+                out.push(c);
+            }
+            '?' if !in_quote => {
+                let mut digits = String::new();
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    digits.push(*d);
+                    chars.next();
+                }
+                out.push('$');
+                if digits.is_empty() {
+                    out.push_str(&next.to_string());
+                    next += 1;
+                } else {
+                    out.push_str(&digits);
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_rewritten_outside_literals() {
+        assert_eq!(postgres_placeholders("a = ?1 AND b = ?12"), "a = $1 AND b = $12");
+        assert_eq!(postgres_placeholders("a = ? AND b = ? LIMIT ?"), "a = $1 AND b = $2 LIMIT $3");
+        assert_eq!(postgres_placeholders("x = '?' AND y = ?2"), "x = '?' AND y = $2");
+        assert_eq!(postgres_placeholders("s = 'it''s ?' OR t = ?"), "s = 'it''s ?' OR t = $1");
+    }
+
+    #[test]
+    fn cells_convert_or_name_the_mismatch() {
+        assert_eq!(u8::from_cell(Cell::Int(42)), Ok(42));
+        assert!(u8::from_cell(Cell::Int(300)).unwrap_err().contains("does not fit"));
+        assert_eq!(Option::<i64>::from_cell(Cell::Null), Ok(None));
+        assert!(String::from_cell(Cell::Int(1)).unwrap_err().contains("expected text"));
+        assert!(<[u8; 32]>::from_cell(Cell::Bytes(vec![0; 31])).unwrap_err().contains("32 bytes"));
+        assert_eq!(bool::from_cell(Cell::Int(1)), Ok(true));
+    }
+}

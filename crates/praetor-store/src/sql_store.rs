@@ -1,0 +1,258 @@
+//! [`SqlStore`]: the [`Store`] both backends share. A backend supplies connections;
+//! the writer thread, the reader pool and every query are the same code.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::model::*;
+use crate::sql::Db;
+use crate::writer::WriterHandle;
+use crate::{LogHead, Result, Sealed, Snapshot, Store, StoreError, Txn, rows, vault_rows as vault};
+
+/// Reader threads, each with its own connection.
+const READERS: usize = 4;
+
+/// A read to run on a reader thread, given its connection (or why there is none); it
+/// answers through its own channel and says whether the connection is still good.
+type ReadJob = Box<dyn FnOnce(Result<&dyn Db>) -> bool + Send>;
+
+/// What a backend provides to [`SqlStore`].
+pub trait Backend: Send + Sync + 'static {
+    type Reader: Db + Send + 'static;
+    /// Short label for `/v1/status`.
+    const KIND: &'static str;
+    /// A new read connection.
+    fn reader(&self) -> Result<Self::Reader>;
+}
+
+pub struct SqlStore<B: Backend> {
+    backend: Arc<B>,
+    writer: WriterHandle,
+    reads: mpsc::Sender<ReadJob>,
+}
+
+impl<B: Backend> SqlStore<B> {
+    pub(crate) fn new(backend: B, writer: WriterHandle) -> Result<SqlStore<B>> {
+        let backend = Arc::new(backend);
+        let (reads, jobs) = mpsc::channel::<ReadJob>();
+        let jobs = Arc::new(Mutex::new(jobs));
+        for i in 0..READERS {
+            let (backend, jobs) = (backend.clone(), jobs.clone());
+            std::thread::Builder::new()
+                .name(format!("praetor-store-reader-{i}"))
+                .spawn(move || reader_loop(&*backend, &jobs))
+                .map_err(|e| StoreError::Database(format!("cannot start a reader thread: {e}")))?;
+        }
+        Ok(SqlStore { backend, writer, reads })
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Run `f` on a reader thread's connection. Readers are plain threads, not the async
+    /// runtime's blocking pool: a synchronous database client may not block a thread
+    /// the runtime knows about.
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&dyn Db) -> Result<T> + Send + 'static) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |db| {
+            let out = db.and_then(f);
+            let ok = out.is_ok();
+            let _ = tx.send(out);
+            ok
+        });
+        self.reads.send(job).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Database("the reader stopped before answering".into()))?
+    }
+}
+
+/// One reader thread: take jobs until the store is dropped. A connection is opened on
+/// first use, and replaced after a job that failed (it may be broken).
+fn reader_loop<B: Backend>(backend: &B, jobs: &Mutex<mpsc::Receiver<ReadJob>>) {
+    let mut conn: Option<B::Reader> = None;
+    loop {
+        let job = match jobs.lock().recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        if conn.is_none() {
+            match backend.reader() {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open a read connection");
+                    job(Err(e));
+                    continue;
+                }
+            }
+        }
+        if let Some(c) = &conn
+            && !job(Ok(c))
+        {
+            conn = None;
+        }
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Store for SqlStore<B> {
+    async fn commit(&self, txn: Txn) -> Result<Vec<Sealed>> {
+        self.writer.commit(txn).await
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot> {
+        self.read(rows::load_snapshot).await
+    }
+
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>> {
+        let hash = key_hash.to_owned();
+        self.read(move |c| rows::api_key_by_hash(c, &hash)).await
+    }
+
+    async fn list_api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKey>> {
+        let ws = workspace_id.to_owned();
+        self.read(move |c| rows::list_api_keys(c, &ws)).await
+    }
+
+    async fn list_sessions(&self, workspace_id: &str, filter: &SessionFilter) -> Result<Vec<Session>> {
+        let (ws, filter) = (workspace_id.to_owned(), filter.clone());
+        self.read(move |c| rows::list_sessions(c, &ws, &filter)).await
+    }
+
+    async fn list_objects(&self, workspace_id: &str, filter: &ObjectFilter) -> Result<Vec<ObjectRecord>> {
+        let (ws, filter) = (workspace_id.to_owned(), filter.clone());
+        self.read(move |c| rows::list_objects(c, &ws, &filter)).await
+    }
+
+    async fn get_object(&self, workspace_id: &str, kind: &str, object_id: &str) -> Result<Option<ObjectRecord>> {
+        let (ws, kind, id) = (workspace_id.to_owned(), kind.to_owned(), object_id.to_owned());
+        self.read(move |c| rows::get_object(c, &ws, &kind, &id)).await
+    }
+
+    async fn get_session(&self, workspace_id: &str, session_id: &str) -> Result<Option<Session>> {
+        let (ws, id) = (workspace_id.to_owned(), session_id.to_owned());
+        self.read(move |c| rows::get_session(c, &ws, &id)).await
+    }
+
+    async fn shadow_report(&self, workspace_id: &str, policy_id: Option<&str>, since: Millis) -> Result<Vec<ShadowSummary>> {
+        let (ws, pid) = (workspace_id.to_owned(), policy_id.map(str::to_owned));
+        self.read(move |c| rows::shadow_report(c, &ws, pid.as_deref(), since)).await
+    }
+
+    async fn list_violations(&self, workspace_id: &str, filter: &ViolationFilter) -> Result<Vec<Violation>> {
+        let (ws, filter) = (workspace_id.to_owned(), filter.clone());
+        self.read(move |c| rows::list_violations(c, &ws, &filter)).await
+    }
+
+    async fn get_violation(&self, workspace_id: &str, violation_id: &str) -> Result<Option<Violation>> {
+        let (ws, id) = (workspace_id.to_owned(), violation_id.to_owned());
+        self.read(move |c| rows::get_violation(c, &ws, &id)).await
+    }
+
+    async fn due_deliveries(&self, now: Millis, limit: u32) -> Result<Vec<Delivery>> {
+        self.read(move |c| rows::due_deliveries(c, now, limit)).await
+    }
+
+    async fn list_deliveries(&self, workspace_id: &str, webhook_id: Option<&str>, limit: u32) -> Result<Vec<Delivery>> {
+        let (ws, wh) = (workspace_id.to_owned(), webhook_id.map(str::to_owned));
+        self.read(move |c| rows::list_deliveries(c, &ws, wh.as_deref(), limit)).await
+    }
+
+    async fn list_decisions(&self, workspace_id: &str, filter: &DecisionFilter) -> Result<(Vec<DecisionRow>, u64)> {
+        let (ws, filter) = (workspace_id.to_owned(), filter.clone());
+        self.read(move |c| rows::list_decisions(c, &ws, &filter)).await
+    }
+
+    async fn get_decision(&self, workspace_id: &str, decision_id: &str) -> Result<Option<DecisionRow>> {
+        let (ws, id) = (workspace_id.to_owned(), decision_id.to_owned());
+        self.read(move |c| rows::get_decision(c, &ws, &id)).await
+    }
+
+    /// Read from the database, not from this process's writer: another process (a CLI
+    /// command, another node) may have appended since.
+    async fn log_head(&self, workspace_id: &str) -> Result<LogHead> {
+        let ws = workspace_id.to_owned();
+        self.read(move |c| vault::read_head(c, &ws)).await
+    }
+
+    async fn vault_entries(&self, workspace_id: &str, start: u64, end: u64) -> Result<Vec<VaultEntryRow>> {
+        let ws = workspace_id.to_owned();
+        self.read(move |c| vault::entries(c, &ws, start, end)).await
+    }
+
+    async fn inclusion_proof(&self, workspace_id: &str, index: u64, size: u64) -> Result<Vec<[u8; 32]>> {
+        let ws = workspace_id.to_owned();
+        self.read(move |c| vault::inclusion_proof(c, &ws, index, size)).await
+    }
+
+    async fn consistency_proof(&self, workspace_id: &str, first: u64, second: u64) -> Result<Vec<[u8; 32]>> {
+        let ws = workspace_id.to_owned();
+        self.read(move |c| vault::consistency_proof(c, &ws, first, second)).await
+    }
+
+    async fn prefix_hashes(&self, workspace_id: &str, size: u64) -> Result<Vec<[u8; 32]>> {
+        let ws = workspace_id.to_owned();
+        self.read(move |c| vault::prefix_hashes(c, &ws, size)).await
+    }
+
+    async fn tree_root(&self, workspace_id: &str, size: u64) -> Result<[u8; 32]> {
+        let ws = workspace_id.to_owned();
+        self.read(move |c| vault::tree_root(c, &ws, size)).await
+    }
+
+    async fn put_checkpoint(&self, workspace_id: &str, cp: CheckpointRow) -> Result<()> {
+        self.writer.put_checkpoint(workspace_id.to_owned(), cp).await
+    }
+
+    async fn latest_checkpoint(&self, workspace_id: &str) -> Result<Option<CheckpointRow>> {
+        let ws = workspace_id.to_owned();
+        self.read(move |c| vault::latest_checkpoint(c, &ws)).await
+    }
+
+    async fn checkpoint_covering(&self, workspace_id: &str, at_least: u64) -> Result<Option<CheckpointRow>> {
+        let ws = workspace_id.to_owned();
+        self.read(move |c| vault::checkpoint_covering(c, &ws, at_least)).await
+    }
+
+    async fn checkpoints_between(&self, workspace_id: &str, from_size: u64, to_size: u64) -> Result<Vec<CheckpointRow>> {
+        let ws = workspace_id.to_owned();
+        self.read(move |c| vault::checkpoints_between(c, &ws, from_size, to_size)).await
+    }
+
+    fn commit_stats(&self) -> crate::CommitStats {
+        self.writer.stats()
+    }
+
+    fn kind(&self) -> &'static str {
+        B::KIND
+    }
+}
+
+/// Run each migration not yet recorded in `schema_migrations`, in order, each in its
+/// own transaction. `applied_at` is seconds since the epoch.
+pub(crate) fn migrate(db: &dyn Db, migrations: &[(i64, &str)], kind: &str) -> Result<()> {
+    db.batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")?;
+    for (version, sql) in migrations {
+        let done: Option<i64> = db.value("SELECT version FROM schema_migrations WHERE version = ?1", crate::sql::args![*version])?;
+        if done.is_some() {
+            continue;
+        }
+        db.batch("BEGIN")?;
+        let applied = db.batch(sql).and_then(|()| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            db.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", crate::sql::args![*version, now])
+        });
+        match applied {
+            Ok(_) => db.batch("COMMIT")?,
+            Err(e) => {
+                let _ = db.batch("ROLLBACK");
+                return Err(StoreError::Database(format!("{kind} migration {version} failed: {e}")));
+            }
+        }
+        tracing::info!(version, backend = kind, "applied migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,348 @@
+//! The vault's storage adapter, for both backends: stored hashes as a `HashReader`,
+//! the per-workspace appender, proofs, checkpoints, and the full self-check behind
+//! `praetor vault check`.
+
+use praetor_vault::merkle::{Frontier, HashReader, leaf_hash, stored_hash_count};
+use praetor_vault::{GENESIS_CHAIN_HASH, LogState, VaultError, canonical_json, chain_hash, verify_entry_hmac};
+use serde_json::{Map, Value};
+
+use crate::model::{CheckpointRow, VaultEntryRow};
+use crate::sql::{Db, Row, args};
+use crate::{LogHead, Result, Sealed, StoreError};
+
+/// Reads a workspace's stored hashes through one connection. On the writer's
+/// connection it also sees the current batch's uncommitted hashes.
+pub struct SqlHashReader<'c> {
+    conn: &'c dyn Db,
+    ws: &'c str,
+}
+
+impl HashReader for SqlHashReader<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, VaultError> {
+        indexes
+            .iter()
+            .map(|&i| {
+                let hash: Option<[u8; 32]> = self
+                    .conn
+                    .value("SELECT hash FROM vault_hashes WHERE workspace_id = ?1 AND idx = ?2", args![self.ws, i])
+                    .map_err(|e| VaultError::Storage { reason: e.to_string() })?;
+                hash.ok_or(VaultError::MissingHash { index: i })
+            })
+            .collect()
+    }
+}
+
+/// The number of entries in a workspace's log.
+pub fn log_size(conn: &dyn Db, ws: &str) -> Result<u64> {
+    let max: Option<i64> = conn.value("SELECT MAX(seq) FROM vault_entries WHERE workspace_id = ?1", args![ws])?.flatten();
+    Ok(max.map(|m| m as u64 + 1).unwrap_or(0))
+}
+
+/// One workspace's appender, as the writer keeps it.
+#[derive(Clone)]
+pub struct OpenLog {
+    ws: String,
+    secret: Vec<u8>,
+    state: LogState,
+}
+
+impl OpenLog {
+    /// Rebuild from the store in O(log n) reads: the size, the last chain hash and the
+    /// frontier's stored hashes. No tree is recomputed.
+    pub fn restore(conn: &dyn Db, ws: &str) -> Result<OpenLog> {
+        let secret: Vec<u8> = conn
+            .value("SELECT hmac_secret FROM workspaces WHERE workspace_id = ?1", args![ws])?
+            .ok_or_else(|| StoreError::Corrupt(format!("workspace `{ws}` does not exist")))?;
+        let size = log_size(conn, ws)?;
+        let chain_head = if size == 0 {
+            GENESIS_CHAIN_HASH
+        } else {
+            conn.value("SELECT chain_hash FROM vault_entries WHERE workspace_id = ?1 AND seq = ?2", args![ws, size - 1])?
+                .ok_or_else(|| StoreError::Corrupt(format!("entry {} of `{ws}` is missing", size - 1)))?
+        };
+        let state = LogState::restore(size, chain_head, &SqlHashReader { conn, ws })?;
+        Ok(OpenLog { ws: ws.to_owned(), secret, state })
+    }
+
+    /// Seal one entry: add its `seq`, encode it canonically, extend the tree and chain,
+    /// and write the entry and its new stored hashes (uncommitted until the batch commits).
+    pub fn append(&mut self, conn: &dyn Db, body: &Map<String, Value>) -> Result<Sealed> {
+        let seq = self.state.size();
+        let mut body = body.clone();
+        body.insert("seq".into(), Value::from(seq));
+        let time_ms = chrono_free_now_ms();
+        // `canonical_json` produced these bytes, so they are canonical by construction:
+        // append by hash rather than have the appender parse and re-encode them.
+        let leaf = canonical_json(&Value::Object(body))?;
+        let mut next = self.state.clone();
+        let a = next.append_leaf_hash(leaf_hash(&leaf), &self.secret)?;
+        conn.execute(
+            "INSERT INTO vault_entries (workspace_id, seq, leaf, leaf_hash, chain_hash, hmac, created_at)
+             VALUES (?1,?2,?3,?4,?5,?6,?7)",
+            args![self.ws, a.seq, leaf, a.leaf_hash, a.chain_hash, a.hmac, time_ms],
+        )?;
+        for (idx, hash) in &a.new_stored_hashes {
+            conn.execute("INSERT INTO vault_hashes (workspace_id, idx, hash) VALUES (?1,?2,?3)", args![self.ws, *idx, hash])?;
+        }
+        self.state = next;
+        Ok(Sealed { seq: a.seq, leaf_hash: a.leaf_hash })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.state.size()
+    }
+}
+
+/// Wall-clock milliseconds for the row's `created_at` (informational; the sealed
+/// time is inside the leaf).
+fn chrono_free_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn read_head(conn: &dyn Db, ws: &str) -> Result<LogHead> {
+    let size = log_size(conn, ws)?;
+    let frontier = Frontier::restore(size, &SqlHashReader { conn, ws })?;
+    Ok(LogHead { size, root: frontier.root() })
+}
+
+pub fn entries(conn: &dyn Db, ws: &str, start: u64, end: u64) -> Result<Vec<VaultEntryRow>> {
+    conn.all(
+        "SELECT seq, leaf, leaf_hash, chain_hash, hmac, created_at FROM vault_entries
+         WHERE workspace_id = ?1 AND seq >= ?2 AND seq < ?3 ORDER BY seq",
+        args![ws, start, end],
+        entry_from_row,
+    )
+}
+
+fn entry_from_row(r: &dyn Row) -> Result<VaultEntryRow> {
+    Ok(VaultEntryRow {
+        seq: r.get(0)?,
+        leaf: r.get(1)?,
+        leaf_hash: r.get(2)?,
+        chain_hash: r.get(3)?,
+        hmac: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+fn check_size(conn: &dyn Db, ws: &str, size: u64) -> Result<()> {
+    let have = log_size(conn, ws)?;
+    if size > have {
+        return Err(VaultError::InvalidTreeSizes { size1: size, size2: have }.into());
+    }
+    Ok(())
+}
+
+pub fn inclusion_proof(conn: &dyn Db, ws: &str, index: u64, size: u64) -> Result<Vec<[u8; 32]>> {
+    check_size(conn, ws, size)?;
+    Ok(praetor_vault::merkle::prove_inclusion(index, size, &SqlHashReader { conn, ws })?)
+}
+
+pub fn consistency_proof(conn: &dyn Db, ws: &str, first: u64, second: u64) -> Result<Vec<[u8; 32]>> {
+    check_size(conn, ws, second)?;
+    Ok(praetor_vault::merkle::prove_consistency(first, second, &SqlHashReader { conn, ws })?)
+}
+
+pub fn tree_root(conn: &dyn Db, ws: &str, size: u64) -> Result<[u8; 32]> {
+    check_size(conn, ws, size)?;
+    Ok(praetor_vault::merkle::tree_hash(size, &SqlHashReader { conn, ws })?)
+}
+
+pub fn prefix_hashes(conn: &dyn Db, ws: &str, size: u64) -> Result<Vec<[u8; 32]>> {
+    check_size(conn, ws, size)?;
+    Ok(praetor_vault::merkle::prefix_hashes(size, &SqlHashReader { conn, ws })?)
+}
+
+pub fn insert_checkpoint(conn: &dyn Db, ws: &str, cp: &CheckpointRow) -> Result<()> {
+    conn.execute(
+        "INSERT INTO vault_checkpoints (workspace_id, size, root, note, created_at) VALUES (?1,?2,?3,?4,?5)
+         ON CONFLICT (workspace_id, size) DO NOTHING",
+        args![ws, cp.size, cp.root, cp.note, cp.created_at],
+    )?;
+    Ok(())
+}
+
+fn checkpoint_from_row(r: &dyn Row) -> Result<CheckpointRow> {
+    Ok(CheckpointRow { size: r.get(0)?, root: r.get(1)?, note: r.get(2)?, created_at: r.get(3)? })
+}
+
+const CHECKPOINT_COLUMNS: &str = "size, root, note, created_at";
+
+pub fn latest_checkpoint(conn: &dyn Db, ws: &str) -> Result<Option<CheckpointRow>> {
+    conn.first(
+        &format!("SELECT {CHECKPOINT_COLUMNS} FROM vault_checkpoints WHERE workspace_id = ?1 ORDER BY size DESC LIMIT 1"),
+        args![ws],
+        checkpoint_from_row,
+    )
+}
+
+/// The smallest checkpoint with `size >= at_least`.
+pub fn checkpoint_covering(conn: &dyn Db, ws: &str, at_least: u64) -> Result<Option<CheckpointRow>> {
+    conn.first(
+        &format!("SELECT {CHECKPOINT_COLUMNS} FROM vault_checkpoints WHERE workspace_id = ?1 AND size >= ?2 ORDER BY size ASC LIMIT 1"),
+        args![ws, at_least],
+        checkpoint_from_row,
+    )
+}
+
+pub fn checkpoints_between(conn: &dyn Db, ws: &str, from_size: u64, to_size: u64) -> Result<Vec<CheckpointRow>> {
+    conn.all(
+        &format!("SELECT {CHECKPOINT_COLUMNS} FROM vault_checkpoints WHERE workspace_id = ?1 AND size >= ?2 AND size <= ?3 ORDER BY size"),
+        args![ws, from_size, to_size],
+        checkpoint_from_row,
+    )
+}
+
+/// The result of re-verifying a workspace's stored log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultCheck {
+    pub workspace_id: String,
+    pub entries: u64,
+    pub checkpoints: u64,
+    /// The first bad sequence number and what is wrong with it.
+    pub first_bad: Option<(u64, String)>,
+}
+
+/// Re-verify everything stored for one workspace: each leaf against its leaf hash, the
+/// chain, each HMAC, every stored tree hash against a recomputation, and each
+/// checkpoint's root. Reports the first bad sequence number. `progress(done, total)`.
+pub fn check_vault(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<VaultCheck> {
+    let secret: Vec<u8> = conn
+        .value("SELECT hmac_secret FROM workspaces WHERE workspace_id = ?1", args![ws])?
+        .ok_or_else(|| StoreError::Corrupt(format!("workspace `{ws}` does not exist")))?;
+    let total: u64 = conn.value("SELECT COUNT(*) FROM vault_entries WHERE workspace_id = ?1", args![ws])?.unwrap_or(0);
+    let mut report = VaultCheck { workspace_id: ws.to_owned(), entries: total, checkpoints: 0, first_bad: None };
+    let checkpoint_sizes: Vec<(u64, [u8; 32])> =
+        conn.all("SELECT size, root FROM vault_checkpoints WHERE workspace_id = ?1 ORDER BY size", args![ws], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    report.checkpoints = checkpoint_sizes.len() as u64;
+    let wanted: std::collections::HashSet<u64> = checkpoint_sizes.iter().map(|(s, _)| *s).collect();
+    let mut prev_chain = GENESIS_CHAIN_HASH;
+    let mut frontier = Frontier::new();
+    let mut recomputed_hashes: Vec<[u8; 32]> = Vec::new();
+    let mut expected_seq = 0u64;
+    let mut roots_by_size = std::collections::HashMap::new();
+    let mut first_bad: Option<(u64, String)> = None;
+    conn.query(
+        "SELECT seq, leaf, leaf_hash, chain_hash, hmac, created_at FROM vault_entries WHERE workspace_id = ?1 ORDER BY seq",
+        args![ws],
+        &mut |row| {
+            if first_bad.is_some() {
+                return Ok(()); // the report names the first bad entry only
+            }
+            let e = match entry_from_row(row) {
+                Ok(e) => e,
+                Err(err) => {
+                    first_bad = Some((expected_seq, format!("entry row is malformed: {err}")));
+                    return Ok(());
+                }
+            };
+            match check_entry(&e, expected_seq, &prev_chain, &secret) {
+                Ok((lh, ch)) => {
+                    prev_chain = ch;
+                    recomputed_hashes.extend(frontier.push_stored(lh)?.into_iter().map(|(_, h)| h));
+                    expected_seq += 1;
+                    if wanted.contains(&expected_seq) {
+                        roots_by_size.insert(expected_seq, frontier.root());
+                    }
+                    if expected_seq.is_multiple_of(10_000) {
+                        progress(expected_seq, total);
+                    }
+                }
+                Err(bad) => first_bad = Some(bad),
+            }
+            Ok(())
+        },
+    )?;
+    if first_bad.is_some() {
+        report.first_bad = first_bad;
+        return Ok(report);
+    }
+    progress(expected_seq, total);
+    let fail = |seq: u64, msg: String| Some((seq, msg));
+    for (size, root) in checkpoint_sizes {
+        match roots_by_size.get(&size) {
+            Some(r) if praetor_vault::merkle::hashes_equal(r, &root) => {}
+            Some(_) => {
+                report.first_bad = fail(size - 1, format!("checkpoint at size {size} does not match the entries"));
+                return Ok(report);
+            }
+            None => {
+                report.first_bad = fail(expected_seq, format!("a checkpoint covers {size} entries but only {expected_seq} are stored"));
+                return Ok(report);
+            }
+        }
+    }
+    // Every stored tree hash must equal the recomputed one: a tampered node would
+    // make the server serve proofs that do not verify.
+    let stored_count: u64 = conn.value("SELECT COUNT(*) FROM vault_hashes WHERE workspace_id = ?1", args![ws])?.unwrap_or(0);
+    if stored_count != stored_hash_count(expected_seq) {
+        report.first_bad = fail(expected_seq, format!(
+            "the store holds {stored_count} tree hashes; {} entries need {}", expected_seq, stored_hash_count(expected_seq)));
+        return Ok(report);
+    }
+    conn.query("SELECT idx, hash FROM vault_hashes WHERE workspace_id = ?1 ORDER BY idx", args![ws], &mut |r| {
+        if report.first_bad.is_some() {
+            return Ok(());
+        }
+        let idx: u64 = r.get(0)?;
+        let hash: Option<[u8; 32]> = r.get(1).ok();
+        let ok = hash.is_some_and(|hash| recomputed_hashes.get(idx as usize).is_some_and(|h| praetor_vault::merkle::hashes_equal(h, &hash)));
+        if !ok {
+            report.first_bad = fail(seq_of_stored_hash(idx), format!("stored tree hash {idx} does not match the entries"));
+        }
+        Ok(())
+    })?;
+    Ok(report)
+}
+
+/// Check one stored entry against the one before it: its position, canonical form,
+/// leaf hash, chain hash and HMAC. The leaf and chain hashes, or the first problem.
+fn check_entry(e: &VaultEntryRow, expected_seq: u64, prev_chain: &[u8; 32], secret: &[u8]) -> Result<([u8; 32], [u8; 32]), (u64, String)> {
+    if e.seq != expected_seq {
+        return Err((expected_seq, format!("entry {expected_seq} is missing (next stored is {})", e.seq)));
+    }
+    if praetor_vault::check_canonical(&e.leaf).is_err() {
+        return Err((e.seq, "leaf is not canonical json".into()));
+    }
+    if let Some(seq) = serde_json::from_slice::<Value>(&e.leaf).ok().and_then(|v| v.get("seq").and_then(Value::as_u64))
+        && seq != e.seq
+    {
+        return Err((e.seq, format!("leaf says seq {seq} but is stored at {}", e.seq)));
+    }
+    let lh = leaf_hash(&e.leaf);
+    if !praetor_vault::merkle::hashes_equal(&lh, &e.leaf_hash) {
+        return Err((e.seq, "leaf does not match its leaf hash".into()));
+    }
+    let ch = chain_hash(prev_chain, &lh);
+    if !praetor_vault::merkle::hashes_equal(&ch, &e.chain_hash) {
+        return Err((e.seq, "chain hash does not follow from the previous entry".into()));
+    }
+    if !verify_entry_hmac(secret, e.seq, &lh, &ch, &e.hmac) {
+        return Err((e.seq, "hmac does not verify under the workspace secret".into()));
+    }
+    Ok((lh, ch))
+}
+
+/// The first entry whose append produced stored hash `idx` (for error messages).
+fn seq_of_stored_hash(idx: u64) -> u64 {
+    // stored_hash_count(n) is increasing; find the smallest n with count(n+1) > idx.
+    let (mut lo, mut hi) = (0u64, idx + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if stored_hash_count(mid + 1) > idx { hi = mid } else { lo = mid + 1 }
+    }
+    lo
+}
+
+/// [`check_vault`] for every workspace in the database, oldest first.
+pub fn check_every_vault(conn: &dyn Db, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Vec<VaultCheck>> {
+    let ids: Vec<String> = conn.all("SELECT workspace_id FROM workspaces ORDER BY created_at", args![], |r| r.get(0))?;
+    let mut reports = Vec::new();
+    for ws in ids {
+        reports.push(check_vault(conn, &ws, &mut |done, total| progress(&ws, done, total))?);
+    }
+    Ok(reports)
+}

@@ -1,0 +1,113 @@
+//! The backends the conformance suite runs on: a SQLite file in a temporary directory,
+//! or a fresh schema of the PostgreSQL database named by `PRAETOR_TEST_DATABASE_URL`
+//! (dropped afterwards). Without that variable the PostgreSQL cases are skipped, or
+//! fail when `PRAETOR_REQUIRE_POSTGRES=1` (CI), saying what is missing.
+
+use std::sync::Arc;
+
+use praetor_store::postgres::PostgresStore;
+use praetor_store::sqlite::SqliteStore;
+use praetor_store::{Store, VaultCheck};
+
+pub enum Backend {
+    Sqlite { dir: tempfile::TempDir },
+    Postgres { admin_url: String, schema: String, url: String },
+}
+
+/// The PostgreSQL URL for tests, or `None` when the cases should be skipped.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("PRAETOR_TEST_DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if std::env::var("PRAETOR_REQUIRE_POSTGRES").as_deref() == Ok("1") => panic!(
+            "PRAETOR_REQUIRE_POSTGRES=1 but PRAETOR_TEST_DATABASE_URL is not set: point it at a PostgreSQL \
+             database (e.g. postgres://postgres@127.0.0.1:5432/test), or run scripts/test.sh, which starts one"
+        ),
+        _ => {
+            eprintln!("skipped: PRAETOR_TEST_DATABASE_URL is not set (scripts/test.sh sets it)");
+            None
+        }
+    }
+}
+
+/// `url` with `search_path` set to `schema`, so each case has its own tables.
+pub fn with_schema(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// Run `f` on a plain thread: the synchronous PostgreSQL client may not block inside
+/// the async runtime.
+pub fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(f).join().expect("thread")
+}
+
+fn admin(url: &str, sql: &str) -> Result<(), String> {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    off_runtime(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
+        c.batch_execute(&sql).map_err(|e| e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string()))
+    })
+}
+
+impl Backend {
+    pub fn sqlite() -> Backend {
+        Backend::Sqlite { dir: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn postgres() -> Option<Backend> {
+        let admin_url = postgres_url()?;
+        let schema = format!("praetor_t_{:016x}", rand_u64());
+        admin(&admin_url, &format!("CREATE SCHEMA {schema}")).unwrap_or_else(|e| panic!("cannot create a test schema: {e}"));
+        let url = with_schema(&admin_url, &schema);
+        Some(Backend::Postgres { admin_url, schema, url })
+    }
+
+    /// Open the store (again): a second open is a restart, or a second node.
+    pub async fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite { dir } => Arc::new(SqliteStore::open(dir.path().join("praetor.db")).expect("open sqlite")),
+            Backend::Postgres { url, .. } => {
+                let url = url.clone();
+                let store = off_runtime(move || PostgresStore::connect(&url)).expect("connect postgres");
+                Arc::new(store)
+            }
+        }
+    }
+
+    /// `praetor vault check` on what the store holds.
+    pub fn check_vault(&self) -> Vec<VaultCheck> {
+        match self {
+            Backend::Sqlite { dir } => praetor_store::sqlite::check_vault_file(&dir.path().join("praetor.db"), &mut |_, _, _| {}).unwrap(),
+            Backend::Postgres { url, .. } => {
+                let url = url.clone();
+                off_runtime(move || praetor_store::postgres::check_vault_database(&url, &mut |_, _, _| {}).unwrap())
+            }
+        }
+    }
+
+    /// Run raw SQL as an operator with database access would (no store in between).
+    pub fn raw_sql(&self, sql: &str) -> Result<(), String> {
+        match self {
+            Backend::Sqlite { dir } => {
+                let conn = rusqlite::Connection::open(dir.path().join("praetor.db")).unwrap();
+                conn.execute_batch(sql).map_err(|e| e.to_string())
+            }
+            Backend::Postgres { url, .. } => admin(url, sql),
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Backend::Postgres { admin_url, schema, .. } = self {
+            let _ = admin(admin_url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.finish()
+}

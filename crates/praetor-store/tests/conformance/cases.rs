@@ -1,0 +1,497 @@
+//! The cases. Each takes a fresh backend and asserts what every backend must do.
+
+use std::sync::Arc;
+
+use praetor_core::WorkspaceSettings;
+use praetor_core::session::SessionStatus;
+use praetor_store::*;
+use serde_json::{Map, Value, json};
+
+use crate::backend::Backend;
+
+const WS: &str = "ws_test";
+
+fn workspace(id: &str) -> Workspace {
+    Workspace { workspace_id: id.into(), name: "test".into(), settings: WorkspaceSettings::default(), hmac_secret: vec![7; 32], created_at: 1 }
+}
+
+fn body(i: u64) -> Map<String, Value> {
+    match json!({ "kind": "decision", "n": i }) {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    }
+}
+
+fn decision(id: &str, at: i64) -> DecisionRow {
+    DecisionRow {
+        decision_id: id.into(),
+        workspace_id: WS.into(),
+        agent_id: None,
+        action_type: "x".into(),
+        decision: "allow".into(),
+        created_at: at,
+        vault_seq: None,
+        content: None,
+        body: json!({}),
+    }
+}
+
+fn decision_txn(id: &str, i: u64) -> Txn {
+    Txn {
+        mutations: vec![Mutation::InsertDecision { row: decision(id, i as i64), seal: Some(0) }],
+        seal: vec![SealRequest { workspace_id: WS.into(), body: body(i) }],
+    }
+}
+
+fn one(m: Mutation) -> Txn {
+    Txn { mutations: vec![m], seal: vec![] }
+}
+
+async fn with_workspace(b: &Backend) -> Arc<dyn Store> {
+    let store = b.open().await;
+    store.commit(one(Mutation::InsertWorkspace(workspace(WS)))).await.unwrap();
+    store
+}
+
+pub async fn concurrent_commits_get_unique_contiguous_sequence_numbers(b: Backend) {
+    let store = with_workspace(&b).await;
+    let mut tasks = Vec::new();
+    for i in 0..300u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.commit(decision_txn(&format!("dec_{i}"), i)).await.unwrap()[0].seq }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..300).collect::<Vec<_>>());
+    // Each decision row carries its own entry's sequence number.
+    let row = store.get_decision(WS, "dec_17").await.unwrap().unwrap();
+    let entry = &store.vault_entries(WS, row.vault_seq.unwrap(), row.vault_seq.unwrap() + 1).await.unwrap()[0];
+    let sealed: Value = serde_json::from_slice(&entry.leaf).unwrap();
+    assert_eq!(sealed["n"], 17);
+    assert!(store.commit_stats().transactions >= 301);
+}
+
+pub async fn a_failing_transaction_leaves_no_trace_and_spares_the_others(b: Backend) {
+    let store = with_workspace(&b).await;
+    assert_eq!(store.commit(decision_txn("dec_a", 0)).await.unwrap()[0].seq, 0);
+    // A duplicate decision id fails after its seal was appended: the seal must be undone.
+    let (dup, ok) = tokio::join!(store.commit(decision_txn("dec_a", 1)), store.commit(decision_txn("dec_b", 2)));
+    assert!(dup.is_err());
+    assert_eq!(ok.unwrap()[0].seq, 1, "the failed transaction did not consume a sequence number");
+    // A float cannot be sealed (canonical JSON has none): refused, nothing written.
+    let mut bad = decision_txn("dec_c", 3);
+    bad.seal[0].body.insert("amount".into(), json!(1.5));
+    assert!(store.commit(bad).await.is_err());
+    assert!(store.get_decision(WS, "dec_c").await.unwrap().is_none());
+    assert_eq!(store.commit(decision_txn("dec_d", 4)).await.unwrap()[0].seq, 2);
+    let reports = b.check_vault();
+    assert_eq!(reports[0].entries, 3);
+    assert_eq!(reports[0].first_bad, None);
+}
+
+pub async fn reopening_restores_the_log_without_rebuilding_it(b: Backend) {
+    let (size, root) = {
+        let store = with_workspace(&b).await;
+        for i in 0..37 {
+            store.commit(decision_txn(&format!("dec_{i}"), i)).await.unwrap();
+        }
+        let head = store.log_head(WS).await.unwrap();
+        (head.size, head.root)
+    };
+    let store = b.open().await;
+    let head = store.log_head(WS).await.unwrap();
+    assert_eq!((head.size, head.root), (size, root));
+    assert_eq!(store.commit(decision_txn("dec_next", 99)).await.unwrap()[0].seq, 37);
+    let root38 = store.tree_root(WS, 38).await.unwrap();
+    let proof = store.consistency_proof(WS, 37, 38).await.unwrap();
+    praetor_vault::merkle::verify_consistency(37, 38, &root, &root38, &proof).unwrap();
+    assert_eq!(b.check_vault()[0].first_bad, None);
+}
+
+pub async fn the_vault_cannot_be_rewritten_through_sql(b: Backend) {
+    let store = with_workspace(&b).await;
+    store.commit(decision_txn("dec_a", 0)).await.unwrap();
+    for sql in ["DELETE FROM vault_entries", "UPDATE vault_entries SET created_at = 0", "DELETE FROM vault_hashes", "DELETE FROM decisions"] {
+        let err = b.raw_sql(sql).expect_err(sql);
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(store.vault_entries(WS, 0, 10).await.unwrap().len(), 1);
+}
+
+/// Two stores on one database (two nodes, or the server and a CLI command) append to
+/// one log: every entry gets its own sequence number, none is lost or sealed twice,
+/// and the log verifies.
+pub async fn two_writers_on_one_database_share_one_log(b: Backend) {
+    let first = with_workspace(&b).await;
+    let second = b.open().await;
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let store = if i % 2 == 0 { first.clone() } else { second.clone() };
+        tasks.push(tokio::spawn(async move { store.commit(decision_txn(&format!("dec_{i}"), i)).await }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap().expect("every commit succeeds")[0].seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..200).collect::<Vec<_>>(), "unique and contiguous across writers");
+    for store in [&first, &second] {
+        assert_eq!(store.log_head(WS).await.unwrap().size, 200, "each writer sees the whole log");
+    }
+    let report = &b.check_vault()[0];
+    assert_eq!((report.entries, report.first_bad.clone()), (200, None));
+    // Proofs from either writer verify against the same root.
+    let root = first.tree_root(WS, 200).await.unwrap();
+    assert_eq!(second.tree_root(WS, 200).await.unwrap(), root);
+    let entry = &second.vault_entries(WS, 123, 124).await.unwrap()[0];
+    let proof = first.inclusion_proof(WS, 123, 200).await.unwrap();
+    praetor_vault::merkle::verify_inclusion(123, 200, &entry.leaf_hash, &proof, &root).unwrap();
+}
+
+fn agent(id: &str, name: &str) -> Agent {
+    Agent {
+        agent_id: id.into(),
+        workspace_id: WS.into(),
+        name: name.into(),
+        framework: "test".into(),
+        description: Some("does things".into()),
+        capabilities: vec!["read".into()],
+        scopes: vec!["db.*".into()],
+        permission_boundary: None,
+        require_signature: true,
+        trust_score: 50,
+        clean_streak: 0,
+        is_active: true,
+        attributes: Map::new(),
+        created_at: 10,
+        updated_at: 10,
+        last_seen_at: None,
+        total_actions: 0,
+        allowed_actions: 0,
+        blocked_actions: 0,
+        escalated_actions: 0,
+    }
+}
+
+fn policy(id: &str, decision: &str) -> PolicyRecord {
+    let def = serde_json::from_value(json!({ "policy_id": id, "name": id, "policy_type": "action_type", "action_types": ["delete_*"], "decision": decision }))
+        .unwrap();
+    PolicyRecord { workspace_id: WS.into(), def, created_at: 5, updated_at: 5 }
+}
+
+pub async fn records_round_trip_and_updates_keep_what_decisions_own(b: Backend) {
+    let store = with_workspace(&b).await;
+    let key = ApiKey {
+        key_id: "key_1".into(),
+        workspace_id: WS.into(),
+        key_hash: "ab".repeat(32),
+        prefix: "xb_live_ab".into(),
+        scopes: vec![Scope::Agent, Scope::Read],
+        agent_id: Some("agt_1".into()),
+        label: Some("ci".into()),
+        created_at: 3,
+        revoked_at: None,
+    };
+    let cred = Credential {
+        credential_id: "cred_1".into(),
+        workspace_id: WS.into(),
+        agent_id: "agt_1".into(),
+        algorithm: "ed25519".into(),
+        public_key: "pk".into(),
+        did: "did:key:z".into(),
+        created_at: 11,
+        expires_at: Some(1_000),
+        revoked_at: None,
+    };
+    store
+        .commit(Txn {
+            mutations: vec![
+                Mutation::InsertApiKey(key.clone()),
+                Mutation::PutAgent(agent("agt_1", "one")),
+                Mutation::InsertCredential(cred.clone()),
+                Mutation::PutPolicy(policy("pol_1", "block")),
+                Mutation::PutPolicy(policy("pol_2", "escalate")),
+            ],
+            seal: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.api_key_by_hash(&key.key_hash).await.unwrap(), Some(key.clone()));
+    assert_eq!(store.api_key_by_hash("cd").await.unwrap(), None);
+    // Decisions own trust and counts; a later descriptive update leaves them alone.
+    let activity = |decision: &str, trust: u8, at: i64| {
+        Mutation::AgentActivity(AgentActivity { workspace_id: WS.into(), agent_id: "agt_1".into(), trust_score: trust, clean_streak: 3, decision: decision.into(), at })
+    };
+    store.commit(Txn { mutations: vec![activity("allow", 61, 20), activity("block", 55, 21), activity("escalate", 54, 22)], seal: vec![] }).await.unwrap();
+    let mut renamed = agent("agt_1", "one");
+    renamed.description = None;
+    renamed.scopes = vec!["*".into()];
+    renamed.updated_at = 30;
+    store.commit(one(Mutation::PutAgent(renamed))).await.unwrap();
+    store
+        .commit(Txn {
+            mutations: vec![
+                Mutation::RevokeApiKey { workspace_id: WS.into(), key_id: "key_1".into(), at: 40 },
+                Mutation::RevokeCredential { workspace_id: WS.into(), credential_id: "cred_1".into(), at: 41 },
+                Mutation::DeletePolicy { workspace_id: WS.into(), policy_id: "pol_2".into() },
+                Mutation::PutWorkspaceSettings { workspace_id: WS.into(), settings: WorkspaceSettings::default() },
+            ],
+            seal: vec![],
+        })
+        .await
+        .unwrap();
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!(snap.workspaces, vec![workspace(WS)]);
+    let a = &snap.agents[0];
+    assert_eq!((a.description.as_deref(), a.scopes.clone(), a.updated_at), (None, vec!["*".to_owned()], 30));
+    assert_eq!((a.trust_score, a.clean_streak, a.last_seen_at), (54, 3, Some(22)));
+    assert_eq!((a.total_actions, a.allowed_actions, a.blocked_actions, a.escalated_actions), (3, 1, 1, 1));
+    assert!(a.require_signature && a.is_active);
+    assert_eq!(snap.credentials[0].revoked_at, Some(41));
+    assert_eq!(snap.credentials[0].expires_at, Some(1_000));
+    assert_eq!(snap.api_keys[0].revoked_at, Some(40));
+    assert_eq!(store.list_api_keys(WS).await.unwrap()[0].scopes, vec![Scope::Agent, Scope::Read]);
+    assert_eq!(snap.policies.iter().map(|p| p.def.policy_id.as_str()).collect::<Vec<_>>(), vec!["pol_1"]);
+    assert_eq!(snap.policies[0], policy("pol_1", "block"));
+    // An administrator's trust override restarts the streak.
+    store.commit(one(Mutation::SetTrust { workspace_id: WS.into(), agent_id: "agt_1".into(), trust_score: 90 })).await.unwrap();
+    let a = &store.snapshot().await.unwrap().agents[0];
+    assert_eq!((a.trust_score, a.clean_streak), (90, 0));
+    // (workspace, name, framework) is unique.
+    assert!(store.commit(one(Mutation::PutAgent(agent("agt_2", "one")))).await.is_err());
+}
+
+fn session(id: &str, agent: &str, status: SessionStatus, version: u64, at: i64) -> Session {
+    Session {
+        session_id: id.into(),
+        workspace_id: WS.into(),
+        agent_id: agent.into(),
+        credential_id: None,
+        label: Some("run".into()),
+        budgets: serde_json::from_value(json!({ "max_actions": 10, "max_spend": { "EUR": "100.50" } })).unwrap(),
+        consumed: Default::default(),
+        status,
+        kill_reason: None,
+        attributes: Map::new(),
+        created_at: at,
+        expires_at: Some(at + 60_000),
+        closed_at: None,
+        version,
+    }
+}
+
+fn object(kind: &str, id: &str, status: &str, version: u64, at: i64) -> ObjectRecord {
+    ObjectRecord {
+        workspace_id: WS.into(),
+        kind: kind.into(),
+        object_id: id.into(),
+        agent_id: Some("agt_1".into()),
+        status: status.into(),
+        body: json!({ "v": version }),
+        created_at: at,
+        updated_at: at,
+        version,
+    }
+}
+
+pub async fn sessions_and_objects_keep_the_newest_version(b: Backend) {
+    let store = with_workspace(&b).await;
+    store.commit(one(Mutation::PutAgent(agent("agt_1", "one")))).await.unwrap();
+    let mut s = session("ses_1", "agt_1", SessionStatus::Active, 1, 100);
+    store.commit(one(Mutation::PutSession(s.clone()))).await.unwrap();
+    s.consumed.actions = 4;
+    s.version = 3;
+    store.commit(one(Mutation::PutSession(s.clone()))).await.unwrap();
+    // An older version arriving late changes nothing.
+    let mut stale = s.clone();
+    stale.consumed.actions = 2;
+    stale.version = 2;
+    store.commit(one(Mutation::PutSession(stale))).await.unwrap();
+    assert_eq!(store.get_session(WS, "ses_1").await.unwrap(), Some(s.clone()));
+    let mut killed = session("ses_2", "agt_1", SessionStatus::Killed, 1, 200);
+    killed.kill_reason = Some("operator".into());
+    killed.closed_at = Some(250);
+    store.commit(one(Mutation::PutSession(killed.clone()))).await.unwrap();
+    let all = store.list_sessions(WS, &SessionFilter { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(all.iter().map(|s| s.session_id.as_str()).collect::<Vec<_>>(), vec!["ses_1", "ses_2"], "active first");
+    let only_killed = store.list_sessions(WS, &SessionFilter { status: Some("killed".into()), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(only_killed, vec![killed]);
+    assert!(store.list_sessions(WS, &SessionFilter { agent_id: Some("agt_x".into()), limit: 10, ..Default::default() }).await.unwrap().is_empty());
+    assert_eq!(store.snapshot().await.unwrap().active_sessions, vec![s]);
+
+    let grant = object("grant", "grt_1", "active", 1, 300);
+    store.commit(one(Mutation::PutObject(grant.clone()))).await.unwrap();
+    store.commit(one(Mutation::PutObject(object("grant", "grt_1", "active", 0, 300)))).await.unwrap();
+    let resolved = object("escalation", "esc_1", "denied", 2, 310);
+    let pending = object("escalation", "esc_2", "pending", 1, 320);
+    store.commit(Txn { mutations: vec![Mutation::PutObject(resolved.clone()), Mutation::PutObject(pending.clone())], seal: vec![] }).await.unwrap();
+    assert_eq!(store.get_object(WS, "grant", "grt_1").await.unwrap(), Some(grant.clone()));
+    assert_eq!(store.get_object(WS, "role", "grt_1").await.unwrap(), None);
+    let escalations = store.list_objects(WS, &ObjectFilter { kind: "escalation".into(), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(escalations, vec![pending.clone(), resolved.clone()], "newest first");
+    let denied =
+        store.list_objects(WS, &ObjectFilter { kind: "escalation".into(), status: Some("denied".into()), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(denied, vec![resolved]);
+    // The snapshot carries every grant and only the escalations still to act on.
+    let mut in_snapshot = store.snapshot().await.unwrap().objects;
+    in_snapshot.sort_by(|a, b| a.object_id.cmp(&b.object_id));
+    assert_eq!(in_snapshot, vec![pending, grant]);
+}
+
+pub async fn decisions_filter_and_page(b: Backend) {
+    let store = with_workspace(&b).await;
+    let mut mutations = Vec::new();
+    for i in 0..25i64 {
+        let mut row = decision(&format!("dec_{i:02}"), 1_000 + i);
+        row.agent_id = Some(if i % 2 == 0 { "agt_even" } else { "agt_odd" }.into());
+        row.decision = if i % 5 == 0 { "block" } else { "allow" }.into();
+        row.action_type = if i < 10 { "read" } else { "write" }.into();
+        row.body = json!({ "i": i });
+        mutations.push(Mutation::InsertDecision { row, seal: None });
+    }
+    store.commit(Txn { mutations, seal: vec![] }).await.unwrap();
+    let page = |f: DecisionFilter| {
+        let store = store.clone();
+        async move { store.list_decisions(WS, &f).await.unwrap() }
+    };
+    let (rows, total) = page(DecisionFilter { page: 1, per_page: 10, ..Default::default() }).await;
+    assert_eq!(total, 25);
+    assert_eq!(rows.len(), 10);
+    assert_eq!(rows[0].decision_id, "dec_24", "newest first");
+    let (rows, _) = page(DecisionFilter { page: 3, per_page: 10, ..Default::default() }).await;
+    assert_eq!(rows.iter().map(|r| r.decision_id.as_str()).collect::<Vec<_>>(), vec!["dec_04", "dec_03", "dec_02", "dec_01", "dec_00"]);
+    let (rows, total) = page(DecisionFilter { decision: Some("block".into()), page: 1, per_page: 50, ..Default::default() }).await;
+    assert_eq!((total, rows.len()), (5, 5));
+    let (_, total) = page(DecisionFilter { agent_id: Some("agt_odd".into()), action_type: Some("write".into()), page: 1, per_page: 50, ..Default::default() }).await;
+    assert_eq!(total, 7);
+    let (rows, total) = page(DecisionFilter { since: Some(1_010), until: Some(1_012), page: 1, per_page: 50, ..Default::default() }).await;
+    assert_eq!(total, 3);
+    assert_eq!(rows[2].body, json!({ "i": 10 }));
+    assert_eq!(store.get_decision(WS, "dec_07").await.unwrap().unwrap().agent_id.as_deref(), Some("agt_odd"));
+    assert_eq!(store.get_decision("ws_other", "dec_07").await.unwrap(), None, "another workspace sees nothing");
+}
+
+fn delivery(id: &str, webhook: Option<&str>, status: &str, next: i64, attempts: u32) -> Delivery {
+    Delivery {
+        delivery_id: id.into(),
+        workspace_id: WS.into(),
+        channel: "webhook".into(),
+        target: "https://example.com/hook".into(),
+        webhook_id: webhook.map(str::to_owned),
+        event: "decision.block".into(),
+        payload: json!({ "id": id }),
+        status: status.into(),
+        attempts,
+        next_attempt_at: next,
+        last_error: None,
+        last_status: None,
+        created_at: next,
+        delivered_at: None,
+    }
+}
+
+pub async fn shadow_hits_violations_and_deliveries(b: Backend) {
+    let store = with_workspace(&b).await;
+    let hit = |pid: &str, did: &str, actual: &str, would: &str, at: i64| {
+        Mutation::InsertShadowHit(ShadowHit { workspace_id: WS.into(), policy_id: pid.into(), decision_id: did.into(), actual: actual.into(), would: would.into(), changed: actual != would, at })
+    };
+    store
+        .commit(Txn {
+            mutations: vec![hit("pol_a", "d1", "allow", "block", 10), hit("pol_a", "d2", "allow", "block", 11), hit("pol_a", "d3", "block", "block", 12), hit("pol_b", "d4", "allow", "allow", 13), hit("pol_a", "d0", "allow", "block", 1)],
+            seal: vec![],
+        })
+        .await
+        .unwrap();
+    let report = store.shadow_report(WS, None, 5).await.unwrap();
+    assert_eq!(report.len(), 2);
+    let a = &report[0];
+    assert_eq!((a.policy_id.as_str(), a.matched, a.would_change), ("pol_a", 3, 2));
+    assert_eq!(a.transitions, vec![("allow".to_owned(), "block".to_owned(), 2)]);
+    assert_eq!(a.examples, vec!["d2".to_owned(), "d1".to_owned()]);
+    assert_eq!(store.shadow_report(WS, Some("pol_b"), 0).await.unwrap()[0].would_change, 0);
+
+    let violation = |id: &str, rule: &str, severity: &str, at: i64| Violation {
+        violation_id: id.into(),
+        workspace_id: WS.into(),
+        rule_id: rule.into(),
+        severity: severity.into(),
+        agent_id: Some("agt_1".into()),
+        decision_id: "d1".into(),
+        at,
+        body: json!({ "context": { "n": at } }),
+    };
+    let (v1, v2, v3) = (violation("vio_1", "rule_a", "high", 10), violation("vio_2", "rule_b", "low", 20), violation("vio_3", "rule_a", "high", 30));
+    store.commit(Txn { mutations: vec![Mutation::InsertViolation(v1.clone()), Mutation::InsertViolation(v2), Mutation::InsertViolation(v3.clone())], seal: vec![] }).await.unwrap();
+    let high = store.list_violations(WS, &ViolationFilter { severity: Some("high".into()), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(high, vec![v3.clone(), v1.clone()]);
+    let recent = store.list_violations(WS, &ViolationFilter { rule_id: Some("rule_a".into()), since: Some(15), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(recent, vec![v3]);
+    assert_eq!(store.get_violation(WS, "vio_1").await.unwrap(), Some(v1));
+
+    let (due, later, done) = (delivery("dlv_1", Some("wh_1"), "pending", 100, 0), delivery("dlv_2", Some("wh_1"), "pending", 500, 0), delivery("dlv_3", None, "delivered", 50, 1));
+    store.commit(Txn { mutations: vec![Mutation::PutDelivery(due.clone()), Mutation::PutDelivery(later.clone()), Mutation::PutDelivery(done)], seal: vec![] }).await.unwrap();
+    assert_eq!(store.due_deliveries(200, 10).await.unwrap(), vec![due.clone()]);
+    // An attempt is recorded on the same row.
+    let mut retried = due.clone();
+    retried.attempts = 1;
+    retried.last_error = Some("the receiver answered 500".into());
+    retried.last_status = Some(500);
+    retried.next_attempt_at = 1_000;
+    store.commit(one(Mutation::PutDelivery(retried.clone()))).await.unwrap();
+    assert!(store.due_deliveries(200, 10).await.unwrap().is_empty());
+    assert_eq!(store.due_deliveries(2_000, 10).await.unwrap().len(), 2);
+    let for_hook = store.list_deliveries(WS, Some("wh_1"), 10).await.unwrap();
+    assert_eq!(for_hook.len(), 2);
+    assert!(for_hook.contains(&retried));
+    assert_eq!(store.list_deliveries(WS, None, 10).await.unwrap().len(), 3);
+}
+
+pub async fn checkpoints_and_proofs(b: Backend) {
+    let store = with_workspace(&b).await;
+    let mut roots = Vec::new();
+    for i in 0..20u64 {
+        store.commit(decision_txn(&format!("dec_{i}"), i)).await.unwrap();
+        roots.push(store.log_head(WS).await.unwrap().root);
+    }
+    let cp = |size: u64, root: [u8; 32]| CheckpointRow { size, root, note: format!("note {size}"), created_at: size as i64 };
+    for size in [5u64, 12, 20] {
+        store.put_checkpoint(WS, cp(size, roots[size as usize - 1])).await.unwrap();
+    }
+    // A second checkpoint of the same size (another node's) is ignored, not an error.
+    store.put_checkpoint(WS, cp(12, roots[11])).await.unwrap();
+    assert_eq!(store.latest_checkpoint(WS).await.unwrap().unwrap().size, 20);
+    assert_eq!(store.checkpoint_covering(WS, 6).await.unwrap().unwrap().size, 12);
+    assert_eq!(store.checkpoint_covering(WS, 21).await.unwrap(), None);
+    assert_eq!(store.checkpoints_between(WS, 5, 12).await.unwrap().iter().map(|c| c.size).collect::<Vec<_>>(), vec![5, 12]);
+    for size in [1u64, 7, 20] {
+        assert_eq!(store.tree_root(WS, size).await.unwrap(), roots[size as usize - 1]);
+    }
+    let entries = store.vault_entries(WS, 0, 20).await.unwrap();
+    assert_eq!(entries.len(), 20);
+    for (i, e) in entries.iter().enumerate() {
+        let proof = store.inclusion_proof(WS, i as u64, 20).await.unwrap();
+        praetor_vault::merkle::verify_inclusion(i as u64, 20, &e.leaf_hash, &proof, &roots[19]).unwrap();
+    }
+    let proof = store.consistency_proof(WS, 5, 12).await.unwrap();
+    praetor_vault::merkle::verify_consistency(5, 12, &roots[4], &roots[11], &proof).unwrap();
+    assert!(!store.prefix_hashes(WS, 12).await.unwrap().is_empty());
+    assert!(store.tree_root(WS, 21).await.is_err(), "a size past the log is refused");
+    let report = &b.check_vault()[0];
+    assert_eq!((report.entries, report.checkpoints, report.first_bad.clone()), (20, 3, None));
+}
+
+/// Text arrives from agents: any Unicode, including NUL and characters outside the
+/// Basic Multilingual Plane, comes back exactly as it went in.
+pub async fn text_survives_exactly(b: Backend) {
+    let store = with_workspace(&b).await;
+    let text = "naïve café 😀 \u{0} tab\there 'quoted' \"double\" \\backslash ?1 $1";
+    let mut row = decision("dec_text", 1);
+    row.content = Some(text.into());
+    row.action_type = text.into();
+    row.body = json!({ "content": text });
+    store.commit(one(Mutation::InsertDecision { row: row.clone(), seal: None })).await.unwrap();
+    assert_eq!(store.get_decision(WS, "dec_text").await.unwrap(), Some(row));
+}

@@ -1,0 +1,45 @@
+//! The storage conformance suite: every case is written once, against `dyn Store`, and
+//! runs on SQLite and on PostgreSQL (see `backend.rs`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod backend;
+mod cases;
+
+/// One `#[tokio::test]` per backend for each case in `cases`.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::cases::$case(crate::backend::Backend::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(b) = crate::backend::Backend::postgres() {
+                        crate::cases::$case(b).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    concurrent_commits_get_unique_contiguous_sequence_numbers,
+    a_failing_transaction_leaves_no_trace_and_spares_the_others,
+    reopening_restores_the_log_without_rebuilding_it,
+    the_vault_cannot_be_rewritten_through_sql,
+    two_writers_on_one_database_share_one_log,
+    records_round_trip_and_updates_keep_what_decisions_own,
+    sessions_and_objects_keep_the_newest_version,
+    decisions_filter_and_page,
+    shadow_hits_violations_and_deliveries,
+    checkpoints_and_proofs,
+    text_survives_exactly,
+);
