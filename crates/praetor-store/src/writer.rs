@@ -92,7 +92,7 @@ impl WriterHandle {
 pub fn spawn<C: WriterConn>(conn: C) -> Result<WriterHandle> {
     let (jobs, rx) = mpsc::channel();
     let stats = Arc::new(Mutex::new(Recorder::new()?));
-    let mut writer = Writer { conn, locked: HashSet::new(), logs: HashMap::new(), stats: stats.clone() };
+    let mut writer = Writer { conn, checked: HashSet::new(), logs: HashMap::new(), stats: stats.clone() };
     std::thread::Builder::new()
         .name("praetor-store-writer".into())
         .spawn(move || writer.run(rx))
@@ -102,8 +102,9 @@ pub fn spawn<C: WriterConn>(conn: C) -> Result<WriterHandle> {
 
 struct Writer<C> {
     conn: C,
-    /// The workspaces whose log this batch's transaction holds.
-    locked: HashSet<String>,
+    /// The workspaces whose appender this batch has checked against the stored log
+    /// (the batch's transaction holds their logs' locks from its start).
+    checked: HashSet<String>,
     /// Per-workspace appender state, restored from the store on first use and checked
     /// against the stored size each time a batch takes the log (another process may
     /// have appended since).
@@ -135,8 +136,9 @@ impl<C: WriterConn> Writer<C> {
         let started = std::time::Instant::now();
         let size = batch.len();
         let mut replies = Vec::with_capacity(batch.len());
-        self.locked.clear();
-        if let Err(e) = self.conn.begin() {
+        self.checked.clear();
+        if let Err(e) = self.conn.begin().and_then(|()| self.lock_logs_of(&batch)) {
+            let _ = self.conn.batch("ROLLBACK");
             let msg = format!("cannot begin a transaction: {e}");
             for job in batch {
                 replies.push(fail(job, &msg));
@@ -193,22 +195,38 @@ impl<C: WriterConn> Writer<C> {
                 // appenders from the store (through this connection, so the batch's
                 // earlier, uncommitted appends are seen).
                 self.logs.clear();
-                // A lock taken inside the savepoint may go with it: take it again.
-                self.locked.clear();
+                self.checked.clear();
                 self.conn.batch("ROLLBACK TO job; RELEASE job").map_err(|e| JobError::Poisoned(e.to_string()))?;
                 Err(JobError::Failed(e))
             }
         }
     }
 
-    /// Make `self.logs[ws]` ready to append, holding the log for this transaction: the
-    /// first time a batch seals into a workspace it takes the log's lock, and an
+    /// Take the log lock of every workspace the batch seals into, in one order (sorted),
+    /// so two writers whose batches touch the same workspaces cannot deadlock.
+    fn lock_logs_of(&mut self, batch: &[Job]) -> Result<()> {
+        let mut workspaces: Vec<&str> = batch
+            .iter()
+            .flat_map(|job| match job {
+                Job::Commit(txn, _) => txn.seal.iter().map(|s| s.workspace_id.as_str()).collect::<Vec<_>>(),
+                Job::Checkpoint(..) => Vec::new(),
+            })
+            .collect();
+        workspaces.sort_unstable();
+        workspaces.dedup();
+        for ws in workspaces {
+            self.conn.lock_log(ws)?;
+        }
+        Ok(())
+    }
+
+    /// Make `self.logs[ws]` ready to append. The batch holds the log's lock (taken at
+    /// its start, see `lock_logs_of`); the first time it seals into a workspace, an
     /// appender whose size no longer matches the store (another process appended) is
     /// rebuilt from it.
     fn open_log(&mut self, ws: &str) -> Result<()> {
-        if !self.locked.contains(ws) {
-            self.conn.lock_log(ws)?;
-            self.locked.insert(ws.to_owned());
+        if !self.checked.contains(ws) {
+            self.checked.insert(ws.to_owned());
             if let Some(log) = self.logs.get(ws) {
                 let stored = vault::log_size(&self.conn, ws)?;
                 if stored != log.size() {

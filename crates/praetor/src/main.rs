@@ -78,6 +78,9 @@ enum VaultCommand {
     Check {
         #[arg(long, env = "PRAETOR_DATA_DIR", default_value = "./praetor-data")]
         data_dir: PathBuf,
+        /// Check the PostgreSQL store at this URL instead of the data directory's SQLite.
+        #[arg(long = "database", env = "PRAETOR_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
     /// Retire the checkpoint signing keys and make new ones (with the server stopped).
     /// The retired public keys stay published, so old checkpoints still verify.
@@ -132,7 +135,7 @@ fn main() -> ExitCode {
         Command::Vault { command } => match command {
             VaultCommand::Verify { bundle, keys } => offline::verify_bundle(&bundle, &keys),
             VaultCommand::VerifyReceipt { receipt, keys } => offline::verify_receipt(&receipt, &keys),
-            VaultCommand::Check { data_dir } => offline::check_store(&data_dir),
+            VaultCommand::Check { data_dir, database_url } => offline::check_store(&data_dir, database_url.as_deref()),
             VaultCommand::RotateKeys { data_dir, vault_keys_dir } => offline::rotate_keys(&data_dir, vault_keys_dir.as_deref()),
         },
         Command::Policy { command } => match command {

@@ -89,15 +89,20 @@ pub fn verify_receipt(path: &Path, key_paths: &[PathBuf]) -> anyhow::Result<Exit
     }
 }
 
-pub fn check_store(data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let db = data_dir.join("praetor.db");
+/// `praetor vault check`: the SQLite store in `data_dir`, or the PostgreSQL one at
+/// `database_url` (read in one repeatable-read snapshot while nodes keep writing).
+pub fn check_store(data_dir: &Path, database_url: Option<&str>) -> anyhow::Result<ExitCode> {
     let bar = progress_bar(0);
     bar.set_message("checking");
-    let reports = praetor_store::sqlite::check_vault_file(&db, &mut |ws, done, total| {
+    let mut progress = |ws: &str, done: u64, total: u64| {
         bar.set_length(total);
         bar.set_position(done);
         bar.set_message(ws.to_owned());
-    })
+    };
+    let reports = match database_url {
+        Some(url) => praetor_store::postgres::check_vault_database(url, &mut progress),
+        None => praetor_store::sqlite::check_vault_file(&data_dir.join("praetor.db"), &mut progress),
+    }
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     bar.finish_and_clear();
     let mut ok = true;
