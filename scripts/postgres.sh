@@ -26,7 +26,7 @@ pg_start_throwaway() {
         if [ "$(id -u)" = 0 ]; then
             DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
         else
-            sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+            sudo DEBIAN_FRONTEND=noninteractive apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
         fi
         initdb=$(pg_find_bin initdb) || { echo "initdb not found after installing postgresql" >&2; return 1; }
     fi
@@ -34,6 +34,8 @@ pg_start_throwaway() {
     createdb=$(dirname "$initdb")/createdb
     [ -x "$createdb" ] || createdb=$(pg_find_bin createdb)
     PG_TMP=$(mktemp -d)
+    # Clean up from here on, whatever step fails (test.sh runs under set -e).
+    trap 'if [ -n "${PG_STOP:-}" ]; then "${PG_STOP[@]}" >/dev/null 2>&1 || true; fi; rm -rf "$PG_TMP"' EXIT
     local port
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     # PostgreSQL refuses to run as root: run the cluster as the package's user.
@@ -41,14 +43,14 @@ pg_start_throwaway() {
     if [ "$(id -u)" = 0 ]; then
         id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
         chown postgres "$PG_TMP"
-        as=(runuser -u postgres --)
+        as=(runuser -u postgres -- env -C /) # postgres may not be able to enter our directory
     fi
     echo "== starting a throwaway PostgreSQL on 127.0.0.1:$port ($PG_TMP)"
     "${as[@]}" "$initdb" -D "$PG_TMP/data" -U postgres --auth=trust >/dev/null
+    # Set before the start: a start that fails or times out may still leave a server running.
+    PG_STOP=("${as[@]}" "$pg_ctl" -D "$PG_TMP/data" -m fast stop)
     "${as[@]}" "$pg_ctl" -D "$PG_TMP/data" -l "$PG_TMP/log" -w \
         -o "-p $port -k $PG_TMP -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
-    PG_STOP=("${as[@]}" "$pg_ctl" -D "$PG_TMP/data" -m fast stop)
-    trap 'if [ -n "${PG_STOP:-}" ]; then "${PG_STOP[@]}" >/dev/null 2>&1 || true; rm -rf "$PG_TMP"; fi' EXIT
     "${as[@]}" "$createdb" -h 127.0.0.1 -p "$port" -U postgres test
     export PRAETOR_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/test"
 }
