@@ -69,6 +69,31 @@ pub enum Mutation {
     PutDelivery(Delivery),
 }
 
+impl Mutation {
+    /// The workspace whose rows this mutation writes.
+    pub fn workspace_id(&self) -> &str {
+        match self {
+            Mutation::InsertWorkspace(w) => &w.workspace_id,
+            Mutation::InsertApiKey(k) => &k.workspace_id,
+            Mutation::PutAgent(a) => &a.workspace_id,
+            Mutation::InsertCredential(c) => &c.workspace_id,
+            Mutation::PutPolicy(p) => &p.workspace_id,
+            Mutation::InsertDecision { row, .. } => &row.workspace_id,
+            Mutation::AgentActivity(a) => &a.workspace_id,
+            Mutation::PutSession(s) => &s.workspace_id,
+            Mutation::PutObject(o) => &o.workspace_id,
+            Mutation::InsertShadowHit(h) => &h.workspace_id,
+            Mutation::InsertViolation(v) => &v.workspace_id,
+            Mutation::PutDelivery(d) => &d.workspace_id,
+            Mutation::PutWorkspaceSettings { workspace_id, .. }
+            | Mutation::RevokeApiKey { workspace_id, .. }
+            | Mutation::SetTrust { workspace_id, .. }
+            | Mutation::DeletePolicy { workspace_id, .. }
+            | Mutation::RevokeCredential { workspace_id, .. } => workspace_id,
+        }
+    }
+}
+
 /// A vault entry to append: the entry's fields without `seq`, which the sequencer adds.
 #[derive(Debug, Clone)]
 pub struct SealRequest {

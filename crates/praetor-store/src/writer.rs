@@ -202,14 +202,21 @@ impl<C: WriterConn> Writer<C> {
         }
     }
 
-    /// Take the log lock of every workspace the batch seals into, in one order (sorted),
-    /// so two writers whose batches touch the same workspaces cannot deadlock.
+    /// Take the lock of every workspace the batch writes (its rows or its log) before
+    /// any write, in one order (sorted): writers on other processes then touch a
+    /// workspace's rows one batch at a time, so no two batches can each hold a row the
+    /// other waits for (no deadlock between nodes).
     fn lock_logs_of(&mut self, batch: &[Job]) -> Result<()> {
         let mut workspaces: Vec<&str> = batch
             .iter()
             .flat_map(|job| match job {
-                Job::Commit(txn, _) => txn.seal.iter().map(|s| s.workspace_id.as_str()).collect::<Vec<_>>(),
-                Job::Checkpoint(..) => Vec::new(),
+                Job::Commit(txn, _) => txn
+                    .seal
+                    .iter()
+                    .map(|s| s.workspace_id.as_str())
+                    .chain(txn.mutations.iter().map(Mutation::workspace_id))
+                    .collect::<Vec<_>>(),
+                Job::Checkpoint(ws, ..) => vec![ws.as_str()],
             })
             .collect();
         workspaces.sort_unstable();

@@ -88,6 +88,7 @@ impl SqlStore<Postgres> {
         let conn = std::thread::spawn(move || {
             let conn = PgConn::connect(&for_thread)?;
             migrate(&conn)?;
+            writer_session(&conn)?;
             Ok::<_, StoreError>(conn)
         })
         .join()
@@ -95,6 +96,13 @@ impl SqlStore<Postgres> {
         let writer = crate::writer::spawn(conn)?;
         SqlStore::new(Postgres { config }, writer)
     }
+}
+
+/// The writer's session: a commit returns only once durable, and a node that stalls
+/// inside a batch (paused, cut off) loses its session, and with it the log locks, instead
+/// of holding every other node's writer forever.
+fn writer_session(conn: &PgConn) -> Result<()> {
+    conn.batch("SET synchronous_commit = on; SET idle_in_transaction_session_timeout = '15s'")
 }
 
 /// Migrations under a session-level advisory lock: nodes that start together run them
@@ -146,6 +154,7 @@ impl PgConn {
             tracing::warn!("the PostgreSQL connection was closed; reconnecting");
             *self.client.borrow_mut() = self.config.connect(NoTls)?;
             self.statements.borrow_mut().clear();
+            writer_session(self)?;
         }
         Ok(())
     }

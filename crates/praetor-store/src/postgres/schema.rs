@@ -206,5 +206,12 @@ CREATE TRIGGER vault_hashes_append_only BEFORE UPDATE OR DELETE ON vault_hashes
     FOR EACH ROW EXECUTE FUNCTION praetor_append_only();
 CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions
     FOR EACH ROW EXECUTE FUNCTION praetor_append_only();
+-- Row triggers do not fire on TRUNCATE.
+CREATE TRIGGER vault_entries_no_truncate BEFORE TRUNCATE ON vault_entries
+    FOR EACH STATEMENT EXECUTE FUNCTION praetor_append_only();
+CREATE TRIGGER vault_hashes_no_truncate BEFORE TRUNCATE ON vault_hashes
+    FOR EACH STATEMENT EXECUTE FUNCTION praetor_append_only();
+CREATE TRIGGER decisions_no_truncate BEFORE TRUNCATE ON decisions
+    FOR EACH STATEMENT EXECUTE FUNCTION praetor_append_only();
 "#,
 )];
