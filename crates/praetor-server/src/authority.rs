@@ -333,6 +333,19 @@ pub struct AuthorityState {
 }
 
 impl AuthorityState {
+    /// Drop an object the store does not hold (a change that was never committed).
+    pub fn forget(&mut self, kind: &str, id: &str) {
+        match kind {
+            Role::KIND => drop(self.roles.remove(id)),
+            Window::KIND => drop(self.windows.remove(id)),
+            Grant::KIND => drop(self.grants.remove(id)),
+            Breakglass::KIND => drop(self.breakglass.remove(id)),
+            Escalation::KIND => drop(self.escalations.remove(id)),
+            crate::delivery::WEBHOOK_KIND => drop(self.webhooks.remove(id)),
+            _ => {}
+        }
+    }
+
     /// Take in a stored object of any kind (snapshot at start, or a store read).
     pub fn absorb(&mut self, r: &ObjectRecord) {
         fn put<T: Object>(map: &mut HashMap<String, T>, r: &ObjectRecord) {

@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod follow;
 pub mod pipeline;
 pub mod secrets;
 pub mod sessions;
@@ -75,6 +76,7 @@ pub async fn serve(state: Arc<AppState>) -> Result<(), ServeError> {
     let checkpointer = vault::spawn_checkpointer(state.clone());
     let sweeper = sessions::spawn_sweeper(state.clone());
     let dispatcher = delivery::spawn_dispatcher(state.clone());
+    let follower = follow::spawn_follower(state.clone());
     tracing::info!(%addr, data_dir = %state.config.data_dir.display(), "praetor is serving");
     let app = router(state);
     let result = axum::serve(listener, app)
@@ -84,6 +86,7 @@ pub async fn serve(state: Arc<AppState>) -> Result<(), ServeError> {
     checkpointer.abort();
     sweeper.abort();
     dispatcher.abort();
+    follower.abort();
     result
 }
 

@@ -8,13 +8,13 @@ use praetor_core::{
     ActionRequest, AgentFacts, Decision, DecisionInput, Identity, PastAction, Verdict, decide, trust::next_trust,
 };
 use praetor_core::session::{SessionFacts, SessionStatus};
-use praetor_store::{Agent, AgentActivity, ApiKey, DecisionRow, Mutation, SealRequest, Session, Txn};
+use praetor_store::{Agent, AgentActivity, ApiKey, DecisionRow, Guarded, Mutation, SealRequest, Session, Txn};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::clock::iso;
 use crate::config::limits;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::secrets::{new_id, sha256_hex};
 use crate::signature::{self, SignedHeaders};
 use crate::state::{AppState, LiveState, WorkspaceState};
@@ -122,11 +122,27 @@ pub struct Caller<'a> {
     /// Agents whose signature on this request was already verified (a batch carries
     /// one signature and one nonce for all its actions).
     pub verified: parking_lot::Mutex<Vec<String>>,
+    /// Agents whose nonce this request has consumed: an evaluation repeated after a
+    /// stale read verifies the signature again but does not see its own nonce as reused.
+    pub nonce_consumed: parking_lot::Mutex<Vec<String>>,
 }
 
 impl<'a> Caller<'a> {
     pub fn new(key: &'a ApiKey, headers: &'a HeaderMap, method: &'a str, path: &'a str, raw_body: &'a [u8]) -> Caller<'a> {
-        Caller { key, headers, method, path, raw_body, verified: parking_lot::Mutex::new(Vec::new()) }
+        Caller {
+            key,
+            headers,
+            method,
+            path,
+            raw_body,
+            verified: parking_lot::Mutex::new(Vec::new()),
+            nonce_consumed: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Verify signatures again on the next evaluation (the credentials were reloaded).
+    pub fn forget_verified(&self) {
+        self.verified.lock().clear();
     }
 }
 
@@ -151,6 +167,9 @@ pub struct Evaluated {
     pub approver: Option<String>,
     /// The rule and policy violations this decision records.
     pub violations: Vec<Value>,
+    /// The etags of the agent and session this decision was made from: the store
+    /// refuses the decision if either changed meanwhile (another node wrote it).
+    pub guards: Vec<Mutation>,
 }
 
 fn header<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -209,8 +228,12 @@ fn identify(
             return failed(f.check, f.reason);
         }
         let nonce = headers.nonce.unwrap_or_default();
-        if !state.nonces.lock().consume(&agent.agent_id, nonce, now_ms, 2 * skew * 1000) {
-            return failed("nonce_reused", "this request's nonce was already used".to_owned());
+        let already_consumed = caller.nonce_consumed.lock().contains(&agent.agent_id);
+        if !already_consumed {
+            if !state.nonces.lock().consume(&agent.agent_id, nonce, now_ms, 2 * skew * 1000) {
+                return failed("nonce_reused", "this request's nonce was already used".to_owned());
+            }
+            caller.nonce_consumed.lock().push(agent.agent_id.clone());
         }
         caller.verified.lock().push(agent.agent_id.clone());
     }
@@ -228,14 +251,11 @@ fn facts(agent: &Agent) -> AgentFacts {
 }
 
 /// Stages 2-4 for one action. Histories and trust are read and updated under the
-/// workspace's live lock, so concurrent decisions see each other exactly.
-pub fn evaluate(state: &AppState, ws: &WorkspaceState, caller: &Caller<'_>, intercepted: Intercepted) -> Evaluated {
-    evaluate_with(state, ws, caller, intercepted, None)
-}
-
-/// As `evaluate`, but with an identity failure the caller found itself (for example an
-/// unknown hand-off target): the engine then blocks on identity.
-pub fn evaluate_with(
+/// workspace's live lock, so concurrent decisions on this node see each other exactly
+/// (and the etag guards make decisions on other nodes refuse each other's stale
+/// copies). `identity_failure` is one the caller found itself (for example an unknown
+/// hand-off target): the engine then blocks on identity.
+fn evaluate_with(
     state: &AppState,
     ws: &WorkspaceState,
     caller: &Caller<'_>,
@@ -312,8 +332,15 @@ pub fn evaluate_with(
         };
         decide(&input, &policies.compiled, &settings)
     };
-    let session_update = session_facts.as_ref().and_then(|f| apply_to_session(&mut live, f, &decision, now_ms));
     let decision_id = new_id("dec");
+    let new_etag = format!("e_{decision_id}");
+    let mut guards = Vec::new();
+    if let Some(f) = &session_facts
+        && let Some(s) = live.sessions.get(&f.session_id)
+    {
+        guards.push(guard(&ws.workspace_id, Guarded::Session, &s.session_id, &s.etag));
+    }
+    let session_update = session_facts.as_ref().and_then(|f| apply_to_session(&mut live, f, &decision, now_ms, &new_etag));
     let (violations, queue) = violations_of(&decision, &policies.records);
     let opening = crate::authority::Opening {
         workspace_id: &ws.workspace_id,
@@ -343,6 +370,8 @@ pub fn evaluate_with(
     if let Some(a) = &agent {
         let mut agents = ws.agents.write();
         if let Some(current) = agents.get_mut(&a.agent_id) {
+            guards.push(guard(&ws.workspace_id, Guarded::Agent, &a.agent_id, &current.etag));
+            current.etag = new_etag.clone();
             let (score, streak) = next_trust(current.trust_score, current.clean_streak, &decision, settings.trust_baseline);
             current.trust_score = score;
             current.clean_streak = streak;
@@ -361,6 +390,7 @@ pub fn evaluate_with(
                 clean_streak: streak,
                 decision: decision.verdict.as_str().to_owned(),
                 at: now_ms,
+                etag: new_etag.clone(),
             });
         }
     }
@@ -382,7 +412,12 @@ pub fn evaluate_with(
         authority: authority_changes,
         approver,
         violations,
+        guards,
     }
+}
+
+fn guard(workspace_id: &str, of: Guarded, id: &str, etag: &str) -> Mutation {
+    Mutation::Expect { workspace_id: workspace_id.to_owned(), of, id: id.to_owned(), etag: etag.to_owned() }
 }
 
 /// The violations a decision records: every matching governance rule (with its own
@@ -440,7 +475,7 @@ fn session_facts(s: &Session) -> SessionFacts {
 
 /// Charge an allowed action to its session, or end the session when the decision says
 /// a budget ran out. Returns the session to persist when it changed.
-fn apply_to_session(live: &mut LiveState, facts: &SessionFacts, d: &praetor_core::Decision, now_ms: i64) -> Option<Session> {
+fn apply_to_session(live: &mut LiveState, facts: &SessionFacts, d: &praetor_core::Decision, now_ms: i64, etag: &str) -> Option<Session> {
     let s = live.sessions.get_mut(&facts.session_id)?;
     if let Some(charge) = &d.charge {
         s.consumed.add(charge);
@@ -452,6 +487,7 @@ fn apply_to_session(live: &mut LiveState, facts: &SessionFacts, d: &praetor_core
         return None;
     }
     s.version += 1;
+    s.etag = etag.to_owned();
     Some(s.clone())
 }
 
@@ -461,10 +497,144 @@ pub async fn load_session(state: &AppState, ws: &WorkspaceState, session_id: &st
     if ws.live.lock().sessions.contains_key(session_id) {
         return Ok(());
     }
-    if let Some(s) = state.store.get_session(&ws.workspace_id, session_id).await? {
-        ws.live.lock().sessions.entry(s.session_id.clone()).or_insert(s);
+    let (since, cap) = history_bounds(state, ws);
+    if let Some(st) = state.store.session_state(&ws.workspace_id, session_id, since, cap).await?
+        && !ws.live.lock().sessions.contains_key(session_id)
+    {
+        ws.adopt_session(session_id, Some(st));
     }
     Ok(())
+}
+
+/// How far back, and how many, allowed actions a history read from the store needs.
+fn history_bounds(state: &AppState, ws: &WorkspaceState) -> (i64, u32) {
+    let window = ws.policies.load().compiled.history_window_ms().max(0);
+    (state.now_ms().saturating_sub(window), crate::state::HISTORY_CAP as u32)
+}
+
+/// Reload agents and sessions from the store (another node changed them).
+pub async fn resync(state: &AppState, ws: &WorkspaceState, agents: &[String], sessions: &[String]) -> ApiResult<()> {
+    let (since, cap) = history_bounds(state, ws);
+    for id in agents {
+        let st = state.store.agent_state(&ws.workspace_id, id, since, cap).await?;
+        ws.adopt_agent(id, st);
+    }
+    for id in sessions {
+        let st = state.store.session_state(&ws.workspace_id, id, since, cap).await?;
+        ws.adopt_session(id, st);
+    }
+    Ok(())
+}
+
+pub async fn resync_sessions(state: &AppState, ws: &WorkspaceState, sessions: &[String]) -> ApiResult<()> {
+    resync(state, ws, &[], sessions).await
+}
+
+/// Reload authority objects from the store (a change made in memory was not committed,
+/// or another node changed them).
+pub async fn resync_objects(state: &AppState, ws: &WorkspaceState, objects: &[(String, String)]) -> ApiResult<()> {
+    for (kind, id) in objects {
+        let stored = state.store.get_object(&ws.workspace_id, kind, id).await?;
+        let mut live = ws.live.lock();
+        match stored {
+            Some(r) => live.authority.absorb(&r),
+            None => live.authority.forget(kind, id),
+        }
+    }
+    Ok(())
+}
+
+/// At most this many evaluations of one request when other nodes keep changing what
+/// it was decided from; then the caller is told to retry.
+const MAX_ATTEMPTS: u32 = 50;
+
+/// Stages 2-5 for a request's actions: evaluate, then record in one commit. When the
+/// store refuses the commit because an agent or session changed since this node read
+/// it (another node decided for it, killed it, revoked it), the copies are reloaded
+/// and the actions evaluated again: a decision is never made from a stale copy.
+pub async fn decide_and_record(
+    state: &AppState,
+    ws: &WorkspaceState,
+    caller: &Caller<'_>,
+    actions: Vec<Intercepted>,
+    identity_failure: Option<(&str, String)>,
+) -> ApiResult<Vec<Map<String, Value>>> {
+    let mut attempt = 0;
+    loop {
+        for sid in actions.iter().filter_map(|i| i.request.session_id.as_deref()) {
+            load_session(state, ws, sid).await?;
+        }
+        load_unknown_agents(state, ws, caller, &actions).await?;
+        let evaluated: Vec<Evaluated> = actions
+            .iter()
+            .map(|i| evaluate_with(state, ws, caller, i.clone(), identity_failure.as_ref().map(|(c, r)| (*c, r.clone()))))
+            .collect();
+        let touched = Touched::of(&evaluated);
+        match record(state, ws, evaluated).await {
+            Err(praetor_store::StoreError::Stale(what)) => {
+                attempt += 1;
+                tracing::debug!(workspace_id = %ws.workspace_id, %what, attempt, "decided from a stale copy; reloading");
+                resync(state, ws, &touched.agents, &touched.sessions).await?;
+                resync_objects(state, ws, &touched.objects).await?;
+                caller.forget_verified();
+                if attempt >= MAX_ATTEMPTS {
+                    return Err(ApiError::new(Code::StoreUnavailable, format!("{what} kept changing on other nodes; retry the request")));
+                }
+                tokio::time::sleep(std::time::Duration::from_micros(crate::secrets::jitter(200 << attempt.min(6)))).await;
+            }
+            other => return other.map_err(ApiError::from),
+        }
+    }
+}
+
+/// A request may name an agent registered on another node a moment ago, before this
+/// node's change feed brought it: look it up in the store before refusing it.
+async fn load_unknown_agents(state: &AppState, ws: &WorkspaceState, caller: &Caller<'_>, actions: &[Intercepted]) -> ApiResult<()> {
+    let mut wanted: Vec<String> = actions.iter().filter_map(|i| i.agent_id.clone()).collect();
+    wanted.extend(caller.key.agent_id.clone());
+    {
+        let live = ws.live.lock();
+        let sessions = actions.iter().filter_map(|i| i.request.session_id.as_ref()).filter_map(|s| live.sessions.get(s));
+        wanted.extend(sessions.map(|s| s.agent_id.clone()));
+    }
+    wanted.sort();
+    wanted.dedup();
+    let missing: Vec<String> = wanted.into_iter().filter(|a| ws.agent(a).is_none()).collect();
+    if !missing.is_empty() {
+        resync(state, ws, &missing, &[]).await?;
+    }
+    Ok(())
+}
+
+/// What a set of evaluations read and changed, to reload when their commit is refused.
+struct Touched {
+    agents: Vec<String>,
+    sessions: Vec<String>,
+    objects: Vec<(String, String)>,
+}
+
+impl Touched {
+    fn of(evaluated: &[Evaluated]) -> Touched {
+        let mut t = Touched { agents: Vec::new(), sessions: Vec::new(), objects: Vec::new() };
+        for e in evaluated {
+            for g in &e.guards {
+                if let Mutation::Expect { of, id, .. } = g {
+                    match of {
+                        Guarded::Agent => t.agents.push(id.clone()),
+                        Guarded::Session => t.sessions.push(id.clone()),
+                    }
+                }
+            }
+            t.objects.extend(e.authority.records.iter().map(|r| (r.kind.clone(), r.object_id.clone())));
+        }
+        t.agents.sort();
+        t.agents.dedup();
+        t.sessions.sort();
+        t.sessions.dedup();
+        t.objects.sort();
+        t.objects.dedup();
+        t
+    }
 }
 
 /// The verdict had a shadow policy with this effect been enforced: the more restrictive
@@ -621,7 +791,7 @@ fn response(ws: &WorkspaceState, e: &Evaluated) -> Map<String, Value> {
 
 /// Stage 5: seal every evaluated action and store its decision in one transaction,
 /// and answer only once it is committed.
-pub async fn record(state: &AppState, ws: &WorkspaceState, evaluated: Vec<Evaluated>) -> ApiResult<Vec<Map<String, Value>>> {
+async fn record(state: &AppState, ws: &WorkspaceState, evaluated: Vec<Evaluated>) -> praetor_store::Result<Vec<Map<String, Value>>> {
     let mut txn = Txn::default();
     let mut bodies = Vec::with_capacity(evaluated.len());
     // Where each decision's own entry sits among the transaction's seals (session
@@ -630,6 +800,7 @@ pub async fn record(state: &AppState, ws: &WorkspaceState, evaluated: Vec<Evalua
     for e in &evaluated {
         let i = txn.seal.len();
         seal_of.push(i);
+        txn.mutations.extend(e.guards.iter().cloned());
         txn.seal.push(SealRequest { workspace_id: ws.workspace_id.clone(), body: vault_entry(ws, e) });
         let body = response(ws, e);
         txn.mutations.push(Mutation::InsertDecision {
@@ -637,6 +808,7 @@ pub async fn record(state: &AppState, ws: &WorkspaceState, evaluated: Vec<Evalua
                 decision_id: e.decision_id.clone(),
                 workspace_id: ws.workspace_id.clone(),
                 agent_id: e.agent.as_ref().map(|a| a.agent_id.clone()).or_else(|| e.intercepted.agent_id.clone()),
+                session_id: e.intercepted.request.session_id.clone(),
                 action_type: e.intercepted.request.action_type.clone(),
                 decision: e.decision.verdict.as_str().to_owned(),
                 created_at: e.at_ms,

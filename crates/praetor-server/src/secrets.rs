@@ -13,6 +13,11 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 /// `prefix_` + 24 hex characters (96 random bits).
+/// A random wait in `[0, max)` (microseconds), to spread out retries.
+pub fn jitter(max: u64) -> u64 {
+    u64::from_le_bytes(random_bytes::<8>()) % max.max(1)
+}
+
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", hex::encode(random_bytes::<12>()))
 }

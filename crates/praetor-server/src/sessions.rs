@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use praetor_core::session::SessionStatus;
-use praetor_store::{Mutation, SealRequest, Session, Txn};
+use praetor_store::{Guarded, Mutation, SealRequest, Session, Txn};
 use serde_json::{Value, json};
 
 use crate::clock::iso;
@@ -42,29 +42,47 @@ pub struct Closing<'a> {
     pub kind: &'a str,
 }
 
+/// A session closed in memory, and the etag it had: the store refuses the close if
+/// another node changed the session since.
+pub struct Closed {
+    pub session: Session,
+    pub prior_etag: String,
+}
+
 /// Mark active sessions closed in memory and return their new state; closed ones are
 /// left alone. The caller persists and seals them (`closing_txn`).
-pub fn close_in_memory(ws: &WorkspaceState, ids: &[String], closing: &Closing<'_>, now_ms: i64) -> Vec<Session> {
+pub fn close_in_memory(ws: &WorkspaceState, ids: &[String], closing: &Closing<'_>, now_ms: i64) -> Vec<Closed> {
     let mut live = ws.live.lock();
     let mut changed = Vec::new();
     for id in ids {
         if let Some(s) = live.sessions.get_mut(id)
             && s.status == SessionStatus::Active {
+                let prior_etag = std::mem::replace(&mut s.etag, crate::secrets::new_id("etag"));
                 s.status = closing.status;
                 s.kill_reason = closing.reason.clone();
                 s.closed_at = Some(now_ms);
                 s.version += 1;
-                changed.push(s.clone());
+                changed.push(Closed { session: s.clone(), prior_etag });
             }
     }
     changed
 }
 
 /// The store writes and vault events for closed sessions.
-pub fn closing_txn(ws_id: &str, closed: &[Session], closing: &Closing<'_>, now_ms: i64) -> (Vec<Mutation>, Vec<SealRequest>) {
-    let mutations = closed.iter().map(|s| Mutation::PutSession(s.clone())).collect();
+pub fn closing_txn(ws_id: &str, closed: &[Closed], closing: &Closing<'_>, now_ms: i64) -> (Vec<Mutation>, Vec<SealRequest>) {
+    let mutations = closed
+        .iter()
+        .flat_map(|c| {
+            let s = &c.session;
+            [
+                Mutation::Expect { workspace_id: ws_id.to_owned(), of: Guarded::Session, id: s.session_id.clone(), etag: c.prior_etag.clone() },
+                Mutation::PutSession(s.clone()),
+            ]
+        })
+        .collect();
     let seals = closed
         .iter()
+        .map(|c| &c.session)
         .map(|s| {
             event(ws_id, closing.kind, closing.actor, now_ms, json!({
                 "session_id": s.session_id, "agent_id": s.agent_id, "credential_id": s.credential_id,
@@ -75,18 +93,41 @@ pub fn closing_txn(ws_id: &str, closed: &[Session], closing: &Closing<'_>, now_m
     (mutations, seals)
 }
 
-/// Close sessions and commit the change with its vault events.
+/// At most this many tries to close sessions other nodes keep changing.
+pub const CLOSE_ATTEMPTS: u32 = 20;
+
+/// Close sessions and commit the change with its vault events. The sessions are read
+/// from the store first (another node may have charged or closed them); a close
+/// refused because one changed in between is tried again from a fresh read.
 pub async fn close(state: &AppState, ws: &WorkspaceState, ids: &[String], closing: Closing<'_>) -> ApiResult<Vec<Session>> {
-    let now = state.now_ms();
-    let closed = close_in_memory(ws, ids, &closing, now);
-    if !closed.is_empty() {
+    let mut attempt = 0;
+    loop {
+        crate::pipeline::resync(state, ws, &[], ids).await?;
+        let now = state.now_ms();
+        let closed = close_in_memory(ws, ids, &closing, now);
+        if closed.is_empty() {
+            return Ok(Vec::new());
+        }
         let (mutations, seal) = closing_txn(&ws.workspace_id, &closed, &closing, now);
-        state.commit(Txn { mutations, seal }).await?;
-        for s in &closed {
-            tracing::info!(workspace_id = %ws.workspace_id, session_id = %s.session_id, status = s.status.as_str(), "session closed");
+        match state.commit(Txn { mutations, seal }).await {
+            Err(praetor_store::StoreError::Stale(what)) if attempt + 1 < CLOSE_ATTEMPTS => {
+                attempt += 1;
+                tracing::debug!(workspace_id = %ws.workspace_id, %what, attempt, "closing a session changed elsewhere; again");
+            }
+            Err(e) => {
+                // Memory ran ahead of the store: read the sessions back.
+                crate::pipeline::resync(state, ws, &[], ids).await?;
+                return Err(e.into());
+            }
+            Ok(_) => {
+                for c in &closed {
+                    let s = &c.session;
+                    tracing::info!(workspace_id = %ws.workspace_id, session_id = %s.session_id, status = s.status.as_str(), "session closed");
+                }
+                return Ok(closed.into_iter().map(|c| c.session).collect());
+            }
         }
     }
-    Ok(closed)
 }
 
 /// Active sessions that match `pred`.

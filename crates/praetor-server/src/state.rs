@@ -52,6 +52,24 @@ impl Default for History {
     }
 }
 
+impl History {
+    /// A history read back from the store: the newest `HISTORY_CAP` allowed actions
+    /// within the window. When the cap cut it, what came before the oldest kept action
+    /// is unknown.
+    pub fn from_store(actions: Vec<PastAction>) -> History {
+        let complete_from_ms = match actions.first() {
+            Some(oldest) if actions.len() >= HISTORY_CAP => oldest.at_ms + 1,
+            _ => i64::MIN,
+        };
+        History { actions: actions.into(), complete_from_ms }
+    }
+}
+
+/// The etag a copy carries until it has been read back with its history: it matches
+/// no stored etag, so the first decision made from such a copy is refused as stale and
+/// the copy is reloaded (a start-up snapshot holds rows, not their histories).
+pub const UNSYNCED: &str = "?";
+
 /// Bounded action histories for velocity and sequence policies, and the live sessions.
 #[derive(Default)]
 pub struct LiveState {
@@ -136,6 +154,43 @@ impl WorkspaceState {
     pub fn agent(&self, agent_id: &str) -> Option<Agent> {
         self.agents.read().get(agent_id).cloned()
     }
+
+    /// Replace this node's copy of an agent (its row, credentials and history) with
+    /// what the store holds, or forget it when the store has none.
+    pub fn adopt_agent(&self, agent_id: &str, stored: Option<praetor_store::AgentState>) {
+        let mut live = self.live.lock();
+        let mut agents = self.agents.write();
+        let mut creds = self.credentials.write();
+        creds.retain(|_, c| c.agent_id != agent_id);
+        match stored {
+            Some(st) => {
+                for c in st.credentials {
+                    creds.insert(c.credential_id.clone(), c);
+                }
+                live.agent_history.insert(agent_id.to_owned(), History::from_store(st.history));
+                agents.insert(agent_id.to_owned(), st.agent);
+            }
+            None => {
+                live.agent_history.remove(agent_id);
+                agents.remove(agent_id);
+            }
+        }
+    }
+
+    /// Replace this node's copy of a session (its row and history) with the store's.
+    pub fn adopt_session(&self, session_id: &str, stored: Option<praetor_store::SessionState>) {
+        let mut live = self.live.lock();
+        match stored {
+            Some(st) => {
+                live.session_history.insert(session_id.to_owned(), History::from_store(st.history));
+                live.sessions.insert(session_id.to_owned(), st.session);
+            }
+            None => {
+                live.session_history.remove(session_id);
+                live.sessions.remove(session_id);
+            }
+        }
+    }
 }
 
 /// Counters for `/metrics` and `/v1/status`.
@@ -181,6 +236,8 @@ pub struct AppState {
     /// Request-signature nonces seen within the freshness window.
     pub nonces: Mutex<crate::signature::NonceCache>,
     pub vault: crate::vault::VaultKeys,
+    /// How far this node has read each workspace's change feed (`follow`).
+    feed_heads: Mutex<HashMap<String, u64>>,
 }
 
 impl AppState {
@@ -191,6 +248,9 @@ impl AppState {
         clock: Arc<dyn Clock>,
         vault: crate::vault::VaultKeys,
     ) -> Result<Arc<AppState>, ApiError> {
+        // The feed heads before the snapshot: a change landing between the two is
+        // applied again by the follower, which is harmless; none is missed.
+        let feed_heads = store.change_heads().await?;
         let snap: Snapshot = store.snapshot().await?;
         let state = AppState {
             config,
@@ -202,6 +262,7 @@ impl AppState {
             workspaces: RwLock::new(HashMap::new()),
             nonces: Mutex::new(crate::signature::NonceCache::default()),
             vault,
+            feed_heads: Mutex::new(feed_heads),
         };
         state.absorb(snap)?;
         Ok(Arc::new(state))
@@ -219,7 +280,8 @@ impl AppState {
             })?;
             self.workspaces.write().insert(ws.workspace_id.clone(), Arc::new(WorkspaceState::new(ws, set)));
         }
-        for a in snap.agents {
+        for mut a in snap.agents {
+            a.etag = UNSYNCED.to_owned();
             if let Some(ws) = self.workspace(&a.workspace_id) {
                 ws.agents.write().insert(a.agent_id.clone(), a);
             }
@@ -229,7 +291,8 @@ impl AppState {
                 ws.live.lock().authority.absorb(o);
             }
         }
-        for x in snap.active_sessions {
+        for mut x in snap.active_sessions {
+            x.etag = UNSYNCED.to_owned();
             if let Some(ws) = self.workspace(&x.workspace_id) {
                 ws.live.lock().sessions.insert(x.session_id.clone(), x);
             }
@@ -269,6 +332,14 @@ impl AppState {
         let keys = self.keys.read();
         let key = keys.get(&hash)?;
         (secrets::ct_eq(&key.key_hash, &hash) && key.revoked_at.is_none()).then(|| key.clone())
+    }
+
+    pub fn feed_head(&self, workspace_id: &str) -> u64 {
+        self.feed_heads.lock().get(workspace_id).copied().unwrap_or(0)
+    }
+
+    pub fn set_feed_head(&self, workspace_id: &str, seq: u64) {
+        self.feed_heads.lock().insert(workspace_id.to_owned(), seq);
     }
 
     pub fn put_key(&self, key: ApiKey) {

@@ -29,6 +29,7 @@ fn txn(n: u64, seal: bool) -> Txn {
                 decision_id: format!("dec_{n}_{seal}"),
                 workspace_id: "ws_bench".into(),
                 agent_id: Some("agt_bench".into()),
+                session_id: None,
                 action_type: "tool.search".into(),
                 decision: "allow".into(),
                 created_at: n as i64,

@@ -34,6 +34,10 @@ pub enum StoreError {
     Vault(#[from] praetor_vault::VaultError),
     #[error("`{0}` already exists")]
     Conflict(String),
+    /// A guarded row changed since the caller read it (another node wrote it): reload
+    /// and try again.
+    #[error("{0} changed since it was read")]
+    Stale(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -67,6 +71,18 @@ pub enum Mutation {
     InsertViolation(Violation),
     /// Enqueue, or record an attempt of, an outbound delivery.
     PutDelivery(Delivery),
+    /// Refuse the transaction (`StoreError::Stale`) unless the row still has `etag`:
+    /// what the caller decided from is still what the store holds.
+    Expect { workspace_id: String, of: Guarded, id: String, etag: String },
+    /// Give the row a new etag (a write elsewhere changed what it stands for, such as
+    /// an agent's credentials).
+    Touch { workspace_id: String, of: Guarded, id: String, etag: String },
+    /// Claim a due delivery for one attempt, so that only one node sends it: moves its
+    /// next attempt to `until`, refused (`Stale`) unless it is still pending with
+    /// `attempts` attempts and due at `now`.
+    ClaimDelivery { workspace_id: String, delivery_id: String, attempts: u32, now: Millis, until: Millis },
+    /// Forget change-feed entries older than `before` (every node has long read them).
+    PruneChanges { workspace_id: String, before: Millis },
 }
 
 impl Mutation {
@@ -89,8 +105,32 @@ impl Mutation {
             | Mutation::RevokeApiKey { workspace_id, .. }
             | Mutation::SetTrust { workspace_id, .. }
             | Mutation::DeletePolicy { workspace_id, .. }
-            | Mutation::RevokeCredential { workspace_id, .. } => workspace_id,
+            | Mutation::RevokeCredential { workspace_id, .. }
+            | Mutation::Expect { workspace_id, .. }
+            | Mutation::Touch { workspace_id, .. }
+            | Mutation::ClaimDelivery { workspace_id, .. }
+            | Mutation::PruneChanges { workspace_id, .. } => workspace_id,
         }
+    }
+
+    /// What other nodes must reload once this mutation commits (the change feed's
+    /// key), if anything. Decisions' own writes (agent activity, session charges) are
+    /// guarded by etags instead, except sessions, whose figures every node shows.
+    pub fn feed_key(&self) -> Option<String> {
+        Some(match self {
+            Mutation::PutWorkspaceSettings { .. } => "settings".to_owned(),
+            Mutation::InsertApiKey(k) => format!("key:{}", k.key_id),
+            Mutation::RevokeApiKey { key_id, .. } => format!("key:{key_id}"),
+            Mutation::PutAgent(a) => format!("agent:{}", a.agent_id),
+            Mutation::SetTrust { agent_id, .. } => format!("agent:{agent_id}"),
+            Mutation::InsertCredential(c) => format!("agent:{}", c.agent_id),
+            Mutation::Touch { of: Guarded::Agent, id, .. } => format!("agent:{id}"),
+            Mutation::Touch { of: Guarded::Session, id, .. } => format!("session:{id}"),
+            Mutation::PutPolicy(_) | Mutation::DeletePolicy { .. } => "policies".to_owned(),
+            Mutation::PutSession(x) => format!("session:{}", x.session_id),
+            Mutation::PutObject(o) => format!("object:{}:{}", o.kind, o.object_id),
+            _ => return None,
+        })
     }
 }
 
@@ -197,6 +237,22 @@ pub trait Store: Send + Sync + 'static {
     /// The smallest stored checkpoint with `size >= at_least`.
     async fn checkpoint_covering(&self, workspace_id: &str, at_least: u64) -> Result<Option<CheckpointRow>>;
     async fn checkpoints_between(&self, workspace_id: &str, from_size: u64, to_size: u64) -> Result<Vec<CheckpointRow>>;
+
+    /// An agent with its credentials and its allowed actions since `since` (at most
+    /// `cap`, the newest).
+    async fn agent_state(&self, workspace_id: &str, agent_id: &str, since: Millis, cap: u32) -> Result<Option<AgentState>>;
+    /// A session with its allowed actions since `since` (at most `cap`, the newest).
+    async fn session_state(&self, workspace_id: &str, session_id: &str, since: Millis, cap: u32) -> Result<Option<SessionState>>;
+    async fn list_policies(&self, workspace_id: &str) -> Result<Vec<PolicyRecord>>;
+    async fn get_workspace(&self, workspace_id: &str) -> Result<Option<Workspace>>;
+    async fn get_api_key(&self, workspace_id: &str, key_id: &str) -> Result<Option<ApiKey>>;
+    /// The change feed of a workspace after `after` (oldest first, at most `limit`).
+    async fn changes_since(&self, workspace_id: &str, after: u64, limit: u32) -> Result<Vec<Change>>;
+    /// The last sequence number of every workspace's change feed (absent when empty).
+    async fn change_heads(&self) -> Result<std::collections::HashMap<String, u64>>;
+
+    /// This process's name in the change feed (random per start).
+    fn node_id(&self) -> &str;
 
     fn commit_stats(&self) -> CommitStats;
 

@@ -90,6 +90,11 @@ pub struct Agent {
     pub allowed_actions: u64,
     pub blocked_actions: u64,
     pub escalated_actions: u64,
+    /// Changes with every write to the agent, its credentials or its action history.
+    /// A decision made against a copy whose etag the store no longer holds is refused
+    /// (`StoreError::Stale`), so several nodes never count from a stale copy.
+    #[serde(default, skip_serializing)]
+    pub etag: String,
 }
 
 /// An agent's public key. The private key is shown once at creation and never stored.
@@ -121,6 +126,9 @@ pub struct DecisionRow {
     pub decision_id: String,
     pub workspace_id: String,
     pub agent_id: Option<String>,
+    /// The runtime session the action ran in, if any.
+    #[serde(default)]
+    pub session_id: Option<String>,
     pub action_type: String,
     pub decision: String,
     pub created_at: Millis,
@@ -139,6 +147,43 @@ pub struct AgentActivity {
     pub trust_score: u8,
     pub clean_streak: u32,
     pub decision: String,
+    pub at: Millis,
+    /// The agent's etag after this decision.
+    pub etag: String,
+}
+
+/// The rows that carry an etag (see `Agent::etag`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarded {
+    Agent,
+    Session,
+}
+
+/// An agent as stored, with what a decision about it reads: its credentials and its
+/// recent allowed actions (newest last), read after the row so that they are never
+/// older than its etag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentState {
+    pub agent: Agent,
+    pub credentials: Vec<Credential>,
+    pub history: Vec<praetor_core::PastAction>,
+}
+
+/// A session as stored, with its recent allowed actions (newest last).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionState {
+    pub session: Session,
+    pub history: Vec<praetor_core::PastAction>,
+}
+
+/// One entry of a workspace's change feed: something other nodes must reload (`key` is
+/// `policies`, `settings`, `agent:<id>`, `session:<id>`, `key:<id>` or
+/// `object:<kind>:<id>`), written in the transaction that changed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: u64,
+    pub node_id: String,
+    pub key: String,
     pub at: Millis,
 }
 
@@ -192,6 +237,9 @@ pub struct Session {
     /// Grows with every change; a write with a lower version than the stored one is
     /// stale and ignored, so concurrent updates land in order.
     pub version: u64,
+    /// Changes with every write; see `Agent::etag`.
+    #[serde(default, skip_serializing)]
+    pub etag: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -49,18 +49,19 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64]) -> Result<()> {
             db.execute(
                 "INSERT INTO agents (workspace_id, agent_id, name, framework, description, capabilities, scopes,
                     permission_boundary, require_signature, trust_score, clean_streak, is_active, attributes,
-                    created_at, updated_at, last_seen_at)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)
+                    created_at, updated_at, last_seen_at, etag)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)
                  ON CONFLICT (workspace_id, agent_id) DO UPDATE SET
                     name = excluded.name, framework = excluded.framework, description = excluded.description,
                     capabilities = excluded.capabilities, scopes = excluded.scopes,
                     permission_boundary = excluded.permission_boundary, require_signature = excluded.require_signature,
-                    is_active = excluded.is_active, attributes = excluded.attributes, updated_at = excluded.updated_at",
+                    is_active = excluded.is_active, attributes = excluded.attributes, updated_at = excluded.updated_at,
+                    etag = excluded.etag",
                 args![
                     a.workspace_id, a.agent_id, a.name, a.framework, a.description, to_json(&a.capabilities)?,
                     to_json(&a.scopes)?, a.permission_boundary.as_ref().map(to_json).transpose()?,
                     a.require_signature, a.trust_score, a.clean_streak, a.is_active, to_json(&a.attributes)?,
-                    a.created_at, a.updated_at, a.last_seen_at
+                    a.created_at, a.updated_at, a.last_seen_at, a.etag
                 ],
             )?;
         }
@@ -97,21 +98,21 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64]) -> Result<()> {
                 })? as i64),
                 None => None,
             };
-            db.execute("INSERT INTO decisions (workspace_id, decision_id, agent_id, action_type, decision, created_at, vault_seq, content, body)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)", args![row.workspace_id, row.decision_id, row.agent_id, row.action_type, row.decision, row.created_at, seq, row.content, to_json(&row.body)?],
+            db.execute("INSERT INTO decisions (workspace_id, decision_id, agent_id, action_type, decision, created_at, vault_seq, content, body, session_id)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)", args![row.workspace_id, row.decision_id, row.agent_id, row.action_type, row.decision, row.created_at, seq, row.content, to_json(&row.body)?, row.session_id],
             )?;
         }
         Mutation::PutSession(x) => {
             db.execute("INSERT INTO sessions (workspace_id, session_id, agent_id, credential_id, label, budgets, consumed, status,
-                    kill_reason, attributes, created_at, expires_at, closed_at, version)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)
+                    kill_reason, attributes, created_at, expires_at, closed_at, version, etag)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)
                  ON CONFLICT (workspace_id, session_id) DO UPDATE SET
                     consumed = excluded.consumed, status = excluded.status, kill_reason = excluded.kill_reason,
-                    closed_at = excluded.closed_at, version = excluded.version
+                    closed_at = excluded.closed_at, version = excluded.version, etag = excluded.etag
                  WHERE excluded.version > sessions.version", args![
                 x.workspace_id, x.session_id, x.agent_id, x.credential_id, x.label, to_json(&x.budgets)?,
                 to_json(&x.consumed)?, x.status.as_str(), x.kill_reason, to_json(&x.attributes)?, x.created_at,
-                x.expires_at, x.closed_at, x.version as i64
+                x.expires_at, x.closed_at, x.version as i64, x.etag
             ])?;
         }
         Mutation::PutObject(o) => {
@@ -157,8 +158,35 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64]) -> Result<()> {
             };
             db.execute("UPDATE agents SET trust_score = ?3, clean_streak = ?4, last_seen_at = ?5,
                     total_actions = total_actions + 1, allowed_actions = allowed_actions + ?6,
-                    blocked_actions = blocked_actions + ?7, escalated_actions = escalated_actions + ?8
-                 WHERE workspace_id = ?1 AND agent_id = ?2", args![a.workspace_id, a.agent_id, a.trust_score, a.clean_streak, a.at, allowed, blocked, escalated],
+                    blocked_actions = blocked_actions + ?7, escalated_actions = escalated_actions + ?8, etag = ?9
+                 WHERE workspace_id = ?1 AND agent_id = ?2", args![a.workspace_id, a.agent_id, a.trust_score, a.clean_streak, a.at, allowed, blocked, escalated, a.etag],
+            )?;
+        }
+        Mutation::Expect { workspace_id, of, id, etag } => {
+            let stored: Option<String> = db.value(&format!("SELECT etag FROM {} WHERE workspace_id = ?1 AND {} = ?2", table(*of), key_column(*of)), args![workspace_id, id])?;
+            if stored.as_deref() != Some(etag.as_str()) {
+                return Err(StoreError::Stale(format!("{} `{id}`", noun(*of))));
+            }
+        }
+        Mutation::Touch { workspace_id, of, id, etag } => {
+            db.execute(&format!("UPDATE {} SET etag = ?3 WHERE workspace_id = ?1 AND {} = ?2", table(*of), key_column(*of)), args![workspace_id, id, etag])?;
+        }
+        Mutation::ClaimDelivery { workspace_id, delivery_id, attempts, now, until } => {
+            let claimed = db.execute(
+                "UPDATE deliveries SET next_attempt_at = ?5 WHERE workspace_id = ?1 AND delivery_id = ?2
+                    AND status = 'pending' AND attempts = ?3 AND next_attempt_at <= ?4",
+                args![workspace_id, delivery_id, attempts, now, until],
+            )?;
+            if claimed == 0 {
+                return Err(StoreError::Stale(format!("delivery `{delivery_id}`")));
+            }
+        }
+        Mutation::PruneChanges { workspace_id, before } => {
+            // The newest entry stays whatever its age: numbering continues from it.
+            db.execute(
+                "DELETE FROM changes WHERE workspace_id = ?1 AND at < ?2
+                    AND seq < (SELECT MAX(seq) FROM changes WHERE workspace_id = ?1)",
+                args![workspace_id, before],
             )?;
         }
     }
@@ -192,7 +220,7 @@ fn api_key_from_row(r: &dyn Row) -> Result<ApiKey> {
 
 pub const AGENT_COLUMNS: &str = "workspace_id, agent_id, name, framework, description, capabilities, scopes,
     permission_boundary, require_signature, trust_score, clean_streak, is_active, attributes, created_at,
-    updated_at, last_seen_at, total_actions, allowed_actions, blocked_actions, escalated_actions";
+    updated_at, last_seen_at, total_actions, allowed_actions, blocked_actions, escalated_actions, etag";
 
 fn agent_from_row(r: &dyn Row) -> Result<Agent> {
     let boundary: Option<String> = r.get(7)?;
@@ -217,6 +245,7 @@ fn agent_from_row(r: &dyn Row) -> Result<Agent> {
         allowed_actions: r.get::<i64>(17)? as u64,
         blocked_actions: r.get::<i64>(18)? as u64,
         escalated_actions: r.get::<i64>(19)? as u64,
+        etag: r.get(20)?,
     })
 }
 
@@ -254,11 +283,12 @@ fn decision_from_row(r: &dyn Row) -> Result<DecisionRow> {
         vault_seq: r.get::<Option<i64>>(6)?.map(|s| s as u64),
         content: r.get(7)?,
         body: from_json(&r.get::<String>(8)?, "decision body")?,
+        session_id: r.get(9)?,
     })
 }
 
 pub const SESSION_COLUMNS: &str = "workspace_id, session_id, agent_id, credential_id, label, budgets, consumed, status,
-    kill_reason, attributes, created_at, expires_at, closed_at, version";
+    kill_reason, attributes, created_at, expires_at, closed_at, version, etag";
 
 fn session_from_row(r: &dyn Row) -> Result<Session> {
     let status: String = r.get(7)?;
@@ -277,6 +307,7 @@ fn session_from_row(r: &dyn Row) -> Result<Session> {
         expires_at: r.get(11)?,
         closed_at: r.get(12)?,
         version: r.get(13)?,
+        etag: r.get(14)?,
     })
 }
 
@@ -392,7 +423,7 @@ impl<'a> Where<'a> {
     }
 }
 
-const DECISION_COLUMNS: &str = "workspace_id, decision_id, agent_id, action_type, decision, created_at, vault_seq, content, body";
+const DECISION_COLUMNS: &str = "workspace_id, decision_id, agent_id, action_type, decision, created_at, vault_seq, content, body, session_id";
 
 pub fn list_decisions(db: &dyn Db, ws: &str, f: &DecisionFilter) -> Result<(Vec<DecisionRow>, u64)> {
     let w = Where::new(&[("workspace_id", ws)])
@@ -526,4 +557,98 @@ pub fn list_deliveries(db: &dyn Db, ws: &str, webhook_id: Option<&str>, limit: u
         args![ws, webhook_id, limit.clamp(1, 1000)],
         delivery_from_row,
     )
+}
+
+fn table(of: Guarded) -> &'static str {
+    match of {
+        Guarded::Agent => "agents",
+        Guarded::Session => "sessions",
+    }
+}
+
+fn key_column(of: Guarded) -> &'static str {
+    match of {
+        Guarded::Agent => "agent_id",
+        Guarded::Session => "session_id",
+    }
+}
+
+fn noun(of: Guarded) -> &'static str {
+    match of {
+        Guarded::Agent => "agent",
+        Guarded::Session => "session",
+    }
+}
+
+/// Allowed actions matching `filter` (`agent_id = ?2` or `session_id = ?2`) since
+/// `since`, the newest `cap`, returned oldest first.
+fn allowed_since(db: &dyn Db, filter: &str, ws: &str, id: &str, since: Millis, cap: u32) -> Result<Vec<praetor_core::PastAction>> {
+    let mut out = db.all(
+        &format!(
+            "SELECT action_type, created_at FROM decisions
+             WHERE workspace_id = ?1 AND {filter} AND decision = 'allow' AND created_at >= ?3
+             ORDER BY created_at DESC LIMIT ?4"
+        ),
+        args![ws, id, since, cap],
+        |r| Ok(praetor_core::PastAction { action_type: r.get(0)?, at_ms: r.get(1)? }),
+    )?;
+    out.reverse();
+    Ok(out)
+}
+
+/// The row first, then what hangs off it: a write landing in between makes the history
+/// newer than the etag, never older, so a decision made from it is refused, not wrong.
+pub fn agent_state(db: &dyn Db, ws: &str, id: &str, since: Millis, cap: u32) -> Result<Option<AgentState>> {
+    let Some(agent) = db.first(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE workspace_id = ?1 AND agent_id = ?2"), args![ws, id], agent_from_row)? else {
+        return Ok(None);
+    };
+    let credentials = db.all(
+        &format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE workspace_id = ?1 AND agent_id = ?2 ORDER BY created_at"),
+        args![ws, id],
+        credential_from_row,
+    )?;
+    let history = allowed_since(db, "agent_id = ?2", ws, id, since, cap)?;
+    Ok(Some(AgentState { agent, credentials, history }))
+}
+
+pub fn session_state(db: &dyn Db, ws: &str, id: &str, since: Millis, cap: u32) -> Result<Option<SessionState>> {
+    let Some(session) = get_session(db, ws, id)? else { return Ok(None) };
+    let history = allowed_since(db, "session_id = ?2", ws, id, since, cap)?;
+    Ok(Some(SessionState { session, history }))
+}
+
+pub fn list_policies(db: &dyn Db, ws: &str) -> Result<Vec<PolicyRecord>> {
+    db.all("SELECT workspace_id, def, created_at, updated_at FROM policies WHERE workspace_id = ?1 ORDER BY created_at, policy_id", args![ws], policy_from_row)
+}
+
+pub fn get_workspace(db: &dyn Db, ws: &str) -> Result<Option<Workspace>> {
+    db.first("SELECT workspace_id, name, settings, hmac_secret, created_at FROM workspaces WHERE workspace_id = ?1", args![ws], workspace_from_row)
+}
+
+pub fn get_api_key(db: &dyn Db, ws: &str, key_id: &str) -> Result<Option<ApiKey>> {
+    db.first(&format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE workspace_id = ?1 AND key_id = ?2"), args![ws, key_id], api_key_from_row)
+}
+
+/// Append one change-feed entry. The caller holds the workspace's write lock, so the
+/// next sequence number is free and entries are numbered in commit order.
+pub fn insert_change(db: &dyn Db, ws: &str, node_id: &str, key: &str, at: Millis) -> Result<()> {
+    db.execute(
+        "INSERT INTO changes (workspace_id, seq, node_id, key, at)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM changes WHERE workspace_id = ?1), ?2, ?3, ?4)",
+        args![ws, node_id, key, at],
+    )?;
+    Ok(())
+}
+
+pub fn changes_since(db: &dyn Db, ws: &str, after: u64, limit: u32) -> Result<Vec<Change>> {
+    db.all(
+        "SELECT seq, node_id, key, at FROM changes WHERE workspace_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        args![ws, after as i64, limit],
+        |r| Ok(Change { seq: r.get::<i64>(0)? as u64, node_id: r.get(1)?, key: r.get(2)?, at: r.get(3)? }),
+    )
+}
+
+pub fn change_heads(db: &dyn Db) -> Result<std::collections::HashMap<String, u64>> {
+    let rows = db.all("SELECT workspace_id, MAX(seq) FROM changes GROUP BY workspace_id", args![], |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)? as u64)))?;
+    Ok(rows.into_iter().collect())
 }

@@ -222,6 +222,44 @@ impl<B: Backend> Store for SqlStore<B> {
         self.read(move |c| vault::checkpoints_between(c, &ws, from_size, to_size)).await
     }
 
+    async fn agent_state(&self, workspace_id: &str, agent_id: &str, since: Millis, cap: u32) -> Result<Option<AgentState>> {
+        let (ws, id) = (workspace_id.to_owned(), agent_id.to_owned());
+        self.read(move |c| rows::agent_state(c, &ws, &id, since, cap)).await
+    }
+
+    async fn session_state(&self, workspace_id: &str, session_id: &str, since: Millis, cap: u32) -> Result<Option<SessionState>> {
+        let (ws, id) = (workspace_id.to_owned(), session_id.to_owned());
+        self.read(move |c| rows::session_state(c, &ws, &id, since, cap)).await
+    }
+
+    async fn list_policies(&self, workspace_id: &str) -> Result<Vec<PolicyRecord>> {
+        let ws = workspace_id.to_owned();
+        self.read(move |c| rows::list_policies(c, &ws)).await
+    }
+
+    async fn get_workspace(&self, workspace_id: &str) -> Result<Option<Workspace>> {
+        let ws = workspace_id.to_owned();
+        self.read(move |c| rows::get_workspace(c, &ws)).await
+    }
+
+    async fn get_api_key(&self, workspace_id: &str, key_id: &str) -> Result<Option<ApiKey>> {
+        let (ws, id) = (workspace_id.to_owned(), key_id.to_owned());
+        self.read(move |c| rows::get_api_key(c, &ws, &id)).await
+    }
+
+    async fn changes_since(&self, workspace_id: &str, after: u64, limit: u32) -> Result<Vec<Change>> {
+        let ws = workspace_id.to_owned();
+        self.read(move |c| rows::changes_since(c, &ws, after, limit)).await
+    }
+
+    async fn change_heads(&self) -> Result<std::collections::HashMap<String, u64>> {
+        self.read(rows::change_heads).await
+    }
+
+    fn node_id(&self) -> &str {
+        self.writer.node_id()
+    }
+
     fn commit_stats(&self) -> crate::CommitStats {
         self.writer.stats()
     }

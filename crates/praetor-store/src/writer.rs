@@ -36,6 +36,7 @@ enum Job {
 pub struct WriterHandle {
     jobs: Sender<Job>,
     stats: Arc<Mutex<Recorder>>,
+    node_id: String,
 }
 
 /// Commit time and batch size distributions, recorded once per batch.
@@ -73,6 +74,11 @@ impl WriterHandle {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// This process's name in the change feed.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
     pub fn stats(&self) -> CommitStats {
         let r = self.stats.lock();
         CommitStats {
@@ -92,12 +98,20 @@ impl WriterHandle {
 pub fn spawn<C: WriterConn>(conn: C) -> Result<WriterHandle> {
     let (jobs, rx) = mpsc::channel();
     let stats = Arc::new(Mutex::new(Recorder::new()?));
-    let mut writer = Writer { conn, checked: HashSet::new(), logs: HashMap::new(), stats: stats.clone() };
+    let node_id = new_node_id()?;
+    let mut writer = Writer { conn, checked: HashSet::new(), logs: HashMap::new(), stats: stats.clone(), node_id: node_id.clone() };
     std::thread::Builder::new()
         .name("praetor-store-writer".into())
         .spawn(move || writer.run(rx))
         .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
-    Ok(WriterHandle { jobs, stats })
+    Ok(WriterHandle { jobs, stats, node_id })
+}
+
+/// A random name for this process in the change feed: it skips its own entries.
+fn new_node_id() -> Result<String> {
+    let mut raw = [0u8; 8];
+    getrandom::fill(&mut raw).map_err(|e| StoreError::Database(format!("no randomness for the node id: {e}")))?;
+    Ok(format!("node_{}", hex::encode(raw)))
 }
 
 struct Writer<C> {
@@ -110,6 +124,7 @@ struct Writer<C> {
     /// have appended since).
     logs: HashMap<String, vault::OpenLog>,
     stats: Arc<Mutex<Recorder>>,
+    node_id: String,
 }
 
 enum Reply {
@@ -269,7 +284,23 @@ impl<C: WriterConn> Writer<C> {
         for m in txn.mutations.iter().filter(|m| matches!(m, Mutation::InsertDecision { .. })) {
             rows::apply(&self.conn, m, &seqs)?;
         }
+        self.record_changes(txn)?;
         Ok(sealed)
+    }
+
+    /// Tell other nodes what this transaction changed that they hold in memory: one
+    /// feed entry per distinct key (the workspace's lock is held, see `lock_logs_of`).
+    fn record_changes(&self, txn: &Txn) -> Result<()> {
+        let mut seen = HashSet::new();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        for m in &txn.mutations {
+            if let Some(key) = m.feed_key()
+                && seen.insert((m.workspace_id(), key.clone()))
+            {
+                rows::insert_change(&self.conn, m.workspace_id(), &self.node_id, &key, now)?;
+            }
+        }
+        Ok(())
     }
 }
 

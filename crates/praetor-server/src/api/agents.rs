@@ -212,6 +212,7 @@ pub async fn register(
         allowed_actions: 0,
         blocked_actions: 0,
         escalated_actions: 0,
+        etag: new_id("etag"),
     };
     let (credential, credential_json) = new_credential(&ws.workspace_id, &agent.agent_id, now, body.credential_ttl_days);
     let txn = Txn {
@@ -382,6 +383,9 @@ async fn commit_agent_change(
             m.insert("trust_score".into(), json!(t));
         }
     }
+    // A new etag in the store; this node's copy keeps its old one, so its next decision
+    // for the agent reads the agent back (with the live figures other nodes wrote).
+    let memory_etag = std::mem::replace(&mut agent.etag, new_id("etag"));
     let mut mutations = vec![Mutation::PutAgent(agent.clone())];
     if let Some(t) = trust_override {
         mutations.push(Mutation::SetTrust { workspace_id: ws.workspace_id.clone(), agent_id: agent.agent_id.clone(), trust_score: t });
@@ -397,6 +401,7 @@ async fn commit_agent_change(
     };
     let counts = (stored.total_actions, stored.allowed_actions, stored.blocked_actions, stored.escalated_actions, stored.last_seen_at);
     *stored = agent;
+    stored.etag = memory_etag;
     stored.trust_score = score;
     stored.clean_streak = streak;
     (stored.total_actions, stored.allowed_actions, stored.blocked_actions, stored.escalated_actions, stored.last_seen_at) = counts;

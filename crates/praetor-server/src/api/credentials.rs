@@ -6,7 +6,8 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use praetor_core::session::SessionStatus;
-use praetor_store::{Credential, Mutation, Txn};
+use praetor_store::{Credential, Guarded, Mutation, SessionFilter, Txn};
+use crate::secrets::new_id;
 use serde_json::{Value, json};
 
 use crate::auth::{Authorized, perm};
@@ -57,20 +58,43 @@ async fn revoke(
             }
         }
     }
-    let targets = active_where(ws, |s| s.agent_id == agent_id || s.credential_id.as_ref().is_some_and(|c| cred_ids.contains(c)));
+    // The agent's sessions on every node: the ones this node holds and the store's.
+    let filter = SessionFilter { status: Some("active".into()), agent_id: Some(agent_id.to_owned()), limit: 1000 };
+    let mut candidates: Vec<String> = state.store.list_sessions(&ws.workspace_id, &filter).await?.into_iter().map(|s| s.session_id).collect();
+    candidates.extend(active_where(ws, |s| s.agent_id == agent_id || s.credential_id.as_ref().is_some_and(|c| cred_ids.contains(c))));
+    candidates.sort();
+    candidates.dedup();
     let closing = Closing { status: SessionStatus::Killed, reason: Some(format!("revoked: {reason}")), actor: Some(actor), kind: "session.killed" };
-    let killed = close_in_memory(ws, &targets, &closing, now);
-    let (mut mutations, mut seal) = extra;
-    for c in &creds {
-        mutations.push(Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: c.credential_id.clone(), at: now });
-        seal.push(event(&ws.workspace_id, "credential.revoked", Some(actor), now, json!({
-            "credential_id": c.credential_id, "agent_id": c.agent_id, "reason": reason,
-        })));
-    }
-    let (m, s) = closing_txn(&ws.workspace_id, &killed, &closing, now);
-    mutations.extend(m);
-    seal.extend(s);
-    state.commit(Txn { mutations, seal }).await?;
+    let mut attempt = 0;
+    let killed = loop {
+        crate::pipeline::resync_sessions(state, ws, &candidates).await?;
+        let targets = active_where(ws, |s| {
+            candidates.contains(&s.session_id) && (s.agent_id == agent_id || s.credential_id.as_ref().is_some_and(|c| cred_ids.contains(c)))
+        });
+        let killed = close_in_memory(ws, &targets, &closing, now);
+        let (mut mutations, mut seal) = extra.clone();
+        for c in &creds {
+            mutations.push(Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: c.credential_id.clone(), at: now });
+            seal.push(event(&ws.workspace_id, "credential.revoked", Some(actor), now, json!({
+                "credential_id": c.credential_id, "agent_id": c.agent_id, "reason": reason,
+            })));
+        }
+        // Every node's next decision for this agent is refused as stale and re-read
+        // with its credentials as they are now.
+        mutations.push(Mutation::Touch { workspace_id: ws.workspace_id.clone(), of: Guarded::Agent, id: agent_id.to_owned(), etag: new_id("etag") });
+        let (m, s) = closing_txn(&ws.workspace_id, &killed, &closing, now);
+        mutations.extend(m);
+        seal.extend(s);
+        match state.commit(Txn { mutations, seal }).await {
+            Err(praetor_store::StoreError::Stale(_)) if attempt + 1 < crate::sessions::CLOSE_ATTEMPTS => attempt += 1,
+            Err(e) => {
+                crate::pipeline::resync_sessions(state, ws, &candidates).await?;
+                return Err(e.into());
+            }
+            Ok(_) => break killed,
+        }
+    };
+    let killed: Vec<praetor_store::Session> = killed.into_iter().map(|c| c.session).collect();
     let map = ws.credentials.read();
     let revoked: Vec<Credential> = creds.iter().filter_map(|c| map.get(&c.credential_id).cloned()).collect();
     let killed_ids: Vec<String> = killed.into_iter().map(|s| s.session_id).collect();

@@ -25,12 +25,8 @@ pub async fn intercept(
 ) -> ApiResult<Json<Map<String, Value>>> {
     let body: InterceptBody = parse_json(&raw)?;
     let intercepted = pipeline::intercept(body, "")?;
-    if let Some(sid) = &intercepted.request.session_id {
-        pipeline::load_session(&state, &auth.workspace, sid).await?;
-    }
     let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), &raw);
-    let evaluated = pipeline::evaluate(&state, &auth.workspace, &caller, intercepted);
-    let mut answers = pipeline::record(&state, &auth.workspace, vec![evaluated]).await?;
+    let mut answers = pipeline::decide_and_record(&state, &auth.workspace, &caller, vec![intercepted], None).await?;
     answers.pop().map(Json).ok_or_else(|| ApiError::new(Code::Internal, "the decision was not recorded"))
 }
 
@@ -59,12 +55,8 @@ pub async fn batch(
     for (i, action) in body.actions.into_iter().enumerate() {
         intercepted.push(pipeline::intercept(action, &format!("actions[{i}]."))?);
     }
-    for sid in intercepted.iter().filter_map(|i| i.request.session_id.as_ref()).collect::<std::collections::BTreeSet<_>>() {
-        pipeline::load_session(&state, &auth.workspace, sid).await?;
-    }
     let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), &raw);
-    let evaluated: Vec<_> = intercepted.into_iter().map(|i| pipeline::evaluate(&state, &auth.workspace, &caller, i)).collect();
-    let results = pipeline::record(&state, &auth.workspace, evaluated).await?;
+    let results = pipeline::decide_and_record(&state, &auth.workspace, &caller, intercepted, None).await?;
     let count = |d: &str| results.iter().filter(|r| r.get("decision").and_then(Value::as_str) == Some(d)).count();
     Ok(Json(json!({
         "ok": true,
@@ -118,16 +110,12 @@ pub async fn agent_comm(
     };
     let intercepted = pipeline::intercept(as_action, "")?;
     pipeline::check_id_pub("target_agent_id", &target)?;
-    if let Some(sid) = &intercepted.request.session_id {
-        pipeline::load_session(&state, &auth.workspace, sid).await?;
-    }
     let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), &raw);
     let unknown_target = match auth.workspace.agent(&target) {
         Some(t) if t.is_active => None,
         Some(_) => Some(("target_deactivated", format!("target agent `{target}` is deactivated"))),
         None => Some(("unknown_target", format!("target agent `{target}` is not registered in this workspace"))),
     };
-    let evaluated = pipeline::evaluate_with(&state, &auth.workspace, &caller, intercepted, unknown_target);
-    let mut answers = pipeline::record(&state, &auth.workspace, vec![evaluated]).await?;
+    let mut answers = pipeline::decide_and_record(&state, &auth.workspace, &caller, vec![intercepted], unknown_target).await?;
     answers.pop().map(Json).ok_or_else(|| ApiError::new(Code::Internal, "the decision was not recorded"))
 }

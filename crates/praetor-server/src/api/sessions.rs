@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use praetor_core::session::{Budgets, Consumed, SessionStatus};
-use praetor_store::{Mutation, Session, SessionFilter, Txn};
+use praetor_store::{Guarded, Mutation, Session, SessionFilter, Txn};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -54,6 +54,17 @@ pub async fn start(
         && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit())) {
             return Err(ApiError::invalid("prompt_hash", "must be 64 hexadecimal characters (SHA-256)"));
         }
+    // Read the agent and its credentials from the store first: a revocation made on
+    // another node a moment ago must refuse this session (the commit below is also
+    // refused if the agent changes before it lands).
+    let hinted = body
+        .agent_id
+        .clone()
+        .or_else(|| body.credential_id.as_ref().and_then(|c| ws.credentials.read().get(c).map(|c| c.agent_id.clone())))
+        .or_else(|| auth.bound_agent().map(str::to_owned));
+    if let Some(a) = hinted {
+        crate::pipeline::resync(&state, ws, &[a], &[]).await?;
+    }
     // Whose session: the named agent, else the credential's, else the key's own agent.
     let credential = match &body.credential_id {
         Some(id) => {
@@ -105,15 +116,22 @@ pub async fn start(
         created_at: now,
         closed_at: None,
         version: 1,
+        etag: new_id("etag"),
     };
+    let agent_guard = Mutation::Expect { workspace_id: ws.workspace_id.clone(), of: Guarded::Agent, id: agent.agent_id.clone(), etag: agent.etag.clone() };
     let txn = Txn {
-        mutations: vec![Mutation::PutSession(session.clone())],
+        mutations: vec![agent_guard, Mutation::PutSession(session.clone())],
         seal: vec![event(&ws.workspace_id, "session.started", Some(&auth.key.key_id), now, json!({
             "session_id": session.session_id, "agent_id": session.agent_id, "credential_id": session.credential_id,
             "budgets": session.budgets, "label": session.label,
         }))],
     };
-    state.commit(txn).await?;
+    match state.commit(txn).await {
+        Err(praetor_store::StoreError::Stale(what)) => {
+            return Err(ApiError::new(Code::Conflict, format!("{what} changed while the session was starting; retry")));
+        }
+        other => other?,
+    };
     ws.live.lock().sessions.insert(session.session_id.clone(), session.clone());
     let v = view(&session);
     Ok(Json(json!({ "ok": true, "session_id": session.session_id, "status": "active", "session": v })))
@@ -149,9 +167,10 @@ pub async fn list(
     Ok(Json(json!({ "ok": true, "sessions": views, "total": views.len() })))
 }
 
-/// The current state of a session: from memory when loaded (live figures), else the store.
+/// The current state of a session, read from the store (other nodes charge and close
+/// sessions too) into this node's copy.
 async fn current(state: &AppState, ws: &WorkspaceState, id: &str) -> ApiResult<Session> {
-    crate::pipeline::load_session(state, ws, id).await?;
+    crate::pipeline::resync(state, ws, &[], &[id.to_owned()]).await?;
     ws.live.lock().sessions.get(id).cloned().ok_or_else(|| ApiError::not_found("session", id))
 }
 

@@ -214,4 +214,22 @@ CREATE TRIGGER vault_hashes_no_truncate BEFORE TRUNCATE ON vault_hashes
 CREATE TRIGGER decisions_no_truncate BEFORE TRUNCATE ON decisions
     FOR EACH STATEMENT EXECUTE FUNCTION praetor_append_only();
 "#,
+), (
+    2,
+    r#"
+-- SQLite's migration 7: etags for optimistic concurrency between nodes, the session of
+-- each decision, and the change feed.
+ALTER TABLE agents ADD COLUMN etag TEXT NOT NULL DEFAULT '';
+ALTER TABLE sessions ADD COLUMN etag TEXT NOT NULL DEFAULT '';
+ALTER TABLE decisions ADD COLUMN session_id TEXT;
+CREATE INDEX decisions_by_session ON decisions (workspace_id, session_id, created_at) WHERE session_id IS NOT NULL;
+CREATE TABLE changes (
+    workspace_id TEXT NOT NULL,
+    seq          BIGINT NOT NULL,
+    node_id      TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    at           BIGINT NOT NULL,
+    PRIMARY KEY (workspace_id, seq)
+);
+"#,
 )];

@@ -221,4 +221,25 @@ CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
 CREATE INDEX deliveries_by_webhook ON deliveries (workspace_id, webhook_id, created_at);
 "#,
     ),
+    (
+        7,
+        r#"
+-- Several writers on one database (issue 8): an etag on the rows decisions read and
+-- write, so a decision evaluated against a stale copy is refused and evaluated again;
+-- the session of each decision, so a session's history can be read back; and the
+-- change feed other nodes follow to refresh what they hold in memory.
+ALTER TABLE agents ADD COLUMN etag TEXT NOT NULL DEFAULT '';
+ALTER TABLE sessions ADD COLUMN etag TEXT NOT NULL DEFAULT '';
+ALTER TABLE decisions ADD COLUMN session_id TEXT;
+CREATE INDEX decisions_by_session ON decisions (workspace_id, session_id, created_at) WHERE session_id IS NOT NULL;
+CREATE TABLE changes (
+    workspace_id TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    node_id      TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    at           INTEGER NOT NULL,
+    PRIMARY KEY (workspace_id, seq)
+) WITHOUT ROWID;
+"#,
+    ),
 ];

@@ -27,6 +27,7 @@ fn decision(id: &str, at: i64) -> DecisionRow {
         decision_id: id.into(),
         workspace_id: WS.into(),
         agent_id: None,
+        session_id: None,
         action_type: "x".into(),
         decision: "allow".into(),
         created_at: at,
@@ -141,7 +142,7 @@ pub async fn two_writers_on_one_database_share_one_log(b: Backend) {
         let mut txn = decision_txn(&format!("dec_{i}"), i);
         let agent_id = if (i / 2) % 2 == 0 { "agt_x" } else { "agt_y" };
         txn.mutations.push(Mutation::AgentActivity(AgentActivity {
-            workspace_id: WS.into(), agent_id: agent_id.into(), trust_score: 50, clean_streak: 0, decision: "allow".into(), at: i as i64,
+            workspace_id: WS.into(), agent_id: agent_id.into(), trust_score: 50, clean_streak: 0, decision: "allow".into(), at: i as i64, etag: format!("e{i}"),
         }));
         tasks.push(tokio::spawn(async move { store.commit(txn).await }));
     }
@@ -188,6 +189,7 @@ fn agent(id: &str, name: &str) -> Agent {
         allowed_actions: 0,
         blocked_actions: 0,
         escalated_actions: 0,
+        etag: "e0".into(),
     }
 }
 
@@ -238,7 +240,7 @@ pub async fn records_round_trip_and_updates_keep_what_decisions_own(b: Backend) 
     assert_eq!(store.api_key_by_hash("cd").await.unwrap(), None);
     // Decisions own trust and counts; a later descriptive update leaves them alone.
     let activity = |decision: &str, trust: u8, at: i64| {
-        Mutation::AgentActivity(AgentActivity { workspace_id: WS.into(), agent_id: "agt_1".into(), trust_score: trust, clean_streak: 3, decision: decision.into(), at })
+        Mutation::AgentActivity(AgentActivity { workspace_id: WS.into(), agent_id: "agt_1".into(), trust_score: trust, clean_streak: 3, decision: decision.into(), at, etag: format!("e{at}") })
     };
     store.commit(Txn { mutations: vec![activity("allow", 61, 20), activity("block", 55, 21), activity("escalate", 54, 22)], seal: vec![] }).await.unwrap();
     let mut renamed = agent("agt_1", "one");
@@ -295,6 +297,7 @@ fn session(id: &str, agent: &str, status: SessionStatus, version: u64, at: i64) 
         expires_at: Some(at + 60_000),
         closed_at: None,
         version,
+        etag: format!("v{version}"),
     }
 }
 
@@ -509,4 +512,109 @@ pub async fn text_survives_exactly(b: Backend) {
     row.body = json!({ "content": text });
     store.commit(one(Mutation::InsertDecision { row: row.clone(), seal: None })).await.unwrap();
     assert_eq!(store.get_decision(WS, "dec_text").await.unwrap(), Some(row));
+}
+
+fn expect(of: Guarded, id: &str, etag: &str) -> Mutation {
+    Mutation::Expect { workspace_id: WS.into(), of, id: id.into(), etag: etag.into() }
+}
+
+/// Two nodes decide from copies of one agent and one session: the store takes the
+/// first decision made from the current etag and refuses the other (`Stale`), with
+/// none of its writes; a touch (a revocation elsewhere) makes every copy stale.
+pub async fn etag_guards_refuse_decisions_made_from_stale_copies(b: Backend) {
+    let store = with_workspace(&b).await;
+    store.commit(Txn { mutations: vec![Mutation::PutAgent(agent("agt_1", "one")), Mutation::PutSession(session("sess_1", "agt_1", SessionStatus::Active, 1, 5))], seal: vec![] }).await.unwrap();
+    let decide = |from: &str, to: &str, n: u64| {
+        let mut txn = decision_txn(&format!("dec_{n}"), n);
+        txn.mutations.insert(0, expect(Guarded::Agent, "agt_1", from));
+        txn.mutations.insert(1, expect(Guarded::Session, "sess_1", &format!("v{}", n)));
+        txn.mutations.push(Mutation::AgentActivity(AgentActivity {
+            workspace_id: WS.into(), agent_id: "agt_1".into(), trust_score: 51, clean_streak: 1, decision: "allow".into(), at: n as i64, etag: to.into(),
+        }));
+        txn.mutations.push(Mutation::PutSession(session("sess_1", "agt_1", SessionStatus::Active, n + 1, 5)));
+        txn
+    };
+    store.commit(decide("e0", "e_a", 1)).await.expect("made from the current copy");
+    match store.commit(decide("e0", "e_b", 1)).await {
+        Err(StoreError::Stale(what)) => assert_eq!(what, "agent `agt_1`"),
+        other => panic!("a decision from a stale agent must be refused, got {other:?}"),
+    }
+    assert_eq!(store.log_head(WS).await.unwrap().size, 1, "the refused decision sealed nothing");
+    assert!(store.get_decision(WS, "dec_1").await.unwrap().is_some());
+    let a = store.agent_state(WS, "agt_1", 0, 100).await.unwrap().unwrap().agent;
+    assert_eq!((a.etag.as_str(), a.total_actions), ("e_a", 1), "the refused activity did not count");
+    // The agent is current but the session moved on: refused on the session.
+    let mut stale_session = decide("e_a", "e_c", 2);
+    stale_session.mutations[1] = expect(Guarded::Session, "sess_1", "v1");
+    assert!(matches!(store.commit(stale_session).await, Err(StoreError::Stale(w)) if w == "session `sess_1`"));
+    store.commit(decide("e_a", "e_c", 2)).await.expect("current agent and session");
+    // A revocation elsewhere touches the agent: the copy at `e_c` is stale now.
+    store.commit(one(Mutation::Touch { workspace_id: WS.into(), of: Guarded::Agent, id: "agt_1".into(), etag: "e_t".into() })).await.unwrap();
+    assert!(matches!(store.commit(decide("e_c", "e_d", 3)).await, Err(StoreError::Stale(_))));
+    assert!(matches!(store.commit(one(expect(Guarded::Agent, "agt_missing", ""))).await, Err(StoreError::Stale(_))), "a missing row is never current");
+}
+
+/// What a node reloads after a refusal: the row, the credentials and the newest allowed
+/// actions within the window, oldest first, for an agent and for a session.
+pub async fn agent_and_session_state_read_back_their_history(b: Backend) {
+    let store = with_workspace(&b).await;
+    let cred = Credential {
+        credential_id: "cred_1".into(), workspace_id: WS.into(), agent_id: "agt_1".into(), algorithm: "ed25519".into(),
+        public_key: "pk".into(), did: "did:key:z".into(), created_at: 11, expires_at: None, revoked_at: None,
+    };
+    store.commit(Txn { mutations: vec![Mutation::PutAgent(agent("agt_1", "one")), Mutation::InsertCredential(cred.clone()), Mutation::PutSession(session("sess_1", "agt_1", SessionStatus::Active, 1, 5))], seal: vec![] }).await.unwrap();
+    let row = |n: i64, verdict: &str, session: Option<&str>, kind: &str| {
+        let mut d = decision(&format!("dec_{n}"), n);
+        d.agent_id = Some("agt_1".into());
+        d.session_id = session.map(str::to_owned);
+        d.decision = verdict.into();
+        d.action_type = kind.into();
+        Mutation::InsertDecision { row: d, seal: None }
+    };
+    store.commit(Txn { mutations: vec![
+        row(100, "allow", Some("sess_1"), "read"),
+        row(200, "block", Some("sess_1"), "delete"),
+        row(300, "allow", None, "pay"),
+        row(400, "allow", Some("sess_1"), "send"),
+        row(500, "allow", Some("sess_1"), "read"),
+    ], seal: vec![] }).await.unwrap();
+    let st = store.agent_state(WS, "agt_1", 150, 100).await.unwrap().unwrap();
+    let kinds = |h: &[praetor_core::PastAction]| h.iter().map(|p| (p.action_type.clone(), p.at_ms)).collect::<Vec<_>>();
+    assert_eq!(kinds(&st.history), vec![("pay".into(), 300), ("send".into(), 400), ("read".into(), 500)], "allowed, within the window, oldest first");
+    assert_eq!(st.credentials, vec![cred]);
+    assert_eq!(st.agent.etag, "e0");
+    let capped = store.agent_state(WS, "agt_1", 0, 2).await.unwrap().unwrap();
+    assert_eq!(kinds(&capped.history), vec![("send".into(), 400), ("read".into(), 500)], "the cap keeps the newest");
+    let s = store.session_state(WS, "sess_1", 0, 100).await.unwrap().unwrap();
+    assert_eq!(kinds(&s.history), vec![("read".into(), 100), ("send".into(), 400), ("read".into(), 500)]);
+    assert_eq!(s.session.etag, "v1");
+    assert!(store.agent_state(WS, "agt_none", 0, 10).await.unwrap().is_none());
+    assert!(store.session_state(WS, "sess_none", 0, 10).await.unwrap().is_none());
+    assert_eq!(store.get_decision(WS, "dec_100").await.unwrap().unwrap().session_id.as_deref(), Some("sess_1"));
+}
+
+/// The change feed: one entry per changed key, numbered per workspace in commit order,
+/// naming the writer; nothing from a refused transaction; pruned by age.
+pub async fn the_change_feed_numbers_changes_in_commit_order(b: Backend) {
+    let store = with_workspace(&b).await;
+    let other = b.open().await;
+    assert_ne!(store.node_id(), other.node_id(), "each process has its own name");
+    store.commit(Txn { mutations: vec![Mutation::PutAgent(agent("agt_1", "one")), Mutation::PutPolicy(policy("pol_1", "block")), Mutation::PutPolicy(policy("pol_2", "block"))], seal: vec![] }).await.unwrap();
+    other.commit(one(Mutation::PutSession(session("sess_1", "agt_1", SessionStatus::Active, 1, 5)))).await.unwrap();
+    // A refused transaction leaves no entry.
+    assert!(store.commit(Txn { mutations: vec![Mutation::PutPolicy(policy("pol_3", "block")), expect(Guarded::Agent, "agt_1", "wrong")], seal: vec![] }).await.is_err());
+    // Decisions' own writes are guarded, not fed.
+    store.commit(decision_txn("dec_1", 1)).await.unwrap();
+    let changes = store.changes_since(WS, 0, 100).await.unwrap();
+    let seen: Vec<(u64, &str, bool)> = changes.iter().map(|c| (c.seq, c.key.as_str(), c.node_id == store.node_id())).collect();
+    assert_eq!(seen, vec![(1, "agent:agt_1", true), (2, "policies", true), (3, "session:sess_1", false)]);
+    assert_eq!(store.changes_since(WS, 2, 100).await.unwrap().len(), 1);
+    assert_eq!(other.change_heads().await.unwrap().get(WS), Some(&3));
+    let newest = changes.iter().map(|c| c.at).max().unwrap();
+    store.commit(one(Mutation::PruneChanges { workspace_id: WS.into(), before: newest + 1 })).await.unwrap();
+    let kept: Vec<u64> = store.changes_since(WS, 0, 100).await.unwrap().iter().map(|c| c.seq).collect();
+    assert_eq!(kept, vec![3], "old entries go, the newest stays");
+    // Numbering goes on after a prune, so a node that read up to 3 sees 4 next.
+    store.commit(one(Mutation::PutPolicy(policy("pol_4", "block")))).await.unwrap();
+    assert_eq!(store.changes_since(WS, 3, 100).await.unwrap().iter().map(|c| c.seq).collect::<Vec<_>>(), vec![4]);
 }

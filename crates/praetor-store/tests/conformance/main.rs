@@ -42,4 +42,7 @@ conformance!(
     shadow_hits_violations_and_deliveries,
     checkpoints_and_proofs,
     text_survives_exactly,
+    etag_guards_refuse_decisions_made_from_stale_copies,
+    agent_and_session_state_read_back_their_history,
+    the_change_feed_numbers_changes_in_commit_order,
 );
