@@ -349,6 +349,9 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// How long a node's claim on a delivery attempt lasts: longer than any attempt takes.
+const CLAIM_MS: i64 = 60_000;
+
 pub async fn dispatch_due(state: &AppState, client: &reqwest::Client) {
     let due = match state.store.due_deliveries(state.now_ms(), 32).await {
         Ok(d) => d,
@@ -358,6 +361,25 @@ pub async fn dispatch_due(state: &AppState, client: &reqwest::Client) {
         }
     };
     for mut d in due {
+        // Claim it first: with several nodes on one database, each delivery attempt is
+        // made by one of them (a node that dies mid-attempt loses its claim when
+        // `CLAIM_MS` runs out, and another node retries).
+        let now = state.now_ms();
+        let claim = Mutation::ClaimDelivery {
+            workspace_id: d.workspace_id.clone(),
+            delivery_id: d.delivery_id.clone(),
+            attempts: d.attempts,
+            now,
+            until: now + CLAIM_MS,
+        };
+        match state.store.commit(Txn { mutations: vec![claim], seal: vec![] }).await {
+            Ok(_) => {}
+            Err(praetor_store::StoreError::Stale(_)) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim a delivery");
+                continue;
+            }
+        }
         let gone = d.webhook_id.as_ref().is_some_and(|id| {
             state.workspace(&d.workspace_id).is_none_or(|ws| ws.live.lock().authority.webhooks.get(id).is_none_or(|w| w.deleted))
         });

@@ -164,18 +164,48 @@ pub async fn fresh_checkpoint(state: &AppState, workspace_id: &str) -> ApiResult
     }
 }
 
-/// Publish a checkpoint for every workspace whose log grew, every `interval`.
+/// Publish a checkpoint for every workspace whose log grew, every `interval`. With
+/// several nodes on one database, one of them does it: the holder of the workspace's
+/// `checkpoints` lease, renewed each round and taken over by another node once it has
+/// run out (three rounds, at least a second, after its holder stopped renewing).
 pub fn spawn_checkpointer(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(state.config.checkpoint_interval_ms.max(50)));
+        let interval = state.config.checkpoint_interval_ms.max(50);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let lease_ms = (3 * interval).max(1_000) as i64;
         loop {
             tick.tick().await;
             for ws in state.workspace_ids() {
+                match hold_lease(&state, &ws, "checkpoints", lease_ms).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(workspace_id = %ws, error = %e, "cannot take the checkpoint lease");
+                        continue;
+                    }
+                }
                 if let Err(e) = fresh_checkpoint(&state, &ws).await {
                     tracing::warn!(workspace_id = %ws, error = %e.message, "checkpoint not published");
                 }
             }
         }
     })
+}
+
+/// Take or renew a workspace's lease for this node; `false` while another node holds it.
+pub async fn hold_lease(state: &AppState, workspace_id: &str, name: &str, lease_ms: i64) -> praetor_store::Result<bool> {
+    let now = state.now_ms();
+    let take = praetor_store::Mutation::TakeLease {
+        workspace_id: workspace_id.to_owned(),
+        name: name.to_owned(),
+        holder: state.store.node_id().to_owned(),
+        now,
+        until: now + lease_ms,
+    };
+    match state.store.commit(praetor_store::Txn { mutations: vec![take], seal: Vec::new() }).await {
+        Ok(_) => Ok(true),
+        Err(praetor_store::StoreError::Stale(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }

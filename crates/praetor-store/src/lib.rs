@@ -83,6 +83,9 @@ pub enum Mutation {
     ClaimDelivery { workspace_id: String, delivery_id: String, attempts: u32, now: Millis, until: Millis },
     /// Forget change-feed entries older than `before` (every node has long read them).
     PruneChanges { workspace_id: String, before: Millis },
+    /// Take or renew the lease `name` until `until`: refused (`Stale`) while another
+    /// holder's lease runs at `now`.
+    TakeLease { workspace_id: String, name: String, holder: String, now: Millis, until: Millis },
 }
 
 impl Mutation {
@@ -109,7 +112,8 @@ impl Mutation {
             | Mutation::Expect { workspace_id, .. }
             | Mutation::Touch { workspace_id, .. }
             | Mutation::ClaimDelivery { workspace_id, .. }
-            | Mutation::PruneChanges { workspace_id, .. } => workspace_id,
+            | Mutation::PruneChanges { workspace_id, .. }
+            | Mutation::TakeLease { workspace_id, .. } => workspace_id,
         }
     }
 

@@ -181,6 +181,17 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64]) -> Result<()> {
                 return Err(StoreError::Stale(format!("delivery `{delivery_id}`")));
             }
         }
+        Mutation::TakeLease { workspace_id, name, holder, now, until } => {
+            let taken = db.execute(
+                "INSERT INTO leases (workspace_id, name, holder, expires_at) VALUES (?1, ?2, ?3, ?5)
+                 ON CONFLICT (workspace_id, name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE leases.holder = excluded.holder OR leases.expires_at <= ?4",
+                args![workspace_id, name, holder, now, until],
+            )?;
+            if taken == 0 {
+                return Err(StoreError::Stale(format!("lease `{name}`")));
+            }
+        }
         Mutation::PruneChanges { workspace_id, before } => {
             // The newest entry stays whatever its age: numbering continues from it.
             db.execute(

@@ -231,5 +231,12 @@ CREATE TABLE changes (
     at           BIGINT NOT NULL,
     PRIMARY KEY (workspace_id, seq)
 );
+CREATE TABLE leases (
+    workspace_id TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    holder       TEXT NOT NULL,
+    expires_at   BIGINT NOT NULL,
+    PRIMARY KEY (workspace_id, name)
+);
 "#,
 )];

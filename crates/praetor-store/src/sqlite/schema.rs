@@ -240,6 +240,15 @@ CREATE TABLE changes (
     at           INTEGER NOT NULL,
     PRIMARY KEY (workspace_id, seq)
 ) WITHOUT ROWID;
+-- Work one node does for all (signing checkpoints): held by whoever renewed it last,
+-- taken over once it expires.
+CREATE TABLE leases (
+    workspace_id TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    holder       TEXT NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    PRIMARY KEY (workspace_id, name)
+);
 "#,
     ),
 ];

@@ -618,3 +618,30 @@ pub async fn the_change_feed_numbers_changes_in_commit_order(b: Backend) {
     store.commit(one(Mutation::PutPolicy(policy("pol_4", "block")))).await.unwrap();
     assert_eq!(store.changes_since(WS, 3, 100).await.unwrap().iter().map(|c| c.seq).collect::<Vec<_>>(), vec![4]);
 }
+
+/// Work one node does for all: a lease has one holder until it expires, and a due
+/// delivery is claimed by one node at a time (taken over if that node dies mid-send).
+pub async fn leases_and_delivery_claims_have_one_holder(b: Backend) {
+    let first = with_workspace(&b).await;
+    let second = b.open().await;
+    let lease = |holder: &str, now: i64| {
+        one(Mutation::TakeLease { workspace_id: WS.into(), name: "checkpoints".into(), holder: holder.into(), now, until: now + 1_000 })
+    };
+    first.commit(lease("a", 0)).await.expect("a free lease is taken");
+    assert!(matches!(second.commit(lease("b", 500)).await, Err(StoreError::Stale(_))), "held by a until 1000");
+    first.commit(lease("a", 600)).await.expect("the holder renews");
+    assert!(matches!(second.commit(lease("b", 1_500)).await, Err(StoreError::Stale(_))), "renewed until 1600");
+    second.commit(lease("b", 1_700)).await.expect("an expired lease is taken over");
+    assert!(matches!(first.commit(lease("a", 1_800)).await, Err(StoreError::Stale(_))));
+
+    first.commit(one(Mutation::PutDelivery(delivery("dlv_1", None, "pending", 10, 0)))).await.unwrap();
+    let claim = |now: i64| one(Mutation::ClaimDelivery { workspace_id: WS.into(), delivery_id: "dlv_1".into(), attempts: 0, now, until: now + 1_000 });
+    first.commit(claim(20)).await.expect("a due delivery is claimed");
+    assert!(matches!(second.commit(claim(20)).await, Err(StoreError::Stale(_))), "claimed once");
+    assert!(first.due_deliveries(500, 10).await.unwrap().is_empty(), "a claimed delivery is not due");
+    second.commit(claim(1_020)).await.expect("taken over when the claim runs out");
+    let mut sent = delivery("dlv_1", None, "delivered", 1_020, 1);
+    sent.delivered_at = Some(1_030);
+    second.commit(one(Mutation::PutDelivery(sent))).await.unwrap();
+    assert!(matches!(first.commit(claim(5_000)).await, Err(StoreError::Stale(_))), "a delivered one is never claimed");
+}

@@ -45,4 +45,5 @@ conformance!(
     etag_guards_refuse_decisions_made_from_stale_copies,
     agent_and_session_state_read_back_their_history,
     the_change_feed_numbers_changes_in_commit_order,
+    leases_and_delivery_claims_have_one_holder,
 );
