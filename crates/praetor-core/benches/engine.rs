@@ -72,7 +72,7 @@ fn policies() -> Vec<PolicyDef> {
                   "conditions": {"rule": {"not": {"field": "approval_id", "op": "exists"}}}}),
     );
     v.push(
-        json!({"name": "nights NY", "policy_type": "temporal", "decision": "escalate",
+        json!({"name": "nights NY", "policy_type": "temporal", "decision": "escalate", "action_types": ["payment.*"],
                   "conditions": {"timezone": "America/New_York", "blocked_hours": [0, 1, 2, 3, 4, 5]}}),
     );
     v.push(

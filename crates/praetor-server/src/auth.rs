@@ -109,6 +109,15 @@ impl<P: Permission> FromRequestParts<Arc<AppState>> for Authorized<P> {
         let workspace = state
             .workspace(&key.workspace_id)
             .ok_or_else(|| ApiError::new(Code::InvalidApiKey, "the key's workspace no longer exists"))?;
+        // Everything but the decision path first catches up with what other nodes
+        // changed (one read of the change feed), so an object made on one node can be
+        // read, changed or revoked through any other at once. Decisions do not wait:
+        // the etag guards keep them exact.
+        if P::NAME != perm::Enforce::NAME
+            && let Err(e) = crate::follow::follow(state, &workspace).await
+        {
+            tracing::warn!(workspace_id = %workspace.workspace_id, error = %e.message, "cannot catch up with the change feed");
+        }
         Ok(Authorized { key, workspace, _perm: PhantomData })
     }
 }

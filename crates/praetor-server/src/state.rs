@@ -339,7 +339,10 @@ impl AppState {
     }
 
     pub fn set_feed_head(&self, workspace_id: &str, seq: u64) {
-        self.feed_heads.lock().insert(workspace_id.to_owned(), seq);
+        // Two readers of the feed may finish out of order: never move back.
+        let mut heads = self.feed_heads.lock();
+        let head = heads.entry(workspace_id.to_owned()).or_insert(0);
+        *head = (*head).max(seq);
     }
 
     pub fn put_key(&self, key: ApiKey) {

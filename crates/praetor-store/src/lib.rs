@@ -74,6 +74,9 @@ pub enum Mutation {
     /// Refuse the transaction (`StoreError::Stale`) unless the row still has `etag`:
     /// what the caller decided from is still what the store holds.
     Expect { workspace_id: String, of: Guarded, id: String, etag: String },
+    /// Refuse the transaction (`Stale`) unless the agent is active and, when named, the
+    /// credential is not revoked (a revocation on another node lands first).
+    ExpectActive { workspace_id: String, agent_id: String, credential_id: Option<String> },
     /// Give the row a new etag (a write elsewhere changed what it stands for, such as
     /// an agent's credentials).
     Touch { workspace_id: String, of: Guarded, id: String, etag: String },
@@ -113,7 +116,8 @@ impl Mutation {
             | Mutation::Touch { workspace_id, .. }
             | Mutation::ClaimDelivery { workspace_id, .. }
             | Mutation::PruneChanges { workspace_id, .. }
-            | Mutation::TakeLease { workspace_id, .. } => workspace_id,
+            | Mutation::TakeLease { workspace_id, .. }
+            | Mutation::ExpectActive { workspace_id, .. } => workspace_id,
         }
     }
 

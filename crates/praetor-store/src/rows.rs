@@ -168,6 +168,22 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64]) -> Result<()> {
                 return Err(StoreError::Stale(format!("{} `{id}`", noun(*of))));
             }
         }
+        Mutation::ExpectActive { workspace_id, agent_id, credential_id } => {
+            let active: Option<bool> = db.value("SELECT is_active FROM agents WHERE workspace_id = ?1 AND agent_id = ?2", args![workspace_id, agent_id])?;
+            if active != Some(true) {
+                return Err(StoreError::Stale(format!("agent `{agent_id}` is not active")));
+            }
+            if let Some(c) = credential_id {
+                let revoked: Option<Option<i64>> = db.first(
+                    "SELECT revoked_at FROM credentials WHERE workspace_id = ?1 AND credential_id = ?2 AND agent_id = ?3",
+                    args![workspace_id, c, agent_id],
+                    |r| r.get::<Option<i64>>(0),
+                )?;
+                if !matches!(revoked, Some(None)) {
+                    return Err(StoreError::Stale(format!("credential `{c}` is revoked")));
+                }
+            }
+        }
         Mutation::Touch { workspace_id, of, id, etag } => {
             db.execute(&format!("UPDATE {} SET etag = ?3 WHERE workspace_id = ?1 AND {} = ?2", table(*of), key_column(*of)), args![workspace_id, id, etag])?;
         }

@@ -193,3 +193,148 @@ fn nodes_share_one_vault_and_survive_the_loss_of_one() {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success() && text.contains("OK:"), "{text}{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Three nodes, one workspace: what one node counts or changes, every node obeys.
+struct Cluster {
+    nodes: Vec<Node>,
+    key: String,
+    _schema: Schema,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(admin_url: &str) -> Cluster {
+        let schema = Schema::create(admin_url);
+        let url = schema.url();
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = tmp.path().join("vault-keys");
+        let a = start_node(&tmp.path().join("a"), &url, &keys);
+        let key = std::fs::read_to_string(tmp.path().join("a/admin.key")).unwrap().trim().to_owned();
+        let b = start_node(&tmp.path().join("b"), &url, &keys);
+        let c = start_node(&tmp.path().join("c"), &url, &keys);
+        Cluster { nodes: vec![a, b, c], key, _schema: schema, _tmp: tmp }
+    }
+
+    fn post(&self, node: usize, path: &str, body: &Value) -> Value {
+        let r = client().post(format!("{}/api/v1{path}", self.nodes[node].base)).header("X-API-Key", &self.key).json(body).send().unwrap();
+        let status = r.status();
+        let text = r.text().unwrap();
+        assert!(status.is_success(), "POST {path} on node {node}: {status} {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn agent(&self, node: usize, name: &str) -> String {
+        let r = self.post(node, "/enforce/agents", &json!({ "name": name, "framework": "test" }));
+        r["agent"]["agent_id"].as_str().unwrap().to_owned()
+    }
+
+    /// `n` intercepts at once, spread over the nodes in turn; their decisions.
+    fn burst(&self, n: usize, body: &Value) -> Vec<String> {
+        let barrier = Arc::new(std::sync::Barrier::new(n));
+        let threads: Vec<_> = (0..n)
+            .map(|i| {
+                let (barrier, key, body) = (barrier.clone(), self.key.clone(), body.clone());
+                let url = format!("{}/api/v1/enforce/intercept", self.nodes[i % self.nodes.len()].base);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let ans = post(&url, &key, &body).expect("every intercept is answered");
+                    ans["decision"].as_str().unwrap().to_owned()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+}
+
+fn count(decisions: &[String], which: &str) -> usize {
+    decisions.iter().filter(|d| d.as_str() == which).count()
+}
+
+#[test]
+fn a_session_budget_is_exact_across_nodes() {
+    let Some(admin_url) = database_url() else { return };
+    let cluster = Cluster::start(&admin_url);
+    let agent = cluster.agent(0, "budgeted");
+    let session = cluster.post(1, "/enforce/sessions/start", &json!({ "agent_id": agent, "budgets": { "max_actions": 10 } }));
+    let session_id = session["session_id"].as_str().unwrap();
+    let decisions = cluster.burst(100, &json!({ "action_type": "tool.search", "session_id": session_id }));
+    assert_eq!(count(&decisions, "allow"), 10, "max_actions=10 over three nodes: {decisions:?}");
+    assert_eq!(count(&decisions, "allow") + count(&decisions, "terminate") + count(&decisions, "block"), 100);
+    let stored = get(&format!("{}/api/v1/enforce/sessions/{session_id}", cluster.nodes[2].base), &cluster.key).unwrap();
+    assert_eq!(stored["session"]["consumed"]["actions"], 10, "{stored}");
+    assert_ne!(stored["session"]["status"], "active", "the run ended when the budget ran out: {stored}");
+}
+
+#[test]
+fn a_velocity_limit_counts_every_nodes_actions() {
+    let Some(admin_url) = database_url() else { return };
+    let cluster = Cluster::start(&admin_url);
+    let agent = cluster.agent(2, "bursty");
+    cluster.post(0, "/enforce/policies", &json!({ "name": "Five a minute", "policy_type": "sequence", "action_types": ["send"],
+        "decision": "block", "conditions": { "velocity": { "max": 5, "window_seconds": 60 } } }));
+    // Every node has the policy (the change feed brings it within a second).
+    std::thread::sleep(Duration::from_millis(1_000));
+    let decisions = cluster.burst(30, &json!({ "action_type": "send", "agent_id": agent }));
+    assert_eq!(count(&decisions, "allow"), 5, "5 a minute over three nodes: {decisions:?}");
+    assert_eq!(count(&decisions, "block"), 25);
+    // And later actions on any node still see the five.
+    for node in 0..3 {
+        let ans = cluster.post(node, "/enforce/intercept", &json!({ "action_type": "send", "agent_id": agent }));
+        assert_eq!(ans["decision"], "block", "node {node}: {ans}");
+    }
+}
+
+#[test]
+fn a_kill_or_a_revocation_on_one_node_is_obeyed_on_another_at_the_next_action() {
+    let Some(admin_url) = database_url() else { return };
+    let cluster = Cluster::start(&admin_url);
+    let agent = cluster.agent(0, "killable");
+    let start = |node| cluster.post(node, "/enforce/sessions/start", &json!({ "agent_id": agent }))["session_id"].as_str().unwrap().to_owned();
+    let act = |node, session: &str| cluster.post(node, "/enforce/intercept", &json!({ "action_type": "tool.search", "session_id": session }));
+
+    // Killed through A, acted on through C.
+    let session = start(2);
+    assert_eq!(act(2, &session)["decision"], "allow", "node C knows the session");
+    cluster.post(0, &format!("/enforce/sessions/{session}/kill"), &json!({ "reason": "operator stop" }));
+    let next = act(2, &session);
+    assert_eq!(next["decision"], "terminate", "node C obeys node A's kill at once: {next}");
+    let beat = cluster.post(1, &format!("/enforce/sessions/{session}/heartbeat"), &json!({}));
+    assert_eq!(beat["status"], "killed", "{beat}");
+
+    // The agent's credential revoked through B: its session on C ends at the next action.
+    let registered = cluster.post(0, "/enforce/agents", &json!({ "name": "revocable", "framework": "test" }));
+    let (agent2, credential) = (registered["agent"]["agent_id"].as_str().unwrap().to_owned(), registered["credential"]["credential_id"].as_str().unwrap().to_owned());
+    let session2 = cluster.post(2, "/enforce/sessions/start", &json!({ "agent_id": agent2, "credential_id": credential }))["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(act(2, &session2)["decision"], "allow");
+    let revoked = cluster.post(1, &format!("/enforce/credentials/{credential}/revoke"), &json!({ "reason": "leaked" }));
+    assert_eq!(revoked["killed_sessions"], json!([session2]), "node B kills the session node C started: {revoked}");
+    let next = act(2, &session2);
+    assert_eq!(next["decision"], "terminate", "{next}");
+    // No node starts a new session with the revoked credential.
+    let r = client()
+        .post(format!("{}/api/v1/enforce/sessions/start", cluster.nodes[0].base))
+        .header("X-API-Key", &cluster.key)
+        .json(&json!({ "agent_id": agent2, "credential_id": credential }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400, "{}", r.text().unwrap_or_default());
+}
+
+#[test]
+fn a_policy_created_on_one_node_decides_on_another_within_a_second() {
+    let Some(admin_url) = database_url() else { return };
+    let cluster = Cluster::start(&admin_url);
+    let body = json!({ "action_type": "wire_transfer", "action_content": "pay 900 EUR" });
+    assert_eq!(cluster.post(0, "/enforce/intercept", &body)["decision"], "allow", "no policy yet");
+    cluster.post(1, "/enforce/policies", &json!({ "name": "No wires", "policy_type": "action_type", "action_types": ["wire_*"], "decision": "block" }));
+    let created = Instant::now();
+    loop {
+        let ans = cluster.post(0, "/enforce/intercept", &body);
+        if ans["decision"] == "block" {
+            break;
+        }
+        assert!(created.elapsed() < Duration::from_secs(1), "node A still allows a second after node B created the policy: {ans}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("the policy from node B decided on node A after {} ms", created.elapsed().as_millis());
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use praetor_core::session::{Budgets, Consumed, SessionStatus};
-use praetor_store::{Guarded, Mutation, Session, SessionFilter, Txn};
+use praetor_store::{Mutation, Session, SessionFilter, Txn};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -55,8 +55,8 @@ pub async fn start(
             return Err(ApiError::invalid("prompt_hash", "must be 64 hexadecimal characters (SHA-256)"));
         }
     // Read the agent and its credentials from the store first: a revocation made on
-    // another node a moment ago must refuse this session (the commit below is also
-    // refused if the agent changes before it lands).
+    // another node a moment ago must refuse this session (and the commit below is
+    // refused if one lands before it).
     let hinted = body
         .agent_id
         .clone()
@@ -118,7 +118,11 @@ pub async fn start(
         version: 1,
         etag: new_id("etag"),
     };
-    let agent_guard = Mutation::Expect { workspace_id: ws.workspace_id.clone(), of: Guarded::Agent, id: agent.agent_id.clone(), etag: agent.etag.clone() };
+    let agent_guard = Mutation::ExpectActive {
+        workspace_id: ws.workspace_id.clone(),
+        agent_id: agent.agent_id.clone(),
+        credential_id: session.credential_id.clone(),
+    };
     let txn = Txn {
         mutations: vec![agent_guard, Mutation::PutSession(session.clone())],
         seal: vec![event(&ws.workspace_id, "session.started", Some(&auth.key.key_id), now, json!({
@@ -128,7 +132,7 @@ pub async fn start(
     };
     match state.commit(txn).await {
         Err(praetor_store::StoreError::Stale(what)) => {
-            return Err(ApiError::new(Code::Conflict, format!("{what} changed while the session was starting; retry")));
+            return Err(ApiError::invalid("agent_id", format!("{what}: the session cannot start")));
         }
         other => other?,
     };

@@ -591,6 +591,17 @@ pub async fn agent_and_session_state_read_back_their_history(b: Backend) {
     assert!(store.agent_state(WS, "agt_none", 0, 10).await.unwrap().is_none());
     assert!(store.session_state(WS, "sess_none", 0, 10).await.unwrap().is_none());
     assert_eq!(store.get_decision(WS, "dec_100").await.unwrap().unwrap().session_id.as_deref(), Some("sess_1"));
+    // A session may start only while its agent is active and its credential unrevoked.
+    let active = |c: Option<&str>| one(Mutation::ExpectActive { workspace_id: WS.into(), agent_id: "agt_1".into(), credential_id: c.map(str::to_owned) });
+    store.commit(active(Some("cred_1"))).await.expect("active agent, live credential");
+    store.commit(one(Mutation::RevokeCredential { workspace_id: WS.into(), credential_id: "cred_1".into(), at: 50 })).await.unwrap();
+    assert!(matches!(store.commit(active(Some("cred_1"))).await, Err(StoreError::Stale(w)) if w.contains("revoked")));
+    assert!(matches!(store.commit(active(Some("cred_other"))).await, Err(StoreError::Stale(_))), "an unknown credential is not usable");
+    store.commit(active(None)).await.expect("the agent itself is still active");
+    let mut off = agent("agt_1", "one");
+    off.is_active = false;
+    store.commit(one(Mutation::PutAgent(off))).await.unwrap();
+    assert!(matches!(store.commit(active(None)).await, Err(StoreError::Stale(w)) if w.contains("not active")));
 }
 
 /// The change feed: one entry per changed key, numbered per workspace in commit order,
