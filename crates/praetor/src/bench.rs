@@ -37,6 +37,10 @@ pub struct BenchArgs {
     /// The server's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8787")]
     pub url: String,
+    /// Further nodes of the same cluster (several nodes on one PostgreSQL): the set-up
+    /// runs on `--url`, and the workers are spread over all the nodes in turn.
+    #[arg(long = "also-url")]
+    pub also_urls: Vec<String>,
     /// An admin API key (the bench creates agents and policies).
     #[arg(long, env = "PRAETOR_BENCH_KEY")]
     pub key: String,
@@ -192,14 +196,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
 async fn run_async(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
     let setup = setup(&client, &args).await?;
-    let url = format!("{}/api/v1/enforce/intercept", args.url.trim_end_matches('/'));
+    let urls: Vec<String> = std::iter::once(&args.url)
+        .chain(&args.also_urls)
+        .map(|u| format!("{}/api/v1/enforce/intercept", u.trim_end_matches('/')))
+        .collect();
+    if !args.also_urls.is_empty() {
+        // The other nodes learn the set-up's policies from the change feed (within a second).
+        tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
-        let (client, url, stop, sent, done) = (client.clone(), url.clone(), stop.clone(), sent.clone(), done.clone());
+        let (client, url, stop, sent, done) = (client.clone(), urls[w % urls.len()].clone(), stop.clone(), sent.clone(), done.clone());
         let agents = setup.agents.clone();
         let args = args.clone();
         workers.push(tokio::spawn(async move {
