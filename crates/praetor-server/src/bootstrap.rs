@@ -119,6 +119,7 @@ async fn load_demo(state: &Arc<AppState>, workspace_id: &str) -> ApiResult<bool>
             allowed_actions: 0,
             blocked_actions: 0,
             escalated_actions: 0,
+            copy_generation: 0,
             etag: crate::secrets::new_id("etag"),
         };
         txn.seal.push(event(workspace_id, "agent.registered", None, now, json!({"agent_id": agent.agent_id, "name": name, "demo": true})));

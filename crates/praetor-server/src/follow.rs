@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use praetor_store::{Change, Mutation, Txn};
 
-use crate::error::{ApiError, ApiResult, Code};
+use crate::error::ApiResult;
 use crate::state::{AppState, PolicySet, WorkspaceState};
 
 /// How often the feed is read: well inside the one second a change may take.
@@ -49,9 +49,10 @@ pub async fn follow(state: &AppState, ws: &WorkspaceState) -> ApiResult<()> {
     let after = state.feed_head(&ws.workspace_id);
     let changes = state.store.changes_since(&ws.workspace_id, after, PAGE).await?;
     let Some(last) = changes.last().map(|c| c.seq) else { return Ok(()) };
-    if changes.first().is_some_and(|c| c.seq != after + 1) {
+    let contiguous = changes.first().is_some_and(|c| c.seq == after + 1) && changes.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+    if !contiguous {
         // Entries this node never read were pruned: reload everything it holds.
-        tracing::warn!(workspace_id = %ws.workspace_id, after, first = changes[0].seq, "fell behind the change feed; reloading the workspace");
+        tracing::warn!(workspace_id = %ws.workspace_id, after, first = changes[0].seq, "missed change-feed entries; reloading the workspace");
         reload_workspace(state, ws).await?;
     } else {
         apply(state, ws, &changes).await?;
@@ -95,8 +96,15 @@ async fn reload_policies(state: &AppState, ws: &WorkspaceState) -> ApiResult<()>
     // memory, which must not be replaced between its read and its store.
     let _guard = ws.policy_writes.lock().await;
     let records = state.store.list_policies(&ws.workspace_id).await?;
-    let set = PolicySet::build(records)
-        .map_err(|e| ApiError::new(Code::Internal, format!("stored policies of `{}` do not compile: {e}", ws.workspace_id)))?;
+    let set = match PolicySet::build(records) {
+        Ok(set) => set,
+        Err(e) => {
+            // Keep deciding with the set in force (a newer node may have written what
+            // this one cannot compile), and go on following the feed.
+            tracing::error!(workspace_id = %ws.workspace_id, error = %e, "policies changed on another node do not compile here; keeping the current set");
+            return Ok(());
+        }
+    };
     tracing::info!(workspace_id = %ws.workspace_id, policy_set_hash = %set.hash, "policies changed on another node");
     ws.policies.store(Arc::new(set));
     Ok(())

@@ -133,6 +133,8 @@ pub struct WorkspaceState {
     /// Serialises agent registration so (name, framework) stays unique.
     pub agent_writes: tokio::sync::Mutex<()>,
     pub last_prune_ms: AtomicU64,
+    /// Counts reloads of agent copies (`Agent::copy_generation`).
+    agent_reloads: AtomicU64,
 }
 
 impl WorkspaceState {
@@ -148,6 +150,7 @@ impl WorkspaceState {
             policy_writes: tokio::sync::Mutex::new(()),
             agent_writes: tokio::sync::Mutex::new(()),
             last_prune_ms: AtomicU64::new(0),
+            agent_reloads: AtomicU64::new(0),
         }
     }
 
@@ -168,7 +171,9 @@ impl WorkspaceState {
                     creds.insert(c.credential_id.clone(), c);
                 }
                 live.agent_history.insert(agent_id.to_owned(), History::from_store(st.history));
-                agents.insert(agent_id.to_owned(), st.agent);
+                let mut agent = st.agent;
+                agent.copy_generation = self.agent_reloads.fetch_add(1, Ordering::Relaxed) + 1;
+                agents.insert(agent_id.to_owned(), agent);
             }
             None => {
                 live.agent_history.remove(agent_id);

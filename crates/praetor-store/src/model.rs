@@ -95,6 +95,10 @@ pub struct Agent {
     /// (`StoreError::Stale`), so several nodes never count from a stale copy.
     #[serde(default, skip_serializing)]
     pub etag: String,
+    /// Which reload of this node's copy this is (not stored): a decision identified
+    /// with an earlier copy must not be guarded with a later copy's etag.
+    #[serde(skip)]
+    pub copy_generation: u64,
 }
 
 /// An agent's public key. The private key is shown once at creation and never stored.

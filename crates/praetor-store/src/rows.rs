@@ -116,7 +116,7 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64]) -> Result<()> {
             ])?;
         }
         Mutation::PutObject(o) => {
-            db.execute("INSERT INTO objects (workspace_id, kind, object_id, agent_id, status, body, created_at, updated_at, version)
+            let written = db.execute("INSERT INTO objects (workspace_id, kind, object_id, agent_id, status, body, created_at, updated_at, version)
                  VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)
                  ON CONFLICT (workspace_id, kind, object_id) DO UPDATE SET
                     agent_id = excluded.agent_id, status = excluded.status, body = excluded.body,
@@ -125,6 +125,12 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64]) -> Result<()> {
                 o.workspace_id, o.kind, o.object_id, o.agent_id, o.status, to_json(&o.body)?, o.created_at, o.updated_at,
                 o.version as i64
             ])?;
+            // A version not above the stored one was made from a stale copy (another
+            // node, or a change that never committed, moved the object on): refuse it
+            // rather than drop it, so the caller reloads and decides again.
+            if written == 0 {
+                return Err(StoreError::Stale(format!("{} `{}`", o.kind, o.object_id)));
+            }
         }
         Mutation::InsertViolation(v) => {
             db.execute("INSERT INTO violations (workspace_id, violation_id, rule_id, severity, agent_id, decision_id, at, body)
@@ -145,10 +151,19 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64]) -> Result<()> {
             db.execute("INSERT INTO shadow_hits (workspace_id, policy_id, decision_id, actual, would, changed, at) VALUES (?1,?2,?3,?4,?5,?6,?7)", args![h.workspace_id, h.policy_id, h.decision_id, h.actual, h.would, h.changed, h.at])?;
         }
         Mutation::RevokeCredential { workspace_id, credential_id, at } => {
-            db.execute(
+            let revoked = db.execute(
                 "UPDATE credentials SET revoked_at = ?3 WHERE workspace_id = ?1 AND credential_id = ?2 AND revoked_at IS NULL",
                 args![workspace_id, credential_id, at],
             )?;
+            if revoked > 0 {
+                // Every copy of the agent is stale now: its next decision anywhere reads
+                // the credentials back.
+                db.execute(
+                    "UPDATE agents SET etag = ?3 WHERE workspace_id = ?1
+                        AND agent_id = (SELECT agent_id FROM credentials WHERE workspace_id = ?1 AND credential_id = ?2)",
+                    args![workspace_id, credential_id, format!("revoked:{credential_id}")],
+                )?;
+            }
         }
         Mutation::AgentActivity(a) => {
             let (allowed, blocked, escalated) = match a.decision.as_str() {
@@ -273,6 +288,7 @@ fn agent_from_row(r: &dyn Row) -> Result<Agent> {
         blocked_actions: r.get::<i64>(18)? as u64,
         escalated_actions: r.get::<i64>(19)? as u64,
         etag: r.get(20)?,
+        copy_generation: 0,
     })
 }
 

@@ -212,6 +212,7 @@ pub async fn register(
         allowed_actions: 0,
         blocked_actions: 0,
         escalated_actions: 0,
+        copy_generation: 0,
         etag: new_id("etag"),
     };
     let (credential, credential_json) = new_credential(&ws.workspace_id, &agent.agent_id, now, body.credential_ttl_days);

@@ -234,7 +234,10 @@ impl Db for PgConn {
 impl WriterConn for PgConn {
     fn begin(&self) -> Result<()> {
         self.reconnect_if_closed()?;
-        self.batch("BEGIN")
+        // Read committed whatever the server's default: each statement must see what
+        // other nodes committed before this batch took the workspace locks (etag
+        // checks, the feed's next number, the log's size).
+        self.batch("BEGIN ISOLATION LEVEL READ COMMITTED")
     }
 
     fn lock_log(&self, ws: &str) -> Result<()> {

@@ -189,6 +189,7 @@ fn agent(id: &str, name: &str) -> Agent {
         allowed_actions: 0,
         blocked_actions: 0,
         escalated_actions: 0,
+        copy_generation: 0,
         etag: "e0".into(),
     }
 }
@@ -342,7 +343,10 @@ pub async fn sessions_and_objects_keep_the_newest_version(b: Backend) {
 
     let grant = object("grant", "grt_1", "active", 1, 300);
     store.commit(one(Mutation::PutObject(grant.clone()))).await.unwrap();
-    store.commit(one(Mutation::PutObject(object("grant", "grt_1", "active", 0, 300)))).await.unwrap();
+    // An object version not above the stored one was made from a stale copy: refused
+    // (so its writer reloads and decides again), and nothing changes.
+    let late = store.commit(one(Mutation::PutObject(object("grant", "grt_1", "active", 1, 300)))).await;
+    assert!(matches!(late, Err(StoreError::Stale(ref w)) if w == "grant `grt_1`"), "{late:?}");
     let resolved = object("escalation", "esc_1", "denied", 2, 310);
     let pending = object("escalation", "esc_2", "pending", 1, 320);
     store.commit(Txn { mutations: vec![Mutation::PutObject(resolved.clone()), Mutation::PutObject(pending.clone())], seal: vec![] }).await.unwrap();
