@@ -569,12 +569,16 @@ pub async fn decide_and_record(
             load_session(state, ws, sid).await?;
         }
         load_unknown_agents(state, ws, caller, &actions).await?;
-        let evaluated: Vec<Evaluated> = actions
-            .iter()
-            .map(|i| evaluate_with(state, ws, caller, i.clone(), identity_failure.as_ref().map(|(c, r)| (*c, r.clone()))))
-            .collect();
-        let touched = Touched::of(&evaluated);
-        match record(state, ws, evaluated).await {
+        let (touched, recording) = {
+            let _order = ws.decision_order.lock();
+            let evaluated: Vec<Evaluated> = actions
+                .iter()
+                .map(|i| evaluate_with(state, ws, caller, i.clone(), identity_failure.as_ref().map(|(c, r)| (*c, r.clone()))))
+                .collect();
+            let touched = Touched::of(&evaluated);
+            (touched, record(state, ws, evaluated))
+        };
+        match recording.await {
             Err(praetor_store::StoreError::Stale(what)) => {
                 attempt += 1;
                 tracing::debug!(workspace_id = %ws.workspace_id, %what, attempt, "decided from a stale copy; reloading");
@@ -795,7 +799,13 @@ fn response(ws: &WorkspaceState, e: &Evaluated) -> Map<String, Value> {
 
 /// Stage 5: seal every evaluated action and store its decision in one transaction,
 /// and answer only once it is committed.
-async fn record(state: &AppState, ws: &WorkspaceState, evaluated: Vec<Evaluated>) -> praetor_store::Result<Vec<Map<String, Value>>> {
+/// The transaction is built and queued before this returns (so a workspace's decisions
+/// reach the writer in the order they were made); the future waits for its commit.
+fn record<'a>(
+    state: &'a AppState,
+    ws: &WorkspaceState,
+    evaluated: Vec<Evaluated>,
+) -> impl std::future::Future<Output = praetor_store::Result<Vec<Map<String, Value>>>> + 'a {
     let mut txn = Txn::default();
     let mut bodies = Vec::with_capacity(evaluated.len());
     // Where each decision's own entry sits among the transaction's seals (session
@@ -877,18 +887,21 @@ async fn record(state: &AppState, ws: &WorkspaceState, evaluated: Vec<Evaluated>
         }
         bodies.push(body);
     }
-    let sealed = state.commit(txn).await?;
-    let own = seal_of.iter().map(|&i| sealed.get(i).copied());
-    for ((body, e), s) in bodies.iter_mut().zip(&evaluated).zip(own) {
-        let Some(s) = s else { continue };
-        body.insert("vault_entry_id".into(), json!(s.seq));
-        body.insert("leaf_hash".into(), json!(hex::encode(s.leaf_hash)));
-        let latency_us = e.started.elapsed().as_micros() as u64;
-        body.insert("latency_ms".into(), json!(latency_us as f64 / 1000.0));
-        state.metrics.count_decision(e.decision.verdict, latency_us);
-        tracing::debug!(decision_id = %e.decision_id, decision = e.decision.verdict.as_str(), latency_us, "decided");
+    let pending = state.submit(txn);
+    async move {
+        let sealed = pending.await?;
+        let own = seal_of.iter().map(|&i| sealed.get(i).copied());
+        for ((body, e), s) in bodies.iter_mut().zip(&evaluated).zip(own) {
+            let Some(s) = s else { continue };
+            body.insert("vault_entry_id".into(), json!(s.seq));
+            body.insert("leaf_hash".into(), json!(hex::encode(s.leaf_hash)));
+            let latency_us = e.started.elapsed().as_micros() as u64;
+            body.insert("latency_ms".into(), json!(latency_us as f64 / 1000.0));
+            state.metrics.count_decision(e.decision.verdict, latency_us);
+            tracing::debug!(decision_id = %e.decision_id, decision = e.decision.verdict.as_str(), latency_us, "decided");
+        }
+        Ok(bodies)
     }
-    Ok(bodies)
 }
 
 pub fn check_id_pub(field: &str, value: &str) -> ApiResult<()> {

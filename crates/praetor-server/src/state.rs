@@ -130,6 +130,10 @@ pub struct WorkspaceState {
     pub live: Mutex<LiveState>,
     /// Serialises policy writes so each recompiles from a consistent list.
     pub policy_writes: tokio::sync::Mutex<()>,
+    /// Held from a request's evaluation until its transaction is queued, so a
+    /// workspace's decisions reach the writer in the order they were made (each one's
+    /// etag guard expects what the previous one wrote).
+    pub decision_order: Mutex<()>,
     /// Serialises agent registration so (name, framework) stays unique.
     pub agent_writes: tokio::sync::Mutex<()>,
     pub last_prune_ms: AtomicU64,
@@ -148,6 +152,7 @@ impl WorkspaceState {
             credentials: RwLock::new(HashMap::new()),
             live: Mutex::new(LiveState::default()),
             policy_writes: tokio::sync::Mutex::new(()),
+            decision_order: Mutex::new(()),
             agent_writes: tokio::sync::Mutex::new(()),
             last_prune_ms: AtomicU64::new(0),
             agent_reloads: AtomicU64::new(0),
@@ -360,9 +365,14 @@ impl AppState {
 
     /// Commit a transaction, with the deliveries its events cause (webhooks, alerts)
     /// enqueued in the same transaction. Every write of the server goes through here.
-    pub async fn commit(&self, mut txn: praetor_store::Txn) -> praetor_store::Result<Vec<praetor_store::Sealed>> {
+    pub async fn commit(&self, txn: praetor_store::Txn) -> praetor_store::Result<Vec<praetor_store::Sealed>> {
+        self.submit(txn).await
+    }
+
+    /// As `commit`, but queued before this returns (see `Store::submit`).
+    pub fn submit(&self, mut txn: praetor_store::Txn) -> praetor_store::Pending {
         crate::delivery::enqueue(self, &mut txn);
-        self.store.commit(txn).await
+        self.store.submit(txn)
     }
 }
 

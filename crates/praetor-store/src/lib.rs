@@ -200,8 +200,16 @@ pub struct Snapshot {
     pub objects: Vec<ObjectRecord>,
 }
 
+/// A queued transaction's outcome (see `Store::submit`).
+pub type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Sealed>>> + Send>>;
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Queue the transaction at once, behind every one queued before it, and return a
+    /// future for its outcome. Two transactions submitted in order are applied in that
+    /// order (a decision guarded by the etag its predecessor wrote must follow it).
+    fn submit(&self, txn: Txn) -> Pending;
+
     /// Apply the transaction atomically and durably; return where each seal landed,
     /// in the order of `txn.seal`.
     async fn commit(&self, txn: Txn) -> Result<Vec<Sealed>>;

@@ -103,6 +103,10 @@ impl<B: Backend> Store for SqlStore<B> {
         self.writer.commit(txn).await
     }
 
+    fn submit(&self, txn: Txn) -> crate::Pending {
+        self.writer.submit(txn)
+    }
+
     async fn snapshot(&self) -> Result<Snapshot> {
         self.read(rows::load_snapshot).await
     }

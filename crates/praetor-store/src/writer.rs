@@ -63,9 +63,18 @@ impl Recorder {
 
 impl WriterHandle {
     pub async fn commit(&self, txn: Txn) -> Result<Vec<Sealed>> {
+        self.submit(txn).await
+    }
+
+    /// Queue the transaction now (jobs are applied in the order they are queued) and
+    /// return a future for its outcome.
+    pub fn submit(&self, txn: Txn) -> crate::Pending {
         let (tx, rx) = oneshot::channel();
-        self.jobs.send(Job::Commit(txn, tx)).map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let queued = self.jobs.send(Job::Commit(txn, tx)).map_err(|_| StoreError::Closed);
+        Box::pin(async move {
+            queued?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
     }
 
     pub async fn put_checkpoint(&self, ws: String, cp: CheckpointRow) -> Result<()> {
