@@ -38,7 +38,9 @@ struct Schema {
 
 impl Schema {
     fn create(admin_url: &str) -> Schema {
-        let name = format!("praetor_mn_{}_{}", std::process::id(), Instant::now().elapsed().as_nanos());
+        // Tests run in parallel in one process: a counter keeps their schemas apart.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!("praetor_mn_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         psql(admin_url, &format!("CREATE SCHEMA {name}"));
         Schema { admin_url: admin_url.to_owned(), name }
     }
