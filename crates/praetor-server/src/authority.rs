@@ -634,11 +634,17 @@ pub async fn update<R>(
 ) -> crate::error::ApiResult<R> {
     let now = state.now_ms();
     let (records, fields, out) = change(&mut ws.live.lock().authority, now)?;
+    let touched: Vec<(String, String)> = records.iter().map(|r| (r.kind.clone(), r.object_id.clone())).collect();
     let txn = praetor_store::Txn {
         mutations: records.into_iter().map(praetor_store::Mutation::PutObject).collect(),
         seal: vec![crate::events::event(&ws.workspace_id, event_kind, Some(actor), now, fields)],
     };
-    state.commit(txn).await?;
+    if let Err(e) = state.commit(txn).await {
+        // Memory was changed for a commit that did not happen (another node moved an
+        // object on, or the store failed): take the store's objects back.
+        crate::pipeline::resync_objects(state, ws, &touched).await?;
+        return Err(e.into());
+    }
     Ok(out)
 }
 

@@ -70,6 +70,7 @@ impl From<praetor_store::StoreError> for ApiError {
         match e {
             praetor_store::StoreError::Conflict(what) => ApiError::new(Code::Conflict, format!("`{what}` already exists")),
             praetor_store::StoreError::Stale(what) => ApiError::new(Code::Conflict, format!("{what} was changed by another request or node; retry")),
+            praetor_store::StoreError::Replayed(what) => ApiError::new(Code::Conflict, format!("{what} was already used")),
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::new(Code::StoreUnavailable, "the store could not complete the request")

@@ -148,12 +148,19 @@ async fn reload_workspace(state: &AppState, ws: &WorkspaceState) -> ApiResult<()
     Ok(())
 }
 
+/// Forget change-feed entries every node has read, and nonces whose signatures are too
+/// old to be accepted again.
 async fn prune(state: &AppState) {
-    let before = state.now_ms() - KEEP_MS;
+    let now = state.now_ms();
     for ws_id in state.workspace_ids() {
-        let txn = Txn { mutations: vec![Mutation::PruneChanges { workspace_id: ws_id.clone(), before }], seal: Vec::new() };
-        if let Err(e) = state.store.commit(txn).await {
-            tracing::warn!(workspace_id = %ws_id, error = %e, "cannot prune the change feed");
+        let mutations = vec![
+            Mutation::PruneChanges { workspace_id: ws_id.clone(), before: now - KEEP_MS },
+            // A margin of one signature window for other nodes' clocks: a nonce is
+            // forgotten only once no node can still accept its signature.
+            Mutation::PruneNonces { workspace_id: ws_id.clone(), now: now - 2 * state.config.signature_max_skew_secs * 1000 },
+        ];
+        if let Err(e) = state.store.commit(Txn { mutations, seal: Vec::new() }).await {
+            tracing::warn!(workspace_id = %ws_id, error = %e, "cannot prune the change feed and nonces");
         }
     }
 }

@@ -125,6 +125,9 @@ pub struct Caller<'a> {
     /// Agents whose nonce this request has consumed: an evaluation repeated after a
     /// stale read verifies the signature again but does not see its own nonce as reused.
     pub nonce_consumed: parking_lot::Mutex<Vec<String>>,
+    /// Set when the store refused this request's nonce: another node (or this one,
+    /// before a restart) already consumed it, so the request is a replay.
+    pub nonce_replayed: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> Caller<'a> {
@@ -137,6 +140,7 @@ impl<'a> Caller<'a> {
             raw_body,
             verified: parking_lot::Mutex::new(Vec::new()),
             nonce_consumed: parking_lot::Mutex::new(Vec::new()),
+            nonce_replayed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -167,8 +171,9 @@ pub struct Evaluated {
     pub approver: Option<String>,
     /// The rule and policy violations this decision records.
     pub violations: Vec<Value>,
-    /// The etags of the agent and session this decision was made from: the store
-    /// refuses the decision if either changed meanwhile (another node wrote it).
+    /// The etags of the agent and session this decision was made from (the store
+    /// refuses the decision if either changed meanwhile: another node wrote it), and
+    /// the request nonce it consumes.
     pub guards: Vec<Mutation>,
 }
 
@@ -176,7 +181,8 @@ fn header<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Stage 2: who is acting.
+/// Stage 2: who is acting. A verified signature adds the claim of its nonce to
+/// `claims`, so the store refuses the decision if another node consumed it first.
 fn identify(
     state: &AppState,
     ws: &WorkspaceState,
@@ -184,6 +190,7 @@ fn identify(
     agent_id: Option<&str>,
     session: Option<&SessionRef>,
     now_ms: i64,
+    claims: &mut Vec<Mutation>,
 ) -> (Identity, Option<Agent>) {
     let failed = |check: &str, reason: String| (Identity::Failed { check: check.to_owned(), reason }, None);
     // A request in a session acts as the session's agent (wire §4: RuntimeSession sends
@@ -228,13 +235,26 @@ fn identify(
             return failed(f.check, f.reason);
         }
         let nonce = headers.nonce.unwrap_or_default();
+        let window_ms = 2 * skew * 1000;
+        let reused = || failed("nonce_reused", "this request's nonce was already used".to_owned());
+        if caller.nonce_replayed.load(std::sync::atomic::Ordering::Relaxed) {
+            return reused();
+        }
         let already_consumed = caller.nonce_consumed.lock().contains(&agent.agent_id);
         if !already_consumed {
-            if !state.nonces.lock().consume(&agent.agent_id, nonce, now_ms, 2 * skew * 1000) {
-                return failed("nonce_reused", "this request's nonce was already used".to_owned());
+            if !state.nonces.lock().consume(&agent.agent_id, nonce, now_ms, window_ms) {
+                return reused();
             }
             caller.nonce_consumed.lock().push(agent.agent_id.clone());
         }
+        // Claimed again on every evaluation: a refused commit claimed nothing.
+        claims.push(Mutation::ClaimNonce {
+            workspace_id: ws.workspace_id.clone(),
+            agent_id: agent.agent_id.clone(),
+            nonce: nonce.to_owned(),
+            now: now_ms,
+            until: now_ms + window_ms,
+        });
         caller.verified.lock().push(agent.agent_id.clone());
     }
     (Identity::Verified, Some(agent))
@@ -268,7 +288,8 @@ fn evaluate_with(
         Some(s) => SessionRef::Known(Box::new(s.clone())),
         None => SessionRef::Unknown(id.clone()),
     });
-    let (mut identity, agent) = identify(state, ws, caller, intercepted.agent_id.as_deref(), session_ref.as_ref(), now_ms);
+    let mut guards = Vec::new();
+    let (mut identity, agent) = identify(state, ws, caller, intercepted.agent_id.as_deref(), session_ref.as_ref(), now_ms, &mut guards);
     if let Some((check, reason)) = identity_failure
         && !matches!(identity, Identity::Failed { .. }) {
             identity = Identity::Failed { check: check.to_owned(), reason };
@@ -334,7 +355,6 @@ fn evaluate_with(
     };
     let decision_id = new_id("dec");
     let new_etag = format!("e_{decision_id}");
-    let mut guards = Vec::new();
     if let Some(f) = &session_facts
         && let Some(s) = live.sessions.get(&f.session_id)
     {
@@ -579,16 +599,28 @@ pub async fn decide_and_record(
             (touched, record(state, ws, evaluated))
         };
         match recording.await {
-            Err(praetor_store::StoreError::Stale(what)) => {
+            // The commit was refused and nothing of it written, but evaluation already
+            // changed this node's copies: reload them, then evaluate again.
+            Err(e @ (praetor_store::StoreError::Stale(_) | praetor_store::StoreError::Replayed(_))) => {
                 attempt += 1;
-                tracing::debug!(workspace_id = %ws.workspace_id, %what, attempt, "decided from a stale copy; reloading");
+                let replayed = matches!(e, praetor_store::StoreError::Replayed(_));
+                if replayed {
+                    // Another node (or this one before a restart) consumed the nonce:
+                    // identity now fails as a reused nonce, recorded like any refusal.
+                    tracing::warn!(workspace_id = %ws.workspace_id, error = %e, "signed request replayed");
+                    caller.nonce_replayed.store(true, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    tracing::debug!(workspace_id = %ws.workspace_id, error = %e, attempt, "decided from a stale copy; reloading");
+                }
                 resync(state, ws, &touched.agents, &touched.sessions).await?;
                 resync_objects(state, ws, &touched.objects).await?;
                 caller.forget_verified();
                 if attempt >= MAX_ATTEMPTS {
-                    return Err(ApiError::new(Code::StoreUnavailable, format!("{what} kept changing on other nodes; retry the request")));
+                    return Err(ApiError::new(Code::StoreUnavailable, format!("{e}: it kept changing on other nodes; retry the request")));
                 }
-                tokio::time::sleep(std::time::Duration::from_micros(crate::secrets::jitter(200 << attempt.min(6)))).await;
+                if !replayed {
+                    tokio::time::sleep(std::time::Duration::from_micros(crate::secrets::jitter(200 << attempt.min(6)))).await;
+                }
             }
             other => return other.map_err(ApiError::from),
         }
@@ -607,9 +639,13 @@ async fn load_unknown_agents(state: &AppState, ws: &WorkspaceState, caller: &Cal
     }
     wanted.sort();
     wanted.dedup();
-    let missing: Vec<String> = wanted.into_iter().filter(|a| ws.agent(a).is_none()).collect();
+    let now = state.now_ms();
+    let missing: Vec<String> = wanted.into_iter().filter(|a| ws.agent(a).is_none() && !ws.known_absent(a, now)).collect();
     if !missing.is_empty() {
         resync(state, ws, &missing, &[]).await?;
+        for a in missing.iter().filter(|a| ws.agent(a).is_none()) {
+            ws.mark_absent(a, now);
+        }
     }
     Ok(())
 }

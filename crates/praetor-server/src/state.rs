@@ -139,7 +139,18 @@ pub struct WorkspaceState {
     pub last_prune_ms: AtomicU64,
     /// Counts reloads of agent copies (`Agent::copy_generation`).
     agent_reloads: AtomicU64,
+    /// Agent ids the store did not hold when a request named them, and when it was
+    /// asked: a client naming an unknown agent over and over costs one store read per
+    /// `ABSENT_TTL_MS`, not one per request.
+    absent_agents: Mutex<HashMap<String, i64>>,
 }
+
+/// How long an agent id the store does not hold is taken as absent without asking
+/// again. An agent registered on another node meanwhile arrives through the change
+/// feed (every 100 ms) regardless.
+const ABSENT_TTL_MS: i64 = 1_000;
+/// At most this many absent ids are remembered (then the list starts again).
+const ABSENT_CAP: usize = 10_000;
 
 impl WorkspaceState {
     fn new(ws: &Workspace, policies: PolicySet) -> WorkspaceState {
@@ -156,7 +167,26 @@ impl WorkspaceState {
             agent_writes: tokio::sync::Mutex::new(()),
             last_prune_ms: AtomicU64::new(0),
             agent_reloads: AtomicU64::new(0),
+            absent_agents: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether the store was asked for `agent_id` within `ABSENT_TTL_MS` and did not
+    /// hold it.
+    pub fn known_absent(&self, agent_id: &str, now_ms: i64) -> bool {
+        self.absent_agents.lock().get(agent_id).is_some_and(|at| now_ms - at < ABSENT_TTL_MS)
+    }
+
+    /// Remember that the store does not hold `agent_id` (see `known_absent`).
+    pub fn mark_absent(&self, agent_id: &str, now_ms: i64) {
+        let mut absent = self.absent_agents.lock();
+        if absent.len() >= ABSENT_CAP {
+            absent.retain(|_, at| now_ms - *at < ABSENT_TTL_MS);
+            if absent.len() >= ABSENT_CAP {
+                absent.clear();
+            }
+        }
+        absent.insert(agent_id.to_owned(), now_ms);
     }
 
     pub fn agent(&self, agent_id: &str) -> Option<Agent> {

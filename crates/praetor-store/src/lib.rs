@@ -38,6 +38,9 @@ pub enum StoreError {
     /// and try again.
     #[error("{0} changed since it was read")]
     Stale(String),
+    /// A request-signature nonce was already consumed (on this node or another).
+    #[error("{0} was already used")]
+    Replayed(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -89,6 +92,17 @@ pub enum Mutation {
     /// Take or renew the lease `name` until `until`: refused (`Stale`) while another
     /// holder's lease runs at `now`.
     TakeLease { workspace_id: String, name: String, holder: String, now: Millis, until: Millis },
+    /// Consume an agent's request-signature nonce until `until`: refused (`Replayed`)
+    /// while an earlier use of it is unexpired at `now`.
+    ClaimNonce { workspace_id: String, agent_id: String, nonce: String, now: Millis, until: Millis },
+    /// Forget nonces expired at `now` (their timestamps are outside the signature window).
+    PruneNonces { workspace_id: String, now: Millis },
+    /// Deactivate an agent (only that column: a concurrent change to its other fields
+    /// on another node stays), giving it a new etag.
+    DeactivateAgent { workspace_id: String, agent_id: String, at: Millis, etag: String },
+    /// Change the descriptive fields that are `Some`, and only those (a concurrent edit
+    /// of other fields, or a deactivation, stays), giving the agent a new etag.
+    UpdateAgentFields(AgentFields),
 }
 
 impl Mutation {
@@ -98,6 +112,7 @@ impl Mutation {
             Mutation::InsertWorkspace(w) => &w.workspace_id,
             Mutation::InsertApiKey(k) => &k.workspace_id,
             Mutation::PutAgent(a) => &a.workspace_id,
+            Mutation::UpdateAgentFields(f) => &f.workspace_id,
             Mutation::InsertCredential(c) => &c.workspace_id,
             Mutation::PutPolicy(p) => &p.workspace_id,
             Mutation::InsertDecision { row, .. } => &row.workspace_id,
@@ -117,6 +132,9 @@ impl Mutation {
             | Mutation::ClaimDelivery { workspace_id, .. }
             | Mutation::PruneChanges { workspace_id, .. }
             | Mutation::TakeLease { workspace_id, .. }
+            | Mutation::ClaimNonce { workspace_id, .. }
+            | Mutation::PruneNonces { workspace_id, .. }
+            | Mutation::DeactivateAgent { workspace_id, .. }
             | Mutation::ExpectActive { workspace_id, .. } => workspace_id,
         }
     }
@@ -130,7 +148,8 @@ impl Mutation {
             Mutation::InsertApiKey(k) => format!("key:{}", k.key_id),
             Mutation::RevokeApiKey { key_id, .. } => format!("key:{key_id}"),
             Mutation::PutAgent(a) => format!("agent:{}", a.agent_id),
-            Mutation::SetTrust { agent_id, .. } => format!("agent:{agent_id}"),
+            Mutation::UpdateAgentFields(f) => format!("agent:{}", f.agent_id),
+            Mutation::SetTrust { agent_id, .. } | Mutation::DeactivateAgent { agent_id, .. } => format!("agent:{agent_id}"),
             Mutation::InsertCredential(c) => format!("agent:{}", c.agent_id),
             Mutation::Touch { of: Guarded::Agent, id, .. } => format!("agent:{id}"),
             Mutation::Touch { of: Guarded::Session, id, .. } => format!("session:{id}"),

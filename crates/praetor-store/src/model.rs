@@ -344,3 +344,17 @@ pub struct Delivery {
     pub created_at: Millis,
     pub delivered_at: Option<Millis>,
 }
+
+/// An edit of an agent's descriptive fields: `None` leaves a field as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentFields {
+    pub workspace_id: String,
+    pub agent_id: String,
+    pub description: Option<String>,
+    pub capabilities: Option<Vec<String>>,
+    pub scopes: Option<Vec<String>>,
+    pub permission_boundary: Option<PermissionBoundary>,
+    pub require_signature: Option<bool>,
+    pub updated_at: Millis,
+    pub etag: String,
+}

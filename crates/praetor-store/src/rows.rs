@@ -223,6 +223,39 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64]) -> Result<()> {
                 return Err(StoreError::Stale(format!("lease `{name}`")));
             }
         }
+        Mutation::ClaimNonce { workspace_id, agent_id, nonce, now, until } => {
+            let claimed = db.execute(
+                "INSERT INTO nonces (workspace_id, agent_id, nonce, expires_at) VALUES (?1, ?2, ?3, ?5)
+                 ON CONFLICT (workspace_id, agent_id, nonce) DO UPDATE SET expires_at = excluded.expires_at
+                 WHERE nonces.expires_at <= ?4",
+                args![workspace_id, agent_id, nonce, now, until],
+            )?;
+            if claimed == 0 {
+                return Err(StoreError::Replayed(format!("nonce of agent `{agent_id}`")));
+            }
+        }
+        Mutation::PruneNonces { workspace_id, now } => {
+            db.execute("DELETE FROM nonces WHERE workspace_id = ?1 AND expires_at <= ?2", args![workspace_id, now])?;
+        }
+        Mutation::UpdateAgentFields(f) => {
+            let list = |v: &Option<Vec<String>>| v.as_ref().map(to_json).transpose();
+            db.execute(
+                "UPDATE agents SET description = COALESCE(?3, description), capabilities = COALESCE(?4, capabilities),
+                    scopes = COALESCE(?5, scopes), permission_boundary = COALESCE(?6, permission_boundary),
+                    require_signature = COALESCE(?7, require_signature), updated_at = ?8, etag = ?9
+                 WHERE workspace_id = ?1 AND agent_id = ?2",
+                args![
+                    f.workspace_id, f.agent_id, f.description, list(&f.capabilities)?, list(&f.scopes)?,
+                    f.permission_boundary.as_ref().map(to_json).transpose()?, f.require_signature, f.updated_at, f.etag
+                ],
+            )?;
+        }
+        Mutation::DeactivateAgent { workspace_id, agent_id, at, etag } => {
+            db.execute(
+                "UPDATE agents SET is_active = ?3, updated_at = ?4, etag = ?5 WHERE workspace_id = ?1 AND agent_id = ?2",
+                args![workspace_id, agent_id, false, at, etag],
+            )?;
+        }
         Mutation::PruneChanges { workspace_id, before } => {
             // The newest entry stays whatever its age: numbering continues from it.
             db.execute(

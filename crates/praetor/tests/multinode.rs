@@ -119,15 +119,9 @@ fn post(url: &str, key: &str, body: &Value) -> Option<Value> {
 #[test]
 fn nodes_share_one_vault_and_survive_the_loss_of_one() {
     let Some(admin_url) = database_url() else { return };
-    let schema = Schema::create(&admin_url);
+    let Cluster { nodes, key, _schema: schema, _tmp } = Cluster::start(&admin_url);
     let url = schema.url();
-    let tmp = tempfile::tempdir().unwrap();
-    let keys = tmp.path().join("vault-keys");
-    // The first node creates the workspace and the admin key; the others join it.
-    let a = start_node(&tmp.path().join("a"), &url, &keys);
-    let key = std::fs::read_to_string(tmp.path().join("a/admin.key")).unwrap().trim().to_owned();
-    let b = start_node(&tmp.path().join("b"), &url, &keys);
-    let c = start_node(&tmp.path().join("c"), &url, &keys);
+    let [a, b, c]: [Node; 3] = nodes.try_into().ok().unwrap();
     post(&format!("{}/api/v1/enforce/policies", a.base), &key, &json!({"name": "no deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block"}))
         .expect("create a policy");
 
@@ -210,6 +204,7 @@ impl Cluster {
         let url = schema.url();
         let tmp = tempfile::tempdir().unwrap();
         let keys = tmp.path().join("vault-keys");
+        // The first node creates the workspace and the admin key; the others join it.
         let a = start_node(&tmp.path().join("a"), &url, &keys);
         let key = std::fs::read_to_string(tmp.path().join("a/admin.key")).unwrap().trim().to_owned();
         let b = start_node(&tmp.path().join("b"), &url, &keys);
@@ -339,4 +334,72 @@ fn a_policy_created_on_one_node_decides_on_another_within_a_second() {
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("the policy from node B decided on node A after {} ms", created.elapsed().as_millis());
+}
+
+#[test]
+fn a_revocation_kills_sessions_other_nodes_start_while_it_runs() {
+    let Some(admin_url) = database_url() else { return };
+    let cluster = Cluster::start(&admin_url);
+    let registered = cluster.post(0, "/enforce/agents", &json!({ "name": "racing", "framework": "test" }));
+    let agent = registered["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let credential = registered["credential"]["credential_id"].as_str().unwrap().to_owned();
+    // Session starts on nodes A and C race the revocation on node B.
+    let barrier = Arc::new(std::sync::Barrier::new(31));
+    let starters: Vec<_> = (0..30)
+        .map(|i| {
+            let (barrier, key) = (barrier.clone(), cluster.key.clone());
+            let url = format!("{}/api/v1/enforce/sessions/start", cluster.nodes[if i % 2 == 0 { 0 } else { 2 }].base);
+            let body = json!({ "agent_id": agent, "credential_id": credential });
+            std::thread::spawn(move || {
+                barrier.wait();
+                std::thread::sleep(Duration::from_millis(i as u64 % 10));
+                post(&url, &key, &body).map(|r| r["session_id"].as_str().unwrap().to_owned())
+            })
+        })
+        .collect();
+    barrier.wait();
+    cluster.post(1, &format!("/enforce/credentials/{credential}/revoke"), &json!({ "reason": "leaked" }));
+    let started: Vec<String> = starters.into_iter().filter_map(|t| t.join().unwrap()).collect();
+    eprintln!("{} of 30 session starts landed around the revocation", started.len());
+    // Every session that started is over, on every node, and none is left active.
+    for node in 0..3 {
+        let active = get(&format!("{}/api/v1/enforce/sessions?status=active&agent_id={agent}", cluster.nodes[node].base), &cluster.key).unwrap();
+        assert_eq!(active["total"], 0, "node {node} lists a session that survived the revocation: {active}");
+    }
+    for (i, session) in started.iter().enumerate() {
+        let next = cluster.post(i % 3, "/enforce/intercept", &json!({ "action_type": "tool.search", "session_id": session }));
+        assert_eq!(next["decision"], "terminate", "session {session}: {next}");
+    }
+}
+
+#[test]
+fn an_agent_edit_on_one_node_does_not_undo_a_deactivation_on_another() {
+    let Some(admin_url) = database_url() else { return };
+    let cluster = Cluster::start(&admin_url);
+    for round in 0..5 {
+        let agent = cluster.agent(0, &format!("edited-{round}"));
+        let described = {
+            let (key, base) = (cluster.key.clone(), cluster.nodes[2].base.clone());
+            let agent = agent.clone();
+            std::thread::spawn(move || {
+                let r = client()
+                    .patch(format!("{base}/api/v1/enforce/agents/{agent}"))
+                    .header("X-API-Key", key)
+                    .json(&json!({ "description": format!("round {round}") }))
+                    .send()
+                    .unwrap();
+                assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
+            })
+        };
+        cluster.post(1, &format!("/enforce/agents/{agent}/deactivate"), &json!({}));
+        described.join().unwrap();
+        // Both changes stand, whichever landed first, as every node sees them.
+        for node in 0..3 {
+            let a = get(&format!("{}/api/v1/enforce/agents/{agent}", cluster.nodes[node].base), &cluster.key).unwrap();
+            assert_eq!(a["agent"]["is_active"], false, "round {round}, node {node}: the edit revived the agent: {a}");
+            assert_eq!(a["agent"]["description"], format!("round {round}"), "round {round}, node {node}: {a}");
+        }
+        let ans = cluster.post(round % 3, "/enforce/intercept", &json!({ "action_type": "tool.search", "agent_id": agent }));
+        assert_eq!(ans["decision"], "block", "{ans}");
+    }
 }

@@ -297,7 +297,6 @@ pub async fn patch(
 ) -> ApiResult<Json<Value>> {
     let ws = &auth.workspace;
     let _guard = ws.agent_writes.lock().await;
-    let mut agent = find(ws, &id)?;
     if let Some(d) = &body.description {
         check_text("description", d, 4096)?;
     }
@@ -311,7 +310,6 @@ pub async fn patch(
         check_list("permission_boundary.allowed_action_types", &b.allowed_action_types)?;
         check_list("permission_boundary.denied_action_types", &b.denied_action_types)?;
     }
-    check_globs(body.scopes.as_deref().unwrap_or(&agent.scopes), body.permission_boundary.as_ref().or(agent.permission_boundary.as_ref()))?;
     if let Some(t) = body.trust_score
         && t > 100 {
             return Err(ApiError::invalid("trust_score", "must be between 0 and 100"));
@@ -328,22 +326,22 @@ pub async fn patch(
     .filter(|(_, set)| *set)
     .map(|(name, _)| *name)
     .collect();
-    if let Some(d) = body.description {
-        agent.description = Some(d);
-    }
-    if let Some(c) = body.capabilities {
-        agent.capabilities = c;
-    }
-    if let Some(s) = body.scopes {
-        agent.scopes = s;
-    }
-    if let Some(b) = body.permission_boundary {
-        agent.permission_boundary = Some(b);
-    }
-    if let Some(r) = body.require_signature {
-        agent.require_signature = r;
-    }
-    commit_agent_change(&state, &auth, agent, body.trust_score, "agent.updated", json!({ "changed": changed })).await
+    let agent = find(ws, &id)?;
+    check_globs(body.scopes.as_deref().unwrap_or(&agent.scopes), body.permission_boundary.as_ref().or(agent.permission_boundary.as_ref()))?;
+    // Only the fields the body names are written: an edit or a deactivation made
+    // meanwhile through another node stays.
+    let edit = praetor_store::AgentFields {
+        workspace_id: ws.workspace_id.clone(),
+        agent_id: id.clone(),
+        description: body.description,
+        capabilities: body.capabilities,
+        scopes: body.scopes,
+        permission_boundary: body.permission_boundary,
+        require_signature: body.require_signature,
+        updated_at: state.now_ms(),
+        etag: new_id("etag"),
+    };
+    commit_agent_change(&state, &auth, agent, vec![Mutation::UpdateAgentFields(edit)], body.trust_score, "agent.updated", json!({ "changed": changed })).await
 }
 
 pub async fn deactivate(
@@ -355,27 +353,24 @@ pub async fn deactivate(
     let _guard = ws.agent_writes.lock().await;
     let mut agent = find(ws, &id)?;
     agent.is_active = false;
-    commit_agent_change(&state, &auth, agent, None, "agent.deactivated", json!({})).await
+    let deactivate = Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: state.now_ms(), etag: new_id("etag") };
+    commit_agent_change(&state, &auth, agent, vec![deactivate], None, "agent.deactivated", json!({})).await
 }
 
-/// Write an agent's new descriptive fields, sealed, then update memory. The live
-/// figures (trust, counts) are taken from memory at the last moment so concurrent
-/// decisions are not overwritten.
+/// Commit `mutations` (which change `agent`'s descriptive fields), sealed, then
+/// take the agent back from the store: what it holds now includes changes other
+/// nodes made meanwhile, and the live figures (trust, counts) decisions wrote.
 async fn commit_agent_change(
     state: &AppState,
     auth: &Authorized<perm::AgentsWrite>,
-    mut agent: Agent,
+    agent: Agent,
+    mut mutations: Vec<Mutation>,
     trust_override: Option<u8>,
     kind: &str,
     fields: Value,
 ) -> ApiResult<Json<Value>> {
     let ws = &auth.workspace;
     let now = state.now_ms();
-    agent.updated_at = now;
-    if let Some(live) = ws.agent(&agent.agent_id) {
-        agent.trust_score = trust_override.unwrap_or(live.trust_score);
-        agent.clean_streak = live.clean_streak;
-    }
     let mut fields = fields;
     if let Value::Object(m) = &mut fields {
         m.insert("agent_id".into(), json!(agent.agent_id));
@@ -384,29 +379,22 @@ async fn commit_agent_change(
             m.insert("trust_score".into(), json!(t));
         }
     }
-    // A new etag in the store; this node's copy keeps its old one, so its next decision
-    // for the agent reads the agent back (with the live figures other nodes wrote).
-    let memory_etag = std::mem::replace(&mut agent.etag, new_id("etag"));
-    let mut mutations = vec![Mutation::PutAgent(agent.clone())];
     if let Some(t) = trust_override {
         mutations.push(Mutation::SetTrust { workspace_id: ws.workspace_id.clone(), agent_id: agent.agent_id.clone(), trust_score: t });
     }
     let txn = Txn { mutations, seal: vec![event(&ws.workspace_id, kind, Some(&auth.key.key_id), now, fields)] };
     state.commit(txn).await?;
-    let _live = ws.live.lock();
-    let mut agents = ws.agents.write();
-    let stored = agents.entry(agent.agent_id.clone()).or_insert_with(|| agent.clone());
-    let (score, streak) = match trust_override {
-        Some(t) => (t, 0),
-        None => (stored.trust_score, stored.clean_streak),
+    // The change is committed: a failed read-back must not report it as failed (a
+    // retry would make it twice). The copy then reloads on its next decision, its
+    // etag no longer being the store's.
+    let stored = match crate::pipeline::resync(state, ws, std::slice::from_ref(&agent.agent_id), &[]).await {
+        Ok(()) => ws.agent(&agent.agent_id).unwrap_or(agent),
+        Err(e) => {
+            tracing::warn!(workspace_id = %ws.workspace_id, agent_id = %agent.agent_id, error = %e.message, "agent changed; reading it back failed");
+            agent
+        }
     };
-    let counts = (stored.total_actions, stored.allowed_actions, stored.blocked_actions, stored.escalated_actions, stored.last_seen_at);
-    *stored = agent;
-    stored.etag = memory_etag;
-    stored.trust_score = score;
-    stored.clean_streak = streak;
-    (stored.total_actions, stored.allowed_actions, stored.blocked_actions, stored.escalated_actions, stored.last_seen_at) = counts;
-    Ok(Json(json!({ "ok": true, "agent": agent_view(stored) })))
+    Ok(Json(json!({ "ok": true, "agent": agent_view(&stored) })))
 }
 
 #[derive(Deserialize, Default)]

@@ -58,20 +58,24 @@ async fn revoke(
             }
         }
     }
-    // The agent's sessions on every node: the ones this node holds and the store's.
-    let filter = SessionFilter { status: Some("active".into()), agent_id: Some(agent_id.to_owned()), limit: 1000 };
-    let mut candidates: Vec<String> = state.store.list_sessions(&ws.workspace_id, &filter).await?.into_iter().map(|s| s.session_id).collect();
-    candidates.extend(active_where(ws, |s| s.agent_id == agent_id || s.credential_id.as_ref().is_some_and(|c| cred_ids.contains(c))));
-    candidates.sort();
-    candidates.dedup();
-    let closing = Closing { status: SessionStatus::Killed, reason: Some(format!("revoked: {reason}")), actor: Some(actor), kind: "session.killed" };
+    let closing = || Closing { status: SessionStatus::Killed, reason: Some(format!("revoked: {reason}")), actor: Some(actor), kind: "session.killed" };
+    let agent_sessions = |limit| SessionFilter { status: Some("active".into()), agent_id: Some(agent_id.to_owned()), limit };
     let mut attempt = 0;
-    let killed = loop {
+    let mut candidates: Vec<String>;
+    // First the revocation, with the kills of the sessions it can see: from its commit
+    // on, no node starts a session with these credentials (`ExpectActive`) and every
+    // node's next decision for the agent re-reads it.
+    let mut killed = loop {
+        // The agent's sessions on every node: the ones this node holds and the store's.
+        candidates = state.store.list_sessions(&ws.workspace_id, &agent_sessions(1000)).await?.into_iter().map(|s| s.session_id).collect();
+        candidates.extend(active_where(ws, |s| s.agent_id == agent_id || s.credential_id.as_ref().is_some_and(|c| cred_ids.contains(c))));
+        candidates.sort();
+        candidates.dedup();
         crate::pipeline::resync_sessions(state, ws, &candidates).await?;
         let targets = active_where(ws, |s| {
             candidates.contains(&s.session_id) && (s.agent_id == agent_id || s.credential_id.as_ref().is_some_and(|c| cred_ids.contains(c)))
         });
-        let killed = close_in_memory(ws, &targets, &closing, now);
+        let killed = close_in_memory(ws, &targets, &closing(), now);
         let (mut mutations, mut seal) = extra.clone();
         for c in &creds {
             mutations.push(Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: c.credential_id.clone(), at: now });
@@ -79,22 +83,41 @@ async fn revoke(
                 "credential_id": c.credential_id, "agent_id": c.agent_id, "reason": reason,
             })));
         }
-        // Every node's next decision for this agent is refused as stale and re-read
-        // with its credentials as they are now.
         mutations.push(Mutation::Touch { workspace_id: ws.workspace_id.clone(), of: Guarded::Agent, id: agent_id.to_owned(), etag: new_id("etag") });
-        let (m, s) = closing_txn(&ws.workspace_id, &killed, &closing, now);
+        let (m, s) = closing_txn(&ws.workspace_id, &killed, &closing(), now);
         mutations.extend(m);
         seal.extend(s);
         match state.commit(Txn { mutations, seal }).await {
             Err(praetor_store::StoreError::Stale(_)) if attempt + 1 < crate::sessions::CLOSE_ATTEMPTS => attempt += 1,
             Err(e) => {
-                crate::pipeline::resync_sessions(state, ws, &candidates).await?;
+                // Memory was changed ahead of a commit that did not happen.
+                crate::pipeline::resync(state, ws, &[agent_id.to_owned()], &candidates).await?;
                 return Err(e.into());
             }
-            Ok(_) => break killed,
+            Ok(_) => break killed.into_iter().map(|c| c.session).collect::<Vec<_>>(),
         }
     };
-    let killed: Vec<praetor_store::Session> = killed.into_iter().map(|c| c.session).collect();
+    // A margin for the clocks of other nodes, which stamp the sessions they start: a
+    // session started just after the revocation may be killed too, none before it
+    // survives.
+    let committed_at = state.now_ms() + 1_000;
+    // Then every session of the agent another node started before the revocation
+    // committed but after it was listed: list again until none is left. Sessions
+    // started later passed the revocation's check and are not its business.
+    for _ in 0..crate::sessions::CLOSE_ATTEMPTS {
+        let late: Vec<String> = state
+            .store
+            .list_sessions(&ws.workspace_id, &agent_sessions(10_000))
+            .await?
+            .into_iter()
+            .filter(|s| s.created_at <= committed_at)
+            .map(|s| s.session_id)
+            .collect();
+        if late.is_empty() {
+            break;
+        }
+        killed.extend(crate::sessions::close(state, ws, &late, closing()).await?);
+    }
     let map = ws.credentials.read();
     let revoked: Vec<Credential> = creds.iter().filter_map(|c| map.get(&c.credential_id).cloned()).collect();
     let killed_ids: Vec<String> = killed.into_iter().map(|s| s.session_id).collect();
@@ -158,7 +181,9 @@ pub async fn revoke_agent(
         records
     };
     let revoked_grants: Vec<String> = grant_records.iter().map(|r| r.object_id.clone()).collect();
-    let mut mutations = vec![Mutation::PutAgent(agent.clone())];
+    // Only the flag: a concurrent change to the agent's other fields stays.
+    let deactivate = Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: now, etag: new_id("etag") };
+    let mut mutations = vec![deactivate];
     mutations.extend(grant_records.into_iter().map(Mutation::PutObject));
     let extra = (
         mutations,

@@ -172,6 +172,9 @@ pub fn prune_settled(ws: &WorkspaceState, now: i64) {
     });
 }
 
+/// How long the node expiring escalations keeps the job after its last sweep.
+const EXPIRY_LEASE_MS: i64 = 5_000;
+
 /// Expire pending escalations past their time (called by the sweeper).
 pub async fn expire_due(state: &AppState, ws: &WorkspaceState) -> ApiResult<()> {
     let now = state.now_ms();
@@ -184,9 +187,20 @@ pub async fn expire_due(state: &AppState, ws: &WorkspaceState) -> ApiResult<()> 
         .filter(|e| e.state == "pending" && now >= e.expires_at)
         .map(|e| e.escalation_id.clone())
         .collect();
+    // One node expires them for all (the lease is taken only when there is work, so an
+    // idle workspace costs no writes).
+    if due.is_empty() || !crate::vault::hold_lease(state, &ws.workspace_id, "escalations", EXPIRY_LEASE_MS).await? {
+        return Ok(());
+    }
     for id in due {
+        // Checked again at the write: the feed may have brought another node's
+        // approval or denial while this node took the lease.
+        let still_due = ws.live.lock().authority.escalations.get(&id).is_some_and(|e| e.state == "pending" && state.now_ms() >= e.expires_at);
+        if !still_due {
+            continue;
+        }
         update(state, ws, "escalation.expired", "server", |a, now| {
-            let Some(e) = a.escalations.get_mut(&id) else { return Ok((vec![], json!({}), ())) };
+            let Some(e) = a.escalations.get_mut(&id).filter(|e| e.state == "pending") else { return Ok((vec![], json!({}), ())) };
             e.state = "expired".into();
             let record = touched(e, &ws.workspace_id, now);
             Ok((vec![record], json!({ "escalation_id": e.escalation_id, "decision_id": e.decision_id }), ()))

@@ -24,11 +24,16 @@ async fn signed_agent(s: &TestServer) -> SignedAgent {
 }
 
 async fn send(s: &TestServer, a: &SignedAgent, body: &Value, ts: i64, nonce: &str, sign_with: Option<&SigningKey>) -> Value {
+    send_to(&s.base, s, a, body, ts, nonce, sign_with).await
+}
+
+/// As `send`, to the server at `base` (another node on the same store).
+async fn send_to(base: &str, s: &TestServer, a: &SignedAgent, body: &Value, ts: i64, nonce: &str, sign_with: Option<&SigningKey>) -> Value {
     let raw = serde_json::to_vec(body).unwrap();
     let path = "/api/v1/enforce/intercept";
     let msg = praetor_server::signature::signed_message("POST", path, &ts.to_string(), nonce, &raw);
     let sig = sign_with.unwrap_or(&a.key).sign(msg.as_bytes());
-    let res = s.client.post(s.url(path))
+    let res = s.client.post(format!("{base}{path}"))
         .header("X-API-Key", &s.admin_key)
         .header("X-Praetor-Credential", &a.credential_id)
         .header("X-Praetor-Timestamp", ts.to_string())
@@ -89,4 +94,36 @@ async fn one_signature_covers_a_whole_batch() {
         .send().await.unwrap();
     let answer: Value = res.json().await.unwrap();
     assert_eq!(answer["allowed"], 3, "{answer}");
+}
+
+/// The nonce is consumed in the store, in the decision's own transaction: a signed
+/// request replayed to another node on the same store (or to this one after a
+/// restart, when its memory is empty) is refused too, and the refusal is recorded.
+#[tokio::test]
+async fn a_replayed_signature_is_refused_by_another_node_on_the_same_store() {
+    let s = TestServer::start().await;
+    let a = signed_agent(&s).await;
+    let body = json!({ "action_type": "transfer", "agent_id": a.id });
+    let now = T0 / 1000;
+    assert_eq!(send(&s, &a, &body, now, "nonce-cross-1", None).await["decision"], "allow");
+
+    let config = praetor_server::Config { data_dir: s.dir.path().join("second"), ..praetor_server::Config::default() };
+    let second = praetor_server::AppState::load(config, s.state.store.clone(), s.clock.clone(), praetor_server::vault::VaultKeys::ephemeral())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, praetor_server::router(second)).await;
+    });
+
+    let replay = send_to(&base, &s, &a, &body, now, "nonce-cross-1", None).await;
+    assert_eq!(replay["identity"]["check"], "nonce_reused", "{replay}");
+    assert_eq!(replay["decision"], "block", "{replay}");
+    // A fresh nonce still goes through on the second node, and the refusal was sealed.
+    let fresh = send_to(&base, &s, &a, &body, now, "nonce-cross-2", None).await;
+    assert_eq!(fresh["decision"], "allow", "{fresh}");
+    let (_, stored) = s.get(&format!("/api/v1/enforce/decisions/{}", replay["decision_id"].as_str().unwrap()), &s.admin_key).await;
+    assert_eq!(stored["decision"]["decision"], "block", "{stored}");
+    server.abort();
 }

@@ -239,4 +239,17 @@ CREATE TABLE leases (
     PRIMARY KEY (workspace_id, name)
 );
 "#,
+), (
+    3,
+    r#"
+-- SQLite's migration 8: request-signature nonces, consumed in the decision's transaction.
+CREATE TABLE nonces (
+    workspace_id TEXT NOT NULL,
+    agent_id     TEXT NOT NULL,
+    nonce        TEXT NOT NULL,
+    expires_at   BIGINT NOT NULL,
+    PRIMARY KEY (workspace_id, agent_id, nonce)
+);
+CREATE INDEX nonces_by_expiry ON nonces (workspace_id, expires_at);
+"#,
 )];

@@ -251,4 +251,19 @@ CREATE TABLE leases (
 );
 "#,
     ),
+    (
+        8,
+        r#"
+-- Request-signature nonces, consumed in the transaction of the decision they sign, so
+-- a signed request replayed to another node, or after a restart, is refused.
+CREATE TABLE nonces (
+    workspace_id TEXT NOT NULL,
+    agent_id     TEXT NOT NULL,
+    nonce        TEXT NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    PRIMARY KEY (workspace_id, agent_id, nonce)
+) WITHOUT ROWID;
+CREATE INDEX nonces_by_expiry ON nonces (workspace_id, expires_at);
+"#,
+    ),
 ];

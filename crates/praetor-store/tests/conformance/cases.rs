@@ -660,3 +660,43 @@ pub async fn leases_and_delivery_claims_have_one_holder(b: Backend) {
     second.commit(one(Mutation::PutDelivery(sent))).await.unwrap();
     assert!(matches!(first.commit(claim(5_000)).await, Err(StoreError::Stale(_))), "a delivered one is never claimed");
 }
+
+/// Nonces are consumed once per window, across writers; an agent edit writes only the
+/// fields it names and a deactivation only its flag, so neither undoes the other.
+pub async fn nonces_and_column_wise_agent_edits_hold_across_writers(b: Backend) {
+    let first = with_workspace(&b).await;
+    let second = b.open().await;
+    let claim = |nonce: &str, now: i64| Mutation::ClaimNonce { workspace_id: WS.into(), agent_id: "agt_1".into(), nonce: nonce.into(), now, until: now + 1_000 };
+    first.commit(one(claim("n-1", 0))).await.expect("a fresh nonce is claimed");
+    assert!(matches!(second.commit(one(claim("n-1", 10))).await, Err(StoreError::Replayed(_))), "consumed on the other writer");
+    second.commit(one(claim("n-2", 10))).await.expect("another nonce is fine");
+    // A refused claim takes its whole transaction with it, including writes before it.
+    let replayed = Txn { mutations: vec![Mutation::PutAgent(agent("agt_9", "replayer")), claim("n-1", 20)], seal: vec![] };
+    assert!(matches!(first.commit(replayed).await, Err(StoreError::Replayed(_))));
+    assert!(first.agent_state(WS, "agt_9", 0, 10).await.unwrap().is_none(), "nothing of a replayed transaction is written");
+    // Once its window is over the nonce may be used again; pruning forgets only what
+    // has expired.
+    first.commit(one(claim("n-1", 1_000))).await.expect("expired at 1000");
+    first.commit(one(Mutation::PruneNonces { workspace_id: WS.into(), now: 1_500 })).await.unwrap();
+    assert!(matches!(second.commit(one(claim("n-1", 1_600))).await, Err(StoreError::Replayed(_))), "n-1 runs until 2000: not pruned");
+    first.commit(one(Mutation::PruneNonces { workspace_id: WS.into(), now: 2_000 })).await.unwrap();
+    second.commit(one(claim("n-1", 1_700))).await.expect("pruned at 2000, so claimable again (the signature window refuses an old one)");
+
+    first.commit(one(Mutation::PutAgent(agent("agt_1", "one")))).await.unwrap();
+    let edit = AgentFields {
+        workspace_id: WS.into(),
+        agent_id: "agt_1".into(),
+        description: Some("written on the other node".into()),
+        capabilities: None,
+        scopes: Some(vec!["db.read".into()]),
+        permission_boundary: None,
+        require_signature: None,
+        updated_at: 250,
+        etag: "e_edit".into(),
+    };
+    second.commit(one(Mutation::UpdateAgentFields(edit))).await.unwrap();
+    first.commit(one(Mutation::DeactivateAgent { workspace_id: WS.into(), agent_id: "agt_1".into(), at: 300, etag: "e_off".into() })).await.unwrap();
+    let a = first.agent_state(WS, "agt_1", 0, 10).await.unwrap().unwrap().agent;
+    assert_eq!((a.is_active, a.description.as_deref(), a.scopes.clone(), a.etag.as_str()), (false, Some("written on the other node"), vec!["db.read".to_owned()], "e_off"));
+    assert_eq!((a.capabilities.clone(), a.require_signature, a.updated_at), (vec!["read".to_owned()], true, 300), "fields the edit did not name stay");
+}

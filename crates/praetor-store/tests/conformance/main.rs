@@ -46,4 +46,5 @@ conformance!(
     agent_and_session_state_read_back_their_history,
     the_change_feed_numbers_changes_in_commit_order,
     leases_and_delivery_claims_have_one_holder,
+    nonces_and_column_wise_agent_edits_hold_across_writers,
 );
