@@ -321,6 +321,73 @@ impl Escalation {
 }
 object_impl!(Escalation, "escalation", escalation_id);
 
+/// A workspace's escalations in memory, by id and by the action each one binds to.
+/// Every decision looks for a fresh approval of its own action; under load pending
+/// escalations pile up, and scanning them all cost more than the rest of the decision.
+#[derive(Default)]
+pub struct Escalations {
+    by_id: HashMap<String, Escalation>,
+    /// Ids by action hash (an escalation's action never changes).
+    by_action: HashMap<String, Vec<String>>,
+}
+
+impl Escalations {
+    pub fn get(&self, id: &str) -> Option<&Escalation> {
+        self.by_id.get(id)
+    }
+
+    /// For changing an escalation's state; its `action_hash` must stay as it is.
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Escalation> {
+        self.by_id.get_mut(id)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Escalation> {
+        self.by_id.values()
+    }
+
+    /// The escalations raised for this exact action.
+    pub fn for_action<'a>(&'a self, action_hash: &str) -> impl Iterator<Item = &'a Escalation> {
+        self.by_action.get(action_hash).into_iter().flatten().filter_map(|id| self.by_id.get(id))
+    }
+
+    pub fn insert(&mut self, e: Escalation) {
+        let (id, hash) = (e.escalation_id.clone(), e.action_hash.clone());
+        if let Some(old) = self.by_id.insert(id.clone(), e) {
+            self.unindex(&old);
+        }
+        self.by_action.entry(hash).or_default().push(id);
+    }
+
+    /// Keep what is in memory (it may be newer than the store's copy just read).
+    pub fn insert_if_absent(&mut self, e: Escalation) {
+        if !self.by_id.contains_key(&e.escalation_id) {
+            self.insert(e);
+        }
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<Escalation> {
+        let e = self.by_id.remove(id)?;
+        self.unindex(&e);
+        Some(e)
+    }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&Escalation) -> bool) {
+        let gone: Vec<String> = self.by_id.values().filter(|e| !keep(e)).map(|e| e.escalation_id.clone()).collect();
+        for id in gone {
+            self.remove(&id);
+        }
+    }
+
+    fn unindex(&mut self, e: &Escalation) {
+        if let Some(ids) = self.by_action.get_mut(&e.action_hash) {
+            ids.retain(|id| id != &e.escalation_id);
+            if ids.is_empty() {
+                self.by_action.remove(&e.action_hash);
+            }
+        }
+    }
+}
+
 /// Every authority object of a workspace, by id.
 #[derive(Default)]
 pub struct AuthorityState {
@@ -328,7 +395,7 @@ pub struct AuthorityState {
     pub windows: HashMap<String, Window>,
     pub grants: HashMap<String, Grant>,
     pub breakglass: HashMap<String, Breakglass>,
-    pub escalations: HashMap<String, Escalation>,
+    pub escalations: Escalations,
     pub webhooks: HashMap<String, crate::delivery::Webhook>,
 }
 
@@ -358,7 +425,11 @@ impl AuthorityState {
             Window::KIND => put(&mut self.windows, r),
             Grant::KIND => put(&mut self.grants, r),
             Breakglass::KIND => put(&mut self.breakglass, r),
-            Escalation::KIND => put(&mut self.escalations, r),
+            Escalation::KIND => {
+                if let Some(e) = Escalation::from_record(r) {
+                    self.escalations.insert(e);
+                }
+            }
             crate::delivery::WEBHOOK_KIND => put(&mut self.webhooks, r),
             crate::api::packs::PACK_VERSION_KIND => {}
             other => tracing::warn!(kind = other, "unknown authority object kind in the store"),
@@ -514,8 +585,8 @@ pub fn facts(
     let freshness = settings.approval_freshness_seconds as i64 * 1000;
     f.approval = state
         .escalations
-        .values()
-        .filter(|e| e.agent_id.as_deref() == agent_id && e.action_hash == action_hash)
+        .for_action(action_hash)
+        .filter(|e| e.agent_id.as_deref() == agent_id)
         .filter(|e| e.decision_at(now, freshness) == "allow")
         .min_by_key(|e| e.created_at)
         .map(|e| ApprovalFacts {
@@ -594,7 +665,7 @@ pub fn apply(state: &mut AuthorityState, d: &Decision, grant_id: Option<&str>, o
             expires_at: now + settings.escalation_ttl_seconds as i64 * 1000,
             version: 1,
         };
-        state.escalations.insert(e.escalation_id.clone(), e.clone());
+        state.escalations.insert(e.clone());
         ch.records.push(e.to_record(o.workspace_id, now));
         ch.opened = Some(e);
     }
@@ -652,4 +723,65 @@ pub async fn update<R>(
 pub fn touched<T: Object>(obj: &mut T, workspace_id: &str, now: i64) -> ObjectRecord {
     *obj.version() += 1;
     obj.to_record(workspace_id, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escalation(id: &str, agent: &str, hash: &str) -> Escalation {
+        Escalation {
+            escalation_id: id.into(),
+            decision_id: format!("dec_{id}"),
+            agent_id: Some(agent.into()),
+            session_id: None,
+            action_type: "x".into(),
+            action_hash: hash.into(),
+            reasoning: String::new(),
+            policies: Vec::new(),
+            raised_by_key: "key".into(),
+            state: "pending".into(),
+            resolution_reason: None,
+            approver_key: None,
+            resolved_at: None,
+            used_by_decision: None,
+            queue: None,
+            created_at: 1,
+            expires_at: 2,
+            version: 1,
+        }
+    }
+
+    fn ids<'a>(it: impl Iterator<Item = &'a Escalation>) -> Vec<String> {
+        let mut v: Vec<String> = it.map(|e| e.escalation_id.clone()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn escalations_are_found_by_action_until_they_leave() {
+        let mut all = Escalations::default();
+        all.insert(escalation("e1", "a", "h1"));
+        all.insert(escalation("e2", "b", "h1"));
+        all.insert(escalation("e3", "a", "h2"));
+        assert_eq!(ids(all.for_action("h1")), ["e1", "e2"]);
+        assert_eq!(ids(all.for_action("h2")), ["e3"]);
+        assert_eq!(all.for_action("h3").count(), 0);
+
+        // A newer copy replaces the old one without listing it twice.
+        let mut approved = escalation("e1", "a", "h1");
+        approved.state = "approved".into();
+        all.insert(approved);
+        assert_eq!(ids(all.for_action("h1")), ["e1", "e2"]);
+        assert_eq!(all.get("e1").unwrap().state, "approved");
+        all.insert_if_absent(escalation("e1", "a", "h1"));
+        assert_eq!(all.get("e1").unwrap().state, "approved", "what memory holds is kept");
+
+        all.remove("e2");
+        assert_eq!(ids(all.for_action("h1")), ["e1"]);
+        all.retain(|e| e.escalation_id != "e1");
+        assert_eq!(all.for_action("h1").count(), 0);
+        assert!(!all.by_action.contains_key("h1"), "an emptied entry leaves the index");
+        assert_eq!(ids(all.values()), ["e3"]);
+    }
 }

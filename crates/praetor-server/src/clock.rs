@@ -38,10 +38,9 @@ impl Clock for ManualClock {
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`: naive UTC, as the wire contract asks (§0 rule 9).
 pub fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+    // The same text as the format `%Y-%m-%dT%H:%M:%S%.3fZ` for years 0-9999, without
+    // parsing a format string on every call (this runs several times per decision).
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Parse an RFC 3339 time, or milliseconds since the epoch.
@@ -52,4 +51,17 @@ pub fn parse_time(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis()).or_else(|| {
         chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|t| t.and_utc().timestamp_millis())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_is_utc_with_milliseconds_and_parses_back() {
+        assert_eq!(iso(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(iso(1_700_000_000_000), "2023-11-14T22:13:20.000Z", "whole seconds keep their .000");
+        assert_eq!(parse_time(&iso(1_700_000_000_123)), Some(1_700_000_000_123));
+    }
 }

@@ -108,17 +108,22 @@ pub fn enqueue(state: &AppState, txn: &mut Txn) {
     for seal in &txn.seal {
         let Some(ws) = state.workspace(&seal.workspace_id) else { continue };
         let event = event_name(seal);
-        let data = Value::Object(seal.body.clone());
-        {
-            let live = ws.live.lock();
-            for w in live.authority.webhooks.values().filter(|w| w.wants(&event)) {
-                let payload = json!({ "event": event, "workspace_id": ws.workspace_id, "occurred_at": iso(now), "data": data });
-                out.push(delivery(&ws.workspace_id, "webhook", &w.url, Some(&w.webhook_id), &event, payload, now));
-            }
+        let is_alert = event == "violation.recorded" && seal.body.get("action").and_then(Value::as_str) == Some("alert");
+        let live = ws.live.lock();
+        let mut subscribed = live.authority.webhooks.values().filter(|w| w.wants(&event)).peekable();
+        // Most seals go nowhere: copy the entry only for one that is delivered.
+        if subscribed.peek().is_none() && !is_alert {
+            continue;
         }
+        let data = Value::Object(seal.body.clone());
+        for w in subscribed {
+            let payload = json!({ "event": event, "workspace_id": ws.workspace_id, "occurred_at": iso(now), "data": data });
+            out.push(delivery(&ws.workspace_id, "webhook", &w.url, Some(&w.webhook_id), &event, payload, now));
+        }
+        drop(live);
         // An `alert` rule's violation notifies the rule's own targets (kept on the rule,
         // never copied into the violation, the vault or a webhook payload).
-        if event == "violation.recorded" && seal.body.get("action").and_then(Value::as_str) == Some("alert") {
+        if is_alert {
             let rule_id = seal.body.get("rule_id").and_then(Value::as_str).unwrap_or_default();
             let targets = ws
                 .policies

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::clock::iso;
 use crate::config::limits;
 use crate::error::{ApiError, ApiResult, Code};
-use crate::secrets::{new_id, sha256_hex};
+use crate::secrets::{new_time_ordered_id, sha256_hex};
 use crate::signature::{self, SignedHeaders};
 use crate::state::{AppState, LiveState, WorkspaceState};
 
@@ -353,7 +353,7 @@ fn evaluate_with(
         };
         decide(&input, &policies.compiled, &settings)
     };
-    let decision_id = new_id("dec");
+    let decision_id = new_time_ordered_id("dec");
     let new_etag = format!("e_{decision_id}");
     if let Some(f) = &session_facts
         && let Some(s) = live.sessions.get(&f.session_id)
@@ -875,7 +875,7 @@ fn record<'a>(
             txn.mutations.push(Mutation::PutObject(r.clone()));
         }
         for v in &e.violations {
-            let violation_id = new_id("vio");
+            let violation_id = new_time_ordered_id("vio");
             let mut body = v.clone();
             if let Value::Object(m) = &mut body {
                 m.insert("violation_id".into(), json!(violation_id));

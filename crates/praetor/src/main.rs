@@ -9,6 +9,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The server allocates and frees many small buffers per request (JSON, maps, strings)
+/// on several threads; glibc's allocator was about a tenth of the server's CPU
+/// (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "praetor", version, about = "The authorisation plane for AI agents")]
 struct Cli {

@@ -27,7 +27,7 @@ async fn find(state: &AppState, ws: &WorkspaceState, id: &str) -> ApiResult<Esca
     }
     let rec = state.store.get_object(&ws.workspace_id, Escalation::KIND, id).await?;
     let e = rec.as_ref().and_then(Escalation::from_record).ok_or_else(|| ApiError::not_found("escalation", id))?;
-    ws.live.lock().authority.escalations.entry(id.to_owned()).or_insert_with(|| e.clone());
+    ws.live.lock().authority.escalations.insert_if_absent(e.clone());
     Ok(e)
 }
 
@@ -165,7 +165,7 @@ pub async fn resolve(
 /// approved but stale) leave memory; the store keeps them and `find` reads them back.
 pub fn prune_settled(ws: &WorkspaceState, now: i64) {
     let fresh = freshness_ms(ws);
-    ws.live.lock().authority.escalations.retain(|_, e| match e.status_at(now) {
+    ws.live.lock().authority.escalations.retain(|e| match e.status_at(now) {
         "pending" => true,
         "approved" => e.decision_at(now, fresh) == "allow",
         _ => false,

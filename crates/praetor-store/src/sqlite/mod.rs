@@ -4,6 +4,8 @@
 mod schema;
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
@@ -26,6 +28,8 @@ pub type SqliteStore = SqlStore<Sqlite>;
 
 pub struct Sqlite {
     path: PathBuf,
+    /// Dropped with the store, which stops the checkpoint thread.
+    _checkpoints: mpsc::Sender<()>,
 }
 
 impl Sqlite {
@@ -49,9 +53,54 @@ impl SqlStore<Sqlite> {
         let path = path.as_ref().to_path_buf();
         let conn = open_connection(&path, false)?;
         crate::sql_store::migrate(&conn, schema::MIGRATIONS, "sqlite")?;
+        // The checkpoint thread does this work; the writer's own checkpoint is only a
+        // backstop, see `spawn_checkpoints`.
+        // A larger page cache than the default 2 MB for the writer: the pages every
+        // commit goes back to (index right edges, agents, the log's tail) stay in it.
+        conn.execute_batch(&format!("PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}; PRAGMA cache_size=-16384;"))?;
+        let checkpoints = spawn_checkpoints(open_connection(&path, false)?)?;
         let writer = crate::writer::spawn(conn)?;
-        SqlStore::new(Sqlite { path }, writer)
+        SqlStore::new(Sqlite { path, _checkpoints: checkpoints }, writer)
     }
+}
+
+/// How often the checkpoint thread copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+
+/// The WAL size (in pages) at which the writer checkpoints itself.
+const WRITER_CHECKPOINT_PAGES: u32 = 8000;
+
+/// Copy the WAL back into the database file on a thread and connection of its own,
+/// so that commits do not wait for it: with SQLite's default, the writer does it
+/// itself after the commit that crosses 1,000 pages, and the decisions of the next
+/// batch wait behind the copy and its fsync (the commit latency's long tail).
+///
+/// A passive checkpoint never blocks the writer, but the WAL only starts over when a
+/// checkpoint has copied everything before the writer's next commit; under constant
+/// writes that may never happen. So the writer keeps its own automatic checkpoint as
+/// a backstop at `WRITER_CHECKPOINT_PAGES`: by then this thread has copied nearly all
+/// of the WAL, the writer's checkpoint copies the rest, and the WAL starts over.
+fn spawn_checkpoints(conn: Connection) -> Result<mpsc::Sender<()>> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("praetor-store-checkpoints".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; the writer's own checkpoint still bounds the WAL");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Database(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(stop)
+}
+
+/// The writer's connection on a fresh file, migrated (for the writer's own tests).
+#[cfg(test)]
+pub(crate) fn open_migrated(path: &Path) -> Result<Connection> {
+    let conn = open_connection(path, false)?;
+    crate::sql_store::migrate(&conn, schema::MIGRATIONS, "sqlite")?;
+    Ok(conn)
 }
 
 /// Re-verify every workspace's log in the database at `path` (read-only): leaves,
@@ -74,7 +123,9 @@ pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // WAL: readers never block the writer. synchronous=FULL: a commit is fsynced
     // before it returns, which is what "durable before the answer" rests on.
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    // temp_store=MEMORY: the writer's per-job savepoints keep their sub-journal in
+    // memory instead of spilling it to a temporary file.
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;")?;
     Ok(conn)
 }
 
@@ -136,5 +187,58 @@ impl Db for Connection {
 
     fn batch(&self, sql: &str) -> Result<()> {
         Ok(self.execute_batch(sql)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DecisionRow, Mutation, SealRequest, Store, Txn, Workspace};
+    use serde_json::json;
+
+    /// Pages the database holds (committed, WAL included) and pages its main file holds.
+    fn pages(path: &Path) -> (u64, u64) {
+        let conn = open_connection(path, true).unwrap();
+        let logical: u64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        (logical, std::fs::metadata(path).unwrap().len() / page_size)
+    }
+
+    #[tokio::test]
+    async fn the_checkpoint_thread_copies_the_wal_into_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("praetor.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let ws = Workspace { workspace_id: "ws_c".into(), name: "c".into(), settings: Default::default(), hmac_secret: vec![2; 32], created_at: 1 };
+        store.commit(Txn { mutations: vec![Mutation::InsertWorkspace(ws)], seal: vec![] }).await.unwrap();
+        for i in 0..300 {
+            let row = DecisionRow {
+                decision_id: format!("dec_{i}"),
+                workspace_id: "ws_c".into(),
+                agent_id: None,
+                session_id: None,
+                action_type: "x".into(),
+                decision: "allow".into(),
+                created_at: i,
+                vault_seq: None,
+                content: Some("c".repeat(500)),
+                body: json!({ "i": i }),
+            };
+            let seal = SealRequest { workspace_id: "ws_c".into(), body: json!({ "kind": "decision", "i": i }).as_object().unwrap().clone() };
+            store.commit(Txn { mutations: vec![Mutation::InsertDecision { row, seal: Some(0) }], seal: vec![seal] }).await.unwrap();
+        }
+        // Far below the writer's own checkpoint threshold: only the checkpoint thread
+        // can have copied these pages into the main file.
+        let (logical, _) = pages(&path);
+        assert!(logical > 60 && logical < u64::from(WRITER_CHECKPOINT_PAGES), "{logical} pages");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (logical, in_file) = pages(&path);
+            if in_file >= logical {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the main file still has {in_file} of {logical} pages");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
