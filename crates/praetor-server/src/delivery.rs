@@ -109,18 +109,19 @@ pub fn enqueue(state: &AppState, txn: &mut Txn) {
         let Some(ws) = state.workspace(&seal.workspace_id) else { continue };
         let event = event_name(seal);
         let is_alert = event == "violation.recorded" && seal.body.get("action").and_then(Value::as_str) == Some("alert");
-        let live = ws.live.lock();
-        let mut subscribed = live.authority.webhooks.values().filter(|w| w.wants(&event)).peekable();
+        let subscribed: Vec<(String, String)> = {
+            let live = ws.live.lock();
+            live.authority.webhooks.values().filter(|w| w.wants(&event)).map(|w| (w.url.clone(), w.webhook_id.clone())).collect()
+        };
         // Most seals go nowhere: copy the entry only for one that is delivered.
-        if subscribed.peek().is_none() && !is_alert {
+        if subscribed.is_empty() && !is_alert {
             continue;
         }
         let data = Value::Object(seal.body.clone());
-        for w in subscribed {
+        for (url, webhook_id) in subscribed {
             let payload = json!({ "event": event, "workspace_id": ws.workspace_id, "occurred_at": iso(now), "data": data });
-            out.push(delivery(&ws.workspace_id, "webhook", &w.url, Some(&w.webhook_id), &event, payload, now));
+            out.push(delivery(&ws.workspace_id, "webhook", &url, Some(&webhook_id), &event, payload, now));
         }
-        drop(live);
         // An `alert` rule's violation notifies the rule's own targets (kept on the rule,
         // never copied into the violation, the vault or a webhook payload).
         if is_alert {

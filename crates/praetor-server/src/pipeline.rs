@@ -353,7 +353,7 @@ fn evaluate_with(
         };
         decide(&input, &policies.compiled, &settings)
     };
-    let decision_id = new_time_ordered_id("dec");
+    let decision_id = new_time_ordered_id("dec", now_ms);
     let new_etag = format!("e_{decision_id}");
     if let Some(f) = &session_facts
         && let Some(s) = live.sessions.get(&f.session_id)
@@ -875,7 +875,7 @@ fn record<'a>(
             txn.mutations.push(Mutation::PutObject(r.clone()));
         }
         for v in &e.violations {
-            let violation_id = new_time_ordered_id("vio");
+            let violation_id = new_time_ordered_id("vio", e.at_ms);
             let mut body = v.clone();
             if let Value::Object(m) = &mut body {
                 m.insert("violation_id".into(), json!(violation_id));

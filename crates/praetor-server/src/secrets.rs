@@ -26,9 +26,9 @@ pub fn new_id(prefix: &str) -> String {
 /// `new_id`, but its first 48 bits are the time in milliseconds, so consecutive rows
 /// land next to each other in the primary-key index instead of on random pages (each
 /// page a commit touches is written again, twice with the WAL). 48 random bits follow.
-pub fn new_time_ordered_id(prefix: &str) -> String {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    format!("{prefix}_{:012x}{}", ms & 0xffff_ffff_ffff, hex::encode(random_bytes::<6>()))
+/// `now_ms` is the time the row records (the server's clock, see `clock.rs`).
+pub fn new_time_ordered_id(prefix: &str, now_ms: i64) -> String {
+    format!("{prefix}_{:012x}{}", now_ms.max(0) as u64 & 0xffff_ffff_ffff, hex::encode(random_bytes::<6>()))
 }
 
 /// A new API key: `xb_live_` + 40 hex characters (160 random bits). The `xb_` prefix is
@@ -60,13 +60,12 @@ mod tests {
 
     #[test]
     fn time_ordered_ids_sort_by_time_and_do_not_repeat() {
-        let first = new_time_ordered_id("dec");
+        let first = new_time_ordered_id("dec", 1_700_000_000_000);
         assert_eq!(first.len(), new_id("dec").len());
-        assert!(first.starts_with("dec_") && first[4..].chars().all(|c| c.is_ascii_hexdigit()));
-        let same_ms: std::collections::HashSet<String> = (0..10_000).map(|_| new_time_ordered_id("dec")).collect();
-        assert_eq!(same_ms.len(), 10_000);
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let later = new_time_ordered_id("dec");
-        assert!(later > first, "{later} sorts before {first}");
+        assert!(first.starts_with("dec_018bcfe56800") && first[4..].chars().all(|c| c.is_ascii_hexdigit()), "{first}");
+        let same_ms: std::collections::HashSet<String> = (0..10_000).map(|_| new_time_ordered_id("dec", 1_700_000_000_000)).collect();
+        assert_eq!(same_ms.len(), 10_000, "ids of one millisecond differ by their random part");
+        let later = new_time_ordered_id("dec", 1_700_000_000_001);
+        assert!(same_ms.iter().all(|id| later > *id), "an id of a later millisecond sorts after all of them");
     }
 }

@@ -202,6 +202,8 @@ pub struct CommitStats {
     pub batch_p50: u64,
     pub batch_p99: u64,
     pub batch_max: u64,
+    /// Batches run again with a savepoint per transaction because one failed.
+    pub batches_rerun: u64,
 }
 
 /// Everything the server loads into memory at start.

@@ -23,6 +23,10 @@ pub trait WriterConn: Db + Send + 'static {
     fn begin(&self) -> Result<()>;
     /// Hold `ws`'s log against every other writer until the transaction ends.
     fn lock_log(&self, ws: &str) -> Result<()>;
+    /// Commit the batch's transaction; an error if it cannot stand as a whole.
+    fn commit(&self) -> Result<()> {
+        self.batch("COMMIT")
+    }
 }
 
 /// At most this many transactions share one commit.
@@ -49,12 +53,14 @@ struct Recorder {
     batch: Histogram<u64>,
     transactions: u64,
     commit_us_sum: u64,
+    /// Batches run a second time, with savepoints, because a job failed without them.
+    reruns: u64,
 }
 
 impl Recorder {
     fn new() -> Result<Recorder> {
         let h = |max| Histogram::new_with_bounds(1, max, 2).map_err(|e| StoreError::Database(format!("histogram: {e}")));
-        Ok(Recorder { commit_us: h(60_000_000)?, batch: h(1_000_000)?, transactions: 0, commit_us_sum: 0 })
+        Ok(Recorder { commit_us: h(60_000_000)?, batch: h(1_000_000)?, transactions: 0, commit_us_sum: 0, reruns: 0 })
     }
 
     fn record(&mut self, micros: u64, batch: usize) {
@@ -106,6 +112,7 @@ impl WriterHandle {
             batch_p50: r.batch.value_at_quantile(0.5),
             batch_p99: r.batch.value_at_quantile(0.99),
             batch_max: r.batch.max(),
+            batches_rerun: r.reruns,
         }
     }
 }
@@ -199,11 +206,15 @@ impl<C: WriterConn> Writer<C> {
         if !careful {
             match self.try_batch(batch, false) {
                 Some(results) => return results,
-                None => self.careful_until = Some(std::time::Instant::now() + CAREFUL_FOR),
+                None => self.stats.lock().reruns += 1,
             }
         }
         // With savepoints a failed job is answered on its own: this run always ends.
-        self.try_batch(batch, true).unwrap_or_else(|| every(batch.len(), "internal error: a batch with savepoints asked to run again"))
+        let results = self.try_batch(batch, true).unwrap_or_else(|| every(batch.len(), "internal error: a batch with savepoints asked to run again"));
+        if results.iter().any(Result::is_err) {
+            self.careful_until = Some(std::time::Instant::now() + CAREFUL_FOR);
+        }
+        results
     }
 
     /// Apply `batch` in one transaction and commit it. Without `savepoints`, the first
@@ -239,7 +250,7 @@ impl<C: WriterConn> Writer<C> {
             // A savepoint could not be released or rolled back: the transaction's state
             // is unknown, so none of the batch may stand.
             Some(msg) => Err(StoreError::Database(msg.clone())),
-            None => self.conn.batch("COMMIT"),
+            None => self.conn.commit(),
         };
         if let Err(e) = commit {
             tracing::error!(error = %e, "group commit failed; every transaction in it is refused");
@@ -473,9 +484,13 @@ mod tests {
         assert_eq!(got, vec![Some(u64::MAX), Some(0), None, Some(1)]);
         assert!(w.careful_until.is_some(), "a failure switches the next batches to savepoints");
 
-        // With savepoints (the switch holds for a while): the same outcome.
+        assert_eq!(w.stats.lock().reruns, 1);
+
+        // With savepoints from the start (the switch holds for a while): the same
+        // outcome, in one run.
         let got = run(&mut w, vec![decision("dec_c", 3), decision("dec_b", 4), decision("dec_d", 5)]);
         assert_eq!(got, vec![Some(2), None, Some(3)]);
+        assert_eq!(w.stats.lock().reruns, 1, "the batch ran once, with savepoints");
 
         // Back without savepoints: a clean batch, and the log goes on where it was.
         w.careful_until = None;

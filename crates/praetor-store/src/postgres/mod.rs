@@ -244,6 +244,13 @@ impl WriterConn for PgConn {
         self.execute("SELECT pg_advisory_xact_lock(hashtextextended('praetor:vault:' || current_schema() || ':' || ?1, 0))", crate::sql::args![ws])?;
         Ok(())
     }
+
+    fn commit(&self) -> Result<()> {
+        // PostgreSQL answers COMMIT in an aborted transaction with a silent rollback; the
+        // SELECT fails there instead, so a batch that cannot stand is never reported as
+        // committed (same round trip).
+        self.batch("SELECT 1; COMMIT")
+    }
 }
 
 #[cfg(test)]

@@ -57,7 +57,14 @@ impl SqlStore<Sqlite> {
         // backstop, see `spawn_checkpoints`.
         // A larger page cache than the default 2 MB for the writer: the pages every
         // commit goes back to (index right edges, agents, the log's tail) stay in it.
-        conn.execute_batch(&format!("PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}; PRAGMA cache_size=-16384;"))?;
+        // temp_store=MEMORY: savepoints (see the writer) keep their sub-journal in memory
+        // instead of spilling it to a temporary file. journal_size_limit: the WAL file
+        // is cut back to about the backstop's size once it starts over.
+        conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;
+             PRAGMA journal_size_limit={};",
+            (WRITER_CHECKPOINT_PAGES as u64 + 1000) * 4096
+        ))?;
         let checkpoints = spawn_checkpoints(open_connection(&path, false)?)?;
         let writer = crate::writer::spawn(conn)?;
         SqlStore::new(Sqlite { path, _checkpoints: checkpoints }, writer)
@@ -78,8 +85,10 @@ const WRITER_CHECKPOINT_PAGES: u32 = 8000;
 /// A passive checkpoint never blocks the writer, but the WAL only starts over when a
 /// checkpoint has copied everything before the writer's next commit; under constant
 /// writes that may never happen. So the writer keeps its own automatic checkpoint as
-/// a backstop at `WRITER_CHECKPOINT_PAGES`: by then this thread has copied nearly all
-/// of the WAL, the writer's checkpoint copies the rest, and the WAL starts over.
+/// a backstop at `WRITER_CHECKPOINT_PAGES`: by then this thread has usually copied
+/// nearly all of the WAL, the writer's checkpoint copies the rest, and the WAL starts
+/// over. (As with SQLite's default, a reader holding an old snapshot, or this thread
+/// holding the checkpoint lock at that moment, puts the restart off to a later commit.)
 fn spawn_checkpoints(conn: Connection) -> Result<mpsc::Sender<()>> {
     let (stop, stopped) = mpsc::channel::<()>();
     std::thread::Builder::new()
@@ -123,9 +132,7 @@ pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // WAL: readers never block the writer. synchronous=FULL: a commit is fsynced
     // before it returns, which is what "durable before the answer" rests on.
-    // temp_store=MEMORY: the writer's per-job savepoints keep their sub-journal in
-    // memory instead of spilling it to a temporary file.
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;")?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
     Ok(conn)
 }
 
