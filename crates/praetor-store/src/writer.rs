@@ -409,7 +409,7 @@ fn every(n: usize, msg: &str) -> Vec<Result<Outcome>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{DecisionRow, SealRequest, Workspace};
     use praetor_core::WorkspaceSettings;
@@ -423,24 +423,35 @@ mod tests {
         Writer { conn, checked: HashSet::new(), logs: HashMap::new(), stats, node_id: "node_test".into(), careful_until: None }
     }
 
-    fn decision(id: &str, n: u64) -> Txn {
+    /// A transaction that creates workspace `ws` (for this crate's tests).
+    pub(crate) fn create_workspace(ws: &str) -> Txn {
+        let ws = Workspace { workspace_id: ws.into(), name: "w".into(), settings: WorkspaceSettings::default(), hmac_secret: vec![1; 32], created_at: 1 };
+        Txn { mutations: vec![Mutation::InsertWorkspace(ws)], seal: vec![] }
+    }
+
+    /// A transaction that stores decision `id` in `ws` and seals it (for this crate's tests).
+    pub(crate) fn decision_in(ws: &str, id: &str, n: u64, content: Option<String>) -> Txn {
         let body = match json!({ "kind": "decision", "n": n }) {
             Value::Object(m) => m,
             _ => unreachable!(),
         };
         let row = DecisionRow {
             decision_id: id.into(),
-            workspace_id: WS.into(),
+            workspace_id: ws.into(),
             agent_id: None,
             session_id: None,
             action_type: "x".into(),
             decision: "allow".into(),
             created_at: n as i64,
             vault_seq: None,
-            content: None,
-            body: json!({}),
+            content,
+            body: json!({ "n": n }),
         };
-        Txn { mutations: vec![Mutation::InsertDecision { row, seal: Some(0) }], seal: vec![SealRequest { workspace_id: WS.into(), body }] }
+        Txn { mutations: vec![Mutation::InsertDecision { row, seal: Some(0) }], seal: vec![SealRequest { workspace_id: ws.into(), body }] }
+    }
+
+    fn decision(id: &str, n: u64) -> Txn {
+        decision_in(WS, id, n, None)
     }
 
     /// Run exactly these transactions as one batch; the sealed sequence number of
@@ -474,8 +485,7 @@ mod tests {
     fn a_failing_job_spares_its_batch_with_and_without_savepoints() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = writer(&dir);
-        let ws = Workspace { workspace_id: WS.into(), name: "w".into(), settings: WorkspaceSettings::default(), hmac_secret: vec![1; 32], created_at: 1 };
-        let create = Txn { mutations: vec![Mutation::InsertWorkspace(ws)], seal: vec![] };
+        let create = create_workspace(WS);
 
         // Without savepoints: the duplicate id fails after its seal was appended, so the
         // batch is rolled back and run again with them.

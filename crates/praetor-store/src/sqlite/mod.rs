@@ -200,8 +200,8 @@ impl Db for Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{DecisionRow, Mutation, SealRequest, Store, Txn, Workspace};
-    use serde_json::json;
+    use crate::Store;
+    use crate::writer::tests::{create_workspace, decision_in};
 
     /// Pages the database holds (committed, WAL included) and pages its main file holds.
     fn pages(path: &Path) -> (u64, u64) {
@@ -216,23 +216,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("praetor.db");
         let store = SqliteStore::open(&path).unwrap();
-        let ws = Workspace { workspace_id: "ws_c".into(), name: "c".into(), settings: Default::default(), hmac_secret: vec![2; 32], created_at: 1 };
-        store.commit(Txn { mutations: vec![Mutation::InsertWorkspace(ws)], seal: vec![] }).await.unwrap();
+        store.commit(create_workspace("ws_c")).await.unwrap();
         for i in 0..300 {
-            let row = DecisionRow {
-                decision_id: format!("dec_{i}"),
-                workspace_id: "ws_c".into(),
-                agent_id: None,
-                session_id: None,
-                action_type: "x".into(),
-                decision: "allow".into(),
-                created_at: i,
-                vault_seq: None,
-                content: Some("c".repeat(500)),
-                body: json!({ "i": i }),
-            };
-            let seal = SealRequest { workspace_id: "ws_c".into(), body: json!({ "kind": "decision", "i": i }).as_object().unwrap().clone() };
-            store.commit(Txn { mutations: vec![Mutation::InsertDecision { row, seal: Some(0) }], seal: vec![seal] }).await.unwrap();
+            store.commit(decision_in("ws_c", &format!("dec_{i}"), i, Some("c".repeat(500)))).await.unwrap();
         }
         // Far below the writer's own checkpoint threshold: only the checkpoint thread
         // can have copied these pages into the main file.
