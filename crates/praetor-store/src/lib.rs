@@ -22,7 +22,7 @@ pub use model::*;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),

@@ -17,7 +17,29 @@ fn from_json<T: DeserializeOwned>(s: &str, what: &str) -> Result<T> {
 }
 
 /// Apply one mutation. `seals` holds the sequence numbers of this transaction's seals.
-pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64]) -> Result<()> {
+/// The JSON text of a mutation's large body (a decision's answer, a violation, an
+/// authority object), so that it can be made before the transaction reaches the writer
+/// thread. `None` for the other mutations.
+pub fn encode_body(m: &Mutation) -> Option<Result<String>> {
+    match m {
+        Mutation::InsertDecision { row, .. } => Some(to_json(&row.body)),
+        Mutation::InsertViolation(v) => Some(to_json(&v.body)),
+        Mutation::PutObject(o) => Some(to_json(&o.body)),
+        _ => None,
+    }
+}
+
+/// `encoded`, or the body encoded now.
+fn body_text<'a>(encoded: Option<&'a str>, body: &serde_json::Value) -> Result<std::borrow::Cow<'a, str>> {
+    Ok(match encoded {
+        Some(text) => std::borrow::Cow::Borrowed(text),
+        None => std::borrow::Cow::Owned(to_json(body)?),
+    })
+}
+
+/// Write `m`. `seals` are the sequence numbers of the transaction's vault entries;
+/// `encoded` is `encode_body(m)` if it was made beforehand.
+pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) -> Result<()> {
     match m {
         Mutation::InsertWorkspace(w) => {
             db.execute(
@@ -99,7 +121,7 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64]) -> Result<()> {
                 None => None,
             };
             db.execute("INSERT INTO decisions (workspace_id, decision_id, agent_id, action_type, decision, created_at, vault_seq, content, body, session_id)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)", args![row.workspace_id, row.decision_id, row.agent_id, row.action_type, row.decision, row.created_at, seq, row.content, to_json(&row.body)?, row.session_id],
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)", args![row.workspace_id, row.decision_id, row.agent_id, row.action_type, row.decision, row.created_at, seq, row.content, body_text(encoded, &row.body)?.as_ref(), row.session_id],
             )?;
         }
         Mutation::PutSession(x) => {
@@ -122,7 +144,7 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64]) -> Result<()> {
                     agent_id = excluded.agent_id, status = excluded.status, body = excluded.body,
                     updated_at = excluded.updated_at, version = excluded.version
                  WHERE excluded.version > objects.version", args![
-                o.workspace_id, o.kind, o.object_id, o.agent_id, o.status, to_json(&o.body)?, o.created_at, o.updated_at,
+                o.workspace_id, o.kind, o.object_id, o.agent_id, o.status, body_text(encoded, &o.body)?.as_ref(), o.created_at, o.updated_at,
                 o.version as i64
             ])?;
             // A version not above the stored one was made from a stale copy (another
@@ -134,7 +156,7 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64]) -> Result<()> {
         }
         Mutation::InsertViolation(v) => {
             db.execute("INSERT INTO violations (workspace_id, violation_id, rule_id, severity, agent_id, decision_id, at, body)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8)", args![v.workspace_id, v.violation_id, v.rule_id, v.severity, v.agent_id, v.decision_id, v.at, to_json(&v.body)?])?;
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8)", args![v.workspace_id, v.violation_id, v.rule_id, v.severity, v.agent_id, v.decision_id, v.at, body_text(encoded, &v.body)?.as_ref()])?;
         }
         Mutation::PutDelivery(d) => {
             db.execute("INSERT INTO deliveries (workspace_id, delivery_id, channel, target, webhook_id, event, payload, status, attempts,

@@ -3,8 +3,8 @@
 //! `praetor vault check`.
 
 use praetor_vault::merkle::{Frontier, HashReader, leaf_hash, stored_hash_count};
-use praetor_vault::{GENESIS_CHAIN_HASH, LogState, VaultError, canonical_json, chain_hash, verify_entry_hmac};
-use serde_json::{Map, Value};
+use praetor_vault::{CanonicalWithSlot, GENESIS_CHAIN_HASH, LogState, VaultError, chain_hash, verify_entry_hmac};
+use serde_json::Value;
 
 use crate::model::{CheckpointRow, VaultEntryRow};
 use crate::sql::{Db, Row, args};
@@ -64,16 +64,15 @@ impl OpenLog {
         Ok(OpenLog { ws: ws.to_owned(), secret, state })
     }
 
-    /// Seal one entry: add its `seq`, encode it canonically, extend the tree and chain,
-    /// and write the entry and its new stored hashes (uncommitted until the batch commits).
-    pub fn append(&mut self, conn: &dyn Db, body: &Map<String, Value>) -> Result<Sealed> {
+    /// Seal one entry: fill in its `seq`, extend the tree and chain, and write the entry
+    /// and its new stored hashes (uncommitted until the batch commits).
+    pub fn append(&mut self, conn: &dyn Db, entry: &CanonicalWithSlot) -> Result<Sealed> {
         let seq = self.state.size();
-        let mut body = body.clone();
-        body.insert("seq".into(), Value::from(seq));
         let time_ms = chrono_free_now_ms();
-        // `canonical_json` produced these bytes, so they are canonical by construction:
-        // append by hash rather than have the appender parse and re-encode them.
-        let leaf = canonical_json(&Value::Object(body))?;
+        // `CanonicalWithSlot` produced these bytes, so they are canonical by
+        // construction: append by hash rather than have the appender parse and
+        // re-encode them.
+        let leaf = entry.fill(seq);
         let mut next = self.state.clone();
         let a = next.append_leaf_hash(leaf_hash(&leaf), &self.secret)?;
         conn.execute(

@@ -13,6 +13,8 @@ use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
+use praetor_vault::CanonicalWithSlot;
+
 use crate::model::CheckpointRow;
 use crate::sql::Db;
 use crate::{CommitStats, Mutation, Result, Sealed, StoreError, Txn, rows, vault_rows as vault};
@@ -34,10 +36,39 @@ const MAX_BATCH: usize = 1024;
 
 /// A committed transaction goes back to its caller with the outcome, to be freed there:
 /// freeing its JSON trees on the writer thread cost the one serial stage 3-4 % of its time.
-type Committed = (Txn, Result<Vec<Sealed>>);
+type Committed = (Prepared, Result<Vec<Sealed>>);
+
+/// A transaction as the writer takes it: the work that needs no database (the
+/// canonical bytes of each vault entry but its `seq`, the JSON text of the large row
+/// bodies) is done on the caller's thread first, as the writer thread is the one
+/// serial stage.
+struct Prepared {
+    txn: Txn,
+    /// Or why the transaction cannot be encoded: it fails when applied, as it would
+    /// have failed encoding on the writer.
+    encoded: Result<Encoded>,
+}
+
+struct Encoded {
+    /// One per `txn.seal`.
+    entries: Vec<CanonicalWithSlot>,
+    /// One per `txn.mutations`: `rows::encode_body`.
+    bodies: Vec<Option<String>>,
+}
+
+impl Prepared {
+    fn new(txn: Txn) -> Prepared {
+        let encoded = (|| {
+            let entries = txn.seal.iter().map(|s| CanonicalWithSlot::new(&s.body, "seq")).collect::<Result<_, _>>()?;
+            let bodies = txn.mutations.iter().map(|m| rows::encode_body(m).transpose()).collect::<Result<_>>()?;
+            Ok(Encoded { entries, bodies })
+        })();
+        Prepared { txn, encoded }
+    }
+}
 
 enum Job {
-    Commit(Txn, oneshot::Sender<Committed>),
+    Commit(Prepared, oneshot::Sender<Committed>),
     Checkpoint(String, CheckpointRow, oneshot::Sender<Result<()>>),
 }
 
@@ -80,11 +111,11 @@ impl WriterHandle {
     /// return a future for its outcome.
     pub fn submit(&self, txn: Txn) -> crate::Pending {
         let (tx, rx) = oneshot::channel();
-        let queued = self.jobs.send(Job::Commit(txn, tx)).map_err(|_| StoreError::Closed);
+        let queued = self.jobs.send(Job::Commit(Prepared::new(txn), tx)).map_err(|_| StoreError::Closed);
         Box::pin(async move {
             queued?;
-            let (txn, outcome) = rx.await.map_err(|_| StoreError::Closed)?;
-            drop(txn);
+            let (prepared, outcome) = rx.await.map_err(|_| StoreError::Closed)?;
+            drop(prepared);
             outcome
         })
     }
@@ -270,7 +301,7 @@ impl<C: WriterConn> Writer<C> {
 
     fn apply_job(&mut self, job: &Job) -> Result<Outcome> {
         match job {
-            Job::Commit(txn, _) => self.apply_txn(txn).map(Outcome::Sealed),
+            Job::Commit(prepared, _) => self.apply_txn(prepared).map(Outcome::Sealed),
             Job::Checkpoint(ws, cp, _) => vault::insert_checkpoint(&self.conn, ws, cp).map(|()| Outcome::Stored),
         }
     }
@@ -304,11 +335,12 @@ impl<C: WriterConn> Writer<C> {
         let mut workspaces: Vec<&str> = batch
             .iter()
             .flat_map(|job| match job {
-                Job::Commit(txn, _) => txn
+                Job::Commit(prepared, _) => prepared
+                    .txn
                     .seal
                     .iter()
                     .map(|s| s.workspace_id.as_str())
-                    .chain(txn.mutations.iter().map(Mutation::workspace_id))
+                    .chain(prepared.txn.mutations.iter().map(Mutation::workspace_id))
                     .collect::<Vec<_>>(),
                 Job::Checkpoint(ws, ..) => vec![ws.as_str()],
             })
@@ -346,22 +378,25 @@ impl<C: WriterConn> Writer<C> {
     /// Order within a transaction: plain mutations, then seals (a workspace created in
     /// this transaction already has its secret), then decisions (which record their
     /// seal's sequence number).
-    fn apply_txn(&mut self, txn: &Txn) -> Result<Vec<Sealed>> {
-        for m in txn.mutations.iter().filter(|m| !matches!(m, Mutation::InsertDecision { .. })) {
-            rows::apply(&self.conn, m, &[])?;
+    fn apply_txn(&mut self, prepared: &Prepared) -> Result<Vec<Sealed>> {
+        let (txn, encoded) = (&prepared.txn, prepared.encoded.as_ref().map_err(Clone::clone)?);
+        let is_decision = |m: &Mutation| matches!(m, Mutation::InsertDecision { .. });
+        let mutations = || txn.mutations.iter().zip(&encoded.bodies);
+        for (m, body) in mutations().filter(|(m, _)| !is_decision(m)) {
+            rows::apply(&self.conn, m, &[], body.as_deref())?;
         }
         let mut sealed = Vec::with_capacity(txn.seal.len());
-        for req in &txn.seal {
+        for (req, entry) in txn.seal.iter().zip(&encoded.entries) {
             self.open_log(&req.workspace_id)?;
             let log = self
                 .logs
                 .get_mut(&req.workspace_id)
                 .ok_or_else(|| StoreError::Corrupt("appender vanished".into()))?;
-            sealed.push(log.append(&self.conn, &req.body)?);
+            sealed.push(log.append(&self.conn, entry)?);
         }
         let seqs: Vec<u64> = sealed.iter().map(|s| s.seq).collect();
-        for m in txn.mutations.iter().filter(|m| matches!(m, Mutation::InsertDecision { .. })) {
-            rows::apply(&self.conn, m, &seqs)?;
+        for (m, body) in mutations().filter(|(m, _)| is_decision(m)) {
+            rows::apply(&self.conn, m, &seqs, body.as_deref())?;
         }
         self.record_changes(txn)?;
         Ok(sealed)
@@ -463,7 +498,7 @@ pub(crate) mod tests {
             .map(|t| {
                 let (tx, rx) = oneshot::channel();
                 waiting.push(rx);
-                Job::Commit(t, tx)
+                Job::Commit(Prepared::new(t), tx)
             })
             .collect();
         w.run_batch(batch);

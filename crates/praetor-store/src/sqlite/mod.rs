@@ -211,6 +211,61 @@ mod tests {
         (logical, std::fs::metadata(path).unwrap().len() / page_size)
     }
 
+    type EntryRow = (i64, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, i64);
+
+    fn stored_entries(path: &Path) -> Vec<EntryRow> {
+        let conn = open_connection(path, true).unwrap();
+        let mut stmt = conn.prepare("SELECT seq, leaf, leaf_hash, chain_hash, hmac, created_at FROM vault_entries ORDER BY seq").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    fn vault_table_sql(path: &Path) -> String {
+        let conn = open_connection(path, true).unwrap();
+        conn.query_row("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'vault_entries'", [], |r| r.get(0)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn migration_9_moves_every_vault_entry_into_a_rowid_table_and_keeps_it_append_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("praetor.db");
+        // A database as migration 8 left it, with a sealed log.
+        {
+            let conn = open_connection(&path, false).unwrap();
+            crate::sql_store::migrate(&conn, &schema::MIGRATIONS[..8], "sqlite").unwrap();
+            let writer = crate::writer::spawn(conn).unwrap();
+            writer.commit(create_workspace("ws_m")).await.unwrap();
+            for i in 0..40 {
+                writer.commit(decision_in("ws_m", &format!("dec_{i}"), i, Some("x".repeat(900)))).await.unwrap();
+            }
+        }
+        assert!(vault_table_sql(&path).contains("WITHOUT ROWID"));
+        let before = stored_entries(&path);
+        assert_eq!(before.len(), 40);
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(!vault_table_sql(&path).contains("WITHOUT ROWID"), "{}", vault_table_sql(&path));
+        assert_eq!(stored_entries(&path), before, "every entry, byte for byte");
+
+        // Still append-only.
+        let conn = open_connection(&path, false).unwrap();
+        for statement in ["UPDATE vault_entries SET created_at = 0", "DELETE FROM vault_entries WHERE seq = 3"] {
+            let err = conn.execute_batch(statement).unwrap_err().to_string();
+            assert!(err.contains("append-only"), "{statement}: {err}");
+        }
+        drop(conn);
+
+        // The log goes on from where it was, and verifies as a whole.
+        for i in 40..45 {
+            store.commit(decision_in("ws_m", &format!("dec_{i}"), i, None)).await.unwrap();
+        }
+        drop(store);
+        let checks = check_vault_file(&path, &mut |_, _, _| {}).unwrap();
+        assert_eq!((checks[0].entries, checks[0].first_bad.clone()), (45, None));
+    }
+
     #[tokio::test]
     async fn the_checkpoint_thread_copies_the_wal_into_the_file() {
         let dir = tempfile::tempdir().unwrap();
