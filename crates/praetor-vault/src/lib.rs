@@ -31,4 +31,4 @@ pub use merkle::{
     Frontier, Hash, HashReader, OverlayReader, leaf_hash, node_hash, prove_consistency,
     prove_inclusion, tree_hash, verify_consistency, verify_inclusion,
 };
-pub use verify::{Bundle, Failure, Receipt, Report, verify_bundle, verify_receipt};
+pub use verify::{Bundle, Failure, Receipt, Report, check_continues, verify_bundle, verify_receipt};

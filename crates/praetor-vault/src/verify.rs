@@ -555,6 +555,54 @@ pub fn verify_bundle(
     })
 }
 
+/// Checks that `next` carries on the log exactly where the bundles verified before it
+/// ended (`before`: the report of the last of them, with the chain head of the last
+/// entry any of them had): the same origin, the next sequence number, a tree prefix
+/// whose root is the root already verified, and a first entry chained onto the last
+/// one. Each bundle is still verified on its own with [`verify_bundle`]; this only
+/// links them, so that an export in several parts is checked as one log.
+///
+/// # Errors
+/// A [`Failure`] naming the first sequence number of `next` (or the bundle) when it
+/// does not continue `before`.
+pub fn check_continues(before: &Report, next: &Bundle) -> Result<(), Failure> {
+    if next.origin != before.origin {
+        return Err(Failure::bundle(format!(
+            "the bundle is of log `{}`, the bundles before it of `{}`",
+            next.origin, before.origin
+        )));
+    }
+    if next.start != before.end {
+        return Err(Failure::at(
+            before.end.min(next.start),
+            format!(
+                "the bundle starts at entry {}, but the entry after the bundles before it is {}",
+                next.start, before.end
+            ),
+        ));
+    }
+    let prefix = decode_hashes(&next.prefix_hashes)
+        .ok_or_else(|| Failure::bundle("`prefix_hashes` has a hash that is not 32 bytes of hex"))?;
+    let tree = Frontier::from_parts(next.start, prefix)
+        .map_err(|e| Failure::bundle(format!("`prefix_hashes` does not fit `start`: {e}")))?;
+    if !hashes_equal(&tree.root(), &before.root) {
+        return Err(Failure::at(
+            next.start,
+            "`prefix_hashes` do not give the tree the bundles before it end with",
+        ));
+    }
+    if let (Some(head), Some(first)) = (&before.chain_head, next.entries.first()) {
+        let given = first.prev_chain_hash.as_deref().and_then(decode_hash);
+        if !given.is_some_and(|g| hashes_equal(&g, head)) {
+            return Err(Failure::at(
+                next.start,
+                "the first entry is not chained onto the last entry of the bundles before it",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Verifies a receipt offline: the checkpoint's signatures and origin, the leaf's
 /// encoding and hash, and the inclusion proof of the leaf in the checkpoint's tree.
 /// (The chain hash cannot be checked from one entry.)

@@ -21,7 +21,7 @@ use praetor_vault::verify::{
     Bundle, Entry, PublicKeyInfo, Receipt, build_bundle, build_receipt, verify_bundle,
     verify_hmacs, verify_receipt,
 };
-use praetor_vault::{LogState, VaultError};
+use praetor_vault::{LogState, VaultError, check_continues};
 
 // ---------------------------------------------------------------------------
 // Vectors
@@ -667,6 +667,37 @@ fn bundle_verifies_and_round_trips_through_json() {
     let mut b3 = b.clone();
     b3.entries[7].hmac = Some("00".repeat(32));
     assert_eq!(verify_hmacs(&b3.entries, SECRET).unwrap_err().seq, Some(7));
+}
+
+#[test]
+fn bundles_in_parts_verify_as_one_log_and_a_gap_a_forged_prefix_or_a_broken_chain_do_not() {
+    let log = test_log();
+    let keys = [log.ec.verifier()];
+    let parts = [log.bundle(0, 10), log.bundle(10, 25), log.bundle(25, 50)];
+    let mut before = check(&parts[0], &keys).unwrap();
+    for next in &parts[1..] {
+        check_continues(&before, next).unwrap();
+        before = check(next, &keys).unwrap();
+    }
+    assert_eq!((before.end, before.root), (50, log.state.root()));
+
+    let first = check(&parts[0], &keys).unwrap();
+    // A gap: entries 10..25 left out.
+    let f = check_continues(&first, &parts[2]).unwrap_err();
+    assert_eq!(f.seq, Some(10), "{f}");
+    // A tree prefix that is not the tree verified so far.
+    let mut forged = parts[1].clone();
+    forged.prefix_hashes[0] = "11".repeat(32);
+    assert_eq!(check_continues(&first, &forged).unwrap_err().seq, Some(10));
+    // A first entry chained onto another predecessor than the last entry verified.
+    let elsewhere = praetor_vault::Report { chain_head: Some([7; 32]), ..first.clone() };
+    let f = check_continues(&elsewhere, &parts[1]).unwrap_err();
+    assert_eq!(f.seq, Some(10));
+    assert!(f.message.contains("chained"), "{f}");
+    // Another log.
+    let mut foreign = parts[1].clone();
+    foreign.origin = "example.com/other".into();
+    assert_eq!(check_continues(&first, &foreign).unwrap_err().seq, None);
 }
 
 #[test]

@@ -68,8 +68,11 @@ enum KeysCommand {
 #[derive(Subcommand)]
 enum VaultCommand {
     /// Check an export bundle: leaves, chain, tree, checkpoint signatures, consistency.
+    /// Several bundles, in order, are checked as one log: each must carry on exactly
+    /// where the one before it ended (an export is at most 200,000 entries a request).
     Verify {
-        bundle: PathBuf,
+        #[arg(required = true)]
+        bundles: Vec<PathBuf>,
         /// The public key to trust: a C2SP vkey or a PEM public key, in a file. Repeatable.
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
@@ -139,7 +142,7 @@ fn main() -> ExitCode {
             offline::create_key(&data_dir, &scopes, agent_id, label)
         }
         Command::Vault { command } => match command {
-            VaultCommand::Verify { bundle, keys } => offline::verify_bundle(&bundle, &keys),
+            VaultCommand::Verify { bundles, keys } => offline::verify_bundles(&bundles, &keys),
             VaultCommand::VerifyReceipt { receipt, keys } => offline::verify_receipt(&receipt, &keys),
             VaultCommand::Check { data_dir, database_url } => offline::check_store(&data_dir, database_url.as_deref()),
             VaultCommand::RotateKeys { data_dir, vault_keys_dir } => offline::rotate_keys(&data_dir, vault_keys_dir.as_deref()),

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use praetor_core::{CompiledPolicySet, PolicyDef};
 use praetor_store::{Mutation, Store, Txn};
 use praetor_vault::checkpoint::NoteVerifier;
-use praetor_vault::verify::{Bundle, Receipt};
+use praetor_vault::verify::{Bundle, Receipt, Report};
 use serde_json::{Value, json};
 
 /// Read trusted keys: each file holds a C2SP vkey or a PEM public key. A PEM key has
@@ -38,30 +38,50 @@ fn progress_bar(total: u64) -> ProgressBar {
     bar
 }
 
-pub fn verify_bundle(path: &Path, key_paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+/// `praetor vault verify`: each bundle on its own, and each after the first as the
+/// continuation of the ones before it (`check_continues`), read one at a time.
+pub fn verify_bundles(paths: &[PathBuf], key_paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let keys = load_keys(key_paths)?;
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read bundle `{}`", path.display()))?;
-    let bundle = Bundle::from_json(&bytes).map_err(|e| anyhow::anyhow!("bundle `{}`: {e}", path.display()))?;
-    let bar = progress_bar(bundle.entries.len() as u64);
-    bar.set_message("verifying");
-    let result = praetor_vault::verify_bundle(&bundle, &keys, &mut |done, _| bar.set_position(done));
-    bar.finish_and_clear();
-    match result {
-        Ok(r) => {
-            println!(
-                "OK: entries {}..{} of `{}`; {} checkpoints, {} consistency proofs; signed by {}; root {}",
-                r.start, r.end, r.origin, r.checkpoints, r.consistency_proofs, r.signed_by.join(", "), hex::encode(r.root)
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(f) => {
-            match f.seq {
-                Some(seq) => println!("FAILED at entry {seq}: {}", f.message),
-                None => println!("FAILED: {}", f.message),
+    let mut before: Option<Report> = None;
+    let mut first_start = 0;
+    for path in paths {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read bundle `{}`", path.display()))?;
+        let bundle = Bundle::from_json(&bytes).map_err(|e| anyhow::anyhow!("bundle `{}`: {e}", path.display()))?;
+        drop(bytes);
+        let linked = before.as_ref().map_or(Ok(()), |b| praetor_vault::check_continues(b, &bundle));
+        let result = linked.and_then(|()| {
+            let bar = progress_bar(bundle.entries.len() as u64);
+            bar.set_message(format!("verifying {}", path.display()));
+            let result = praetor_vault::verify_bundle(&bundle, &keys, &mut |done, _| bar.set_position(done));
+            bar.finish_and_clear();
+            result
+        });
+        match result {
+            Ok(r) => {
+                println!(
+                    "OK: `{}`: entries {}..{} of `{}`; {} checkpoints, {} consistency proofs; signed by {}; root {}",
+                    path.display(), r.start, r.end, r.origin, r.checkpoints, r.consistency_proofs, r.signed_by.join(", "), hex::encode(r.root)
+                );
+                // A bundle without entries leaves the chain where the ones before it did.
+                let chain_head = r.chain_head.or_else(|| before.as_ref().and_then(|b| b.chain_head));
+                if before.is_none() {
+                    first_start = r.start;
+                }
+                before = Some(Report { chain_head, ..r });
             }
-            Ok(ExitCode::from(1))
+            Err(f) => {
+                match f.seq {
+                    Some(seq) => println!("FAILED: `{}` at entry {seq}: {}", path.display(), f.message),
+                    None => println!("FAILED: `{}`: {}", path.display(), f.message),
+                }
+                return Ok(ExitCode::from(1));
+            }
         }
     }
+    if let (Some(r), true) = (&before, paths.len() > 1) {
+        println!("OK: {} bundles, one log: entries {first_start}..{} of `{}`, root {}", paths.len(), r.end, r.origin, hex::encode(r.root));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn verify_receipt(path: &Path, key_paths: &[PathBuf]) -> anyhow::Result<ExitCode> {

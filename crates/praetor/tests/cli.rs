@@ -107,6 +107,12 @@ fn populated(dir: &Path, n: usize) -> PathBuf {
     std::fs::write(&key_file, keys["keys"][0]["vkey"].as_str().unwrap()).unwrap();
     let bundle = call("GET", &format!("{}/api/v1/enforce/vault/export", s.base), &s.key, None);
     std::fs::write(dir.join("bundle.json"), serde_json::to_vec(&bundle).unwrap()).unwrap();
+    // The same log exported in two parts, as a long one must be (an export is capped).
+    let half = bundle["entries"].as_array().unwrap().len() / 2;
+    for (name, range) in [("part1.json", format!("from=0&to={half}")), ("part2.json", format!("from={half}"))] {
+        let part = call("GET", &format!("{}/api/v1/enforce/vault/export?{range}", s.base), &s.key, None);
+        std::fs::write(dir.join(name), serde_json::to_vec(&part).unwrap()).unwrap();
+    }
     drop(s);
     key_file
 }
@@ -131,6 +137,24 @@ fn vault_check_and_verify_pass_on_an_honest_store() {
     assert!(text(&out).contains("OK"), "{}", text(&out));
     let out = praetor(&["vault", "verify", dir.path().join("bundle.json").to_str().unwrap(), "--key", key.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn vault_verify_checks_an_export_in_parts_as_one_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = populated(dir.path(), 30);
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (first, second, key) = (path("part1.json"), path("part2.json"), key.to_str().unwrap().to_owned());
+    let out = praetor(&["vault", "verify", &first, &second, "--key", &key]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("OK: 2 bundles, one log: entries 0.."), "{}", text(&out));
+    // Each part verifies alone, but not as the continuation of a part that does not
+    // end where it starts.
+    for (order, why) in [([&second, &first], "starts at entry 0"), ([&first, &first], "starts at entry 0")] {
+        let out = praetor(&["vault", "verify", order[0], order[1], "--key", &key]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains(why), "expected `{why}` in\n{}", text(&out));
+    }
 }
 
 #[test]
