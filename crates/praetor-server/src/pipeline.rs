@@ -840,14 +840,14 @@ fn response(ws: &WorkspaceState, e: &Evaluated) -> Map<String, Value> {
 fn record<'a>(
     state: &'a AppState,
     ws: &WorkspaceState,
-    evaluated: Vec<Evaluated>,
+    mut evaluated: Vec<Evaluated>,
 ) -> impl std::future::Future<Output = praetor_store::Result<Vec<Map<String, Value>>>> + 'a {
     let mut txn = Txn::default();
     let mut bodies = Vec::with_capacity(evaluated.len());
     // Where each decision's own entry sits among the transaction's seals (session
     // events may be sealed between them).
     let mut seal_of = Vec::with_capacity(evaluated.len());
-    for e in &evaluated {
+    for e in &mut evaluated {
         let i = txn.seal.len();
         seal_of.push(i);
         txn.mutations.extend(e.guards.iter().cloned());
@@ -863,7 +863,8 @@ fn record<'a>(
                 decision: e.decision.verdict.as_str().to_owned(),
                 created_at: e.at_ms,
                 vault_seq: None,
-                content: e.intercepted.request.content.clone(),
+                // Moved, not copied (up to 512 KiB): nothing reads it after this.
+                content: e.intercepted.request.content.take(),
                 body: Value::Object(body.clone()),
             },
             seal: Some(i),
