@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// How often a signed checkpoint is published while entries arrive, in ms [default: 1000].
     #[arg(long, env = "PRAETOR_CHECKPOINT_INTERVAL_MS")]
     pub checkpoint_interval_ms: Option<u64>,
+    /// Threads answering requests [default: one per core but one, at least one; the
+    /// store's writer has a thread of its own].
+    #[arg(long, env = "PRAETOR_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Directory of the vault's checkpoint signing keys (PKCS#8 PEM, 0600); made on first
     /// start if empty [default: <data-dir>/keys].
     #[arg(long, env = "PRAETOR_VAULT_KEYS_DIR")]
@@ -70,6 +74,7 @@ struct FileConfig {
     demo: Option<bool>,
     max_body_bytes: Option<usize>,
     checkpoint_interval_ms: Option<u64>,
+    worker_threads: Option<usize>,
     signature_max_skew_secs: Option<i64>,
     vault_keys_dir: Option<PathBuf>,
     allow_private_targets: Option<bool>,
@@ -83,7 +88,24 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file `{}`: {}", path.display(), e.message()))
 }
 
-pub fn build(args: &ServeArgs) -> anyhow::Result<Config> {
+/// What `praetor serve` runs with: the server's configuration and the process's own.
+pub struct Settings {
+    pub server: Config,
+    /// The request-handling runtime's worker threads.
+    pub worker_threads: usize,
+}
+
+/// One runtime worker per core but one, at least one. The store's writer is a thread of
+/// its own, the one serial stage of every decision and busy under load: with as many
+/// workers as cores, workers and writer contend for the cores, and the runtime's
+/// wake-ups and work stealing between its workers cost CPU. On 2 cores one worker used
+/// 15-18 % less server CPU per decision at concurrency 64 than two, for 10-15 % more
+/// decisions per second, and no change at concurrency 1 (BENCHMARKS.md, "Session 6").
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
+pub fn build(args: &ServeArgs) -> anyhow::Result<Settings> {
     let file = match &args.config {
         Some(p) => read_file(p)?,
         None => FileConfig::default(),
@@ -141,7 +163,11 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Config> {
         cfg.checkpoint_interval_ms = c;
     }
     validate(&cfg)?;
-    Ok(cfg)
+    let worker_threads = args.worker_threads.or(file.worker_threads).unwrap_or_else(default_worker_threads);
+    if !(1..=1024).contains(&worker_threads) {
+        bail!("config key `worker_threads`: {worker_threads} is outside 1..=1024");
+    }
+    Ok(Settings { server: cfg, worker_threads })
 }
 
 fn validate(cfg: &Config) -> anyhow::Result<()> {

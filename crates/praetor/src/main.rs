@@ -163,8 +163,8 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
-    let cfg = config::build(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let config::Settings { server: cfg, worker_threads } = config::build(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads).enable_all().build()?;
     runtime.block_on(async move {
         let (state, started) = praetor_server::open(cfg).await?;
         if let Some(key) = &started.admin_key {
