@@ -345,6 +345,10 @@ impl Escalations {
         self.by_id.values()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
     /// The escalations raised for this exact action.
     pub fn for_action<'a>(&'a self, action_hash: &str) -> impl Iterator<Item = &'a Escalation> {
         self.by_action.get(action_hash).into_iter().flatten().filter_map(|id| self.by_id.get(id))
@@ -548,7 +552,8 @@ pub fn facts(
     agent_id: Option<&str>,
     action_type: &str,
     grant_id: Option<&str>,
-    action_hash: &str,
+    // `None` when no escalation is held: there is no approval to find.
+    action_hash: Option<&str>,
     now: i64,
     settings: &WorkspaceSettings,
 ) -> Facts {
@@ -583,9 +588,9 @@ pub fn facts(
         },
     });
     let freshness = settings.approval_freshness_seconds as i64 * 1000;
-    f.approval = state
-        .escalations
-        .for_action(action_hash)
+    f.approval = action_hash
+        .into_iter()
+        .flat_map(|h| state.escalations.for_action(h))
         .filter(|e| e.agent_id.as_deref() == agent_id)
         .filter(|e| e.decision_at(now, freshness) == "allow")
         .min_by_key(|e| e.created_at)

@@ -320,15 +320,20 @@ fn evaluate_with(
     };
     let acting_agent = agent.as_ref().map(|a| a.agent_id.as_str());
     let grant_id = intercepted.chain.get("grant_id").and_then(Value::as_str);
-    let hash = crate::authority::action_hash(
-        acting_agent,
-        &intercepted.request.action_type,
-        intercepted.content_sha256.as_deref(),
-        &intercepted.request.metadata,
-    );
+    // The action's hash binds an approval to it: it is needed to find one (only when the
+    // workspace holds escalations) and to open one (only when this decision escalates).
+    let action_hash = || {
+        crate::authority::action_hash(
+            acting_agent,
+            &intercepted.request.action_type,
+            intercepted.content_sha256.as_deref(),
+            &intercepted.request.metadata,
+        )
+    };
+    let lookup_hash = (!live.authority.escalations.is_empty()).then(action_hash);
     let authority_facts = {
         let agents = ws.agents.read();
-        crate::authority::facts(&live.authority, &agents, acting_agent, &intercepted.request.action_type, grant_id, &hash, now_ms, &settings)
+        crate::authority::facts(&live.authority, &agents, acting_agent, &intercepted.request.action_type, grant_id, lookup_hash.as_deref(), now_ms, &settings)
     };
     let decision = {
         // Borrow the histories in place (no copy): both maps are fields of `live`.
@@ -362,6 +367,11 @@ fn evaluate_with(
     }
     let session_update = session_facts.as_ref().and_then(|f| apply_to_session(&mut live, f, &decision, now_ms, &new_etag));
     let (violations, queue) = violations_of(&decision, &policies.records);
+    let hash = match lookup_hash {
+        Some(h) => h,
+        None if decision.verdict == Verdict::Escalate => action_hash(),
+        None => String::new(),
+    };
     let opening = crate::authority::Opening {
         workspace_id: &ws.workspace_id,
         decision_id: &decision_id,
