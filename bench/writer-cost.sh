@@ -15,33 +15,15 @@
 #   bench/writer-cost.sh [SCENARIO] [CONCURRENCY] [SECONDS]     (default: realistic 64 8)
 #
 # Environment: PRAETOR (the binary; default $CARGO_TARGET_DIR/release/praetor or
-# target/release/praetor). Needs: bash, curl, python3 (with sqlite3 and dbstat), Linux
+# target/release/praetor), DATA_PARENT (where the data directory goes; default $TMPDIR
+# or /tmp). Needs: bash, curl, python3 (with sqlite3 and dbstat), Linux
 # /proc. Runs on loopback only and stops its server on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCENARIO=${1:-realistic}; CONCURRENCY=${2:-64}; SECONDS_=${3:-8}
-PRAETOR=${PRAETOR:-${CARGO_TARGET_DIR:-target}/release/praetor}
-[ -x "$PRAETOR" ] || { echo "no binary at $PRAETOR (cargo build --release -p praetor)" >&2; exit 2; }
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/praetor-writer-cost.XXXXXX")
-SERVER=
-cleanup() {
-    if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-URL="http://127.0.0.1:$PORT"
-PRAETOR_LOG=warn "$PRAETOR" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" >"$WORK/server.log" 2>&1 &
-SERVER=$!
-for _ in $(seq 1 200); do
-    curl -fsS -o /dev/null "$URL/healthz" 2>/dev/null && [ -s "$WORK/data/admin.key" ] && break
-    kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/server.log" >&2; exit 1; }
-    sleep 0.05
-done
-KEY=$(tr -d '[:space:]' <"$WORK/data/admin.key")
+PRAETOR_DIR_NAME=praetor-writer-cost
+. bench/fresh-server.sh
 
 # thread_field COMM AWK_PROGRAM FILE: summed over the server's threads named COMM (the
 # kernel keeps 15 characters of a thread name: the writer is `praetor-store-w`).
