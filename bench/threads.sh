@@ -23,10 +23,15 @@ SCENARIO=${1:-realistic}; CONCURRENCY=${2:-64}; SECONDS_=${3:-8}
 PRAETOR_DIR_NAME=praetor-threads
 . bench/fresh-server.sh
 
-# The block device under the data directory, as /proc/diskstats names it (a partition's
-# own line, or the whole disk's).
-DEVICE=$(basename "$(df --output=source "$WORK/data" | tail -1)")
-grep -qw "$DEVICE" /proc/diskstats || { echo "cannot find $DEVICE in /proc/diskstats" >&2; exit 1; }
+# The block device under the data directory, as /proc/diskstats names it (/dev/mapper
+# names are links to dm-N). None on an overlay or network filesystem: the disk's rate
+# is then left out.
+SOURCE=$(df --output=source "$WORK/data" | tail -1)
+DEVICE=$(basename "$(readlink -f "$SOURCE" 2>/dev/null || echo "$SOURCE")")
+awk -v d="$DEVICE" '$3 == d {found = 1} END {exit !found}' /proc/diskstats || {
+    echo "no block device for $SOURCE in /proc/diskstats: the disk's rate is left out" >&2
+    DEVICE=
+}
 
 # One line per thread name: ticks of CPU and bytes written, summed over its threads.
 threads() {
@@ -35,9 +40,9 @@ threads() {
         echo "$(tr ' ' _ <"$t/comm") $(awk '{print $14 + $15}' "$t/stat") $(awk '/^wchar/ {print $2}' "$t/io")"
     done | awk '{cpu[$1] += $2; w[$1] += $3} END {for (k in cpu) print k, cpu[k], w[k]}'
 }
-sectors_written() { awk -v d="$DEVICE" '$3 == d {print $10}' /proc/diskstats; }
+sectors_written() { [ -z "$DEVICE" ] && echo 0 || awk -v d="$DEVICE" '$3 == d {print $10}' /proc/diskstats; }
 
-echo "== $SCENARIO, c=$CONCURRENCY, ${SECONDS_} s, disk $DEVICE" >&2
+echo "== $SCENARIO, c=$CONCURRENCY, ${SECONDS_} s" >&2
 # CPU of this shell's finished children, in seconds, from `times` (its second line). It
 # must run in this shell, not a subshell, to see them.
 children_cpu() { times >"$WORK/times"; tail -1 "$WORK/times" | awk '{ split($1, u, "m"); split($2, s, "m"); print u[1] * 60 + u[2] + s[1] * 60 + s[2] }'; }
@@ -48,9 +53,9 @@ threads >"$WORK/before"; SECTORS0=$(sectors_written); children_cpu >"$WORK/child
 BENCH=$!
 wait "$BENCH"
 T1=$(date +%s.%N); children_cpu >"$WORK/children1"; SECTORS1=$(sectors_written); threads >"$WORK/after"
-python3 - "$WORK" "$T0" "$T1" "$SECTORS0" "$SECTORS1" "$(getconf CLK_TCK)" "$(cat "$WORK/children0")" "$(cat "$WORK/children1")" <<'PY'
+python3 - "$WORK" "$T0" "$T1" "$SECTORS0" "$SECTORS1" "$(getconf CLK_TCK)" "$(cat "$WORK/children0")" "$(cat "$WORK/children1")" "$DEVICE" <<'PY'
 import json, os, sys
-work, t0, t1, s0, s1, tck, c0, c1 = sys.argv[1:]
+work, t0, t1, s0, s1, tck, c0, c1, disk = sys.argv[1:]
 wall = float(t1) - float(t0)
 tck = int(tck)
 def load(name):
@@ -64,7 +69,8 @@ bench = json.load(open(os.path.join(work, "bench.json")))
 rate = bench["decisions_per_second"]
 decisions = rate * wall
 print(f"decisions/s {rate:.0f}, p50 {bench['latency_us']['p50']} us, p99 {bench['latency_us']['p99']} us, errors {bench['errors']}")
-print(f"disk written {(int(s1) - int(s0)) * 512 / 1e6 / wall:.0f} MB/s, {(int(s1) - int(s0)) * 512 / 1024 / decisions:.1f} KB/decision")
+if disk:
+    print(f"disk {disk} written {(int(s1) - int(s0)) * 512 / 1e6 / wall:.0f} MB/s, {(int(s1) - int(s0)) * 512 / 1024 / decisions:.1f} KB/decision")
 total = 0.0
 for comm in sorted(after):
     ticks = after[comm][0] - before.get(comm, (0, 0))[0]
