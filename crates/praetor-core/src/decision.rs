@@ -105,4 +105,64 @@ impl Decision {
     pub fn refuses(&self) -> bool {
         self.verdict != Verdict::Allow
     }
+
+    /// Turn an `escalate` into a `block` because no escalation can be opened (the
+    /// workspace holds as many as it may): fail closed, and say so first in `triggered`
+    /// (`__escalation_limit`) and in the reasoning. The policies that asked for the
+    /// escalation stay in `triggered`. Any other verdict is left as it is.
+    pub fn block_instead_of_escalating(&mut self, reason: String) {
+        if self.verdict != Verdict::Escalate {
+            return;
+        }
+        self.verdict = Verdict::Block;
+        self.outcome = Outcome::Refused;
+        self.reasoning = format!("{reason} (the action would otherwise have been escalated: {})", self.reasoning);
+        self.triggered.insert(
+            0,
+            Triggered { policy_id: "__escalation_limit".to_owned(), name: "escalation limit".to_owned(), decision: "block".to_owned(), reason },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escalated() -> Decision {
+        Decision {
+            verdict: Verdict::Escalate,
+            outcome: Outcome::Escalated,
+            triggered: vec![Triggered { policy_id: "pol_1".into(), name: "big payments".into(), decision: "escalate".into(), reason: "amount > 1000".into() }],
+            errors: vec![],
+            boundary: BoundaryCheck::WithinScope,
+            reasoning: "big payments: amount > 1000".into(),
+            violation: false,
+            shadow: vec![],
+            charge: None,
+            ends_session: None,
+            authority: Default::default(),
+        }
+    }
+
+    #[test]
+    fn an_escalation_that_cannot_be_opened_blocks_and_names_the_limit_first() {
+        let mut d = escalated();
+        d.block_instead_of_escalating("10 escalations are open".into());
+        assert_eq!((d.verdict, d.outcome), (Verdict::Block, Outcome::Refused));
+        let ids: Vec<&str> = d.triggered.iter().map(|t| t.policy_id.as_str()).collect();
+        assert_eq!(ids, ["__escalation_limit", "pol_1"]);
+        assert_eq!(d.triggered[0].decision, "block");
+        assert!(d.reasoning.starts_with("10 escalations are open"), "{}", d.reasoning);
+        assert!(d.reasoning.contains("big payments: amount > 1000"), "{}", d.reasoning);
+    }
+
+    #[test]
+    fn only_an_escalation_is_turned_into_a_block() {
+        let mut d = escalated();
+        d.verdict = Verdict::Allow;
+        d.outcome = Outcome::Allowed;
+        let before = d.clone();
+        d.block_instead_of_escalating("full".into());
+        assert_eq!(d, before);
+    }
 }

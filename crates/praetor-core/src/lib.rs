@@ -26,6 +26,7 @@ pub use decision::{BoundaryCheck, Decision, EvalError, Outcome, Triggered, Verdi
 pub use engine::{DecisionInput, decide};
 pub use pii::{Category as PiiCategory, PiiMatch};
 pub use policy::{
-    CompiledPolicySet, Effect, OnRedactedContent, PolicyDef, PolicyError, PolicyMode, PolicyType, WorkspaceSettings,
+    CompiledPolicySet, Effect, MAX_PENDING_ESCALATIONS_LIMIT, OnRedactedContent, PolicyDef, PolicyError, PolicyMode, PolicyType,
+    WorkspaceSettings,
 };
 pub use trust::next_trust;

@@ -349,6 +349,11 @@ impl Escalations {
         self.by_id.is_empty()
     }
 
+    /// How many are held: the open ones, and settled ones until the sweeper prunes them.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
     /// The escalations raised for this exact action.
     pub fn for_action<'a>(&'a self, action_hash: &str) -> impl Iterator<Item = &'a Escalation> {
         self.by_action.get(action_hash).into_iter().flatten().filter_map(|id| self.by_id.get(id))

@@ -335,7 +335,7 @@ fn evaluate_with(
         let agents = ws.agents.read();
         crate::authority::facts(&live.authority, &agents, acting_agent, &intercepted.request.action_type, grant_id, lookup_hash.as_deref(), now_ms, &settings)
     };
-    let decision = {
+    let mut decision = {
         // Borrow the histories in place (no copy): both maps are fields of `live`.
         let LiveState { agent_history, session_history, .. } = &mut *live;
         let agent_h = agent.as_ref().and_then(|a| agent_history.get_mut(&a.agent_id));
@@ -358,6 +358,7 @@ fn evaluate_with(
         };
         decide(&input, &policies.compiled, &settings)
     };
+    refuse_escalation_over_limit(&mut decision, live.authority.escalations.len(), &settings);
     let decision_id = new_time_ordered_id("dec", now_ms);
     let new_etag = format!("e_{decision_id}");
     if let Some(f) = &session_facts
@@ -458,6 +459,21 @@ fn guard(workspace_id: &str, of: Guarded, id: &str, etag: &str) -> Mutation {
 /// severity and action) and every matching policy whose effect is not a plain allow
 /// (block: high, escalate: medium, allow_with_warning: low), including those breakglass
 /// overrode. Also the review queue of a matching `redirect` rule.
+/// Every open escalation is held in memory until it settles: when the workspace holds
+/// `max_pending_escalations` already, an action that would open one more is blocked
+/// instead, so a flood of escalations (a runaway agent, a policy too eager) cannot
+/// grow memory without bound. Fails closed; the answer names the limit.
+fn refuse_escalation_over_limit(decision: &mut praetor_core::Decision, open: usize, settings: &praetor_core::WorkspaceSettings) {
+    if decision.verdict != Verdict::Escalate || (open as u64) < settings.max_pending_escalations {
+        return;
+    }
+    tracing::debug!(open, limit = settings.max_pending_escalations, "escalation refused: the workspace holds as many as it may");
+    decision.block_instead_of_escalating(format!(
+        "{open} escalations are open, the workspace's limit (max_pending_escalations = {}): approve, reject or let some expire, or raise the limit",
+        settings.max_pending_escalations
+    ));
+}
+
 fn violations_of(d: &praetor_core::Decision, records: &[praetor_store::PolicyRecord]) -> (Vec<Value>, Option<String>) {
     let mut out = Vec::new();
     let mut queue = None;

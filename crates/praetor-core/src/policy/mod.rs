@@ -213,13 +213,25 @@ pub struct WorkspaceSettings {
     /// `approved` but its `decision` is `block`, so a stale approval cannot be replayed.
     #[serde(default = "default_approval_freshness")]
     pub approval_freshness_seconds: u64,
+    /// How many open escalations (pending, or approved and not yet used or stale) the
+    /// workspace holds at most. Each is kept in memory until it settles, so this is what
+    /// bounds that memory; a decision that would open one more blocks instead (fails
+    /// closed) and says why.
+    #[serde(default = "default_max_pending_escalations")]
+    pub max_pending_escalations: u64,
 }
+
+/// The largest `max_pending_escalations` accepted: about 1 KB of memory each.
+pub const MAX_PENDING_ESCALATIONS_LIMIT: u64 = 1_000_000;
 
 fn default_escalation_ttl() -> u64 {
     3600
 }
 fn default_approval_freshness() -> u64 {
     900
+}
+fn default_max_pending_escalations() -> u64 {
+    10_000
 }
 
 fn default_decision() -> Effect {
@@ -238,6 +250,7 @@ impl Default for WorkspaceSettings {
             trust_baseline: default_trust_baseline(),
             escalation_ttl_seconds: default_escalation_ttl(),
             approval_freshness_seconds: default_approval_freshness(),
+            max_pending_escalations: default_max_pending_escalations(),
         }
     }
 }

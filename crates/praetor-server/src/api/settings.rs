@@ -1,5 +1,5 @@
 //! Workspace settings the engine reads: `default_decision`, `on_redacted_content`,
-//! `default_jurisdiction`, `trust_baseline`.
+//! `default_jurisdiction`, `trust_baseline`, the escalation settings.
 
 use std::sync::Arc;
 
@@ -36,6 +36,12 @@ pub async fn put(
     let settings: WorkspaceSettings = crate::extract::parse_json(Value::Object(merged).to_string().as_bytes())?;
     if settings.trust_baseline > 100 {
         return Err(ApiError::new(Code::InvalidField, "`trust_baseline`: must be between 0 and 100"));
+    }
+    if !(1..=praetor_core::MAX_PENDING_ESCALATIONS_LIMIT).contains(&settings.max_pending_escalations) {
+        return Err(ApiError::new(
+            Code::InvalidField,
+            format!("`max_pending_escalations`: must be between 1 and {}", praetor_core::MAX_PENDING_ESCALATIONS_LIMIT),
+        ));
     }
     let now = state.now_ms();
     let txn = Txn {

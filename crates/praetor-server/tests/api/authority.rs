@@ -90,6 +90,42 @@ async fn stale_approvals_read_block_and_pending_ones_expire() {
 }
 
 #[tokio::test]
+async fn open_escalations_are_capped_and_the_next_one_blocks_until_one_settles() {
+    let s = TestServer::start().await;
+    for bad in [json!(0), json!(1_000_001), json!(-1), json!("many")] {
+        let got = s.put("/api/v1/enforce/settings", &s.admin_key, &json!({ "max_pending_escalations": bad })).await;
+        assert_error(&got, 400, "invalid_field");
+        assert!(got.1["error"]["message"].as_str().unwrap().contains("max_pending_escalations"), "{}", got.1);
+    }
+    let (_, settings) = s.get("/api/v1/enforce/settings", &s.admin_key).await;
+    assert_eq!(settings["settings"]["max_pending_escalations"], 10_000, "the default");
+    let (status, put) = s.put("/api/v1/enforce/settings", &s.admin_key, &json!({ "max_pending_escalations": 2 })).await;
+    assert_eq!(status, StatusCode::OK, "{put}");
+    let agent = s.agent("eager").await;
+    s.policy(json!({ "name": "hold", "policy_type": "action_type", "action_types": ["deploy"], "decision": "escalate" })).await;
+    let agent_key = s.key(&["agent"], None).await;
+    let approver = s.key(&["approvals"], None).await;
+    let deploy = |v: i64| json!({ "action_type": "deploy", "agent_id": agent, "metadata": { "v": v } });
+    let one = act(&s, &agent_key, deploy(1)).await["escalation_id"].as_str().unwrap().to_owned();
+    assert_eq!(act(&s, &agent_key, deploy(2)).await["decision"], "escalate");
+    // The third would be one more than the workspace holds: blocked, saying why.
+    let third = act(&s, &agent_key, deploy(3)).await;
+    assert_eq!(third["decision"], "block", "{third}");
+    assert!(third["escalation_id"].is_null(), "{third}");
+    assert_eq!(third["policies_triggered"][0]["policy_id"], "__escalation_limit", "{third}");
+    assert!(third["reasoning"].as_str().unwrap().contains("max_pending_escalations = 2"), "{third}");
+    let (_, listed) = s.get("/api/v1/enforce/escalations?status=pending", &approver).await;
+    assert_eq!(listed["escalations"].as_array().unwrap().len(), 2, "{listed}");
+    // Actions no policy escalates are not touched by the limit.
+    assert_eq!(act(&s, &agent_key, json!({ "action_type": "read", "agent_id": agent })).await["decision"], "allow");
+    // Once one settles (rejected here) and leaves memory, there is room again.
+    s.post(&format!("/api/v1/enforce/escalations/{one}/resolve"), &approver, &json!({ "resolution": "rejected", "reason": "no" })).await;
+    praetor_server::sessions::sweep(&s.state).await;
+    assert_eq!(act(&s, &agent_key, deploy(3)).await["decision"], "escalate");
+    assert_eq!(act(&s, &agent_key, deploy(4)).await["decision"], "block");
+}
+
+#[tokio::test]
 async fn delegation_narrows_counts_uses_and_revokes_children() {
     let s = TestServer::start().await;
     let (_, boss) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "boss", "scopes": ["pay.*", "report.*"] })).await;
