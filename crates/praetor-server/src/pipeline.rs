@@ -551,7 +551,7 @@ pub async fn load_session(state: &AppState, ws: &WorkspaceState, session_id: &st
     if let Some(st) = state.store.session_state(&ws.workspace_id, session_id, since, cap).await?
         && !ws.live.lock().sessions.contains_key(session_id)
     {
-        ws.adopt_session(session_id, Some(st));
+        ws.adopt_session(session_id, Some(st), state.now_ms());
     }
     Ok(())
 }
@@ -571,7 +571,7 @@ pub async fn resync(state: &AppState, ws: &WorkspaceState, agents: &[String], se
     }
     for id in sessions {
         let st = state.store.session_state(&ws.workspace_id, id, since, cap).await?;
-        ws.adopt_session(id, st);
+        ws.adopt_session(id, st, state.now_ms());
     }
     Ok(())
 }

@@ -162,6 +162,10 @@ pub async fn sweep(state: &AppState) {
             tracing::warn!(workspace_id = %ws_id, error = %e.message, "escalation expiry not recorded");
         }
         crate::api::escalations::prune_settled(&ws, now);
+        let forgotten = ws.live.lock().prune_closed_sessions(now);
+        if forgotten > 0 {
+            tracing::debug!(workspace_id = %ws_id, forgotten, "closed sessions left memory (the store keeps them)");
+        }
         let due = active_where(&ws, |s| s.expires_at.is_some_and(|at| at <= now));
         if due.is_empty() {
             continue;

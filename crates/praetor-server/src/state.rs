@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
+use praetor_core::session::SessionStatus;
 use praetor_core::{CompiledPolicySet, PastAction, PolicyDef, WorkspaceSettings};
 use praetor_store::{Agent, ApiKey, Credential, PolicyRecord, Session, Snapshot, Store, Workspace};
 
@@ -75,12 +76,21 @@ pub const UNSYNCED: &str = "?";
 pub struct LiveState {
     pub agent_history: HashMap<String, History>,
     pub session_history: HashMap<String, History>,
-    /// Runtime sessions: every active one, and closed ones seen since start (a closed
-    /// session not here is read from the store when a request names it).
+    /// Runtime sessions: every active one, and closed ones closed or read from the
+    /// store in the last `CLOSED_SESSION_GRACE_MS` (a closed session not here is read
+    /// from the store when a request names it).
     pub sessions: HashMap<String, Session>,
+    /// When each session was last read from the store into `sessions`: a request loads
+    /// the session it names, then evaluates, and the session must not be pruned between.
+    pub session_loaded_ms: HashMap<String, i64>,
     /// Roles, windows, grants, breakglass and escalations.
     pub authority: crate::authority::AuthorityState,
 }
+
+/// How long a closed session stays in memory after it closed or was last read from the
+/// store; after that only the store has it. Without this, every session ever closed
+/// would stay in memory until a restart.
+pub const CLOSED_SESSION_GRACE_MS: i64 = 60_000;
 
 /// No history grows past this many actions per agent or session, whatever the window.
 /// Twice the largest velocity limit, so any limit can be counted.
@@ -99,6 +109,23 @@ impl LiveState {
                 !h.actions.is_empty() || h.complete_from_ms > cutoff
             });
         }
+    }
+
+    /// Forget closed sessions (and their histories) that closed, and were last read from
+    /// the store, more than `CLOSED_SESSION_GRACE_MS` ago. Returns how many went.
+    pub fn prune_closed_sessions(&mut self, now_ms: i64) -> usize {
+        let cutoff = now_ms - CLOSED_SESSION_GRACE_MS;
+        let before = self.sessions.len();
+        let loaded = &self.session_loaded_ms;
+        self.sessions.retain(|id, s| {
+            s.status == SessionStatus::Active
+                || s.closed_at.is_some_and(|at| at > cutoff)
+                || loaded.get(id).is_some_and(|&at| at > cutoff)
+        });
+        let sessions = &self.sessions;
+        self.session_history.retain(|id, _| sessions.contains_key(id));
+        self.session_loaded_ms.retain(|id, _| sessions.contains_key(id));
+        before - self.sessions.len()
     }
 
     pub fn record(history: &mut History, action: PastAction, window_ms: i64) {
@@ -218,16 +245,19 @@ impl WorkspaceState {
     }
 
     /// Replace this node's copy of a session (its row and history) with the store's.
-    pub fn adopt_session(&self, session_id: &str, stored: Option<praetor_store::SessionState>) {
+    /// `now_ms`: when it was read, which keeps a closed session in memory for a while.
+    pub fn adopt_session(&self, session_id: &str, stored: Option<praetor_store::SessionState>, now_ms: i64) {
         let mut live = self.live.lock();
         match stored {
             Some(st) => {
                 live.session_history.insert(session_id.to_owned(), History::from_store(st.history));
                 live.sessions.insert(session_id.to_owned(), st.session);
+                live.session_loaded_ms.insert(session_id.to_owned(), now_ms);
             }
             None => {
                 live.session_history.remove(session_id);
                 live.sessions.remove(session_id);
+                live.session_loaded_ms.remove(session_id);
             }
         }
     }

@@ -145,6 +145,49 @@ async fn silent_sessions_expire_on_time() {
     assert_eq!(hb["status"], "expired");
 }
 
+/// Is the session in the server's memory (not only in the store)?
+fn in_memory(s: &TestServer, id: &str) -> bool {
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    let live = ws.live.lock();
+    live.sessions.contains_key(id)
+}
+
+#[tokio::test]
+async fn closed_sessions_leave_memory_after_a_while_and_still_answer_from_the_store() {
+    let s = TestServer::start().await;
+    let agent = s.agent("batch").await;
+    let kept = start(&s, json!({ "agent_id": agent })).await;
+    let done = start(&s, json!({ "agent_id": agent })).await;
+    assert_eq!(act(&s, &done, json!({})).await["decision"], "allow");
+    let (_, ended) = s.post(&format!("/api/v1/enforce/sessions/{done}/end"), &s.admin_key, &json!({})).await;
+    assert_eq!(ended["session"]["status"], "ended");
+    // Within the grace period a closed session stays in memory.
+    s.clock.advance(praetor_server::state::CLOSED_SESSION_GRACE_MS - 1_000);
+    praetor_server::sessions::sweep(&s.state).await;
+    assert!(in_memory(&s, &done));
+    // After it, only the store has it; active sessions stay however old they are.
+    s.clock.advance(2_000);
+    praetor_server::sessions::sweep(&s.state).await;
+    assert!(!in_memory(&s, &done), "a session closed over a minute ago is still held in memory");
+    assert!(in_memory(&s, &kept));
+    assert_eq!(act(&s, &kept, json!({})).await["decision"], "allow");
+    // A request naming it reads it back and is answered as before.
+    let again = act(&s, &done, json!({})).await;
+    assert_eq!(again["decision"], "terminate", "{again}");
+    assert!(in_memory(&s, &done));
+    // Read back, it is kept for the grace period again, then pruned again.
+    praetor_server::sessions::sweep(&s.state).await;
+    assert!(in_memory(&s, &done), "pruned right after a request read it back");
+    s.clock.advance(praetor_server::state::CLOSED_SESSION_GRACE_MS + 1_000);
+    praetor_server::sessions::sweep(&s.state).await;
+    assert!(!in_memory(&s, &done));
+    let (_, got) = s.get(&format!("/api/v1/enforce/sessions/{done}"), &s.admin_key).await;
+    assert_eq!(got["session"]["status"], "ended");
+    assert_eq!(got["session"]["consumed"]["actions"], 1, "{got}");
+    let (_, hb) = s.post(&format!("/api/v1/enforce/sessions/{done}/heartbeat"), &s.admin_key, &json!({})).await;
+    assert_eq!(hb["status"], "ended");
+}
+
 #[tokio::test]
 async fn the_kill_switch_stops_the_next_action() {
     let s = TestServer::start().await;
