@@ -54,8 +54,12 @@ pub enum BoundaryCheck {
     OutsideScope,
 }
 
+/// The built-in id of a block that replaced an escalation the workspace could not hold.
+pub const ESCALATION_LIMIT_ID: &str = "__escalation_limit";
+
 /// One policy (or built-in check) that matched the request.
-/// Built-in ids start with `__`: `__identity`, `__boundary`, `__default`.
+/// Built-in ids start with `__`: `__identity`, `__boundary`, `__default`,
+/// `__escalation_limit`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Triggered {
     pub policy_id: String,
@@ -101,6 +105,11 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Whether this is a block that replaced an escalation (`block_instead_of_escalating`).
+    pub fn escalation_refused(&self) -> bool {
+        self.verdict == Verdict::Block && self.triggered.first().is_some_and(|t| t.policy_id == ESCALATION_LIMIT_ID)
+    }
+
     /// True for `block`, `escalate` and `terminate`.
     pub fn refuses(&self) -> bool {
         self.verdict != Verdict::Allow
@@ -109,7 +118,8 @@ impl Decision {
     /// Turn an `escalate` into a `block` because no escalation can be opened (the
     /// workspace holds as many as it may): fail closed, and say so first in `triggered`
     /// (`__escalation_limit`) and in the reasoning. The policies that asked for the
-    /// escalation stay in `triggered`. Any other verdict is left as it is.
+    /// escalation stay in `triggered`; trust counts it as the escalation it replaced
+    /// (see `trust`). Any other verdict is left as it is.
     pub fn block_instead_of_escalating(&mut self, reason: String) {
         if self.verdict != Verdict::Escalate {
             return;
@@ -119,7 +129,7 @@ impl Decision {
         self.reasoning = format!("{reason} (the action would otherwise have been escalated: {})", self.reasoning);
         self.triggered.insert(
             0,
-            Triggered { policy_id: "__escalation_limit".to_owned(), name: "escalation limit".to_owned(), decision: "block".to_owned(), reason },
+            Triggered { policy_id: ESCALATION_LIMIT_ID.to_owned(), name: "escalation limit".to_owned(), decision: "block".to_owned(), reason },
         );
     }
 }
@@ -158,11 +168,17 @@ mod tests {
 
     #[test]
     fn only_an_escalation_is_turned_into_a_block() {
+        for (verdict, outcome) in [(Verdict::Allow, Outcome::Allowed), (Verdict::Block, Outcome::Refused), (Verdict::Terminate, Outcome::Terminated)] {
+            let mut d = escalated();
+            d.verdict = verdict;
+            d.outcome = outcome;
+            let before = d.clone();
+            d.block_instead_of_escalating("full".into());
+            assert_eq!(d, before);
+            assert!(!d.escalation_refused());
+        }
         let mut d = escalated();
-        d.verdict = Verdict::Allow;
-        d.outcome = Outcome::Allowed;
-        let before = d.clone();
         d.block_instead_of_escalating("full".into());
-        assert_eq!(d, before);
+        assert!(d.escalation_refused());
     }
 }

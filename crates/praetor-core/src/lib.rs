@@ -22,7 +22,7 @@ pub mod session;
 pub mod trust;
 
 pub use action::{ActionRequest, AgentFacts, Identity, PastAction, PermissionBoundary};
-pub use decision::{BoundaryCheck, Decision, EvalError, Outcome, Triggered, Verdict};
+pub use decision::{BoundaryCheck, Decision, ESCALATION_LIMIT_ID, EvalError, Outcome, Triggered, Verdict};
 pub use engine::{DecisionInput, decide};
 pub use pii::{Category as PiiCategory, PiiMatch};
 pub use policy::{

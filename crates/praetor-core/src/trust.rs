@@ -3,7 +3,9 @@
 //!
 //! - A violation that blocked (`violation && verdict == Block`) lowers the score by 5;
 //!   a violation that escalated lowers it by 2 (never below 0). Both reset the clean
-//!   streak to 0.
+//!   streak to 0. A block that replaced an escalation because the workspace held as
+//!   many as it may (`__escalation_limit`) counts as the escalation: the agent is not
+//!   penalised for the workspace being full.
 //! - An allowed action (`verdict == Allow`, with or without a warning) adds one to the
 //!   streak; every 10th consecutive allowed action raises the score by 1, up to the
 //!   baseline. A score already at or above the baseline is left as it is (an operator
@@ -24,8 +26,8 @@ pub const ESCALATE_PENALTY: u8 = 2;
 pub fn next_trust(score: u8, clean_streak: u32, decision: &Decision, baseline: u8) -> (u8, u32) {
     let score = score.min(100);
     match decision.verdict {
-        Verdict::Block if decision.violation => (score.saturating_sub(BLOCK_PENALTY), 0),
-        Verdict::Escalate if decision.violation => (score.saturating_sub(ESCALATE_PENALTY), 0),
+        Verdict::Block if decision.violation && !decision.escalation_refused() => (score.saturating_sub(BLOCK_PENALTY), 0),
+        Verdict::Escalate | Verdict::Block if decision.violation => (score.saturating_sub(ESCALATE_PENALTY), 0),
         Verdict::Allow => {
             let streak = clean_streak.saturating_add(1);
             let score = if streak % STREAK_FOR_ONE_POINT == 0 && score < baseline.min(100) {
@@ -66,6 +68,17 @@ mod tests {
         assert_eq!(next_trust(80, 7, &d(Verdict::Escalate, true), 80), (78, 0));
         assert_eq!(next_trust(3, 7, &d(Verdict::Block, true), 80), (0, 0));
         assert_eq!(next_trust(1, 7, &d(Verdict::Escalate, true), 80), (0, 0));
+    }
+
+    #[test]
+    fn a_block_at_the_escalation_limit_costs_what_the_escalation_would_have() {
+        let mut refused = d(Verdict::Escalate, true);
+        refused.block_instead_of_escalating("the workspace is full".into());
+        assert_eq!(refused.verdict, Verdict::Block);
+        assert_eq!(next_trust(80, 7, &refused, 80), (78, 0));
+        let mut not_a_violation = d(Verdict::Escalate, false);
+        not_a_violation.block_instead_of_escalating("the workspace is full".into());
+        assert_eq!(next_trust(80, 7, &not_a_violation, 80), (80, 7));
     }
 
     #[test]

@@ -455,25 +455,25 @@ fn guard(workspace_id: &str, of: Guarded, id: &str, etag: &str) -> Mutation {
     Mutation::Expect { workspace_id: workspace_id.to_owned(), of, id: id.to_owned(), etag: etag.to_owned() }
 }
 
-/// The violations a decision records: every matching governance rule (with its own
-/// severity and action) and every matching policy whose effect is not a plain allow
-/// (block: high, escalate: medium, allow_with_warning: low), including those breakglass
-/// overrode. Also the review queue of a matching `redirect` rule.
-/// Every open escalation is held in memory until it settles: when the workspace holds
-/// `max_pending_escalations` already, an action that would open one more is blocked
-/// instead, so a flood of escalations (a runaway agent, a policy too eager) cannot
-/// grow memory without bound. Fails closed; the answer names the limit.
-fn refuse_escalation_over_limit(decision: &mut praetor_core::Decision, open: usize, settings: &praetor_core::WorkspaceSettings) {
-    if decision.verdict != Verdict::Escalate || (open as u64) < settings.max_pending_escalations {
+/// Every escalation is held in memory until it settles and the sweeper prunes it: when
+/// the workspace holds `max_pending_escalations` already, an action that would open one
+/// more is blocked instead, so a flood of escalations (a runaway agent, a policy too
+/// eager) cannot grow memory without bound. Fails closed; the answer names the limit.
+fn refuse_escalation_over_limit(decision: &mut praetor_core::Decision, held: usize, settings: &praetor_core::WorkspaceSettings) {
+    if decision.verdict != Verdict::Escalate || (held as u64) < settings.max_pending_escalations {
         return;
     }
-    tracing::debug!(open, limit = settings.max_pending_escalations, "escalation refused: the workspace holds as many as it may");
+    tracing::debug!(held, limit = settings.max_pending_escalations, "escalation refused: the workspace holds as many as it may");
     decision.block_instead_of_escalating(format!(
-        "{open} escalations are open, the workspace's limit (max_pending_escalations = {}): approve, reject or let some expire, or raise the limit",
+        "the workspace holds {held} escalations, its limit (max_pending_escalations = {}): approve, reject or let some expire, or raise the limit",
         settings.max_pending_escalations
     ));
 }
 
+/// The violations a decision records: every matching governance rule (with its own
+/// severity and action) and every matching policy whose effect is not a plain allow
+/// (block: high, escalate: medium, allow_with_warning: low), including those breakglass
+/// overrode. Also the review queue of a matching `redirect` rule.
 fn violations_of(d: &praetor_core::Decision, records: &[praetor_store::PolicyRecord]) -> (Vec<Value>, Option<String>) {
     let mut out = Vec::new();
     let mut queue = None;
@@ -712,7 +712,8 @@ impl Touched {
 pub fn would_decide_for(d: &praetor_core::Decision, shadow_effect: &str) -> &'static str {
     // With no live policy matched, the workspace default decided: an enforced shadow
     // policy would have matched instead of it, in either direction.
-    let default_decided = d.triggered.iter().all(|t| t.policy_id == "__default");
+    // (A block at the escalation limit replaced the default's escalation.)
+    let default_decided = d.triggered.iter().all(|t| t.policy_id == "__default" || t.policy_id == praetor_core::ESCALATION_LIMIT_ID);
     if default_decided && matches!(d.verdict, Verdict::Allow | Verdict::Escalate | Verdict::Block) {
         return match shadow_effect {
             "block" => "block",
@@ -961,6 +962,9 @@ fn record<'a>(
             let latency_us = e.started.elapsed().as_micros() as u64;
             body.insert("latency_ms".into(), json!(latency_us as f64 / 1000.0));
             state.metrics.count_decision(e.decision.verdict, latency_us);
+            if e.decision.escalation_refused() {
+                state.metrics.escalations_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             tracing::debug!(decision_id = %e.decision_id, decision = e.decision.verdict.as_str(), latency_us, "decided");
         }
         Ok(bodies)
@@ -969,4 +973,35 @@ fn record<'a>(
 
 pub fn check_id_pub(field: &str, value: &str) -> ApiResult<()> {
     check_id(field, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use praetor_core::{BoundaryCheck, Decision, Outcome, Triggered};
+
+    fn default_escalation() -> Decision {
+        Decision {
+            verdict: Verdict::Escalate,
+            outcome: Outcome::Escalated,
+            triggered: vec![Triggered { policy_id: "__default".into(), name: "default".into(), decision: "escalate".into(), reason: "no policy matched".into() }],
+            errors: vec![],
+            boundary: BoundaryCheck::WithinScope,
+            reasoning: "no policy matched".into(),
+            violation: false,
+            shadow: vec![],
+            charge: None,
+            ends_session: None,
+            authority: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_shadow_policy_would_still_replace_a_default_refused_at_the_escalation_limit() {
+        let mut d = default_escalation();
+        assert_eq!(would_decide_for(&d, "allow"), "allow");
+        d.block_instead_of_escalating("the workspace is full".into());
+        assert_eq!(would_decide_for(&d, "allow"), "allow", "the default decided, so a matching shadow allow would have allowed");
+        assert_eq!(would_decide_for(&d, "block"), "block");
+    }
 }

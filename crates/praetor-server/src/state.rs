@@ -273,6 +273,8 @@ pub struct Metrics {
     pub decisions_terminate: AtomicU64,
     pub decision_latency_us_sum: AtomicU64,
     pub errors: AtomicU64,
+    /// Escalations turned into blocks because the workspace held its limit.
+    pub escalations_refused: AtomicU64,
 }
 
 impl Metrics {

@@ -213,10 +213,9 @@ pub struct WorkspaceSettings {
     /// `approved` but its `decision` is `block`, so a stale approval cannot be replayed.
     #[serde(default = "default_approval_freshness")]
     pub approval_freshness_seconds: u64,
-    /// How many open escalations (pending, or approved and not yet used or stale) the
-    /// workspace holds at most. Each is kept in memory until it settles, so this is what
-    /// bounds that memory; a decision that would open one more blocks instead (fails
-    /// closed) and says why.
+    /// How many escalations the workspace holds at most. Each is kept in memory until it
+    /// settles and the sweeper prunes it, so this is what bounds that memory; a decision
+    /// that would open one more blocks instead (fails closed) and says why.
     #[serde(default = "default_max_pending_escalations")]
     pub max_pending_escalations: u64,
 }

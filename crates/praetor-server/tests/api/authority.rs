@@ -106,23 +106,46 @@ async fn open_escalations_are_capped_and_the_next_one_blocks_until_one_settles()
     let agent_key = s.key(&["agent"], None).await;
     let approver = s.key(&["approvals"], None).await;
     let deploy = |v: i64| json!({ "action_type": "deploy", "agent_id": agent, "metadata": { "v": v } });
-    let one = act(&s, &agent_key, deploy(1)).await["escalation_id"].as_str().unwrap().to_owned();
-    assert_eq!(act(&s, &agent_key, deploy(2)).await["decision"], "escalate");
-    // The third would be one more than the workspace holds: blocked, saying why.
+    let first = act(&s, &agent_key, deploy(1)).await;
+    let one = first["escalation_id"].as_str().unwrap().to_owned();
+    let second = act(&s, &agent_key, deploy(2)).await;
+    assert_eq!(second["decision"], "escalate");
+    let two = second["escalation_id"].as_str().unwrap().to_owned();
+    // The third would be one more than the workspace holds: blocked, saying why...
     let third = act(&s, &agent_key, deploy(3)).await;
     assert_eq!(third["decision"], "block", "{third}");
+    assert_eq!(third["outcome"], "refused");
     assert!(third["escalation_id"].is_null(), "{third}");
     assert_eq!(third["policies_triggered"][0]["policy_id"], "__escalation_limit", "{third}");
+    assert_eq!(third["policies_triggered"][1]["name"], "hold", "the policy that asked is still listed");
     assert!(third["reasoning"].as_str().unwrap().contains("max_pending_escalations = 2"), "{third}");
+    // ...and costs the agent's trust what the escalation would have (2), not a block's 5.
+    assert_eq!(second["trust_score"].as_u64().unwrap() - third["trust_score"].as_u64().unwrap(), 2, "{second} {third}");
     let (_, listed) = s.get("/api/v1/enforce/escalations?status=pending", &approver).await;
     assert_eq!(listed["escalations"].as_array().unwrap().len(), 2, "{listed}");
+    let (_, status) = s.get("/v1/status", "").await;
+    assert_eq!(status["counters"]["escalations_refused_at_limit"], 1, "{status}");
     // Actions no policy escalates are not touched by the limit.
     assert_eq!(act(&s, &agent_key, json!({ "action_type": "read", "agent_id": agent })).await["decision"], "allow");
-    // Once one settles (rejected here) and leaves memory, there is room again.
-    s.post(&format!("/api/v1/enforce/escalations/{one}/resolve"), &approver, &json!({ "resolution": "rejected", "reason": "no" })).await;
+    // A batch sees the escalations opened before it in the same request: none fits.
+    let (code, batch) = s.post("/api/v1/enforce/batch", &agent_key, &json!({ "actions": [deploy(4), deploy(5)] })).await;
+    assert_eq!(code, StatusCode::OK, "{batch}");
+    let decisions: Vec<&str> = batch["results"].as_array().unwrap().iter().map(|r| r["decision"].as_str().unwrap()).collect();
+    assert_eq!(decisions, ["block", "block"], "{batch}");
+    // An approved action goes ahead at the limit: approval is not a new escalation.
+    let (code, resolved) = s.post(&format!("/api/v1/enforce/escalations/{one}/resolve"), &approver, &json!({ "resolution": "approved" })).await;
+    assert_eq!(code, StatusCode::OK, "{resolved}");
+    assert_eq!(act(&s, &agent_key, deploy(1)).await["decision"], "allow");
+    // A rejected escalation is held until the sweeper prunes it...
+    let (code, resolved) = s.post(&format!("/api/v1/enforce/escalations/{two}/resolve"), &approver, &json!({ "resolution": "rejected", "reason": "no" })).await;
+    assert_eq!(code, StatusCode::OK, "{resolved}");
+    assert_eq!(act(&s, &agent_key, deploy(3)).await["decision"], "block");
+    // ...then there is room again, for two.
     praetor_server::sessions::sweep(&s.state).await;
-    assert_eq!(act(&s, &agent_key, deploy(3)).await["decision"], "escalate");
-    assert_eq!(act(&s, &agent_key, deploy(4)).await["decision"], "block");
+    let (code, batch) = s.post("/api/v1/enforce/batch", &agent_key, &json!({ "actions": [deploy(3), deploy(4), deploy(5)] })).await;
+    assert_eq!(code, StatusCode::OK, "{batch}");
+    let decisions: Vec<&str> = batch["results"].as_array().unwrap().iter().map(|r| r["decision"].as_str().unwrap()).collect();
+    assert_eq!(decisions, ["escalate", "escalate", "block"], "{batch}");
 }
 
 #[tokio::test]
