@@ -315,7 +315,9 @@ fn evaluate_with(
     // nothing of it.
     let foreign = matches!(&identity, Identity::Failed { check, .. } if check == "session_agent_mismatch" || check == "key_bound_to_other_agent");
     let session_facts = match &session_ref {
-        Some(SessionRef::Known(s)) if !foreign => live.sessions.get(&s.session_id).map(session_facts),
+        // (The copy read above if the session has left memory since: only a closed
+        // session leaves, and a closed session no longer changes.)
+        Some(SessionRef::Known(s)) if !foreign => live.sessions.get(&s.session_id).or(Some(&**s)).map(session_facts),
         _ => None,
     };
     let acting_agent = agent.as_ref().map(|a| a.agent_id.as_str());
@@ -542,18 +544,33 @@ fn apply_to_session(live: &mut LiveState, facts: &SessionFacts, d: &praetor_core
 }
 
 /// Make sure a session named by a request is in memory (a closed one may only be in
-/// the store), so the decision sees its real state.
-pub async fn load_session(state: &AppState, ws: &WorkspaceState, session_id: &str) -> ApiResult<()> {
-    if ws.live.lock().sessions.contains_key(session_id) {
-        return Ok(());
+/// the store), so the decision sees its real state. False when no such session exists.
+/// A closed session held already counts as read now, which keeps the sweeper from
+/// forgetting it while this request is on its way to evaluation.
+pub async fn load_session(state: &AppState, ws: &WorkspaceState, session_id: &str) -> ApiResult<bool> {
+    {
+        let mut live = ws.live.lock();
+        if let Some(s) = live.sessions.get(session_id) {
+            if s.status != SessionStatus::Active {
+                live.session_loaded_ms.insert(session_id.to_owned(), state.now_ms());
+            }
+            return Ok(true);
+        }
     }
     let (since, cap) = history_bounds(state, ws);
-    if let Some(st) = state.store.session_state(&ws.workspace_id, session_id, since, cap).await?
-        && !ws.live.lock().sessions.contains_key(session_id)
-    {
+    let Some(st) = state.store.session_state(&ws.workspace_id, session_id, since, cap).await? else { return Ok(false) };
+    if !ws.live.lock().sessions.contains_key(session_id) {
         ws.adopt_session(session_id, Some(st), state.now_ms());
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Whether a session the store holds, named by this request, has left memory since it
+/// was loaded (the sweeper forgets closed sessions): then it must be read again, or the
+/// request would be decided as naming no session at all.
+fn session_gone(ws: &WorkspaceState, loaded: &[&str]) -> bool {
+    let live = ws.live.lock();
+    loaded.iter().any(|sid| !live.sessions.contains_key(*sid))
 }
 
 /// How far back, and how many, allowed actions a history read from the store needs.
@@ -611,18 +628,34 @@ pub async fn decide_and_record(
 ) -> ApiResult<Vec<Map<String, Value>>> {
     let mut attempt = 0;
     loop {
+        let mut loaded = Vec::new();
         for sid in actions.iter().filter_map(|i| i.request.session_id.as_deref()) {
-            load_session(state, ws, sid).await?;
+            if load_session(state, ws, sid).await? {
+                loaded.push(sid);
+            }
         }
         load_unknown_agents(state, ws, caller, &actions).await?;
-        let (touched, recording) = {
+        let evaluated_now = {
+            // The sweeper forgets closed sessions under this lock too: a session present
+            // here stays present through the evaluation.
             let _order = ws.decision_order.lock();
-            let evaluated: Vec<Evaluated> = actions
-                .iter()
-                .map(|i| evaluate_with(state, ws, caller, i.clone(), identity_failure.as_ref().map(|(c, r)| (*c, r.clone()))))
-                .collect();
-            let touched = Touched::of(&evaluated);
-            (touched, record(state, ws, evaluated))
+            if session_gone(ws, &loaded) {
+                None
+            } else {
+                let evaluated: Vec<Evaluated> = actions
+                    .iter()
+                    .map(|i| evaluate_with(state, ws, caller, i.clone(), identity_failure.as_ref().map(|(c, r)| (*c, r.clone()))))
+                    .collect();
+                let touched = Touched::of(&evaluated);
+                Some((touched, record(state, ws, evaluated)))
+            }
+        };
+        let Some((touched, recording)) = evaluated_now else {
+            attempt += 1;
+            if attempt >= MAX_ATTEMPTS {
+                return Err(ApiError::new(Code::StoreUnavailable, "a session named by the request kept leaving memory; retry the request"));
+            }
+            continue;
         };
         match recording.await {
             // The commit was refused and nothing of it written, but evaluation already

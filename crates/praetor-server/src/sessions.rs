@@ -162,7 +162,12 @@ pub async fn sweep(state: &AppState) {
             tracing::warn!(workspace_id = %ws_id, error = %e.message, "escalation expiry not recorded");
         }
         crate::api::escalations::prune_settled(&ws, now);
-        let forgotten = ws.live.lock().prune_closed_sessions(now);
+        // Under the decision order: a request that found its session loaded keeps it
+        // until its evaluation is over (see `pipeline::decide_and_record`).
+        let forgotten = {
+            let _order = ws.decision_order.lock();
+            ws.live.lock().prune_closed_sessions(now)
+        };
         if forgotten > 0 {
             tracing::debug!(workspace_id = %ws_id, forgotten, "closed sessions left memory (the store keeps them)");
         }

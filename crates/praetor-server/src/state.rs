@@ -459,6 +459,58 @@ mod tests {
         assert!(h.actions.iter().all(|a| a.action_type == "noop"));
     }
 
+    fn session(id: &str, status: SessionStatus, closed_at: Option<i64>) -> Session {
+        Session {
+            session_id: id.into(),
+            workspace_id: "ws".into(),
+            agent_id: "agt".into(),
+            credential_id: None,
+            label: None,
+            budgets: Default::default(),
+            consumed: Default::default(),
+            status,
+            kill_reason: None,
+            attributes: Default::default(),
+            created_at: 0,
+            expires_at: None,
+            closed_at,
+            version: 1,
+            etag: String::new(),
+        }
+    }
+
+    #[test]
+    fn closed_sessions_are_forgotten_once_both_closed_and_read_long_enough_ago() {
+        const G: i64 = CLOSED_SESSION_GRACE_MS;
+        let now = 10 * G;
+        let mut live = LiveState::default();
+        // (id, status, closed at, last read from the store at)
+        let cases = [
+            ("active-old", SessionStatus::Active, None, Some(0)),
+            ("closed-long-ago", SessionStatus::Ended, Some(now - G - 1), None),
+            ("closed-long-ago-read-long-ago", SessionStatus::Killed, Some(0), Some(now - G - 1)),
+            ("closed-recently", SessionStatus::Killed, Some(now - G + 1), None),
+            ("closed-long-ago-read-recently", SessionStatus::Expired, Some(0), Some(now - 1)),
+            ("closed-with-no-time", SessionStatus::Terminated, None, None),
+        ];
+        for (id, status, closed_at, loaded) in cases {
+            live.sessions.insert(id.into(), session(id, status, closed_at));
+            live.session_history.insert(id.into(), History::default());
+            if let Some(at) = loaded {
+                live.session_loaded_ms.insert(id.into(), at);
+            }
+        }
+        assert_eq!(live.prune_closed_sessions(now), 3);
+        let mut kept: Vec<&str> = live.sessions.keys().map(String::as_str).collect();
+        kept.sort();
+        assert_eq!(kept, ["active-old", "closed-long-ago-read-recently", "closed-recently"]);
+        let mut histories: Vec<&str> = live.session_history.keys().map(String::as_str).collect();
+        histories.sort();
+        assert_eq!(histories, kept, "a forgotten session's history goes with it");
+        assert!(live.session_loaded_ms.keys().all(|id| live.sessions.contains_key(id)), "no read time outlives its session");
+        assert_eq!(live.session_loaded_ms.len(), 2);
+    }
+
     #[test]
     fn pruning_keeps_memory_bounded_by_the_window() {
         let mut live = LiveState::default();

@@ -145,11 +145,15 @@ async fn silent_sessions_expire_on_time() {
     assert_eq!(hb["status"], "expired");
 }
 
-/// Is the session in the server's memory (not only in the store)?
+/// Is the session in the server's memory (not only in the store)? Its history and read
+/// time go with it.
 fn in_memory(s: &TestServer, id: &str) -> bool {
     let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
     let live = ws.live.lock();
-    live.sessions.contains_key(id)
+    let held = live.sessions.contains_key(id);
+    assert!(held || !live.session_history.contains_key(id), "the history of a forgotten session is still held");
+    assert!(held || !live.session_loaded_ms.contains_key(id), "the read time of a forgotten session is still held");
+    held
 }
 
 #[tokio::test]
@@ -174,6 +178,7 @@ async fn closed_sessions_leave_memory_after_a_while_and_still_answer_from_the_st
     // A request naming it reads it back and is answered as before.
     let again = act(&s, &done, json!({})).await;
     assert_eq!(again["decision"], "terminate", "{again}");
+    assert_eq!(again["policies_triggered"][0]["policy_id"], "__session", "{again}");
     assert!(in_memory(&s, &done));
     // Read back, it is kept for the grace period again, then pruned again.
     praetor_server::sessions::sweep(&s.state).await;
