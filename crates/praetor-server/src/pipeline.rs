@@ -569,6 +569,9 @@ pub async fn load_session(state: &AppState, ws: &WorkspaceState, session_id: &st
 /// was loaded (the sweeper forgets closed sessions): then it must be read again, or the
 /// request would be decided as naming no session at all.
 fn session_gone(ws: &WorkspaceState, loaded: &[&str]) -> bool {
+    if loaded.is_empty() {
+        return false;
+    }
     let live = ws.live.lock();
     loaded.iter().any(|sid| !live.sessions.contains_key(*sid))
 }
