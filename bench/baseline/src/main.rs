@@ -3,8 +3,8 @@
 //! A minimal axum server that parses the same request JSON as Praetor's
 //! `POST /api/v1/enforce/intercept` and answers a fixed `allow` decision shaped like
 //! Praetor's, plus the few setup endpoints `praetor bench` calls (create policy,
-//! register agent, delete policy), so the very same `praetor bench` command drives
-//! both servers. No policy, no store, no vault: every Praetor figure is reported as a
+//! register agent, delete policy, start and end a session), so the very same
+//! `praetor bench` command drives both servers, in every scenario. No policy, no store, no vault: every Praetor figure is reported as a
 //! ratio to this one, measured in the same run.
 
 use std::net::SocketAddr;
@@ -102,6 +102,30 @@ pub async fn register_agent(headers: HeaderMap, body: Result<Json<Value>, JsonRe
     }
 }
 
+/// `POST /enforce/sessions/start`, for `praetor bench --scenario session`: a new id, as
+/// Praetor answers it (`session_id` and the session object). The baseline keeps no
+/// budgets, so its sessions never terminate.
+pub async fn start_session(headers: HeaderMap, body: Result<Json<Value>, JsonRejection>) -> Answer {
+    if let Err(e) = authorised(&headers) {
+        return e;
+    }
+    match body {
+        Ok(_) => {
+            let id = next_id("sess");
+            (StatusCode::OK, Json(json!({ "ok": true, "session_id": id, "session": { "session_id": id, "status": "active" } })))
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, "invalid_request", &e.body_text()),
+    }
+}
+
+/// `POST /enforce/sessions/{id}/end`, which the bench calls for each session it leaves open.
+pub async fn end_session(headers: HeaderMap, Path(id): Path<String>) -> Answer {
+    if let Err(e) = authorised(&headers) {
+        return e;
+    }
+    (StatusCode::OK, Json(json!({ "ok": true, "session": { "session_id": id, "status": "ended" } })))
+}
+
 pub async fn delete_policy(headers: HeaderMap, Path(_id): Path<String>) -> Answer {
     if let Err(e) = authorised(&headers) {
         return e;
@@ -114,7 +138,9 @@ pub fn router() -> Router {
         .route("/enforce/intercept", post(intercept))
         .route("/enforce/policies", post(create_policy))
         .route("/enforce/policies/{id}", delete(delete_policy))
-        .route("/enforce/agents", post(register_agent));
+        .route("/enforce/agents", post(register_agent))
+        .route("/enforce/sessions/start", post(start_session))
+        .route("/enforce/sessions/{id}/end", post(end_session));
     Router::new()
         .nest("/api/v1", api.clone())
         .nest("/v1", api)
@@ -208,5 +234,18 @@ mod tests {
         assert!(a["agent"]["agent_id"].as_str().is_some_and(|id| id.starts_with("agt_")));
         let (status, d) = call("DELETE", "/api/v1/enforce/policies/pol_1", true, "").await;
         assert_eq!((status, d["ok"].clone()), (StatusCode::OK, json!(true)));
+    }
+
+    #[tokio::test]
+    async fn sessions_start_and_end_as_praetor_bench_expects() {
+        let (status, s) = call("POST", "/api/v1/enforce/sessions/start", true, r#"{"agent_id":"agt_1","budgets":{"max_actions":10}}"#).await;
+        assert_eq!(status, StatusCode::OK);
+        let id = s["session_id"].as_str().expect("session_id").to_owned();
+        assert!(id.starts_with("sess_"), "{s}");
+        assert_eq!(s["session"]["session_id"], json!(id));
+        assert_eq!(call("POST", "/api/v1/enforce/sessions/start", false, "{}").await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(call("POST", "/api/v1/enforce/sessions/start", true, "not json").await.0, StatusCode::BAD_REQUEST);
+        let (status, e) = call("POST", &format!("/api/v1/enforce/sessions/{id}/end"), true, "{}").await;
+        assert_eq!((status, e["session"]["status"].clone()), (StatusCode::OK, json!("ended")));
     }
 }
