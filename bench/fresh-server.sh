@@ -4,6 +4,7 @@
 # directory) and DATA_PARENT (where it goes; default $TMPDIR or /tmp); sets PRAETOR (the
 # binary: $PRAETOR, else $CARGO_TARGET_DIR/release/praetor or target/release/praetor),
 # WORK (the directory, data in $WORK/data), SERVER (its pid), URL and KEY (the admin key).
+# SERVER_LOG_LEVEL sets the server's PRAETOR_LOG (default warn; the log is $WORK/server.log).
 
 PRAETOR=${PRAETOR:-${CARGO_TARGET_DIR:-target}/release/praetor}
 [ -x "$PRAETOR" ] || { echo "no binary at $PRAETOR (cargo build --release -p praetor)" >&2; exit 2; }
@@ -18,7 +19,7 @@ trap cleanup EXIT
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 URL="http://127.0.0.1:$PORT"
-PRAETOR_LOG=warn "$PRAETOR" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" >"$WORK/server.log" 2>&1 &
+PRAETOR_LOG=${SERVER_LOG_LEVEL:-warn} "$PRAETOR" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" >"$WORK/server.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 1 200); do
     curl -fsS -o /dev/null "$URL/healthz" 2>/dev/null && [ -s "$WORK/data/admin.key" ] && break

@@ -673,6 +673,7 @@ pub async fn decide_and_record(
                     caller.nonce_replayed.store(true, std::sync::atomic::Ordering::Relaxed);
                 } else {
                     tracing::debug!(workspace_id = %ws.workspace_id, error = %e, attempt, "decided from a stale copy; reloading");
+                    state.metrics.stale_reevaluations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 resync(state, ws, &touched.agents, &touched.sessions).await?;
                 resync_objects(state, ws, &touched.objects).await?;

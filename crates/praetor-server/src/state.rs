@@ -275,6 +275,9 @@ pub struct Metrics {
     pub errors: AtomicU64,
     /// Escalations turned into blocks because the workspace held its limit.
     pub escalations_refused: AtomicU64,
+    /// Requests evaluated again because the store refused their commit as decided from
+    /// a stale copy (another node, or a reload, moved an agent or session on).
+    pub stale_reevaluations: AtomicU64,
 }
 
 impl Metrics {

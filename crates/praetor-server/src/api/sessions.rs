@@ -54,16 +54,22 @@ pub async fn start(
         && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit())) {
             return Err(ApiError::invalid("prompt_hash", "must be 64 hexadecimal characters (SHA-256)"));
         }
-    // Read the agent and its credentials from the store first: a revocation made on
-    // another node a moment ago must refuse this session (and the commit below is
-    // refused if one lands before it).
+    // An agent or credential registered on another node a moment ago may not be held
+    // yet: read it from the store. One that is held is not read again: a deactivation or
+    // revocation that has landed in the store refuses the commit below anyway (its
+    // `ExpectActive` guard), and reloading a held agent would set its copy back behind
+    // the decisions still on their way to the store, whose commits would then all be
+    // refused as stale (with many sessions starting for busy agents, a storm of retries).
     let hinted = body
         .agent_id
         .clone()
         .or_else(|| body.credential_id.as_ref().and_then(|c| ws.credentials.read().get(c).map(|c| c.agent_id.clone())))
         .or_else(|| auth.bound_agent().map(str::to_owned));
     if let Some(a) = hinted {
-        crate::pipeline::resync(&state, ws, &[a], &[]).await?;
+        let credential_unknown = body.credential_id.as_ref().is_some_and(|c| !ws.credentials.read().contains_key(c));
+        if ws.agent(&a).is_none() || credential_unknown {
+            crate::pipeline::resync(&state, ws, &[a], &[]).await?;
+        }
     }
     // Whose session: the named agent, else the credential's, else the key's own agent.
     let credential = match &body.credential_id {

@@ -41,6 +41,7 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
             "terminate": m.decisions_terminate.load(Ordering::Relaxed),
             "errors": m.errors.load(Ordering::Relaxed),
             "escalations_refused_at_limit": m.escalations_refused.load(Ordering::Relaxed),
+            "stale_reevaluations": m.stale_reevaluations.load(Ordering::Relaxed),
         },
         "store_commits": state.store.commit_stats(),
     }))
@@ -69,6 +70,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let _ = writeln!(out, "# HELP praetor_escalations_refused_total Escalations blocked instead because the workspace held max_pending_escalations.");
     let _ = writeln!(out, "# TYPE praetor_escalations_refused_total counter");
     let _ = writeln!(out, "praetor_escalations_refused_total {}", m.escalations_refused.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP praetor_stale_reevaluations_total Requests evaluated again because their commit was refused as decided from a stale copy.");
+    let _ = writeln!(out, "# TYPE praetor_stale_reevaluations_total counter");
+    let _ = writeln!(out, "praetor_stale_reevaluations_total {}", m.stale_reevaluations.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP praetor_decision_latency_seconds_sum Total time spent deciding, including the durable append.");
     let _ = writeln!(out, "# TYPE praetor_decision_latency_seconds_sum counter");
     let _ = writeln!(out, "praetor_decision_latency_seconds_sum {}", m.decision_latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6);

@@ -86,6 +86,42 @@ async fn budgets_are_exact_under_concurrency() {
     assert_eq!(got["session"]["remaining_actions"], 0);
 }
 
+/// On one node nothing else writes agents, so no decision may ever be refused as decided
+/// from a stale copy. Starting a session used to reload its agent from the store, which
+/// set the agent's copy back behind the decisions still on their way to the store: their
+/// commits were then refused, reloaded again, and so on, a storm of retries.
+#[tokio::test]
+async fn starting_sessions_while_the_agent_acts_causes_no_stale_retries() {
+    let s = TestServer::start().await;
+    let agent = s.agent("busy").await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (client, url, key) = (s.client.clone(), s.url("/api/v1/enforce/intercept"), s.admin_key.clone());
+        let body = json!({ "action_type": "tool.call", "agent_id": agent });
+        tasks.push(tokio::spawn(async move {
+            let mut allowed = 0;
+            for _ in 0..25 {
+                let a: Value = client.post(url.clone()).header("X-API-Key", &key).json(&body).send().await.unwrap().json().await.unwrap();
+                allowed += usize::from(a["decision"] == "allow");
+            }
+            allowed
+        }));
+    }
+    let mut started = 0;
+    while !tasks.iter().all(|t| t.is_finished()) && started < 200 {
+        start(&s, json!({ "agent_id": agent })).await;
+        started += 1;
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += t.await.unwrap();
+    }
+    assert_eq!(allowed, 16 * 25);
+    assert!(started >= 2, "sessions started while the agent acted: {started}");
+    let (_, status) = s.get("/v1/status", "").await;
+    assert_eq!(status["counters"]["stale_reevaluations"], 0, "{status}");
+}
+
 #[tokio::test]
 async fn spend_is_counted_exactly_in_decimal() {
     let s = TestServer::start().await;
