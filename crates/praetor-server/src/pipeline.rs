@@ -596,6 +596,17 @@ pub async fn resync(state: &AppState, ws: &WorkspaceState, agents: &[String], se
     Ok(())
 }
 
+/// Read a session from the store for an answer about it (its status, a heartbeat),
+/// keeping this node's copy when it is as new or newer (`adopt_session_if_newer`):
+/// unlike `resync`, which follows a refused commit and must drop what memory ran
+/// ahead with, this is asked while the session's decisions may be in flight.
+pub async fn refresh_session(state: &AppState, ws: &WorkspaceState, session_id: &str) -> ApiResult<()> {
+    let (since, cap) = history_bounds(state, ws);
+    let stored = state.store.session_state(&ws.workspace_id, session_id, since, cap).await?;
+    ws.adopt_session_if_newer(session_id, stored, state.now_ms());
+    Ok(())
+}
+
 pub async fn resync_sessions(state: &AppState, ws: &WorkspaceState, sessions: &[String]) -> ApiResult<()> {
     resync(state, ws, &[], sessions).await
 }

@@ -97,12 +97,19 @@ pub fn closing_txn(ws_id: &str, closed: &[Closed], closing: &Closing<'_>, now_ms
 pub const CLOSE_ATTEMPTS: u32 = 20;
 
 /// Close sessions and commit the change with its vault events. The sessions are read
-/// from the store first (another node may have charged or closed them); a close
-/// refused because one changed in between is tried again from a fresh read.
+/// from the store first (another node may have charged or closed them; a copy of this
+/// node's own that is as new is kept, see `refresh_session`); a close refused because
+/// one changed in between is tried again from the store's copy.
 pub async fn close(state: &AppState, ws: &WorkspaceState, ids: &[String], closing: Closing<'_>) -> ApiResult<Vec<Session>> {
     let mut attempt = 0;
     loop {
-        crate::pipeline::resync(state, ws, &[], ids).await?;
+        if attempt == 0 {
+            for id in ids {
+                crate::pipeline::refresh_session(state, ws, id).await?;
+            }
+        } else {
+            crate::pipeline::resync(state, ws, &[], ids).await?;
+        }
         let now = state.now_ms();
         let closed = close_in_memory(ws, ids, &closing, now);
         if closed.is_empty() {

@@ -245,6 +245,29 @@ impl WorkspaceState {
     }
 
     /// Replace this node's copy of a session (its row and history) with the store's.
+    /// Like `adopt_session`, but a held copy at or past the stored one's `version` is
+    /// kept: it is this node's own, with changes (charges, a close) possibly still on
+    /// their way to the store, and setting it back would get their successors' commits
+    /// refused as stale. A stored copy with a higher version (another node charged or
+    /// closed the session) replaces it. Returns whether the stored copy was taken.
+    pub fn adopt_session_if_newer(&self, session_id: &str, stored: Option<praetor_store::SessionState>, now_ms: i64) -> bool {
+        {
+            let mut live = self.live.lock();
+            if let (Some(st), Some(held)) = (&stored, live.sessions.get(session_id))
+                && st.session.version <= held.version
+            {
+                if held.status != SessionStatus::Active {
+                    live.session_loaded_ms.insert(session_id.to_owned(), now_ms);
+                }
+                return false;
+            }
+        }
+        // (Between the check and here only this node's decisions change a held copy,
+        // and they only raise its version: at worst a newer stored copy is taken late.)
+        self.adopt_session(session_id, stored, now_ms);
+        true
+    }
+
     /// `now_ms`: when it was read, which keeps a closed session in memory for a while.
     pub fn adopt_session(&self, session_id: &str, stored: Option<praetor_store::SessionState>, now_ms: i64) {
         let mut live = self.live.lock();

@@ -138,7 +138,12 @@ pub async fn start(
     };
     match state.commit(txn).await {
         Err(praetor_store::StoreError::Stale(what)) => {
-            return Err(ApiError::invalid("agent_id", format!("{what}: the session cannot start")));
+            // Deactivated or revoked in the store (on another node) after this node read
+            // it: take the store's copy, and name the field that was refused.
+            crate::pipeline::resync(&state, ws, std::slice::from_ref(&session.agent_id), &[]).await?;
+            let revoked = session.credential_id.as_ref().is_some_and(|c| ws.credentials.read().get(c).is_none_or(|c| c.revoked_at.is_some()));
+            let field = if revoked { "credential_id" } else { "agent_id" };
+            return Err(ApiError::invalid(field, format!("{what}: the session cannot start")));
         }
         other => other?,
     };
@@ -177,10 +182,10 @@ pub async fn list(
     Ok(Json(json!({ "ok": true, "sessions": views, "total": views.len() })))
 }
 
-/// The current state of a session, read from the store (other nodes charge and close
-/// sessions too) into this node's copy.
+/// The current state of a session: the store's copy when it is newer than this node's
+/// (other nodes charge and close sessions too), else this node's own.
 async fn current(state: &AppState, ws: &WorkspaceState, id: &str) -> ApiResult<Session> {
-    crate::pipeline::resync(state, ws, &[], &[id.to_owned()]).await?;
+    crate::pipeline::refresh_session(state, ws, id).await?;
     ws.live.lock().sessions.get(id).cloned().ok_or_else(|| ApiError::not_found("session", id))
 }
 

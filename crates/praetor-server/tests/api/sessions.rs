@@ -87,9 +87,10 @@ async fn budgets_are_exact_under_concurrency() {
 }
 
 /// On one node nothing else writes agents, so no decision may ever be refused as decided
-/// from a stale copy. Starting a session used to reload its agent from the store, which
-/// set the agent's copy back behind the decisions still on their way to the store: their
-/// commits were then refused, reloaded again, and so on, a storm of retries.
+/// from a stale copy. Starting a session used to reload its agent from the store, and a
+/// heartbeat its session, which set the copy back behind the decisions still on their way
+/// to the store: their commits were then refused, reloaded again, and so on, a storm of
+/// retries.
 #[tokio::test]
 async fn starting_sessions_while_the_agent_acts_causes_no_stale_retries() {
     let s = TestServer::start().await;
@@ -107,19 +108,69 @@ async fn starting_sessions_while_the_agent_acts_causes_no_stale_retries() {
             allowed
         }));
     }
-    let mut started = 0;
+    // Some of it inside sessions, whose heartbeats are polled meanwhile (as the SDK does).
+    let mut sessions = Vec::new();
+    for _ in 0..8 {
+        let id = start(&s, json!({ "agent_id": agent })).await;
+        let (client, url, key) = (s.client.clone(), s.url("/api/v1/enforce/intercept"), s.admin_key.clone());
+        let body = json!({ "action_type": "tool.call", "agent_id": null, "session_id": id });
+        sessions.push(id);
+        tasks.push(tokio::spawn(async move {
+            let mut allowed = 0;
+            for _ in 0..25 {
+                let a: Value = client.post(url.clone()).header("X-API-Key", &key).json(&body).send().await.unwrap().json().await.unwrap();
+                allowed += usize::from(a["decision"] == "allow");
+            }
+            allowed
+        }));
+    }
+    let (mut started, mut polled) = (0, 0);
     while !tasks.iter().all(|t| t.is_finished()) && started < 200 {
         start(&s, json!({ "agent_id": agent })).await;
         started += 1;
+        for id in &sessions {
+            let (_, hb) = s.post(&format!("/api/v1/enforce/sessions/{id}/heartbeat"), &s.admin_key, &json!({})).await;
+            assert_eq!(hb["status"], "active", "{hb}");
+            polled += 1;
+        }
     }
     let mut allowed = 0;
     for t in tasks {
         allowed += t.await.unwrap();
     }
-    assert_eq!(allowed, 16 * 25);
-    assert!(started >= 2, "sessions started while the agent acted: {started}");
+    assert_eq!(allowed, 24 * 25);
+    assert!(started >= 2 && polled >= 16, "sessions started and heartbeats polled while the agent acted: {started}, {polled}");
+    // The heartbeat reports what the session's decisions consumed.
+    for id in &sessions {
+        let (_, hb) = s.post(&format!("/api/v1/enforce/sessions/{id}/heartbeat"), &s.admin_key, &json!({})).await;
+        assert_eq!(hb["consumed"]["actions"], 25, "{hb}");
+    }
     let (_, status) = s.get("/v1/status", "").await;
     assert_eq!(status["counters"]["stale_reevaluations"], 0, "{status}");
+}
+
+/// A deactivation or revocation this node has not seen yet (made on another node, here
+/// written to the store directly) still refuses a session, naming the field.
+#[tokio::test]
+async fn a_session_for_an_agent_or_credential_refused_in_the_store_does_not_start() {
+    let s = TestServer::start().await;
+    let ws = s.state.workspace_ids()[0].clone();
+    let (_, reg) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "elsewhere" })).await;
+    let agent = reg["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let credential = reg["credential"]["credential_id"].as_str().expect("a credential at registration").to_owned();
+    let revoke = praetor_store::Mutation::RevokeCredential { workspace_id: ws.clone(), credential_id: credential.clone(), at: 1 };
+    s.state.commit(praetor_store::Txn { mutations: vec![revoke], seal: vec![] }).await.unwrap();
+    let got = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "credential_id": credential })).await;
+    assert_error(&got, 400, "invalid_field");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("credential_id"), "{}", got.1);
+    let deactivate = praetor_store::Mutation::DeactivateAgent { workspace_id: ws, agent_id: agent.clone(), at: 1, etag: "e_elsewhere".into() };
+    s.state.commit(praetor_store::Txn { mutations: vec![deactivate], seal: vec![] }).await.unwrap();
+    let got = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "agent_id": agent })).await;
+    assert_error(&got, 400, "invalid_field");
+    let message = got.1["error"]["message"].as_str().unwrap();
+    assert!(message.contains("agent_id") && message.contains("not active"), "{}", got.1);
+    // The refusal brought this node's copy up to date.
+    assert!(!s.state.workspace(&s.state.workspace_ids()[0]).unwrap().agent(&agent).unwrap().is_active);
 }
 
 #[tokio::test]
@@ -227,6 +278,18 @@ async fn closed_sessions_leave_memory_after_a_while_and_still_answer_from_the_st
     assert_eq!(got["session"]["consumed"]["actions"], 1, "{got}");
     let (_, hb) = s.post(&format!("/api/v1/enforce/sessions/{done}/heartbeat"), &s.admin_key, &json!({})).await;
     assert_eq!(hb["status"], "ended");
+    // A request naming a closed session that is still held counts as reading it: the
+    // grace period starts again from there.
+    let late = start(&s, json!({ "agent_id": agent })).await;
+    s.post(&format!("/api/v1/enforce/sessions/{late}/end"), &s.admin_key, &json!({})).await;
+    s.clock.advance(praetor_server::state::CLOSED_SESSION_GRACE_MS - 1_000);
+    assert_eq!(act(&s, &late, json!({})).await["decision"], "terminate");
+    s.clock.advance(2_000);
+    praetor_server::sessions::sweep(&s.state).await;
+    assert!(in_memory(&s, &late), "forgotten though a request named it a second ago");
+    s.clock.advance(praetor_server::state::CLOSED_SESSION_GRACE_MS);
+    praetor_server::sessions::sweep(&s.state).await;
+    assert!(!in_memory(&s, &late));
 }
 
 #[tokio::test]
