@@ -86,6 +86,19 @@ async fn budgets_are_exact_under_concurrency() {
     assert_eq!(got["session"]["remaining_actions"], 0);
 }
 
+/// Send `body` 25 times, one after another, on a task of its own; how many were allowed.
+fn act_25_times(s: &TestServer, body: Value) -> tokio::task::JoinHandle<usize> {
+    let (client, url, key) = (s.client.clone(), s.url("/api/v1/enforce/intercept"), s.admin_key.clone());
+    tokio::spawn(async move {
+        let mut allowed = 0;
+        for _ in 0..25 {
+            let a: Value = client.post(url.clone()).header("X-API-Key", &key).json(&body).send().await.unwrap().json().await.unwrap();
+            allowed += usize::from(a["decision"] == "allow");
+        }
+        allowed
+    })
+}
+
 /// On one node nothing else writes agents, so no decision may ever be refused as decided
 /// from a stale copy. Starting a session used to reload its agent from the store, and a
 /// heartbeat its session, which set the copy back behind the decisions still on their way
@@ -97,32 +110,14 @@ async fn starting_sessions_while_the_agent_acts_causes_no_stale_retries() {
     let agent = s.agent("busy").await;
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let (client, url, key) = (s.client.clone(), s.url("/api/v1/enforce/intercept"), s.admin_key.clone());
-        let body = json!({ "action_type": "tool.call", "agent_id": agent });
-        tasks.push(tokio::spawn(async move {
-            let mut allowed = 0;
-            for _ in 0..25 {
-                let a: Value = client.post(url.clone()).header("X-API-Key", &key).json(&body).send().await.unwrap().json().await.unwrap();
-                allowed += usize::from(a["decision"] == "allow");
-            }
-            allowed
-        }));
+        tasks.push(act_25_times(&s, json!({ "action_type": "tool.call", "agent_id": agent })));
     }
     // Some of it inside sessions, whose heartbeats are polled meanwhile (as the SDK does).
     let mut sessions = Vec::new();
     for _ in 0..8 {
         let id = start(&s, json!({ "agent_id": agent })).await;
-        let (client, url, key) = (s.client.clone(), s.url("/api/v1/enforce/intercept"), s.admin_key.clone());
-        let body = json!({ "action_type": "tool.call", "agent_id": null, "session_id": id });
+        tasks.push(act_25_times(&s, json!({ "action_type": "tool.call", "agent_id": null, "session_id": id })));
         sessions.push(id);
-        tasks.push(tokio::spawn(async move {
-            let mut allowed = 0;
-            for _ in 0..25 {
-                let a: Value = client.post(url.clone()).header("X-API-Key", &key).json(&body).send().await.unwrap().json().await.unwrap();
-                allowed += usize::from(a["decision"] == "allow");
-            }
-            allowed
-        }));
     }
     let (mut started, mut polled) = (0, 0);
     while !tasks.iter().all(|t| t.is_finished()) && started < 200 {
