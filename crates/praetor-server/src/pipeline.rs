@@ -596,6 +596,21 @@ pub async fn resync(state: &AppState, ws: &WorkspaceState, agents: &[String], se
     Ok(())
 }
 
+/// After a refused commit: reload the agents the request was decided from, unless
+/// another refused request reloaded them since (`adopt_agent_unless_reloaded`), and its
+/// sessions.
+async fn resync_after_refusal(state: &AppState, ws: &WorkspaceState, touched: &Touched) -> ApiResult<()> {
+    let (since, cap) = history_bounds(state, ws);
+    for (id, seen) in &touched.agents {
+        if ws.agent_generation(id) != *seen {
+            continue; // reloaded since: no need to read the store
+        }
+        let st = state.store.agent_state(&ws.workspace_id, id, since, cap).await?;
+        ws.adopt_agent_unless_reloaded(id, st, *seen);
+    }
+    resync_sessions(state, ws, &touched.sessions).await
+}
+
 /// Read a session from the store for an answer about it (its status, a heartbeat),
 /// keeping this node's copy when it is as new or newer (`adopt_session_if_newer`):
 /// unlike `resync`, which follows a refused commit and must drop what memory ran
@@ -660,7 +675,7 @@ pub async fn decide_and_record(
                     .iter()
                     .map(|i| evaluate_with(state, ws, caller, i.clone(), identity_failure.as_ref().map(|(c, r)| (*c, r.clone()))))
                     .collect();
-                let touched = Touched::of(&evaluated);
+                let touched = Touched::of(ws, &evaluated);
                 Some((touched, record(state, ws, evaluated)))
             }
         };
@@ -686,7 +701,7 @@ pub async fn decide_and_record(
                     tracing::debug!(workspace_id = %ws.workspace_id, error = %e, attempt, "decided from a stale copy; reloading");
                     state.metrics.stale_reevaluations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                resync(state, ws, &touched.agents, &touched.sessions).await?;
+                resync_after_refusal(state, ws, &touched).await?;
                 resync_objects(state, ws, &touched.objects).await?;
                 caller.forget_verified();
                 if attempt >= MAX_ATTEMPTS {
@@ -726,19 +741,20 @@ async fn load_unknown_agents(state: &AppState, ws: &WorkspaceState, caller: &Cal
 
 /// What a set of evaluations read and changed, to reload when their commit is refused.
 struct Touched {
-    agents: Vec<String>,
+    /// With the reload generation of the copy the request was decided from.
+    agents: Vec<(String, Option<u64>)>,
     sessions: Vec<String>,
     objects: Vec<(String, String)>,
 }
 
 impl Touched {
-    fn of(evaluated: &[Evaluated]) -> Touched {
+    fn of(ws: &WorkspaceState, evaluated: &[Evaluated]) -> Touched {
         let mut t = Touched { agents: Vec::new(), sessions: Vec::new(), objects: Vec::new() };
         for e in evaluated {
             for g in &e.guards {
                 if let Mutation::Expect { of, id, .. } = g {
                     match of {
-                        Guarded::Agent => t.agents.push(id.clone()),
+                        Guarded::Agent => t.agents.push((id.clone(), ws.agent_generation(id))),
                         Guarded::Session => t.sessions.push(id.clone()),
                     }
                 }
@@ -746,7 +762,7 @@ impl Touched {
             t.objects.extend(e.authority.records.iter().map(|r| (r.kind.clone(), r.object_id.clone())));
         }
         t.agents.sort();
-        t.agents.dedup();
+        t.agents.dedup_by(|a, b| a.0 == b.0);
         t.sessions.sort();
         t.sessions.dedup();
         t.objects.sort();

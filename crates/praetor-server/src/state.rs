@@ -223,8 +223,31 @@ impl WorkspaceState {
     /// Replace this node's copy of an agent (its row, credentials and history) with
     /// what the store holds, or forget it when the store has none.
     pub fn adopt_agent(&self, agent_id: &str, stored: Option<praetor_store::AgentState>) {
+        self.adopt_agent_if(agent_id, stored, |_| true);
+    }
+
+    /// The reload generation of the held copy of an agent (`Agent::copy_generation`).
+    pub fn agent_generation(&self, agent_id: &str) -> Option<u64> {
+        self.agents.read().get(agent_id).map(|a| a.copy_generation)
+    }
+
+    /// `adopt_agent`, unless the copy was reloaded since it was at generation `seen`
+    /// (`None`: not held). After a refused commit every decision chained on the refused
+    /// one is refused too, and each would reload the agent; but a reload after the first
+    /// reads the store while decisions made from the first are still on their way to it,
+    /// so it would set the copy back behind them and get them refused in turn. The first
+    /// reload is enough: it already dropped what the refused decisions did to the copy.
+    /// Returns whether the store's copy was taken.
+    pub fn adopt_agent_unless_reloaded(&self, agent_id: &str, stored: Option<praetor_store::AgentState>, seen: Option<u64>) -> bool {
+        self.adopt_agent_if(agent_id, stored, |held| held.map(|a| a.copy_generation) == seen)
+    }
+
+    fn adopt_agent_if(&self, agent_id: &str, stored: Option<praetor_store::AgentState>, still: impl FnOnce(Option<&Agent>) -> bool) -> bool {
         let mut live = self.live.lock();
         let mut agents = self.agents.write();
+        if !still(agents.get(agent_id)) {
+            return false;
+        }
         let mut creds = self.credentials.write();
         creds.retain(|_, c| c.agent_id != agent_id);
         match stored {
@@ -242,9 +265,9 @@ impl WorkspaceState {
                 agents.remove(agent_id);
             }
         }
+        true
     }
 
-    /// Replace this node's copy of a session (its row and history) with the store's.
     /// Like `adopt_session`, but a held copy at or past the stored one's `version` is
     /// kept: it is this node's own, with changes (charges, a close) possibly still on
     /// their way to the store, and setting it back would get their successors' commits
@@ -268,6 +291,7 @@ impl WorkspaceState {
         true
     }
 
+    /// Replace this node's copy of a session (its row and history) with the store's.
     /// `now_ms`: when it was read, which keeps a closed session in memory for a while.
     pub fn adopt_session(&self, session_id: &str, stored: Option<praetor_store::SessionState>, now_ms: i64) {
         let mut live = self.live.lock();

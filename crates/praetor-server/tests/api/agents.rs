@@ -93,3 +93,24 @@ async fn patch_sets_trust_and_keeps_live_counts() {
     let read = s.key(&["read"], None).await;
     assert_error(&s.patch(&format!("/api/v1/enforce/agents/{id}"), &read, &json!({})).await, 403, "insufficient_scope");
 }
+
+/// After a refused commit, each refused request reloads the agent only if no other
+/// reload came since it was decided: a second reload would read the store while
+/// decisions made from the first are still on their way to it.
+#[tokio::test]
+async fn a_refused_request_reloads_an_agent_only_if_nobody_reloaded_it_since() {
+    let s = TestServer::start().await;
+    let agent = s.agent("reloaded").await;
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    let stored = || async { s.state.store.agent_state(&ws.workspace_id, &agent, 0, 10).await.unwrap() };
+    let seen = ws.agent_generation(&agent);
+    assert!(seen.is_some());
+    assert!(ws.adopt_agent_unless_reloaded(&agent, stored().await, seen), "nobody reloaded it: reload");
+    let after = ws.agent_generation(&agent);
+    assert_ne!(after, seen, "a reload is a new generation");
+    assert!(!ws.adopt_agent_unless_reloaded(&agent, stored().await, seen), "reloaded since: keep the newer copy");
+    assert_eq!(ws.agent_generation(&agent), after);
+    assert!(ws.adopt_agent_unless_reloaded(&agent, stored().await, after));
+    // Decisions go on from the reloaded copy.
+    assert_eq!(s.intercept(json!({ "action_type": "read", "agent_id": agent })).await["decision"], "allow");
+}
