@@ -403,11 +403,14 @@ fn evaluate_with(
     if let Some(a) = &agent {
         let mut agents = ws.agents.write();
         if let Some(current) = agents.get_mut(&a.agent_id) {
-            // Guard the etag of the copy stage 2 identified with (its credentials, scopes,
-            // activity): if the copy was reloaded since, the decision is refused and
-            // made again from the new one.
-            let expected = if current.copy_generation == a.copy_generation { &current.etag } else { &a.etag };
-            guards.push(guard(&ws.workspace_id, Guarded::Agent, &a.agent_id, expected));
+            // Guard the etag of the copy this decision was made from. If the copy was
+            // reloaded since stage 2 identified with it (its credentials, scopes) and the
+            // two etags differ, guard both: only one can be the store's, so the decision
+            // is refused and made again from the new copy, whichever of the two is stale.
+            guards.push(guard(&ws.workspace_id, Guarded::Agent, &a.agent_id, &current.etag));
+            if current.copy_generation != a.copy_generation && current.etag != a.etag {
+                guards.push(guard(&ws.workspace_id, Guarded::Agent, &a.agent_id, &a.etag));
+            }
             current.etag = new_etag.clone();
             let (score, streak) = next_trust(current.trust_score, current.clean_streak, &decision, settings.trust_baseline);
             current.trust_score = score;

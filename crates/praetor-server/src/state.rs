@@ -276,8 +276,12 @@ impl WorkspaceState {
     pub fn adopt_session_if_newer(&self, session_id: &str, stored: Option<praetor_store::SessionState>, now_ms: i64) -> bool {
         {
             let mut live = self.live.lock();
+            // Kept only when it is this node's own newer copy: not when another node
+            // wrote the same version (the etags differ, and this node's write will be
+            // refused) or closed a session this node still holds as active.
             if let (Some(st), Some(held)) = (&stored, live.sessions.get(session_id))
-                && st.session.version <= held.version
+                && (st.session.version < held.version || (st.session.version == held.version && st.session.etag == held.etag))
+                && !(st.session.status != SessionStatus::Active && held.status == SessionStatus::Active)
             {
                 if held.status != SessionStatus::Active {
                     live.session_loaded_ms.insert(session_id.to_owned(), now_ms);

@@ -168,6 +168,34 @@ async fn a_session_for_an_agent_or_credential_refused_in_the_store_does_not_star
     assert!(!s.state.workspace(&s.state.workspace_ids()[0]).unwrap().agent(&agent).unwrap().is_active);
 }
 
+/// A session read for an answer keeps this node's copy when it is ahead of the store
+/// (its own charges on their way), but not past a close made on another node.
+#[tokio::test]
+async fn a_heartbeat_sees_a_kill_made_elsewhere_even_with_this_nodes_copy_ahead() {
+    let s = TestServer::start().await;
+    let agent = s.agent("far").await;
+    let id = start(&s, json!({ "agent_id": agent })).await;
+    assert_eq!(act(&s, &id, json!({})).await["decision"], "allow");
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    // This node's copy runs ahead of the store (as with charges still in flight)...
+    let stored = ws.live.lock().sessions.get(&id).cloned().unwrap();
+    ws.live.lock().sessions.get_mut(&id).unwrap().version = stored.version + 5;
+    let (_, hb) = s.post(&format!("/api/v1/enforce/sessions/{id}/heartbeat"), &s.admin_key, &json!({})).await;
+    assert_eq!(hb["status"], "active");
+    assert_eq!(ws.live.lock().sessions[&id].version, stored.version + 5, "a copy ahead of the store is kept");
+    // ...and another node kills the session (written to the store directly).
+    let mut killed = stored.clone();
+    killed.status = praetor_core::session::SessionStatus::Killed;
+    killed.kill_reason = Some("killed on another node".into());
+    killed.closed_at = Some(stored.created_at + 1);
+    killed.version = stored.version + 1;
+    killed.etag = "e_elsewhere".into();
+    s.state.commit(praetor_store::Txn { mutations: vec![praetor_store::Mutation::PutSession(killed)], seal: vec![] }).await.unwrap();
+    let (_, hb) = s.post(&format!("/api/v1/enforce/sessions/{id}/heartbeat"), &s.admin_key, &json!({})).await;
+    assert_eq!((hb["status"].as_str(), hb["kill_reason"].as_str()), (Some("killed"), Some("killed on another node")), "{hb}");
+    assert_eq!(act(&s, &id, json!({})).await["decision"], "terminate");
+}
+
 #[tokio::test]
 async fn spend_is_counted_exactly_in_decimal() {
     let s = TestServer::start().await;
