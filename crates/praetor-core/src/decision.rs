@@ -105,6 +105,24 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A decision with nothing but its verdict, what triggered it and why: no evaluation
+    /// errors, within scope, not a violation, no shadow matches, charge or authority.
+    pub fn plain(verdict: Verdict, outcome: Outcome, triggered: Vec<Triggered>, reasoning: String) -> Decision {
+        Decision {
+            verdict,
+            outcome,
+            triggered,
+            errors: Vec::new(),
+            boundary: BoundaryCheck::WithinScope,
+            reasoning,
+            violation: false,
+            shadow: Vec::new(),
+            charge: None,
+            ends_session: None,
+            authority: Default::default(),
+        }
+    }
+
     /// Whether this is a block that replaced an escalation (`block_instead_of_escalating`).
     pub fn escalation_refused(&self) -> bool {
         self.verdict == Verdict::Block && self.triggered.first().is_some_and(|t| t.policy_id == ESCALATION_LIMIT_ID)
@@ -139,19 +157,8 @@ mod tests {
     use super::*;
 
     fn escalated() -> Decision {
-        Decision {
-            verdict: Verdict::Escalate,
-            outcome: Outcome::Escalated,
-            triggered: vec![Triggered { policy_id: "pol_1".into(), name: "big payments".into(), decision: "escalate".into(), reason: "amount > 1000".into() }],
-            errors: vec![],
-            boundary: BoundaryCheck::WithinScope,
-            reasoning: "big payments: amount > 1000".into(),
-            violation: false,
-            shadow: vec![],
-            charge: None,
-            ends_session: None,
-            authority: Default::default(),
-        }
+        let triggered = Triggered { policy_id: "pol_1".into(), name: "big payments".into(), decision: "escalate".into(), reason: "amount > 1000".into() };
+        Decision::plain(Verdict::Escalate, Outcome::Escalated, vec![triggered], "big payments: amount > 1000".into())
     }
 
     #[test]

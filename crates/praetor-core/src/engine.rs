@@ -252,45 +252,19 @@ fn decide_policies(input: &DecisionInput<'_>, policies: &CompiledPolicySet, sett
 }
 
 fn identity_failure(check: &str, reason: &str) -> Decision {
-    Decision {
-        verdict: Verdict::Block,
-        outcome: Outcome::Refused,
-        triggered: vec![Triggered {
-            policy_id: "__identity".to_owned(),
-            name: "identity".to_owned(),
-            decision: Effect::Block.as_str().to_owned(),
-            reason: reason.to_owned(),
-        }],
-        errors: Vec::new(),
-        boundary: BoundaryCheck::WithinScope,
-        reasoning: format!("blocked: identity check `{check}` failed: {reason}"),
-        violation: false,
-        shadow: Vec::new(),
-        charge: None,
-        ends_session: None,
-        authority: Default::default(),
-    }
+    let triggered = Triggered {
+        policy_id: "__identity".to_owned(),
+        name: "identity".to_owned(),
+        decision: Effect::Block.as_str().to_owned(),
+        reason: reason.to_owned(),
+    };
+    Decision::plain(Verdict::Block, Outcome::Refused, vec![triggered], format!("blocked: identity check `{check}` failed: {reason}"))
 }
 
 fn boundary_refusal(reason: String) -> Decision {
-    Decision {
-        verdict: Verdict::Block,
-        outcome: Outcome::Refused,
-        reasoning: format!("blocked: {reason}"),
-        triggered: vec![Triggered {
-            policy_id: "__boundary".to_owned(),
-            name: "boundary".to_owned(),
-            decision: Effect::Block.as_str().to_owned(),
-            reason,
-        }],
-        errors: Vec::new(),
-        boundary: BoundaryCheck::OutsideScope,
-        violation: true,
-        shadow: Vec::new(),
-        charge: None,
-        ends_session: None,
-        authority: Default::default(),
-    }
+    let reasoning = format!("blocked: {reason}");
+    let triggered = Triggered { policy_id: "__boundary".to_owned(), name: "boundary".to_owned(), decision: Effect::Block.as_str().to_owned(), reason };
+    Decision { boundary: BoundaryCheck::OutsideScope, violation: true, ..Decision::plain(Verdict::Block, Outcome::Refused, vec![triggered], reasoning) }
 }
 
 /// What a content-reading policy can see of the content.

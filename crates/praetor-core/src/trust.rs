@@ -44,22 +44,10 @@ pub fn next_trust(score: u8, clean_streak: u32, decision: &Decision, baseline: u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::{BoundaryCheck, Outcome};
+    use crate::decision::Outcome;
 
     fn d(verdict: Verdict, violation: bool) -> Decision {
-        Decision {
-            verdict,
-            outcome: Outcome::Allowed,
-            triggered: vec![],
-            errors: vec![],
-            boundary: BoundaryCheck::WithinScope,
-            reasoning: String::new(),
-            violation,
-            shadow: vec![],
-            charge: None,
-            ends_session: None,
-            authority: Default::default(),
-        }
+        Decision { violation, ..Decision::plain(verdict, Outcome::Allowed, vec![], String::new()) }
     }
 
     #[test]

@@ -1045,22 +1045,11 @@ pub fn check_id_pub(field: &str, value: &str) -> ApiResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use praetor_core::{BoundaryCheck, Decision, Outcome, Triggered};
+    use praetor_core::{Decision, Outcome, Triggered};
 
     fn default_escalation() -> Decision {
-        Decision {
-            verdict: Verdict::Escalate,
-            outcome: Outcome::Escalated,
-            triggered: vec![Triggered { policy_id: "__default".into(), name: "default".into(), decision: "escalate".into(), reason: "no policy matched".into() }],
-            errors: vec![],
-            boundary: BoundaryCheck::WithinScope,
-            reasoning: "no policy matched".into(),
-            violation: false,
-            shadow: vec![],
-            charge: None,
-            ends_session: None,
-            authority: Default::default(),
-        }
+        let triggered = Triggered { policy_id: "__default".into(), name: "default".into(), decision: "escalate".into(), reason: "no policy matched".into() };
+        Decision::plain(Verdict::Escalate, Outcome::Escalated, vec![triggered], "no policy matched".into())
     }
 
     #[test]
