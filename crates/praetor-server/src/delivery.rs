@@ -9,6 +9,8 @@
 //! a successful attempt, sends it again. Receivers dedupe on `X-Praetor-Delivery`.
 //! Alert webhooks (a rule's `alert.webhook_url`) share no secret with Praetor and are
 //! sent unsigned; subscribe a registered webhook to `violation.recorded` for signed ones.
+//! A violation is sealed inside its decision's vault entry and delivered as an event of
+//! its own.
 //!
 //! Webhook signature (documented in the README):
 //! `X-Praetor-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`,
@@ -99,6 +101,8 @@ pub fn delivery(workspace_id: &str, channel: &str, target: &str, webhook_id: Opt
 
 /// Add to `txn` a delivery for every webhook that wants one of its events, and the
 /// alerts of `alert` rules' violations. Called on every commit (`AppState::commit`).
+/// The events are the transaction's sealed entries and its violations (sealed inside
+/// their decision's entry, delivered as `violation.recorded` each).
 pub fn enqueue(state: &AppState, txn: &mut Txn) {
     if txn.seal.is_empty() {
         return;
@@ -107,46 +111,64 @@ pub fn enqueue(state: &AppState, txn: &mut Txn) {
     let mut out = Vec::new();
     for seal in &txn.seal {
         let Some(ws) = state.workspace(&seal.workspace_id) else { continue };
-        let event = event_name(seal);
-        let is_alert = event == "violation.recorded" && seal.body.get("action").and_then(Value::as_str) == Some("alert");
-        let subscribed: Vec<(String, String)> = {
-            let live = ws.live.lock();
-            live.authority.webhooks.values().filter(|w| w.wants(&event)).map(|w| (w.url.clone(), w.webhook_id.clone())).collect()
-        };
-        // Most seals go nowhere: copy the entry only for one that is delivered.
-        if subscribed.is_empty() && !is_alert {
-            continue;
-        }
-        let data = Value::Object(seal.body.clone());
-        for (url, webhook_id) in subscribed {
-            let payload = json!({ "event": event, "workspace_id": ws.workspace_id, "occurred_at": iso(now), "data": data });
-            out.push(delivery(&ws.workspace_id, "webhook", &url, Some(&webhook_id), &event, payload, now));
-        }
-        // An `alert` rule's violation notifies the rule's own targets (kept on the rule,
-        // never copied into the violation, the vault or a webhook payload).
-        if is_alert {
-            let rule_id = seal.body.get("rule_id").and_then(Value::as_str).unwrap_or_default();
-            let targets = ws
-                .policies
-                .load()
-                .records
-                .iter()
-                .find(|r| r.def.policy_id == rule_id)
-                .and_then(|r| r.def.governance.as_ref().and_then(|g| g.get("alert")).cloned())
-                .unwrap_or(Value::Null);
-            for email in targets["emails"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-                out.push(delivery(&ws.workspace_id, "email", email, None, &event, data.clone(), now));
-            }
-            if let Some(url) = targets["slack_webhook_url"].as_str() {
-                out.push(delivery(&ws.workspace_id, "slack", url, None, &event, data.clone(), now));
-            }
-            if let Some(url) = targets["webhook_url"].as_str() {
-                let payload = json!({ "event": event, "workspace_id": ws.workspace_id, "occurred_at": iso(now), "data": data });
-                out.push(delivery(&ws.workspace_id, "webhook", url, None, &event, payload, now));
-            }
-        }
+        deliveries_of(&ws, &event_name(seal), || Value::Object(seal.body.clone()), None, now, &mut out);
+    }
+    for m in &txn.mutations {
+        let Mutation::InsertViolation(v) = m else { continue };
+        let Some(ws) = state.workspace(&v.workspace_id) else { continue };
+        let alert_rule = (v.body.get("action").and_then(Value::as_str) == Some("alert")).then_some(v.rule_id.as_str());
+        let data = || Value::Object(crate::events::event(&v.workspace_id, VIOLATION_EVENT, None, v.at, v.body.clone()).body);
+        deliveries_of(&ws, VIOLATION_EVENT, data, alert_rule, now, &mut out);
     }
     txn.mutations.extend(out.into_iter().map(Mutation::PutDelivery));
+}
+
+/// The event a webhook subscribes to for violations.
+pub const VIOLATION_EVENT: &str = "violation.recorded";
+
+/// The deliveries of one event: one per webhook that wants it and, for a violation of
+/// an `alert` rule (`alert_rule`), one per alert target of that rule. `data` builds the
+/// event's body, only when something is delivered (most events go nowhere).
+fn deliveries_of(
+    ws: &crate::state::WorkspaceState,
+    event: &str,
+    data: impl FnOnce() -> Value,
+    alert_rule: Option<&str>,
+    now: i64,
+    out: &mut Vec<Delivery>,
+) {
+    let subscribed: Vec<(String, String)> = {
+        let live = ws.live.lock();
+        live.authority.webhooks.values().filter(|w| w.wants(event)).map(|w| (w.url.clone(), w.webhook_id.clone())).collect()
+    };
+    if subscribed.is_empty() && alert_rule.is_none() {
+        return;
+    }
+    let data = data();
+    let envelope = |data: &Value| json!({ "event": event, "workspace_id": ws.workspace_id, "occurred_at": iso(now), "data": data });
+    for (url, webhook_id) in subscribed {
+        out.push(delivery(&ws.workspace_id, "webhook", &url, Some(&webhook_id), event, envelope(&data), now));
+    }
+    // An `alert` rule's violation notifies the rule's own targets (kept on the rule,
+    // never copied into the violation, the vault or a webhook payload).
+    let Some(rule_id) = alert_rule else { return };
+    let targets = ws
+        .policies
+        .load()
+        .records
+        .iter()
+        .find(|r| r.def.policy_id == rule_id)
+        .and_then(|r| r.def.governance.as_ref().and_then(|g| g.get("alert")).cloned())
+        .unwrap_or(Value::Null);
+    for email in targets["emails"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        out.push(delivery(&ws.workspace_id, "email", email, None, event, data.clone(), now));
+    }
+    if let Some(url) = targets["slack_webhook_url"].as_str() {
+        out.push(delivery(&ws.workspace_id, "slack", url, None, event, data.clone(), now));
+    }
+    if let Some(url) = targets["webhook_url"].as_str() {
+        out.push(delivery(&ws.workspace_id, "webhook", url, None, event, envelope(&data), now));
+    }
 }
 
 /// `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.

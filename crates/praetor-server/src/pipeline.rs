@@ -369,7 +369,7 @@ fn evaluate_with(
         guards.push(guard(&ws.workspace_id, Guarded::Session, &s.session_id, &s.etag));
     }
     let session_update = session_facts.as_ref().and_then(|f| apply_to_session(&mut live, f, &decision, now_ms, &new_etag));
-    let (violations, queue) = violations_of(&decision, &policies.records);
+    let (violations, queue) = violations_of(&decision, &policies.records, now_ms);
     let hash = match lookup_hash {
         Some(h) => h,
         None if decision.verdict == Verdict::Escalate => action_hash(),
@@ -478,8 +478,9 @@ fn refuse_escalation_over_limit(decision: &mut praetor_core::Decision, held: usi
 /// The violations a decision records: every matching governance rule (with its own
 /// severity and action) and every matching policy whose effect is not a plain allow
 /// (block: high, escalate: medium, allow_with_warning: low), including those breakglass
-/// overrode. Also the review queue of a matching `redirect` rule.
-fn violations_of(d: &praetor_core::Decision, records: &[praetor_store::PolicyRecord]) -> (Vec<Value>, Option<String>) {
+/// overrode. Also the review queue of a matching `redirect` rule. Each violation gets
+/// its id here: the decision's vault entry seals it under that id.
+fn violations_of(d: &praetor_core::Decision, records: &[praetor_store::PolicyRecord], now_ms: i64) -> (Vec<Value>, Option<String>) {
     let mut out = Vec::new();
     let mut queue = None;
     for t in d.triggered.iter().chain(&d.authority.overridden) {
@@ -503,6 +504,7 @@ fn violations_of(d: &praetor_core::Decision, records: &[praetor_store::PolicyRec
             },
         };
         out.push(json!({
+            "violation_id": new_time_ordered_id("vio", now_ms),
             "rule_id": t.policy_id, "rule_name": t.name, "source": kind, "severity": severity, "action": action,
             "reason": t.reason, "overridden_by_breakglass": d.authority.breakglass_id,
         }));
@@ -854,6 +856,12 @@ fn vault_entry(ws: &WorkspaceState, e: &Evaluated) -> Map<String, Value> {
     if !e.decision.shadow.is_empty() {
         m.insert("shadow".into(), serde_json::to_value(&e.decision.shadow).unwrap_or(Value::Null));
     }
+    // A decision's violations are sealed in its own entry, with the request metadata a
+    // rule may have judged, rather than in an entry of their own each.
+    if !e.violations.is_empty() {
+        m.insert("violations".into(), Value::Array(e.violations.clone()));
+        m.insert("metadata".into(), crate::events::floats_as_strings(Value::Object(e.intercepted.request.metadata.clone())));
+    }
     m
 }
 
@@ -927,6 +935,32 @@ fn response(ws: &WorkspaceState, e: &Evaluated) -> Map<String, Value> {
     m
 }
 
+/// The stored record of one of a decision's violations: the violation as its decision's
+/// vault entry seals it, with the decision's context.
+fn violation_row(ws: &WorkspaceState, e: &Evaluated, v: &Value) -> praetor_store::Violation {
+    let mut body = v.clone();
+    if let Value::Object(m) = &mut body {
+        m.insert("decision_id".into(), json!(e.decision_id));
+        m.insert("decision".into(), json!(e.decision.verdict.as_str()));
+        m.insert("agent_id".into(), json!(e.agent.as_ref().map(|a| &a.agent_id)));
+        m.insert("session_id".into(), json!(e.intercepted.request.session_id));
+        m.insert("action_type".into(), json!(e.intercepted.request.action_type));
+        m.insert("content_sha256".into(), json!(e.intercepted.content_sha256));
+        m.insert("metadata".into(), crate::events::floats_as_strings(Value::Object(e.intercepted.request.metadata.clone())));
+        m.insert("at".into(), json!(iso(e.at_ms)));
+    }
+    praetor_store::Violation {
+        violation_id: v["violation_id"].as_str().unwrap_or_default().to_owned(),
+        workspace_id: ws.workspace_id.clone(),
+        rule_id: v["rule_id"].as_str().unwrap_or_default().to_owned(),
+        severity: v["severity"].as_str().unwrap_or("medium").to_owned(),
+        agent_id: e.agent.as_ref().map(|a| a.agent_id.clone()),
+        decision_id: e.decision_id.clone(),
+        at: e.at_ms,
+        body,
+    }
+}
+
 /// Stage 5: seal every evaluated action and store its decision in one transaction,
 /// and answer only once it is committed.
 /// The transaction is built and queued before this returns (so a workspace's decisions
@@ -970,30 +1004,7 @@ fn record<'a>(
             txn.mutations.push(Mutation::PutObject(r.clone()));
         }
         for v in &e.violations {
-            let violation_id = new_time_ordered_id("vio", e.at_ms);
-            let mut body = v.clone();
-            if let Value::Object(m) = &mut body {
-                m.insert("violation_id".into(), json!(violation_id));
-                m.insert("decision_id".into(), json!(e.decision_id));
-                m.insert("decision".into(), json!(e.decision.verdict.as_str()));
-                m.insert("agent_id".into(), json!(e.agent.as_ref().map(|a| &a.agent_id)));
-                m.insert("session_id".into(), json!(e.intercepted.request.session_id));
-                m.insert("action_type".into(), json!(e.intercepted.request.action_type));
-                m.insert("content_sha256".into(), json!(e.intercepted.content_sha256));
-                m.insert("metadata".into(), crate::events::floats_as_strings(Value::Object(e.intercepted.request.metadata.clone())));
-                m.insert("at".into(), json!(iso(e.at_ms)));
-            }
-            txn.seal.push(crate::events::event(&ws.workspace_id, "violation.recorded", None, e.at_ms, body.clone()));
-            txn.mutations.push(Mutation::InsertViolation(praetor_store::Violation {
-                violation_id,
-                workspace_id: ws.workspace_id.clone(),
-                rule_id: v["rule_id"].as_str().unwrap_or_default().to_owned(),
-                severity: v["severity"].as_str().unwrap_or("medium").to_owned(),
-                agent_id: e.agent.as_ref().map(|a| a.agent_id.clone()),
-                decision_id: e.decision_id.clone(),
-                at: e.at_ms,
-                body,
-            }));
+            txn.mutations.push(Mutation::InsertViolation(violation_row(ws, e, v)));
         }
         for t in &e.decision.shadow {
             let would = would_decide_for(&e.decision, &t.decision);

@@ -1,7 +1,7 @@
 //! Policy operations: modes, the shadow report, promotion.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::harness::{TestServer, assert_error};
 
@@ -154,9 +154,15 @@ async fn governance_rules_block_flag_redirect_and_record_violations() {
     let (_, critical) = s.get("/api/v1/violations?severity=critical", &s.admin_key).await;
     assert_eq!(critical["total"], 1);
     assert_eq!(critical["violations"][0]["rule_id"], json!(ssn_id));
-    // Violations are sealed.
+    // Violations are sealed, each in its decision's entry, with the metadata judged.
     let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
-    assert_eq!(page["entries"].as_array().unwrap().iter().filter(|e| e["entry"]["kind"] == "violation.recorded").count(), 2);
+    let sealed: Vec<&Value> = page["entries"].as_array().unwrap().iter().flat_map(|e| e["entry"]["violations"].as_array().into_iter().flatten()).collect();
+    assert_eq!(sealed.len(), 2);
+    let sealed_flag = sealed.iter().find(|x| x["violation_id"] == v["violation_id"]).expect("the flag violation is sealed under its id");
+    assert_eq!((sealed_flag["rule_id"].as_str(), sealed_flag["severity"].as_str(), sealed_flag["action"].as_str()), (Some(flag_id.as_str()), Some("medium"), Some("flag")));
+    let flag_entry = page["entries"].as_array().unwrap().iter().find(|e| e["entry"]["decision_id"] == flagged["decision_id"]).unwrap();
+    assert_eq!(flag_entry["entry"]["metadata"]["amount"], 900);
+    assert_eq!(flag_entry["seq"], flagged["vault_entry_id"]);
     // Redirect holds the action for review in the named queue; trust below on the 0-1 scale.
     s.post("/api/v1/rules", &s.admin_key, &json!({
         "name": "Untrusted payments", "condition": { "all": [ { "type": "action_type", "action_types": ["pay"] }, { "trust_score_below": 0.9 } ] },

@@ -25,14 +25,20 @@ async fn decisions_and_changes_are_sealed_in_order() {
     let pol = s.policy(json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" })).await;
     let d1 = s.intercept(json!({ "action_type": "delete_x", "agent_id": a, "action_content": "rm -rf" })).await;
     let d2 = s.intercept(json!({ "action_type": "read", "agent_id": a })).await;
-    // The block is a policy violation, sealed in the same commit right after its decision.
-    assert_eq!(d2["vault_entry_id"].as_u64().unwrap(), d1["vault_entry_id"].as_u64().unwrap() + 2);
+    // The block is a policy violation, sealed inside its decision's entry: one entry each.
+    assert_eq!(d2["vault_entry_id"].as_u64().unwrap(), d1["vault_entry_id"].as_u64().unwrap() + 1);
     let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0", &s.admin_key).await;
     let kinds: Vec<&str> = page["entries"].as_array().unwrap().iter().map(|e| e["entry"]["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["workspace.created", "key.created", "agent.registered", "policy.created", "decision", "violation.recorded", "decision"]);
-    let violation = &page["entries"][5]["entry"];
-    assert_eq!((violation["decision_id"].clone(), violation["rule_id"].clone(), violation["severity"].clone()), (d1["decision_id"].clone(), json!(pol), json!("high")));
+    assert_eq!(kinds, ["workspace.created", "key.created", "agent.registered", "policy.created", "decision", "decision"]);
     let sealed = &page["entries"][4]["entry"];
+    let violations = sealed["violations"].as_array().expect("a decision with a violation seals it");
+    assert_eq!(violations.len(), 1);
+    let violation = &violations[0];
+    assert_eq!((violation["rule_id"].clone(), violation["severity"].clone(), violation["source"].clone()), (json!(pol), json!("high"), json!("policy")));
+    let (_, listed) = s.get("/api/v1/violations", &s.admin_key).await;
+    assert_eq!(listed["violations"][0]["violation_id"], violation["violation_id"], "the stored violation is the sealed one");
+    assert_eq!(listed["violations"][0]["decision_id"], d1["decision_id"]);
+    assert!(page["entries"][5]["entry"].get("violations").is_none(), "an allow without warnings records none");
     assert_eq!(sealed["decision_id"], d1["decision_id"]);
     assert_eq!(sealed["decision"], "block");
     assert_eq!(sealed["policies"][0]["policy_id"], json!(pol));

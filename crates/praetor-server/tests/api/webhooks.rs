@@ -110,6 +110,42 @@ async fn deliveries_are_signed_retried_and_kept() {
     assert_eq!(last.1["event"], "webhook.test");
 }
 
+/// Violations are sealed inside their decision's entry, yet each is still an event of
+/// its own for a webhook: one signed `violation.recorded` per violation, with the
+/// violation's fields and its decision's context.
+#[tokio::test]
+async fn a_violation_recorded_subscriber_gets_one_delivery_per_violation() {
+    let s = TestServer::start_with(|c| c.allow_private_targets = true).await;
+    let (r, url) = receiver().await;
+    let (_, hook) = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": url, "events": ["violation.recorded"] })).await;
+    *r.secret.lock() = hook["secret"].as_str().unwrap().to_owned();
+    let agent = s.agent("refunder").await;
+    let block = s.policy(json!({ "name": "no deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" })).await;
+    let warn = s.policy(json!({ "name": "careful deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "allow_with_warning" })).await;
+    s.intercept(json!({ "action_type": "read", "agent_id": agent })).await; // no violation, no delivery
+    let blocked = s.intercept(json!({ "action_type": "delete_user", "agent_id": agent, "metadata": { "ticket": 7 } })).await;
+    assert_eq!(blocked["decision"], "block");
+    until(&s, || r.seen.lock().len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = r.seen.lock().clone();
+    assert_eq!(seen.len(), 2, "one delivery per violation: {seen:?}");
+    assert!(seen.iter().all(|(valid, _)| *valid), "signed");
+    let mut rules: Vec<String> = seen.iter().map(|(_, b)| b["data"]["rule_id"].as_str().unwrap().to_owned()).collect();
+    rules.sort();
+    let mut expected = vec![block, warn];
+    expected.sort();
+    assert_eq!(rules, expected);
+    let (_, listed) = s.get(&format!("/api/v1/violations?agent_id={agent}"), &s.admin_key).await;
+    for (_, body) in &seen {
+        assert_eq!(body["event"], "violation.recorded");
+        let data = &body["data"];
+        assert_eq!((data["kind"].as_str(), data["decision_id"].as_str()), (Some("violation.recorded"), blocked["decision_id"].as_str()));
+        assert_eq!(data["metadata"]["ticket"], 7);
+        let stored = listed["violations"].as_array().unwrap().iter().find(|v| v["violation_id"] == data["violation_id"]);
+        assert!(stored.is_some(), "the delivered violation is the stored one: {data}");
+    }
+}
+
 #[tokio::test]
 async fn a_receiver_that_never_answers_ends_in_the_dead_letters() {
     let s = TestServer::start_with(|c| {
