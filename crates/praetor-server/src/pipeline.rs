@@ -936,17 +936,15 @@ fn response(ws: &WorkspaceState, e: &Evaluated) -> Map<String, Value> {
 }
 
 /// The stored record of one of a decision's violations: the violation as its decision's
-/// vault entry seals it, with the decision's context.
+/// vault entry seals it, and who and when. The rest of the decision's context (its
+/// verdict, action, content hash, metadata) is sealed once, in the decision's entry, and
+/// joined back when the violation is read (`Violation::add_decision_context`).
 fn violation_row(ws: &WorkspaceState, e: &Evaluated, v: &Value) -> praetor_store::Violation {
+    let agent_id = e.agent.as_ref().map(|a| a.agent_id.clone());
     let mut body = v.clone();
     if let Value::Object(m) = &mut body {
         m.insert("decision_id".into(), json!(e.decision_id));
-        m.insert("decision".into(), json!(e.decision.verdict.as_str()));
-        m.insert("agent_id".into(), json!(e.agent.as_ref().map(|a| &a.agent_id)));
-        m.insert("session_id".into(), json!(e.intercepted.request.session_id));
-        m.insert("action_type".into(), json!(e.intercepted.request.action_type));
-        m.insert("content_sha256".into(), json!(e.intercepted.content_sha256));
-        m.insert("metadata".into(), crate::events::floats_as_strings(Value::Object(e.intercepted.request.metadata.clone())));
+        m.insert("agent_id".into(), json!(agent_id));
         m.insert("at".into(), json!(iso(e.at_ms)));
     }
     praetor_store::Violation {
@@ -954,7 +952,7 @@ fn violation_row(ws: &WorkspaceState, e: &Evaluated, v: &Value) -> praetor_store
         workspace_id: ws.workspace_id.clone(),
         rule_id: v["rule_id"].as_str().unwrap_or_default().to_owned(),
         severity: v["severity"].as_str().unwrap_or("medium").to_owned(),
-        agent_id: e.agent.as_ref().map(|a| a.agent_id.clone()),
+        agent_id,
         decision_id: e.decision_id.clone(),
         at: e.at_ms,
         body,

@@ -302,6 +302,12 @@ pub struct ShadowSummary {
 }
 
 /// A rule or policy violation: which rule, how severe, and the decision's full context.
+///
+/// `body` is stored as written: the violation's own fields. The decision's context is
+/// sealed once, in the decision's vault entry; reading a violation back adds to `body`
+/// the [`VIOLATION_CONTEXT`] fields of that entry it does not already have
+/// ([`Violation::add_decision_context`]). Rows written before violations were sealed
+/// inside their decision's entry carry the context in `body` themselves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Violation {
     pub violation_id: String,
@@ -312,6 +318,24 @@ pub struct Violation {
     pub decision_id: String,
     pub at: Millis,
     pub body: Value,
+}
+
+/// The fields of a decision's vault entry that a violation of that decision shows.
+pub const VIOLATION_CONTEXT: [&str; 5] = ["decision", "session_id", "action_type", "content_sha256", "metadata"];
+
+impl Violation {
+    /// Complete `body` with its decision's context from the decision's sealed entry
+    /// (a field `body` already has is kept).
+    pub fn add_decision_context(&mut self, entry: &serde_json::Map<String, Value>) {
+        let Value::Object(body) = &mut self.body else { return };
+        for field in VIOLATION_CONTEXT {
+            if let Some(v) = entry.get(field)
+                && !body.contains_key(field)
+            {
+                body.insert(field.to_owned(), v.clone());
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

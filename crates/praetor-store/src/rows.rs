@@ -587,10 +587,15 @@ pub fn shadow_report(db: &dyn Db, ws: &str, policy_id: Option<&str>, since: Mill
     Ok(out)
 }
 
-const VIOLATION_COLUMNS: &str = "workspace_id, violation_id, rule_id, severity, agent_id, decision_id, at, body";
+/// A violation row with the sealed entry of its decision (null for a violation whose
+/// decision has no entry, which the server never writes but a test may).
+const VIOLATION_SELECT: &str = "SELECT v.workspace_id, v.violation_id, v.rule_id, v.severity, v.agent_id, v.decision_id, v.at, v.body, e.leaf
+    FROM violations v
+    LEFT JOIN decisions d ON d.workspace_id = v.workspace_id AND d.decision_id = v.decision_id
+    LEFT JOIN vault_entries e ON e.workspace_id = d.workspace_id AND e.seq = d.vault_seq";
 
 fn violation_from_row(r: &dyn Row) -> Result<Violation> {
-    Ok(Violation {
+    let mut v = Violation {
         workspace_id: r.get(0)?,
         violation_id: r.get(1)?,
         rule_id: r.get(2)?,
@@ -599,21 +604,27 @@ fn violation_from_row(r: &dyn Row) -> Result<Violation> {
         decision_id: r.get(5)?,
         at: r.get(6)?,
         body: from_json(&r.get::<String>(7)?, "violation body")?,
-    })
+    };
+    if let Some(leaf) = r.get::<Option<Vec<u8>>>(8)? {
+        let entry: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&leaf)
+            .map_err(|e| StoreError::Corrupt(format!("the vault entry of decision `{}`: {e}", v.decision_id)))?;
+        v.add_decision_context(&entry);
+    }
+    Ok(v)
 }
 
 pub fn list_violations(db: &dyn Db, ws: &str, f: &ViolationFilter) -> Result<Vec<Violation>> {
-    let w = Where::new(&[("workspace_id", ws)])
-        .eq("rule_id", &f.rule_id)
-        .eq("severity", &f.severity)
-        .eq("agent_id", &f.agent_id)
-        .cmp("at >= ?", f.since)
+    let w = Where::new(&[("v.workspace_id", ws)])
+        .eq("v.rule_id", &f.rule_id)
+        .eq("v.severity", &f.severity)
+        .eq("v.agent_id", &f.agent_id)
+        .cmp("v.at >= ?", f.since)
         .limit(f.limit.clamp(1, 1000));
-    db.all(&format!("SELECT {VIOLATION_COLUMNS} FROM violations WHERE {} ORDER BY at DESC, violation_id LIMIT ?", w.sql()), &w.args(), violation_from_row)
+    db.all(&format!("{VIOLATION_SELECT} WHERE {} ORDER BY v.at DESC, v.violation_id LIMIT ?", w.sql()), &w.args(), violation_from_row)
 }
 
 pub fn get_violation(db: &dyn Db, ws: &str, id: &str) -> Result<Option<Violation>> {
-    db.first(&format!("SELECT {VIOLATION_COLUMNS} FROM violations WHERE workspace_id = ?1 AND violation_id = ?2"), args![ws, id], violation_from_row)
+    db.first(&format!("{VIOLATION_SELECT} WHERE v.workspace_id = ?1 AND v.violation_id = ?2"), args![ws, id], violation_from_row)
 }
 
 const DELIVERY_COLUMNS: &str = "workspace_id, delivery_id, channel, target, webhook_id, event, payload, status, attempts,

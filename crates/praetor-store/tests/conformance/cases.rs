@@ -415,6 +415,52 @@ fn delivery(id: &str, webhook: Option<&str>, status: &str, next: i64, attempts: 
     }
 }
 
+/// A violation stores its own fields; reading it back adds its decision's context from
+/// the decision's sealed entry. A row that carries a context field itself (as rows
+/// written before decisions sealed their violations did) keeps its own.
+pub async fn violations_read_back_their_decisions_sealed_context(b: Backend) {
+    let store = with_workspace(&b).await;
+    let sealed = json!({ "kind": "decision", "decision_id": "dec_1", "decision": "block", "session_id": "ses_1",
+        "action_type": "email.send", "content_sha256": "ab".repeat(32), "metadata": { "amount": "12.5" },
+        "violations": [{ "violation_id": "vio_new", "rule_id": "rule_a" }] });
+    let Value::Object(entry) = sealed else { unreachable!() };
+    let violation = |id: &str, body: Value| Violation {
+        violation_id: id.into(),
+        workspace_id: WS.into(),
+        rule_id: "rule_a".into(),
+        severity: "high".into(),
+        agent_id: Some("agt_1".into()),
+        decision_id: "dec_1".into(),
+        at: 10,
+        body,
+    };
+    let slim = violation("vio_new", json!({ "violation_id": "vio_new", "rule_id": "rule_a", "severity": "high" }));
+    let old = violation("vio_old", json!({ "violation_id": "vio_old", "decision": "block", "metadata": { "amount": "written with the row" } }));
+    let orphan = Violation { decision_id: "dec_none".into(), ..violation("vio_orphan", json!({ "violation_id": "vio_orphan" })) };
+    store
+        .commit(Txn {
+            mutations: vec![
+                Mutation::InsertDecision { row: decision("dec_1", 10), seal: Some(0) },
+                Mutation::InsertViolation(slim),
+                Mutation::InsertViolation(old),
+                Mutation::InsertViolation(orphan.clone()),
+            ],
+            seal: vec![SealRequest { workspace_id: WS.into(), body: entry }],
+        })
+        .await
+        .unwrap();
+    let new = store.get_violation(WS, "vio_new").await.unwrap().unwrap();
+    assert_eq!(new.body, json!({ "violation_id": "vio_new", "rule_id": "rule_a", "severity": "high", "decision": "block",
+        "session_id": "ses_1", "action_type": "email.send", "content_sha256": "ab".repeat(32), "metadata": { "amount": "12.5" } }));
+    let old = store.get_violation(WS, "vio_old").await.unwrap().unwrap();
+    assert_eq!(old.body["metadata"]["amount"], "written with the row", "a field the row has is its own");
+    assert_eq!(old.body["action_type"], "email.send", "a field it lacks comes from the sealed entry");
+    assert_eq!(store.get_violation(WS, "vio_orphan").await.unwrap(), Some(orphan), "no sealed decision: the row as written");
+    let listed = store.list_violations(WS, &ViolationFilter { rule_id: Some("rule_a".into()), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().filter(|v| v.decision_id == "dec_1").all(|v| v.body["session_id"] == "ses_1"), "{listed:?}");
+}
+
 pub async fn shadow_hits_violations_and_deliveries(b: Backend) {
     let store = with_workspace(&b).await;
     let hit = |pid: &str, did: &str, actual: &str, would: &str, at: i64| {

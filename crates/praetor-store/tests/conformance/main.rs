@@ -40,6 +40,7 @@ conformance!(
     sessions_and_objects_keep_the_newest_version,
     decisions_filter_and_page,
     shadow_hits_violations_and_deliveries,
+    violations_read_back_their_decisions_sealed_context,
     checkpoints_and_proofs,
     text_survives_exactly,
     etag_guards_refuse_decisions_made_from_stale_copies,
