@@ -87,6 +87,36 @@ fn bench_proofs(c: &mut Criterion) {
     });
 }
 
+/// The canonical encoding of a decision-sized entry (a blocked decision with two
+/// violations), whole and with its `seq` left to fill in, as the server seals one.
+fn bench_canonical(c: &mut Criterion) {
+    let entry = json!({
+        "kind": "decision", "time": "2026-12-05T20:00:00.000Z", "workspace_id": "ws_0123456789abcdef01234567",
+        "decision_id": "dec_019aef0123456789abcdef01", "agent_id": "agt_0123456789abcdef01234567",
+        "session_id": null, "action_type": "payment.send", "content_sha256": "ab".repeat(32),
+        "content_redacted": false, "decision": "block", "outcome": "blocked",
+        "policies": [
+            {"policy_id": "pol_0123456789abcdef01234567", "name": "global rate", "decision": "block", "reason": "101 actions in 60 s (limit 100)"},
+            {"policy_id": "pol_abcdef0123456789abcdef01", "name": "large payments", "decision": "escalate", "reason": "amount 12 > 10"},
+        ],
+        "policy_set_hash": "cd".repeat(32), "identity": {"result": "verified"}, "approver": null,
+        "violations": [
+            {"violation_id": "vio_019aef0123456789abcdef01", "rule_id": "pol_0123456789abcdef01234567", "rule_name": "global rate",
+             "source": "policy", "severity": "high", "action": "block", "reason": "101 actions in 60 s (limit 100)", "overridden_by_breakglass": null},
+            {"violation_id": "vio_019aef0123456789abcdef02", "rule_id": "pol_abcdef0123456789abcdef01", "rule_name": "large payments",
+             "source": "policy", "severity": "medium", "action": "escalate", "reason": "amount 12 > 10", "overridden_by_breakglass": null},
+        ],
+        "metadata": {"amount": "12", "currency": "EUR", "tokens": 40},
+    });
+    let serde_json::Value::Object(object) = entry.clone() else { unreachable!() };
+    let mut g = c.benchmark_group("canonical");
+    g.bench_function("decision entry", |b| b.iter(|| black_box(praetor_vault::canonical_json(&entry).ok())));
+    g.bench_function("decision entry, seq to fill", |b| {
+        b.iter(|| black_box(praetor_vault::CanonicalWithSlot::new(&object, "seq").ok()))
+    });
+    g.finish();
+}
+
 fn bench_verify(c: &mut Criterion) {
     let built = build(100_000);
     let signer = NoteSigner::from_seed(ORIGIN, KeyAlgorithm::EcdsaP256, &[7u8; 32])
@@ -112,5 +142,5 @@ fn bench_verify(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_append, bench_proofs, bench_verify);
+criterion_group!(benches, bench_append, bench_canonical, bench_proofs, bench_verify);
 criterion_main!(benches);

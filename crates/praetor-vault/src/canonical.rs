@@ -26,8 +26,7 @@ use crate::error::VaultError;
 /// [`VaultError::FloatNotAllowed`] when a number is not an i64/u64 integer.
 pub fn canonical_json(v: &Value) -> Result<Vec<u8>, VaultError> {
     let mut out = Vec::with_capacity(256);
-    let mut path = String::from("$");
-    write_value(v, &mut out, &mut path)?;
+    write_value(v, &mut out).map_err(float_error)?;
     Ok(out)
 }
 
@@ -64,13 +63,14 @@ impl CanonicalWithSlot {
     /// [`VaultError::FloatNotAllowed`] when a value holds a float.
     pub fn new(object: &serde_json::Map<String, Value>, slot: &str) -> Result<CanonicalWithSlot, VaultError> {
         let mut entries: Vec<(&String, &Value)> = object.iter().filter(|(k, _)| k.as_str() != slot).collect();
-        entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        if !entries.is_sorted_by(|a, b| a.0.as_bytes() <= b.0.as_bytes()) {
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        }
         let split = entries.partition_point(|(k, _)| k.as_bytes() < slot.as_bytes());
-        let mut path = String::from("$");
         let mut before = Vec::with_capacity(512);
         before.push(b'{');
         for (k, v) in &entries[..split] {
-            write_entry(k, v, &mut before, &mut path)?;
+            write_entry(k, v, &mut before).map_err(float_error)?;
             before.push(b',');
         }
         write_string(slot, &mut before);
@@ -78,7 +78,7 @@ impl CanonicalWithSlot {
         let mut after = Vec::with_capacity(256);
         for (k, v) in &entries[split..] {
             after.push(b',');
-            write_entry(k, v, &mut after, &mut path)?;
+            write_entry(k, v, &mut after).map_err(float_error)?;
         }
         after.push(b'}');
         Ok(CanonicalWithSlot { before, after })
@@ -96,15 +96,47 @@ impl CanonicalWithSlot {
     }
 }
 
+/// One step of the JSON path to a float. The path is built only when a float is found,
+/// from the inside out, so encoding pays nothing for it otherwise.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// The steps from a float up to the value being encoded, innermost first.
+type FloatAt<'a> = Vec<Step<'a>>;
+
+/// `$`, then `.key` for plain identifiers, `["key"]` for other keys and `[i]` for array
+/// items, so the path is unambiguous.
+fn float_error(steps: FloatAt<'_>) -> VaultError {
+    let mut path = String::from("$");
+    for step in steps.iter().rev() {
+        match step {
+            Step::Index(i) => path.push_str(&format!("[{i}]")),
+            Step::Key(key) if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') => {
+                path.push('.');
+                path.push_str(key);
+            }
+            Step::Key(key) => {
+                let mut quoted = Vec::with_capacity(key.len() + 2);
+                write_string(key, &mut quoted);
+                path.push('[');
+                path.push_str(&String::from_utf8_lossy(&quoted));
+                path.push(']');
+            }
+        }
+    }
+    VaultError::FloatNotAllowed { path }
+}
+
 /// `"key":value`, as inside a canonical object.
-fn write_entry(key: &str, value: &Value, out: &mut Vec<u8>, path: &mut String) -> Result<(), VaultError> {
+fn write_entry<'a>(key: &'a str, value: &'a Value, out: &mut Vec<u8>) -> Result<(), FloatAt<'a>> {
     write_string(key, out);
     out.push(b':');
-    let len = path.len();
-    push_path_key(path, key);
-    write_value(value, out, path)?;
-    path.truncate(len);
-    Ok(())
+    write_value(value, out).map_err(|mut steps| {
+        steps.push(Step::Key(key));
+        steps
+    })
 }
 
 /// Checks that `bytes` is JSON already in canonical form: parsing it and encoding it
@@ -126,19 +158,19 @@ pub fn check_canonical(bytes: &[u8]) -> Result<(), VaultError> {
     }
 }
 
-fn write_value(v: &Value, out: &mut Vec<u8>, path: &mut String) -> Result<(), VaultError> {
+fn write_value<'a>(v: &'a Value, out: &mut Vec<u8>) -> Result<(), FloatAt<'a>> {
+    use std::io::Write as _;
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
+        // Writing to a Vec cannot fail.
         Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                out.extend_from_slice(i.to_string().as_bytes());
-            } else if let Some(u) = n.as_u64() {
-                out.extend_from_slice(u.to_string().as_bytes());
-            } else {
-                return Err(VaultError::FloatNotAllowed { path: path.clone() });
-            }
+            let _ = match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => write!(out, "{i}"),
+                (None, Some(u)) => write!(out, "{u}"),
+                (None, None) => return Err(Vec::new()),
+            };
         }
         Value::String(s) => write_string(s, out),
         Value::Array(items) => {
@@ -147,48 +179,39 @@ fn write_value(v: &Value, out: &mut Vec<u8>, path: &mut String) -> Result<(), Va
                 if i > 0 {
                     out.push(b',');
                 }
-                let len = path.len();
-                path.push('[');
-                path.push_str(&i.to_string());
-                path.push(']');
-                write_value(item, out, path)?;
-                path.truncate(len);
+                write_value(item, out).map_err(|mut steps| {
+                    steps.push(Step::Index(i));
+                    steps
+                })?;
             }
             out.push(b']');
         }
         Value::Object(map) => {
-            // Sort ourselves: UTF-8 byte order equals Unicode code point order.
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
             out.push(b'{');
-            for (i, (k, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
+            // serde_json's map is usually sorted already (a `BTreeMap`); sort only a
+            // map that is not (a dependency may turn on `preserve_order`). UTF-8 byte
+            // order equals Unicode code point order.
+            if map.keys().is_sorted_by(|a, b| a.as_bytes() <= b.as_bytes()) {
+                for (i, (k, item)) in map.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_entry(k, item, out)?;
                 }
-                write_entry(k, item, out, path)?;
+            } else {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                for (i, (k, item)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_entry(k, item, out)?;
+                }
             }
             out.push(b'}');
         }
     }
     Ok(())
-}
-
-/// Appends `.key` for plain identifiers, `["key"]` otherwise, so the path is unambiguous.
-fn push_path_key(path: &mut String, key: &str) {
-    let plain = !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if plain {
-        path.push('.');
-        path.push_str(key);
-    } else {
-        let mut quoted = Vec::with_capacity(key.len() + 2);
-        write_string(key, &mut quoted);
-        path.push('[');
-        path.push_str(&String::from_utf8_lossy(&quoted));
-        path.push(']');
-    }
 }
 
 /// Writes `s` as a JSON string with Python's `ensure_ascii=False` escaping.
