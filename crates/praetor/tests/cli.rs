@@ -157,6 +157,29 @@ fn vault_verify_checks_an_export_in_parts_as_one_log() {
     }
 }
 
+/// Bundles are read ahead while the one before is checked: a failure in the first of
+/// several ends the run at once with that failure, whatever the reader holds.
+#[test]
+fn vault_verify_stops_at_a_bad_first_bundle_with_more_to_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = populated(dir.path(), 30);
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let mut first: Value = serde_json::from_slice(&std::fs::read(path("part1.json")).unwrap()).unwrap();
+    let leaf = first["entries"][3]["leaf"].as_str().unwrap().replacen("\"kind\":\"", "\"kind\":\"X", 1);
+    first["entries"][3]["leaf"] = json!(leaf);
+    let seq = first["entries"][3]["seq"].as_u64().unwrap();
+    std::fs::write(path("bad1.json"), serde_json::to_vec(&first).unwrap()).unwrap();
+    let (bad, second, key) = (path("bad1.json"), path("part2.json"), key.to_str().unwrap().to_owned());
+    let out = praetor(&["vault", "verify", &bad, &second, &second, &second, "--key", &key]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(&format!("FAILED: `{bad}` at entry {seq}")), "{}", text(&out));
+    assert!(!text(&out).contains("part2.json"), "nothing after the failure is reported:\n{}", text(&out));
+    // A bundle that cannot be read is named when its turn comes, after the good ones.
+    let out = praetor(&["vault", "verify", &path("part1.json"), &path("missing.json"), "--key", &key]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("OK: `") && text(&out).contains("missing.json"), "{}", text(&out));
+}
+
 #[test]
 fn vault_check_names_the_first_bad_entry() {
     let cases: &[(&str, &str, &str)] = &[
