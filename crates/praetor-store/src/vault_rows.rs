@@ -303,10 +303,10 @@ fn check_entry(e: &VaultEntryRow, expected_seq: u64, prev_chain: &[u8; 32], secr
     if e.seq != expected_seq {
         return Err((expected_seq, format!("entry {expected_seq} is missing (next stored is {})", e.seq)));
     }
-    if praetor_vault::check_canonical(&e.leaf).is_err() {
+    let Ok(leaf) = praetor_vault::parse_canonical(&e.leaf) else {
         return Err((e.seq, "leaf is not canonical json".into()));
-    }
-    if let Some(seq) = serde_json::from_slice::<Value>(&e.leaf).ok().and_then(|v| v.get("seq").and_then(Value::as_u64))
+    };
+    if let Some(seq) = leaf.get("seq").and_then(Value::as_u64)
         && seq != e.seq
     {
         return Err((e.seq, format!("leaf says seq {seq} but is stored at {}", e.seq)));

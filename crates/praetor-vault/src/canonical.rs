@@ -147,12 +147,20 @@ fn write_entry<'a>(key: &'a str, value: &'a Value, out: &mut Vec<u8>) -> Result<
 /// [`VaultError::InvalidJson`], [`VaultError::FloatNotAllowed`] or
 /// [`VaultError::NonCanonicalLeaf`].
 pub fn check_canonical(bytes: &[u8]) -> Result<(), VaultError> {
+    parse_canonical(bytes).map(drop)
+}
+
+/// [`check_canonical`], and the value it parsed, for a caller that reads fields of it.
+///
+/// # Errors
+/// As [`check_canonical`].
+pub fn parse_canonical(bytes: &[u8]) -> Result<Value, VaultError> {
     let v: Value = serde_json::from_slice(bytes).map_err(|e| VaultError::InvalidJson {
         reason: e.to_string(),
     })?;
     let again = canonical_json(&v)?;
     if again.as_slice() == bytes {
-        Ok(())
+        Ok(v)
     } else {
         Err(VaultError::NonCanonicalLeaf)
     }

@@ -22,7 +22,7 @@ pub mod log;
 pub mod merkle;
 pub mod verify;
 
-pub use canonical::{CanonicalWithSlot, canonical_json, check_canonical, to_canonical_json};
+pub use canonical::{CanonicalWithSlot, canonical_json, check_canonical, parse_canonical, to_canonical_json};
 pub use chain::{GENESIS_CHAIN_HASH, chain_hash, entry_hmac, verify_entry_hmac};
 pub use checkpoint::{Checkpoint, KeyAlgorithm, NoteSigner, NoteVerifier, open_note, sign_note};
 pub use error::VaultError;
