@@ -1037,3 +1037,25 @@ fn docs_worked_example() {
         .collect();
     assert_eq!(prove_inclusion(1, 2, &stored).unwrap(), vec![a0.leaf_hash]);
 }
+
+/// A bundle large enough that its leaves are checked in windows, each on several threads
+/// (more than 65,536 entries): it verifies, and of two bad leaves in different windows
+/// the first is the one named.
+#[test]
+fn a_large_bundle_is_checked_in_parallel_and_names_its_first_bad_leaf() {
+    let mut log = TestLog::new();
+    log.append(70_000);
+    log.checkpoint();
+    let b = log.bundle(0, 70_000);
+    let mut calls = Vec::new();
+    let r = verify_bundle(&b, &[log.ec.verifier()], &mut |d, t| calls.push((d, t))).unwrap();
+    assert_eq!((r.start, r.end, r.root), (0, 70_000, log.state.root()));
+    assert_eq!(calls, [(65_536, 70_000), (70_000, 70_000)]);
+    let tamper = |b: &mut Bundle, i: usize| b.entries[i].leaf = b.entries[i].leaf.replacen("allow", "alloW", 1);
+    let mut late = b.clone();
+    tamper(&mut late, 68_001);
+    assert_eq!(check(&late, &[log.ec.verifier()]).unwrap_err().seq, Some(68_001));
+    let mut both = late.clone();
+    tamper(&mut both, 30_000);
+    assert_eq!(check(&both, &[log.ec.verifier()]).unwrap_err().seq, Some(30_000));
+}

@@ -47,7 +47,9 @@ fn read_bundle(path: &Path) -> anyhow::Result<Bundle> {
 /// `praetor vault verify`: each bundle on its own, and each after the first as the
 /// continuation of the ones before it (`check_continues`), in order. A thread reads and
 /// parses the next bundle while this one is checked (a bundle is hundreds of
-/// megabytes; parsing is a third of the work), so at most two are held at a time.
+/// megabytes; parsing is a third of the work). Up to three are in memory at once: the
+/// one checked, the next being parsed (with its file's bytes), and the one before while
+/// a thread frees it.
 pub fn verify_bundles(paths: &[PathBuf], key_paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let keys = load_keys(key_paths)?;
     let mut before: Option<Report> = None;
