@@ -47,16 +47,19 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
     }))
 }
 
+/// One metric with a single sample, in Prometheus text format: its help, type and value.
+fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// Prometheus text exposition format.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let m = &state.metrics;
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP praetor_http_requests_total HTTP requests received.");
-    let _ = writeln!(out, "# TYPE praetor_http_requests_total counter");
-    let _ = writeln!(out, "praetor_http_requests_total {}", m.http_requests.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# HELP praetor_http_errors_total Responses with a 4xx or 5xx status.");
-    let _ = writeln!(out, "# TYPE praetor_http_errors_total counter");
-    let _ = writeln!(out, "praetor_http_errors_total {}", m.errors.load(Ordering::Relaxed));
+    sample(&mut out, "praetor_http_requests_total", "counter", "HTTP requests received.", m.http_requests.load(Ordering::Relaxed));
+    sample(&mut out, "praetor_http_errors_total", "counter", "Responses with a 4xx or 5xx status.", m.errors.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP praetor_decisions_total Decisions made, by verdict.");
     let _ = writeln!(out, "# TYPE praetor_decisions_total counter");
     for (verdict, c) in [
@@ -67,15 +70,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     ] {
         let _ = writeln!(out, "praetor_decisions_total{{decision=\"{verdict}\"}} {}", c.load(Ordering::Relaxed));
     }
-    let _ = writeln!(out, "# HELP praetor_escalations_refused_total Escalations blocked instead because the workspace held max_pending_escalations.");
-    let _ = writeln!(out, "# TYPE praetor_escalations_refused_total counter");
-    let _ = writeln!(out, "praetor_escalations_refused_total {}", m.escalations_refused.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# HELP praetor_stale_reevaluations_total Requests evaluated again because their commit was refused as decided from a stale copy.");
-    let _ = writeln!(out, "# TYPE praetor_stale_reevaluations_total counter");
-    let _ = writeln!(out, "praetor_stale_reevaluations_total {}", m.stale_reevaluations.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# HELP praetor_decision_latency_seconds_sum Total time spent deciding, including the durable append.");
-    let _ = writeln!(out, "# TYPE praetor_decision_latency_seconds_sum counter");
-    let _ = writeln!(out, "praetor_decision_latency_seconds_sum {}", m.decision_latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6);
+    sample(&mut out, "praetor_escalations_refused_total", "counter", "Escalations blocked instead because the workspace held max_pending_escalations.", m.escalations_refused.load(Ordering::Relaxed));
+    sample(&mut out, "praetor_stale_reevaluations_total", "counter", "Requests evaluated again because their commit was refused as decided from a stale copy.", m.stale_reevaluations.load(Ordering::Relaxed));
+    sample(&mut out, "praetor_decision_latency_seconds_sum", "counter", "Total time spent deciding, including the durable append.", m.decision_latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6);
     let c = state.store.commit_stats();
     let _ = writeln!(out, "# HELP praetor_store_commit_seconds Time of one group commit (the durable append, one fsync).");
     let _ = writeln!(out, "# TYPE praetor_store_commit_seconds summary");
@@ -89,9 +86,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let _ = writeln!(out, "praetor_store_batch_transactions{{quantile=\"0.99\"}} {}", c.batch_p99);
     let _ = writeln!(out, "praetor_store_batch_transactions_sum {}", c.transactions);
     let _ = writeln!(out, "praetor_store_batch_transactions_count {}", c.commits);
-    let _ = writeln!(out, "# HELP praetor_uptime_seconds Seconds since the server started.");
-    let _ = writeln!(out, "# TYPE praetor_uptime_seconds gauge");
-    let _ = writeln!(out, "praetor_uptime_seconds {}", state.started_at.elapsed().as_secs());
+    sample(&mut out, "praetor_uptime_seconds", "gauge", "Seconds since the server started.", state.started_at.elapsed().as_secs());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
