@@ -2,6 +2,7 @@
 //! vault's checkpoint publisher. `router(state)` is apart from `serve()` so tests can
 //! drive the whole application over a real listener of their own.
 
+pub mod answer;
 pub mod api;
 pub mod auth;
 pub mod authority;

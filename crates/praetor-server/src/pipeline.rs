@@ -977,8 +977,10 @@ fn record<'a>(
         let i = txn.seal.len();
         seal_of.push(i);
         txn.mutations.extend(e.guards.iter().cloned());
-        txn.seal.push(SealRequest { workspace_id: ws.workspace_id.clone(), body: vault_entry(ws, e) });
+        let entry = vault_entry(ws, e);
         let body = response(ws, e);
+        let stored = crate::answer::stored(&body, &entry);
+        txn.seal.push(SealRequest { workspace_id: ws.workspace_id.clone(), body: entry });
         txn.mutations.push(Mutation::InsertDecision {
             row: DecisionRow {
                 decision_id: e.decision_id.clone(),
@@ -991,7 +993,8 @@ fn record<'a>(
                 vault_seq: None,
                 // Moved, not copied (up to 512 KiB): nothing reads it after this.
                 content: e.intercepted.request.content.take(),
-                body: Value::Object(body.clone()),
+                body: Value::Object(stored),
+                sealed_leaf: None,
             },
             seal: Some(i),
         });

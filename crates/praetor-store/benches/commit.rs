@@ -36,6 +36,7 @@ fn txn(n: u64, seal: bool) -> Txn {
                 vault_seq: None,
                 content: Some("search the knowledge base for Q3 revenue".into()),
                 body,
+                sealed_leaf: None,
             },
             seal: seal.then_some(0),
         }],

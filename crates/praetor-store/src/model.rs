@@ -124,7 +124,8 @@ pub struct PolicyRecord {
     pub updated_at: Millis,
 }
 
-/// A stored decision: the indexed columns plus the full response body.
+/// A stored decision: the indexed columns plus its answer, as the server chose to keep
+/// it (the server keeps only what the decision's sealed entry cannot give back).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionRow {
     pub decision_id: String,
@@ -139,8 +140,12 @@ pub struct DecisionRow {
     pub vault_seq: Option<u64>,
     /// The action content as received (kept beside the log; the vault seals its hash).
     pub content: Option<String>,
-    /// The decision as the API returns it.
+    /// The decision's answer as the server stored it.
     pub body: Value,
+    /// The decision's sealed vault entry (its leaf's bytes), when read back; not
+    /// written (the entry is the log's).
+    #[serde(skip)]
+    pub sealed_leaf: Option<Vec<u8>>,
 }
 
 /// The per-decision change to an agent's live figures, applied in the decision's batch.

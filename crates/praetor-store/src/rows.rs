@@ -382,6 +382,7 @@ fn decision_from_row(r: &dyn Row) -> Result<DecisionRow> {
         content: r.get(7)?,
         body: from_json(&r.get::<String>(8)?, "decision body")?,
         session_id: r.get(9)?,
+        sealed_leaf: r.get(10)?,
     })
 }
 
@@ -521,22 +522,26 @@ impl<'a> Where<'a> {
     }
 }
 
-const DECISION_COLUMNS: &str = "workspace_id, decision_id, agent_id, action_type, decision, created_at, vault_seq, content, body, session_id";
+/// A decision row with its sealed entry (null for a decision without one, which the
+/// server never writes but a test may).
+const DECISION_SELECT: &str = "SELECT d.workspace_id, d.decision_id, d.agent_id, d.action_type, d.decision, d.created_at, d.vault_seq,
+        d.content, d.body, d.session_id, e.leaf
+    FROM decisions d LEFT JOIN vault_entries e ON e.workspace_id = d.workspace_id AND e.seq = d.vault_seq";
 
 pub fn list_decisions(db: &dyn Db, ws: &str, f: &DecisionFilter) -> Result<(Vec<DecisionRow>, u64)> {
-    let w = Where::new(&[("workspace_id", ws)])
-        .eq("agent_id", &f.agent_id)
-        .eq("decision", &f.decision)
-        .eq("action_type", &f.action_type)
-        .cmp("created_at >= ?", f.since)
-        .cmp("created_at <= ?", f.until);
+    let w = Where::new(&[("d.workspace_id", ws)])
+        .eq("d.agent_id", &f.agent_id)
+        .eq("d.decision", &f.decision)
+        .eq("d.action_type", &f.action_type)
+        .cmp("d.created_at >= ?", f.since)
+        .cmp("d.created_at <= ?", f.until);
     let filter = w.sql();
-    let total: i64 = db.value(&format!("SELECT COUNT(*) FROM decisions WHERE {filter}"), &w.args())?.unwrap_or(0);
+    let total: i64 = db.value(&format!("SELECT COUNT(*) FROM decisions d WHERE {filter}"), &w.args())?.unwrap_or(0);
     let per_page = f.per_page.clamp(1, 500);
     let offset = i64::from(f.page.max(1) - 1) * i64::from(per_page);
     let page = w.limit(per_page).limit(offset);
     let rows = db.all(
-        &format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE {filter} ORDER BY created_at DESC, decision_id DESC LIMIT ? OFFSET ?"),
+        &format!("{DECISION_SELECT} WHERE {filter} ORDER BY d.created_at DESC, d.decision_id DESC LIMIT ? OFFSET ?"),
         &page.args(),
         decision_from_row,
     )?;
@@ -544,7 +549,7 @@ pub fn list_decisions(db: &dyn Db, ws: &str, f: &DecisionFilter) -> Result<(Vec<
 }
 
 pub fn get_decision(db: &dyn Db, ws: &str, id: &str) -> Result<Option<DecisionRow>> {
-    db.first(&format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE workspace_id = ?1 AND decision_id = ?2"), args![ws, id], decision_from_row)
+    db.first(&format!("{DECISION_SELECT} WHERE d.workspace_id = ?1 AND d.decision_id = ?2"), args![ws, id], decision_from_row)
 }
 
 pub fn api_key_by_hash(db: &dyn Db, hash: &str) -> Result<Option<ApiKey>> {

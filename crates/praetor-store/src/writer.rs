@@ -481,6 +481,7 @@ pub(crate) mod tests {
             vault_seq: None,
             content,
             body: json!({ "n": n }),
+            sealed_leaf: None,
         };
         Txn { mutations: vec![Mutation::InsertDecision { row, seal: Some(0) }], seal: vec![SealRequest { workspace_id: ws.into(), body }] }
     }

@@ -14,8 +14,10 @@ use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
 
+/// A stored decision as the API shows it: its answer (joined with its sealed entry, see
+/// `answer`), its content and its entry's sequence number.
 pub fn decision_view(row: &DecisionRow) -> Value {
-    let mut v = row.body.clone();
+    let mut v = crate::answer::read(&row.body, row.sealed_leaf.as_deref());
     if let Value::Object(m) = &mut v {
         m.insert("action_content".into(), json!(row.content));
         m.insert("vault_entry_id".into(), json!(row.vault_seq));

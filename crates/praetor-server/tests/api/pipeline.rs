@@ -240,3 +240,45 @@ async fn policy_crud_changes_decisions_at_once() {
     let (_, list) = s.get("/api/v1/enforce/policies", &s.admin_key).await;
     assert_eq!(list["policies"], json!([]));
 }
+
+/// A decision read back is the answer it was given (less what only the moment had: its
+/// latency and leaf hash; plus its content and entry number), though its row keeps only
+/// what its sealed entry cannot give back. Allow, block, escalate, in a session, with a
+/// jurisdiction and with a request's extra fields.
+#[tokio::test]
+async fn a_stored_decision_reads_back_as_it_was_answered() {
+    let s = TestServer::start().await;
+    let agent = s.agent("reader").await;
+    s.policy(json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" })).await;
+    s.policy(json!({ "name": "Big payments", "policy_type": "metadata", "action_types": ["pay"], "decision": "escalate",
+                     "conditions": { "rule": { "field": "amount", "op": ">", "value": 100 } } })).await;
+    let (status, started) = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "agent_id": agent })).await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    let session = started["session_id"].as_str().unwrap();
+    let requests = [
+        json!({ "action_type": "read_user", "agent_id": agent, "action_content": "who is alice", "metadata": {} }),
+        json!({ "action_type": "delete_user", "agent_id": agent, "action_content": "drop alice", "metadata": { "jurisdiction": "EU" } }),
+        json!({ "action_type": "pay", "agent_id": null, "metadata": { "amount": 500 } }),
+        json!({ "action_type": "tool.call", "agent_id": null, "session_id": session, "metadata": {} }),
+    ];
+    let mut verdicts = Vec::new();
+    for request in requests {
+        let mut answer = s.intercept(request.clone()).await;
+        let id = answer["decision_id"].as_str().unwrap().to_owned();
+        verdicts.push(answer["decision"].as_str().unwrap().to_owned());
+        let row = s.state.store.get_decision(&s.state.workspace_ids()[0], &id).await.unwrap().unwrap();
+        assert!(row.body.get("decision").is_none() && row.body.get("policies_triggered").is_none(), "the row keeps the rest only: {}", row.body);
+        let (status, stored) = s.get(&format!("/api/v1/enforce/decisions/{id}"), &s.admin_key).await;
+        assert_eq!(status, StatusCode::OK, "{stored}");
+        let answer = answer.as_object_mut().unwrap();
+        let vault_entry_id = answer.remove("vault_entry_id").unwrap();
+        answer.remove("latency_ms").unwrap();
+        answer.remove("leaf_hash").unwrap();
+        answer.insert("vault_entry_id".into(), vault_entry_id);
+        answer.insert("action_content".into(), request.get("action_content").cloned().unwrap_or(Value::Null));
+        assert_eq!(stored["decision"], Value::Object(answer.clone()));
+        let (_, listed) = s.get(&format!("/api/v1/enforce/decisions?per_page=1&action_type={}", request["action_type"].as_str().unwrap()), &s.admin_key).await;
+        assert_eq!(listed["decisions"][0], Value::Object(answer.clone()), "the list shows the same");
+    }
+    assert_eq!(verdicts, ["allow", "block", "escalate", "allow"]);
+}

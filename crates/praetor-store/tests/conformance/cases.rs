@@ -34,6 +34,7 @@ fn decision(id: &str, at: i64) -> DecisionRow {
         vault_seq: None,
         content: None,
         body: json!({}),
+        sealed_leaf: None,
     }
 }
 
@@ -72,6 +73,13 @@ pub async fn concurrent_commits_get_unique_contiguous_sequence_numbers(b: Backen
     let entry = &store.vault_entries(WS, row.vault_seq.unwrap(), row.vault_seq.unwrap() + 1).await.unwrap()[0];
     let sealed: Value = serde_json::from_slice(&entry.leaf).unwrap();
     assert_eq!(sealed["n"], 17);
+    assert_eq!(row.sealed_leaf.as_ref(), Some(&entry.leaf), "a decision reads back with its sealed entry");
+    let (listed, _) = store.list_decisions(WS, &DecisionFilter { page: 1, per_page: 500, ..Default::default() }).await.unwrap();
+    assert_eq!(listed.len(), 300);
+    for r in &listed {
+        let leaf: Value = serde_json::from_slice(r.sealed_leaf.as_ref().unwrap()).unwrap();
+        assert_eq!(format!("dec_{}", leaf["n"]), r.decision_id, "each listed decision with its own entry");
+    }
     assert!(store.commit_stats().transactions >= 301);
 }
 
@@ -392,6 +400,7 @@ pub async fn decisions_filter_and_page(b: Backend) {
     let (rows, total) = page(DecisionFilter { since: Some(1_010), until: Some(1_012), page: 1, per_page: 50, ..Default::default() }).await;
     assert_eq!(total, 3);
     assert_eq!(rows[2].body, json!({ "i": 10 }));
+    assert_eq!(rows[2].sealed_leaf, None, "no entry sealed it");
     assert_eq!(store.get_decision(WS, "dec_07").await.unwrap().unwrap().agent_id.as_deref(), Some("agt_odd"));
     assert_eq!(store.get_decision("ws_other", "dec_07").await.unwrap(), None, "another workspace sees nothing");
 }

@@ -1,0 +1,155 @@
+//! A decision's answer, stored once. Most of what `POST /intercept` answers is also in
+//! the decision's sealed vault entry (its verdict, outcome, ids, policies, identity,
+//! time); a decision's row keeps only the rest, and reading the decision back joins the
+//! two. So the row is a third of its former size, and what the API shows of a decision
+//! is what was sealed.
+
+use serde_json::{Map, Value, json};
+
+/// Answer fields read back from the sealed entry: (answer field, entry field).
+const FROM_ENTRY: [(&str, &str); 10] = [
+    ("decision", "decision"),
+    ("outcome", "outcome"),
+    ("policy_result", "outcome"),
+    ("decision_id", "decision_id"),
+    ("policies_triggered", "policies"),
+    ("agent_id", "agent_id"),
+    ("action_type", "action_type"),
+    ("identity", "identity"),
+    ("policy_set_hash", "policy_set_hash"),
+    ("created_at", "time"),
+];
+
+/// Fields made from the entry's: `ok`, `authorisation_id`, and `session_id` and
+/// `escalation_id` when the entry has them.
+const DERIVED: [&str; 4] = ["ok", "authorisation_id", "session_id", "escalation_id"];
+
+/// What a decision's row keeps of `answer`: the fields `entry` (the decision's vault
+/// entry, as sealed) cannot give back. Should the two ever disagree, so that the answer
+/// could not be rebuilt exactly, the whole answer is kept instead.
+pub fn stored(answer: &Map<String, Value>, entry: &Map<String, Value>) -> Map<String, Value> {
+    let rest: Map<String, Value> = answer
+        .iter()
+        .filter(|(k, _)| !FROM_ENTRY.iter().any(|(field, _)| field == k) && !DERIVED.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    match rebuild(entry, &rest) {
+        Some(rebuilt) if &rebuilt == answer => rest,
+        _ => answer.clone(),
+    }
+}
+
+/// The answer as stored in `body`, with its sealed entry when it has one: a whole
+/// answer (it has `decision`, as rows written before this change and fallbacks do) is
+/// returned as it is; the rest of one is joined with the entry.
+pub fn read(body: &Value, sealed_leaf: Option<&[u8]>) -> Value {
+    let Value::Object(rest) = body else { return body.clone() };
+    if rest.contains_key("decision") {
+        return body.clone();
+    }
+    let entry = sealed_leaf.and_then(|leaf| serde_json::from_slice::<Map<String, Value>>(leaf).ok());
+    match entry.as_ref().and_then(|e| rebuild(e, rest)) {
+        Some(answer) => Value::Object(answer),
+        // No entry to join (a row without one, or an unreadable leaf, which `vault
+        // verify` reports): what the row holds.
+        None => body.clone(),
+    }
+}
+
+fn rebuild(entry: &Map<String, Value>, rest: &Map<String, Value>) -> Option<Map<String, Value>> {
+    let mut answer = rest.clone();
+    for (field, from) in FROM_ENTRY {
+        answer.insert(field.to_owned(), entry.get(from)?.clone());
+    }
+    let decision_id = entry.get("decision_id")?.as_str()?;
+    answer.insert("ok".into(), json!(true));
+    answer.insert("authorisation_id".into(), json!(decision_id.replacen("dec_", "auth_", 1)));
+    for field in ["session_id", "escalation_id"] {
+        if let Some(v) = entry.get(field).filter(|v| !v.is_null()) {
+            answer.insert(field.to_owned(), v.clone());
+        }
+    }
+    Some(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    fn entry() -> Map<String, Value> {
+        map(json!({
+            "kind": "decision", "time": "2026-12-05T10:00:00.000Z", "workspace_id": "ws_1", "decision_id": "dec_01",
+            "agent_id": "agt_1", "session_id": null, "action_type": "email.send", "content_sha256": "ab",
+            "decision": "block", "outcome": "refused", "policies": [{ "policy_id": "pol_1", "name": "n", "decision": "block", "reason": "r" }],
+            "policy_set_hash": "ff", "identity": { "result": "verified" }, "approver": null, "seq": 7,
+        }))
+    }
+
+    fn answer() -> Map<String, Value> {
+        map(json!({
+            "ok": true, "decision": "block", "outcome": "refused", "policy_result": "refused", "decision_id": "dec_01",
+            "authorisation_id": "auth_01", "reasoning": "blocked by n", "agent_id": "agt_1", "action_type": "email.send",
+            "policies_triggered": [{ "policy_id": "pol_1", "name": "n", "decision": "block", "reason": "r" }],
+            "trust_score": 70, "identity": { "result": "verified" }, "permission_scope": ["email.*"], "policy_evaluated": 3,
+            "boundary_check": "within", "jurisdiction": null, "policy_set_hash": "ff", "created_at": "2026-12-05T10:00:00.000Z",
+        }))
+    }
+
+    fn leaf(e: &Map<String, Value>) -> Vec<u8> {
+        serde_json::to_vec(e).unwrap()
+    }
+
+    #[test]
+    fn the_row_keeps_only_what_the_entry_cannot_give_back_and_reads_back_whole() {
+        let kept = stored(&answer(), &entry());
+        let mut names: Vec<&str> = kept.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["boundary_check", "jurisdiction", "permission_scope", "policy_evaluated", "reasoning", "trust_score"]);
+        assert_eq!(read(&Value::Object(kept), Some(&leaf(&entry()))), Value::Object(answer()));
+    }
+
+    #[test]
+    fn a_session_and_an_escalation_come_back_from_the_entry() {
+        let mut e = entry();
+        e.insert("session_id".into(), json!("sess_1"));
+        e.insert("escalation_id".into(), json!("esc_1"));
+        let mut a = answer();
+        a.insert("session_id".into(), json!("sess_1"));
+        a.insert("escalation_id".into(), json!("esc_1"));
+        a.insert("escalation".into(), json!({ "escalation_id": "esc_1", "status": "pending" }));
+        let kept = stored(&a, &e);
+        assert!(!kept.contains_key("session_id") && !kept.contains_key("escalation_id") && kept.contains_key("escalation"));
+        assert_eq!(read(&Value::Object(kept), Some(&leaf(&e))), Value::Object(a));
+    }
+
+    #[test]
+    fn an_answer_the_entry_does_not_match_is_kept_whole() {
+        // A field the answer has differently from the entry (here a request's chain
+        // field of the same name), or one the rebuild would add that the answer lacks.
+        let mut a = answer();
+        a.insert("decision_id".into(), json!("dec_other"));
+        assert_eq!(stored(&a, &entry()), a);
+        let mut e = entry();
+        e.insert("session_id".into(), json!("sess_1"));
+        assert_eq!(stored(&answer(), &e), answer(), "the answer has no session_id");
+        let mut short = entry();
+        short.remove("policies");
+        assert_eq!(stored(&answer(), &short), answer());
+    }
+
+    #[test]
+    fn whole_answers_and_rows_without_an_entry_read_as_stored() {
+        let whole = Value::Object(answer());
+        assert_eq!(read(&whole, Some(&leaf(&entry()))), whole, "a row written whole is not joined");
+        let kept = Value::Object(stored(&answer(), &entry()));
+        assert_eq!(read(&kept, None), kept);
+        assert_eq!(read(&kept, Some(b"not json")), kept);
+    }
+}
