@@ -51,8 +51,11 @@ pub fn read(body: &Value, sealed_leaf: Option<&[u8]>) -> Value {
     match entry.as_ref().and_then(|e| rebuild(e, rest)) {
         Some(answer) => Value::Object(answer),
         // No entry to join (a row without one, or an unreadable leaf, which `vault
-        // verify` reports): what the row holds.
-        None => body.clone(),
+        // check` reports): what the row holds, which lacks the verdict.
+        None => {
+            tracing::warn!(decision_id = ?rest.get("decision_id"), has_leaf = sealed_leaf.is_some(), "a stored decision's answer cannot be joined with its sealed entry; returning the part its row holds");
+            body.clone()
+        }
     }
 }
 
@@ -148,6 +151,12 @@ mod tests {
     fn whole_answers_and_rows_without_an_entry_read_as_stored() {
         let whole = Value::Object(answer());
         assert_eq!(read(&whole, Some(&leaf(&entry()))), whole, "a row written whole is not joined");
+        // Not even where the entry says otherwise (a row kept whole because the two
+        // disagreed, or one written before answers were stored once).
+        let mut other = entry();
+        other.insert("decision".into(), json!("allow"));
+        other.insert("reasoning".into(), json!("from the entry"));
+        assert_eq!(read(&whole, Some(&leaf(&other))), whole);
         let kept = Value::Object(stored(&answer(), &entry()));
         assert_eq!(read(&kept, None), kept);
         assert_eq!(read(&kept, Some(b"not json")), kept);

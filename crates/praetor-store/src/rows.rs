@@ -522,11 +522,15 @@ impl<'a> Where<'a> {
     }
 }
 
-/// A decision row with its sealed entry (null for a decision without one, which the
-/// server never writes but a test may).
-const DECISION_SELECT: &str = "SELECT d.workspace_id, d.decision_id, d.agent_id, d.action_type, d.decision, d.created_at, d.vault_seq,
-        d.content, d.body, d.session_id, e.leaf
-    FROM decisions d LEFT JOIN vault_entries e ON e.workspace_id = d.workspace_id AND e.seq = d.vault_seq";
+const DECISION_COLUMNS: &str = "d.workspace_id, d.decision_id, d.agent_id, d.action_type, d.decision, d.created_at, d.vault_seq,
+    d.content, d.body, d.session_id";
+
+/// Decision rows from `source` (a table or subquery named `d`) with their sealed
+/// entries (null for a decision without one, which the server never writes but a
+/// test may).
+fn decision_select(source: &str) -> String {
+    format!("SELECT {DECISION_COLUMNS}, e.leaf FROM {source} LEFT JOIN vault_entries e ON e.workspace_id = d.workspace_id AND e.seq = d.vault_seq")
+}
 
 pub fn list_decisions(db: &dyn Db, ws: &str, f: &DecisionFilter) -> Result<(Vec<DecisionRow>, u64)> {
     let w = Where::new(&[("d.workspace_id", ws)])
@@ -541,7 +545,13 @@ pub fn list_decisions(db: &dyn Db, ws: &str, f: &DecisionFilter) -> Result<(Vec<
     let offset = i64::from(f.page.max(1) - 1) * i64::from(per_page);
     let page = w.limit(per_page).limit(offset);
     let rows = db.all(
-        &format!("{DECISION_SELECT} WHERE {filter} ORDER BY d.created_at DESC, d.decision_id DESC LIMIT ? OFFSET ?"),
+        // The page is chosen first, so only its rows are joined with their entries.
+        &format!(
+            "{} ORDER BY d.created_at DESC, d.decision_id DESC",
+            decision_select(&format!(
+                "(SELECT {DECISION_COLUMNS} FROM decisions d WHERE {filter} ORDER BY d.created_at DESC, d.decision_id DESC LIMIT ? OFFSET ?) d"
+            ))
+        ),
         &page.args(),
         decision_from_row,
     )?;
@@ -549,7 +559,7 @@ pub fn list_decisions(db: &dyn Db, ws: &str, f: &DecisionFilter) -> Result<(Vec<
 }
 
 pub fn get_decision(db: &dyn Db, ws: &str, id: &str) -> Result<Option<DecisionRow>> {
-    db.first(&format!("{DECISION_SELECT} WHERE d.workspace_id = ?1 AND d.decision_id = ?2"), args![ws, id], decision_from_row)
+    db.first(&format!("{} WHERE d.workspace_id = ?1 AND d.decision_id = ?2", decision_select("decisions d")), args![ws, id], decision_from_row)
 }
 
 pub fn api_key_by_hash(db: &dyn Db, hash: &str) -> Result<Option<ApiKey>> {

@@ -243,8 +243,8 @@ async fn policy_crud_changes_decisions_at_once() {
 
 /// A decision read back is the answer it was given (less what only the moment had: its
 /// latency and leaf hash; plus its content and entry number), though its row keeps only
-/// what its sealed entry cannot give back. Allow, block, escalate, in a session, with a
-/// jurisdiction and with a request's extra fields.
+/// what its sealed entry cannot give back. Allow, block, escalate, in a session and with
+/// a jurisdiction.
 #[tokio::test]
 async fn a_stored_decision_reads_back_as_it_was_answered() {
     let s = TestServer::start().await;
