@@ -275,8 +275,23 @@ impl<B: Backend> Store for SqlStore<B> {
 
 /// Run each migration not yet recorded in `schema_migrations`, in order, each in its
 /// own transaction. `applied_at` is seconds since the epoch.
+///
+/// A database that already holds a migration this build does not know was written by
+/// a newer version, whose rows may mean something this build would misread (since
+/// `8b9c282` a decision row holds only the part of its answer that its vault entry
+/// cannot give back): it is refused, before anything is read or written. So a change
+/// to what rows mean ships with a migration, even one that changes no table.
 pub(crate) fn migrate(db: &dyn Db, migrations: &[(i64, &str)], kind: &str) -> Result<()> {
     db.batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")?;
+    let known = migrations.iter().map(|(version, _)| *version).max().unwrap_or(0);
+    // `MAX` of no rows is one NULL row.
+    let applied: Option<Option<i64>> = db.value("SELECT MAX(version) FROM schema_migrations", crate::sql::args![])?;
+    if let Some(applied) = applied.flatten().filter(|&v| v > known) {
+        return Err(StoreError::Database(format!(
+            "the {kind} database is at schema version {applied}, written by a newer Praetor; this build knows versions up to {known}. \
+             Run the newer version (nodes of two versions cannot share a database, and going back to an older version is not supported)"
+        )));
+    }
     for (version, sql) in migrations {
         let done: Option<i64> = db.value("SELECT version FROM schema_migrations WHERE version = ?1", crate::sql::args![*version])?;
         if done.is_some() {

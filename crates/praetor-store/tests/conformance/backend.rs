@@ -64,12 +64,17 @@ impl Backend {
 
     /// Open the store (again): a second open is a restart, or a second node.
     pub async fn open(&self) -> Arc<dyn Store> {
+        self.try_open().await.unwrap_or_else(|e| panic!("open the store: {e}"))
+    }
+
+    /// Open the store, or say why it cannot be opened.
+    pub async fn try_open(&self) -> Result<Arc<dyn Store>, String> {
         match self {
-            Backend::Sqlite { dir } => Arc::new(SqliteStore::open(dir.path().join("praetor.db")).expect("open sqlite")),
+            Backend::Sqlite { dir } => Ok(Arc::new(SqliteStore::open(dir.path().join("praetor.db")).map_err(|e| e.to_string())?)),
             Backend::Postgres { url, .. } => {
                 let url = url.clone();
-                let store = off_runtime(move || PostgresStore::connect(&url)).expect("connect postgres");
-                Arc::new(store)
+                let store = off_runtime(move || PostgresStore::connect(&url)).map_err(|e| e.to_string())?;
+                Ok(Arc::new(store))
             }
         }
     }

@@ -153,6 +153,23 @@ pub async fn the_vault_cannot_be_rewritten_through_sql(b: Backend) {
     assert_eq!(store.vault_entries(WS, 0, 10).await.unwrap().len(), 1);
 }
 
+/// A database migrated by a newer version is refused at open, with the versions named,
+/// before this build reads or writes anything in it; what it held is untouched.
+pub async fn a_database_migrated_by_a_newer_version_is_refused(b: Backend) {
+    let store = with_workspace(&b).await;
+    store.commit(decision_txn("dec_a", 0)).await.unwrap();
+    drop(store);
+    b.raw_sql("INSERT INTO schema_migrations (version, applied_at) VALUES (1000, 0)").unwrap();
+    let err = b.try_open().await.err().expect("a newer schema is refused");
+    assert!(err.contains("schema version 1000") && err.contains("newer Praetor"), "{err}");
+
+    // Back at the versions this build knows, it opens and finds everything as it was.
+    b.raw_sql("DELETE FROM schema_migrations WHERE version = 1000").unwrap();
+    let store = b.open().await;
+    assert_eq!(store.vault_entries(WS, 0, 10).await.unwrap().len(), 1);
+    assert!(store.get_decision(WS, "dec_a").await.unwrap().is_some());
+}
+
 /// Two stores on one database (two nodes, or the server and a CLI command) append to
 /// one log: every entry gets its own sequence number, none is lost or sealed twice,
 /// and the log verifies.

@@ -35,6 +35,7 @@ conformance!(
     a_failing_transaction_leaves_no_trace_and_spares_the_others,
     reopening_restores_the_log_without_rebuilding_it,
     the_vault_cannot_be_rewritten_through_sql,
+    a_database_migrated_by_a_newer_version_is_refused,
     two_writers_on_one_database_share_one_log,
     records_round_trip_and_updates_keep_what_decisions_own,
     sessions_and_objects_keep_the_newest_version,
