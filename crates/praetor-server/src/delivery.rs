@@ -119,7 +119,7 @@ pub fn enqueue(state: &AppState, txn: &mut Txn) {
         let alert_rule = (v.body.get("action").and_then(Value::as_str) == Some("alert")).then_some(v.rule_id.as_str());
         let data = || {
             let mut full = v.clone();
-            if let Some(entry) = decision_entry(txn, &v.decision_id) {
+            if let Some(entry) = txn.decision_entry(&v.decision_id) {
                 full.add_decision_context(entry);
             }
             Value::Object(crate::events::event(&v.workspace_id, VIOLATION_EVENT, None, v.at, full.body).body)
@@ -127,14 +127,6 @@ pub fn enqueue(state: &AppState, txn: &mut Txn) {
         deliveries_of(&ws, VIOLATION_EVENT, data, alert_rule, now, &mut out);
     }
     txn.mutations.extend(out.into_iter().map(Mutation::PutDelivery));
-}
-
-/// The vault entry `txn` seals for decision `decision_id`.
-fn decision_entry<'t>(txn: &'t Txn, decision_id: &str) -> Option<&'t serde_json::Map<String, Value>> {
-    txn.mutations.iter().find_map(|m| match m {
-        Mutation::InsertDecision { row, seal: Some(i) } if row.decision_id == decision_id => txn.seal.get(*i).map(|s| &s.body),
-        _ => None,
-    })
 }
 
 /// The event a webhook subscribes to for violations.

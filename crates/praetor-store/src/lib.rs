@@ -174,6 +174,16 @@ pub struct Txn {
     pub seal: Vec<SealRequest>,
 }
 
+impl Txn {
+    /// The vault entry this transaction seals for decision `decision_id`.
+    pub fn decision_entry(&self, decision_id: &str) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.mutations.iter().find_map(|m| match m {
+            Mutation::InsertDecision { row, seal: Some(i) } if row.decision_id == decision_id => self.seal.get(*i).map(|s| &s.body),
+            _ => None,
+        })
+    }
+}
+
 /// Where an entry landed in its workspace's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sealed {

@@ -328,10 +328,62 @@ pub struct Violation {
 /// The fields of a decision's vault entry that a violation of that decision shows.
 pub const VIOLATION_CONTEXT: [&str; 5] = ["decision", "session_id", "action_type", "content_sha256", "metadata"];
 
+/// The fields of a violation's body that are not in the violation as sealed in its
+/// decision's entry. A row stores none of the body (`{}`) when these, and the sealed
+/// violation, give it back exactly; see [`Violation::rebuilds_from`].
+const VIOLATION_OWN: [&str; 3] = ["decision_id", "agent_id", "at"];
+
 impl Violation {
+    /// The violation as sealed in its decision's `entry` (its `violations`, by id).
+    fn sealed_in<'e>(&self, entry: &'e Map<String, Value>) -> Option<&'e Map<String, Value>> {
+        entry.get("violations")?.as_array()?.iter().filter_map(Value::as_object).find(|v| v.get("violation_id").and_then(Value::as_str) == Some(self.violation_id.as_str()))
+    }
+
+    /// What [`Violation::rebuild_from`] gives for each of [`VIOLATION_OWN`]: the
+    /// entry's decision id and time (the body's `at` is the decision's time, as the
+    /// entry writes it) and the row's agent.
+    fn own_field(&self, field: &str, entry: &Map<String, Value>) -> Option<Value> {
+        match field {
+            "decision_id" => entry.get("decision_id").cloned(),
+            "agent_id" => Some(self.agent_id.as_ref().map_or(Value::Null, |a| Value::String(a.clone()))),
+            "at" => entry.get("time").cloned(),
+            _ => None,
+        }
+    }
+
+    /// Whether this violation's whole body is what [`Violation::rebuild_from`] makes
+    /// from its decision's sealed `entry`: then its row needs to store none of it.
+    /// Checked field by field rather than by rebuilding (this runs for every violation
+    /// a decision records).
+    pub fn rebuilds_from(&self, entry: &Map<String, Value>) -> bool {
+        let (Value::Object(body), Some(sealed)) = (&self.body, self.sealed_in(entry)) else { return false };
+        body.len() == sealed.len() + VIOLATION_OWN.len()
+            && VIOLATION_OWN.iter().all(|f| !sealed.contains_key(*f) && self.own_field(f, entry).as_ref() == body.get(*f))
+            && sealed.iter().all(|(k, v)| body.get(k) == Some(v))
+    }
+
+    /// Whether the row stored none of the body (see [`Violation::rebuilds_from`]).
+    pub fn is_stored_slim(&self) -> bool {
+        matches!(&self.body, Value::Object(m) if m.is_empty())
+    }
+
+    /// Give a slim row (`{}`) its body back from its decision's sealed `entry`; false
+    /// (and the body left as it is) if the entry does not hold the violation.
+    pub fn rebuild_from(&mut self, entry: &Map<String, Value>) -> bool {
+        let Some(sealed) = self.sealed_in(entry) else { return false };
+        let mut body = sealed.clone();
+        for f in VIOLATION_OWN {
+            if let Some(v) = self.own_field(f, entry) {
+                body.insert(f.to_owned(), v);
+            }
+        }
+        self.body = Value::Object(body);
+        true
+    }
+
     /// Complete `body` with its decision's context from the decision's sealed entry
     /// (a field `body` already has is kept).
-    pub fn add_decision_context(&mut self, entry: &serde_json::Map<String, Value>) {
+    pub fn add_decision_context(&mut self, entry: &Map<String, Value>) {
         let Value::Object(body) = &mut self.body else { return };
         for field in VIOLATION_CONTEXT {
             if let Some(v) = entry.get(field)
@@ -386,4 +438,49 @@ pub struct AgentFields {
     pub require_signature: Option<bool>,
     pub updated_at: Millis,
     pub etag: String,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    /// `rebuilds_from` (checked in place, when a violation is stored) says yes exactly
+    /// when `rebuild_from` (when it is read) gives the body back.
+    #[test]
+    fn a_violation_is_stored_slim_exactly_when_its_entry_rebuilds_it() {
+        let sealed = json!({ "violation_id": "vio_1", "rule_id": "r", "severity": "high", "reason": "x" });
+        let entry = |violation: Value| -> Map<String, Value> {
+            let e = json!({ "decision_id": "dec_1", "time": "2026-12-05T10:00:00.000Z", "violations": [{ "violation_id": "vio_0" }, violation] });
+            e.as_object().unwrap().clone()
+        };
+        let whole = json!({ "violation_id": "vio_1", "rule_id": "r", "severity": "high", "reason": "x",
+            "decision_id": "dec_1", "agent_id": "agt_1", "at": "2026-12-05T10:00:00.000Z" });
+        let with = |edit: &dyn Fn(&mut Map<String, Value>)| {
+            let mut b = whole.as_object().unwrap().clone();
+            edit(&mut b);
+            Value::Object(b)
+        };
+        let cases = [
+            ("as the pipeline writes it", whole.clone(), entry(sealed.clone()), Some("agt_1"), true),
+            ("no agent", with(&|b| drop(b.insert("agent_id".into(), Value::Null))), entry(sealed.clone()), None, true),
+            ("the row's agent differs", whole.clone(), entry(sealed.clone()), Some("agt_2"), false),
+            ("a field of its own", with(&|b| drop(b.insert("note".into(), json!(1)))), entry(sealed.clone()), Some("agt_1"), false),
+            ("a sealed field missing", with(&|b| drop(b.remove("reason"))), entry(sealed.clone()), Some("agt_1"), false),
+            ("a sealed field differs", with(&|b| drop(b.insert("severity".into(), json!("low")))), entry(sealed.clone()), Some("agt_1"), false),
+            ("another time", with(&|b| drop(b.insert("at".into(), json!("2026-12-05T10:00:01.000Z")))), entry(sealed.clone()), Some("agt_1"), false),
+            ("not in the entry", whole.clone(), entry(json!({ "violation_id": "vio_9" })), Some("agt_1"), false),
+            ("the sealed one has an `at`", with(&|b| drop(b.insert("at".into(), json!("sealed")))), entry(json!({ "violation_id": "vio_1", "rule_id": "r", "severity": "high", "reason": "x", "at": "sealed" })), Some("agt_1"), false),
+        ];
+        for (case, body, entry, agent, slim) in cases {
+            let v = Violation { violation_id: "vio_1".into(), workspace_id: "ws".into(), rule_id: "r".into(), severity: "high".into(),
+                agent_id: agent.map(str::to_owned), decision_id: "dec_1".into(), at: 0, body: body.clone() };
+            assert_eq!(v.rebuilds_from(&entry), slim, "{case}");
+            let mut read = Violation { body: json!({}), ..v.clone() };
+            assert!(read.is_stored_slim());
+            let rebuilt = read.rebuild_from(&entry);
+            assert_eq!(rebuilt && read.body == body, slim, "{case}: {}", read.body);
+        }
+    }
 }

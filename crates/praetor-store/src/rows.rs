@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 
 use crate::model::*;
 use crate::sql::{Arg, Db, Row, ToArg, args};
-use crate::{Mutation, Result, Snapshot, StoreError};
+use crate::{Mutation, Result, Snapshot, StoreError, Txn};
 
 fn to_json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("cannot encode record: {e}")))
@@ -17,12 +17,15 @@ fn from_json<T: DeserializeOwned>(s: &str, what: &str) -> Result<T> {
 }
 
 /// Apply one mutation. `seals` holds the sequence numbers of this transaction's seals.
-/// The JSON text of a mutation's large body (a decision's answer, a violation, an
-/// authority object), so that it can be made before the transaction reaches the writer
-/// thread. `None` for the other mutations.
-pub fn encode_body(m: &Mutation) -> Option<Result<String>> {
+/// The JSON text of a mutation of `txn`'s large body (a decision's answer, a violation,
+/// an authority object), so that it can be made before the transaction reaches the
+/// writer thread. `None` for the other mutations. A violation that its decision's entry,
+/// sealed in the same transaction, gives back whole is stored as `{}`
+/// ([`Violation::rebuilds_from`]; reads rebuild it).
+pub fn encode_body(m: &Mutation, txn: &Txn) -> Option<Result<String>> {
     match m {
         Mutation::InsertDecision { row, .. } => Some(to_json(&row.body)),
+        Mutation::InsertViolation(v) if txn.decision_entry(&v.decision_id).is_some_and(|e| v.rebuilds_from(e)) => Some(Ok("{}".to_owned())),
         Mutation::InsertViolation(v) => Some(to_json(&v.body)),
         Mutation::PutObject(o) => Some(to_json(&o.body)),
         _ => None,
@@ -620,10 +623,19 @@ fn violation_from_row(r: &dyn Row) -> Result<Violation> {
         at: r.get(6)?,
         body: from_json(&r.get::<String>(7)?, "violation body")?,
     };
-    if let Some(leaf) = r.get::<Option<Vec<u8>>>(8)? {
-        let entry: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&leaf)
-            .map_err(|e| StoreError::Corrupt(format!("the vault entry of decision `{}`: {e}", v.decision_id)))?;
-        v.add_decision_context(&entry);
+    match r.get::<Option<Vec<u8>>>(8)? {
+        Some(leaf) => {
+            let entry: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&leaf)
+                .map_err(|e| StoreError::Corrupt(format!("the vault entry of decision `{}`: {e}", v.decision_id)))?;
+            if v.is_stored_slim() && !v.rebuild_from(&entry) {
+                tracing::warn!(violation_id = %v.violation_id, decision_id = %v.decision_id, "a violation stored as its decision's sealed entry is missing from that entry");
+            }
+            v.add_decision_context(&entry);
+        }
+        None if v.is_stored_slim() => {
+            tracing::warn!(violation_id = %v.violation_id, decision_id = %v.decision_id, "a violation stored as its decision's sealed entry has no sealed decision");
+        }
+        None => {}
     }
     Ok(v)
 }

@@ -142,7 +142,16 @@ async fn a_violation_recorded_subscriber_gets_one_delivery_per_violation() {
         assert_eq!((data["kind"].as_str(), data["decision_id"].as_str()), (Some("violation.recorded"), blocked["decision_id"].as_str()));
         assert_eq!(data["metadata"]["ticket"], 7);
         let stored = listed["violations"].as_array().unwrap().iter().find(|v| v["violation_id"] == data["violation_id"]);
-        assert!(stored.is_some(), "the delivered violation is the stored one: {data}");
+        // Its row holds none of the body (its decision's sealed entry gives it back),
+        // and it reads back as delivered, less the event's own fields.
+        let mut delivered = data.as_object().unwrap().clone();
+        for event_field in ["kind", "time", "workspace_id", "actor"] {
+            delivered.remove(event_field);
+        }
+        assert_eq!(stored, Some(&Value::Object(delivered)), "the delivered violation is the stored one");
+        let db = rusqlite::Connection::open(s.dir.path().join("praetor.db")).unwrap();
+        let row: String = db.query_row("SELECT body FROM violations WHERE violation_id = ?1", [data["violation_id"].as_str().unwrap()], |r| r.get(0)).unwrap();
+        assert_eq!(row, "{}");
     }
 }
 

@@ -252,4 +252,9 @@ CREATE TABLE nonces (
 );
 CREATE INDEX nonces_by_expiry ON nonces (workspace_id, expires_at);
 "#,
+), (
+    4,
+    r#"
+-- SQLite's migration 10: no table changes, a marker that older builds refuse (see there).
+"#,
 )];

@@ -90,6 +90,23 @@ impl Backend {
         }
     }
 
+    /// The text in the first column of the first row of `sql`, read directly.
+    pub fn raw_text(&self, sql: &str) -> String {
+        match self {
+            Backend::Sqlite { dir } => {
+                let conn = rusqlite::Connection::open(dir.path().join("praetor.db")).unwrap();
+                conn.query_row(sql, [], |r| r.get(0)).unwrap_or_else(|e| panic!("{sql}: {e}"))
+            }
+            Backend::Postgres { url, .. } => {
+                let (url, sql) = (url.clone(), sql.to_owned());
+                off_runtime(move || {
+                    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                    c.query_one(&sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+                })
+            }
+        }
+    }
+
     /// Run raw SQL as an operator with database access would (no store in between).
     pub fn raw_sql(&self, sql: &str) -> Result<(), String> {
         match self {

@@ -505,6 +505,70 @@ pub async fn violations_read_back_their_decisions_sealed_context(b: Backend) {
     assert!(listed.iter().filter(|v| v.decision_id == "dec_1").all(|v| v.body["session_id"] == "ses_1"), "{listed:?}");
 }
 
+/// A violation that its decision's sealed entry gives back whole (the sealed
+/// violation, the decision's id and time, the row's agent) is stored as `{}` and read
+/// back whole; one that differs in any way is stored as it is.
+pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) {
+    let store = with_workspace(&b).await;
+    let sealed_violation = |id: &str| json!({ "violation_id": id, "rule_id": "rule_a", "rule_name": "Rule A", "source": "policy",
+        "severity": "high", "action": "block", "reason": "matched", "overridden_by_breakglass": null });
+    let Value::Object(entry) = json!({ "kind": "decision", "time": "2026-12-05T10:00:00.000Z", "decision_id": "dec_1",
+        "agent_id": "agt_1", "decision": "block", "action_type": "email.send", "content_sha256": "ab".repeat(32),
+        "metadata": { "amount": "12.5" }, "violations": [sealed_violation("vio_a"), sealed_violation("vio_b"), sealed_violation("vio_c")] })
+    else {
+        unreachable!()
+    };
+    let whole = |id: &str, extra: Value| {
+        let mut body = sealed_violation(id);
+        body["decision_id"] = json!("dec_1");
+        body["agent_id"] = json!("agt_1");
+        body["at"] = json!("2026-12-05T10:00:00.000Z");
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        Violation { violation_id: id.into(), workspace_id: WS.into(), rule_id: "rule_a".into(), severity: "high".into(),
+            agent_id: Some("agt_1".into()), decision_id: "dec_1".into(), at: 10, body }
+    };
+    let given_back = whole("vio_a", json!({}));
+    let other_agent = Violation { agent_id: Some("agt_2".into()), ..whole("vio_b", json!({})) };
+    let own_field = whole("vio_c", json!({ "note": "only in the row" }));
+    assert!(given_back.rebuilds_from(&entry) && !other_agent.rebuilds_from(&entry) && !own_field.rebuilds_from(&entry));
+    store
+        .commit(Txn {
+            mutations: vec![
+                Mutation::InsertDecision { row: decision("dec_1", 10), seal: Some(0) },
+                Mutation::InsertViolation(given_back.clone()),
+                Mutation::InsertViolation(other_agent.clone()),
+                Mutation::InsertViolation(own_field.clone()),
+            ],
+            seal: vec![SealRequest { workspace_id: WS.into(), body: entry }],
+        })
+        .await
+        .unwrap();
+    let stored = |id: &str| b.raw_text(&format!("SELECT body FROM violations WHERE workspace_id = '{WS}' AND violation_id = '{id}'"));
+    assert_eq!(stored("vio_a"), "{}");
+    // The row's agent is not the body's: kept whole, the body's agent with it.
+    assert!(stored("vio_b").contains(r#""agent_id":"agt_1""#), "{}", stored("vio_b"));
+    assert!(stored("vio_c").contains("only in the row"), "{}", stored("vio_c"));
+
+    // Each reads back as it was given, with its decision's context added.
+    let with_context = |v: &Violation| {
+        let mut body = v.body.clone();
+        for (k, x) in [("decision", json!("block")), ("action_type", json!("email.send")), ("content_sha256", json!("ab".repeat(32))), ("metadata", json!({ "amount": "12.5" }))] {
+            body[k] = x;
+        }
+        body
+    };
+    for v in [&given_back, &other_agent, &own_field] {
+        let got = store.get_violation(WS, &v.violation_id).await.unwrap().unwrap();
+        assert_eq!(got.body, with_context(v), "{}", v.violation_id);
+    }
+    let listed = store.list_violations(WS, &ViolationFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let mut bodies: Vec<Value> = listed.iter().map(|v| v.body.clone()).collect();
+    bodies.sort_by_key(|b| b["violation_id"].as_str().unwrap().to_owned());
+    assert_eq!(bodies, vec![with_context(&given_back), with_context(&other_agent), with_context(&own_field)]);
+}
+
 pub async fn shadow_hits_violations_and_deliveries(b: Backend) {
     let store = with_workspace(&b).await;
     let hit = |pid: &str, did: &str, actual: &str, would: &str, at: i64| {

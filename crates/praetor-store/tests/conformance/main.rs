@@ -42,6 +42,7 @@ conformance!(
     decisions_filter_and_page,
     shadow_hits_violations_and_deliveries,
     violations_read_back_their_decisions_sealed_context,
+    a_violation_its_sealed_entry_gives_back_is_stored_once,
     checkpoints_and_proofs,
     text_survives_exactly,
     etag_guards_refuse_decisions_made_from_stale_copies,
