@@ -174,13 +174,23 @@ pub struct Txn {
     pub seal: Vec<SealRequest>,
 }
 
+/// The vault entries a transaction seals for its decisions, by workspace and decision id.
+pub type DecisionEntries<'t> = std::collections::HashMap<(&'t str, &'t str), &'t serde_json::Map<String, serde_json::Value>>;
+
 impl Txn {
-    /// The vault entry this transaction seals for decision `decision_id`.
-    pub fn decision_entry(&self, decision_id: &str) -> Option<&serde_json::Map<String, serde_json::Value>> {
-        self.mutations.iter().find_map(|m| match m {
-            Mutation::InsertDecision { row, seal: Some(i) } if row.decision_id == decision_id => self.seal.get(*i).map(|s| &s.body),
-            _ => None,
-        })
+    /// The vault entry this transaction seals for each of its decisions (once per
+    /// transaction: a batch of actions holds many decisions and their violations).
+    pub fn decision_entries(&self) -> DecisionEntries<'_> {
+        self.mutations
+            .iter()
+            .filter_map(|m| match m {
+                Mutation::InsertDecision { row, seal: Some(i) } => {
+                    let seal = self.seal.get(*i).filter(|s| s.workspace_id == row.workspace_id)?;
+                    Some(((row.workspace_id.as_str(), row.decision_id.as_str()), &seal.body))
+                }
+                _ => None,
+            })
+            .collect()
     }
 }
 

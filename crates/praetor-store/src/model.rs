@@ -329,7 +329,7 @@ pub struct Violation {
 pub const VIOLATION_CONTEXT: [&str; 5] = ["decision", "session_id", "action_type", "content_sha256", "metadata"];
 
 /// The fields of a violation's body that are not in the violation as sealed in its
-/// decision's entry. A row stores none of the body (`{}`) when these, and the sealed
+/// decision's entry. A row stores none of the body when these, and the sealed
 /// violation, give it back exactly; see [`Violation::rebuilds_from`].
 const VIOLATION_OWN: [&str; 3] = ["decision_id", "agent_id", "at"];
 
@@ -339,46 +339,36 @@ impl Violation {
         entry.get("violations")?.as_array()?.iter().filter_map(Value::as_object).find(|v| v.get("violation_id").and_then(Value::as_str) == Some(self.violation_id.as_str()))
     }
 
-    /// What [`Violation::rebuild_from`] gives for each of [`VIOLATION_OWN`]: the
-    /// entry's decision id and time (the body's `at` is the decision's time, as the
-    /// entry writes it) and the row's agent.
-    fn own_field(&self, field: &str, entry: &Map<String, Value>) -> Option<Value> {
-        match field {
-            "decision_id" => entry.get("decision_id").cloned(),
-            "agent_id" => Some(self.agent_id.as_ref().map_or(Value::Null, |a| Value::String(a.clone()))),
-            "at" => entry.get("time").cloned(),
-            _ => None,
-        }
+    /// The values of [`VIOLATION_OWN`] that a rebuilt body gets: the entry's decision
+    /// id and time (the body's `at` is the decision's time, as the entry writes it) and
+    /// the row's agent. `None` if the entry lacks one.
+    fn own_fields(&self, entry: &Map<String, Value>) -> Option<[(&'static str, Value); 3]> {
+        let agent = self.agent_id.as_ref().map_or(Value::Null, |a| Value::String(a.clone()));
+        let [decision_id, agent_id, at] = VIOLATION_OWN;
+        Some([(decision_id, entry.get("decision_id")?.clone()), (agent_id, agent), (at, entry.get("time")?.clone())])
     }
 
-    /// Whether this violation's whole body is what [`Violation::rebuild_from`] makes
+    /// Whether this violation's whole body is what [`Violation::rebuilt_body`] makes
     /// from its decision's sealed `entry`: then its row needs to store none of it.
     /// Checked field by field rather than by rebuilding (this runs for every violation
     /// a decision records).
     pub fn rebuilds_from(&self, entry: &Map<String, Value>) -> bool {
-        let (Value::Object(body), Some(sealed)) = (&self.body, self.sealed_in(entry)) else { return false };
-        body.len() == sealed.len() + VIOLATION_OWN.len()
-            && VIOLATION_OWN.iter().all(|f| !sealed.contains_key(*f) && self.own_field(f, entry).as_ref() == body.get(*f))
+        let (Value::Object(body), Some(sealed), Some(own)) = (&self.body, self.sealed_in(entry), self.own_fields(entry)) else { return false };
+        body.len() == sealed.len() + own.len()
+            && own.iter().all(|(f, v)| !sealed.contains_key(*f) && body.get(*f) == Some(v))
             && sealed.iter().all(|(k, v)| body.get(k) == Some(v))
     }
 
-    /// Whether the row stored none of the body (see [`Violation::rebuilds_from`]).
-    pub fn is_stored_slim(&self) -> bool {
-        matches!(&self.body, Value::Object(m) if m.is_empty())
-    }
-
-    /// Give a slim row (`{}`) its body back from its decision's sealed `entry`; false
-    /// (and the body left as it is) if the entry does not hold the violation.
-    pub fn rebuild_from(&mut self, entry: &Map<String, Value>) -> bool {
-        let Some(sealed) = self.sealed_in(entry) else { return false };
-        let mut body = sealed.clone();
-        for f in VIOLATION_OWN {
-            if let Some(v) = self.own_field(f, entry) {
-                body.insert(f.to_owned(), v);
-            }
+    /// The whole body of this violation, whose row stored none of it, from its
+    /// decision's sealed `entry`; `None` if the entry cannot give it back.
+    pub fn rebuilt_body(&self, entry: &Map<String, Value>) -> Option<Value> {
+        let (sealed, own) = (self.sealed_in(entry)?, self.own_fields(entry)?);
+        if own.iter().any(|(f, _)| sealed.contains_key(*f)) {
+            return None;
         }
-        self.body = Value::Object(body);
-        true
+        let mut body = sealed.clone();
+        body.extend(own.into_iter().map(|(f, v)| (f.to_owned(), v)));
+        Some(Value::Object(body))
     }
 
     /// Complete `body` with its decision's context from the decision's sealed entry
@@ -447,13 +437,17 @@ mod tests {
     use serde_json::json;
 
     /// `rebuilds_from` (checked in place, when a violation is stored) says yes exactly
-    /// when `rebuild_from` (when it is read) gives the body back.
+    /// when `rebuilt_body` (when it is read) gives the body back.
     #[test]
     fn a_violation_is_stored_slim_exactly_when_its_entry_rebuilds_it() {
         let sealed = json!({ "violation_id": "vio_1", "rule_id": "r", "severity": "high", "reason": "x" });
         let entry = |violation: Value| -> Map<String, Value> {
             let e = json!({ "decision_id": "dec_1", "time": "2026-12-05T10:00:00.000Z", "violations": [{ "violation_id": "vio_0" }, violation] });
             e.as_object().unwrap().clone()
+        };
+        let without = |mut e: Map<String, Value>, field: &str| {
+            e.remove(field);
+            e
         };
         let whole = json!({ "violation_id": "vio_1", "rule_id": "r", "severity": "high", "reason": "x",
             "decision_id": "dec_1", "agent_id": "agt_1", "at": "2026-12-05T10:00:00.000Z" });
@@ -471,16 +465,22 @@ mod tests {
             ("a sealed field differs", with(&|b| drop(b.insert("severity".into(), json!("low")))), entry(sealed.clone()), Some("agt_1"), false),
             ("another time", with(&|b| drop(b.insert("at".into(), json!("2026-12-05T10:00:01.000Z")))), entry(sealed.clone()), Some("agt_1"), false),
             ("not in the entry", whole.clone(), entry(json!({ "violation_id": "vio_9" })), Some("agt_1"), false),
+            ("an entry without a time", with(&|b| {
+                b.insert("note".into(), json!(1));
+                b.remove("at");
+            }), without(entry(sealed.clone()), "time"), Some("agt_1"), false),
+            ("an entry without a decision id", with(&|b| {
+                b.insert("note".into(), json!(1));
+                b.remove("decision_id");
+            }), without(entry(sealed.clone()), "decision_id"), Some("agt_1"), false),
             ("the sealed one has an `at`", with(&|b| drop(b.insert("at".into(), json!("sealed")))), entry(json!({ "violation_id": "vio_1", "rule_id": "r", "severity": "high", "reason": "x", "at": "sealed" })), Some("agt_1"), false),
         ];
         for (case, body, entry, agent, slim) in cases {
             let v = Violation { violation_id: "vio_1".into(), workspace_id: "ws".into(), rule_id: "r".into(), severity: "high".into(),
                 agent_id: agent.map(str::to_owned), decision_id: "dec_1".into(), at: 0, body: body.clone() };
             assert_eq!(v.rebuilds_from(&entry), slim, "{case}");
-            let mut read = Violation { body: json!({}), ..v.clone() };
-            assert!(read.is_stored_slim());
-            let rebuilt = read.rebuild_from(&entry);
-            assert_eq!(rebuilt && read.body == body, slim, "{case}: {}", read.body);
+            let rebuilt = Violation { body: Value::Null, ..v.clone() }.rebuilt_body(&entry);
+            assert_eq!(rebuilt.as_ref() == Some(&body), slim, "{case}: {rebuilt:?}");
         }
     }
 }

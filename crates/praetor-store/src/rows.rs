@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 
 use crate::model::*;
 use crate::sql::{Arg, Db, Row, ToArg, args};
-use crate::{Mutation, Result, Snapshot, StoreError, Txn};
+use crate::{DecisionEntries, Mutation, Result, Snapshot, StoreError};
 
 fn to_json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("cannot encode record: {e}")))
@@ -17,15 +17,23 @@ fn from_json<T: DeserializeOwned>(s: &str, what: &str) -> Result<T> {
 }
 
 /// Apply one mutation. `seals` holds the sequence numbers of this transaction's seals.
-/// The JSON text of a mutation of `txn`'s large body (a decision's answer, a violation,
-/// an authority object), so that it can be made before the transaction reaches the
-/// writer thread. `None` for the other mutations. A violation that its decision's entry,
-/// sealed in the same transaction, gives back whole is stored as `{}`
-/// ([`Violation::rebuilds_from`]; reads rebuild it).
-pub fn encode_body(m: &Mutation, txn: &Txn) -> Option<Result<String>> {
+/// What a violation's row holds as its body when its decision's sealed entry gives the
+/// body back ([`Violation::rebuilds_from`]): no text, which no JSON body can be, so a
+/// build that does not know this fails to read it rather than show it wrong.
+const VIOLATION_BODY_IN_ENTRY: &str = "";
+
+/// The JSON text of a mutation's large body (a decision's answer, a violation, an
+/// authority object), so that it can be made before the transaction reaches the writer
+/// thread. `None` for the other mutations. A violation that its decision's entry,
+/// sealed in the same transaction (`decisions`), gives back whole stores none of it.
+pub fn encode_body(m: &Mutation, decisions: &DecisionEntries<'_>) -> Option<Result<String>> {
     match m {
         Mutation::InsertDecision { row, .. } => Some(to_json(&row.body)),
-        Mutation::InsertViolation(v) if txn.decision_entry(&v.decision_id).is_some_and(|e| v.rebuilds_from(e)) => Some(Ok("{}".to_owned())),
+        Mutation::InsertViolation(v)
+            if decisions.get(&(v.workspace_id.as_str(), v.decision_id.as_str())).is_some_and(|e| v.rebuilds_from(e)) =>
+        {
+            Some(Ok(VIOLATION_BODY_IN_ENTRY.to_owned()))
+        }
         Mutation::InsertViolation(v) => Some(to_json(&v.body)),
         Mutation::PutObject(o) => Some(to_json(&o.body)),
         _ => None,
@@ -606,7 +614,9 @@ pub fn shadow_report(db: &dyn Db, ws: &str, policy_id: Option<&str>, since: Mill
 }
 
 /// A violation row with the sealed entry of its decision (null for a violation whose
-/// decision has no entry, which the server never writes but a test may).
+/// decision has no entry, which the server never writes but a test may). The row holds
+/// what the list filters on, and the body unless the entry gives it back; the decision's
+/// context always comes from the entry.
 const VIOLATION_SELECT: &str = "SELECT v.workspace_id, v.violation_id, v.rule_id, v.severity, v.agent_id, v.decision_id, v.at, v.body, e.leaf
     FROM violations v
     LEFT JOIN decisions d ON d.workspace_id = v.workspace_id AND d.decision_id = v.decision_id
@@ -621,21 +631,25 @@ fn violation_from_row(r: &dyn Row) -> Result<Violation> {
         agent_id: r.get(4)?,
         decision_id: r.get(5)?,
         at: r.get(6)?,
-        body: from_json(&r.get::<String>(7)?, "violation body")?,
+        body: serde_json::Value::Null,
     };
-    match r.get::<Option<Vec<u8>>>(8)? {
-        Some(leaf) => {
-            let entry: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&leaf)
-                .map_err(|e| StoreError::Corrupt(format!("the vault entry of decision `{}`: {e}", v.decision_id)))?;
-            if v.is_stored_slim() && !v.rebuild_from(&entry) {
-                tracing::warn!(violation_id = %v.violation_id, decision_id = %v.decision_id, "a violation stored as its decision's sealed entry is missing from that entry");
-            }
-            v.add_decision_context(&entry);
-        }
-        None if v.is_stored_slim() => {
-            tracing::warn!(violation_id = %v.violation_id, decision_id = %v.decision_id, "a violation stored as its decision's sealed entry has no sealed decision");
-        }
-        None => {}
+    let body = r.get::<String>(7)?;
+    let entry = match r.get::<Option<Vec<u8>>>(8)? {
+        Some(leaf) => Some(
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&leaf)
+                .map_err(|e| StoreError::Corrupt(format!("the vault entry of decision `{}`: {e}", v.decision_id)))?,
+        ),
+        None => None,
+    };
+    v.body = if body == VIOLATION_BODY_IN_ENTRY {
+        entry.as_ref().and_then(|e| v.rebuilt_body(e)).ok_or_else(|| {
+            StoreError::Corrupt(format!("violation `{}` is stored as its decision's sealed entry, which does not hold it", v.violation_id))
+        })?
+    } else {
+        from_json(&body, "violation body")?
+    };
+    if let Some(entry) = &entry {
+        v.add_decision_context(entry);
     }
     Ok(v)
 }

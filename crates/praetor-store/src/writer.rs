@@ -60,7 +60,8 @@ impl Prepared {
     fn new(txn: Txn) -> Prepared {
         let encoded = (|| {
             let entries = txn.seal.iter().map(|s| CanonicalWithSlot::new(&s.body, "seq")).collect::<Result<_, _>>()?;
-            let bodies = txn.mutations.iter().map(|m| rows::encode_body(m, &txn).transpose()).collect::<Result<_>>()?;
+            let decisions = txn.decision_entries();
+            let bodies = txn.mutations.iter().map(|m| rows::encode_body(m, &decisions).transpose()).collect::<Result<_>>()?;
             Ok(Encoded { entries, bodies })
         })();
         Prepared { txn, encoded }

@@ -298,10 +298,10 @@ BEGIN SELECT RAISE(ABORT, 'vault entries are append-only'); END;
         10,
         r#"
 -- No table changes. Since this version a violation's row may hold none of its body
--- (`{}`): the body is read back from the violation as sealed in its decision's vault
--- entry. A build that does not know this migration would show such a violation as `{}`,
--- so this migration is here to make such builds refuse the database (see
--- `sql_store::migrate`).
+-- (an empty text): the body is read back from the violation as sealed in its
+-- decision's vault entry. A build that does not know this fails to read such a row;
+-- this migration makes builds that check (`sql_store::migrate`) refuse the database
+-- at start instead.
 "#,
     ),
 ];

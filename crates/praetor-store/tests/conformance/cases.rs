@@ -161,7 +161,7 @@ pub async fn a_database_migrated_by_a_newer_version_is_refused(b: Backend) {
     drop(store);
     b.raw_sql("INSERT INTO schema_migrations (version, applied_at) VALUES (1000, 0)").unwrap();
     let err = b.try_open().await.err().expect("a newer schema is refused");
-    assert!(err.contains("schema version 1000") && err.contains("newer Praetor"), "{err}");
+    assert!(err.contains("schema version 1000") && err.contains("newer Praetor") && err.contains("knows versions up to"), "{err}");
 
     // Back at the versions this build knows, it opens and finds everything as it was.
     b.raw_sql("DELETE FROM schema_migrations WHERE version = 1000").unwrap();
@@ -514,7 +514,7 @@ pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) 
         "severity": "high", "action": "block", "reason": "matched", "overridden_by_breakglass": null });
     let Value::Object(entry) = json!({ "kind": "decision", "time": "2026-12-05T10:00:00.000Z", "decision_id": "dec_1",
         "agent_id": "agt_1", "decision": "block", "action_type": "email.send", "content_sha256": "ab".repeat(32),
-        "metadata": { "amount": "12.5" }, "violations": [sealed_violation("vio_a"), sealed_violation("vio_b"), sealed_violation("vio_c")] })
+        "metadata": { "amount": "12.5" }, "violations": [sealed_violation("vio_a"), sealed_violation("vio_b"), sealed_violation("vio_c"), sealed_violation("vio_e")] })
     else {
         unreachable!()
     };
@@ -532,7 +532,10 @@ pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) 
     let given_back = whole("vio_a", json!({}));
     let other_agent = Violation { agent_id: Some("agt_2".into()), ..whole("vio_b", json!({})) };
     let own_field = whole("vio_c", json!({ "note": "only in the row" }));
+    let empty = Violation { body: json!({}), ..whole("vio_d", json!({})) };
+    let later = whole("vio_e", json!({}));
     assert!(given_back.rebuilds_from(&entry) && !other_agent.rebuilds_from(&entry) && !own_field.rebuilds_from(&entry));
+    assert!(later.rebuilds_from(&entry), "it would, were its decision sealed in its own transaction");
     store
         .commit(Txn {
             mutations: vec![
@@ -540,16 +543,21 @@ pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) 
                 Mutation::InsertViolation(given_back.clone()),
                 Mutation::InsertViolation(other_agent.clone()),
                 Mutation::InsertViolation(own_field.clone()),
+                Mutation::InsertViolation(empty.clone()),
             ],
             seal: vec![SealRequest { workspace_id: WS.into(), body: entry }],
         })
         .await
         .unwrap();
+    // A violation committed after its decision's transaction is stored whole.
+    store.commit(Txn { mutations: vec![Mutation::InsertViolation(later.clone())], seal: vec![] }).await.unwrap();
     let stored = |id: &str| b.raw_text(&format!("SELECT body FROM violations WHERE workspace_id = '{WS}' AND violation_id = '{id}'"));
-    assert_eq!(stored("vio_a"), "{}");
+    assert_eq!(stored("vio_a"), "", "none of it");
     // The row's agent is not the body's: kept whole, the body's agent with it.
     assert!(stored("vio_b").contains(r#""agent_id":"agt_1""#), "{}", stored("vio_b"));
     assert!(stored("vio_c").contains("only in the row"), "{}", stored("vio_c"));
+    assert_eq!(stored("vio_d"), "{}", "an empty body is a body");
+    assert!(stored("vio_e").contains("vio_e"), "{}", stored("vio_e"));
 
     // Each reads back as it was given, with its decision's context added.
     let with_context = |v: &Violation| {
@@ -559,14 +567,21 @@ pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) 
         }
         body
     };
-    for v in [&given_back, &other_agent, &own_field] {
+    let all = [&given_back, &other_agent, &own_field, &empty, &later];
+    for v in all {
         let got = store.get_violation(WS, &v.violation_id).await.unwrap().unwrap();
         assert_eq!(got.body, with_context(v), "{}", v.violation_id);
     }
     let listed = store.list_violations(WS, &ViolationFilter { limit: 10, ..Default::default() }).await.unwrap();
-    let mut bodies: Vec<Value> = listed.iter().map(|v| v.body.clone()).collect();
-    bodies.sort_by_key(|b| b["violation_id"].as_str().unwrap().to_owned());
-    assert_eq!(bodies, vec![with_context(&given_back), with_context(&other_agent), with_context(&own_field)]);
+    let mut got: Vec<(String, Value)> = listed.into_iter().map(|v| (v.violation_id, v.body)).collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got, all.iter().map(|v| (v.violation_id.clone(), with_context(v))).collect::<Vec<_>>());
+
+    // A row that says its body is in the entry, whose entry does not hold it, is an
+    // error, not an empty violation.
+    b.raw_sql(&format!("UPDATE violations SET body = '' WHERE workspace_id = '{WS}' AND violation_id = 'vio_d'")).unwrap();
+    let err = store.get_violation(WS, "vio_d").await.unwrap_err().to_string();
+    assert!(err.contains("vio_d") && err.contains("does not hold it"), "{err}");
 }
 
 pub async fn shadow_hits_violations_and_deliveries(b: Backend) {
