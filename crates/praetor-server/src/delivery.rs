@@ -113,14 +113,15 @@ pub fn enqueue(state: &AppState, txn: &mut Txn) {
         let Some(ws) = state.workspace(&seal.workspace_id) else { continue };
         deliveries_of(&ws, &event_name(seal), || Value::Object(seal.body.clone()), None, now, &mut out);
     }
-    let decisions = txn.decision_entries();
+    // Built on first use: only a violation with a subscriber needs it.
+    let decisions = std::cell::OnceCell::new();
     for m in &txn.mutations {
         let Mutation::InsertViolation(v) = m else { continue };
         let Some(ws) = state.workspace(&v.workspace_id) else { continue };
         let alert_rule = (v.body.get("action").and_then(Value::as_str) == Some("alert")).then_some(v.rule_id.as_str());
         let data = || {
             let mut full = v.clone();
-            if let Some(entry) = decisions.get(&(v.workspace_id.as_str(), v.decision_id.as_str())) {
+            if let Some(entry) = decisions.get_or_init(|| txn.decision_entries()).get(&(v.workspace_id.as_str(), v.decision_id.as_str())) {
                 full.add_decision_context(entry);
             }
             Value::Object(crate::events::event(&v.workspace_id, VIOLATION_EVENT, None, v.at, full.body).body)

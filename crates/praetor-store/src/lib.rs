@@ -316,3 +316,37 @@ pub trait Store: Send + Sync + 'static {
     /// Short human label, e.g. `sqlite` (for `/v1/status`).
     fn kind(&self) -> &'static str;
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn decision(ws: &str, id: &str, seal: usize) -> Mutation {
+        let row = DecisionRow {
+            decision_id: id.into(), workspace_id: ws.into(), agent_id: None, session_id: None, action_type: "a".into(),
+            decision: "allow".into(), created_at: 0, vault_seq: None, content: None, body: json!({}), sealed_leaf: None,
+        };
+        Mutation::InsertDecision { row, seal: Some(seal) }
+    }
+
+    fn seal(ws: &str, n: u64) -> SealRequest {
+        SealRequest { workspace_id: ws.into(), body: json!({ "n": n }).as_object().unwrap().clone() }
+    }
+
+    /// Two workspaces' decisions with one id never take each other's entry, and a seal
+    /// of another workspace than its decision's is nobody's.
+    #[test]
+    fn decision_entries_are_keyed_by_workspace_and_decision() {
+        let txn = Txn {
+            mutations: vec![decision("ws_a", "dec_1", 0), decision("ws_b", "dec_1", 1), decision("ws_a", "dec_2", 2)],
+            seal: vec![seal("ws_a", 0), seal("ws_b", 1), seal("ws_b", 2)],
+        };
+        let entries = txn.decision_entries();
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert_eq!(entries[&("ws_a", "dec_1")]["n"], 0);
+        assert_eq!(entries[&("ws_b", "dec_1")]["n"], 1);
+        assert!(!entries.contains_key(&("ws_a", "dec_2")));
+    }
+}

@@ -16,7 +16,6 @@ fn from_json<T: DeserializeOwned>(s: &str, what: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-/// Apply one mutation. `seals` holds the sequence numbers of this transaction's seals.
 /// What a violation's row holds as its body when its decision's sealed entry gives the
 /// body back ([`Violation::rebuilds_from`]): no text, which no JSON body can be, so a
 /// build that does not know this fails to read it rather than show it wrong.

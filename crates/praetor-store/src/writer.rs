@@ -60,7 +60,8 @@ impl Prepared {
     fn new(txn: Txn) -> Prepared {
         let encoded = (|| {
             let entries = txn.seal.iter().map(|s| CanonicalWithSlot::new(&s.body, "seq")).collect::<Result<_, _>>()?;
-            let decisions = txn.decision_entries();
+            // Only violations look their decision's entry up.
+            let decisions = if txn.mutations.iter().any(|m| matches!(m, Mutation::InsertViolation(_))) { txn.decision_entries() } else { Default::default() };
             let bodies = txn.mutations.iter().map(|m| rows::encode_body(m, &decisions).transpose()).collect::<Result<_>>()?;
             Ok(Encoded { entries, bodies })
         })();

@@ -506,15 +506,15 @@ pub async fn violations_read_back_their_decisions_sealed_context(b: Backend) {
 }
 
 /// A violation that its decision's sealed entry gives back whole (the sealed
-/// violation, the decision's id and time, the row's agent) is stored as `{}` and read
-/// back whole; one that differs in any way is stored as it is.
+/// violation, the decision's id and time, the row's agent) is stored with an empty body
+/// and read back whole; one that differs in any way is stored as it is.
 pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) {
     let store = with_workspace(&b).await;
     let sealed_violation = |id: &str| json!({ "violation_id": id, "rule_id": "rule_a", "rule_name": "Rule A", "source": "policy",
         "severity": "high", "action": "block", "reason": "matched", "overridden_by_breakglass": null });
     let Value::Object(entry) = json!({ "kind": "decision", "time": "2026-12-05T10:00:00.000Z", "decision_id": "dec_1",
         "agent_id": "agt_1", "decision": "block", "action_type": "email.send", "content_sha256": "ab".repeat(32),
-        "metadata": { "amount": "12.5" }, "violations": [sealed_violation("vio_a"), sealed_violation("vio_b"), sealed_violation("vio_c"), sealed_violation("vio_e")] })
+        "metadata": { "amount": "12.5" }, "violations": [sealed_violation("vio_a"), sealed_violation("vio_b"), sealed_violation("vio_c"), sealed_violation("vio_d"), sealed_violation("vio_e")] })
     else {
         unreachable!()
     };
@@ -534,6 +534,9 @@ pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) 
     let own_field = whole("vio_c", json!({ "note": "only in the row" }));
     let empty = Violation { body: json!({}), ..whole("vio_d", json!({})) };
     let later = whole("vio_e", json!({}));
+    // Not in the entry, and one whose decision has no sealed entry: rows to corrupt below.
+    let unsealed = whole("vio_x", json!({}));
+    let orphan = Violation { decision_id: "dec_none".into(), ..whole("vio_y", json!({})) };
     assert!(given_back.rebuilds_from(&entry) && !other_agent.rebuilds_from(&entry) && !own_field.rebuilds_from(&entry));
     assert!(later.rebuilds_from(&entry), "it would, were its decision sealed in its own transaction");
     store
@@ -544,6 +547,8 @@ pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) 
                 Mutation::InsertViolation(other_agent.clone()),
                 Mutation::InsertViolation(own_field.clone()),
                 Mutation::InsertViolation(empty.clone()),
+                Mutation::InsertViolation(unsealed.clone()),
+                Mutation::InsertViolation(orphan.clone()),
             ],
             seal: vec![SealRequest { workspace_id: WS.into(), body: entry }],
         })
@@ -556,7 +561,8 @@ pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) 
     // The row's agent is not the body's: kept whole, the body's agent with it.
     assert!(stored("vio_b").contains(r#""agent_id":"agt_1""#), "{}", stored("vio_b"));
     assert!(stored("vio_c").contains("only in the row"), "{}", stored("vio_c"));
-    assert_eq!(stored("vio_d"), "{}", "an empty body is a body");
+    assert_eq!(stored("vio_d"), "{}", "an empty body is a body, even one the entry could fill");
+    assert!(stored("vio_x").contains("vio_x") && stored("vio_y").contains("vio_y"));
     assert!(stored("vio_e").contains("vio_e"), "{}", stored("vio_e"));
 
     // Each reads back as it was given, with its decision's context added.
@@ -567,21 +573,25 @@ pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) 
         }
         body
     };
-    let all = [&given_back, &other_agent, &own_field, &empty, &later];
+    let all = [&given_back, &other_agent, &own_field, &empty, &later, &unsealed];
     for v in all {
         let got = store.get_violation(WS, &v.violation_id).await.unwrap().unwrap();
         assert_eq!(got.body, with_context(v), "{}", v.violation_id);
     }
     let listed = store.list_violations(WS, &ViolationFilter { limit: 10, ..Default::default() }).await.unwrap();
-    let mut got: Vec<(String, Value)> = listed.into_iter().map(|v| (v.violation_id, v.body)).collect();
+    let mut got: Vec<(String, Value)> = listed.into_iter().filter(|v| v.violation_id != "vio_y").map(|v| (v.violation_id, v.body)).collect();
     got.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(got, all.iter().map(|v| (v.violation_id.clone(), with_context(v))).collect::<Vec<_>>());
 
-    // A row that says its body is in the entry, whose entry does not hold it, is an
-    // error, not an empty violation.
-    b.raw_sql(&format!("UPDATE violations SET body = '' WHERE workspace_id = '{WS}' AND violation_id = 'vio_d'")).unwrap();
-    let err = store.get_violation(WS, "vio_d").await.unwrap_err().to_string();
-    assert!(err.contains("vio_d") && err.contains("does not hold it"), "{err}");
+    assert_eq!(store.get_violation(WS, "vio_y").await.unwrap().unwrap().body, orphan.body, "no sealed decision: no context");
+
+    // A row that says its body is in the entry, whose entry does not hold it or which
+    // has no sealed entry, is an error, not an empty violation.
+    for id in ["vio_x", "vio_y"] {
+        b.raw_sql(&format!("UPDATE violations SET body = '' WHERE workspace_id = '{WS}' AND violation_id = '{id}'")).unwrap();
+        let err = store.get_violation(WS, id).await.unwrap_err().to_string();
+        assert!(err.contains(id) && err.contains("does not hold it"), "{err}");
+    }
 }
 
 pub async fn shadow_hits_violations_and_deliveries(b: Backend) {
