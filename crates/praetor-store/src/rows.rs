@@ -615,7 +615,7 @@ pub fn shadow_report(db: &dyn Db, ws: &str, policy_id: Option<&str>, since: Mill
 /// A violation row with the sealed entry of its decision (null for a violation whose
 /// decision has no entry, which the server never writes but a test may). The row holds
 /// what the list filters on, and the body unless the entry gives it back; the decision's
-/// context always comes from the entry.
+/// context comes from the entry, for the fields the body lacks.
 const VIOLATION_SELECT: &str = "SELECT v.workspace_id, v.violation_id, v.rule_id, v.severity, v.agent_id, v.decision_id, v.at, v.body, e.leaf
     FROM violations v
     LEFT JOIN decisions d ON d.workspace_id = v.workspace_id AND d.decision_id = v.decision_id
