@@ -71,6 +71,9 @@ impl From<praetor_store::StoreError> for ApiError {
             praetor_store::StoreError::Conflict(what) => ApiError::new(Code::Conflict, format!("`{what}` already exists")),
             praetor_store::StoreError::Stale(what) => ApiError::new(Code::Conflict, format!("{what} was changed by another request or node; retry")),
             praetor_store::StoreError::Replayed(what) => ApiError::new(Code::Conflict, format!("{what} was already used")),
+            // The operator's remedy is in the message (run the newer version); the store
+            // logged it once when it found out.
+            praetor_store::StoreError::Superseded(why) => ApiError::new(Code::StoreUnavailable, why),
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::new(Code::StoreUnavailable, "the store could not complete the request")

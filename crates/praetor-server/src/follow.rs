@@ -30,6 +30,14 @@ pub fn spawn_follower(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
         let mut last_prune = tokio::time::Instant::now();
         loop {
             tick.tick().await;
+            // A node of this version must stop serving once a newer one migrates the
+            // shared database, even a node that only reads; the store logs it once.
+            if let Err(e) = state.store.check_schema().await {
+                if !matches!(e, praetor_store::StoreError::Superseded(_)) {
+                    tracing::warn!(error = %e, "cannot check the database's schema version");
+                }
+                continue;
+            }
             for ws_id in state.workspace_ids() {
                 let Some(ws) = state.workspace(&ws_id) else { continue };
                 if let Err(e) = follow(&state, &ws).await {

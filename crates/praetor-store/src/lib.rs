@@ -41,6 +41,10 @@ pub enum StoreError {
     /// A request-signature nonce was already consumed (on this node or another).
     #[error("{0} was already used")]
     Replayed(String),
+    /// The database was migrated by a newer version of Praetor: this store refuses
+    /// every read and write (see `sql_store::SchemaGuard`).
+    #[error("{0}")]
+    Superseded(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -307,6 +311,13 @@ pub trait Store: Send + Sync + 'static {
     async fn changes_since(&self, workspace_id: &str, after: u64, limit: u32) -> Result<Vec<Change>>;
     /// The last sequence number of every workspace's change feed (absent when empty).
     async fn change_heads(&self) -> Result<std::collections::HashMap<String, u64>>;
+
+    /// An error if the database has been migrated by a newer version of Praetor, in
+    /// which case the store refuses every read and write from now on.
+    async fn check_schema(&self) -> Result<()>;
+    /// Why the store refuses every read and write, once it has found the database
+    /// migrated by a newer version.
+    fn superseded(&self) -> Option<String>;
 
     /// This process's name in the change feed (random per start).
     fn node_id(&self) -> &str;

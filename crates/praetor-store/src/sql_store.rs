@@ -1,7 +1,7 @@
 //! [`SqlStore`]: the [`Store`] both backends share. A backend supplies connections;
 //! the writer thread, the reader pool and every query are the same code.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::mpsc;
 
 use async_trait::async_trait;
@@ -33,10 +33,11 @@ pub struct SqlStore<B: Backend> {
     backend: Arc<B>,
     writer: WriterHandle,
     reads: mpsc::Sender<ReadJob>,
+    schema: Arc<SchemaGuard>,
 }
 
 impl<B: Backend> SqlStore<B> {
-    pub(crate) fn new(backend: B, writer: WriterHandle) -> Result<SqlStore<B>> {
+    pub(crate) fn new(backend: B, writer: WriterHandle, schema: Arc<SchemaGuard>) -> Result<SqlStore<B>> {
         let backend = Arc::new(backend);
         let (reads, jobs) = mpsc::channel::<ReadJob>();
         let jobs = Arc::new(Mutex::new(jobs));
@@ -47,7 +48,7 @@ impl<B: Backend> SqlStore<B> {
                 .spawn(move || reader_loop(&*backend, &jobs))
                 .map_err(|e| StoreError::Database(format!("cannot start a reader thread: {e}")))?;
         }
-        Ok(SqlStore { backend, writer, reads })
+        Ok(SqlStore { backend, writer, reads, schema })
     }
 
     pub fn backend(&self) -> &B {
@@ -58,6 +59,7 @@ impl<B: Backend> SqlStore<B> {
     /// runtime's blocking pool: a synchronous database client may not block a thread
     /// the runtime knows about.
     async fn read<T: Send + 'static>(&self, f: impl FnOnce(&dyn Db) -> Result<T> + Send + 'static) -> Result<T> {
+        self.schema.refuse_if_superseded()?;
         let (tx, rx) = oneshot::channel();
         let job: ReadJob = Box::new(move |db| {
             let out = db.and_then(f);
@@ -260,6 +262,15 @@ impl<B: Backend> Store for SqlStore<B> {
         self.read(rows::change_heads).await
     }
 
+    async fn check_schema(&self) -> Result<()> {
+        let schema = self.schema.clone();
+        self.read(move |c| schema.check(c)).await
+    }
+
+    fn superseded(&self) -> Option<String> {
+        self.schema.superseded()
+    }
+
     fn node_id(&self) -> &str {
         self.writer.node_id()
     }
@@ -273,24 +284,77 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 }
 
-/// Run each migration not yet recorded in `schema_migrations`, in order, each in its
-/// own transaction. `applied_at` is seconds since the epoch.
-///
-/// A database that already holds a migration this build does not know was written by
-/// a newer version, whose rows may mean something this build would misread (since
-/// `8b9c282` a decision row holds only the part of its answer that its vault entry
-/// cannot give back): it is refused, before anything is read or written. So a change
-/// to what rows mean ships with a migration, even one that changes no table.
-pub(crate) fn migrate(db: &dyn Db, migrations: &[(i64, &str)], kind: &str) -> Result<()> {
-    db.batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")?;
-    let known = migrations.iter().map(|(version, _)| *version).max().unwrap_or(0);
+/// The schema versions this build knows, and whether the database has since been
+/// migrated past them by a newer Praetor. A newer version may store rows this build
+/// would misread (since `8b9c282` a decision row holds only the part of its answer that
+/// its vault entry cannot give back), so from the moment the store finds that out, it
+/// refuses every read and write until the process is replaced: at start
+/// ([`migrate`]), before every batch the writer commits, and whenever
+/// [`Store::check_schema`] is asked (the server does every 100 ms).
+pub(crate) struct SchemaGuard {
+    kind: &'static str,
+    known: i64,
+    superseded: OnceLock<String>,
+}
+
+impl SchemaGuard {
+    /// An error if the database holds a migration this build does not know.
+    pub(crate) fn check(&self, db: &dyn Db) -> Result<()> {
+        self.refuse_if_superseded()?;
+        let Some(message) = self.newer(db)? else { return Ok(()) };
+        if self.superseded.set(message.clone()).is_ok() {
+            tracing::error!(backend = self.kind, known = self.known, "the database was migrated by a newer Praetor; this node refuses every read and write from now on");
+        }
+        Err(StoreError::Superseded(message))
+    }
+
+    /// What is wrong if the database holds a migration this build does not know.
+    fn newer(&self, db: &dyn Db) -> Result<Option<String>> {
+        Ok(highest_applied(db)?.filter(|&applied| applied > self.known).map(|applied| newer_schema(self.kind, applied, self.known)))
+    }
+
+    /// An error if the database was found migrated past this build (no query).
+    pub(crate) fn refuse_if_superseded(&self) -> Result<()> {
+        match self.superseded.get() {
+            Some(message) => Err(StoreError::Superseded(message.clone())),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn superseded(&self) -> Option<String> {
+        self.superseded.get().cloned()
+    }
+}
+
+fn highest_applied(db: &dyn Db) -> Result<Option<i64>> {
     // `MAX` of no rows is one NULL row.
     let applied: Option<Option<i64>> = db.value("SELECT MAX(version) FROM schema_migrations", crate::sql::args![])?;
-    if let Some(applied) = applied.flatten().filter(|&v| v > known) {
-        return Err(StoreError::Database(format!(
-            "the {kind} database is at schema version {applied}, written by a newer Praetor; this build knows versions up to {known}. \
-             Run the newer version (nodes of two versions cannot share a database, and going back to an older version is not supported)"
-        )));
+    Ok(applied.flatten())
+}
+
+fn newer_schema(kind: &str, applied: i64, known: i64) -> String {
+    format!(
+        "the {kind} database is at schema version {applied}, written by a newer Praetor; this build knows versions up to {known}. \
+         Run the newer version (nodes of two versions cannot share a database, and going back to an older version is not supported)"
+    )
+}
+
+/// Run each migration not yet recorded in `schema_migrations`, in order, each in its
+/// own transaction, after `hold` (a statement that keeps every other node's batches
+/// out until the migration commits; none on SQLite, whose migration takes the file's
+/// write lock). `applied_at` is seconds since the epoch. Returns the guard the store
+/// checks from then on.
+///
+/// A database that already holds a migration this build does not know was written by
+/// a newer version (see [`SchemaGuard`]): it is refused, before anything is read or
+/// written. So a change to what rows mean ships with a migration, even one that
+/// changes no table.
+pub(crate) fn migrate(db: &dyn Db, migrations: &[(i64, &str)], kind: &'static str, hold: Option<&str>) -> Result<Arc<SchemaGuard>> {
+    db.batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")?;
+    let known = migrations.iter().map(|(version, _)| *version).max().unwrap_or(0);
+    let guard = Arc::new(SchemaGuard { kind, known, superseded: OnceLock::new() });
+    if let Some(message) = guard.newer(db)? {
+        return Err(StoreError::Superseded(message));
     }
     for (version, sql) in migrations {
         let done: Option<i64> = db.value("SELECT version FROM schema_migrations WHERE version = ?1", crate::sql::args![*version])?;
@@ -298,7 +362,7 @@ pub(crate) fn migrate(db: &dyn Db, migrations: &[(i64, &str)], kind: &str) -> Re
             continue;
         }
         db.batch("BEGIN")?;
-        let applied = db.batch(sql).and_then(|()| {
+        let applied = hold.map_or(Ok(()), |hold| db.batch(hold)).and_then(|()| db.batch(sql)).and_then(|()| {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             db.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", crate::sql::args![*version, now])
         });
@@ -311,5 +375,5 @@ pub(crate) fn migrate(db: &dyn Db, migrations: &[(i64, &str)], kind: &str) -> Re
         }
         tracing::info!(version, backend = kind, "applied migration");
     }
-    Ok(())
+    Ok(guard)
 }

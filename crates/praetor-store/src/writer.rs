@@ -17,6 +17,7 @@ use praetor_vault::CanonicalWithSlot;
 
 use crate::model::CheckpointRow;
 use crate::sql::Db;
+use crate::sql_store::SchemaGuard;
 use crate::{CommitStats, Mutation, Result, Sealed, StoreError, Txn, rows, vault_rows as vault};
 
 /// What the writer needs of a backend's read-write connection beyond plain SQL.
@@ -150,11 +151,11 @@ impl WriterHandle {
     }
 }
 
-pub fn spawn<C: WriterConn>(conn: C) -> Result<WriterHandle> {
+pub fn spawn<C: WriterConn>(conn: C, schema: Arc<SchemaGuard>) -> Result<WriterHandle> {
     let (jobs, rx) = mpsc::channel();
     let stats = Arc::new(Mutex::new(Recorder::new()?));
     let node_id = new_node_id()?;
-    let mut writer = Writer { conn, checked: HashSet::new(), logs: HashMap::new(), stats: stats.clone(), node_id: node_id.clone(), careful_until: None };
+    let mut writer = Writer { conn, schema, checked: HashSet::new(), logs: HashMap::new(), stats: stats.clone(), node_id: node_id.clone(), careful_until: None };
     std::thread::Builder::new()
         .name("praetor-store-writer".into())
         .spawn(move || writer.run(rx))
@@ -171,6 +172,9 @@ fn new_node_id() -> Result<String> {
 
 struct Writer<C> {
     conn: C,
+    /// Checked in every batch's transaction: nothing is committed once a newer version
+    /// has migrated the database.
+    schema: Arc<SchemaGuard>,
     /// The workspaces whose appender this batch has checked against the stored log
     /// (the batch's transaction holds their logs' locks from its start).
     checked: HashSet<String>,
@@ -255,9 +259,12 @@ impl<C: WriterConn> Writer<C> {
     /// of the batch was written, and it must run again with them.
     fn try_batch(&mut self, batch: &[Job], savepoints: bool) -> Option<Vec<Result<Outcome>>> {
         self.checked.clear();
-        if let Err(e) = self.conn.begin().and_then(|()| self.lock_logs_of(batch)) {
+        if let Err(e) = self.conn.begin().and_then(|()| self.schema.check(&self.conn)).and_then(|()| self.lock_logs_of(batch)) {
             self.abandon();
-            return Some(every(batch.len(), &format!("cannot begin a transaction: {e}")));
+            return Some(match e {
+                StoreError::Superseded(why) => (0..batch.len()).map(|_| Err(StoreError::Superseded(why.clone()))).collect(),
+                e => every(batch.len(), &format!("cannot begin a transaction: {e}")),
+            });
         }
         let mut results = Vec::with_capacity(batch.len());
         let mut poisoned: Option<String> = None;
@@ -455,9 +462,9 @@ pub(crate) mod tests {
     const WS: &str = "ws_w";
 
     fn writer(dir: &tempfile::TempDir) -> Writer<rusqlite::Connection> {
-        let conn = crate::sqlite::open_migrated(&dir.path().join("w.db")).unwrap();
+        let (conn, schema) = crate::sqlite::open_migrated(&dir.path().join("w.db")).unwrap();
         let stats = Arc::new(Mutex::new(Recorder::new().unwrap()));
-        Writer { conn, checked: HashSet::new(), logs: HashMap::new(), stats, node_id: "node_test".into(), careful_until: None }
+        Writer { conn, schema, checked: HashSet::new(), logs: HashMap::new(), stats, node_id: "node_test".into(), careful_until: None }
     }
 
     /// A transaction that creates workspace `ws` (for this crate's tests).

@@ -20,8 +20,16 @@ use crate::extract::ApiJson;
 use crate::secrets::{key_hash, key_prefix, new_api_key, new_id};
 use crate::state::AppState;
 
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "ok": true, "status": "ok" }))
+/// 503 once the store refuses to serve (another node migrated the database to a newer
+/// version), so that a load balancer stops sending this node requests.
+pub async fn healthz(State(state): State<Arc<AppState>>) -> axum::response::Response {
+    match state.store.superseded() {
+        None => Json(json!({ "ok": true, "status": "ok" })).into_response(),
+        Some(why) => {
+            let body = json!({ "ok": false, "status": "superseded", "error": { "code": Code::StoreUnavailable.as_str(), "message": why, "type": Code::StoreUnavailable.kind() } });
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
 }
 
 pub async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {

@@ -152,3 +152,52 @@ async fn a_key_bound_to_an_agent_sees_only_that_agent() {
     let (status, _) = s.get(&format!("/api/v1/enforce/decisions/{own_id}/receipt"), &bound).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Another node migrates the shared database to a newer version while this one runs:
+/// from the next batch (or the follower's next check, for a node that only reads) this
+/// node commits nothing, answers every request that reaches the store with 503 and the
+/// reason, and its health check fails, so that traffic moves to the newer nodes.
+#[tokio::test]
+async fn a_node_stops_serving_once_a_newer_version_migrates_its_database() {
+    let s = TestServer::start().await;
+    let before = s.intercept(json!({ "action_type": "email.send", "content": "hello" })).await;
+    assert!(before["decision_id"].is_string(), "{before}");
+    let (status, health) = s.get("/healthz", "").await;
+    assert_eq!((status.as_u16(), &health["status"]), (200, &json!("ok")), "{health}");
+
+    let db = rusqlite::Connection::open(s.dir.path().join("praetor.db")).unwrap();
+    db.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (1000, 0)", []).unwrap();
+
+    let refused = s.post("/api/v1/enforce/intercept", &s.admin_key, &json!({ "action_type": "email.send", "content": "hello" })).await;
+    assert_error(&refused, 503, "store_unavailable");
+    let why = refused.1["error"]["message"].as_str().unwrap();
+    assert!(why.contains("schema version 1000") && why.contains("newer Praetor"), "{why}");
+    let decisions: i64 = db.query_row("SELECT COUNT(*) FROM decisions", [], |r| r.get(0)).unwrap();
+    assert_eq!(decisions, 1, "the refused decision was not stored");
+
+    // Reads are refused too (a newer version's rows may mean something else).
+    assert_error(&s.get("/api/v1/enforce/decisions", &s.admin_key).await, 503, "store_unavailable");
+    let (status, health) = s.get("/healthz", "").await;
+    assert_eq!(status.as_u16(), 503, "{health}");
+    assert_eq!(health["status"], json!("superseded"), "{health}");
+    assert!(health["error"]["message"].as_str().unwrap().contains("schema version 1000"), "{health}");
+}
+
+/// A node that only reads finds out from the follower's periodic check.
+#[tokio::test]
+async fn the_follower_finds_a_newer_schema_on_a_node_that_only_reads() {
+    let s = TestServer::start().await;
+    let follower = praetor_server::follow::spawn_follower(s.state.clone());
+    let db = rusqlite::Connection::open(s.dir.path().join("praetor.db")).unwrap();
+    db.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (1000, 0)", []).unwrap();
+    let mut waited = 0;
+    while s.state.store.superseded().is_none() {
+        assert!(waited < 100, "the follower checks every 100 ms; nothing after 5 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    follower.abort();
+    let (status, health) = s.get("/healthz", "").await;
+    assert_eq!((status.as_u16(), &health["status"]), (503, &json!("superseded")), "{health}");
+    assert_error(&s.get("/api/v1/enforce/decisions", &s.admin_key).await, 503, "store_unavailable");
+}

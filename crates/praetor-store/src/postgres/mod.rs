@@ -85,16 +85,16 @@ impl SqlStore<Postgres> {
     pub fn connect(url: &str) -> Result<PostgresStore> {
         let config = parse_config(url)?;
         let for_thread = config.clone();
-        let conn = std::thread::spawn(move || {
+        let (conn, guard) = std::thread::spawn(move || {
             let conn = PgConn::connect(&for_thread)?;
-            migrate(&conn)?;
+            let guard = migrate(&conn)?;
             writer_session(&conn)?;
-            Ok::<_, StoreError>(conn)
+            Ok::<_, StoreError>((conn, guard))
         })
         .join()
         .map_err(|_| StoreError::Database("the connecting thread panicked".into()))??;
-        let writer = crate::writer::spawn(conn)?;
-        SqlStore::new(Postgres { config }, writer)
+        let writer = crate::writer::spawn(conn, guard.clone())?;
+        SqlStore::new(Postgres { config }, writer, guard)
     }
 }
 
@@ -106,10 +106,13 @@ fn writer_session(conn: &PgConn) -> Result<()> {
 }
 
 /// Migrations under a session-level advisory lock: nodes that start together run them
-/// once, one after the other.
-fn migrate(conn: &PgConn) -> Result<()> {
+/// once, one after the other. Each migration holds `schema_migrations` exclusively
+/// (the writer's batches hold it shared, see `begin`): it waits for the batches running on other nodes and
+/// keeps new ones out until it commits, so a node of the older version commits nothing
+/// after a migration it does not know.
+fn migrate(conn: &PgConn) -> Result<std::sync::Arc<crate::sql_store::SchemaGuard>> {
     conn.batch("SELECT pg_advisory_lock(hashtextextended('praetor:migrations:' || current_schema(), 0))")?;
-    let out = crate::sql_store::migrate(conn, schema::MIGRATIONS, "postgres");
+    let out = crate::sql_store::migrate(conn, schema::MIGRATIONS, "postgres", Some("LOCK TABLE schema_migrations IN EXCLUSIVE MODE"));
     conn.batch("SELECT pg_advisory_unlock(hashtextextended('praetor:migrations:' || current_schema(), 0))")?;
     out
 }
@@ -236,8 +239,11 @@ impl WriterConn for PgConn {
         self.reconnect_if_closed()?;
         // Read committed whatever the server's default: each statement must see what
         // other nodes committed before this batch took the workspace locks (etag
-        // checks, the feed's next number, the log's size).
-        self.batch("BEGIN ISOLATION LEVEL READ COMMITTED")
+        // checks, the feed's next number, the log's size). `schema_migrations` is held
+        // shared until the batch ends, so a migration by a newer node (which holds it
+        // exclusively, see `migrate`) waits for the batch, and the writer's check of the
+        // schema, next, sees every migration committed before (same round trip).
+        self.batch("BEGIN ISOLATION LEVEL READ COMMITTED; LOCK TABLE schema_migrations IN SHARE MODE")
     }
 
     fn lock_log(&self, ws: &str) -> Result<()> {

@@ -52,7 +52,7 @@ impl SqlStore<Sqlite> {
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
         let path = path.as_ref().to_path_buf();
         let conn = open_connection(&path, false)?;
-        crate::sql_store::migrate(&conn, schema::MIGRATIONS, "sqlite")?;
+        let guard = crate::sql_store::migrate(&conn, schema::MIGRATIONS, "sqlite", None)?;
         // The checkpoint thread does this work; the writer's own checkpoint is only a
         // backstop, see `spawn_checkpoints`.
         // A larger page cache than the default 2 MB for the writer: the pages every
@@ -66,8 +66,8 @@ impl SqlStore<Sqlite> {
             (WRITER_CHECKPOINT_PAGES as u64 + 1000) * 4096
         ))?;
         let checkpoints = spawn_checkpoints(open_connection(&path, false)?)?;
-        let writer = crate::writer::spawn(conn)?;
-        SqlStore::new(Sqlite { path, _checkpoints: checkpoints }, writer)
+        let writer = crate::writer::spawn(conn, guard.clone())?;
+        SqlStore::new(Sqlite { path, _checkpoints: checkpoints }, writer, guard)
     }
 }
 
@@ -106,10 +106,10 @@ fn spawn_checkpoints(conn: Connection) -> Result<mpsc::Sender<()>> {
 
 /// The writer's connection on a fresh file, migrated (for the writer's own tests).
 #[cfg(test)]
-pub(crate) fn open_migrated(path: &Path) -> Result<Connection> {
+pub(crate) fn open_migrated(path: &Path) -> Result<(Connection, std::sync::Arc<crate::sql_store::SchemaGuard>)> {
     let conn = open_connection(path, false)?;
-    crate::sql_store::migrate(&conn, schema::MIGRATIONS, "sqlite")?;
-    Ok(conn)
+    let guard = crate::sql_store::migrate(&conn, schema::MIGRATIONS, "sqlite", None)?;
+    Ok((conn, guard))
 }
 
 /// Re-verify every workspace's log in the database at `path` (read-only): leaves,
@@ -234,8 +234,8 @@ mod tests {
         // A database as migration 8 left it, with a sealed log.
         {
             let conn = open_connection(&path, false).unwrap();
-            crate::sql_store::migrate(&conn, &schema::MIGRATIONS[..8], "sqlite").unwrap();
-            let writer = crate::writer::spawn(conn).unwrap();
+            let guard = crate::sql_store::migrate(&conn, &schema::MIGRATIONS[..8], "sqlite", None).unwrap();
+            let writer = crate::writer::spawn(conn, guard).unwrap();
             writer.commit(create_workspace("ws_m")).await.unwrap();
             for i in 0..40 {
                 writer.commit(decision_in("ws_m", &format!("dec_{i}"), i, Some("x".repeat(900)))).await.unwrap();

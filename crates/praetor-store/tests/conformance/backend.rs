@@ -119,6 +119,55 @@ impl Backend {
     }
 }
 
+/// A newer version's migration in progress: schema version 1000 recorded in a
+/// transaction that holds the schema as a migration does (SQLite: the file's write
+/// lock; PostgreSQL: `schema_migrations` exclusively), until [`Migration::finish`]
+/// commits it.
+pub struct Migration {
+    finish: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Migration {
+    pub fn finish(self) {
+        self.finish.send(()).unwrap();
+        self.thread.join().unwrap();
+    }
+}
+
+const NEWER_MIGRATION: &str = "INSERT INTO schema_migrations (version, applied_at) VALUES (1000, 0)";
+
+impl Backend {
+    pub fn begin_newer_migration(&self) -> Migration {
+        let (started, has_started) = std::sync::mpsc::channel();
+        let (finish, finished) = std::sync::mpsc::channel::<()>();
+        let thread = match self {
+            Backend::Sqlite { dir } => {
+                let path = dir.path().join("praetor.db");
+                std::thread::spawn(move || {
+                    let c = rusqlite::Connection::open(path).unwrap();
+                    c.execute_batch(&format!("BEGIN IMMEDIATE; {NEWER_MIGRATION}")).unwrap();
+                    started.send(()).unwrap();
+                    finished.recv().unwrap();
+                    c.execute_batch("COMMIT").unwrap();
+                })
+            }
+            Backend::Postgres { url, .. } => {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                    c.batch_execute(&format!("BEGIN; LOCK TABLE schema_migrations IN EXCLUSIVE MODE; {NEWER_MIGRATION}")).unwrap();
+                    started.send(()).unwrap();
+                    finished.recv().unwrap();
+                    c.batch_execute("COMMIT").unwrap();
+                })
+            }
+        };
+        has_started.recv().unwrap();
+        Migration { finish, thread }
+    }
+}
+
 impl Drop for Backend {
     fn drop(&mut self) {
         if let Backend::Postgres { admin_url, schema, .. } = self {

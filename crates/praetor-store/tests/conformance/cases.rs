@@ -170,6 +170,64 @@ pub async fn a_database_migrated_by_a_newer_version_is_refused(b: Backend) {
     assert!(store.get_decision(WS, "dec_a").await.unwrap().is_some());
 }
 
+/// A store already open when a newer version migrates its database (another node, or
+/// the newer binary run on the same file) commits nothing more and refuses every read:
+/// the writer checks the schema inside each batch's transaction, and a store that only
+/// reads finds out when asked to check (the server asks every 100 ms).
+pub async fn a_running_store_stops_once_a_newer_version_migrates_its_database(b: Backend) {
+    let writing = with_workspace(&b).await;
+    let reading = b.open().await;
+    writing.commit(decision_txn("dec_a", 0)).await.unwrap();
+    writing.check_schema().await.unwrap();
+    b.raw_sql("INSERT INTO schema_migrations (version, applied_at) VALUES (1000, 0)").unwrap();
+
+    let err = writing.commit(decision_txn("dec_b", 1)).await.expect_err("nothing is committed past a newer migration");
+    assert!(matches!(&err, StoreError::Superseded(m) if m.contains("schema version 1000") && m.contains("knows versions up to")), "{err}");
+    assert!(writing.superseded().is_some_and(|m| m == err.to_string()));
+    assert!(matches!(writing.get_decision(WS, "dec_a").await, Err(StoreError::Superseded(_))), "reads are refused too");
+
+    assert!(reading.superseded().is_none(), "nothing has told the reading store yet");
+    assert!(reading.get_decision(WS, "dec_a").await.unwrap().is_some());
+    assert!(matches!(reading.check_schema().await, Err(StoreError::Superseded(_))));
+    assert!(matches!(reading.get_decision(WS, "dec_a").await, Err(StoreError::Superseded(_))));
+    assert!(matches!(reading.commit(decision_txn("dec_c", 2)).await, Err(StoreError::Superseded(_))));
+    drop((writing, reading));
+
+    // Back at this build's versions: only what was committed before is there.
+    b.raw_sql("DELETE FROM schema_migrations WHERE version = 1000").unwrap();
+    let store = b.open().await;
+    store.check_schema().await.unwrap();
+    assert!(store.get_decision(WS, "dec_a").await.unwrap().is_some());
+    for id in ["dec_b", "dec_c"] {
+        assert!(store.get_decision(WS, id).await.unwrap().is_none(), "{id} was refused, so it must not be stored");
+    }
+    assert_eq!(store.log_head(WS).await.unwrap().size, 1);
+}
+
+/// A batch that starts while a newer version's migration is running waits for it, and
+/// then commits nothing: no write of this version lands after a migration it does not
+/// know. (The wait is checked only as "not yet done after 300 ms"; a slow machine could
+/// make this pass without the wait, never fail with it.)
+pub async fn a_batch_waits_for_a_migration_in_progress_and_then_stops(b: Backend) {
+    let store = with_workspace(&b).await;
+    store.commit(decision_txn("dec_a", 0)).await.unwrap();
+    let migration = b.begin_newer_migration();
+    let pending = tokio::spawn({
+        let store = store.clone();
+        async move { store.commit(decision_txn("dec_b", 1)).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!pending.is_finished(), "the batch waits for the migration to end");
+    crate::backend::off_runtime(move || migration.finish());
+    let err = pending.await.unwrap().expect_err("refused once the migration committed");
+    assert!(matches!(&err, StoreError::Superseded(m) if m.contains("schema version 1000")), "{err}");
+    drop(store);
+    b.raw_sql("DELETE FROM schema_migrations WHERE version = 1000").unwrap();
+    let store = b.open().await;
+    assert!(store.get_decision(WS, "dec_b").await.unwrap().is_none());
+    assert_eq!(store.log_head(WS).await.unwrap().size, 1);
+}
+
 /// Two stores on one database (two nodes, or the server and a CLI command) append to
 /// one log: every entry gets its own sequence number, none is lost or sealed twice,
 /// and the log verifies.

@@ -36,6 +36,8 @@ conformance!(
     reopening_restores_the_log_without_rebuilding_it,
     the_vault_cannot_be_rewritten_through_sql,
     a_database_migrated_by_a_newer_version_is_refused,
+    a_running_store_stops_once_a_newer_version_migrates_its_database,
+    a_batch_waits_for_a_migration_in_progress_and_then_stops,
     two_writers_on_one_database_share_one_log,
     records_round_trip_and_updates_keep_what_decisions_own,
     sessions_and_objects_keep_the_newest_version,
