@@ -389,6 +389,11 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
 const CLAIM_MS: i64 = 60_000;
 
 pub async fn dispatch_due(state: &AppState, client: &reqwest::Client) {
+    // A node whose database a newer version has migrated does nothing more (the store
+    // said why, once).
+    if state.store.superseded().is_some() {
+        return;
+    }
     let due = match state.store.due_deliveries(state.now_ms(), 32).await {
         Ok(d) => d,
         Err(e) => {

@@ -162,6 +162,9 @@ pub fn spawn_sweeper(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
 }
 
 pub async fn sweep(state: &AppState) {
+    if state.store.superseded().is_some() {
+        return; // see `delivery::dispatch_due`
+    }
     let now = state.now_ms();
     for ws_id in state.workspace_ids() {
         let Some(ws) = state.workspace(&ws_id) else { continue };

@@ -176,6 +176,9 @@ pub fn spawn_checkpointer(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
         let lease_ms = (3 * interval).max(1_000) as i64;
         loop {
             tick.tick().await;
+            if state.store.superseded().is_some() {
+                continue; // see `delivery::dispatch_due`
+            }
             for ws in state.workspace_ids() {
                 match hold_lease(&state, &ws, "checkpoints", lease_ms).await {
                     Ok(true) => {}

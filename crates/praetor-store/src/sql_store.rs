@@ -348,7 +348,9 @@ fn newer_schema(kind: &str, applied: i64, known: i64) -> String {
 /// A database that already holds a migration this build does not know was written by
 /// a newer version (see [`SchemaGuard`]): it is refused, before anything is read or
 /// written. So a change to what rows mean ships with a migration, even one that
-/// changes no table.
+/// changes no table. And every migration must run in its transaction, after `hold`:
+/// one that cannot (PostgreSQL's `CREATE INDEX CONCURRENTLY`, say) would change the
+/// database while older nodes still commit.
 pub(crate) fn migrate(db: &dyn Db, migrations: &[(i64, &str)], kind: &'static str, hold: Option<&str>) -> Result<Arc<SchemaGuard>> {
     db.batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")?;
     let known = migrations.iter().map(|(version, _)| *version).max().unwrap_or(0);

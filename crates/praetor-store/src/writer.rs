@@ -259,6 +259,10 @@ impl<C: WriterConn> Writer<C> {
     /// of the batch was written, and it must run again with them.
     fn try_batch(&mut self, batch: &[Job], savepoints: bool) -> Option<Vec<Result<Outcome>>> {
         self.checked.clear();
+        if let Err(StoreError::Superseded(why)) = self.schema.refuse_if_superseded() {
+            // Known already: not even a transaction (a round trip, on PostgreSQL).
+            return Some((0..batch.len()).map(|_| Err(StoreError::Superseded(why.clone()))).collect());
+        }
         if let Err(e) = self.conn.begin().and_then(|()| self.schema.check(&self.conn)).and_then(|()| self.lock_logs_of(batch)) {
             self.abandon();
             return Some(match e {

@@ -107,14 +107,29 @@ fn writer_session(conn: &PgConn) -> Result<()> {
 
 /// Migrations under a session-level advisory lock: nodes that start together run them
 /// once, one after the other. Each migration holds `schema_migrations` exclusively
-/// (the writer's batches hold it shared, see `begin`): it waits for the batches running on other nodes and
-/// keeps new ones out until it commits, so a node of the older version commits nothing
-/// after a migration it does not know.
+/// before it changes anything (the writer's batches hold it shared, see `begin`): it
+/// waits for the batches running on other nodes and keeps new ones out until it
+/// commits, so a node of the older version commits nothing after a migration it does
+/// not know.
 fn migrate(conn: &PgConn) -> Result<std::sync::Arc<crate::sql_store::SchemaGuard>> {
+    migrate_with(conn, schema::MIGRATIONS)
+}
+
+fn migrate_with(conn: &PgConn, migrations: &[(i64, &str)]) -> Result<std::sync::Arc<crate::sql_store::SchemaGuard>> {
     conn.batch("SELECT pg_advisory_lock(hashtextextended('praetor:migrations:' || current_schema(), 0))")?;
-    let out = crate::sql_store::migrate(conn, schema::MIGRATIONS, "postgres", Some("LOCK TABLE schema_migrations IN EXCLUSIVE MODE"));
+    let out = crate::sql_store::migrate(conn, migrations, "postgres", Some("LOCK TABLE schema_migrations IN EXCLUSIVE MODE"));
     conn.batch("SELECT pg_advisory_unlock(hashtextextended('praetor:migrations:' || current_schema(), 0))")?;
     out
+}
+
+/// For the conformance tests: migrate the database at `url` as a newer version would,
+/// with one more migration than this build has. Not for anything else.
+#[doc(hidden)]
+pub fn migrate_as_newer_version(url: &str, version: i64, sql: &str) -> Result<()> {
+    let conn = PgConn::connect(&parse_config(url)?)?;
+    let mut migrations = schema::MIGRATIONS.to_vec();
+    migrations.push((version, sql));
+    migrate_with(&conn, &migrations).map(drop)
 }
 
 /// Re-verify every workspace's log in the database at `url` (see
@@ -242,8 +257,14 @@ impl WriterConn for PgConn {
         // checks, the feed's next number, the log's size). `schema_migrations` is held
         // shared until the batch ends, so a migration by a newer node (which holds it
         // exclusively, see `migrate`) waits for the batch, and the writer's check of the
-        // schema, next, sees every migration committed before (same round trip).
-        self.batch("BEGIN ISOLATION LEVEL READ COMMITTED; LOCK TABLE schema_migrations IN SHARE MODE")
+        // schema, next, sees every migration committed before (same round trip). A
+        // migration can hold it for long (its DDL waiting on a long reader): the batch
+        // gives up after 5 s, as a SQLite batch does on the file's lock, and its
+        // requests are answered 503 rather than left hanging.
+        self.batch(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '5s'; LOCK TABLE schema_migrations IN SHARE MODE; \
+             SET LOCAL lock_timeout TO DEFAULT",
+        )
     }
 
     fn lock_log(&self, ws: &str) -> Result<()> {

@@ -104,6 +104,16 @@ fn spawn_checkpoints(conn: Connection) -> Result<mpsc::Sender<()>> {
     Ok(stop)
 }
 
+/// For the conformance tests: migrate the file at `path` as a newer version would, with
+/// one more migration than this build has. Not for anything else.
+#[doc(hidden)]
+pub fn migrate_as_newer_version(path: &Path, version: i64, sql: &str) -> Result<()> {
+    let conn = open_connection(path, false)?;
+    let mut migrations = schema::MIGRATIONS.to_vec();
+    migrations.push((version, sql));
+    crate::sql_store::migrate(&conn, &migrations, "sqlite", None).map(drop)
+}
+
 /// The writer's connection on a fresh file, migrated (for the writer's own tests).
 #[cfg(test)]
 pub(crate) fn open_migrated(path: &Path) -> Result<(Connection, std::sync::Arc<crate::sql_store::SchemaGuard>)> {

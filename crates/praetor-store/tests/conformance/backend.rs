@@ -119,16 +119,13 @@ impl Backend {
     }
 }
 
-/// A newer version's migration in progress: schema version 1000 recorded in a
-/// transaction that holds the schema as a migration does (SQLite: the file's write
-/// lock; PostgreSQL: `schema_migrations` exclusively), until [`Migration::finish`]
-/// commits it.
-pub struct Migration {
+/// A transaction another connection holds open, until [`Held::finish`] commits it.
+pub struct Held {
     finish: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
-impl Migration {
+impl Held {
     pub fn finish(self) {
         self.finish.send(()).unwrap();
         self.thread.join().unwrap();
@@ -138,25 +135,27 @@ impl Migration {
 const NEWER_MIGRATION: &str = "INSERT INTO schema_migrations (version, applied_at) VALUES (1000, 0)";
 
 impl Backend {
-    pub fn begin_newer_migration(&self) -> Migration {
+    /// Begin a transaction with `sqlite` or `postgres` (whichever this is) on a
+    /// connection of its own and hold it open.
+    fn hold(&self, sqlite: &str, postgres: &str) -> Held {
         let (started, has_started) = std::sync::mpsc::channel();
         let (finish, finished) = std::sync::mpsc::channel::<()>();
         let thread = match self {
             Backend::Sqlite { dir } => {
-                let path = dir.path().join("praetor.db");
+                let (path, sql) = (dir.path().join("praetor.db"), sqlite.to_owned());
                 std::thread::spawn(move || {
                     let c = rusqlite::Connection::open(path).unwrap();
-                    c.execute_batch(&format!("BEGIN IMMEDIATE; {NEWER_MIGRATION}")).unwrap();
+                    c.execute_batch(&sql).unwrap();
                     started.send(()).unwrap();
                     finished.recv().unwrap();
                     c.execute_batch("COMMIT").unwrap();
                 })
             }
             Backend::Postgres { url, .. } => {
-                let url = url.clone();
+                let (url, sql) = (url.clone(), postgres.to_owned());
                 std::thread::spawn(move || {
                     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-                    c.batch_execute(&format!("BEGIN; LOCK TABLE schema_migrations IN EXCLUSIVE MODE; {NEWER_MIGRATION}")).unwrap();
+                    c.batch_execute(&sql).unwrap();
                     started.send(()).unwrap();
                     finished.recv().unwrap();
                     c.batch_execute("COMMIT").unwrap();
@@ -164,7 +163,51 @@ impl Backend {
             }
         };
         has_started.recv().unwrap();
-        Migration { finish, thread }
+        Held { finish, thread }
+    }
+
+    /// A newer version's migration in progress: schema version 1000 recorded in a
+    /// transaction that holds the schema as a migration does (SQLite: the file's write
+    /// lock; PostgreSQL: `schema_migrations` exclusively).
+    pub fn begin_newer_migration(&self) -> Held {
+        self.hold(
+            &format!("BEGIN IMMEDIATE; {NEWER_MIGRATION}"),
+            &format!("BEGIN; LOCK TABLE schema_migrations IN EXCLUSIVE MODE; {NEWER_MIGRATION}"),
+        )
+    }
+
+    /// A batch of an older node in flight: its transaction begun as the writer begins
+    /// one (see each backend's `WriterConn::begin`).
+    pub fn begin_batch(&self) -> Held {
+        self.hold("BEGIN IMMEDIATE", "BEGIN ISOLATION LEVEL READ COMMITTED; LOCK TABLE schema_migrations IN SHARE MODE")
+    }
+
+    /// Run a newer version's migrations on a thread: this build's, then `sql` as
+    /// migration `version` (through the same code as a real start).
+    pub fn spawn_newer_migration(&self, version: i64, sql: &str) -> std::thread::JoinHandle<Result<(), String>> {
+        let sql = sql.to_owned();
+        match self {
+            Backend::Sqlite { dir } => {
+                let path = dir.path().join("praetor.db");
+                std::thread::spawn(move || praetor_store::sqlite::migrate_as_newer_version(&path, version, &sql).map_err(|e| e.to_string()))
+            }
+            Backend::Postgres { url, .. } => {
+                let url = url.clone();
+                std::thread::spawn(move || praetor_store::postgres::migrate_as_newer_version(&url, version, &sql).map_err(|e| e.to_string()))
+            }
+        }
+    }
+
+    /// Run `sql` on a connection of its own, giving up after `timeout_ms` if it has to
+    /// wait for a lock (PostgreSQL; SQLite's readers never wait in WAL mode).
+    pub fn read_within(&self, sql: &str, timeout_ms: u32) -> Result<(), String> {
+        match self {
+            Backend::Sqlite { dir } => {
+                let conn = rusqlite::Connection::open(dir.path().join("praetor.db")).unwrap();
+                conn.query_row(sql, [], |_| Ok(())).map_err(|e| e.to_string())
+            }
+            Backend::Postgres { url, .. } => admin(url, &format!("SET statement_timeout = {timeout_ms}; {sql}")),
+        }
     }
 }
 

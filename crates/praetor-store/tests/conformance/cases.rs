@@ -228,6 +228,42 @@ pub async fn a_batch_waits_for_a_migration_in_progress_and_then_stops(b: Backend
     assert_eq!(store.log_head(WS).await.unwrap().size, 1);
 }
 
+/// A newer version's migration (run through the real migration code) waits for a batch
+/// an older node has in flight before it changes anything, and that node commits
+/// nothing after it. On PostgreSQL "changes nothing" is seen from outside: the
+/// migration's `ALTER TABLE` would hold `decisions` exclusively, so a read of it would
+/// wait; it does not.
+pub async fn a_migration_waits_for_batches_in_flight_before_it_changes_anything(b: Backend) {
+    let store = with_workspace(&b).await;
+    store.commit(decision_txn("dec_a", 0)).await.unwrap();
+    let batch = b.begin_batch();
+    let migration = b.spawn_newer_migration(1000, "ALTER TABLE decisions ADD COLUMN from_a_newer_version TEXT");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!migration.is_finished(), "the migration waits for the batch in flight");
+    b.read_within("SELECT COUNT(*) FROM decisions", 200).expect("the waiting migration holds no lock on `decisions` yet");
+    crate::backend::off_runtime(move || batch.finish());
+    crate::backend::off_runtime(move || migration.join().unwrap()).expect("the migration runs once the batch ends");
+    let err = store.commit(decision_txn("dec_b", 1)).await.expect_err("nothing is committed past the migration");
+    assert!(matches!(&err, StoreError::Superseded(m) if m.contains("schema version 1000")), "{err}");
+}
+
+/// A batch does not wait for a migration without end (PostgreSQL's may wait on a long
+/// reader): after 5 s it gives up with an error, and commits nothing.
+pub async fn a_batch_held_back_by_a_migration_gives_up_after_five_seconds(b: Backend) {
+    let store = with_workspace(&b).await;
+    let migration = b.begin_newer_migration();
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(30), store.commit(decision_txn("dec_a", 0))).await;
+    let waited = started.elapsed();
+    crate::backend::off_runtime(move || migration.finish());
+    let err = outcome.expect("the batch gave up on its own").expect_err("a batch that could not take its lock commits nothing");
+    assert!(!matches!(err, StoreError::Superseded(_)), "it never saw the migration: {err}");
+    assert!(waited >= std::time::Duration::from_secs(4), "it waited for the lock first ({waited:?}): {err}");
+    drop(store);
+    b.raw_sql("DELETE FROM schema_migrations WHERE version = 1000").unwrap();
+    assert!(b.open().await.get_decision(WS, "dec_a").await.unwrap().is_none());
+}
+
 /// Two stores on one database (two nodes, or the server and a CLI command) append to
 /// one log: every entry gets its own sequence number, none is lost or sealed twice,
 /// and the log verifies.

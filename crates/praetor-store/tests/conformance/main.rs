@@ -38,6 +38,8 @@ conformance!(
     a_database_migrated_by_a_newer_version_is_refused,
     a_running_store_stops_once_a_newer_version_migrates_its_database,
     a_batch_waits_for_a_migration_in_progress_and_then_stops,
+    a_migration_waits_for_batches_in_flight_before_it_changes_anything,
+    a_batch_held_back_by_a_migration_gives_up_after_five_seconds,
     two_writers_on_one_database_share_one_log,
     records_round_trip_and_updates_keep_what_decisions_own,
     sessions_and_objects_keep_the_newest_version,
