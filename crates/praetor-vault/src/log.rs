@@ -2,7 +2,9 @@
 //!
 //! A sequencer keeps one [`LogState`] per log in memory. For each new record it calls
 //! [`LogState::append`], which returns everything the storage layer must persist (the
-//! entry row and the new stored hashes) and the new tree root to sign. Several appends
+//! entry row and the new stored hashes); [`LogState::root`] gives the tree root to
+//! sign, when one is wanted (it costs a hash per level of the tree's right edge, so it
+//! is not computed for every append). Several appends
 //! can be made before persisting them as one batch: the state carries the tree's
 //! right edge (a [`Frontier`]) and the chain head, so appending never reads storage.
 //! After a restart, [`LogState::restore`] rebuilds the state from the persisted size,
@@ -14,7 +16,7 @@
 //! 2. per batch: `append` each record (in sequence order), collect the [`Appended`]s;
 //! 3. persist, in one transaction, every entry row and every `(index, hash)` of
 //!    `new_stored_hashes`; only then answer the requests and sign a checkpoint for
-//!    the last `root`;
+//!    the state's `root()`;
 //! 4. if persisting fails, drop the state and `restore` it from storage again (the
 //!    appends of the failed batch are forgotten).
 
@@ -36,8 +38,6 @@ pub struct Appended {
     pub chain_hash: Hash,
     /// `HMAC-SHA256(secret, u64be(seq) || leaf_hash || chain_hash)`.
     pub hmac: Hash,
-    /// The tree root at size `seq + 1`.
-    pub root: Hash,
     /// The stored hashes this append creates, `(storage index, hash)`, indexes
     /// consecutive and ascending.
     pub new_stored_hashes: Vec<(u64, Hash)>,
@@ -156,7 +156,6 @@ impl LogState {
             leaf_hash,
             chain_hash: chain,
             hmac: entry_hmac(secret, seq, &leaf_hash, &chain),
-            root: self.frontier.root(),
             new_stored_hashes,
         })
     }
