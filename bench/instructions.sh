@@ -25,9 +25,12 @@
 #
 # Caveats: callgrind runs one thread at a time, so the writer's batches are shaped by
 # that, not by a real run (compare writer figures only at the same concurrency);
-# valgrind hides the CPU's SHA extensions, so SHA-256 runs its portable code, about 3 to
-# 4 times the instructions of the real run (the vault's hashes on the writer, the
-# content hash on the worker). Instructions are not time: a cache miss or a system call
+# valgrind hides the CPU's SHA extensions, so SHA-256 runs its portable code, many
+# times the instructions of the real run (the vault's hashes on the writer, the
+# content hash on the worker); work that runs on a clock (the WAL checkpoint every
+# 50 ms, the change feed every 100 ms) is counted per interval, and the server runs
+# about 50 times slower under callgrind, so it weighs that much more per decision in
+# `rest` than in a real run (the checkpoint's `walMerge` sort, for one). Instructions are not time: a cache miss or a system call
 # costs far more than its count says. Needs: valgrind (callgrind_annotate), bash, curl,
 # python3. Environment: PRAETOR (the binary, as for bench/threads.sh). Takes about a
 # minute with the defaults.
