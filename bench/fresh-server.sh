@@ -30,4 +30,7 @@ for _ in $(seq 1 "${SERVER_START_TRIES:-200}"); do
     kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/server.log" >&2; exit 1; }
     sleep 0.05
 done
+curl -fsS -o /dev/null "$URL/healthz" 2>/dev/null && [ -s "$WORK/data/admin.key" ] || {
+    echo "the server did not answer /healthz in time" >&2; cat "$WORK/server.log" >&2; exit 1
+}
 KEY=$(tr -d '[:space:]' <"$WORK/data/admin.key")

@@ -27,7 +27,8 @@ use crate::chain::{GENESIS_CHAIN_HASH, chain_hash, entry_hmac};
 use crate::error::VaultError;
 use crate::merkle::{Frontier, Hash, HashReader, leaf_hash};
 
-/// What one append produced: the entry to persist and the new tree state.
+/// What one append produced: the entry to persist and the stored hashes it creates
+/// (the new root, when one is wanted, is [`LogState::root`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
     /// The entry's sequence number (its leaf index), from 0.
