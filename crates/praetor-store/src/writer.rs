@@ -259,14 +259,14 @@ impl<C: WriterConn> Writer<C> {
     /// of the batch was written, and it must run again with them.
     fn try_batch(&mut self, batch: &[Job], savepoints: bool) -> Option<Vec<Result<Outcome>>> {
         self.checked.clear();
+        // Known already: not even a transaction (a round trip, on PostgreSQL).
         if let Err(StoreError::Superseded(why)) = self.schema.refuse_if_superseded() {
-            // Known already: not even a transaction (a round trip, on PostgreSQL).
-            return Some((0..batch.len()).map(|_| Err(StoreError::Superseded(why.clone()))).collect());
+            return Some(superseded(batch.len(), &why));
         }
         if let Err(e) = self.conn.begin().and_then(|()| self.schema.check(&self.conn)).and_then(|()| self.lock_logs_of(batch)) {
             self.abandon();
             return Some(match e {
-                StoreError::Superseded(why) => (0..batch.len()).map(|_| Err(StoreError::Superseded(why.clone()))).collect(),
+                StoreError::Superseded(why) => superseded(batch.len(), &why),
                 e => every(batch.len(), &format!("cannot begin a transaction: {e}")),
             });
         }
@@ -454,6 +454,11 @@ impl JobError {
 /// The same failure for each of `n` jobs.
 fn every(n: usize, msg: &str) -> Vec<Result<Outcome>> {
     (0..n).map(|_| Err(StoreError::Database(msg.to_owned()))).collect()
+}
+
+/// The same refusal for each of `n` jobs: a newer version migrated the database.
+fn superseded(n: usize, why: &str) -> Vec<Result<Outcome>> {
+    (0..n).map(|_| Err(StoreError::Superseded(why.to_owned()))).collect()
 }
 
 #[cfg(test)]
