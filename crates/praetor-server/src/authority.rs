@@ -287,6 +287,11 @@ impl Escalation {
         }
     }
 
+    /// Approved and not used by a decision: a retry of its action may still be allowed.
+    fn is_unused_approval(&self) -> bool {
+        self.state == "approved" && self.used_by_decision.is_none()
+    }
+
     /// What the SDK acts on: `allow` only while an approval is fresh.
     pub fn decision_at(&self, now: i64, freshness_ms: i64) -> &'static str {
         match self.status_at(now) {
@@ -329,6 +334,37 @@ pub struct Escalations {
     by_id: HashMap<String, Escalation>,
     /// Ids by action hash (an escalation's action never changes).
     by_action: HashMap<String, Vec<String>>,
+    /// How many are approved and not yet used: while there are none, no decision can
+    /// be an approved retry, and a decision need not hash its action to look for one.
+    unused_approvals: usize,
+}
+
+/// An escalation borrowed for a change, from `Escalations::get_mut`: when it is
+/// dropped, the count of unused approvals follows whatever the change did.
+pub struct EscalationMut<'a> {
+    escalation: &'a mut Escalation,
+    unused_approvals: &'a mut usize,
+    was_unused_approval: bool,
+}
+
+impl std::ops::Deref for EscalationMut<'_> {
+    type Target = Escalation;
+    fn deref(&self) -> &Escalation {
+        self.escalation
+    }
+}
+
+impl std::ops::DerefMut for EscalationMut<'_> {
+    fn deref_mut(&mut self) -> &mut Escalation {
+        self.escalation
+    }
+}
+
+impl Drop for EscalationMut<'_> {
+    fn drop(&mut self) {
+        *self.unused_approvals -= usize::from(self.was_unused_approval);
+        *self.unused_approvals += usize::from(self.escalation.is_unused_approval());
+    }
 }
 
 impl Escalations {
@@ -337,8 +373,16 @@ impl Escalations {
     }
 
     /// For changing an escalation's state; its `action_hash` must stay as it is.
-    pub fn get_mut(&mut self, id: &str) -> Option<&mut Escalation> {
-        self.by_id.get_mut(id)
+    pub fn get_mut(&mut self, id: &str) -> Option<EscalationMut<'_>> {
+        let escalation = self.by_id.get_mut(id)?;
+        let was_unused_approval = escalation.is_unused_approval();
+        Some(EscalationMut { escalation, unused_approvals: &mut self.unused_approvals, was_unused_approval })
+    }
+
+    /// Whether any escalation is approved and not yet used (fresh or not): only then
+    /// can a decision be the retry an approval allows.
+    pub fn any_unused_approval(&self) -> bool {
+        self.unused_approvals > 0
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Escalation> {
@@ -361,6 +405,7 @@ impl Escalations {
 
     pub fn insert(&mut self, e: Escalation) {
         let (id, hash) = (e.escalation_id.clone(), e.action_hash.clone());
+        self.unused_approvals += usize::from(e.is_unused_approval());
         if let Some(old) = self.by_id.insert(id.clone(), e) {
             self.unindex(&old);
         }
@@ -388,6 +433,7 @@ impl Escalations {
     }
 
     fn unindex(&mut self, e: &Escalation) {
+        self.unused_approvals -= usize::from(e.is_unused_approval());
         if let Some(ids) = self.by_action.get_mut(&e.action_hash) {
             ids.retain(|id| id != &e.escalation_id);
             if ids.is_empty() {
@@ -644,7 +690,7 @@ pub fn apply(state: &mut AuthorityState, d: &Decision, grant_id: Option<&str>, o
             "budget": { "used": g.uses, "budget": { "max_actions": g.max_uses } },
         }));
     }
-    if let Some(e) = d.authority.approved_by.as_deref().and_then(|id| state.escalations.get_mut(id)) {
+    if let Some(mut e) = d.authority.approved_by.as_deref().and_then(|id| state.escalations.get_mut(id)) {
         e.used_by_decision = Some(o.decision_id.to_owned());
         e.version += 1;
         ch.records.push(e.to_record(o.workspace_id, now));
@@ -793,5 +839,35 @@ mod tests {
         assert_eq!(all.for_action("h1").count(), 0);
         assert!(!all.by_action.contains_key("h1"), "an emptied entry leaves the index");
         assert_eq!(ids(all.values()), ["e3"]);
+    }
+
+    #[test]
+    fn unused_approvals_are_counted_through_every_change() {
+        let mut all = Escalations::default();
+        all.insert(escalation("e1", "a", "h1"));
+        all.insert(escalation("e2", "a", "h2"));
+        assert!(!all.any_unused_approval(), "pending escalations approve nothing");
+
+        all.get_mut("e1").unwrap().state = "approved".into();
+        assert!(all.any_unused_approval(), "an approval made through get_mut counts");
+        all.get_mut("e1").unwrap().used_by_decision = Some("dec_x".into());
+        assert!(!all.any_unused_approval(), "a used approval no longer counts");
+
+        // A copy from the store replaces the one in memory, and its count with it.
+        let mut approved = escalation("e2", "a", "h2");
+        approved.state = "approved".into();
+        all.insert(approved.clone());
+        assert!(all.any_unused_approval());
+        all.insert(approved);
+        all.remove("e2");
+        assert!(!all.any_unused_approval(), "replacing and removing leave no stale count");
+
+        let mut approved = escalation("e3", "b", "h3");
+        approved.state = "approved".into();
+        all.insert(approved);
+        all.get_mut("e3").unwrap().version += 1;
+        assert!(all.any_unused_approval(), "a change that leaves it approved keeps it counted");
+        all.retain(|e| e.escalation_id != "e3");
+        assert!(!all.any_unused_approval());
     }
 }

@@ -323,7 +323,8 @@ fn evaluate_with(
     let acting_agent = agent.as_ref().map(|a| a.agent_id.as_str());
     let grant_id = intercepted.chain.get("grant_id").and_then(Value::as_str);
     // The action's hash binds an approval to it: it is needed to find one (only when the
-    // workspace holds escalations) and to open one (only when this decision escalates).
+    // workspace holds an unused approval) and to open one (only when this decision
+    // escalates).
     let action_hash = || {
         crate::authority::action_hash(
             acting_agent,
@@ -332,7 +333,7 @@ fn evaluate_with(
             &intercepted.request.metadata,
         )
     };
-    let lookup_hash = (!live.authority.escalations.is_empty()).then(action_hash);
+    let lookup_hash = live.authority.escalations.any_unused_approval().then(action_hash);
     let authority_facts = {
         let agents = ws.agents.read();
         crate::authority::facts(&live.authority, &agents, acting_agent, &intercepted.request.action_type, grant_id, lookup_hash.as_deref(), now_ms, &settings)

@@ -28,7 +28,18 @@ pub fn new_id(prefix: &str) -> String {
 /// page a commit touches is written again, twice with the WAL). 48 random bits follow.
 /// `now_ms` is the time the row records (the server's clock, see `clock.rs`).
 pub fn new_time_ordered_id(prefix: &str, now_ms: i64) -> String {
-    format!("{prefix}_{:012x}{}", now_ms.max(0) as u64 & 0xffff_ffff_ffff, hex::encode(random_bytes::<6>()))
+    format!("{prefix}_{:012x}{}", now_ms.max(0) as u64 & 0xffff_ffff_ffff, hex::encode(id_bits::<6>()))
+}
+
+/// Random bits for ids made on every decision (its own and each violation's): from the
+/// thread's CSPRNG (ChaCha, seeded and reseeded from the OS), which needs no system
+/// call, where `random_bytes` makes one each time. Keys and secrets still come from
+/// `random_bytes`, straight from the OS.
+fn id_bits<const N: usize>() -> [u8; N] {
+    use rand::Rng;
+    let mut buf = [0u8; N];
+    rand::rng().fill_bytes(&mut buf);
+    buf
 }
 
 /// A new API key: `xb_live_` + 40 hex characters (160 random bits). The `xb_` prefix is

@@ -138,7 +138,7 @@ pub async fn resolve(
     let fresh = freshness_ms(ws);
     let reason = body.reason;
     let view = update(&state, ws, "escalation.resolved", &key_id.clone(), move |a, now| {
-        let e = a.escalations.get_mut(&id).ok_or_else(|| ApiError::not_found("escalation", &id))?;
+        let mut e = a.escalations.get_mut(&id).ok_or_else(|| ApiError::not_found("escalation", &id))?;
         if e.raised_by_key == key_id {
             return Err(ApiError::new(Code::InsufficientScope, "the key that raised an escalation cannot resolve it"));
         }
@@ -150,7 +150,7 @@ pub async fn resolve(
         e.resolution_reason = reason.clone();
         e.approver_key = Some(key_id.clone());
         e.resolved_at = Some(now);
-        let record = touched(e, &ws.workspace_id, now);
+        let record = touched(&mut *e, &ws.workspace_id, now);
         let fields = json!({
             "escalation_id": e.escalation_id, "decision_id": e.decision_id, "agent_id": e.agent_id,
             "resolution": resolution, "reason": reason, "approver": key_id, "action_hash": e.action_hash,
@@ -200,9 +200,9 @@ pub async fn expire_due(state: &AppState, ws: &WorkspaceState) -> ApiResult<()> 
             continue;
         }
         update(state, ws, "escalation.expired", "server", |a, now| {
-            let Some(e) = a.escalations.get_mut(&id).filter(|e| e.state == "pending") else { return Ok((vec![], json!({}), ())) };
+            let Some(mut e) = a.escalations.get_mut(&id).filter(|e| e.state == "pending") else { return Ok((vec![], json!({}), ())) };
             e.state = "expired".into();
-            let record = touched(e, &ws.workspace_id, now);
+            let record = touched(&mut *e, &ws.workspace_id, now);
             Ok((vec![record], json!({ "escalation_id": e.escalation_id, "decision_id": e.decision_id }), ()))
         })
         .await?;
