@@ -60,14 +60,20 @@ pub fn read(body: &Value, sealed_leaf: Option<&[u8]>) -> Value {
     if rest.contains_key("decision") {
         return body.clone();
     }
-    let entry = sealed_leaf.and_then(|leaf| serde_json::from_slice::<Map<String, Value>>(leaf).ok());
-    match entry.as_ref().and_then(|e| rebuild(e, rest)) {
-        Some(answer) => Value::Object(answer),
-        // No entry to join (a row without one, or an unreadable leaf, which `vault
-        // check` reports): what the row holds, which lacks the verdict.
-        None => {
-            tracing::warn!(decision_id = ?rest.get("decision_id"), has_leaf = sealed_leaf.is_some(), "a stored decision's answer cannot be joined with its sealed entry; returning the part its row holds");
-            body.clone()
+    let joined = match sealed_leaf.map(serde_json::from_slice::<Map<String, Value>>) {
+        None => Err("the decision has no sealed entry to join its answer with".to_owned()),
+        Some(Err(e)) => Err(format!("the decision's sealed entry cannot be read: {e}")),
+        Some(Ok(entry)) => rebuild(&entry, rest).ok_or_else(|| "the decision's sealed entry lacks fields of its answer".to_owned()),
+    };
+    match joined {
+        Ok(answer) => Value::Object(answer),
+        // No entry to join (which `vault check` reports): what the row holds, which
+        // lacks the verdict, and in `read_error` why.
+        Err(why) => {
+            tracing::warn!(decision_id = ?rest.get("decision_id"), reason = %why, "a stored decision's answer cannot be joined with its sealed entry; returning the part its row holds");
+            let mut part = rest.clone();
+            part.insert("read_error".into(), Value::String(why));
+            Value::Object(part)
         }
     }
 }
@@ -167,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn whole_answers_and_rows_without_an_entry_read_as_stored() {
+    fn whole_answers_read_as_stored() {
         let whole = Value::Object(answer());
         assert_eq!(read(&whole, Some(&leaf(&entry()))), whole, "a row written whole is not joined");
         // Not even where the entry says otherwise (a row kept whole because the two
@@ -176,8 +182,22 @@ mod tests {
         other.insert("decision".into(), json!("allow"));
         other.insert("reasoning".into(), json!("from the entry"));
         assert_eq!(read(&whole, Some(&leaf(&other))), whole);
-        let kept = Value::Object(stored(&answer(), &entry()));
-        assert_eq!(read(&kept, None), kept);
-        assert_eq!(read(&kept, Some(b"not json")), kept);
+    }
+
+    #[test]
+    fn a_row_that_cannot_be_joined_reads_as_its_part_and_says_why() {
+        let kept = stored(&answer(), &entry());
+        let mut short = entry();
+        short.remove("policies");
+        for (leaf, why) in [
+            (None, "no sealed entry"),
+            (Some(b"not json".to_vec()), "cannot be read: expected ident"),
+            (Some(leaf(&short)), "lacks fields"),
+        ] {
+            let Value::Object(mut got) = read(&Value::Object(kept.clone()), leaf.as_deref()) else { panic!("not an object") };
+            let error = got.remove("read_error").unwrap_or_else(|| panic!("{why}: no read_error"));
+            assert!(error.as_str().unwrap().contains(why), "{error}");
+            assert_eq!(got, kept, "{why}: the row's part, as stored");
+        }
     }
 }

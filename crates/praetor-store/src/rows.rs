@@ -633,24 +633,54 @@ fn violation_from_row(r: &dyn Row) -> Result<Violation> {
         body: serde_json::Value::Null,
     };
     let body = r.get::<String>(7)?;
+    // A damaged row or entry spoils this violation only, not every listing it falls in:
+    // it is shown with what its row holds and why the rest is missing (`vault check`
+    // reports the damage), as a decision whose answer cannot be joined is.
+    let mut unreadable_entry = None;
     let entry = match r.get::<Option<Vec<u8>>>(8)? {
-        Some(leaf) => Some(
-            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&leaf)
-                .map_err(|e| StoreError::Corrupt(format!("the vault entry of decision `{}`: {e}", v.decision_id)))?,
-        ),
+        Some(leaf) => match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&leaf) {
+            Ok(entry) => Some(entry),
+            Err(e) => {
+                unreadable_entry = Some(format!("the sealed entry of decision `{}` cannot be read: {e}", v.decision_id));
+                None
+            }
+        },
         None => None,
     };
-    v.body = if body == VIOLATION_BODY_IN_ENTRY {
+    let whole = if body == VIOLATION_BODY_IN_ENTRY {
         entry.as_ref().and_then(|e| v.rebuilt_body(e)).ok_or_else(|| {
-            StoreError::Corrupt(format!("violation `{}` is stored as its decision's sealed entry, which does not hold it", v.violation_id))
-        })?
+            unreadable_entry.take().unwrap_or_else(|| "the violation is stored as its decision's sealed entry, which does not hold it".to_owned())
+        })
     } else {
-        from_json(&body, "violation body")?
+        serde_json::from_str(&body).map_err(|e| format!("the violation's stored body cannot be read: {e}"))
     };
+    v.body = match whole {
+        Ok(body) => body,
+        Err(why) => {
+            tracing::warn!(violation_id = %v.violation_id, decision_id = %v.decision_id, reason = %why, "a stored violation cannot be read whole; returning what its row holds");
+            row_part(&v, why)
+        }
+    };
+    if let Some(why) = unreadable_entry {
+        tracing::warn!(violation_id = %v.violation_id, reason = %why, "a stored violation is shown without its decision's context");
+        if let serde_json::Value::Object(body) = &mut v.body {
+            body.insert("read_error".into(), why.into());
+        }
+    }
     if let Some(entry) = &entry {
         v.add_decision_context(entry);
     }
     Ok(v)
+}
+
+/// The body of a violation whose stored body cannot be had: the row's own columns, and
+/// in `read_error` why the rest is missing.
+fn row_part(v: &Violation, why: String) -> serde_json::Value {
+    let at = chrono::DateTime::from_timestamp_millis(v.at).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    serde_json::json!({
+        "violation_id": v.violation_id, "rule_id": v.rule_id, "severity": v.severity, "agent_id": v.agent_id,
+        "decision_id": v.decision_id, "at": at, "read_error": why,
+    })
 }
 
 pub fn list_violations(db: &dyn Db, ws: &str, f: &ViolationFilter) -> Result<Vec<Violation>> {

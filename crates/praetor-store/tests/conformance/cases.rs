@@ -680,12 +680,36 @@ pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) 
     assert_eq!(store.get_violation(WS, "vio_y").await.unwrap().unwrap().body, orphan.body, "no sealed decision: no context");
 
     // A row that says its body is in the entry, whose entry does not hold it or which
-    // has no sealed entry, is an error, not an empty violation.
-    for id in ["vio_x", "vio_y"] {
-        b.raw_sql(&format!("UPDATE violations SET body = '' WHERE workspace_id = '{WS}' AND violation_id = '{id}'")).unwrap();
-        let err = store.get_violation(WS, id).await.unwrap_err().to_string();
-        assert!(err.contains(id) && err.contains("does not hold it"), "{err}");
+    // has no sealed entry, or whose body is not JSON, reads as what the row holds and
+    // why the rest is missing: not as an empty violation, and without failing the list
+    // it falls in.
+    b.raw_sql(&format!("UPDATE violations SET body = '' WHERE workspace_id = '{WS}' AND violation_id IN ('vio_x', 'vio_y')")).unwrap();
+    b.raw_sql(&format!("UPDATE violations SET body = 'not json' WHERE workspace_id = '{WS}' AND violation_id = 'vio_c'")).unwrap();
+    let row_part = |v: &Violation, context: bool| {
+        let mut part = json!({ "violation_id": v.violation_id, "rule_id": "rule_a", "severity": "high", "agent_id": "agt_1",
+            "decision_id": v.decision_id, "at": "1970-01-01T00:00:00.010Z" });
+        if context {
+            for (k, x) in [("decision", json!("block")), ("action_type", json!("email.send")), ("content_sha256", json!("ab".repeat(32))), ("metadata", json!({ "amount": "12.5" }))] {
+                part[k] = x;
+            }
+        }
+        part
+    };
+    let damaged = [(&unsealed, true, "does not hold it"), (&orphan, false, "does not hold it"), (&own_field, true, "stored body cannot be read")];
+    for (v, context, why) in damaged {
+        let mut got = store.get_violation(WS, &v.violation_id).await.unwrap().unwrap();
+        let error = got.body.as_object_mut().unwrap().remove("read_error").unwrap_or_else(|| panic!("{}: no read_error", v.violation_id));
+        assert!(error.as_str().unwrap().contains(why), "{}: {error}", v.violation_id);
+        assert_eq!(got.body, row_part(v, context), "{}", v.violation_id);
     }
+    let listed = store.list_violations(WS, &ViolationFilter { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(listed.len(), 7, "every violation is listed, the damaged ones too");
+    for v in &listed {
+        let damaged = damaged.iter().any(|(d, ..)| d.violation_id == v.violation_id);
+        assert_eq!(v.body.get("read_error").is_some(), damaged, "{}: {}", v.violation_id, v.body);
+    }
+    let intact = listed.iter().find(|v| v.violation_id == "vio_a").unwrap();
+    assert_eq!(intact.body, with_context(&given_back), "the others read as before");
 }
 
 pub async fn shadow_hits_violations_and_deliveries(b: Backend) {
