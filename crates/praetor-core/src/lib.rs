@@ -30,3 +30,10 @@ pub use policy::{
     WorkspaceSettings,
 };
 pub use trust::next_trust;
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`: naive UTC with milliseconds, the wire contract's time
+/// (§0 rule 9), from milliseconds since the epoch. The same text as the format
+/// `%Y-%m-%dT%H:%M:%S%.3fZ`, without parsing a format string on every call.
+pub fn iso_millis(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -54,27 +54,18 @@ fn entry_gives_back(answer: &Map<String, Value>, entry: &Map<String, Value>) -> 
 
 /// The answer as stored in `body`, with its sealed entry when it has one: a whole
 /// answer (it has `decision`, as rows written before this change and fallbacks do) is
-/// returned as it is; the rest of one is joined with the entry.
-pub fn read(body: &Value, sealed_leaf: Option<&[u8]>) -> Value {
-    let Value::Object(rest) = body else { return body.clone() };
+/// returned as it is; the rest of one is joined with the entry. When the two cannot be
+/// joined (no entry, or one that cannot be read or lacks fields, which `vault check`
+/// reports), why.
+pub fn read(body: &Value, sealed_leaf: Option<&[u8]>) -> Result<Value, String> {
+    let Value::Object(rest) = body else { return Ok(body.clone()) };
     if rest.contains_key("decision") {
-        return body.clone();
+        return Ok(body.clone());
     }
-    let joined = match sealed_leaf.map(serde_json::from_slice::<Map<String, Value>>) {
+    match sealed_leaf.map(serde_json::from_slice::<Map<String, Value>>) {
         None => Err("the decision has no sealed entry to join its answer with".to_owned()),
-        Some(Err(e)) => Err(format!("the decision's sealed entry cannot be read: {e}")),
-        Some(Ok(entry)) => rebuild(&entry, rest).ok_or_else(|| "the decision's sealed entry lacks fields of its answer".to_owned()),
-    };
-    match joined {
-        Ok(answer) => Value::Object(answer),
-        // No entry to join (which `vault check` reports): what the row holds, which
-        // lacks the verdict, and in `read_error` why.
-        Err(why) => {
-            tracing::warn!(decision_id = ?rest.get("decision_id"), reason = %why, "a stored decision's answer cannot be joined with its sealed entry; returning the part its row holds");
-            let mut part = rest.clone();
-            part.insert("read_error".into(), Value::String(why));
-            Value::Object(part)
-        }
+        Some(Err(e)) => Err(format!("the decision's sealed entry cannot be read ({})", praetor_store::unreadable_json(&e))),
+        Some(Ok(entry)) => rebuild(&entry, rest).map(Value::Object).ok_or_else(|| "the decision's sealed entry lacks fields of its answer".to_owned()),
     }
 }
 
@@ -134,7 +125,7 @@ mod tests {
         let mut names: Vec<&str> = kept.keys().map(String::as_str).collect();
         names.sort_unstable();
         assert_eq!(names, ["boundary_check", "jurisdiction", "permission_scope", "policy_evaluated", "reasoning", "trust_score"]);
-        assert_eq!(read(&Value::Object(kept), Some(&leaf(&entry()))), Value::Object(answer()));
+        assert_eq!(read(&Value::Object(kept), Some(&leaf(&entry()))), Ok(Value::Object(answer())));
     }
 
     #[test]
@@ -148,7 +139,7 @@ mod tests {
         a.insert("escalation".into(), json!({ "escalation_id": "esc_1", "status": "pending" }));
         let kept = stored(&a, &e);
         assert!(!kept.contains_key("session_id") && !kept.contains_key("escalation_id") && kept.contains_key("escalation"));
-        assert_eq!(read(&Value::Object(kept), Some(&leaf(&e))), Value::Object(a));
+        assert_eq!(read(&Value::Object(kept), Some(&leaf(&e))), Ok(Value::Object(a)));
     }
 
     #[test]
@@ -175,29 +166,26 @@ mod tests {
     #[test]
     fn whole_answers_read_as_stored() {
         let whole = Value::Object(answer());
-        assert_eq!(read(&whole, Some(&leaf(&entry()))), whole, "a row written whole is not joined");
+        assert_eq!(read(&whole, Some(&leaf(&entry()))), Ok(whole.clone()), "a row written whole is not joined");
         // Not even where the entry says otherwise (a row kept whole because the two
         // disagreed, or one written before answers were stored once).
         let mut other = entry();
         other.insert("decision".into(), json!("allow"));
         other.insert("reasoning".into(), json!("from the entry"));
-        assert_eq!(read(&whole, Some(&leaf(&other))), whole);
+        assert_eq!(read(&whole, Some(&leaf(&other))), Ok(whole));
     }
 
     #[test]
-    fn a_row_that_cannot_be_joined_reads_as_its_part_and_says_why() {
-        let kept = stored(&answer(), &entry());
+    fn a_row_that_cannot_be_joined_says_why() {
+        let kept = Value::Object(stored(&answer(), &entry()));
         let mut short = entry();
         short.remove("policies");
-        for (leaf, why) in [
-            (None, "no sealed entry"),
-            (Some(b"not json".to_vec()), "cannot be read: expected ident"),
-            (Some(leaf(&short)), "lacks fields"),
-        ] {
-            let Value::Object(mut got) = read(&Value::Object(kept.clone()), leaf.as_deref()) else { panic!("not an object") };
-            let error = got.remove("read_error").unwrap_or_else(|| panic!("{why}: no read_error"));
-            assert!(error.as_str().unwrap().contains(why), "{error}");
-            assert_eq!(got, kept, "{why}: the row's part, as stored");
+        for (leaf, why) in [(None, "no sealed entry"), (Some(b"{\"decision\": no".to_vec()), "cannot be read (Syntax error at line 1, column 15)"), (Some(leaf(&short)), "lacks fields")] {
+            let err = read(&kept, leaf.as_deref()).unwrap_err();
+            assert!(err.contains(why), "{err}");
         }
+        // The leaf's text is not quoted (it may hold an action's metadata).
+        let err = read(&kept, Some(br#""a secret""#)).unwrap_err();
+        assert!(!err.contains("secret"), "{err}");
     }
 }

@@ -603,7 +603,7 @@ pub fn facts(
     agent_id: Option<&str>,
     action_type: &str,
     grant_id: Option<&str>,
-    // `None` when no escalation is held: there is no approval to find.
+    // `None` when no escalation is an unused approval: there is none to find.
     action_hash: Option<&str>,
     now: i64,
     settings: &WorkspaceSettings,

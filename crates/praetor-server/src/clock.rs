@@ -38,9 +38,7 @@ impl Clock for ManualClock {
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`: naive UTC, as the wire contract asks (§0 rule 9).
 pub fn iso(ms: i64) -> String {
-    // The same text as the format `%Y-%m-%dT%H:%M:%S%.3fZ`, without parsing a format
-    // string on every call (this runs several times per decision).
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    praetor_core::iso_millis(ms)
 }
 
 /// Parse an RFC 3339 time, or milliseconds since the epoch.

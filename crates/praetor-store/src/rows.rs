@@ -390,7 +390,12 @@ fn decision_from_row(r: &dyn Row) -> Result<DecisionRow> {
         created_at: r.get(5)?,
         vault_seq: r.get::<Option<i64>>(6)?.map(|s| s as u64),
         content: r.get(7)?,
-        body: from_json(&r.get::<String>(8)?, "decision body")?,
+        // An unreadable answer spoils this decision only (see `violation_from_row`): its
+        // body says why, and reading it back joins what its sealed entry gives.
+        body: match serde_json::from_str::<serde_json::Value>(&r.get::<String>(8)?) {
+            Ok(body) => body,
+            Err(e) => serde_json::json!({ "read_error": format!("the decision's stored answer cannot be read ({})", unreadable_json(&e)) }),
+        },
         session_id: r.get(9)?,
         sealed_leaf: r.get(10)?,
     })
@@ -641,18 +646,24 @@ fn violation_from_row(r: &dyn Row) -> Result<Violation> {
         Some(leaf) => match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&leaf) {
             Ok(entry) => Some(entry),
             Err(e) => {
-                unreadable_entry = Some(format!("the sealed entry of decision `{}` cannot be read: {e}", v.decision_id));
+                unreadable_entry = Some(format!("the sealed entry of decision `{}` cannot be read ({})", v.decision_id, unreadable_json(&e)));
                 None
             }
         },
         None => None,
     };
     let whole = if body == VIOLATION_BODY_IN_ENTRY {
-        entry.as_ref().and_then(|e| v.rebuilt_body(e)).ok_or_else(|| {
-            unreadable_entry.take().unwrap_or_else(|| "the violation is stored as its decision's sealed entry, which does not hold it".to_owned())
-        })
+        match (&entry, unreadable_entry.take()) {
+            (_, Some(why)) => Err(why),
+            (None, None) => Err(format!("the violation is stored as its decision's sealed entry, and decision `{}` has none", v.decision_id)),
+            (Some(e), None) => v.rebuilt_body(e).ok_or_else(|| "the violation is stored as its decision's sealed entry, which does not hold it".to_owned()),
+        }
     } else {
-        serde_json::from_str(&body).map_err(|e| format!("the violation's stored body cannot be read: {e}"))
+        match serde_json::from_str::<serde_json::Value>(&body) {
+            Ok(body) if body.is_object() => Ok(body),
+            Ok(_) => Err("the violation's stored body is not a JSON object".to_owned()),
+            Err(e) => Err(format!("the violation's stored body cannot be read ({})", unreadable_json(&e))),
+        }
     };
     v.body = match whole {
         Ok(body) => body,
@@ -661,11 +672,9 @@ fn violation_from_row(r: &dyn Row) -> Result<Violation> {
             row_part(&v, why)
         }
     };
-    if let Some(why) = unreadable_entry {
+    if let (Some(why), serde_json::Value::Object(body)) = (unreadable_entry, &mut v.body) {
         tracing::warn!(violation_id = %v.violation_id, reason = %why, "a stored violation is shown without its decision's context");
-        if let serde_json::Value::Object(body) = &mut v.body {
-            body.insert("read_error".into(), why.into());
-        }
+        body.insert("read_error".into(), why.into());
     }
     if let Some(entry) = &entry {
         v.add_decision_context(entry);
@@ -673,13 +682,18 @@ fn violation_from_row(r: &dyn Row) -> Result<Violation> {
     Ok(v)
 }
 
+/// Why a stored JSON text cannot be read, by its position only: serde's message may
+/// quote the text, which may hold an action's metadata, and this goes to the log.
+pub fn unreadable_json(e: &serde_json::Error) -> String {
+    format!("{:?} error at line {}, column {}", e.classify(), e.line(), e.column())
+}
+
 /// The body of a violation whose stored body cannot be had: the row's own columns, and
 /// in `read_error` why the rest is missing.
 fn row_part(v: &Violation, why: String) -> serde_json::Value {
-    let at = chrono::DateTime::from_timestamp_millis(v.at).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     serde_json::json!({
         "violation_id": v.violation_id, "rule_id": v.rule_id, "severity": v.severity, "agent_id": v.agent_id,
-        "decision_id": v.decision_id, "at": at, "read_error": why,
+        "decision_id": v.decision_id, "at": praetor_core::iso_millis(v.at), "read_error": why,
     })
 }
 

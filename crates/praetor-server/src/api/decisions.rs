@@ -15,14 +15,45 @@ use crate::extract::ApiQuery;
 use crate::state::AppState;
 
 /// A stored decision as the API shows it: its answer (joined with its sealed entry, see
-/// `answer`), its content and its entry's sequence number.
+/// `answer`), its content and its entry's sequence number. One whose answer cannot be
+/// joined with its entry is still shown: the part its row holds, the row's columns
+/// (its id, agent, session, action, verdict and time) and, in `read_error`, why.
 pub fn decision_view(row: &DecisionRow) -> Value {
-    let mut v = crate::answer::read(&row.body, row.sealed_leaf.as_deref());
+    let mut v = crate::answer::read(&row.body, row.sealed_leaf.as_deref()).unwrap_or_else(|why| {
+        tracing::warn!(decision_id = %row.decision_id, reason = %why, "a stored decision's answer cannot be joined with its sealed entry; returning the part its row holds");
+        row_part(row, why)
+    });
     if let Value::Object(m) = &mut v {
         m.insert("action_content".into(), json!(row.content));
         m.insert("vault_entry_id".into(), json!(row.vault_seq));
     }
     v
+}
+
+/// What a decision's row holds when its answer cannot be joined with its sealed entry.
+fn row_part(row: &DecisionRow, why: String) -> Value {
+    let mut part = match &row.body {
+        Value::Object(rest) => rest.clone(),
+        _ => serde_json::Map::new(),
+    };
+    let columns = [
+        ("decision_id", json!(row.decision_id)),
+        ("agent_id", json!(row.agent_id)),
+        ("session_id", json!(row.session_id)),
+        ("action_type", json!(row.action_type)),
+        ("decision", json!(row.decision)),
+        ("created_at", json!(crate::clock::iso(row.created_at))),
+    ];
+    for (field, value) in columns {
+        part.entry(field).or_insert(value);
+    }
+    // A reason the row's own part gave (an unreadable stored answer) comes first.
+    let why = match part.get("read_error").and_then(Value::as_str) {
+        Some(first) => format!("{first}; {why}"),
+        None => why,
+    };
+    part.insert("read_error".into(), Value::String(why));
+    Value::Object(part)
 }
 
 #[derive(Deserialize, Default)]
@@ -88,3 +119,34 @@ pub async fn get(
         .ok_or_else(|| ApiError::not_found("decision", &id))?;
     Ok(Json(json!({ "ok": true, "decision": decision_view(&row) })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(body: Value, sealed_leaf: Option<&[u8]>) -> DecisionRow {
+        DecisionRow {
+            decision_id: "dec_01".into(), workspace_id: "ws_1".into(), agent_id: Some("agt_1".into()), session_id: None,
+            action_type: "email.send".into(), decision: "block".into(), created_at: 10, vault_seq: Some(7),
+            content: Some("hi".into()), body, sealed_leaf: sealed_leaf.map(<[u8]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn a_decision_that_cannot_be_joined_is_shown_with_its_row_and_why() {
+        let part = json!({ "reasoning": "r", "trust_score": 70 });
+        let view = decision_view(&row(part.clone(), None));
+        assert_eq!(view, json!({
+            "reasoning": "r", "trust_score": 70, "decision_id": "dec_01", "agent_id": "agt_1", "session_id": null,
+            "action_type": "email.send", "decision": "block", "created_at": "1970-01-01T00:00:00.010Z",
+            "action_content": "hi", "vault_entry_id": 7,
+            "read_error": "the decision has no sealed entry to join its answer with",
+        }));
+        // Its own part unreadable too: both reasons, the row's first.
+        let view = decision_view(&row(json!({ "read_error": "the decision's stored answer cannot be read (x)" }), Some(b"[]")));
+        assert_eq!(view["decision_id"], "dec_01");
+        let why = view["read_error"].as_str().unwrap();
+        assert!(why.starts_with("the decision's stored answer cannot be read (x); the decision's sealed entry cannot be read"), "{why}");
+    }
+}
+

@@ -695,7 +695,7 @@ pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) 
         }
         part
     };
-    let damaged = [(&unsealed, true, "does not hold it"), (&orphan, false, "does not hold it"), (&own_field, true, "stored body cannot be read")];
+    let damaged = [(&unsealed, true, "which does not hold it"), (&orphan, false, "decision `dec_none` has none"), (&own_field, true, "stored body cannot be read (Syntax error at line 1, column 2)")];
     for (v, context, why) in damaged {
         let mut got = store.get_violation(WS, &v.violation_id).await.unwrap().unwrap();
         let error = got.body.as_object_mut().unwrap().remove("read_error").unwrap_or_else(|| panic!("{}: no read_error", v.violation_id));
@@ -710,6 +710,16 @@ pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) 
     }
     let intact = listed.iter().find(|v| v.violation_id == "vio_a").unwrap();
     assert_eq!(intact.body, with_context(&given_back), "the others read as before");
+
+    // A decision whose stored answer is not JSON is read with its columns and a body
+    // that says why, in the list and alone.
+    b.raw_sql(&format!("UPDATE decisions SET body = '{{\"reasoning\": \"x' WHERE workspace_id = '{WS}' AND decision_id = 'dec_1'")).unwrap();
+    let d = store.get_decision(WS, "dec_1").await.unwrap().unwrap();
+    assert_eq!((d.decision_id.as_str(), d.created_at, d.vault_seq.is_some()), ("dec_1", 10, true));
+    assert_eq!(d.body, json!({ "read_error": "the decision's stored answer cannot be read (Eof error at line 1, column 16)" }), "no text of it is quoted");
+    let (rows, total) = store.list_decisions(WS, &DecisionFilter { per_page: 10, ..Default::default() }).await.unwrap();
+    assert_eq!((rows.len(), total), (1, 1));
+    assert_eq!(rows[0].body, d.body);
 }
 
 pub async fn shadow_hits_violations_and_deliveries(b: Backend) {
