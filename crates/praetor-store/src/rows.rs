@@ -679,7 +679,23 @@ fn violation_from_row(r: &dyn Row) -> Result<Violation> {
     if let Some(entry) = &entry {
         v.add_decision_context(entry);
     }
+    if v.body.get("read_error").is_some() {
+        count_unreadable_read();
+    }
     Ok(v)
+}
+
+/// Reads of a stored decision or violation that could not be read whole and was shown
+/// with a `read_error`, since the process started (`/metrics`: damage can be alerted on,
+/// not only found in the log). Counted per read, not per damaged record.
+static UNREADABLE_READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn count_unreadable_read() {
+    UNREADABLE_READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn unreadable_reads() -> u64 {
+    UNREADABLE_READS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Why a stored JSON text cannot be read, by its position only: serde's message may

@@ -23,6 +23,9 @@ pub fn decision_view(row: &DecisionRow) -> Value {
         tracing::warn!(decision_id = %row.decision_id, reason = %why, "a stored decision's answer cannot be joined with its sealed entry; returning the part its row holds");
         row_part(row, why)
     });
+    if v.get("read_error").is_some() {
+        praetor_store::count_unreadable_read();
+    }
     if let Value::Object(m) = &mut v {
         m.insert("action_content".into(), json!(row.content));
         m.insert("vault_entry_id".into(), json!(row.vault_seq));

@@ -201,3 +201,31 @@ async fn the_follower_finds_a_newer_schema_on_a_node_that_only_reads() {
     assert_eq!((status.as_u16(), &health["status"]), (503, &json!("superseded")), "{health}");
     assert_error(&s.get("/api/v1/enforce/decisions", &s.admin_key).await, 503, "store_unavailable");
 }
+
+/// A damaged stored decision is still shown, named and with why, and counted in /metrics.
+#[tokio::test]
+async fn a_damaged_decision_is_shown_with_why_and_counted() {
+    let s = TestServer::start().await;
+    let answer = s.intercept(json!({ "action_type": "email.send", "content": "hello" })).await;
+    let id = answer["decision_id"].as_str().unwrap().to_owned();
+    let unreadable = || async {
+        let text = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let line = text.lines().find(|l| l.starts_with("praetor_records_unreadable_total ")).unwrap_or_else(|| panic!("{text}"));
+        line.split(' ').nth(1).unwrap().parse::<u64>().unwrap()
+    };
+    let before = unreadable().await;
+
+    let db = rusqlite::Connection::open(s.dir.path().join("praetor.db")).unwrap();
+    db.execute("UPDATE decisions SET body = '{\"reasoning\": \"x' WHERE decision_id = ?1", [&id]).unwrap();
+    let (status, got) = s.get(&format!("/api/v1/enforce/decisions/{id}"), &s.admin_key).await;
+    assert_eq!(status.as_u16(), 200, "{got}");
+    let shown = &got["decision"];
+    let why = shown["read_error"].as_str().unwrap_or_else(|| panic!("no read_error: {got}"));
+    assert!(why.contains("stored answer cannot be read") && !why.contains("reasoning"), "{why}");
+    // What the sealed entry gives is still there.
+    assert_eq!((&shown["decision_id"], &shown["decision"], &shown["action_type"]), (&json!(id), &answer["decision"], &json!("email.send")), "{got}");
+    let (status, list) = s.get("/api/v1/enforce/decisions", &s.admin_key).await;
+    assert_eq!(status.as_u16(), 200, "the listing stands: {list}");
+    assert!(unreadable().await >= before + 2, "both reads are counted");
+}
+

@@ -695,6 +695,7 @@ pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) 
         }
         part
     };
+    let unreadable_before = praetor_store::unreadable_reads();
     let damaged = [(&unsealed, true, "which does not hold it"), (&orphan, false, "decision `dec_none` has none"), (&own_field, true, "stored body cannot be read (Syntax error at line 1, column 2)")];
     for (v, context, why) in damaged {
         let mut got = store.get_violation(WS, &v.violation_id).await.unwrap().unwrap();
@@ -702,6 +703,7 @@ pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) 
         assert!(error.as_str().unwrap().contains(why), "{}: {error}", v.violation_id);
         assert_eq!(got.body, row_part(v, context), "{}", v.violation_id);
     }
+    assert!(praetor_store::unreadable_reads() >= unreadable_before + 3, "each read of a damaged one is counted");
     let listed = store.list_violations(WS, &ViolationFilter { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(listed.len(), 7, "every violation is listed, the damaged ones too");
     for v in &listed {
