@@ -55,8 +55,7 @@ fn entry_gives_back(answer: &Map<String, Value>, entry: &Map<String, Value>) -> 
 /// The answer as stored in `body`, with its sealed entry when it has one: a whole
 /// answer (it has `decision`, as rows written before this change and fallbacks do) is
 /// returned as it is; the rest of one is joined with the entry. When the two cannot be
-/// joined (no entry, or one that cannot be read or lacks fields, which `vault check`
-/// reports), why.
+/// joined (no entry, or one that cannot be read or lacks fields), why.
 pub fn read(body: &Value, sealed_leaf: Option<&[u8]>) -> Result<Value, String> {
     let Value::Object(rest) = body else { return Ok(body.clone()) };
     if rest.contains_key("decision") {

@@ -329,9 +329,21 @@ pub struct Metrics {
     /// Requests evaluated again because the store refused their commit as decided from
     /// a stale copy (another node, or a reload, moved an agent or session on).
     pub stale_reevaluations: AtomicU64,
+    /// Stored decisions and violations answered with a `read_error` (a damaged row or
+    /// sealed entry), counted per read: a client that ignores the field would take the
+    /// record as whole, so the damage must be alertable, not only in the log.
+    pub records_unreadable: AtomicU64,
 }
 
 impl Metrics {
+    /// Count the records among `shown` that carry a `read_error`.
+    pub fn count_unreadable(&self, shown: &[serde_json::Value]) {
+        let damaged = shown.iter().filter(|v| v.get("read_error").is_some()).count() as u64;
+        if damaged > 0 {
+            self.records_unreadable.fetch_add(damaged, Ordering::Relaxed);
+        }
+    }
+
     pub fn count_decision(&self, verdict: praetor_core::Verdict, latency_us: u64) {
         let c = match verdict {
             praetor_core::Verdict::Allow => &self.decisions_allow,

@@ -15,7 +15,7 @@ mod vault_rows;
 mod writer;
 
 pub use sql_store::SqlStore;
-pub use rows::{count_unreadable_read, unreadable_json, unreadable_reads};
+pub use rows::unreadable_json;
 pub use vault_rows::VaultCheck;
 
 pub use model::*;

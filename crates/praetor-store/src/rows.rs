@@ -393,7 +393,8 @@ fn decision_from_row(r: &dyn Row) -> Result<DecisionRow> {
         // An unreadable answer spoils this decision only (see `violation_from_row`): its
         // body says why, and reading it back joins what its sealed entry gives.
         body: match serde_json::from_str::<serde_json::Value>(&r.get::<String>(8)?) {
-            Ok(body) => body,
+            Ok(body) if body.is_object() => body,
+            Ok(_) => serde_json::json!({ "read_error": "the decision's stored answer is not a JSON object" }),
             Err(e) => serde_json::json!({ "read_error": format!("the decision's stored answer cannot be read ({})", unreadable_json(&e)) }),
         },
         session_id: r.get(9)?,
@@ -639,8 +640,8 @@ fn violation_from_row(r: &dyn Row) -> Result<Violation> {
     };
     let body = r.get::<String>(7)?;
     // A damaged row or entry spoils this violation only, not every listing it falls in:
-    // it is shown with what its row holds and why the rest is missing (`vault check`
-    // reports the damage), as a decision whose answer cannot be joined is.
+    // it is shown with what its row holds and why the rest is missing, as a decision
+    // whose answer cannot be joined is.
     let mut unreadable_entry = None;
     let entry = match r.get::<Option<Vec<u8>>>(8)? {
         Some(leaf) => match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&leaf) {
@@ -674,28 +675,17 @@ fn violation_from_row(r: &dyn Row) -> Result<Violation> {
     };
     if let (Some(why), serde_json::Value::Object(body)) = (unreadable_entry, &mut v.body) {
         tracing::warn!(violation_id = %v.violation_id, reason = %why, "a stored violation is shown without its decision's context");
+        // A reason its own body gave comes first.
+        let why = match body.get("read_error").and_then(serde_json::Value::as_str) {
+            Some(first) => format!("{first}; {why}"),
+            None => why,
+        };
         body.insert("read_error".into(), why.into());
     }
     if let Some(entry) = &entry {
         v.add_decision_context(entry);
     }
-    if v.body.get("read_error").is_some() {
-        count_unreadable_read();
-    }
     Ok(v)
-}
-
-/// Reads of a stored decision or violation that could not be read whole and was shown
-/// with a `read_error`, since the process started (`/metrics`: damage can be alerted on,
-/// not only found in the log). Counted per read, not per damaged record.
-static UNREADABLE_READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-pub fn count_unreadable_read() {
-    UNREADABLE_READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-}
-
-pub fn unreadable_reads() -> u64 {
-    UNREADABLE_READS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Why a stored JSON text cannot be read, by its position only: serde's message may

@@ -423,5 +423,6 @@ pub async fn history(
     };
     let (rows, total) = state.store.list_decisions(&auth.workspace.workspace_id, &filter).await?;
     let items: Vec<Value> = rows.iter().map(crate::api::decisions::decision_view).collect();
+    state.metrics.count_unreadable(&items);
     Ok(Json(json!({ "ok": true, "agent_id": id, "history": items, "total": total })))
 }

@@ -19,12 +19,9 @@ use crate::state::AppState;
 /// joined with its entry is still shown: the part its row holds, the row's columns
 /// (its id, agent, session, action, verdict and time) and, in `read_error`, why.
 pub fn decision_view(row: &DecisionRow) -> Value {
-    let mut v = crate::answer::read(&row.body, row.sealed_leaf.as_deref()).unwrap_or_else(|why| {
-        tracing::warn!(decision_id = %row.decision_id, reason = %why, "a stored decision's answer cannot be joined with its sealed entry; returning the part its row holds");
-        row_part(row, why)
-    });
-    if v.get("read_error").is_some() {
-        praetor_store::count_unreadable_read();
+    let mut v = crate::answer::read(&row.body, row.sealed_leaf.as_deref()).unwrap_or_else(|why| row_part(row, why));
+    if let Some(why) = v.get("read_error") {
+        tracing::warn!(decision_id = %row.decision_id, reason = %why, "a stored decision cannot be read whole; returning what can be read");
     }
     if let Value::Object(m) = &mut v {
         m.insert("action_content".into(), json!(row.content));
@@ -106,6 +103,7 @@ pub async fn list(
     };
     let (rows, total) = state.store.list_decisions(&auth.workspace.workspace_id, &filter).await?;
     let items: Vec<Value> = rows.iter().map(decision_view).collect();
+    state.metrics.count_unreadable(&items);
     Ok(Json(json!({ "ok": true, "decisions": items, "total": total, "page": filter.page, "per_page": per_page })))
 }
 
@@ -120,7 +118,9 @@ pub async fn get(
         .await?
         .filter(|row| auth.may_see(row.agent_id.as_deref()))
         .ok_or_else(|| ApiError::not_found("decision", &id))?;
-    Ok(Json(json!({ "ok": true, "decision": decision_view(&row) })))
+    let view = decision_view(&row);
+    state.metrics.count_unreadable(std::slice::from_ref(&view));
+    Ok(Json(json!({ "ok": true, "decision": view })))
 }
 
 #[cfg(test)]

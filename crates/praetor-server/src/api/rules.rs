@@ -305,7 +305,9 @@ pub async fn violations(
     let agent_id = auth.bound_agent().map(str::to_owned).or(q.agent_id);
     let filter = ViolationFilter { rule_id: q.rule_id, severity: q.severity, agent_id, since, limit: q.limit.unwrap_or(100) };
     let rows = state.store.list_violations(&auth.workspace.workspace_id, &filter).await?;
-    Ok(Json(json!({ "ok": true, "violations": rows.iter().map(|v| v.body.clone()).collect::<Vec<_>>(), "total": rows.len() })))
+    let bodies: Vec<Value> = rows.into_iter().map(|v| v.body).collect();
+    state.metrics.count_unreadable(&bodies);
+    Ok(Json(json!({ "ok": true, "total": bodies.len(), "violations": bodies })))
 }
 
 pub async fn violation(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
@@ -315,5 +317,6 @@ pub async fn violation(State(state): State<Arc<AppState>>, auth: Authorized<perm
         .await?
         .filter(|v| auth.may_see(v.agent_id.as_deref()))
         .ok_or_else(|| ApiError::not_found("violation", &id))?;
+    state.metrics.count_unreadable(std::slice::from_ref(&v.body));
     Ok(Json(json!({ "ok": true, "violation": v.body })))
 }

@@ -50,7 +50,7 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
             "errors": m.errors.load(Ordering::Relaxed),
             "escalations_refused_at_limit": m.escalations_refused.load(Ordering::Relaxed),
             "stale_reevaluations": m.stale_reevaluations.load(Ordering::Relaxed),
-            "records_unreadable": praetor_store::unreadable_reads(),
+            "records_unreadable": m.records_unreadable.load(Ordering::Relaxed),
         },
         "store_commits": state.store.commit_stats(),
     }))
@@ -81,7 +81,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
     sample(&mut out, "praetor_escalations_refused_total", "counter", "Escalations blocked instead because the workspace held max_pending_escalations.", m.escalations_refused.load(Ordering::Relaxed));
     sample(&mut out, "praetor_stale_reevaluations_total", "counter", "Requests evaluated again because their commit was refused as decided from a stale copy.", m.stale_reevaluations.load(Ordering::Relaxed));
-    sample(&mut out, "praetor_records_unreadable_total", "counter", "Reads of a stored decision or violation that could not be read whole and was shown with a read_error (`praetor vault check` names the damage).", praetor_store::unreadable_reads());
+    sample(&mut out, "praetor_records_unreadable_total", "counter", "Stored decisions and violations answered with a read_error (a damaged row or sealed entry), counted per read.", m.records_unreadable.load(Ordering::Relaxed));
     sample(&mut out, "praetor_decision_latency_seconds_sum", "counter", "Total time spent deciding, including the durable append.", m.decision_latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6);
     let c = state.store.commit_stats();
     let _ = writeln!(out, "# HELP praetor_store_commit_seconds Time of one group commit (the durable append, one fsync).");

@@ -202,18 +202,25 @@ async fn the_follower_finds_a_newer_schema_on_a_node_that_only_reads() {
     assert_error(&s.get("/api/v1/enforce/decisions", &s.admin_key).await, 503, "store_unavailable");
 }
 
-/// A damaged stored decision is still shown, named and with why, and counted in /metrics.
+/// Damaged stored decisions and violations are still shown, named and with why, and each
+/// such read is counted in /metrics and /v1/status.
 #[tokio::test]
-async fn a_damaged_decision_is_shown_with_why_and_counted() {
+async fn damaged_records_are_shown_with_why_and_counted() {
     let s = TestServer::start().await;
+    s.policy(json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" })).await;
     let answer = s.intercept(json!({ "action_type": "email.send", "content": "hello" })).await;
+    let blocked = s.intercept(json!({ "action_type": "delete_x" })).await;
+    assert_eq!(blocked["decision"], "block", "{blocked}");
     let id = answer["decision_id"].as_str().unwrap().to_owned();
-    let unreadable = || async {
+    let counted = || async {
         let text = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
         let line = text.lines().find(|l| l.starts_with("praetor_records_unreadable_total ")).unwrap_or_else(|| panic!("{text}"));
-        line.split(' ').nth(1).unwrap().parse::<u64>().unwrap()
+        let metric = line.split(' ').nth(1).unwrap().parse::<u64>().unwrap();
+        let (_, status) = s.get("/v1/status", "").await;
+        assert_eq!(status["counters"]["records_unreadable"], metric, "{status}");
+        metric
     };
-    let before = unreadable().await;
+    assert_eq!(counted().await, 0);
 
     let db = rusqlite::Connection::open(s.dir.path().join("praetor.db")).unwrap();
     db.execute("UPDATE decisions SET body = '{\"reasoning\": \"x' WHERE decision_id = ?1", [&id]).unwrap();
@@ -221,11 +228,20 @@ async fn a_damaged_decision_is_shown_with_why_and_counted() {
     assert_eq!(status.as_u16(), 200, "{got}");
     let shown = &got["decision"];
     let why = shown["read_error"].as_str().unwrap_or_else(|| panic!("no read_error: {got}"));
-    assert!(why.contains("stored answer cannot be read") && !why.contains("reasoning"), "{why}");
+    assert!(why.contains("stored answer cannot be read"), "{why}");
     // What the sealed entry gives is still there.
     assert_eq!((&shown["decision_id"], &shown["decision"], &shown["action_type"]), (&json!(id), &answer["decision"], &json!("email.send")), "{got}");
+    assert_eq!(counted().await, 1);
     let (status, list) = s.get("/api/v1/enforce/decisions", &s.admin_key).await;
     assert_eq!(status.as_u16(), 200, "the listing stands: {list}");
-    assert!(unreadable().await >= before + 2, "both reads are counted");
-}
+    assert_eq!(list["decisions"].as_array().map(Vec::len), Some(2), "{list}");
+    assert_eq!(counted().await, 2, "one damaged record in the list: one more");
 
+    db.execute("UPDATE violations SET body = 'not json'", []).unwrap();
+    let (status, list) = s.get("/api/v1/violations", &s.admin_key).await;
+    assert_eq!(status.as_u16(), 200, "{list}");
+    let violation = &list["violations"][0];
+    assert!(violation["read_error"].as_str().unwrap().contains("stored body cannot be read"), "{list}");
+    assert_eq!(violation["decision_id"], blocked["decision_id"], "{list}");
+    assert_eq!(counted().await, 3);
+}
