@@ -15,7 +15,7 @@ mod vault_rows;
 mod writer;
 
 pub use sql_store::SqlStore;
-pub use rows::unreadable_json;
+pub use rows::{add_read_error, unreadable_json};
 pub use vault_rows::VaultCheck;
 
 pub use model::*;

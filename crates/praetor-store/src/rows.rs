@@ -675,17 +675,22 @@ fn violation_from_row(r: &dyn Row) -> Result<Violation> {
     };
     if let (Some(why), serde_json::Value::Object(body)) = (unreadable_entry, &mut v.body) {
         tracing::warn!(violation_id = %v.violation_id, reason = %why, "a stored violation is shown without its decision's context");
-        // A reason its own body gave comes first.
-        let why = match body.get("read_error").and_then(serde_json::Value::as_str) {
-            Some(first) => format!("{first}; {why}"),
-            None => why,
-        };
-        body.insert("read_error".into(), why.into());
+        add_read_error(body, why);
     }
     if let Some(entry) = &entry {
         v.add_decision_context(entry);
     }
     Ok(v)
+}
+
+/// Say in `body`'s `read_error` why part of a stored record is missing, after any reason
+/// already there (the record's own part is read first, then what it is joined with).
+pub fn add_read_error(body: &mut serde_json::Map<String, serde_json::Value>, why: String) {
+    let why = match body.get("read_error").and_then(serde_json::Value::as_str) {
+        Some(first) => format!("{first}; {why}"),
+        None => why,
+    };
+    body.insert("read_error".into(), why.into());
 }
 
 /// Why a stored JSON text cannot be read, by its position only: serde's message may

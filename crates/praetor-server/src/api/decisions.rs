@@ -47,12 +47,7 @@ fn row_part(row: &DecisionRow, why: String) -> Value {
     for (field, value) in columns {
         part.entry(field).or_insert(value);
     }
-    // A reason the row's own part gave (an unreadable stored answer) comes first.
-    let why = match part.get("read_error").and_then(Value::as_str) {
-        Some(first) => format!("{first}; {why}"),
-        None => why,
-    };
-    part.insert("read_error".into(), Value::String(why));
+    praetor_store::add_read_error(&mut part, why);
     Value::Object(part)
 }
 
