@@ -130,12 +130,13 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
                 })? as i64),
                 None => None,
             };
-            db.execute("INSERT INTO decisions (workspace_id, decision_id, agent_id, action_type, decision, created_at, vault_seq, content, body, session_id)
+            db.execute_later("INSERT INTO decisions (workspace_id, decision_id, agent_id, action_type, decision, created_at, vault_seq, content, body, session_id)
                  VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)", args![row.workspace_id, row.decision_id, row.agent_id, row.action_type, row.decision, row.created_at, seq, row.content, body_text(encoded, &row.body)?.as_ref(), row.session_id],
+                None,
             )?;
         }
         Mutation::PutSession(x) => {
-            db.execute("INSERT INTO sessions (workspace_id, session_id, agent_id, credential_id, label, budgets, consumed, status,
+            db.execute_later("INSERT INTO sessions (workspace_id, session_id, agent_id, credential_id, label, budgets, consumed, status,
                     kill_reason, attributes, created_at, expires_at, closed_at, version, etag)
                  VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)
                  ON CONFLICT (workspace_id, session_id) DO UPDATE SET
@@ -145,10 +146,13 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
                 x.workspace_id, x.session_id, x.agent_id, x.credential_id, x.label, to_json(&x.budgets)?,
                 to_json(&x.consumed)?, x.status.as_str(), x.kill_reason, to_json(&x.attributes)?, x.created_at,
                 x.expires_at, x.closed_at, x.version as i64, x.etag
-            ])?;
+            ], None)?;
         }
         Mutation::PutObject(o) => {
-            let written = db.execute("INSERT INTO objects (workspace_id, kind, object_id, agent_id, status, body, created_at, updated_at, version)
+            // A version not above the stored one was made from a stale copy (another
+            // node, or a change that never committed, moved the object on): refuse it
+            // rather than drop it, so the caller reloads and decides again.
+            db.execute_later("INSERT INTO objects (workspace_id, kind, object_id, agent_id, status, body, created_at, updated_at, version)
                  VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)
                  ON CONFLICT (workspace_id, kind, object_id) DO UPDATE SET
                     agent_id = excluded.agent_id, status = excluded.status, body = excluded.body,
@@ -156,17 +160,11 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
                  WHERE excluded.version > objects.version", args![
                 o.workspace_id, o.kind, o.object_id, o.agent_id, o.status, body_text(encoded, &o.body)?.as_ref(), o.created_at, o.updated_at,
                 o.version as i64
-            ])?;
-            // A version not above the stored one was made from a stale copy (another
-            // node, or a change that never committed, moved the object on): refuse it
-            // rather than drop it, so the caller reloads and decides again.
-            if written == 0 {
-                return Err(StoreError::Stale(format!("{} `{}`", o.kind, o.object_id)));
-            }
+            ], Some(StoreError::Stale(format!("{} `{}`", o.kind, o.object_id))))?;
         }
         Mutation::InsertViolation(v) => {
-            db.execute("INSERT INTO violations (workspace_id, violation_id, rule_id, severity, agent_id, decision_id, at, body)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8)", args![v.workspace_id, v.violation_id, v.rule_id, v.severity, v.agent_id, v.decision_id, v.at, body_text(encoded, &v.body)?.as_ref()])?;
+            db.execute_later("INSERT INTO violations (workspace_id, violation_id, rule_id, severity, agent_id, decision_id, at, body)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8)", args![v.workspace_id, v.violation_id, v.rule_id, v.severity, v.agent_id, v.decision_id, v.at, body_text(encoded, &v.body)?.as_ref()], None)?;
         }
         Mutation::PutDelivery(d) => {
             db.execute("INSERT INTO deliveries (workspace_id, delivery_id, channel, target, webhook_id, event, payload, status, attempts,
@@ -180,7 +178,7 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
             ])?;
         }
         Mutation::InsertShadowHit(h) => {
-            db.execute("INSERT INTO shadow_hits (workspace_id, policy_id, decision_id, actual, would, changed, at) VALUES (?1,?2,?3,?4,?5,?6,?7)", args![h.workspace_id, h.policy_id, h.decision_id, h.actual, h.would, h.changed, h.at])?;
+            db.execute_later("INSERT INTO shadow_hits (workspace_id, policy_id, decision_id, actual, would, changed, at) VALUES (?1,?2,?3,?4,?5,?6,?7)", args![h.workspace_id, h.policy_id, h.decision_id, h.actual, h.would, h.changed, h.at], None)?;
         }
         Mutation::RevokeCredential { workspace_id, credential_id, at } => {
             let revoked = db.execute(
@@ -203,17 +201,19 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
                 "escalate" => (0, 0, 1),
                 _ => (0, 1, 0),
             };
-            db.execute("UPDATE agents SET trust_score = ?3, clean_streak = ?4, last_seen_at = ?5,
+            db.execute_later("UPDATE agents SET trust_score = ?3, clean_streak = ?4, last_seen_at = ?5,
                     total_actions = total_actions + 1, allowed_actions = allowed_actions + ?6,
                     blocked_actions = blocked_actions + ?7, escalated_actions = escalated_actions + ?8, etag = ?9
                  WHERE workspace_id = ?1 AND agent_id = ?2", args![a.workspace_id, a.agent_id, a.trust_score, a.clean_streak, a.at, allowed, blocked, escalated, a.etag],
+                None,
             )?;
         }
         Mutation::Expect { workspace_id, of, id, etag } => {
-            let stored: Option<String> = db.value(&format!("SELECT etag FROM {} WHERE workspace_id = ?1 AND {} = ?2", table(*of), key_column(*of)), args![workspace_id, id])?;
-            if stored.as_deref() != Some(etag.as_str()) {
-                return Err(StoreError::Stale(format!("{} `{id}`", noun(*of))));
-            }
+            db.expect_row_later(
+                &format!("SELECT 1 FROM {} WHERE workspace_id = ?1 AND {} = ?2 AND etag = ?3", table(*of), key_column(*of)),
+                args![workspace_id, id, etag],
+                StoreError::Stale(format!("{} `{id}`", noun(*of))),
+            )?;
         }
         Mutation::ExpectActive { workspace_id, agent_id, credential_id } => {
             let active: Option<bool> = db.value("SELECT is_active FROM agents WHERE workspace_id = ?1 AND agent_id = ?2", args![workspace_id, agent_id])?;
@@ -256,15 +256,13 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
             }
         }
         Mutation::ClaimNonce { workspace_id, agent_id, nonce, now, until } => {
-            let claimed = db.execute(
+            db.execute_later(
                 "INSERT INTO nonces (workspace_id, agent_id, nonce, expires_at) VALUES (?1, ?2, ?3, ?5)
                  ON CONFLICT (workspace_id, agent_id, nonce) DO UPDATE SET expires_at = excluded.expires_at
                  WHERE nonces.expires_at <= ?4",
                 args![workspace_id, agent_id, nonce, now, until],
+                Some(StoreError::Replayed(format!("nonce of agent `{agent_id}`"))),
             )?;
-            if claimed == 0 {
-                return Err(StoreError::Replayed(format!("nonce of agent `{agent_id}`")));
-            }
         }
         Mutation::PruneNonces { workspace_id, now } => {
             db.execute("DELETE FROM nonces WHERE workspace_id = ?1 AND expires_at <= ?2", args![workspace_id, now])?;
@@ -836,12 +834,12 @@ pub fn get_api_key(db: &dyn Db, ws: &str, key_id: &str) -> Result<Option<ApiKey>
 /// Append one change-feed entry. The caller holds the workspace's write lock, so the
 /// next sequence number is free and entries are numbered in commit order.
 pub fn insert_change(db: &dyn Db, ws: &str, node_id: &str, key: &str, at: Millis) -> Result<()> {
-    db.execute(
+    db.execute_later(
         "INSERT INTO changes (workspace_id, seq, node_id, key, at)
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM changes WHERE workspace_id = ?1), ?2, ?3, ?4)",
         args![ws, node_id, key, at],
-    )?;
-    Ok(())
+        None,
+    )
 }
 
 pub fn changes_since(db: &dyn Db, ws: &str, after: u64, limit: u32) -> Result<Vec<Change>> {

@@ -98,6 +98,29 @@ pub enum Cell {
     Bytes(Vec<u8>),
 }
 
+/// A value kept beyond the statement that gave it (a held write's argument).
+impl From<Arg<'_>> for Cell {
+    fn from(a: Arg<'_>) -> Cell {
+        match a {
+            Arg::Null => Cell::Null,
+            Arg::Int(i) => Cell::Int(i),
+            Arg::Text(s) => Cell::Text(s.to_owned()),
+            Arg::Bytes(b) => Cell::Bytes(b.to_vec()),
+        }
+    }
+}
+
+impl ToArg for Cell {
+    fn arg(&self) -> Arg<'_> {
+        match self {
+            Cell::Null => Arg::Null,
+            Cell::Int(i) => Arg::Int(*i),
+            Cell::Text(s) => Arg::Text(s),
+            Cell::Bytes(b) => Arg::Bytes(b),
+        }
+    }
+}
+
 /// A result row, read column by column.
 pub trait Row {
     fn cell(&self, index: usize) -> Result<Cell>;
@@ -176,6 +199,40 @@ pub trait Db {
     fn query(&self, sql: &str, args: &[&dyn ToArg], each: &mut dyn FnMut(&dyn Row) -> Result<()>) -> Result<()>;
     /// Run several statements without arguments (transaction control, DDL).
     fn batch(&self, sql: &str) -> Result<()>;
+
+    /// Run a write whose outcome is only checked, never read: with `refused`, a
+    /// statement that changes no row fails with that error. A backend may hold it and
+    /// send it with the statements after it (PostgreSQL pipelines them: one round trip
+    /// for many); its failure is then reported by the next statement that waits for an
+    /// answer, or by [`Db::flush`]. SQLite runs it at once.
+    fn execute_later(&self, sql: &str, args: &[&dyn ToArg], refused: Option<StoreError>) -> Result<()> {
+        let changed = self.execute(sql, args)?;
+        match refused {
+            Some(e) if changed == 0 => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// A query that must find at least one row, or fail with `refused`; held and sent
+    /// like [`Db::execute_later`].
+    fn expect_row_later(&self, sql: &str, args: &[&dyn ToArg], refused: StoreError) -> Result<()> {
+        let mut found = false;
+        self.query(sql, args, &mut |_| {
+            found = true;
+            Ok(())
+        })?;
+        if found { Ok(()) } else { Err(refused) }
+    }
+
+    /// Wait for every statement held by `execute_later` and `expect_row_later`: the
+    /// first failure among them, in the order they were given.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Drop the held statements unsent: the transaction they belong to is being rolled
+    /// back.
+    fn discard(&self) {}
 }
 
 impl dyn Db + '_ {

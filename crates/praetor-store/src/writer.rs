@@ -283,12 +283,13 @@ impl<C: WriterConn> Writer<C> {
             }
             match self.apply_job(job) {
                 Ok(outcome) => results.push(Ok(outcome)),
-                Err(e) => {
-                    tracing::debug!(error = %e, "a job failed in a batch without savepoints; running the batch again with them");
-                    self.abandon();
-                    return None;
-                }
+                Err(e) => return self.run_again(&e),
             }
+        }
+        // Writes the backend held (`Db::execute_later`) fail here at the latest; which
+        // job they belonged to is found by the run with savepoints.
+        if !savepoints && let Err(e) = self.conn.flush() {
+            return self.run_again(&e);
         }
         let commit = match &poisoned {
             // A savepoint could not be released or rolled back: the transaction's state
@@ -304,9 +305,18 @@ impl<C: WriterConn> Writer<C> {
         Some(results)
     }
 
+    /// A job of a batch without savepoints failed: nothing of the batch stands, and it
+    /// must run again with them.
+    fn run_again(&mut self, e: &StoreError) -> Option<Vec<Result<Outcome>>> {
+        tracing::debug!(error = %e, "a job failed in a batch without savepoints; running the batch again with them");
+        self.abandon();
+        None
+    }
+
     /// Roll the batch's transaction back. The in-memory appenders ran ahead of the
     /// store: they are rebuilt from it on next use.
     fn abandon(&mut self) {
+        self.conn.discard();
         let _ = self.conn.batch("ROLLBACK");
         self.logs.clear();
         self.checked.clear();
@@ -323,7 +333,9 @@ impl<C: WriterConn> Writer<C> {
     /// touched are restored, and the rest of the batch goes on.
     fn in_savepoint<T>(&mut self, f: impl FnOnce(&mut Writer<C>) -> Result<T>) -> Result<T, JobError> {
         self.conn.batch("SAVEPOINT job").map_err(|e| JobError::Poisoned(e.to_string()))?;
-        match f(self) {
+        // The job's held writes are sent and checked before its savepoint is released,
+        // so a failure among them is its own.
+        match f(self).and_then(|v| self.conn.flush().map(|()| v)) {
             Ok(v) => {
                 self.conn.batch("RELEASE job").map_err(|e| JobError::Poisoned(e.to_string()))?;
                 Ok(v)
@@ -334,6 +346,7 @@ impl<C: WriterConn> Writer<C> {
                 // earlier, uncommitted appends are seen).
                 self.logs.clear();
                 self.checked.clear();
+                self.conn.discard();
                 self.conn.batch("ROLLBACK TO job; RELEASE job").map_err(|e| JobError::Poisoned(e.to_string()))?;
                 Err(JobError::Failed(e))
             }

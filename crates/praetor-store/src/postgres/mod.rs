@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::error::Error as StdError;
 
 use bytes::BytesMut;
-use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use postgres::{Client, NoTls, Statement};
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::sql::{Arg, Cell, Db, Row, ToArg, postgres_placeholders};
 use crate::sql_store::{Backend, SqlStore};
@@ -27,11 +27,11 @@ use crate::{Result, StoreError, VaultCheck, vault_rows};
 pub type PostgresStore = SqlStore<Postgres>;
 
 pub struct Postgres {
-    config: postgres::Config,
+    config: tokio_postgres::Config,
 }
 
-impl From<postgres::Error> for StoreError {
-    fn from(e: postgres::Error) -> Self {
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
         // The server's own message (e.g. a constraint's name) says more than the
         // client's summary.
         match e.as_db_error() {
@@ -55,8 +55,8 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-fn parse_config(url: &str) -> Result<postgres::Config> {
-    let mut config: postgres::Config =
+fn parse_config(url: &str) -> Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config =
         url.parse().map_err(|e| StoreError::Database(format!("`{}` is not a PostgreSQL URL: {e}", redact_url(url))))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(std::time::Duration::from_secs(5));
@@ -144,16 +144,37 @@ pub fn check_vault_database(url: &str, progress: &mut dyn FnMut(&str, u64, u64))
 
 /// One connection, with its prepared statements. A broken connection is replaced
 /// before the next transaction (the writer's) or dropped by the reader pool.
+///
+/// Like the synchronous `postgres` client, it owns a single-threaded runtime that runs
+/// the connection while a call waits for its answer; it is used from one thread at a
+/// time, never from async code. Unlike that client, it can send several statements
+/// before reading their answers: writes given to `execute_later` are held and sent
+/// together with the next statement that waits for an answer (or `flush`), so a batch
+/// of decisions costs a few round trips instead of several per decision.
 pub struct PgConn {
-    config: postgres::Config,
+    config: tokio_postgres::Config,
+    runtime: tokio::runtime::Runtime,
     client: RefCell<Client>,
     statements: RefCell<HashMap<String, Statement>>,
+    held: RefCell<Vec<Held>>,
+}
+
+/// A write held for the next round trip, with its arguments copied.
+struct Held {
+    statement: Statement,
+    args: Vec<Cell>,
+    /// The error when it changes (or, for a query, returns) no row.
+    refused: Option<StoreError>,
 }
 
 impl PgConn {
-    fn connect(config: &postgres::Config) -> Result<PgConn> {
-        let client = config.connect(NoTls)?;
-        Ok(PgConn { config: config.clone(), client: RefCell::new(client), statements: RefCell::new(HashMap::new()) })
+    fn connect(config: &tokio_postgres::Config) -> Result<PgConn> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Database(format!("cannot start the PostgreSQL connection's runtime: {e}")))?;
+        let client = runtime.block_on(open(config))?;
+        Ok(PgConn { config: config.clone(), runtime, client: RefCell::new(client), statements: RefCell::new(HashMap::new()), held: RefCell::new(Vec::new()) })
     }
 
     /// The prepared form of `sql` (SQLite placeholders), prepared once per connection.
@@ -161,7 +182,10 @@ impl PgConn {
         if let Some(s) = self.statements.borrow().get(sql) {
             return Ok(s.clone());
         }
-        let prepared = self.client.borrow_mut().prepare(&postgres_placeholders(sql))?;
+        let prepared = {
+            let client = self.client.borrow();
+            self.runtime.block_on(client.prepare(&postgres_placeholders(sql)))?
+        };
         self.statements.borrow_mut().insert(sql.to_owned(), prepared.clone());
         Ok(prepared)
     }
@@ -170,12 +194,70 @@ impl PgConn {
     fn reconnect_if_closed(&self) -> Result<()> {
         if self.client.borrow().is_closed() {
             tracing::warn!("the PostgreSQL connection was closed; reconnecting");
-            *self.client.borrow_mut() = self.config.connect(NoTls)?;
+            self.held.borrow_mut().clear();
+            *self.client.borrow_mut() = self.runtime.block_on(open(&self.config))?;
             self.statements.borrow_mut().clear();
             writer_session(self)?;
         }
         Ok(())
     }
+
+    /// Send the held writes, then `then`, in one round trip, and wait for every answer.
+    /// The first held write that failed is the error, whatever `then` gave: it ran
+    /// after that failure.
+    fn with_held<T>(&self, then: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let held = std::mem::take(&mut *self.held.borrow_mut());
+        let client = self.client.borrow();
+        let sends = held.iter().map(|h| {
+            let args: Vec<PgArg<'_>> = h.args.iter().map(|c| PgArg(c.arg())).collect();
+            Box::pin(client.execute_raw(&h.statement, args))
+        });
+        let (outcomes, last) = self.runtime.block_on(in_order(sends.collect(), then));
+        for (h, outcome) in held.into_iter().zip(outcomes) {
+            if let (0, Some(refused)) = (outcome?, h.refused) {
+                return Err(refused);
+            }
+        }
+        last
+    }
+}
+
+/// Run `first` and then `last` to completion, each future first polled in order. A
+/// statement's future sends it when first polled, so they reach the server, and run
+/// there, in this order; the answers are then read as they come.
+async fn in_order<F: std::future::Future + Unpin, L: std::future::Future>(mut first: Vec<F>, last: L) -> (Vec<F::Output>, L::Output) {
+    use std::task::Poll;
+    let mut done: Vec<Option<F::Output>> = first.iter().map(|_| None).collect();
+    let mut last = std::pin::pin!(last);
+    let mut last_done = None;
+    std::future::poll_fn(|cx| {
+        for (f, out) in first.iter_mut().zip(done.iter_mut()) {
+            if out.is_none()
+                && let Poll::Ready(v) = std::pin::Pin::new(f).poll(cx)
+            {
+                *out = Some(v);
+            }
+        }
+        if last_done.is_none()
+            && let Poll::Ready(v) = last.as_mut().poll(cx)
+        {
+            last_done = Some(v);
+        }
+        if done.iter().all(Option::is_some) && last_done.is_some() { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    (done.into_iter().flatten().collect(), last_done.expect("polled to completion"))
+}
+
+/// Open a connection, its driver running on the calling runtime.
+async fn open(config: &tokio_postgres::Config) -> Result<Client> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "the PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
 }
 
 #[derive(Debug)]
@@ -207,7 +289,7 @@ impl ToSql for PgArg<'_> {
     to_sql_checked!();
 }
 
-impl Row for postgres::Row {
+impl Row for tokio_postgres::Row {
     fn cell(&self, index: usize) -> Result<Cell> {
         let ty = self.columns().get(index).map(|c| c.type_().clone()).ok_or_else(|| StoreError::Corrupt(format!("no column {index}")))?;
         let cell = match ty {
@@ -227,25 +309,51 @@ impl Db for PgConn {
     fn execute(&self, sql: &str, args: &[&dyn ToArg]) -> Result<u64> {
         let stmt = self.statement(sql)?;
         let bound: Vec<PgArg<'_>> = args.iter().map(|a| PgArg(a.arg())).collect();
-        let params: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
-        Ok(self.client.borrow_mut().execute(&stmt, &params)?)
+        let client = self.client.borrow();
+        self.with_held(async { Ok(client.execute_raw(&stmt, bound).await?) })
     }
 
     fn query(&self, sql: &str, args: &[&dyn ToArg], each: &mut dyn FnMut(&dyn Row) -> Result<()>) -> Result<()> {
-        use postgres::fallible_iterator::FallibleIterator;
+        use futures_util::StreamExt;
         let stmt = self.statement(sql)?;
         let bound: Vec<PgArg<'_>> = args.iter().map(|a| PgArg(a.arg())).collect();
-        let mut client = self.client.borrow_mut();
-        // Streamed, not collected: `vault check` reads millions of rows.
-        let mut rows = client.query_raw(&stmt, bound.iter().map(|a| a as &dyn ToSql))?;
-        while let Some(row) = rows.next()? {
-            each(&row)?;
-        }
-        Ok(())
+        let client = self.client.borrow();
+        self.with_held(async {
+            // Streamed, not collected: `vault check` reads millions of rows.
+            let mut rows = std::pin::pin!(client.query_raw(&stmt, bound).await?);
+            while let Some(row) = rows.next().await {
+                each(&row?)?;
+            }
+            Ok(())
+        })
     }
 
     fn batch(&self, sql: &str) -> Result<()> {
-        Ok(self.client.borrow_mut().batch_execute(sql)?)
+        let client = self.client.borrow();
+        self.with_held(async { Ok(client.batch_execute(sql).await?) })
+    }
+
+    fn execute_later(&self, sql: &str, args: &[&dyn ToArg], refused: Option<StoreError>) -> Result<()> {
+        let statement = self.statement(sql)?;
+        let args = args.iter().map(|a| Cell::from(a.arg())).collect();
+        self.held.borrow_mut().push(Held { statement, args, refused });
+        Ok(())
+    }
+
+    fn expect_row_later(&self, sql: &str, args: &[&dyn ToArg], refused: StoreError) -> Result<()> {
+        // A query's row count is what `execute` gives back for it.
+        self.execute_later(sql, args, Some(refused))
+    }
+
+    fn flush(&self) -> Result<()> {
+        if self.held.borrow().is_empty() {
+            return Ok(());
+        }
+        self.with_held(async { Ok(()) })
+    }
+
+    fn discard(&self) {
+        self.held.borrow_mut().clear();
     }
 }
 

@@ -182,6 +182,16 @@ impl Backend {
         self.hold("BEGIN IMMEDIATE", "BEGIN ISOLATION LEVEL READ COMMITTED; LOCK TABLE schema_migrations IN SHARE MODE")
     }
 
+    /// Another process holding the log of `ws`, as a writer in the middle of a batch
+    /// does: this store's writer waits for it before it appends, and the transactions
+    /// queued meanwhile form its next batch.
+    pub fn hold_log(&self, ws: &str) -> Held {
+        self.hold(
+            "BEGIN IMMEDIATE",
+            &format!("BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('praetor:vault:' || current_schema() || ':' || '{ws}', 0))"),
+        )
+    }
+
     /// Run a newer version's migrations on a thread: this build's, then `sql` as
     /// migration `version` (through the same code as a real start).
     pub fn spawn_newer_migration(&self, version: i64, sql: &str) -> std::thread::JoinHandle<Result<(), String>> {

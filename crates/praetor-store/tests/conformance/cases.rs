@@ -889,6 +889,65 @@ pub async fn etag_guards_refuse_decisions_made_from_stale_copies(b: Backend) {
     assert!(matches!(store.commit(one(expect(Guarded::Agent, "agt_missing", ""))).await, Err(StoreError::Stale(_))), "a missing row is never current");
 }
 
+/// One batch of decisions in which some are refused by checks the writer may hold and
+/// send with the rest (an etag guard, a stale object version, a replayed nonce): each
+/// refusal is its own transaction's, with none of its writes, and every other decision
+/// of the batch commits and seals in order.
+pub async fn refusals_inside_one_batch_are_each_their_own(b: Backend) {
+    let store = with_workspace(&b).await;
+    store.commit(Txn { mutations: vec![Mutation::PutAgent(agent("agt_1", "one")), Mutation::PutObject(object("grant", "grt_1", "active", 2, 10))], seal: vec![] }).await.unwrap();
+    let nonce = |n: &str| Mutation::ClaimNonce { workspace_id: WS.into(), agent_id: "agt_1".into(), nonce: n.into(), now: 100, until: 10_000 };
+    store.commit(one(nonce("used"))).await.unwrap();
+    let reruns = store.commit_stats().batches_rerun;
+
+    let with = |id: &str, i: u64, extra: Vec<Mutation>| {
+        let mut txn = decision_txn(id, i);
+        txn.mutations.splice(0..0, extra);
+        txn
+    };
+    let activity = |etag: &str| Mutation::AgentActivity(AgentActivity {
+        workspace_id: WS.into(), agent_id: "agt_1".into(), trust_score: 60, clean_streak: 1, decision: "allow".into(), at: 5, etag: etag.into(),
+    });
+    // The writer starts a first transaction and waits for the log; the rest queue up
+    // behind it and are taken together as the next batch.
+    let held = b.hold_log(WS);
+    let first = store.commit(decision_txn("dec_first", 0));
+    let (first, batch) = tokio::join!(first, async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let txns = [
+            with("dec_ok1", 1, vec![expect(Guarded::Agent, "agt_1", "e0"), activity("e1")]),
+            with("dec_stale_agent", 2, vec![expect(Guarded::Agent, "agt_1", "e0"), activity("e_lost")]),
+            with("dec_ok2", 3, vec![expect(Guarded::Agent, "agt_1", "e1"), nonce("fresh")]),
+            with("dec_stale_object", 4, vec![Mutation::PutObject(object("grant", "grt_1", "revoked", 2, 20))]),
+            with("dec_replayed", 5, vec![nonce("used")]),
+            with("dec_ok3", 6, vec![Mutation::PutObject(object("grant", "grt_1", "revoked", 3, 30))]),
+        ];
+        let pending: Vec<_> = txns.into_iter().map(|t| store.commit(t)).collect();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        held.finish();
+        futures_util::future::join_all(pending).await
+    });
+    assert_eq!(first.unwrap()[0].seq, 0);
+    let seqs: Vec<Result<u64, String>> = batch.into_iter().map(|r| r.map(|s| s[0].seq).map_err(|e| e.to_string())).collect();
+    assert_eq!(seqs[0], Ok(1));
+    assert!(matches!(&seqs[1], Err(e) if e.contains("agent `agt_1`")), "{:?}", seqs[1]);
+    assert_eq!(seqs[2], Ok(2));
+    assert!(matches!(&seqs[3], Err(e) if e.contains("grant `grt_1`")), "{:?}", seqs[3]);
+    assert!(matches!(&seqs[4], Err(e) if e.contains("nonce")), "{:?}", seqs[4]);
+    assert_eq!(seqs[5], Ok(3));
+    assert!(store.commit_stats().batches_rerun > reruns, "the batch ran again with a savepoint per transaction");
+
+    for (id, kept) in [("dec_ok1", true), ("dec_stale_agent", false), ("dec_ok2", true), ("dec_stale_object", false), ("dec_replayed", false), ("dec_ok3", true)] {
+        assert_eq!(store.get_decision(WS, id).await.unwrap().is_some(), kept, "{id}");
+    }
+    let a = store.agent_state(WS, "agt_1", 0, 100).await.unwrap().unwrap().agent;
+    assert_eq!((a.etag.as_str(), a.total_actions), ("e1", 1), "only the current copy's activity counted");
+    let grant = store.get_object(WS, "grant", "grt_1").await.unwrap().unwrap();
+    assert_eq!((grant.status.as_str(), grant.version), ("revoked", 3));
+    assert_eq!(store.log_head(WS).await.unwrap().size, 4);
+    assert_eq!(b.check_vault()[0].first_bad, None);
+}
+
 /// What a node reloads after a refusal: the row, the credentials and the newest allowed
 /// actions within the window, oldest first, for an agent and for a session.
 pub async fn agent_and_session_state_read_back_their_history(b: Backend) {
