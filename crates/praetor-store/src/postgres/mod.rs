@@ -369,10 +369,20 @@ impl WriterConn for PgConn {
         // migration can hold it for long (its DDL waiting on a long reader): the batch
         // gives up after 5 s, as a SQLite batch does on the file's lock, and its
         // requests are answered 503 rather than left hanging.
-        self.batch(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '5s'; LOCK TABLE schema_migrations IN SHARE MODE; \
-             SET LOCAL lock_timeout TO DEFAULT",
-        )
+        const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '5s'; \
+             LOCK TABLE schema_migrations IN SHARE MODE; SET LOCAL lock_timeout TO DEFAULT";
+        match self.batch(BEGIN) {
+            // The server closed the connection while it was idle (a restart, a failover,
+            // an administrator): found only now, when the connection is next driven.
+            // Nothing of the batch was sent, so it begins again on a new connection
+            // rather than being refused.
+            Err(e) if self.client.borrow().is_closed() => {
+                tracing::warn!(error = %e, "the PostgreSQL connection was closed while idle");
+                self.reconnect_if_closed()?;
+                self.batch(BEGIN)
+            }
+            began => began,
+        }
     }
 
     fn lock_log(&self, ws: &str) -> Result<()> {

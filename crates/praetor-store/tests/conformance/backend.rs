@@ -29,10 +29,11 @@ pub fn postgres_url() -> Option<String> {
     }
 }
 
-/// `url` with `search_path` set to `schema`, so each case has its own tables.
+/// `url` with `search_path` set to `schema`, so each case has its own tables, and the
+/// schema as the connections' application name, so a case can find its own.
 pub fn with_schema(url: &str, schema: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+    format!("{url}{sep}options=-c%20search_path%3D{schema}&application_name={schema}")
 }
 
 /// Run `f` on a plain thread: the synchronous PostgreSQL client may not block inside
@@ -190,6 +191,18 @@ impl Backend {
             "BEGIN IMMEDIATE",
             &format!("BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('praetor:vault:' || current_schema() || ':' || '{ws}', 0))"),
         )
+    }
+
+    /// Have the database server close every connection the case's stores hold, as a
+    /// restart or an administrator would. `false` on SQLite, which has none.
+    pub fn close_connections(&self) -> bool {
+        match self {
+            Backend::Sqlite { .. } => false,
+            Backend::Postgres { admin_url, schema, .. } => {
+                admin(admin_url, &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{schema}'")).unwrap();
+                true
+            }
+        }
     }
 
     /// Run a newer version's migrations on a thread: this build's, then `sql` as

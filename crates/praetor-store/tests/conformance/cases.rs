@@ -948,6 +948,21 @@ pub async fn refusals_inside_one_batch_are_each_their_own(b: Backend) {
     assert_eq!(b.check_vault()[0].first_bad, None);
 }
 
+/// The database server closes the writer's connection while it is idle (a restart, a
+/// failover): the next transaction commits on a new connection, not refused.
+pub async fn a_connection_the_database_closed_is_replaced_before_the_next_batch(b: Backend) {
+    let store = with_workspace(&b).await;
+    store.commit(decision_txn("dec_a", 0)).await.unwrap();
+    if !b.close_connections() {
+        return; // SQLite: no connection to lose
+    }
+    // Give the server time to end them.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(store.commit(decision_txn("dec_b", 1)).await.expect("committed on a new connection")[0].seq, 1);
+    assert_eq!(store.commit(decision_txn("dec_c", 2)).await.unwrap()[0].seq, 2);
+    assert_eq!(b.check_vault()[0].entries, 3);
+}
+
 /// What a node reloads after a refusal: the row, the credentials and the newest allowed
 /// actions within the window, oldest first, for an agent and for a session.
 pub async fn agent_and_session_state_read_back_their_history(b: Backend) {
