@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Decisions per second for one node on SQLite, one node on PostgreSQL and three nodes
-# on one PostgreSQL (issue 8), with the same `praetor bench` command, one table.
+# on one PostgreSQL (issue 8), with the same `praetor bench` command, one table. Three
+# nodes run twice: with every agent's requests spread over all nodes (`spread`), and
+# with each agent's requests sent to one node (`by-agent`, `--route-by-agent`), as a
+# load balancer routing by agent would.
 #
 #   bench/nodes.sh
 #
@@ -69,9 +72,9 @@ stop_all() {
     PIDS=()
 }
 
-# run SETUP NODES SCENARIO -> one table row
+# run SETUP NODES SCENARIO [ROUTING] -> one table row
 run() {
-    local setup=$1 nodes=$2 scenario=$3 db="" urls=() dir="$WORK/$1-$2-$3"
+    local setup=$1 nodes=$2 scenario=$3 routing=${4:-spread} db="" urls=() dir="$WORK/$1-$2-$3-${4:-spread}"
     if [ "$setup" = postgres ]; then
         local schema="praetor_nodes_$$_${#SCHEMAS[@]}"
         psql -q "$DATABASE_URL" -c "CREATE SCHEMA $schema" >/dev/null
@@ -87,6 +90,7 @@ run() {
     done
     local also=()
     for u in "${urls[@]:1}"; do also+=(--also-url "$u"); done
+    [ "$routing" = by-agent ] && also+=(--route-by-agent)
     # The bench exits 1 when some requests failed: that is a figure (the errors column),
     # not a failure of the script, as long as it printed its summary.
     local json
@@ -97,19 +101,20 @@ run() {
         *) echo "bench failed ($setup, $nodes nodes, $scenario):" >&2; cat "$dir/bench.err" >&2; exit 1 ;;
     esac
     stop_all
-    python3 - "$setup" "$nodes" "$scenario" "$json" <<'EOF'
+    python3 - "$setup" "$nodes" "$scenario" "$routing" "$json" <<'EOF'
 import json, sys
-setup, nodes, scenario, raw = sys.argv[1:]
+setup, nodes, scenario, routing, raw = sys.argv[1:]
 r = json.loads(raw)
 lat = r.get("latency_us", {})
-print(f"{setup:<10} {nodes:>5} {scenario:<10} {r['decisions_per_second']:>10.0f} {lat.get('p50', 0):>8} {lat.get('p99', 0):>8} {r.get('errors', 0):>7}  {r.get('first_error') or ''}"[:200])
+print(f"{setup:<10} {nodes:>5} {routing:<8} {scenario:<10} {r['decisions_per_second']:>10.0f} {lat.get('p50', 0):>8} {lat.get('p99', 0):>8} {r.get('errors', 0):>7}  {r.get('first_error') or ''}"[:200])
 EOF
 }
 
 mkdir -p "$WORK/keys"
-printf '%-10s %5s %-10s %10s %8s %8s %7s\n' store nodes scenario "dec/s" p50_us p99_us errors
+printf '%-10s %5s %-8s %-10s %10s %8s %8s %7s\n' store nodes routing scenario "dec/s" p50_us p99_us errors
 for scenario in $SCENARIOS; do
     run sqlite 1 "$scenario"
     run postgres 1 "$scenario"
     run postgres 3 "$scenario"
+    run postgres 3 "$scenario" by-agent
 done

@@ -56,6 +56,11 @@ pub struct BenchArgs {
     /// runs on `--url`, and the workers are spread over all the nodes in turn.
     #[arg(long = "also-url")]
     pub also_urls: Vec<String>,
+    /// With several nodes: send each agent's requests to one node (agent i to node i
+    /// modulo the nodes), as a load balancer routing by agent would, instead of
+    /// spreading every agent over all of them. Not with `--scenario session`.
+    #[arg(long)]
+    pub route_by_agent: bool,
     /// An admin API key (the bench creates agents and policies).
     #[arg(long, env = "PRAETOR_BENCH_KEY")]
     pub key: String,
@@ -200,9 +205,18 @@ impl Tally {
     }
 }
 
+/// Which of `nodes` worker `worker` sends its request for agent `agent` to: the
+/// worker's own node, or with `by_agent` the agent's, so that one node decides for it.
+fn node_for(agent: usize, worker: usize, nodes: usize, by_agent: bool) -> usize {
+    if by_agent { agent % nodes } else { worker % nodes }
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     if args.concurrency == 0 || args.concurrency > 4096 {
         bail!("`--concurrency` must be between 1 and 4096");
+    }
+    if args.route_by_agent && matches!(args.scenario, Scenario::Session) {
+        bail!("`--route-by-agent` does not apply to `--scenario session`: each worker keeps its session on one node");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run_async(args))
@@ -225,7 +239,7 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
-        let (client, url, stop, sent, done) = (client.clone(), urls[w % urls.len()].clone(), stop.clone(), sent.clone(), done.clone());
+        let (client, urls, stop, sent, done) = (client.clone(), urls.clone(), stop.clone(), sent.clone(), done.clone());
         let agents = setup.agents.clone();
         let args = args.clone();
         workers.push(tokio::spawn(async move {
@@ -238,7 +252,9 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
                 if stop.load(Ordering::Relaxed) || args.requests.is_some_and(|l| n >= l) {
                     break;
                 }
-                let agent = &agents[(n as usize + w) % agents.len()];
+                let a = (n as usize + w) % agents.len();
+                let agent = &agents[a];
+                let url = &urls[node_for(a, w, urls.len(), args.route_by_agent)];
                 let body = match args.scenario {
                     Scenario::Simple => json!({"action_type": "bench.read", "agent_id": agent, "action_content": "read row 42", "metadata": {}}),
                     Scenario::Realistic => realistic_action(n, agent),
@@ -260,7 +276,7 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
                     }
                 };
                 let t = Instant::now();
-                let res = client.post(&url).header("X-API-Key", &args.key).json(&body).send().await;
+                let res = client.post(url).header("X-API-Key", &args.key).json(&body).send().await;
                 let answer = match res {
                     Ok(r) if r.status().is_success() => r.bytes().await.map_err(|e| format!("answer: {e}")),
                     Ok(r) => Err(format!("HTTP {}: {}", r.status(), r.text().await.unwrap_or_default())),
@@ -363,7 +379,16 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::verdict_of;
+    use super::{node_for, verdict_of};
+
+    #[test]
+    fn routing_by_agent_keeps_each_agent_on_one_node() {
+        // Spread: a worker keeps its node whatever the agent.
+        assert_eq!((0..4).map(|a| node_for(a, 1, 3, false)).collect::<Vec<_>>(), vec![1, 1, 1, 1]);
+        // By agent: every worker sends agent 4 to node 1, and the agents cover every node.
+        assert!((0..5).all(|w| node_for(4, w, 3, true) == 1));
+        assert_eq!((0..6).map(|a| node_for(a, 0, 3, true)).collect::<Vec<_>>(), vec![0, 1, 2, 0, 1, 2]);
+    }
 
     #[test]
     fn an_answer_is_read_for_its_verdict_and_must_be_json() {
