@@ -130,9 +130,8 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
                 })? as i64),
                 None => None,
             };
-            db.execute_later("INSERT INTO decisions (workspace_id, decision_id, agent_id, action_type, decision, created_at, vault_seq, content, body, session_id)
+            db.insert_row_later("INSERT INTO decisions (workspace_id, decision_id, agent_id, action_type, decision, created_at, vault_seq, content, body, session_id)
                  VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)", args![row.workspace_id, row.decision_id, row.agent_id, row.action_type, row.decision, row.created_at, seq, row.content, body_text(encoded, &row.body)?.as_ref(), row.session_id],
-                None,
             )?;
         }
         Mutation::PutSession(x) => {
@@ -163,8 +162,8 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
             ], Some(StoreError::Stale(format!("{} `{}`", o.kind, o.object_id))))?;
         }
         Mutation::InsertViolation(v) => {
-            db.execute_later("INSERT INTO violations (workspace_id, violation_id, rule_id, severity, agent_id, decision_id, at, body)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8)", args![v.workspace_id, v.violation_id, v.rule_id, v.severity, v.agent_id, v.decision_id, v.at, body_text(encoded, &v.body)?.as_ref()], None)?;
+            db.insert_row_later("INSERT INTO violations (workspace_id, violation_id, rule_id, severity, agent_id, decision_id, at, body)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8)", args![v.workspace_id, v.violation_id, v.rule_id, v.severity, v.agent_id, v.decision_id, v.at, body_text(encoded, &v.body)?.as_ref()])?;
         }
         Mutation::PutDelivery(d) => {
             db.execute("INSERT INTO deliveries (workspace_id, delivery_id, channel, target, webhook_id, event, payload, status, attempts,
@@ -178,7 +177,7 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
             ])?;
         }
         Mutation::InsertShadowHit(h) => {
-            db.execute_later("INSERT INTO shadow_hits (workspace_id, policy_id, decision_id, actual, would, changed, at) VALUES (?1,?2,?3,?4,?5,?6,?7)", args![h.workspace_id, h.policy_id, h.decision_id, h.actual, h.would, h.changed, h.at], None)?;
+            db.insert_row_later("INSERT INTO shadow_hits (workspace_id, policy_id, decision_id, actual, would, changed, at) VALUES (?1,?2,?3,?4,?5,?6,?7)", args![h.workspace_id, h.policy_id, h.decision_id, h.actual, h.would, h.changed, h.at])?;
         }
         Mutation::RevokeCredential { workspace_id, credential_id, at } => {
             let revoked = db.execute(

@@ -213,6 +213,15 @@ pub trait Db {
         }
     }
 
+    /// A row for an append-only table that no held statement reads back (a decision, a
+    /// violation, a vault entry): held like [`Db::execute_later`] without a check, and a
+    /// backend may send the rows given for one `sql` together, as multi-row inserts at
+    /// the place of the first (PostgreSQL). `sql` is `INSERT INTO table (columns)
+    /// VALUES (?1, ..., ?n)`, with nothing after; any other statement is sent row by row.
+    fn insert_row_later(&self, sql: &str, args: &[&dyn ToArg]) -> Result<()> {
+        self.execute_later(sql, args, None)
+    }
+
     /// A query that must find at least one row, or fail with `refused`; held and sent
     /// like [`Db::execute_later`].
     fn expect_row_later(&self, sql: &str, args: &[&dyn ToArg], refused: StoreError) -> Result<()> {

@@ -77,14 +77,13 @@ impl OpenLog {
         let a = next.append_leaf_hash(leaf_hash(&leaf), &self.secret)?;
         // Sent with the batch's other writes (see `Db::execute_later`): should one fail,
         // the writer rebuilds every appender from the store before its next append.
-        conn.execute_later(
+        conn.insert_row_later(
             "INSERT INTO vault_entries (workspace_id, seq, leaf, leaf_hash, chain_hash, hmac, created_at)
              VALUES (?1,?2,?3,?4,?5,?6,?7)",
             args![self.ws, a.seq, leaf, a.leaf_hash, a.chain_hash, a.hmac, time_ms],
-            None,
         )?;
         for (idx, hash) in &a.new_stored_hashes {
-            conn.execute_later("INSERT INTO vault_hashes (workspace_id, idx, hash) VALUES (?1,?2,?3)", args![self.ws, *idx, hash], None)?;
+            conn.insert_row_later("INSERT INTO vault_hashes (workspace_id, idx, hash) VALUES (?1,?2,?3)", args![self.ws, *idx, hash])?;
         }
         self.state = next;
         Ok(Sealed { seq: a.seq, leaf_hash: a.leaf_hash })

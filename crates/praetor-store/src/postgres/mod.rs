@@ -156,7 +156,17 @@ pub struct PgConn {
     runtime: tokio::runtime::Runtime,
     client: RefCell<Client>,
     statements: RefCell<HashMap<String, Statement>>,
-    held: RefCell<Vec<Held>>,
+    held: RefCell<Vec<Pending>>,
+    /// Where in `held` the rows of each `insert_row_later` statement are gathered.
+    row_groups: RefCell<HashMap<String, usize>>,
+}
+
+/// What is held for the next round trip.
+enum Pending {
+    One(Held),
+    /// Rows for one single-row `INSERT` statement (SQLite placeholders), sent as
+    /// multi-row inserts where the first of them was given.
+    Rows { sql: String, rows: Vec<Vec<Cell>> },
 }
 
 /// A write held for the next round trip, with its arguments copied.
@@ -174,7 +184,14 @@ impl PgConn {
             .build()
             .map_err(|e| StoreError::Database(format!("cannot start the PostgreSQL connection's runtime: {e}")))?;
         let client = runtime.block_on(open(config))?;
-        Ok(PgConn { config: config.clone(), runtime, client: RefCell::new(client), statements: RefCell::new(HashMap::new()), held: RefCell::new(Vec::new()) })
+        Ok(PgConn {
+            config: config.clone(),
+            runtime,
+            client: RefCell::new(client),
+            statements: RefCell::new(HashMap::new()),
+            held: RefCell::new(Vec::new()),
+            row_groups: RefCell::new(HashMap::new()),
+        })
     }
 
     /// The prepared form of `sql` (SQLite placeholders), prepared once per connection.
@@ -194,7 +211,7 @@ impl PgConn {
     fn reconnect_if_closed(&self) -> Result<()> {
         if self.client.borrow().is_closed() {
             tracing::warn!("the PostgreSQL connection was closed; reconnecting");
-            self.held.borrow_mut().clear();
+            self.discard();
             *self.client.borrow_mut() = self.runtime.block_on(open(&self.config))?;
             self.statements.borrow_mut().clear();
             writer_session(self)?;
@@ -206,7 +223,7 @@ impl PgConn {
     /// The first held write that failed is the error, whatever `then` gave: it ran
     /// after that failure.
     fn with_held<T>(&self, then: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-        let held = std::mem::take(&mut *self.held.borrow_mut());
+        let held = self.take_held()?;
         let client = self.client.borrow();
         let sends = held.iter().map(|h| {
             let args: Vec<PgArg<'_>> = h.args.iter().map(|c| PgArg(c.arg())).collect();
@@ -220,6 +237,57 @@ impl PgConn {
         }
         last
     }
+
+    /// The held writes as statements to send, in order, each group of rows as
+    /// multi-row inserts of 64, 32, ... 1 rows (a few prepared statements per table,
+    /// whatever the batch's size).
+    fn take_held(&self) -> Result<Vec<Held>> {
+        let pending = std::mem::take(&mut *self.held.borrow_mut());
+        self.row_groups.borrow_mut().clear();
+        let mut out = Vec::with_capacity(pending.len());
+        for p in pending {
+            match p {
+                Pending::One(h) => out.push(h),
+                Pending::Rows { sql, rows } => {
+                    let mut rows = rows.into_iter();
+                    while rows.len() > 0 {
+                        let n = MAX_ROWS_PER_INSERT.min(rows.len());
+                        let n = 1 << n.ilog2(); // the largest power of two not above
+                        let chunk: Vec<Vec<Cell>> = rows.by_ref().take(n).collect();
+                        let cols = chunk[0].len();
+                        match multi_row_insert(&sql, cols, n) {
+                            Some(multi) => out.push(Held { statement: self.statement(&multi)?, args: chunk.into_iter().flatten().collect(), refused: None }),
+                            // Not a plain single-row insert: row by row.
+                            None => {
+                                let statement = self.statement(&sql)?;
+                                out.extend(chunk.into_iter().map(|args| Held { statement: statement.clone(), args, refused: None }));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The most rows one held multi-row insert carries.
+const MAX_ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT INTO t (a, b) VALUES ($1, $2)` (or with `?1`, `?`) for `rows` rows:
+/// `... VALUES ($1,$2),($3,$4),...`. `None` unless `single` is exactly such an insert
+/// of `cols` values numbered in order, with nothing after its one `VALUES` list.
+fn multi_row_insert(single: &str, cols: usize, rows: usize) -> Option<String> {
+    let pg = postgres_placeholders(single);
+    let at = pg.rfind("VALUES")?;
+    let (head, tail) = pg.split_at(at);
+    let tail: String = tail["VALUES".len()..].chars().filter(|c| !c.is_whitespace()).collect();
+    let numbered = |first: usize| format!("({})", (first..first + cols).map(|i| format!("${i}")).collect::<Vec<_>>().join(","));
+    if cols == 0 || !head.trim_start().starts_with("INSERT INTO") || tail != numbered(1) {
+        return None;
+    }
+    let values: Vec<String> = (0..rows).map(|r| numbered(1 + r * cols)).collect();
+    Some(format!("{head}VALUES {}", values.join(",")))
 }
 
 /// Run `first` and then `last` to completion, each future first polled in order. A
@@ -336,7 +404,21 @@ impl Db for PgConn {
     fn execute_later(&self, sql: &str, args: &[&dyn ToArg], refused: Option<StoreError>) -> Result<()> {
         let statement = self.statement(sql)?;
         let args = args.iter().map(|a| Cell::from(a.arg())).collect();
-        self.held.borrow_mut().push(Held { statement, args, refused });
+        self.held.borrow_mut().push(Pending::One(Held { statement, args, refused }));
+        Ok(())
+    }
+
+    fn insert_row_later(&self, sql: &str, args: &[&dyn ToArg]) -> Result<()> {
+        let row = args.iter().map(|a| Cell::from(a.arg())).collect();
+        let mut held = self.held.borrow_mut();
+        let mut groups = self.row_groups.borrow_mut();
+        match groups.get(sql).and_then(|&i| held.get_mut(i)) {
+            Some(Pending::Rows { rows, .. }) => rows.push(row),
+            _ => {
+                groups.insert(sql.to_owned(), held.len());
+                held.push(Pending::Rows { sql: sql.to_owned(), rows: vec![row] });
+            }
+        }
         Ok(())
     }
 
@@ -354,6 +436,7 @@ impl Db for PgConn {
 
     fn discard(&self) {
         self.held.borrow_mut().clear();
+        self.row_groups.borrow_mut().clear();
     }
 }
 
@@ -400,7 +483,25 @@ impl WriterConn for PgConn {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{multi_row_insert, redact_url};
+
+    #[test]
+    fn single_row_inserts_become_multi_row_ones_and_nothing_else_does() {
+        assert_eq!(
+            multi_row_insert("INSERT INTO t (a, b)\n VALUES (?1, ?2)", 2, 3).as_deref(),
+            Some("INSERT INTO t (a, b)\n VALUES ($1,$2),($3,$4),($5,$6)")
+        );
+        assert_eq!(multi_row_insert("INSERT INTO t (a) VALUES (?)", 1, 2).as_deref(), Some("INSERT INTO t (a) VALUES ($1),($2)"));
+        for not_plain in [
+            "INSERT INTO t (a, b) VALUES (?2, ?1)",
+            "INSERT INTO t (a, b) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            "INSERT INTO t (a, b) VALUES (?1, (SELECT 1))",
+            "UPDATE t SET a = ?1 WHERE b IN (SELECT 1 FROM u) -- VALUES (?1, ?2)",
+        ] {
+            assert_eq!(multi_row_insert(not_plain, 2, 2), None, "{not_plain}");
+        }
+        assert_eq!(multi_row_insert("INSERT INTO t (a, b) VALUES (?1, ?2)", 3, 2), None, "three values given for two columns");
+    }
 
     #[test]
     fn passwords_never_reach_logs() {
