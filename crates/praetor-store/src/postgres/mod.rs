@@ -81,14 +81,13 @@ impl SqlStore<Postgres> {
     /// pending migrations, and start this node's writer.
     ///
     /// Blocks the calling thread until connected; safe to call from async code (the
-    /// synchronous client runs on a thread of its own).
+    /// connection blocks a thread of its own).
     pub fn connect(url: &str) -> Result<PostgresStore> {
         let config = parse_config(url)?;
-        let for_thread = config.clone();
+        let for_writer = writer_config(&config);
         let (conn, guard) = std::thread::spawn(move || {
-            let conn = PgConn::connect(&for_thread)?;
+            let conn = PgConn::connect(&for_writer)?;
             let guard = migrate(&conn)?;
-            writer_session(&conn)?;
             Ok::<_, StoreError>((conn, guard))
         })
         .join()
@@ -100,9 +99,18 @@ impl SqlStore<Postgres> {
 
 /// The writer's session: a commit returns only once durable, and a node that stalls
 /// inside a batch (paused, cut off) loses its session, and with it the log locks, instead
-/// of holding every other node's writer forever.
-fn writer_session(conn: &PgConn) -> Result<()> {
-    conn.batch("SET synchronous_commit = on; SET idle_in_transaction_session_timeout = '15s'")
+/// of holding every other node's writer forever. Set as connection options (after any
+/// the URL gives), so that every connection the writer opens, a reconnect too, has them
+/// from its start.
+fn writer_config(config: &tokio_postgres::Config) -> tokio_postgres::Config {
+    const WRITER: &str = "-c synchronous_commit=on -c idle_in_transaction_session_timeout=15s";
+    let mut config = config.clone();
+    let options = match config.get_options() {
+        Some(given) if !given.trim().is_empty() => format!("{given} {WRITER}"),
+        _ => WRITER.to_owned(),
+    };
+    config.options(&options);
+    config
 }
 
 /// Migrations under a session-level advisory lock: nodes that start together run them
@@ -214,14 +222,16 @@ impl PgConn {
             self.discard();
             *self.client.borrow_mut() = self.runtime.block_on(open(&self.config))?;
             self.statements.borrow_mut().clear();
-            writer_session(self)?;
         }
         Ok(())
     }
 
     /// Send the held writes, then `then`, in one round trip, and wait for every answer.
     /// The first held write that failed is the error, whatever `then` gave: it ran
-    /// after that failure.
+    /// after that failure. (A write whose arguments cannot be encoded, such as text with
+    /// a NUL, fails without being sent while those after it are sent: every caller
+    /// rolls its transaction or savepoint back on any error from here, so nothing sent
+    /// after a failure stands.)
     fn with_held<T>(&self, then: impl std::future::Future<Output = Result<T>>) -> Result<T> {
         let held = self.take_held()?;
         let client = self.client.borrow();
@@ -483,7 +493,15 @@ impl WriterConn for PgConn {
 
 #[cfg(test)]
 mod tests {
-    use super::{multi_row_insert, redact_url};
+    use super::{multi_row_insert, parse_config, redact_url, writer_config};
+
+    #[test]
+    fn the_writer_connects_with_its_session_settings_after_the_urls_own() {
+        let plain = writer_config(&parse_config("postgres://praetor@db/praetor").unwrap());
+        assert_eq!(plain.get_options(), Some("-c synchronous_commit=on -c idle_in_transaction_session_timeout=15s"));
+        let with_path = writer_config(&parse_config("postgres://praetor@db/praetor?options=-c%20search_path%3Dtenant").unwrap());
+        assert_eq!(with_path.get_options(), Some("-c search_path=tenant -c synchronous_commit=on -c idle_in_transaction_session_timeout=15s"));
+    }
 
     #[test]
     fn single_row_inserts_become_multi_row_ones_and_nothing_else_does() {

@@ -922,7 +922,8 @@ pub async fn refusals_inside_one_batch_are_each_their_own(b: Backend) {
             with("dec_replayed", 5, vec![nonce("used")]),
             with("dec_ok3", 6, vec![Mutation::PutObject(object("grant", "grt_1", "revoked", 3, 30))]),
         ];
-        let pending: Vec<_> = txns.into_iter().map(|t| store.commit(t)).collect();
+        // `submit` queues each at once (a `commit` future only when first polled).
+        let pending: Vec<_> = txns.into_iter().map(|t| store.submit(t)).collect();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         held.finish();
         futures_util::future::join_all(pending).await
