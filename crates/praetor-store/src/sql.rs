@@ -242,6 +242,12 @@ pub trait Db {
     /// Drop the held statements unsent: the transaction they belong to is being rolled
     /// back.
     fn discard(&self) {}
+
+    /// Whether the connection is known to be unusable (the server closed it): known
+    /// only once a statement has failed on it.
+    fn is_broken(&self) -> bool {
+        false
+    }
 }
 
 impl dyn Db + '_ {

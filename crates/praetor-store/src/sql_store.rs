@@ -16,9 +16,16 @@ use crate::{LogHead, Result, Sealed, Snapshot, Store, StoreError, Txn, rows, vau
 /// Reader threads, each with its own connection.
 const READERS: usize = 4;
 
-/// A read to run on a reader thread, given its connection (or why there is none); it
-/// answers through its own channel and says whether the connection is still good.
-type ReadJob = Box<dyn FnOnce(Result<&dyn Db>) -> bool + Send>;
+/// A read to run on a reader thread, given its connection (or why there is none) and
+/// whether this is its last try. It answers through its own channel and says whether
+/// the connection is still good, or, when the connection was found broken before the
+/// last try, does not answer and asks to run again on a new one.
+type ReadJob = Box<dyn FnMut(Result<&dyn Db>, bool) -> ReadOutcome + Send>;
+
+enum ReadOutcome {
+    Answered { connection_good: bool },
+    RunAgain,
+}
 
 /// What a backend provides to [`SqlStore`].
 pub trait Backend: Send + Sync + 'static {
@@ -58,14 +65,29 @@ impl<B: Backend> SqlStore<B> {
     /// Run `f` on a reader thread's connection. Readers are plain threads, not the async
     /// runtime's blocking pool: a synchronous database client may not block a thread
     /// the runtime knows about.
-    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&dyn Db) -> Result<T> + Send + 'static) -> Result<T> {
+    ///
+    /// A read whose connection the database server had closed (a restart, a failover)
+    /// runs once more on a new connection: reads change nothing, so they may.
+    async fn read<T: Send + 'static>(&self, f: impl Fn(&dyn Db) -> Result<T> + Send + 'static) -> Result<T> {
         self.schema.refuse_if_superseded()?;
         let (tx, rx) = oneshot::channel();
-        let job: ReadJob = Box::new(move |db| {
-            let out = db.and_then(f);
-            let ok = out.is_ok();
-            let _ = tx.send(out);
-            ok
+        let mut tx = Some(tx);
+        let job: ReadJob = Box::new(move |db, last_try| {
+            let out = match db {
+                Ok(db) => {
+                    let out = f(db);
+                    if out.is_err() && db.is_broken() && !last_try {
+                        return ReadOutcome::RunAgain;
+                    }
+                    out
+                }
+                Err(e) => Err(e),
+            };
+            let connection_good = out.is_ok();
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(out);
+            }
+            ReadOutcome::Answered { connection_good }
         });
         self.reads.send(job).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Database("the reader stopped before answering".into()))?
@@ -73,28 +95,39 @@ impl<B: Backend> SqlStore<B> {
 }
 
 /// One reader thread: take jobs until the store is dropped. A connection is opened on
-/// first use, and replaced after a job that failed (it may be broken).
+/// first use, and replaced after a job that failed (it may be broken); a job whose
+/// connection was found broken runs once more on a new one.
 fn reader_loop<B: Backend>(backend: &B, jobs: &Mutex<mpsc::Receiver<ReadJob>>) {
     let mut conn: Option<B::Reader> = None;
     loop {
-        let job = match jobs.lock().recv() {
+        let mut job = match jobs.lock().recv() {
             Ok(job) => job,
             Err(_) => return,
         };
-        if conn.is_none() {
-            match backend.reader() {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot open a read connection");
-                    job(Err(e));
-                    continue;
+        for last_try in [false, true] {
+            let c = match &conn {
+                Some(c) => c,
+                None => match backend.reader() {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot open a read connection");
+                        job(Err(e), true);
+                        break;
+                    }
+                },
+            };
+            match job(Ok(c), last_try) {
+                ReadOutcome::Answered { connection_good } => {
+                    if !connection_good {
+                        conn = None;
+                    }
+                    break;
+                }
+                ReadOutcome::RunAgain => {
+                    tracing::warn!("a read connection was closed by the database; reading again on a new one");
+                    conn = None;
                 }
             }
-        }
-        if let Some(c) = &conn
-            && !job(Ok(c))
-        {
-            conn = None;
         }
     }
 }

@@ -448,6 +448,10 @@ impl Db for PgConn {
         self.held.borrow_mut().clear();
         self.row_groups.borrow_mut().clear();
     }
+
+    fn is_broken(&self) -> bool {
+        self.client.borrow().is_closed()
+    }
 }
 
 impl WriterConn for PgConn {

@@ -949,16 +949,23 @@ pub async fn refusals_inside_one_batch_are_each_their_own(b: Backend) {
     assert_eq!(b.check_vault()[0].first_bad, None);
 }
 
-/// The database server closes the writer's connection while it is idle (a restart, a
-/// failover): the next transaction commits on a new connection, not refused.
-pub async fn a_connection_the_database_closed_is_replaced_before_the_next_batch(b: Backend) {
+/// The database server closes every connection while they are idle (a restart, a
+/// failover): the next transaction commits on a new connection, and the next reads
+/// read on new ones, none refused.
+pub async fn connections_the_database_closed_are_replaced_before_the_next_use(b: Backend) {
     let store = with_workspace(&b).await;
     store.commit(decision_txn("dec_a", 0)).await.unwrap();
+    // Reads at once, so that every reader thread holds a connection.
+    let reads = || futures_util::future::join_all((0..8).map(|_| store.get_decision(WS, "dec_a")));
+    assert!(reads().await.iter().all(|r| matches!(r, Ok(Some(_)))));
     if !b.close_connections() {
         return; // SQLite: no connection to lose
     }
     // Give the server time to end them.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for r in reads().await {
+        assert!(matches!(r, Ok(Some(_))), "read on a new connection: {r:?}");
+    }
     assert_eq!(store.commit(decision_txn("dec_b", 1)).await.expect("committed on a new connection")[0].seq, 1);
     assert_eq!(store.commit(decision_txn("dec_c", 2)).await.unwrap()[0].seq, 2);
     assert_eq!(b.check_vault()[0].entries, 3);

@@ -51,7 +51,7 @@ conformance!(
     text_survives_exactly,
     etag_guards_refuse_decisions_made_from_stale_copies,
     refusals_inside_one_batch_are_each_their_own,
-    a_connection_the_database_closed_is_replaced_before_the_next_batch,
+    connections_the_database_closed_are_replaced_before_the_next_use,
     agent_and_session_state_read_back_their_history,
     the_change_feed_numbers_changes_in_commit_order,
     leases_and_delivery_claims_have_one_holder,
