@@ -312,9 +312,84 @@ pub fn postgres_placeholders(sql: &str) -> String {
     out
 }
 
+/// The most rows one multi-row insert carries.
+const MAX_ROWS_PER_INSERT: usize = 64;
+
+/// `rows` for the single-row insert `single`, as statements to run in order: multi-row
+/// inserts of 64, 32, ... 1 rows (so a few statements per table whatever the number of
+/// rows), each with its rows' arguments one after the other; or, when `single` is not
+/// a plain single-row insert (see `multi_row_insert`), `single` once per row.
+pub fn row_chunks(single: &str, rows: Vec<Vec<Cell>>) -> Vec<(String, Vec<Cell>)> {
+    let mut out = Vec::new();
+    let mut rows = rows.into_iter();
+    while rows.len() > 0 {
+        let n = 1 << MAX_ROWS_PER_INSERT.min(rows.len()).ilog2(); // the largest power of two not above
+        let chunk: Vec<Vec<Cell>> = rows.by_ref().take(n).collect();
+        match multi_row_insert(single, chunk[0].len(), n) {
+            Some(multi) => out.push((multi, chunk.into_iter().flatten().collect())),
+            None => out.extend(chunk.into_iter().map(|args| (single.to_owned(), args))),
+        }
+    }
+    out
+}
+
+/// `INSERT INTO t (a, b) VALUES (?1, ?2)` (or `?`) for `rows` rows: `... VALUES
+/// (?1,?2),(?3,?4),...`. `None` unless `single` is exactly such an insert of `cols`
+/// values numbered in order, with nothing after its one `VALUES` list.
+fn multi_row_insert(single: &str, cols: usize, rows: usize) -> Option<String> {
+    if single.contains(['$', '\'']) {
+        return None; // literals or placeholders of another kind: not a plain insert
+    }
+    let numbered_sql = postgres_placeholders(single).replace('$', "?");
+    let at = numbered_sql.rfind("VALUES")?;
+    let (head, tail) = numbered_sql.split_at(at);
+    let tail: String = tail["VALUES".len()..].chars().filter(|c| !c.is_whitespace()).collect();
+    let numbered = |first: usize| format!("({})", (first..first + cols).map(|i| format!("?{i}")).collect::<Vec<_>>().join(","));
+    if cols == 0 || !head.trim_start().starts_with("INSERT INTO") || tail != numbered(1) {
+        return None;
+    }
+    let values: Vec<String> = (0..rows).map(|r| numbered(1 + r * cols)).collect();
+    Some(format!("{head}VALUES {}", values.join(",")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn single_row_inserts_become_multi_row_ones_and_nothing_else_does() {
+        assert_eq!(
+            multi_row_insert("INSERT INTO t (a, b)\n VALUES (?1, ?2)", 2, 3).as_deref(),
+            Some("INSERT INTO t (a, b)\n VALUES (?1,?2),(?3,?4),(?5,?6)")
+        );
+        assert_eq!(multi_row_insert("INSERT INTO t (a) VALUES (?)", 1, 2).as_deref(), Some("INSERT INTO t (a) VALUES (?1),(?2)"));
+        for not_plain in [
+            "INSERT INTO t (a, b) VALUES (?2, ?1)",
+            "INSERT INTO t (a, b) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            "INSERT INTO t (a, b) VALUES (?1, (SELECT 1))",
+            "UPDATE t SET a = ?1 WHERE b IN (SELECT 1 FROM u) -- VALUES (?1, ?2)",
+            "INSERT INTO t (a, b) VALUES ($1, $2)",
+            "INSERT INTO t (a, b) VALUES (?1, ?2) -- 'x'",
+        ] {
+            assert_eq!(multi_row_insert(not_plain, 2, 2), None, "{not_plain}");
+        }
+        assert_eq!(multi_row_insert("INSERT INTO t (a, b) VALUES (?1, ?2)", 3, 2), None, "three values given for two columns");
+    }
+
+    #[test]
+    fn rows_go_in_chunks_of_powers_of_two() {
+        let rows = |n: i64| (0..n).map(|i| vec![Cell::Int(i), Cell::Int(-i)]).collect::<Vec<_>>();
+        let sizes = |n| row_chunks("INSERT INTO t (a, b) VALUES (?1, ?2)", rows(n)).iter().map(|(_, args)| args.len() / 2).collect::<Vec<_>>();
+        assert_eq!(sizes(1), vec![1]);
+        assert_eq!(sizes(13), vec![8, 4, 1]);
+        assert_eq!(sizes(150), vec![64, 64, 16, 4, 2]);
+        let chunks = row_chunks("INSERT INTO t (a, b) VALUES (?1, ?2)", rows(3));
+        assert_eq!(chunks[0].0, "INSERT INTO t (a, b) VALUES (?1,?2),(?3,?4)");
+        assert_eq!(chunks[0].1, vec![Cell::Int(0), Cell::Int(0), Cell::Int(1), Cell::Int(-1)], "each row's arguments in order");
+        let odd = row_chunks("INSERT INTO t (a, b) VALUES (?1, ?2) ON CONFLICT DO NOTHING", rows(2));
+        assert_eq!(odd.len(), 2, "not a plain insert: row by row");
+    }
+
 
     #[test]
     fn placeholders_are_rewritten_outside_literals() {

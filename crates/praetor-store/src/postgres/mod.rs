@@ -18,7 +18,7 @@ use bytes::BytesMut;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use crate::sql::{Arg, Cell, Db, Row, ToArg, postgres_placeholders};
+use crate::sql::{Arg, Cell, Db, Row, ToArg, postgres_placeholders, row_chunks};
 use crate::sql_store::{Backend, SqlStore};
 use crate::writer::WriterConn;
 use crate::{Result, StoreError, VaultCheck, vault_rows};
@@ -249,8 +249,7 @@ impl PgConn {
     }
 
     /// The held writes as statements to send, in order, each group of rows as
-    /// multi-row inserts of 64, 32, ... 1 rows (a few prepared statements per table,
-    /// whatever the batch's size).
+    /// multi-row inserts (`row_chunks`).
     fn take_held(&self) -> Result<Vec<Held>> {
         let pending = std::mem::take(&mut *self.held.borrow_mut());
         self.row_groups.borrow_mut().clear();
@@ -259,45 +258,14 @@ impl PgConn {
             match p {
                 Pending::One(h) => out.push(h),
                 Pending::Rows { sql, rows } => {
-                    let mut rows = rows.into_iter();
-                    while rows.len() > 0 {
-                        let n = MAX_ROWS_PER_INSERT.min(rows.len());
-                        let n = 1 << n.ilog2(); // the largest power of two not above
-                        let chunk: Vec<Vec<Cell>> = rows.by_ref().take(n).collect();
-                        let cols = chunk[0].len();
-                        match multi_row_insert(&sql, cols, n) {
-                            Some(multi) => out.push(Held { statement: self.statement(&multi)?, args: chunk.into_iter().flatten().collect(), refused: None }),
-                            // Not a plain single-row insert: row by row.
-                            None => {
-                                let statement = self.statement(&sql)?;
-                                out.extend(chunk.into_iter().map(|args| Held { statement: statement.clone(), args, refused: None }));
-                            }
-                        }
+                    for (statement, args) in row_chunks(&sql, rows) {
+                        out.push(Held { statement: self.statement(&statement)?, args, refused: None });
                     }
                 }
             }
         }
         Ok(out)
     }
-}
-
-/// The most rows one held multi-row insert carries.
-const MAX_ROWS_PER_INSERT: usize = 64;
-
-/// `INSERT INTO t (a, b) VALUES ($1, $2)` (or with `?1`, `?`) for `rows` rows:
-/// `... VALUES ($1,$2),($3,$4),...`. `None` unless `single` is exactly such an insert
-/// of `cols` values numbered in order, with nothing after its one `VALUES` list.
-fn multi_row_insert(single: &str, cols: usize, rows: usize) -> Option<String> {
-    let pg = postgres_placeholders(single);
-    let at = pg.rfind("VALUES")?;
-    let (head, tail) = pg.split_at(at);
-    let tail: String = tail["VALUES".len()..].chars().filter(|c| !c.is_whitespace()).collect();
-    let numbered = |first: usize| format!("({})", (first..first + cols).map(|i| format!("${i}")).collect::<Vec<_>>().join(","));
-    if cols == 0 || !head.trim_start().starts_with("INSERT INTO") || tail != numbered(1) {
-        return None;
-    }
-    let values: Vec<String> = (0..rows).map(|r| numbered(1 + r * cols)).collect();
-    Some(format!("{head}VALUES {}", values.join(",")))
 }
 
 /// Run `first` and then `last` to completion, each future first polled in order. A
@@ -497,7 +465,7 @@ impl WriterConn for PgConn {
 
 #[cfg(test)]
 mod tests {
-    use super::{multi_row_insert, parse_config, redact_url, writer_config};
+    use super::{parse_config, redact_url, writer_config};
 
     #[test]
     fn the_writer_connects_with_its_session_settings_after_the_urls_own() {
@@ -505,24 +473,6 @@ mod tests {
         assert_eq!(plain.get_options(), Some("-c synchronous_commit=on -c idle_in_transaction_session_timeout=15s"));
         let with_path = writer_config(&parse_config("postgres://praetor@db/praetor?options=-c%20search_path%3Dtenant").unwrap());
         assert_eq!(with_path.get_options(), Some("-c search_path=tenant -c synchronous_commit=on -c idle_in_transaction_session_timeout=15s"));
-    }
-
-    #[test]
-    fn single_row_inserts_become_multi_row_ones_and_nothing_else_does() {
-        assert_eq!(
-            multi_row_insert("INSERT INTO t (a, b)\n VALUES (?1, ?2)", 2, 3).as_deref(),
-            Some("INSERT INTO t (a, b)\n VALUES ($1,$2),($3,$4),($5,$6)")
-        );
-        assert_eq!(multi_row_insert("INSERT INTO t (a) VALUES (?)", 1, 2).as_deref(), Some("INSERT INTO t (a) VALUES ($1),($2)"));
-        for not_plain in [
-            "INSERT INTO t (a, b) VALUES (?2, ?1)",
-            "INSERT INTO t (a, b) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            "INSERT INTO t (a, b) VALUES (?1, (SELECT 1))",
-            "UPDATE t SET a = ?1 WHERE b IN (SELECT 1 FROM u) -- VALUES (?1, ?2)",
-        ] {
-            assert_eq!(multi_row_insert(not_plain, 2, 2), None, "{not_plain}");
-        }
-        assert_eq!(multi_row_insert("INSERT INTO t (a, b) VALUES (?1, ?2)", 3, 2), None, "three values given for two columns");
     }
 
     #[test]
