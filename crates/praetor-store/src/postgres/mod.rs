@@ -150,8 +150,9 @@ pub fn check_vault_database(url: &str, progress: &mut dyn FnMut(&str, u64, u64))
     out
 }
 
-/// One connection, with its prepared statements. A broken connection is replaced
-/// before the next transaction (the writer's) or dropped by the reader pool.
+/// One connection, with its prepared statements. A connection the server closed is
+/// replaced before the writer's next transaction, or by the reader pool, which then
+/// runs the read again (`Db::is_broken`).
 ///
 /// Like the synchronous `postgres` client, it owns a single-threaded runtime that runs
 /// the connection while a call waits for its answer; it is used from one thread at a
