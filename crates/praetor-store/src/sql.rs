@@ -218,6 +218,8 @@ pub trait Db {
     /// backend may send the rows given for one `sql` together, as multi-row inserts at
     /// the place of the first (PostgreSQL). `sql` is `INSERT INTO table (columns)
     /// VALUES (?1, ..., ?n)`, with nothing after; any other statement is sent row by row.
+    /// As such rows may go ahead of held checks given before them, a transaction whose
+    /// row fails (a duplicate id) may be refused with that error rather than a check's.
     fn insert_row_later(&self, sql: &str, args: &[&dyn ToArg]) -> Result<()> {
         self.execute_later(sql, args, None)
     }
@@ -325,7 +327,10 @@ pub fn row_chunks(single: &str, rows: Vec<Vec<Cell>>) -> Vec<(String, Vec<Cell>)
     while rows.len() > 0 {
         let n = 1 << MAX_ROWS_PER_INSERT.min(rows.len()).ilog2(); // the largest power of two not above
         let chunk: Vec<Vec<Cell>> = rows.by_ref().take(n).collect();
-        match multi_row_insert(single, chunk[0].len(), n) {
+        let cols = chunk[0].len();
+        // Rows of different lengths cannot share one statement's numbering.
+        let same_length = chunk.iter().all(|r| r.len() == cols);
+        match multi_row_insert(single, cols, n).filter(|_| same_length) {
             Some(multi) => out.push((multi, chunk.into_iter().flatten().collect())),
             None => out.extend(chunk.into_iter().map(|args| (single.to_owned(), args))),
         }
@@ -345,7 +350,12 @@ fn multi_row_insert(single: &str, cols: usize, rows: usize) -> Option<String> {
     let (head, tail) = numbered_sql.split_at(at);
     let tail: String = tail["VALUES".len()..].chars().filter(|c| !c.is_whitespace()).collect();
     let numbered = |first: usize| format!("({})", (first..first + cols).map(|i| format!("?{i}")).collect::<Vec<_>>().join(","));
-    if cols == 0 || !head.trim_start().starts_with("INSERT INTO") || tail != numbered(1) {
+    // `INSERT INTO name (columns)` and nothing else before the one `VALUES` list.
+    let plain_head = head.trim_start().strip_prefix("INSERT INTO").is_some_and(|rest| {
+        let rest = rest.trim();
+        rest.ends_with(')') && rest.matches('(').count() == 1 && !rest.to_ascii_uppercase().contains("SELECT")
+    });
+    if cols == 0 || !plain_head || tail != numbered(1) {
         return None;
     }
     let values: Vec<String> = (0..rows).map(|r| numbered(1 + r * cols)).collect();
@@ -369,6 +379,8 @@ mod tests {
             "INSERT INTO t (a, b) VALUES (?1, (SELECT 1))",
             "UPDATE t SET a = ?1 WHERE b IN (SELECT 1 FROM u) -- VALUES (?1, ?2)",
             "INSERT INTO t (a, b) VALUES ($1, $2)",
+            "INSERT INTO t (a, b) SELECT 1, 2 UNION ALL VALUES (?1, ?2)",
+            "INSERT INTO t VALUES (?1, ?2)",
             "INSERT INTO t (a, b) VALUES (?1, ?2) -- 'x'",
         ] {
             assert_eq!(multi_row_insert(not_plain, 2, 2), None, "{not_plain}");
@@ -388,6 +400,8 @@ mod tests {
         assert_eq!(chunks[0].1, vec![Cell::Int(0), Cell::Int(0), Cell::Int(1), Cell::Int(-1)], "each row's arguments in order");
         let odd = row_chunks("INSERT INTO t (a, b) VALUES (?1, ?2) ON CONFLICT DO NOTHING", rows(2));
         assert_eq!(odd.len(), 2, "not a plain insert: row by row");
+        let uneven = row_chunks("INSERT INTO t (a, b) VALUES (?1, ?2)", vec![vec![Cell::Int(1), Cell::Int(2)], vec![Cell::Int(3)]]);
+        assert_eq!(uneven.len(), 2, "rows of different lengths: row by row");
     }
 
 

@@ -84,10 +84,12 @@ impl SqlStore<Postgres> {
     /// connection blocks a thread of its own).
     pub fn connect(url: &str) -> Result<PostgresStore> {
         let config = parse_config(url)?;
-        let for_writer = writer_config(&config);
+        let for_thread = config.clone();
         let (conn, guard) = std::thread::spawn(move || {
-            let conn = PgConn::connect(&for_writer)?;
+            let conn = PgConn::connect(&for_thread)?;
             let guard = migrate(&conn)?;
+            conn.session_pending.set(true);
+            conn.set_writer_session()?;
             Ok::<_, StoreError>((conn, guard))
         })
         .join()
@@ -99,19 +101,9 @@ impl SqlStore<Postgres> {
 
 /// The writer's session: a commit returns only once durable, and a node that stalls
 /// inside a batch (paused, cut off) loses its session, and with it the log locks, instead
-/// of holding every other node's writer forever. Set as connection options (after any
-/// the URL gives), so that every connection the writer opens, a reconnect too, has them
-/// from its start.
-fn writer_config(config: &tokio_postgres::Config) -> tokio_postgres::Config {
-    const WRITER: &str = "-c synchronous_commit=on -c idle_in_transaction_session_timeout=15s";
-    let mut config = config.clone();
-    let options = match config.get_options() {
-        Some(given) if !given.trim().is_empty() => format!("{given} {WRITER}"),
-        _ => WRITER.to_owned(),
-    };
-    config.options(&options);
-    config
-}
+/// of holding every other node's writer forever. Set with `SET` rather than as
+/// connection options, which poolers such as PgBouncer refuse or drop.
+const WRITER_SESSION: &str = "SET synchronous_commit = on; SET idle_in_transaction_session_timeout = '15s'";
 
 /// Migrations under a session-level advisory lock: nodes that start together run them
 /// once, one after the other. Each migration holds `schema_migrations` exclusively
@@ -168,6 +160,9 @@ pub struct PgConn {
     held: RefCell<Vec<Pending>>,
     /// Where in `held` the rows of each `insert_row_later` statement are gathered.
     row_groups: RefCell<HashMap<String, usize>>,
+    /// The writer's connection (a new one too, after a reconnect) has yet to be given
+    /// `WRITER_SESSION`: set before its next transaction, until that succeeds.
+    session_pending: std::cell::Cell<bool>,
 }
 
 /// What is held for the next round trip.
@@ -200,7 +195,17 @@ impl PgConn {
             statements: RefCell::new(HashMap::new()),
             held: RefCell::new(Vec::new()),
             row_groups: RefCell::new(HashMap::new()),
+            session_pending: std::cell::Cell::new(false),
         })
+    }
+
+    /// Give the writer's connection its session settings if it has not got them yet.
+    fn set_writer_session(&self) -> Result<()> {
+        if self.session_pending.get() {
+            self.batch(WRITER_SESSION)?;
+            self.session_pending.set(false);
+        }
+        Ok(())
     }
 
     /// The prepared form of `sql` (SQLite placeholders), prepared once per connection.
@@ -223,8 +228,9 @@ impl PgConn {
             self.discard();
             *self.client.borrow_mut() = self.runtime.block_on(open(&self.config))?;
             self.statements.borrow_mut().clear();
+            self.session_pending.set(true);
         }
-        Ok(())
+        self.set_writer_session()
     }
 
     /// Send the held writes, then `then`, in one round trip, and wait for every answer.
@@ -466,15 +472,7 @@ impl WriterConn for PgConn {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_config, redact_url, writer_config};
-
-    #[test]
-    fn the_writer_connects_with_its_session_settings_after_the_urls_own() {
-        let plain = writer_config(&parse_config("postgres://praetor@db/praetor").unwrap());
-        assert_eq!(plain.get_options(), Some("-c synchronous_commit=on -c idle_in_transaction_session_timeout=15s"));
-        let with_path = writer_config(&parse_config("postgres://praetor@db/praetor?options=-c%20search_path%3Dtenant").unwrap());
-        assert_eq!(with_path.get_options(), Some("-c search_path=tenant -c synchronous_commit=on -c idle_in_transaction_session_timeout=15s"));
-    }
+    use super::redact_url;
 
     #[test]
     fn passwords_never_reach_logs() {
