@@ -159,7 +159,7 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
                  WHERE excluded.version > objects.version", args![
                 o.workspace_id, o.kind, o.object_id, o.agent_id, o.status, body_text(encoded, &o.body)?.as_ref(), o.created_at, o.updated_at,
                 o.version as i64
-            ], Some(StoreError::Stale(format!("{} `{}`", o.kind, o.object_id))))?;
+            ], Some(&|| StoreError::Stale(format!("{} `{}`", o.kind, o.object_id))))?;
         }
         Mutation::InsertViolation(v) => {
             db.insert_row_later("INSERT INTO violations (workspace_id, violation_id, rule_id, severity, agent_id, decision_id, at, body)
@@ -211,7 +211,7 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
             db.expect_row_later(
                 &format!("SELECT 1 FROM {} WHERE workspace_id = ?1 AND {} = ?2 AND etag = ?3", table(*of), key_column(*of)),
                 args![workspace_id, id, etag],
-                StoreError::Stale(format!("{} `{id}`", noun(*of))),
+                &|| StoreError::Stale(format!("{} `{id}`", noun(*of))),
             )?;
         }
         Mutation::ExpectActive { workspace_id, agent_id, credential_id } => {
@@ -260,7 +260,7 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
                  ON CONFLICT (workspace_id, agent_id, nonce) DO UPDATE SET expires_at = excluded.expires_at
                  WHERE nonces.expires_at <= ?4",
                 args![workspace_id, agent_id, nonce, now, until],
-                Some(StoreError::Replayed(format!("nonce of agent `{agent_id}`"))),
+                Some(&|| StoreError::Replayed(format!("nonce of agent `{agent_id}`"))),
             )?;
         }
         Mutation::PruneNonces { workspace_id, now } => {

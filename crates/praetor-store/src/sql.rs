@@ -191,6 +191,10 @@ macro_rules! int_cell {
 }
 int_cell!(i64, u8, u16, u32, u64);
 
+/// Makes the error of a write or check that found no row: a closure, so that the
+/// message is written only when it is needed (a held write needs it at once).
+pub type Refusal<'a> = &'a dyn Fn() -> StoreError;
+
 /// A connection either backend provides.
 pub trait Db {
     /// Run one statement; the number of rows it changed.
@@ -201,14 +205,15 @@ pub trait Db {
     fn batch(&self, sql: &str) -> Result<()>;
 
     /// Run a write whose outcome is only checked, never read: with `refused`, a
-    /// statement that changes no row fails with that error. A backend may hold it and
+    /// statement that changes no row fails with the error it makes (made only then, on
+    /// a backend that runs the statement at once). A backend may hold it and
     /// send it with the statements after it (PostgreSQL pipelines them: one round trip
     /// for many); its failure is then reported by the next statement that waits for an
     /// answer, or by [`Db::flush`]. SQLite runs it at once.
-    fn execute_later(&self, sql: &str, args: &[&dyn ToArg], refused: Option<StoreError>) -> Result<()> {
+    fn execute_later(&self, sql: &str, args: &[&dyn ToArg], refused: Option<Refusal<'_>>) -> Result<()> {
         let changed = self.execute(sql, args)?;
         match refused {
-            Some(e) if changed == 0 => Err(e),
+            Some(refused) if changed == 0 => Err(refused()),
             _ => Ok(()),
         }
     }
@@ -224,15 +229,15 @@ pub trait Db {
         self.execute_later(sql, args, None)
     }
 
-    /// A query that must find at least one row, or fail with `refused`; held and sent
-    /// like [`Db::execute_later`].
-    fn expect_row_later(&self, sql: &str, args: &[&dyn ToArg], refused: StoreError) -> Result<()> {
+    /// A query that must find at least one row, or fail with the error `refused` makes;
+    /// held and sent like [`Db::execute_later`].
+    fn expect_row_later(&self, sql: &str, args: &[&dyn ToArg], refused: Refusal<'_>) -> Result<()> {
         let mut found = false;
         self.query(sql, args, &mut |_| {
             found = true;
             Ok(())
         })?;
-        if found { Ok(()) } else { Err(refused) }
+        if found { Ok(()) } else { Err(refused()) }
     }
 
     /// Wait for every statement held by `execute_later` and `expect_row_later`: the
@@ -403,7 +408,6 @@ mod tests {
         let uneven = row_chunks("INSERT INTO t (a, b) VALUES (?1, ?2)", vec![vec![Cell::Int(1), Cell::Int(2)], vec![Cell::Int(3)]]);
         assert_eq!(uneven.len(), 2, "rows of different lengths: row by row");
     }
-
 
     #[test]
     fn placeholders_are_rewritten_outside_literals() {

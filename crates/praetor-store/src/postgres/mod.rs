@@ -18,7 +18,7 @@ use bytes::BytesMut;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use crate::sql::{Arg, Cell, Db, Row, ToArg, postgres_placeholders, row_chunks};
+use crate::sql::{Arg, Cell, Db, Refusal, Row, ToArg, postgres_placeholders, row_chunks};
 use crate::sql_store::{Backend, SqlStore};
 use crate::writer::WriterConn;
 use crate::{Result, StoreError, VaultCheck, vault_rows};
@@ -386,10 +386,10 @@ impl Db for PgConn {
         self.with_held(async { Ok(client.batch_execute(sql).await?) })
     }
 
-    fn execute_later(&self, sql: &str, args: &[&dyn ToArg], refused: Option<StoreError>) -> Result<()> {
+    fn execute_later(&self, sql: &str, args: &[&dyn ToArg], refused: Option<Refusal<'_>>) -> Result<()> {
         let statement = self.statement(sql)?;
         let args = args.iter().map(|a| Cell::from(a.arg())).collect();
-        self.held.borrow_mut().push(Pending::One(Held { statement, args, refused }));
+        self.held.borrow_mut().push(Pending::One(Held { statement, args, refused: refused.map(|r| r()) }));
         Ok(())
     }
 
@@ -407,7 +407,7 @@ impl Db for PgConn {
         Ok(())
     }
 
-    fn expect_row_later(&self, sql: &str, args: &[&dyn ToArg], refused: StoreError) -> Result<()> {
+    fn expect_row_later(&self, sql: &str, args: &[&dyn ToArg], refused: Refusal<'_>) -> Result<()> {
         // A query's row count is what `execute` gives back for it.
         self.execute_later(sql, args, Some(refused))
     }
