@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 
@@ -123,6 +124,10 @@ def test_shared_server_store_checks_and_exports(server, binary, tmp_path):
     r = run_praetor(binary, "vault", "check", "--data-dir", server.data_dir)
     assert r.returncode == 0, f"rc={r.returncode}\n{r.stdout}\n{r.stderr}"
     assert "FAILED" not in r.stdout
+    # Every decision the suite made (sessions, escalations, delegation, breakglass,
+    # batches, ...) has a row that matches the entry sealed for it.
+    rows = [int(m) for m in re.findall(r"(\d+) decisions' rows verified", r.stdout)]
+    assert rows and sum(rows) >= server.get("/enforce/decisions", params={"per_page": 1})["total"] > 0, r.stdout
     key = _key_file(server, tmp_path / "vault.vkey")
     bundle = server.get("/enforce/vault/export")
     r = run_praetor(binary, "vault", "verify", write_json(tmp_path / "bundle.json", bundle), "--key", key)

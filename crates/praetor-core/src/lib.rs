@@ -31,6 +31,13 @@ pub use policy::{
 };
 pub use trust::next_trust;
 
+/// SHA-256 of `data` as 64 lowercase hexadecimal characters: how the vault's entries
+/// name the content and answer they seal, and how API keys are stored.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(data))
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`: naive UTC with milliseconds, the wire contract's time
 /// (§0 rule 9), from milliseconds since the epoch. The same text as the format
 /// `%Y-%m-%dT%H:%M:%S%.3fZ`, without parsing a format string on every call.

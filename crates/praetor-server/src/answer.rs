@@ -4,6 +4,7 @@
 //! two. So the row is a third of its former size, and what the API shows of a decision
 //! is what was sealed.
 
+use praetor_store::DecisionRow;
 use serde_json::{Map, Value, json};
 
 /// Answer fields read back from the sealed entry: (answer field, entry field).
@@ -52,20 +53,47 @@ fn entry_gives_back(answer: &Map<String, Value>, entry: &Map<String, Value>) -> 
     copied && derived && optional
 }
 
-/// The answer as stored in `body`, with its sealed entry when it has one: a whole
-/// answer (it has `decision`, as rows written before this change and fallbacks do) is
-/// returned as it is; the rest of one is joined with the entry. When the two cannot be
-/// joined (no entry, or one that cannot be read or lacks fields), why.
-pub fn read(body: &Value, sealed_leaf: Option<&[u8]>) -> Result<Value, String> {
-    let Value::Object(rest) = body else { return Ok(body.clone()) };
-    if rest.contains_key("decision") {
-        return Ok(body.clone());
+/// A stored decision read back ([`read`]).
+#[derive(Debug, PartialEq)]
+pub struct Joined {
+    /// The answer, as far as it can be shown, with `read_error` saying why when part
+    /// of it cannot.
+    pub answer: Value,
+    /// The row departs from its sealed entry, so nothing of the row's own is shown:
+    /// not the rest of its answer, nor its content.
+    pub row_withheld: bool,
+}
+
+/// A stored decision's answer, with its sealed entry when it has one: a whole answer
+/// (it has `decision`, as rows written before answers were stored once and fallbacks
+/// do) is returned as it is; the rest of one is joined with the entry. A row that
+/// departs from its entry ([`DecisionRow::departs_from`]: changed after it was sealed)
+/// shows only what the entry gives back, and `read_error` says why. `Err` says why the
+/// answer cannot be joined with an entry (no entry, or one that cannot be read or lacks
+/// fields).
+pub fn read(row: &DecisionRow) -> Result<Joined, String> {
+    let whole = row.body.as_object().is_none_or(|rest| rest.contains_key("decision"));
+    let entry = match row.sealed_leaf.as_deref().map(serde_json::from_slice::<Map<String, Value>>) {
+        Some(Ok(entry)) => entry,
+        // A whole answer needs no entry to be read.
+        _ if whole => return Ok(Joined { answer: row.body.clone(), row_withheld: false }),
+        None => return Err("the decision has no sealed entry to join its answer with".to_owned()),
+        Some(Err(e)) => return Err(format!("the decision's sealed entry cannot be read ({})", praetor_store::unreadable_json(&e))),
+    };
+    let lacks_fields = || "the decision's sealed entry lacks fields of its answer".to_owned();
+    if let Some(why) = row.departs_from(&entry) {
+        let mut sealed = rebuild(&entry, &Map::new()).ok_or_else(lacks_fields)?;
+        if let Some(unreadable) = row.body.get("read_error").and_then(Value::as_str) {
+            praetor_store::add_read_error(&mut sealed, unreadable.to_owned());
+        }
+        praetor_store::add_read_error(&mut sealed, format!("the decision's row does not match its sealed entry: {why}; only what was sealed is shown"));
+        return Ok(Joined { answer: Value::Object(sealed), row_withheld: true });
     }
-    match sealed_leaf.map(serde_json::from_slice::<Map<String, Value>>) {
-        None => Err("the decision has no sealed entry to join its answer with".to_owned()),
-        Some(Err(e)) => Err(format!("the decision's sealed entry cannot be read ({})", praetor_store::unreadable_json(&e))),
-        Some(Ok(entry)) => rebuild(&entry, rest).map(Value::Object).ok_or_else(|| "the decision's sealed entry lacks fields of its answer".to_owned()),
-    }
+    let answer = match &row.body {
+        Value::Object(rest) if !whole => Value::Object(rebuild(&entry, rest).ok_or_else(lacks_fields)?),
+        body => body.clone(),
+    };
+    Ok(Joined { answer, row_withheld: false })
 }
 
 fn rebuild(entry: &Map<String, Value>, rest: &Map<String, Value>) -> Option<Map<String, Value>> {
@@ -98,7 +126,7 @@ mod tests {
     fn entry() -> Map<String, Value> {
         map(json!({
             "kind": "decision", "time": "2026-12-05T10:00:00.000Z", "workspace_id": "ws_1", "decision_id": "dec_01",
-            "agent_id": "agt_1", "session_id": null, "action_type": "email.send", "content_sha256": "ab",
+            "agent_id": "agt_1", "session_id": null, "action_type": "email.send", "content_sha256": praetor_core::sha256_hex(b"hi"),
             "decision": "block", "outcome": "refused", "policies": [{ "policy_id": "pol_1", "name": "n", "decision": "block", "reason": "r" }],
             "policy_set_hash": "ff", "identity": { "result": "verified" }, "approver": null, "seq": 7,
         }))
@@ -118,13 +146,33 @@ mod tests {
         serde_json::to_vec(e).unwrap()
     }
 
+    /// The row `entry()` seals (in the session `leaf` names, if any), holding `body`,
+    /// read back with `leaf`.
+    fn row(body: &Value, leaf: Option<&[u8]>) -> DecisionRow {
+        let text = serde_json::to_string(body).unwrap();
+        let session_id = leaf.and_then(|l| serde_json::from_slice::<Value>(l).ok()).and_then(|e| e["session_id"].as_str().map(str::to_owned));
+        DecisionRow {
+            decision_id: "dec_01".into(), workspace_id: "ws_1".into(), agent_id: Some("agt_1".into()), session_id,
+            action_type: "email.send".into(), decision: "block".into(), created_at: 1_796_464_800_000, vault_seq: Some(7),
+            content: Some("hi".into()), body: body.clone(), sealed_leaf: leaf.map(<[u8]>::to_vec),
+            body_sha256: Some(praetor_core::sha256_hex(text.as_bytes())),
+        }
+    }
+
+    /// The answer `read` gives for `body` with `leaf`, or why it cannot.
+    fn read_back(body: &Value, leaf: Option<&[u8]>) -> Result<Value, String> {
+        let joined = read(&row(body, leaf))?;
+        assert!(!joined.row_withheld, "{joined:?}");
+        Ok(joined.answer)
+    }
+
     #[test]
     fn the_row_keeps_only_what_the_entry_cannot_give_back_and_reads_back_whole() {
         let kept = stored(&answer(), &entry());
         let mut names: Vec<&str> = kept.keys().map(String::as_str).collect();
         names.sort_unstable();
         assert_eq!(names, ["boundary_check", "jurisdiction", "permission_scope", "policy_evaluated", "reasoning", "trust_score"]);
-        assert_eq!(read(&Value::Object(kept), Some(&leaf(&entry()))), Ok(Value::Object(answer())));
+        assert_eq!(read_back(&Value::Object(kept), Some(&leaf(&entry()))), Ok(Value::Object(answer())));
     }
 
     #[test]
@@ -138,7 +186,7 @@ mod tests {
         a.insert("escalation".into(), json!({ "escalation_id": "esc_1", "status": "pending" }));
         let kept = stored(&a, &e);
         assert!(!kept.contains_key("session_id") && !kept.contains_key("escalation_id") && kept.contains_key("escalation"));
-        assert_eq!(read(&Value::Object(kept), Some(&leaf(&e))), Ok(Value::Object(a)));
+        assert_eq!(read_back(&Value::Object(kept), Some(&leaf(&e))), Ok(Value::Object(a)));
     }
 
     #[test]
@@ -165,13 +213,13 @@ mod tests {
     #[test]
     fn whole_answers_read_as_stored() {
         let whole = Value::Object(answer());
-        assert_eq!(read(&whole, Some(&leaf(&entry()))), Ok(whole.clone()), "a row written whole is not joined");
+        assert_eq!(read_back(&whole, Some(&leaf(&entry()))), Ok(whole.clone()), "a row written whole is not joined");
         // Not even where the entry says otherwise (a row kept whole because the two
         // disagreed, or one written before answers were stored once).
         let mut other = entry();
-        other.insert("decision".into(), json!("allow"));
+        other.insert("outcome".into(), json!("allowed"));
         other.insert("reasoning".into(), json!("from the entry"));
-        assert_eq!(read(&whole, Some(&leaf(&other))), Ok(whole));
+        assert_eq!(read_back(&whole, Some(&leaf(&other))), Ok(whole));
     }
 
     #[test]
@@ -180,11 +228,38 @@ mod tests {
         let mut short = entry();
         short.remove("policies");
         for (leaf, why) in [(None, "no sealed entry"), (Some(b"{\"decision\": no".to_vec()), "cannot be read (Syntax error at line 1, column 15)"), (Some(leaf(&short)), "lacks fields")] {
-            let err = read(&kept, leaf.as_deref()).unwrap_err();
+            let err = read_back(&kept, leaf.as_deref()).unwrap_err();
             assert!(err.contains(why), "{err}");
         }
         // The leaf's text is not quoted (it may hold an action's metadata).
-        let err = read(&kept, Some(br#""a secret""#)).unwrap_err();
+        let err = read_back(&kept, Some(br#""a secret""#)).unwrap_err();
         assert!(!err.contains("secret"), "{err}");
+    }
+
+    /// A row changed after it was sealed shows what the entry seals, says why, and
+    /// withholds the rest: whole answers (which hold every field) included.
+    #[test]
+    fn a_row_that_departs_from_its_entry_shows_only_what_was_sealed() {
+        let kept = Value::Object(stored(&answer(), &entry()));
+        let mut sealed = entry();
+        sealed.insert("answer_sha256".into(), json!(row(&kept, None).body_sha256));
+        assert_eq!(read_back(&kept, Some(&leaf(&sealed))), Ok(Value::Object(answer())), "an honest row reads whole");
+        let mut reworded = kept.clone();
+        reworded["reasoning"] = json!("nothing to see");
+        let mut changed_content = row(&kept, Some(&leaf(&sealed)));
+        changed_content.content = Some("ho".into());
+        let mut other_verdict = row(&Value::Object(answer()), Some(&leaf(&entry())));
+        other_verdict.decision = "allow".into();
+        for (changed, why) in [
+            (row(&reworded, Some(&leaf(&sealed))), "its stored answer is not the one sealed"),
+            (changed_content, "its content is not the content sealed"),
+            (other_verdict, "its `decision` is not the one sealed"),
+        ] {
+            let joined = read(&changed).unwrap();
+            assert!(joined.row_withheld, "{why}: {joined:?}");
+            let shown = joined.answer;
+            assert!(shown["read_error"].as_str().unwrap().contains(why), "{shown}");
+            assert_eq!((&shown["decision"], &shown["decision_id"], &shown["reasoning"]), (&json!("block"), &json!("dec_01"), &Value::Null), "{shown}");
+        }
     }
 }

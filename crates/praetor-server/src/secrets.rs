@@ -1,6 +1,5 @@
 //! Random identifiers, API keys and their hashes.
 
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub fn random_bytes<const N: usize>() -> [u8; N] {
@@ -49,12 +48,10 @@ pub fn new_api_key() -> String {
 }
 
 pub fn key_hash(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
+    sha256_hex(key.as_bytes())
 }
 
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
+pub use praetor_core::sha256_hex;
 
 pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))

@@ -146,6 +146,58 @@ pub struct DecisionRow {
     /// written (the entry is the log's).
     #[serde(skip)]
     pub sealed_leaf: Option<Vec<u8>>,
+    /// The SHA-256 (hex) of `body`'s text as stored, when read back: what the
+    /// decision's sealed entry names as `answer_sha256`.
+    #[serde(skip)]
+    pub body_sha256: Option<String>,
+}
+
+impl DecisionRow {
+    /// Where this row departs from `entry`, the vault entry sealed for it: the columns
+    /// the entry repeats, the content (by `content_sha256`) and the stored answer (by
+    /// `answer_sha256`); `None` when they all match. Nothing else shows that a row was
+    /// changed after it was sealed: reading it back shows the entry's own fields, but
+    /// the content and the rest of the answer are the row's, and lists filter by its
+    /// columns. A field the entry lacks (entries sealed by older versions have no
+    /// `answer_sha256`) is not compared; nobody can remove one from a sealed entry
+    /// without breaking its hashes.
+    pub fn departs_from(&self, entry: &Map<String, Value>) -> Option<String> {
+        if entry.get("kind").and_then(Value::as_str) != Some("decision") {
+            return Some("its vault entry is not a decision's".into());
+        }
+        let columns = [
+            ("decision_id", Some(self.decision_id.as_str())),
+            ("agent_id", self.agent_id.as_deref()),
+            ("session_id", self.session_id.as_deref()),
+            ("action_type", Some(self.action_type.as_str())),
+            ("decision", Some(self.decision.as_str())),
+        ];
+        for (field, column) in columns {
+            if entry.get(field).is_some_and(|sealed| sealed.as_str() != column) {
+                return Some(format!("its `{field}` is not the one sealed in its entry"));
+            }
+        }
+        if entry.get("time").is_some_and(|t| t.as_str() != Some(praetor_core::iso_millis(self.created_at).as_str())) {
+            return Some("its time is not the one sealed in its entry".into());
+        }
+        if let Some(sealed) = entry.get("content_sha256") {
+            let redacted = entry.get("content_redacted") == Some(&Value::Bool(true));
+            let matches = match (self.content.as_deref(), sealed.as_str()) {
+                (Some(content), Some(hash)) => praetor_core::sha256_hex(content.as_bytes()) == hash,
+                (None, None) => true,
+                // Content the client only gave the hash of was never stored.
+                (None, Some(_)) => redacted,
+                (Some(_), None) => false,
+            };
+            if !matches {
+                return Some("its content is not the content sealed in its entry (`content_sha256`)".into());
+            }
+        }
+        if entry.get("answer_sha256").is_some_and(|sealed| sealed.as_str() != self.body_sha256.as_deref()) {
+            return Some("its stored answer is not the one sealed in its entry (`answer_sha256`)".into());
+        }
+        None
+    }
 }
 
 /// The per-decision change to an agent's live figures, applied in the decision's batch.

@@ -378,6 +378,7 @@ fn policy_from_row(r: &dyn Row) -> Result<PolicyRecord> {
 }
 
 fn decision_from_row(r: &dyn Row) -> Result<DecisionRow> {
+    let body: String = r.get(8)?;
     Ok(DecisionRow {
         workspace_id: r.get(0)?,
         decision_id: r.get(1)?,
@@ -389,13 +390,14 @@ fn decision_from_row(r: &dyn Row) -> Result<DecisionRow> {
         content: r.get(7)?,
         // An unreadable answer spoils this decision only (see `violation_from_row`): its
         // body says why, and reading it back joins what its sealed entry gives.
-        body: match serde_json::from_str::<serde_json::Value>(&r.get::<String>(8)?) {
+        body: match serde_json::from_str::<serde_json::Value>(&body) {
             Ok(body) if body.is_object() => body,
             Ok(_) => serde_json::json!({ "read_error": "the decision's stored answer is not a JSON object" }),
             Err(e) => serde_json::json!({ "read_error": format!("the decision's stored answer cannot be read ({})", unreadable_json(&e)) }),
         },
         session_id: r.get(9)?,
         sealed_leaf: r.get(10)?,
+        body_sha256: Some(praetor_core::sha256_hex(body.as_bytes())),
     })
 }
 
@@ -569,6 +571,17 @@ pub fn list_decisions(db: &dyn Db, ws: &str, f: &DecisionFilter) -> Result<(Vec<
         decision_from_row,
     )?;
     Ok((rows, total as u64))
+}
+
+/// Every decision row of `ws` not sealed at or past `sealed_before` (a row without an
+/// entry included), with its sealed entry, in no particular order: `praetor vault
+/// check`'s walk of the rows.
+pub fn each_decision(db: &dyn Db, ws: &str, sealed_before: u64, each: &mut dyn FnMut(DecisionRow) -> Result<()>) -> Result<()> {
+    db.query(
+        &format!("{} WHERE d.workspace_id = ?1 AND (d.vault_seq IS NULL OR d.vault_seq < ?2)", decision_select("decisions d")),
+        args![ws, sealed_before],
+        &mut |r| each(decision_from_row(r)?),
+    )
 }
 
 pub fn get_decision(db: &dyn Db, ws: &str, id: &str) -> Result<Option<DecisionRow>> {

@@ -205,17 +205,99 @@ pub struct VaultCheck {
     pub checkpoints: u64,
     /// The first bad sequence number and what is wrong with it.
     pub first_bad: Option<(u64, String)>,
+    /// Decision rows checked against the entries sealed for them (none when the log
+    /// itself is bad).
+    pub decisions: u64,
+    /// The first decision row that departs from its entry, or an entry sealing a
+    /// decision that has no row, and what is wrong.
+    pub bad_decision: Option<String>,
 }
 
 /// Re-verify everything stored for one workspace: each leaf against its leaf hash, the
 /// chain, each HMAC, every stored tree hash against a recomputation, and each
-/// checkpoint's root. Reports the first bad sequence number. `progress(done, total)`.
+/// checkpoint's root; then each decision's row against the entry sealed for it
+/// ([`check_decision_rows`]). Reports the first bad sequence number, or the first bad
+/// decision. `progress(done, total)`.
 pub fn check_vault(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<VaultCheck> {
+    let mut report = check_log(conn, ws, progress)?;
+    if report.first_bad.is_none() {
+        let (decisions, bad) = check_decision_rows(conn, ws, &report.sealed_decisions, progress)?;
+        report.check.decisions = decisions;
+        report.check.bad_decision = bad;
+    }
+    Ok(report.check)
+}
+
+/// A log's check, with which of its entries seal a decision.
+struct LogCheck {
+    check: VaultCheck,
+    /// By sequence number, for every entry checked.
+    sealed_decisions: Vec<bool>,
+}
+
+impl std::ops::Deref for LogCheck {
+    type Target = VaultCheck;
+    fn deref(&self) -> &VaultCheck {
+        &self.check
+    }
+}
+
+/// Each decision row of `ws` whose entry the log check covered (`sealed_decisions`,
+/// by sequence number; rows sealed later, by a server still writing, are left for
+/// the next check) against that entry ([`DecisionRow::departs_from`]), and every
+/// decision entry against the rows: one without a row was deleted. The rows checked,
+/// and the first problem.
+fn check_decision_rows(conn: &dyn Db, ws: &str, sealed_decisions: &[bool], progress: &mut dyn FnMut(u64, u64)) -> Result<(u64, Option<String>)> {
+    let logged = sealed_decisions.len() as u64;
+    let total: u64 = conn
+        .value("SELECT COUNT(*) FROM decisions WHERE workspace_id = ?1 AND (vault_seq IS NULL OR vault_seq < ?2)", args![ws, logged])?
+        .unwrap_or(0);
+    let mut has_row = vec![false; sealed_decisions.len()];
+    let (mut checked, mut bad) = (0u64, None);
+    crate::rows::each_decision(conn, ws, logged, &mut |row| {
+        checked += 1;
+        if checked.is_multiple_of(10_000) {
+            progress(checked, total);
+        }
+        if bad.is_some() {
+            return Ok(());
+        }
+        let Some(seq) = row.vault_seq else {
+            bad = Some(format!("decision `{}` has no vault entry", row.decision_id));
+            return Ok(());
+        };
+        let entry = row.sealed_leaf.as_deref().and_then(|leaf| serde_json::from_slice::<serde_json::Map<String, Value>>(leaf).ok());
+        let why = match entry {
+            None => Some("its entry is missing or unreadable".to_owned()),
+            Some(entry) => row.departs_from(&entry),
+        };
+        match why {
+            Some(why) => bad = Some(format!("decision `{}` (entry {seq}): {why}", row.decision_id)),
+            None => {
+                if let Some(found) = has_row.get_mut(seq as usize) {
+                    *found = true;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    progress(checked, total);
+    if bad.is_none()
+        && let Some(seq) = (0..sealed_decisions.len()).find(|&s| sealed_decisions[s] && !has_row[s])
+    {
+        bad = Some(format!("entry {seq} seals a decision that has no row"));
+    }
+    Ok((checked, bad))
+}
+
+/// The log part of [`check_vault`].
+fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<LogCheck> {
     let secret: Vec<u8> = conn
         .value("SELECT hmac_secret FROM workspaces WHERE workspace_id = ?1", args![ws])?
         .ok_or_else(|| StoreError::Corrupt(format!("workspace `{ws}` does not exist")))?;
     let total: u64 = conn.value("SELECT COUNT(*) FROM vault_entries WHERE workspace_id = ?1", args![ws])?.unwrap_or(0);
-    let mut report = VaultCheck { workspace_id: ws.to_owned(), entries: total, checkpoints: 0, first_bad: None };
+    let mut report = VaultCheck { workspace_id: ws.to_owned(), entries: total, checkpoints: 0, first_bad: None, decisions: 0, bad_decision: None };
+    let mut sealed_decisions = Vec::new();
     let checkpoint_sizes: Vec<(u64, [u8; 32])> =
         conn.all("SELECT size, root FROM vault_checkpoints WHERE workspace_id = ?1 ORDER BY size", args![ws], |r| Ok((r.get(0)?, r.get(1)?)))?;
     report.checkpoints = checkpoint_sizes.len() as u64;
@@ -241,8 +323,9 @@ pub fn check_vault(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) 
                 }
             };
             match check_entry(&e, expected_seq, &prev_chain, &secret) {
-                Ok((lh, ch)) => {
+                Ok((lh, ch, seals_decision)) => {
                     prev_chain = ch;
+                    sealed_decisions.push(seals_decision);
                     recomputed_hashes.extend(frontier.push_stored(lh)?.into_iter().map(|(_, h)| h));
                     expected_seq += 1;
                     if wanted.contains(&expected_seq) {
@@ -259,7 +342,7 @@ pub fn check_vault(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) 
     )?;
     if first_bad.is_some() {
         report.first_bad = first_bad;
-        return Ok(report);
+        return Ok(LogCheck { check: report, sealed_decisions });
     }
     progress(expected_seq, total);
     let fail = |seq: u64, msg: String| Some((seq, msg));
@@ -268,11 +351,11 @@ pub fn check_vault(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) 
             Some(r) if praetor_vault::merkle::hashes_equal(r, &root) => {}
             Some(_) => {
                 report.first_bad = fail(size - 1, format!("checkpoint at size {size} does not match the entries"));
-                return Ok(report);
+                return Ok(LogCheck { check: report, sealed_decisions });
             }
             None => {
                 report.first_bad = fail(expected_seq, format!("a checkpoint covers {size} entries but only {expected_seq} are stored"));
-                return Ok(report);
+                return Ok(LogCheck { check: report, sealed_decisions });
             }
         }
     }
@@ -282,7 +365,7 @@ pub fn check_vault(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) 
     if stored_count != stored_hash_count(expected_seq) {
         report.first_bad = fail(expected_seq, format!(
             "the store holds {stored_count} tree hashes; {} entries need {}", expected_seq, stored_hash_count(expected_seq)));
-        return Ok(report);
+        return Ok(LogCheck { check: report, sealed_decisions });
     }
     conn.query("SELECT idx, hash FROM vault_hashes WHERE workspace_id = ?1 ORDER BY idx", args![ws], &mut |r| {
         if report.first_bad.is_some() {
@@ -296,12 +379,16 @@ pub fn check_vault(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) 
         }
         Ok(())
     })?;
-    Ok(report)
+    Ok(LogCheck { check: report, sealed_decisions })
 }
 
+/// An entry that checked out: its leaf hash, its chain hash, and whether it seals a
+/// decision.
+type CheckedEntry = ([u8; 32], [u8; 32], bool);
+
 /// Check one stored entry against the one before it: its position, canonical form,
-/// leaf hash, chain hash and HMAC. The leaf and chain hashes, or the first problem.
-fn check_entry(e: &VaultEntryRow, expected_seq: u64, prev_chain: &[u8; 32], secret: &[u8]) -> Result<([u8; 32], [u8; 32]), (u64, String)> {
+/// leaf hash, chain hash and HMAC; or the first problem.
+fn check_entry(e: &VaultEntryRow, expected_seq: u64, prev_chain: &[u8; 32], secret: &[u8]) -> Result<CheckedEntry, (u64, String)> {
     if e.seq != expected_seq {
         return Err((expected_seq, format!("entry {expected_seq} is missing (next stored is {})", e.seq)));
     }
@@ -324,7 +411,7 @@ fn check_entry(e: &VaultEntryRow, expected_seq: u64, prev_chain: &[u8; 32], secr
     if !verify_entry_hmac(secret, e.seq, &lh, &ch, &e.hmac) {
         return Err((e.seq, "hmac does not verify under the workspace secret".into()));
     }
-    Ok((lh, ch))
+    Ok((lh, ch, leaf.get("kind").and_then(Value::as_str) == Some("decision")))
 }
 
 /// The first entry whose append produced stored hash `idx` (for error messages).

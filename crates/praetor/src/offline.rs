@@ -153,11 +153,18 @@ pub fn check_store(data_dir: &Path, database_url: Option<&str>) -> anyhow::Resul
     bar.finish_and_clear();
     let mut ok = true;
     for r in &reports {
-        match &r.first_bad {
-            None => println!("OK: workspace `{}`: {} entries, {} checkpoints verified", r.workspace_id, r.entries, r.checkpoints),
-            Some((seq, why)) => {
+        match (&r.first_bad, &r.bad_decision) {
+            (None, None) => println!(
+                "OK: workspace `{}`: {} entries, {} checkpoints and {} decisions' rows verified",
+                r.workspace_id, r.entries, r.checkpoints, r.decisions
+            ),
+            (Some((seq, why)), _) => {
                 ok = false;
                 println!("FAILED: workspace `{}` at entry {seq}: {why}", r.workspace_id);
+            }
+            (None, Some(why)) => {
+                ok = false;
+                println!("FAILED: workspace `{}`: {why}", r.workspace_id);
             }
         }
     }

@@ -198,6 +198,42 @@ fn vault_check_names_the_first_bad_entry() {
     }
 }
 
+/// `vault check` compares each decision's row with the entry sealed for it: a row
+/// changed, pointed elsewhere or deleted after it was sealed is named.
+#[test]
+fn vault_check_names_a_decision_row_changed_after_it_was_sealed() {
+    // The sixth decision of the log, by its entry, and the seventh's entry.
+    let sixth = "(SELECT vault_seq FROM decisions ORDER BY vault_seq LIMIT 1 OFFSET 5)";
+    let seventh = "(SELECT vault_seq FROM decisions ORDER BY vault_seq LIMIT 1 OFFSET 6)";
+    let cases = [
+        ("changed content", format!("UPDATE decisions SET content = 'row 999' WHERE vault_seq = {sixth}"), "its content is not the content sealed"),
+        ("a changed answer", format!("UPDATE decisions SET body = json_set(body, '$.reasoning', 'fine') WHERE vault_seq = {sixth}"), "`answer_sha256`"),
+        ("a changed verdict", "UPDATE decisions SET decision = 'allow' WHERE vault_seq = (SELECT MIN(vault_seq) FROM decisions WHERE decision = 'block')".to_owned(), "its `decision` is not the one sealed"),
+        ("a row pointed at another entry", format!("UPDATE decisions SET vault_seq = {seventh} WHERE vault_seq = {sixth}"), "its `decision_id` is not the one sealed"),
+        ("a row without its entry", format!("UPDATE decisions SET vault_seq = NULL WHERE vault_seq = {sixth}"), "has no vault entry"),
+        ("a deleted row", format!("DROP TRIGGER IF EXISTS decisions_no_delete; DELETE FROM decisions WHERE vault_seq = {sixth}"), "seals a decision that has no row"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    populated(dir.path(), 12);
+    let out = check(dir.path());
+    assert!(out.status.success() && text(&out).contains("12 decisions' rows verified"), "{}", text(&out));
+    // The database with its WAL, if the stopped server left one.
+    let files = ["praetor.db", "praetor.db-wal", "praetor.db-shm"];
+    let pristine: Vec<Option<Vec<u8>>> = files.iter().map(|f| std::fs::read(dir.path().join(f)).ok()).collect();
+    for (what, sql, expect) in cases {
+        for (f, bytes) in files.iter().zip(&pristine) {
+            match bytes {
+                Some(b) => std::fs::write(dir.path().join(f), b).unwrap(),
+                None => drop(std::fs::remove_file(dir.path().join(f))),
+            }
+        }
+        tamper(dir.path(), &sql);
+        let out = check(dir.path());
+        assert_eq!(out.status.code(), Some(1), "{what}: check passed\n{}", text(&out));
+        assert!(text(&out).contains(expect) && text(&out).contains("decision"), "{what}: expected `{expect}` in\n{}", text(&out));
+    }
+}
+
 #[test]
 fn vault_verify_names_the_first_bad_entry_of_a_bundle() {
     let dir = tempfile::tempdir().unwrap();

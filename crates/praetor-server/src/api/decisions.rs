@@ -17,14 +17,18 @@ use crate::state::AppState;
 /// A stored decision as the API shows it: its answer (joined with its sealed entry, see
 /// `answer`), its content and its entry's sequence number. One whose answer cannot be
 /// joined with its entry is still shown: the part its row holds, the row's columns
-/// (its id, agent, session, action, verdict and time) and, in `read_error`, why.
+/// (its id, agent, session, action, verdict and time) and, in `read_error`, why. One
+/// whose row departs from its entry shows what the entry seals and no content.
 pub fn decision_view(row: &DecisionRow) -> Value {
-    let mut v = crate::answer::read(&row.body, row.sealed_leaf.as_deref()).unwrap_or_else(|why| row_part(row, why));
+    let (mut v, row_withheld) = match crate::answer::read(row) {
+        Ok(joined) => (joined.answer, joined.row_withheld),
+        Err(why) => (row_part(row, why), false),
+    };
     if let Some(why) = v.get("read_error") {
         tracing::warn!(decision_id = %row.decision_id, reason = %why, "a stored decision cannot be read whole; returning what can be read");
     }
     if let Value::Object(m) = &mut v {
-        m.insert("action_content".into(), json!(row.content));
+        m.insert("action_content".into(), if row_withheld { Value::Null } else { json!(row.content) });
         m.insert("vault_entry_id".into(), json!(row.vault_seq));
     }
     v
@@ -126,7 +130,7 @@ mod tests {
         DecisionRow {
             decision_id: "dec_01".into(), workspace_id: "ws_1".into(), agent_id: Some("agt_1".into()), session_id: None,
             action_type: "email.send".into(), decision: "block".into(), created_at: 10, vault_seq: Some(7),
-            content: Some("hi".into()), body, sealed_leaf: sealed_leaf.map(<[u8]>::to_vec),
+            content: Some("hi".into()), body, sealed_leaf: sealed_leaf.map(<[u8]>::to_vec), body_sha256: None,
         }
     }
 

@@ -182,6 +182,16 @@ pub async fn receipt(
         .filter(|row| auth.may_see(row.agent_id.as_deref()))
         .ok_or_else(|| ApiError::not_found("decision", &id))?;
     let seq = row.vault_seq.ok_or_else(|| ApiError::new(Code::NotFound, format!("decision `{id}` has no vault entry")))?;
+    // A receipt proves the entry its row points to: that must be this decision's.
+    let sealed: serde_json::Map<String, Value> = row
+        .sealed_leaf
+        .as_deref()
+        .and_then(|leaf| serde_json::from_slice(leaf).ok())
+        .ok_or_else(|| ApiError::new(Code::Internal, format!("vault entry {seq} of decision `{id}` is missing or unreadable")))?;
+    if let Some(why) = row.departs_from(&sealed) {
+        tracing::warn!(decision_id = %id, seq, reason = %why, "a decision's row does not match its sealed entry");
+        return Err(ApiError::new(Code::Internal, format!("decision `{id}`'s row does not match vault entry {seq}: {why}; `praetor vault check` reports such damage")));
+    }
     let cp = match state.store.checkpoint_covering(ws, seq + 1).await? {
         Some(cp) => cp,
         None => fresh_checkpoint(&state, ws).await?,
@@ -204,7 +214,7 @@ pub async fn receipt(
     Ok(Json(json!({
         "ok": true,
         "decision_id": id,
-        "decision": row.decision,
+        "decision": sealed.get("decision"),
         "vault_entry_id": seq,
         "receipt": receipt,
         "keys": keys,

@@ -1,7 +1,7 @@
 //! Bad input gets the right status and a stable error code, and the server keeps serving.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::harness::{TestServer, assert_error};
 
@@ -244,4 +244,64 @@ async fn damaged_records_are_shown_with_why_and_counted() {
     assert!(violation["read_error"].as_str().unwrap().contains("stored body cannot be read"), "{list}");
     assert_eq!(violation["decision_id"], blocked["decision_id"], "{list}");
     assert_eq!(counted().await, 3);
+}
+
+/// A decision's row changed after it was sealed (its content, the rest of its answer,
+/// its verdict column) is shown as its entry seals it, with why and without the row's
+/// own parts, and counted; its receipt is refused rather than prove another entry. An
+/// untouched decision beside it reads whole.
+#[tokio::test]
+async fn a_row_changed_after_it_was_sealed_shows_only_what_was_sealed() {
+    let s = TestServer::start().await;
+    s.policy(json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" })).await;
+    let kept = s.intercept(json!({ "action_type": "email.send", "content": "hello" })).await;
+    let blocked = s.intercept(json!({ "action_type": "delete_x", "content": "drop table users" })).await;
+    assert_eq!(blocked["decision"], "block", "{blocked}");
+    let (kept_id, id) = (kept["decision_id"].as_str().unwrap().to_owned(), blocked["decision_id"].as_str().unwrap().to_owned());
+    let read = |id: String| {
+        let s = &s;
+        async move {
+            let (status, got) = s.get(&format!("/api/v1/enforce/decisions/{id}"), &s.admin_key).await;
+            assert_eq!(status.as_u16(), 200, "{got}");
+            got["decision"].clone()
+        }
+    };
+    let honest = read(id.clone()).await;
+    assert_eq!((&honest["read_error"], &honest["action_content"]), (&Value::Null, &json!("drop table users")), "{honest}");
+    assert!(honest["reasoning"].is_string(), "{honest}");
+
+    let db = rusqlite::Connection::open(s.dir.path().join("praetor.db")).unwrap();
+    let changes: [(&str, &str); 3] = [
+        ("UPDATE decisions SET content = 'select 1' WHERE decision_id = ?1", "its content is not the content sealed"),
+        ("UPDATE decisions SET body = json_set(body, '$.reasoning', 'nothing to see') WHERE decision_id = ?1", "its stored answer is not the one sealed"),
+        ("UPDATE decisions SET decision = 'allow' WHERE decision_id = ?1", "its `decision` is not the one sealed"),
+    ];
+    for (i, (sql, why)) in changes.into_iter().enumerate() {
+        db.execute("UPDATE decisions SET content = 'drop table users', decision = 'block' WHERE decision_id = ?1", [&id]).unwrap();
+        db.execute(sql, [&id]).unwrap();
+        let shown = read(id.clone()).await;
+        let said = shown["read_error"].as_str().unwrap_or_else(|| panic!("{sql}: no read_error: {shown}"));
+        assert!(said.contains("does not match its sealed entry") && said.contains(why), "{sql}: {said}");
+        assert_eq!((&shown["decision"], &shown["decision_id"], &shown["action_type"]), (&json!("block"), &json!(id), &json!("delete_x")), "{sql}: {shown}");
+        assert_eq!((&shown["action_content"], &shown["reasoning"]), (&Value::Null, &Value::Null), "{sql}: the row's own parts are withheld: {shown}");
+        if i == 0 {
+            let (status, metrics) = s.get("/v1/status", "").await;
+            assert_eq!(status.as_u16(), 200);
+            assert_eq!(metrics["counters"]["records_unreadable"], 1, "{metrics}");
+        }
+    }
+    let (status, refused) = s.get(&format!("/api/v1/enforce/decisions/{id}/receipt"), &s.admin_key).await;
+    assert_eq!(status.as_u16(), 500, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("does not match vault entry"), "{refused}");
+
+    // The row pointed at another decision's entry: the receipt must not prove that one.
+    let (_, kept_receipt) = s.get(&format!("/api/v1/enforce/decisions/{kept_id}/receipt"), &s.admin_key).await;
+    assert_eq!(kept_receipt["decision"], "allow", "{kept_receipt}");
+    db.execute("UPDATE decisions SET body = (SELECT body FROM decisions WHERE decision_id = ?2), content = 'hello', decision = 'allow',
+                action_type = 'email.send', vault_seq = (SELECT vault_seq FROM decisions WHERE decision_id = ?2) WHERE decision_id = ?1", [&id, &kept_id]).unwrap();
+    let (status, refused) = s.get(&format!("/api/v1/enforce/decisions/{id}/receipt"), &s.admin_key).await;
+    assert_eq!(status.as_u16(), 500, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("`decision_id` is not the one sealed"), "{refused}");
+    let untouched = read(kept_id).await;
+    assert_eq!((&untouched["read_error"], &untouched["action_content"]), (&Value::Null, &json!("hello")), "{untouched}");
 }

@@ -35,6 +35,7 @@ fn decision(id: &str, at: i64) -> DecisionRow {
         content: None,
         body: json!({}),
         sealed_leaf: None,
+        body_sha256: None,
     }
 }
 
@@ -846,7 +847,55 @@ pub async fn text_survives_exactly(b: Backend) {
     row.action_type = text.into();
     row.body = json!({ "content": text });
     store.commit(one(Mutation::InsertDecision { row: row.clone(), seal: None })).await.unwrap();
+    // Read back with the digest of its answer's text as stored.
+    row.body_sha256 = Some(praetor_core::sha256_hex(serde_json::to_string(&row.body).unwrap().as_bytes()));
     assert_eq!(store.get_decision(WS, "dec_text").await.unwrap(), Some(row));
+}
+
+/// `vault check` compares every decision's row with the entry sealed for it (its
+/// columns, its content by `content_sha256`, its answer by `answer_sha256`) and every
+/// decision entry with the rows, and names the first that departs.
+pub async fn vault_check_compares_decision_rows_with_their_entries(b: Backend) {
+    let store = with_workspace(&b).await;
+    for (i, id) in ["dec_a", "dec_b", "dec_c"].into_iter().enumerate() {
+        let mut row = decision(id, 1_000 + i as i64);
+        row.content = Some(format!("content of {id}"));
+        row.body = json!({ "reasoning": format!("why {id}"), "trust_score": 0.5 });
+        let entry = json!({
+            "kind": "decision", "decision_id": id, "agent_id": null, "session_id": null, "action_type": "x", "decision": "allow",
+            "time": praetor_core::iso_millis(row.created_at), "content_sha256": praetor_core::sha256_hex(row.content.as_ref().unwrap().as_bytes()),
+            "content_redacted": false, "answer_sha256": praetor_core::sha256_hex(serde_json::to_string(&row.body).unwrap().as_bytes()),
+        });
+        let seal = SealRequest { workspace_id: WS.into(), body: entry.as_object().unwrap().clone() };
+        store.commit(Txn { mutations: vec![Mutation::InsertDecision { row, seal: Some(0) }], seal: vec![seal] }).await.unwrap();
+    }
+    // A session event between them seals no decision.
+    let event = json!({ "kind": "session.started", "session_id": "sess_1" }).as_object().unwrap().clone();
+    store.commit(Txn { mutations: vec![], seal: vec![SealRequest { workspace_id: WS.into(), body: event }] }).await.unwrap();
+    let report = &b.check_vault()[0];
+    assert_eq!((report.entries, report.decisions, &report.first_bad, &report.bad_decision), (4, 3, &None, &None), "{report:?}");
+    let changes = [
+        ("UPDATE decisions SET content = 'other' WHERE decision_id = 'dec_b'", "its content is not the content sealed"),
+        ("UPDATE decisions SET body = '{\"reasoning\":\"fine\",\"trust_score\":0.5}' WHERE decision_id = 'dec_b'", "its stored answer is not the one sealed"),
+        ("UPDATE decisions SET agent_id = 'agt_x' WHERE decision_id = 'dec_b'", "its `agent_id` is not the one sealed"),
+        ("UPDATE decisions SET created_at = 5 WHERE decision_id = 'dec_b'", "its time is not the one sealed"),
+        ("UPDATE decisions SET vault_seq = 3 WHERE decision_id = 'dec_b'", "its vault entry is not a decision's"),
+    ];
+    for (sql, why) in changes {
+        b.raw_sql("CREATE TABLE saved AS SELECT * FROM decisions WHERE decision_id = 'dec_b'").unwrap();
+        b.raw_sql(sql).unwrap();
+        let report = &b.check_vault()[0];
+        let said = report.bad_decision.clone().unwrap_or_else(|| panic!("{sql}: not found: {report:?}"));
+        assert!(said.contains("`dec_b`") && said.contains(why), "{sql}: {said}");
+        b.raw_sql("UPDATE decisions SET content = s.content, body = s.body, agent_id = s.agent_id, created_at = s.created_at, vault_seq = s.vault_seq
+                   FROM saved s WHERE decisions.decision_id = s.decision_id; DROP TABLE saved").unwrap();
+        assert_eq!(b.check_vault()[0].bad_decision, None, "restored after {sql}");
+    }
+    // Deleting takes dropping the append-only trigger first (each backend's syntax).
+    b.raw_sql("DROP TRIGGER decisions_no_delete ON decisions").or_else(|_| b.raw_sql("DROP TRIGGER decisions_no_delete")).unwrap();
+    b.raw_sql("DELETE FROM decisions WHERE decision_id = 'dec_c'").unwrap();
+    let report = &b.check_vault()[0];
+    assert_eq!(report.bad_decision.as_deref(), Some("entry 2 seals a decision that has no row"), "{report:?}");
 }
 
 fn expect(of: Guarded, id: &str, etag: &str) -> Mutation {
