@@ -126,7 +126,7 @@ def test_shared_server_store_checks_and_exports(server, binary, tmp_path):
     assert "FAILED" not in r.stdout
     # Every decision the suite made (sessions, escalations, delegation, breakglass,
     # batches, ...) has a row that matches the entry sealed for it.
-    rows = [int(m) for m in re.findall(r"(\d+) decisions' rows verified", r.stdout)]
+    rows = [int(m) for m in re.findall(r"(\d+) decision rows and \d+ violation rows verified", r.stdout)]
     assert rows and sum(rows) >= server.get("/enforce/decisions", params={"per_page": 1})["total"] > 0, r.stdout
     key = _key_file(server, tmp_path / "vault.vkey")
     bundle = server.get("/enforce/vault/export")

@@ -411,6 +411,28 @@ impl Violation {
             && sealed.iter().all(|(k, v)| body.get(k) == Some(v))
     }
 
+    /// Where this violation's row departs from what its decision's sealed `entry`
+    /// seals of it (in `violations`, by id): its decision, rule, severity and time; or
+    /// that the entry does not seal it. `None` when they match. (Its agent is the
+    /// row's own: the entry names the agent the request claimed, registered or not.)
+    pub fn departs_from(&self, entry: &Map<String, Value>) -> Option<String> {
+        let Some(sealed) = self.sealed_in(entry) else {
+            return Some("its decision's entry does not seal it".into());
+        };
+        if entry.get("decision_id").and_then(Value::as_str) != Some(self.decision_id.as_str()) {
+            return Some("its `decision_id` is not its decision's".into());
+        }
+        for (field, column) in [("rule_id", &self.rule_id), ("severity", &self.severity)] {
+            if sealed.get(field).is_some_and(|v| v.as_str() != Some(column.as_str())) {
+                return Some(format!("its `{field}` is not the one sealed in its decision's entry"));
+            }
+        }
+        if entry.get("time").is_some_and(|t| t.as_str() != Some(praetor_core::iso_millis(self.at).as_str())) {
+            return Some("its time is not its decision's sealed time".into());
+        }
+        None
+    }
+
     /// The whole body of this violation, whose row stored none of it, from its
     /// decision's sealed `entry`; `None` if the entry cannot give it back.
     pub fn rebuilt_body(&self, entry: &Map<String, Value>) -> Option<Value> {

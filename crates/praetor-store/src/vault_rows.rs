@@ -208,9 +208,11 @@ pub struct VaultCheck {
     /// Decision rows checked against the entries sealed for them (none when the log
     /// itself is bad).
     pub decisions: u64,
-    /// The first decision row that departs from its entry, or an entry sealing a
-    /// decision that has no row, and what is wrong.
-    pub bad_decision: Option<String>,
+    /// Violation rows checked against their decisions' entries.
+    pub violations: u64,
+    /// The first decision or violation row that departs from what is sealed of it, or
+    /// a sealed decision or violation that has no row, and what is wrong.
+    pub bad_row: Option<String>,
 }
 
 /// Re-verify everything stored for one workspace: each leaf against its leaf hash, the
@@ -221,9 +223,15 @@ pub struct VaultCheck {
 pub fn check_vault(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<VaultCheck> {
     let mut report = check_log(conn, ws, progress)?;
     if report.first_bad.is_none() {
-        let (decisions, bad) = check_decision_rows(conn, ws, &report.sealed_decisions, progress)?;
-        report.check.decisions = decisions;
-        report.check.bad_decision = bad;
+        let decisions = check_decision_rows(conn, ws, &report.sealed_decisions, progress)?;
+        report.check.decisions = decisions.rows;
+        report.check.bad_row = decisions.bad;
+        if report.check.bad_row.is_none() {
+            let logged = report.sealed_decisions.len() as u64;
+            let (violations, bad) = check_violation_rows(conn, ws, logged, decisions.sealed_violations, report.older_violation_entries)?;
+            report.check.violations = violations;
+            report.check.bad_row = bad;
+        }
     }
     Ok(report.check)
 }
@@ -233,6 +241,9 @@ struct LogCheck {
     check: VaultCheck,
     /// By sequence number, for every entry checked.
     sealed_decisions: Vec<bool>,
+    /// The log holds `violation.recorded` entries: it was written (partly) before a
+    /// decision's entry sealed its violations.
+    older_violation_entries: bool,
 }
 
 impl std::ops::Deref for LogCheck {
@@ -242,18 +253,25 @@ impl std::ops::Deref for LogCheck {
     }
 }
 
+/// What [`check_decision_rows`] found.
+struct DecisionRows {
+    rows: u64,
+    bad: Option<String>,
+    /// The violations the checked rows' entries seal.
+    sealed_violations: u64,
+}
+
 /// Each decision row of `ws` whose entry the log check covered (`sealed_decisions`,
 /// by sequence number; rows sealed later, by a server still writing, are left for
-/// the next check) against that entry ([`DecisionRow::departs_from`]), and every
-/// decision entry against the rows: one without a row was deleted. The rows checked,
-/// and the first problem.
-fn check_decision_rows(conn: &dyn Db, ws: &str, sealed_decisions: &[bool], progress: &mut dyn FnMut(u64, u64)) -> Result<(u64, Option<String>)> {
+/// the next check) against that entry ([`crate::DecisionRow::departs_from`]), and
+/// every decision entry against the rows: one without a row was deleted.
+fn check_decision_rows(conn: &dyn Db, ws: &str, sealed_decisions: &[bool], progress: &mut dyn FnMut(u64, u64)) -> Result<DecisionRows> {
     let logged = sealed_decisions.len() as u64;
     let total: u64 = conn
         .value("SELECT COUNT(*) FROM decisions WHERE workspace_id = ?1 AND (vault_seq IS NULL OR vault_seq < ?2)", args![ws, logged])?
         .unwrap_or(0);
     let mut has_row = vec![false; sealed_decisions.len()];
-    let (mut checked, mut bad) = (0u64, None);
+    let (mut checked, mut bad, mut sealed_violations) = (0u64, None, 0u64);
     crate::rows::each_decision(conn, ws, logged, &mut |row| {
         checked += 1;
         if checked.is_multiple_of(10_000) {
@@ -269,7 +287,10 @@ fn check_decision_rows(conn: &dyn Db, ws: &str, sealed_decisions: &[bool], progr
         let entry = row.sealed_leaf.as_deref().and_then(|leaf| serde_json::from_slice::<serde_json::Map<String, Value>>(leaf).ok());
         let why = match entry {
             None => Some("its entry is missing or unreadable".to_owned()),
-            Some(entry) => row.departs_from(&entry),
+            Some(entry) => {
+                sealed_violations += entry.get("violations").and_then(Value::as_array).map_or(0, |v| v.len() as u64);
+                row.departs_from(&entry)
+            }
         };
         match why {
             Some(why) => bad = Some(format!("decision `{}` (entry {seq}): {why}", row.decision_id)),
@@ -287,6 +308,52 @@ fn check_decision_rows(conn: &dyn Db, ws: &str, sealed_decisions: &[bool], progr
     {
         bad = Some(format!("entry {seq} seals a decision that has no row"));
     }
+    Ok(DecisionRows { rows: checked, bad, sealed_violations })
+}
+
+/// Each violation row of `ws` whose decision's entry the log check covered (before
+/// `logged`) against what that entry seals of it ([`crate::Violation::departs_from`]),
+/// and the count of those rows against `sealed`, the violations the entries seal: fewer
+/// rows means some were deleted. In a log that also holds `violation.recorded`
+/// entries (`older_entries`), a violation whose decision's entry seals none was
+/// sealed in an entry of its own, and is not compared. The rows checked, and the
+/// first problem.
+fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older_entries: bool) -> Result<(u64, Option<String>)> {
+    let (mut checked, mut matched, mut bad) = (0u64, 0u64, None);
+    conn.query(
+        "SELECT v.violation_id, v.rule_id, v.severity, v.decision_id, v.at, d.vault_seq, e.leaf FROM violations v
+         LEFT JOIN decisions d ON d.workspace_id = v.workspace_id AND d.decision_id = v.decision_id
+         LEFT JOIN vault_entries e ON e.workspace_id = d.workspace_id AND e.seq = d.vault_seq
+         WHERE v.workspace_id = ?1",
+        args![ws],
+        &mut |r| {
+            let seq: Option<u64> = r.get(5)?;
+            if bad.is_some() || seq.is_some_and(|s| s >= logged) {
+                return Ok(());
+            }
+            checked += 1;
+            let v = crate::Violation {
+                violation_id: r.get(0)?, workspace_id: ws.to_owned(), rule_id: r.get(1)?, severity: r.get(2)?, agent_id: None,
+                decision_id: r.get(3)?, at: r.get(4)?, body: Value::Null,
+            };
+            let entry = r.get::<Option<Vec<u8>>>(6)?.and_then(|leaf| serde_json::from_slice::<serde_json::Map<String, Value>>(&leaf).ok());
+            let why = match entry {
+                None => Some("its decision has no readable sealed entry".to_owned()),
+                Some(entry) if older_entries && !entry.contains_key("violations") => None,
+                Some(entry) => v.departs_from(&entry).or_else(|| {
+                    matched += 1;
+                    None
+                }),
+            };
+            if let Some(why) = why {
+                bad = Some(format!("violation `{}` of decision `{}`: {why}", v.violation_id, v.decision_id));
+            }
+            Ok(())
+        },
+    )?;
+    if bad.is_none() && matched < sealed {
+        bad = Some(format!("{} of the {sealed} violations sealed in decision entries have no row", sealed - matched));
+    }
     Ok((checked, bad))
 }
 
@@ -296,8 +363,9 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
         .value("SELECT hmac_secret FROM workspaces WHERE workspace_id = ?1", args![ws])?
         .ok_or_else(|| StoreError::Corrupt(format!("workspace `{ws}` does not exist")))?;
     let total: u64 = conn.value("SELECT COUNT(*) FROM vault_entries WHERE workspace_id = ?1", args![ws])?.unwrap_or(0);
-    let mut report = VaultCheck { workspace_id: ws.to_owned(), entries: total, checkpoints: 0, first_bad: None, decisions: 0, bad_decision: None };
+    let mut report = VaultCheck { workspace_id: ws.to_owned(), entries: total, checkpoints: 0, first_bad: None, decisions: 0, violations: 0, bad_row: None };
     let mut sealed_decisions = Vec::new();
+    let mut older_violation_entries = false;
     let checkpoint_sizes: Vec<(u64, [u8; 32])> =
         conn.all("SELECT size, root FROM vault_checkpoints WHERE workspace_id = ?1 ORDER BY size", args![ws], |r| Ok((r.get(0)?, r.get(1)?)))?;
     report.checkpoints = checkpoint_sizes.len() as u64;
@@ -323,9 +391,10 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
                 }
             };
             match check_entry(&e, expected_seq, &prev_chain, &secret) {
-                Ok((lh, ch, seals_decision)) => {
+                Ok((lh, ch, kind)) => {
                     prev_chain = ch;
-                    sealed_decisions.push(seals_decision);
+                    sealed_decisions.push(kind == Some("decision"));
+                    older_violation_entries |= kind == Some("violation.recorded");
                     recomputed_hashes.extend(frontier.push_stored(lh)?.into_iter().map(|(_, h)| h));
                     expected_seq += 1;
                     if wanted.contains(&expected_seq) {
@@ -342,7 +411,7 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
     )?;
     if first_bad.is_some() {
         report.first_bad = first_bad;
-        return Ok(LogCheck { check: report, sealed_decisions });
+        return Ok(LogCheck { check: report, sealed_decisions, older_violation_entries });
     }
     progress(expected_seq, total);
     let fail = |seq: u64, msg: String| Some((seq, msg));
@@ -351,11 +420,11 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
             Some(r) if praetor_vault::merkle::hashes_equal(r, &root) => {}
             Some(_) => {
                 report.first_bad = fail(size - 1, format!("checkpoint at size {size} does not match the entries"));
-                return Ok(LogCheck { check: report, sealed_decisions });
+                return Ok(LogCheck { check: report, sealed_decisions, older_violation_entries });
             }
             None => {
                 report.first_bad = fail(expected_seq, format!("a checkpoint covers {size} entries but only {expected_seq} are stored"));
-                return Ok(LogCheck { check: report, sealed_decisions });
+                return Ok(LogCheck { check: report, sealed_decisions, older_violation_entries });
             }
         }
     }
@@ -365,7 +434,7 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
     if stored_count != stored_hash_count(expected_seq) {
         report.first_bad = fail(expected_seq, format!(
             "the store holds {stored_count} tree hashes; {} entries need {}", expected_seq, stored_hash_count(expected_seq)));
-        return Ok(LogCheck { check: report, sealed_decisions });
+        return Ok(LogCheck { check: report, sealed_decisions, older_violation_entries });
     }
     conn.query("SELECT idx, hash FROM vault_hashes WHERE workspace_id = ?1 ORDER BY idx", args![ws], &mut |r| {
         if report.first_bad.is_some() {
@@ -379,12 +448,12 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
         }
         Ok(())
     })?;
-    Ok(LogCheck { check: report, sealed_decisions })
+    Ok(LogCheck { check: report, sealed_decisions, older_violation_entries })
 }
 
-/// An entry that checked out: its leaf hash, its chain hash, and whether it seals a
-/// decision.
-type CheckedEntry = ([u8; 32], [u8; 32], bool);
+/// An entry that checked out: its leaf hash, its chain hash, and its `kind` when it
+/// is one the rows are checked against (`decision`, `violation.recorded`).
+type CheckedEntry = ([u8; 32], [u8; 32], Option<&'static str>);
 
 /// Check one stored entry against the one before it: its position, canonical form,
 /// leaf hash, chain hash and HMAC; or the first problem.
@@ -411,7 +480,8 @@ fn check_entry(e: &VaultEntryRow, expected_seq: u64, prev_chain: &[u8; 32], secr
     if !verify_entry_hmac(secret, e.seq, &lh, &ch, &e.hmac) {
         return Err((e.seq, "hmac does not verify under the workspace secret".into()));
     }
-    Ok((lh, ch, leaf.get("kind").and_then(Value::as_str) == Some("decision")))
+    let kind = leaf.get("kind").and_then(Value::as_str).and_then(|k| ["decision", "violation.recorded"].into_iter().find(|known| *known == k));
+    Ok((lh, ch, kind))
 }
 
 /// The first entry whose append produced stored hash `idx` (for error messages).

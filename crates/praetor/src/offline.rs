@@ -153,10 +153,10 @@ pub fn check_store(data_dir: &Path, database_url: Option<&str>) -> anyhow::Resul
     bar.finish_and_clear();
     let mut ok = true;
     for r in &reports {
-        match (&r.first_bad, &r.bad_decision) {
+        match (&r.first_bad, &r.bad_row) {
             (None, None) => println!(
-                "OK: workspace `{}`: {} entries, {} checkpoints and {} decisions' rows verified",
-                r.workspace_id, r.entries, r.checkpoints, r.decisions
+                "OK: workspace `{}`: {} entries, {} checkpoints, {} decision rows and {} violation rows verified",
+                r.workspace_id, r.entries, r.checkpoints, r.decisions, r.violations
             ),
             (Some((seq, why)), _) => {
                 ok = false;

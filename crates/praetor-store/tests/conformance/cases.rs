@@ -853,49 +853,78 @@ pub async fn text_survives_exactly(b: Backend) {
 }
 
 /// `vault check` compares every decision's row with the entry sealed for it (its
-/// columns, its content by `content_sha256`, its answer by `answer_sha256`) and every
-/// decision entry with the rows, and names the first that departs.
-pub async fn vault_check_compares_decision_rows_with_their_entries(b: Backend) {
+/// columns, its content by `content_sha256`, its answer by `answer_sha256`), every
+/// violation's row with what its decision's entry seals of it, and what the entries
+/// seal with the rows there are; it names the first that departs.
+pub async fn vault_check_compares_decision_and_violation_rows_with_their_entries(b: Backend) {
     let store = with_workspace(&b).await;
     for (i, id) in ["dec_a", "dec_b", "dec_c"].into_iter().enumerate() {
         let mut row = decision(id, 1_000 + i as i64);
         row.content = Some(format!("content of {id}"));
         row.body = json!({ "reasoning": format!("why {id}"), "trust_score": 0.5 });
-        let entry = json!({
+        let mut entry = json!({
             "kind": "decision", "decision_id": id, "agent_id": null, "session_id": null, "action_type": "x", "decision": "allow",
             "time": praetor_core::iso_millis(row.created_at), "content_sha256": praetor_core::sha256_hex(row.content.as_ref().unwrap().as_bytes()),
             "content_redacted": false, "answer_sha256": praetor_core::sha256_hex(serde_json::to_string(&row.body).unwrap().as_bytes()),
         });
+        let mut mutations = vec![Mutation::InsertDecision { row, seal: Some(0) }];
+        // dec_b is refused by two rules: one violation's row stores nothing (its entry
+        // gives it back), the other's a body of its own.
+        if id == "dec_b" {
+            entry["violations"] = json!([
+                { "violation_id": "vio_1", "rule_id": "rule_a", "severity": "high" },
+                { "violation_id": "vio_2", "rule_id": "rule_b", "severity": "low" },
+            ]);
+            for (vid, rule, severity, body) in [("vio_1", "rule_a", "high", Value::Null), ("vio_2", "rule_b", "low", json!({ "note": "its own" }))] {
+                let mut v = Violation {
+                    violation_id: vid.into(), workspace_id: WS.into(), rule_id: rule.into(), severity: severity.into(),
+                    agent_id: Some("agt_1".into()), decision_id: id.into(), at: 1_001, body,
+                };
+                if v.body.is_null() {
+                    v.body = v.rebuilt_body(entry.as_object().unwrap()).unwrap();
+                }
+                mutations.push(Mutation::InsertViolation(v));
+            }
+        }
         let seal = SealRequest { workspace_id: WS.into(), body: entry.as_object().unwrap().clone() };
-        store.commit(Txn { mutations: vec![Mutation::InsertDecision { row, seal: Some(0) }], seal: vec![seal] }).await.unwrap();
+        store.commit(Txn { mutations, seal: vec![seal] }).await.unwrap();
     }
+    assert_eq!(b.raw_text("SELECT body FROM violations WHERE violation_id = 'vio_1'"), "", "stored as its entry");
     // A session event between them seals no decision.
     let event = json!({ "kind": "session.started", "session_id": "sess_1" }).as_object().unwrap().clone();
     store.commit(Txn { mutations: vec![], seal: vec![SealRequest { workspace_id: WS.into(), body: event }] }).await.unwrap();
     let report = &b.check_vault()[0];
-    assert_eq!((report.entries, report.decisions, &report.first_bad, &report.bad_decision), (4, 3, &None, &None), "{report:?}");
+    assert_eq!((report.entries, report.decisions, report.violations, &report.first_bad, &report.bad_row), (4, 3, 2, &None, &None), "{report:?}");
     let changes = [
-        ("UPDATE decisions SET content = 'other' WHERE decision_id = 'dec_b'", "its content is not the content sealed"),
-        ("UPDATE decisions SET body = '{\"reasoning\":\"fine\",\"trust_score\":0.5}' WHERE decision_id = 'dec_b'", "its stored answer is not the one sealed"),
-        ("UPDATE decisions SET agent_id = 'agt_x' WHERE decision_id = 'dec_b'", "its `agent_id` is not the one sealed"),
-        ("UPDATE decisions SET created_at = 5 WHERE decision_id = 'dec_b'", "its time is not the one sealed"),
-        ("UPDATE decisions SET vault_seq = 3 WHERE decision_id = 'dec_b'", "its vault entry is not a decision's"),
+        ("decisions", "UPDATE decisions SET content = 'other' WHERE decision_id = 'dec_b'", "decision `dec_b` (entry 1): its content is not the content sealed"),
+        ("decisions", "UPDATE decisions SET body = '{\"reasoning\":\"fine\",\"trust_score\":0.5}' WHERE decision_id = 'dec_b'", "its stored answer is not the one sealed"),
+        ("decisions", "UPDATE decisions SET agent_id = 'agt_x' WHERE decision_id = 'dec_b'", "its `agent_id` is not the one sealed"),
+        ("decisions", "UPDATE decisions SET created_at = 5 WHERE decision_id = 'dec_b'", "its time is not the one sealed"),
+        ("decisions", "UPDATE decisions SET vault_seq = 3 WHERE decision_id = 'dec_b'", "its vault entry is not a decision's"),
+        ("violations", "UPDATE violations SET rule_id = 'rule_c' WHERE violation_id = 'vio_2'", "violation `vio_2` of decision `dec_b`: its `rule_id` is not the one sealed"),
+        ("violations", "UPDATE violations SET severity = 'low' WHERE violation_id = 'vio_1'", "its `severity` is not the one sealed"),
+        ("violations", "UPDATE violations SET at = 7 WHERE violation_id = 'vio_1'", "its time is not its decision's sealed time"),
+        ("violations", "UPDATE violations SET decision_id = 'dec_a' WHERE violation_id = 'vio_1'", "violation `vio_1` of decision `dec_a`: its decision's entry does not seal it"),
     ];
-    for (sql, why) in changes {
-        b.raw_sql("CREATE TABLE saved AS SELECT * FROM decisions WHERE decision_id = 'dec_b'").unwrap();
+    for (table, sql, why) in changes {
+        let id = if table == "decisions" { "decision_id" } else { "violation_id" };
+        b.raw_sql(&format!("CREATE TABLE saved AS SELECT * FROM {table}")).unwrap();
         b.raw_sql(sql).unwrap();
         let report = &b.check_vault()[0];
-        let said = report.bad_decision.clone().unwrap_or_else(|| panic!("{sql}: not found: {report:?}"));
-        assert!(said.contains("`dec_b`") && said.contains(why), "{sql}: {said}");
-        b.raw_sql("UPDATE decisions SET content = s.content, body = s.body, agent_id = s.agent_id, created_at = s.created_at, vault_seq = s.vault_seq
-                   FROM saved s WHERE decisions.decision_id = s.decision_id; DROP TABLE saved").unwrap();
-        assert_eq!(b.check_vault()[0].bad_decision, None, "restored after {sql}");
+        let said = report.bad_row.clone().unwrap_or_else(|| panic!("{sql}: not found: {report:?}"));
+        assert!(said.contains(why), "{sql}: {said}");
+        let columns = if table == "decisions" { "content = s.content, body = s.body, agent_id = s.agent_id, created_at = s.created_at, vault_seq = s.vault_seq" }
+            else { "rule_id = s.rule_id, severity = s.severity, at = s.at, decision_id = s.decision_id" };
+        b.raw_sql(&format!("UPDATE {table} SET {columns} FROM saved s WHERE {table}.{id} = s.{id}; DROP TABLE saved")).unwrap();
+        assert_eq!(b.check_vault()[0].bad_row, None, "restored after {sql}");
     }
-    // Deleting takes dropping the append-only trigger first (each backend's syntax).
+    b.raw_sql("DELETE FROM violations WHERE violation_id = 'vio_2'").unwrap();
+    assert_eq!(b.check_vault()[0].bad_row.as_deref(), Some("1 of the 2 violations sealed in decision entries have no row"));
+    // Deleting a decision takes dropping the append-only trigger first (each backend's syntax).
     b.raw_sql("DROP TRIGGER decisions_no_delete ON decisions").or_else(|_| b.raw_sql("DROP TRIGGER decisions_no_delete")).unwrap();
     b.raw_sql("DELETE FROM decisions WHERE decision_id = 'dec_c'").unwrap();
     let report = &b.check_vault()[0];
-    assert_eq!(report.bad_decision.as_deref(), Some("entry 2 seals a decision that has no row"), "{report:?}");
+    assert_eq!(report.bad_row.as_deref(), Some("entry 2 seals a decision that has no row"), "{report:?}");
 }
 
 fn expect(of: Guarded, id: &str, etag: &str) -> Mutation {
