@@ -64,25 +64,24 @@ pub struct Joined {
     pub row_withheld: bool,
 }
 
-/// A stored decision's answer, with its sealed entry when it has one: a whole answer
-/// (it has `decision`, as rows written before answers were stored once and fallbacks
-/// do) is returned as it is; the rest of one is joined with the entry. A row that
-/// departs from its entry ([`DecisionRow::departs_from`]: changed after it was sealed)
-/// shows only what the entry gives back, and `read_error` says why. `Err` says why the
-/// answer cannot be joined with an entry (no entry, or one that cannot be read or lacks
-/// fields).
+/// A stored decision's answer, with its sealed entry: a whole answer (it has
+/// `decision`, as rows written before answers were stored once and fallbacks do) is
+/// returned as it is; the rest of one is joined with the entry. A row that departs
+/// from its entry ([`DecisionRow::departs_from`]: changed after it was sealed) shows
+/// only what the entry gives back, and `read_error` says why. `Err` says why the row
+/// cannot be compared with an entry (it has none, or one that cannot be read) or
+/// joined with it (the entry lacks fields): the caller shows the row, with that reason.
 pub fn read(row: &DecisionRow) -> Result<Joined, String> {
-    let whole = row.body.as_object().is_none_or(|rest| rest.contains_key("decision"));
     let entry = match row.sealed_leaf.as_deref().map(serde_json::from_slice::<Map<String, Value>>) {
         Some(Ok(entry)) => entry,
-        // A whole answer needs no entry to be read.
-        _ if whole => return Ok(Joined { answer: row.body.clone(), row_withheld: false }),
         None => return Err("the decision has no sealed entry to join its answer with".to_owned()),
         Some(Err(e)) => return Err(format!("the decision's sealed entry cannot be read ({})", praetor_store::unreadable_json(&e))),
     };
-    let lacks_fields = || "the decision's sealed entry lacks fields of its answer".to_owned();
     if let Some(why) = row.departs_from(&entry) {
-        let mut sealed = rebuild(&entry, &Map::new()).ok_or_else(lacks_fields)?;
+        // What the entry seals of the answer, as much of it as the entry holds (it may
+        // be no decision's entry at all).
+        let mut sealed = rebuild(&entry, &Map::new())
+            .unwrap_or_else(|| FROM_ENTRY.iter().filter_map(|(field, from)| Some(((*field).to_owned(), entry.get(*from)?.clone()))).collect());
         if let Some(unreadable) = row.body.get("read_error").and_then(Value::as_str) {
             praetor_store::add_read_error(&mut sealed, unreadable.to_owned());
         }
@@ -90,8 +89,10 @@ pub fn read(row: &DecisionRow) -> Result<Joined, String> {
         return Ok(Joined { answer: Value::Object(sealed), row_withheld: true });
     }
     let answer = match &row.body {
-        Value::Object(rest) if !whole => Value::Object(rebuild(&entry, rest).ok_or_else(lacks_fields)?),
-        body => body.clone(),
+        Value::Object(rest) if !rest.contains_key("decision") => {
+            Value::Object(rebuild(&entry, rest).ok_or_else(|| "the decision's sealed entry lacks fields of its answer".to_owned())?)
+        }
+        whole => whole.clone(),
     };
     Ok(Joined { answer, row_withheld: false })
 }
@@ -155,7 +156,7 @@ mod tests {
             decision_id: "dec_01".into(), workspace_id: "ws_1".into(), agent_id: Some("agt_1".into()), session_id,
             action_type: "email.send".into(), decision: "block".into(), created_at: 1_796_464_800_000, vault_seq: Some(7),
             content: Some("hi".into()), body: body.clone(), sealed_leaf: leaf.map(<[u8]>::to_vec),
-            body_sha256: Some(praetor_core::sha256_hex(text.as_bytes())),
+            digests: Some(praetor_store::RowDigests::of(&text, Some("hi"))),
         }
     }
 
@@ -242,12 +243,13 @@ mod tests {
     fn a_row_that_departs_from_its_entry_shows_only_what_was_sealed() {
         let kept = Value::Object(stored(&answer(), &entry()));
         let mut sealed = entry();
-        sealed.insert("answer_sha256".into(), json!(row(&kept, None).body_sha256));
+        sealed.insert("answer_sha256".into(), json!(row(&kept, None).digests.unwrap().body_sha256));
         assert_eq!(read_back(&kept, Some(&leaf(&sealed))), Ok(Value::Object(answer())), "an honest row reads whole");
         let mut reworded = kept.clone();
         reworded["reasoning"] = json!("nothing to see");
         let mut changed_content = row(&kept, Some(&leaf(&sealed)));
         changed_content.content = Some("ho".into());
+        changed_content.digests = None; // made from what the row now holds
         let mut other_verdict = row(&Value::Object(answer()), Some(&leaf(&entry())));
         other_verdict.decision = "allow".into();
         for (changed, why) in [
@@ -261,5 +263,18 @@ mod tests {
             assert!(shown["read_error"].as_str().unwrap().contains(why), "{shown}");
             assert_eq!((&shown["decision"], &shown["decision_id"], &shown["reasoning"]), (&json!("block"), &json!("dec_01"), &Value::Null), "{shown}");
         }
+        // Pointed at an entry that is no decision's: nothing of the row, nor a rebuild.
+        let elsewhere = read(&row(&kept, Some(br#"{"kind":"session.started","time":"2026-12-05T10:00:00.000Z"}"#))).unwrap();
+        assert!(elsewhere.row_withheld);
+        assert_eq!(elsewhere.answer, json!({ "created_at": "2026-12-05T10:00:00.000Z",
+            "read_error": "the decision's row does not match its sealed entry: its vault entry is not a decision's; only what was sealed is shown" }));
+    }
+
+    /// A whole answer without an entry to compare it with is not shown as if sealed.
+    #[test]
+    fn a_whole_answer_without_its_entry_says_why() {
+        let whole = Value::Object(answer());
+        assert_eq!(read_back(&whole, None), Err("the decision has no sealed entry to join its answer with".to_owned()));
+        assert!(read_back(&whole, Some(b"{")).unwrap_err().starts_with("the decision's sealed entry cannot be read"));
     }
 }

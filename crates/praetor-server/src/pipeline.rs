@@ -999,7 +999,7 @@ fn record<'a>(
                 content: e.intercepted.request.content.take(),
                 body: Value::Object(stored),
                 sealed_leaf: None,
-                body_sha256: None,
+                digests: None,
             },
             seal: Some(i),
         });

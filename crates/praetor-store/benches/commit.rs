@@ -37,7 +37,7 @@ fn txn(n: u64, seal: bool) -> Txn {
                 content: Some("search the knowledge base for Q3 revenue".into()),
                 body,
                 sealed_leaf: None,
-                body_sha256: None,
+                digests: None,
             },
             seal: seal.then_some(0),
         }],

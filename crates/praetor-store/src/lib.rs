@@ -338,7 +338,7 @@ mod tests {
     fn decision(ws: &str, id: &str, seal: usize) -> Mutation {
         let row = DecisionRow {
             decision_id: id.into(), workspace_id: ws.into(), agent_id: None, session_id: None, action_type: "a".into(),
-            decision: "allow".into(), created_at: 0, vault_seq: None, content: None, body: json!({}), sealed_leaf: None, body_sha256: None,
+            decision: "allow".into(), created_at: 0, vault_seq: None, content: None, body: json!({}), sealed_leaf: None, digests: None,
         };
         Mutation::InsertDecision { row, seal: Some(seal) }
     }

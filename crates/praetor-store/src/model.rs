@@ -146,10 +146,25 @@ pub struct DecisionRow {
     /// written (the entry is the log's).
     #[serde(skip)]
     pub sealed_leaf: Option<Vec<u8>>,
-    /// The SHA-256 (hex) of `body`'s text as stored, when read back: what the
-    /// decision's sealed entry names as `answer_sha256`.
+    /// The digests of what the row stores, made when it is read back (on the store's
+    /// reader thread rather than the API's: content runs to 512 KiB).
     #[serde(skip)]
-    pub body_sha256: Option<String>,
+    pub digests: Option<RowDigests>,
+}
+
+/// SHA-256 (hex) of a decision row's stored answer text and content, as its sealed
+/// entry names them (`answer_sha256`, `content_sha256`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowDigests {
+    pub body_sha256: String,
+    pub content_sha256: Option<String>,
+}
+
+impl RowDigests {
+    /// The digests of `body_text` (the answer's stored text) and `content`.
+    pub fn of(body_text: &str, content: Option<&str>) -> RowDigests {
+        RowDigests { body_sha256: praetor_core::sha256_hex(body_text.as_bytes()), content_sha256: content.map(|c| praetor_core::sha256_hex(c.as_bytes())) }
+    }
 }
 
 impl DecisionRow {
@@ -160,11 +175,14 @@ impl DecisionRow {
     /// the content and the rest of the answer are the row's, and lists filter by its
     /// columns. A field the entry lacks (entries sealed by older versions have no
     /// `answer_sha256`) is not compared; nobody can remove one from a sealed entry
-    /// without breaking its hashes.
+    /// without breaking its hashes. Nor is an empty `session_id` of a row sealed before
+    /// `answer_sha256` existed: the column came after the entries' field, and rows of
+    /// that time were not filled in.
     pub fn departs_from(&self, entry: &Map<String, Value>) -> Option<String> {
         if entry.get("kind").and_then(Value::as_str) != Some("decision") {
             return Some("its vault entry is not a decision's".into());
         }
+        let older = !entry.contains_key("answer_sha256");
         let columns = [
             ("decision_id", Some(self.decision_id.as_str())),
             ("agent_id", self.agent_id.as_deref()),
@@ -173,6 +191,9 @@ impl DecisionRow {
             ("decision", Some(self.decision.as_str())),
         ];
         for (field, column) in columns {
+            if field == "session_id" && older && column.is_none() {
+                continue;
+            }
             if entry.get(field).is_some_and(|sealed| sealed.as_str() != column) {
                 return Some(format!("its `{field}` is not the one sealed in its entry"));
             }
@@ -180,10 +201,19 @@ impl DecisionRow {
         if entry.get("time").is_some_and(|t| t.as_str() != Some(praetor_core::iso_millis(self.created_at).as_str())) {
             return Some("its time is not the one sealed in its entry".into());
         }
+        // A row not read from the store has its digests made here.
+        let made;
+        let digests = match &self.digests {
+            Some(d) => d,
+            None => {
+                made = RowDigests::of(&serde_json::to_string(&self.body).unwrap_or_default(), self.content.as_deref());
+                &made
+            }
+        };
         if let Some(sealed) = entry.get("content_sha256") {
             let redacted = entry.get("content_redacted") == Some(&Value::Bool(true));
-            let matches = match (self.content.as_deref(), sealed.as_str()) {
-                (Some(content), Some(hash)) => praetor_core::sha256_hex(content.as_bytes()) == hash,
+            let matches = match (digests.content_sha256.as_deref(), sealed.as_str()) {
+                (Some(content), Some(hash)) => content == hash,
                 (None, None) => true,
                 // Content the client only gave the hash of was never stored.
                 (None, Some(_)) => redacted,
@@ -193,7 +223,7 @@ impl DecisionRow {
                 return Some("its content is not the content sealed in its entry (`content_sha256`)".into());
             }
         }
-        if entry.get("answer_sha256").is_some_and(|sealed| sealed.as_str() != self.body_sha256.as_deref()) {
+        if entry.get("answer_sha256").is_some_and(|sealed| sealed.as_str() != Some(digests.body_sha256.as_str())) {
             return Some("its stored answer is not the one sealed in its entry (`answer_sha256`)".into());
         }
         None
@@ -509,6 +539,27 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
+
+    /// Rows sealed before `answer_sha256` (and before the `session_id` column, which
+    /// was added without filling it) have no session in their row: that alone is not
+    /// a departure; in a row sealed since, it is.
+    #[test]
+    fn an_older_row_without_its_session_does_not_depart() {
+        let row = DecisionRow {
+            decision_id: "dec_1".into(), workspace_id: "ws".into(), agent_id: None, session_id: None, action_type: "x".into(),
+            decision: "allow".into(), created_at: 0, vault_seq: Some(0), content: None, body: json!({}), sealed_leaf: None, digests: None,
+        };
+        let mut entry = json!({ "kind": "decision", "decision_id": "dec_1", "agent_id": null, "session_id": "sess_1", "action_type": "x",
+            "decision": "allow", "time": praetor_core::iso_millis(0), "content_sha256": null });
+        assert_eq!(row.departs_from(entry.as_object().unwrap()), None);
+        entry["answer_sha256"] = json!(praetor_core::sha256_hex(b"{}"));
+        assert_eq!(row.departs_from(entry.as_object().unwrap()).as_deref(), Some("its `session_id` is not the one sealed in its entry"));
+        let in_session = DecisionRow { session_id: Some("sess_1".into()), ..row.clone() };
+        assert_eq!(in_session.departs_from(entry.as_object().unwrap()), None);
+        let other_session = DecisionRow { session_id: Some("sess_2".into()), ..row };
+        entry.as_object_mut().unwrap().remove("answer_sha256");
+        assert!(other_session.departs_from(entry.as_object().unwrap()).is_some(), "a session that is there is compared");
+    }
 
     /// `rebuilds_from` (checked in place, when a violation is stored) says yes exactly
     /// when `rebuilt_body` (when it is read) gives the body back.

@@ -379,7 +379,7 @@ fn policy_from_row(r: &dyn Row) -> Result<PolicyRecord> {
 
 fn decision_from_row(r: &dyn Row) -> Result<DecisionRow> {
     let body: String = r.get(8)?;
-    Ok(DecisionRow {
+    let mut row = DecisionRow {
         workspace_id: r.get(0)?,
         decision_id: r.get(1)?,
         agent_id: r.get(2)?,
@@ -397,8 +397,10 @@ fn decision_from_row(r: &dyn Row) -> Result<DecisionRow> {
         },
         session_id: r.get(9)?,
         sealed_leaf: r.get(10)?,
-        body_sha256: Some(praetor_core::sha256_hex(body.as_bytes())),
-    })
+        digests: None,
+    };
+    row.digests = Some(RowDigests::of(&body, row.content.as_deref()));
+    Ok(row)
 }
 
 pub const SESSION_COLUMNS: &str = "workspace_id, session_id, agent_id, credential_id, label, budgets, consumed, status,
@@ -573,15 +575,13 @@ pub fn list_decisions(db: &dyn Db, ws: &str, f: &DecisionFilter) -> Result<(Vec<
     Ok((rows, total as u64))
 }
 
-/// Every decision row of `ws` not sealed at or past `sealed_before` (a row without an
-/// entry included), with its sealed entry, in no particular order: `praetor vault
-/// check`'s walk of the rows.
-pub fn each_decision(db: &dyn Db, ws: &str, sealed_before: u64, each: &mut dyn FnMut(DecisionRow) -> Result<()>) -> Result<()> {
-    db.query(
-        &format!("{} WHERE d.workspace_id = ?1 AND (d.vault_seq IS NULL OR d.vault_seq < ?2)", decision_select("decisions d")),
-        args![ws, sealed_before],
-        &mut |r| each(decision_from_row(r)?),
-    )
+/// Every decision row of `ws`, with its sealed entry, in no particular order:
+/// `praetor vault check`'s walk of the rows. A row that cannot be read is given as its
+/// id (as far as it can be read) and why, so that the walk goes on.
+pub fn each_decision(db: &dyn Db, ws: &str, each: &mut dyn FnMut(std::result::Result<DecisionRow, (String, StoreError)>) -> Result<()>) -> Result<()> {
+    db.query(&format!("{} WHERE d.workspace_id = ?1", decision_select("decisions d")), args![ws], &mut |r| {
+        each(decision_from_row(r).map_err(|e| (r.get::<String>(1).unwrap_or_default(), e)))
+    })
 }
 
 pub fn get_decision(db: &dyn Db, ws: &str, id: &str) -> Result<Option<DecisionRow>> {

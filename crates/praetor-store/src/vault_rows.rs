@@ -261,44 +261,46 @@ struct DecisionRows {
     sealed_violations: u64,
 }
 
-/// Each decision row of `ws` whose entry the log check covered (`sealed_decisions`,
-/// by sequence number; rows sealed later, by a server still writing, are left for
-/// the next check) against that entry ([`crate::DecisionRow::departs_from`]), and
-/// every decision entry against the rows: one without a row was deleted.
+/// Each decision row of `ws` against the entry sealed for it
+/// ([`crate::DecisionRow::departs_from`]), and every decision entry the log check
+/// covered (`sealed_decisions`, by sequence number) against the rows: one without a
+/// row was deleted. A row sealed after that check (by a server still writing: a row
+/// and its entry commit together) is compared with its entry too, but not counted.
 fn check_decision_rows(conn: &dyn Db, ws: &str, sealed_decisions: &[bool], progress: &mut dyn FnMut(u64, u64)) -> Result<DecisionRows> {
     let logged = sealed_decisions.len() as u64;
-    let total: u64 = conn
-        .value("SELECT COUNT(*) FROM decisions WHERE workspace_id = ?1 AND (vault_seq IS NULL OR vault_seq < ?2)", args![ws, logged])?
-        .unwrap_or(0);
+    let total: u64 = conn.value("SELECT COUNT(*) FROM decisions WHERE workspace_id = ?1", args![ws])?.unwrap_or(0);
     let mut has_row = vec![false; sealed_decisions.len()];
     let (mut checked, mut bad, mut sealed_violations) = (0u64, None, 0u64);
-    crate::rows::each_decision(conn, ws, logged, &mut |row| {
+    crate::rows::each_decision(conn, ws, &mut |row| {
+        if bad.is_some() {
+            return Ok(());
+        }
         checked += 1;
         if checked.is_multiple_of(10_000) {
             progress(checked, total);
         }
-        if bad.is_some() {
-            return Ok(());
-        }
+        let row = match row {
+            Ok(row) => row,
+            Err((id, e)) => {
+                bad = Some(format!("decision `{id}`: its row cannot be read ({e})"));
+                return Ok(());
+            }
+        };
         let Some(seq) = row.vault_seq else {
             bad = Some(format!("decision `{}` has no vault entry", row.decision_id));
             return Ok(());
         };
-        let entry = row.sealed_leaf.as_deref().and_then(|leaf| serde_json::from_slice::<serde_json::Map<String, Value>>(leaf).ok());
-        let why = match entry {
-            None => Some("its entry is missing or unreadable".to_owned()),
-            Some(entry) => {
-                sealed_violations += entry.get("violations").and_then(Value::as_array).map_or(0, |v| v.len() as u64);
-                row.departs_from(&entry)
-            }
+        let Some(entry) = row.sealed_leaf.as_deref().and_then(|leaf| serde_json::from_slice::<serde_json::Map<String, Value>>(leaf).ok()) else {
+            bad = Some(format!("decision `{}` (entry {seq}): its entry is missing or unreadable", row.decision_id));
+            return Ok(());
         };
-        match why {
-            Some(why) => bad = Some(format!("decision `{}` (entry {seq}): {why}", row.decision_id)),
-            None => {
-                if let Some(found) = has_row.get_mut(seq as usize) {
-                    *found = true;
-                }
-            }
+        if let Some(why) = row.departs_from(&entry) {
+            bad = Some(format!("decision `{}` (entry {seq}): {why}", row.decision_id));
+        } else if seq < logged
+            && let Some(found) = has_row.get_mut(seq as usize)
+        {
+            *found = true;
+            sealed_violations += entry.get("violations").and_then(Value::as_array).map_or(0, |v| v.len() as u64);
         }
         Ok(())
     })?;
@@ -311,13 +313,13 @@ fn check_decision_rows(conn: &dyn Db, ws: &str, sealed_decisions: &[bool], progr
     Ok(DecisionRows { rows: checked, bad, sealed_violations })
 }
 
-/// Each violation row of `ws` whose decision's entry the log check covered (before
-/// `logged`) against what that entry seals of it ([`crate::Violation::departs_from`]),
-/// and the count of those rows against `sealed`, the violations the entries seal: fewer
-/// rows means some were deleted. In a log that also holds `violation.recorded`
-/// entries (`older_entries`), a violation whose decision's entry seals none was
-/// sealed in an entry of its own, and is not compared. The rows checked, and the
-/// first problem.
+/// Each violation row of `ws` against what its decision's entry seals of it
+/// ([`crate::Violation::departs_from`]), and the count of those whose decision's entry
+/// the log check covered (before `logged`) against `sealed`, the violations those
+/// entries seal: fewer rows means some were deleted. In a log that also holds
+/// `violation.recorded` entries (`older_entries`), a violation whose decision's entry
+/// seals none was sealed in an entry of its own, and is not compared. The rows
+/// checked, and the first problem.
 fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older_entries: bool) -> Result<(u64, Option<String>)> {
     let (mut checked, mut matched, mut bad) = (0u64, 0u64, None);
     conn.query(
@@ -327,21 +329,31 @@ fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older
          WHERE v.workspace_id = ?1",
         args![ws],
         &mut |r| {
-            let seq: Option<u64> = r.get(5)?;
-            if bad.is_some() || seq.is_some_and(|s| s >= logged) {
+            if bad.is_some() {
                 return Ok(());
             }
             checked += 1;
-            let v = crate::Violation {
-                violation_id: r.get(0)?, workspace_id: ws.to_owned(), rule_id: r.get(1)?, severity: r.get(2)?, agent_id: None,
-                decision_id: r.get(3)?, at: r.get(4)?, body: Value::Null,
+            let read = || -> Result<(crate::Violation, Option<i64>, Option<Vec<u8>>)> {
+                let v = crate::Violation {
+                    violation_id: r.get(0)?, workspace_id: ws.to_owned(), rule_id: r.get(1)?, severity: r.get(2)?, agent_id: None,
+                    decision_id: r.get(3)?, at: r.get(4)?, body: Value::Null,
+                };
+                Ok((v, r.get(5)?, r.get(6)?))
             };
-            let entry = r.get::<Option<Vec<u8>>>(6)?.and_then(|leaf| serde_json::from_slice::<serde_json::Map<String, Value>>(&leaf).ok());
+            let (v, seq, leaf) = match read() {
+                Ok(read) => read,
+                Err(e) => {
+                    let id: String = r.get(0).unwrap_or_default();
+                    bad = Some(format!("violation `{id}`: its row cannot be read ({e})"));
+                    return Ok(());
+                }
+            };
+            let entry = leaf.and_then(|leaf| serde_json::from_slice::<serde_json::Map<String, Value>>(&leaf).ok());
             let why = match entry {
                 None => Some("its decision has no readable sealed entry".to_owned()),
                 Some(entry) if older_entries && !entry.contains_key("violations") => None,
                 Some(entry) => v.departs_from(&entry).or_else(|| {
-                    matched += 1;
+                    matched += u64::from(seq.is_some_and(|s| (0..logged as i64).contains(&s)));
                     None
                 }),
             };
@@ -429,14 +441,21 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
         }
     }
     // Every stored tree hash must equal the recomputed one: a tampered node would
-    // make the server serve proofs that do not verify.
-    let stored_count: u64 = conn.value("SELECT COUNT(*) FROM vault_hashes WHERE workspace_id = ?1", args![ws])?.unwrap_or(0);
-    if stored_count != stored_hash_count(expected_seq) {
-        report.first_bad = fail(expected_seq, format!(
-            "the store holds {stored_count} tree hashes; {} entries need {}", expected_seq, stored_hash_count(expected_seq)));
+    // make the server serve proofs that do not verify. Hashes past the entries checked
+    // are left alone: a server still writing appended them after the walk.
+    let needed = stored_hash_count(expected_seq);
+    let stored_count: u64 = conn.value("SELECT COUNT(*) FROM vault_hashes WHERE workspace_id = ?1 AND idx < ?2", args![ws, needed])?.unwrap_or(0);
+    if stored_count != needed {
+        report.first_bad = fail(expected_seq, format!("the store holds {stored_count} of the {needed} tree hashes {expected_seq} entries need"));
         return Ok(LogCheck { check: report, sealed_decisions, older_violation_entries });
     }
-    conn.query("SELECT idx, hash FROM vault_hashes WHERE workspace_id = ?1 ORDER BY idx", args![ws], &mut |r| {
+    let all_hashes: u64 = conn.value("SELECT COUNT(*) FROM vault_hashes WHERE workspace_id = ?1", args![ws])?.unwrap_or(0);
+    let entries_now: u64 = conn.value("SELECT COUNT(*) FROM vault_entries WHERE workspace_id = ?1", args![ws])?.unwrap_or(0);
+    if all_hashes > needed && entries_now == expected_seq {
+        report.first_bad = fail(expected_seq, format!("the store holds {all_hashes} tree hashes; {expected_seq} entries need {needed}"));
+        return Ok(LogCheck { check: report, sealed_decisions, older_violation_entries });
+    }
+    conn.query("SELECT idx, hash FROM vault_hashes WHERE workspace_id = ?1 AND idx < ?2 ORDER BY idx", args![ws, needed], &mut |r| {
         if report.first_bad.is_some() {
             return Ok(());
         }

@@ -513,7 +513,7 @@ pub(crate) mod tests {
             content,
             body: json!({ "n": n }),
             sealed_leaf: None,
-            body_sha256: None,
+            digests: None,
         };
         Txn { mutations: vec![Mutation::InsertDecision { row, seal: Some(0) }], seal: vec![SealRequest { workspace_id: ws.into(), body }] }
     }

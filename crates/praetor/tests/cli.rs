@@ -187,6 +187,7 @@ fn vault_check_names_the_first_bad_entry() {
         ("a deleted row", "DELETE FROM vault_entries WHERE seq = 9", "entry 9"),
         ("two swapped rows", "UPDATE vault_entries SET seq = -1 WHERE seq = 5; UPDATE vault_entries SET seq = 5 WHERE seq = 6; UPDATE vault_entries SET seq = 6 WHERE seq = -1;", "entry 5"),
         ("a truncated log", "DELETE FROM vault_entries WHERE seq >= 20", "entry 20"),
+        ("an extra tree hash", "INSERT INTO vault_hashes (workspace_id, idx, hash) SELECT workspace_id, 999999, hash FROM vault_hashes LIMIT 1", "tree hashes"),
     ];
     for (what, sql, expect) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -198,10 +199,11 @@ fn vault_check_names_the_first_bad_entry() {
     }
 }
 
-/// `vault check` compares each decision's row with the entry sealed for it: a row
-/// changed, pointed elsewhere or deleted after it was sealed is named.
+/// `vault check` compares each decision's and violation's row with what is sealed of
+/// it: a row changed, pointed elsewhere, forged, unreadable or deleted after it was
+/// sealed is named.
 #[test]
-fn vault_check_names_a_decision_row_changed_after_it_was_sealed() {
+fn vault_check_names_a_row_changed_after_it_was_sealed() {
     // The sixth decision of the log, by its entry, and the seventh's entry.
     let sixth = "(SELECT vault_seq FROM decisions ORDER BY vault_seq LIMIT 1 OFFSET 5)";
     let seventh = "(SELECT vault_seq FROM decisions ORDER BY vault_seq LIMIT 1 OFFSET 6)";
@@ -212,6 +214,12 @@ fn vault_check_names_a_decision_row_changed_after_it_was_sealed() {
         ("a row pointed at another entry", format!("UPDATE decisions SET vault_seq = {seventh} WHERE vault_seq = {sixth}"), "its `decision_id` is not the one sealed"),
         ("a row without its entry", format!("UPDATE decisions SET vault_seq = NULL WHERE vault_seq = {sixth}"), "has no vault entry"),
         ("a deleted row", format!("DROP TRIGGER IF EXISTS decisions_no_delete; DELETE FROM decisions WHERE vault_seq = {sixth}"), "seals a decision that has no row"),
+        ("a row past the log", format!("INSERT INTO decisions (workspace_id, decision_id, agent_id, action_type, decision, created_at, vault_seq, content, body)
+            SELECT workspace_id, 'dec_forged', agent_id, action_type, 'allow', created_at, 999999, content, body FROM decisions WHERE vault_seq = {sixth}"),
+            "decision `dec_forged` (entry 999999): its entry is missing"),
+        ("a row that cannot be read", format!("UPDATE decisions SET created_at = 'noon' WHERE vault_seq = {sixth}"), "its row cannot be read"),
+        ("a changed violation", "UPDATE violations SET rule_id = 'other' WHERE rowid = (SELECT MIN(rowid) FROM violations)".to_owned(), "its `rule_id` is not the one sealed"),
+        ("a deleted violation", "DELETE FROM violations WHERE rowid = (SELECT MIN(rowid) FROM violations)".to_owned(), "1 of the 4 violations sealed in decision entries have no row"),
     ];
     let dir = tempfile::tempdir().unwrap();
     populated(dir.path(), 12);
@@ -230,7 +238,7 @@ fn vault_check_names_a_decision_row_changed_after_it_was_sealed() {
         tamper(dir.path(), &sql);
         let out = check(dir.path());
         assert_eq!(out.status.code(), Some(1), "{what}: check passed\n{}", text(&out));
-        assert!(text(&out).contains(expect) && text(&out).contains("decision"), "{what}: expected `{expect}` in\n{}", text(&out));
+        assert!(text(&out).contains(expect), "{what}: expected `{expect}` in\n{}", text(&out));
     }
 }
 

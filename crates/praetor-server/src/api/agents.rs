@@ -422,7 +422,7 @@ pub async fn history(
         ..DecisionFilter::default()
     };
     let (rows, total) = state.store.list_decisions(&auth.workspace.workspace_id, &filter).await?;
-    let items: Vec<Value> = rows.iter().map(crate::api::decisions::decision_view).collect();
+    let items = crate::api::decisions::visible_views(&auth, &rows);
     state.metrics.count_unreadable(&items);
     Ok(Json(json!({ "ok": true, "agent_id": id, "history": items, "total": total })))
 }

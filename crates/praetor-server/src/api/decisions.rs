@@ -34,6 +34,17 @@ pub fn decision_view(row: &DecisionRow) -> Value {
     v
 }
 
+/// The views of `rows` that `auth` may see. A key bound to one agent reads rows by
+/// their agent column; a row that departs from its entry is shown as the entry seals
+/// it, so what is shown must name that agent too.
+pub fn visible_views(auth: &Authorized<perm::Read>, rows: &[DecisionRow]) -> Vec<Value> {
+    rows.iter()
+        .filter(|row| auth.may_see(row.agent_id.as_deref()))
+        .map(decision_view)
+        .filter(|view| auth.may_see(view.get("agent_id").and_then(Value::as_str)))
+        .collect()
+}
+
 /// What a decision's row holds when its answer cannot be joined with its sealed entry.
 fn row_part(row: &DecisionRow, why: String) -> Value {
     let mut part = match &row.body {
@@ -101,7 +112,7 @@ pub async fn list(
         per_page,
     };
     let (rows, total) = state.store.list_decisions(&auth.workspace.workspace_id, &filter).await?;
-    let items: Vec<Value> = rows.iter().map(decision_view).collect();
+    let items = visible_views(&auth, &rows);
     state.metrics.count_unreadable(&items);
     Ok(Json(json!({ "ok": true, "decisions": items, "total": total, "page": filter.page, "per_page": per_page })))
 }
@@ -111,13 +122,8 @@ pub async fn get(
     auth: Authorized<perm::Read>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let row = state
-        .store
-        .get_decision(&auth.workspace.workspace_id, &id)
-        .await?
-        .filter(|row| auth.may_see(row.agent_id.as_deref()))
-        .ok_or_else(|| ApiError::not_found("decision", &id))?;
-    let view = decision_view(&row);
+    let row = state.store.get_decision(&auth.workspace.workspace_id, &id).await?;
+    let view = visible_views(&auth, row.as_slice()).pop().ok_or_else(|| ApiError::not_found("decision", &id))?;
     state.metrics.count_unreadable(std::slice::from_ref(&view));
     Ok(Json(json!({ "ok": true, "decision": view })))
 }
@@ -130,7 +136,7 @@ mod tests {
         DecisionRow {
             decision_id: "dec_01".into(), workspace_id: "ws_1".into(), agent_id: Some("agt_1".into()), session_id: None,
             action_type: "email.send".into(), decision: "block".into(), created_at: 10, vault_seq: Some(7),
-            content: Some("hi".into()), body, sealed_leaf: sealed_leaf.map(<[u8]>::to_vec), body_sha256: None,
+            content: Some("hi".into()), body, sealed_leaf: sealed_leaf.map(<[u8]>::to_vec), digests: None,
         }
     }
 

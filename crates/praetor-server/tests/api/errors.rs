@@ -305,3 +305,45 @@ async fn a_row_changed_after_it_was_sealed_shows_only_what_was_sealed() {
     let untouched = read(kept_id).await;
     assert_eq!((&untouched["read_error"], &untouched["action_content"]), (&Value::Null, &json!("hello")), "{untouched}");
 }
+
+/// What a row cannot prove is not shown as sealed: a whole answer with no entry says
+/// so, a row pointed at an entry that is no decision's shows none of its own parts, and
+/// a key bound to one agent does not see another agent's decision through a row whose
+/// agent column was changed to its own.
+#[tokio::test]
+async fn rows_that_cannot_prove_what_they_hold_are_not_shown_as_sealed() {
+    let s = TestServer::start().await;
+    let (mallory, alice) = (s.agent("mallory").await, s.agent("alice").await);
+    let mallory_key = s.key(&["agent"], Some(&mallory)).await;
+    let answer = s.intercept(json!({ "action_type": "payment.send", "agent_id": alice, "content": "pay 10" })).await;
+    let id = answer["decision_id"].as_str().unwrap().to_owned();
+    let db = rusqlite::Connection::open(s.dir.path().join("praetor.db")).unwrap();
+
+    // A whole answer fabricated beside the log.
+    db.execute(
+        "INSERT INTO decisions (workspace_id, decision_id, agent_id, action_type, decision, created_at, vault_seq, content, body)
+         SELECT workspace_id, 'dec_forged', agent_id, action_type, 'allow', created_at, 999999, 'send 1M',
+                '{\"decision\":\"allow\",\"decision_id\":\"dec_forged\",\"reasoning\":\"approved by the CFO\"}' FROM decisions WHERE decision_id = ?1",
+        [&id],
+    ).unwrap();
+    let (status, got) = s.get("/api/v1/enforce/decisions/dec_forged", &s.admin_key).await;
+    assert_eq!(status.as_u16(), 200, "{got}");
+    assert!(got["decision"]["read_error"].as_str().unwrap_or_else(|| panic!("{got}")).contains("no sealed entry"), "{got}");
+
+    // Pointed at the workspace's first entry (no decision's): nothing of the row shows.
+    db.execute("UPDATE decisions SET vault_seq = 0, content = 'tampered', body = '{\"reasoning\":\"tampered\"}' WHERE decision_id = ?1", [&id]).unwrap();
+    let (_, got) = s.get(&format!("/api/v1/enforce/decisions/{id}"), &s.admin_key).await;
+    let shown = &got["decision"];
+    assert!(shown["read_error"].as_str().unwrap().contains("its vault entry is not a decision's"), "{got}");
+    assert_eq!((&shown["action_content"], &shown["reasoning"]), (&Value::Null, &Value::Null), "{got}");
+    db.execute("UPDATE decisions SET vault_seq = ?2 WHERE decision_id = ?1", rusqlite::params![&id, answer["vault_entry_id"].as_i64().unwrap()]).unwrap();
+
+    // The agent column changed to mallory's: mallory's key still does not see alice's decision.
+    db.execute("UPDATE decisions SET agent_id = ?2 WHERE decision_id = ?1", [&id, &mallory]).unwrap();
+    let (status, got) = s.get(&format!("/api/v1/enforce/decisions/{id}"), &mallory_key).await;
+    assert_eq!(status.as_u16(), 404, "{got}");
+    let (_, list) = s.get("/api/v1/enforce/decisions", &mallory_key).await;
+    assert_eq!(list["decisions"], json!([]), "{list}");
+    let (_, admin_view) = s.get(&format!("/api/v1/enforce/decisions/{id}"), &s.admin_key).await;
+    assert_eq!(admin_view["decision"]["agent_id"], json!(alice), "shown as sealed: {admin_view}");
+}

@@ -35,7 +35,7 @@ fn decision(id: &str, at: i64) -> DecisionRow {
         content: None,
         body: json!({}),
         sealed_leaf: None,
-        body_sha256: None,
+        digests: None,
     }
 }
 
@@ -848,7 +848,7 @@ pub async fn text_survives_exactly(b: Backend) {
     row.body = json!({ "content": text });
     store.commit(one(Mutation::InsertDecision { row: row.clone(), seal: None })).await.unwrap();
     // Read back with the digest of its answer's text as stored.
-    row.body_sha256 = Some(praetor_core::sha256_hex(serde_json::to_string(&row.body).unwrap().as_bytes()));
+    row.digests = Some(RowDigests::of(&serde_json::to_string(&row.body).unwrap(), Some(text)));
     assert_eq!(store.get_decision(WS, "dec_text").await.unwrap(), Some(row));
 }
 
