@@ -957,6 +957,7 @@ fn violation_row(ws: &WorkspaceState, e: &Evaluated, v: &Value) -> praetor_store
         decision_id: e.decision_id.clone(),
         at: e.at_ms,
         body,
+        decision_agent: None,
     }
 }
 

@@ -405,6 +405,11 @@ pub struct Violation {
     pub decision_id: String,
     pub at: Millis,
     pub body: Value,
+    /// The agent its decision's sealed entry names, when read back with that entry.
+    /// Keys bound to one agent see a violation only if this names their agent too: the
+    /// row's own `agent_id` could have been changed by anyone with the database.
+    #[serde(skip)]
+    pub decision_agent: Option<String>,
 }
 
 /// The fields of a decision's vault entry that a violation of that decision shows.
@@ -442,15 +447,21 @@ impl Violation {
     }
 
     /// Where this violation's row departs from what its decision's sealed `entry`
-    /// seals of it (in `violations`, by id): its decision, rule, severity and time; or
-    /// that the entry does not seal it. `None` when they match. (Its agent is the
-    /// row's own: the entry names the agent the request claimed, registered or not.)
+    /// seals of it (in `violations`, by id): its decision, agent, rule, severity and
+    /// time; or that the entry does not seal it. `None` when they match. (A row names
+    /// an agent only when it was registered, and then the entry names the same one; the
+    /// entry also names agents that were not.)
     pub fn departs_from(&self, entry: &Map<String, Value>) -> Option<String> {
         let Some(sealed) = self.sealed_in(entry) else {
             return Some("its decision's entry does not seal it".into());
         };
         if entry.get("decision_id").and_then(Value::as_str) != Some(self.decision_id.as_str()) {
             return Some("its `decision_id` is not its decision's".into());
+        }
+        if let Some(agent) = &self.agent_id
+            && entry.get("agent_id").is_some_and(|sealed| sealed.as_str() != Some(agent.as_str()))
+        {
+            return Some("its `agent_id` is not its decision's".into());
         }
         for (field, column) in [("rule_id", &self.rule_id), ("severity", &self.severity)] {
             if sealed.get(field).is_some_and(|v| v.as_str() != Some(column.as_str())) {
@@ -602,7 +613,7 @@ mod tests {
         ];
         for (case, body, entry, agent, slim) in cases {
             let v = Violation { violation_id: "vio_1".into(), workspace_id: "ws".into(), rule_id: "r".into(), severity: "high".into(),
-                agent_id: agent.map(str::to_owned), decision_id: "dec_1".into(), at: 0, body: body.clone() };
+                agent_id: agent.map(str::to_owned), decision_id: "dec_1".into(), at: 0, body: body.clone(), decision_agent: None };
             assert_eq!(v.rebuilds_from(&entry), slim, "{case}");
             let rebuilt = Violation { body: Value::Null, ..v.clone() }.rebuilt_body(&entry);
             assert_eq!(rebuilt.as_ref() == Some(&body), slim, "{case}: {rebuilt:?}");

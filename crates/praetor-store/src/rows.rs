@@ -647,6 +647,7 @@ fn violation_from_row(r: &dyn Row) -> Result<Violation> {
         decision_id: r.get(5)?,
         at: r.get(6)?,
         body: serde_json::Value::Null,
+        decision_agent: None,
     };
     let body = r.get::<String>(7)?;
     // A damaged row or entry spoils this violation only, not every listing it falls in:
@@ -688,6 +689,7 @@ fn violation_from_row(r: &dyn Row) -> Result<Violation> {
         add_read_error(body, why);
     }
     if let Some(entry) = &entry {
+        v.decision_agent = entry.get("agent_id").and_then(serde_json::Value::as_str).map(str::to_owned);
         v.add_decision_context(entry);
     }
     Ok(v)

@@ -213,6 +213,9 @@ pub struct VaultCheck {
     /// The first decision or violation row that departs from what is sealed of it, or
     /// a sealed decision or violation that has no row, and what is wrong.
     pub bad_row: Option<String>,
+    /// Why the rows could not be checked at all (a store an older version wrote, not
+    /// migrated yet), when they could not.
+    pub rows_unchecked: Option<String>,
 }
 
 /// Re-verify everything stored for one workspace: each leaf against its leaf hash, the
@@ -222,18 +225,26 @@ pub struct VaultCheck {
 /// decision. `progress(done, total)`.
 pub fn check_vault(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<VaultCheck> {
     let mut report = check_log(conn, ws, progress)?;
-    if report.first_bad.is_none() {
-        let decisions = check_decision_rows(conn, ws, &report.sealed_decisions, progress)?;
-        report.check.decisions = decisions.rows;
-        report.check.bad_row = decisions.bad;
-        if report.check.bad_row.is_none() {
-            let logged = report.sealed_decisions.len() as u64;
-            let (violations, bad) = check_violation_rows(conn, ws, logged, decisions.sealed_violations, report.older_violation_entries)?;
-            report.check.violations = violations;
-            report.check.bad_row = bad;
-        }
+    if report.first_bad.is_none()
+        && let Err(e) = check_rows(conn, ws, &mut report, progress)
+    {
+        report.check.rows_unchecked = Some(e.to_string());
     }
     Ok(report.check)
+}
+
+/// The decision rows, then the violation rows, of a log that checked out.
+fn check_rows(conn: &dyn Db, ws: &str, report: &mut LogCheck, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+    let decisions = check_decision_rows(conn, ws, &report.sealed_decisions, progress)?;
+    report.check.decisions = decisions.rows;
+    report.check.bad_row = decisions.bad;
+    if report.check.bad_row.is_none() {
+        let logged = report.sealed_decisions.len() as u64;
+        let (violations, bad) = check_violation_rows(conn, ws, logged, decisions.sealed_violations, &report.older_violations)?;
+        report.check.violations = violations;
+        report.check.bad_row = bad;
+    }
+    Ok(())
 }
 
 /// A log's check, with which of its entries seal a decision.
@@ -241,9 +252,9 @@ struct LogCheck {
     check: VaultCheck,
     /// By sequence number, for every entry checked.
     sealed_decisions: Vec<bool>,
-    /// The log holds `violation.recorded` entries: it was written (partly) before a
-    /// decision's entry sealed its violations.
-    older_violation_entries: bool,
+    /// The violations sealed in `violation.recorded` entries (logs written, at least
+    /// partly, before a decision's entry sealed its violations), by id.
+    older_violations: OlderViolations,
 }
 
 impl std::ops::Deref for LogCheck {
@@ -313,17 +324,16 @@ fn check_decision_rows(conn: &dyn Db, ws: &str, sealed_decisions: &[bool], progr
     Ok(DecisionRows { rows: checked, bad, sealed_violations })
 }
 
-/// Each violation row of `ws` against what its decision's entry seals of it
-/// ([`crate::Violation::departs_from`]), and the count of those whose decision's entry
-/// the log check covered (before `logged`) against `sealed`, the violations those
-/// entries seal: fewer rows means some were deleted. In a log that also holds
-/// `violation.recorded` entries (`older_entries`), a violation whose decision's entry
-/// seals none was sealed in an entry of its own, and is not compared. The rows
-/// checked, and the first problem.
-fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older_entries: bool) -> Result<(u64, Option<String>)> {
-    let (mut checked, mut matched, mut bad) = (0u64, 0u64, None);
+/// Each violation row of `ws` against what is sealed of it
+/// ([`crate::Violation::departs_from`]): in its decision's entry, or, for logs written
+/// before decisions sealed their violations, in a `violation.recorded` entry of its
+/// own (`older`). Then the rows compared against what the log check covered (decisions
+/// sealed before `logged`, whose entries seal `sealed` violations, and every older
+/// entry): fewer rows means some were deleted. The rows checked, and the first problem.
+fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older: &OlderViolations) -> Result<(u64, Option<String>)> {
+    let (mut checked, mut matched, mut matched_older, mut bad) = (0u64, 0u64, 0usize, None);
     conn.query(
-        "SELECT v.violation_id, v.rule_id, v.severity, v.decision_id, v.at, d.vault_seq, e.leaf FROM violations v
+        "SELECT v.violation_id, v.rule_id, v.severity, v.agent_id, v.decision_id, v.at, d.vault_seq, e.leaf FROM violations v
          LEFT JOIN decisions d ON d.workspace_id = v.workspace_id AND d.decision_id = v.decision_id
          LEFT JOIN vault_entries e ON e.workspace_id = d.workspace_id AND e.seq = d.vault_seq
          WHERE v.workspace_id = ?1",
@@ -335,10 +345,10 @@ fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older
             checked += 1;
             let read = || -> Result<(crate::Violation, Option<i64>, Option<Vec<u8>>)> {
                 let v = crate::Violation {
-                    violation_id: r.get(0)?, workspace_id: ws.to_owned(), rule_id: r.get(1)?, severity: r.get(2)?, agent_id: None,
-                    decision_id: r.get(3)?, at: r.get(4)?, body: Value::Null,
+                    violation_id: r.get(0)?, workspace_id: ws.to_owned(), rule_id: r.get(1)?, severity: r.get(2)?, agent_id: r.get(3)?,
+                    decision_id: r.get(4)?, at: r.get(5)?, body: Value::Null, decision_agent: None,
                 };
-                Ok((v, r.get(5)?, r.get(6)?))
+                Ok((v, r.get(6)?, r.get(7)?))
             };
             let (v, seq, leaf) = match read() {
                 Ok(read) => read,
@@ -349,10 +359,13 @@ fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older
                 }
             };
             let entry = leaf.and_then(|leaf| serde_json::from_slice::<serde_json::Map<String, Value>>(&leaf).ok());
-            let why = match entry {
-                None => Some("its decision has no readable sealed entry".to_owned()),
-                Some(entry) if older_entries && !entry.contains_key("violations") => None,
-                Some(entry) => v.departs_from(&entry).or_else(|| {
+            let why = match (entry, older.get(&v.violation_id)) {
+                (None, _) => Some("its decision has no readable sealed entry".to_owned()),
+                (Some(entry), Some(own)) if !entry.contains_key("violations") => v.departs_from(own).or_else(|| {
+                    matched_older += 1;
+                    None
+                }),
+                (Some(entry), _) => v.departs_from(&entry).or_else(|| {
                     matched += u64::from(seq.is_some_and(|s| (0..logged as i64).contains(&s)));
                     None
                 }),
@@ -366,6 +379,9 @@ fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older
     if bad.is_none() && matched < sealed {
         bad = Some(format!("{} of the {sealed} violations sealed in decision entries have no row", sealed - matched));
     }
+    if bad.is_none() && matched_older < older.len() {
+        bad = Some(format!("{} of the {} violations sealed in `violation.recorded` entries have no row", older.len() - matched_older, older.len()));
+    }
     Ok((checked, bad))
 }
 
@@ -375,9 +391,9 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
         .value("SELECT hmac_secret FROM workspaces WHERE workspace_id = ?1", args![ws])?
         .ok_or_else(|| StoreError::Corrupt(format!("workspace `{ws}` does not exist")))?;
     let total: u64 = conn.value("SELECT COUNT(*) FROM vault_entries WHERE workspace_id = ?1", args![ws])?.unwrap_or(0);
-    let mut report = VaultCheck { workspace_id: ws.to_owned(), entries: total, checkpoints: 0, first_bad: None, decisions: 0, violations: 0, bad_row: None };
+    let mut report = VaultCheck { workspace_id: ws.to_owned(), entries: total, checkpoints: 0, first_bad: None, decisions: 0, violations: 0, bad_row: None, rows_unchecked: None };
     let mut sealed_decisions = Vec::new();
-    let mut older_violation_entries = false;
+    let mut older_violations = OlderViolations::new();
     let checkpoint_sizes: Vec<(u64, [u8; 32])> =
         conn.all("SELECT size, root FROM vault_checkpoints WHERE workspace_id = ?1 ORDER BY size", args![ws], |r| Ok((r.get(0)?, r.get(1)?)))?;
     report.checkpoints = checkpoint_sizes.len() as u64;
@@ -403,10 +419,15 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
                 }
             };
             match check_entry(&e, expected_seq, &prev_chain, &secret) {
-                Ok((lh, ch, kind)) => {
+                Ok((lh, ch, leaf)) => {
+                    let kind = leaf.get("kind").and_then(Value::as_str);
                     prev_chain = ch;
                     sealed_decisions.push(kind == Some("decision"));
-                    older_violation_entries |= kind == Some("violation.recorded");
+                    if kind == Some("violation.recorded")
+                        && let Some(id) = leaf.get("violation_id").and_then(Value::as_str)
+                    {
+                        older_violations.insert(id.to_owned(), older_violation_entry(&leaf));
+                    }
                     recomputed_hashes.extend(frontier.push_stored(lh)?.into_iter().map(|(_, h)| h));
                     expected_seq += 1;
                     if wanted.contains(&expected_seq) {
@@ -423,7 +444,7 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
     )?;
     if first_bad.is_some() {
         report.first_bad = first_bad;
-        return Ok(LogCheck { check: report, sealed_decisions, older_violation_entries });
+        return Ok(LogCheck { check: report, sealed_decisions, older_violations });
     }
     progress(expected_seq, total);
     let fail = |seq: u64, msg: String| Some((seq, msg));
@@ -432,11 +453,11 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
             Some(r) if praetor_vault::merkle::hashes_equal(r, &root) => {}
             Some(_) => {
                 report.first_bad = fail(size - 1, format!("checkpoint at size {size} does not match the entries"));
-                return Ok(LogCheck { check: report, sealed_decisions, older_violation_entries });
+                return Ok(LogCheck { check: report, sealed_decisions, older_violations });
             }
             None => {
                 report.first_bad = fail(expected_seq, format!("a checkpoint covers {size} entries but only {expected_seq} are stored"));
-                return Ok(LogCheck { check: report, sealed_decisions, older_violation_entries });
+                return Ok(LogCheck { check: report, sealed_decisions, older_violations });
             }
         }
     }
@@ -447,13 +468,13 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
     let stored_count: u64 = conn.value("SELECT COUNT(*) FROM vault_hashes WHERE workspace_id = ?1 AND idx < ?2", args![ws, needed])?.unwrap_or(0);
     if stored_count != needed {
         report.first_bad = fail(expected_seq, format!("the store holds {stored_count} of the {needed} tree hashes {expected_seq} entries need"));
-        return Ok(LogCheck { check: report, sealed_decisions, older_violation_entries });
+        return Ok(LogCheck { check: report, sealed_decisions, older_violations });
     }
     let all_hashes: u64 = conn.value("SELECT COUNT(*) FROM vault_hashes WHERE workspace_id = ?1", args![ws])?.unwrap_or(0);
     let entries_now: u64 = conn.value("SELECT COUNT(*) FROM vault_entries WHERE workspace_id = ?1", args![ws])?.unwrap_or(0);
     if all_hashes > needed && entries_now == expected_seq {
         report.first_bad = fail(expected_seq, format!("the store holds {all_hashes} tree hashes; {expected_seq} entries need {needed}"));
-        return Ok(LogCheck { check: report, sealed_decisions, older_violation_entries });
+        return Ok(LogCheck { check: report, sealed_decisions, older_violations });
     }
     conn.query("SELECT idx, hash FROM vault_hashes WHERE workspace_id = ?1 AND idx < ?2 ORDER BY idx", args![ws, needed], &mut |r| {
         if report.first_bad.is_some() {
@@ -467,12 +488,25 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
         }
         Ok(())
     })?;
-    Ok(LogCheck { check: report, sealed_decisions, older_violation_entries })
+    Ok(LogCheck { check: report, sealed_decisions, older_violations })
 }
 
-/// An entry that checked out: its leaf hash, its chain hash, and its `kind` when it
-/// is one the rows are checked against (`decision`, `violation.recorded`).
-type CheckedEntry = ([u8; 32], [u8; 32], Option<&'static str>);
+/// An entry that checked out: its leaf hash, its chain hash and its leaf.
+type CheckedEntry = ([u8; 32], [u8; 32], Value);
+
+/// Violations sealed in `violation.recorded` entries, by id: each as a decision entry
+/// sealing it alone (its decision and agent, no time: such an entry's time is when it
+/// was sealed), for [`crate::Violation::departs_from`].
+type OlderViolations = std::collections::HashMap<String, serde_json::Map<String, Value>>;
+
+fn older_violation_entry(leaf: &Value) -> serde_json::Map<String, Value> {
+    let field = |f: &str| leaf.get(f).cloned().unwrap_or(Value::Null);
+    let sealed: serde_json::Map<String, Value> = ["violation_id", "rule_id", "severity"].iter().map(|f| ((*f).to_owned(), field(f))).collect();
+    [("decision_id", field("decision_id")), ("agent_id", field("agent_id")), ("violations", Value::Array(vec![Value::Object(sealed)]))]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+}
 
 /// Check one stored entry against the one before it: its position, canonical form,
 /// leaf hash, chain hash and HMAC; or the first problem.
@@ -499,8 +533,7 @@ fn check_entry(e: &VaultEntryRow, expected_seq: u64, prev_chain: &[u8; 32], secr
     if !verify_entry_hmac(secret, e.seq, &lh, &ch, &e.hmac) {
         return Err((e.seq, "hmac does not verify under the workspace secret".into()));
     }
-    let kind = leaf.get("kind").and_then(Value::as_str).and_then(|k| ["decision", "violation.recorded"].into_iter().find(|known| *known == k));
-    Ok((lh, ch, kind))
+    Ok((lh, ch, leaf))
 }
 
 /// The first entry whose append produced stored hash `idx` (for error messages).

@@ -20,9 +20,15 @@ use crate::state::AppState;
 /// (its id, agent, session, action, verdict and time) and, in `read_error`, why. One
 /// whose row departs from its entry shows what the entry seals and no content.
 pub fn decision_view(row: &DecisionRow) -> Value {
-    let (mut v, row_withheld) = match crate::answer::read(row) {
-        Ok(joined) => (joined.answer, joined.row_withheld),
-        Err(why) => (row_part(row, why), false),
+    view(row).0
+}
+
+/// [`decision_view`], and whether the row was compared with its sealed entry (the view
+/// then names the agent the entry seals).
+fn view(row: &DecisionRow) -> (Value, bool) {
+    let (mut v, row_withheld, compared) = match crate::answer::read(row) {
+        Ok(joined) => (joined.answer, joined.row_withheld, true),
+        Err(why) => (row_part(row, why), false, false),
     };
     if let Some(why) = v.get("read_error") {
         tracing::warn!(decision_id = %row.decision_id, reason = %why, "a stored decision cannot be read whole; returning what can be read");
@@ -31,17 +37,19 @@ pub fn decision_view(row: &DecisionRow) -> Value {
         m.insert("action_content".into(), if row_withheld { Value::Null } else { json!(row.content) });
         m.insert("vault_entry_id".into(), json!(row.vault_seq));
     }
-    v
+    (v, compared)
 }
 
 /// The views of `rows` that `auth` may see. A key bound to one agent reads rows by
-/// their agent column; a row that departs from its entry is shown as the entry seals
-/// it, so what is shown must name that agent too.
+/// their agent column, which someone with the database could change: it sees only
+/// decisions whose sealed entry names its agent too (so none that cannot be compared
+/// with an entry).
 pub fn visible_views(auth: &Authorized<perm::Read>, rows: &[DecisionRow]) -> Vec<Value> {
     rows.iter()
         .filter(|row| auth.may_see(row.agent_id.as_deref()))
-        .map(decision_view)
-        .filter(|view| auth.may_see(view.get("agent_id").and_then(Value::as_str)))
+        .map(view)
+        .filter(|(v, compared)| auth.bound_agent().is_none() || (*compared && auth.may_see(v.get("agent_id").and_then(Value::as_str))))
+        .map(|(v, _)| v)
         .collect()
 }
 

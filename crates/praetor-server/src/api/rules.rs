@@ -289,6 +289,12 @@ pub struct ViolationQuery {
     limit: Option<u32>,
 }
 
+/// Whether `auth` may see violation `v`: a key bound to one agent only when both the
+/// row and its decision's sealed entry name that agent.
+fn visible(auth: &Authorized<perm::Read>, v: &praetor_store::Violation) -> bool {
+    auth.bound_agent().is_none() || (auth.may_see(v.agent_id.as_deref()) && auth.may_see(v.decision_agent.as_deref()))
+}
+
 pub async fn violations(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Read>,
@@ -305,7 +311,7 @@ pub async fn violations(
     let agent_id = auth.bound_agent().map(str::to_owned).or(q.agent_id);
     let filter = ViolationFilter { rule_id: q.rule_id, severity: q.severity, agent_id, since, limit: q.limit.unwrap_or(100) };
     let rows = state.store.list_violations(&auth.workspace.workspace_id, &filter).await?;
-    let bodies: Vec<Value> = rows.into_iter().map(|v| v.body).collect();
+    let bodies: Vec<Value> = rows.into_iter().filter(|v| visible(&auth, v)).map(|v| v.body).collect();
     state.metrics.count_unreadable(&bodies);
     Ok(Json(json!({ "ok": true, "total": bodies.len(), "violations": bodies })))
 }
@@ -315,7 +321,7 @@ pub async fn violation(State(state): State<Arc<AppState>>, auth: Authorized<perm
         .store
         .get_violation(&auth.workspace.workspace_id, &id)
         .await?
-        .filter(|v| auth.may_see(v.agent_id.as_deref()))
+        .filter(|v| visible(&auth, v))
         .ok_or_else(|| ApiError::not_found("violation", &id))?;
     state.metrics.count_unreadable(std::slice::from_ref(&v.body));
     Ok(Json(json!({ "ok": true, "violation": v.body })))

@@ -308,14 +308,16 @@ async fn a_row_changed_after_it_was_sealed_shows_only_what_was_sealed() {
 
 /// What a row cannot prove is not shown as sealed: a whole answer with no entry says
 /// so, a row pointed at an entry that is no decision's shows none of its own parts, and
-/// a key bound to one agent does not see another agent's decision through a row whose
-/// agent column was changed to its own.
+/// a key bound to one agent does not see another agent's decision or violation through
+/// a row whose agent column was changed to its own.
 #[tokio::test]
 async fn rows_that_cannot_prove_what_they_hold_are_not_shown_as_sealed() {
     let s = TestServer::start().await;
     let (mallory, alice) = (s.agent("mallory").await, s.agent("alice").await);
     let mallory_key = s.key(&["agent"], Some(&mallory)).await;
+    s.policy(json!({ "name": "No payments", "policy_type": "action_type", "action_types": ["payment.*"], "decision": "block" })).await;
     let answer = s.intercept(json!({ "action_type": "payment.send", "agent_id": alice, "content": "pay 10" })).await;
+    assert_eq!(answer["decision"], "block", "{answer}");
     let id = answer["decision_id"].as_str().unwrap().to_owned();
     let db = rusqlite::Connection::open(s.dir.path().join("praetor.db")).unwrap();
 
@@ -346,4 +348,19 @@ async fn rows_that_cannot_prove_what_they_hold_are_not_shown_as_sealed() {
     assert_eq!(list["decisions"], json!([]), "{list}");
     let (_, admin_view) = s.get(&format!("/api/v1/enforce/decisions/{id}"), &s.admin_key).await;
     assert_eq!(admin_view["decision"]["agent_id"], json!(alice), "shown as sealed: {admin_view}");
+    // Nor once the row is also cut off from its entry (nothing to compare it with).
+    db.execute("UPDATE decisions SET vault_seq = NULL WHERE decision_id = ?1", [&id]).unwrap();
+    let (status, got) = s.get(&format!("/api/v1/enforce/decisions/{id}"), &mallory_key).await;
+    assert_eq!(status.as_u16(), 404, "{got}");
+    let (_, list) = s.get("/api/v1/enforce/decisions", &mallory_key).await;
+    assert_eq!(list["decisions"], json!([]), "{list}");
+
+    // Its violation relabelled to mallory: still alice's as sealed, so not mallory's to see.
+    let (_, all) = s.get("/api/v1/violations", &s.admin_key).await;
+    let vid = all["violations"][0]["violation_id"].as_str().unwrap_or_else(|| panic!("no violation: {all}")).to_owned();
+    db.execute("UPDATE violations SET agent_id = ?2 WHERE violation_id = ?1", [&vid, &mallory]).unwrap();
+    let (status, list) = s.get("/api/v1/violations", &mallory_key).await;
+    assert_eq!((status.as_u16(), &list["violations"]), (200, &json!([])), "{list}");
+    let (status, got) = s.get(&format!("/api/v1/violations/{vid}"), &mallory_key).await;
+    assert_eq!(status.as_u16(), 404, "{got}");
 }

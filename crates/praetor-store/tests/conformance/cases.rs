@@ -572,6 +572,7 @@ pub async fn violations_read_back_their_decisions_sealed_context(b: Backend) {
         decision_id: "dec_1".into(),
         at: 10,
         body,
+        decision_agent: None,
     };
     let slim = violation("vio_new", json!({ "violation_id": "vio_new", "rule_id": "rule_a", "severity": "high" }));
     let old = violation("vio_old", json!({ "violation_id": "vio_old", "decision": "block", "metadata": { "amount": "written with the row" } }));
@@ -622,7 +623,7 @@ pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) 
             body[k] = v.clone();
         }
         Violation { violation_id: id.into(), workspace_id: WS.into(), rule_id: "rule_a".into(), severity: "high".into(),
-            agent_id: Some("agt_1".into()), decision_id: "dec_1".into(), at: 10, body }
+            agent_id: Some("agt_1".into()), decision_id: "dec_1".into(), at: 10, body, decision_agent: None }
     };
     let given_back = whole("vio_a", json!({}));
     let other_agent = Violation { agent_id: Some("agt_2".into()), ..whole("vio_b", json!({})) };
@@ -775,7 +776,7 @@ pub async fn shadow_hits_violations_and_deliveries(b: Backend) {
         agent_id: Some("agt_1".into()),
         decision_id: "d1".into(),
         at,
-        body: json!({ "context": { "n": at } }),
+        body: json!({ "context": { "n": at } }), decision_agent: None,
     };
     let (v1, v2, v3) = (violation("vio_1", "rule_a", "high", 10), violation("vio_2", "rule_b", "low", 20), violation("vio_3", "rule_a", "high", 30));
     store.commit(Txn { mutations: vec![Mutation::InsertViolation(v1.clone()), Mutation::InsertViolation(v2), Mutation::InsertViolation(v3.clone())], seal: vec![] }).await.unwrap();
@@ -860,10 +861,11 @@ pub async fn vault_check_compares_decision_and_violation_rows_with_their_entries
     let store = with_workspace(&b).await;
     for (i, id) in ["dec_a", "dec_b", "dec_c"].into_iter().enumerate() {
         let mut row = decision(id, 1_000 + i as i64);
+        row.agent_id = Some("agt_1".into());
         row.content = Some(format!("content of {id}"));
         row.body = json!({ "reasoning": format!("why {id}"), "trust_score": 0.5 });
         let mut entry = json!({
-            "kind": "decision", "decision_id": id, "agent_id": null, "session_id": null, "action_type": "x", "decision": "allow",
+            "kind": "decision", "decision_id": id, "agent_id": "agt_1", "session_id": null, "action_type": "x", "decision": "allow",
             "time": praetor_core::iso_millis(row.created_at), "content_sha256": praetor_core::sha256_hex(row.content.as_ref().unwrap().as_bytes()),
             "content_redacted": false, "answer_sha256": praetor_core::sha256_hex(serde_json::to_string(&row.body).unwrap().as_bytes()),
         });
@@ -878,7 +880,7 @@ pub async fn vault_check_compares_decision_and_violation_rows_with_their_entries
             for (vid, rule, severity, body) in [("vio_1", "rule_a", "high", Value::Null), ("vio_2", "rule_b", "low", json!({ "note": "its own" }))] {
                 let mut v = Violation {
                     violation_id: vid.into(), workspace_id: WS.into(), rule_id: rule.into(), severity: severity.into(),
-                    agent_id: Some("agt_1".into()), decision_id: id.into(), at: 1_001, body,
+                    agent_id: Some("agt_1".into()), decision_id: id.into(), at: 1_001, body, decision_agent: None,
                 };
                 if v.body.is_null() {
                     v.body = v.rebuilt_body(entry.as_object().unwrap()).unwrap();
@@ -903,6 +905,7 @@ pub async fn vault_check_compares_decision_and_violation_rows_with_their_entries
         ("decisions", "UPDATE decisions SET vault_seq = 3 WHERE decision_id = 'dec_b'", "its vault entry is not a decision's"),
         ("violations", "UPDATE violations SET rule_id = 'rule_c' WHERE violation_id = 'vio_2'", "violation `vio_2` of decision `dec_b`: its `rule_id` is not the one sealed"),
         ("violations", "UPDATE violations SET severity = 'low' WHERE violation_id = 'vio_1'", "its `severity` is not the one sealed"),
+        ("violations", "UPDATE violations SET agent_id = 'agt_x' WHERE violation_id = 'vio_1'", "its `agent_id` is not its decision's"),
         ("violations", "UPDATE violations SET at = 7 WHERE violation_id = 'vio_1'", "its time is not its decision's sealed time"),
         ("violations", "UPDATE violations SET decision_id = 'dec_a' WHERE violation_id = 'vio_1'", "violation `vio_1` of decision `dec_a`: its decision's entry does not seal it"),
     ];
@@ -914,7 +917,7 @@ pub async fn vault_check_compares_decision_and_violation_rows_with_their_entries
         let said = report.bad_row.clone().unwrap_or_else(|| panic!("{sql}: not found: {report:?}"));
         assert!(said.contains(why), "{sql}: {said}");
         let columns = if table == "decisions" { "content = s.content, body = s.body, agent_id = s.agent_id, created_at = s.created_at, vault_seq = s.vault_seq" }
-            else { "rule_id = s.rule_id, severity = s.severity, at = s.at, decision_id = s.decision_id" };
+            else { "rule_id = s.rule_id, severity = s.severity, at = s.at, decision_id = s.decision_id, agent_id = s.agent_id" };
         b.raw_sql(&format!("UPDATE {table} SET {columns} FROM saved s WHERE {table}.{id} = s.{id}; DROP TABLE saved")).unwrap();
         assert_eq!(b.check_vault()[0].bad_row, None, "restored after {sql}");
     }
@@ -925,6 +928,41 @@ pub async fn vault_check_compares_decision_and_violation_rows_with_their_entries
     b.raw_sql("DELETE FROM decisions WHERE decision_id = 'dec_c'").unwrap();
     let report = &b.check_vault()[0];
     assert_eq!(report.bad_row.as_deref(), Some("entry 2 seals a decision that has no row"), "{report:?}");
+}
+
+/// Logs written before a decision's entry sealed its violations hold a
+/// `violation.recorded` entry per violation: `vault check` compares such rows with
+/// those entries and counts them, and a violation row that nothing seals is named.
+pub async fn vault_check_compares_older_violation_rows_with_their_own_entries(b: Backend) {
+    let store = with_workspace(&b).await;
+    let row = DecisionRow { agent_id: Some("agt_1".into()), ..decision("dec_old", 1_000) };
+    let entry = json!({ "kind": "decision", "decision_id": "dec_old", "agent_id": "agt_1", "session_id": null, "action_type": "x",
+        "decision": "allow", "time": praetor_core::iso_millis(1_000), "content_sha256": null });
+    let recorded = json!({ "kind": "violation.recorded", "violation_id": "vio_old", "rule_id": "rule_a", "severity": "high",
+        "decision_id": "dec_old", "agent_id": "agt_1", "time": praetor_core::iso_millis(1_001) });
+    let violation = Violation {
+        violation_id: "vio_old".into(), workspace_id: WS.into(), rule_id: "rule_a".into(), severity: "high".into(),
+        agent_id: Some("agt_1".into()), decision_id: "dec_old".into(), at: 1_000, body: json!({ "violation_id": "vio_old", "rule_id": "rule_a" }),
+        decision_agent: None,
+    };
+    let seal = |v: &Value| SealRequest { workspace_id: WS.into(), body: v.as_object().unwrap().clone() };
+    store
+        .commit(Txn { mutations: vec![Mutation::InsertDecision { row, seal: Some(0) }, Mutation::InsertViolation(violation)], seal: vec![seal(&entry), seal(&recorded)] })
+        .await
+        .unwrap();
+    let report = &b.check_vault()[0];
+    assert_eq!((report.decisions, report.violations, &report.bad_row), (1, 1, &None), "{report:?}");
+    b.raw_sql("UPDATE violations SET rule_id = 'rule_b' WHERE violation_id = 'vio_old'").unwrap();
+    let said = b.check_vault()[0].bad_row.clone().unwrap_or_default();
+    assert!(said.contains("vio_old") && said.contains("its `rule_id` is not the one sealed"), "{said}");
+    b.raw_sql("UPDATE violations SET rule_id = 'rule_a' WHERE violation_id = 'vio_old'").unwrap();
+    // One that nothing seals, beside a decision whose entry seals none.
+    b.raw_sql("INSERT INTO violations (workspace_id, violation_id, rule_id, severity, agent_id, decision_id, at, body)
+               SELECT workspace_id, 'vio_forged', rule_id, severity, agent_id, decision_id, at, body FROM violations WHERE violation_id = 'vio_old'").unwrap();
+    let said = b.check_vault()[0].bad_row.clone().unwrap_or_default();
+    assert!(said.contains("vio_forged") && said.contains("its decision's entry does not seal it"), "{said}");
+    b.raw_sql("DELETE FROM violations").unwrap();
+    assert_eq!(b.check_vault()[0].bad_row.as_deref(), Some("1 of the 1 violations sealed in `violation.recorded` entries have no row"));
 }
 
 fn expect(of: Guarded, id: &str, etag: &str) -> Mutation {
