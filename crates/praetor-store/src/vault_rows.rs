@@ -220,9 +220,10 @@ pub struct VaultCheck {
 
 /// Re-verify everything stored for one workspace: each leaf against its leaf hash, the
 /// chain, each HMAC, every stored tree hash against a recomputation, and each
-/// checkpoint's root; then each decision's row against the entry sealed for it
-/// ([`check_decision_rows`]). Reports the first bad sequence number, or the first bad
-/// decision. `progress(done, total)`.
+/// checkpoint's root; then each decision's and violation's row against what is sealed
+/// of it ([`check_decision_rows`], [`check_violation_rows`]). Reports the first bad
+/// sequence number, or the first bad row; rows that cannot be read at all (a store an
+/// older version wrote) are reported as not checked. `progress(done, total)`.
 pub fn check_vault(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<VaultCheck> {
     let mut report = check_log(conn, ws, progress)?;
     if report.first_bad.is_none()
