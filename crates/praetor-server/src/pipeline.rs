@@ -592,8 +592,21 @@ fn history_bounds(state: &AppState, ws: &WorkspaceState) -> (i64, u32) {
 pub async fn resync(state: &AppState, ws: &WorkspaceState, agents: &[String], sessions: &[String]) -> ApiResult<()> {
     let (since, cap) = history_bounds(state, ws);
     for id in agents {
-        let st = state.store.agent_state(&ws.workspace_id, id, since, cap).await?;
-        ws.adopt_agent(id, st);
+        // Two reloads of one agent may overlap (the change feed's and a read-back after
+        // a change): the one that started first can finish last, and would set the
+        // copy back to before the other's change. A reload that another overtook reads
+        // again, so that what is kept was read after every change made before it.
+        for attempt in 1.. {
+            let seen = ws.agent_generation(id);
+            let st = state.store.agent_state(&ws.workspace_id, id, since, cap).await?;
+            if ws.adopt_agent_unless_reloaded(id, st, seen) {
+                break;
+            }
+            if attempt == MAX_ATTEMPTS {
+                tracing::warn!(workspace_id = %ws.workspace_id, agent_id = %id, "agent kept being reloaded meanwhile; keeping the latest reload");
+                break;
+            }
+        }
     }
     for id in sessions {
         let st = state.store.session_state(&ws.workspace_id, id, since, cap).await?;

@@ -220,18 +220,14 @@ impl WorkspaceState {
         self.agents.read().get(agent_id).cloned()
     }
 
-    /// Replace this node's copy of an agent (its row, credentials and history) with
-    /// what the store holds, or forget it when the store has none.
-    pub fn adopt_agent(&self, agent_id: &str, stored: Option<praetor_store::AgentState>) {
-        self.adopt_agent_if(agent_id, stored, |_| true);
-    }
-
     /// The reload generation of the held copy of an agent (`Agent::copy_generation`).
     pub fn agent_generation(&self, agent_id: &str) -> Option<u64> {
         self.agents.read().get(agent_id).map(|a| a.copy_generation)
     }
 
-    /// `adopt_agent`, unless the copy was reloaded since it was at generation `seen`
+    /// Replace this node's copy of an agent (its row, credentials and history) with
+    /// what the store holds, or forget it when the store has none; unless the copy was
+    /// reloaded since it was at generation `seen`
     /// (`None`: not held). After a refused commit every decision chained on the refused
     /// one is refused too, and each would reload the agent; but a reload after the first
     /// reads the store while decisions made from the first are still on their way to it,
