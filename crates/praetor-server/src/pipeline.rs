@@ -992,12 +992,11 @@ fn record<'a>(
         let i = txn.seal.len();
         seal_of.push(i);
         txn.mutations.extend(e.guards.iter().cloned());
-        let mut entry = vault_entry(ws, e);
+        // The store adds `answer_sha256` to the entry: the digest of the row's part of
+        // the answer as it encodes it (`Txn::seal_answer_digests`).
+        let entry = vault_entry(ws, e);
         let body = response(ws, e);
         let stored = crate::answer::stored(&body, &entry);
-        // The entry seals the row's part of the answer by its digest, as the store will
-        // write it (`serde_json` text: the store encodes the row's body the same way).
-        entry.insert("answer_sha256".into(), json!(sha256_hex(serde_json::to_string(&stored).unwrap_or_default().as_bytes())));
         txn.seal.push(SealRequest { workspace_id: ws.workspace_id.clone(), body: entry });
         txn.mutations.push(Mutation::InsertDecision {
             row: DecisionRow {

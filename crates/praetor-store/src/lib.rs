@@ -183,6 +183,21 @@ pub struct Txn {
 pub type DecisionEntries<'t> = std::collections::HashMap<(&'t str, &'t str), &'t serde_json::Map<String, serde_json::Value>>;
 
 impl Txn {
+    /// Give each decision's vault entry `answer_sha256`, the SHA-256 of the answer text
+    /// its row stores (`bodies`: `rows::encode_body` of each mutation), so that the row
+    /// can be checked against its entry later (`DecisionRow::departs_from`). Made here,
+    /// from the very text written, and not by the caller, which would encode it twice.
+    pub(crate) fn seal_answer_digests(&mut self, bodies: &[Option<String>]) {
+        let Txn { mutations, seal } = self;
+        for (m, body) in mutations.iter().zip(bodies) {
+            if let (Mutation::InsertDecision { row, seal: Some(i) }, Some(text)) = (m, body)
+                && let Some(s) = seal.get_mut(*i).filter(|s| s.workspace_id == row.workspace_id)
+            {
+                s.body.insert("answer_sha256".into(), serde_json::Value::String(praetor_core::sha256_hex(text.as_bytes())));
+            }
+        }
+    }
+
     /// The vault entry this transaction seals for each of its decisions (once per
     /// transaction: a batch of actions holds many decisions and their violations).
     pub fn decision_entries(&self) -> DecisionEntries<'_> {

@@ -58,12 +58,14 @@ struct Encoded {
 }
 
 impl Prepared {
-    fn new(txn: Txn) -> Prepared {
+    fn new(mut txn: Txn) -> Prepared {
         let encoded = (|| {
-            let entries = txn.seal.iter().map(|s| CanonicalWithSlot::new(&s.body, "seq")).collect::<Result<_, _>>()?;
             // Only violations look their decision's entry up.
             let decisions = if txn.mutations.iter().any(|m| matches!(m, Mutation::InsertViolation(_))) { txn.decision_entries() } else { Default::default() };
-            let bodies = txn.mutations.iter().map(|m| rows::encode_body(m, &decisions).transpose()).collect::<Result<_>>()?;
+            let bodies: Vec<Option<String>> = txn.mutations.iter().map(|m| rows::encode_body(m, &decisions).transpose()).collect::<Result<_>>()?;
+            drop(decisions);
+            txn.seal_answer_digests(&bodies);
+            let entries = txn.seal.iter().map(|s| CanonicalWithSlot::new(&s.body, "seq")).collect::<Result<_, _>>()?;
             Ok(Encoded { entries, bodies })
         })();
         Prepared { txn, encoded }

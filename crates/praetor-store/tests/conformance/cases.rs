@@ -867,7 +867,7 @@ pub async fn vault_check_compares_decision_and_violation_rows_with_their_entries
         let mut entry = json!({
             "kind": "decision", "decision_id": id, "agent_id": "agt_1", "session_id": null, "action_type": "x", "decision": "allow",
             "time": praetor_core::iso_millis(row.created_at), "content_sha256": praetor_core::sha256_hex(row.content.as_ref().unwrap().as_bytes()),
-            "content_redacted": false, "answer_sha256": praetor_core::sha256_hex(serde_json::to_string(&row.body).unwrap().as_bytes()),
+            "content_redacted": false,
         });
         let mut mutations = vec![Mutation::InsertDecision { row, seal: Some(0) }];
         // dec_b is refused by two rules: one violation's row stores nothing (its entry
@@ -892,6 +892,13 @@ pub async fn vault_check_compares_decision_and_violation_rows_with_their_entries
         store.commit(Txn { mutations, seal: vec![seal] }).await.unwrap();
     }
     assert_eq!(b.raw_text("SELECT body FROM violations WHERE violation_id = 'vio_1'"), "", "stored as its entry");
+    // The store sealed the digest of each answer's text as it wrote it.
+    for id in ["dec_a", "dec_b", "dec_c"] {
+        let row = store.get_decision(WS, id).await.unwrap().unwrap();
+        let leaf: Value = serde_json::from_slice(row.sealed_leaf.as_ref().unwrap()).unwrap();
+        let text = b.raw_text(&format!("SELECT body FROM decisions WHERE decision_id = '{id}'"));
+        assert_eq!(leaf["answer_sha256"], json!(praetor_core::sha256_hex(text.as_bytes())), "{id}: {leaf}");
+    }
     // A session event between them seals no decision.
     let event = json!({ "kind": "session.started", "session_id": "sess_1" }).as_object().unwrap().clone();
     store.commit(Txn { mutations: vec![], seal: vec![SealRequest { workspace_id: WS.into(), body: event }] }).await.unwrap();
