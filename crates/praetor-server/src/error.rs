@@ -44,6 +44,10 @@ error_codes! {
     Conflict           => (CONFLICT, "conflict", "invalid_request"),
     PayloadTooLarge    => (PAYLOAD_TOO_LARGE, "payload_too_large", "invalid_request"),
     StoreUnavailable   => (SERVICE_UNAVAILABLE, "store_unavailable", "internal"),
+    // A stored record departs from what the vault sealed of it, or its entry is gone:
+    // damage `praetor vault check` names. Its own code, so a client can tell it from a
+    // passing failure and an operator can alert on it.
+    RecordDamaged      => (INTERNAL_SERVER_ERROR, "record_damaged", "internal"),
     Internal           => (INTERNAL_SERVER_ERROR, "internal", "internal"),
 }
 

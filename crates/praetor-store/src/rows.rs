@@ -386,7 +386,10 @@ fn decision_from_row(r: &dyn Row) -> Result<DecisionRow> {
         action_type: r.get(3)?,
         decision: r.get(4)?,
         created_at: r.get(5)?,
-        vault_seq: r.get::<Option<i64>>(6)?.map(|s| s as u64),
+        // A negative sequence number (only a hand-edited row holds one) names no entry:
+        // read as none, so the row is reported as having no entry rather than as
+        // sealed at a number near 2^64.
+        vault_seq: r.get::<Option<i64>>(6)?.and_then(|s| u64::try_from(s).ok()),
         content: r.get(7)?,
         // An unreadable answer spoils this decision only (see `violation_from_row`): its
         // body says why, and reading it back joins what its sealed entry gives.

@@ -549,11 +549,21 @@ fn seq_of_stored_hash(idx: u64) -> u64 {
 }
 
 /// [`check_vault`] for every workspace in the database, oldest first.
-pub fn check_every_vault(conn: &dyn Db, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Vec<VaultCheck>> {
+pub fn check_every_vault(conn: &dyn Db, in_transaction: bool, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Vec<VaultCheck>> {
     let ids: Vec<String> = conn.all("SELECT workspace_id FROM workspaces ORDER BY created_at", args![], |r| r.get(0))?;
     let mut reports = Vec::new();
     for ws in ids {
-        reports.push(check_vault(conn, &ws, &mut |done, total| progress(&ws, done, total))?);
+        // Inside one transaction (PostgreSQL's snapshot) a statement that fails, such
+        // as a row pass on a database an older version wrote, aborts the transaction:
+        // each workspace gets a savepoint so that the next one is still checked.
+        if in_transaction {
+            conn.batch("SAVEPOINT check_workspace")?;
+        }
+        let report = check_vault(conn, &ws, &mut |done, total| progress(&ws, done, total));
+        if in_transaction {
+            conn.batch("ROLLBACK TO SAVEPOINT check_workspace; RELEASE SAVEPOINT check_workspace")?;
+        }
+        reports.push(report?);
     }
     Ok(reports)
 }

@@ -183,14 +183,18 @@ pub async fn receipt(
         .ok_or_else(|| ApiError::not_found("decision", &id))?;
     let seq = row.vault_seq.ok_or_else(|| ApiError::new(Code::NotFound, format!("decision `{id}` has no vault entry")))?;
     // A receipt proves the entry its row points to: that must be this decision's.
+    let damaged = |why: String| {
+        tracing::warn!(decision_id = %id, seq, reason = %why, "a decision's receipt was refused: its row or entry is damaged");
+        state.metrics.records_unreadable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ApiError::new(Code::RecordDamaged, format!("decision `{id}`: {why}; `praetor vault check` reports such damage"))
+    };
     let sealed: serde_json::Map<String, Value> = row
         .sealed_leaf
         .as_deref()
         .and_then(|leaf| serde_json::from_slice(leaf).ok())
-        .ok_or_else(|| ApiError::new(Code::Internal, format!("vault entry {seq} of decision `{id}` is missing or unreadable")))?;
+        .ok_or_else(|| damaged(format!("vault entry {seq} is missing or unreadable")))?;
     if let Some(why) = row.departs_from(&sealed) {
-        tracing::warn!(decision_id = %id, seq, reason = %why, "a decision's row does not match its sealed entry");
-        return Err(ApiError::new(Code::Internal, format!("decision `{id}`'s row does not match vault entry {seq}: {why}; `praetor vault check` reports such damage")));
+        return Err(damaged(format!("its row does not match vault entry {seq}: {why}")));
     }
     let cp = match state.store.checkpoint_covering(ws, seq + 1).await? {
         Some(cp) => cp,
@@ -201,7 +205,7 @@ pub async fn receipt(
         .vault_entries(ws, seq, seq + 1)
         .await?
         .pop()
-        .ok_or_else(|| ApiError::new(Code::Internal, format!("vault entry {seq} is missing")))?;
+        .ok_or_else(|| damaged(format!("vault entry {seq} is missing")))?;
     let proof = state.store.inclusion_proof(ws, seq, cp.size).await?;
     let receipt = Receipt {
         format: RECEIPT_FORMAT.into(),

@@ -290,18 +290,20 @@ async fn a_row_changed_after_it_was_sealed_shows_only_what_was_sealed() {
             assert_eq!(metrics["counters"]["records_unreadable"], 1, "{metrics}");
         }
     }
-    let (status, refused) = s.get(&format!("/api/v1/enforce/decisions/{id}/receipt"), &s.admin_key).await;
-    assert_eq!(status.as_u16(), 500, "{refused}");
-    assert!(refused["error"]["message"].as_str().unwrap().contains("does not match vault entry"), "{refused}");
+    let refused = s.get(&format!("/api/v1/enforce/decisions/{id}/receipt"), &s.admin_key).await;
+    assert_error(&refused, 500, "record_damaged");
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("does not match vault entry"), "{refused:?}");
+    let (_, metrics) = s.get("/v1/status", "").await;
+    assert_eq!(metrics["counters"]["records_unreadable"], 4, "three damaged reads and the refused receipt: {metrics}");
 
     // The row pointed at another decision's entry: the receipt must not prove that one.
     let (_, kept_receipt) = s.get(&format!("/api/v1/enforce/decisions/{kept_id}/receipt"), &s.admin_key).await;
     assert_eq!(kept_receipt["decision"], "allow", "{kept_receipt}");
     db.execute("UPDATE decisions SET body = (SELECT body FROM decisions WHERE decision_id = ?2), content = 'hello', decision = 'allow',
                 action_type = 'email.send', vault_seq = (SELECT vault_seq FROM decisions WHERE decision_id = ?2) WHERE decision_id = ?1", [&id, &kept_id]).unwrap();
-    let (status, refused) = s.get(&format!("/api/v1/enforce/decisions/{id}/receipt"), &s.admin_key).await;
-    assert_eq!(status.as_u16(), 500, "{refused}");
-    assert!(refused["error"]["message"].as_str().unwrap().contains("`decision_id` is not the one sealed"), "{refused}");
+    let refused = s.get(&format!("/api/v1/enforce/decisions/{id}/receipt"), &s.admin_key).await;
+    assert_error(&refused, 500, "record_damaged");
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("`decision_id` is not the one sealed"), "{refused:?}");
     let untouched = read(kept_id).await;
     assert_eq!((&untouched["read_error"], &untouched["action_content"]), (&Value::Null, &json!("hello")), "{untouched}");
 }

@@ -137,7 +137,7 @@ pub fn migrate_as_newer_version(url: &str, version: i64, sql: &str) -> Result<()
 pub fn check_vault_database(url: &str, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Vec<VaultCheck>> {
     let conn = PgConn::connect(&parse_config(url)?)?;
     conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-    let out = vault_rows::check_every_vault(&conn, progress);
+    let out = vault_rows::check_every_vault(&conn, true, progress);
     let _ = conn.batch("COMMIT");
     out
 }

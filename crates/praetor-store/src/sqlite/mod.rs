@@ -129,7 +129,7 @@ pub fn check_vault_file(path: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -
         return Err(StoreError::Database(format!("no database at `{}`", path.display())));
     }
     let conn = open_connection(path, true)?;
-    vault_rows::check_every_vault(&conn, progress)
+    vault_rows::check_every_vault(&conn, false, progress)
 }
 
 pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {

@@ -51,6 +51,7 @@ conformance!(
     text_survives_exactly,
     vault_check_compares_decision_and_violation_rows_with_their_entries,
     vault_check_compares_older_violation_rows_with_their_own_entries,
+    vault_check_of_an_unmigrated_store_verifies_every_workspace_log,
     etag_guards_refuse_decisions_made_from_stale_copies,
     refusals_inside_one_batch_are_each_their_own,
     connections_the_database_closed_are_replaced_before_the_next_use,
