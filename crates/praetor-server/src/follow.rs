@@ -95,8 +95,21 @@ async fn apply(state: &AppState, ws: &WorkspaceState, changes: &[Change]) -> Api
             _ => tracing::warn!(key, "unknown change-feed key"),
         }
     }
-    crate::pipeline::resync(state, ws, &agents, &sessions).await?;
+    crate::pipeline::resync(state, ws, &agents, &[]).await?;
+    refresh_sessions(state, ws, &sessions).await?;
     crate::pipeline::resync_objects(state, ws, &objects).await
+}
+
+/// Sessions another node changed: the store's copy is taken unless this node holds a
+/// newer one of its own (`pipeline::refresh_session`). This node's own changes may be
+/// in memory before they are in the store (a close on its way), and a read made before
+/// them that lands after them must not set the session back; a copy of this node's
+/// that another node's write made stale is refused at its next commit and read again.
+async fn refresh_sessions(state: &AppState, ws: &WorkspaceState, sessions: &[String]) -> ApiResult<()> {
+    for id in sessions {
+        crate::pipeline::refresh_session(state, ws, id).await?;
+    }
+    Ok(())
 }
 
 async fn reload_policies(state: &AppState, ws: &WorkspaceState) -> ApiResult<()> {
@@ -142,7 +155,8 @@ async fn reload_workspace(state: &AppState, ws: &WorkspaceState) -> ApiResult<()
     }
     let agents: Vec<String> = ws.agents.read().keys().cloned().collect();
     let sessions: Vec<String> = ws.live.lock().sessions.keys().cloned().collect();
-    crate::pipeline::resync(state, ws, &agents, &sessions).await?;
+    crate::pipeline::resync(state, ws, &agents, &[]).await?;
+    refresh_sessions(state, ws, &sessions).await?;
     let snapshot = state.store.snapshot().await?;
     {
         let mut live = ws.live.lock();

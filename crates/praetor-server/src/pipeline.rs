@@ -608,9 +608,17 @@ pub async fn resync(state: &AppState, ws: &WorkspaceState, agents: &[String], se
             }
         }
     }
+    // A session's read that another reload overtook is dropped rather than read again:
+    // sessions are reloaded after every refused commit, and the many requests of one
+    // busy session refused together would otherwise keep overtaking each other's reads.
+    // The reload kept may still be behind the store; the session's next commit is then
+    // refused too, and reads it again.
     for id in sessions {
+        let seen = ws.session_generation(id);
         let st = state.store.session_state(&ws.workspace_id, id, since, cap).await?;
-        ws.adopt_session(id, st, state.now_ms());
+        if !ws.adopt_session_unless_reloaded(id, st, seen, state.now_ms()) {
+            tracing::debug!(workspace_id = %ws.workspace_id, session_id = %id, "a newer reload of the session landed first; keeping it");
+        }
     }
     Ok(())
 }

@@ -166,6 +166,8 @@ pub struct WorkspaceState {
     pub last_prune_ms: AtomicU64,
     /// Counts reloads of agent copies (`Agent::copy_generation`).
     agent_reloads: AtomicU64,
+    /// Counts reloads of session copies (`Session::copy_generation`).
+    session_reloads: AtomicU64,
     /// Agent ids the store did not hold when a request named them, and when it was
     /// asked: a client naming an unknown agent over and over costs one store read per
     /// `ABSENT_TTL_MS`, not one per request.
@@ -194,6 +196,7 @@ impl WorkspaceState {
             agent_writes: tokio::sync::Mutex::new(()),
             last_prune_ms: AtomicU64::new(0),
             agent_reloads: AtomicU64::new(0),
+            session_reloads: AtomicU64::new(0),
             absent_agents: Mutex::new(HashMap::new()),
         }
     }
@@ -291,14 +294,36 @@ impl WorkspaceState {
         true
     }
 
+    /// The reload generation of the held copy of a session (`Session::copy_generation`).
+    pub fn session_generation(&self, session_id: &str) -> Option<u64> {
+        self.live.lock().sessions.get(session_id).map(|s| s.copy_generation)
+    }
+
+    /// `adopt_session`, unless the copy was reloaded since it was at generation `seen`
+    /// (`None`: not held): then what was read may be older than the copy, and the
+    /// caller reads again. Returns whether the store's copy was taken.
+    pub fn adopt_session_unless_reloaded(&self, session_id: &str, stored: Option<praetor_store::SessionState>, seen: Option<u64>, now_ms: i64) -> bool {
+        let mut live = self.live.lock();
+        if live.sessions.get(session_id).map(|s| s.copy_generation) != seen {
+            return false;
+        }
+        self.adopt_session_locked(&mut live, session_id, stored, now_ms);
+        true
+    }
+
     /// Replace this node's copy of a session (its row and history) with the store's.
     /// `now_ms`: when it was read, which keeps a closed session in memory for a while.
     pub fn adopt_session(&self, session_id: &str, stored: Option<praetor_store::SessionState>, now_ms: i64) {
-        let mut live = self.live.lock();
+        self.adopt_session_locked(&mut self.live.lock(), session_id, stored, now_ms);
+    }
+
+    fn adopt_session_locked(&self, live: &mut LiveState, session_id: &str, stored: Option<praetor_store::SessionState>, now_ms: i64) {
         match stored {
             Some(st) => {
                 live.session_history.insert(session_id.to_owned(), History::from_store(st.history));
-                live.sessions.insert(session_id.to_owned(), st.session);
+                let mut session = st.session;
+                session.copy_generation = self.session_reloads.fetch_add(1, Ordering::Relaxed) + 1;
+                live.sessions.insert(session_id.to_owned(), session);
                 live.session_loaded_ms.insert(session_id.to_owned(), now_ms);
             }
             None => {
@@ -538,6 +563,7 @@ mod tests {
             closed_at,
             version: 1,
             etag: String::new(),
+            copy_generation: 0,
         }
     }
 

@@ -331,6 +331,10 @@ pub struct Session {
     /// Changes with every write; see `Agent::etag`.
     #[serde(default, skip_serializing)]
     pub etag: String,
+    /// Which reload of this node's copy this is (not stored; see
+    /// `Agent::copy_generation`).
+    #[serde(skip)]
+    pub copy_generation: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

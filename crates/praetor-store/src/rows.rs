@@ -427,6 +427,7 @@ fn session_from_row(r: &dyn Row) -> Result<Session> {
         closed_at: r.get(12)?,
         version: r.get(13)?,
         etag: r.get(14)?,
+        copy_generation: 0,
     })
 }
 

@@ -123,6 +123,7 @@ pub async fn start(
         closed_at: None,
         version: 1,
         etag: new_id("etag"),
+        copy_generation: 0,
     };
     let agent_guard = Mutation::ExpectActive {
         workspace_id: ws.workspace_id.clone(),

@@ -424,3 +424,67 @@ async fn sessions_survive_a_restart_of_the_state() {
     assert_eq!(stored.consumed.actions, 1);
     assert_eq!(stored.budgets.max_actions, Some(2));
 }
+
+/// Two reloads of one session may overlap (after refused commits, or a close's): the
+/// one overtaken by the other is dropped rather than set the copy back to what it read
+/// first.
+#[tokio::test]
+async fn a_session_reload_another_overtook_is_dropped() {
+    let s = TestServer::start().await;
+    let agent = s.agent("reloading").await;
+    let id = start(&s, json!({ "agent_id": agent })).await;
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    let stored = || async { s.state.store.session_state(&ws.workspace_id, &id, 0, 10).await.unwrap() };
+    let seen = ws.session_generation(&id);
+    assert!(seen.is_some());
+    let early_read = stored().await;
+    // Another reload lands first (here: after the session was charged).
+    assert_eq!(act(&s, &id, json!({})).await["decision"], "allow");
+    let charged = stored().await;
+    assert!(ws.adopt_session_unless_reloaded(&id, charged, seen, 0), "nobody reloaded it: reload");
+    let after = ws.session_generation(&id);
+    assert_ne!(after, seen, "a reload is a new generation");
+    // The overtaken one is not taken: it would undo the charge.
+    assert!(!ws.adopt_session_unless_reloaded(&id, early_read, seen, 0), "reloaded since: dropped");
+    assert_eq!(ws.live.lock().sessions[&id].consumed.actions, 1, "the charge stays");
+    assert_eq!(ws.session_generation(&id), after);
+}
+
+/// Another node kills a session this node holds as active: the change feed brings the
+/// kill, and the next action in the session is terminated. A node's own copy that is
+/// newer than the store's (its close still on the way) is not set back by the feed.
+#[tokio::test]
+async fn the_change_feed_brings_another_nodes_kill_and_keeps_this_nodes_newer_copy() {
+    let s = TestServer::start().await;
+    let agent = s.agent("followed").await;
+    let id = start(&s, json!({ "agent_id": agent })).await;
+    assert_eq!(act(&s, &id, json!({})).await["decision"], "allow");
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    // A second node on the same database.
+    let other: std::sync::Arc<dyn praetor_store::Store> = std::sync::Arc::new(praetor_store::sqlite::SqliteStore::open(s.dir.path().join("praetor.db")).unwrap());
+    let held = ws.live.lock().sessions[&id].clone();
+    let write_elsewhere = |version_past: u64, status: praetor_core::session::SessionStatus, etag: &str| {
+        let mut x = held.clone();
+        x.status = status;
+        x.version = held.version + version_past;
+        x.etag = etag.into();
+        if status != praetor_core::session::SessionStatus::Active {
+            (x.kill_reason, x.closed_at) = (Some("killed on another node".into()), Some(held.created_at + 1));
+        }
+        let other = other.clone();
+        async move { other.commit(praetor_store::Txn { mutations: vec![praetor_store::Mutation::PutSession(x)], seal: vec![] }).await.unwrap() }
+    };
+    // This node's copy is ahead of what the other node writes (its own changes on
+    // their way): the feed keeps it.
+    ws.live.lock().sessions.get_mut(&id).unwrap().version = held.version + 5;
+    write_elsewhere(1, praetor_core::session::SessionStatus::Active, "e_other").await;
+    praetor_server::follow::follow(&s.state, &ws).await.unwrap();
+    assert_eq!(ws.live.lock().sessions[&id].version, held.version + 5, "a newer copy of this node's own is kept");
+    ws.live.lock().sessions.get_mut(&id).unwrap().version = held.version;
+    // A kill on the other node is taken.
+    write_elsewhere(2, praetor_core::session::SessionStatus::Killed, "e_killed").await;
+    praetor_server::follow::follow(&s.state, &ws).await.unwrap();
+    let copy = ws.live.lock().sessions[&id].clone();
+    assert_eq!((copy.status, copy.version), (praetor_core::session::SessionStatus::Killed, held.version + 2));
+    assert_eq!(act(&s, &id, json!({})).await["decision"], "terminate");
+}

@@ -437,6 +437,7 @@ fn session(id: &str, agent: &str, status: SessionStatus, version: u64, at: i64) 
         closed_at: None,
         version,
         etag: format!("v{version}"),
+        copy_generation: 0,
     }
 }
 
