@@ -77,12 +77,17 @@ pub struct Consumed {
 }
 
 impl Consumed {
+    /// Add an allowed action's charge. The sums saturate: an agent chooses the amounts,
+    /// and a sum that wrapped would read as little used (a budget bypass), one that
+    /// overflowed a decimal would panic. A saturated sum only stands where no budget
+    /// limits it (`exceeded` refuses any charge that would pass a budget).
     pub fn add(&mut self, c: &Charge) {
-        self.actions += c.actions;
+        self.actions = self.actions.saturating_add(c.actions);
         if let Some((cur, amount)) = &c.spend {
-            *self.spend.entry(cur.clone()).or_default() += *amount;
+            let used = self.spend.entry(cur.clone()).or_default();
+            *used = used.saturating_add(*amount);
         }
-        self.tokens += c.tokens;
+        self.tokens = self.tokens.saturating_add(c.tokens);
     }
 }
 
@@ -178,15 +183,16 @@ pub fn charge_for(request: &ActionRequest, budgets: &Budgets) -> Result<Charge, 
 /// The budget this charge would exceed, named for the reason text, if any.
 pub fn exceeded(facts: &SessionFacts, charge: &Charge) -> Option<String> {
     let (b, c) = (&facts.budgets, &facts.consumed);
+    // Checked sums: one that does not fit is past any budget.
     if let Some(max) = b.max_actions {
-        if c.actions + charge.actions > max {
+        if c.actions.checked_add(charge.actions).is_none_or(|total| total > max) {
             return Some(format!("budget `max_actions` ({max}) exhausted: {} actions already taken", c.actions));
         }
     }
     if let Some((cur, amount)) = &charge.spend {
         if let Some(max) = b.max_spend.get(cur) {
             let used = c.spend.get(cur).copied().unwrap_or_default();
-            if used + *amount > *max {
+            if used.checked_add(*amount).is_none_or(|total| total > *max) {
                 return Some(format!(
                     "budget `max_spend.{cur}` ({max}) would be exceeded: {used} spent, this action is {amount}"
                 ));
@@ -194,7 +200,7 @@ pub fn exceeded(facts: &SessionFacts, charge: &Charge) -> Option<String> {
         }
     }
     if let Some(max) = b.max_tokens {
-        if c.tokens + charge.tokens > max {
+        if c.tokens.checked_add(charge.tokens).is_none_or(|total| total > max) {
             return Some(format!(
                 "budget `max_tokens` ({max}) would be exceeded: {} used, this action is {}",
                 c.tokens, charge.tokens
@@ -302,6 +308,28 @@ mod tests {
         assert!(exceeded(&f, &c).unwrap().contains("max_tokens"));
         let c = charge_for(&request(json!({"tokens": 10})), &f.budgets).unwrap();
         assert_eq!(exceeded(&f, &c), None, "reaching a budget exactly is allowed");
+    }
+
+    /// Amounts and token counts are the agent's to choose: sums that do not fit are past
+    /// any budget, never wrapped round to little used, never a panic.
+    #[test]
+    fn sums_too_large_to_hold_exceed_the_budget_and_never_wrap() {
+        let f = facts(json!({"max_tokens": 100}), Consumed { tokens: 5, ..Consumed::default() });
+        let c = charge_for(&request(json!({"tokens": u64::MAX})), &f.budgets).unwrap();
+        assert!(exceeded(&f, &c).unwrap().contains("max_tokens"));
+        let f = facts(json!({"max_actions": 10}), Consumed { actions: u64::MAX, ..Consumed::default() });
+        assert!(exceeded(&f, &charge_for(&request(json!({})), &f.budgets).unwrap()).unwrap().contains("max_actions"));
+        let huge = Decimal::MAX.to_string();
+        let used = Consumed { spend: [("USD".to_owned(), Decimal::ONE)].into(), ..Consumed::default() };
+        let f = facts(json!({"max_spend": {"USD": 5000}}), used);
+        let c = charge_for(&request(json!({"amount": huge, "currency": "USD"})), &f.budgets).unwrap();
+        assert!(exceeded(&f, &c).unwrap().contains("max_spend.USD"));
+        // Without a budget the sums saturate where they would overflow.
+        let mut used = Consumed { tokens: u64::MAX - 1, ..Consumed::default() };
+        for _ in 0..2 {
+            used.add(&charge_for(&request(json!({"tokens": 7, "amount": huge, "currency": "EUR"})), &Budgets::default()).unwrap());
+        }
+        assert_eq!((used.tokens, used.spend["EUR"]), (u64::MAX, Decimal::MAX));
     }
 
     #[test]

@@ -133,5 +133,40 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .with_state(state)
+}
+
+/// A handler that panicked (a bug) is answered in the one error shape, `500 internal`,
+/// rather than by a dropped connection, and logged.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("a panic");
+    tracing::error!(panic = what, "a request's handler panicked");
+    axum::response::IntoResponse::into_response(ApiError::new(Code::Internal, "the request failed inside the server (a bug; the server log has it)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    /// A handler that panics is answered `500 internal` in the one error shape, and the
+    /// server goes on answering.
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_in_the_error_shape() {
+        async fn boom() -> &'static str {
+            panic!("boom")
+        }
+        let app = axum::Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "fine" }))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(super::panicked));
+        let get_ = |uri: &str| axum::http::Request::get(uri).body(axum::body::Body::empty()).expect("request");
+        let res = app.clone().oneshot(get_("/boom")).await.expect("answered");
+        assert_eq!(res.status(), 500);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!((&body["ok"], &body["error"]["code"]), (&serde_json::json!(false), &serde_json::json!("internal")), "{body}");
+        assert_eq!(app.oneshot(get_("/fine")).await.expect("answered").status(), 200);
+    }
 }

@@ -231,6 +231,37 @@ async fn spend_is_counted_exactly_in_decimal() {
     assert!(over["reasoning"].as_str().unwrap().contains("max_tokens"));
 }
 
+/// The agent picks the amounts: a token count or a spend that no sum can hold ends
+/// the session as over budget, in one request or in a batch, rather than wrap round
+/// to little used or panic and leave the request unanswered.
+#[tokio::test]
+async fn amounts_too_large_to_add_end_the_session_and_are_answered() {
+    let s = TestServer::start().await;
+    let agent = s.agent("greedy").await;
+    let tok = start(&s, json!({ "agent_id": agent, "budgets": { "max_tokens": 100 } })).await;
+    assert_eq!(act(&s, &tok, json!({ "tokens": 5 })).await["decision"], "allow");
+    let wrap = act(&s, &tok, json!({ "tokens": u64::MAX })).await;
+    assert_eq!(wrap["decision"], "terminate", "{wrap}");
+    assert!(wrap["reasoning"].as_str().unwrap().contains("max_tokens"), "{wrap}");
+    let (_, got) = s.get(&format!("/api/v1/enforce/sessions/{tok}"), &s.admin_key).await;
+    assert_eq!((&got["session"]["status"], &got["session"]["consumed"]["tokens"]), (&json!("terminated"), &json!(5)), "{got}");
+    let usd = start(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "USD": 5000 } } })).await;
+    assert_eq!(act(&s, &usd, json!({ "amount": 1, "currency": "USD" })).await["decision"], "allow");
+    let (status, batch) = s
+        .post("/api/v1/enforce/batch", &s.admin_key, &json!({ "actions": [
+            { "action_type": "tool.call", "session_id": usd, "metadata": { "amount": "79228162514264337593543950335", "currency": "USD" } },
+        ] }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    assert_eq!(batch["results"][0]["decision"], "terminate", "{batch}");
+    // Without a budget for the currency, sums saturate rather than overflow.
+    let eur = start(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "USD": 5000 } } })).await;
+    for _ in 0..2 {
+        let a = act(&s, &eur, json!({ "amount": "79228162514264337593543950335", "currency": "EUR" })).await;
+        assert_eq!(a["decision"], "allow", "{a}");
+    }
+}
+
 #[tokio::test]
 async fn silent_sessions_expire_on_time() {
     let s = TestServer::start().await;
