@@ -248,7 +248,8 @@ fn body_attributes(body: &RegisterBody) -> Map<String, Value> {
 }
 
 pub async fn list(State(_state): State<Arc<AppState>>, auth: Authorized<perm::Read>) -> ApiResult<Json<Value>> {
-    let mut agents: Vec<Agent> = auth.workspace.agents.read().values().cloned().collect();
+    // A key bound to one agent lists that agent only.
+    let mut agents: Vec<Agent> = auth.workspace.agents.read().values().filter(|a| auth.may_see(Some(&a.agent_id))).cloned().collect();
     agents.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.agent_id.cmp(&b.agent_id)));
     let views: Vec<Value> = agents.iter().map(agent_view).collect();
     Ok(Json(json!({ "ok": true, "agents": views, "total": views.len() })))
@@ -259,6 +260,9 @@ fn find(auth_ws: &crate::state::WorkspaceState, id: &str) -> ApiResult<Agent> {
 }
 
 pub async fn get(auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    if !auth.may_see(Some(&id)) {
+        return Err(ApiError::not_found("agent", &id));
+    }
     let agent = find(&auth.workspace, &id)?;
     let creds: Vec<Value> = auth
         .workspace

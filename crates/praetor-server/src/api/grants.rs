@@ -671,7 +671,18 @@ pub async fn list_roles(auth: Authorized<perm::Read>) -> Json<Value> {
     let live = auth.workspace.live.lock();
     let mut v: Vec<&Role> = live.authority.roles.values().collect();
     v.sort_by(|a, b| a.name.cmp(&b.name));
-    let rows: Vec<Value> = v.into_iter().map(role_view).collect();
+    // A key bound to one agent sees what each role allows, but of its members only its
+    // own agent (as `/roles/{id}/agents` is refused to it).
+    let rows: Vec<Value> = v
+        .into_iter()
+        .map(|r| {
+            let mut view = role_view(r);
+            if auth.bound_agent().is_some() {
+                view["agent_ids"] = json!(r.agent_ids.iter().filter(|a| auth.may_see(Some(a.as_str()))).collect::<Vec<_>>());
+            }
+            view
+        })
+        .collect();
     Json(json!({ "ok": true, "roles": rows, "total": rows.len() }))
 }
 

@@ -20,6 +20,11 @@ use crate::state::{AppState, PolicySet, WorkspaceState};
 
 pub fn policy_view(p: &PolicyRecord) -> Value {
     let mut v = serde_json::to_value(&p.def).unwrap_or_default();
+    // A governance rule carries its alert targets, whose secrets only the rules API's
+    // redacted view may show.
+    if let Some(g) = v.get_mut("governance") {
+        super::rules::redact_alert_secrets(g);
+    }
     if let Value::Object(m) = &mut v {
         m.insert("created_at".into(), json!(iso(p.created_at)));
         m.insert("updated_at".into(), json!(iso(p.updated_at)));
@@ -170,9 +175,7 @@ pub async fn promote(
     let mut promoted = None;
     let out = change(&state, &auth.workspace, &auth.key.key_id, "policy.promoted", |records| {
         let rec = records.iter_mut().find(|r| r.def.policy_id == id).ok_or_else(|| ApiError::not_found("policy", &id))?;
-        if let Some(p) = &rec.def.pack {
-            return Err(ApiError::new(Code::Conflict, format!("policy `{id}` is managed by policy pack `{p}`; deploy a new version of the pack")));
-        }
+        managed_by_pack(rec)?;
         let from = rec.def.mode;
         rec.def.mode = praetor_core::policy::PolicyMode::Enforce;
         rec.updated_at = now;

@@ -179,11 +179,17 @@ pub fn redact_url(u: &str) -> String {
     }
 }
 
+/// A rule as written, with the secrets of its alert targets redacted (a Slack
+/// incoming webhook's path is its credential).
+pub fn redact_alert_secrets(governance: &mut Value) {
+    if let Some(url) = governance.pointer("/alert/slack_webhook_url").and_then(Value::as_str).map(redact_url) {
+        governance["alert"]["slack_webhook_url"] = json!(url);
+    }
+}
+
 fn rule_view(r: &PolicyRecord) -> Value {
     let mut v = r.def.governance.clone().unwrap_or(Value::Null);
-    if let Some(url) = v.pointer("/alert/slack_webhook_url").and_then(Value::as_str).map(redact_url) {
-        v["alert"]["slack_webhook_url"] = json!(url);
-    }
+    redact_alert_secrets(&mut v);
     if let Value::Object(m) = &mut v {
         m.insert("rule_id".into(), json!(r.def.policy_id));
         m.insert("mode".into(), json!(r.def.mode));

@@ -151,6 +151,26 @@ async fn a_key_bound_to_an_agent_sees_only_that_agent() {
     let own_id = own["decision_id"].as_str().unwrap();
     let (status, _) = s.get(&format!("/api/v1/enforce/decisions/{own_id}/receipt"), &bound).await;
     assert_eq!(status, StatusCode::OK);
+    // Other agents: neither listed nor read, and of a role's members only its own.
+    assert_error(&s.get(&format!("/api/v1/enforce/agents/{theirs}"), &bound).await, 404, "not_found");
+    let (status, me) = s.get(&format!("/api/v1/enforce/agents/{mine}"), &bound).await;
+    assert_eq!((status, &me["agent"]["agent_id"]), (StatusCode::OK, &json!(mine)), "{me}");
+    let (_, agents) = s.get("/api/v1/enforce/agents", &bound).await;
+    let listed: Vec<&Value> = agents["agents"].as_array().unwrap().iter().map(|a| &a["agent_id"]).collect();
+    assert_eq!((listed, &agents["total"]), (vec![&json!(mine)], &json!(1)), "{agents}");
+    let (_, all) = s.get("/api/v1/enforce/agents", &s.admin_key).await;
+    assert!(all["agents"].as_array().unwrap().len() >= 2, "{all}");
+    let (status, role) = s.post("/api/v1/enforce/roles", &s.admin_key, &json!({ "name": "both", "allowed_action_types": ["*"] })).await;
+    assert_eq!(status, StatusCode::OK, "{role}");
+    let role_id = role["role"]["role_id"].as_str().unwrap().to_owned();
+    for agent in [&mine, &theirs] {
+        let (status, body) = s.post(&format!("/api/v1/enforce/roles/{role_id}/assign"), &s.admin_key, &json!({ "agent_id": agent })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (_, roles) = s.get("/api/v1/enforce/roles", &bound).await;
+    assert_eq!(roles["roles"][0]["agent_ids"], json!([mine]), "{roles}");
+    let (_, roles) = s.get("/api/v1/enforce/roles", &s.admin_key).await;
+    assert_eq!(roles["roles"][0]["agent_ids"].as_array().unwrap().len(), 2, "{roles}");
 }
 
 /// Another node migrates the shared database to a newer version while this one runs:

@@ -211,6 +211,15 @@ async fn review_fixes_for_policy_operations() {
     let (_, rule) = s.post("/api/v1/rules", &s.admin_key, &json!({ "name": "alerting", "condition": { "type": "action_type", "action_types": ["pay"] },
         "action": "alert", "severity": "high", "alert": { "slack_webhook_url": "http://127.0.0.1:9/services/T000/B000/SECRETPART" } })).await;
     assert!(!rule.to_string().contains("SECRETPART"), "{rule}");
+    let rule_id = rule["rule"]["rule_id"].as_str().or(rule["rule_id"].as_str()).unwrap().to_owned();
+    // Nor through the policies API, where a rule is one policy among the others.
+    let (_, policies) = s.get("/api/v1/enforce/policies", &s.admin_key).await;
+    assert!(policies.to_string().contains("\"slack_webhook_url\":\"http://127.0.0.1/…\""), "the host is shown: {policies}");
+    assert!(!policies.to_string().contains("SECRETPART"), "{policies}");
+    let (_, one) = s.get(&format!("/api/v1/enforce/policies/{rule_id}"), &s.admin_key).await;
+    assert!(!one.to_string().contains("SECRETPART") && one["policy"]["policy_id"] == json!(rule_id), "{one}");
+    // A rule changes through the rules API only, its mode too.
+    assert_error(&s.post(&format!("/api/v1/enforce/policies/{rule_id}/promote"), &s.admin_key, &json!({})).await, 409, "conflict");
     s.intercept(json!({ "action_type": "pay" })).await;
     let (_, v) = s.get("/api/v1/violations?severity=high", &s.admin_key).await;
     assert!(!v.to_string().contains("SECRETPART"), "{v}");
