@@ -26,7 +26,7 @@ pub use decision::{BoundaryCheck, Decision, ESCALATION_LIMIT_ID, EvalError, Outc
 pub use engine::{DecisionInput, decide};
 pub use pii::{Category as PiiCategory, PiiMatch};
 pub use policy::{
-    CompiledPolicySet, Effect, MAX_PENDING_ESCALATIONS_LIMIT, OnRedactedContent, PolicyDef, PolicyError, PolicyMode, PolicyType,
+    CompiledPolicySet, Effect, MAX_PENDING_ESCALATIONS_LIMIT, MAX_SETTING_SECONDS, OnRedactedContent, PolicyDef, PolicyError, PolicyMode, PolicyType,
     WorkspaceSettings,
 };
 pub use trust::next_trust;

@@ -638,7 +638,7 @@ pub fn facts(
             action_types: Vec::new(),
         },
     });
-    let freshness = settings.approval_freshness_seconds as i64 * 1000;
+    let freshness = settings.approval_freshness_ms();
     f.approval = action_hash
         .into_iter()
         .flat_map(|h| state.escalations.for_action(h))
@@ -718,7 +718,7 @@ pub fn apply(state: &mut AuthorityState, d: &Decision, grant_id: Option<&str>, o
             used_by_decision: None,
             queue: o.queue.clone(),
             created_at: now,
-            expires_at: now + settings.escalation_ttl_seconds as i64 * 1000,
+            expires_at: now + settings.escalation_ttl_ms(),
             version: 1,
         };
         state.escalations.insert(e.clone());

@@ -26,9 +26,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Parse a JSON body into `T`, classifying the failure and naming the field.
+/// Parse a JSON body into `T`, classifying the failure and naming the field. Every
+/// body of this API is an object: serde would also read a struct from an array of its
+/// fields in order (`["delete_user"]` as an intercept), which no client means.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { bytes };
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::new(Code::InvalidField, "the body must be a JSON object, not an array"));
+    }
     // Nearly every body parses: do that without tracking the path, which allocates a
     // string per object key, and parse again with it only to say what is wrong.
     // (`from_slice` also refuses anything after the value, as `de.end()` does below.)
@@ -92,6 +97,21 @@ fn serde_urlencoded_deserializer<T: DeserializeOwned>(query: &str) -> Result<T, 
     })?)
     .map(|q| q.0)
     .map_err(|e| ApiError::new(Code::InvalidQuery, strip_position(&e.body_text())))
+}
+
+/// Path parameters, with a rejection (a segment that is not UTF-8) in our error shape
+/// rather than axum's plain text.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| ApiError::new(Code::InvalidField, format!("the path: {}", e.body_text())))
+    }
 }
 
 /// The raw body, for handlers that must hash exactly what was sent (signed requests).

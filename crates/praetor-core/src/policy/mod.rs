@@ -223,6 +223,27 @@ pub struct WorkspaceSettings {
 /// The largest `max_pending_escalations` accepted: about 1 KB of memory each.
 pub const MAX_PENDING_ESCALATIONS_LIMIT: u64 = 1_000_000;
 
+/// The longest `escalation_ttl_seconds` and `approval_freshness_seconds` accepted: a
+/// year. (Larger values would overflow once turned into milliseconds past now.)
+pub const MAX_SETTING_SECONDS: u64 = 365 * 86_400;
+
+impl WorkspaceSettings {
+    /// How long an escalation waits, in milliseconds (bounded even for settings stored
+    /// before the bound was checked).
+    pub fn escalation_ttl_ms(&self) -> i64 {
+        seconds_to_ms(self.escalation_ttl_seconds)
+    }
+
+    /// How long an approval stays actionable, in milliseconds (bounded likewise).
+    pub fn approval_freshness_ms(&self) -> i64 {
+        seconds_to_ms(self.approval_freshness_seconds)
+    }
+}
+
+fn seconds_to_ms(seconds: u64) -> i64 {
+    (seconds.min(MAX_SETTING_SECONDS) * 1000) as i64
+}
+
 fn default_escalation_ttl() -> u64 {
     3600
 }
@@ -339,6 +360,8 @@ pub struct CompiledPolicySet {
 
 /// Longest `name` accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 200;
+/// The most action-type globs one policy may list.
+pub const MAX_ACTION_TYPES: usize = 256;
 
 fn compile_one(def: &PolicyDef) -> Result<CompiledPolicy, PolicyError> {
     if def.name.trim().is_empty() {
@@ -346,6 +369,13 @@ fn compile_one(def: &PolicyDef) -> Result<CompiledPolicy, PolicyError> {
     }
     if def.name.len() > MAX_NAME_LEN {
         return Err(PolicyError::new("name", format!("longer than {MAX_NAME_LEN} bytes")));
+    }
+    // Names are shown in answers, logs and the dashboard: no terminal escapes or NULs.
+    if def.name.chars().any(char::is_control) {
+        return Err(PolicyError::new("name", "must not contain control characters"));
+    }
+    if def.action_types.len() > MAX_ACTION_TYPES {
+        return Err(PolicyError::new("action_types", format!("has {} globs; the limit is {MAX_ACTION_TYPES}", def.action_types.len())));
     }
     if let Some(t) = def.trust_threshold {
         if t > 100 {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use base64::Engine;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
@@ -19,10 +19,14 @@ use crate::clock::iso;
 use crate::config::limits;
 use crate::error::{ApiError, ApiResult};
 use crate::events::event;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::secrets::{new_id, random_bytes};
 use crate::state::AppState;
 
+/// The longest credential lifetime a registration may ask for: ten years.
+const CREDENTIAL_TTL_DAYS_MAX: u32 = 3650;
+/// The most the passport fields may take, encoded as JSON.
+const PASSPORT_MAX_BYTES: usize = 16 * 1024;
 /// The passport fields the xybern SDK may send (wire §5.1); kept as descriptive
 /// attributes of the agent.
 const PASSPORT_FIELDS: &[&str] = &[
@@ -144,7 +148,7 @@ pub fn new_credential(workspace_id: &str, agent_id: &str, now_ms: i64, ttl_days:
         revoked_at: None,
     };
     let pem = signing.to_pkcs8_pem(Default::default()).map(|p| p.to_string()).unwrap_or_default();
-    let mut view = credential_view(&credential);
+    let mut view = credential_view(&credential, now_ms);
     if let Value::Object(m) = &mut view {
         m.insert("private_key".into(), json!(b64.encode(signing.to_bytes())));
         m.insert("private_key_pem".into(), json!(pem));
@@ -178,6 +182,17 @@ pub async fn register(
         check_list("permission_boundary.denied_action_types", &b.denied_action_types)?;
     }
     check_globs(&body.scopes, body.permission_boundary.as_ref())?;
+    if body.credential_ttl_days.is_some_and(|d| !(1..=CREDENTIAL_TTL_DAYS_MAX).contains(&d)) {
+        return Err(ApiError::invalid("credential_ttl_days", format!("must be between 1 and {CREDENTIAL_TTL_DAYS_MAX}")));
+    }
+    // The passport is held in memory and shown in every listing of the agent.
+    let passport = body_attributes(&body);
+    let passport_bytes = serde_json::to_vec(&passport).map_or(0, |b| b.len());
+    if passport_bytes > PASSPORT_MAX_BYTES {
+        return Err(ApiError::invalid("permissions", format!(
+            "the passport fields ({}) take {passport_bytes} bytes as JSON; the limit is {PASSPORT_MAX_BYTES}", PASSPORT_FIELDS.join(", ")
+        )));
+    }
     let ws = &auth.workspace;
     // One registration at a time per workspace keeps (name, framework) unique.
     let _guard = ws.agent_writes.lock().await;
@@ -186,11 +201,7 @@ pub async fn register(
         return Ok(Json(json!({ "ok": true, "created": false, "agent": agent_view(&agent) })));
     }
     let now = state.now_ms();
-    let raw = serde_json::to_value(body_attributes(&body)).unwrap_or_default();
-    let attributes = match raw {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
+    let attributes = passport;
     let agent = Agent {
         agent_id: new_id("agt"),
         workspace_id: ws.workspace_id.clone(),
@@ -259,7 +270,7 @@ fn find(auth_ws: &crate::state::WorkspaceState, id: &str) -> ApiResult<Agent> {
     auth_ws.agent(id).ok_or_else(|| ApiError::not_found("agent", id))
 }
 
-pub async fn get(auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     if !auth.may_see(Some(&id)) {
         return Err(ApiError::not_found("agent", &id));
     }
@@ -270,7 +281,7 @@ pub async fn get(auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiRes
         .read()
         .values()
         .filter(|c| c.agent_id == agent.agent_id)
-        .map(credential_view)
+        .map(|c| credential_view(c, state.now_ms()))
         .collect();
     Ok(Json(json!({ "ok": true, "agent": agent_view(&agent), "credentials": creds })))
 }
@@ -296,7 +307,7 @@ pub struct PatchBody {
 pub async fn patch(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::AgentsWrite>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> ApiResult<Json<Value>> {
     let ws = &auth.workspace;
@@ -351,7 +362,7 @@ pub async fn patch(
 pub async fn deactivate(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::AgentsWrite>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let ws = &auth.workspace;
     let _guard = ws.agent_writes.lock().await;
@@ -412,17 +423,22 @@ pub struct HistoryQuery {
 pub async fn history(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Read>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<Value>> {
     find(&auth.workspace, &id)?;
     if !auth.may_see(Some(&id)) {
         return Err(ApiError::not_found("agent", &id));
     }
+    let per_page = q.per_page.or(q.limit).unwrap_or(50);
+    if per_page == 0 || per_page > 500 {
+        let field = if q.per_page.is_some() { "per_page" } else { "limit" };
+        return Err(ApiError::new(crate::error::Code::InvalidQuery, format!("`{field}`: must be between 1 and 500")));
+    }
     let filter = DecisionFilter {
         agent_id: Some(id.clone()),
         page: q.page.unwrap_or(1),
-        per_page: q.per_page.or(q.limit).unwrap_or(50),
+        per_page,
         ..DecisionFilter::default()
     };
     let (rows, total) = state.store.list_decisions(&auth.workspace.workspace_id, &filter).await?;

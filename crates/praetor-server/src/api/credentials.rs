@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use praetor_core::session::SessionStatus;
 use praetor_store::{Credential, Guarded, Mutation, SessionFilter, Txn};
 use crate::secrets::new_id;
@@ -14,13 +14,22 @@ use crate::auth::{Authorized, perm};
 use crate::clock::iso;
 use crate::error::{ApiError, ApiResult};
 use crate::events::event;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::sessions::{Closing, active_where, close_in_memory, closing_txn};
 use crate::state::{AppState, WorkspaceState};
 
 use super::sessions::{ReasonBody, reason_of};
 
-pub fn credential_view(c: &Credential) -> Value {
+/// A credential as the API shows it; `status` is `revoked`, `expired` (at `now_ms`) or
+/// `active`.
+pub fn credential_view(c: &Credential, now_ms: i64) -> Value {
+    let status = if c.revoked_at.is_some() {
+        "revoked"
+    } else if c.expires_at.is_some_and(|e| e <= now_ms) {
+        "expired"
+    } else {
+        "active"
+    };
     json!({
         "credential_id": c.credential_id,
         "agent_id": c.agent_id,
@@ -30,7 +39,7 @@ pub fn credential_view(c: &Credential) -> Value {
         "created_at": iso(c.created_at),
         "expires_at": c.expires_at.map(iso),
         "revoked_at": c.revoked_at.map(iso),
-        "status": if c.revoked_at.is_some() { "revoked" } else { "active" },
+        "status": status,
     })
 }
 
@@ -130,7 +139,7 @@ async fn revoke(
 pub async fn revoke_credential(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::AgentsWrite>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
     let reason = reason_of(body, "credential revoked")?;
@@ -138,7 +147,7 @@ pub async fn revoke_credential(
     let cred = ws.credentials.read().get(&id).cloned().ok_or_else(|| ApiError::not_found("credential", &id))?;
     let agent_id = cred.agent_id.clone();
     let (mut revoked, killed) = revoke(&state, ws, &auth.key.key_id, &agent_id, vec![cred], &reason, (vec![], vec![])).await?;
-    let credential = revoked.pop().map(|c| credential_view(&c)).unwrap_or(Value::Null);
+    let credential = revoked.pop().map(|c| credential_view(&c, state.now_ms())).unwrap_or(Value::Null);
     Ok(Json(json!({ "ok": true, "credential": credential, "killed_sessions": killed })))
 }
 
@@ -147,7 +156,7 @@ pub async fn revoke_credential(
 pub async fn revoke_agent(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::AgentsWrite>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
     let reason = reason_of(body, "agent revoked")?;
@@ -193,24 +202,25 @@ pub async fn revoke_agent(
     Ok(Json(json!({
         "ok": true,
         "agent": crate::api::agents::agent_view(&ws.agent(&id).unwrap_or(agent)),
-        "revoked_credentials": revoked.iter().map(credential_view).collect::<Vec<_>>(),
+        "revoked_credentials": revoked.iter().map(|c| credential_view(c, now)).collect::<Vec<_>>(),
         "revoked_grants": revoked_grants,
         "killed_sessions": killed,
     })))
 }
 
-pub async fn list_for_agent(auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn list_for_agent(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     if !auth.may_see(Some(&id)) {
         return Err(ApiError::not_found("agent", &id));
     }
     auth.workspace.agent(&id).ok_or_else(|| ApiError::not_found("agent", &id))?;
     let mut creds: Vec<Credential> = auth.workspace.credentials.read().values().filter(|c| c.agent_id == id).cloned().collect();
     creds.sort_by_key(|c| std::cmp::Reverse(c.created_at));
-    Ok(Json(json!({ "ok": true, "agent_id": id, "credentials": creds.iter().map(credential_view).collect::<Vec<_>>() })))
+    let now = state.now_ms();
+    Ok(Json(json!({ "ok": true, "agent_id": id, "credentials": creds.iter().map(|c| credential_view(c, now)).collect::<Vec<_>>() })))
 }
 
 /// The agent's newest credential that is neither revoked nor expired.
-pub async fn active_for_agent(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn active_for_agent(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     if !auth.may_see(Some(&id)) {
         return Err(ApiError::not_found("agent", &id));
     }
@@ -225,7 +235,7 @@ pub async fn active_for_agent(State(state): State<Arc<AppState>>, auth: Authoriz
         .max_by_key(|c| c.created_at)
         .cloned()
         .ok_or_else(|| ApiError::new(crate::error::Code::NotFound, format!("agent `{id}` has no active credential")))?;
-    Ok(Json(json!({ "ok": true, "credential": credential_view(&active) })))
+    Ok(Json(json!({ "ok": true, "credential": credential_view(&active, now) })))
 }
 
 /// `POST /enforce/credentials/{id}/rotate`: a new keypair (the private key is shown
@@ -234,7 +244,7 @@ pub async fn active_for_agent(State(state): State<Arc<AppState>>, auth: Authoriz
 pub async fn rotate(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::AgentsWrite>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let ws = &auth.workspace;
     let old = ws.credentials.read().get(&id).cloned().ok_or_else(|| ApiError::not_found("credential", &id))?;
@@ -259,6 +269,6 @@ pub async fn rotate(
         c.revoked_at = Some(now);
     }
     map.insert(fresh.credential_id.clone(), fresh);
-    let revoked = map.get(&id).map(credential_view);
+    let revoked = map.get(&id).map(|c| credential_view(c, now));
     Ok(Json(json!({ "ok": true, "credential": fresh_json, "revoked": revoked })))
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use praetor_store::{DecisionFilter, DecisionRow};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::auth::{Authorized, perm};
 use crate::clock::parse_time;
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
 
 /// A stored decision as the API shows it: its answer (joined with its sealed entry, see
@@ -128,7 +128,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Read>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let row = state.store.get_decision(&auth.workspace.workspace_id, &id).await?;
     let view = visible_views(&auth, row.as_slice()).pop().ok_or_else(|| ApiError::not_found("decision", &id))?;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use praetor_store::{ObjectFilter, Scope};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -13,11 +13,11 @@ use serde_json::{Value, json};
 use crate::auth::{Authorized, perm};
 use crate::authority::{Escalation, Object, touched, update};
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::{AppState, WorkspaceState};
 
 fn freshness_ms(ws: &WorkspaceState) -> i64 {
-    ws.settings.read().approval_freshness_seconds as i64 * 1000
+    ws.settings.read().approval_freshness_ms()
 }
 
 /// The escalation from memory, or from the store (a resolved one may be only there).
@@ -79,7 +79,7 @@ pub async fn list(
     Ok(Json(json!({ "ok": true, "escalations": views, "total": views.len() })))
 }
 
-pub async fn get(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     let e = find(&state, &auth.workspace, &id).await?;
     visible(&auth, &e)?;
     Ok(Json(json!({ "ok": true, "escalation": e.view(state.now_ms(), freshness_ms(&auth.workspace)) })))
@@ -87,7 +87,7 @@ pub async fn get(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read
 
 /// `GET /enforce/escalations/{id}/status`: what the SDK polls. `decision` is `allow`
 /// only while an approval is fresh and unused.
-pub async fn status(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn status(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     let e = find(&state, &auth.workspace, &id).await?;
     visible(&auth, &e)?;
     let now = state.now_ms();
@@ -118,7 +118,7 @@ pub struct ResolveBody {
 pub async fn resolve(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Approvals>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ResolveBody>,
 ) -> ApiResult<Json<Value>> {
     let resolution = match body.resolution.as_str() {

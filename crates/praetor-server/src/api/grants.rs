@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use praetor_core::glob::Glob;
 use praetor_store::ObjectRecord;
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use crate::authority::{AuthorityState, Breakglass, Grant, Review, Role, Window, 
 use crate::clock::iso;
 use crate::config::limits;
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::secrets::new_id;
 use crate::state::{AppState, WorkspaceState};
 
@@ -57,7 +57,8 @@ fn within(scope: &str, allowed: &[String]) -> bool {
 
 /// A duration from minutes, hours or seconds (the finest wins), bounded.
 fn duration_ms(field: &str, seconds: Option<i64>, minutes: Option<i64>, hours: Option<i64>) -> ApiResult<Option<i64>> {
-    let secs = seconds.or(minutes.map(|m| m * 60)).or(hours.map(|h| h * 3600));
+    // Saturating: a product too large to hold is past the limit, not wrapped into it.
+    let secs = seconds.or(minutes.map(|m| m.saturating_mul(60))).or(hours.map(|h| h.saturating_mul(3600)));
     match secs {
         None => Ok(None),
         Some(s) if s <= 0 || s > MAX_DURATION_SECONDS => {
@@ -227,7 +228,7 @@ pub fn revoke_tree(a: &mut AuthorityState, root: &str, reason: &str, ws_id: &str
 pub async fn revoke_grant(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::AgentsWrite>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<super::sessions::ReasonBody>,
 ) -> ApiResult<Json<Value>> {
     let reason = super::sessions::reason_of(body, "revoked")?;
@@ -305,7 +306,7 @@ pub async fn list_delegations(State(state): State<Arc<AppState>>, auth: Authoriz
 pub async fn agent_delegations(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Read>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<DelegationsQuery>,
 ) -> ApiResult<Json<Value>> {
     let direction = q.direction.as_deref().unwrap_or("both");
@@ -400,7 +401,7 @@ pub struct ExtendBody {
 pub async fn extend_window(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Approvals>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<ExtendBody>,
 ) -> ApiResult<Json<Value>> {
     let ms = duration_ms("duration_minutes", b.duration_seconds, b.duration_minutes, None)?
@@ -422,7 +423,7 @@ pub async fn extend_window(
 pub async fn revoke_window(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Approvals>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let ws_id = auth.workspace.workspace_id.clone();
     let view = update(&state, &auth.workspace, "window.revoked", &auth.key.key_id, |a, now| {
@@ -462,7 +463,7 @@ pub async fn check_window(
     Ok(Json(json!({ "ok": true, "open": open.is_some(), "window": open.map(|w| window_view(w, now)) })))
 }
 
-pub async fn agent_windows(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn agent_windows(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     if !auth.may_see(Some(&id)) {
         return Err(ApiError::not_found("agent", &id));
     }
@@ -539,7 +540,7 @@ pub async fn trigger_breakglass(
 pub async fn close_breakglass(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Approvals>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let ws_id = auth.workspace.workspace_id.clone();
     let view = update(&state, &auth.workspace, "breakglass.closed", &auth.key.key_id, |a, now| {
@@ -564,7 +565,7 @@ pub struct ReviewBody {
 pub async fn review_breakglass(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Approvals>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ReviewBody>,
 ) -> ApiResult<Json<Value>> {
     if !["justified", "unjustified", "needs_follow_up"].contains(&body.outcome.as_str()) {
@@ -686,7 +687,7 @@ pub async fn list_roles(auth: Authorized<perm::Read>) -> Json<Value> {
     Json(json!({ "ok": true, "roles": rows, "total": rows.len() }))
 }
 
-pub async fn role_agents(auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn role_agents(auth: Authorized<perm::Read>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     auth.whole_workspace()?;
     let ids = auth.workspace.live.lock().authority.roles.get(&id).map(|r| r.agent_ids.clone()).ok_or_else(|| ApiError::not_found("role", &id))?;
     let agents: Vec<Value> = ids.iter().filter_map(|a| auth.workspace.agent(a)).map(|a| crate::api::agents::agent_view(&a)).collect();
@@ -722,7 +723,7 @@ async fn set_assignment(state: &AppState, auth: &Authorized<perm::PoliciesWrite>
 pub async fn assign_role(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::PoliciesWrite>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<AssignBody>,
 ) -> ApiResult<Json<Value>> {
     set_assignment(&state, &auth, id, b.agent_id, true).await
@@ -731,7 +732,7 @@ pub async fn assign_role(
 pub async fn unassign_role(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::PoliciesWrite>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<AssignBody>,
 ) -> ApiResult<Json<Value>> {
     set_assignment(&state, &auth, id, b.agent_id, false).await

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use praetor_core::pack::{self, PackError, PolicyPack};
 use praetor_core::PolicyDef;
 use praetor_store::{Mutation, ObjectFilter, ObjectRecord, PolicyRecord};
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::auth::{Authorized, perm};
 use crate::clock::iso;
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{ApiJson, RawBody};
+use crate::extract::{ApiJson, ApiPath, RawBody};
 use crate::secrets::new_id;
 use crate::state::{AppState, WorkspaceState};
 
@@ -156,7 +156,7 @@ pub struct RollbackBody {
 pub async fn rollback(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::PoliciesWrite>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<RollbackBody>,
 ) -> ApiResult<Json<Value>> {
     let ws = &auth.workspace;
@@ -194,7 +194,7 @@ pub async fn list(State(state): State<Arc<AppState>>, auth: Authorized<perm::Rea
     Ok(Json(json!({ "ok": true, "packs": packs })))
 }
 
-pub async fn versions(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn versions(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, ApiPath(name): ApiPath<String>) -> ApiResult<Json<Value>> {
     let versions = versions_of(&state, &auth.workspace, &name).await?;
     if versions.is_empty() {
         return Err(ApiError::not_found("policy pack", &name));

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use praetor_core::{CompiledPolicySet, PolicyDef};
 use praetor_store::{Mutation, PolicyRecord, Txn};
 use serde_json::{Value, json};
@@ -14,7 +14,7 @@ use crate::clock::iso;
 use crate::config::limits;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::events::event;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::secrets::new_id;
 use crate::state::{AppState, PolicySet, WorkspaceState};
 
@@ -65,7 +65,7 @@ pub async fn list(auth: Authorized<perm::Read>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "ok": true, "policies": views, "total": views.len(), "policy_set_hash": set.hash })))
 }
 
-pub async fn get(auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(auth: Authorized<perm::Read>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     let set = auth.workspace.policies.load();
     let rec = set.records.iter().find(|r| r.def.policy_id == id).ok_or_else(|| ApiError::not_found("policy", &id))?;
     Ok(Json(json!({ "ok": true, "policy": policy_view(rec) })))
@@ -122,7 +122,7 @@ pub async fn create(
 pub async fn replace(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::PoliciesWrite>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(mut def): ApiJson<PolicyDef>,
 ) -> ApiResult<Json<Value>> {
     validate(&def)?;
@@ -147,7 +147,7 @@ pub async fn replace(
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::PoliciesWrite>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let ws_id = auth.workspace.workspace_id.clone();
     let out = change(&state, &auth.workspace, &auth.key.key_id, "policy.deleted", |records| {
@@ -169,7 +169,7 @@ pub async fn delete(
 pub async fn promote(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::PoliciesWrite>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let now = state.now_ms();
     let mut promoted = None;

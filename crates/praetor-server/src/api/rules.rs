@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use praetor_core::policy::{Effect, PolicyMode, PolicyType};
 use praetor_core::PolicyDef;
 use praetor_store::{Mutation, PolicyRecord, ViolationFilter};
@@ -15,13 +15,15 @@ use serde_json::{Value, json};
 use crate::auth::{Authorized, perm};
 use crate::clock::{iso, parse_time};
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::secrets::new_id;
 use crate::state::AppState;
 
 use super::policies::change;
 
 pub const SEVERITIES: [&str; 4] = ["critical", "high", "medium", "low"];
+/// The most addresses one rule's alert may name.
+const ALERT_EMAILS_MAX: usize = 50;
 
 /// A rule as users write it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,8 +128,13 @@ fn to_policy(body: &RuleBody, policy_id: String) -> ApiResult<PolicyDef> {
         return Err(ApiError::invalid("queue", "a `redirect` rule names the review queue"));
     }
     if let Some(a) = &body.alert {
+        if a.emails.len() > ALERT_EMAILS_MAX {
+            return Err(ApiError::invalid("alert.emails", format!("has {} addresses; the limit is {ALERT_EMAILS_MAX}", a.emails.len())));
+        }
         for (i, e) in a.emails.iter().enumerate() {
-            if !e.contains('@') || e.len() > 254 {
+            // No control characters: a CR or LF would be refused only when the mail is
+            // sent, long after the rule was accepted.
+            if !e.contains('@') || e.len() > 254 || e.chars().any(|c| c.is_control() || c.is_whitespace()) {
                 return Err(ApiError::invalid(&format!("alert.emails[{i}]"), format!("`{e}` is not an e-mail address")));
             }
         }
@@ -242,7 +249,7 @@ pub async fn list(auth: Authorized<perm::Read>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "ok": true, "rules": rules.into_iter().map(rule_view).collect::<Vec<_>>() })))
 }
 
-pub async fn get(auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(auth: Authorized<perm::Read>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     auth.whole_workspace()?;
     let set = auth.workspace.policies.load();
     let r = set.records.iter().find(|r| r.def.policy_id == id && r.def.governance.is_some()).ok_or_else(|| ApiError::not_found("rule", &id))?;
@@ -252,7 +259,7 @@ pub async fn get(auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiRes
 pub async fn replace(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::PoliciesWrite>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<RuleBody>,
 ) -> ApiResult<Json<Value>> {
     let def = to_policy(&body, id.clone())?;
@@ -271,7 +278,7 @@ pub async fn replace(
     Ok(Json(json!({ "ok": true, "rule": out })))
 }
 
-pub async fn delete(State(state): State<Arc<AppState>>, auth: Authorized<perm::PoliciesWrite>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn delete(State(state): State<Arc<AppState>>, auth: Authorized<perm::PoliciesWrite>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     let ws_id = auth.workspace.workspace_id.clone();
     change(&state, &auth.workspace, &auth.key.key_id, "rule.deleted", |records| {
         let before = records.len();
@@ -322,7 +329,7 @@ pub async fn violations(
     Ok(Json(json!({ "ok": true, "total": bodies.len(), "violations": bodies })))
 }
 
-pub async fn violation(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn violation(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     let v = state
         .store
         .get_violation(&auth.workspace.workspace_id, &id)

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use praetor_core::session::{Budgets, Consumed, SessionStatus};
 use praetor_store::{Mutation, Session, SessionFilter, Txn};
 use serde::Deserialize;
@@ -13,7 +13,7 @@ use crate::auth::{Authorized, Permission, perm};
 use crate::config::limits;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::events::event;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::secrets::new_id;
 use crate::sessions::{Closing, close, view};
 use crate::state::{AppState, WorkspaceState};
@@ -202,7 +202,7 @@ fn check_owner<P: Permission>(auth: &Authorized<P>, s: &Session) -> ApiResult<()
 pub async fn get(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Read>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let s = current(&state, &auth.workspace, &id).await?;
     check_owner(&auth, &s)?;
@@ -214,7 +214,7 @@ pub async fn get(
 pub async fn heartbeat(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Enforce>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let ws = &auth.workspace;
     let mut s = current(&state, ws, &id).await?;
@@ -254,7 +254,7 @@ pub fn reason_of(body: ReasonBody, default: &str) -> ApiResult<String> {
 pub async fn kill(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::AgentsWrite>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
     let reason = reason_of(body, "killed by an administrator")?;
@@ -270,7 +270,7 @@ pub async fn kill(
 pub async fn end(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Enforce>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let ws = &auth.workspace;
     let s = current(&state, ws, &id).await?;

@@ -15,6 +15,9 @@ use crate::events::event;
 use crate::extract::ApiJson;
 use crate::state::AppState;
 
+/// The longest `default_jurisdiction` accepted (codes such as `EU` or `US-CA`).
+const JURISDICTION_MAX: usize = 64;
+
 pub async fn get(auth: Authorized<perm::Read>) -> Json<Value> {
     let settings = auth.workspace.settings.read().clone();
     Json(json!({ "ok": true, "workspace_id": auth.workspace.workspace_id, "name": auth.workspace.name, "settings": settings }))
@@ -36,6 +39,17 @@ pub async fn put(
     let settings: WorkspaceSettings = crate::extract::parse_json(Value::Object(merged).to_string().as_bytes())?;
     if settings.trust_baseline > 100 {
         return Err(ApiError::new(Code::InvalidField, "`trust_baseline`: must be between 0 and 100"));
+    }
+    for (field, seconds) in [("escalation_ttl_seconds", settings.escalation_ttl_seconds), ("approval_freshness_seconds", settings.approval_freshness_seconds)] {
+        if !(1..=praetor_core::MAX_SETTING_SECONDS).contains(&seconds) {
+            return Err(ApiError::invalid(field, format!("must be between 1 and {} (a year)", praetor_core::MAX_SETTING_SECONDS)));
+        }
+    }
+    // Copied into every answer that names no jurisdiction of its own.
+    if let Some(j) = &settings.default_jurisdiction
+        && (j.trim().is_empty() || j.len() > JURISDICTION_MAX || j.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid("default_jurisdiction", format!("must be 1-{JURISDICTION_MAX} bytes without control characters, or null")));
     }
     if !(1..=praetor_core::MAX_PENDING_ESCALATIONS_LIMIT).contains(&settings.max_pending_escalations) {
         return Err(ApiError::new(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use praetor_store::{ApiKey, Mutation, Scope, Txn};
@@ -16,7 +16,7 @@ use crate::auth::{Authorized, perm};
 use crate::clock::iso;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::events::event;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::secrets::{key_hash, key_prefix, new_api_key, new_id};
 use crate::state::AppState;
 
@@ -196,7 +196,7 @@ pub async fn list_keys(State(state): State<Arc<AppState>>, auth: Authorized<perm
 pub async fn revoke_key(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::KeysWrite>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let mut key = state
         .store

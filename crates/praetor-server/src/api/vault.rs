@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::auth::{Authorized, perm};
 use crate::clock::iso;
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
 use crate::vault::{checkpoint_at, fresh_checkpoint, origin};
 
@@ -172,7 +172,7 @@ pub async fn consistency(
 pub async fn receipt(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Read>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let ws = &auth.workspace.workspace_id;
     let row = state

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use praetor_core::glob::Glob;
 use praetor_store::{Mutation, Txn};
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use crate::auth::{Authorized, perm};
 use crate::authority::{create, touched, update};
 use crate::delivery::{Webhook, check_target, delivery_view};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::secrets::{new_id, random_bytes};
 use crate::state::AppState;
 
@@ -30,6 +30,9 @@ pub struct CreateBody {
 pub async fn create_webhook(State(state): State<Arc<AppState>>, auth: Authorized<perm::PoliciesWrite>, ApiJson(b): ApiJson<CreateBody>) -> ApiResult<Json<Value>> {
     if b.url.len() > 2048 {
         return Err(ApiError::invalid("url", "is longer than 2048 bytes"));
+    }
+    if b.description.as_ref().is_some_and(|d| d.len() > 4096) {
+        return Err(ApiError::invalid("description", "is longer than 4096 bytes"));
     }
     check_target(&b.url, state.config.allow_private_targets).await.map_err(|e| ApiError::invalid("url", e))?;
     if b.events.is_empty() || b.events.len() > 64 {
@@ -66,7 +69,7 @@ fn live_hook<'a>(a: &'a mut crate::authority::AuthorityState, id: &str) -> ApiRe
     a.webhooks.get_mut(id).filter(|w| !w.deleted).ok_or_else(|| ApiError::not_found("webhook", id))
 }
 
-pub async fn delete_webhook(State(state): State<Arc<AppState>>, auth: Authorized<perm::PoliciesWrite>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn delete_webhook(State(state): State<Arc<AppState>>, auth: Authorized<perm::PoliciesWrite>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     let ws_id = auth.workspace.workspace_id.clone();
     update(&state, &auth.workspace, "webhook.deleted", &auth.key.key_id, |a, now| {
         let w = live_hook(a, &id)?;
@@ -79,7 +82,7 @@ pub async fn delete_webhook(State(state): State<Arc<AppState>>, auth: Authorized
 
 /// The new secret is committed first and only then used, so a failed rotation leaves
 /// the old secret in force rather than an unknown one.
-pub async fn rotate_secret(State(state): State<Arc<AppState>>, auth: Authorized<perm::PoliciesWrite>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn rotate_secret(State(state): State<Arc<AppState>>, auth: Authorized<perm::PoliciesWrite>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     let ws = &auth.workspace;
     let secret = hex::encode(random_bytes::<32>());
     let now = state.now_ms();
@@ -102,7 +105,7 @@ pub async fn rotate_secret(State(state): State<Arc<AppState>>, auth: Authorized<
 }
 
 /// `POST /enforce/webhooks/{id}/test`: enqueue a `webhook.test` delivery.
-pub async fn test_webhook(State(state): State<Arc<AppState>>, auth: Authorized<perm::PoliciesWrite>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn test_webhook(State(state): State<Arc<AppState>>, auth: Authorized<perm::PoliciesWrite>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     let (url, ws_id) = {
         let mut live = auth.workspace.live.lock();
         let w = live_hook(&mut live.authority, &id)?;
@@ -116,7 +119,7 @@ pub async fn test_webhook(State(state): State<Arc<AppState>>, auth: Authorized<p
     Ok(Json(json!({ "ok": true, "delivery_id": delivery_id })))
 }
 
-pub async fn deliveries(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn deliveries(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     auth.whole_workspace()?;
     if !auth.workspace.live.lock().authority.webhooks.contains_key(&id) {
         return Err(ApiError::not_found("webhook", &id));

@@ -120,6 +120,10 @@ async fn unknown_paths_and_methods_answer_json() {
     assert_error(&s.get("/api/v1/enforce/nope", &s.admin_key).await, 404, "route_not_found");
     assert_error(&s.get("/nothing/here", &s.admin_key).await, 404, "route_not_found");
     assert_error(&s.delete("/api/v1/enforce/intercept", &s.admin_key).await, 405, "method_not_allowed");
+    // A path segment that is not UTF-8 is answered in the error shape too.
+    let got = s.get("/api/v1/enforce/agents/%FF", &s.admin_key).await;
+    assert_error(&got, 400, "invalid_field");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("UTF-8"), "{:?}", got.1);
     let (status, body) = s.get("/healthz", "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["ok"], true);
@@ -385,4 +389,58 @@ async fn rows_that_cannot_prove_what_they_hold_are_not_shown_as_sealed() {
     assert_eq!((status.as_u16(), &list["violations"]), (200, &json!([])), "{list}");
     let (status, got) = s.get(&format!("/api/v1/violations/{vid}"), &mallory_key).await;
     assert_eq!(status.as_u16(), 404, "{got}");
+}
+
+/// Bounds found missing by a black-box review: each input below was accepted and then
+/// misread (a duration wrapped round, an expired credential shown active, an unbounded
+/// list kept in memory). Each is now refused naming its field.
+#[tokio::test]
+async fn inputs_past_their_bounds_are_refused_naming_the_field() {
+    let s = TestServer::start().await;
+    let k = &s.admin_key;
+    let refused = |got: (StatusCode, Value), code: &str, field: &str| {
+        assert_error(&got, 400, code);
+        assert!(got.1["error"]["message"].as_str().unwrap().contains(field), "{field}: {}", got.1);
+    };
+    // Settings: durations in range, a jurisdiction that is a short code.
+    for (field, value) in [("escalation_ttl_seconds", json!(u64::MAX)), ("escalation_ttl_seconds", json!(0)), ("approval_freshness_seconds", json!(u64::MAX)),
+                           ("default_jurisdiction", json!("EU\u{1b}[2J")), ("default_jurisdiction", json!("x".repeat(100)))] {
+        refused(s.put("/api/v1/enforce/settings", k, &json!({ field: value })).await, "invalid_field", field);
+    }
+    let (status, body) = s.put("/api/v1/enforce/settings", k, &json!({ "escalation_ttl_seconds": 7200, "default_jurisdiction": "EU" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Agents: a credential lifetime in range, a passport of bounded size.
+    for days in [json!(0), json!(u32::MAX)] {
+        refused(s.post("/api/v1/enforce/agents", k, &json!({ "name": "ttl", "credential_ttl_days": days })).await, "invalid_field", "credential_ttl_days");
+    }
+    let many: Vec<String> = (0..100_000).map(|i| format!("p{i}")).collect();
+    refused(s.post("/api/v1/enforce/agents", k, &json!({ "name": "big passport", "permissions": many })).await, "invalid_field", "permissions");
+    // A credential past its lifetime shows as expired, not active.
+    let (status, short) = s.post("/api/v1/enforce/agents", k, &json!({ "name": "short lived", "credential_ttl_days": 1 })).await;
+    assert_eq!(status, StatusCode::OK, "{short}");
+    let agent = short["agent"]["agent_id"].as_str().unwrap().to_owned();
+    s.clock.advance(2 * 86_400_000);
+    let (_, got) = s.get(&format!("/api/v1/enforce/agents/{agent}"), k).await;
+    assert_eq!(got["credentials"][0]["status"], "expired", "{got}");
+    // Grants: a duration whose product overflows is out of range, not wrapped into it.
+    refused(s.post("/api/v1/enforce/temporal-windows", k, &json!({ "agent_id": agent, "scopes": ["x"], "duration_minutes": 307_445_734_561_825_920_i64, "reason": "r" })).await,
+            "invalid_field", "duration_minutes");
+    // Rules: a bounded list of plain addresses.
+    let rule = |emails: Value| json!({ "name": "mail", "condition": { "type": "action_type", "action_types": ["pay"] }, "action": "alert", "severity": "low", "alert": { "emails": emails } });
+    let fifty_one: Vec<String> = (0..51).map(|i| format!("a{i}@example.com")).collect();
+    refused(s.post("/api/v1/rules", k, &rule(json!(fifty_one))).await, "invalid_field", "alert.emails");
+    refused(s.post("/api/v1/rules", k, &rule(json!(["ops@example.com\r\nBcc: x@evil.test"]))).await, "invalid_field", "alert.emails[0]");
+    // Policies: a name without control characters, a bounded list of globs.
+    let policy = |name: &str, n: usize| json!({ "name": name, "policy_type": "action_type", "action_types": vec!["a.*"; n], "decision": "block" });
+    refused(s.post("/api/v1/enforce/policies", k, &policy("nul\u{0}name", 1)).await, "invalid_policy", "name");
+    refused(s.post("/api/v1/enforce/policies", k, &policy("many", 300)).await, "invalid_policy", "action_types");
+    // Webhooks: a bounded description.
+    refused(s.post("/api/v1/enforce/webhooks", k, &json!({ "url": "https://example.com/h", "events": ["*"], "description": "d".repeat(5000) })).await,
+            "invalid_field", "description");
+    // A body is an object: an array is not read as a struct's fields in order.
+    refused(s.post_raw("/api/v1/enforce/intercept", k, "[\"delete_user\"]").await, "invalid_field", "object");
+    // Agent history pages like decision lists.
+    for per_page in [0, 99_999] {
+        refused(s.get(&format!("/api/v1/enforce/agents/{agent}/history?per_page={per_page}"), k).await, "invalid_query", "per_page");
+    }
 }

@@ -51,6 +51,7 @@ impl SqlStore<Sqlite> {
     /// Open (creating if needed) the database file and run pending migrations.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
         let path = path.as_ref().to_path_buf();
+        owner_only(&path)?;
         let conn = open_connection(&path, false)?;
         let guard = crate::sql_store::migrate(&conn, schema::MIGRATIONS, "sqlite", None)?;
         // The checkpoint thread does this work; the writer's own checkpoint is only a
@@ -69,6 +70,28 @@ impl SqlStore<Sqlite> {
         let writer = crate::writer::spawn(conn, guard.clone())?;
         SqlStore::new(Sqlite { path, _checkpoints: checkpoints }, writer, guard)
     }
+}
+
+/// The database holds webhook signing secrets, the vault's HMAC secrets and every
+/// decision: readable by its owner only. A new file is created so (SQLite gives its WAL
+/// and shared-memory files the database file's mode); an existing one that others may
+/// read is narrowed, with its WAL and shared-memory files.
+fn owner_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let cannot = |e: std::io::Error| StoreError::Database(format!("cannot make `{}` readable by its owner only: {e}", path.display()));
+    if !path.exists() {
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(cannot)?;
+        return Ok(());
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        let Ok(meta) = std::fs::metadata(&file) else { continue };
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(cannot)?;
+            tracing::warn!(file = %file.display(), "the database file was readable by others; now by its owner only");
+        }
+    }
+    Ok(())
 }
 
 /// How often the checkpoint thread copies the WAL into the database file.
@@ -298,5 +321,24 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the main file still has {in_file} of {logical} pages");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The database holds secrets: a new one is its owner's alone, WAL included, and an
+    /// existing one that others could read is narrowed when opened.
+    #[tokio::test]
+    async fn the_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("praetor.db");
+        let mode = |suffix: &str| std::fs::metadata(format!("{}{suffix}", path.display())).unwrap().permissions().mode() & 0o777;
+        let store = SqliteStore::open(&path).unwrap();
+        store.commit(create_workspace("ws_p")).await.unwrap();
+        assert_eq!((mode(""), mode("-wal")), (0o600, 0o600));
+        drop(store);
+        for suffix in ["", "-wal"] {
+            std::fs::set_permissions(format!("{}{suffix}", path.display()), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let _store = SqliteStore::open(&path).unwrap();
+        assert_eq!((mode(""), mode("-wal")), (0o600, 0o600));
     }
 }
