@@ -208,10 +208,27 @@ fn rule_view(r: &PolicyRecord) -> Value {
 }
 
 fn check_compiles(def: &PolicyDef) -> ApiResult<()> {
+    let scheduled = def.governance.as_ref().and_then(|g| g.get("schedule")).is_some_and(|s| !s.is_null());
     praetor_core::CompiledPolicySet::validate(def).map_err(|e| {
-        let field = e.field.replacen("conditions.when", "condition", 1);
+        let field = rule_field(&e.field, scheduled);
         ApiError::new(Code::InvalidPolicy, format!("rule field `{field}`: {}", e.message))
     })
+}
+
+/// The field of the rule as written for a field of the policy it compiles to: the
+/// condition is `conditions.when`, and a schedule is joined to it as
+/// `all[condition, not(temporal)]` (see `to_policy`).
+fn rule_field(field: &str, scheduled: bool) -> String {
+    let Some(rest) = field.strip_prefix("conditions.when") else { return field.to_owned() };
+    if scheduled {
+        if let Some(r) = rest.strip_prefix(".all[0]") {
+            return format!("condition{r}");
+        }
+        if let Some(r) = rest.strip_prefix(".all[1].not.temporal") {
+            return format!("schedule{}", r.replace("allowed_hours", "hours").replace("allowed_days", "days"));
+        }
+    }
+    format!("condition{rest}")
 }
 
 /// Outbound safety for a rule's alert URLs.

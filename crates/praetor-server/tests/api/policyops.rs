@@ -185,6 +185,13 @@ async fn governance_rules_block_flag_redirect_and_record_violations() {
     assert_error(&got, 400, "invalid_policy");
     assert!(got.1["error"]["message"].as_str().unwrap().contains("condition.pii.categories"), "{}", got.1);
     assert_error(&s.post("/api/v1/rules", &s.admin_key, &json!({ "name": "x", "condition": { "trust_score_below": 7 }, "action": "block", "severity": "low" })).await, 400, "invalid_policy");
+    // With a schedule, a bad field is named as written: in the schedule, or in the condition.
+    let scheduled = |condition: Value, timezone: &str| json!({ "name": "x", "condition": condition, "action": "block", "severity": "low", "schedule": { "timezone": timezone, "hours": [1] } });
+    let got = s.post("/api/v1/rules", &s.admin_key, &scheduled(json!({ "type": "action_type", "action_types": ["deploy"] }), "Mars/Olympus")).await;
+    assert_error(&got, 400, "invalid_policy");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("`schedule.timezone`"), "{}", got.1);
+    let got = s.post("/api/v1/rules", &s.admin_key, &scheduled(json!({ "type": "contains_pii", "categories": ["dna"] }), "UTC")).await;
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("`condition.pii.categories"), "{}", got.1);
     assert_error(&s.post("/api/v1/rules", &s.admin_key, &json!({ "name": "x", "condition": { "trust_score_below": 0.5 }, "action": "nuke", "severity": "low" })).await, 400, "invalid_field");
     assert_error(&s.post("/api/v1/rules", &s.admin_key, &json!({ "name": "x", "condition": { "trust_score_below": 0.5 }, "action": "redirect", "severity": "low" })).await, 400, "invalid_field");
     let (_, rules) = s.get("/api/v1/rules", &s.admin_key).await;
