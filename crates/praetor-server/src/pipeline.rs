@@ -738,7 +738,18 @@ pub async fn decide_and_record(
                     tokio::time::sleep(std::time::Duration::from_micros(crate::secrets::jitter(200 << attempt.min(6)))).await;
                 }
             }
-            other => return other.map_err(ApiError::from),
+            Err(e) => {
+                // The store failed (not a refusal): nothing was written, but evaluation
+                // changed this node's copies (trust, a session's budget, an escalation
+                // opened). Read them back, as after a refusal, so that memory does not
+                // claim what the store never got; if the store cannot answer that
+                // either, the etag guards still refuse every decision made from them.
+                if let Err(reload) = resync_after_refusal(state, ws, &touched).await.and(resync_objects(state, ws, &touched.objects).await) {
+                    tracing::warn!(workspace_id = %ws.workspace_id, error = %reload.message, "cannot read back what a failed commit changed in memory");
+                }
+                return Err(e.into());
+            }
+            Ok(answers) => return Ok(answers),
         }
     }
 }

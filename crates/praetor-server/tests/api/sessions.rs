@@ -519,3 +519,30 @@ async fn the_change_feed_brings_another_nodes_kill_and_keeps_this_nodes_newer_co
     assert_eq!((copy.status, copy.version), (praetor_core::session::SessionStatus::Killed, held.version + 2));
     assert_eq!(act(&s, &id, json!({})).await["decision"], "terminate");
 }
+
+/// A commit the store fails (not a refusal: the disk, the database) leaves nothing
+/// behind in memory either: the session's charge and the agent's counts made while
+/// evaluating are read back from the store, so neither shows an action that was
+/// never recorded, and the next action is decided from the store's state.
+#[tokio::test]
+async fn a_failed_commit_leaves_memory_as_the_store_has_it() {
+    let s = TestServer::start().await;
+    let agent = s.agent("unlucky").await;
+    let id = start(&s, json!({ "agent_id": agent, "budgets": { "max_actions": 10 } })).await;
+    let act_with = |content: &'static str| {
+        let (s, id) = (&s, id.clone());
+        async move { s.post("/api/v1/enforce/intercept", &s.admin_key, &json!({ "action_type": "tool.call", "session_id": id, "action_content": content })).await }
+    };
+    assert_eq!(act_with("fine").await.1["decision"], "allow");
+    let db = rusqlite::Connection::open(s.dir.path().join("praetor.db")).unwrap();
+    db.execute_batch("CREATE TRIGGER fail_once BEFORE INSERT ON decisions WHEN NEW.content = 'boom' BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;").unwrap();
+    assert_error(&act_with("boom").await, 503, "store_unavailable");
+    let (_, session) = s.get(&format!("/api/v1/enforce/sessions/{id}"), &s.admin_key).await;
+    assert_eq!(session["session"]["consumed"]["actions"], 1, "{session}");
+    let (_, got) = s.get(&format!("/api/v1/enforce/agents/{agent}"), &s.admin_key).await;
+    assert_eq!(got["agent"]["total_actions"], 1, "{got}");
+    db.execute_batch("DROP TRIGGER fail_once").unwrap();
+    assert_eq!(act_with("fine again").await.1["decision"], "allow");
+    let (_, session) = s.get(&format!("/api/v1/enforce/sessions/{id}"), &s.admin_key).await;
+    assert_eq!(session["session"]["consumed"]["actions"], 2, "{session}");
+}
