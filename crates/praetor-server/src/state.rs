@@ -300,8 +300,8 @@ impl WorkspaceState {
     }
 
     /// `adopt_session`, unless the copy was reloaded since it was at generation `seen`
-    /// (`None`: not held): then what was read may be older than the copy, and the
-    /// caller reads again. Returns whether the store's copy was taken.
+    /// (`None`: not held): then what was read may be older than the copy, and is
+    /// dropped (see `pipeline::resync`). Returns whether the store's copy was taken.
     pub fn adopt_session_unless_reloaded(&self, session_id: &str, stored: Option<praetor_store::SessionState>, seen: Option<u64>, now_ms: i64) -> bool {
         let mut live = self.live.lock();
         if live.sessions.get(session_id).map(|s| s.copy_generation) != seen {
