@@ -12,6 +12,7 @@
 //! link before its first entry (`prev_chain_hash` is taken as given; the Merkle roots
 //! still bind every entry to the signed checkpoints).
 
+use std::collections::HashMap;
 use std::fmt;
 
 use base64::Engine as _;
@@ -358,18 +359,49 @@ fn open_checkpoint(
     Ok(cp)
 }
 
+/// The failure of a bundle whose checkpoint of `size` lies past its last entry.
+fn truncated(size: u64, end: u64) -> Failure {
+    Failure::at(
+        end,
+        format!(
+            "bundle is truncated: a checkpoint covers {size} entries but the bundle ends before entry {end}"
+        ),
+    )
+}
+
+/// The consistency proofs by `(size1, size2)`, so that each pair of checkpoints finds
+/// its proof in constant time: a linear search per pair made a bundle with many
+/// checkpoints (or many junk proofs) quadratic. Two proofs for the same pair make the
+/// bundle ambiguous (which one was meant?), so that is a failure, not a choice.
+fn index_consistency_proofs(
+    proofs: &[ConsistencyProof],
+) -> Result<HashMap<(u64, u64), &ConsistencyProof>, Failure> {
+    let mut by_sizes = HashMap::with_capacity(proofs.len());
+    for p in proofs {
+        if by_sizes.insert((p.size1, p.size2), p).is_some() {
+            return Err(Failure::bundle(format!(
+                "`consistency_proofs` has two proofs from size {} to size {}",
+                p.size1, p.size2
+            )));
+        }
+    }
+    Ok(by_sizes)
+}
+
 /// How often [`verify_bundle`] reports progress, in entries.
 const PROGRESS_EVERY: u64 = 1 << 16;
 
 /// Verifies a bundle offline against trusted public keys.
 ///
 /// In order: the format; every checkpoint's signatures (c2sp.org/signed-note rules,
-/// at least one trusted signature each), origin and size order; the consistency proof
-/// between each pair of consecutive checkpoints; then, streaming over the entries:
-/// sequence numbers without gaps, each leaf canonical JSON, each leaf hash recomputed,
-/// each chain link recomputed, and the Merkle root recomputed and compared with every
-/// checkpoint when the tree reaches its size. Finally every checkpoint must have been
-/// reached (else the bundle is truncated) and the last must cover the last entry.
+/// at least one trusted signature each), origin, size order and size within
+/// `[start, end]` (a larger one means the bundle is truncated); the consistency proof
+/// between each pair of consecutive checkpoints (looked up by its two sizes; two
+/// proofs for one pair are a failure); then, streaming over the entries: sequence
+/// numbers without gaps, each leaf canonical JSON, each leaf hash recomputed, each
+/// chain link recomputed, and the Merkle root recomputed and compared with every
+/// checkpoint when the tree reaches its size. Finally the last checkpoint must cover
+/// the last entry. Every step is linear in the size of the bundle.
 ///
 /// `progress(done, total)` is called every 65,536 entries and at the end.
 ///
@@ -403,6 +435,8 @@ pub fn verify_bundle(
     }
     let mut signed_by = Vec::new();
     let mut cps = Vec::with_capacity(bundle.checkpoints.len());
+    // The size of the first checkpoint past the last entry, if any.
+    let mut past_end = None;
     for (i, note) in bundle.checkpoints.iter().enumerate() {
         let cp = open_checkpoint(i, note, &bundle.origin, keys, &mut signed_by)?;
         if let Some(prev) = cps.last().map(|c: &Checkpoint| c.size) {
@@ -419,20 +453,28 @@ pub fn verify_bundle(
                 cp.size
             )));
         }
+        // A checkpoint past the last entry can never be reached: the bundle is
+        // truncated. Stop here, so that no later checkpoint is opened and no
+        // consistency proof is checked for a tree the bundle cannot show. The failure
+        // is reported after the entries, so that a bad entry before `end` (a deleted
+        // one, say) is still the one named.
+        if cp.size > end {
+            past_end = Some(cp.size);
+            break;
+        }
         cps.push(cp);
     }
 
     // 2. Consistency between consecutive checkpoints (RFC 6962 §2.1.2).
+    let proofs = index_consistency_proofs(&bundle.consistency_proofs)?;
     let mut consistency_checked = 0;
     for pair in cps.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
         if a.size == b.size || a.size == 0 {
             continue;
         }
-        let p = bundle
-            .consistency_proofs
-            .iter()
-            .find(|p| p.size1 == a.size && p.size2 == b.size)
+        let p = proofs
+            .get(&(a.size, b.size))
             .ok_or_else(|| {
                 Failure::bundle(format!(
                     "missing consistency proof from size {} to size {}",
@@ -563,15 +605,10 @@ pub fn verify_bundle(
         }
     }
 
-    // 5. Every checkpoint reached; every entry covered.
-    if let Some(cp) = cps.get(next_cp) {
-        return Err(Failure::at(
-            end,
-            format!(
-                "bundle is truncated: a checkpoint covers {} entries but the bundle ends before entry {end}",
-                cp.size
-            ),
-        ));
+    // 5. Every checkpoint reached (those kept are all within `end`, so only the one
+    // step 1 stopped at can be missed); every entry covered.
+    if let Some(size) = past_end.or_else(|| cps.get(next_cp).map(|c| c.size)) {
+        return Err(truncated(size, end));
     }
     let last_size = cps.last().map_or(start, |c| c.size);
     if last_size < end {

@@ -1061,3 +1061,96 @@ fn a_large_bundle_is_checked_in_parallel_and_names_its_first_bad_leaf() {
     tamper(&mut both, 30_000);
     assert_eq!(check(&both, &[log.ec.verifier()]).unwrap_err().seq, Some(30_000));
 }
+
+/// A checkpoint at every size gives as many consistency proofs as entries; with junk
+/// proofs for pairs no checkpoint needs mixed in and the order reversed, each pair
+/// still finds its own proof, and a bad one is still named.
+#[test]
+fn a_bundle_with_many_checkpoints_and_proofs_is_checked_pair_by_pair() {
+    let mut log = TestLog::new();
+    for _ in 0..150 {
+        log.append(1);
+        log.checkpoint();
+    }
+    let keys = [log.ed.verifier()];
+    let mut b = log.bundle(0, 150);
+    assert_eq!(b.consistency_proofs.len(), 149);
+    let junk = (0..5_000u64).map(|i| praetor_vault::verify::ConsistencyProof {
+        size1: 1_000 + i,
+        size2: 2_000 + i,
+        proof: vec!["55".repeat(32)],
+    });
+    b.consistency_proofs.extend(junk);
+    b.consistency_proofs.reverse();
+    let r = check(&b, &keys).unwrap();
+    assert_eq!((r.end, r.checkpoints, r.consistency_proofs), (150, 150, 149));
+    assert_eq!(r.root, log.state.root());
+
+    // The proof of one pair in the middle, broken: that pair is named.
+    let mut t = b.clone();
+    let p = t
+        .consistency_proofs
+        .iter_mut()
+        .find(|p| (p.size1, p.size2) == (77, 78))
+        .unwrap();
+    p.proof[0] = "66".repeat(32);
+    let f = check(&t, &keys).unwrap_err();
+    assert!(f.message.contains("sizes 77 and 78"), "{f}");
+    // Left out: named as missing.
+    let mut t = b;
+    t.consistency_proofs.retain(|p| (p.size1, p.size2) != (77, 78));
+    let f = check(&t, &keys).unwrap_err();
+    assert!(f.message.contains("missing consistency proof from size 77 to size 78"), "{f}");
+}
+
+/// Two proofs for one `(size1, size2)` pair make a bundle ambiguous: it is rejected,
+/// whether both are genuine, one is not, or the pair is one no checkpoint needs.
+#[test]
+fn two_consistency_proofs_for_one_pair_are_rejected() {
+    let log = test_log();
+    let keys = [log.ec.verifier()];
+    let b = log.bundle(0, 50);
+    let genuine = b.consistency_proofs[1].clone();
+    let mut forged = genuine.clone();
+    forged.proof[0] = "77".repeat(32);
+    let unused = praetor_vault::verify::ConsistencyProof { size1: 3, size2: 4, proof: vec![] };
+    for (extra, pair) in [(genuine.clone(), (25, 50)), (forged, (25, 50)), (unused, (3, 4))] {
+        let mut t = b.clone();
+        t.consistency_proofs.push(extra.clone());
+        t.consistency_proofs.push(extra);
+        // Order does not matter: the genuine one first or last.
+        t.consistency_proofs.rotate_right(1);
+        let f = check(&t, &keys).unwrap_err();
+        assert_eq!(f.seq, None, "{f}");
+        assert!(
+            f.message.contains(&format!("two proofs from size {} to size {}", pair.0, pair.1)),
+            "{f}"
+        );
+    }
+    // The same genuine proof twice is still two.
+    let mut t = b;
+    t.consistency_proofs.push(genuine);
+    assert!(check(&t, &keys).unwrap_err().message.contains("two proofs"));
+}
+
+/// Verification stops at the first checkpoint past the last entry: no later checkpoint
+/// is opened and no consistency proof to it is checked (broken ones change nothing),
+/// and the failure is the truncation, at `end`.
+#[test]
+fn a_checkpoint_past_the_end_stops_before_its_consistency_proofs() {
+    let log = test_log();
+    let mut t = log.bundle(0, 50);
+    t.entries.truncate(20);
+    for p in &mut t.consistency_proofs {
+        p.proof[0] = "88".repeat(32);
+    }
+    t.checkpoints[2] = "not a note".into();
+    let f = check(&t, &[log.ec.verifier()]).unwrap_err();
+    assert_eq!(f.seq, Some(20), "{f}");
+    assert!(f.message.contains("truncated") && f.message.contains("covers 25 entries"), "{f}");
+    // Proofs between checkpoints within the entries are still checked.
+    let mut t = log.bundle(0, 50);
+    t.entries.truncate(30);
+    t.consistency_proofs[0].proof[0] = "88".repeat(32);
+    assert!(check(&t, &[log.ec.verifier()]).unwrap_err().message.contains("not consistent"));
+}
