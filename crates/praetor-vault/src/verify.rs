@@ -271,6 +271,8 @@ pub struct ReceiptReport {
     pub origin: String,
     /// The entry's sequence number.
     pub seq: u64,
+    /// The entry's leaf hash, recomputed from its leaf: what the proof proves included.
+    pub leaf_hash: Hash,
     /// The size of the checkpoint that includes it.
     pub tree_size: u64,
     /// The checkpoint's root.
@@ -724,6 +726,7 @@ pub fn verify_receipt(receipt: &Receipt, keys: &[NoteVerifier]) -> Result<Receip
     Ok(ReceiptReport {
         origin: cp.origin,
         seq,
+        leaf_hash: lh,
         tree_size: cp.size,
         root: cp.root,
         signed_by,

@@ -876,6 +876,7 @@ fn receipts() {
         .unwrap();
         let rep = verify_receipt(&r, &keys).unwrap();
         assert_eq!((rep.seq, rep.tree_size), (seq, size));
+        assert_eq!(rep.leaf_hash, leaf_hash(r.entry.leaf.as_bytes()));
         assert_eq!(rep.signed_by, vec![ORIGIN.to_string()]);
         let json = serde_json::to_vec(&r).unwrap();
         assert_eq!(Receipt::from_json(&json).unwrap(), r);

@@ -77,7 +77,9 @@ enum VaultCommand {
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
     },
-    /// Check one decision receipt (entry, inclusion proof, signed checkpoint).
+    /// Check one decision receipt (entry, inclusion proof, signed checkpoint): the API's
+    /// answer, whose decision_id, decision and vault_entry_id must match the proven
+    /// entry, or the bare receipt.
     VerifyReceipt {
         receipt: PathBuf,
         #[arg(long = "key", required = true)]

@@ -9,6 +9,7 @@ use praetor_core::{CompiledPolicySet, PolicyDef};
 use praetor_store::{Mutation, Store, Txn};
 use praetor_vault::checkpoint::NoteVerifier;
 use praetor_vault::verify::{Bundle, Receipt, Report};
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 /// Read trusted keys: each file holds a C2SP vkey or a PEM public key. A PEM key has
@@ -110,29 +111,140 @@ pub fn verify_bundles(paths: &[PathBuf], key_paths: &[PathBuf]) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
+/// A receipt file as `verify-receipt` reads it: the API's answer
+/// (`GET /enforce/decisions/{id}/receipt`: `ok`, `decision_id`, `decision`,
+/// `vault_entry_id`, `receipt`, `keys`) or a bare receipt. Serde's derive refuses a
+/// repeated field, as the bundle's parse does (a generic JSON value would silently keep
+/// the last one); the bare receipt's fields are only looked for here, so that a
+/// document that is both shapes is refused rather than read as one of them.
+#[derive(serde::Deserialize)]
+struct ReceiptFile {
+    ok: Option<bool>,
+    decision_id: Option<String>,
+    /// `Some(Value::Null)` for `"decision": null` (an entry without a decision), `None`
+    /// when the field is absent.
+    #[serde(default, deserialize_with = "present")]
+    decision: Option<Value>,
+    vault_entry_id: Option<u64>,
+    receipt: Option<Receipt>,
+    /// Informational (a verifier trusts only the keys it is given); declared so that a
+    /// repeated one is refused like any other.
+    #[allow(dead_code)]
+    keys: Option<IgnoredAny>,
+    format: Option<IgnoredAny>,
+    origin: Option<IgnoredAny>,
+    entry: Option<IgnoredAny>,
+    inclusion_proof: Option<IgnoredAny>,
+    checkpoint: Option<IgnoredAny>,
+}
+
+/// Reads a field that is present, even when it is `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// What the API's answer says about the entry its receipt proves. Unchecked until
+/// compared with the proven leaf.
+struct AnswerClaims {
+    decision_id: String,
+    decision: Value,
+    vault_entry_id: u64,
+}
+
+/// Parses a receipt file: the receipt, and the claims of the API's answer around it
+/// when the file is one.
+fn parse_receipt_file(bytes: &[u8]) -> anyhow::Result<(Receipt, Option<AnswerClaims>)> {
+    let file: ReceiptFile = serde_json::from_slice(bytes)?;
+    let bare_fields = [&file.format, &file.origin, &file.entry, &file.inclusion_proof, &file.checkpoint];
+    let Some(receipt) = file.receipt else {
+        if file.ok.is_some() || file.decision_id.is_some() || file.decision.is_some() || file.vault_entry_id.is_some() {
+            bail!("it has the API answer's `ok`, `decision_id`, `decision` or `vault_entry_id` but no `receipt`: those claims could not be checked");
+        }
+        return Ok((Receipt::from_json(bytes)?, None));
+    };
+    if bare_fields.iter().any(|f| f.is_some()) {
+        bail!("it is both the API's answer (it has `receipt`) and a bare receipt (it has `format`, `origin`, `entry`, `inclusion_proof` or `checkpoint`): which one is meant is ambiguous");
+    }
+    if file.ok != Some(true) {
+        bail!("the API's answer must have `\"ok\": true`");
+    }
+    let missing = |field: &str| anyhow::anyhow!("the API's answer has no `{field}`");
+    let claims = AnswerClaims {
+        decision_id: file.decision_id.ok_or_else(|| missing("decision_id"))?,
+        decision: file.decision.ok_or_else(|| missing("decision"))?,
+        vault_entry_id: file.vault_entry_id.ok_or_else(|| missing("vault_entry_id"))?,
+    };
+    Ok((receipt, Some(claims)))
+}
+
+/// What a verified entry seals that a reader of the receipt cares about: its kind and,
+/// for a decision, its id and decision. The leaf was checked to be canonical JSON.
+struct Sealed {
+    kind: Option<String>,
+    decision_id: Option<String>,
+    decision: Value,
+}
+
+fn sealed_of(leaf: &str) -> Sealed {
+    let fields: serde_json::Map<String, Value> = serde_json::from_str(leaf).unwrap_or_default();
+    let text = |k: &str| fields.get(k).and_then(Value::as_str).map(str::to_owned);
+    Sealed { kind: text("kind"), decision_id: text("decision_id"), decision: fields.get("decision").cloned().unwrap_or(Value::Null) }
+}
+
+/// The differences between what the API's answer claims and what the proven entry is.
+fn claim_mismatches(claims: &AnswerClaims, seq: u64, sealed: &Sealed) -> Vec<String> {
+    let mut wrong = Vec::new();
+    if claims.vault_entry_id != seq {
+        wrong.push(format!("`vault_entry_id` is {} but the receipt proves entry {seq}", claims.vault_entry_id));
+    }
+    if sealed.decision_id.as_deref() != Some(claims.decision_id.as_str()) {
+        let sealed_id = sealed.decision_id.as_deref().map_or_else(|| "no decision_id".to_owned(), |id| format!("`{id}`"));
+        wrong.push(format!("`decision_id` is `{}` but the entry seals {sealed_id}", claims.decision_id));
+    }
+    if claims.decision != sealed.decision {
+        wrong.push(format!("`decision` is {} but the entry seals {}", claims.decision, sealed.decision));
+    }
+    wrong
+}
+
 pub fn verify_receipt(path: &Path, key_paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let keys = load_keys(key_paths)?;
     let bytes = std::fs::read(path).with_context(|| format!("cannot read receipt `{}`", path.display()))?;
-    // Accept the API's whole answer (`{"receipt": {...}}`) or the bare receipt.
-    let value: Value = serde_json::from_slice(&bytes).with_context(|| format!("receipt `{}` is not JSON", path.display()))?;
-    let inner = value.get("receipt").cloned().unwrap_or(value);
-    let receipt: Receipt = serde_json::from_value(inner).with_context(|| format!("receipt `{}` has the wrong shape", path.display()))?;
-    match praetor_vault::verify_receipt(&receipt, &keys) {
-        Ok(r) => {
-            println!(
-                "OK: entry {} is in `{}` at tree size {}, root {}, signed by {}",
-                r.seq, r.origin, r.tree_size, hex::encode(r.root), r.signed_by.join(", ")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+    let (receipt, claims) = parse_receipt_file(&bytes).with_context(|| format!("receipt `{}` is refused", path.display()))?;
+    let r = match praetor_vault::verify_receipt(&receipt, &keys) {
+        Ok(r) => r,
         Err(f) => {
             match f.seq {
                 Some(seq) => println!("FAILED at entry {seq}: {}", f.message),
                 None => println!("FAILED: {}", f.message),
             }
-            Ok(ExitCode::from(1))
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let sealed = sealed_of(&receipt.entry.leaf);
+    if let Some(claims) = &claims {
+        let wrong = claim_mismatches(claims, r.seq, &sealed);
+        if !wrong.is_empty() {
+            println!("FAILED at entry {}: the API's answer around the receipt does not match the entry it proves: {}", r.seq, wrong.join("; "));
+            return Ok(ExitCode::from(1));
         }
     }
+    println!(
+        "OK: entry {} (leaf hash {}) is in `{}` at tree size {}, root {}, signed by {}",
+        r.seq, hex::encode(r.leaf_hash), r.origin, r.tree_size, hex::encode(r.root), r.signed_by.join(", ")
+    );
+    match (&sealed.kind, &sealed.decision_id) {
+        (Some(kind), Some(id)) if kind == "decision" => {
+            let decision = sealed.decision.as_str().map_or_else(|| sealed.decision.to_string(), str::to_owned);
+            println!("The entry seals decision `{id}`: {decision}");
+        }
+        (Some(kind), _) => println!("The entry is a `{kind}` entry"),
+        (None, _) => println!("The entry has no `kind`"),
+    }
+    if claims.is_some() {
+        println!("The API's answer around the receipt (decision_id, decision, vault_entry_id) matches the entry");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `praetor vault check`: the SQLite store in `data_dir`, or the PostgreSQL one at

@@ -649,3 +649,83 @@ fn bench_runs_every_scenario_and_reports() {
     let active = call("GET", &format!("{}/api/v1/enforce/sessions?status=active", s.base), &s.key, None);
     assert_eq!(active["sessions"].as_array().map(Vec::len), Some(0), "{active}");
 }
+
+/// `verify-receipt` takes the API's answer or the bare receipt, says what it proved, and
+/// refuses the forgeries that used to print OK: a forged bare receipt with the genuine
+/// one beside it under `receipt`, an answer whose claims differ from the entry, and a
+/// repeated `entry` key.
+#[test]
+fn verify_receipt_proves_the_entry_and_refuses_what_it_does_not_prove() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    call("POST", &format!("{}/api/v1/enforce/policies", s.base), &s.key,
+        Some(&json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" })));
+    let d = call("POST", &format!("{}/api/v1/enforce/intercept", s.base), &s.key, Some(&json!({ "action_type": "delete_row" })));
+    let id = d["decision_id"].as_str().unwrap().to_owned();
+    let answer = call("GET", &format!("{}/api/v1/enforce/decisions/{id}/receipt", s.base), &s.key, None);
+    let keys = call("GET", &format!("{}/api/v1/enforce/vault/keys", s.base), &s.key, None);
+    drop(s);
+    let key = dir.path().join("vault.vkey");
+    std::fs::write(&key, keys["keys"][0]["vkey"].as_str().unwrap()).unwrap();
+    let verify = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        praetor(&["vault", "verify-receipt", path.to_str().unwrap(), "--key", key.to_str().unwrap()])
+    };
+    let bare = answer["receipt"].clone();
+    let seq = bare["entry"]["seq"].as_u64().unwrap();
+    assert_eq!(answer["decision"], "block");
+
+    // Honest: the answer and the bare receipt; both say what was proven.
+    let leaf_hash = bare["entry"]["leaf_hash"].as_str().unwrap();
+    for (name, doc) in [("answer.json", &answer), ("bare.json", &bare)] {
+        let out = verify(name, &serde_json::to_vec(doc).unwrap());
+        let t = text(&out);
+        assert!(out.status.success(), "{name}: {t}");
+        assert!(t.contains(&format!("OK: entry {seq} (leaf hash {leaf_hash})")), "{name}: {t}");
+        assert!(t.contains(&format!("decision `{id}`: block")), "{name}: {t}");
+    }
+
+    // A forged leaf (the decision changed, its leaf hash recomputed).
+    let mut forged = bare.clone();
+    let leaf = forged["entry"]["leaf"].as_str().unwrap().replacen("\"decision\":\"block\"", "\"decision\":\"allow\"", 1);
+    assert_ne!(leaf, bare["entry"]["leaf"].as_str().unwrap());
+    forged["entry"]["leaf_hash"] = json!(hex::encode(praetor_vault::leaf_hash(leaf.as_bytes())));
+    forged["entry"]["leaf"] = json!(leaf);
+
+    // 1. The forged bare receipt, with the genuine one beside it under `receipt`.
+    let mut shadow = forged.clone();
+    shadow["receipt"] = bare.clone();
+    let out = verify("shadow.json", &serde_json::to_vec(&shadow).unwrap());
+    assert!(!out.status.success() && text(&out).contains("both"), "{}", text(&out));
+    // The genuine answer with a bare receipt's fields beside it, too.
+    let mut both = answer.clone();
+    both["entry"] = forged["entry"].clone();
+    let out = verify("both.json", &serde_json::to_vec(&both).unwrap());
+    assert!(!out.status.success() && text(&out).contains("both"), "{}", text(&out));
+
+    // 2. The answer with its claims changed.
+    for (field, value) in [("decision", json!("allow")), ("decision_id", json!("dec_someone_else")), ("vault_entry_id", json!(seq + 1))] {
+        let mut changed = answer.clone();
+        changed[field] = value;
+        let out = verify("changed.json", &serde_json::to_vec(&changed).unwrap());
+        assert_eq!(out.status.code(), Some(1), "{field}: {}", text(&out));
+        assert!(text(&out).contains(&format!("`{field}` is")), "{field}: {}", text(&out));
+    }
+    // Claims without the receipt they would be checked against are refused.
+    let mut claims_on_bare = bare.clone();
+    claims_on_bare["decision"] = json!("allow");
+    let out = verify("claims.json", &serde_json::to_vec(&claims_on_bare).unwrap());
+    assert!(!out.status.success(), "{}", text(&out));
+
+    // 3. A repeated key: the forged entry first, the genuine one last.
+    let rest = serde_json::to_string(&bare).unwrap();
+    let doc = format!("{{\"entry\":{},{}", serde_json::to_string(&forged["entry"]).unwrap(), &rest[1..]);
+    let out = verify("dupkey.json", doc.as_bytes());
+    assert!(!out.status.success() && text(&out).contains("duplicate field `entry`"), "{}", text(&out));
+    // ... and in the answer's wrapper.
+    let rest = serde_json::to_string(&answer).unwrap();
+    let doc = format!("{{\"decision\":\"allow\",{}", &rest[1..]);
+    let out = verify("dupkey2.json", doc.as_bytes());
+    assert!(!out.status.success() && text(&out).contains("duplicate field `decision`"), "{}", text(&out));
+}
