@@ -608,9 +608,11 @@ pub fn split_note(note: &str) -> Result<(&str, Vec<NoteSignature>), VaultError> 
 }
 
 /// Opens a signed note (c2sp.org/signed-note "Signatures"): signatures from unknown
-/// keys (name and key ID not both matching a verifier) are ignored; a signature from a
-/// known key that fails rejects the whole note; at least one known signature must
-/// verify. Returns the text and the names of the keys that verified it.
+/// keys (name and key ID not both matching a verifier) are ignored; every signature
+/// from a known key must verify, or the whole note is rejected (a repeated line too:
+/// as Go's `note.Open`, repeats are dropped only after they verified); at least one
+/// known signature must verify. Returns the text and the names of the keys that
+/// verified it.
 ///
 /// # Errors
 /// [`VaultError::MalformedNote`], [`VaultError::BadSignature`],
@@ -621,7 +623,6 @@ pub fn open_note(
 ) -> Result<(String, Vec<String>), VaultError> {
     let (text, sigs) = split_note(note)?;
     let mut verified: Vec<String> = Vec::new();
-    let mut seen: Vec<(String, u32)> = Vec::new();
     for s in &sigs {
         let Some(v) = verifiers
             .iter()
@@ -629,10 +630,6 @@ pub fn open_note(
         else {
             continue;
         };
-        if seen.iter().any(|(n, id)| *n == s.name && *id == s.key_id) {
-            continue;
-        }
-        seen.push((s.name.clone(), s.key_id));
         if !v.verify(text.as_bytes(), &s.signature) {
             return Err(VaultError::BadSignature {
                 name: s.name.clone(),
@@ -813,6 +810,32 @@ mod tests {
                 name: "praetor.test/ws".into()
             })
         );
+    }
+
+    /// c2sp.org/signed-note: a line whose name and key ID match a trusted key MUST
+    /// verify. A second line for the same key is no exception, whether the good one
+    /// comes first or last.
+    #[test]
+    fn a_repeated_signature_line_of_a_trusted_key_must_verify_too() {
+        let ec = NoteSigner::generate("praetor.test/ws", KeyAlgorithm::EcdsaP256).unwrap();
+        let note = Checkpoint::new("praetor.test/ws", 3, [1u8; 32]).sign([&ec]).unwrap();
+        let good = note.lines().last().unwrap().to_owned();
+        let b64 = good.rsplit(' ').next().unwrap();
+        let mut raw = B64.decode(b64).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1; // same key ID, broken signature
+        let bad = good.replace(b64, &B64.encode(&raw));
+        let keys = [ec.verifier()];
+        for twice in [format!("{note}{bad}\n"), note.replacen(&good, &format!("{bad}\n{good}"), 1)] {
+            assert_eq!(
+                open_note(&twice, &keys),
+                Err(VaultError::BadSignature { name: "praetor.test/ws".into() }),
+                "{twice}"
+            );
+        }
+        // The same good line twice is fine, and the key is named once.
+        let (_, names) = open_note(&format!("{note}{good}\n"), &keys).unwrap();
+        assert_eq!(names, ["praetor.test/ws"]);
     }
 
     #[test]
