@@ -185,7 +185,8 @@ impl Receipt {
 
     /// The receipt as a C2SP `tlog-proof@v1` text: the `extra` line carries the leaf
     /// bytes (base64), then the index, the proof hashes (base64) and the checkpoint.
-    /// Proof hashes that are not valid hex are left out (the proof then fails).
+    /// Proof hashes that are not 64 lowercase hex digits are left out (the proof then
+    /// fails).
     #[must_use]
     pub fn to_tlog_proof(&self) -> String {
         let mut s = String::from("c2sp.org/tlog-proof@v1\n");
@@ -195,7 +196,7 @@ impl Receipt {
         ));
         s.push_str(&format!("index {}\n", self.entry.seq));
         for p in &self.inclusion_proof {
-            if let Ok(h) = hex::decode(p) {
+            if let Some(h) = decode_hash(p) {
                 s.push_str(&B64.encode(h));
                 s.push('\n');
             }
@@ -281,7 +282,13 @@ pub struct ReceiptReport {
     pub signed_by: Vec<String>,
 }
 
+/// Decodes a hash written as 64 lowercase hex digits, the one spelling docs/vault.md
+/// allows. `hex` alone also takes uppercase, which would let a document's bytes change
+/// without its verification noticing.
 fn decode_hash(s: &str) -> Option<Hash> {
+    if !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
     let mut h = [0u8; 32];
     hex::decode_to_slice(s, &mut h).ok().map(|()| h)
 }
@@ -328,7 +335,7 @@ fn check_leaf(e: &Entry) -> Result<Hash, Failure> {
         .map_err(|err| Failure::at(e.seq, format!("leaf is not valid canonical json: {err}")))?;
     let computed = leaf_hash(e.leaf.as_bytes());
     let given = decode_hash(&e.leaf_hash)
-        .ok_or_else(|| Failure::at(e.seq, "`leaf_hash` is not 32 bytes of hex"))?;
+        .ok_or_else(|| Failure::at(e.seq, "`leaf_hash` is not 64 lowercase hex digits"))?;
     if !hashes_equal(&computed, &given) {
         return Err(Failure::at(
             e.seq,
@@ -485,7 +492,7 @@ pub fn verify_bundle(
             })?;
         let proof = decode_hashes(&p.proof).ok_or_else(|| {
             Failure::bundle(format!(
-                "consistency proof {}..{} has a hash that is not 32 bytes of hex",
+                "`consistency_proofs` {}..{} has a hash that is not 64 lowercase hex digits",
                 a.size, b.size
             ))
         })?;
@@ -500,7 +507,7 @@ pub fn verify_bundle(
 
     // 3. The tree before the first entry.
     let prefix = decode_hashes(&bundle.prefix_hashes)
-        .ok_or_else(|| Failure::bundle("`prefix_hashes` has a hash that is not 32 bytes of hex"))?;
+        .ok_or_else(|| Failure::bundle("`prefix_hashes` has a hash that is not 64 lowercase hex digits"))?;
     let mut frontier = Frontier::from_parts(start, prefix)
         .map_err(|e| Failure::bundle(format!("`prefix_hashes` does not fit `start`: {e}")))?;
 
@@ -568,7 +575,7 @@ pub fn verify_bundle(
         let lh = leaf?;
         let given_prev = match &e.prev_chain_hash {
             Some(s) => Some(decode_hash(s).ok_or_else(|| {
-                Failure::at(expected, "`prev_chain_hash` is not 32 bytes of hex")
+                Failure::at(expected, "`prev_chain_hash` is not 64 lowercase hex digits")
             })?),
             None => None,
         };
@@ -589,7 +596,7 @@ pub fn verify_bundle(
         }
         let ch = chain_hash(&prev_chain, &lh);
         let given = decode_hash(&e.chain_hash)
-            .ok_or_else(|| Failure::at(expected, "`chain_hash` is not 32 bytes of hex"))?;
+            .ok_or_else(|| Failure::at(expected, "`chain_hash` is not 64 lowercase hex digits"))?;
         if !hashes_equal(&ch, &given) {
             return Err(Failure::at(
                 expected,
@@ -659,7 +666,7 @@ pub fn check_continues(before: &Report, next: &Bundle) -> Result<(), Failure> {
         ));
     }
     let prefix = decode_hashes(&next.prefix_hashes)
-        .ok_or_else(|| Failure::bundle("`prefix_hashes` has a hash that is not 32 bytes of hex"))?;
+        .ok_or_else(|| Failure::bundle("`prefix_hashes` has a hash that is not 64 lowercase hex digits"))?;
     let tree = Frontier::from_parts(next.start, prefix)
         .map_err(|e| Failure::bundle(format!("`prefix_hashes` does not fit `start`: {e}")))?;
     if !hashes_equal(&tree.root(), &before.root) {
@@ -713,12 +720,12 @@ pub fn verify_receipt(receipt: &Receipt, keys: &[NoteVerifier]) -> Result<Receip
     }
     let lh = check_leaf(&receipt.entry)?;
     if decode_hash(&receipt.entry.chain_hash).is_none() {
-        return Err(Failure::at(seq, "`chain_hash` is not 32 bytes of hex"));
+        return Err(Failure::at(seq, "`chain_hash` is not 64 lowercase hex digits"));
     }
     let proof = decode_hashes(&receipt.inclusion_proof).ok_or_else(|| {
         Failure::at(
             seq,
-            "inclusion proof has a hash that is not 32 bytes of hex",
+            "`inclusion_proof` has a hash that is not 64 lowercase hex digits",
         )
     })?;
     verify_inclusion(seq, cp.size, &lh, &proof, &cp.root)
@@ -743,9 +750,9 @@ pub fn verify_receipt(receipt: &Receipt, keys: &[NoteVerifier]) -> Result<Receip
 pub fn verify_hmacs(entries: &[Entry], secret: &[u8]) -> Result<u64, Failure> {
     for e in entries {
         let lh = decode_hash(&e.leaf_hash)
-            .ok_or_else(|| Failure::at(e.seq, "`leaf_hash` is not 32 bytes of hex"))?;
+            .ok_or_else(|| Failure::at(e.seq, "`leaf_hash` is not 64 lowercase hex digits"))?;
         let ch = decode_hash(&e.chain_hash)
-            .ok_or_else(|| Failure::at(e.seq, "`chain_hash` is not 32 bytes of hex"))?;
+            .ok_or_else(|| Failure::at(e.seq, "`chain_hash` is not 64 lowercase hex digits"))?;
         let tag = e
             .hmac
             .as_deref()

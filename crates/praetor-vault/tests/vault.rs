@@ -1155,3 +1155,50 @@ fn a_checkpoint_past_the_end_stops_before_its_consistency_proofs() {
     t.consistency_proofs[0].proof[0] = "88".repeat(32);
     assert!(check(&t, &[log.ec.verifier()]).unwrap_err().message.contains("not consistent"));
 }
+
+/// Picks one hash field of a bundle.
+type HashField = fn(&mut Bundle) -> &mut String;
+
+/// Hashes are 64 lowercase hex digits, nothing else: the same hash in uppercase (or
+/// with one uppercase digit) is refused, naming the field.
+#[test]
+fn hashes_in_uppercase_hex_are_refused_naming_the_field() {
+    let log = test_log();
+    let keys = [log.ec.verifier()];
+    let b = log.bundle(12, 50);
+    let upper = |s: &mut String| *s = s.to_uppercase();
+    let one_upper = |s: &mut String| {
+        let i = s.find(|c: char| c.is_ascii_lowercase()).unwrap();
+        s.replace_range(i..=i, &s[i..=i].to_uppercase());
+    };
+    for change in [upper, one_upper] {
+        let cases: [(HashField, &str, Option<u64>); 5] = [
+            (|t| &mut t.entries[3].leaf_hash, "`leaf_hash`", Some(15)),
+            (|t| &mut t.entries[4].chain_hash, "`chain_hash`", Some(16)),
+            (|t| t.entries[0].prev_chain_hash.as_mut().unwrap(), "`prev_chain_hash`", Some(12)),
+            (|t| &mut t.prefix_hashes[1], "`prefix_hashes`", None),
+            (|t| &mut t.consistency_proofs[0].proof[0], "`consistency_proofs` 25..50", None),
+        ];
+        for (field, name, seq) in cases {
+            let mut t = b.clone();
+            change(field(&mut t));
+            let f = check(&t, &keys).unwrap_err();
+            assert_eq!(f.seq, seq, "{name}: {f}");
+            assert!(f.message.contains(name) && f.message.contains("lowercase hex"), "{name}: {f}");
+        }
+    }
+    let r = build_receipt(ORIGIN, log.entries[7].clone(), log.notes[0].1.clone(), &log.stored).unwrap();
+    verify_receipt(&r, &keys).unwrap();
+    for (i, name) in [(0, "`leaf_hash`"), (1, "`chain_hash`"), (2, "`inclusion_proof`")] {
+        let mut t = r.clone();
+        let field = match i {
+            0 => &mut t.entry.leaf_hash,
+            1 => &mut t.entry.chain_hash,
+            _ => &mut t.inclusion_proof[0],
+        };
+        *field = field.to_uppercase();
+        let f = verify_receipt(&t, &keys).unwrap_err();
+        assert_eq!(f.seq, Some(7), "{name}: {f}");
+        assert!(f.message.contains(name) && f.message.contains("lowercase hex"), "{name}: {f}");
+    }
+}
