@@ -8,9 +8,10 @@
 //! [`verify_receipt`] checks it. The JSON shapes are specified in `docs/vault.md`.
 //!
 //! What cannot be checked offline: the per-entry HMACs (they need the workspace
-//! secret; see [`verify_hmacs`]) and, for a bundle that does not start at 0, the chain
-//! link before its first entry (`prev_chain_hash` is taken as given; the Merkle roots
-//! still bind every entry to the signed checkpoints).
+//! secret; see [`verify_hmacs`]; only their form is checked), for a bundle that does
+//! not start at 0 the chain link before its first entry (`prev_chain_hash` is taken as
+//! given; the Merkle roots still bind every entry to the signed checkpoints), and a
+//! receipt's chain hash (it needs the entries before it).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -329,6 +330,19 @@ fn check_leaves_on(entries: &[Entry], threads: usize, least: usize) -> Vec<Resul
     })
 }
 
+/// Checks that an entry's `hmac`, where present, is well-formed (an HMAC-SHA256 is 32
+/// bytes). Its value needs the workspace secret ([`verify_hmacs`]), so offline this is
+/// all that can be checked of it; without it a garbled `hmac` would pass unnoticed.
+fn check_hmac_form(e: &Entry) -> Result<(), Failure> {
+    match e.hmac.as_deref() {
+        Some(tag) if decode_hash(tag).is_none() => Err(Failure::at(
+            e.seq,
+            "`hmac` is not 64 lowercase hex digits (its value is not checkable offline, its form is)",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Checks one entry's leaf encoding and leaf hash; returns the leaf hash.
 fn check_leaf(e: &Entry) -> Result<Hash, Failure> {
     check_canonical(e.leaf.as_bytes())
@@ -573,6 +587,7 @@ pub fn verify_bundle(
             });
         }
         let lh = leaf?;
+        check_hmac_form(e)?;
         let given_prev = match &e.prev_chain_hash {
             Some(s) => Some(decode_hash(s).ok_or_else(|| {
                 Failure::at(expected, "`prev_chain_hash` is not 64 lowercase hex digits")
@@ -689,7 +704,8 @@ pub fn check_continues(before: &Report, next: &Bundle) -> Result<(), Failure> {
 
 /// Verifies a receipt offline: the checkpoint's signatures and origin, the leaf's
 /// encoding and hash, and the inclusion proof of the leaf in the checkpoint's tree.
-/// (The chain hash cannot be checked from one entry.)
+/// The chain hash cannot be checked from one entry, nor the HMAC without the secret:
+/// of those (and of `prev_chain_hash`) only the form is checked, where present.
 ///
 /// # Errors
 /// A [`Failure`] naming the entry when the entry or proof is bad.
@@ -719,9 +735,23 @@ pub fn verify_receipt(receipt: &Receipt, keys: &[NoteVerifier]) -> Result<Receip
         ));
     }
     let lh = check_leaf(&receipt.entry)?;
+    // The chain hashes and the HMAC of one entry cannot be checked (they need the
+    // entries before it and the secret), but a garbled one must not pass silently.
     if decode_hash(&receipt.entry.chain_hash).is_none() {
         return Err(Failure::at(seq, "`chain_hash` is not 64 lowercase hex digits"));
     }
+    if receipt
+        .entry
+        .prev_chain_hash
+        .as_deref()
+        .is_some_and(|p| decode_hash(p).is_none())
+    {
+        return Err(Failure::at(
+            seq,
+            "`prev_chain_hash` is not 64 lowercase hex digits",
+        ));
+    }
+    check_hmac_form(&receipt.entry)?;
     let proof = decode_hashes(&receipt.inclusion_proof).ok_or_else(|| {
         Failure::at(
             seq,
@@ -757,7 +787,8 @@ pub fn verify_hmacs(entries: &[Entry], secret: &[u8]) -> Result<u64, Failure> {
             .hmac
             .as_deref()
             .ok_or_else(|| Failure::at(e.seq, "entry has no `hmac`"))?;
-        let tag = hex::decode(tag).map_err(|_| Failure::at(e.seq, "`hmac` is not hex"))?;
+        let tag = decode_hash(tag)
+            .ok_or_else(|| Failure::at(e.seq, "`hmac` is not 64 lowercase hex digits"))?;
         if !verify_entry_hmac(secret, e.seq, &lh, &ch, &tag) {
             return Err(Failure::at(e.seq, "hmac does not match"));
         }

@@ -1202,3 +1202,48 @@ fn hashes_in_uppercase_hex_are_refused_naming_the_field() {
         assert!(f.message.contains(name) && f.message.contains("lowercase hex"), "{name}: {f}");
     }
 }
+
+/// An `hmac` cannot be checked offline, nor a receipt's chain hash, but where present
+/// they must be well-formed (64 lowercase hex digits): garbage there fails at its entry.
+#[test]
+fn unverifiable_fields_must_still_be_well_formed() {
+    let log = test_log();
+    let keys = [log.ec.verifier()];
+    let b = log.bundle(0, 50);
+    assert!(b.entries.iter().all(|e| e.hmac.is_some()));
+    check(&b, &keys).unwrap();
+    let mut no_hmacs = b.clone();
+    no_hmacs.entries.iter_mut().for_each(|e| e.hmac = None);
+    check(&no_hmacs, &keys).unwrap();
+    let garbled = ["zz-not-hex".to_string(), String::new(), "ab".repeat(31), "AB".repeat(32)];
+    for bad in &garbled {
+        let mut t = b.clone();
+        t.entries[9].hmac = Some(bad.clone());
+        let f = check(&t, &keys).unwrap_err();
+        assert_eq!(f.seq, Some(9), "{bad:?}: {f}");
+        assert!(f.message.contains("`hmac`"), "{f}");
+        assert_eq!(verify_hmacs(&t.entries, SECRET).unwrap_err().seq, Some(9));
+    }
+
+    let r = build_receipt(ORIGIN, log.entries[7].clone(), log.notes[0].1.clone(), &log.stored).unwrap();
+    // A well-formed but wrong chain hash, prev chain hash or HMAC is not detectable
+    // from one entry: the receipt still verifies (and the CLI says what it did not check).
+    let mut t = r.clone();
+    t.entry.chain_hash = "11".repeat(32);
+    t.entry.prev_chain_hash = Some("22".repeat(32));
+    t.entry.hmac = Some("33".repeat(32));
+    verify_receipt(&t, &keys).unwrap();
+    for bad in &garbled {
+        for field in ["chain_hash", "prev_chain_hash", "hmac"] {
+            let mut t = r.clone();
+            match field {
+                "chain_hash" => t.entry.chain_hash = bad.clone(),
+                "prev_chain_hash" => t.entry.prev_chain_hash = Some(bad.clone()),
+                _ => t.entry.hmac = Some(bad.clone()),
+            }
+            let f = verify_receipt(&t, &keys).unwrap_err();
+            assert_eq!(f.seq, Some(7), "{field} {bad:?}: {f}");
+            assert!(f.message.contains(&format!("`{field}`")), "{field}: {f}");
+        }
+    }
+}

@@ -108,6 +108,13 @@ pub fn verify_bundles(paths: &[PathBuf], key_paths: &[PathBuf]) -> anyhow::Resul
     if let (Some(r), true) = (&before, paths.len() > 1) {
         println!("OK: {} bundles, one log: entries {first_start}..{} of `{}`, root {}", paths.len(), r.end, r.origin, hex::encode(r.root));
     }
+    // Say what OK does not cover, so that no one reads more into it (docs/vault.md §9).
+    let first_link = if first_start > 0 && before.as_ref().is_some_and(|r| r.chain_head.is_some()) {
+        format!("; the chain link before entry {first_start} (its `prev_chain_hash` is taken as given)")
+    } else {
+        String::new()
+    };
+    println!("Not checked offline: the entries' HMACs, which need the workspace secret (of an `hmac` an entry carries, only the form was checked; `praetor vault check` checks them on the server){first_link}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -244,6 +251,7 @@ pub fn verify_receipt(path: &Path, key_paths: &[PathBuf]) -> anyhow::Result<Exit
     if claims.is_some() {
         println!("The API's answer around the receipt (decision_id, decision, vault_entry_id) matches the entry");
     }
+    println!("Not checked offline: the entry's chain hash, which needs every entry before it, and its HMAC, if it carries one, which needs the workspace secret (of those, only the form was checked)");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -684,6 +684,7 @@ fn verify_receipt_proves_the_entry_and_refuses_what_it_does_not_prove() {
         assert!(out.status.success(), "{name}: {t}");
         assert!(t.contains(&format!("OK: entry {seq} (leaf hash {leaf_hash})")), "{name}: {t}");
         assert!(t.contains(&format!("decision `{id}`: block")), "{name}: {t}");
+        assert!(t.contains("Not checked offline: the entry's chain hash"), "{name}: {t}");
     }
 
     // A forged leaf (the decision changed, its leaf hash recomputed).
@@ -728,4 +729,36 @@ fn verify_receipt_proves_the_entry_and_refuses_what_it_does_not_prove() {
     let doc = format!("{{\"decision\":\"allow\",{}", &rest[1..]);
     let out = verify("dupkey2.json", doc.as_bytes());
     assert!(!out.status.success() && text(&out).contains("duplicate field `decision`"), "{}", text(&out));
+}
+
+/// OK says what an offline check could not cover: the HMACs (they need the secret), and
+/// for an export that does not start at entry 0 the link before its first entry. A
+/// garbled `hmac` is refused although its value cannot be checked.
+#[test]
+fn vault_verify_says_what_it_did_not_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = populated(dir.path(), 10);
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let key = key.to_str().unwrap().to_owned();
+    let out = praetor(&["vault", "verify", &path("bundle.json"), "--key", &key]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Not checked offline: the entries' HMACs"), "{}", text(&out));
+    assert!(!text(&out).contains("chain link before"), "{}", text(&out));
+    let second: Value = serde_json::from_slice(&std::fs::read(path("part2.json")).unwrap()).unwrap();
+    let start = second["start"].as_u64().unwrap();
+    assert!(start > 0);
+    let out = praetor(&["vault", "verify", &path("part2.json"), "--key", &key]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&format!("the chain link before entry {start}")), "{}", text(&out));
+    // Checked as the continuation of the first part, that link is checked.
+    let out = praetor(&["vault", "verify", &path("part1.json"), &path("part2.json"), "--key", &key]);
+    assert!(out.status.success() && !text(&out).contains("chain link before"), "{}", text(&out));
+
+    let mut bundle: Value = serde_json::from_slice(&std::fs::read(path("bundle.json")).unwrap()).unwrap();
+    bundle["entries"][4]["hmac"] = json!("zz-not-hex");
+    let seq = bundle["entries"][4]["seq"].as_u64().unwrap();
+    std::fs::write(path("garbled.json"), serde_json::to_vec(&bundle).unwrap()).unwrap();
+    let out = praetor(&["vault", "verify", &path("garbled.json"), "--key", &key]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(&format!("at entry {seq}: `hmac`")), "{}", text(&out));
 }
