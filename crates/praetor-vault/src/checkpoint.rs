@@ -407,8 +407,9 @@ impl NoteVerifier {
     }
 
     /// A verifier from a SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`) of an
-    /// Ed25519 or P-256 key, with the key name the signatures use (for checkpoints: the
-    /// log's origin).
+    /// Ed25519 or P-256 key, with the key name the signatures use (a PEM key has none
+    /// of its own; Praetor's server names its keys after their algorithm). An Ed25519
+    /// key ID is computed over the name, so it must be the signer's.
     ///
     /// # Errors
     /// [`VaultError::InvalidKeyName`], [`VaultError::KeyEncoding`].
@@ -449,10 +450,28 @@ impl NoteVerifier {
         &self.name
     }
 
+    /// The same public key under another name (and so, for Ed25519, another key ID).
+    ///
+    /// # Errors
+    /// [`VaultError::InvalidKeyName`].
+    pub fn renamed(&self, name: &str) -> Result<Self, VaultError> {
+        check_key_name(name)?;
+        Ok(Self::from_key(name.to_owned(), self.key.clone()))
+    }
+
     /// The signed-note key ID.
     #[must_use]
     pub fn key_id(&self) -> u32 {
         self.key_id
+    }
+
+    /// The name and key ID, to say which key this is.
+    #[must_use]
+    pub fn key_ref(&self) -> KeyRef {
+        KeyRef {
+            name: self.name.clone(),
+            key_id: self.key_id,
+        }
     }
 
     /// The algorithm.
@@ -607,6 +626,23 @@ pub fn split_note(note: &str) -> Result<(&str, Vec<NoteSignature>), VaultError> 
     Ok((text, out))
 }
 
+/// Which key signed: its name and key ID. The name alone does not say it: anyone can
+/// make a key of the same name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyRef {
+    /// The key name.
+    pub name: String,
+    /// The signed-note key ID.
+    pub key_id: u32,
+}
+
+impl std::fmt::Display for KeyRef {
+    /// `<name> (key ID <8 hex digits>)`: the key ID as the key's vkey writes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (key ID {:08x})", self.name, self.key_id)
+    }
+}
+
 /// Opens a signed note (c2sp.org/signed-note "Signatures"): signatures from unknown
 /// keys (name and key ID not both matching a verifier) are ignored; every signature
 /// from a known key must verify, or the whole note is rejected (a repeated line too:
@@ -621,8 +657,27 @@ pub fn open_note(
     note: &str,
     verifiers: &[NoteVerifier],
 ) -> Result<(String, Vec<String>), VaultError> {
+    let (text, keys) = open_note_keys(note, verifiers)?;
+    let mut names: Vec<String> = Vec::new();
+    for k in keys {
+        if !names.contains(&k.name) {
+            names.push(k.name);
+        }
+    }
+    Ok((text, names))
+}
+
+/// [`open_note`], returning the name and key ID of each trusted key that verified the
+/// note (each once, in the order of their first signature line).
+///
+/// # Errors
+/// The errors of [`open_note`].
+pub fn open_note_keys(
+    note: &str,
+    verifiers: &[NoteVerifier],
+) -> Result<(String, Vec<KeyRef>), VaultError> {
     let (text, sigs) = split_note(note)?;
-    let mut verified: Vec<String> = Vec::new();
+    let mut verified: Vec<KeyRef> = Vec::new();
     for s in &sigs {
         let Some(v) = verifiers
             .iter()
@@ -635,8 +690,9 @@ pub fn open_note(
                 name: s.name.clone(),
             });
         }
-        if !verified.contains(&s.name) {
-            verified.push(s.name.clone());
+        let key = v.key_ref();
+        if !verified.contains(&key) {
+            verified.push(key);
         }
     }
     if verified.is_empty() {
@@ -756,6 +812,19 @@ impl Checkpoint {
     pub fn open(note: &str, verifiers: &[NoteVerifier]) -> Result<(Self, Vec<String>), VaultError> {
         let (text, names) = open_note(note, verifiers)?;
         Ok((Self::parse(&text)?, names))
+    }
+
+    /// [`Checkpoint::open`], returning the name and key ID of each trusted key that
+    /// verified the note.
+    ///
+    /// # Errors
+    /// The errors of [`open_note`] and [`Checkpoint::parse`].
+    pub fn open_keys(
+        note: &str,
+        verifiers: &[NoteVerifier],
+    ) -> Result<(Self, Vec<KeyRef>), VaultError> {
+        let (text, keys) = open_note_keys(note, verifiers)?;
+        Ok((Self::parse(&text)?, keys))
     }
 }
 

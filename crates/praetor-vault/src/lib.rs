@@ -24,7 +24,9 @@ pub mod verify;
 
 pub use canonical::{CanonicalWithSlot, canonical_json, check_canonical, parse_canonical, to_canonical_json};
 pub use chain::{GENESIS_CHAIN_HASH, chain_hash, entry_hmac, verify_entry_hmac};
-pub use checkpoint::{Checkpoint, KeyAlgorithm, NoteSigner, NoteVerifier, open_note, sign_note};
+pub use checkpoint::{
+    Checkpoint, KeyAlgorithm, KeyRef, NoteSigner, NoteVerifier, open_note, open_note_keys, sign_note,
+};
 pub use error::VaultError;
 pub use log::{Appended, LogState};
 pub use merkle::{

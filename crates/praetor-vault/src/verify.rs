@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canonical::check_canonical;
 use crate::chain::{GENESIS_CHAIN_HASH, chain_hash, verify_entry_hmac};
-use crate::checkpoint::{Checkpoint, NoteVerifier, split_note};
+use crate::checkpoint::{Checkpoint, KeyRef, NoteVerifier, split_note};
 use crate::error::VaultError;
 use crate::log::Appended;
 use crate::merkle::{
@@ -260,6 +260,9 @@ pub struct Report {
     pub consistency_proofs: usize,
     /// The names of the trusted keys whose signatures verified.
     pub signed_by: Vec<String>,
+    /// The name and key ID of each trusted key whose signatures verified (two keys
+    /// may share a name).
+    pub signers: Vec<KeyRef>,
     /// The tree root at `end`.
     pub root: Hash,
     /// The chain hash of the last entry (`None` for a bundle without entries).
@@ -281,6 +284,8 @@ pub struct ReceiptReport {
     pub root: Hash,
     /// The names of the trusted keys whose signatures verified.
     pub signed_by: Vec<String>,
+    /// The name and key ID of each trusted key whose signatures verified.
+    pub signers: Vec<KeyRef>,
 }
 
 /// Decodes a hash written as 64 lowercase hex digits, the one spelling docs/vault.md
@@ -359,14 +364,34 @@ fn check_leaf(e: &Entry) -> Result<Hash, Failure> {
     Ok(computed)
 }
 
+/// The trusted keys that signed the checkpoints verified so far, each once.
+#[derive(Default)]
+struct Signers {
+    names: Vec<String>,
+    keys: Vec<KeyRef>,
+}
+
+impl Signers {
+    fn add(&mut self, keys: Vec<KeyRef>) {
+        for k in keys {
+            if !self.names.contains(&k.name) {
+                self.names.push(k.name.clone());
+            }
+            if !self.keys.contains(&k) {
+                self.keys.push(k);
+            }
+        }
+    }
+}
+
 fn open_checkpoint(
     i: usize,
     note: &str,
     origin: &str,
     keys: &[NoteVerifier],
-    signed_by: &mut Vec<String>,
+    signers: &mut Signers,
 ) -> Result<Checkpoint, Failure> {
-    let (cp, names) = Checkpoint::open(note, keys)
+    let (cp, signed) = Checkpoint::open_keys(note, keys)
         .map_err(|e| Failure::bundle(format!("checkpoint {i}: {e}")))?;
     if cp.origin != origin {
         return Err(Failure::bundle(format!(
@@ -374,11 +399,7 @@ fn open_checkpoint(
             cp.origin
         )));
     }
-    for n in names {
-        if !signed_by.contains(&n) {
-            signed_by.push(n);
-        }
-    }
+    signers.add(signed);
     Ok(cp)
 }
 
@@ -456,12 +477,12 @@ pub fn verify_bundle(
             "bundle has no checkpoint: nothing is signed",
         ));
     }
-    let mut signed_by = Vec::new();
+    let mut signers = Signers::default();
     let mut cps = Vec::with_capacity(bundle.checkpoints.len());
     // The size of the first checkpoint past the last entry, if any.
     let mut past_end = None;
     for (i, note) in bundle.checkpoints.iter().enumerate() {
-        let cp = open_checkpoint(i, note, &bundle.origin, keys, &mut signed_by)?;
+        let cp = open_checkpoint(i, note, &bundle.origin, keys, &mut signers)?;
         if let Some(prev) = cps.last().map(|c: &Checkpoint| c.size) {
             if cp.size < prev {
                 return Err(Failure::bundle(format!(
@@ -648,7 +669,8 @@ pub fn verify_bundle(
         end,
         checkpoints: cps.len(),
         consistency_proofs: consistency_checked,
-        signed_by,
+        signed_by: signers.names,
+        signers: signers.keys,
         root: frontier.root(),
         chain_head: (total > 0).then_some(prev_chain),
     })
@@ -719,13 +741,13 @@ pub fn verify_receipt(receipt: &Receipt, keys: &[NoteVerifier]) -> Result<Receip
     if keys.is_empty() {
         return Err(Failure::bundle("no trusted public key given"));
     }
-    let mut signed_by = Vec::new();
+    let mut signers = Signers::default();
     let cp = open_checkpoint(
         0,
         &receipt.checkpoint,
         &receipt.origin,
         keys,
-        &mut signed_by,
+        &mut signers,
     )?;
     let seq = receipt.entry.seq;
     if seq >= cp.size {
@@ -766,7 +788,8 @@ pub fn verify_receipt(receipt: &Receipt, keys: &[NoteVerifier]) -> Result<Receip
         leaf_hash: lh,
         tree_size: cp.size,
         root: cp.root,
-        signed_by,
+        signed_by: signers.names,
+        signers: signers.keys,
     })
 }
 

@@ -1247,3 +1247,24 @@ fn unverifiable_fields_must_still_be_well_formed() {
         }
     }
 }
+
+/// Reports name each key that signed by name and key ID: the test log's two keys share
+/// one name, and are still two signers.
+#[test]
+fn reports_name_each_signing_key_with_its_key_id() {
+    let log = test_log();
+    let keys = [log.ec.verifier(), log.ed.verifier()];
+    let r = check(&log.bundle(0, 50), &keys).unwrap();
+    assert_eq!(r.signed_by, [ORIGIN]);
+    let refs: Vec<praetor_vault::KeyRef> = keys.iter().map(NoteVerifier::key_ref).collect();
+    assert_eq!(r.signers, refs);
+    assert_eq!(refs[0].to_string(), format!("{ORIGIN} (key ID {:08x})", log.ec.key_id()));
+    let receipt = build_receipt(ORIGIN, log.entries[3].clone(), log.notes[0].1.clone(), &log.stored).unwrap();
+    assert_eq!(verify_receipt(&receipt, &keys[1..]).unwrap().signers, refs[1..]);
+    // Renaming a key keeps the key; an Ed25519 key ID follows the name, a P-256 one does not.
+    let ed = log.ed.verifier().renamed("other").unwrap();
+    assert_eq!((ed.name(), ed.algorithm()), ("other", KeyAlgorithm::Ed25519));
+    assert_ne!(ed.key_id(), log.ed.key_id());
+    assert_eq!(log.ec.verifier().renamed("other").unwrap().key_id(), log.ec.key_id());
+    assert!(log.ec.verifier().renamed("bad name").is_err());
+}

@@ -7,27 +7,48 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use praetor_core::{CompiledPolicySet, PolicyDef};
 use praetor_store::{Mutation, Store, Txn};
-use praetor_vault::checkpoint::NoteVerifier;
+use praetor_server::vault::{KEY_NAME_ED25519, KEY_NAME_P256};
+use praetor_vault::checkpoint::{KeyAlgorithm, KeyRef, NoteVerifier};
 use praetor_vault::verify::{Bundle, Receipt, Report};
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
-/// Read trusted keys: each file holds a C2SP vkey or a PEM public key. A PEM key has
-/// no name of its own, so it is tried under each of Praetor's key names.
+/// Read trusted keys: each file holds a C2SP vkey or a PEM public key. A PEM key has no
+/// name of its own: it gets the name Praetor's server signs with for its algorithm (and
+/// only that one: under the other name a P-256 key, whose key ID does not depend on the
+/// name, would also match signature lines of that name).
 fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<NoteVerifier>> {
     let mut keys = Vec::new();
     for p in paths {
         let text = std::fs::read_to_string(p).with_context(|| format!("cannot read key file `{}`", p.display()))?;
-        for name in praetor_server::vault::KEY_NAMES {
-            let key = NoteVerifier::parse_any(text.trim(), name).map_err(|e| anyhow::anyhow!("key file `{}`: {e}", p.display()))?;
-            let is_vkey = !text.contains("-----BEGIN");
-            keys.push(key);
-            if is_vkey {
-                break;
-            }
-        }
+        let key = parse_key(text.trim()).map_err(|e| anyhow::anyhow!("key file `{}`: {e}", p.display()))?;
+        keys.push(key);
     }
     Ok(keys)
+}
+
+fn parse_key(text: &str) -> Result<NoteVerifier, praetor_vault::VaultError> {
+    if !text.contains("-----BEGIN") {
+        return NoteVerifier::parse(text);
+    }
+    // The name is needed to read the key, and the key to know the name: read it under
+    // a placeholder, then rename it (which recomputes an Ed25519 key ID).
+    let key = NoteVerifier::from_public_key_pem(KEY_NAME_P256, text)?;
+    key.renamed(praetor_key_name(key.algorithm()))
+}
+
+/// The name Praetor's server gives its signing key of this algorithm.
+fn praetor_key_name(algorithm: KeyAlgorithm) -> &'static str {
+    match algorithm {
+        KeyAlgorithm::EcdsaP256 => KEY_NAME_P256,
+        KeyAlgorithm::Ed25519 => KEY_NAME_ED25519,
+    }
+}
+
+/// `name (key ID xxxxxxxx), ...`: a name alone does not tell a key from another of the
+/// same name.
+fn signers(keys: &[KeyRef]) -> String {
+    keys.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 fn progress_bar(total: u64) -> ProgressBar {
@@ -82,7 +103,7 @@ pub fn verify_bundles(paths: &[PathBuf], key_paths: &[PathBuf]) -> anyhow::Resul
                 Ok(r) => {
                     println!(
                         "OK: `{}`: entries {}..{} of `{}`; {} checkpoints, {} consistency proofs; signed by {}; root {}",
-                        path.display(), r.start, r.end, r.origin, r.checkpoints, r.consistency_proofs, r.signed_by.join(", "), hex::encode(r.root)
+                        path.display(), r.start, r.end, r.origin, r.checkpoints, r.consistency_proofs, signers(&r.signers), hex::encode(r.root)
                     );
                     // A bundle without entries leaves the chain where the ones before it did.
                     let chain_head = r.chain_head.or_else(|| before.as_ref().and_then(|b| b.chain_head));
@@ -238,7 +259,7 @@ pub fn verify_receipt(path: &Path, key_paths: &[PathBuf]) -> anyhow::Result<Exit
     }
     println!(
         "OK: entry {} (leaf hash {}) is in `{}` at tree size {}, root {}, signed by {}",
-        r.seq, hex::encode(r.leaf_hash), r.origin, r.tree_size, hex::encode(r.root), r.signed_by.join(", ")
+        r.seq, hex::encode(r.leaf_hash), r.origin, r.tree_size, hex::encode(r.root), signers(&r.signers)
     );
     match (&sealed.kind, &sealed.decision_id) {
         (Some(kind), Some(id)) if kind == "decision" => {

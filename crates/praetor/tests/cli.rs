@@ -762,3 +762,61 @@ fn vault_verify_says_what_it_did_not_check() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains(&format!("at entry {seq}: `hmac`")), "{}", text(&out));
 }
+
+/// A one-entry log signed by `signer`, as a bundle file in `dir`.
+fn signed_bundle(dir: &Path, file: &str, signer: &praetor_vault::NoteSigner) -> PathBuf {
+    use praetor_vault::verify::{Entry, build_bundle};
+    let origin = "praetor/ws_keys";
+    let mut log = praetor_vault::LogState::new();
+    let (leaf, appended) = log.append_value(&json!({ "seq": 0, "kind": "workspace.created" }), b"secret").unwrap();
+    let stored: Vec<praetor_vault::Hash> = appended.new_stored_hashes.iter().map(|x| x.1).collect();
+    let note = praetor_vault::Checkpoint::new(origin, 1, log.root()).sign([signer]).unwrap();
+    let entry = Entry::from_appended(String::from_utf8(leaf).unwrap(), &appended, false);
+    let bundle = build_bundle(origin, vec![], 0, vec![entry], vec![note], &stored).unwrap();
+    let path = dir.join(file);
+    std::fs::write(&path, serde_json::to_vec(&bundle).unwrap()).unwrap();
+    path
+}
+
+/// A PEM key has no name: it is trusted under the name the server gives a key of its
+/// algorithm, and only that one (a P-256 key's ID does not depend on the name, so under
+/// the Ed25519 name it matched lines of that name too). OK names each signing key with
+/// its key ID, so a key of the same name is told apart.
+#[test]
+fn pem_keys_are_named_after_their_algorithm_and_signers_are_named_with_their_key_id() {
+    use praetor_vault::{KeyAlgorithm, NoteSigner};
+    let dir = tempfile::tempdir().unwrap();
+    let verify = |bundle: &Path, key: &str| {
+        let key_path = dir.path().join("key");
+        std::fs::write(&key_path, key).unwrap();
+        praetor(&["vault", "verify", bundle.to_str().unwrap(), "--key", key_path.to_str().unwrap()])
+    };
+    for (alg, name, other) in [
+        (KeyAlgorithm::EcdsaP256, "praetor-vault-p256", "praetor-vault-ed25519"),
+        (KeyAlgorithm::Ed25519, "praetor-vault-ed25519", "praetor-vault-p256"),
+    ] {
+        let seed = [7u8; 32];
+        let signer = NoteSigner::from_seed(name, alg, &seed).unwrap();
+        let pem = signer.public_key_pem().unwrap();
+        let good = signed_bundle(dir.path(), "good.json", &signer);
+        for key in [pem.clone(), signer.vkey()] {
+            let out = verify(&good, &key);
+            assert!(out.status.success(), "{}", text(&out));
+            let signed_by = format!("signed by {name} (key ID {:08x});", signer.key_id());
+            assert!(text(&out).contains(&signed_by), "expected `{signed_by}` in\n{}", text(&out));
+        }
+        // The same key signing under the other algorithm's name is not trusted by its PEM.
+        let renamed = NoteSigner::from_seed(other, alg, &seed).unwrap();
+        let out = verify(&signed_bundle(dir.path(), "renamed.json", &renamed), &pem);
+        assert_eq!(out.status.code(), Some(1), "{alg}: {}", text(&out));
+        assert!(text(&out).contains("no verified signature from a trusted key"), "{}", text(&out));
+    }
+    // Another key of the same name: trusted if given, and named by its own key ID.
+    let genuine = NoteSigner::from_seed("praetor-vault-p256", KeyAlgorithm::EcdsaP256, &[1u8; 32]).unwrap();
+    let attacker = NoteSigner::from_seed("praetor-vault-p256", KeyAlgorithm::EcdsaP256, &[2u8; 32]).unwrap();
+    assert_ne!(genuine.key_id(), attacker.key_id());
+    let forged = signed_bundle(dir.path(), "forged.json", &attacker);
+    let out = verify(&forged, &attacker.public_key_pem().unwrap());
+    assert!(text(&out).contains(&format!("praetor-vault-p256 (key ID {:08x})", attacker.key_id())), "{}", text(&out));
+    assert_eq!(verify(&forged, &genuine.vkey()).status.code(), Some(1));
+}
