@@ -7,7 +7,7 @@ use praetor_store::{Agent, Mutation, PolicyRecord, Scope, Txn, Workspace};
 use serde_json::{Map, json};
 
 use crate::api::system::mint_key;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult, Code};
 use crate::events::event;
 use crate::secrets::{new_id, random_bytes};
 use crate::state::{AppState, PolicySet};
@@ -23,13 +23,17 @@ pub struct Started {
 
 pub const DEFAULT_WORKSPACE_NAME: &str = "default";
 
+/// Where the first start keeps its admin key, in the data directory (mode 0600).
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+
 pub async fn first_start(state: &Arc<AppState>) -> ApiResult<Started> {
     let mut started = Started::default();
     let existing = state.workspace_ids();
     let workspace_id = match existing.into_iter().next() {
         Some(id) => id,
         None => {
-            let (id, key) = create_workspace(state, DEFAULT_WORKSPACE_NAME).await?;
+            let path = state.config.data_dir.join(ADMIN_KEY_FILE);
+            let (id, key) = create_workspace_keeping(state, DEFAULT_WORKSPACE_NAME, |secret| keep_admin_key(&path, secret)).await?;
             started.admin_key = Some(key);
             id
         }
@@ -41,9 +45,30 @@ pub async fn first_start(state: &Arc<AppState>) -> ApiResult<Started> {
     Ok(started)
 }
 
+/// The first start's admin key is written, durably, before the workspace that holds it
+/// is committed: a start that died between the commit and the file would leave a
+/// workspace whose only key nobody was ever shown. No workspace is stored yet, so a
+/// file already there was left by a start that died before its commit, and holds no
+/// key of this store: it is replaced.
+fn keep_admin_key(path: &std::path::Path, secret: &str) -> ApiResult<()> {
+    let failed = |e: String| ApiError::new(Code::Internal, format!("cannot write the admin key to `{}`: {e}", path.display()));
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::warn!(path = %path.display(), "replacing an admin key file left by a first start that did not finish"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(failed(e.to_string())),
+    }
+    crate::vault::write_private(path, format!("{secret}\n").as_bytes()).map_err(|e| failed(e.to_string()))
+}
+
 /// Create a workspace with a fresh HMAC secret and an admin key. Returns the
 /// workspace id and the key, which is shown once.
 pub async fn create_workspace(state: &Arc<AppState>, name: &str) -> ApiResult<(String, String)> {
+    create_workspace_keeping(state, name, |_| Ok(())).await
+}
+
+/// `create_workspace`, giving the admin key to `keep` before the workspace is
+/// committed (a failure there creates nothing).
+async fn create_workspace_keeping(state: &Arc<AppState>, name: &str, keep: impl FnOnce(&str) -> ApiResult<()>) -> ApiResult<(String, String)> {
     let now = state.now_ms();
     let ws = Workspace {
         workspace_id: new_id("ws"),
@@ -53,6 +78,7 @@ pub async fn create_workspace(state: &Arc<AppState>, name: &str) -> ApiResult<(S
         created_at: now,
     };
     let (key, secret) = mint_key(&ws.workspace_id, vec![Scope::Admin], None, Some("admin (first start)".into()), now);
+    keep(&secret)?;
     let txn = Txn {
         mutations: vec![Mutation::InsertWorkspace(ws.clone()), Mutation::InsertApiKey(key.clone())],
         seal: vec![

@@ -37,19 +37,27 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
     move |source| KeyFileError::Io { path: path.to_owned(), source }
 }
 
-/// Write a secret file readable by its owner only.
+/// Write a secret file readable by its owner only, durably (see `write_durably`).
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), KeyFileError> {
+    write_durably(path, contents, 0o600)
+}
+
+/// Create `path` (it must not exist) with `mode`, and make it survive a power loss
+/// before returning: its contents and its name in the directory are both synced.
+/// What follows may depend on it: a key that is shown, a private key deleted once its
+/// public key is kept.
+fn write_durably(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyFileError> {
     use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(io(path))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io(path))?;
     f.write_all(contents).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
+    f.sync_all().map_err(io(path))?;
+    sync_dir(path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+}
+
+/// Sync a directory, so that the files created or removed in it stay so.
+fn sync_dir(dir: &Path) -> Result<(), KeyFileError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 impl VaultKeys {
@@ -105,13 +113,20 @@ impl VaultKeys {
         for signer in &current.signers {
             let vkey = signer.vkey();
             let path = retired_dir.join(format!("{}-{:08x}.pub", signer.name(), signer.key_id()));
-            std::fs::write(&path, format!("{vkey}\n")).map_err(io(&path))?;
+            // Synced before the private key goes: after a power loss in between, old
+            // checkpoints must still have a published key to verify against.
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+            }
+            write_durably(&path, format!("{vkey}\n").as_bytes(), 0o644)?;
             retired.push(vkey);
         }
+        sync_dir(dir)?; // the `retired` directory's own entry
         for file in ["vault-ecdsa-p256.pem", "vault-ed25519.pem"] {
             let path = dir.join(file);
             std::fs::remove_file(&path).map_err(io(&path))?;
         }
+        sync_dir(dir)?;
         VaultKeys::load_or_create(dir)?;
         Ok(retired)
     }
@@ -151,7 +166,13 @@ pub async fn checkpoint_at(state: &AppState, workspace_id: &str, size: u64) -> A
         .sign(state.vault.signers.iter())
         .map_err(|e| ApiError::new(Code::Internal, format!("cannot sign a checkpoint: {e}")))?;
     let row = CheckpointRow { size, root, note, created_at: state.now_ms() };
-    state.store.put_checkpoint(workspace_id, row.clone()).await?;
+    if let Err(e) = state.store.put_checkpoint(workspace_id, row.clone()).await {
+        // The signature stands without its row: it signs the log's own size and root.
+        // Keeping it serves later reads; a store that cannot write (a full disk) must
+        // not stop an export or a receipt, which only read.
+        tracing::warn!(workspace_id, size, error = %e, "a checkpoint was signed but could not be stored; answering with it anyway");
+        return Ok(row);
+    }
     Ok(state.store.checkpoint_covering(workspace_id, size).await?.filter(|c| c.size == size).unwrap_or(row))
 }
 

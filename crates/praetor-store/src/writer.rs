@@ -91,12 +91,15 @@ struct Recorder {
     commit_us_sum: u64,
     /// Batches run a second time, with savepoints, because a job failed without them.
     reruns: u64,
+    /// Why the last batch that committed nothing failed on the database itself (a full
+    /// disk, an I/O error), until a batch commits again.
+    failing: Option<String>,
 }
 
 impl Recorder {
     fn new() -> Result<Recorder> {
         let h = |max| Histogram::new_with_bounds(1, max, 2).map_err(|e| StoreError::Database(format!("histogram: {e}")));
-        Ok(Recorder { commit_us: h(60_000_000)?, batch: h(1_000_000)?, transactions: 0, commit_us_sum: 0, reruns: 0 })
+        Ok(Recorder { commit_us: h(60_000_000)?, batch: h(1_000_000)?, transactions: 0, commit_us_sum: 0, reruns: 0, failing: None })
     }
 
     fn record(&mut self, micros: u64, batch: usize) {
@@ -149,6 +152,7 @@ impl WriterHandle {
             batch_p99: r.batch.value_at_quantile(0.99),
             batch_max: r.batch.max(),
             batches_rerun: r.reruns,
+            failing: r.failing.clone(),
         }
     }
 }
@@ -219,7 +223,17 @@ impl<C: WriterConn> Writer<C> {
     fn run_batch(&mut self, batch: Vec<Job>) {
         let started = std::time::Instant::now();
         let results = self.commit_batch(&batch);
-        self.stats.lock().record(started.elapsed().as_micros() as u64, batch.len());
+        {
+            let mut stats = self.stats.lock();
+            stats.record(started.elapsed().as_micros() as u64, batch.len());
+            // A refusal (a stale copy, a conflict) is the request's; a database error
+            // with nothing committed is the store's, and health reports it.
+            if results.iter().any(Result::is_ok) {
+                stats.failing = None;
+            } else if let Some(e) = results.iter().find_map(|r| r.as_ref().err().filter(|e| matches!(e, StoreError::Database(_) | StoreError::Closed))) {
+                stats.failing = Some(e.to_string());
+            }
+        }
         for (job, res) in batch.into_iter().zip(results) {
             // A caller that stopped waiting is not an error: its transaction still stands.
             match job {

@@ -170,8 +170,8 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let (state, started) = praetor_server::open(cfg).await?;
         if let Some(key) = &started.admin_key {
-            let path = state.config.data_dir.join("admin.key");
-            praetor_server::vault::write_private(&path, format!("{key}\n").as_bytes())?;
+            // Written by the first start before its commit (`bootstrap::first_start`).
+            let path = state.config.data_dir.join(praetor_server::bootstrap::ADMIN_KEY_FILE);
             println!("Created workspace `{}`.", started.workspace_id);
             println!("Admin API key (shown once; also written to {}):", path.display());
             println!("  {key}");

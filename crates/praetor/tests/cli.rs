@@ -820,3 +820,22 @@ fn pem_keys_are_named_after_their_algorithm_and_signers_are_named_with_their_key
     assert!(text(&out).contains(&format!("praetor-vault-p256 (key ID {:08x})", attacker.key_id())), "{}", text(&out));
     assert_eq!(verify(&forged, &genuine.vkey()).status.code(), Some(1));
 }
+
+/// The first start keeps its admin key before it commits the workspace: a file left by
+/// a first start that died before its commit is replaced by a working key, mode 0600,
+/// rather than refused, and a later start leaves the key alone.
+#[test]
+fn a_first_start_replaces_an_admin_key_left_by_one_that_did_not_finish() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.key"), "pk_left_by_a_start_that_died\n").unwrap();
+    let s = start(dir.path());
+    assert_ne!(s.key, "pk_left_by_a_start_that_died");
+    let mode = std::fs::metadata(dir.path().join("admin.key")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let agents = call("GET", &format!("{}/api/v1/enforce/agents", s.base), &s.key, None);
+    assert_eq!(agents["ok"], json!(true), "the key in admin.key is the workspace's: {agents}");
+    drop(s);
+    let again = start(dir.path());
+    assert_eq!(std::fs::read_to_string(dir.path().join("admin.key")).unwrap().trim(), again.key);
+}

@@ -23,12 +23,18 @@ use crate::state::AppState;
 /// 503 once the store refuses to serve (another node migrated the database to a newer
 /// version), so that a load balancer stops sending this node requests. The schema
 /// versions are in the log and in authenticated answers, not here: anyone can ask.
+/// `GET /healthz`: 200 while this node can decide; 503 once a newer version migrated
+/// the database (`superseded`), or while its store's commits fail (`failing`: a full
+/// disk, say), so that a load balancer sends the traffic elsewhere.
 pub async fn healthz(State(state): State<Arc<AppState>>) -> axum::response::Response {
-    if state.store.superseded().is_none() {
+    let (status, message) = if state.store.superseded().is_some() {
+        ("superseded", "a newer version of Praetor has migrated the database; this node no longer serves".to_owned())
+    } else if let Some(why) = state.store.commit_stats().failing {
+        ("failing", format!("the store's last commit failed and none has succeeded since: {why}"))
+    } else {
         return Json(json!({ "ok": true, "status": "ok" })).into_response();
-    }
-    let message = "a newer version of Praetor has migrated the database; this node no longer serves";
-    let body = json!({ "ok": false, "status": "superseded", "error": { "code": Code::StoreUnavailable.as_str(), "message": message, "type": Code::StoreUnavailable.kind() } });
+    };
+    let body = json!({ "ok": false, "status": status, "error": { "code": Code::StoreUnavailable.as_str(), "message": message, "type": Code::StoreUnavailable.kind() } });
     (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 

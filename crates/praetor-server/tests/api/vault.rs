@@ -119,4 +119,20 @@ async fn exports_verify_as_bundles() {
         let failure = praetor_vault::verify_bundle(&tampered, &keys, &mut |_, _| {}).unwrap_err();
         assert_eq!(failure.seq, Some(tampered.entries[victim].seq), "{failure:?}");
     }
+    // A store that cannot write (here a trigger, as a full disk would) still exports
+    // and gives receipts: they sign a checkpoint they cannot keep.
+    let decision = s.intercept(json!({ "action_type": "late" })).await;
+    let db = rusqlite::Connection::open(s.dir.path().join("praetor.db")).unwrap();
+    db.execute_batch("CREATE TRIGGER full_disk BEFORE INSERT ON vault_checkpoints BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;").unwrap();
+    let (status, body) = s.get("/api/v1/enforce/vault/export", &s.admin_key).await;
+    assert_eq!(status, 200, "{body}");
+    let bundle: Bundle = serde_json::from_value(body).unwrap();
+    let report = praetor_vault::verify_bundle(&bundle, &keys, &mut |_, _| {}).unwrap_or_else(|f| panic!("{f:?}"));
+    assert_eq!(report.end, bundle.end());
+    let (status, receipt) = s.get(&format!("/api/v1/enforce/decisions/{}/receipt", decision["decision_id"].as_str().unwrap()), &s.admin_key).await;
+    assert_eq!(status, 200, "{receipt}");
+    let receipt: Receipt = serde_json::from_value(receipt["receipt"].clone()).unwrap();
+    praetor_vault::verify_receipt(&receipt, &keys).unwrap_or_else(|f| panic!("{f:?}"));
+    let checkpoints: i64 = db.query_row("SELECT COUNT(*) FROM vault_checkpoints WHERE size = ?1", [bundle.end() as i64], |r| r.get(0)).unwrap();
+    assert_eq!(checkpoints, 0, "nothing was stored");
 }
