@@ -33,7 +33,8 @@ pub async fn first_start(state: &Arc<AppState>) -> ApiResult<Started> {
         Some(id) => id,
         None => {
             let path = state.config.data_dir.join(ADMIN_KEY_FILE);
-            let (id, key) = create_workspace_keeping(state, DEFAULT_WORKSPACE_NAME, |secret| keep_admin_key(&path, secret)).await?;
+            let now = state.now_ms();
+            let (id, key) = create_workspace_keeping(state, DEFAULT_WORKSPACE_NAME, |secret| keep_admin_key(&path, secret, now)).await?;
             started.admin_key = Some(key);
             id
         }
@@ -48,14 +49,15 @@ pub async fn first_start(state: &Arc<AppState>) -> ApiResult<Started> {
 /// The first start's admin key is written, durably, before the workspace that holds it
 /// is committed: a start that died between the commit and the file would leave a
 /// workspace whose only key nobody was ever shown. No workspace is stored yet, so a
-/// file already there was left by a start that died before its commit, and holds no
-/// key of this store: it is replaced.
-fn keep_admin_key(path: &std::path::Path, secret: &str) -> ApiResult<()> {
+/// file already there holds no key of this store: left by a start that died before its
+/// commit, or by another database this data directory served. It is moved aside to
+/// `admin.key.<ms>.orphan` (in case it is the only copy of that other store's key).
+fn keep_admin_key(path: &std::path::Path, secret: &str, now_ms: i64) -> ApiResult<()> {
     let failed = |e: String| ApiError::new(Code::Internal, format!("cannot write the admin key to `{}`: {e}", path.display()));
-    match std::fs::remove_file(path) {
-        Ok(()) => tracing::warn!(path = %path.display(), "replacing an admin key file left by a first start that did not finish"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(failed(e.to_string())),
+    if path.exists() {
+        let aside = path.with_extension(format!("key.{now_ms}.orphan"));
+        std::fs::rename(path, &aside).map_err(|e| failed(e.to_string()))?;
+        tracing::warn!(path = %path.display(), moved_to = %aside.display(), "an admin key file that no stored workspace has was moved aside");
     }
     crate::vault::write_private(path, format!("{secret}\n").as_bytes()).map_err(|e| failed(e.to_string()))
 }

@@ -456,7 +456,10 @@ pub async fn dispatch_due(state: &AppState, client: &reqwest::Client) {
 }
 
 pub fn delivery_view(d: &Delivery) -> Value {
-    let target = if d.channel == "slack" { crate::api::rules::redact_url(&d.target) } else { d.target.clone() };
+    // URLs are cut to their host: a Slack webhook's path is its credential, and other
+    // webhooks often carry one in the path or query (a registered one is named by
+    // `webhook_id`).
+    let target = if d.channel == "email" { d.target.clone() } else { crate::api::rules::redact_url(&d.target) };
     json!({
         "delivery_id": d.delivery_id, "channel": d.channel, "target": target, "webhook_id": d.webhook_id, "event": d.event,
         "status": d.status, "attempts": d.attempts, "next_attempt_at": iso(d.next_attempt_at), "last_error": d.last_error,

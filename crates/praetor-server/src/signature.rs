@@ -63,7 +63,9 @@ pub fn verify(
         ));
     };
     let ts_secs: i64 = ts.parse().map_err(|_| fail("signature_invalid", "`X-Praetor-Timestamp` is not Unix seconds"))?;
-    if (now_ms / 1000 - ts_secs).abs() > max_skew_secs {
+    // `abs_diff`: the timestamp is the caller's, and `i64::MIN` must be refused as
+    // expired, not overflow.
+    if (now_ms / 1000).abs_diff(ts_secs) > max_skew_secs.unsigned_abs() {
         return Err(fail("signature_expired", format!("signature timestamp is more than {max_skew_secs} s from the server's clock")));
     }
     if nonce.len() < 8 || nonce.len() > 128 || !nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {

@@ -273,24 +273,22 @@ impl WorkspaceState {
     /// refused as stale. A stored copy with a higher version (another node charged or
     /// closed the session) replaces it. Returns whether the stored copy was taken.
     pub fn adopt_session_if_newer(&self, session_id: &str, stored: Option<praetor_store::SessionState>, now_ms: i64) -> bool {
+        // Compared and taken under one lock: a close of this node's landing in between
+        // would otherwise be overwritten by the older copy read before it.
+        let mut live = self.live.lock();
+        // Kept only when it is this node's own newer copy: not when another node wrote
+        // the same version (the etags differ, and this node's write will be refused) or
+        // closed a session this node still holds as active.
+        if let (Some(st), Some(held)) = (&stored, live.sessions.get(session_id))
+            && (st.session.version < held.version || (st.session.version == held.version && st.session.etag == held.etag))
+            && !(st.session.status != SessionStatus::Active && held.status == SessionStatus::Active)
         {
-            let mut live = self.live.lock();
-            // Kept only when it is this node's own newer copy: not when another node
-            // wrote the same version (the etags differ, and this node's write will be
-            // refused) or closed a session this node still holds as active.
-            if let (Some(st), Some(held)) = (&stored, live.sessions.get(session_id))
-                && (st.session.version < held.version || (st.session.version == held.version && st.session.etag == held.etag))
-                && !(st.session.status != SessionStatus::Active && held.status == SessionStatus::Active)
-            {
-                if held.status != SessionStatus::Active {
-                    live.session_loaded_ms.insert(session_id.to_owned(), now_ms);
-                }
-                return false;
+            if held.status != SessionStatus::Active {
+                live.session_loaded_ms.insert(session_id.to_owned(), now_ms);
             }
+            return false;
         }
-        // (Between the check and here only this node's decisions change a held copy,
-        // and they only raise its version: at worst a newer stored copy is taken late.)
-        self.adopt_session(session_id, stored, now_ms);
+        self.adopt_session_locked(&mut live, session_id, stored, now_ms);
         true
     }
 

@@ -48,16 +48,26 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), KeyFileError> {
 /// public key is kept.
 fn write_durably(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyFileError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io(path))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = opts.open(path).map_err(io(path))?;
     f.write_all(contents).map_err(io(path))?;
     f.sync_all().map_err(io(path))?;
     sync_dir(path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))
 }
 
-/// Sync a directory, so that the files created or removed in it stay so.
+/// Sync a directory, so that the files created or removed in it stay so. (Unix only:
+/// elsewhere a directory cannot be opened as a file.)
 fn sync_dir(dir: &Path) -> Result<(), KeyFileError> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    #[cfg(unix)]
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 impl VaultKeys {

@@ -244,8 +244,8 @@ pub struct CommitStats {
     pub batch_max: u64,
     /// Batches run again with a savepoint per transaction because one failed.
     pub batches_rerun: u64,
-    /// Why the store's last batch committed nothing, when it failed on the database
-    /// itself (a full disk, an I/O error) and no batch has committed since.
+    /// Why the store's batches commit nothing, when several in a row failed on the
+    /// database itself (a full disk, an I/O error) and none has committed since.
     pub failing: Option<String>,
 }
 

@@ -91,15 +91,21 @@ struct Recorder {
     commit_us_sum: u64,
     /// Batches run a second time, with savepoints, because a job failed without them.
     reruns: u64,
-    /// Why the last batch that committed nothing failed on the database itself (a full
-    /// disk, an I/O error), until a batch commits again.
+    /// Batches in a row that committed nothing and failed on a database error.
+    failed_in_a_row: u32,
+    /// Why, once `FAILING_AFTER` such batches came in a row, until a batch commits again.
     failing: Option<String>,
 }
+
+/// How many batches in a row must fail on a database error before the store reports
+/// itself failing. One request's own error (a constraint, a trigger) fails one batch;
+/// a full disk or a lost database fails every one.
+const FAILING_AFTER: u32 = 3;
 
 impl Recorder {
     fn new() -> Result<Recorder> {
         let h = |max| Histogram::new_with_bounds(1, max, 2).map_err(|e| StoreError::Database(format!("histogram: {e}")));
-        Ok(Recorder { commit_us: h(60_000_000)?, batch: h(1_000_000)?, transactions: 0, commit_us_sum: 0, reruns: 0, failing: None })
+        Ok(Recorder { commit_us: h(60_000_000)?, batch: h(1_000_000)?, transactions: 0, commit_us_sum: 0, reruns: 0, failed_in_a_row: 0, failing: None })
     }
 
     fn record(&mut self, micros: u64, batch: usize) {
@@ -226,12 +232,17 @@ impl<C: WriterConn> Writer<C> {
         {
             let mut stats = self.stats.lock();
             stats.record(started.elapsed().as_micros() as u64, batch.len());
-            // A refusal (a stale copy, a conflict) is the request's; a database error
-            // with nothing committed is the store's, and health reports it.
+            // A refusal (a stale copy, a conflict) is the request's; database errors
+            // with nothing committed, batch after batch, are the store's, and health
+            // reports them.
             if results.iter().any(Result::is_ok) {
+                stats.failed_in_a_row = 0;
                 stats.failing = None;
             } else if let Some(e) = results.iter().find_map(|r| r.as_ref().err().filter(|e| matches!(e, StoreError::Database(_) | StoreError::Closed))) {
-                stats.failing = Some(e.to_string());
+                stats.failed_in_a_row += 1;
+                if stats.failed_in_a_row >= FAILING_AFTER {
+                    stats.failing = Some(e.to_string());
+                }
             }
         }
         for (job, res) in batch.into_iter().zip(results) {

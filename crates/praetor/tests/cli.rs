@@ -822,8 +822,9 @@ fn pem_keys_are_named_after_their_algorithm_and_signers_are_named_with_their_key
 }
 
 /// The first start keeps its admin key before it commits the workspace: a file left by
-/// a first start that died before its commit is replaced by a working key, mode 0600,
-/// rather than refused, and a later start leaves the key alone.
+/// a first start that died before its commit (or by another database) is moved aside
+/// and replaced by a working key, mode 0600, rather than refused, and a later start
+/// leaves the key alone.
 #[test]
 fn a_first_start_replaces_an_admin_key_left_by_one_that_did_not_finish() {
     use std::os::unix::fs::PermissionsExt;
@@ -831,6 +832,10 @@ fn a_first_start_replaces_an_admin_key_left_by_one_that_did_not_finish() {
     std::fs::write(dir.path().join("admin.key"), "pk_left_by_a_start_that_died\n").unwrap();
     let s = start(dir.path());
     assert_ne!(s.key, "pk_left_by_a_start_that_died");
+    let aside: Vec<String> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("admin.key.") && n.ends_with(".orphan")).collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read_to_string(dir.path().join(&aside[0])).unwrap(), "pk_left_by_a_start_that_died\n");
     let mode = std::fs::metadata(dir.path().join("admin.key")).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let agents = call("GET", &format!("{}/api/v1/enforce/agents", s.base), &s.key, None);

@@ -370,13 +370,6 @@ fn compile_one(def: &PolicyDef) -> Result<CompiledPolicy, PolicyError> {
     if def.name.len() > MAX_NAME_LEN {
         return Err(PolicyError::new("name", format!("longer than {MAX_NAME_LEN} bytes")));
     }
-    // Names are shown in answers, logs and the dashboard: no terminal escapes or NULs.
-    if def.name.chars().any(char::is_control) {
-        return Err(PolicyError::new("name", "must not contain control characters"));
-    }
-    if def.action_types.len() > MAX_ACTION_TYPES {
-        return Err(PolicyError::new("action_types", format!("has {} globs; the limit is {MAX_ACTION_TYPES}", def.action_types.len())));
-    }
     if let Some(t) = def.trust_threshold {
         if t > 100 {
             return Err(PolicyError::new(
@@ -469,7 +462,16 @@ impl CompiledPolicySet {
     }
 
     /// Validate one definition on its own (for create/update), with `index: None`.
+    /// Beyond what compiling needs, a new definition must keep bounds that stored ones
+    /// from older versions may not: those still load (`compile`), these are refused.
     pub fn validate(def: &PolicyDef) -> Result<(), PolicyError> {
+        // Names are shown in answers, logs and the dashboard: no terminal escapes or NULs.
+        if def.name.chars().any(char::is_control) {
+            return Err(PolicyError::new("name", "must not contain control characters"));
+        }
+        if def.action_types.len() > MAX_ACTION_TYPES {
+            return Err(PolicyError::new("action_types", format!("has {} globs; the limit is {MAX_ACTION_TYPES}", def.action_types.len())));
+        }
         compile_one(def).map(|_| ())
     }
 
@@ -609,6 +611,19 @@ pub(crate) mod tests {
                 .starts_with("policy #1 field `action_types[0]`: unclosed"),
             "{err}"
         );
+    }
+
+    /// Bounds added after definitions were stored without them refuse new definitions,
+    /// but stored ones still load: a server must start, and every node must follow,
+    /// with what an older version accepted.
+    #[test]
+    fn newer_bounds_refuse_new_definitions_but_stored_ones_still_compile() {
+        let tab = def("t", json!({"name": "No\tdeletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block"}));
+        let globs: Vec<String> = (0..MAX_ACTION_TYPES + 1).map(|i| format!("a{i}.*")).collect();
+        let many = def("m", json!({"name": "many", "policy_type": "action_type", "action_types": globs, "decision": "block"}));
+        assert_eq!(CompiledPolicySet::validate(&tab).unwrap_err().field, "name");
+        assert_eq!(CompiledPolicySet::validate(&many).unwrap_err().field, "action_types");
+        assert_eq!(CompiledPolicySet::compile(&[tab, many]).unwrap().len(), 2);
     }
 
     #[test]

@@ -32,6 +32,19 @@ pub fn policy_view(p: &PolicyRecord) -> Value {
     v
 }
 
+/// A policy as `auth` may read it: a key bound to one agent does not see where a
+/// governance rule's alerts go (the workspace's people and services; the rules API
+/// refuses such keys altogether).
+fn view_for(auth: &Authorized<perm::Read>, p: &PolicyRecord) -> Value {
+    let mut v = policy_view(p);
+    if auth.bound_agent().is_some()
+        && let Some(g) = v.get_mut("governance").and_then(Value::as_object_mut)
+    {
+        g.remove("alert");
+    }
+    v
+}
+
 /// A policy deployed by a pack changes only with the pack (a new version, or a rollback).
 fn managed_by_pack(rec: &PolicyRecord) -> ApiResult<()> {
     if let Some(p) = &rec.def.pack {
@@ -61,14 +74,14 @@ pub async fn list(auth: Authorized<perm::Read>) -> ApiResult<Json<Value>> {
     let set = auth.workspace.policies.load();
     let mut records: Vec<&PolicyRecord> = set.records.iter().collect();
     records.sort_by(|a, b| b.def.priority.cmp(&a.def.priority).then_with(|| a.created_at.cmp(&b.created_at)));
-    let views: Vec<Value> = records.into_iter().map(policy_view).collect();
+    let views: Vec<Value> = records.into_iter().map(|r| view_for(&auth, r)).collect();
     Ok(Json(json!({ "ok": true, "policies": views, "total": views.len(), "policy_set_hash": set.hash })))
 }
 
 pub async fn get(auth: Authorized<perm::Read>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     let set = auth.workspace.policies.load();
     let rec = set.records.iter().find(|r| r.def.policy_id == id).ok_or_else(|| ApiError::not_found("policy", &id))?;
-    Ok(Json(json!({ "ok": true, "policy": policy_view(rec) })))
+    Ok(Json(json!({ "ok": true, "policy": view_for(&auth, rec) })))
 }
 
 /// Apply a change to the workspace's policy list: compile the new list, commit the

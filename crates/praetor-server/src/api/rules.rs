@@ -186,11 +186,14 @@ pub fn redact_url(u: &str) -> String {
     }
 }
 
-/// A rule as written, with the secrets of its alert targets redacted (a Slack
-/// incoming webhook's path is its credential).
+/// A rule as written, with its alert URLs cut to their host: a Slack incoming
+/// webhook's path is its credential, and other webhooks often carry one in the path
+/// or query.
 pub fn redact_alert_secrets(governance: &mut Value) {
-    if let Some(url) = governance.pointer("/alert/slack_webhook_url").and_then(Value::as_str).map(redact_url) {
-        governance["alert"]["slack_webhook_url"] = json!(url);
+    for field in ["slack_webhook_url", "webhook_url"] {
+        if let Some(url) = governance.get("alert").and_then(|a| a.get(field)).and_then(Value::as_str).map(redact_url) {
+            governance["alert"][field] = json!(url);
+        }
     }
 }
 

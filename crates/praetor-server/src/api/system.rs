@@ -20,12 +20,10 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::secrets::{key_hash, key_prefix, new_api_key, new_id};
 use crate::state::AppState;
 
-/// 503 once the store refuses to serve (another node migrated the database to a newer
-/// version), so that a load balancer stops sending this node requests. The schema
-/// versions are in the log and in authenticated answers, not here: anyone can ask.
 /// `GET /healthz`: 200 while this node can decide; 503 once a newer version migrated
-/// the database (`superseded`), or while its store's commits fail (`failing`: a full
-/// disk, say), so that a load balancer sends the traffic elsewhere.
+/// the database (`superseded`), or while its store's commits keep failing (`failing`:
+/// a full disk, say), so that a load balancer sends the traffic elsewhere. The schema
+/// versions are in the log and in authenticated answers, not here: anyone can ask.
 pub async fn healthz(State(state): State<Arc<AppState>>) -> axum::response::Response {
     let (status, message) = if state.store.superseded().is_some() {
         ("superseded", "a newer version of Praetor has migrated the database; this node no longer serves".to_owned())

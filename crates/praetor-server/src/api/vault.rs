@@ -181,13 +181,14 @@ pub async fn receipt(
         .await?
         .filter(|row| auth.may_see(row.agent_id.as_deref()))
         .ok_or_else(|| ApiError::not_found("decision", &id))?;
-    let seq = row.vault_seq.ok_or_else(|| ApiError::new(Code::NotFound, format!("decision `{id}` has no vault entry")))?;
-    // A receipt proves the entry its row points to: that must be this decision's.
+    // A receipt proves the entry its row points to: that must be this decision's. Every
+    // decision is sealed before it is answered, so a row without an entry is damaged too.
     let damaged = |why: String| {
-        tracing::warn!(decision_id = %id, seq, reason = %why, "a decision's receipt was refused: its row or entry is damaged");
+        tracing::warn!(decision_id = %id, seq = ?row.vault_seq, reason = %why, "a decision's receipt was refused: its row or entry is damaged");
         state.metrics.records_unreadable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ApiError::new(Code::RecordDamaged, format!("decision `{id}`: {why}; `praetor vault check` reports such damage"))
     };
+    let seq = row.vault_seq.ok_or_else(|| damaged("its row names no vault entry".to_owned()))?;
     let sealed: serde_json::Map<String, Value> = row
         .sealed_leaf
         .as_deref()

@@ -330,6 +330,11 @@ async fn a_row_changed_after_it_was_sealed_shows_only_what_was_sealed() {
     assert!(refused.1["error"]["message"].as_str().unwrap().contains("`decision_id` is not the one sealed"), "{refused:?}");
     let untouched = read(kept_id).await;
     assert_eq!((&untouched["read_error"], &untouched["action_content"]), (&Value::Null, &json!("hello")), "{untouched}");
+    // A row that names no entry at all (every decision is sealed before it is answered).
+    db.execute("UPDATE decisions SET vault_seq = -1 WHERE decision_id = ?1", [&id]).unwrap();
+    let refused = s.get(&format!("/api/v1/enforce/decisions/{id}/receipt"), &s.admin_key).await;
+    assert_error(&refused, 500, "record_damaged");
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("names no vault entry"), "{refused:?}");
 }
 
 /// What a row cannot prove is not shown as sealed: a whole answer with no entry says

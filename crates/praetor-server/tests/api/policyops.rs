@@ -216,7 +216,8 @@ async fn review_fixes_for_policy_operations() {
     assert_eq!(report["policies"][0]["would_change"], 1);
     // A Slack URL is a credential: views show only its host, violations never carry it.
     let (_, rule) = s.post("/api/v1/rules", &s.admin_key, &json!({ "name": "alerting", "condition": { "type": "action_type", "action_types": ["pay"] },
-        "action": "alert", "severity": "high", "alert": { "slack_webhook_url": "http://127.0.0.1:9/services/T000/B000/SECRETPART" } })).await;
+        "action": "alert", "severity": "high", "alert": { "slack_webhook_url": "http://127.0.0.1:9/services/T000/B000/SECRETPART",
+        "webhook_url": "http://127.0.0.1:9/hook/SECRETPART?token=SECRETPART", "emails": ["cfo@example.com"] } })).await;
     assert!(!rule.to_string().contains("SECRETPART"), "{rule}");
     let rule_id = rule["rule"]["rule_id"].as_str().or(rule["rule_id"].as_str()).unwrap().to_owned();
     // Nor through the policies API, where a rule is one policy among the others.
@@ -225,6 +226,14 @@ async fn review_fixes_for_policy_operations() {
     assert!(!policies.to_string().contains("SECRETPART"), "{policies}");
     let (_, one) = s.get(&format!("/api/v1/enforce/policies/{rule_id}"), &s.admin_key).await;
     assert!(!one.to_string().contains("SECRETPART") && one["policy"]["policy_id"] == json!(rule_id), "{one}");
+    // A key bound to one agent (refused by the rules API) sees no alert targets at all.
+    let agent = s.agent("bound reader").await;
+    let bound = s.key(&["agent"], Some(&agent)).await;
+    let (status, seen) = s.get(&format!("/api/v1/enforce/policies/{rule_id}"), &bound).await;
+    assert_eq!((status.as_u16(), &seen["policy"]["governance"]["alert"]), (200, &Value::Null), "{seen}");
+    let (_, all) = s.get("/api/v1/enforce/policies", &bound).await;
+    assert!(!all.to_string().contains("cfo@example.com") && !all.to_string().contains("127.0.0.1/…"), "{all}");
+    assert!(policies.to_string().contains("cfo@example.com"), "an unbound read key sees where alerts go: {policies}");
     // A rule changes through the rules API only, its mode too.
     assert_error(&s.post(&format!("/api/v1/enforce/policies/{rule_id}/promote"), &s.admin_key, &json!({})).await, 409, "conflict");
     s.intercept(json!({ "action_type": "pay" })).await;

@@ -537,12 +537,19 @@ async fn a_failed_commit_leaves_memory_as_the_store_has_it() {
     let db = rusqlite::Connection::open(s.dir.path().join("praetor.db")).unwrap();
     db.execute_batch("CREATE TRIGGER fail_once BEFORE INSERT ON decisions WHEN NEW.content = 'boom' BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;").unwrap();
     assert_error(&act_with("boom").await, 503, "store_unavailable");
-    // Health says so until a commit succeeds again, so that traffic can go elsewhere.
+    // One request's own failure is not the store's...
+    let (status, health) = s.get("/healthz", "").await;
+    assert_eq!((status.as_u16(), &health["status"]), (200, &json!("ok")), "{health}");
+    // ...commits failing again and again are, and health says so until one succeeds,
+    // so that traffic can go elsewhere.
+    for _ in 0..2 {
+        assert_error(&act_with("boom").await, 503, "store_unavailable");
+    }
     let (status, health) = s.get("/healthz", "").await;
     assert_eq!((status.as_u16(), &health["status"]), (503, &json!("failing")), "{health}");
     assert!(health["error"]["message"].as_str().unwrap().contains("disk on fire"), "{health}");
     let (_, session) = s.get(&format!("/api/v1/enforce/sessions/{id}"), &s.admin_key).await;
-    assert_eq!(session["session"]["consumed"]["actions"], 1, "{session}");
+    assert_eq!(session["session"]["consumed"]["actions"], 1, "three failed, none charged: {session}");
     let (_, got) = s.get(&format!("/api/v1/enforce/agents/{agent}"), &s.admin_key).await;
     assert_eq!(got["agent"]["total_actions"], 1, "{got}");
     db.execute_batch("DROP TRIGGER fail_once").unwrap();

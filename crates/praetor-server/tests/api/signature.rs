@@ -59,6 +59,11 @@ async fn signed_requests_are_verified() {
     assert_eq!(replay["identity"]["check"], "nonce_reused");
     let stale = send(&s, &a, &body, now - 120, "nonce-0002", None).await;
     assert_eq!(stale["identity"]["check"], "signature_expired");
+    // The caller's timestamp at either end of i64 is expired too, not an overflow.
+    for (i, ts) in [i64::MIN, i64::MAX].into_iter().enumerate() {
+        let far = send(&s, &a, &body, ts, &format!("nonce-far-{i}"), None).await;
+        assert_eq!((&far["decision"], &far["identity"]["check"]), (&json!("block"), &json!("signature_expired")), "{ts}: {far}");
+    }
     let forged = send(&s, &a, &body, now, "nonce-0003", Some(&SigningKey::from_bytes(&[7; 32]))).await;
     assert_eq!(forged["identity"]["check"], "signature_invalid");
     assert_eq!(forged["decision"], "block");

@@ -76,6 +76,7 @@ impl SqlStore<Sqlite> {
 /// decision: readable by its owner only. A new file is created so (SQLite gives its WAL
 /// and shared-memory files the database file's mode); an existing one that others may
 /// read is narrowed, with its WAL and shared-memory files.
+#[cfg(unix)]
 fn owner_only(path: &Path) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let cannot = |e: std::io::Error| StoreError::Database(format!("cannot make `{}` readable by its owner only: {e}", path.display()));
@@ -91,6 +92,12 @@ fn owner_only(path: &Path) -> Result<()> {
             tracing::warn!(file = %file.display(), "the database file was readable by others; now by its owner only");
         }
     }
+    Ok(())
+}
+
+/// File modes are Unix's; elsewhere the directory's permissions must protect the file.
+#[cfg(not(unix))]
+fn owner_only(_path: &Path) -> Result<()> {
     Ok(())
 }
 
@@ -325,6 +332,7 @@ mod tests {
 
     /// The database holds secrets: a new one is its owner's alone, WAL included, and an
     /// existing one that others could read is narrowed when opened.
+    #[cfg(unix)]
     #[tokio::test]
     async fn the_database_is_readable_by_its_owner_only() {
         use std::os::unix::fs::PermissionsExt;
