@@ -20,8 +20,8 @@ use crate::state::{AppState, PolicySet, WorkspaceState};
 
 pub fn policy_view(p: &PolicyRecord) -> Value {
     let mut v = serde_json::to_value(&p.def).unwrap_or_default();
-    // A governance rule carries its alert targets, whose secrets only the rules API's
-    // redacted view may show.
+    // A governance rule carries its alert targets: their URLs are cut to their host,
+    // as the rules API shows them.
     if let Some(g) = v.get_mut("governance") {
         super::rules::redact_alert_secrets(g);
     }
