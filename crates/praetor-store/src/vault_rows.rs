@@ -333,11 +333,15 @@ fn check_decision_rows(conn: &dyn Db, ws: &str, sealed_decisions: &[bool], progr
 /// entry): fewer rows means some were deleted. The rows checked, and the first problem.
 fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older: &OlderViolations) -> Result<(u64, Option<String>)> {
     let (mut checked, mut matched, mut matched_older, mut bad) = (0u64, 0u64, 0usize, None);
+    // In order of time, then decision: a decision's violation rows come together, and
+    // its entry is parsed once for all of them (and decisions and entries are read in
+    // the order they were stored).
+    let mut last_entry: Option<(i64, Option<serde_json::Map<String, Value>>)> = None;
     conn.query(
         "SELECT v.violation_id, v.rule_id, v.severity, v.agent_id, v.decision_id, v.at, d.vault_seq, e.leaf FROM violations v
          LEFT JOIN decisions d ON d.workspace_id = v.workspace_id AND d.decision_id = v.decision_id
          LEFT JOIN vault_entries e ON e.workspace_id = d.workspace_id AND e.seq = d.vault_seq
-         WHERE v.workspace_id = ?1",
+         WHERE v.workspace_id = ?1 ORDER BY v.at, v.decision_id",
         args![ws],
         &mut |r| {
             if bad.is_some() {
@@ -359,14 +363,20 @@ fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older
                     return Ok(());
                 }
             };
-            let entry = leaf.and_then(|leaf| serde_json::from_slice::<serde_json::Map<String, Value>>(&leaf).ok());
-            let why = match (entry, older.get(&v.violation_id)) {
+            let entry = match (seq, &last_entry) {
+                (Some(seq), Some((cached, entry))) if *cached == seq => entry,
+                _ => {
+                    let parsed = leaf.and_then(|leaf| serde_json::from_slice::<serde_json::Map<String, Value>>(&leaf).ok());
+                    &last_entry.insert((seq.unwrap_or(-1), parsed)).1
+                }
+            };
+            let why = match (entry.as_ref(), older.get(&v.violation_id)) {
                 (None, _) => Some("its decision has no readable sealed entry".to_owned()),
                 (Some(entry), Some(own)) if !entry.contains_key("violations") => v.departs_from(own).or_else(|| {
                     matched_older += 1;
                     None
                 }),
-                (Some(entry), _) => v.departs_from(&entry).or_else(|| {
+                (Some(entry), _) => v.departs_from(entry).or_else(|| {
                     matched += u64::from(seq.is_some_and(|s| (0..logged as i64).contains(&s)));
                     None
                 }),
