@@ -166,7 +166,7 @@ async fn load_demo(state: &Arc<AppState>, workspace_id: &str) -> ApiResult<bool>
     let set = PolicySet::build(records).map_err(|e| crate::error::ApiError::new(crate::error::Code::Internal, format!("demo policies: {e}")))?;
     state.commit(txn).await?;
     let _guard = ws.policy_writes.lock().await;
-    ws.policies.store(Arc::new(set));
+    ws.replace_policies(set, state.now_ms());
     let mut map = ws.agents.write();
     for a in agents {
         map.insert(a.agent_id.clone(), a);

@@ -127,7 +127,7 @@ async fn reload_policies(state: &AppState, ws: &WorkspaceState) -> ApiResult<()>
         }
     };
     tracing::info!(workspace_id = %ws.workspace_id, policy_set_hash = %set.hash, "policies changed on another node");
-    ws.policies.store(Arc::new(set));
+    ws.replace_policies(set, state.now_ms());
     Ok(())
 }
 

@@ -342,10 +342,10 @@ fn evaluate_with(
         // Borrow the histories in place (no copy): both maps are fields of `live`.
         let LiveState { agent_history, session_history, .. } = &mut *live;
         let agent_h = agent.as_ref().and_then(|a| agent_history.get_mut(&a.agent_id));
-        let agent_from = agent_h.as_ref().map_or(i64::MIN, |h| h.complete_from_ms);
+        let agent_from = agent_h.as_ref().map_or(i64::MIN, |h| h.from_ms());
         let agent_hist = agent_h.map(contiguous).unwrap_or(&[]);
         let session_h = intercepted.request.session_id.as_ref().and_then(|s| session_history.get_mut(s));
-        let session_from = session_h.as_ref().map_or(i64::MIN, |h| h.complete_from_ms);
+        let session_from = session_h.as_ref().map_or(i64::MIN, |h| h.from_ms());
         let session_hist = session_h.map(contiguous).unwrap_or(&[]);
         let input = DecisionInput {
             request: &intercepted.request,
@@ -691,6 +691,7 @@ pub async fn decide_and_record(
             }
         }
         load_unknown_agents(state, ws, caller, &actions).await?;
+        read_short_histories(state, ws, caller, &actions).await?;
         let evaluated_now = {
             // The sweeper forgets closed sessions under this lock too: a session present
             // here stays present through the evaluation.
@@ -754,20 +755,26 @@ pub async fn decide_and_record(
     }
 }
 
-/// A request may name an agent registered on another node a moment ago, before this
-/// node's change feed brought it: look it up in the store before refusing it.
-async fn load_unknown_agents(state: &AppState, ws: &WorkspaceState, caller: &Caller<'_>, actions: &[Intercepted]) -> ApiResult<()> {
-    let mut wanted: Vec<String> = actions.iter().filter_map(|i| i.agent_id.clone()).collect();
-    wanted.extend(caller.key.agent_id.clone());
+/// The agents a request's actions may be decided for: those they name, the caller's
+/// key's agent and the agents of the sessions they name.
+fn named_agents(ws: &WorkspaceState, caller: &Caller<'_>, actions: &[Intercepted]) -> Vec<String> {
+    let mut named: Vec<String> = actions.iter().filter_map(|i| i.agent_id.clone()).collect();
+    named.extend(caller.key.agent_id.clone());
     {
         let live = ws.live.lock();
         let sessions = actions.iter().filter_map(|i| i.request.session_id.as_ref()).filter_map(|s| live.sessions.get(s));
-        wanted.extend(sessions.map(|s| s.agent_id.clone()));
+        named.extend(sessions.map(|s| s.agent_id.clone()));
     }
-    wanted.sort();
-    wanted.dedup();
+    named.sort();
+    named.dedup();
+    named
+}
+
+/// A request may name an agent registered on another node a moment ago, before this
+/// node's change feed brought it: look it up in the store before refusing it.
+async fn load_unknown_agents(state: &AppState, ws: &WorkspaceState, caller: &Caller<'_>, actions: &[Intercepted]) -> ApiResult<()> {
     let now = state.now_ms();
-    let missing: Vec<String> = wanted.into_iter().filter(|a| ws.agent(a).is_none() && !ws.known_absent(a, now)).collect();
+    let missing: Vec<String> = named_agents(ws, caller, actions).into_iter().filter(|a| ws.agent(a).is_none() && !ws.known_absent(a, now)).collect();
     if !missing.is_empty() {
         resync(state, ws, &missing, &[]).await?;
         for a in missing.iter().filter(|a| ws.agent(a).is_none()) {
@@ -775,6 +782,35 @@ async fn load_unknown_agents(state: &AppState, ws: &WorkspaceState, caller: &Cal
         }
     }
     Ok(())
+}
+
+/// Since the policies in force widened their window, the histories in memory of the
+/// request's agents and sessions may start too late for it (`History::needs_reading`):
+/// read those again from the store before evaluating, so that a velocity or sequence
+/// policy added after a burst counts the burst. (One that still finds its history
+/// short, because the window widened again in between, fails closed.)
+async fn read_short_histories(state: &AppState, ws: &WorkspaceState, caller: &Caller<'_>, actions: &[Intercepted]) -> ApiResult<()> {
+    let window = ws.policies.load().compiled.history_window_ms();
+    if window <= 0 {
+        return Ok(());
+    }
+    let start = state.now_ms().saturating_sub(window);
+    let agents = named_agents(ws, caller, actions);
+    let (agents, sessions) = {
+        let live = ws.live.lock();
+        let short = |h: Option<&crate::state::History>| h.is_some_and(|h| h.needs_reading(start));
+        let agents: Vec<String> = agents.into_iter().filter(|a| short(live.agent_history.get(a))).collect();
+        let mut sessions: Vec<String> =
+            actions.iter().filter_map(|i| i.request.session_id.clone()).filter(|s| short(live.session_history.get(s))).collect();
+        sessions.sort();
+        sessions.dedup();
+        (agents, sessions)
+    };
+    if agents.is_empty() && sessions.is_empty() {
+        return Ok(());
+    }
+    tracing::debug!(workspace_id = %ws.workspace_id, agents = agents.len(), sessions = sessions.len(), "the policies' window widened; reading histories again");
+    resync(state, ws, &agents, &sessions).await
 }
 
 /// What a set of evaluations read and changed, to reload when their commit is refused.

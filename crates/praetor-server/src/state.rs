@@ -36,33 +36,57 @@ impl PolicySet {
     }
 }
 
-/// One agent's or session's recent allowed actions, oldest first, and the time from
-/// which it is complete: when the size cap drops an action still inside some window,
-/// `complete_from_ms` moves past it, and a policy whose window reaches further back
-/// fails closed instead of undercounting (a flood of cheap actions cannot push the
-/// expensive ones out of the count).
+/// One agent's or session's recent allowed actions, oldest first, and the times from
+/// which it is complete. Two things leave out older actions:
+///
+/// - the size cap: when it drops an action still inside some window,
+///   `complete_from_ms` moves past it, and a policy whose window reaches further back
+///   fails closed instead of undercounting (a flood of cheap actions cannot push the
+///   expensive ones out of the count);
+/// - the window it was kept for: a history holds what the policies in force needed
+///   (read from the store since `known_from_ms`, then kept in memory for the window).
+///   When a policy change widens the window, older actions were never kept, so
+///   `known_from_ms` says where this history starts, and a decision that needs more
+///   reads it again from the store ([`History::needs_reading`]). Without this, a rate
+///   limit added after a burst would not count the burst.
 #[derive(Debug, Clone)]
 pub struct History {
     pub actions: VecDeque<PastAction>,
     pub complete_from_ms: i64,
+    pub known_from_ms: i64,
 }
 
 impl Default for History {
+    /// The history of an agent or session that has none in memory: nothing allowed
+    /// within the window in force (when the window widens, every agent and session in
+    /// memory gets a history that says where it starts: `LiveState::widen_window`).
     fn default() -> Self {
-        History { actions: VecDeque::new(), complete_from_ms: i64::MIN }
+        History { actions: VecDeque::new(), complete_from_ms: i64::MIN, known_from_ms: i64::MIN }
     }
 }
 
 impl History {
     /// A history read back from the store: the newest `HISTORY_CAP` allowed actions
-    /// within the window. When the cap cut it, what came before the oldest kept action
-    /// is unknown.
-    pub fn from_store(actions: Vec<PastAction>) -> History {
+    /// since `since`. When the cap cut it, what came before the oldest kept action is
+    /// unknown.
+    pub fn from_store(actions: Vec<PastAction>, since: i64) -> History {
         let complete_from_ms = match actions.first() {
             Some(oldest) if actions.len() >= HISTORY_CAP => oldest.at_ms + 1,
             _ => i64::MIN,
         };
-        History { actions: actions.into(), complete_from_ms }
+        History { actions: actions.into(), complete_from_ms, known_from_ms: since }
+    }
+
+    /// The time from which this history holds every allowed action.
+    pub fn from_ms(&self) -> i64 {
+        self.complete_from_ms.max(self.known_from_ms)
+    }
+
+    /// Whether a window starting at `window_start_ms` reaches before what this history
+    /// was kept for, so that the store must be read again (not the cap's doing: reading
+    /// again would cut it the same way).
+    pub fn needs_reading(&self, window_start_ms: i64) -> bool {
+        self.known_from_ms > window_start_ms
     }
 }
 
@@ -106,8 +130,23 @@ impl LiveState {
                 while h.actions.front().is_some_and(|a| a.at_ms < cutoff) {
                     h.actions.pop_front();
                 }
-                !h.actions.is_empty() || h.complete_from_ms > cutoff
+                !h.actions.is_empty() || h.complete_from_ms > cutoff || h.known_from_ms > cutoff
             });
+        }
+    }
+
+    /// The window of the policies in force widened at `now_ms` from `old_window_ms`:
+    /// every history in memory, and every agent's and session's without one, holds
+    /// only what the old window kept. Each now says so, and a decision that needs more
+    /// reads the store ([`History::needs_reading`]).
+    pub fn widen_window(&mut self, agents: impl Iterator<Item = String>, now_ms: i64, old_window_ms: i64) {
+        let kept_from = now_ms.saturating_sub(old_window_ms.max(0));
+        let sessions: Vec<String> = self.sessions.keys().cloned().collect();
+        for (map, ids) in [(&mut self.agent_history, agents.collect::<Vec<_>>()), (&mut self.session_history, sessions)] {
+            for id in ids {
+                let h = map.entry(id).or_default();
+                h.known_from_ms = h.known_from_ms.max(kept_from);
+            }
         }
     }
 
@@ -201,6 +240,23 @@ impl WorkspaceState {
         }
     }
 
+    /// Put `set` in force at `now_ms`. When it looks further back than the set it
+    /// replaces (a velocity or sequence policy added or widened), the histories in
+    /// memory hold too little: each is marked with where it starts
+    /// ([`LiveState::widen_window`]). Done under the `live` lock, which every
+    /// evaluation takes after loading the policies: one that loaded the new set sees
+    /// the marks.
+    pub fn replace_policies(&self, set: PolicySet, now_ms: i64) {
+        let mut live = self.live.lock();
+        let old_window = self.policies.load().compiled.history_window_ms();
+        let widened = set.compiled.history_window_ms() > old_window;
+        self.policies.store(Arc::new(set));
+        if widened {
+            let agents: Vec<String> = self.agents.read().keys().cloned().collect();
+            live.widen_window(agents.into_iter(), now_ms, old_window);
+        }
+    }
+
     /// Whether the store was asked for `agent_id` within `ABSENT_TTL_MS` and did not
     /// hold it.
     pub fn known_absent(&self, agent_id: &str, now_ms: i64) -> bool {
@@ -254,7 +310,7 @@ impl WorkspaceState {
                 for c in st.credentials {
                     creds.insert(c.credential_id.clone(), c);
                 }
-                live.agent_history.insert(agent_id.to_owned(), History::from_store(st.history));
+                live.agent_history.insert(agent_id.to_owned(), History::from_store(st.history, st.history_since));
                 let mut agent = st.agent;
                 agent.copy_generation = self.agent_reloads.fetch_add(1, Ordering::Relaxed) + 1;
                 agents.insert(agent_id.to_owned(), agent);
@@ -318,7 +374,7 @@ impl WorkspaceState {
     fn adopt_session_locked(&self, live: &mut LiveState, session_id: &str, stored: Option<praetor_store::SessionState>, now_ms: i64) {
         match stored {
             Some(st) => {
-                live.session_history.insert(session_id.to_owned(), History::from_store(st.history));
+                live.session_history.insert(session_id.to_owned(), History::from_store(st.history, st.history_since));
                 let mut session = st.session;
                 session.copy_generation = self.session_reloads.fetch_add(1, Ordering::Relaxed) + 1;
                 live.sessions.insert(session_id.to_owned(), session);

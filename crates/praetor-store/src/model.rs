@@ -258,6 +258,9 @@ pub struct AgentState {
     pub agent: Agent,
     pub credentials: Vec<Credential>,
     pub history: Vec<praetor_core::PastAction>,
+    /// The time from which `history` holds every allowed action (the `since` it was
+    /// read with), up to its cap.
+    pub history_since: Millis,
 }
 
 /// A session as stored, with its recent allowed actions (newest last).
@@ -265,6 +268,8 @@ pub struct AgentState {
 pub struct SessionState {
     pub session: Session,
     pub history: Vec<praetor_core::PastAction>,
+    /// As [`AgentState::history_since`].
+    pub history_since: Millis,
 }
 
 /// One entry of a workspace's change feed: something other nodes must reload (`key` is

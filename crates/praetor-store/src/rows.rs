@@ -828,13 +828,13 @@ pub fn agent_state(db: &dyn Db, ws: &str, id: &str, since: Millis, cap: u32) -> 
         credential_from_row,
     )?;
     let history = allowed_since(db, "agent_id = ?2", ws, id, since, cap)?;
-    Ok(Some(AgentState { agent, credentials, history }))
+    Ok(Some(AgentState { agent, credentials, history, history_since: since }))
 }
 
 pub fn session_state(db: &dyn Db, ws: &str, id: &str, since: Millis, cap: u32) -> Result<Option<SessionState>> {
     let Some(session) = get_session(db, ws, id)? else { return Ok(None) };
     let history = allowed_since(db, "session_id = ?2", ws, id, since, cap)?;
-    Ok(Some(SessionState { session, history }))
+    Ok(Some(SessionState { session, history, history_since: since }))
 }
 
 pub fn list_policies(db: &dyn Db, ws: &str) -> Result<Vec<PolicyRecord>> {

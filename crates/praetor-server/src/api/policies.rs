@@ -104,7 +104,7 @@ pub async fn change(
     let txn = Txn { mutations, seal: vec![event(&ws.workspace_id, kind, Some(actor), state.now_ms(), fields)] };
     state.commit(txn).await?;
     let hash = set.hash.clone();
-    ws.policies.store(Arc::new(set));
+    ws.replace_policies(set, state.now_ms());
     tracing::info!(workspace_id = %ws.workspace_id, kind, policy_set_hash = %hash, "policies changed");
     Ok(json!({ "policy_set_hash": hash }))
 }

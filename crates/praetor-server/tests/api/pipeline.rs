@@ -282,3 +282,50 @@ async fn a_stored_decision_reads_back_as_it_was_answered() {
     }
     assert_eq!(verdicts, ["allow", "block", "escalate", "allow"]);
 }
+
+/// Found by a review: histories in memory held only what the policies in force needed,
+/// so a rate limit or an ordered sequence added (or widened) after a burst did not
+/// count the burst, until a restart read the store again.
+#[tokio::test]
+async fn a_policy_that_looks_further_back_counts_what_came_before_it() {
+    let s = TestServer::start().await;
+    let a = s.agent("exporter").await;
+    let export = json!({ "action_type": "report.export", "agent_id": a });
+    // No sequence policy yet: nothing is kept in memory for one.
+    for _ in 0..5 {
+        assert_eq!(s.intercept(export.clone()).await["decision"], "allow");
+        s.clock.advance(1_000);
+    }
+    s.policy(json!({ "name": "Three an hour", "policy_type": "sequence", "action_types": ["report.export"], "decision": "block",
+                     "conditions": { "velocity": { "max": 3, "window_seconds": 3600 } } })).await;
+    let answer = s.intercept(export.clone()).await;
+    assert_eq!(answer["decision"], "block", "{answer}");
+    assert!(answer["reasoning"].to_string().contains("5 `report.export` actions"), "{answer}");
+
+    // In a session: three actions, then a per-session limit of two.
+    let b = s.agent("mailer").await;
+    let (_, session) = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "agent_id": b })).await;
+    let sid = session["session_id"].as_str().unwrap().to_owned();
+    let mail = json!({ "action_type": "email.send", "agent_id": b, "session_id": sid });
+    for _ in 0..3 {
+        assert_eq!(s.intercept(mail.clone()).await["decision"], "allow");
+    }
+    s.policy(json!({ "name": "Two mails a session", "policy_type": "sequence", "action_types": ["email.send"], "decision": "block",
+                     "conditions": { "velocity": { "max": 2, "window_seconds": 7200, "per": "session" } } })).await;
+    let answer = s.intercept(mail).await;
+    assert_eq!(answer["decision"], "block", "{answer}");
+
+    // An ordered sequence with a window longer than any before: the read, kept only for
+    // the two hours above and pruned from memory, still counts.
+    let c = s.agent("reader").await;
+    assert_eq!(s.intercept(json!({ "action_type": "db.read_users", "agent_id": c })).await["decision"], "allow");
+    s.clock.advance(3 * 3600 * 1000);
+    // Another decision prunes what the two-hour window no longer needs.
+    assert_eq!(s.intercept(json!({ "action_type": "noop", "agent_id": a })).await["decision"], "allow");
+    s.policy(json!({ "name": "No upload after a read", "policy_type": "sequence", "decision": "block",
+                     "conditions": { "ordered": { "first": ["db.read*"], "then": ["upload.*"], "within_seconds": 86400 } } })).await;
+    let answer = s.intercept(json!({ "action_type": "upload.s3", "agent_id": c })).await;
+    assert_eq!(answer["decision"], "block", "{answer}");
+    // Memory was read again once, not on every decision: the next one is decided alike.
+    assert_eq!(s.intercept(json!({ "action_type": "upload.s3", "agent_id": c })).await["decision"], "block");
+}
