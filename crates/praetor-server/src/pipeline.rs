@@ -690,8 +690,9 @@ pub async fn decide_and_record(
                 loaded.push(sid);
             }
         }
-        load_unknown_agents(state, ws, caller, &actions).await?;
-        read_short_histories(state, ws, caller, &actions).await?;
+        let named = named_agents(ws, caller, &actions);
+        load_unknown_agents(state, ws, &named).await?;
+        read_short_histories(state, ws, named, &actions).await?;
         let evaluated_now = {
             // The sweeper forgets closed sessions under this lock too: a session present
             // here stays present through the evaluation.
@@ -772,9 +773,9 @@ fn named_agents(ws: &WorkspaceState, caller: &Caller<'_>, actions: &[Intercepted
 
 /// A request may name an agent registered on another node a moment ago, before this
 /// node's change feed brought it: look it up in the store before refusing it.
-async fn load_unknown_agents(state: &AppState, ws: &WorkspaceState, caller: &Caller<'_>, actions: &[Intercepted]) -> ApiResult<()> {
+async fn load_unknown_agents(state: &AppState, ws: &WorkspaceState, named: &[String]) -> ApiResult<()> {
     let now = state.now_ms();
-    let missing: Vec<String> = named_agents(ws, caller, actions).into_iter().filter(|a| ws.agent(a).is_none() && !ws.known_absent(a, now)).collect();
+    let missing: Vec<String> = named.iter().filter(|a| ws.agent(a).is_none() && !ws.known_absent(a, now)).cloned().collect();
     if !missing.is_empty() {
         resync(state, ws, &missing, &[]).await?;
         for a in missing.iter().filter(|a| ws.agent(a).is_none()) {
@@ -789,13 +790,12 @@ async fn load_unknown_agents(state: &AppState, ws: &WorkspaceState, caller: &Cal
 /// read those again from the store before evaluating, so that a velocity or sequence
 /// policy added after a burst counts the burst. (One that still finds its history
 /// short, because the window widened again in between, fails closed.)
-async fn read_short_histories(state: &AppState, ws: &WorkspaceState, caller: &Caller<'_>, actions: &[Intercepted]) -> ApiResult<()> {
+async fn read_short_histories(state: &AppState, ws: &WorkspaceState, agents: Vec<String>, actions: &[Intercepted]) -> ApiResult<()> {
     let window = ws.policies.load().compiled.history_window_ms();
     if window <= 0 {
         return Ok(());
     }
     let start = state.now_ms().saturating_sub(window);
-    let agents = named_agents(ws, caller, actions);
     let (agents, sessions) = {
         let live = ws.live.lock();
         let short = |h: Option<&crate::state::History>| h.is_some_and(|h| h.needs_reading(start));
