@@ -209,6 +209,12 @@ fn identify(
     };
     let bound = caller.key.agent_id.as_deref();
     let agent_id = match (agent_id, bound) {
+        (None, None) if !ws.settings.read().allow_anonymous => {
+            return failed(
+                "anonymous_refused",
+                "this workspace refuses requests that name no agent (settings.allow_anonymous is false): name the acting agent or use a key bound to it".into(),
+            );
+        }
         (None, None) => return (Identity::Anonymous, None),
         (None, Some(b)) => b,
         (Some(a), Some(b)) if a != b => {

@@ -218,6 +218,12 @@ pub struct WorkspaceSettings {
     /// that would open one more blocks instead (fails closed) and says why.
     #[serde(default = "default_max_pending_escalations")]
     pub max_pending_escalations: u64,
+    /// Whether a request that names no agent (no `agent_id`, no session, a key bound to
+    /// none) is decided at all. Such a request has no scopes, boundary, roles or history,
+    /// so per-agent checks cannot apply to it; a workspace whose agents are all
+    /// registered turns this off, and then such a request is refused (`__identity`).
+    #[serde(default = "default_allow_anonymous")]
+    pub allow_anonymous: bool,
 }
 
 /// The largest `max_pending_escalations` accepted: about 1 KB of memory each.
@@ -254,6 +260,10 @@ fn default_max_pending_escalations() -> u64 {
     10_000
 }
 
+fn default_allow_anonymous() -> bool {
+    true
+}
+
 fn default_decision() -> Effect {
     Effect::Allow
 }
@@ -271,6 +281,7 @@ impl Default for WorkspaceSettings {
             escalation_ttl_seconds: default_escalation_ttl(),
             approval_freshness_seconds: default_approval_freshness(),
             max_pending_escalations: default_max_pending_escalations(),
+            allow_anonymous: default_allow_anonymous(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Workspace settings the engine reads: `default_decision`, `on_redacted_content`,
-//! `default_jurisdiction`, `trust_baseline`, the escalation settings.
+//! `default_jurisdiction`, `trust_baseline`, the escalation settings, `allow_anonymous`.
 
 use std::sync::Arc;
 

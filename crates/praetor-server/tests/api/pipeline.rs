@@ -329,3 +329,30 @@ async fn a_policy_that_looks_further_back_counts_what_came_before_it() {
     // Memory was read again once, not on every decision: the next one is decided alike.
     assert_eq!(s.intercept(json!({ "action_type": "upload.s3", "agent_id": c })).await["decision"], "block");
 }
+
+/// Found by a review: an anonymous request (no agent named, a key bound to none) has no
+/// scopes, boundary or history, so per-agent checks cannot apply to it. A workspace can
+/// refuse such requests.
+#[tokio::test]
+async fn a_workspace_can_refuse_anonymous_requests() {
+    let s = TestServer::start().await;
+    let a = s.agent("named").await;
+    let unbound = s.key(&["agent"], None).await;
+    let anonymous = json!({ "action_type": "shell.exec" });
+    let ask = |key: String, body: Value| {
+        let s = &s;
+        async move { s.post("/api/v1/enforce/intercept", &key, &body).await.1 }
+    };
+    assert_eq!(ask(unbound.clone(), anonymous.clone()).await["decision"], "allow", "allowed by default (wire compatibility)");
+    let (status, put) = s.put("/api/v1/enforce/settings", &s.admin_key, &json!({ "allow_anonymous": false })).await;
+    assert_eq!(status, 200, "{put}");
+    assert_eq!(put["settings"]["allow_anonymous"], false);
+    let answer = ask(unbound.clone(), anonymous.clone()).await;
+    assert_eq!(answer["decision"], "block", "{answer}");
+    assert_eq!(answer["identity"]["check"], "anonymous_refused", "{answer}");
+    // Naming the agent, or a key bound to it, still works.
+    assert_eq!(ask(unbound, json!({ "action_type": "shell.exec", "agent_id": a })).await["decision"], "allow");
+    let bound = s.key(&["agent"], Some(&a)).await;
+    assert_eq!(ask(bound, anonymous).await["decision"], "allow");
+    assert_error(&s.put("/api/v1/enforce/settings", &s.admin_key, &json!({ "allow_anonymous": "no" })).await, 400, "invalid_field");
+}
