@@ -346,10 +346,11 @@ impl<'a> EvalCtx<'a> {
             .get(slot)?
             .get_or_init(|| {
                 let mut found = None;
-                walk_strings(&self.input.request.metadata, &mut |path, s| {
+                walk_texts(&self.input.request.metadata, false, &mut |path, _, s| {
                     if found.is_none() && bank.is_match(slot, s) {
                         found = Some(path_text(path));
                     }
+                    false
                 });
                 found
             })
@@ -367,18 +368,28 @@ impl<'a> EvalCtx<'a> {
         })
     }
 
-    /// PII in metadata strings, with their paths.
+    /// PII in metadata strings, object keys and numbers, with their paths. A number
+    /// (or an array of numbers) is read as the digits it is written with, for the
+    /// categories a number can hold. A key holding PII is named by its position in the
+    /// paths below it, so a reason never repeats it.
     pub(crate) fn metadata_pii(&self) -> &[(String, PiiMatch)] {
         self.metadata_pii.get_or_init(|| {
+            let all = self.set.pii_categories;
+            let numeric = pii::NUMBER_CATEGORIES.intersection(all);
             let mut out = Vec::new();
             let mut buf = Vec::new();
-            walk_strings(&self.input.request.metadata, &mut |path, s| {
+            walk_texts(&self.input.request.metadata, !numeric.is_empty(), &mut |path, kind, s| {
                 buf.clear();
-                pii::scan_into(s, self.set.pii_categories, &mut buf);
+                match kind {
+                    TextKind::Key => pii::scan_into(s, all, &mut buf),
+                    TextKind::Value => pii::scan_value_into(s, all, &mut buf),
+                    TextKind::Number => pii::scan_value_into(s, numeric, &mut buf),
+                }
                 if !buf.is_empty() {
                     let p = path_text(path);
                     out.extend(buf.iter().map(|m| (p.clone(), *m)));
                 }
+                !buf.is_empty()
             });
             out
         })
@@ -406,39 +417,122 @@ impl<'a> EvalCtx<'a> {
 enum Seg<'v> {
     Key(&'v str),
     Index(usize),
+    /// An object key named by its position in key order (`<key 2>`): the path of the
+    /// key's own text, or of what is below a key whose text must not be shown.
+    KeyAt(usize),
 }
 
-/// Call `f` for every string value in `md`, at any depth, with its path.
-fn walk_strings<'v>(md: &'v serde_json::Map<String, Value>, f: &mut impl FnMut(&[Seg<'v>], &'v str)) {
-    fn go<'v>(v: &'v Value, path: &mut Vec<Seg<'v>>, f: &mut impl FnMut(&[Seg<'v>], &'v str)) {
-        match v {
-            Value::String(s) => f(path, s),
-            Value::Array(items) => {
-                for (i, x) in items.iter().enumerate() {
-                    path.push(Seg::Index(i));
-                    go(x, path, f);
-                    path.pop();
-                }
+/// What a piece of metadata text is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextKind {
+    /// A string value.
+    Value,
+    /// An object key (its path ends with `Seg::KeyAt`).
+    Key,
+    /// A number's digits, or an array of numbers as one number written in groups.
+    Number,
+}
+
+/// Call `f` for every piece of text in `md`, at any depth, with its path: string
+/// values and object keys, and, with `numbers`, numbers as their decimal digits
+/// (`number_text`) and arrays of numbers as one text (`grouped_digits`).
+///
+/// Keys are read because a key is as much the sender's text as a value (`{"bob@x.io":
+/// true}`). `f` answers whether the text it was given must not be shown: a key so
+/// answered is named by its position (`Seg::KeyAt`) in the paths below it too.
+fn walk_texts<'v>(md: &'v serde_json::Map<String, Value>, numbers: bool, f: &mut impl FnMut(&[Seg<'v>], TextKind, &str) -> bool) {
+    struct Walk<'f, F> {
+        numbers: bool,
+        f: &'f mut F,
+        /// Reused for the digits of numbers.
+        digits: String,
+    }
+    impl<'v, F: FnMut(&[Seg<'v>], TextKind, &str) -> bool> Walk<'_, F> {
+        fn object(&mut self, m: &'v serde_json::Map<String, Value>, path: &mut Vec<Seg<'v>>) {
+            for (i, (k, x)) in m.iter().enumerate() {
+                path.push(Seg::KeyAt(i));
+                let hide = (self.f)(path, TextKind::Key, k);
+                path.pop();
+                path.push(if hide { Seg::KeyAt(i) } else { Seg::Key(k) });
+                self.value(x, path);
+                path.pop();
             }
-            Value::Object(m) => {
-                for (k, x) in m {
-                    path.push(Seg::Key(k));
-                    go(x, path, f);
-                    path.pop();
+        }
+
+        fn value(&mut self, v: &'v Value, path: &mut Vec<Seg<'v>>) {
+            match v {
+                Value::String(s) => {
+                    (self.f)(path, TextKind::Value, s);
                 }
+                Value::Number(n) if self.numbers && number_text(n, &mut self.digits) => {
+                    (self.f)(path, TextKind::Number, &self.digits);
+                }
+                Value::Array(items) => {
+                    if self.numbers && grouped_digits(items, &mut self.digits) {
+                        (self.f)(path, TextKind::Number, &self.digits);
+                    }
+                    for (i, x) in items.iter().enumerate() {
+                        path.push(Seg::Index(i));
+                        self.value(x, path);
+                        path.pop();
+                    }
+                }
+                Value::Object(m) => self.object(m, path),
+                _ => {}
             }
-            _ => {}
         }
     }
-    let mut path = Vec::new();
-    for (k, v) in md {
-        path.push(Seg::Key(k));
-        go(v, &mut path, f);
-        path.pop();
-    }
+    let mut walk = Walk { numbers, f, digits: String::new() };
+    walk.object(md, &mut Vec::new());
 }
 
-/// `metadata.to`, `metadata.items[2].note`.
+/// Write the decimal digits of a whole number into `out` (replacing it): an integer,
+/// or a float with no fraction (`4111111111111111.0` and `4.111111111111111e15` are the
+/// same number as the integer). A float with a fraction is an amount or a measure, not
+/// an identifier, and is not read: false.
+fn number_text(n: &serde_json::Number, out: &mut String) -> bool {
+    use std::fmt::Write as _;
+    out.clear();
+    let written = if let Some(u) = n.as_u64() {
+        write!(out, "{u}")
+    } else if let Some(i) = n.as_i64() {
+        write!(out, "{i}")
+    } else {
+        match n.as_f64() {
+            // Beyond 1e300 the digits are only the float's approximation; no identifier
+            // is that long anyway.
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e300 => write!(out, "{f:.0}"),
+            _ => return false,
+        }
+    };
+    written.is_ok()
+}
+
+/// An array of at least two whole numbers or digit strings (`[4111, 1111, 1111, 1111]`)
+/// is also read as one number written in groups separated by spaces, as a card number
+/// is (`4111 1111 1111 1111`), into `out`. Anything else in the array: false.
+fn grouped_digits(items: &[Value], out: &mut String) -> bool {
+    if items.len() < 2 {
+        return false;
+    }
+    let mut text = String::new();
+    let mut part = String::new();
+    for (i, x) in items.iter().enumerate() {
+        let group = match x {
+            Value::Number(n) if number_text(n, &mut part) => part.as_str(),
+            Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.as_str(),
+            _ => return false,
+        };
+        if i > 0 {
+            text.push(' ');
+        }
+        text.push_str(group);
+    }
+    *out = text;
+    true
+}
+
+/// `metadata.to`, `metadata.items[2].note`, `metadata.<key 0>`.
 fn path_text(path: &[Seg<'_>]) -> String {
     let mut s = String::from("metadata");
     for seg in path {
@@ -451,6 +545,11 @@ fn path_text(path: &[Seg<'_>]) -> String {
                 s.push('[');
                 s.push_str(&i.to_string());
                 s.push(']');
+            }
+            Seg::KeyAt(i) => {
+                s.push_str(".<key ");
+                s.push_str(&i.to_string());
+                s.push('>');
             }
         }
     }

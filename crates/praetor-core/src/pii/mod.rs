@@ -105,6 +105,10 @@ impl CategorySet {
         CategorySet(self.0 | other.0)
     }
 
+    pub fn intersection(self, other: CategorySet) -> CategorySet {
+        CategorySet(self.0 & other.0)
+    }
+
     pub fn iter(self) -> impl Iterator<Item = Category> {
         Category::ALL.into_iter().filter(move |c| self.contains(*c))
     }
@@ -119,6 +123,11 @@ impl FromIterator<Category> for CategorySet {
         s
     }
 }
+
+/// The categories a plain number can hold (a JSON number in metadata is read for these
+/// only): a card, an SSN or a phone number is often sent as an integer.
+pub const NUMBER_CATEGORIES: CategorySet =
+    CategorySet((1 << Category::CreditCard as u8) | (1 << Category::Ssn as u8) | (1 << Category::Phone as u8));
 
 /// One detected item: its category and byte range in the scanned text. The matched
 /// value itself is deliberately not part of the match.
@@ -159,6 +168,23 @@ pub fn scan_into(text: &str, cats: CategorySet, out: &mut Vec<PiiMatch>) {
         out,
     };
     s.run();
+    out[first..].sort_unstable_by_key(|m| (m.start, m.category, m.end));
+}
+
+/// `scan_into` for a whole metadata value (a string, or a number's digits). Besides
+/// what `scan_into` finds, bare digits that are the whole value are an SSN (nine) or a
+/// North American phone number (ten, or eleven led by `1`): in free text they are not
+/// (see `ssn` and `phone`), but a number sent as a JSON integer cannot be written
+/// any other way.
+pub fn scan_value_into(text: &str, cats: CategorySet, out: &mut Vec<PiiMatch>) {
+    let first = out.len();
+    scan_into(text, cats, out);
+    let b = text.as_bytes();
+    for (category, whole) in [(Category::Ssn, ssn::whole(b)), (Category::Phone, phone::whole(b))] {
+        if whole && cats.contains(category) && !out[first..].iter().any(|m| m.category == category) {
+            out.push(PiiMatch { category, start: 0, end: text.len() });
+        }
+    }
     out[first..].sort_unstable_by_key(|m| (m.start, m.category, m.end));
 }
 

@@ -5,8 +5,11 @@
 //! - North American: `NXX-NXX-XXXX` with `-`, `.` or space separators, or `(NXX) NXX-XXXX`,
 //!   optionally led by `1-`/`1 `; the area code starts with 2-9.
 //!
-//! Bare digit runs without a `+` or separators are not reported: order numbers and
-//! timestamps look the same.
+//! Bare digit runs without a `+` or separators are not reported in text: order numbers
+//! and timestamps look the same. A whole metadata value (`whole`) that is a North
+//! American number written bare (`5551234567`, `15551234567`) is, since a phone number
+//! sent as a JSON integer cannot carry separators; an international number sent so
+//! cannot be told from a timestamp and is not.
 
 use super::{boundary_after, continued_number, continues_number};
 
@@ -89,6 +92,13 @@ fn international(b: &[u8], i: usize) -> Option<usize> {
     best
 }
 
+/// True when all of `b` is a bare North American number: ten digits with an area code
+/// of 2-9, optionally led by `1`.
+pub(super) fn whole(b: &[u8]) -> bool {
+    let national = b.strip_prefix(b"1").filter(|rest| rest.len() == 10).unwrap_or(b);
+    national.len() == 10 && digits(national, 0, 10) && (b'2'..=b'9').contains(&national[0])
+}
+
 fn nanp(b: &[u8], i: usize) -> Option<usize> {
     let mut j = i;
     if b.get(j) == Some(&b'(') {
@@ -145,6 +155,15 @@ mod tests {
         assert_eq!(phones("(555) 123-4567"), vec!["(555) 123-4567"]);
         assert_eq!(phones("555.123.4567!"), vec!["555.123.4567"]);
         assert_eq!(phones("1-800-555-0199"), vec!["1-800-555-0199"]);
+    }
+
+    #[test]
+    fn bare_north_american_only_as_a_whole_value() {
+        assert!(super::whole(b"5551234567"));
+        assert!(super::whole(b"14155552671"));
+        assert!(!super::whole(b"1767787200"), "a timestamp: area code 176");
+        assert!(!super::whole(b"442079460958"));
+        assert!(!super::whole(b"555123456"));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! US Social Security numbers: `AAA-GG-SSSS`, or the same with spaces. Not valid (so
 //! not reported): area `000`, `666` or `900`-`999`; group `00`; serial `0000`. Nine
-//! digits without separators are not reported (too many other numbers look like that).
+//! digits without separators are not reported in text (too many other numbers look like
+//! that), only as a whole metadata value (`whole`): a field that is nine digits and
+//! nothing else, such as an SSN sent as a JSON integer, which cannot carry separators.
 
 use super::{boundary_after, continued_number, continues_number};
 
@@ -25,11 +27,17 @@ pub(super) fn at(b: &[u8], i: usize) -> Option<usize> {
     if !boundary_after(b, end) || continues_number(b, end) {
         return None;
     }
-    let (area, group, serial) = (num(&b[i..i + 3]), num(&b[i + 4..i + 6]), num(&b[i + 7..end]));
-    if area == 0 || area == 666 || area >= 900 || group == 0 || serial == 0 {
-        return None;
-    }
-    Some(end)
+    valid(&b[i..i + 3], &b[i + 4..i + 6], &b[i + 7..end]).then_some(end)
+}
+
+/// True when all of `b` is nine digits that make a valid SSN.
+pub(super) fn whole(b: &[u8]) -> bool {
+    b.len() == 9 && digits(b, 0, 9) && valid(&b[..3], &b[3..5], &b[5..])
+}
+
+fn valid(area: &[u8], group: &[u8], serial: &[u8]) -> bool {
+    let area = num(area);
+    area != 0 && area != 666 && area < 900 && num(group) != 0 && num(serial) != 0
 }
 
 #[cfg(test)]
@@ -41,6 +49,14 @@ mod tests {
             .into_iter()
             .map(|m| &text[m.start..m.end])
             .collect()
+    }
+
+    #[test]
+    fn nine_bare_digits_only_as_a_whole_value() {
+        assert!(ssns("123456789").is_empty());
+        assert!(super::whole(b"123456789"));
+        assert!(!super::whole(b"000456789"));
+        assert!(!super::whole(b"1234567890"));
     }
 
     #[test]

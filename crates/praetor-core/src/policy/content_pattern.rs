@@ -9,8 +9,10 @@
 //! ```
 //! Syntax is the `regex` crate's (RE2-like: no look-around, no back-references; linear
 //! time). The policy matches when any pattern matches the content, or any string value
-//! anywhere in the metadata (nested objects and arrays included); the reason names the
-//! pattern and the field (`metadata.to`, `metadata.items[2].note`), never the text.
+//! or object key anywhere in the metadata (nested objects and arrays included; numbers
+//! are not read); the reason names the pattern and the field (`metadata.to`,
+//! `metadata.items[2].note`, or `metadata.args.<key 0>` for a key, named by its position
+//! in key order), never the text.
 //!
 //! Hostile patterns are bounded: at most 1,024 bytes, nesting depth 64, and 1 MiB of
 //! compiled program each. Patterns are compiled once per policy set and shared between
@@ -218,6 +220,12 @@ mod tests {
             d.triggered[0].reason,
             "metadata.args.queries[1] matches pattern `truncate`"
         );
+    }
+
+    #[test]
+    fn metadata_keys_are_read_too() {
+        let d = Fx::new(vec![sql()]).metadata(json!({"args": {"q": 1, "TRUNCATE logs": true}})).decide("db.exec");
+        assert_eq!(d.triggered[0].reason, "metadata.args.<key 0> matches pattern `truncate`");
     }
 
     #[test]

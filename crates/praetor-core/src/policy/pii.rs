@@ -6,9 +6,13 @@
 //!                                            // optional, default all seven; not empty
 //!   "fields": ["content", "metadata"] }      // optional, default both
 //! ```
-//! Detection is `crate::pii::scan`. The reason lists the first location of each category
+//! Detection is `crate::pii::scan`. In metadata it reads string values, object keys, and
+//! numbers for the categories a number can hold (`crate::pii::NUMBER_CATEGORIES`): a
+//! whole number as its decimal digits, an array of them as one number written in groups
+//! (see `engine::walk_texts`). The reason lists the first location of each category
 //! found, never the value: `pii: credit_card at content[10..29]; email at metadata.to[0..15]`
-//! (byte offsets into that field).
+//! (byte offsets into that field, or into the digits of a number); a key holding PII is
+//! named by its position (`metadata.<key 0>`), in its own location and those below it.
 
 use std::fmt::Write as _;
 
@@ -139,10 +143,65 @@ mod tests {
             .metadata(json!({"to": "bob@example.com", "n": 4111111111111111u64}))
             .decide("x");
         assert_eq!(d.verdict, Verdict::Escalate);
+        // The card sent as a JSON integer is found too (this test once expected it not
+        // to be: numbers were not read, so an SDK sending a tool's integer argument in
+        // metadata passed every PII policy).
         assert_eq!(
             d.triggered[0].reason,
-            "pii: ssn at content[4..15]; email at metadata.to[0..15]"
+            "pii: ssn at content[4..15]; credit_card at metadata.n[0..16]; email at metadata.to[0..15]"
         );
+    }
+
+    fn one(category: &str) -> serde_json::Value {
+        json!({"name": "p", "policy_type": "pii", "decision": "block", "conditions": {"categories": [category]}})
+    }
+
+    fn reason(category: &str, metadata: serde_json::Value) -> Option<String> {
+        let d = Fx::new(vec![one(category)]).metadata(metadata).decide("r.pii");
+        d.triggered.first().map(|t| t.reason.clone())
+    }
+
+    #[test]
+    fn numbers_in_metadata_are_read_as_their_digits() {
+        let r = |c: &str, v: serde_json::Value| reason(c, v);
+        assert_eq!(r("credit_card", json!({"card_number": 4111111111111111u64})).as_deref(), Some("pii: credit_card at metadata.card_number[0..16]"));
+        // Nine digits are an SSN as a whole value (a number cannot carry the dashes), as
+        // a string value too; not inside text.
+        assert_eq!(r("ssn", json!({"ssn": 123456789})).as_deref(), Some("pii: ssn at metadata.ssn[0..9]"));
+        assert!(r("ssn", json!({"ssn": "123456789"})).is_some());
+        assert_eq!(r("ssn", json!({"note": "order 123456789"})), None);
+        assert_eq!(r("ssn", json!({"ssn": 666456789})), None);
+        assert_eq!(r("phone", json!({"to": 14155552671u64})).as_deref(), Some("pii: phone at metadata.to[0..11]"));
+        assert_eq!(r("credit_card", json!({"a": [{"b": 4111111111111111u64}]})).as_deref(), Some("pii: credit_card at metadata.a[0].b[0..16]"));
+        // A float with no fraction is the same number (`4111111111111111.0`, `4.111111111111111e15`).
+        assert!(r("credit_card", json!({"card": 4111111111111111.0f64})).is_some());
+        // Checksums still apply, and an amount is not a card.
+        assert_eq!(r("credit_card", json!({"n": 4111111111111112u64})), None);
+        assert_eq!(r("credit_card", json!({"amount": 1234.5, "qty": 3})), None);
+    }
+
+    #[test]
+    fn an_array_of_numbers_is_read_as_one_number_written_in_groups() {
+        let card = json!({"card": [4111, 1111, 1111, 1111]});
+        assert_eq!(reason("credit_card", card).as_deref(), Some("pii: credit_card at metadata.card[0..19]"));
+        assert!(reason("ssn", json!({"ssn": [123, 45, 6789]})).is_some());
+        assert!(reason("credit_card", json!({"card": ["4111", "1111", "1111", "1111"]})).is_some());
+        assert_eq!(reason("credit_card", json!({"card": [4111, 1111, 1111, 1112]})), None);
+        assert_eq!(reason("credit_card", json!({"scores": [4111, "x", 1111, 1111, 1111]})), None);
+    }
+
+    #[test]
+    fn metadata_keys_are_read_and_never_shown() {
+        let r = reason("email", json!({"bob@example.com": true})).unwrap();
+        assert_eq!(r, "pii: email at metadata.<key 0>[0..15]");
+        let r = reason("credit_card", json!({"cards": {"x": 1, "4111111111111111": {"email": "a@b.io"}}})).unwrap();
+        assert_eq!(r, "pii: credit_card at metadata.cards.<key 0>[0..16]");
+        // A value under a key that holds PII names the key by position, not by its text.
+        let d = Fx::new(vec![json!({"name": "p", "policy_type": "pii", "decision": "block"})])
+            .metadata(json!({"4111111111111111": {"to": "bob@example.com"}}))
+            .decide("r.pii");
+        assert_eq!(d.triggered[0].reason, "pii: credit_card at metadata.<key 0>[0..16]; email at metadata.<key 0>.to[0..15]");
+        assert!(!d.reasoning.contains("4111"));
     }
 
     #[test]
