@@ -62,6 +62,23 @@ fn check_id(field: &str, value: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// The action's content from `action_content` or agent-guard's `content`, bounded. A
+/// body with both is refused unless they are the same text: evaluating one and
+/// dropping the other would let the dropped one pass every content policy unread.
+fn one_content(action_content: Option<String>, content: Option<String>, f: &impl Fn(&str) -> String) -> ApiResult<Option<String>> {
+    let (field, text) = match (action_content, content) {
+        (Some(a), Some(c)) if a != c => {
+            let (a, c) = (f("action_content"), f("content"));
+            return Err(ApiError::invalid(&a, format!("differs from `{c}`; the two are names for one content: send one, or the same text in both")));
+        }
+        (Some(a), _) => ("action_content", a),
+        (None, Some(c)) => ("content", c),
+        (None, None) => return Ok(None),
+    };
+    check_len(&f(field), &text, limits::CONTENT_MAX)?;
+    Ok(Some(text))
+}
+
 /// Stage 1: bound and validate. `prefix` names the body's position in a batch
 /// (`actions[3].`) so errors point at the right element.
 pub fn intercept(body: InterceptBody, prefix: &str) -> ApiResult<Intercepted> {
@@ -77,10 +94,7 @@ pub fn intercept(body: InterceptBody, prefix: &str) -> ApiResult<Intercepted> {
     if let Some(s) = &body.session_id {
         check_id(&f("session_id"), s)?;
     }
-    let content = body.action_content.or(body.content);
-    if let Some(c) = &content {
-        check_len(&f("action_content"), c, limits::CONTENT_MAX)?;
-    }
+    let content = one_content(body.action_content, body.content, &f)?;
     let metadata = body.metadata.unwrap_or_default();
     let claimed_hash = match metadata.get("content_sha256") {
         None | Some(Value::Null) => None,

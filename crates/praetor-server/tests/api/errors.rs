@@ -449,3 +449,31 @@ async fn inputs_past_their_bounds_are_refused_naming_the_field() {
         refused(s.get(&format!("/api/v1/enforce/agents/{agent}/history?per_page={per_page}"), k).await, "invalid_query", "per_page");
     }
 }
+
+/// `action_content` and agent-guard's `content` name the same thing. A body with both,
+/// different, was once evaluated on `action_content` alone and `content` was lost, so
+/// `{"action_content": "ls", "content": "rm -rf /"}` passed a policy on `rm -rf`. Such
+/// a body is refused, naming both fields; two equal copies are one content.
+#[tokio::test]
+async fn a_body_with_two_different_contents_is_refused() {
+    let s = TestServer::start().await;
+    let k = &s.admin_key;
+    let policy = json!({ "name": "No rm", "policy_type": "content_pattern", "action_types": ["sh.*"], "decision": "block", "conditions": { "patterns": ["rm -rf"] } });
+    let (status, body) = s.post("/api/v1/enforce/policies", k, &policy).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let both_named = |got: &(StatusCode, Value), prefix: &str| {
+        assert_error(got, 400, "invalid_field");
+        let message = got.1["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("{prefix}action_content")) && message.contains(&format!("{prefix}content")), "{}", got.1);
+    };
+    let two = json!({ "action_type": "sh.run", "action_content": "ls", "content": "rm -rf /", "metadata": {} });
+    both_named(&s.post("/api/v1/enforce/intercept", k, &two).await, "");
+    let batch = json!({ "actions": [{ "action_type": "sh.run", "action_content": "ls" }, two] });
+    both_named(&s.post("/api/v1/enforce/batch", k, &batch).await, "actions[1].");
+    // Either name alone, or both with the same text, is read.
+    for body in [json!({ "action_type": "sh.run", "content": "rm -rf /" }),
+                 json!({ "action_type": "sh.run", "action_content": "rm -rf /", "content": "rm -rf /" })] {
+        assert_eq!(s.intercept(body).await["decision"], "block");
+    }
+    assert_eq!(s.intercept(json!({ "action_type": "sh.run", "action_content": "ls", "content": null })).await["decision"], "allow");
+}
