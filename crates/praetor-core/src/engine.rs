@@ -40,6 +40,7 @@ use serde_json::Value;
 use crate::action::{ActionRequest, AgentFacts, Identity, PastAction};
 use crate::combine::{self, Entry};
 use crate::decision::{BoundaryCheck, Decision, EvalError, Outcome, Triggered, Verdict};
+use crate::fold::{self, Folded};
 use crate::pii::{self, PiiMatch};
 use crate::authority::{self, Authority};
 use crate::session::{self, SessionFacts};
@@ -287,6 +288,8 @@ pub(crate) struct EvalCtx<'a> {
     metadata_patterns: OnceCell<Vec<OnceCell<Option<String>>>>,
     content_pii: OnceCell<Vec<PiiMatch>>,
     metadata_pii: OnceCell<Vec<(String, PiiMatch)>>,
+    /// The visible content folded for detection (`crate::fold`), if folding changes it.
+    folded_content: OnceCell<Option<Folded>>,
 }
 
 impl<'a> EvalCtx<'a> {
@@ -299,6 +302,7 @@ impl<'a> EvalCtx<'a> {
             metadata_patterns: OnceCell::new(),
             content_pii: OnceCell::new(),
             metadata_pii: OnceCell::new(),
+            folded_content: OnceCell::new(),
         }
     }
 
@@ -321,7 +325,13 @@ impl<'a> EvalCtx<'a> {
         }
     }
 
-    /// Does content pattern `slot` match the visible content? Computed once per request.
+    /// The visible content folded for detection, when folding changes it.
+    fn folded_content(&self) -> Option<&Folded> {
+        self.folded_content.get_or_init(|| self.visible_content().and_then(fold::fold)).as_ref()
+    }
+
+    /// Does content pattern `slot` match the visible content, as sent or folded?
+    /// Computed once per request.
     pub(crate) fn content_matches(&self, slot: usize) -> bool {
         let Some(text) = self.visible_content() else {
             return false;
@@ -330,9 +340,9 @@ impl<'a> EvalCtx<'a> {
         let cells = self
             .content_patterns
             .get_or_init(|| (0..bank.len()).map(|_| OnceCell::new()).collect());
-        cells
-            .get(slot)
-            .is_some_and(|c| *c.get_or_init(|| bank.is_match(slot, text)))
+        cells.get(slot).is_some_and(|c| {
+            *c.get_or_init(|| bank.is_match(slot, text) || self.folded_content().is_some_and(|f| bank.is_match(slot, &f.text)))
+        })
     }
 
     /// The path of the first metadata string (in key order) that content pattern `slot`
@@ -347,7 +357,7 @@ impl<'a> EvalCtx<'a> {
             .get_or_init(|| {
                 let mut found = None;
                 walk_texts(&self.input.request.metadata, false, &mut |path, _, s| {
-                    if found.is_none() && bank.is_match(slot, s) {
+                    if found.is_none() && (bank.is_match(slot, s) || fold::fold(s).is_some_and(|f| bank.is_match(slot, &f.text))) {
                         found = Some(path_text(path));
                     }
                     false
@@ -362,7 +372,7 @@ impl<'a> EvalCtx<'a> {
         self.content_pii.get_or_init(|| {
             let mut out = Vec::new();
             if let Some(text) = self.visible_content() {
-                pii::scan_into(text, self.set.pii_categories, &mut out);
+                scan_folded_too(text, self.folded_content(), &mut out, |t, out| pii::scan_into(t, self.set.pii_categories, out));
             }
             out
         })
@@ -380,9 +390,10 @@ impl<'a> EvalCtx<'a> {
             let mut buf = Vec::new();
             walk_texts(&self.input.request.metadata, !numeric.is_empty(), &mut |path, kind, s| {
                 buf.clear();
+                let folded = fold::fold(s);
                 match kind {
-                    TextKind::Key => pii::scan_into(s, all, &mut buf),
-                    TextKind::Value => pii::scan_value_into(s, all, &mut buf),
+                    TextKind::Key => scan_folded_too(s, folded.as_ref(), &mut buf, |t, out| pii::scan_into(t, all, out)),
+                    TextKind::Value => scan_folded_too(s, folded.as_ref(), &mut buf, |t, out| pii::scan_value_into(t, all, out)),
                     TextKind::Number => pii::scan_value_into(s, numeric, &mut buf),
                 }
                 if !buf.is_empty() {
@@ -411,6 +422,23 @@ impl<'a> EvalCtx<'a> {
             effect: Some(setting.min(effect)),
         })
     }
+}
+
+/// `scan` over `text`, then over its folded form (`crate::fold`) if there is one: a
+/// match found only there is added with its range put back into `text`'s.
+fn scan_folded_too(text: &str, folded: Option<&Folded>, out: &mut Vec<PiiMatch>, scan: impl Fn(&str, &mut Vec<PiiMatch>)) {
+    let first = out.len();
+    scan(text, out);
+    let Some(folded) = folded else { return };
+    let mut more = Vec::new();
+    scan(&folded.text, &mut more);
+    for m in more {
+        let (start, end) = folded.original_range(m.start, m.end);
+        if !out[first..].iter().any(|o| o.category == m.category && o.start < end && start < o.end) {
+            out.push(PiiMatch { category: m.category, start, end });
+        }
+    }
+    out[first..].sort_unstable_by_key(|m| (m.start, m.category, m.end));
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -14,6 +14,7 @@ pub mod cases;
 pub mod combine;
 pub mod decision;
 pub mod engine;
+pub mod fold;
 pub mod glob;
 pub mod pack;
 pub mod pii;

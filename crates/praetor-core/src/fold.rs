@@ -1,0 +1,153 @@
+//! Unicode folding for detection: what content and PII policies also read, besides the
+//! text as sent.
+//!
+//! Text that a person or a downstream program reads the same way can be written with
+//! different code points: fullwidth `ｒｍ －ｒｆ` or `４１１１`, a zero-width space inside
+//! a card number, an NBSP between its groups, `＠` in an e-mail address, Arabic-Indic
+//! digits (which Python's `int()` reads as digits). A detector written for the usual
+//! form misses them all. Folding maps each character to the form detectors expect:
+//!
+//! - format characters (general category Cf: zero-width spaces and joiners, direction
+//!   marks, the BOM, the soft hyphen) are dropped;
+//! - compatibility forms are decomposed (NFKD: fullwidth, ligatures, superscripts,
+//!   circled digits) and combining marks dropped (`é` reads as `e`);
+//! - every space separator (NBSP, thin space, ideographic space, ...) and the line and
+//!   paragraph separators read as an ASCII space;
+//! - every decimal digit reads as its ASCII digit.
+//!
+//! Policies match the folded text *as well as* the text as sent, so folding only adds
+//! matches. Look-alike letters of other scripts (a Cyrillic `е` for `e`) are not folded.
+//! Text that is all ASCII is never folded, so the common case costs one `is_ascii`.
+
+use unicode_normalization::char::decompose_compatible;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
+/// A folded text, and for each of its bytes the byte range of the character of the
+/// original text it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folded {
+    pub text: String,
+    origin: Vec<(u32, u32)>,
+}
+
+impl Folded {
+    /// The range of the original text that folded bytes `start..end` came from.
+    pub fn original_range(&self, start: usize, end: usize) -> (usize, usize) {
+        let first = self.origin.get(start).map_or(0, |o| o.0);
+        let last = end.checked_sub(1).and_then(|i| self.origin.get(i)).map_or(first, |o| o.1);
+        (first as usize, last as usize)
+    }
+}
+
+/// `text` folded, or `None` when folding would not change it (all ASCII, or nothing to
+/// fold).
+pub fn fold(text: &str) -> Option<Folded> {
+    if text.is_ascii() {
+        return None;
+    }
+    let mut out = Folded { text: String::with_capacity(text.len()), origin: Vec::with_capacity(text.len()) };
+    let mut changed = false;
+    for (at, c) in text.char_indices() {
+        let range = (at as u32, (at + c.len_utf8()) as u32);
+        let category = c.general_category();
+        let mut push = |f: char| {
+            let mut buf = [0u8; 4];
+            let s = f.encode_utf8(&mut buf);
+            out.text.push_str(s);
+            out.origin.extend(std::iter::repeat_n(range, s.len()));
+        };
+        match category {
+            _ if c.is_ascii() => push(c),
+            GeneralCategory::Format => changed = true,
+            GeneralCategory::SpaceSeparator | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => {
+                changed = true;
+                push(' ');
+            }
+            GeneralCategory::DecimalNumber if first_ascii(c).is_none() => {
+                changed = true;
+                push(digit_value(c));
+            }
+            _ => decompose_compatible(c, |d| match d.general_category() {
+                GeneralCategory::NonspacingMark | GeneralCategory::EnclosingMark | GeneralCategory::Format => changed = true,
+                _ => {
+                    changed |= d != c;
+                    push(d);
+                }
+            }),
+        }
+    }
+    changed.then_some(out)
+}
+
+/// The ASCII digit of decimal digit `c`. Unicode encodes each script's decimal digits
+/// as a block of ten code points, zero first, and blocks that follow each other (the
+/// mathematical digits) are each ten long: a digit's value is its place in the run of
+/// digit code points it belongs to, counted from the run's start, modulo ten.
+fn digit_value(c: char) -> char {
+    let mut place = 0u32;
+    let mut at = c as u32;
+    while let Some(before) = at.checked_sub(1).and_then(char::from_u32)
+        && before.general_category() == GeneralCategory::DecimalNumber
+    {
+        place += 1;
+        at -= 1;
+    }
+    char::from(b'0' + (place % 10) as u8)
+}
+
+/// The ASCII character `c` decomposes to, if it decomposes to exactly one.
+fn first_ascii(c: char) -> Option<char> {
+    let mut only = None;
+    let mut count = 0;
+    decompose_compatible(c, |d| {
+        count += 1;
+        only = Some(d);
+    });
+    only.filter(|d| count == 1 && d.is_ascii())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folded(s: &str) -> String {
+        fold(s).map(|f| f.text).unwrap_or_else(|| s.to_owned())
+    }
+
+    #[test]
+    fn ascii_and_plain_text_are_not_folded() {
+        assert_eq!(fold("rm -rf /"), None);
+        assert_eq!(fold("Grüße aus Köln"), Some(Folded { text: "Gruße aus Koln".into(), origin: fold("Grüße aus Köln").unwrap().origin }));
+        assert_eq!(fold("日本語"), None, "text with nothing to fold is left alone");
+    }
+
+    #[test]
+    fn invisible_and_compatibility_forms_fold() {
+        assert_eq!(folded("ｒｍ －ｒｆ"), "rm -rf");
+        assert_eq!(folded("rm\u{200b} -rf"), "rm -rf");
+        assert_eq!(folded("4111\u{a0}1111\u{2009}1111\u{200b}1111"), "4111 1111 11111111");
+        assert_eq!(folded("bob＠example.com"), "bob@example.com");
+        assert_eq!(folded("\u{feff}\u{200f}db.drop\u{ad}_table"), "db.drop_table");
+        assert_eq!(folded("r\u{301}m"), "rm", "combining marks are dropped");
+        assert_eq!(folded("①２³"), "123");
+    }
+
+    #[test]
+    fn digits_of_any_script_read_as_ascii() {
+        assert_eq!(folded("٤١١١"), "4111", "Arabic-Indic");
+        assert_eq!(folded("۰۱۲۳۴۵۶۷۸۹"), "0123456789", "extended Arabic-Indic");
+        assert_eq!(folded("०९"), "09", "Devanagari");
+        assert_eq!(folded("𝟎𝟗𝟘𝟡"), "0909", "mathematical digits, blocks of ten in a row");
+    }
+
+    #[test]
+    fn folded_ranges_point_into_the_original() {
+        let text = "card: ４１１１ x";
+        let f = fold(text).unwrap();
+        let start = f.text.find("4111").unwrap();
+        let (a, b) = f.original_range(start, start + 4);
+        assert_eq!(&text[a..b], "４１１１");
+        let dropped = fold("a\u{200b}b").unwrap();
+        assert_eq!(dropped.original_range(1, 2), (4, 5), "the `b` after the dropped zero-width space");
+    }
+}
