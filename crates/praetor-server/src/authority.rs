@@ -292,6 +292,37 @@ impl Escalation {
         self.state == "approved" && self.used_by_decision.is_none()
     }
 
+    /// Pending, or approved and unused: it may yet allow its action.
+    pub fn is_open(&self) -> bool {
+        self.state == "pending" || self.is_unused_approval()
+    }
+
+    /// What it was raised for is gone (its agent, its session): it expires, saying why
+    /// in `resolution_reason` (which the SDK reports), and never allows.
+    pub fn void(&mut self, reason: &str) {
+        self.state = "expired".into();
+        self.resolution_reason = Some(reason.to_owned());
+    }
+
+    /// Why it can no longer authorise its action, whatever a person decides: its agent
+    /// is gone or deactivated, or the session it was raised in is closed. `agent` and
+    /// `session` are its agent and session as held; one it names that is not held
+    /// counts as gone (fail closed), so a caller loads the session first.
+    pub fn void_reason(&self, agent: Option<&praetor_store::Agent>, session: Option<&praetor_store::Session>) -> Option<String> {
+        if let Some(a) = &self.agent_id {
+            match agent {
+                None => return Some(format!("agent `{a}` no longer exists")),
+                Some(x) if !x.is_active => return Some(format!("agent `{a}` is deactivated")),
+                Some(_) => {}
+            }
+        }
+        let id = self.session_id.as_ref()?;
+        match session {
+            None => Some(format!("session `{id}` no longer exists")),
+            Some(s) => closed_session_reason(s),
+        }
+    }
+
     /// What the SDK acts on: `allow` only while an approval is fresh.
     pub fn decision_at(&self, now: i64, freshness_ms: i64) -> &'static str {
         match self.status_at(now) {
@@ -325,6 +356,74 @@ impl Escalation {
     }
 }
 object_impl!(Escalation, "escalation", escalation_id);
+
+/// Why a closed session's escalations can no longer allow (`None` while it is active).
+pub fn closed_session_reason(s: &praetor_store::Session) -> Option<String> {
+    if s.status == praetor_core::session::SessionStatus::Active {
+        return None;
+    }
+    let why = s.kill_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+    Some(format!("session `{}` is {}{why}", s.session_id, s.status.as_str()))
+}
+
+/// Escalations settled because what they were raised for is gone: their records to
+/// store and their `escalation.expired` events to seal, in the same transaction as
+/// the change that settled them.
+#[derive(Default, Clone)]
+pub struct Settled {
+    pub records: Vec<ObjectRecord>,
+    pub seals: Vec<praetor_store::SealRequest>,
+}
+
+impl Settled {
+    pub fn extend(&mut self, other: Settled) {
+        self.records.extend(other.records);
+        self.seals.extend(other.seals);
+    }
+
+    /// The objects changed, to read back if the transaction is not committed.
+    pub fn touched(&self) -> Vec<(String, String)> {
+        self.records.iter().map(|r| (r.kind.clone(), r.object_id.clone())).collect()
+    }
+}
+
+/// The vault event of an escalation that expired: on time (`reason` `None`) or because
+/// its agent or session is gone.
+pub fn expired_event(ws_id: &str, e: &Escalation, actor: Option<&str>, now: i64) -> praetor_store::SealRequest {
+    crate::events::event(ws_id, "escalation.expired", actor, now, json!({
+        "escalation_id": e.escalation_id, "decision_id": e.decision_id, "agent_id": e.agent_id,
+        "session_id": e.session_id, "reason": e.resolution_reason,
+    }))
+}
+
+/// Void the open escalations `which` selects (`Escalation::void`), in memory, and give
+/// what to commit. Revoking or deactivating an agent, and closing a session, settle its
+/// escalations so that no approval given before or after lets the action run.
+pub fn settle(
+    state: &mut AuthorityState,
+    which: impl Fn(&Escalation) -> bool,
+    reason: &str,
+    actor: Option<&str>,
+    ws_id: &str,
+    now: i64,
+) -> Settled {
+    let ids: Vec<String> = state.escalations.values().filter(|e| e.is_open() && which(e)).map(|e| e.escalation_id.clone()).collect();
+    let mut out = Settled::default();
+    for id in ids {
+        if let Some(mut e) = state.escalations.get_mut(&id) {
+            e.void(reason);
+            out.records.push(touched(&mut *e, ws_id, now));
+            out.seals.push(expired_event(ws_id, &e, actor, now));
+        }
+    }
+    out
+}
+
+/// Settle the open escalations raised in `session`, now closed.
+pub fn settle_session(state: &mut AuthorityState, session: &praetor_store::Session, actor: Option<&str>, ws_id: &str, now: i64) -> Settled {
+    let Some(reason) = closed_session_reason(session) else { return Settled::default() };
+    settle(state, |e| e.session_id.as_deref() == Some(session.session_id.as_str()), &reason, actor, ws_id, now)
+}
 
 /// A workspace's escalations in memory, by id and by the action each one binds to.
 /// Every decision looks for a fresh approval of its own action; under load pending
@@ -492,14 +591,21 @@ impl AuthorityState {
     }
 }
 
-/// The canonical form of an action, hashed: what an approval binds to.
-pub fn action_hash(agent_id: Option<&str>, action_type: &str, content_sha256: Option<&str>, metadata: &Map<String, Value>) -> String {
-    let form = crate::events::floats_as_strings(json!({
+/// The canonical form of an action, hashed: what an approval binds to. An action in a
+/// session carries the session's id, so an approval given for it is good in that
+/// session only; an action outside any session hashes as it always did (no
+/// `session_id` key), so the two can never be confused.
+pub fn action_hash(agent_id: Option<&str>, session_id: Option<&str>, action_type: &str, content_sha256: Option<&str>, metadata: &Map<String, Value>) -> String {
+    let mut form = json!({
         "agent_id": agent_id,
         "action_type": action_type,
         "content_sha256": content_sha256,
         "metadata": metadata,
-    }));
+    });
+    if let (Some(s), Value::Object(m)) = (session_id, &mut form) {
+        m.insert("session_id".into(), json!(s));
+    }
+    let form = crate::events::floats_as_strings(form);
     let bytes = praetor_vault::canonical_json(&form).unwrap_or_else(|_| form.to_string().into_bytes());
     sha256_hex(&bytes)
 }
@@ -661,6 +767,8 @@ pub struct Changes {
     pub opened: Option<Escalation>,
     /// `delegation` for the answer: the grant named and its budget.
     pub delegation: Option<Value>,
+    /// Vault events of the change (escalations settled when the decision ended its session).
+    pub seals: Vec<praetor_store::SealRequest>,
 }
 
 pub struct Opening<'a> {
@@ -773,6 +881,21 @@ pub async fn update<R>(
         return Err(e.into());
     }
     Ok(out)
+}
+
+/// Commit escalations settled in memory on their own, with their events; if the commit
+/// fails, read them back from the store.
+pub async fn commit_settled(state: &crate::state::AppState, ws: &crate::state::WorkspaceState, settled: Settled) -> crate::error::ApiResult<()> {
+    if settled.records.is_empty() {
+        return Ok(());
+    }
+    let touched = settled.touched();
+    let txn = praetor_store::Txn { mutations: settled.records.into_iter().map(praetor_store::Mutation::PutObject).collect(), seal: settled.seals };
+    if let Err(e) = state.commit(txn).await {
+        crate::pipeline::resync_objects(state, ws, &touched).await?;
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 /// Bump an object's version and give its record, after an in-place change.

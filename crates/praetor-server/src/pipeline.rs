@@ -348,6 +348,7 @@ fn evaluate_with(
     let action_hash = || {
         crate::authority::action_hash(
             acting_agent,
+            intercepted.request.session_id.as_deref(),
             &intercepted.request.action_type,
             intercepted.content_sha256.as_deref(),
             &intercepted.request.metadata,
@@ -406,7 +407,14 @@ fn evaluate_with(
         key_id: &caller.key.key_id,
         queue,
     };
-    let authority_changes = crate::authority::apply(&mut live.authority, &decision, grant_id, &opening, now_ms, &settings);
+    let mut authority_changes = crate::authority::apply(&mut live.authority, &decision, grant_id, &opening, now_ms, &settings);
+    // A decision that ends its session (a budget ran out) settles the session's open
+    // escalations in its own transaction, as every other close does.
+    if let Some(s) = &session_update {
+        let settled = crate::authority::settle_session(&mut live.authority, s, None, &ws.workspace_id, now_ms);
+        authority_changes.records.extend(settled.records);
+        authority_changes.seals.extend(settled.seals);
+    }
     let approver = authority_facts.approval.as_ref().filter(|_| decision.authority.approved_by.is_some()).map(|a| a.approver.clone());
 
     if decision.verdict == Verdict::Allow {
@@ -1121,6 +1129,7 @@ fn record<'a>(
                 })));
             }
         }
+        txn.seal.extend(e.authority.seals.iter().cloned());
         bodies.push(body);
     }
     let pending = state.submit(txn);

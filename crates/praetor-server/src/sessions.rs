@@ -7,6 +7,7 @@ use praetor_core::session::SessionStatus;
 use praetor_store::{Guarded, Mutation, SealRequest, Session, Txn};
 use serde_json::{Value, json};
 
+use crate::authority::Settled;
 use crate::clock::iso;
 use crate::error::ApiResult;
 use crate::events::event;
@@ -42,54 +43,56 @@ pub struct Closing<'a> {
     pub kind: &'a str,
 }
 
-/// A session closed in memory, and the etag it had: the store refuses the close if
-/// another node changed the session since.
+/// A session closed in memory, the etag it had (the store refuses the close if another
+/// node changed the session since), and its escalations the close settled.
 pub struct Closed {
     pub session: Session,
     pub prior_etag: String,
+    pub settled: Settled,
 }
 
-/// Mark active sessions closed in memory and return their new state; closed ones are
-/// left alone. The caller persists and seals them (`closing_txn`).
+/// The escalations `closed` settled, to read back when the close is not committed.
+pub fn settled_objects(closed: &[Closed]) -> Vec<(String, String)> {
+    closed.iter().flat_map(|c| c.settled.touched()).collect()
+}
+
+/// Mark active sessions closed in memory, with their open escalations (under the same
+/// lock, so no decision sees the one without the other), and return their new state;
+/// closed ones are left alone. The caller persists and seals them (`closing_txn`), and
+/// reads the escalations back (`settled_objects`) if that fails.
 pub fn close_in_memory(ws: &WorkspaceState, ids: &[String], closing: &Closing<'_>, now_ms: i64) -> Vec<Closed> {
-    let mut live = ws.live.lock();
+    let mut guard = ws.live.lock();
+    let live = &mut *guard;
     let mut changed = Vec::new();
     for id in ids {
-        if let Some(s) = live.sessions.get_mut(id)
-            && s.status == SessionStatus::Active {
-                let prior_etag = std::mem::replace(&mut s.etag, crate::secrets::new_id("etag"));
-                s.status = closing.status;
-                s.kill_reason = closing.reason.clone();
-                s.closed_at = Some(now_ms);
-                s.version += 1;
-                changed.push(Closed { session: s.clone(), prior_etag });
-            }
+        let Some(s) = live.sessions.get_mut(id).filter(|s| s.status == SessionStatus::Active) else { continue };
+        let prior_etag = std::mem::replace(&mut s.etag, crate::secrets::new_id("etag"));
+        s.status = closing.status;
+        s.kill_reason = closing.reason.clone();
+        s.closed_at = Some(now_ms);
+        s.version += 1;
+        let session = s.clone();
+        let settled = crate::authority::settle_session(&mut live.authority, &session, closing.actor, &ws.workspace_id, now_ms);
+        changed.push(Closed { session, prior_etag, settled });
     }
     changed
 }
 
 /// The store writes and vault events for closed sessions.
 pub fn closing_txn(ws_id: &str, closed: &[Closed], closing: &Closing<'_>, now_ms: i64) -> (Vec<Mutation>, Vec<SealRequest>) {
-    let mutations = closed
-        .iter()
-        .flat_map(|c| {
-            let s = &c.session;
-            [
-                Mutation::Expect { workspace_id: ws_id.to_owned(), of: Guarded::Session, id: s.session_id.clone(), etag: c.prior_etag.clone() },
-                Mutation::PutSession(s.clone()),
-            ]
-        })
-        .collect();
-    let seals = closed
-        .iter()
-        .map(|c| &c.session)
-        .map(|s| {
-            event(ws_id, closing.kind, closing.actor, now_ms, json!({
-                "session_id": s.session_id, "agent_id": s.agent_id, "credential_id": s.credential_id,
-                "reason": closing.reason, "consumed": s.consumed,
-            }))
-        })
-        .collect();
+    let mut mutations = Vec::new();
+    let mut seals = Vec::new();
+    for c in closed {
+        let s = &c.session;
+        mutations.push(Mutation::Expect { workspace_id: ws_id.to_owned(), of: Guarded::Session, id: s.session_id.clone(), etag: c.prior_etag.clone() });
+        mutations.push(Mutation::PutSession(s.clone()));
+        mutations.extend(c.settled.records.iter().cloned().map(Mutation::PutObject));
+        seals.push(event(ws_id, closing.kind, closing.actor, now_ms, json!({
+            "session_id": s.session_id, "agent_id": s.agent_id, "credential_id": s.credential_id,
+            "reason": closing.reason, "consumed": s.consumed,
+        })));
+        seals.extend(c.settled.seals.iter().cloned());
+    }
     (mutations, seals)
 }
 
@@ -116,7 +119,13 @@ pub async fn close(state: &AppState, ws: &WorkspaceState, ids: &[String], closin
             return Ok(Vec::new());
         }
         let (mutations, seal) = closing_txn(&ws.workspace_id, &closed, &closing, now);
-        match state.commit(Txn { mutations, seal }).await {
+        let result = state.commit(Txn { mutations, seal }).await;
+        if result.is_err() {
+            // Memory ran ahead of the store: read the settled escalations back, so that
+            // a retry settles them again (the sessions are read back below).
+            crate::pipeline::resync_objects(state, ws, &settled_objects(&closed)).await?;
+        }
+        match result {
             Err(praetor_store::StoreError::Stale(what)) if attempt + 1 < CLOSE_ATTEMPTS => {
                 attempt += 1;
                 tracing::debug!(workspace_id = %ws.workspace_id, %what, attempt, "closing a session changed elsewhere; again");

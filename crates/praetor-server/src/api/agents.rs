@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use crate::api::credentials::credential_view;
 use crate::auth::{Authorized, perm};
+use crate::authority::Settled;
 use crate::clock::iso;
 use crate::config::limits;
 use crate::error::{ApiError, ApiResult};
@@ -356,7 +357,8 @@ pub async fn patch(
         updated_at: state.now_ms(),
         etag: new_id("etag"),
     };
-    commit_agent_change(&state, &auth, agent, vec![Mutation::UpdateAgentFields(edit)], body.trust_score, "agent.updated", json!({ "changed": changed })).await
+    let change = AgentChange { mutations: vec![Mutation::UpdateAgentFields(edit)], trust_override: body.trust_score, settled: Settled::default() };
+    commit_agent_change(&state, &auth, agent, change, "agent.updated", json!({ "changed": changed })).await
 }
 
 pub async fn deactivate(
@@ -368,24 +370,36 @@ pub async fn deactivate(
     let _guard = ws.agent_writes.lock().await;
     let mut agent = find(ws, &id)?;
     agent.is_active = false;
-    let deactivate = Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: state.now_ms(), etag: new_id("etag") };
-    commit_agent_change(&state, &auth, agent, vec![deactivate], None, "agent.deactivated", json!({})).await
+    let now = state.now_ms();
+    let deactivate = Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: now, etag: new_id("etag") };
+    // Its escalations, pending or approved, can no longer let anything run.
+    let settled = crate::api::credentials::settle_agent(ws, &id, &format!("agent `{id}` deactivated"), &auth.key.key_id, now);
+    let change = AgentChange { mutations: vec![deactivate], trust_override: None, settled };
+    commit_agent_change(&state, &auth, agent, change, "agent.deactivated", json!({})).await
 }
 
-/// Commit `mutations` (which change `agent`'s descriptive fields), sealed, then
-/// take the agent back from the store: what it holds now includes changes other
-/// nodes made meanwhile, and the live figures (trust, counts) decisions wrote.
+/// What an edit or a deactivation writes: `mutations` change the agent's descriptive
+/// fields; `settled` are the escalations it settled in memory.
+struct AgentChange {
+    mutations: Vec<Mutation>,
+    trust_override: Option<u8>,
+    settled: Settled,
+}
+
+/// Commit `change`, sealed, then take the agent back from the store: what it holds now
+/// includes changes other nodes made meanwhile, and the live figures (trust, counts)
+/// decisions wrote.
 async fn commit_agent_change(
     state: &AppState,
     auth: &Authorized<perm::AgentsWrite>,
     agent: Agent,
-    mut mutations: Vec<Mutation>,
-    trust_override: Option<u8>,
+    change: AgentChange,
     kind: &str,
     fields: Value,
 ) -> ApiResult<Json<Value>> {
     let ws = &auth.workspace;
     let now = state.now_ms();
+    let AgentChange { mut mutations, trust_override, settled } = change;
     let mut fields = fields;
     if let Value::Object(m) = &mut fields {
         m.insert("agent_id".into(), json!(agent.agent_id));
@@ -397,8 +411,15 @@ async fn commit_agent_change(
     if let Some(t) = trust_override {
         mutations.push(Mutation::SetTrust { workspace_id: ws.workspace_id.clone(), agent_id: agent.agent_id.clone(), trust_score: t });
     }
-    let txn = Txn { mutations, seal: vec![event(&ws.workspace_id, kind, Some(&auth.key.key_id), now, fields)] };
-    state.commit(txn).await?;
+    let touched = settled.touched();
+    mutations.extend(settled.records.into_iter().map(Mutation::PutObject));
+    let mut seal = vec![event(&ws.workspace_id, kind, Some(&auth.key.key_id), now, fields)];
+    seal.extend(settled.seals);
+    if let Err(e) = state.commit(Txn { mutations, seal }).await {
+        // The escalations were settled in memory for a commit that did not happen.
+        crate::pipeline::resync_objects(state, ws, &touched).await?;
+        return Err(e.into());
+    }
     // The change is committed: a failed read-back must not report it as failed (a
     // retry would make it twice). The copy then reloads on its next decision, its
     // etag no longer being the store's.

@@ -15,7 +15,7 @@ use crate::clock::iso;
 use crate::error::{ApiError, ApiResult};
 use crate::events::event;
 use crate::extract::{ApiJson, ApiPath};
-use crate::sessions::{Closing, active_where, close_in_memory, closing_txn};
+use crate::sessions::{Closing, active_where, close_in_memory, closing_txn, settled_objects};
 use crate::state::{AppState, WorkspaceState};
 
 use super::sessions::{ReasonBody, reason_of};
@@ -41,6 +41,17 @@ pub fn credential_view(c: &Credential, now_ms: i64) -> Value {
         "revoked_at": c.revoked_at.map(iso),
         "status": status,
     })
+}
+
+/// The authority objects `mutations` write.
+fn objects_of(mutations: &[Mutation]) -> Vec<(String, String)> {
+    mutations
+        .iter()
+        .filter_map(|m| match m {
+            Mutation::PutObject(r) => Some((r.kind.clone(), r.object_id.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Revoke `creds` and kill the sessions of `agent_id` (or only those bound to the
@@ -96,11 +107,19 @@ async fn revoke(
         let (m, s) = closing_txn(&ws.workspace_id, &killed, &closing(), now);
         mutations.extend(m);
         seal.extend(s);
-        match state.commit(Txn { mutations, seal }).await {
+        let result = state.commit(Txn { mutations, seal }).await;
+        if result.is_err() {
+            // The escalations the kills settled in memory are read back, so that a retry
+            // settles them again.
+            crate::pipeline::resync_objects(state, ws, &settled_objects(&killed)).await?;
+        }
+        match result {
             Err(praetor_store::StoreError::Stale(_)) if attempt + 1 < crate::sessions::CLOSE_ATTEMPTS => attempt += 1,
             Err(e) => {
-                // Memory was changed ahead of a commit that did not happen.
+                // Memory was changed ahead of a commit that did not happen: the agent,
+                // its sessions and the objects the caller changed (grants, escalations).
                 crate::pipeline::resync(state, ws, &[agent_id.to_owned()], &candidates).await?;
+                crate::pipeline::resync_objects(state, ws, &objects_of(&extra.0)).await?;
                 return Err(e.into());
             }
             Ok(_) => break killed.into_iter().map(|c| c.session).collect::<Vec<_>>(),
@@ -190,14 +209,16 @@ pub async fn revoke_agent(
         records
     };
     let revoked_grants: Vec<String> = grant_records.iter().map(|r| r.object_id.clone()).collect();
+    // Its escalations, pending or approved, can no longer let anything run.
+    let settled = settle_agent(ws, &id, &format!("agent `{id}` revoked: {reason}"), &auth.key.key_id, now);
     // Only the flag: a concurrent change to the agent's other fields stays.
     let deactivate = Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: now, etag: new_id("etag") };
     let mut mutations = vec![deactivate];
-    mutations.extend(grant_records.into_iter().map(Mutation::PutObject));
-    let extra = (
-        mutations,
-        vec![event(&ws.workspace_id, "agent.revoked", Some(&auth.key.key_id), now, json!({ "agent_id": id, "reason": reason, "revoked_grants": revoked_grants }))],
-    );
+    mutations.extend(grant_records.into_iter().chain(settled.records).map(Mutation::PutObject));
+    let mut seals =
+        vec![event(&ws.workspace_id, "agent.revoked", Some(&auth.key.key_id), now, json!({ "agent_id": id, "reason": reason, "revoked_grants": revoked_grants }))];
+    seals.extend(settled.seals);
+    let extra = (mutations, seals);
     let (revoked, killed) = revoke(&state, ws, &auth.key.key_id, &id, creds, &reason, extra).await?;
     Ok(Json(json!({
         "ok": true,
@@ -206,6 +227,12 @@ pub async fn revoke_agent(
         "revoked_grants": revoked_grants,
         "killed_sessions": killed,
     })))
+}
+
+/// Settle the open escalations of an agent that is being revoked or deactivated.
+pub fn settle_agent(ws: &WorkspaceState, agent_id: &str, reason: &str, actor: &str, now: i64) -> crate::authority::Settled {
+    let mut live = ws.live.lock();
+    crate::authority::settle(&mut live.authority, |e| e.agent_id.as_deref() == Some(agent_id), reason, Some(actor), &ws.workspace_id, now)
 }
 
 pub async fn list_for_agent(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {

@@ -31,6 +31,32 @@ async fn find(state: &AppState, ws: &WorkspaceState, id: &str) -> ApiResult<Esca
     Ok(e)
 }
 
+/// Why `e`, still open, can no longer allow its action: its agent is gone or
+/// deactivated, or its session closed. Checked at every read, not only when the agent or
+/// session changes, as defence in depth: on several nodes a close and an escalation
+/// can cross each other (the sweeper settles such ones, `expire_due`). The session is
+/// read from the store unless this node holds a copy as new.
+async fn void_reason(state: &AppState, ws: &WorkspaceState, e: &Escalation) -> ApiResult<Option<String>> {
+    if !e.is_open() {
+        return Ok(None);
+    }
+    if let Some(sid) = &e.session_id {
+        crate::pipeline::refresh_session(state, ws, sid).await?;
+    }
+    let agent = e.agent_id.as_deref().and_then(|a| ws.agent(a));
+    let live = ws.live.lock();
+    Ok(e.void_reason(agent.as_ref(), e.session_id.as_deref().and_then(|s| live.sessions.get(s))))
+}
+
+/// The escalation as it stands now: an open one whose agent or session is gone reads
+/// `expired`, with the reason, and never `allow`, even before that is stored.
+async fn current(state: &AppState, ws: &WorkspaceState, mut e: Escalation) -> ApiResult<Escalation> {
+    if let Some(why) = void_reason(state, ws, &e).await? {
+        e.void(&why);
+    }
+    Ok(e)
+}
+
 fn visible<P: crate::auth::Permission>(auth: &Authorized<P>, e: &Escalation) -> ApiResult<()> {
     if auth.may_see(e.agent_id.as_deref()) { Ok(()) } else { Err(ApiError::not_found("escalation", &e.escalation_id)) }
 }
@@ -67,29 +93,34 @@ pub async fn list(
         let filter = ObjectFilter { kind: Escalation::KIND.into(), status, agent_id: agent.clone(), limit: q.limit.unwrap_or(100) };
         rows.extend(state.store.list_objects(&ws.workspace_id, &filter).await?);
     }
-    let live = ws.live.lock();
-    let views: Vec<Value> = rows
-        .iter()
-        .filter_map(Escalation::from_record)
-        .map(|e| live.authority.escalations.get(&e.escalation_id).cloned().unwrap_or(e))
+    let held: Vec<Escalation> = {
+        let live = ws.live.lock();
+        rows.iter().filter_map(Escalation::from_record).map(|e| live.authority.escalations.get(&e.escalation_id).cloned().unwrap_or(e)).collect()
+    };
+    let mut views = Vec::with_capacity(held.len());
+    for e in held {
+        let e = current(&state, ws, e).await?;
         // A pending escalation past its expiry is listed as expired even before the sweeper runs.
-        .filter(|e| q.status.as_deref().is_none_or(|s| e.status_at(now) == s))
-        .map(|e| e.view(now, fresh))
-        .collect();
+        if q.status.as_deref().is_none_or(|s| e.status_at(now) == s) {
+            views.push(e.view(now, fresh));
+        }
+    }
     Ok(Json(json!({ "ok": true, "escalations": views, "total": views.len() })))
 }
 
 pub async fn get(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     let e = find(&state, &auth.workspace, &id).await?;
     visible(&auth, &e)?;
+    let e = current(&state, &auth.workspace, e).await?;
     Ok(Json(json!({ "ok": true, "escalation": e.view(state.now_ms(), freshness_ms(&auth.workspace)) })))
 }
 
 /// `GET /enforce/escalations/{id}/status`: what the SDK polls. `decision` is `allow`
-/// only while an approval is fresh and unused.
+/// only while an approval is fresh and unused, and its agent and session still active.
 pub async fn status(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     let e = find(&state, &auth.workspace, &id).await?;
     visible(&auth, &e)?;
+    let e = current(&state, &auth.workspace, e).await?;
     let now = state.now_ms();
     let v = e.view(now, freshness_ms(&auth.workspace));
     Ok(Json(json!({
@@ -133,8 +164,15 @@ pub async fn resolve(
         return Err(ApiError::new(Code::InsufficientScope, "agent keys cannot resolve escalations"));
     }
     let ws = &auth.workspace;
-    find(&state, ws, &id).await?;
+    let found = find(&state, ws, &id).await?;
     let key_id = auth.key.key_id.clone();
+    // An escalation whose agent or session is gone is settled now (sealed, with why)
+    // rather than approved: an approval would let its action run after the revocation.
+    if let Some(why) = void_reason(&state, ws, &found).await? {
+        let settled = crate::authority::settle(&mut ws.live.lock().authority, |e| e.escalation_id == id, &why, Some(&key_id), &ws.workspace_id, state.now_ms());
+        crate::authority::commit_settled(&state, ws, settled).await?;
+        return Err(ApiError::new(Code::Conflict, format!("escalation `{id}` can no longer be resolved: {why}")));
+    }
     let fresh = freshness_ms(ws);
     let reason = body.reason;
     let view = update(&state, ws, "escalation.resolved", &key_id.clone(), move |a, now| {
@@ -144,7 +182,10 @@ pub async fn resolve(
         }
         match e.status_at(now) {
             "pending" => {}
-            other => return Err(ApiError::new(Code::Conflict, format!("escalation `{id}` is already {other}"))),
+            other => {
+                let why = e.resolution_reason.as_deref().filter(|_| other == "expired").map(|r| format!(" ({r})")).unwrap_or_default();
+                return Err(ApiError::new(Code::Conflict, format!("escalation `{id}` is already {other}{why}")));
+            }
         }
         e.state = resolution.to_owned();
         e.resolution_reason = reason.clone();
@@ -175,7 +216,25 @@ pub fn prune_settled(ws: &WorkspaceState, now: i64) {
 /// How long the node expiring escalations keeps the job after its last sweep.
 const EXPIRY_LEASE_MS: i64 = 5_000;
 
-/// Expire pending escalations past their time (called by the sweeper).
+/// Open escalations held here whose agent is gone or deactivated, or whose session (held
+/// here) is closed, with why: the revocation or close settled the ones its node held,
+/// and these are the ones it could not see yet (another node's, not yet fed to it).
+fn voided(ws: &WorkspaceState) -> Vec<(String, String)> {
+    let live = ws.live.lock();
+    let agents = ws.agents.read();
+    live.authority
+        .escalations
+        .values()
+        .filter(|e| e.is_open() && e.session_id.as_ref().is_none_or(|s| live.sessions.contains_key(s)))
+        .filter_map(|e| {
+            let why = e.void_reason(e.agent_id.as_ref().and_then(|a| agents.get(a)), e.session_id.as_ref().and_then(|s| live.sessions.get(s)))?;
+            Some((e.escalation_id.clone(), why))
+        })
+        .collect()
+}
+
+/// Expire pending escalations past their time, and settle open ones whose agent or
+/// session is gone (called by the sweeper).
 pub async fn expire_due(state: &AppState, ws: &WorkspaceState) -> ApiResult<()> {
     let now = state.now_ms();
     let due: Vec<String> = ws
@@ -187,11 +246,18 @@ pub async fn expire_due(state: &AppState, ws: &WorkspaceState) -> ApiResult<()> 
         .filter(|e| e.state == "pending" && now >= e.expires_at)
         .map(|e| e.escalation_id.clone())
         .collect();
+    let voided = voided(ws);
     // One node expires them for all (the lease is taken only when there is work, so an
     // idle workspace costs no writes).
-    if due.is_empty() || !crate::vault::hold_lease(state, &ws.workspace_id, "escalations", EXPIRY_LEASE_MS).await? {
+    if (due.is_empty() && voided.is_empty()) || !crate::vault::hold_lease(state, &ws.workspace_id, "escalations", EXPIRY_LEASE_MS).await? {
         return Ok(());
     }
+    let mut settled = crate::authority::Settled::default();
+    for (id, why) in &voided {
+        // `settle` takes only the ones still open: the feed may have settled one meanwhile.
+        settled.extend(crate::authority::settle(&mut ws.live.lock().authority, |e| &e.escalation_id == id, why, None, &ws.workspace_id, now));
+    }
+    crate::authority::commit_settled(state, ws, settled).await?;
     for id in due {
         // Checked again at the write: the feed may have brought another node's
         // approval or denial while this node took the lease.

@@ -9,6 +9,7 @@ mod agents;
 mod authority;
 mod corpus;
 mod errors;
+mod escalations;
 mod pipeline;
 mod policyops;
 mod webhooks;
