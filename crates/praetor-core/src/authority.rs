@@ -129,6 +129,30 @@ fn refuse(id: &'static str, name: &'static str, reason: String, outside_scope: b
     Refusal { id, name, reason, outside_scope }
 }
 
+/// A role's refusal, which no window or grant covers: a denied type, or trust below
+/// the role's minimum.
+fn role_denial(agent: &AgentFacts, roles: &[RoleFacts], action_type: &str) -> Option<Refusal> {
+    for r in roles {
+        if let Some(p) = any_match(&r.denied_action_types, action_type) {
+            return Some(refuse("__role", "role", format!("role `{}` denies `{action_type}` (`{p}`)", r.name), false));
+        }
+        if let Some(min) = r.min_trust_level
+            && agent.trust_score < min
+        {
+            return Some(refuse("__role", "role", format!("role `{}` needs trust {min}; the agent has {}", r.name, agent.trust_score), false));
+        }
+    }
+    None
+}
+
+/// What refuses the agent `action_type` whatever covers it (a window, a grant): its
+/// roles' denials and trust minimums, and its explicit boundary denial. Every grantor
+/// along a chain of grants must pass it for the grant to be used.
+pub fn denial(agent: &AgentFacts, roles: &[RoleFacts], action_type: &str) -> Option<Refusal> {
+    role_denial(agent, roles, action_type)
+        .or_else(|| crate::boundary::denied(agent, action_type).map(|reason| refuse("__boundary", "boundary", reason, true)))
+}
+
 /// Step 2: roles, scopes, windows and the request's grant. Returns what covered an
 /// action outside the agent's own limits, or why it is refused.
 pub fn check(agent: Option<&AgentFacts>, authority: &Authority<'_>, action_type: &str) -> Result<AuthorityOutcome, Refusal> {
@@ -157,20 +181,8 @@ pub fn check(agent: Option<&AgentFacts>, authority: &Authority<'_>, action_type:
     let Some(agent) = agent else {
         return Ok(out);
     };
-    for r in authority.roles {
-        if let Some(p) = any_match(&r.denied_action_types, action_type) {
-            return Err(refuse("__role", "role", format!("role `{}` denies `{action_type}` (`{p}`)", r.name), false));
-        }
-        if let Some(min) = r.min_trust_level {
-            if agent.trust_score < min {
-                return Err(refuse(
-                    "__role",
-                    "role",
-                    format!("role `{}` needs trust {min}; the agent has {}", r.name, agent.trust_score),
-                    false,
-                ));
-            }
-        }
+    if let Some(r) = role_denial(agent, authority.roles, action_type) {
+        return Err(r);
     }
     let mut needs_cover: Option<(&'static str, &'static str, String, bool)> = None;
     let restricting: Vec<&RoleFacts> = authority.roles.iter().filter(|r| !r.allowed_action_types.is_empty()).collect();
@@ -244,6 +256,18 @@ mod tests {
         let roles = [role(&[], &[], Some(70))];
         let auth = Authority { roles: &roles, windows: &windows, ..Authority::default() };
         assert!(check(Some(&agent(&[])), &auth, "x").unwrap_err().reason.contains("trust 70"));
+    }
+
+    #[test]
+    fn denial_is_what_nothing_covers() {
+        let mut a = agent(&["read.*"]);
+        assert_eq!(denial(&a, &[], "pay.send"), None, "outside the scopes is not a denial: a grant may cover it");
+        let roles = [role(&["report.*"], &["pay.*"], None)];
+        assert_eq!(denial(&a, &roles, "pay.send").unwrap().id, "__role");
+        assert_eq!(denial(&a, &roles, "db.read"), None, "a role's allowed list is not a denial");
+        a.permission_boundary = Some(crate::action::PermissionBoundary { allowed_action_types: vec![], denied_action_types: vec!["pay.*".into()] });
+        let r = denial(&a, &[], "pay.send").unwrap();
+        assert_eq!((r.id, r.outside_scope), ("__boundary", true));
     }
 
     #[test]

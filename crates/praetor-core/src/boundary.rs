@@ -60,7 +60,9 @@ pub fn classify(agent: &AgentFacts, action_type: &str) -> Option<Outside> {
     None
 }
 
-fn denied(agent: &AgentFacts, action_type: &str) -> Option<String> {
+/// An explicit `permission_boundary.denied_action_types` match (or an invalid glob
+/// there), which nothing covers.
+pub fn denied(agent: &AgentFacts, action_type: &str) -> Option<String> {
     let b = agent.permission_boundary.as_ref()?;
     for p in &b.denied_action_types {
         match matches(p, action_type) {

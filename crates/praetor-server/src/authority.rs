@@ -651,54 +651,90 @@ fn covers(patterns: &[String], action_type: &str) -> bool {
     patterns.iter().any(|p| praetor_core::glob::Glob::new(p).is_ok_and(|g| g.is_match(action_type)))
 }
 
+/// The engine's view of an agent's own authority.
+pub fn agent_facts(agent: &praetor_store::Agent) -> praetor_core::AgentFacts {
+    praetor_core::AgentFacts {
+        agent_id: agent.agent_id.clone(),
+        name: agent.name.clone(),
+        trust_score: agent.trust_score,
+        scopes: agent.scopes.clone(),
+        permission_boundary: agent.permission_boundary.clone(),
+    }
+}
+
+/// What refuses `agent` the action type whatever covers it: its roles' denials and
+/// trust minimums, its boundary denial (`praetor_core::authority::denial`).
+pub fn denial(state: &AuthorityState, agent: &praetor_store::Agent, action_type: &str) -> Option<praetor_core::authority::Refusal> {
+    praetor_core::authority::denial(&agent_facts(agent), &role_facts(state, &agent.agent_id), action_type)
+}
+
+/// Why the grantor `src` of a grant in a chain cannot lend `action_type` now: it must
+/// exist and be active; the root grantor (`root`) must be able to do the action itself
+/// (its scopes, boundary and roles), and a grantor that re-delegated a grant it
+/// received must not be denied it (its boundary's and roles' denials), since it holds
+/// the action only through that grant. With no action type, only that it is active.
+fn grantor_problem(state: &AuthorityState, agents: &HashMap<String, praetor_store::Agent>, src: &str, action_type: Option<&str>, root: bool) -> Option<String> {
+    let Some(source) = agents.get(src) else {
+        return Some(format!("the grantor `{src}` no longer exists"));
+    };
+    if !source.is_active {
+        return Some(format!("the grantor `{src}` is deactivated"));
+    }
+    let t = action_type?;
+    if !root {
+        return denial(state, source, t).map(|r| format!("the grantor `{src}` is denied `{t}`: {}", r.reason));
+    }
+    let roles = role_facts(state, src);
+    let own = Authority { roles: &roles, ..Authority::default() };
+    praetor_core::authority::check(Some(&agent_facts(source)), &own, t)
+        .err()
+        .map(|r| format!("the grantor `{src}` may not do `{t}` itself: {}", r.reason))
+}
+
 /// Authority flows down a chain of grants from an agent that holds it natively. At use
-/// time every ancestor must still be in force (not revoked or expired) and cover the
-/// action, and the root grantor must be active and able to do the action itself (its
-/// scopes, boundary and roles), so revoking or restricting the grantor reaches every
-/// grant made from it.
-fn chain_problem(state: &AuthorityState, grant: &Grant, action_type: &str, agents: &HashMap<String, praetor_store::Agent>, now: i64) -> Option<String> {
+/// time every grant in the chain must still be in force (not revoked or expired) and
+/// cover the action, and every grantor along it must be active and not denied the
+/// action, the root grantor able to do it itself (`grantor_problem`), so revoking or
+/// restricting any grantor reaches every grant made from it. With no action type, the
+/// chain is checked for being in force and its grantors for being active.
+fn chain_problem(state: &AuthorityState, grant: &Grant, action_type: Option<&str>, agents: &HashMap<String, praetor_store::Agent>, now: i64) -> Option<String> {
     let mut g = grant;
     for _ in 0..64 {
-        match &g.parent_grant_id {
-            Some(pid) => {
-                let Some(parent) = state.grants.get(pid) else {
-                    return Some(format!("its parent grant `{pid}` no longer exists"));
-                };
-                if parent.revoked {
-                    return Some(format!("its parent grant `{pid}` is revoked"));
-                }
-                if parent.expires_at.is_some_and(|e| now >= e) {
-                    return Some(format!("its parent grant `{pid}` has expired"));
-                }
-                if !covers(&parent.scopes, action_type) && !covers(&parent.action_types, action_type) {
-                    return Some(format!("its parent grant `{pid}` does not cover `{action_type}`"));
-                }
-                g = parent;
-            }
-            None => {
-                let src = &g.source_agent_id;
-                let Some(source) = agents.get(src) else {
-                    return Some(format!("the grantor `{src}` no longer exists"));
-                };
-                if !source.is_active {
-                    return Some(format!("the grantor `{src}` is deactivated"));
-                }
-                let facts = praetor_core::AgentFacts {
-                    agent_id: source.agent_id.clone(),
-                    name: source.name.clone(),
-                    trust_score: source.trust_score,
-                    scopes: source.scopes.clone(),
-                    permission_boundary: source.permission_boundary.clone(),
-                };
-                let roles = role_facts(state, src);
-                let own = Authority { roles: &roles, ..Authority::default() };
-                return praetor_core::authority::check(Some(&facts), &own, action_type)
-                    .err()
-                    .map(|r| format!("the grantor `{src}` may not do `{action_type}` itself: {}", r.reason));
-            }
+        if let Some(problem) = grantor_problem(state, agents, &g.source_agent_id, action_type, g.parent_grant_id.is_none()) {
+            return Some(problem);
         }
+        let Some(pid) = &g.parent_grant_id else { return None };
+        let Some(parent) = state.grants.get(pid) else {
+            return Some(format!("its parent grant `{pid}` no longer exists"));
+        };
+        if parent.revoked {
+            return Some(format!("its parent grant `{pid}` is revoked"));
+        }
+        if parent.expires_at.is_some_and(|e| now >= e) {
+            return Some(format!("its parent grant `{pid}` has expired"));
+        }
+        if let Some(t) = action_type
+            && !covers(&parent.scopes, t)
+            && !covers(&parent.action_types, t)
+        {
+            return Some(format!("its parent grant `{pid}` does not cover `{t}`"));
+        }
+        g = parent;
     }
     Some("its chain of grants is too deep".into())
+}
+
+/// Why `agent_id` cannot use the grant now (for `action_type`, when given): the grant
+/// itself (`Grant::problem`), then its whole chain (`chain_problem`).
+pub fn grant_problem(
+    state: &AuthorityState,
+    agents: &HashMap<String, praetor_store::Agent>,
+    grant: &Grant,
+    agent_id: Option<&str>,
+    action_type: Option<&str>,
+    now: i64,
+) -> Option<String> {
+    grant.problem(agent_id, now).or_else(|| chain_problem(state, grant, action_type, agents, now))
 }
 
 /// Gather what bears on this decision.
@@ -733,7 +769,7 @@ pub fn facts(
     f.grant = grant_id.map(|id| match state.grants.get(id) {
         Some(g) => GrantFacts {
             grant_id: id.to_owned(),
-            problem: g.problem(agent_id, now).or_else(|| chain_problem(state, g, action_type, agents, now)),
+            problem: grant_problem(state, agents, g, agent_id, Some(action_type), now),
             scopes: g.scopes.clone(),
             action_types: g.action_types.clone(),
         },

@@ -5,7 +5,7 @@
 
 use axum::http::HeaderMap;
 use praetor_core::{
-    ActionRequest, AgentFacts, Decision, DecisionInput, Identity, PastAction, Verdict, decide, trust::next_trust,
+    ActionRequest, Decision, DecisionInput, Identity, PastAction, Verdict, decide, trust::next_trust,
 };
 use praetor_core::session::{SessionFacts, SessionStatus};
 use praetor_store::{Agent, AgentActivity, ApiKey, DecisionRow, Guarded, Mutation, SealRequest, Session, Txn};
@@ -280,16 +280,6 @@ fn identify(
     (Identity::Verified, Some(agent))
 }
 
-fn facts(agent: &Agent) -> AgentFacts {
-    AgentFacts {
-        agent_id: agent.agent_id.clone(),
-        name: agent.name.clone(),
-        trust_score: agent.trust_score,
-        scopes: agent.scopes.clone(),
-        permission_boundary: agent.permission_boundary.clone(),
-    }
-}
-
 /// Stages 2-4 for one action. Histories and trust are read and updated under the
 /// workspace's live lock, so concurrent decisions on this node see each other exactly
 /// (and the etag guards make decisions on other nodes refuse each other's stale
@@ -323,7 +313,7 @@ fn evaluate_with(
     // Trust is read here, under the lock that serialises its updates, not from the
     // copy stage 2 made: a threshold policy must see the score as it is now.
     let agent_facts = agent.as_ref().map(|a| {
-        let mut f = facts(a);
+        let mut f = crate::authority::agent_facts(a);
         if let Some(current) = ws.agents.read().get(&a.agent_id) {
             f.trust_score = current.trust_score;
         }

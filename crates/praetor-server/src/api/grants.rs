@@ -111,6 +111,14 @@ pub struct GrantBudgets {
     max_actions: Option<u64>,
 }
 
+/// The field of the `i`th of a delegation's scopes followed by its action types.
+fn scope_field(b: &DelegateBody, i: usize) -> String {
+    match i.checked_sub(b.scopes.len()) {
+        None => format!("scopes[{i}]"),
+        Some(j) => format!("action_types[{j}]"),
+    }
+}
+
 pub async fn delegate(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Enforce>,
@@ -133,6 +141,16 @@ pub async fn delegate(
     if b.instruction.as_ref().is_some_and(|i| i.len() > 4096) {
         return Err(ApiError::invalid("instruction", "is longer than 4096 bytes"));
     }
+    // A grantor cannot lend what it is denied (its boundary's or its roles' denials),
+    // whether it holds the scope itself or through the parent grant.
+    {
+        let live = ws.live.lock();
+        for (i, s) in b.scopes.iter().chain(&b.action_types).enumerate() {
+            if let Some(r) = crate::authority::denial(&live.authority, &source, s) {
+                return Err(ApiError::invalid(&scope_field(&b, i), format!("`{s}` is denied to the source agent `{}`: {}", source.agent_id, r.reason)));
+            }
+        }
+    }
     let now = state.now_ms();
     let ttl = duration_ms("duration_minutes", b.duration_seconds, b.duration_minutes, b.ttl_hours)?;
     let mut max_uses = match (b.max_uses, b.budgets.as_ref().and_then(|x| x.max_actions)) {
@@ -145,7 +163,7 @@ pub async fn delegate(
     if b.parent_grant_id.is_none() && !source.scopes.is_empty() {
         for (i, s) in b.scopes.iter().chain(&b.action_types).enumerate() {
             if !within(s, &source.scopes) {
-                return Err(ApiError::invalid(&format!("scopes[{i}]"), format!("`{s}` is outside the source agent's scopes")));
+                return Err(ApiError::invalid(&scope_field(&b, i), format!("`{s}` is outside the source agent's scopes")));
             }
         }
     }
@@ -155,14 +173,17 @@ pub async fn delegate(
     let mut parent_record: Option<ObjectRecord> = None;
     if let Some(pid) = &b.parent_grant_id {
         let mut live = ws.live.lock();
-        let parent = live.authority.grants.get_mut(pid).ok_or_else(|| ApiError::not_found("grant", pid))?;
-        if let Some(problem) = parent.problem(Some(&b.source_agent_id), now) {
+        // The parent and its whole chain must be in force, every grantor along it active.
+        let parent = live.authority.grants.get(pid).ok_or_else(|| ApiError::not_found("grant", pid))?;
+        let problem = crate::authority::grant_problem(&live.authority, &ws.agents.read(), parent, Some(&b.source_agent_id), None, now);
+        if let Some(problem) = problem {
             return Err(ApiError::invalid("parent_grant_id", format!("grant `{pid}` cannot be re-delegated by this source: {problem}")));
         }
+        let parent = live.authority.grants.get_mut(pid).ok_or_else(|| ApiError::not_found("grant", pid))?;
         let parent_scopes: Vec<String> = parent.scopes.iter().chain(&parent.action_types).cloned().collect();
         for (i, s) in b.scopes.iter().chain(&b.action_types).enumerate() {
             if !within(s, &parent_scopes) {
-                return Err(ApiError::invalid(&format!("scopes[{i}]"), format!("`{s}` is not within the parent grant's scopes")));
+                return Err(ApiError::invalid(&scope_field(&b, i), format!("`{s}` is not within the parent grant's scopes")));
             }
         }
         if let Some(left) = parent.remaining() {
@@ -271,7 +292,8 @@ pub async fn verify_grant(
         .filter(|g| auth.may_see(Some(&g.source_agent_id)) || auth.may_see(Some(&g.target_agent_id)))
         .ok_or_else(|| ApiError::not_found("grant", &b.grant_id))?;
     let agent = b.agent_id.as_deref().or(Some(g.target_agent_id.as_str()));
-    let mut reason = g.problem(agent, now);
+    // The whole chain, as a decision checks it: every grantor active and not denied.
+    let mut reason = crate::authority::grant_problem(&live.authority, &auth.workspace.agents.read(), g, agent, b.action_type.as_deref(), now);
     if reason.is_none()
         && let Some(t) = &b.action_type {
             let covered = g.scopes.iter().chain(&g.action_types).any(|p| Glob::new(p).is_ok_and(|x| x.is_match(t)));

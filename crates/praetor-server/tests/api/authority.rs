@@ -367,3 +367,59 @@ async fn a_grant_of_two_uses_allows_two_actions_and_refuses_the_third() {
         .collect();
     assert_eq!(verdicts, [json!("allow"), json!("allow"), json!("block")]);
 }
+
+#[tokio::test]
+async fn every_grantor_along_a_chain_must_be_active_and_not_denied() {
+    let s = TestServer::start().await;
+    let mk = |name: &'static str, scopes: Value| {
+        let s = &s;
+        async move {
+            let (_, a) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": name, "scopes": scopes })).await;
+            a["agent"]["agent_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let (a, b, c) = (mk("root", json!(["pay.*"])).await, mk("middle", json!(["read.*"])).await, mk("leaf", json!(["read.*"])).await);
+    let (_, g1) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": a, "target_agent_id": b, "scopes": ["pay.*"] })).await;
+    let g1 = g1["grant_id"].as_str().unwrap().to_owned();
+    let redelegate = json!({ "source_agent_id": b, "target_agent_id": c, "scopes": ["pay.*"], "parent_grant_id": g1 });
+    let (status, g2) = s.post("/api/v1/enforce/delegate", &s.admin_key, &redelegate).await;
+    assert_eq!(status, StatusCode::OK, "{g2}");
+    let g2 = g2["grant_id"].as_str().unwrap().to_owned();
+    let pay = json!({ "action_type": "pay.send", "agent_id": c, "grant_id": g2 });
+    let verify = json!({ "grant_id": g2, "agent_id": c, "action_type": "pay.send" });
+    assert_eq!(s.intercept(pay.clone()).await["decision"], "allow");
+    // The middle grantor is denied the action, by its boundary, then by a role: the
+    // grant it made is refused, verify agrees, and it can lend the scope no more.
+    let refused_while = |why: &'static str| {
+        let (s, pay, verify, redelegate) = (&s, pay.clone(), verify.clone(), redelegate.clone());
+        async move {
+            let answer = s.intercept(pay).await;
+            assert_eq!(answer["decision"], "block", "{why}: {answer}");
+            assert!(answer["reasoning"].as_str().unwrap().contains("is denied `pay.send`"), "{why}: {answer}");
+            let (_, v) = s.post("/api/v1/enforce/delegate/verify", &s.admin_key, &verify).await;
+            assert_eq!(v["valid"], false, "{why}: {v}");
+            let again = s.post("/api/v1/enforce/delegate", &s.admin_key, &redelegate).await;
+            assert_error(&again, 400, "invalid_field");
+            assert!(again.1["error"]["message"].as_str().unwrap().contains("scopes[0]"), "{why}: {}", again.1);
+        }
+    };
+    let boundary = |denied: Value| json!({ "permission_boundary": { "denied_action_types": denied } });
+    assert_eq!(s.patch(&format!("/api/v1/enforce/agents/{b}"), &s.admin_key, &boundary(json!(["pay.*"]))).await.0, StatusCode::OK);
+    refused_while("boundary").await;
+    s.patch(&format!("/api/v1/enforce/agents/{b}"), &s.admin_key, &boundary(json!([]))).await;
+    assert_eq!(s.intercept(pay.clone()).await["decision"], "allow", "lifting the denial restores the grant");
+    let (_, role) = s.post("/api/v1/enforce/roles", &s.admin_key, &json!({ "name": "no-pay", "denied_action_types": ["pay.*"] })).await;
+    let role = role["role"]["role_id"].as_str().unwrap().to_owned();
+    s.post(&format!("/api/v1/enforce/roles/{role}/assign"), &s.admin_key, &json!({ "agent_id": b })).await;
+    refused_while("role").await;
+    s.post(&format!("/api/v1/enforce/roles/{role}/unassign"), &s.admin_key, &json!({ "agent_id": b })).await;
+    assert_eq!(s.intercept(pay.clone()).await["decision"], "allow");
+    // Deactivated: the grant it made stops, and verify says so even with no action named.
+    s.post(&format!("/api/v1/enforce/agents/{b}/deactivate"), &s.admin_key, &json!({})).await;
+    let answer = s.intercept(pay.clone()).await;
+    assert_eq!(answer["decision"], "block", "{answer}");
+    assert!(answer["reasoning"].as_str().unwrap().contains(&format!("the grantor `{b}` is deactivated")), "{answer}");
+    let (_, v) = s.post("/api/v1/enforce/delegate/verify", &s.admin_key, &json!({ "grant_id": g2 })).await;
+    assert_eq!(v["valid"], false, "{v}");
+    assert_error(&s.post("/api/v1/enforce/delegate", &s.admin_key, &redelegate).await, 400, "invalid_field");
+}
