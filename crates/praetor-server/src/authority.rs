@@ -903,6 +903,47 @@ pub async fn update<R>(
     actor: &str,
     change: impl FnOnce(&mut AuthorityState, i64) -> crate::error::ApiResult<(Vec<ObjectRecord>, Value, R)>,
 ) -> crate::error::ApiResult<R> {
+    Ok(try_update(state, ws, event_kind, actor, change).await??)
+}
+
+/// At most this many tries of an operator's close or revoke while decisions on other
+/// nodes keep moving the object on.
+pub const UPDATE_ATTEMPTS: u32 = 20;
+
+/// `update` for an operator's close or revoke of an object that decisions change too
+/// (a grant's uses, a breakglass's overrides, each a new version): on several nodes the
+/// copy here is often behind, and the store refuses the write as stale. The objects are
+/// then read back and `change` applied again, a bounded number of times, so that the
+/// operator's write wins over the agent's use instead of answering `409`.
+pub async fn update_retrying<R>(
+    state: &crate::state::AppState,
+    ws: &crate::state::WorkspaceState,
+    event_kind: &str,
+    actor: &str,
+    mut change: impl FnMut(&mut AuthorityState, i64) -> crate::error::ApiResult<(Vec<ObjectRecord>, Value, R)>,
+) -> crate::error::ApiResult<R> {
+    let mut attempt = 1;
+    loop {
+        match try_update(state, ws, event_kind, actor, &mut change).await? {
+            Err(praetor_store::StoreError::Stale(what)) if attempt < UPDATE_ATTEMPTS => {
+                attempt += 1;
+                tracing::debug!(workspace_id = %ws.workspace_id, %what, attempt, "an object changed elsewhere; applying the change again");
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// One try of `update`: the outer error is the change's own refusal (or a failed read
+/// back); the inner one a commit that failed, after which the objects were read back
+/// from the store.
+async fn try_update<R>(
+    state: &crate::state::AppState,
+    ws: &crate::state::WorkspaceState,
+    event_kind: &str,
+    actor: &str,
+    change: impl FnOnce(&mut AuthorityState, i64) -> crate::error::ApiResult<(Vec<ObjectRecord>, Value, R)>,
+) -> crate::error::ApiResult<praetor_store::Result<R>> {
     let now = state.now_ms();
     let (records, fields, out) = change(&mut ws.live.lock().authority, now)?;
     let touched: Vec<(String, String)> = records.iter().map(|r| (r.kind.clone(), r.object_id.clone())).collect();
@@ -914,9 +955,9 @@ pub async fn update<R>(
         // Memory was changed for a commit that did not happen (another node moved an
         // object on, or the store failed): take the store's objects back.
         crate::pipeline::resync_objects(state, ws, &touched).await?;
-        return Err(e.into());
+        return Ok(Err(e));
     }
-    Ok(out)
+    Ok(Ok(out))
 }
 
 /// Commit escalations settled in memory on their own, with their events; if the commit

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::{Authorized, perm};
-use crate::authority::{AuthorityState, Breakglass, Grant, Review, Role, Window, create, touched, update};
+use crate::authority::{AuthorityState, Breakglass, Grant, Review, Role, Window, create, touched, update, update_retrying};
 use crate::clock::iso;
 use crate::config::limits;
 use crate::error::{ApiError, ApiResult, Code};
@@ -255,7 +255,7 @@ pub async fn revoke_grant(
     let reason = super::sessions::reason_of(body, "revoked")?;
     let ws = &auth.workspace;
     let ws_id = ws.workspace_id.clone();
-    let revoked = update(&state, ws, "grant.revoked", &auth.key.key_id, |a, now| {
+    let revoked = update_retrying(&state, ws, "grant.revoked", &auth.key.key_id, |a, now| {
         if !a.grants.contains_key(&id) {
             return Err(ApiError::not_found("grant", &id));
         }
@@ -565,7 +565,7 @@ pub async fn close_breakglass(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let ws_id = auth.workspace.workspace_id.clone();
-    let view = update(&state, &auth.workspace, "breakglass.closed", &auth.key.key_id, |a, now| {
+    let view = update_retrying(&state, &auth.workspace, "breakglass.closed", &auth.key.key_id, |a, now| {
         let b = a.breakglass.get_mut(&id).ok_or_else(|| ApiError::not_found("breakglass", &id))?;
         b.closed_at.get_or_insert(now);
         let record = touched(b, &ws_id, now);

@@ -423,3 +423,34 @@ async fn every_grantor_along_a_chain_must_be_active_and_not_denied() {
     assert_eq!(v["valid"], false, "{v}");
     assert_error(&s.post("/api/v1/enforce/delegate", &s.admin_key, &redelegate).await, 400, "invalid_field");
 }
+
+#[tokio::test]
+async fn an_operators_revoke_or_close_wins_over_uses_this_node_has_not_seen() {
+    // On several nodes, each use of a grant or breakglass elsewhere moves its version on
+    // in the store before this node's copy follows: simulated by setting this node's
+    // copy one version behind the store's.
+    let s = TestServer::start().await;
+    let (_, a) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "lender", "scopes": ["pay.*"] })).await;
+    let a = a["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let b = s.agent("borrower").await;
+    let (_, g) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": a, "target_agent_id": b, "scopes": ["pay.*"] })).await;
+    let grant = g["grant_id"].as_str().unwrap().to_owned();
+    assert_eq!(s.intercept(json!({ "action_type": "pay.send", "agent_id": b, "grant_id": grant })).await["decision"], "allow");
+    s.policy(json!({ "name": "Freeze", "policy_type": "action_type", "action_types": ["deploy"], "decision": "block" })).await;
+    let approver = s.key(&["approvals"], None).await;
+    let (_, bg) = s.post("/api/v1/enforce/breakglass", &approver, &json!({ "agent_id": b, "justification": "outage", "duration_minutes": 30 })).await;
+    let bg = bg["breakglass_id"].as_str().unwrap().to_owned();
+    assert_eq!(s.intercept(json!({ "action_type": "deploy", "agent_id": b })).await["decision"], "allow");
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    {
+        let mut live = ws.live.lock();
+        live.authority.grants.get_mut(&grant).unwrap().version -= 1;
+        live.authority.breakglass.get_mut(&bg).unwrap().version -= 1;
+    }
+    let (status, revoked) = s.post(&format!("/api/v1/enforce/delegate/{grant}/revoke"), &s.admin_key, &json!({ "reason": "done" })).await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert_eq!(s.intercept(json!({ "action_type": "pay.send", "agent_id": b, "grant_id": grant })).await["decision"], "block");
+    let (status, closed) = s.post(&format!("/api/v1/enforce/breakglass/{bg}/close"), &approver, &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{closed}");
+    assert_eq!(s.intercept(json!({ "action_type": "deploy", "agent_id": b })).await["decision"], "block");
+}
