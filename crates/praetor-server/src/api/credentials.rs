@@ -211,20 +211,32 @@ pub async fn revoke_agent(
     let revoked_grants: Vec<String> = grant_records.iter().map(|r| r.object_id.clone()).collect();
     // Its escalations, pending or approved, can no longer let anything run.
     let settled = settle_agent(ws, &id, &format!("agent `{id}` revoked: {reason}"), &auth.key.key_id, now);
+    // The API keys bound to it act only as it: they end with it (a deactivation, which
+    // is not a compromise, leaves them; the agent's requests are refused anyway).
+    let mut keys: Vec<praetor_store::ApiKey> =
+        state.store.list_api_keys(&ws.workspace_id).await?.into_iter().filter(|k| k.agent_id.as_deref() == Some(id.as_str()) && k.revoked_at.is_none()).collect();
+    let revoked_keys: Vec<String> = keys.iter().map(|k| k.key_id.clone()).collect();
     // Only the flag: a concurrent change to the agent's other fields stays.
     let deactivate = Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: now, etag: new_id("etag") };
     let mut mutations = vec![deactivate];
     mutations.extend(grant_records.into_iter().chain(settled.records).map(Mutation::PutObject));
-    let mut seals =
-        vec![event(&ws.workspace_id, "agent.revoked", Some(&auth.key.key_id), now, json!({ "agent_id": id, "reason": reason, "revoked_grants": revoked_grants }))];
+    mutations.extend(revoked_keys.iter().map(|k| Mutation::RevokeApiKey { workspace_id: ws.workspace_id.clone(), key_id: k.clone(), at: now }));
+    let mut seals = vec![event(&ws.workspace_id, "agent.revoked", Some(&auth.key.key_id), now, json!({
+        "agent_id": id, "reason": reason, "revoked_grants": revoked_grants, "revoked_keys": revoked_keys,
+    }))];
     seals.extend(settled.seals);
     let extra = (mutations, seals);
     let (revoked, killed) = revoke(&state, ws, &auth.key.key_id, &id, creds, &reason, extra).await?;
+    for k in &mut keys {
+        k.revoked_at = Some(now);
+        state.put_key(k.clone());
+    }
     Ok(Json(json!({
         "ok": true,
         "agent": crate::api::agents::agent_view(&ws.agent(&id).unwrap_or(agent)),
         "revoked_credentials": revoked.iter().map(|c| credential_view(c, now)).collect::<Vec<_>>(),
         "revoked_grants": revoked_grants,
+        "revoked_keys": revoked_keys,
         "killed_sessions": killed,
     })))
 }

@@ -454,3 +454,23 @@ async fn an_operators_revoke_or_close_wins_over_uses_this_node_has_not_seen() {
     assert_eq!(status, StatusCode::OK, "{closed}");
     assert_eq!(s.intercept(json!({ "action_type": "deploy", "agent_id": b })).await["decision"], "block");
 }
+
+#[tokio::test]
+async fn revoking_an_agent_revokes_the_keys_bound_to_it() {
+    let s = TestServer::start().await;
+    let gone = s.agent("gone").await;
+    let paused = s.agent("paused").await;
+    let gone_key = s.key(&["agent"], Some(&gone)).await;
+    let paused_key = s.key(&["agent"], Some(&paused)).await;
+    let (status, _) = s.get(&format!("/api/v1/enforce/agents/{gone}"), &gone_key).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, revoked) = s.post(&format!("/api/v1/enforce/agents/{gone}/revoke"), &s.admin_key, &json!({ "reason": "compromised" })).await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert_eq!(revoked["revoked_keys"].as_array().unwrap().len(), 1, "{revoked}");
+    assert_error(&s.get(&format!("/api/v1/enforce/agents/{gone}"), &gone_key).await, 401, "invalid_api_key");
+    assert_error(&s.get("/api/v1/enforce/decisions", &gone_key).await, 401, "invalid_api_key");
+    // A deactivation is not a compromise: the key stays (its agent's actions are refused).
+    s.post(&format!("/api/v1/enforce/agents/{paused}/deactivate"), &s.admin_key, &json!({})).await;
+    let (status, _) = s.get(&format!("/api/v1/enforce/agents/{paused}"), &paused_key).await;
+    assert_eq!(status, StatusCode::OK);
+}
