@@ -21,7 +21,7 @@ use crate::decision::Triggered;
 use crate::glob::Glob;
 
 fn any_match(patterns: &[String], action_type: &str) -> Option<String> {
-    patterns.iter().find(|p| Glob::new(p).is_ok_and(|g| g.is_match(action_type))).cloned()
+    patterns.iter().find(|p| Glob::action_type(p).is_ok_and(|g| g.is_match(action_type))).cloned()
 }
 
 /// A role assigned to the agent.
@@ -256,6 +256,23 @@ mod tests {
         let roles = [role(&[], &[], Some(70))];
         let auth = Authority { roles: &roles, windows: &windows, ..Authority::default() };
         assert!(check(Some(&agent(&[])), &auth, "x").unwrap_err().reason.contains("trust 70"));
+    }
+
+    /// Action types are matched ignoring ASCII case everywhere: `db.DROP_table` is the
+    /// same action as `db.drop_table` to the tool that runs it.
+    #[test]
+    fn roles_windows_and_grants_ignore_ascii_case() {
+        let roles = [role(&["report.*"], &["report.delete*"], None)];
+        let a = agent(&[]);
+        let auth = Authority { roles: &roles, ..Authority::default() };
+        assert_eq!(check(Some(&a), &auth, "REPORT.Delete_all").unwrap_err().id, "__role");
+        assert!(check(Some(&a), &auth, "Report.Read").is_ok());
+        let windows = [window(&["db.*"])];
+        let auth = Authority { roles: &roles, windows: &windows, ..Authority::default() };
+        assert!(check(Some(&a), &auth, "DB.write").is_ok());
+        let grant = GrantFacts { grant_id: "g".into(), problem: None, scopes: vec!["pay.*".into()], action_types: vec![] };
+        let auth = Authority { grant: Some(&grant), ..Authority::default() };
+        assert!(check(Some(&agent(&["read.*"])), &auth, "PAY.send").is_ok());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! (`allowed_action_types`: when non-empty, the action must match one;
 //! `denied_action_types`: the action must match none).
 //!
+//! Globs match ignoring ASCII case, as every action-type glob does (`crate::glob`).
 //! Agent globs are parsed per decision (they change with the agent, not with the policy
 //! set). An invalid glob fails closed: it never grants a scope and always denies. The
 //! server should reject them when an agent is registered (`validate`).
@@ -12,7 +13,7 @@ use crate::glob::Glob;
 use crate::policy::PolicyError;
 
 fn matches(pattern: &str, action_type: &str) -> Option<bool> {
-    Glob::new(pattern).ok().map(|g| g.is_match(action_type))
+    Glob::action_type(pattern).ok().map(|g| g.is_match(action_type))
 }
 
 /// How an action falls outside the agent's boundary.
@@ -82,12 +83,13 @@ pub fn denied(agent: &AgentFacts, action_type: &str) -> Option<String> {
     None
 }
 
-/// Check an agent's globs; errors name `scopes[i]` or
+/// Check an agent's new globs (they compile and are spelled visibly, see
+/// `crate::glob::spelling`); errors name `scopes[i]` or
 /// `permission_boundary.allowed_action_types[i]` / `denied_action_types[i]`.
 pub fn validate(scopes: &[String], boundary: Option<&PermissionBoundary>) -> Result<(), PolicyError> {
     let each = |list: &[String], field: &str| -> Result<(), PolicyError> {
         for (i, p) in list.iter().enumerate() {
-            Glob::new(p).map_err(|e| e.at(format!("{field}[{i}]")))?;
+            crate::glob::validate(p).map_err(|e| e.at(format!("{field}[{i}]")))?;
         }
         Ok(())
     };
@@ -127,6 +129,21 @@ mod tests {
         assert!(check(&agent(&["[bad"], &[], &[]), "x").is_some());
         assert!(check(&agent(&[], &[], &["[bad"]), "x").is_some());
         assert!(check(&agent(&["*"], &["[bad", "x"], &[]), "x").is_none());
+    }
+
+    #[test]
+    fn scopes_and_denials_ignore_ascii_case() {
+        let a = agent(&["db.*"], &[], &["db.drop*"]);
+        assert!(matches!(classify(&a, "db.DROP_table"), Some(Outside::Denied(_))));
+        assert_eq!(check(&a, "DB.read"), None);
+        assert!(check(&agent(&[], &["db.read"], &[]), "DB.READ").is_none());
+    }
+
+    #[test]
+    fn validate_refuses_invisible_characters_and_edge_whitespace() {
+        let b = PermissionBoundary { allowed_action_types: vec![], denied_action_types: vec!["db.drop\u{200b}*".into()] };
+        assert_eq!(validate(&[], Some(&b)).unwrap_err().field, "permission_boundary.denied_action_types[0]");
+        assert_eq!(validate(&["db.* ".into()], None).unwrap_err().field, "scopes[0]");
     }
 
     #[test]

@@ -1,6 +1,17 @@
 //! Action-type globs: a small compiled matcher, not a path glob.
 //!
-//! Syntax (case-sensitive, always matched against the whole action type):
+//! Action types are matched ignoring ASCII case (`Glob::action_type`, and every
+//! `GlobList`): `db.DROP_table` names the same action as `db.drop_table` to most tools,
+//! so a denial of `db.drop*` must catch both. Only ASCII letters fold; other letters
+//! stay as written. Globs over other names (webhook event types) keep case
+//! (`Glob::new`). Folding is compiled into the matcher, never done per decision.
+//!
+//! An action type, and an action-type glob, must be spelled visibly (`spelling`): no
+//! format characters (Unicode category Cf: zero-width space, bidi marks, BOM, soft
+//! hyphen, tags), line or paragraph separators, control characters, or whitespace at
+//! either end. Each would let one action go by two spellings that look the same.
+//!
+//! Syntax (always matched against the whole action type):
 //! - `*` matches any run of characters, including none and including `.`, `:` and `/`
 //!   (there is no path separator: `tool.*` matches `tool.search.web`);
 //! - `?` matches exactly one character;
@@ -24,6 +35,8 @@ pub const MAX_GLOB_LEN: usize = 512;
 pub struct Glob {
     source: String,
     matcher: Matcher,
+    /// Match ignoring ASCII case.
+    fold: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,27 +58,47 @@ enum Tok {
 }
 
 impl Tok {
-    fn matches_char(&self, c: char) -> bool {
+    fn matches_char(&self, c: char, fold: bool) -> bool {
         match self {
+            Tok::Char(x) if fold => x.eq_ignore_ascii_case(&c),
             Tok::Char(x) => *x == c,
             Tok::One => true,
             Tok::Star => false,
             Tok::Class { negated, ranges } => {
-                let inside = ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi);
+                let within = |c: char| ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi);
+                let inside = within(c) || (fold && (within(c.to_ascii_lowercase()) || within(c.to_ascii_uppercase())));
                 inside != *negated
             }
         }
     }
 }
 
+/// Byte-wise equality, ignoring ASCII case when `fold`. Folding keeps lengths, and a
+/// non-ASCII byte only equals itself, so equal bytes are equal texts.
+#[inline]
+fn same(a: &[u8], b: &[u8], fold: bool) -> bool {
+    if fold { a.eq_ignore_ascii_case(b) } else { a == b }
+}
+
 impl Glob {
     /// Parse a glob. On error the returned `PolicyError` has an empty `field`; callers
     /// name the field (`action_types[2]`).
+    /// Case-sensitive: for names that are not action types (webhook events).
     pub fn new(pattern: &str) -> Result<Glob, PolicyError> {
+        Glob::compile(pattern, false)
+    }
+
+    /// A glob over action types: matched ignoring ASCII case.
+    pub fn action_type(pattern: &str) -> Result<Glob, PolicyError> {
+        Glob::compile(pattern, true)
+    }
+
+    fn compile(pattern: &str, fold: bool) -> Result<Glob, PolicyError> {
         let toks = parse(pattern).map_err(|m| PolicyError::new("", m))?;
         Ok(Glob {
             source: pattern.to_owned(),
             matcher: simplify(toks),
+            fold,
         })
     }
 
@@ -74,24 +107,54 @@ impl Glob {
         &self.source
     }
 
-    /// Whole-string, case-sensitive match.
+    /// Whole-string match (ignoring ASCII case for an action-type glob).
     pub fn is_match(&self, text: &str) -> bool {
+        let (t, fold) = (text.as_bytes(), self.fold);
         match &self.matcher {
             Matcher::Any => true,
-            Matcher::Exact(s) => text == s,
-            Matcher::Prefix(p) => text.starts_with(p.as_str()),
-            Matcher::Suffix(s) => text.ends_with(s.as_str()),
+            Matcher::Exact(s) => same(t, s.as_bytes(), fold),
+            Matcher::Prefix(p) => t.len() >= p.len() && same(&t[..p.len()], p.as_bytes(), fold),
+            Matcher::Suffix(s) => t.len() >= s.len() && same(&t[t.len() - s.len()..], s.as_bytes(), fold),
+            Matcher::Contains(s) if fold => t.windows(s.len()).any(|w| w.eq_ignore_ascii_case(s.as_bytes())),
             Matcher::Contains(s) => text.contains(s.as_str()),
-            Matcher::Tokens(toks) => match_tokens(toks, text),
+            Matcher::Tokens(toks) => match_tokens(toks, text, fold),
         }
+    }
+}
+
+/// Unicode general category Cf (format characters), as of Unicode 15.1.
+const FORMAT_CHARS: &[(char, char)] = &[
+    ('\u{AD}', '\u{AD}'), ('\u{600}', '\u{605}'), ('\u{61C}', '\u{61C}'), ('\u{6DD}', '\u{6DD}'), ('\u{70F}', '\u{70F}'),
+    ('\u{890}', '\u{891}'), ('\u{8E2}', '\u{8E2}'), ('\u{180E}', '\u{180E}'), ('\u{200B}', '\u{200F}'), ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'), ('\u{2066}', '\u{206F}'), ('\u{FEFF}', '\u{FEFF}'), ('\u{FFF9}', '\u{FFFB}'), ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'), ('\u{13430}', '\u{1343F}'), ('\u{1BCA0}', '\u{1BCA3}'), ('\u{1D173}', '\u{1D17A}'), ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+/// Is `text` spelled visibly, as an action type or an action-type glob must be? The
+/// error says what is wrong, for the caller to prefix with the field.
+pub fn spelling(text: &str) -> Result<(), String> {
+    if text.trim() != text {
+        return Err("must not begin or end with whitespace".to_owned());
+    }
+    let invisible = |c: char| {
+        c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || FORMAT_CHARS.iter().any(|&(lo, hi)| lo <= c && c <= hi)
+    };
+    match text.chars().find(|&c| invisible(c)) {
+        Some(c) => Err(format!("must not contain control, format or separator characters (found U+{:04X})", u32::from(c))),
+        None => Ok(()),
     }
 }
 
 /// A list of globs, matching when any one matches. An empty list matches nothing; the
 /// caller decides what "no globs" means (for a policy scope: every action).
+///
+/// A list holds action-type globs (`Glob::action_type`): it matches ignoring ASCII case.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GlobList {
     globs: Vec<Glob>,
+    /// The field the globs came from, for `spelling`.
+    field: String,
 }
 
 impl GlobList {
@@ -99,10 +162,19 @@ impl GlobList {
     pub fn new<S: AsRef<str>>(patterns: &[S], field: &str) -> Result<GlobList, PolicyError> {
         let mut globs = Vec::with_capacity(patterns.len());
         for (i, p) in patterns.iter().enumerate() {
-            let g = Glob::new(p.as_ref()).map_err(|e| e.at(format!("{field}[{i}]")))?;
+            let g = Glob::action_type(p.as_ref()).map_err(|e| e.at(format!("{field}[{i}]")))?;
             globs.push(g);
         }
-        Ok(GlobList { globs })
+        Ok(GlobList { globs, field: field.to_owned() })
+    }
+
+    /// Check every glob's `spelling`, naming `field[i]`. Not part of `new`: stored
+    /// definitions from before the rule still load, new ones are refused.
+    pub fn spelling(&self) -> Result<(), PolicyError> {
+        for (i, g) in self.globs.iter().enumerate() {
+            spelling(g.as_str()).map_err(|m| PolicyError::new(format!("{}[{i}]", self.field), m))?;
+        }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -127,9 +199,11 @@ impl GlobList {
     }
 }
 
-/// Check a glob without keeping it (for validating agent scopes and boundaries).
+/// Check a new action-type glob without keeping it (agent scopes and boundaries,
+/// roles, windows, grants): it compiles and is spelled visibly.
 pub fn validate(pattern: &str) -> Result<(), PolicyError> {
-    Glob::new(pattern).map(|_| ())
+    Glob::action_type(pattern)?;
+    spelling(pattern).map_err(|m| PolicyError::new("", m))
 }
 
 fn unclosed(pattern: &str) -> String {
@@ -244,7 +318,7 @@ fn simplify(toks: Vec<Tok>) -> Matcher {
 
 /// Greedy match with backtracking to the last `*` only: correct because every other
 /// token consumes exactly one character. Linear in practice, O(n·m) at worst.
-fn match_tokens(toks: &[Tok], text: &str) -> bool {
+fn match_tokens(toks: &[Tok], text: &str, fold: bool) -> bool {
     let (mut ti, mut si) = (0usize, 0usize);
     // (token index after the star, text position where the star's run ends)
     let mut star: Option<(usize, usize)> = None;
@@ -256,7 +330,7 @@ fn match_tokens(toks: &[Tok], text: &str) -> bool {
                 continue;
             }
             if let Some(c) = text[si..].chars().next() {
-                if toks[ti].matches_char(c) {
+                if toks[ti].matches_char(c, fold) {
                     ti += 1;
                     si += c.len_utf8();
                     continue;
@@ -297,7 +371,36 @@ mod tests {
         assert!(m("delete_*", "delete_user"));
         assert!(m("delete_*", "delete_"));
         assert!(!m("delete_*", "undelete_x"));
-        assert!(!m("delete_*", "Delete_user"), "case-sensitive");
+    }
+
+    #[test]
+    fn action_type_globs_ignore_ascii_case_in_every_shape() {
+        let ci = |p: &str, t: &str| Glob::action_type(p).unwrap().is_match(t);
+        assert!(ci("delete_*", "Delete_user"));
+        assert!(ci("db.drop*", "db.DROP_table"));
+        assert!(ci("db.read", "DB.Read"));
+        assert!(ci("*_USER", "delete_user"));
+        assert!(ci("*DROP*", "db.drop_table"));
+        assert!(ci("db.[r]e?d", "db.READ"));
+        assert!(ci("db.[A-Z]*", "db.read"));
+        assert!(!ci("db.[!r]*", "db.Read"), "a negated class ignores case too");
+        assert!(ci("*d*r*o*p", "xDxRxOxP"));
+        // Only ASCII folds: other letters stay as written.
+        assert!(!ci("é", "É"));
+        assert!(!ci("straße", "STRASSE"));
+        // Webhook event globs (not action types) keep case.
+        assert!(!m("decision.block", "Decision.Block"));
+    }
+
+    #[test]
+    fn spelling_refuses_invisible_and_edge_whitespace() {
+        for bad in ["r.delete\u{200b}_user", " r.delete", "r.delete ", "\u{feff}r.delete", "r.\u{ad}delete",
+                    "r.\u{200f}delete", "r.delete\u{2028}", "r.\u{2029}x", "a\u{e0041}", "\u{a0}x", "x\n", "a\u{1343f}"] {
+            assert!(spelling(bad).is_err(), "{bad:?}");
+        }
+        assert!(spelling("tool.search web:v2/é").is_ok());
+        let err = GlobList::new(&["ok", "x\u{200b}"], "action_types").unwrap().spelling().unwrap_err();
+        assert_eq!(err.field, "action_types[1]");
     }
 
     #[test]

@@ -648,7 +648,7 @@ fn role_facts(state: &AuthorityState, agent_id: &str) -> Vec<RoleFacts> {
 }
 
 fn covers(patterns: &[String], action_type: &str) -> bool {
-    patterns.iter().any(|p| praetor_core::glob::Glob::new(p).is_ok_and(|g| g.is_match(action_type)))
+    patterns.iter().any(|p| praetor_core::glob::Glob::action_type(p).is_ok_and(|g| g.is_match(action_type)))
 }
 
 /// The engine's view of an agent's own authority.

@@ -88,6 +88,9 @@ pub fn intercept(body: InterceptBody, prefix: &str) -> ApiResult<Intercepted> {
     if action_type.trim().is_empty() || action_type.chars().any(|c| c.is_control()) {
         return Err(ApiError::invalid(&f("action_type"), "must be a non-empty string without control characters"));
     }
+    // Invisible characters or edge whitespace would give one action a second spelling
+    // that no action-type glob matches.
+    praetor_core::glob::spelling(&action_type).map_err(|m| ApiError::invalid(&f("action_type"), m))?;
     if let Some(a) = &body.agent_id {
         check_id(&f("agent_id"), a)?;
     }

@@ -19,6 +19,10 @@ pub(crate) struct Rule {
 }
 
 impl Rule {
+    pub(crate) fn globs(&self) -> &GlobList {
+        &self.globs
+    }
+
     pub(crate) fn is_unlisted(&self) -> bool {
         self.unlisted
     }

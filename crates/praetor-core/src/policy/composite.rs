@@ -95,7 +95,7 @@ fn leaf(def: &PolicyDef, kind: PolicyType, conditions: Value, trust: Option<u8>,
         action_types: action_types.clone(),
         ..def.clone()
     };
-    let scope = GlobList::new(&action_types, "action_types").map_err(|e| PolicyError::new(path, e.message))?;
+    let scope = GlobList::new(&action_types, path).map_err(|e| PolicyError::new(path, e.message))?;
     compile_kind(&sub, scope)
         .map(|r| Node::Leaf(Box::new(r)))
         .map_err(|e| {

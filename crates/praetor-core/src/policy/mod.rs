@@ -337,6 +337,16 @@ impl CompiledPolicy {
 }
 
 impl Rule {
+    /// Every action-type glob list this condition holds (a composite's, in its leaves).
+    fn glob_lists(&mut self) -> Vec<&GlobList> {
+        match self {
+            Rule::ActionType(r) => vec![r.globs()],
+            Rule::Sequence(r) => r.glob_lists(),
+            Rule::Composite(r) => r.leaves_mut().into_iter().flat_map(|leaf| leaf.glob_lists()).collect(),
+            _ => vec![],
+        }
+    }
+
     /// Evaluate this kind's condition (for a policy, or a composite's leaf).
     pub(crate) fn eval_kind(&self, effect: Effect, scope_hit: Option<&Glob>, cx: &EvalCtx<'_>) -> Result<Option<Hit>, String> {
         match self {
@@ -483,7 +493,11 @@ impl CompiledPolicySet {
         if def.action_types.len() > MAX_ACTION_TYPES {
             return Err(PolicyError::new("action_types", format!("has {} globs; the limit is {MAX_ACTION_TYPES}", def.action_types.len())));
         }
-        compile_one(def).map(|_| ())
+        let mut compiled = compile_one(def)?;
+        // Action-type globs are spelled visibly (`crate::glob::spelling`), wherever
+        // the definition writes them.
+        GlobList::new(&def.action_types, "action_types")?.spelling()?;
+        compiled.rule.glob_lists().into_iter().try_for_each(GlobList::spelling)
     }
 
     /// The longest look-back any velocity or sequence policy needs, in milliseconds.
@@ -635,6 +649,24 @@ pub(crate) mod tests {
         assert_eq!(CompiledPolicySet::validate(&tab).unwrap_err().field, "name");
         assert_eq!(CompiledPolicySet::validate(&many).unwrap_err().field, "action_types");
         assert_eq!(CompiledPolicySet::compile(&[tab, many]).unwrap().len(), 2);
+    }
+
+    /// An action-type glob with an invisible character or edge whitespace could never be
+    /// meant: new definitions are refused naming the glob, wherever it is written;
+    /// stored ones still load (they match nothing a request may now spell).
+    #[test]
+    fn new_globs_with_invisible_characters_are_refused_naming_the_glob() {
+        let scope = def("s", json!({"name": "s", "policy_type": "action_type", "action_types": ["ok", "r.delete\u{200b}_*"], "decision": "block"}));
+        assert_eq!(CompiledPolicySet::validate(&scope).unwrap_err().field, "action_types[1]");
+        let unlisted = def("u", json!({"name": "u", "policy_type": "action_type", "action_types": [" db.read"], "decision": "block", "conditions": {"match": "unlisted"}}));
+        assert_eq!(CompiledPolicySet::validate(&unlisted).unwrap_err().field, "action_types[0]");
+        let velocity = def("v", json!({"name": "v", "policy_type": "sequence", "decision": "block",
+                                       "conditions": {"velocity": {"max": 1, "window_seconds": 60, "counted_action_types": ["pay.*\u{2028}"]}}}));
+        assert_eq!(CompiledPolicySet::validate(&velocity).unwrap_err().field, "conditions.velocity.counted_action_types[0]");
+        let composite = def("c", json!({"name": "c", "policy_type": "composite", "decision": "block",
+                                        "conditions": {"when": {"all": [{"trust_below": 50}, {"action_type": ["\u{feff}pay"]}]}}}));
+        assert_eq!(CompiledPolicySet::validate(&composite).unwrap_err().field, "conditions.when.all[1].action_type[0]");
+        assert_eq!(CompiledPolicySet::compile(&[scope, unlisted, velocity, composite]).unwrap().len(), 4);
     }
 
     #[test]

@@ -146,6 +146,14 @@ fn window(history: &[PastAction], now_ms: i64, window_ms: i64) -> &[PastAction] 
 }
 
 impl Rule {
+    /// The action-type globs this rule holds.
+    pub(crate) fn glob_lists(&self) -> Vec<&GlobList> {
+        match self {
+            Rule::Velocity { counted, .. } => counted.iter().collect(),
+            Rule::Ordered { first, then, .. } => vec![first, then],
+        }
+    }
+
     pub(crate) fn window_ms(&self) -> i64 {
         match self {
             Rule::Velocity { window_ms, .. } => *window_ms,
@@ -280,6 +288,23 @@ mod tests {
             .history(&[("pay.card", 5), ("pay.card", 4), ("pay.card", 3)])
             .decide("db.read");
         assert_eq!(d.verdict, Verdict::Allow);
+    }
+
+    #[test]
+    fn counted_and_ordered_types_ignore_ascii_case() {
+        let v = velocity(json!({"max": 2, "window_seconds": 60, "counted_action_types": ["pay.*"]}), json!(["PAY.*"]));
+        let d = Fx::new(vec![v]).history(&[("Pay.card", 30), ("PAY.iban", 10)]).decide("pay.CARD");
+        assert_eq!(d.verdict, Verdict::Block);
+        let o = json!({"name": "o", "policy_type": "sequence", "decision": "block",
+                       "conditions": {"ordered": {"first": ["db.READ*"], "then": ["http.post"], "within_seconds": 60}}});
+        assert_eq!(Fx::new(vec![o]).history(&[("DB.read_all", 10)]).decide("HTTP.Post").verdict, Verdict::Block);
+    }
+
+    #[test]
+    fn new_definitions_with_invisible_characters_in_globs_are_refused() {
+        let o = json!({"name": "o", "policy_type": "sequence", "decision": "block",
+                       "conditions": {"ordered": {"first": ["db.read"], "then": ["http.\u{200b}post"], "within_seconds": 60}}});
+        assert_eq!(crate::policy::tests::err_of(o).field, "conditions.ordered.then[0]");
     }
 
     #[test]

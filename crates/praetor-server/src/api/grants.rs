@@ -32,7 +32,7 @@ fn check_globs(field: &str, list: &[String], required: bool) -> ApiResult<()> {
         return Err(ApiError::invalid(field, format!("has more than {} items", limits::LIST_MAX)));
     }
     for (i, g) in list.iter().enumerate() {
-        Glob::new(g).map_err(|e| ApiError::invalid(&format!("{field}[{i}]"), e.message))?;
+        praetor_core::glob::validate(g).map_err(|e| ApiError::invalid(&format!("{field}[{i}]"), e.message))?;
     }
     Ok(())
 }
@@ -296,7 +296,7 @@ pub async fn verify_grant(
     let mut reason = crate::authority::grant_problem(&live.authority, &auth.workspace.agents.read(), g, agent, b.action_type.as_deref(), now);
     if reason.is_none()
         && let Some(t) = &b.action_type {
-            let covered = g.scopes.iter().chain(&g.action_types).any(|p| Glob::new(p).is_ok_and(|x| x.is_match(t)));
+            let covered = g.scopes.iter().chain(&g.action_types).any(|p| Glob::action_type(p).is_ok_and(|x| x.is_match(t)));
             if !covered {
                 reason = Some(format!("action type `{t}` is outside the grant"));
             }
@@ -480,7 +480,7 @@ pub async fn check_window(
     let open = live.authority.windows.values().find(|w| {
         w.agent_id == agent
             && w.status_at(now) == "open"
-            && q.scope.as_deref().is_none_or(|s| w.scopes.iter().chain(&w.action_types).any(|p| p == s || Glob::new(p).is_ok_and(|g| g.is_match(s))))
+            && q.scope.as_deref().is_none_or(|s| w.scopes.iter().chain(&w.action_types).any(|p| p == s || Glob::action_type(p).is_ok_and(|g| g.is_match(s))))
     });
     Ok(Json(json!({ "ok": true, "open": open.is_some(), "window": open.map(|w| window_view(w, now)) })))
 }

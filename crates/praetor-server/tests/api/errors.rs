@@ -403,10 +403,6 @@ async fn rows_that_cannot_prove_what_they_hold_are_not_shown_as_sealed() {
 async fn inputs_past_their_bounds_are_refused_naming_the_field() {
     let s = TestServer::start().await;
     let k = &s.admin_key;
-    let refused = |got: (StatusCode, Value), code: &str, field: &str| {
-        assert_error(&got, 400, code);
-        assert!(got.1["error"]["message"].as_str().unwrap().contains(field), "{field}: {}", got.1);
-    };
     // Settings: durations in range, a jurisdiction that is a short code.
     for (field, value) in [("escalation_ttl_seconds", json!(u64::MAX)), ("escalation_ttl_seconds", json!(0)), ("approval_freshness_seconds", json!(u64::MAX)),
                            ("default_jurisdiction", json!("EU\u{1b}[2J")), ("default_jurisdiction", json!("x".repeat(100)))] {
@@ -476,4 +472,35 @@ async fn a_body_with_two_different_contents_is_refused() {
         assert_eq!(s.intercept(body).await["decision"], "block");
     }
     assert_eq!(s.intercept(json!({ "action_type": "sh.run", "action_content": "ls", "content": null })).await["decision"], "allow");
+}
+
+/// Assert a 400 with `code` whose message names `field`.
+fn refused(got: (StatusCode, Value), code: &str, field: &str) {
+    assert_error(&got, 400, code);
+    assert!(got.1["error"]["message"].as_str().unwrap().contains(field), "{field}: {}", got.1);
+}
+
+/// An action type with an invisible character (zero-width space, bidi mark, BOM, soft
+/// hyphen, line separator) or whitespace at either end once evaded `r.delete_*`. Such
+/// requests, and such globs in new definitions, are refused naming the field; case
+/// is ignored in matching (the decision corpus covers that over HTTP).
+#[tokio::test]
+async fn action_types_spelled_invisibly_are_refused_naming_the_field() {
+    let s = TestServer::start().await;
+    let k = &s.admin_key;
+    for t in ["r.delete\u{200b}_user", " r.delete_user", "r.delete_user ", "r.\u{200f}delete_user", "\u{feff}r.delete_user", "r.de\u{ad}lete_user", "r.delete_user\u{2028}"] {
+        refused(s.post("/api/v1/enforce/intercept", k, &json!({ "action_type": t, "metadata": {} })).await, "invalid_field", "action_type");
+        let batch = json!({ "actions": [{ "action_type": "r.read" }, { "action_type": t }] });
+        refused(s.post("/api/v1/enforce/batch", k, &batch).await, "invalid_field", "actions[1].action_type");
+    }
+    let policy = json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["r.delete_*\u{200b}"], "decision": "block" });
+    refused(s.post("/api/v1/enforce/policies", k, &policy).await, "invalid_policy", "action_types[0]");
+    refused(s.post("/api/v1/enforce/agents", k, &json!({ "name": "a", "scopes": ["db.*", " db.read"] })).await, "invalid_field", "scopes[1]");
+    let boundary = json!({ "allowed_action_types": [], "denied_action_types": ["db.drop\u{2060}*"] });
+    refused(s.post("/api/v1/enforce/agents", k, &json!({ "name": "b", "permission_boundary": boundary })).await, "invalid_field", "permission_boundary.denied_action_types[0]");
+    refused(s.post("/api/v1/enforce/roles", k, &json!({ "name": "r", "denied_action_types": ["db.drop* "] })).await, "invalid_field", "denied_action_types[0]");
+    // Spelled visibly, a different case is the same action.
+    let (status, body) = s.post("/api/v1/enforce/policies", k, &json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["r.delete_*"], "decision": "block" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(s.intercept(json!({ "action_type": "r.Delete_User" })).await["decision"], "block");
 }
