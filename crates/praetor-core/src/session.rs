@@ -10,8 +10,10 @@
 //!    action, its `metadata.amount` in `metadata.currency` and its `metadata.tokens`. If
 //!    the charge would take the session past any budget the answer is `terminate`
 //!    (`__budget`, naming the budget) and the session ends. An amount that is not a
-//!    number, or an amount without a currency when the session has a spend budget, is
-//!    refused (`block`, naming the field): an unreadable cost cannot be allowed.
+//!    number, a currency that is not three letters (ISO 4217's shape), or, when the
+//!    session has a spend budget, an amount without a currency or in a currency the
+//!    budget does not name, is refused (`block`, naming the field): a cost that cannot
+//!    be read, or counted against the budget, cannot be allowed.
 //!
 //! Amounts are exact decimals: a JSON integer, a JSON decimal (read from its text, so
 //! `0.10` is one tenth) or a decimal string. Never binary floating point.
@@ -156,7 +158,7 @@ pub fn charge_for(request: &ActionRequest, budgets: &Budgets) -> Result<Charge, 
                 return Err(ChargeError { field: "metadata.amount", message: format!("`{amount}` is negative") });
             }
             match md.get("currency") {
-                Some(Value::String(c)) if !c.trim().is_empty() => Some((c.trim().to_ascii_uppercase(), amount)),
+                Some(Value::String(c)) if !c.trim().is_empty() => Some((currency_code(c, budgets)?, amount)),
                 None | Some(Value::Null) if budgets.max_spend.is_empty() => None,
                 None | Some(Value::Null) => {
                     return Err(ChargeError {
@@ -178,6 +180,22 @@ pub fn charge_for(request: &ActionRequest, budgets: &Budgets) -> Result<Charge, 
         })?,
     };
     Ok(Charge { actions: 1, spend, tokens })
+}
+
+/// The currency an amount is charged in: trimmed and uppercased, three ASCII letters
+/// (ISO 4217's shape), and, when the session has a spend budget, one it names. A
+/// currency the budget does not name would be spent without limit (fail closed).
+fn currency_code(written: &str, budgets: &Budgets) -> Result<String, ChargeError> {
+    let code = written.trim().to_ascii_uppercase();
+    let refuse = |message: String| Err(ChargeError { field: "metadata.currency", message });
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+        return refuse(format!("`{written}` is not a currency code (three letters, ISO 4217)"));
+    }
+    if !budgets.max_spend.is_empty() && !budgets.max_spend.contains_key(&code) {
+        let named: Vec<&str> = budgets.max_spend.keys().map(String::as_str).collect();
+        return refuse(format!("`{code}` is not a currency of the session's spend budget ({})", named.join(", ")));
+    }
+    Ok(code)
 }
 
 /// The budget this charge would exceed, named for the reason text, if any.
@@ -287,6 +305,24 @@ mod tests {
         assert!(exceeded(&f, &c).unwrap().contains("max_spend.EUR"));
     }
 
+    /// A spend budget in USD once left every other currency unlimited, each recorded as
+    /// a new one (`EUR`, `XXX`, `US$`, a fullwidth `ＵＳＤ`, `USD` with a zero-width
+    /// space). With a spend budget, only the currencies it names are charged.
+    #[test]
+    fn a_spend_budget_refuses_currencies_it_does_not_name() {
+        let b: Budgets = serde_json::from_value(json!({"max_spend": {"USD": 100}})).unwrap();
+        for cur in ["EUR", "XXX", "US$", "ＵＳＤ", "USD\u{200b}", "USDX", "US"] {
+            let e = charge_for(&request(json!({"amount": 1, "currency": cur})), &b).unwrap_err();
+            assert_eq!(e.field, "metadata.currency", "{cur}");
+        }
+        let e = charge_for(&request(json!({"amount": 1, "currency": "EUR"})), &b).unwrap_err();
+        assert!(e.message.contains("`EUR`") && e.message.contains("USD"), "{}", e.message);
+        assert_eq!(charge_for(&request(json!({"amount": 1, "currency": " usd "})), &b).unwrap().spend.unwrap().0, "USD");
+        // Without a spend budget any currency of ISO 4217's shape is counted, nothing else.
+        assert!(charge_for(&request(json!({"amount": 1, "currency": "eur"})), &Budgets::default()).is_ok());
+        assert_eq!(charge_for(&request(json!({"amount": 1, "currency": "US$"})), &Budgets::default()).unwrap_err().field, "metadata.currency");
+    }
+
     #[test]
     fn unreadable_costs_name_the_field() {
         let b: Budgets = serde_json::from_value(json!({"max_spend": {"USD": 10}})).unwrap();
@@ -383,6 +419,16 @@ mod tests {
             let c = d.charge.unwrap();
             assert_eq!((c.actions, c.spend.unwrap().0), (1, "USD".to_owned()));
             assert_eq!(d.ends_session, None);
+        }
+
+        #[test]
+        fn a_spend_in_a_currency_the_budget_does_not_name_is_blocked() {
+            let f = facts(json!({"max_spend": {"USD": 100}}), Consumed::default());
+            let d = run(json!([]), Identity::Anonymous, json!({"amount": 1, "currency": "EUR"}), &f);
+            assert_eq!(d.verdict, Verdict::Block);
+            assert_eq!(d.triggered[0].policy_id, "__budget");
+            assert!(d.triggered[0].reason.contains("metadata.currency"), "{}", d.triggered[0].reason);
+            assert_eq!(d.charge, None);
         }
 
         #[test]

@@ -254,8 +254,13 @@ async fn amounts_too_large_to_add_end_the_session_and_are_answered() {
         .await;
     assert_eq!(status, StatusCode::OK, "{batch}");
     assert_eq!(batch["results"][0]["decision"], "terminate", "{batch}");
-    // Without a budget for the currency, sums saturate rather than overflow.
-    let eur = start(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "USD": 5000 } } })).await;
+    // A currency a spend budget does not name is refused (it once went unlimited).
+    let other = start(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "USD": 5000 } } })).await;
+    let a = act(&s, &other, json!({ "amount": 1, "currency": "EUR" })).await;
+    assert_eq!(a["decision"], "block", "{a}");
+    assert!(a["reasoning"].as_str().unwrap().contains("metadata.currency"), "{a}");
+    // Without a spend budget, sums saturate rather than overflow.
+    let eur = start(&s, json!({ "agent_id": agent, "budgets": { "max_actions": 100 } })).await;
     for _ in 0..2 {
         let a = act(&s, &eur, json!({ "amount": "79228162514264337593543950335", "currency": "EUR" })).await;
         assert_eq!(a["decision"], "allow", "{a}");
