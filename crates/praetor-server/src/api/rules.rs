@@ -83,10 +83,12 @@ fn utc() -> String {
 /// the bad node on error: `{"type": "contains_pii", "categories": [...]}`,
 /// `{"type": "content_matches", "patterns": [...]}`, `{"type": "action_type",
 /// "action_types": [...]}`, `{"trust_score_below": 0.7}` (0-1), `{"field", "op",
-/// "value"}`, and `all` / `any` / `not`.
+/// "value"}`, and `all` / `any` / `not`. A node is exactly one of these, with only its
+/// own keys (`node_kind`): nothing in a node is dropped unread.
 pub fn translate(cond: &Value, path: &str) -> ApiResult<Value> {
     let bad = |msg: &str| ApiError::new(Code::InvalidPolicy, format!("rule field `{path}`: {msg}"));
     let obj = cond.as_object().ok_or_else(|| bad("a condition is an object"))?;
+    node_kind(obj).map_err(|m| bad(&m))?;
     if let Some(list) = obj.get("all").or(obj.get("any")) {
         let key = if obj.contains_key("all") { "all" } else { "any" };
         let items = list.as_array().filter(|a| !a.is_empty()).ok_or_else(|| bad(&format!("`{key}` takes a non-empty list")))?;
@@ -111,6 +113,35 @@ pub fn translate(cond: &Value, path: &str) -> ApiResult<Value> {
         "action_type" => json!({ "action_type": rest.get("action_types").cloned().unwrap_or(Value::Null) }),
         other => return Err(bad(&format!("unknown condition type `{other}`"))),
     })
+}
+
+/// The keys that say what a condition node is; a node has exactly one of them.
+const NODE_KINDS: [&str; 6] = ["all", "any", "not", "trust_score_below", "field", "type"];
+
+/// Check that a node is one kind and holds only that kind's keys; the message names
+/// the keys that do not belong.
+fn node_kind(obj: &serde_json::Map<String, Value>) -> Result<(), String> {
+    let kinds: Vec<&str> = NODE_KINDS.into_iter().filter(|k| obj.contains_key(*k)).collect();
+    let allowed: &[&str] = match kinds.as_slice() {
+        [] => return Err("needs `type`, `field`, `trust_score_below`, `all`, `any` or `not`".to_owned()),
+        [_, _, ..] => return Err(format!("mixes {}: a condition is one of them (combine with `all` or `any`)", quoted(&kinds))),
+        ["field"] => &["field", "op", "value"],
+        ["type"] => match obj.get("type").and_then(Value::as_str) {
+            Some("contains_pii") => &["type", "categories", "fields"],
+            Some("content_matches") => &["type", "patterns", "case_insensitive", "fields"],
+            Some("action_type") => &["type", "action_types"],
+            // `translate` names the unknown type.
+            _ => return Ok(()),
+        },
+        [one] => std::slice::from_ref(one),
+    };
+    let unknown: Vec<&str> = obj.keys().map(String::as_str).filter(|k| !allowed.contains(k)).collect();
+    if unknown.is_empty() { Ok(()) } else { Err(format!("unknown key {} (this condition takes {})", quoted(&unknown), quoted(allowed))) }
+}
+
+/// `a`, `b`
+fn quoted(keys: &[&str]) -> String {
+    keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
 }
 
 /// The policy a rule runs as.

@@ -275,3 +275,37 @@ async fn a_deleted_webhook_stops_sending() {
     }
     assert!(dead, "pending deliveries of a deleted webhook are given up, not sent");
 }
+
+/// A rule condition node that mixed keys (`{"all": [...], "not": {...}}`) once kept
+/// only the first of all/any → not → trust_score_below → field → type and dropped the
+/// rest silently, and unknown keys (`"bogus": 1`) were accepted. Both are refused,
+/// naming the node's path.
+#[tokio::test]
+async fn rule_nodes_with_mixed_or_unknown_keys_are_refused_naming_the_node() {
+    let s = TestServer::start().await;
+    let refused = |got: (StatusCode, Value), path: &str| {
+        assert_error(&got, 400, "invalid_policy");
+        assert!(got.1["error"]["message"].as_str().unwrap().contains(&format!("`{path}`")), "{path}: {}", got.1);
+    };
+    let pay = json!({ "type": "action_type", "action_types": ["pay"] });
+    let rule = |condition: Value| json!({ "name": "x", "condition": condition, "action": "block", "severity": "low" });
+    for (condition, path) in [
+        (json!({ "all": [pay, { "trust_score_below": 0.5, "type": "contains_pii" }] }), "condition.all[1]"),
+        (json!({ "all": [pay], "not": pay }), "condition"),
+        (json!({ "any": [pay], "all": [pay] }), "condition"),
+        (json!({ "not": { "field": "amount", "op": ">", "value": 1, "trust_score_below": 0.2 } }), "condition.not"),
+        (json!({ "any": [{ "type": "action_type", "action_types": ["pay"], "bogus": 1 }] }), "condition.any[0]"),
+        (json!({ "trust_score_below": 0.5, "bogus": 1 }), "condition"),
+        (json!({ "all": [pay], "bogus": 1 }), "condition"),
+        (json!({ "type": "contains_pii", "categories": ["ssn"], "patterns": ["x"] }), "condition"),
+    ] {
+        refused(s.post("/api/v1/rules", &s.admin_key, &rule(condition)).await, path);
+    }
+    // Every kind with its own keys is still accepted.
+    for condition in [json!({ "all": [pay, { "not": { "trust_score_below": 0.5 } }] }),
+                      json!({ "any": [{ "field": "amount", "op": ">", "value": 1 }, { "type": "content_matches", "patterns": ["x"], "case_insensitive": true, "fields": ["content"] }] }),
+                      json!({ "type": "contains_pii", "categories": ["ssn"], "fields": ["metadata"] })] {
+        let (status, body) = s.post("/api/v1/rules", &s.admin_key, &rule(condition)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+}
