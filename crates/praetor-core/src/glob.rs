@@ -371,6 +371,7 @@ mod tests {
         assert!(m("delete_*", "delete_user"));
         assert!(m("delete_*", "delete_"));
         assert!(!m("delete_*", "undelete_x"));
+        assert!(!m("delete_*", "Delete_user"), "`Glob::new` (webhook events) is case-sensitive");
     }
 
     #[test]
