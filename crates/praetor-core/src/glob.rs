@@ -25,6 +25,8 @@
 //! Globs are parsed once (`Glob::new`) and the common shapes (`*`, a literal,
 //! `prefix*`, `*suffix`, `*infix*`) are matched without the general algorithm.
 
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
 use crate::policy::PolicyError;
 
 /// Longest glob accepted, in bytes.
@@ -122,15 +124,6 @@ impl Glob {
     }
 }
 
-/// Unicode general category Cf (format characters), as of Unicode 15.1.
-const FORMAT_CHARS: &[(char, char)] = &[
-    ('\u{AD}', '\u{AD}'), ('\u{600}', '\u{605}'), ('\u{61C}', '\u{61C}'), ('\u{6DD}', '\u{6DD}'), ('\u{70F}', '\u{70F}'),
-    ('\u{890}', '\u{891}'), ('\u{8E2}', '\u{8E2}'), ('\u{180E}', '\u{180E}'), ('\u{200B}', '\u{200F}'), ('\u{202A}', '\u{202E}'),
-    ('\u{2060}', '\u{2064}'), ('\u{2066}', '\u{206F}'), ('\u{FEFF}', '\u{FEFF}'), ('\u{FFF9}', '\u{FFFB}'), ('\u{110BD}', '\u{110BD}'),
-    ('\u{110CD}', '\u{110CD}'), ('\u{13430}', '\u{1343F}'), ('\u{1BCA0}', '\u{1BCA3}'), ('\u{1D173}', '\u{1D17A}'), ('\u{E0001}', '\u{E0001}'),
-    ('\u{E0020}', '\u{E007F}'),
-];
-
 /// Is `text` spelled visibly, as an action type or an action-type glob must be? The
 /// error says what is wrong, for the caller to prefix with the field.
 pub fn spelling(text: &str) -> Result<(), String> {
@@ -138,7 +131,8 @@ pub fn spelling(text: &str) -> Result<(), String> {
         return Err("must not begin or end with whitespace".to_owned());
     }
     let invisible = |c: char| {
-        c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || FORMAT_CHARS.iter().any(|&(lo, hi)| lo <= c && c <= hi)
+        c.is_control()
+            || matches!(c.general_category(), GeneralCategory::Format | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator)
     };
     match text.chars().find(|&c| invisible(c)) {
         Some(c) => Err(format!("must not contain control, format or separator characters (found U+{:04X})", u32::from(c))),
