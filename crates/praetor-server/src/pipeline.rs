@@ -307,11 +307,17 @@ fn evaluate_with(
         && !matches!(identity, Identity::Failed { .. }) {
             identity = Identity::Failed { check: check.to_owned(), reason };
         }
-    let policies = ws.policies.load();
     let settings = ws.settings.read().clone();
-    let window = policies.compiled.history_window_ms();
 
     let mut live = ws.live.lock();
+    // The policies are loaded under the lock `WorkspaceState::replace_policies` swaps
+    // them under: the window this evaluation prunes and records histories with, and
+    // counts them against, is the one the marks of `LiveState::widen_window` were made
+    // for. Loaded before the lock, an evaluation that took the old (narrower) set
+    // could trim a history just read again for the new window, which would then read
+    // as complete while missing what was trimmed.
+    let policies = ws.policies.load();
+    let window = policies.compiled.history_window_ms();
     maybe_prune(ws, &mut live, now_ms, window);
     // Trust is read here, under the lock that serialises its updates, not from the
     // copy stage 2 made: a threshold policy must see the score as it is now.
