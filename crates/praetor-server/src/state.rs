@@ -243,9 +243,9 @@ impl WorkspaceState {
     /// Put `set` in force at `now_ms`. When it looks further back than the set it
     /// replaces (a velocity or sequence policy added or widened), the histories in
     /// memory hold too little: each is marked with where it starts
-    /// ([`LiveState::widen_window`]). Done under the `live` lock, which every
-    /// evaluation takes after loading the policies: one that loaded the new set sees
-    /// the marks.
+    /// ([`LiveState::widen_window`]). Done under the `live` lock, under which every
+    /// evaluation loads the policies: it prunes, records and counts with the window the
+    /// marks were made for.
     pub fn replace_policies(&self, set: PolicySet, now_ms: i64) {
         let mut live = self.live.lock();
         let old_window = self.policies.load().compiled.history_window_ms();
