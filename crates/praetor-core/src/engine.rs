@@ -33,7 +33,9 @@
 //! content pattern and once by the PII detectors (for the union of the categories in
 //! use), lazily, only when an in-scope policy needs it.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use serde_json::Value;
 
@@ -290,7 +292,13 @@ pub(crate) struct EvalCtx<'a> {
     metadata_pii: OnceCell<Vec<(String, PiiMatch)>>,
     /// The visible content folded for detection (`crate::fold`), if folding changes it.
     folded_content: OnceCell<Option<Folded>>,
+    /// Metadata texts folded for detection, by address and length: each is folded once
+    /// per request, however many patterns read it.
+    folded_metadata: RefCell<FoldedTexts>,
 }
+
+/// Folded texts by the address and length of the text they were folded from.
+type FoldedTexts = HashMap<(usize, usize), Option<Rc<Folded>>>;
 
 impl<'a> EvalCtx<'a> {
     fn new(input: DecisionInput<'a>, set: &'a CompiledPolicySet, settings: &'a WorkspaceSettings) -> EvalCtx<'a> {
@@ -303,6 +311,7 @@ impl<'a> EvalCtx<'a> {
             content_pii: OnceCell::new(),
             metadata_pii: OnceCell::new(),
             folded_content: OnceCell::new(),
+            folded_metadata: RefCell::new(HashMap::new()),
         }
     }
 
@@ -328,6 +337,16 @@ impl<'a> EvalCtx<'a> {
     /// The visible content folded for detection, when folding changes it.
     fn folded_content(&self) -> Option<&Folded> {
         self.folded_content.get_or_init(|| self.visible_content().and_then(fold::fold)).as_ref()
+    }
+
+    /// A metadata text folded for detection, when folding changes it (folded once per
+    /// request; text that is all ASCII is not folded).
+    fn folded_metadata(&self, text: &str) -> Option<Rc<Folded>> {
+        if text.is_ascii() {
+            return None;
+        }
+        let key = (text.as_ptr() as usize, text.len());
+        self.folded_metadata.borrow_mut().entry(key).or_insert_with(|| fold::fold(text).map(Rc::new)).clone()
     }
 
     /// Does content pattern `slot` match the visible content, as sent or folded?
@@ -357,7 +376,7 @@ impl<'a> EvalCtx<'a> {
             .get_or_init(|| {
                 let mut found = None;
                 walk_texts(&self.input.request.metadata, false, &mut |path, _, s| {
-                    if found.is_none() && (bank.is_match(slot, s) || fold::fold(s).is_some_and(|f| bank.is_match(slot, &f.text))) {
+                    if found.is_none() && (bank.is_match(slot, s) || self.folded_metadata(s).is_some_and(|f| bank.is_match(slot, &f.text))) {
                         found = Some(path_text(path));
                     }
                     false
@@ -390,10 +409,10 @@ impl<'a> EvalCtx<'a> {
             let mut buf = Vec::new();
             walk_texts(&self.input.request.metadata, !numeric.is_empty(), &mut |path, kind, s| {
                 buf.clear();
-                let folded = fold::fold(s);
+                let folded = self.folded_metadata(s);
                 match kind {
-                    TextKind::Key => scan_folded_too(s, folded.as_ref(), &mut buf, |t, out| pii::scan_into(t, all, out)),
-                    TextKind::Value => scan_folded_too(s, folded.as_ref(), &mut buf, |t, out| pii::scan_value_into(t, all, out)),
+                    TextKind::Key => scan_folded_too(s, folded.as_deref(), &mut buf, |t, out| pii::scan_into(t, all, out)),
+                    TextKind::Value => scan_folded_too(s, folded.as_deref(), &mut buf, |t, out| pii::scan_value_into(t, all, out)),
                     TextKind::Number => pii::scan_value_into(s, numeric, &mut buf),
                 }
                 if !buf.is_empty() {
@@ -433,7 +452,7 @@ fn scan_folded_too(text: &str, folded: Option<&Folded>, out: &mut Vec<PiiMatch>,
     let mut more = Vec::new();
     scan(&folded.text, &mut more);
     for m in more {
-        let (start, end) = folded.original_range(m.start, m.end);
+        let (start, end) = folded.original_range(text, m.start, m.end);
         if !out[first..].iter().any(|o| o.category == m.category && o.start < end && start < o.end) {
             out.push(PiiMatch { category: m.category, start, end });
         }

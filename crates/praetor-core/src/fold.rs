@@ -7,8 +7,9 @@
 //! digits (which Python's `int()` reads as digits). A detector written for the usual
 //! form misses them all. Folding maps each character to the form detectors expect:
 //!
-//! - format characters (general category Cf: zero-width spaces and joiners, direction
-//!   marks, the BOM, the soft hyphen) are dropped;
+//! - invisible characters (`is_invisible`: general category Cf, such as zero-width
+//!   spaces and joiners, direction marks, the BOM and the soft hyphen, and the other
+//!   default-ignorable code points) are dropped;
 //! - compatibility forms are decomposed (NFKD: fullwidth, ligatures, superscripts,
 //!   circled digits) and combining marks dropped (`é` reads as `e`);
 //! - every space separator (NBSP, thin space, ideographic space, ...) and the line and
@@ -22,61 +23,80 @@
 use unicode_normalization::char::decompose_compatible;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
-/// A folded text, and for each of its bytes the byte range of the character of the
-/// original text it came from.
+/// A folded text, and for each of its bytes where in the original text the character
+/// it came from starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Folded {
     pub text: String,
-    origin: Vec<(u32, u32)>,
+    origin: Vec<u32>,
 }
 
 impl Folded {
-    /// The range of the original text that folded bytes `start..end` came from.
-    pub fn original_range(&self, start: usize, end: usize) -> (usize, usize) {
-        let first = self.origin.get(start).map_or(0, |o| o.0);
-        let last = end.checked_sub(1).and_then(|i| self.origin.get(i)).map_or(first, |o| o.1);
-        (first as usize, last as usize)
+    /// The range of `original` (the text this was folded from) that folded bytes
+    /// `start..end` came from: from the start of the first one's character to the end
+    /// of the last one's.
+    pub fn original_range(&self, original: &str, start: usize, end: usize) -> (usize, usize) {
+        let first = self.origin.get(start).map_or(0, |&o| o as usize);
+        let last = end.checked_sub(1).and_then(|i| self.origin.get(i)).map_or(first, |&o| o as usize);
+        let last_end = original.get(last..).and_then(|rest| rest.chars().next()).map_or(last, |c| last + c.len_utf8());
+        (first, last_end.max(first))
     }
 }
 
+/// Characters that show as nothing (or as a blank) and are not whitespace: format
+/// characters (general category Cf: zero-width spaces and joiners, direction marks, the
+/// BOM, the soft hyphen, tags), and the other default-ignorable code points a sender
+/// can slip into a word (the combining grapheme joiner, Hangul fillers, Khmer inherent
+/// vowels, Mongolian variation selectors, variation selectors) and the blank Braille
+/// pattern. Folding drops them, and an action type may not contain them.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{034F}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{2800}' | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}' | '\u{FFA0}' | '\u{E0100}'..='\u{E01EF}'
+    ) || c.general_category() == GeneralCategory::Format
+}
+
 /// `text` folded, or `None` when folding would not change it (all ASCII, or nothing to
-/// fold).
+/// fold). The folded text is never longer than `text`: a character whose folded form
+/// would be longer (U+FDFA decomposes into 18 characters) is kept as it is, so that no
+/// input can make folding allocate more than a few times its own size.
 pub fn fold(text: &str) -> Option<Folded> {
     if text.is_ascii() {
         return None;
     }
     let mut out = Folded { text: String::with_capacity(text.len()), origin: Vec::with_capacity(text.len()) };
     let mut changed = false;
+    let mut one = String::new();
     for (at, c) in text.char_indices() {
-        let range = (at as u32, (at + c.len_utf8()) as u32);
-        let category = c.general_category();
-        let mut push = |f: char| {
-            let mut buf = [0u8; 4];
-            let s = f.encode_utf8(&mut buf);
-            out.text.push_str(s);
-            out.origin.extend(std::iter::repeat_n(range, s.len()));
-        };
-        match category {
-            _ if c.is_ascii() => push(c),
-            GeneralCategory::Format => changed = true,
-            GeneralCategory::SpaceSeparator | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => {
-                changed = true;
-                push(' ');
+        one.clear();
+        if c.is_ascii() {
+            one.push(c);
+        } else if !is_invisible(c) {
+            fold_char(c, &mut one);
+            if one.len() > c.len_utf8() {
+                one.clear();
+                one.push(c);
             }
-            GeneralCategory::DecimalNumber if first_ascii(c).is_none() => {
-                changed = true;
-                push(digit_value(c));
-            }
-            _ => decompose_compatible(c, |d| match d.general_category() {
-                GeneralCategory::NonspacingMark | GeneralCategory::EnclosingMark | GeneralCategory::Format => changed = true,
-                _ => {
-                    changed |= d != c;
-                    push(d);
-                }
-            }),
         }
+        changed |= one.len() != c.len_utf8() || !one.starts_with(c);
+        out.text.push_str(&one);
+        out.origin.extend(std::iter::repeat_n(at as u32, one.len()));
     }
     changed.then_some(out)
+}
+
+/// The folded form of one non-ASCII, visible character, into `out`.
+fn fold_char(c: char, out: &mut String) {
+    match c.general_category() {
+        GeneralCategory::SpaceSeparator | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => out.push(' '),
+        GeneralCategory::DecimalNumber if first_ascii(c).is_none() => out.push(digit_value(c)),
+        _ => decompose_compatible(c, |d| {
+            if !matches!(d.general_category(), GeneralCategory::NonspacingMark | GeneralCategory::EnclosingMark) && !is_invisible(d) {
+                out.push(d);
+            }
+        }),
+    }
 }
 
 /// The ASCII digit of decimal digit `c`. Unicode encodes each script's decimal digits
@@ -133,6 +153,17 @@ mod tests {
     }
 
     #[test]
+    fn folding_never_lengthens_the_text() {
+        let long = "\u{FDFA}".repeat(1000);
+        assert_eq!(fold(&long), None, "a character whose folded form is longer is kept");
+        let mixed = "\u{FDFA}ｒｍ\u{FE0F}";
+        let f = fold(mixed).unwrap();
+        assert_eq!(f.text, "\u{FDFA}rm");
+        assert!(f.text.len() <= mixed.len() && f.origin.len() == f.text.len());
+        assert_eq!(folded("db.drop\u{FE0F}_table\u{3164}"), "db.drop_table", "variation selectors and Hangul fillers are dropped");
+    }
+
+    #[test]
     fn digits_of_any_script_read_as_ascii() {
         assert_eq!(folded("٤١١١"), "4111", "Arabic-Indic");
         assert_eq!(folded("۰۱۲۳۴۵۶۷۸۹"), "0123456789", "extended Arabic-Indic");
@@ -145,9 +176,9 @@ mod tests {
         let text = "card: ４１１１ x";
         let f = fold(text).unwrap();
         let start = f.text.find("4111").unwrap();
-        let (a, b) = f.original_range(start, start + 4);
+        let (a, b) = f.original_range(text, start, start + 4);
         assert_eq!(&text[a..b], "４１１１");
-        let dropped = fold("a\u{200b}b").unwrap();
-        assert_eq!(dropped.original_range(1, 2), (4, 5), "the `b` after the dropped zero-width space");
+        let dropped = "a\u{200b}b";
+        assert_eq!(fold(dropped).unwrap().original_range(dropped, 1, 2), (4, 5), "the `b` after the dropped zero-width space");
     }
 }

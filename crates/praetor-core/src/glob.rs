@@ -7,8 +7,9 @@
 //! (`Glob::new`). Folding is compiled into the matcher, never done per decision.
 //!
 //! An action type, and an action-type glob, must be spelled visibly (`spelling`): no
-//! format characters (Unicode category Cf: zero-width space, bidi marks, BOM, soft
-//! hyphen, tags), line or paragraph separators, control characters, or whitespace at
+//! invisible characters (`crate::fold::is_invisible`: Unicode category Cf, such as the
+//! zero-width space, bidi marks, BOM, soft hyphen and tags, and the other
+//! default-ignorable ones), line or paragraph separators, control characters, or whitespace at
 //! either end. Each would let one action go by two spellings that look the same.
 //!
 //! Syntax (always matched against the whole action type):
@@ -132,10 +133,11 @@ pub fn spelling(text: &str) -> Result<(), String> {
     }
     let invisible = |c: char| {
         c.is_control()
-            || matches!(c.general_category(), GeneralCategory::Format | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator)
+            || crate::fold::is_invisible(c)
+            || matches!(c.general_category(), GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator)
     };
     match text.chars().find(|&c| invisible(c)) {
-        Some(c) => Err(format!("must not contain control, format or separator characters (found U+{:04X})", u32::from(c))),
+        Some(c) => Err(format!("must not contain control, invisible or separator characters (found U+{:04X})", u32::from(c))),
         None => Ok(()),
     }
 }
@@ -390,7 +392,8 @@ mod tests {
     #[test]
     fn spelling_refuses_invisible_and_edge_whitespace() {
         for bad in ["r.delete\u{200b}_user", " r.delete", "r.delete ", "\u{feff}r.delete", "r.\u{ad}delete",
-                    "r.\u{200f}delete", "r.delete\u{2028}", "r.\u{2029}x", "a\u{e0041}", "\u{a0}x", "x\n", "a\u{1343f}"] {
+                    "r.\u{200f}delete", "r.delete\u{2028}", "r.\u{2029}x", "a\u{e0041}", "\u{a0}x", "x\n", "a\u{1343f}",
+                    "db.drop\u{fe0f}_table", "db.\u{34f}drop", "db\u{3164}.drop"] {
             assert!(spelling(bad).is_err(), "{bad:?}");
         }
         assert!(spelling("tool.search web:v2/é").is_ok());

@@ -47,6 +47,10 @@ pub async fn start(
         && (ttl == 0 || ttl > TTL_MAX_SECONDS) {
             return Err(ApiError::invalid("budgets.ttl_seconds", format!("must be between 1 and {TTL_MAX_SECONDS}")));
         }
+    // A budget in a currency no action can be charged in would refuse every spend.
+    if let Some(bad) = budgets.max_spend.keys().find(|c| !praetor_core::session::is_currency_code(c)) {
+        return Err(ApiError::invalid(&format!("budgets.max_spend.{bad}"), "is not a currency code (three letters, ISO 4217)"));
+    }
     if body.label.as_ref().is_some_and(|l| l.len() > limits::NAME_MAX) {
         return Err(ApiError::invalid("label", format!("is longer than {} bytes", limits::NAME_MAX)));
     }
