@@ -15,7 +15,7 @@ use crate::clock::iso;
 use crate::error::{ApiError, ApiResult};
 use crate::events::event;
 use crate::extract::{ApiJson, ApiPath};
-use crate::sessions::{Closing, active_where, close_in_memory, closing_txn, settled_objects};
+use crate::sessions::{Closing, active_where, close_in_memory, closing_txn};
 use crate::state::{AppState, WorkspaceState};
 
 use super::sessions::{ReasonBody, reason_of};
@@ -56,6 +56,8 @@ fn objects_of(mutations: &[Mutation]) -> Vec<(String, String)> {
 
 /// Revoke `creds` and kill the sessions of `agent_id` (or only those bound to the
 /// credentials when `whole_agent` is false), all in one transaction with its events.
+/// `extra` gives the caller's own writes for the same transaction; it is called at each
+/// attempt and builds them from this node's copies as they are then (see the retry).
 /// Returns the revoked credentials and the killed session ids.
 async fn revoke(
     state: &AppState,
@@ -64,7 +66,7 @@ async fn revoke(
     agent_id: &str,
     creds: Vec<Credential>,
     reason: &str,
-    extra: (Vec<Mutation>, Vec<praetor_store::SealRequest>),
+    mut extra: impl FnMut() -> (Vec<Mutation>, Vec<praetor_store::SealRequest>),
 ) -> ApiResult<(Vec<Credential>, Vec<String>)> {
     let now = state.now_ms();
     let cred_ids: Vec<String> = creds.iter().map(|c| c.credential_id.clone()).collect();
@@ -95,8 +97,8 @@ async fn revoke(
         let targets = active_where(ws, |s| {
             candidates.contains(&s.session_id) && (s.agent_id == agent_id || s.credential_id.as_ref().is_some_and(|c| cred_ids.contains(c)))
         });
+        let (mut mutations, mut seal) = extra();
         let killed = close_in_memory(ws, &targets, &closing(), now);
-        let (mut mutations, mut seal) = extra.clone();
         for c in &creds {
             mutations.push(Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: c.credential_id.clone(), at: now });
             seal.push(event(&ws.workspace_id, "credential.revoked", Some(actor), now, json!({
@@ -107,19 +109,21 @@ async fn revoke(
         let (m, s) = closing_txn(&ws.workspace_id, &killed, &closing(), now);
         mutations.extend(m);
         seal.extend(s);
+        // The caller's grants and escalations and those the kills settled.
+        let objects = objects_of(&mutations);
         let result = state.commit(Txn { mutations, seal }).await;
         if result.is_err() {
-            // The escalations the kills settled in memory are read back, so that a retry
-            // settles them again.
-            crate::pipeline::resync_objects(state, ws, &settled_objects(&killed)).await?;
+            // Memory ran ahead of a commit that did not happen. The objects are read
+            // back so that a retry changes the store's copies: another node may have
+            // moved one on (a grant's use, an approval), and a record built from the
+            // older copy would be refused as stale at every attempt.
+            crate::pipeline::resync_objects(state, ws, &objects).await?;
         }
         match result {
             Err(praetor_store::StoreError::Stale(_)) if attempt + 1 < crate::sessions::CLOSE_ATTEMPTS => attempt += 1,
             Err(e) => {
-                // Memory was changed ahead of a commit that did not happen: the agent,
-                // its sessions and the objects the caller changed (grants, escalations).
+                // The agent and its sessions were changed in memory too.
                 crate::pipeline::resync(state, ws, &[agent_id.to_owned()], &candidates).await?;
-                crate::pipeline::resync_objects(state, ws, &objects_of(&extra.0)).await?;
                 return Err(e.into());
             }
             Ok(_) => break killed.into_iter().map(|c| c.session).collect::<Vec<_>>(),
@@ -165,7 +169,7 @@ pub async fn revoke_credential(
     let ws = &auth.workspace;
     let cred = ws.credentials.read().get(&id).cloned().ok_or_else(|| ApiError::not_found("credential", &id))?;
     let agent_id = cred.agent_id.clone();
-    let (mut revoked, killed) = revoke(&state, ws, &auth.key.key_id, &agent_id, vec![cred], &reason, (vec![], vec![])).await?;
+    let (mut revoked, killed) = revoke(&state, ws, &auth.key.key_id, &agent_id, vec![cred], &reason, || (vec![], vec![])).await?;
     let credential = revoked.pop().map(|c| credential_view(&c, state.now_ms())).unwrap_or(Value::Null);
     Ok(Json(json!({ "ok": true, "credential": credential, "killed_sessions": killed })))
 }
@@ -192,40 +196,32 @@ pub async fn revoke_agent(
         stored.is_active = false;
         stored.updated_at = now;
     }
-    // Every grant the agent gave or received ends with it, and so do their re-delegations.
-    let grant_records = {
-        let mut live = ws.live.lock();
-        let roots: Vec<String> = live
-            .authority
-            .grants
-            .values()
-            .filter(|g| !g.revoked && (g.source_agent_id == id || g.target_agent_id == id))
-            .map(|g| g.grant_id.clone())
-            .collect();
-        let mut records = Vec::new();
-        for root in roots {
-            records.extend(crate::api::grants::revoke_tree(&mut live.authority, &root, &format!("agent `{id}` revoked"), &ws.workspace_id, now));
-        }
-        records
-    };
-    let revoked_grants: Vec<String> = grant_records.iter().map(|r| r.object_id.clone()).collect();
-    // Its escalations, pending or approved, can no longer let anything run.
-    let settled = settle_agent(ws, &id, &format!("agent `{id}` revoked: {reason}"), &auth.key.key_id, now);
     // The API keys bound to it act only as it: they end with it (a deactivation, which
     // is not a compromise, leaves them; the agent's requests are refused anyway).
     let mut keys: Vec<praetor_store::ApiKey> =
         state.store.list_api_keys(&ws.workspace_id).await?.into_iter().filter(|k| k.agent_id.as_deref() == Some(id.as_str()) && k.revoked_at.is_none()).collect();
     let revoked_keys: Vec<String> = keys.iter().map(|k| k.key_id.clone()).collect();
-    // Only the flag: a concurrent change to the agent's other fields stays.
-    let deactivate = Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: now, etag: new_id("etag") };
-    let mut mutations = vec![deactivate];
-    mutations.extend(grant_records.into_iter().chain(settled.records).map(Mutation::PutObject));
-    mutations.extend(revoked_keys.iter().map(|k| Mutation::RevokeApiKey { workspace_id: ws.workspace_id.clone(), key_id: k.clone(), at: now }));
-    let mut seals = vec![event(&ws.workspace_id, "agent.revoked", Some(&auth.key.key_id), now, json!({
-        "agent_id": id, "reason": reason, "revoked_grants": revoked_grants, "revoked_keys": revoked_keys,
-    }))];
-    seals.extend(settled.seals);
-    let extra = (mutations, seals);
+    let mut revoked_grants = Vec::new();
+    // Built at each attempt from the copies as they are then (`revoke` reads them back
+    // after a refused commit): the grants and escalations change with every use and
+    // approval on any node.
+    let extra = || {
+        // Every grant the agent gave or received ends with it, and so do their re-delegations.
+        let grant_records = revoke_grants_of(ws, &id, now);
+        revoked_grants = grant_records.iter().map(|r| r.object_id.clone()).collect();
+        // Its escalations, pending or approved, can no longer let anything run.
+        let settled = settle_agent(ws, &id, &format!("agent `{id}` revoked: {reason}"), &auth.key.key_id, now);
+        // Only the flag: a concurrent change to the agent's other fields stays.
+        let deactivate = Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: now, etag: new_id("etag") };
+        let mut mutations = vec![deactivate];
+        mutations.extend(grant_records.into_iter().chain(settled.records).map(Mutation::PutObject));
+        mutations.extend(revoked_keys.iter().map(|k| Mutation::RevokeApiKey { workspace_id: ws.workspace_id.clone(), key_id: k.clone(), at: now }));
+        let mut seals = vec![event(&ws.workspace_id, "agent.revoked", Some(&auth.key.key_id), now, json!({
+            "agent_id": id, "reason": reason, "revoked_grants": revoked_grants, "revoked_keys": revoked_keys,
+        }))];
+        seals.extend(settled.seals);
+        (mutations, seals)
+    };
     let (revoked, killed) = revoke(&state, ws, &auth.key.key_id, &id, creds, &reason, extra).await?;
     for k in &mut keys {
         k.revoked_at = Some(now);
@@ -239,6 +235,25 @@ pub async fn revoke_agent(
         "revoked_keys": revoked_keys,
         "killed_sessions": killed,
     })))
+}
+
+/// Revoke, in memory, every grant `agent_id` gave or received and their re-delegations,
+/// and give their records to store.
+fn revoke_grants_of(ws: &WorkspaceState, agent_id: &str, now: i64) -> Vec<praetor_store::ObjectRecord> {
+    let mut live = ws.live.lock();
+    let roots: Vec<String> = live
+        .authority
+        .grants
+        .values()
+        .filter(|g| !g.revoked && (g.source_agent_id == agent_id || g.target_agent_id == agent_id))
+        .map(|g| g.grant_id.clone())
+        .collect();
+    let reason = format!("agent `{agent_id}` revoked");
+    let mut records = Vec::new();
+    for root in roots {
+        records.extend(crate::api::grants::revoke_tree(&mut live.authority, &root, &reason, &ws.workspace_id, now));
+    }
+    records
 }
 
 /// Settle the open escalations of an agent that is being revoked or deactivated.

@@ -424,35 +424,70 @@ async fn every_grantor_along_a_chain_must_be_active_and_not_denied() {
     assert_error(&s.post("/api/v1/enforce/delegate", &s.admin_key, &redelegate).await, 400, "invalid_field");
 }
 
+/// A `borrower` agent holding a grant of `pay.*` from a `lender`: the borrower and the grant.
+async fn lend_pay(s: &TestServer) -> (String, String) {
+    let (_, a) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "lender", "scopes": ["pay.*"] })).await;
+    let a = a["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let b = s.agent("borrower").await;
+    let (_, g) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": a, "target_agent_id": b, "scopes": ["pay.*"] })).await;
+    (b, g["grant_id"].as_str().unwrap().to_owned())
+}
+
+/// Put this node's copies of authority objects behind the store's, as another node's
+/// changes the change feed has not brought yet leave them.
+fn fall_behind(s: &TestServer, change: impl FnOnce(&mut praetor_server::authority::AuthorityState)) {
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    change(&mut ws.live.lock().authority);
+}
+
 #[tokio::test]
 async fn an_operators_revoke_or_close_wins_over_uses_this_node_has_not_seen() {
     // On several nodes, each use of a grant or breakglass elsewhere moves its version on
     // in the store before this node's copy follows: simulated by setting this node's
     // copy one version behind the store's.
     let s = TestServer::start().await;
-    let (_, a) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "lender", "scopes": ["pay.*"] })).await;
-    let a = a["agent"]["agent_id"].as_str().unwrap().to_owned();
-    let b = s.agent("borrower").await;
-    let (_, g) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": a, "target_agent_id": b, "scopes": ["pay.*"] })).await;
-    let grant = g["grant_id"].as_str().unwrap().to_owned();
+    let (b, grant) = lend_pay(&s).await;
     assert_eq!(s.intercept(json!({ "action_type": "pay.send", "agent_id": b, "grant_id": grant })).await["decision"], "allow");
     s.policy(json!({ "name": "Freeze", "policy_type": "action_type", "action_types": ["deploy"], "decision": "block" })).await;
     let approver = s.key(&["approvals"], None).await;
     let (_, bg) = s.post("/api/v1/enforce/breakglass", &approver, &json!({ "agent_id": b, "justification": "outage", "duration_minutes": 30 })).await;
     let bg = bg["breakglass_id"].as_str().unwrap().to_owned();
     assert_eq!(s.intercept(json!({ "action_type": "deploy", "agent_id": b })).await["decision"], "allow");
-    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
-    {
-        let mut live = ws.live.lock();
-        live.authority.grants.get_mut(&grant).unwrap().version -= 1;
-        live.authority.breakglass.get_mut(&bg).unwrap().version -= 1;
-    }
+    fall_behind(&s, |a| {
+        a.grants.get_mut(&grant).unwrap().version -= 1;
+        a.breakglass.get_mut(&bg).unwrap().version -= 1;
+    });
     let (status, revoked) = s.post(&format!("/api/v1/enforce/delegate/{grant}/revoke"), &s.admin_key, &json!({ "reason": "done" })).await;
     assert_eq!(status, StatusCode::OK, "{revoked}");
     assert_eq!(s.intercept(json!({ "action_type": "pay.send", "agent_id": b, "grant_id": grant })).await["decision"], "block");
     let (status, closed) = s.post(&format!("/api/v1/enforce/breakglass/{bg}/close"), &approver, &json!({})).await;
     assert_eq!(status, StatusCode::OK, "{closed}");
     assert_eq!(s.intercept(json!({ "action_type": "deploy", "agent_id": b })).await["decision"], "block");
+}
+
+#[tokio::test]
+async fn revoking_an_agent_wins_over_uses_and_approvals_this_node_has_not_seen() {
+    // Another node used the agent's grant and approved its escalation: both moved on a
+    // version in the store before this node's copies followed (simulated by setting
+    // this node's copies one version behind). The revocation must still go through and
+    // revoke the grant and settle the escalation in the store.
+    let s = TestServer::start().await;
+    let (b, grant) = lend_pay(&s).await;
+    s.policy(json!({ "name": "Review", "policy_type": "action_type", "action_types": ["deploy"], "decision": "escalate" })).await;
+    let escalated = s.intercept(json!({ "action_type": "deploy", "agent_id": b })).await;
+    let esc = escalated["escalation_id"].as_str().unwrap().to_owned();
+    fall_behind(&s, |a| {
+        a.grants.get_mut(&grant).unwrap().version -= 1;
+        a.escalations.get_mut(&esc).unwrap().version -= 1;
+    });
+    let (status, revoked) = s.post(&format!("/api/v1/enforce/agents/{b}/revoke"), &s.admin_key, &json!({ "reason": "compromised" })).await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert_eq!(revoked["revoked_grants"], json!([grant]), "{revoked}");
+    let (store, ws_id) = (&s.state.store, &s.state.workspace_ids()[0]);
+    let stored = |kind, id| async move { store.get_object(ws_id, kind, id).await.unwrap().unwrap().status };
+    assert_eq!(stored("grant", &grant).await, "revoked");
+    assert_eq!(stored("escalation", &esc).await, "expired");
+    assert_eq!(s.intercept(json!({ "action_type": "pay.send", "agent_id": b, "grant_id": grant })).await["decision"], "block");
 }
 
 #[tokio::test]
