@@ -307,7 +307,8 @@ impl Escalation {
     /// Why it can no longer authorise its action, whatever a person decides: its agent
     /// is gone or deactivated, or the session it was raised in is closed. `agent` and
     /// `session` are its agent and session as held; one it names that is not held
-    /// counts as gone (fail closed), so a caller loads the session first.
+    /// counts as gone (fail closed), so a caller looks both up in the store first, or
+    /// skips escalations whose agent or session it does not hold (the sweeper).
     pub fn void_reason(&self, agent: Option<&praetor_store::Agent>, session: Option<&praetor_store::Session>) -> Option<String> {
         if let Some(a) = &self.agent_id {
             match agent {

@@ -35,13 +35,18 @@ async fn find(state: &AppState, ws: &WorkspaceState, id: &str) -> ApiResult<Esca
 /// deactivated, or its session closed. Checked at every read, not only when the agent or
 /// session changes, as defence in depth: on several nodes a close and an escalation
 /// can cross each other (the sweeper settles such ones, `expire_due`). The session is
-/// read from the store unless this node holds a copy as new.
+/// read from the store unless this node holds a copy as new; an agent this node does
+/// not hold is looked up in the store, since on several nodes that usually means the
+/// change feed has not brought it yet, not that it is gone.
 async fn void_reason(state: &AppState, ws: &WorkspaceState, e: &Escalation) -> ApiResult<Option<String>> {
     if !e.is_open() {
         return Ok(None);
     }
     if let Some(sid) = &e.session_id {
         crate::pipeline::refresh_session(state, ws, sid).await?;
+    }
+    if let Some(a) = &e.agent_id {
+        crate::pipeline::load_unknown_agents(state, ws, std::slice::from_ref(a)).await?;
     }
     let agent = e.agent_id.as_deref().and_then(|a| ws.agent(a));
     let live = ws.live.lock();
@@ -216,9 +221,12 @@ pub fn prune_settled(ws: &WorkspaceState, now: i64) {
 /// How long the node expiring escalations keeps the job after its last sweep.
 const EXPIRY_LEASE_MS: i64 = 5_000;
 
-/// Open escalations held here whose agent is gone or deactivated, or whose session (held
-/// here) is closed, with why: the revocation or close settled the ones its node held,
-/// and these are the ones it could not see yet (another node's, not yet fed to it).
+/// Open escalations held here whose agent (held here) is deactivated, or whose session
+/// (held here) is closed, with why: the revocation or close settled the ones its node
+/// held, and these are the ones it could not see yet (another node's, not yet fed to
+/// it). One whose agent or session is not held is left alone: on several nodes that is
+/// usually one the change feed has not brought yet; a later sweep settles it once the
+/// feed has, and a resolve meanwhile looks them up in the store (`void_reason`).
 fn voided(ws: &WorkspaceState) -> Vec<(String, String)> {
     let live = ws.live.lock();
     let agents = ws.agents.read();
@@ -226,6 +234,7 @@ fn voided(ws: &WorkspaceState) -> Vec<(String, String)> {
         .escalations
         .values()
         .filter(|e| e.is_open() && e.session_id.as_ref().is_none_or(|s| live.sessions.contains_key(s)))
+        .filter(|e| e.agent_id.as_ref().is_none_or(|a| agents.contains_key(a)))
         .filter_map(|e| {
             let why = e.void_reason(e.agent_id.as_ref().and_then(|a| agents.get(a)), e.session_id.as_ref().and_then(|s| live.sessions.get(s)))?;
             Some((e.escalation_id.clone(), why))

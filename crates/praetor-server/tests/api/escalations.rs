@@ -151,3 +151,43 @@ async fn an_escalation_whose_agent_left_without_settling_it_still_never_allows()
     let (_, got) = s.get(&format!("/api/v1/enforce/escalations/{esc}"), &approver).await;
     assert_eq!(got["escalation"]["status"], "expired", "{got}");
 }
+
+#[tokio::test]
+async fn an_escalation_whose_agent_this_node_has_not_loaded_yet_stays_open() {
+    // On several nodes an escalation can reach this node (read from the store) before
+    // the change feed brings its agent: simulated by removing the agent from this node's
+    // memory only. That is not an agent gone: reads and resolve look it up in the store,
+    // and the sweeper leaves the escalation alone.
+    let (s, approver) = setup().await;
+    let agent = s.agent("elsewhere").await;
+    let esc = escalate(&s, &agent, None).await;
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    let forget = |id: &str| drop(ws.agents.write().remove(id));
+    forget(&agent);
+    praetor_server::sessions::sweep(&s.state).await;
+    forget(&agent);
+    let (_, got) = s.get(&format!("/api/v1/enforce/escalations/{esc}"), &approver).await;
+    assert_eq!(got["escalation"]["status"], "pending", "{got}");
+    forget(&agent);
+    let (_, listed) = s.get("/api/v1/enforce/escalations?status=pending", &approver).await;
+    assert_eq!(listed["total"], 1, "{listed}");
+    forget(&agent);
+    let (_, st) = s.get(&format!("/api/v1/enforce/escalations/{esc}/status"), &approver).await;
+    assert_eq!((st["status"].as_str(), st["decision"].as_str()), (Some("pending"), Some("pending")), "{st}");
+    forget(&agent);
+    let (status, resolved) = approve(&s, &approver, &esc).await;
+    assert_eq!(status, StatusCode::OK, "{resolved}");
+    forget(&agent);
+    let (_, st) = s.get(&format!("/api/v1/enforce/escalations/{esc}/status"), &approver).await;
+    assert_eq!((st["status"].as_str(), st["decision"].as_str()), (Some("approved"), Some("allow")), "{st}");
+    // An agent the store holds as deactivated (as a revocation on another node leaves
+    // it) still voids its escalation.
+    let gone = s.agent("gone").await;
+    let esc = escalate(&s, &gone, None).await;
+    let deactivate = praetor_store::Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: gone.clone(), at: s.state.now_ms(), etag: "etag_elsewhere".into() };
+    s.state.commit(praetor_store::Txn { mutations: vec![deactivate], seal: vec![] }).await.unwrap();
+    forget(&gone);
+    let (_, st) = s.get(&format!("/api/v1/enforce/escalations/{esc}/status"), &approver).await;
+    assert_eq!((st["status"].as_str(), st["decision"].as_str()), (Some("expired"), Some("block")), "{st}");
+    assert!(st["resolution_reason"].as_str().unwrap().contains("deactivated"), "{st}");
+}
