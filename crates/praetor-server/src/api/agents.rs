@@ -18,7 +18,7 @@ use crate::auth::{Authorized, perm};
 use crate::authority::Settled;
 use crate::clock::iso;
 use crate::config::limits;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::events::event;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::secrets::{new_id, random_bytes};
@@ -368,14 +368,24 @@ pub async fn deactivate(
 ) -> ApiResult<Json<Value>> {
     let ws = &auth.workspace;
     let _guard = ws.agent_writes.lock().await;
-    let mut agent = find(ws, &id)?;
-    agent.is_active = false;
-    let now = state.now_ms();
-    let deactivate = Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: now, etag: new_id("etag") };
-    // Its escalations, pending or approved, can no longer let anything run.
-    let settled = crate::api::credentials::settle_agent(ws, &id, &format!("agent `{id}` deactivated"), &auth.key.key_id, now);
-    let change = AgentChange { mutations: vec![deactivate], trust_override: None, settled };
-    commit_agent_change(&state, &auth, agent, change, "agent.deactivated", json!({})).await
+    // Settling the agent's escalations writes this node's copies of them; another node
+    // may have moved one on (approved it) since, and the commit is then refused. The
+    // refused commit read them back, so the next attempt settles the store's versions:
+    // an operator's deactivation is not lost to a concurrent approval.
+    let mut attempt = 1;
+    loop {
+        let mut agent = find(ws, &id)?;
+        agent.is_active = false;
+        let now = state.now_ms();
+        let deactivate = Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: now, etag: new_id("etag") };
+        // Its escalations, pending or approved, can no longer let anything run.
+        let settled = crate::api::credentials::settle_agent(ws, &id, &format!("agent `{id}` deactivated"), &auth.key.key_id, now);
+        let change = AgentChange { mutations: vec![deactivate], trust_override: None, settled };
+        match commit_agent_change(&state, &auth, agent, change, "agent.deactivated", json!({})).await {
+            Err(e) if e.code == Code::Conflict && attempt < crate::authority::UPDATE_ATTEMPTS => attempt += 1,
+            answered => return answered,
+        }
+    }
 }
 
 /// What an edit or a deactivation writes: `mutations` change the agent's descriptive

@@ -491,6 +491,24 @@ async fn revoking_an_agent_wins_over_uses_and_approvals_this_node_has_not_seen()
 }
 
 #[tokio::test]
+async fn deactivating_an_agent_wins_over_approvals_this_node_has_not_seen() {
+    // Another node approved the agent's escalation: it moved on a version in the store
+    // before this node's copy followed. The deactivation must still go through and
+    // settle the escalation in the store.
+    let s = TestServer::start().await;
+    let b = s.agent("paused").await;
+    s.policy(json!({ "name": "Review", "policy_type": "action_type", "action_types": ["deploy"], "decision": "escalate" })).await;
+    let escalated = s.intercept(json!({ "action_type": "deploy", "agent_id": b })).await;
+    let esc = escalated["escalation_id"].as_str().unwrap().to_owned();
+    fall_behind(&s, |a| a.escalations.get_mut(&esc).unwrap().version -= 1);
+    let (status, answer) = s.post(&format!("/api/v1/enforce/agents/{b}/deactivate"), &s.admin_key, &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["agent"]["is_active"], false, "{answer}");
+    let stored = s.state.store.get_object(&s.state.workspace_ids()[0], "escalation", &esc).await.unwrap().unwrap();
+    assert_eq!(stored.status, "expired");
+}
+
+#[tokio::test]
 async fn revoking_an_agent_revokes_the_keys_bound_to_it() {
     let s = TestServer::start().await;
     let gone = s.agent("gone").await;
