@@ -409,10 +409,12 @@ impl<'a> EvalCtx<'a> {
             let mut buf = Vec::new();
             walk_texts(&self.input.request.metadata, !numeric.is_empty(), &mut |path, kind, s| {
                 buf.clear();
-                let folded = self.folded_metadata(s);
+                // Keys and values borrow from the request's metadata, so their address
+                // keys the folding cache; a number's digits live in a reused buffer and
+                // are never folded.
                 match kind {
-                    TextKind::Key => scan_folded_too(s, folded.as_deref(), &mut buf, |t, out| pii::scan_into(t, all, out)),
-                    TextKind::Value => scan_folded_too(s, folded.as_deref(), &mut buf, |t, out| pii::scan_value_into(t, all, out)),
+                    TextKind::Key => scan_folded_too(s, self.folded_metadata(s).as_deref(), &mut buf, |t, out| pii::scan_into(t, all, out)),
+                    TextKind::Value => scan_folded_too(s, self.folded_metadata(s).as_deref(), &mut buf, |t, out| pii::scan_value_into(t, all, out)),
                     TextKind::Number => pii::scan_value_into(s, numeric, &mut buf),
                 }
                 if !buf.is_empty() {

@@ -36,7 +36,7 @@ impl Folded {
     /// `start..end` came from: from the start of the first one's character to the end
     /// of the last one's.
     pub fn original_range(&self, original: &str, start: usize, end: usize) -> (usize, usize) {
-        let first = self.origin.get(start).map_or(0, |&o| o as usize);
+        let first = self.origin.get(start).map_or(original.len(), |&o| o as usize);
         let last = end.checked_sub(1).and_then(|i| self.origin.get(i)).map_or(first, |&o| o as usize);
         let last_end = original.get(last..).and_then(|rest| rest.chars().next()).map_or(last, |c| last + c.len_utf8());
         (first, last_end.max(first))
@@ -47,13 +47,15 @@ impl Folded {
 /// characters (general category Cf: zero-width spaces and joiners, direction marks, the
 /// BOM, the soft hyphen, tags), and the other default-ignorable code points a sender
 /// can slip into a word (the combining grapheme joiner, Hangul fillers, Khmer inherent
-/// vowels, Mongolian variation selectors, variation selectors) and the blank Braille
-/// pattern. Folding drops them, and an action type may not contain them.
+/// vowels, Mongolian variation selectors, variation selectors, and the unassigned code
+/// points Unicode reserves as default-ignorable, which renderers show as nothing) and
+/// the blank Braille pattern. Folding drops them, and an action type may not contain
+/// them.
 pub fn is_invisible(c: char) -> bool {
     matches!(
         c,
-        '\u{034F}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{2800}' | '\u{3164}'
-            | '\u{FE00}'..='\u{FE0F}' | '\u{FFA0}' | '\u{E0100}'..='\u{E01EF}'
+        '\u{034F}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{2065}' | '\u{2800}'
+            | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}' | '\u{E0000}'..='\u{E0FFF}'
     ) || c.general_category() == GeneralCategory::Format
 }
 

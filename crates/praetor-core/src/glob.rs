@@ -393,7 +393,7 @@ mod tests {
     fn spelling_refuses_invisible_and_edge_whitespace() {
         for bad in ["r.delete\u{200b}_user", " r.delete", "r.delete ", "\u{feff}r.delete", "r.\u{ad}delete",
                     "r.\u{200f}delete", "r.delete\u{2028}", "r.\u{2029}x", "a\u{e0041}", "\u{a0}x", "x\n", "a\u{1343f}",
-                    "db.drop\u{fe0f}_table", "db.\u{34f}drop", "db\u{3164}.drop"] {
+                    "db.drop\u{fe0f}_table", "db.\u{34f}drop", "db\u{3164}.drop", "a\u{e0002}", "a\u{fff0}", "a\u{2065}"] {
             assert!(spelling(bad).is_err(), "{bad:?}");
         }
         assert!(spelling("tool.search web:v2/é").is_ok());

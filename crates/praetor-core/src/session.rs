@@ -182,14 +182,14 @@ pub fn charge_for(request: &ActionRequest, budgets: &Budgets) -> Result<Charge, 
     Ok(Charge { actions: 1, spend, tokens })
 }
 
-/// The currency an amount is charged in: trimmed and uppercased, three ASCII letters
-/// (ISO 4217's shape), and, when the session has a spend budget, one it names. A
-/// currency the budget does not name would be spent without limit (fail closed).
 /// Whether `code` has the shape of an ISO 4217 code: three uppercase ASCII letters.
 pub fn is_currency_code(code: &str) -> bool {
     code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())
 }
 
+/// The currency an amount is charged in: trimmed and uppercased, three ASCII letters
+/// (ISO 4217's shape), and, when the session has a spend budget, one it names. A
+/// currency the budget does not name would be spent without limit (fail closed).
 fn currency_code(written: &str, budgets: &Budgets) -> Result<String, ChargeError> {
     let code = written.trim().to_ascii_uppercase();
     let refuse = |message: String| Err(ChargeError { field: "metadata.currency", message });

@@ -801,7 +801,7 @@ fn named_agents(ws: &WorkspaceState, caller: &Caller<'_>, actions: &[Intercepted
 /// A request, or an escalation read back, may name an agent registered on another node
 /// a moment ago, before this node's change feed brought it: look it up in the store
 /// before taking it as unknown.
-pub(crate) async fn load_unknown_agents(state: &AppState, ws: &WorkspaceState, named: &[String]) -> ApiResult<()> {
+async fn load_unknown_agents(state: &AppState, ws: &WorkspaceState, named: &[String]) -> ApiResult<()> {
     let now = state.now_ms();
     let missing: Vec<String> = named.iter().filter(|a| ws.agent(a).is_none() && !ws.known_absent(a, now)).cloned().collect();
     if !missing.is_empty() {

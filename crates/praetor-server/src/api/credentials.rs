@@ -54,8 +54,8 @@ fn objects_of(mutations: &[Mutation]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Revoke `creds` and kill the sessions of `agent_id` (or only those bound to the
-/// credentials when `whole_agent` is false), all in one transaction with its events.
+/// Revoke `creds` and kill the sessions of `agent_id`, all in one transaction with its
+/// events.
 /// `extra` gives the caller's own writes for the same transaction; it is called at each
 /// attempt and builds them from this node's copies as they are then (see the retry).
 /// Returns the revoked credentials and the killed session ids.
@@ -120,7 +120,12 @@ async fn revoke(
             crate::pipeline::resync_objects(state, ws, &objects).await?;
         }
         match result {
-            Err(praetor_store::StoreError::Stale(_)) if attempt + 1 < crate::sessions::CLOSE_ATTEMPTS => attempt += 1,
+            Err(praetor_store::StoreError::Stale(_)) if attempt + 1 < crate::sessions::CLOSE_ATTEMPTS => {
+                attempt += 1;
+                // The agent's own decisions on other nodes keep moving its sessions and
+                // grants on; a growing, jittered pause lets the revocation land between them.
+                tokio::time::sleep(std::time::Duration::from_micros(crate::secrets::jitter(200 << attempt.min(6)))).await;
+            }
             Err(e) => {
                 // The agent and its sessions were changed in memory too.
                 crate::pipeline::resync(state, ws, &[agent_id.to_owned()], &candidates).await?;

@@ -45,8 +45,12 @@ async fn void_reason(state: &AppState, ws: &WorkspaceState, e: &Escalation) -> A
     if let Some(sid) = &e.session_id {
         crate::pipeline::refresh_session(state, ws, sid).await?;
     }
-    if let Some(a) = &e.agent_id {
-        crate::pipeline::load_unknown_agents(state, ws, std::slice::from_ref(a)).await?;
+    // Read from the store even if a request named the agent as unknown a moment ago
+    // (`known_absent`): the escalation proves the agent existed.
+    if let Some(a) = &e.agent_id
+        && ws.agent(a).is_none()
+    {
+        crate::pipeline::resync(state, ws, std::slice::from_ref(a), &[]).await?;
     }
     let agent = e.agent_id.as_deref().and_then(|a| ws.agent(a));
     let live = ws.live.lock();

@@ -162,7 +162,12 @@ async fn an_escalation_whose_agent_this_node_has_not_loaded_yet_stays_open() {
     let agent = s.agent("elsewhere").await;
     let esc = escalate(&s, &agent, None).await;
     let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
-    let forget = |id: &str| drop(ws.agents.write().remove(id));
+    // Forgotten, and taken as absent by a request that named it a moment ago: the
+    // escalation proves it exists, so that is not trusted either.
+    let forget = |id: &str| {
+        drop(ws.agents.write().remove(id));
+        ws.mark_absent(id, s.state.now_ms());
+    };
     forget(&agent);
     praetor_server::sessions::sweep(&s.state).await;
     forget(&agent);
