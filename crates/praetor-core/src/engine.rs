@@ -33,16 +33,13 @@
 //! content pattern and once by the PII detectors (for the union of the categories in
 //! use), lazily, only when an in-scope policy needs it.
 
-use std::cell::{OnceCell, RefCell};
-use std::collections::HashMap;
-use std::rc::Rc;
-
-use serde_json::Value;
+use std::cell::OnceCell;
 
 use crate::action::{ActionRequest, AgentFacts, Identity, PastAction};
 use crate::combine::{self, Entry};
 use crate::decision::{BoundaryCheck, Decision, EvalError, Outcome, Triggered, Verdict};
 use crate::fold::{self, Folded};
+use crate::metadata_texts::{self, PatternTexts, Piece};
 use crate::pii::{self, PiiMatch};
 use crate::authority::{self, Authority};
 use crate::session::{self, SessionFacts};
@@ -288,17 +285,13 @@ pub(crate) struct EvalCtx<'a> {
     content_patterns: OnceCell<Vec<OnceCell<bool>>>,
     /// Per content pattern: the first metadata string it matches, by path.
     metadata_patterns: OnceCell<Vec<OnceCell<Option<String>>>>,
+    /// The metadata texts content patterns read, listed once per request.
+    pattern_texts: OnceCell<PatternTexts<'a>>,
     content_pii: OnceCell<Vec<PiiMatch>>,
     metadata_pii: OnceCell<Vec<(String, PiiMatch)>>,
     /// The visible content folded for detection (`crate::fold`), if folding changes it.
     folded_content: OnceCell<Option<Folded>>,
-    /// Metadata texts folded for detection, by address and length: each is folded once
-    /// per request, however many patterns read it.
-    folded_metadata: RefCell<FoldedTexts>,
 }
-
-/// Folded texts by the address and length of the text they were folded from.
-type FoldedTexts = HashMap<(usize, usize), Option<Rc<Folded>>>;
 
 impl<'a> EvalCtx<'a> {
     fn new(input: DecisionInput<'a>, set: &'a CompiledPolicySet, settings: &'a WorkspaceSettings) -> EvalCtx<'a> {
@@ -308,10 +301,10 @@ impl<'a> EvalCtx<'a> {
             set,
             content_patterns: OnceCell::new(),
             metadata_patterns: OnceCell::new(),
+            pattern_texts: OnceCell::new(),
             content_pii: OnceCell::new(),
             metadata_pii: OnceCell::new(),
             folded_content: OnceCell::new(),
-            folded_metadata: RefCell::new(HashMap::new()),
         }
     }
 
@@ -339,16 +332,6 @@ impl<'a> EvalCtx<'a> {
         self.folded_content.get_or_init(|| self.visible_content().and_then(fold::fold)).as_ref()
     }
 
-    /// A metadata text folded for detection, when folding changes it (folded once per
-    /// request; text that is all ASCII is not folded).
-    fn folded_metadata(&self, text: &str) -> Option<Rc<Folded>> {
-        if text.is_ascii() {
-            return None;
-        }
-        let key = (text.as_ptr() as usize, text.len());
-        self.folded_metadata.borrow_mut().entry(key).or_insert_with(|| fold::fold(text).map(Rc::new)).clone()
-    }
-
     /// Does content pattern `slot` match the visible content, as sent or folded?
     /// Computed once per request.
     pub(crate) fn content_matches(&self, slot: usize) -> bool {
@@ -374,14 +357,12 @@ impl<'a> EvalCtx<'a> {
         cells
             .get(slot)?
             .get_or_init(|| {
-                let mut found = None;
-                walk_texts(&self.input.request.metadata, false, &mut |path, _, s| {
-                    if found.is_none() && (bank.is_match(slot, s) || self.folded_metadata(s).is_some_and(|f| bank.is_match(slot, &f.text))) {
-                        found = Some(path_text(path));
-                    }
-                    false
-                });
-                found
+                let request: &'a ActionRequest = self.input.request;
+                let texts = self.pattern_texts.get_or_init(|| PatternTexts::new(&request.metadata));
+                if bank.is_match_in_none(slot, &texts.joined) {
+                    return None;
+                }
+                texts.first_match(|s| bank.is_match(slot, s))
             })
             .as_deref()
     }
@@ -407,18 +388,16 @@ impl<'a> EvalCtx<'a> {
             let numeric = pii::NUMBER_CATEGORIES.intersection(all);
             let mut out = Vec::new();
             let mut buf = Vec::new();
-            walk_texts(&self.input.request.metadata, !numeric.is_empty(), &mut |path, kind, s| {
+            metadata_texts::walk(&self.input.request.metadata, !numeric.is_empty(), &mut |path, piece| {
                 buf.clear();
-                // Keys and values borrow from the request's metadata, so their address
-                // keys the folding cache; a number's digits live in a reused buffer and
-                // are never folded.
-                match kind {
-                    TextKind::Key => scan_folded_too(s, self.folded_metadata(s).as_deref(), &mut buf, |t, out| pii::scan_into(t, all, out)),
-                    TextKind::Value => scan_folded_too(s, self.folded_metadata(s).as_deref(), &mut buf, |t, out| pii::scan_value_into(t, all, out)),
-                    TextKind::Number => pii::scan_value_into(s, numeric, &mut buf),
+                // A number's digits are never folded: they are ASCII already.
+                match piece {
+                    Piece::Key(s) => scan_folded_too(s, fold::fold(s).as_ref(), &mut buf, |t, out| pii::scan_into(t, all, out)),
+                    Piece::Value(s) => scan_folded_too(s, fold::fold(s).as_ref(), &mut buf, |t, out| pii::scan_value_into(t, all, out)),
+                    Piece::Number(s) => pii::scan_value_into(s, numeric, &mut buf),
                 }
                 if !buf.is_empty() {
-                    let p = path_text(path);
+                    let p = metadata_texts::path_text(path);
                     out.extend(buf.iter().map(|m| (p.clone(), *m)));
                 }
                 !buf.is_empty()
@@ -462,154 +441,11 @@ fn scan_folded_too(text: &str, folded: Option<&Folded>, out: &mut Vec<PiiMatch>,
     out[first..].sort_unstable_by_key(|m| (m.start, m.category, m.end));
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Seg<'v> {
-    Key(&'v str),
-    Index(usize),
-    /// An object key named by its position in key order (`<key 2>`): the path of the
-    /// key's own text, or of what is below a key whose text must not be shown.
-    KeyAt(usize),
-}
-
-/// What a piece of metadata text is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TextKind {
-    /// A string value.
-    Value,
-    /// An object key (its path ends with `Seg::KeyAt`).
-    Key,
-    /// A number's digits, or an array of numbers as one number written in groups.
-    Number,
-}
-
-/// Call `f` for every piece of text in `md`, at any depth, with its path: string
-/// values and object keys, and, with `numbers`, numbers as their decimal digits
-/// (`number_text`) and arrays of numbers as one text (`grouped_digits`).
-///
-/// Keys are read because a key is as much the sender's text as a value (`{"bob@x.io":
-/// true}`). `f` answers whether the text it was given must not be shown: a key so
-/// answered is named by its position (`Seg::KeyAt`) in the paths below it too.
-fn walk_texts<'v>(md: &'v serde_json::Map<String, Value>, numbers: bool, f: &mut impl FnMut(&[Seg<'v>], TextKind, &str) -> bool) {
-    struct Walk<'f, F> {
-        numbers: bool,
-        f: &'f mut F,
-        /// Reused for the digits of numbers.
-        digits: String,
-    }
-    impl<'v, F: FnMut(&[Seg<'v>], TextKind, &str) -> bool> Walk<'_, F> {
-        fn object(&mut self, m: &'v serde_json::Map<String, Value>, path: &mut Vec<Seg<'v>>) {
-            for (i, (k, x)) in m.iter().enumerate() {
-                path.push(Seg::KeyAt(i));
-                let hide = (self.f)(path, TextKind::Key, k);
-                path.pop();
-                path.push(if hide { Seg::KeyAt(i) } else { Seg::Key(k) });
-                self.value(x, path);
-                path.pop();
-            }
-        }
-
-        fn value(&mut self, v: &'v Value, path: &mut Vec<Seg<'v>>) {
-            match v {
-                Value::String(s) => {
-                    (self.f)(path, TextKind::Value, s);
-                }
-                Value::Number(n) if self.numbers && number_text(n, &mut self.digits) => {
-                    (self.f)(path, TextKind::Number, &self.digits);
-                }
-                Value::Array(items) => {
-                    if self.numbers && grouped_digits(items, &mut self.digits) {
-                        (self.f)(path, TextKind::Number, &self.digits);
-                    }
-                    for (i, x) in items.iter().enumerate() {
-                        path.push(Seg::Index(i));
-                        self.value(x, path);
-                        path.pop();
-                    }
-                }
-                Value::Object(m) => self.object(m, path),
-                _ => {}
-            }
-        }
-    }
-    let mut walk = Walk { numbers, f, digits: String::new() };
-    walk.object(md, &mut Vec::new());
-}
-
-/// Write the decimal digits of a whole number into `out` (replacing it): an integer,
-/// or a float with no fraction (`4111111111111111.0` and `4.111111111111111e15` are the
-/// same number as the integer). A float with a fraction is an amount or a measure, not
-/// an identifier, and is not read: false.
-fn number_text(n: &serde_json::Number, out: &mut String) -> bool {
-    use std::fmt::Write as _;
-    out.clear();
-    let written = if let Some(u) = n.as_u64() {
-        write!(out, "{u}")
-    } else if let Some(i) = n.as_i64() {
-        write!(out, "{i}")
-    } else {
-        match n.as_f64() {
-            // Beyond 1e300 the digits are only the float's approximation; no identifier
-            // is that long anyway.
-            Some(f) if f.fract() == 0.0 && f.abs() < 1e300 => write!(out, "{f:.0}"),
-            _ => return false,
-        }
-    };
-    written.is_ok()
-}
-
-/// An array of at least two whole numbers or digit strings (`[4111, 1111, 1111, 1111]`)
-/// is also read as one number written in groups separated by spaces, as a card number
-/// is (`4111 1111 1111 1111`), into `out`. Anything else in the array: false.
-fn grouped_digits(items: &[Value], out: &mut String) -> bool {
-    if items.len() < 2 {
-        return false;
-    }
-    let mut text = String::new();
-    let mut part = String::new();
-    for (i, x) in items.iter().enumerate() {
-        let group = match x {
-            Value::Number(n) if number_text(n, &mut part) => part.as_str(),
-            Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.as_str(),
-            _ => return false,
-        };
-        if i > 0 {
-            text.push(' ');
-        }
-        text.push_str(group);
-    }
-    *out = text;
-    true
-}
-
-/// `metadata.to`, `metadata.items[2].note`, `metadata.<key 0>`.
-fn path_text(path: &[Seg<'_>]) -> String {
-    let mut s = String::from("metadata");
-    for seg in path {
-        match seg {
-            Seg::Key(k) => {
-                s.push('.');
-                s.push_str(k);
-            }
-            Seg::Index(i) => {
-                s.push('[');
-                s.push_str(&i.to_string());
-                s.push(']');
-            }
-            Seg::KeyAt(i) => {
-                s.push_str(".<key ");
-                s.push_str(&i.to_string());
-                s.push('>');
-            }
-        }
-    }
-    s
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::policy::PolicyDef;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     /// A test fixture: policies (ids `p1`, `p2`… unless given), settings and request
     /// facts, built fluently, decided by action type.

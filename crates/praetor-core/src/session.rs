@@ -10,7 +10,7 @@
 //!    action, its `metadata.amount` in `metadata.currency` and its `metadata.tokens`. If
 //!    the charge would take the session past any budget the answer is `terminate`
 //!    (`__budget`, naming the budget) and the session ends. An amount that is not a
-//!    number, a currency that is not three letters (ISO 4217's shape), or, when the
+//!    number, a currency that is not a currency code (`is_currency_code`), or, when the
 //!    session has a spend budget, an amount without a currency or in a currency the
 //!    budget does not name, is refused (`block`, naming the field): a cost that cannot
 //!    be read, or counted against the budget, cannot be allowed.
@@ -182,19 +182,29 @@ pub fn charge_for(request: &ActionRequest, budgets: &Budgets) -> Result<Charge, 
     Ok(Charge { actions: 1, spend, tokens })
 }
 
-/// Whether `code` has the shape of an ISO 4217 code: three uppercase ASCII letters.
+/// What a currency code may be: an uppercase ASCII letter, then 2 to 9 uppercase ASCII
+/// letters or digits. ISO 4217's codes (`USD`) have this shape, and so do the tickers
+/// agents pay in (`USDC`, `ETH`, `WBTC`). Nothing else (`US$`, a fullwidth `ＵＳＤ`, a
+/// zero-width space), so one currency has one spelling in a session's budgets and
+/// consumption.
+pub const CURRENCY_CODE_SHAPE: &str = "an uppercase letter, then 2 to 9 uppercase letters or digits, such as `USD` or `USDC`";
+
+/// Whether `code` is a currency code (`CURRENCY_CODE_SHAPE`).
 pub fn is_currency_code(code: &str) -> bool {
-    code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())
+    let b = code.as_bytes();
+    (3..=10).contains(&b.len())
+        && b[0].is_ascii_uppercase()
+        && b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
-/// The currency an amount is charged in: trimmed and uppercased, three ASCII letters
-/// (ISO 4217's shape), and, when the session has a spend budget, one it names. A
+/// The currency an amount is charged in: trimmed and uppercased, a currency code
+/// (`is_currency_code`), and, when the session has a spend budget, one it names. A
 /// currency the budget does not name would be spent without limit (fail closed).
 fn currency_code(written: &str, budgets: &Budgets) -> Result<String, ChargeError> {
     let code = written.trim().to_ascii_uppercase();
     let refuse = |message: String| Err(ChargeError { field: "metadata.currency", message });
     if !is_currency_code(&code) {
-        return refuse(format!("`{written}` is not a currency code (three letters, ISO 4217)"));
+        return refuse(format!("`{written}` is not a currency code ({CURRENCY_CODE_SHAPE})"));
     }
     if !budgets.max_spend.is_empty() && !budgets.max_spend.contains_key(&code) {
         let named: Vec<&str> = budgets.max_spend.keys().map(String::as_str).collect();
@@ -316,16 +326,34 @@ mod tests {
     #[test]
     fn a_spend_budget_refuses_currencies_it_does_not_name() {
         let b: Budgets = serde_json::from_value(json!({"max_spend": {"USD": 100}})).unwrap();
-        for cur in ["EUR", "XXX", "US$", "ＵＳＤ", "USD\u{200b}", "USDX", "US"] {
+        for cur in ["EUR", "XXX", "US$", "ＵＳＤ", "USD\u{200b}", "USDX", "US", "USDC"] {
             let e = charge_for(&request(json!({"amount": 1, "currency": cur})), &b).unwrap_err();
             assert_eq!(e.field, "metadata.currency", "{cur}");
         }
         let e = charge_for(&request(json!({"amount": 1, "currency": "EUR"})), &b).unwrap_err();
         assert!(e.message.contains("`EUR`") && e.message.contains("USD"), "{}", e.message);
         assert_eq!(charge_for(&request(json!({"amount": 1, "currency": " usd "})), &b).unwrap().spend.unwrap().0, "USD");
-        // Without a spend budget any currency of ISO 4217's shape is counted, nothing else.
+        // Without a spend budget any currency code is counted, nothing else.
         assert!(charge_for(&request(json!({"amount": 1, "currency": "eur"})), &Budgets::default()).is_ok());
         assert_eq!(charge_for(&request(json!({"amount": 1, "currency": "US$"})), &Budgets::default()).unwrap_err().field, "metadata.currency");
+    }
+
+    /// Agents pay in tokens as well as in ISO 4217 currencies: a budget in `USDC` counts
+    /// `usdc` spends, and no other spelling.
+    #[test]
+    fn currency_codes_include_tickers() {
+        for code in ["USD", "USDC", "USDT", "ETH", "WBTC", "BTC2", "ABCDEFGHIJ"] {
+            assert!(is_currency_code(code), "{code}");
+        }
+        for code in ["US", "usd", "1INCH", "ABCDEFGHIJK", "US$", "USD C", "ＵＳＤＣ", "USDC\u{200b}", ""] {
+            assert!(!is_currency_code(code), "{code:?}");
+        }
+        let b: Budgets = serde_json::from_value(json!({"max_spend": {"USDC": 100}})).unwrap();
+        let c = charge_for(&request(json!({"amount": "2.5", "currency": " usdc"})), &b).unwrap();
+        assert_eq!(c.spend.unwrap().0, "USDC");
+        for cur in ["USD", "USDC.e", "USDT"] {
+            assert_eq!(charge_for(&request(json!({"amount": 1, "currency": cur})), &b).unwrap_err().field, "metadata.currency", "{cur}");
+        }
     }
 
     #[test]

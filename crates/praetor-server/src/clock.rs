@@ -11,7 +11,18 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        chrono::Utc::now().timestamp_millis()
+        ms_since_epoch(std::time::SystemTime::now())
+    }
+}
+
+/// Milliseconds from the Unix epoch to `t`, negative before it. A system clock set
+/// before 1970 (or past what `i64` milliseconds hold) is still a time, not a panic:
+/// `chrono::Utc::now` would panic there and leave the request unanswered.
+fn ms_since_epoch(t: std::time::SystemTime) -> i64 {
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => ms(after),
+        Err(before) => -ms(before.duration()),
     }
 }
 
@@ -61,5 +72,16 @@ mod tests {
         assert_eq!(iso(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(iso(1_700_000_000_000), "2023-11-14T22:13:20.000Z", "whole seconds keep their .000");
         assert_eq!(parse_time(&iso(1_700_000_000_123)), Some(1_700_000_000_123));
+    }
+
+    #[test]
+    fn the_system_clock_reads_any_time() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(ms_since_epoch(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)), 1_700_000_000_123);
+        assert_eq!(ms_since_epoch(UNIX_EPOCH - Duration::from_millis(1_500)), -1_500);
+        // Year 10,000 and later: chrono cannot write it, the clock still reads it.
+        assert_eq!(ms_since_epoch(UNIX_EPOCH + Duration::from_secs(300_000_000_000)), 300_000_000_000_000);
+        let now = SystemClock.now_ms();
+        assert!(now > 1_767_225_600_000, "after 2026: {now}");
     }
 }

@@ -126,7 +126,7 @@ pub(crate) struct BankBuilder {
 }
 
 impl BankBuilder {
-    fn add(&mut self, p: &str, ci: bool) -> Slot {
+    pub(crate) fn add(&mut self, p: &str, ci: bool) -> Slot {
         // One slot per distinct pattern, shared by every policy that uses it.
         match self.patterns.iter().position(|(x, c)| x == p && *c == ci) {
             Some(i) => i,
@@ -139,6 +139,7 @@ impl BankBuilder {
 
     pub(crate) fn build(self) -> Result<PatternBank, PolicyError> {
         let mut regexes = Vec::with_capacity(self.patterns.len());
+        let mut joinable = Vec::with_capacity(self.patterns.len());
         for (p, ci) in self.patterns {
             let re = RegexBuilder::new(&p)
                 .case_insensitive(ci)
@@ -148,8 +149,9 @@ impl BankBuilder {
                 .build()
                 .map_err(|e| PolicyError::new("conditions.patterns", format!("invalid regex `{p}`: {e}")))?;
             regexes.push(re);
+            joinable.push(!mentions_haystack_edges(&p));
         }
-        Ok(PatternBank { regexes })
+        Ok(PatternBank { regexes, joinable })
     }
 }
 
@@ -164,6 +166,16 @@ impl BankBuilder {
 #[derive(Debug, Default)]
 pub(crate) struct PatternBank {
     regexes: Vec<Regex>,
+    /// Per pattern: may it be tried first on many texts joined by `\n`
+    /// (`is_match_in_none`)?
+    joinable: Vec<bool>,
+}
+
+/// Could `pattern` hold an assertion about where the haystack starts or ends (`^`,
+/// `$`, `\A`, `\z`)? Read from the pattern's text, so it also answers yes for `[^a]`
+/// or `\$`: a yes only costs speed.
+fn mentions_haystack_edges(pattern: &str) -> bool {
+    pattern.contains(['^', '$']) || pattern.contains("\\A") || pattern.contains("\\z")
 }
 
 impl PatternBank {
@@ -173,6 +185,20 @@ impl PatternBank {
 
     pub(crate) fn is_match(&self, slot: Slot, text: &str) -> bool {
         self.regexes.get(slot).is_some_and(|r| r.is_match(text))
+    }
+
+    /// True when pattern `slot` certainly matches none of the texts `joined` holds,
+    /// one after another with `\n` between them; false when it may match one of them.
+    ///
+    /// Why this is sound: a match inside one text is also a match at the same place in
+    /// the joined haystack, unless an assertion judges it by what lies beyond the text.
+    /// Word boundaries see a `\n` there as they see the edge of a haystack (neither is
+    /// a word character), and so do line anchors (`(?m)^`). Only the haystack's own
+    /// edges (`^`, `$`, `\A`, `\z` outside multi-line mode) differ, and a pattern that
+    /// could hold one is never judged here. A match across a `\n` only makes the caller
+    /// look at each text.
+    pub(crate) fn is_match_in_none(&self, slot: Slot, joined: &str) -> bool {
+        self.joinable.get(slot).copied().unwrap_or(false) && !self.is_match(slot, joined)
     }
 }
 

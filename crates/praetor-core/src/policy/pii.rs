@@ -9,7 +9,7 @@
 //! Detection is `crate::pii::scan`. In metadata it reads string values, object keys, and
 //! numbers for the categories a number can hold (`crate::pii::NUMBER_CATEGORIES`): a
 //! whole number as its decimal digits, an array of them as one number written in groups
-//! (see `engine::walk_texts`). The reason lists the first location of each category
+//! (see `metadata_texts::walk`). The reason lists the first location of each category
 //! found, never the value: `pii: credit_card at content[10..29]; email at metadata.to[0..15]`
 //! (byte offsets into that field, or into the digits of a number); a key holding PII is
 //! named by its position (`metadata.<key 0>`), in its own location and those below it.

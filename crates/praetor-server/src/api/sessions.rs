@@ -49,7 +49,7 @@ pub async fn start(
         }
     // A budget in a currency no action can be charged in would refuse every spend.
     if let Some(bad) = budgets.max_spend.keys().find(|c| !praetor_core::session::is_currency_code(c)) {
-        return Err(ApiError::invalid(&format!("budgets.max_spend.{bad}"), "is not a currency code (three letters, ISO 4217)"));
+        return Err(ApiError::invalid(&format!("budgets.max_spend.{bad}"), format!("is not a currency code ({})", praetor_core::session::CURRENCY_CODE_SHAPE)));
     }
     if body.label.as_ref().is_some_and(|l| l.len() > limits::NAME_MAX) {
         return Err(ApiError::invalid("label", format!("is longer than {} bytes", limits::NAME_MAX)));

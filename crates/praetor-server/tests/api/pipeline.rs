@@ -356,3 +356,27 @@ async fn a_workspace_can_refuse_anonymous_requests() {
     assert_eq!(ask(bound, anonymous).await["decision"], "allow");
     assert_error(&s.put("/api/v1/enforce/settings", &s.admin_key, &json!({ "allow_anonymous": "no" })).await, 400, "invalid_field");
 }
+
+/// A machine whose clock reads before 1970 or past the year 9999 is misconfigured, but
+/// the actions it is asked about still get an answer: the decision is made (a time
+/// policy that cannot place the time fails closed), stored, read back and sealed.
+#[tokio::test]
+async fn a_clock_outside_the_usual_years_still_answers() {
+    let s = TestServer::start().await;
+    let agent = s.agent("timeless").await;
+    s.policy(json!({ "name": "office hours", "policy_type": "temporal", "decision": "block",
+                     "conditions": { "timezone": "Europe/Paris", "blocked_hours": [3] } })).await;
+    // 1969-12-31T00:00Z (01:00 in Paris, an open hour), and 2 January 10000 at 01:00
+    // and at 03:00 in Paris.
+    let year_10000 = 253_402_300_800_000 + 86_400_000;
+    for (at, verdict) in [(-86_400_000_i64, "allow"), (year_10000, "allow"), (year_10000 + 2 * 3_600_000, "block")] {
+        s.clock.set(at);
+        let got = s.intercept(json!({ "action_type": "tool.search", "agent_id": agent })).await;
+        assert_eq!(got["decision"], verdict, "{got}");
+        let id = got["decision_id"].as_str().unwrap();
+        let (status, stored) = s.get(&format!("/api/v1/enforce/decisions/{id}"), &s.admin_key).await;
+        assert_eq!(status, StatusCode::OK, "{stored}");
+        let (status, receipt) = s.get(&format!("/api/v1/enforce/decisions/{id}/receipt"), &s.admin_key).await;
+        assert_eq!(status, StatusCode::OK, "{receipt}");
+    }
+}

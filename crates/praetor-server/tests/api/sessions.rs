@@ -225,11 +225,15 @@ async fn spend_is_counted_exactly_in_decimal() {
     assert_eq!(act(&s, &other, json!({ "amount": 12.5, "currency": "USD" })).await["decision"], "allow");
     // A budget in something that is not a currency code is refused at the start: no
     // action could ever be charged in it.
-    for bad in ["US$", "USDC", "€"] {
+    for bad in ["US$", "usdc", "€", "ＵＳＤ", "U"] {
         let got = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "agent_id": agent, "budgets": { "max_spend": { bad: 5 } } })).await;
         assert_error(&got, 400, "invalid_field");
         assert!(got.1["error"]["message"].as_str().unwrap().contains("budgets.max_spend."), "{}", got.1);
     }
+    // A token is a currency too.
+    let usdc = start(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "USDC": 10 } } })).await;
+    assert_eq!(act(&s, &usdc, json!({ "amount": "7.5", "currency": "usdc" })).await["decision"], "allow");
+    assert_eq!(act(&s, &usdc, json!({ "amount": 3, "currency": "USDC" })).await["decision"], "terminate");
     // Tokens too.
     let tok = start(&s, json!({ "agent_id": agent, "budgets": { "max_tokens": 1000 } })).await;
     assert_eq!(act(&s, &tok, json!({ "tokens": 900 })).await["decision"], "allow");
