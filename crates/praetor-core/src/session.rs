@@ -10,7 +10,7 @@
 //!    action, its `metadata.amount` in `metadata.currency` and its `metadata.tokens`. If
 //!    the charge would take the session past any budget the answer is `terminate`
 //!    (`__budget`, naming the budget) and the session ends. An amount that is not a
-//!    number, a currency that is not a currency code (`is_currency_code`), or, when the
+//!    number (or is too small for 28 decimal places), a currency that is not a currency code (`is_currency_code`), or, when the
 //!    session has a spend budget, an amount without a currency or in a currency the
 //!    budget does not name, is refused (`block`, naming the field): a cost that cannot
 //!    be read, or counted against the budget, cannot be allowed.
@@ -157,6 +157,11 @@ pub fn charge_for(request: &ActionRequest, budgets: &Budgets) -> Result<Charge, 
             if amount.is_sign_negative() {
                 return Err(ChargeError { field: "metadata.amount", message: format!("`{amount}` is negative") });
             }
+            if amount.is_zero() && written_nonzero(v) {
+                // Decimals hold 28 places: a smaller amount would be charged as nothing,
+                // however often it is spent.
+                return Err(ChargeError { field: "metadata.amount", message: format!("`{v}` is too small to count (under 1e-28)") });
+            }
             match md.get("currency") {
                 Some(Value::String(c)) if !c.trim().is_empty() => Some((currency_code(c, budgets)?, amount)),
                 None | Some(Value::Null) if budgets.max_spend.is_empty() => None,
@@ -180,6 +185,16 @@ pub fn charge_for(request: &ActionRequest, budgets: &Budgets) -> Result<Charge, 
         })?,
     };
     Ok(Charge { actions: 1, spend, tokens })
+}
+
+/// Whether an amount as sent has a nonzero digit before any exponent (`0.0…01`,
+/// `1e-40`): one that reads as zero once parsed was rounded away.
+fn written_nonzero(v: &Value) -> bool {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    text.split(['e', 'E']).next().is_some_and(|mantissa| mantissa.bytes().any(|b| matches!(b, b'1'..=b'9')))
 }
 
 /// What a currency code may be: an uppercase ASCII letter, then 2 to 9 uppercase ASCII
@@ -361,6 +376,15 @@ mod tests {
         let b: Budgets = serde_json::from_value(json!({"max_spend": {"USD": 10}})).unwrap();
         assert_eq!(charge_for(&request(json!({"amount": "lots", "currency": "USD"})), &b).unwrap_err().field, "metadata.amount");
         assert_eq!(charge_for(&request(json!({"amount": -1, "currency": "USD"})), &b).unwrap_err().field, "metadata.amount");
+        // Too small to count is refused, not charged as nothing; zero is zero.
+        for tiny in [json!("0.00000000000000000000000000001"), json!("0.000000000000000000000000000000000009")] {
+            let e = charge_for(&request(json!({"amount": tiny, "currency": "USD"})), &b).unwrap_err();
+            assert_eq!(e.field, "metadata.amount", "{tiny}");
+            assert!(e.message.contains("too small"), "{}", e.message);
+        }
+        for zero in [json!(0), json!("0.000"), json!(0.0), json!("-0")] {
+            assert_eq!(charge_for(&request(json!({"amount": zero, "currency": "USD"})), &b).unwrap().spend.unwrap().1, Decimal::ZERO, "{zero}");
+        }
         assert_eq!(charge_for(&request(json!({"amount": 5})), &b).unwrap_err().field, "metadata.currency");
         assert_eq!(charge_for(&request(json!({"tokens": 1.5})), &b).unwrap_err().field, "metadata.tokens");
         // Without a spend budget an amount needs no currency.

@@ -225,7 +225,7 @@ async fn spend_is_counted_exactly_in_decimal() {
     assert_eq!(act(&s, &other, json!({ "amount": 12.5, "currency": "USD" })).await["decision"], "allow");
     // A budget in something that is not a currency code is refused at the start: no
     // action could ever be charged in it.
-    for bad in ["US$", "usdc", "€", "ＵＳＤ", "U"] {
+    for bad in ["US$", "U$DC", "€", "ＵＳＤ", "U", "USD C"] {
         let got = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "agent_id": agent, "budgets": { "max_spend": { bad: 5 } } })).await;
         assert_error(&got, 400, "invalid_field");
         assert!(got.1["error"]["message"].as_str().unwrap().contains("budgets.max_spend."), "{}", got.1);
