@@ -1,12 +1,14 @@
-//! Credential revocation and agent revocation, with the session cascade: every active
-//! session the revoked identity could act through is killed in the same transaction.
+//! Credential revocation and agent revocation, with the session cascade: the
+//! revocation commits first, on its own, then every active session the revoked identity
+//! could act through is killed (see `revoke`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
 use praetor_core::session::SessionStatus;
-use praetor_store::{Credential, Guarded, Mutation, SessionFilter, Txn};
+use praetor_store::{Credential, Guarded, Mutation, SealRequest, Session, SessionFilter, Txn};
 use crate::secrets::new_id;
 use serde_json::{Value, json};
 
@@ -54,11 +56,64 @@ fn objects_of(mutations: &[Mutation]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Revoke `creds` and kill the sessions of `agent_id`, all in one transaction with its
-/// events.
-/// `extra` gives the caller's own writes for the same transaction; it is called at each
-/// attempt and builds them from this node's copies as they are then (see the retry).
-/// Returns the revoked credentials and the killed session ids.
+/// A transaction's writes and their vault events.
+type Writes = (Vec<Mutation>, Vec<SealRequest>);
+
+/// What a revocation did. Once `revoke` returns, the revocation itself stands; `left`
+/// names what its clean-up could not commit (sessions, grants and escalations other
+/// nodes kept moving on, or a store failure), which another revoke of the same agent or
+/// credential finishes.
+#[derive(Default)]
+struct Revocation {
+    credentials: Vec<Credential>,
+    killed: Vec<String>,
+    /// The authority objects the clean-up wrote, as `(kind, id)`.
+    written: Vec<(String, String)>,
+    /// What the clean-up left, by kind (`session`, `grant`, `escalation`).
+    left: BTreeMap<String, Vec<String>>,
+    /// Why the clean-up is incomplete, if it is.
+    failure: Option<String>,
+}
+
+impl Revocation {
+    /// Record that the clean-up stopped at `error` (the first one is kept), leaving
+    /// `left` (`(kind, id)`).
+    fn stopped(&mut self, error: String, left: impl IntoIterator<Item = (String, String)>) {
+        for (kind, id) in left {
+            let ids = self.left.entry(kind).or_default();
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        self.failure.get_or_insert(error);
+    }
+
+    /// Add the answer's fields about the clean-up to `answer`.
+    fn answer(&self, mut answer: Value) -> Json<Value> {
+        answer["cleanup_incomplete"] = json!(self.failure.is_some());
+        if let Some(why) = &self.failure {
+            answer["cleanup_left"] = json!(self.left);
+            answer["cleanup_error"] = json!(why);
+        }
+        Json(answer)
+    }
+}
+
+/// Revoke `creds`, then kill the sessions of `agent_id` and clean up, in two steps.
+///
+/// First the revocation, in one transaction no guard can refuse: the credentials
+/// revoked with their events, the agent's etag moved on, and `unguarded`, the caller's
+/// own unguarded writes (an agent's deactivation, its keys). From its commit on, no node
+/// starts a session with these credentials (`ExpectActive`), and every node's next
+/// decision for the agent is refused by its etag guard and re-reads it. If this commit
+/// fails, nothing was revoked: memory is read back and the error returned.
+///
+/// Then the clean-up (`clean_up`), guarded by the etags and versions of what it
+/// writes: the kills, and `guarded`, the caller's writes (grants, escalations), called
+/// at each attempt to build them from this node's copies as they are then. If other
+/// nodes keep moving them on past every attempt, the revocation still stands and the
+/// result says what was left.
+#[allow(clippy::too_many_arguments)]
 async fn revoke(
     state: &AppState,
     ws: &WorkspaceState,
@@ -66,8 +121,9 @@ async fn revoke(
     agent_id: &str,
     creds: Vec<Credential>,
     reason: &str,
-    mut extra: impl FnMut() -> (Vec<Mutation>, Vec<praetor_store::SealRequest>),
-) -> ApiResult<(Vec<Credential>, Vec<String>)> {
+    unguarded: Writes,
+    guarded: impl FnMut() -> Writes,
+) -> ApiResult<Revocation> {
     let now = state.now_ms();
     let cred_ids: Vec<String> = creds.iter().map(|c| c.credential_id.clone()).collect();
     // Revoke in memory first, so nothing can start a session with these credentials
@@ -80,67 +136,106 @@ async fn revoke(
             }
         }
     }
-    let closing = || Closing { status: SessionStatus::Killed, reason: Some(format!("revoked: {reason}")), actor: Some(actor), kind: "session.killed" };
-    let agent_sessions = |limit| SessionFilter { status: Some("active".into()), agent_id: Some(agent_id.to_owned()), limit };
-    let mut attempt = 0;
-    let mut candidates: Vec<String>;
-    // First the revocation, with the kills of the sessions it can see: from its commit
-    // on, no node starts a session with these credentials (`ExpectActive`) and every
-    // node's next decision for the agent re-reads it.
-    let mut killed = loop {
-        // The agent's sessions on every node: the ones this node holds and the store's.
-        candidates = state.store.list_sessions(&ws.workspace_id, &agent_sessions(1000)).await?.into_iter().map(|s| s.session_id).collect();
-        candidates.extend(active_where(ws, |s| s.agent_id == agent_id || s.credential_id.as_ref().is_some_and(|c| cred_ids.contains(c))));
-        candidates.sort();
-        candidates.dedup();
-        crate::pipeline::resync_sessions(state, ws, &candidates).await?;
-        let targets = active_where(ws, |s| {
-            candidates.contains(&s.session_id) && (s.agent_id == agent_id || s.credential_id.as_ref().is_some_and(|c| cred_ids.contains(c)))
-        });
-        let (mut mutations, mut seal) = extra();
-        let killed = close_in_memory(ws, &targets, &closing(), now);
-        for c in &creds {
-            mutations.push(Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: c.credential_id.clone(), at: now });
-            seal.push(event(&ws.workspace_id, "credential.revoked", Some(actor), now, json!({
-                "credential_id": c.credential_id, "agent_id": c.agent_id, "reason": reason,
-            })));
-        }
-        mutations.push(Mutation::Touch { workspace_id: ws.workspace_id.clone(), of: Guarded::Agent, id: agent_id.to_owned(), etag: new_id("etag") });
-        let (m, s) = closing_txn(&ws.workspace_id, &killed, &closing(), now);
-        mutations.extend(m);
-        seal.extend(s);
-        // The caller's grants and escalations and those the kills settled.
-        let objects = objects_of(&mutations);
-        let result = state.commit(Txn { mutations, seal }).await;
-        if result.is_err() {
-            // Memory ran ahead of a commit that did not happen. The objects are read
-            // back so that a retry changes the store's copies: another node may have
-            // moved one on (a grant's use, an approval), and a record built from the
-            // older copy would be refused as stale at every attempt.
-            crate::pipeline::resync_objects(state, ws, &objects).await?;
-        }
-        match result {
-            Err(praetor_store::StoreError::Stale(_)) if attempt + 1 < crate::sessions::CLOSE_ATTEMPTS => {
-                attempt += 1;
-                // The agent's own decisions on other nodes keep moving its sessions and
-                // grants on; a growing, jittered pause lets the revocation land between them.
-                tokio::time::sleep(std::time::Duration::from_micros(crate::secrets::jitter(200 << attempt.min(6)))).await;
-            }
-            Err(e) => {
-                // The agent and its sessions were changed in memory too.
-                crate::pipeline::resync(state, ws, &[agent_id.to_owned()], &candidates).await?;
-                return Err(e.into());
-            }
-            Ok(_) => break killed.into_iter().map(|c| c.session).collect::<Vec<_>>(),
-        }
-    };
+    let (mut mutations, mut seal) = unguarded;
+    for c in &creds {
+        mutations.push(Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: c.credential_id.clone(), at: now });
+        seal.push(event(&ws.workspace_id, "credential.revoked", Some(actor), now, json!({
+            "credential_id": c.credential_id, "agent_id": c.agent_id, "reason": reason,
+        })));
+    }
+    mutations.push(Mutation::Touch { workspace_id: ws.workspace_id.clone(), of: Guarded::Agent, id: agent_id.to_owned(), etag: new_id("etag") });
+    if let Err(e) = state.commit(Txn { mutations, seal }).await {
+        // Memory ran ahead of a commit that did not happen: the agent and its
+        // credentials are read back.
+        crate::pipeline::resync(state, ws, &[agent_id.to_owned()], &[]).await?;
+        return Err(e.into());
+    }
     // A margin for the clocks of other nodes, which stamp the sessions they start: a
     // session started just after the revocation may be killed too, none before it
     // survives.
     let committed_at = state.now_ms() + 1_000;
-    // Then every session of the agent another node started before the revocation
-    // committed but after it was listed: list again until none is left. Sessions
-    // started later passed the revocation's check and are not its business.
+    let closing = || Closing { status: SessionStatus::Killed, reason: Some(format!("revoked: {reason}")), actor: Some(actor), kind: "session.killed" };
+    let mut done = Revocation::default();
+    if let Err(e) = clean_up(state, ws, (agent_id, &cred_ids), committed_at, &closing, guarded, &mut done).await {
+        done.stopped(e.message, []);
+    }
+    done.credentials = {
+        let map = ws.credentials.read();
+        creds.iter().filter_map(|c| map.get(&c.credential_id).cloned()).collect()
+    };
+    match &done.failure {
+        None => tracing::info!(workspace_id = %ws.workspace_id, agent_id, killed = done.killed.len(), "revoked"),
+        Some(why) => tracing::warn!(
+            workspace_id = %ws.workspace_id, agent_id, killed = done.killed.len(), left = ?done.left, error = %why,
+            "revoked, but the clean-up is incomplete: revoke again to finish it"
+        ),
+    }
+    Ok(done)
+}
+
+/// A revocation's clean-up: kill every active session of `agent_id` or bound to
+/// `cred_ids`, with `guarded`, in one transaction retried while other nodes move them
+/// on; then the sessions the listing missed that started no later than the revocation
+/// (`committed_at`). Records in `done` what it did and, when it gives up, what it left.
+async fn clean_up<'a>(
+    state: &AppState,
+    ws: &WorkspaceState,
+    (agent_id, cred_ids): (&str, &[String]),
+    committed_at: i64,
+    closing: &(dyn Fn() -> Closing<'a> + Sync),
+    mut guarded: impl FnMut() -> Writes,
+    done: &mut Revocation,
+) -> ApiResult<()> {
+    let agent_sessions = |limit| SessionFilter { status: Some("active".into()), agent_id: Some(agent_id.to_owned()), limit };
+    let bound = |s: &Session| s.agent_id == agent_id || s.credential_id.as_ref().is_some_and(|c| cred_ids.contains(c));
+    let mut attempt = 0;
+    loop {
+        let now = state.now_ms();
+        // The agent's sessions on every node: the ones this node holds and the store's.
+        let mut candidates: Vec<String> =
+            state.store.list_sessions(&ws.workspace_id, &agent_sessions(1000)).await?.into_iter().map(|s| s.session_id).collect();
+        candidates.extend(active_where(ws, bound));
+        candidates.sort();
+        candidates.dedup();
+        crate::pipeline::resync_sessions(state, ws, &candidates).await?;
+        let targets = active_where(ws, |s| candidates.contains(&s.session_id) && bound(s));
+        let (mut mutations, mut seal) = guarded();
+        let killed = close_in_memory(ws, &targets, &closing(), now);
+        let (m, s) = closing_txn(&ws.workspace_id, &killed, &closing(), now);
+        mutations.extend(m);
+        seal.extend(s);
+        if mutations.is_empty() {
+            break; // nothing (left) to clean up
+        }
+        // The caller's grants and escalations and those the kills settled.
+        let objects = objects_of(&mutations);
+        let Err(e) = state.commit(Txn { mutations, seal }).await else {
+            done.killed.extend(killed.into_iter().map(|c| c.session.session_id));
+            done.written = objects;
+            break;
+        };
+        // Memory ran ahead of a commit that did not happen. The objects are read back
+        // so that a retry changes the store's copies: another node may have moved one
+        // on (a grant's use, an approval), and a record built from the older copy would
+        // be refused as stale at every attempt. The sessions are read back at the next
+        // attempt's listing.
+        let read_back = crate::pipeline::resync_objects(state, ws, &objects).await;
+        if matches!(e, praetor_store::StoreError::Stale(_)) && attempt + 1 < crate::sessions::CLOSE_ATTEMPTS && read_back.is_ok() {
+            attempt += 1;
+            // Decisions other nodes made for the agent before they saw the revocation
+            // may still move its sessions and grants on; a growing, jittered pause lets
+            // the clean-up land between them.
+            tokio::time::sleep(std::time::Duration::from_micros(crate::secrets::jitter(200 << attempt.min(6)))).await;
+            continue;
+        }
+        let sessions = killed.into_iter().map(|c| ("session".to_owned(), c.session.session_id));
+        done.stopped(ApiError::from(e).message, sessions.chain(objects));
+        read_back?;
+        return crate::pipeline::resync_sessions(state, ws, &candidates).await;
+    }
+    // Then every session of the agent another node started, by its clock, no later
+    // than the revocation but after the listing above: list again until none is left.
+    // Sessions started later passed the revocation's check and are not its business.
     for _ in 0..crate::sessions::CLOSE_ATTEMPTS {
         let late: Vec<String> = state
             .store
@@ -153,17 +248,20 @@ async fn revoke(
         if late.is_empty() {
             break;
         }
-        killed.extend(crate::sessions::close(state, ws, &late, closing()).await?);
+        match crate::sessions::close(state, ws, &late, closing()).await {
+            Ok(closed) => done.killed.extend(closed.into_iter().map(|s| s.session_id)),
+            Err(e) => {
+                done.stopped(e.message, late.into_iter().map(|id| ("session".to_owned(), id)));
+                break;
+            }
+        }
     }
-    let map = ws.credentials.read();
-    let revoked: Vec<Credential> = creds.iter().filter_map(|c| map.get(&c.credential_id).cloned()).collect();
-    let killed_ids: Vec<String> = killed.into_iter().map(|s| s.session_id).collect();
-    tracing::info!(workspace_id = %ws.workspace_id, agent_id, killed = killed_ids.len(), "revoked");
-    Ok((revoked, killed_ids))
+    Ok(())
 }
 
 /// `POST /enforce/credentials/{id}/revoke`: the credential stops working and every
-/// active session bound to it or to its agent is killed at once.
+/// active session bound to it or to its agent is killed. Revoking a revoked credential
+/// again finishes a clean-up the first revoke left (`cleanup_incomplete`).
 pub async fn revoke_credential(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::AgentsWrite>,
@@ -174,13 +272,15 @@ pub async fn revoke_credential(
     let ws = &auth.workspace;
     let cred = ws.credentials.read().get(&id).cloned().ok_or_else(|| ApiError::not_found("credential", &id))?;
     let agent_id = cred.agent_id.clone();
-    let (mut revoked, killed) = revoke(&state, ws, &auth.key.key_id, &agent_id, vec![cred], &reason, || (vec![], vec![])).await?;
-    let credential = revoked.pop().map(|c| credential_view(&c, state.now_ms())).unwrap_or(Value::Null);
-    Ok(Json(json!({ "ok": true, "credential": credential, "killed_sessions": killed })))
+    let done = revoke(&state, ws, &auth.key.key_id, &agent_id, vec![cred], &reason, Writes::default(), Writes::default).await?;
+    let credential = done.credentials.last().map(|c| credential_view(c, state.now_ms())).unwrap_or(Value::Null);
+    Ok(done.answer(json!({ "ok": true, "credential": credential, "killed_sessions": done.killed })))
 }
 
 /// `POST /enforce/agents/{id}/revoke`: deactivate the agent, revoke every credential it
-/// holds and kill its sessions; its later intercepts are refused.
+/// holds and the API keys bound to it, then kill its sessions, revoke its grants and
+/// settle its escalations; its later intercepts are refused. Revoking a revoked agent
+/// again finishes a clean-up the first revoke left (`cleanup_incomplete`).
 pub async fn revoke_agent(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::AgentsWrite>,
@@ -189,6 +289,7 @@ pub async fn revoke_agent(
 ) -> ApiResult<Json<Value>> {
     let reason = reason_of(body, "agent revoked")?;
     let ws = &auth.workspace;
+    let actor = auth.key.key_id.as_str();
     let _guard = ws.agent_writes.lock().await;
     let mut agent = ws.agent(&id).ok_or_else(|| ApiError::not_found("agent", &id))?;
     let now = state.now_ms();
@@ -206,45 +307,44 @@ pub async fn revoke_agent(
     let mut keys: Vec<praetor_store::ApiKey> =
         state.store.list_api_keys(&ws.workspace_id).await?.into_iter().filter(|k| k.agent_id.as_deref() == Some(id.as_str()) && k.revoked_at.is_none()).collect();
     let revoked_keys: Vec<String> = keys.iter().map(|k| k.key_id.clone()).collect();
-    let mut revoked_grants = Vec::new();
-    // Built at each attempt from the copies as they are then (`revoke` reads them back
-    // after a refused commit): the grants and escalations change with every use and
-    // approval on any node.
-    let extra = || {
+    // Only the flag: a concurrent change to the agent's other fields stays.
+    let mut mutations = vec![Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: now, etag: new_id("etag") }];
+    mutations.extend(revoked_keys.iter().map(|k| Mutation::RevokeApiKey { workspace_id: ws.workspace_id.clone(), key_id: k.clone(), at: now }));
+    let seal = vec![event(&ws.workspace_id, "agent.revoked", Some(actor), now, json!({
+        "agent_id": id, "reason": reason, "revoked_keys": revoked_keys,
+    }))];
+    // Built at each attempt from the copies as they are then (a refused attempt reads
+    // them back): the grants and escalations change with every use and approval on any
+    // node.
+    let guarded = || {
         // Every grant the agent gave or received ends with it, and so do their re-delegations.
-        let grant_records = revoke_grants_of(ws, &id, now);
-        revoked_grants = grant_records.iter().map(|r| r.object_id.clone()).collect();
+        let (mut mutations, mut seals) = revoke_grants_of(ws, &id, &reason, actor, now);
         // Its escalations, pending or approved, can no longer let anything run.
-        let settled = settle_agent(ws, &id, &format!("agent `{id}` revoked: {reason}"), &auth.key.key_id, now);
-        // Only the flag: a concurrent change to the agent's other fields stays.
-        let deactivate = Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: now, etag: new_id("etag") };
-        let mut mutations = vec![deactivate];
-        mutations.extend(grant_records.into_iter().chain(settled.records).map(Mutation::PutObject));
-        mutations.extend(revoked_keys.iter().map(|k| Mutation::RevokeApiKey { workspace_id: ws.workspace_id.clone(), key_id: k.clone(), at: now }));
-        let mut seals = vec![event(&ws.workspace_id, "agent.revoked", Some(&auth.key.key_id), now, json!({
-            "agent_id": id, "reason": reason, "revoked_grants": revoked_grants, "revoked_keys": revoked_keys,
-        }))];
+        let settled = settle_agent(ws, &id, &format!("agent `{id}` revoked: {reason}"), actor, now);
+        mutations.extend(settled.records.into_iter().map(Mutation::PutObject));
         seals.extend(settled.seals);
         (mutations, seals)
     };
-    let (revoked, killed) = revoke(&state, ws, &auth.key.key_id, &id, creds, &reason, extra).await?;
+    let done = revoke(&state, ws, actor, &id, creds, &reason, (mutations, seal), guarded).await?;
     for k in &mut keys {
         k.revoked_at = Some(now);
         state.put_key(k.clone());
     }
-    Ok(Json(json!({
+    let revoked_grants: Vec<&String> = done.written.iter().filter(|(kind, _)| kind == "grant").map(|(_, g)| g).collect();
+    Ok(done.answer(json!({
         "ok": true,
         "agent": crate::api::agents::agent_view(&ws.agent(&id).unwrap_or(agent)),
-        "revoked_credentials": revoked.iter().map(|c| credential_view(c, now)).collect::<Vec<_>>(),
+        "revoked_credentials": done.credentials.iter().map(|c| credential_view(c, now)).collect::<Vec<_>>(),
         "revoked_grants": revoked_grants,
         "revoked_keys": revoked_keys,
-        "killed_sessions": killed,
+        "killed_sessions": done.killed,
     })))
 }
 
 /// Revoke, in memory, every grant `agent_id` gave or received and their re-delegations,
-/// and give their records to store.
-fn revoke_grants_of(ws: &WorkspaceState, agent_id: &str, now: i64) -> Vec<praetor_store::ObjectRecord> {
+/// and give their records to store, with a `grant.revoked` event for each grant reached
+/// first (with the re-delegations it reached).
+fn revoke_grants_of(ws: &WorkspaceState, agent_id: &str, reason: &str, actor: &str, now: i64) -> Writes {
     let mut live = ws.live.lock();
     let roots: Vec<String> = live
         .authority
@@ -253,12 +353,20 @@ fn revoke_grants_of(ws: &WorkspaceState, agent_id: &str, now: i64) -> Vec<praeto
         .filter(|g| !g.revoked && (g.source_agent_id == agent_id || g.target_agent_id == agent_id))
         .map(|g| g.grant_id.clone())
         .collect();
-    let reason = format!("agent `{agent_id}` revoked");
-    let mut records = Vec::new();
+    let why = format!("agent `{agent_id}` revoked");
+    let (mut mutations, mut seals) = Writes::default();
     for root in roots {
-        records.extend(crate::api::grants::revoke_tree(&mut live.authority, &root, &reason, &ws.workspace_id, now));
+        let records = crate::api::grants::revoke_tree(&mut live.authority, &root, &why, &ws.workspace_id, now);
+        if records.is_empty() {
+            continue; // a re-delegation of a grant revoked before it
+        }
+        let ids: Vec<&String> = records.iter().map(|r| &r.object_id).collect();
+        seals.push(event(&ws.workspace_id, "grant.revoked", Some(actor), now, json!({
+            "grant_id": root, "revoked": ids, "agent_id": agent_id, "reason": format!("{why}: {reason}"),
+        })));
+        mutations.extend(records.into_iter().map(Mutation::PutObject));
     }
-    records
+    (mutations, seals)
 }
 
 /// Settle the open escalations of an agent that is being revoked or deactivated.

@@ -1,11 +1,12 @@
 //! Start the whole application on a loopback port and talk to it over HTTP.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use praetor_server::clock::ManualClock;
 use praetor_server::vault::VaultKeys;
 use praetor_server::{AppState, Config};
-use praetor_store::Store;
+use praetor_store::{self as ps, Guarded, Mutation, Store, Txn};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -36,11 +37,27 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_on(tweak, |store| store).await
+    }
+
+    /// A server on a store another node keeps contesting (see `ContestedStore`).
+    pub async fn start_contested() -> (TestServer, Arc<ContestedStore>) {
+        let mut contested = None;
+        let s = Self::start_on(|_| {}, |inner| {
+            let store = Arc::new(ContestedStore { inner, contest: AtomicBool::new(false), contested: AtomicU32::new(0) });
+            contested = Some(store.clone());
+            store
+        })
+        .await;
+        (s, contested.expect("the store was wrapped"))
+    }
+
+    async fn start_on(tweak: impl FnOnce(&mut Config), wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
         tweak(&mut config);
         let store = praetor_store::sqlite::SqliteStore::open(dir.path().join("praetor.db")).expect("open store");
-        let store: Arc<dyn Store> = Arc::new(store);
+        let store = wrap(Arc::new(store));
         let clock = Arc::new(ManualClock::new(T0));
         let state = AppState::load(config, store, clock.clone(), VaultKeys::ephemeral()).await.expect("load state");
         let started = praetor_server::bootstrap::first_start(&state).await.expect("first start");
@@ -134,4 +151,155 @@ pub fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) {
     assert_eq!(got.1["ok"], json!(false), "{}", got.1);
     assert_eq!(got.1["error"]["code"], json!(code), "{}", got.1);
     assert!(got.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", got.1);
+}
+
+/// A store another node keeps contesting: while `contest` is on, just before each
+/// transaction that guards a session's etag (a kill, a decision's charge) "another
+/// node" gives that session a new etag in the store, so the transaction is refused as
+/// stale, however often it is tried. `contested` counts the refusals so caused.
+pub struct ContestedStore {
+    inner: Arc<dyn Store>,
+    pub contest: AtomicBool,
+    pub contested: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Store for ContestedStore {
+    fn submit(&self, txn: Txn) -> ps::Pending {
+        if !self.contest.load(Ordering::SeqCst) {
+            return self.inner.submit(txn);
+        }
+        // A new etag each time: the one before may have been read back already.
+        let round = self.contested.load(Ordering::SeqCst);
+        let touches: Vec<Mutation> = txn
+            .mutations
+            .iter()
+            .filter_map(|m| match m {
+                Mutation::Expect { workspace_id, of: Guarded::Session, id, .. } => Some(Mutation::Touch {
+                    workspace_id: workspace_id.clone(), of: Guarded::Session, id: id.clone(), etag: format!("elsewhere_{round}"),
+                }),
+                _ => None,
+            })
+            .collect();
+        if touches.is_empty() {
+            return self.inner.submit(txn);
+        }
+        self.contested.fetch_add(1, Ordering::SeqCst);
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            inner.commit(Txn { mutations: touches, seal: vec![] }).await?;
+            inner.submit(txn).await
+        })
+    }
+    async fn commit(&self, txn: Txn) -> ps::Result<Vec<ps::Sealed>> {
+        self.submit(txn).await
+    }
+    async fn snapshot(&self) -> ps::Result<ps::Snapshot> {
+        self.inner.snapshot().await
+    }
+    async fn api_key_by_hash(&self, key_hash: &str) -> ps::Result<Option<ps::ApiKey>> {
+        self.inner.api_key_by_hash(key_hash).await
+    }
+    async fn list_api_keys(&self, ws: &str) -> ps::Result<Vec<ps::ApiKey>> {
+        self.inner.list_api_keys(ws).await
+    }
+    async fn list_sessions(&self, ws: &str, filter: &ps::SessionFilter) -> ps::Result<Vec<ps::Session>> {
+        self.inner.list_sessions(ws, filter).await
+    }
+    async fn list_objects(&self, ws: &str, filter: &ps::ObjectFilter) -> ps::Result<Vec<ps::ObjectRecord>> {
+        self.inner.list_objects(ws, filter).await
+    }
+    async fn get_object(&self, ws: &str, kind: &str, id: &str) -> ps::Result<Option<ps::ObjectRecord>> {
+        self.inner.get_object(ws, kind, id).await
+    }
+    async fn get_session(&self, ws: &str, id: &str) -> ps::Result<Option<ps::Session>> {
+        self.inner.get_session(ws, id).await
+    }
+    async fn shadow_report(&self, ws: &str, policy_id: Option<&str>, since: ps::Millis) -> ps::Result<Vec<ps::ShadowSummary>> {
+        self.inner.shadow_report(ws, policy_id, since).await
+    }
+    async fn list_violations(&self, ws: &str, filter: &ps::ViolationFilter) -> ps::Result<Vec<ps::Violation>> {
+        self.inner.list_violations(ws, filter).await
+    }
+    async fn get_violation(&self, ws: &str, id: &str) -> ps::Result<Option<ps::Violation>> {
+        self.inner.get_violation(ws, id).await
+    }
+    async fn due_deliveries(&self, now: ps::Millis, limit: u32) -> ps::Result<Vec<ps::Delivery>> {
+        self.inner.due_deliveries(now, limit).await
+    }
+    async fn list_deliveries(&self, ws: &str, webhook_id: Option<&str>, limit: u32) -> ps::Result<Vec<ps::Delivery>> {
+        self.inner.list_deliveries(ws, webhook_id, limit).await
+    }
+    async fn list_decisions(&self, ws: &str, filter: &ps::DecisionFilter) -> ps::Result<(Vec<ps::DecisionRow>, u64)> {
+        self.inner.list_decisions(ws, filter).await
+    }
+    async fn get_decision(&self, ws: &str, id: &str) -> ps::Result<Option<ps::DecisionRow>> {
+        self.inner.get_decision(ws, id).await
+    }
+    async fn log_head(&self, ws: &str) -> ps::Result<ps::LogHead> {
+        self.inner.log_head(ws).await
+    }
+    async fn vault_entries(&self, ws: &str, start: u64, end: u64) -> ps::Result<Vec<ps::VaultEntryRow>> {
+        self.inner.vault_entries(ws, start, end).await
+    }
+    async fn inclusion_proof(&self, ws: &str, index: u64, size: u64) -> ps::Result<Vec<[u8; 32]>> {
+        self.inner.inclusion_proof(ws, index, size).await
+    }
+    async fn consistency_proof(&self, ws: &str, first: u64, second: u64) -> ps::Result<Vec<[u8; 32]>> {
+        self.inner.consistency_proof(ws, first, second).await
+    }
+    async fn prefix_hashes(&self, ws: &str, size: u64) -> ps::Result<Vec<[u8; 32]>> {
+        self.inner.prefix_hashes(ws, size).await
+    }
+    async fn tree_root(&self, ws: &str, size: u64) -> ps::Result<[u8; 32]> {
+        self.inner.tree_root(ws, size).await
+    }
+    async fn put_checkpoint(&self, ws: &str, checkpoint: ps::CheckpointRow) -> ps::Result<()> {
+        self.inner.put_checkpoint(ws, checkpoint).await
+    }
+    async fn latest_checkpoint(&self, ws: &str) -> ps::Result<Option<ps::CheckpointRow>> {
+        self.inner.latest_checkpoint(ws).await
+    }
+    async fn checkpoint_covering(&self, ws: &str, at_least: u64) -> ps::Result<Option<ps::CheckpointRow>> {
+        self.inner.checkpoint_covering(ws, at_least).await
+    }
+    async fn checkpoints_between(&self, ws: &str, from_size: u64, to_size: u64) -> ps::Result<Vec<ps::CheckpointRow>> {
+        self.inner.checkpoints_between(ws, from_size, to_size).await
+    }
+    async fn agent_state(&self, ws: &str, id: &str, since: ps::Millis, cap: u32) -> ps::Result<Option<ps::AgentState>> {
+        self.inner.agent_state(ws, id, since, cap).await
+    }
+    async fn session_state(&self, ws: &str, id: &str, since: ps::Millis, cap: u32) -> ps::Result<Option<ps::SessionState>> {
+        self.inner.session_state(ws, id, since, cap).await
+    }
+    async fn list_policies(&self, ws: &str) -> ps::Result<Vec<ps::PolicyRecord>> {
+        self.inner.list_policies(ws).await
+    }
+    async fn get_workspace(&self, ws: &str) -> ps::Result<Option<ps::Workspace>> {
+        self.inner.get_workspace(ws).await
+    }
+    async fn get_api_key(&self, ws: &str, key_id: &str) -> ps::Result<Option<ps::ApiKey>> {
+        self.inner.get_api_key(ws, key_id).await
+    }
+    async fn changes_since(&self, ws: &str, after: u64, limit: u32) -> ps::Result<Vec<ps::Change>> {
+        self.inner.changes_since(ws, after, limit).await
+    }
+    async fn change_heads(&self) -> ps::Result<std::collections::HashMap<String, u64>> {
+        self.inner.change_heads().await
+    }
+    async fn check_schema(&self) -> ps::Result<()> {
+        self.inner.check_schema().await
+    }
+    fn superseded(&self) -> Option<String> {
+        self.inner.superseded()
+    }
+    fn node_id(&self) -> &str {
+        self.inner.node_id()
+    }
+    fn commit_stats(&self) -> ps::CommitStats {
+        self.inner.commit_stats()
+    }
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
 }

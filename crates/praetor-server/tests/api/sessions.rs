@@ -575,3 +575,98 @@ async fn a_failed_commit_leaves_memory_as_the_store_has_it() {
     let (_, session) = s.get(&format!("/api/v1/enforce/sessions/{id}"), &s.admin_key).await;
     assert_eq!(session["session"]["consumed"]["actions"], 2, "{session}");
 }
+
+/// Another node keeps moving the agent's session on (say, decisions it made for the
+/// agent before it saw the revocation), so every guarded clean-up attempt of an agent
+/// revocation is refused. The revocation still stands, in memory and in the store, and
+/// says what it left; revoking the agent again finishes the clean-up.
+#[tokio::test]
+async fn an_agent_revocation_stands_when_its_clean_up_keeps_losing_to_other_nodes() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (s, store) = TestServer::start_contested().await;
+    let (_, lender) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "lender", "scopes": ["pay.*"] })).await;
+    let lender = lender["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let (_, reg) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "compromised" })).await;
+    let agent = reg["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let cred = reg["credential"]["credential_id"].as_str().unwrap().to_owned();
+    let (_, grant) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": lender, "target_agent_id": agent, "scopes": ["pay.*"] })).await;
+    let grant = grant["grant_id"].as_str().unwrap().to_owned();
+    s.policy(json!({ "name": "Review", "policy_type": "action_type", "action_types": ["deploy"], "decision": "escalate" })).await;
+    let esc = s.intercept(json!({ "action_type": "deploy", "agent_id": agent })).await["escalation_id"].as_str().unwrap().to_owned();
+    let session = start(&s, json!({ "agent_id": null, "credential_id": cred })).await;
+    assert_eq!(act(&s, &session, json!({})).await["decision"], "allow");
+
+    store.contest.store(true, SeqCst);
+    let (status, answer) = s.post(&format!("/api/v1/enforce/agents/{agent}/revoke"), &s.admin_key, &json!({ "reason": "compromised" })).await;
+    store.contest.store(false, SeqCst);
+    assert_eq!(status, StatusCode::OK, "the revocation is not lost to the clean-up: {answer}");
+    assert!(store.contested.load(SeqCst) >= praetor_server::sessions::CLOSE_ATTEMPTS, "every attempt was refused");
+    assert_eq!(answer["agent"]["is_active"], false, "{answer}");
+    assert_eq!(answer["revoked_credentials"][0]["status"], "revoked", "{answer}");
+    assert_eq!(answer["cleanup_incomplete"], true, "{answer}");
+    assert_eq!(answer["cleanup_left"], json!({ "session": [session], "grant": [grant], "escalation": [esc] }), "{answer}");
+    assert!(answer["cleanup_error"].as_str().is_some_and(|e| e.contains(&session)), "{answer}");
+    assert_eq!((&answer["killed_sessions"], &answer["revoked_grants"]), (&json!([]), &json!([])), "{answer}");
+    // The revocation stands in memory and in the store.
+    let ws_id = s.state.workspace_ids()[0].clone();
+    let ws = s.state.workspace(&ws_id).unwrap();
+    assert!(!ws.agent(&agent).unwrap().is_active);
+    assert!(ws.credentials.read()[&cred].revoked_at.is_some());
+    let stored = s.state.store.agent_state(&ws_id, &agent, 0, 10).await.unwrap().unwrap();
+    assert!(!stored.agent.is_active);
+    assert!(stored.credentials.iter().all(|c| c.revoked_at.is_some()), "{:?}", stored.credentials);
+    // Its later intercepts are refused, outside its session and in it, and it starts no other.
+    let plain = s.intercept(json!({ "action_type": "x", "agent_id": agent })).await;
+    assert_eq!((plain["decision"].as_str(), plain["identity"]["check"].as_str()), (Some("block"), Some("agent_deactivated")), "{plain}");
+    let pay = s.intercept(json!({ "action_type": "pay.send", "agent_id": agent, "grant_id": grant })).await;
+    assert_eq!(pay["decision"], "block", "{pay}");
+    assert_ne!(act(&s, &session, json!({})).await["decision"], "allow");
+    assert_error(&s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "agent_id": agent })).await, 400, "invalid_field");
+
+    // Revoking it again finishes the clean-up.
+    let (status, again) = s.post(&format!("/api/v1/enforce/agents/{agent}/revoke"), &s.admin_key, &json!({ "reason": "compromised" })).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["cleanup_incomplete"], false, "{again}");
+    assert!(again.get("cleanup_left").is_none(), "{again}");
+    assert_eq!((&again["killed_sessions"], &again["revoked_grants"]), (&json!([session]), &json!([grant])), "{again}");
+    let object = |kind, id| {
+        let (store, ws_id) = (s.state.store.clone(), ws_id.clone());
+        async move { store.get_object(&ws_id, kind, id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(object("grant", &grant).await, "revoked");
+    assert_eq!(object("escalation", &esc).await, "expired");
+    assert_eq!(s.state.store.get_session(&ws_id, &session).await.unwrap().unwrap().status.as_str(), "killed");
+    assert_eq!(act(&s, &session, json!({})).await["decision"], "terminate");
+}
+
+/// As above, for a credential: its revocation stands while the kills keep losing, and
+/// revoking it again kills the session.
+#[tokio::test]
+async fn a_credential_revocation_stands_when_its_kills_keep_losing_to_other_nodes() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (s, store) = TestServer::start_contested().await;
+    let (_, reg) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "leaky" })).await;
+    let agent = reg["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let cred = reg["credential"]["credential_id"].as_str().unwrap().to_owned();
+    let session = start(&s, json!({ "agent_id": null, "credential_id": cred })).await;
+
+    store.contest.store(true, SeqCst);
+    let (status, answer) = s.post(&format!("/api/v1/enforce/credentials/{cred}/revoke"), &s.admin_key, &json!({ "reason": "key leaked" })).await;
+    store.contest.store(false, SeqCst);
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["credential"]["status"], "revoked", "{answer}");
+    assert_eq!(answer["cleanup_incomplete"], true, "{answer}");
+    assert_eq!(answer["cleanup_left"], json!({ "session": [session] }), "{answer}");
+    assert_eq!(answer["killed_sessions"], json!([]), "{answer}");
+    let ws_id = s.state.workspace_ids()[0].clone();
+    let stored = s.state.store.agent_state(&ws_id, &agent, 0, 10).await.unwrap().unwrap();
+    assert!(stored.credentials.iter().all(|c| c.revoked_at.is_some()), "{:?}", stored.credentials);
+    assert!(s.state.workspace(&ws_id).unwrap().credentials.read()[&cred].revoked_at.is_some());
+    assert_error(&s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "credential_id": cred })).await, 400, "invalid_field");
+
+    let (status, again) = s.post(&format!("/api/v1/enforce/credentials/{cred}/revoke"), &s.admin_key, &json!({ "reason": "key leaked" })).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["cleanup_incomplete"], false, "{again}");
+    assert_eq!(again["killed_sessions"], json!([session]), "{again}");
+    assert_eq!(act(&s, &session, json!({})).await["decision"], "terminate");
+}
