@@ -403,3 +403,64 @@ fn an_agent_edit_on_one_node_does_not_undo_a_deactivation_on_another() {
         assert_eq!(ans["decision"], "block", "{ans}");
     }
 }
+
+/// A compromised agent that keeps acting on every node cannot make its own revocation
+/// fail: the revocation commits on its own first, so its actions are refused everywhere
+/// from then on, and the clean-up (its sessions, grants and escalations) follows. If the
+/// clean-up lost to the agent's last actions, the answer says so and a second revoke
+/// finishes it.
+#[test]
+fn an_agent_acting_on_every_node_cannot_hold_off_its_revocation() {
+    let Some(admin_url) = database_url() else { return };
+    let cluster = Cluster::start(&admin_url);
+    for round in 0..3 {
+        let registered = cluster.post(0, "/enforce/agents", &json!({ "name": format!("busy-{round}"), "framework": "test" }));
+        let agent = registered["agent"]["agent_id"].as_str().unwrap().to_owned();
+        let sessions: Vec<String> = (0..3)
+            .map(|node| cluster.post(node, "/enforce/sessions/start", &json!({ "agent_id": agent }))["session_id"].as_str().unwrap().to_owned())
+            .collect();
+        // The agent acts in each of its sessions on each node, as fast as it is answered,
+        // moving the sessions the revocation must kill on.
+        let stop = Arc::new(AtomicBool::new(false));
+        let actors: Vec<_> = (0..6)
+            .map(|i| {
+                let (stop, key) = (stop.clone(), cluster.key.clone());
+                let url = format!("{}/api/v1/enforce/intercept", cluster.nodes[i % 3].base);
+                let body = json!({ "action_type": "tool.search", "session_id": sessions[i % sessions.len()] });
+                std::thread::spawn(move || {
+                    let mut allowed = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        if post(&url, &key, &body).is_some_and(|a| a["decision"] == "allow") {
+                            allowed += 1;
+                        }
+                    }
+                    allowed
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let revoked = cluster.post(1, &format!("/enforce/agents/{agent}/revoke"), &json!({ "reason": "compromised" }));
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        let allowed: usize = actors.into_iter().map(|t| t.join().unwrap()).sum();
+        eprintln!("round {round}: {allowed} actions allowed around the revocation; cleanup_incomplete {}", revoked["cleanup_incomplete"]);
+        assert!(allowed > 0, "the agent was acting when it was revoked");
+        if revoked["cleanup_incomplete"] != false {
+            let again = cluster.post(2, &format!("/enforce/agents/{agent}/revoke"), &json!({ "reason": "compromised" }));
+            assert_eq!(again["cleanup_incomplete"], false, "a second revoke finishes the clean-up: {again}");
+        }
+        for node in 0..3 {
+            let base = &cluster.nodes[node].base;
+            let a = get(&format!("{base}/api/v1/enforce/agents/{agent}"), &cluster.key).unwrap();
+            assert_eq!(a["agent"]["is_active"], false, "node {node}: {a}");
+            let active = get(&format!("{base}/api/v1/enforce/sessions?status=active&agent_id={agent}"), &cluster.key).unwrap();
+            assert_eq!(active["total"], 0, "node {node} lists a session that survived the revocation: {active}");
+            let plain = cluster.post(node, "/enforce/intercept", &json!({ "action_type": "tool.search", "agent_id": agent }));
+            assert_eq!(plain["decision"], "block", "node {node}: {plain}");
+            for session in &sessions {
+                let next = cluster.post(node, "/enforce/intercept", &json!({ "action_type": "tool.search", "session_id": session }));
+                assert_eq!(next["decision"], "terminate", "node {node}, session {session}: {next}");
+            }
+        }
+    }
+}
