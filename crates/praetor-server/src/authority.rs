@@ -935,6 +935,37 @@ pub async fn update_retrying<R>(
     }
 }
 
+/// Settle (expire) every open escalation of `agent_id` held here, in its own
+/// transaction, applied again while other nodes move them on (an approval, a use), at
+/// most `UPDATE_ATTEMPTS` times with a growing, jittered pause. `None` when every one
+/// is settled; otherwise why the last attempt failed and the escalations it left.
+pub async fn settle_agent_retrying(
+    state: &crate::state::AppState,
+    ws: &crate::state::WorkspaceState,
+    agent_id: &str,
+    reason: &str,
+    actor: &str,
+) -> Option<(String, Vec<String>)> {
+    let mut attempt = 1;
+    loop {
+        let settled = crate::api::credentials::settle_agent(ws, agent_id, reason, actor, state.now_ms());
+        if settled.records.is_empty() {
+            return None;
+        }
+        let touched = settled.touched();
+        let txn = praetor_store::Txn { mutations: settled.records.into_iter().map(praetor_store::Mutation::PutObject).collect(), seal: settled.seals };
+        let Err(e) = state.commit(txn).await else { return None };
+        // Memory was settled for a commit that did not happen: take the store's back,
+        // so that the next attempt settles the versions other nodes wrote.
+        let read_back = crate::pipeline::resync_objects(state, ws, &touched).await;
+        if !matches!(e, praetor_store::StoreError::Stale(_)) || read_back.is_err() || attempt >= UPDATE_ATTEMPTS {
+            return Some((crate::error::ApiError::from(e).message, touched.into_iter().map(|(_, id)| id).collect()));
+        }
+        attempt += 1;
+        tokio::time::sleep(std::time::Duration::from_micros(crate::secrets::jitter(200 << attempt.min(6)))).await;
+    }
+}
+
 /// One try of `update`: the outer error is the change's own refusal (or a failed read
 /// back); the inner one a commit that failed, after which the objects were read back
 /// from the store.

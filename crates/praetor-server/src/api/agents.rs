@@ -18,7 +18,7 @@ use crate::auth::{Authorized, perm};
 use crate::authority::Settled;
 use crate::clock::iso;
 use crate::config::limits;
-use crate::error::{ApiError, ApiResult, Code};
+use crate::error::{ApiError, ApiResult};
 use crate::events::event;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::secrets::{new_id, random_bytes};
@@ -361,6 +361,17 @@ pub async fn patch(
     commit_agent_change(&state, &auth, agent, change, "agent.updated", json!({ "changed": changed })).await
 }
 
+/// `POST /enforce/agents/{id}/deactivate`: the agent's later intercepts are refused,
+/// and its escalations, pending or approved, are settled (expired): none can let
+/// anything run any more.
+///
+/// Two commits, as a revocation makes (`api::credentials`): first the deactivation
+/// alone, which no guard can refuse, so neither the agent's own decisions on other
+/// nodes nor an approval meanwhile can make it fail; then the escalations, retried
+/// while other nodes move them on. If they keep losing, the deactivation stands and the
+/// answer says what is left (`cleanup_incomplete`, `cleanup_left`); deactivating again
+/// finishes it, and the sweeper expires them meanwhile (an escalation of a deactivated
+/// agent is void, whoever approves it).
 pub async fn deactivate(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::AgentsWrite>,
@@ -368,24 +379,21 @@ pub async fn deactivate(
 ) -> ApiResult<Json<Value>> {
     let ws = &auth.workspace;
     let _guard = ws.agent_writes.lock().await;
-    // Settling the agent's escalations writes this node's copies of them; another node
-    // may have moved one on (approved it) since, and the commit is then refused. The
-    // refused commit read them back, so the next attempt settles the store's versions:
-    // an operator's deactivation is not lost to a concurrent approval.
-    let mut attempt = 1;
-    loop {
-        let mut agent = find(ws, &id)?;
-        agent.is_active = false;
-        let now = state.now_ms();
-        let deactivate = Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: now, etag: new_id("etag") };
-        // Its escalations, pending or approved, can no longer let anything run.
-        let settled = crate::api::credentials::settle_agent(ws, &id, &format!("agent `{id}` deactivated"), &auth.key.key_id, now);
-        let change = AgentChange { mutations: vec![deactivate], trust_override: None, settled };
-        match commit_agent_change(&state, &auth, agent, change, "agent.deactivated", json!({})).await {
-            Err(e) if e.code == Code::Conflict && attempt < crate::authority::UPDATE_ATTEMPTS => attempt += 1,
-            answered => return answered,
-        }
+    let mut agent = find(ws, &id)?;
+    agent.is_active = false;
+    let deactivate = Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: state.now_ms(), etag: new_id("etag") };
+    let change = AgentChange { mutations: vec![deactivate], trust_override: None, settled: Settled::default() };
+    let Json(mut answer) = commit_agent_change(&state, &auth, agent, change, "agent.deactivated", json!({})).await?;
+    let reason = format!("agent `{id}` deactivated");
+    let left = crate::authority::settle_agent_retrying(&state, ws, &id, &reason, &auth.key.key_id).await;
+    answer["cleanup_incomplete"] = json!(left.is_some());
+    if let Some((why, escalations)) = left {
+        tracing::warn!(workspace_id = %ws.workspace_id, agent_id = %id, error = %why, left = ?escalations,
+            "deactivated, but settling its escalations is incomplete: deactivate again to finish it");
+        answer["cleanup_left"] = json!({ "escalation": escalations });
+        answer["cleanup_error"] = json!(why);
     }
+    Ok(Json(answer))
 }
 
 /// What an edit or a deactivation writes: `mutations` change the agent's descriptive

@@ -76,6 +76,60 @@ async fn revoking_or_deactivating_the_agent_settles_its_escalations() {
     assert_eq!(listed["total"], 2, "{listed}");
 }
 
+/// A deactivation is not lost to changes other nodes keep making to the agent's
+/// escalations (an approval, a use): it commits first, on its own, and the
+/// escalations follow. While every attempt at them loses, the agent is deactivated all
+/// the same, the answer names what is left, an approval of what is left cannot let it
+/// run, and deactivating again finishes it.
+#[tokio::test]
+async fn a_deactivation_stands_while_settling_its_escalations_keeps_losing() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (s, store) = TestServer::start_contested().await;
+    s.policy(json!({ "name": "big", "policy_type": "metadata", "action_types": ["wire.*"], "decision": "escalate",
+                     "conditions": { "rule": { "field": "amount", "op": ">", "value": 100 } } })).await;
+    let approver = s.key(&["approvals"], None).await;
+    let agent = s.agent("contested").await;
+    let first = escalate(&s, &agent, None).await;
+    let second = s.intercept(json!({ "action_type": "wire.send", "agent_id": agent, "metadata": { "amount": 700, "currency": "EUR" } })).await;
+    let second = second["escalation_id"].as_str().unwrap().to_owned();
+
+    store.contest_objects.store(true, SeqCst);
+    let (status, answer) = s.post(&format!("/api/v1/enforce/agents/{agent}/deactivate"), &s.admin_key, &json!({})).await;
+    store.contest_objects.store(false, SeqCst);
+    assert_eq!(status, StatusCode::OK, "the deactivation is not lost to its escalations: {answer}");
+    assert!(store.contested.load(SeqCst) >= praetor_server::authority::UPDATE_ATTEMPTS, "every attempt was refused");
+    assert_eq!(answer["agent"]["is_active"], false, "{answer}");
+    assert_eq!(answer["cleanup_incomplete"], true, "{answer}");
+    let mut left: Vec<String> = serde_json::from_value(answer["cleanup_left"]["escalation"].clone()).unwrap();
+    left.sort();
+    let mut both = vec![first.clone(), second.clone()];
+    both.sort();
+    assert_eq!(left, both, "{answer}");
+    assert!(answer["cleanup_error"].as_str().is_some_and(|e| e.contains("escalation")), "{answer}");
+    let ws_id = s.state.workspace_ids()[0].clone();
+    assert!(!s.state.store.agent_state(&ws_id, &agent, 0, 10).await.unwrap().unwrap().agent.is_active, "deactivated in the store");
+    let blocked = s.intercept(json!({ "action_type": "read", "agent_id": agent })).await;
+    assert_eq!(blocked["identity"]["check"], "agent_deactivated", "{blocked}");
+    // What was left can no longer be approved into an `allow`.
+    let refused = approve(&s, &approver, &first).await;
+    assert_error(&refused, 409, "conflict");
+    let (_, st) = s.get(&format!("/api/v1/enforce/escalations/{first}/status"), &approver).await;
+    assert_eq!(st["decision"], "block", "{st}");
+
+    // Deactivating again settles the rest.
+    let stored = |id: String| {
+        let (store, ws_id) = (s.state.store.clone(), ws_id.clone());
+        async move { store.get_object(&ws_id, "escalation", &id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(stored(second.clone()).await, "pending", "left by the first deactivation");
+    let (status, again) = s.post(&format!("/api/v1/enforce/agents/{agent}/deactivate"), &s.admin_key, &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["cleanup_incomplete"], false, "{again}");
+    assert!(again.get("cleanup_left").is_none(), "{again}");
+    assert_eq!(stored(second.clone()).await, "expired");
+    assert_settled(&s, &approver, &second, "deactivated").await;
+}
+
 #[tokio::test]
 async fn closing_the_session_settles_its_escalations() {
     let (s, approver) = setup().await;

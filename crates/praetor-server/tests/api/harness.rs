@@ -44,7 +44,7 @@ impl TestServer {
     pub async fn start_contested() -> (TestServer, Arc<ContestedStore>) {
         let mut contested = None;
         let s = Self::start_on(|_| {}, |inner| {
-            let store = Arc::new(ContestedStore { inner, contest: AtomicBool::new(false), contested: AtomicU32::new(0) });
+            let store = Arc::new(ContestedStore { inner, contest: AtomicBool::new(false), contest_objects: AtomicBool::new(false), contested: AtomicU32::new(0) });
             contested = Some(store.clone());
             store
         })
@@ -156,16 +156,45 @@ pub fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) {
 /// A store another node keeps contesting: while `contest` is on, just before each
 /// transaction that guards a session's etag (a kill, a decision's charge) "another
 /// node" gives that session a new etag in the store, so the transaction is refused as
-/// stale, however often it is tried. `contested` counts the refusals so caused.
+/// stale, however often it is tried. While `contest_objects` is on, it does the same to
+/// each stored authority object (grant, escalation) a transaction writes: it writes the
+/// store's copy again at the version the transaction brings, as an approval or a use on
+/// another node would. `contested` counts the refusals so caused.
 pub struct ContestedStore {
     inner: Arc<dyn Store>,
     pub contest: AtomicBool,
+    pub contest_objects: AtomicBool,
     pub contested: AtomicU32,
 }
 
 #[async_trait::async_trait]
 impl Store for ContestedStore {
     fn submit(&self, txn: Txn) -> ps::Pending {
+        if self.contest_objects.load(Ordering::SeqCst) {
+            let objects: Vec<ps::ObjectRecord> = txn
+                .mutations
+                .iter()
+                .filter_map(|m| match m {
+                    Mutation::PutObject(r) => Some(r.clone()),
+                    _ => None,
+                })
+                .collect();
+            if !objects.is_empty() {
+                let inner = self.inner.clone();
+                self.contested.fetch_add(1, Ordering::SeqCst);
+                return Box::pin(async move {
+                    for r in objects {
+                        // A new object has nothing to contest.
+                        if let Some(mut stored) = inner.get_object(&r.workspace_id, &r.kind, &r.object_id).await? {
+                            stored.version = r.version;
+                            stored.body["version"] = json!(r.version);
+                            inner.commit(Txn { mutations: vec![Mutation::PutObject(stored)], seal: vec![] }).await?;
+                        }
+                    }
+                    inner.submit(txn).await
+                });
+            }
+        }
         if !self.contest.load(Ordering::SeqCst) {
             return self.inner.submit(txn);
         }
