@@ -10,8 +10,9 @@
 //!    action, its `metadata.amount` in `metadata.currency` and its `metadata.tokens`. If
 //!    the charge would take the session past any budget the answer is `terminate`
 //!    (`__budget`, naming the budget) and the session ends. An amount that is not a
-//!    number (or is too small for 28 decimal places), a currency that is not a currency code (`is_currency_code`), or, when the
-//!    session has a spend budget, an amount without a currency or in a currency the
+//!    number (or is too small for 28 decimal places), a currency that is not a
+//!    currency code written as one (`is_currency_code`), or, when the session has a
+//!    spend budget, an amount without a currency or in a currency the
 //!    budget does not name, is refused (`block`, naming the field): a cost that cannot
 //!    be read, or counted against the budget, cannot be allowed.
 //!
@@ -212,15 +213,22 @@ pub fn is_currency_code(code: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
-/// The currency an amount is charged in: trimmed and uppercased, a currency code
-/// (`is_currency_code`), and, when the session has a spend budget, one it names. A
-/// currency the budget does not name would be spent without limit (fail closed).
+/// The currency an amount is charged in: a currency code (`is_currency_code`) written
+/// as one, and, when the session has a spend budget, one it names. A currency the
+/// budget does not name would be spent without limit (fail closed). Another spelling
+/// of a code (`usd`, ` USD`) is refused rather than read as it: policies compare
+/// `metadata.currency` as sent, so a spend they saw as not `USD` must not be charged as
+/// `USD`.
 fn currency_code(written: &str, budgets: &Budgets) -> Result<String, ChargeError> {
-    let code = written.trim().to_ascii_uppercase();
     let refuse = |message: String| Err(ChargeError { field: "metadata.currency", message });
-    if !is_currency_code(&code) {
+    if !is_currency_code(written) {
+        let canonical = written.trim().to_ascii_uppercase();
+        if is_currency_code(&canonical) {
+            return refuse(format!("`{written}` must be written `{canonical}` (policies compare the currency as sent)"));
+        }
         return refuse(format!("`{written}` is not a currency code ({CURRENCY_CODE_SHAPE})"));
     }
+    let code = written.to_owned();
     if !budgets.max_spend.is_empty() && !budgets.max_spend.contains_key(&code) {
         let named: Vec<&str> = budgets.max_spend.keys().map(String::as_str).collect();
         return refuse(format!("`{code}` is not a currency of the session's spend budget ({})", named.join(", ")));
@@ -347,14 +355,21 @@ mod tests {
         }
         let e = charge_for(&request(json!({"amount": 1, "currency": "EUR"})), &b).unwrap_err();
         assert!(e.message.contains("`EUR`") && e.message.contains("USD"), "{}", e.message);
-        assert_eq!(charge_for(&request(json!({"amount": 1, "currency": " usd "})), &b).unwrap().spend.unwrap().0, "USD");
+        assert_eq!(charge_for(&request(json!({"amount": 1, "currency": "USD"})), &b).unwrap().spend.unwrap().0, "USD");
+        // Another spelling of the code is refused, and the answer names the code.
+        for cur in [" usd ", "usd", "Usd", "USD "] {
+            let e = charge_for(&request(json!({"amount": 1, "currency": cur})), &b).unwrap_err();
+            assert_eq!(e.field, "metadata.currency", "{cur}");
+            assert!(e.message.contains("must be written `USD`"), "{cur}: {}", e.message);
+        }
         // Without a spend budget any currency code is counted, nothing else.
-        assert!(charge_for(&request(json!({"amount": 1, "currency": "eur"})), &Budgets::default()).is_ok());
+        assert!(charge_for(&request(json!({"amount": 1, "currency": "EUR"})), &Budgets::default()).is_ok());
+        assert_eq!(charge_for(&request(json!({"amount": 1, "currency": "eur"})), &Budgets::default()).unwrap_err().field, "metadata.currency");
         assert_eq!(charge_for(&request(json!({"amount": 1, "currency": "US$"})), &Budgets::default()).unwrap_err().field, "metadata.currency");
     }
 
     /// Agents pay in tokens as well as in ISO 4217 currencies: a budget in `USDC` counts
-    /// `usdc` spends, and no other spelling.
+    /// `USDC` spends, and no other code.
     #[test]
     fn currency_codes_include_tickers() {
         for code in ["USD", "USDC", "USDT", "ETH", "WBTC", "BTC2", "ABCDEFGHIJ"] {
@@ -364,7 +379,7 @@ mod tests {
             assert!(!is_currency_code(code), "{code:?}");
         }
         let b: Budgets = serde_json::from_value(json!({"max_spend": {"USDC": 100}})).unwrap();
-        let c = charge_for(&request(json!({"amount": "2.5", "currency": " usdc"})), &b).unwrap();
+        let c = charge_for(&request(json!({"amount": "2.5", "currency": "USDC"})), &b).unwrap();
         assert_eq!(c.spend.unwrap().0, "USDC");
         for cur in ["USD", "USDC.e", "USDT"] {
             assert_eq!(charge_for(&request(json!({"amount": 1, "currency": cur})), &b).unwrap_err().field, "metadata.currency", "{cur}");
@@ -471,7 +486,7 @@ mod tests {
         #[test]
         fn an_allowed_action_is_charged() {
             let f = facts(json!({"max_actions": 5}), Consumed::default());
-            let d = run(json!([]), Identity::Anonymous, json!({"amount": "2.5", "currency": "usd"}), &f);
+            let d = run(json!([]), Identity::Anonymous, json!({"amount": "2.5", "currency": "USD"}), &f);
             assert_eq!(d.verdict, Verdict::Allow);
             let c = d.charge.unwrap();
             assert_eq!((c.actions, c.spend.unwrap().0), (1, "USD".to_owned()));

@@ -725,6 +725,24 @@ fn chain_problem(state: &AuthorityState, grant: &Grant, action_type: Option<&str
     Some("its chain of grants is too deep".into())
 }
 
+/// The grantors a use of `grant_id` rests on: its own and those of the grants above it.
+/// A decision that uses the grant commits only while each is still active in the store
+/// (`Mutation::ExpectActive`): a grantor revoked or deactivated on another node stops
+/// the grant at once, before this node's copy of the grantor has caught up.
+pub fn grantors(state: &AuthorityState, grant_id: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut next = state.grants.get(grant_id);
+    // As deep as `chain_problem` looks, which also bounds a chain that loops.
+    for _ in 0..64 {
+        let Some(g) = next else { break };
+        if !found.contains(&g.source_agent_id) {
+            found.push(g.source_agent_id.clone());
+        }
+        next = g.parent_grant_id.as_deref().and_then(|id| state.grants.get(id));
+    }
+    found
+}
+
 /// Why `agent_id` cannot use the grant now (for `action_type`, when given): the grant
 /// itself (`Grant::problem`), then its whole chain (`chain_problem`).
 pub fn grant_problem(
@@ -1101,5 +1119,45 @@ mod tests {
         assert!(all.any_unused_approval(), "a change that leaves it approved keeps it counted");
         all.retain(|e| e.escalation_id != "e3");
         assert!(!all.any_unused_approval());
+    }
+
+    fn grant(id: &str, from: &str, to: &str, parent: Option<&str>) -> Grant {
+        Grant {
+            grant_id: id.into(),
+            source_agent_id: from.into(),
+            target_agent_id: to.into(),
+            scopes: vec!["pay.*".into()],
+            action_types: Vec::new(),
+            parent_grant_id: parent.map(str::to_owned),
+            max_uses: None,
+            uses: 0,
+            reserved: 0,
+            expires_at: None,
+            revoked: false,
+            revoke_reason: None,
+            instruction: None,
+            constraints: Value::Null,
+            created_by: "key".into(),
+            created_at: 1,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn a_grants_grantors_are_every_grantor_up_its_chain() {
+        let mut state = AuthorityState::default();
+        for g in [grant("g1", "root", "middle", None), grant("g2", "middle", "leaf", Some("g1")), grant("g3", "leaf", "last", Some("g2"))] {
+            state.grants.insert(g.grant_id.clone(), g);
+        }
+        assert_eq!(grantors(&state, "g3"), ["leaf", "middle", "root"]);
+        assert_eq!(grantors(&state, "g1"), ["root"]);
+        assert!(grantors(&state, "missing").is_empty());
+        // Authority lent back and on: each grantor once, up to the root.
+        state.grants.insert("g4".into(), grant("g4", "last", "middle", Some("g3")));
+        state.grants.insert("g5".into(), grant("g5", "middle", "other", Some("g4")));
+        assert_eq!(grantors(&state, "g5"), ["middle", "last", "leaf", "root"]);
+        // A chain that loops (which delegation never makes) still ends.
+        state.grants.get_mut("g1").unwrap().parent_grant_id = Some("g5".into());
+        assert_eq!(grantors(&state, "g3"), ["leaf", "middle", "root", "last"]);
     }
 }

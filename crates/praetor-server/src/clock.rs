@@ -22,7 +22,11 @@ fn ms_since_epoch(t: std::time::SystemTime) -> i64 {
     let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     match t.duration_since(std::time::UNIX_EPOCH) {
         Ok(after) => ms(after),
-        Err(before) => -ms(before.duration()),
+        // Rounded down, as after the epoch: 1.5 ms before it is -2, not -1.
+        Err(before) => {
+            let d = before.duration();
+            -(ms(d).saturating_add(i64::from(d.subsec_nanos() % 1_000_000 != 0)))
+        }
     }
 }
 
@@ -78,10 +82,14 @@ mod tests {
     fn the_system_clock_reads_any_time() {
         use std::time::{Duration, UNIX_EPOCH};
         assert_eq!(ms_since_epoch(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)), 1_700_000_000_123);
+        assert_eq!(ms_since_epoch(UNIX_EPOCH + Duration::from_micros(1_500)), 1);
         assert_eq!(ms_since_epoch(UNIX_EPOCH - Duration::from_millis(1_500)), -1_500);
+        assert_eq!(ms_since_epoch(UNIX_EPOCH - Duration::from_micros(1_500)), -2);
         // Year 10,000 and later: chrono cannot write it, the clock still reads it.
         assert_eq!(ms_since_epoch(UNIX_EPOCH + Duration::from_secs(300_000_000_000)), 300_000_000_000_000);
+        // The system clock is the host's, read this way.
+        let before = ms_since_epoch(std::time::SystemTime::now());
         let now = SystemClock.now_ms();
-        assert!(now > 1_767_225_600_000, "after 2026: {now}");
+        assert!(before <= now && now <= ms_since_epoch(std::time::SystemTime::now()), "{before} {now}");
     }
 }

@@ -406,6 +406,13 @@ fn evaluate_with(
         key_id: &caller.key.key_id,
         queue,
     };
+    if let Some(used) = decision.authority.grant_used.as_deref() {
+        // The grantors were read from this node's copies, which another node's
+        // revocation may not have reached yet: the store must still hold them active.
+        for giver in crate::authority::grantors(&live.authority, used) {
+            guards.push(Mutation::ExpectActive { workspace_id: ws.workspace_id.clone(), agent_id: giver, credential_id: None });
+        }
+    }
     let mut authority_changes = crate::authority::apply(&mut live.authority, &decision, grant_id, &opening, now_ms, &settings);
     // A decision that ends its session (a budget ran out) settles the session's open
     // escalations in its own transaction, as every other close does.
@@ -854,11 +861,12 @@ impl Touched {
         let mut t = Touched { agents: Vec::new(), sessions: Vec::new(), objects: Vec::new() };
         for e in evaluated {
             for g in &e.guards {
-                if let Mutation::Expect { of, id, .. } = g {
-                    match of {
-                        Guarded::Agent => t.agents.push((id.clone(), ws.agent_generation(id))),
-                        Guarded::Session => t.sessions.push(id.clone()),
+                match g {
+                    Mutation::Expect { of: Guarded::Agent, id, .. } | Mutation::ExpectActive { agent_id: id, .. } => {
+                        t.agents.push((id.clone(), ws.agent_generation(id)));
                     }
+                    Mutation::Expect { of: Guarded::Session, id, .. } => t.sessions.push(id.clone()),
+                    _ => {}
                 }
             }
             t.objects.extend(e.authority.records.iter().map(|r| (r.kind.clone(), r.object_id.clone())));

@@ -126,29 +126,34 @@ async fn revoke(
 ) -> ApiResult<Revocation> {
     let now = state.now_ms();
     let cred_ids: Vec<String> = creds.iter().map(|c| c.credential_id.clone()).collect();
+    // A credential revoked before (a second revoke finishing the clean-up) is not
+    // revoked, nor sealed, again.
+    let fresh: Vec<&Credential> = creds.iter().filter(|c| c.revoked_at.is_none()).collect();
     // Revoke in memory first, so nothing can start a session with these credentials
     // while the commit is under way (if the commit fails, memory errs on the safe side).
     {
         let mut map = ws.credentials.write();
-        for id in &cred_ids {
-            if let Some(c) = map.get_mut(id) {
+        for c in &fresh {
+            if let Some(c) = map.get_mut(&c.credential_id) {
                 c.revoked_at.get_or_insert(now);
             }
         }
     }
     let (mut mutations, mut seal) = unguarded;
-    for c in &creds {
+    for c in &fresh {
         mutations.push(Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: c.credential_id.clone(), at: now });
         seal.push(event(&ws.workspace_id, "credential.revoked", Some(actor), now, json!({
             "credential_id": c.credential_id, "agent_id": c.agent_id, "reason": reason,
         })));
     }
-    mutations.push(Mutation::Touch { workspace_id: ws.workspace_id.clone(), of: Guarded::Agent, id: agent_id.to_owned(), etag: new_id("etag") });
-    if let Err(e) = state.commit(Txn { mutations, seal }).await {
-        // Memory ran ahead of a commit that did not happen: the agent and its
-        // credentials are read back.
-        crate::pipeline::resync(state, ws, &[agent_id.to_owned()], &[]).await?;
-        return Err(e.into());
+    if !mutations.is_empty() {
+        mutations.push(Mutation::Touch { workspace_id: ws.workspace_id.clone(), of: Guarded::Agent, id: agent_id.to_owned(), etag: new_id("etag") });
+        if let Err(e) = state.commit(Txn { mutations, seal }).await {
+            // Memory ran ahead of a commit that did not happen: the agent and its
+            // credentials are read back.
+            crate::pipeline::resync(state, ws, &[agent_id.to_owned()], &[]).await?;
+            return Err(e.into());
+        }
     }
     // A margin for the clocks of other nodes, which stamp the sessions they start: a
     // session started just after the revocation may be killed too, none before it
@@ -292,6 +297,7 @@ pub async fn revoke_agent(
     let actor = auth.key.key_id.as_str();
     let _guard = ws.agent_writes.lock().await;
     let mut agent = ws.agent(&id).ok_or_else(|| ApiError::not_found("agent", &id))?;
+    let was_active = agent.is_active;
     let now = state.now_ms();
     agent.is_active = false;
     agent.updated_at = now;
@@ -304,15 +310,26 @@ pub async fn revoke_agent(
     }
     // The API keys bound to it act only as it: they end with it (a deactivation, which
     // is not a compromise, leaves them; the agent's requests are refused anyway).
-    let mut keys: Vec<praetor_store::ApiKey> =
-        state.store.list_api_keys(&ws.workspace_id).await?.into_iter().filter(|k| k.agent_id.as_deref() == Some(id.as_str()) && k.revoked_at.is_none()).collect();
+    let bound_keys = |keys: Vec<praetor_store::ApiKey>| keys.into_iter().filter(|k| k.agent_id.as_deref() == Some(id.as_str()) && k.revoked_at.is_none());
+    let keys: Vec<praetor_store::ApiKey> = bound_keys(state.store.list_api_keys(&ws.workspace_id).await?).collect();
     let revoked_keys: Vec<String> = keys.iter().map(|k| k.key_id.clone()).collect();
+    // Revoked in memory before the commit, as the agent is deactivated: from here on
+    // they answer 401 on this node.
+    for k in &keys {
+        state.put_key(praetor_store::ApiKey { revoked_at: Some(now), ..k.clone() });
+    }
     // Only the flag: a concurrent change to the agent's other fields stays.
     let mut mutations = vec![Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: now, etag: new_id("etag") }];
     mutations.extend(revoked_keys.iter().map(|k| Mutation::RevokeApiKey { workspace_id: ws.workspace_id.clone(), key_id: k.clone(), at: now }));
-    let seal = vec![event(&ws.workspace_id, "agent.revoked", Some(actor), now, json!({
-        "agent_id": id, "reason": reason, "revoked_keys": revoked_keys,
-    }))];
+    // Revoking a revoked agent again only finishes its clean-up, whose writes seal
+    // their own events: it is not sealed as a second revocation.
+    let again = !was_active && creds.is_empty() && keys.is_empty();
+    let seal = if again {
+        mutations.clear();
+        Vec::new()
+    } else {
+        vec![event(&ws.workspace_id, "agent.revoked", Some(actor), now, json!({ "agent_id": id, "reason": reason, "revoked_keys": revoked_keys }))]
+    };
     // Built at each attempt from the copies as they are then (a refused attempt reads
     // them back): the grants and escalations change with every use and approval on any
     // node.
@@ -325,11 +342,16 @@ pub async fn revoke_agent(
         seals.extend(settled.seals);
         (mutations, seals)
     };
-    let done = revoke(&state, ws, actor, &id, creds, &reason, (mutations, seal), guarded).await?;
-    for k in &mut keys {
-        k.revoked_at = Some(now);
-        state.put_key(k.clone());
-    }
+    let done = match revoke(&state, ws, actor, &id, creds, &reason, (mutations, seal), guarded).await {
+        Ok(done) => done,
+        Err(e) => {
+            // Nothing was revoked: the keys are as the store holds them.
+            if let Ok(stored) = state.store.list_api_keys(&ws.workspace_id).await {
+                stored.into_iter().filter(|k| revoked_keys.contains(&k.key_id)).for_each(|k| state.put_key(k));
+            }
+            return Err(e);
+        }
+    };
     let revoked_grants: Vec<&String> = done.written.iter().filter(|(kind, _)| kind == "grant").map(|(_, g)| g).collect();
     Ok(done.answer(json!({
         "ok": true,

@@ -4,7 +4,9 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{TestServer, assert_error};
+use praetor_store as ps;
+
+use crate::harness::{T0, TestServer, assert_error};
 
 async fn vault(s: &TestServer) -> Vec<Value> {
     let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
@@ -506,6 +508,26 @@ async fn deactivating_an_agent_wins_over_approvals_this_node_has_not_seen() {
     assert_eq!(answer["agent"]["is_active"], false, "{answer}");
     let stored = s.state.store.get_object(&s.state.workspace_ids()[0], "escalation", &esc).await.unwrap().unwrap();
     assert_eq!(stored.status, "expired");
+}
+
+#[tokio::test]
+async fn a_grant_stops_when_another_node_deactivates_its_grantor() {
+    // Another node revoked or deactivated the lender: the store holds it inactive
+    // before this node's copy follows (simulated by writing to the store alone). A use
+    // of its grant here must not commit as an allow from the stale copy.
+    let s = TestServer::start().await;
+    let (b, grant) = lend_pay(&s).await;
+    let pay = json!({ "action_type": "pay.send", "agent_id": b, "grant_id": grant });
+    assert_eq!(s.intercept(pay.clone()).await["decision"], "allow");
+    let ws_id = s.state.workspace_ids()[0].clone();
+    let lender = s.state.workspace(&ws_id).unwrap().live.lock().authority.grants.get(&grant).unwrap().source_agent_id.clone();
+    let elsewhere = ps::Mutation::DeactivateAgent { workspace_id: ws_id.clone(), agent_id: lender.clone(), at: T0, etag: "e_elsewhere".into() };
+    s.state.store.commit(ps::Txn { mutations: vec![elsewhere], seal: vec![] }).await.unwrap();
+    let answer = s.intercept(pay.clone()).await;
+    assert_eq!(answer["decision"], "block", "{answer}");
+    assert!(answer["reasoning"].as_str().unwrap().contains(&format!("the grantor `{lender}` is deactivated")), "{answer}");
+    let stored = s.state.store.get_object(&ws_id, "grant", &grant).await.unwrap().unwrap();
+    assert_eq!(stored.body["uses"], json!(1), "only the use before the deactivation is charged: {}", stored.body);
 }
 
 #[tokio::test]

@@ -203,10 +203,22 @@ async fn spend_is_counted_exactly_in_decimal() {
     let usd = start(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "USD": 10000 } } })).await;
     let verdicts: Vec<Value> = [
         act(&s, &usd, json!({ "amount": 4000, "currency": "USD" })).await,
-        act(&s, &usd, json!({ "amount": "4000", "currency": "usd" })).await,
+        act(&s, &usd, json!({ "amount": "4000", "currency": "USD" })).await,
         act(&s, &usd, json!({ "amount": 4000, "currency": "USD" })).await,
     ].into_iter().map(|a| a["decision"].clone()).collect();
     assert_eq!(verdicts, [json!("allow"), json!("allow"), json!("terminate")]);
+    // A policy sees `metadata.currency` as sent: a spend it saw as not `USD` is not
+    // charged as `USD` either, but refused, naming the spelling to use.
+    let review = s.policy(json!({ "name": "USD review", "policy_type": "metadata", "decision": "escalate",
+        "conditions": { "rule": { "field": "currency", "op": "==", "value": "USD" } } })).await;
+    let usd2 = start(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "USD": 10000 } } })).await;
+    assert_eq!(act(&s, &usd2, json!({ "amount": 1, "currency": "USD" })).await["decision"], "escalate");
+    let lower = act(&s, &usd2, json!({ "amount": 1, "currency": "usd" })).await;
+    assert_eq!(lower["decision"], "block", "{lower}");
+    assert!(lower["reasoning"].as_str().unwrap().contains("must be written `USD`"), "{lower}");
+    let (_, got) = s.get(&format!("/api/v1/enforce/sessions/{usd2}"), &s.admin_key).await;
+    assert!(got["session"]["consumed"]["spend"].get("USD").is_none(), "nothing was charged: {got}");
+    assert_eq!(s.delete(&format!("/api/v1/enforce/policies/{review}"), &s.admin_key).await.0, StatusCode::OK);
     let eur = start(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "EUR": "0.30" } } })).await;
     for amount in [json!(0.10), json!("0.10"), json!(0.1)] {
         let a = act(&s, &eur, json!({ "amount": amount, "currency": "EUR" })).await;
@@ -232,7 +244,7 @@ async fn spend_is_counted_exactly_in_decimal() {
     }
     // A token is a currency too.
     let usdc = start(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "USDC": 10 } } })).await;
-    assert_eq!(act(&s, &usdc, json!({ "amount": "7.5", "currency": "usdc" })).await["decision"], "allow");
+    assert_eq!(act(&s, &usdc, json!({ "amount": "7.5", "currency": "USDC" })).await["decision"], "allow");
     assert_eq!(act(&s, &usdc, json!({ "amount": 3, "currency": "USDC" })).await["decision"], "terminate");
     // Tokens too.
     let tok = start(&s, json!({ "agent_id": agent, "budgets": { "max_tokens": 1000 } })).await;
@@ -595,10 +607,21 @@ async fn an_agent_revocation_stands_when_its_clean_up_keeps_losing_to_other_node
     let esc = s.intercept(json!({ "action_type": "deploy", "agent_id": agent })).await["escalation_id"].as_str().unwrap().to_owned();
     let session = start(&s, json!({ "agent_id": null, "credential_id": cred })).await;
     assert_eq!(act(&s, &session, json!({})).await["decision"], "allow");
+    let bound_key = s.key(&["agent"], Some(&agent)).await;
 
     store.contest.store(true, SeqCst);
-    let (status, answer) = s.post(&format!("/api/v1/enforce/agents/{agent}/revoke"), &s.admin_key, &json!({ "reason": "compromised" })).await;
+    // While the clean-up is still losing, the key bound to the agent is already refused.
+    let during_clean_up = async {
+        while store.contested.load(SeqCst) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        s.get(&format!("/api/v1/enforce/agents/{agent}"), &bound_key).await
+    };
+    let (revoke_path, reason) = (format!("/api/v1/enforce/agents/{agent}/revoke"), json!({ "reason": "compromised" }));
+    let revoking = s.post(&revoke_path, &s.admin_key, &reason);
+    let ((status, answer), during) = tokio::join!(revoking, during_clean_up);
     store.contest.store(false, SeqCst);
+    assert_error(&during, 401, "invalid_api_key");
     assert_eq!(status, StatusCode::OK, "the revocation is not lost to the clean-up: {answer}");
     assert!(store.contested.load(SeqCst) >= praetor_server::sessions::CLOSE_ATTEMPTS, "every attempt was refused");
     assert_eq!(answer["agent"]["is_active"], false, "{answer}");
@@ -637,6 +660,15 @@ async fn an_agent_revocation_stands_when_its_clean_up_keeps_losing_to_other_node
     assert_eq!(object("escalation", &esc).await, "expired");
     assert_eq!(s.state.store.get_session(&ws_id, &session).await.unwrap().unwrap().status.as_str(), "killed");
     assert_eq!(act(&s, &session, json!({})).await["decision"], "terminate");
+    // The vault holds one revocation, of the agent and of its credential, and each
+    // thing the clean-up did once, whichever revoke did it.
+    let sealed = vault_kinds(&s).await;
+    let count = |kind: &str, field: &str, id: &str| sealed.iter().filter(|e| e["kind"] == kind && e[field] == json!(id)).count();
+    assert_eq!(count("agent.revoked", "agent_id", &agent), 1);
+    assert_eq!(count("credential.revoked", "credential_id", &cred), 1);
+    assert_eq!(count("grant.revoked", "grant_id", &grant), 1);
+    assert_eq!(count("session.killed", "session_id", &session), 1);
+    assert_eq!(count("escalation.expired", "escalation_id", &esc), 1, "{sealed:?}");
 }
 
 /// As above, for a credential: its revocation stands while the kills keep losing, and
@@ -669,4 +701,7 @@ async fn a_credential_revocation_stands_when_its_kills_keep_losing_to_other_node
     assert_eq!(again["cleanup_incomplete"], false, "{again}");
     assert_eq!(again["killed_sessions"], json!([session]), "{again}");
     assert_eq!(act(&s, &session, json!({})).await["decision"], "terminate");
+    let sealed = vault_kinds(&s).await;
+    assert_eq!(sealed.iter().filter(|e| e["kind"] == "credential.revoked" && e["credential_id"] == json!(cred)).count(), 1, "{sealed:?}");
+    assert_eq!(sealed.iter().filter(|e| e["kind"] == "session.killed" && e["session_id"] == json!(session)).count(), 1, "{sealed:?}");
 }
