@@ -695,6 +695,9 @@ async fn a_credential_revocation_stands_when_its_kills_keep_losing_to_other_node
     assert!(stored.credentials.iter().all(|c| c.revoked_at.is_some()), "{:?}", stored.credentials);
     assert!(s.state.workspace(&ws_id).unwrap().credentials.read()[&cred].revoked_at.is_some());
     assert_error(&s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "credential_id": cred })).await, 400, "invalid_field");
+    // The session the kill left acts no more: it was started with the revoked credential.
+    let left = act(&s, &session, json!({})).await;
+    assert_eq!((left["decision"].as_str(), left["identity"]["check"].as_str()), (Some("block"), Some("credential_revoked")), "{left}");
 
     let (status, again) = s.post(&format!("/api/v1/enforce/credentials/{cred}/revoke"), &s.admin_key, &json!({ "reason": "key leaked" })).await;
     assert_eq!(status, StatusCode::OK, "{again}");
