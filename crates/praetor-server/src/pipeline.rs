@@ -245,14 +245,6 @@ fn identify(
     if !agent.is_active {
         return failed("agent_deactivated", format!("agent `{agent_id}` is deactivated"));
     }
-    // A session started with a credential ends with it. Its revocation kills the
-    // session too, but should that clean-up not land, the session still acts no more.
-    if let Some(SessionRef::Known(s)) = session
-        && let Some(c) = &s.credential_id
-        && ws.credentials.read().get(c).is_some_and(|c| c.revoked_at.is_some())
-    {
-        return failed("credential_revoked", format!("session `{}` was started with credential `{c}`, which is revoked", s.session_id));
-    }
     if agent.require_signature && !caller.verified.lock().contains(&agent.agent_id) {
         let creds: Vec<_> = ws.credentials.read().values().filter(|c| c.agent_id == agent.agent_id).cloned().collect();
         let headers = SignedHeaders {
