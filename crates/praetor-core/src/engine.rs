@@ -95,6 +95,12 @@ pub fn decide(input: &DecisionInput<'_>, policies: &CompiledPolicySet, settings:
     }
     match input.session {
         Some(s) if decision.verdict == Verdict::Allow => charge_session(decision, input.request, s),
+        // An escalation whose cost cannot be read could never be allowed once approved:
+        // it is refused now rather than put before a person.
+        Some(s) if decision.verdict == Verdict::Escalate => match session::charge_for(input.request, &s.budgets) {
+            Err(e) => cost_unreadable(decision, &e),
+            Ok(_) => decision,
+        },
         _ => decision,
     }
 }
@@ -104,28 +110,31 @@ pub fn decide(input: &DecisionInput<'_>, policies: &CompiledPolicySet, settings:
 fn charge_session(mut decision: Decision, request: &ActionRequest, s: &SessionFacts) -> Decision {
     let charge = match session::charge_for(request, &s.budgets) {
         Ok(c) => c,
-        Err(e) => {
-            let reason = format!("`{}` {}", e.field, e.message);
-            return Decision {
-                verdict: Verdict::Block,
-                outcome: Outcome::Refused,
-                reasoning: format!("blocked: the action's cost cannot be read: {reason}"),
-                triggered: vec![builtin("__budget", "budget", Effect::Block.as_str(), reason)],
-                errors: Vec::new(),
-                boundary: decision.boundary,
-                violation: false,
-                shadow: decision.shadow,
-                charge: None,
-                ends_session: None,
-                authority: Default::default(),
-            };
-        }
+        Err(e) => return cost_unreadable(decision, &e),
     };
     if let Some(reason) = session::exceeded(s, &charge) {
         return terminate("__budget", "budget", format!("session `{}`: {reason}", s.session_id), Some(decision));
     }
     decision.charge = Some(charge);
     decision
+}
+
+/// `block`: the action's cost, in a session, cannot be read or counted (`ChargeError`).
+fn cost_unreadable(decision: Decision, e: &session::ChargeError) -> Decision {
+    let reason = format!("`{}` {}", e.field, e.message);
+    Decision {
+        verdict: Verdict::Block,
+        outcome: Outcome::Refused,
+        reasoning: format!("blocked: the action's cost cannot be read: {reason}"),
+        triggered: vec![builtin("__budget", "budget", Effect::Block.as_str(), reason)],
+        errors: Vec::new(),
+        boundary: decision.boundary,
+        violation: false,
+        shadow: decision.shadow,
+        charge: None,
+        ends_session: None,
+        authority: Default::default(),
+    }
 }
 
 fn builtin(id: &str, name: &str, effect: &str, reason: String) -> Triggered {

@@ -14,7 +14,9 @@
 //!    currency code written as one (`is_currency_code`), or, when the session has a
 //!    spend budget, an amount without a currency or in a currency the
 //!    budget does not name, is refused (`block`, naming the field): a cost that cannot
-//!    be read, or counted against the budget, cannot be allowed.
+//!    be read, or counted against the budget, cannot be allowed. Nor escalated: an
+//!    action the policies escalate is refused the same way, as its approval could never
+//!    let it run.
 //!
 //! Amounts are exact decimals: a JSON integer, a JSON decimal (read from its text, so
 //! `0.10` is one tenth) or a decimal string. Never binary floating point.
@@ -501,6 +503,19 @@ mod tests {
             assert_eq!(d.triggered[0].policy_id, "__budget");
             assert!(d.triggered[0].reason.contains("metadata.currency"), "{}", d.triggered[0].reason);
             assert_eq!(d.charge, None);
+        }
+
+        /// A person is not asked to approve what could not run once approved.
+        #[test]
+        fn an_escalation_whose_cost_cannot_be_read_is_blocked() {
+            let f = facts(json!({"max_spend": {"USD": 100}}), Consumed::default());
+            let p = json!([{"policy_id": "p1", "name": "review", "policy_type": "action_type", "action_types": ["*"], "decision": "escalate"}]);
+            let d = run(p.clone(), Identity::Anonymous, json!({"amount": 1, "currency": "usd"}), &f);
+            assert_eq!(d.verdict, Verdict::Block);
+            assert_eq!(d.triggered[0].policy_id, "__budget");
+            assert!(d.triggered[0].reason.contains("must be written `USD`"), "{}", d.triggered[0].reason);
+            let d = run(p, Identity::Anonymous, json!({"amount": 1, "currency": "USD"}), &f);
+            assert_eq!((d.verdict, d.charge), (Verdict::Escalate, None), "an escalation is charged only once approved and allowed");
         }
 
         #[test]

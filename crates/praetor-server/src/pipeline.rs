@@ -669,7 +669,26 @@ async fn resync_after_refusal(state: &AppState, ws: &WorkspaceState, touched: &T
         let st = state.store.agent_state(&ws.workspace_id, id, since, cap).await?;
         ws.adopt_agent_unless_reloaded(id, st, *seen);
     }
-    resync_sessions(state, ws, &touched.sessions).await
+    resync_sessions(state, ws, &touched.sessions).await?;
+    recheck_grantors(state, ws, &touched.grantors).await
+}
+
+/// After a refused commit of decisions through grants: a grantor the store holds
+/// inactive (revoked or deactivated on another node) is marked so in this node's copy,
+/// so the decision made again refuses the grant. Only the flag: taking the store's whole
+/// copy would set it back behind the grantor's own decisions on their way to the store
+/// (`adopt_agent_unless_reloaded`), and the change feed brings the rest.
+async fn recheck_grantors(state: &AppState, ws: &WorkspaceState, grantors: &[String]) -> ApiResult<()> {
+    for id in grantors {
+        // No history: only the agent's row is wanted.
+        let stored = state.store.agent_state(&ws.workspace_id, id, i64::MAX, 0).await?;
+        if stored.is_none_or(|st| !st.agent.is_active)
+            && let Some(held) = ws.agents.write().get_mut(id)
+        {
+            held.is_active = false;
+        }
+    }
+    Ok(())
 }
 
 /// Read a session from the store for an answer about it (its status, a heartbeat),
@@ -854,18 +873,19 @@ struct Touched {
     agents: Vec<(String, Option<u64>)>,
     sessions: Vec<String>,
     objects: Vec<(String, String)>,
+    /// The grantors of the grants used, which the commit expected active.
+    grantors: Vec<String>,
 }
 
 impl Touched {
     fn of(ws: &WorkspaceState, evaluated: &[Evaluated]) -> Touched {
-        let mut t = Touched { agents: Vec::new(), sessions: Vec::new(), objects: Vec::new() };
+        let mut t = Touched { agents: Vec::new(), sessions: Vec::new(), objects: Vec::new(), grantors: Vec::new() };
         for e in evaluated {
             for g in &e.guards {
                 match g {
-                    Mutation::Expect { of: Guarded::Agent, id, .. } | Mutation::ExpectActive { agent_id: id, .. } => {
-                        t.agents.push((id.clone(), ws.agent_generation(id)));
-                    }
+                    Mutation::Expect { of: Guarded::Agent, id, .. } => t.agents.push((id.clone(), ws.agent_generation(id))),
                     Mutation::Expect { of: Guarded::Session, id, .. } => t.sessions.push(id.clone()),
+                    Mutation::ExpectActive { agent_id, .. } => t.grantors.push(agent_id.clone()),
                     _ => {}
                 }
             }
@@ -877,6 +897,8 @@ impl Touched {
         t.sessions.dedup();
         t.objects.sort();
         t.objects.dedup();
+        t.grantors.sort();
+        t.grantors.dedup();
         t
     }
 }
@@ -1082,7 +1104,14 @@ fn record<'a>(
     for e in &mut evaluated {
         let i = txn.seal.len();
         seal_of.push(i);
-        txn.mutations.extend(e.guards.iter().cloned());
+        // A grantor is expected active once per transaction, however many of its
+        // actions went through its grants.
+        let repeated = |g: &Mutation| {
+            matches!(g, Mutation::ExpectActive { agent_id, .. }
+                if txn.mutations.iter().any(|m| matches!(m, Mutation::ExpectActive { agent_id: seen, .. } if seen == agent_id)))
+        };
+        let guards: Vec<Mutation> = e.guards.iter().filter(|g| !repeated(g)).cloned().collect();
+        txn.mutations.extend(guards);
         // The store adds `answer_sha256` to the entry: the digest of the row's part of
         // the answer as it encodes it (`Txn::seal_answer_digests`).
         let entry = vault_entry(ws, e);

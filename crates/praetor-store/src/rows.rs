@@ -215,19 +215,18 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
             )?;
         }
         Mutation::ExpectActive { workspace_id, agent_id, credential_id } => {
-            let active: Option<bool> = db.value("SELECT is_active FROM agents WHERE workspace_id = ?1 AND agent_id = ?2", args![workspace_id, agent_id])?;
-            if active != Some(true) {
-                return Err(StoreError::Stale(format!("agent `{agent_id}` is not active")));
-            }
+            // Held and sent with the batch, like `Expect`: no round trip of its own.
+            db.expect_row_later(
+                "SELECT 1 FROM agents WHERE workspace_id = ?1 AND agent_id = ?2 AND is_active = ?3",
+                args![workspace_id, agent_id, true],
+                &|| StoreError::Stale(format!("agent `{agent_id}` is not active")),
+            )?;
             if let Some(c) = credential_id {
-                let revoked: Option<Option<i64>> = db.first(
-                    "SELECT revoked_at FROM credentials WHERE workspace_id = ?1 AND credential_id = ?2 AND agent_id = ?3",
+                db.expect_row_later(
+                    "SELECT 1 FROM credentials WHERE workspace_id = ?1 AND credential_id = ?2 AND agent_id = ?3 AND revoked_at IS NULL",
                     args![workspace_id, c, agent_id],
-                    |r| r.get::<Option<i64>>(0),
+                    &|| StoreError::Stale(format!("credential `{c}` is revoked")),
                 )?;
-                if !matches!(revoked, Some(None)) {
-                    return Err(StoreError::Stale(format!("credential `{c}` is revoked")));
-                }
             }
         }
         Mutation::Touch { workspace_id, of, id, etag } => {

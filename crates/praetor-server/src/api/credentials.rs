@@ -101,12 +101,16 @@ impl Revocation {
 
 /// Revoke `creds`, then kill the sessions of `agent_id` and clean up, in two steps.
 ///
+/// `creds` are the store's copies, read by the caller under `agent_writes`, so that a
+/// credential the store holds revoked already (by a rotation, by an earlier revoke) is
+/// not revoked again, and one it holds active is, whatever this node's copy says.
+///
 /// First the revocation, in one transaction no guard can refuse: the credentials
 /// revoked with their events, the agent's etag moved on, and `unguarded`, the caller's
-/// own unguarded writes (an agent's deactivation, its keys). From its commit on, no node
-/// starts a session with these credentials (`ExpectActive`), and every node's next
-/// decision for the agent is refused by its etag guard and re-reads it. If this commit
-/// fails, nothing was revoked: memory is read back and the error returned.
+/// own unguarded writes and events (an agent's deactivation, its keys). From its commit
+/// on, no node starts a session with these credentials (`ExpectActive`), and every
+/// node's next decision for the agent is refused by its etag guard and re-reads it. If
+/// this commit fails, nothing was revoked: memory is read back and the error returned.
 ///
 /// Then the clean-up (`clean_up`), guarded by the etags and versions of what it
 /// writes: the kills, and `guarded`, the caller's writes (grants, escalations), called
@@ -126,27 +130,22 @@ async fn revoke(
 ) -> ApiResult<Revocation> {
     let now = state.now_ms();
     let cred_ids: Vec<String> = creds.iter().map(|c| c.credential_id.clone()).collect();
-    // A credential revoked before (a second revoke finishing the clean-up) is not
-    // revoked, nor sealed, again.
-    let fresh: Vec<&Credential> = creds.iter().filter(|c| c.revoked_at.is_none()).collect();
+    let fresh: Vec<String> = creds.iter().filter(|c| c.revoked_at.is_none()).map(|c| c.credential_id.clone()).collect();
+    let revoked: Vec<Credential> = creds.into_iter().map(|c| Credential { revoked_at: c.revoked_at.or(Some(now)), ..c }).collect();
     // Revoke in memory first, so nothing can start a session with these credentials
-    // while the commit is under way (if the commit fails, memory errs on the safe side).
+    // while the commit is under way (if the commit fails, memory errs on the safe side
+    // until it is read back).
     {
         let mut map = ws.credentials.write();
-        for c in &fresh {
-            if let Some(c) = map.get_mut(&c.credential_id) {
-                c.revoked_at.get_or_insert(now);
-            }
+        for c in revoked.iter().filter(|c| fresh.contains(&c.credential_id)) {
+            map.entry(c.credential_id.clone()).or_insert_with(|| c.clone()).revoked_at.get_or_insert(now);
         }
     }
-    let (mut mutations, mut seal) = unguarded;
-    for c in &fresh {
-        mutations.push(Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: c.credential_id.clone(), at: now });
-        seal.push(event(&ws.workspace_id, "credential.revoked", Some(actor), now, json!({
-            "credential_id": c.credential_id, "agent_id": c.agent_id, "reason": reason,
-        })));
+    let (mut mutations, seal) = unguarded;
+    for id in &fresh {
+        mutations.push(Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: id.clone(), at: now });
     }
-    if !mutations.is_empty() {
+    if !mutations.is_empty() || !seal.is_empty() {
         mutations.push(Mutation::Touch { workspace_id: ws.workspace_id.clone(), of: Guarded::Agent, id: agent_id.to_owned(), etag: new_id("etag") });
         if let Err(e) = state.commit(Txn { mutations, seal }).await {
             // Memory ran ahead of a commit that did not happen: the agent and its
@@ -160,14 +159,10 @@ async fn revoke(
     // survives.
     let committed_at = state.now_ms() + 1_000;
     let closing = || Closing { status: SessionStatus::Killed, reason: Some(format!("revoked: {reason}")), actor: Some(actor), kind: "session.killed" };
-    let mut done = Revocation::default();
+    let mut done = Revocation { credentials: revoked, ..Revocation::default() };
     if let Err(e) = clean_up(state, ws, (agent_id, &cred_ids), committed_at, &closing, guarded, &mut done).await {
         done.stopped(e.message, []);
     }
-    done.credentials = {
-        let map = ws.credentials.read();
-        creds.iter().filter_map(|c| map.get(&c.credential_id).cloned()).collect()
-    };
     match &done.failure {
         None => tracing::info!(workspace_id = %ws.workspace_id, agent_id, killed = done.killed.len(), "revoked"),
         Some(why) => tracing::warn!(
@@ -275,9 +270,21 @@ pub async fn revoke_credential(
 ) -> ApiResult<Json<Value>> {
     let reason = reason_of(body, "credential revoked")?;
     let ws = &auth.workspace;
-    let cred = ws.credentials.read().get(&id).cloned().ok_or_else(|| ApiError::not_found("credential", &id))?;
-    let agent_id = cred.agent_id.clone();
-    let done = revoke(&state, ws, &auth.key.key_id, &agent_id, vec![cred], &reason, Writes::default(), Writes::default).await?;
+    let actor = auth.key.key_id.as_str();
+    // One revocation of an agent's credentials at a time on this node: a second one
+    // reads the store after the first has committed or failed.
+    let _guard = ws.agent_writes.lock().await;
+    let held = ws.credentials.read().get(&id).cloned().ok_or_else(|| ApiError::not_found("credential", &id))?;
+    let agent_id = held.agent_id.clone();
+    let stored = stored_credentials(&state, ws, &agent_id).await?;
+    let cred = stored.and_then(|(_, creds)| creds.into_iter().find(|c| c.credential_id == id)).unwrap_or(held);
+    // Every revoke is sealed, as the operator's act with its reason; one of a credential
+    // already revoked (rotated, or revoked before) says since when, and changes nothing.
+    let seal = vec![event(&ws.workspace_id, "credential.revoked", Some(actor), state.now_ms(), json!({
+        "credential_id": cred.credential_id, "agent_id": cred.agent_id, "reason": reason,
+        "already_revoked_at": cred.revoked_at.map(iso),
+    }))];
+    let done = revoke(&state, ws, actor, &agent_id, vec![cred], &reason, (Vec::new(), seal), Writes::default).await?;
     let credential = done.credentials.last().map(|c| credential_view(c, state.now_ms())).unwrap_or(Value::Null);
     Ok(done.answer(json!({ "ok": true, "credential": credential, "killed_sessions": done.killed })))
 }
@@ -297,39 +304,42 @@ pub async fn revoke_agent(
     let actor = auth.key.key_id.as_str();
     let _guard = ws.agent_writes.lock().await;
     let mut agent = ws.agent(&id).ok_or_else(|| ApiError::not_found("agent", &id))?;
-    let was_active = agent.is_active;
+    // Read from the store before anything changes in memory: what it holds active is
+    // what this revocation revokes (a credential or key made on another node a moment
+    // ago included), and a failed read leaves nothing changed.
+    let (was_active, creds) = match stored_credentials(&state, ws, &id).await? {
+        Some(stored) => stored,
+        None => (agent.is_active, ws.credentials.read().values().filter(|c| c.agent_id == id).cloned().collect()),
+    };
+    let bound_to_it = |k: &praetor_store::ApiKey| k.agent_id.as_deref() == Some(id.as_str()) && k.revoked_at.is_none();
+    let keys: Vec<praetor_store::ApiKey> = state.store.list_api_keys(&ws.workspace_id).await?.into_iter().filter(bound_to_it).collect();
+    let revoked_keys: Vec<String> = keys.iter().map(|k| k.key_id.clone()).collect();
     let now = state.now_ms();
     agent.is_active = false;
     agent.updated_at = now;
-    let creds: Vec<Credential> =
-        ws.credentials.read().values().filter(|c| c.agent_id == id && c.revoked_at.is_none()).cloned().collect();
     // Deactivate in memory first: from here on every request as this agent is refused.
     if let Some(stored) = ws.agents.write().get_mut(&id) {
         stored.is_active = false;
         stored.updated_at = now;
     }
     // The API keys bound to it act only as it: they end with it (a deactivation, which
-    // is not a compromise, leaves them; the agent's requests are refused anyway).
-    let bound_keys = |keys: Vec<praetor_store::ApiKey>| keys.into_iter().filter(|k| k.agent_id.as_deref() == Some(id.as_str()) && k.revoked_at.is_none());
-    let keys: Vec<praetor_store::ApiKey> = bound_keys(state.store.list_api_keys(&ws.workspace_id).await?).collect();
-    let revoked_keys: Vec<String> = keys.iter().map(|k| k.key_id.clone()).collect();
-    // Revoked in memory before the commit, as the agent is deactivated: from here on
-    // they answer 401 on this node.
+    // is not a compromise, leaves them; the agent's requests are refused anyway). From
+    // here on they answer 401 on this node.
     for k in &keys {
         state.put_key(praetor_store::ApiKey { revoked_at: Some(now), ..k.clone() });
     }
     // Only the flag: a concurrent change to the agent's other fields stays.
     let mut mutations = vec![Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: now, etag: new_id("etag") }];
     mutations.extend(revoked_keys.iter().map(|k| Mutation::RevokeApiKey { workspace_id: ws.workspace_id.clone(), key_id: k.clone(), at: now }));
-    // Revoking a revoked agent again only finishes its clean-up, whose writes seal
-    // their own events: it is not sealed as a second revocation.
-    let again = !was_active && creds.is_empty() && keys.is_empty();
-    let seal = if again {
-        mutations.clear();
-        Vec::new()
-    } else {
-        vec![event(&ws.workspace_id, "agent.revoked", Some(actor), now, json!({ "agent_id": id, "reason": reason, "revoked_keys": revoked_keys }))]
-    };
+    // Every revoke is sealed, as the operator's act with its reason: a second one (to
+    // finish a clean-up) says the agent was already inactive and lists no credential.
+    let fresh: Vec<&String> = creds.iter().filter(|c| c.revoked_at.is_none()).map(|c| &c.credential_id).collect();
+    let mut seal = vec![event(&ws.workspace_id, "agent.revoked", Some(actor), now, json!({
+        "agent_id": id, "reason": reason, "was_active": was_active, "revoked_credentials": fresh, "revoked_keys": revoked_keys,
+    }))];
+    seal.extend(fresh.iter().map(|c| event(&ws.workspace_id, "credential.revoked", Some(actor), now, json!({
+        "credential_id": c, "agent_id": id, "reason": reason,
+    }))));
     // Built at each attempt from the copies as they are then (a refused attempt reads
     // them back): the grants and escalations change with every use and approval on any
     // node.
@@ -345,7 +355,10 @@ pub async fn revoke_agent(
     let done = match revoke(&state, ws, actor, &id, creds, &reason, (mutations, seal), guarded).await {
         Ok(done) => done,
         Err(e) => {
-            // Nothing was revoked: the keys are as the store holds them.
+            // Nothing was revoked: the keys are taken as the store holds them. If the
+            // store cannot say, they stay refused on this node (until it restarts, or
+            // the revoke is tried again): a key wrongly refused is safer than one
+            // wrongly accepted.
             if let Ok(stored) = state.store.list_api_keys(&ws.workspace_id).await {
                 stored.into_iter().filter(|k| revoked_keys.contains(&k.key_id)).for_each(|k| state.put_key(k));
             }
@@ -361,6 +374,14 @@ pub async fn revoke_agent(
         "revoked_keys": revoked_keys,
         "killed_sessions": done.killed,
     })))
+}
+
+/// The store's copy of whether `agent_id` is active and of its credentials, revoked
+/// ones included (`None` when the store does not hold the agent).
+async fn stored_credentials(state: &AppState, ws: &WorkspaceState, agent_id: &str) -> ApiResult<Option<(bool, Vec<Credential>)>> {
+    // No history: only the agent's row and credentials are wanted.
+    let stored = state.store.agent_state(&ws.workspace_id, agent_id, i64::MAX, 0).await?;
+    Ok(stored.map(|st| (st.agent.is_active, st.credentials)))
 }
 
 /// Revoke, in memory, every grant `agent_id` gave or received and their re-delegations,

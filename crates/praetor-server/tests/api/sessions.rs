@@ -660,11 +660,18 @@ async fn an_agent_revocation_stands_when_its_clean_up_keeps_losing_to_other_node
     assert_eq!(object("escalation", &esc).await, "expired");
     assert_eq!(s.state.store.get_session(&ws_id, &session).await.unwrap().unwrap().status.as_str(), "killed");
     assert_eq!(act(&s, &session, json!({})).await["decision"], "terminate");
-    // The vault holds one revocation, of the agent and of its credential, and each
-    // thing the clean-up did once, whichever revoke did it.
+    // The vault holds both revokes, the second saying it found the agent inactive and
+    // revoked nothing more; the credential's revocation once; and each thing the
+    // clean-up did once, whichever revoke did it.
     let sealed = vault_kinds(&s).await;
-    let count = |kind: &str, field: &str, id: &str| sealed.iter().filter(|e| e["kind"] == kind && e[field] == json!(id)).count();
-    assert_eq!(count("agent.revoked", "agent_id", &agent), 1);
+    let of = |kind: &str, field: &str, id: &str| -> Vec<Value> { sealed.iter().filter(|e| e["kind"] == kind && e[field] == json!(id)).cloned().collect() };
+    let count = |kind: &str, field: &str, id: &str| of(kind, field, id).len();
+    let revokes = of("agent.revoked", "agent_id", &agent);
+    assert_eq!(revokes.len(), 2, "{sealed:?}");
+    assert_eq!((&revokes[0]["was_active"], &revokes[0]["revoked_credentials"]), (&json!(true), &json!([cred])), "{revokes:?}");
+    assert_eq!((&revokes[1]["was_active"], &revokes[1]["revoked_credentials"]), (&json!(false), &json!([])), "{revokes:?}");
+    assert_eq!(revokes[0]["revoked_keys"].as_array().map(Vec::len), Some(1), "the bound key: {revokes:?}");
+    assert_eq!(revokes[1]["revoked_keys"], json!([]), "{revokes:?}");
     assert_eq!(count("credential.revoked", "credential_id", &cred), 1);
     assert_eq!(count("grant.revoked", "grant_id", &grant), 1);
     assert_eq!(count("session.killed", "session_id", &session), 1);
@@ -686,9 +693,12 @@ async fn a_rotated_credentials_sessions_go_on_until_it_is_revoked() {
     assert_eq!(status, StatusCode::OK, "{revoked}");
     assert_eq!(revoked["killed_sessions"], json!([session]), "{revoked}");
     assert_eq!(act(&s, &session, json!({})).await["decision"], "terminate");
-    // The rotation revoked it already: the revoke seals no second revocation.
+    // The rotation revoked it already: the revoke is sealed, with its reason, saying so.
     let sealed = vault_kinds(&s).await;
-    assert_eq!(sealed.iter().filter(|e| e["kind"] == "credential.revoked").count(), 0, "{sealed:?}");
+    let revokes: Vec<&Value> = sealed.iter().filter(|e| e["kind"] == "credential.revoked").collect();
+    assert_eq!(revokes.len(), 1, "{sealed:?}");
+    assert_eq!(revokes[0]["reason"], "leaked");
+    assert!(revokes[0]["already_revoked_at"].is_string(), "{revokes:?}");
     assert_eq!(sealed.iter().filter(|e| e["kind"] == "session.killed" && e["session_id"] == json!(session)).count(), 1, "{sealed:?}");
 }
 
@@ -722,7 +732,10 @@ async fn a_credential_revocation_stands_when_its_kills_keep_losing_to_other_node
     assert_eq!(again["cleanup_incomplete"], false, "{again}");
     assert_eq!(again["killed_sessions"], json!([session]), "{again}");
     assert_eq!(act(&s, &session, json!({})).await["decision"], "terminate");
+    // Both revokes are sealed; the second found the credential revoked already.
     let sealed = vault_kinds(&s).await;
-    assert_eq!(sealed.iter().filter(|e| e["kind"] == "credential.revoked" && e["credential_id"] == json!(cred)).count(), 1, "{sealed:?}");
+    let revokes: Vec<&Value> = sealed.iter().filter(|e| e["kind"] == "credential.revoked" && e["credential_id"] == json!(cred)).collect();
+    assert_eq!(revokes.len(), 2, "{sealed:?}");
+    assert_eq!((revokes[0]["already_revoked_at"].is_null(), revokes[1]["already_revoked_at"].is_string()), (true, true), "{revokes:?}");
     assert_eq!(sealed.iter().filter(|e| e["kind"] == "session.killed" && e["session_id"] == json!(session)).count(), 1, "{sealed:?}");
 }
