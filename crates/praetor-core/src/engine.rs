@@ -120,13 +120,17 @@ fn charge_session(mut decision: Decision, request: &ActionRequest, s: &SessionFa
 }
 
 /// `block`: the action's cost, in a session, cannot be read or counted (`ChargeError`).
+/// The policies that matched stay listed after it, so their violations are recorded
+/// as for any refused action.
 fn cost_unreadable(decision: Decision, e: &session::ChargeError) -> Decision {
     let reason = format!("`{}` {}", e.field, e.message);
+    let mut triggered = vec![builtin("__budget", "budget", Effect::Block.as_str(), reason.clone())];
+    triggered.extend(decision.triggered.into_iter().filter(|t| t.policy_id != "__default"));
     Decision {
         verdict: Verdict::Block,
         outcome: Outcome::Refused,
         reasoning: format!("blocked: the action's cost cannot be read: {reason}"),
-        triggered: vec![builtin("__budget", "budget", Effect::Block.as_str(), reason)],
+        triggered,
         errors: Vec::new(),
         boundary: decision.boundary,
         violation: false,

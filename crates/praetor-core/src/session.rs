@@ -514,6 +514,7 @@ mod tests {
             assert_eq!(d.verdict, Verdict::Block);
             assert_eq!(d.triggered[0].policy_id, "__budget");
             assert!(d.triggered[0].reason.contains("must be written `USD`"), "{}", d.triggered[0].reason);
+            assert_eq!(d.triggered.iter().map(|t| t.policy_id.as_str()).collect::<Vec<_>>(), ["__budget", "p1"], "the escalating policy stays listed");
             let d = run(p, Identity::Anonymous, json!({"amount": 1, "currency": "USD"}), &f);
             assert_eq!((d.verdict, d.charge), (Verdict::Escalate, None), "an escalation is charged only once approved and allowed");
         }

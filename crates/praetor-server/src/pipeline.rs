@@ -1107,8 +1107,8 @@ fn record<'a>(
         // A grantor is expected active once per transaction, however many of its
         // actions went through its grants.
         let repeated = |g: &Mutation| {
-            matches!(g, Mutation::ExpectActive { agent_id, .. }
-                if txn.mutations.iter().any(|m| matches!(m, Mutation::ExpectActive { agent_id: seen, .. } if seen == agent_id)))
+            matches!(g, Mutation::ExpectActive { agent_id, credential_id: None, .. }
+                if txn.mutations.iter().any(|m| matches!(m, Mutation::ExpectActive { agent_id: seen, credential_id: None, .. } if seen == agent_id)))
         };
         let guards: Vec<Mutation> = e.guards.iter().filter(|g| !repeated(g)).cloned().collect();
         txn.mutations.extend(guards);

@@ -65,7 +65,10 @@ type Writes = (Vec<Mutation>, Vec<SealRequest>);
 /// credential finishes.
 #[derive(Default)]
 struct Revocation {
+    /// The credentials it was asked to revoke, as they are now.
     credentials: Vec<Credential>,
+    /// Those of them it revoked (the others were revoked already).
+    revoked: Vec<String>,
     killed: Vec<String>,
     /// The authority objects the clean-up wrote, as `(kind, id)`.
     written: Vec<(String, String)>,
@@ -145,21 +148,30 @@ async fn revoke(
     for id in &fresh {
         mutations.push(Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: id.clone(), at: now });
     }
-    if !mutations.is_empty() || !seal.is_empty() {
+    if !mutations.is_empty() {
+        // Every node's next decision for the agent re-reads it. (Nothing revoked, as
+        // when a revoke only finishes another's clean-up: nothing to re-read.)
         mutations.push(Mutation::Touch { workspace_id: ws.workspace_id.clone(), of: Guarded::Agent, id: agent_id.to_owned(), etag: new_id("etag") });
-        if let Err(e) = state.commit(Txn { mutations, seal }).await {
-            // Memory ran ahead of a commit that did not happen: the agent and its
-            // credentials are read back.
-            crate::pipeline::resync(state, ws, &[agent_id.to_owned()], &[]).await?;
-            return Err(e.into());
+    }
+    if (!mutations.is_empty() || !seal.is_empty())
+        && let Err(e) = state.commit(Txn { mutations, seal }).await
+    {
+        // Memory ran ahead of a commit that did not happen: the agent and its
+        // credentials are read back. If the store cannot answer that either, this
+        // node forgets its copy, which the next request naming the agent reads again,
+        // rather than refuse the agent on a revocation the store never got.
+        if let Err(reload) = crate::pipeline::resync(state, ws, &[agent_id.to_owned()], &[]).await {
+            tracing::warn!(workspace_id = %ws.workspace_id, agent_id, error = %reload.message, "cannot read back a failed revocation; forgetting this node's copy of the agent");
+            ws.adopt_agent_unless_reloaded(agent_id, None, ws.agent_generation(agent_id));
         }
+        return Err(e.into());
     }
     // A margin for the clocks of other nodes, which stamp the sessions they start: a
     // session started just after the revocation may be killed too, none before it
     // survives.
     let committed_at = state.now_ms() + 1_000;
     let closing = || Closing { status: SessionStatus::Killed, reason: Some(format!("revoked: {reason}")), actor: Some(actor), kind: "session.killed" };
-    let mut done = Revocation { credentials: revoked, ..Revocation::default() };
+    let mut done = Revocation { credentials: revoked, revoked: fresh, ..Revocation::default() };
     if let Err(e) = clean_up(state, ws, (agent_id, &cred_ids), committed_at, &closing, guarded, &mut done).await {
         done.stopped(e.message, []);
     }
@@ -369,7 +381,7 @@ pub async fn revoke_agent(
     Ok(done.answer(json!({
         "ok": true,
         "agent": crate::api::agents::agent_view(&ws.agent(&id).unwrap_or(agent)),
-        "revoked_credentials": done.credentials.iter().map(|c| credential_view(c, now)).collect::<Vec<_>>(),
+        "revoked_credentials": done.credentials.iter().filter(|c| done.revoked.contains(&c.credential_id)).map(|c| credential_view(c, now)).collect::<Vec<_>>(),
         "revoked_grants": revoked_grants,
         "revoked_keys": revoked_keys,
         "killed_sessions": done.killed,
@@ -457,6 +469,9 @@ pub async fn rotate(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let ws = &auth.workspace;
+    // Not while a revocation on this node reads the agent's credentials; one on
+    // another node that commits first refuses this rotation (`ExpectActive` below).
+    let _guard = ws.agent_writes.lock().await;
     let old = ws.credentials.read().get(&id).cloned().ok_or_else(|| ApiError::not_found("credential", &id))?;
     if old.revoked_at.is_some() {
         return Err(ApiError::new(crate::error::Code::Conflict, format!("credential `{id}` is already revoked")));
@@ -466,6 +481,8 @@ pub async fn rotate(
     let (fresh, fresh_json) = crate::api::agents::new_credential(&ws.workspace_id, &old.agent_id, now, ttl_days);
     let txn = Txn {
         mutations: vec![
+            // A revoked agent, or a credential revoked meanwhile, gets no new credential.
+            Mutation::ExpectActive { workspace_id: ws.workspace_id.clone(), agent_id: old.agent_id.clone(), credential_id: Some(id.clone()) },
             Mutation::InsertCredential(fresh.clone()),
             Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: id.clone(), at: now },
         ],

@@ -510,6 +510,13 @@ async fn deactivating_an_agent_wins_over_approvals_this_node_has_not_seen() {
     assert_eq!(stored.status, "expired");
 }
 
+/// The decisions for `action` sent twice in one batch (one commit).
+async fn twice_in_a_batch(s: &TestServer, action: &Value) -> Vec<String> {
+    let (code, answer) = s.post("/api/v1/enforce/batch", &s.admin_key, &json!({ "actions": [action, action] })).await;
+    assert_eq!(code, StatusCode::OK, "{answer}");
+    answer["results"].as_array().unwrap().iter().map(|r| r["decision"].as_str().unwrap().to_owned()).collect()
+}
+
 #[tokio::test]
 async fn a_grant_stops_when_another_node_deactivates_its_grantor() {
     // Another node revoked or deactivated the lender: the store holds it inactive
@@ -519,6 +526,7 @@ async fn a_grant_stops_when_another_node_deactivates_its_grantor() {
     let (b, grant) = lend_pay(&s).await;
     let pay = json!({ "action_type": "pay.send", "agent_id": b, "grant_id": grant });
     assert_eq!(s.intercept(pay.clone()).await["decision"], "allow");
+    assert_eq!(twice_in_a_batch(&s, &pay).await, ["allow", "allow"], "one grantor, two uses, in one commit");
     let ws_id = s.state.workspace_ids()[0].clone();
     let lender = s.state.workspace(&ws_id).unwrap().live.lock().authority.grants.get(&grant).unwrap().source_agent_id.clone();
     let elsewhere = ps::Mutation::DeactivateAgent { workspace_id: ws_id.clone(), agent_id: lender.clone(), at: T0, etag: "e_elsewhere".into() };
@@ -526,8 +534,9 @@ async fn a_grant_stops_when_another_node_deactivates_its_grantor() {
     let answer = s.intercept(pay.clone()).await;
     assert_eq!(answer["decision"], "block", "{answer}");
     assert!(answer["reasoning"].as_str().unwrap().contains(&format!("the grantor `{lender}` is deactivated")), "{answer}");
+    assert_eq!(twice_in_a_batch(&s, &pay).await, ["block", "block"]);
     let stored = s.state.store.get_object(&ws_id, "grant", &grant).await.unwrap().unwrap();
-    assert_eq!(stored.body["uses"], json!(1), "only the use before the deactivation is charged: {}", stored.body);
+    assert_eq!(stored.body["uses"], json!(3), "only the uses before the deactivation are charged: {}", stored.body);
 }
 
 #[tokio::test]

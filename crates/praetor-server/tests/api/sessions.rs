@@ -650,6 +650,7 @@ async fn an_agent_revocation_stands_when_its_clean_up_keeps_losing_to_other_node
     let (status, again) = s.post(&format!("/api/v1/enforce/agents/{agent}/revoke"), &s.admin_key, &json!({ "reason": "compromised" })).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["cleanup_incomplete"], false, "{again}");
+    assert_eq!(again["revoked_credentials"], json!([]), "the first revoked it: {again}");
     assert!(again.get("cleanup_left").is_none(), "{again}");
     assert_eq!((&again["killed_sessions"], &again["revoked_grants"]), (&json!([session]), &json!([grant])), "{again}");
     let object = |kind, id| {
@@ -676,30 +677,6 @@ async fn an_agent_revocation_stands_when_its_clean_up_keeps_losing_to_other_node
     assert_eq!(count("grant.revoked", "grant_id", &grant), 1);
     assert_eq!(count("session.killed", "session_id", &session), 1);
     assert_eq!(count("escalation.expired", "escalation_id", &esc), 1, "{sealed:?}");
-}
-
-/// Rotation is hygiene, not a compromise: a session started with the old credential
-/// goes on. Revoking the old credential afterwards kills it.
-#[tokio::test]
-async fn a_rotated_credentials_sessions_go_on_until_it_is_revoked() {
-    let s = TestServer::start().await;
-    let (_, reg) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "rotating" })).await;
-    let cred = reg["credential"]["credential_id"].as_str().unwrap().to_owned();
-    let session = start(&s, json!({ "agent_id": null, "credential_id": cred })).await;
-    let (status, rotated) = s.post(&format!("/api/v1/enforce/credentials/{cred}/rotate"), &s.admin_key, &json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{rotated}");
-    assert_eq!(act(&s, &session, json!({})).await["decision"], "allow");
-    let (status, revoked) = s.post(&format!("/api/v1/enforce/credentials/{cred}/revoke"), &s.admin_key, &json!({ "reason": "leaked" })).await;
-    assert_eq!(status, StatusCode::OK, "{revoked}");
-    assert_eq!(revoked["killed_sessions"], json!([session]), "{revoked}");
-    assert_eq!(act(&s, &session, json!({})).await["decision"], "terminate");
-    // The rotation revoked it already: the revoke is sealed, with its reason, saying so.
-    let sealed = vault_kinds(&s).await;
-    let revokes: Vec<&Value> = sealed.iter().filter(|e| e["kind"] == "credential.revoked").collect();
-    assert_eq!(revokes.len(), 1, "{sealed:?}");
-    assert_eq!(revokes[0]["reason"], "leaked");
-    assert!(revokes[0]["already_revoked_at"].is_string(), "{revokes:?}");
-    assert_eq!(sealed.iter().filter(|e| e["kind"] == "session.killed" && e["session_id"] == json!(session)).count(), 1, "{sealed:?}");
 }
 
 /// As above, for a credential: its revocation stands while the kills keep losing, and
@@ -738,4 +715,49 @@ async fn a_credential_revocation_stands_when_its_kills_keep_losing_to_other_node
     assert_eq!(revokes.len(), 2, "{sealed:?}");
     assert_eq!((revokes[0]["already_revoked_at"].is_null(), revokes[1]["already_revoked_at"].is_string()), (true, true), "{revokes:?}");
     assert_eq!(sealed.iter().filter(|e| e["kind"] == "session.killed" && e["session_id"] == json!(session)).count(), 1, "{sealed:?}");
+}
+
+/// Rotation is hygiene, not a compromise: a session started with the old credential
+/// goes on. Revoking the old credential afterwards kills it.
+#[tokio::test]
+async fn a_rotated_credentials_sessions_go_on_until_it_is_revoked() {
+    let s = TestServer::start().await;
+    let (_, reg) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "rotating" })).await;
+    let cred = reg["credential"]["credential_id"].as_str().unwrap().to_owned();
+    let session = start(&s, json!({ "agent_id": null, "credential_id": cred })).await;
+    let (status, rotated) = s.post(&format!("/api/v1/enforce/credentials/{cred}/rotate"), &s.admin_key, &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    assert_eq!(act(&s, &session, json!({})).await["decision"], "allow");
+    let (status, revoked) = s.post(&format!("/api/v1/enforce/credentials/{cred}/revoke"), &s.admin_key, &json!({ "reason": "leaked" })).await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert_eq!(revoked["killed_sessions"], json!([session]), "{revoked}");
+    assert_eq!(act(&s, &session, json!({})).await["decision"], "terminate");
+    // The rotation revoked it already: the revoke is sealed, with its reason, saying so.
+    let sealed = vault_kinds(&s).await;
+    let revokes: Vec<&Value> = sealed.iter().filter(|e| e["kind"] == "credential.revoked").collect();
+    assert_eq!(revokes.len(), 1, "{sealed:?}");
+    assert_eq!(revokes[0]["reason"], "leaked");
+    assert!(revokes[0]["already_revoked_at"].is_string(), "{revokes:?}");
+    assert_eq!(sealed.iter().filter(|e| e["kind"] == "session.killed" && e["session_id"] == json!(session)).count(), 1, "{sealed:?}");
+    // Revoking the agent revokes, and answers, only the credential still active.
+    let agent = reg["agent"]["agent_id"].as_str().unwrap();
+    let (status, gone) = s.post(&format!("/api/v1/enforce/agents/{agent}/revoke"), &s.admin_key, &json!({ "reason": "retired" })).await;
+    assert_eq!(status, StatusCode::OK, "{gone}");
+    let listed: Vec<&Value> = gone["revoked_credentials"].as_array().unwrap().iter().map(|c| &c["credential_id"]).collect();
+    assert_eq!(listed, [&rotated["credential"]["credential_id"]], "{gone}");
+}
+
+/// A rotation commits only while the agent and the credential are active in the store:
+/// an agent revoked on another node a moment ago gets no new credential here.
+#[tokio::test]
+async fn a_rotation_loses_to_a_revocation_on_another_node() {
+    let s = TestServer::start().await;
+    let (_, reg) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "elsewhere" })).await;
+    let (agent, cred) = (reg["agent"]["agent_id"].as_str().unwrap(), reg["credential"]["credential_id"].as_str().unwrap());
+    let ws_id = s.state.workspace_ids()[0].clone();
+    let elsewhere = praetor_store::Mutation::DeactivateAgent { workspace_id: ws_id.clone(), agent_id: agent.to_owned(), at: crate::harness::T0, etag: "e_elsewhere".into() };
+    s.state.store.commit(praetor_store::Txn { mutations: vec![elsewhere], seal: vec![] }).await.unwrap();
+    assert_error(&s.post(&format!("/api/v1/enforce/credentials/{cred}/rotate"), &s.admin_key, &json!({})).await, 409, "conflict");
+    let stored = s.state.store.agent_state(&ws_id, agent, i64::MAX, 0).await.unwrap().unwrap();
+    assert_eq!(stored.credentials.len(), 1, "no credential was added: {:?}", stored.credentials);
 }
