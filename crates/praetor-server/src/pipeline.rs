@@ -245,6 +245,15 @@ fn identify(
     if !agent.is_active {
         return failed("agent_deactivated", format!("agent `{agent_id}` is deactivated"));
     }
+    // A session started with a credential ends with its revocation: the revocation
+    // kills it, and should that clean-up not land, the session still acts no more. (A
+    // rotation is not a revocation of this kind: its sessions go on.)
+    if let Some(SessionRef::Known(s)) = session
+        && let Some(c) = &s.credential_id
+        && ws.credentials.read().get(c).is_some_and(|c| c.revoked_at.is_some() && !c.rotated)
+    {
+        return failed("credential_revoked", format!("session `{}` was started with credential `{c}`, which is revoked", s.session_id));
+    }
     if agent.require_signature && !caller.verified.lock().contains(&agent.agent_id) {
         let creds: Vec<_> = ws.credentials.read().values().filter(|c| c.agent_id == agent.agent_id).cloned().collect();
         let headers = SignedHeaders {

@@ -5,6 +5,24 @@
 //! applied atomically. Backends group many transactions into one commit (one fsync for
 //! many decisions), and only then report success, so an answered decision is on disk.
 
+/// Migration text both backends run alike, as a literal for their `concat!`: mark the
+/// credentials rotated before `rotated` existed (SQLite's migration 11, PostgreSQL's 5).
+/// A rotation makes the successor in the same millisecond as it revokes the old
+/// credential, for the same agent; a revocation makes none.
+macro_rules! backfill_rotated_credentials {
+    () => {
+        r#"
+UPDATE credentials SET rotated = 1
+WHERE revoked_at IS NOT NULL AND EXISTS (
+    SELECT 1 FROM credentials AS successor
+    WHERE successor.workspace_id = credentials.workspace_id AND successor.agent_id = credentials.agent_id
+      AND successor.credential_id <> credentials.credential_id AND successor.created_at = credentials.revoked_at
+);
+"#
+    };
+}
+pub(crate) use backfill_rotated_credentials;
+
 pub mod model;
 pub mod postgres;
 mod rows;
@@ -72,7 +90,9 @@ pub enum Mutation {
     AgentActivity(AgentActivity),
     /// Insert or update a session, unless the stored version is newer.
     PutSession(Session),
-    RevokeCredential { workspace_id: String, credential_id: String, at: Millis },
+    /// `rotated`: revoked by a rotation (see `Credential::rotated`). A revocation that
+    /// is not a rotation also takes a rotated credential's sessions from it.
+    RevokeCredential { workspace_id: String, credential_id: String, at: Millis, rotated: bool },
     /// Insert or update an authority object, unless the stored version is newer.
     PutObject(ObjectRecord),
     InsertShadowHit(ShadowHit),

@@ -114,6 +114,10 @@ pub struct Credential {
     pub created_at: Millis,
     pub expires_at: Option<Millis>,
     pub revoked_at: Option<Millis>,
+    /// Revoked by a rotation, which is hygiene, not a compromise: the sessions started
+    /// with it go on. A revocation afterwards (a leak) sets it back to false.
+    #[serde(default)]
+    pub rotated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -105,9 +105,9 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
         }
         Mutation::InsertCredential(c) => {
             db.execute(
-                "INSERT INTO credentials (credential_id, workspace_id, agent_id, algorithm, public_key, did, created_at, expires_at, revoked_at)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
-                args![c.credential_id, c.workspace_id, c.agent_id, c.algorithm, c.public_key, c.did, c.created_at, c.expires_at, c.revoked_at],
+                "INSERT INTO credentials (credential_id, workspace_id, agent_id, algorithm, public_key, did, created_at, expires_at, revoked_at, rotated)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                args![c.credential_id, c.workspace_id, c.agent_id, c.algorithm, c.public_key, c.did, c.created_at, c.expires_at, c.revoked_at, c.rotated],
             )?;
         }
         Mutation::PutPolicy(p) => {
@@ -179,18 +179,30 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
         Mutation::InsertShadowHit(h) => {
             db.insert_row_later("INSERT INTO shadow_hits (workspace_id, policy_id, decision_id, actual, would, changed, at) VALUES (?1,?2,?3,?4,?5,?6,?7)", args![h.workspace_id, h.policy_id, h.decision_id, h.actual, h.would, h.changed, h.at])?;
         }
-        Mutation::RevokeCredential { workspace_id, credential_id, at } => {
-            let revoked = db.execute(
-                "UPDATE credentials SET revoked_at = ?3 WHERE workspace_id = ?1 AND credential_id = ?2 AND revoked_at IS NULL",
-                args![workspace_id, credential_id, at],
-            )?;
+        Mutation::RevokeCredential { workspace_id, credential_id, at, rotated } => {
+            let revoked = if *rotated {
+                db.execute(
+                    "UPDATE credentials SET revoked_at = ?3, rotated = ?4 WHERE workspace_id = ?1 AND credential_id = ?2 AND revoked_at IS NULL",
+                    args![workspace_id, credential_id, at, true],
+                )?
+            } else {
+                // A rotated credential keeps the time it stopped signing, and loses its
+                // sessions.
+                db.execute(
+                    "UPDATE credentials SET revoked_at = COALESCE(revoked_at, ?3), rotated = ?4
+                     WHERE workspace_id = ?1 AND credential_id = ?2 AND (revoked_at IS NULL OR rotated = ?5)",
+                    args![workspace_id, credential_id, at, false, true],
+                )?
+            };
             if revoked > 0 {
                 // Every copy of the agent is stale now: its next decision anywhere reads
-                // the credentials back.
+                // the credentials back. (A credential is rotated at most once and revoked
+                // at most once after that, so the two etags are new each time.)
+                let etag = if *rotated { format!("rotated:{credential_id}") } else { format!("revoked:{credential_id}") };
                 db.execute(
                     "UPDATE agents SET etag = ?3 WHERE workspace_id = ?1
                         AND agent_id = (SELECT agent_id FROM credentials WHERE workspace_id = ?1 AND credential_id = ?2)",
-                    args![workspace_id, credential_id, format!("revoked:{credential_id}")],
+                    args![workspace_id, credential_id, etag],
                 )?;
             }
         }
@@ -364,6 +376,7 @@ fn credential_from_row(r: &dyn Row) -> Result<Credential> {
         created_at: r.get(6)?,
         expires_at: r.get(7)?,
         revoked_at: r.get(8)?,
+        rotated: r.get(9)?,
     })
 }
 
@@ -476,7 +489,7 @@ pub fn get_object(db: &dyn Db, ws: &str, kind: &str, id: &str) -> Result<Option<
 }
 
 const API_KEY_COLUMNS: &str = "key_id, workspace_id, key_hash, prefix, scopes, agent_id, label, created_at, revoked_at";
-const CREDENTIAL_COLUMNS: &str = "credential_id, workspace_id, agent_id, algorithm, public_key, did, created_at, expires_at, revoked_at";
+const CREDENTIAL_COLUMNS: &str = "credential_id, workspace_id, agent_id, algorithm, public_key, did, created_at, expires_at, revoked_at, rotated";
 
 pub fn load_snapshot(db: &dyn Db) -> Result<Snapshot> {
     Ok(Snapshot {

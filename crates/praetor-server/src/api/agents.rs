@@ -147,6 +147,7 @@ pub fn new_credential(workspace_id: &str, agent_id: &str, now_ms: i64, ttl_days:
         created_at: now_ms,
         expires_at: ttl_days.map(|d| now_ms + i64::from(d) * 86_400_000),
         revoked_at: None,
+        rotated: false,
     };
     let pem = signing.to_pkcs8_pem(Default::default()).map(|p| p.to_string()).unwrap_or_default();
     let mut view = credential_view(&credential, now_ms);

@@ -41,6 +41,7 @@ pub fn credential_view(c: &Credential, now_ms: i64) -> Value {
         "created_at": iso(c.created_at),
         "expires_at": c.expires_at.map(iso),
         "revoked_at": c.revoked_at.map(iso),
+        "rotated": c.rotated,
         "status": status,
     })
 }
@@ -133,20 +134,23 @@ async fn revoke(
 ) -> ApiResult<Revocation> {
     let now = state.now_ms();
     let cred_ids: Vec<String> = creds.iter().map(|c| c.credential_id.clone()).collect();
-    let fresh: Vec<String> = creds.iter().filter(|c| c.revoked_at.is_none()).map(|c| c.credential_id.clone()).collect();
-    let revoked: Vec<Credential> = creds.into_iter().map(|c| Credential { revoked_at: c.revoked_at.or(Some(now)), ..c }).collect();
+    // Those still active, and those a rotation revoked, whose sessions go on until now.
+    let fresh: Vec<String> = creds.iter().filter(|c| c.revoked_at.is_none() || c.rotated).map(|c| c.credential_id.clone()).collect();
+    let revoked: Vec<Credential> = creds.into_iter().map(|c| Credential { revoked_at: c.revoked_at.or(Some(now)), rotated: false, ..c }).collect();
     // Revoke in memory first, so nothing can start a session with these credentials
     // while the commit is under way (if the commit fails, memory errs on the safe side
     // until it is read back).
     {
         let mut map = ws.credentials.write();
         for c in revoked.iter().filter(|c| fresh.contains(&c.credential_id)) {
-            map.entry(c.credential_id.clone()).or_insert_with(|| c.clone()).revoked_at.get_or_insert(now);
+            let held = map.entry(c.credential_id.clone()).or_insert_with(|| c.clone());
+            held.revoked_at.get_or_insert(now);
+            held.rotated = false;
         }
     }
     let (mut mutations, seal) = unguarded;
     for id in &fresh {
-        mutations.push(Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: id.clone(), at: now });
+        mutations.push(Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: id.clone(), at: now, rotated: false });
     }
     if !mutations.is_empty() {
         // Every node's next decision for the agent re-reads it. (Nothing revoked, as
@@ -294,7 +298,7 @@ pub async fn revoke_credential(
     // already revoked (rotated, or revoked before) says since when, and changes nothing.
     let seal = vec![event(&ws.workspace_id, "credential.revoked", Some(actor), state.now_ms(), json!({
         "credential_id": cred.credential_id, "agent_id": cred.agent_id, "reason": reason,
-        "already_revoked_at": cred.revoked_at.map(iso),
+        "already_revoked_at": cred.revoked_at.map(iso), "was_rotated": cred.rotated,
     }))];
     let done = revoke(&state, ws, actor, &agent_id, vec![cred], &reason, (Vec::new(), seal), Writes::default).await?;
     let credential = done.credentials.last().map(|c| credential_view(c, state.now_ms())).unwrap_or(Value::Null);
@@ -484,7 +488,7 @@ pub async fn rotate(
             // A revoked agent, or a credential revoked meanwhile, gets no new credential.
             Mutation::ExpectActive { workspace_id: ws.workspace_id.clone(), agent_id: old.agent_id.clone(), credential_id: Some(id.clone()) },
             Mutation::InsertCredential(fresh.clone()),
-            Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: id.clone(), at: now },
+            Mutation::RevokeCredential { workspace_id: ws.workspace_id.clone(), credential_id: id.clone(), at: now, rotated: true },
         ],
         seal: vec![event(&ws.workspace_id, "credential.rotated", Some(&auth.key.key_id), now, json!({
             "agent_id": old.agent_id, "old_credential_id": id, "credential_id": fresh.credential_id, "public_key": fresh.public_key,
@@ -494,6 +498,7 @@ pub async fn rotate(
     let mut map = ws.credentials.write();
     if let Some(c) = map.get_mut(&id) {
         c.revoked_at = Some(now);
+        c.rotated = true;
     }
     map.insert(fresh.credential_id.clone(), fresh);
     let revoked = map.get(&id).map(|c| credential_view(c, now));

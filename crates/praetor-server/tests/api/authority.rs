@@ -287,7 +287,7 @@ async fn credentials_rotate_and_list() {
     let (status, rotated) = s.post(&format!("/api/v1/enforce/credentials/{cred}/rotate"), &s.admin_key, &json!({})).await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
     assert!(rotated["credential"]["private_key"].as_str().is_some(), "the new private key is shown once");
-    assert_eq!(rotated["revoked"]["status"], "revoked");
+    assert_eq!((&rotated["revoked"]["status"], &rotated["revoked"]["rotated"]), (&json!("revoked"), &json!(true)), "{rotated}");
     let (_, active) = s.get(&format!("/api/v1/enforce/agents/{agent}/credentials/active"), &s.admin_key).await;
     assert_eq!(active["credential"]["credential_id"], rotated["credential"]["credential_id"]);
     let (_, all) = s.get(&format!("/api/v1/enforce/agents/{agent}/credentials"), &s.admin_key).await;

@@ -153,7 +153,7 @@ async fn a_session_for_an_agent_or_credential_refused_in_the_store_does_not_star
     let (_, reg) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "elsewhere" })).await;
     let agent = reg["agent"]["agent_id"].as_str().unwrap().to_owned();
     let credential = reg["credential"]["credential_id"].as_str().expect("a credential at registration").to_owned();
-    let revoke = praetor_store::Mutation::RevokeCredential { workspace_id: ws.clone(), credential_id: credential.clone(), at: 1 };
+    let revoke = praetor_store::Mutation::RevokeCredential { workspace_id: ws.clone(), credential_id: credential.clone(), at: 1, rotated: false };
     s.state.commit(praetor_store::Txn { mutations: vec![revoke], seal: vec![] }).await.unwrap();
     let got = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "credential_id": credential })).await;
     assert_error(&got, 400, "invalid_field");
@@ -703,6 +703,9 @@ async fn a_credential_revocation_stands_when_its_kills_keep_losing_to_other_node
     assert!(stored.credentials.iter().all(|c| c.revoked_at.is_some()), "{:?}", stored.credentials);
     assert!(s.state.workspace(&ws_id).unwrap().credentials.read()[&cred].revoked_at.is_some());
     assert_error(&s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "credential_id": cred })).await, 400, "invalid_field");
+    // The session the kill left acts no more: it was started with the revoked credential.
+    let left = act(&s, &session, json!({})).await;
+    assert_eq!((left["decision"].as_str(), left["identity"]["check"].as_str()), (Some("block"), Some("credential_revoked")), "{left}");
 
     let (status, again) = s.post(&format!("/api/v1/enforce/credentials/{cred}/revoke"), &s.admin_key, &json!({ "reason": "key leaked" })).await;
     assert_eq!(status, StatusCode::OK, "{again}");
@@ -738,6 +741,7 @@ async fn a_rotated_credentials_sessions_go_on_until_it_is_revoked() {
     assert_eq!(revokes.len(), 1, "{sealed:?}");
     assert_eq!(revokes[0]["reason"], "leaked");
     assert!(revokes[0]["already_revoked_at"].is_string(), "{revokes:?}");
+    assert_eq!(revokes[0]["was_rotated"], true, "{revokes:?}");
     assert_eq!(sealed.iter().filter(|e| e["kind"] == "session.killed" && e["session_id"] == json!(session)).count(), 1, "{sealed:?}");
     // Revoking the agent revokes, and answers, only the credential still active.
     let agent = reg["agent"]["agent_id"].as_str().unwrap();

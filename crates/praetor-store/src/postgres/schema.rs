@@ -257,4 +257,13 @@ CREATE INDEX nonces_by_expiry ON nonces (workspace_id, expires_at);
     r#"
 -- SQLite's migration 10: no table changes, a marker that older builds refuse (see there).
 "#,
+), (
+    5,
+    concat!(
+        r#"
+-- SQLite's migration 11: whether a credential was revoked by a rotation (see there).
+ALTER TABLE credentials ADD COLUMN rotated BIGINT NOT NULL DEFAULT 0;
+"#,
+        crate::backfill_rotated_credentials!()
+    ),
 )];

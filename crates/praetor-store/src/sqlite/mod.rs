@@ -307,6 +307,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn migration_11_tells_rotated_credentials_from_revoked_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("praetor.db");
+        // A database as migration 10 left it: one credential rotated at 200 (its
+        // successor made at 200), one revoked at 300, one active.
+        {
+            let conn = open_connection(&path, false).unwrap();
+            drop(crate::sql_store::migrate(&conn, &schema::MIGRATIONS[..10], "sqlite", None).unwrap());
+            conn.execute_batch(
+                "INSERT INTO workspaces (workspace_id, name, settings, hmac_secret, created_at) VALUES ('ws', 'w', '{}', x'00', 1);
+                 INSERT INTO agents (workspace_id, agent_id, name, framework, capabilities, scopes, require_signature, trust_score,
+                     clean_streak, is_active, attributes, created_at, updated_at, etag)
+                     VALUES ('ws', 'agt', 'a', 'f', '[]', '[]', 0, 50, 0, 1, '{}', 1, 1, 'e');
+                 INSERT INTO credentials (credential_id, workspace_id, agent_id, algorithm, public_key, did, created_at, revoked_at) VALUES
+                     ('old', 'ws', 'agt', 'ed25519', 'k1', 'd', 100, 200),
+                     ('new', 'ws', 'agt', 'ed25519', 'k2', 'd', 200, 300),
+                     ('now', 'ws', 'agt', 'ed25519', 'k3', 'd', 250, NULL);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let creds = store.agent_state("ws", "agt", i64::MAX, 0).await.unwrap().unwrap().credentials;
+        let flags: Vec<(&str, Option<i64>, bool)> = creds.iter().map(|c| (c.credential_id.as_str(), c.revoked_at, c.rotated)).collect();
+        assert_eq!(flags, [("old", Some(200), true), ("new", Some(300), false), ("now", None, false)]);
+    }
+
+    #[tokio::test]
     async fn the_checkpoint_thread_copies_the_wal_into_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("praetor.db");

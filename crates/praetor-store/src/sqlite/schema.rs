@@ -304,4 +304,16 @@ BEGIN SELECT RAISE(ABORT, 'vault entries are append-only'); END;
 -- at start instead.
 "#,
     ),
+    (
+        11,
+        concat!(
+            r#"
+-- A credential revoked by a rotation (1) lets the sessions started with it go on; one
+-- revoked otherwise (0: a compromise) ends them. A revocation after a rotation sets it
+-- back to 0.
+ALTER TABLE credentials ADD COLUMN rotated INTEGER NOT NULL DEFAULT 0;
+"#,
+            crate::backfill_rotated_credentials!()
+        ),
+    ),
 ];

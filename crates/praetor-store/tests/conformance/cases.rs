@@ -361,6 +361,7 @@ pub async fn records_round_trip_and_updates_keep_what_decisions_own(b: Backend) 
         created_at: 11,
         expires_at: Some(1_000),
         revoked_at: None,
+        rotated: false,
     };
     store
         .commit(Txn {
@@ -391,7 +392,7 @@ pub async fn records_round_trip_and_updates_keep_what_decisions_own(b: Backend) 
         .commit(Txn {
             mutations: vec![
                 Mutation::RevokeApiKey { workspace_id: WS.into(), key_id: "key_1".into(), at: 40 },
-                Mutation::RevokeCredential { workspace_id: WS.into(), credential_id: "cred_1".into(), at: 41 },
+                Mutation::RevokeCredential { workspace_id: WS.into(), credential_id: "cred_1".into(), at: 41, rotated: false },
                 Mutation::DeletePolicy { workspace_id: WS.into(), policy_id: "pol_2".into() },
                 Mutation::PutWorkspaceSettings { workspace_id: WS.into(), settings: WorkspaceSettings::default() },
             ],
@@ -1129,7 +1130,7 @@ pub async fn agent_and_session_state_read_back_their_history(b: Backend) {
     let store = with_workspace(&b).await;
     let cred = Credential {
         credential_id: "cred_1".into(), workspace_id: WS.into(), agent_id: "agt_1".into(), algorithm: "ed25519".into(),
-        public_key: "pk".into(), did: "did:key:z".into(), created_at: 11, expires_at: None, revoked_at: None,
+        public_key: "pk".into(), did: "did:key:z".into(), created_at: 11, expires_at: None, revoked_at: None, rotated: false,
     };
     store.commit(Txn { mutations: vec![Mutation::PutAgent(agent("agt_1", "one")), Mutation::InsertCredential(cred.clone()), Mutation::PutSession(session("sess_1", "agt_1", SessionStatus::Active, 1, 5))], seal: vec![] }).await.unwrap();
     let row = |n: i64, verdict: &str, session: Option<&str>, kind: &str| {
@@ -1163,8 +1164,28 @@ pub async fn agent_and_session_state_read_back_their_history(b: Backend) {
     // A session may start only while its agent is active and its credential unrevoked.
     let active = |c: Option<&str>| one(Mutation::ExpectActive { workspace_id: WS.into(), agent_id: "agt_1".into(), credential_id: c.map(str::to_owned) });
     store.commit(active(Some("cred_1"))).await.expect("active agent, live credential");
-    store.commit(one(Mutation::RevokeCredential { workspace_id: WS.into(), credential_id: "cred_1".into(), at: 50 })).await.unwrap();
+    // Revoked by a rotation: no new session, and the store says it was a rotation...
+    let revoke = |at, rotated| one(Mutation::RevokeCredential { workspace_id: WS.into(), credential_id: "cred_1".into(), at, rotated });
+    let stored = |store: &std::sync::Arc<dyn Store>| {
+        let store = store.clone();
+        async move { store.agent_state(WS, "agt_1", i64::MAX, 0).await.unwrap().unwrap().credentials[0].clone() }
+    };
+    store.commit(revoke(50, true)).await.unwrap();
     assert!(matches!(store.commit(active(Some("cred_1"))).await, Err(StoreError::Stale(w)) if w.contains("revoked")));
+    assert_eq!((stored(&store).await.revoked_at, stored(&store).await.rotated), (Some(50), true));
+    // ...which another rotation does not change, and a revocation (a leak) ends,
+    // keeping the time it stopped signing; after that nothing changes it.
+    let etag = || async { store.agent_state(WS, "agt_1", i64::MAX, 0).await.unwrap().unwrap().agent.etag };
+    let before = etag().await;
+    store.commit(revoke(55, true)).await.unwrap();
+    assert_eq!((stored(&store).await.revoked_at, stored(&store).await.rotated, etag().await), (Some(50), true, before.clone()));
+    store.commit(revoke(60, false)).await.unwrap();
+    assert_eq!((stored(&store).await.revoked_at, stored(&store).await.rotated), (Some(50), false));
+    let after = etag().await;
+    assert_ne!(after, before, "every copy of the agent is stale: its sessions are refused now");
+    store.commit(revoke(70, false)).await.unwrap();
+    store.commit(revoke(80, true)).await.unwrap();
+    assert_eq!((stored(&store).await.revoked_at, stored(&store).await.rotated, etag().await), (Some(50), false, after));
     assert!(matches!(store.commit(active(Some("cred_other"))).await, Err(StoreError::Stale(_))), "an unknown credential is not usable");
     store.commit(active(None)).await.expect("the agent itself is still active");
     let mut off = agent("agt_1", "one");
