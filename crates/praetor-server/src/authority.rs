@@ -309,7 +309,15 @@ impl Escalation {
     /// `session` are its agent and session as held; one it names that is not held
     /// counts as gone (fail closed), so a caller looks both up in the store first, or
     /// skips escalations whose agent or session it does not hold (the sweeper).
-    pub fn void_reason(&self, agent: Option<&praetor_store::Agent>, session: Option<&praetor_store::Session>) -> Option<String> {
+    /// `credentials` are this node's copies of credentials: a session started with one
+    /// revoked (not rotated) acts no more (`pipeline::identify`), so nor does an
+    /// approval of its escalation, should the revocation's kill not have landed.
+    pub fn void_reason(
+        &self,
+        agent: Option<&praetor_store::Agent>,
+        session: Option<&praetor_store::Session>,
+        credentials: &HashMap<String, praetor_store::Credential>,
+    ) -> Option<String> {
         if let Some(a) = &self.agent_id {
             match agent {
                 None => return Some(format!("agent `{a}` no longer exists")),
@@ -320,7 +328,11 @@ impl Escalation {
         let id = self.session_id.as_ref()?;
         match session {
             None => Some(format!("session `{id}` no longer exists")),
-            Some(s) => closed_session_reason(s),
+            Some(s) => closed_session_reason(s).or_else(|| {
+                let c = s.credential_id.as_ref()?;
+                let revoked = credentials.get(c).is_some_and(|c| c.revoked_at.is_some() && !c.rotated);
+                revoked.then(|| format!("session `{id}` was started with credential `{c}`, which is revoked"))
+            }),
         }
     }
 

@@ -75,6 +75,10 @@ pub fn verify(
         .iter()
         .find(|c| c.credential_id == cred_id && c.agent_id == agent_id)
         .ok_or_else(|| fail("signature_invalid", format!("credential `{cred_id}` does not belong to agent `{agent_id}`")))?;
+    // A rotated key is told apart from a revoked one: its holder signs with the new key.
+    if cred.revoked_at.is_some() && cred.rotated {
+        return Err(fail("credential_rotated", format!("credential `{cred_id}` was rotated: sign with its successor")));
+    }
     if cred.revoked_at.is_some() {
         return Err(fail("credential_revoked", format!("credential `{cred_id}` is revoked")));
     }

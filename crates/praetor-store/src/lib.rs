@@ -5,13 +5,17 @@
 //! applied atomically. Backends group many transactions into one commit (one fsync for
 //! many decisions), and only then report success, so an answered decision is on disk.
 
-/// Migration text both backends run alike, as a literal for their `concat!`: mark the
-/// credentials rotated before `rotated` existed (SQLite's migration 11, PostgreSQL's 5).
+/// Migration text both backends run alike, as a literal for their `concat!`: index the
+/// credentials by agent, and mark those rotated before `rotated` existed (SQLite's
+/// migration 11, PostgreSQL's 5).
 /// A rotation makes the successor in the same millisecond as it revokes the old
 /// credential, for the same agent; a revocation makes none.
 macro_rules! backfill_rotated_credentials {
     () => {
         r#"
+-- Without it the backfill below, and every read of an agent's credentials, scans the
+-- whole table for each row.
+CREATE INDEX credentials_by_agent ON credentials (workspace_id, agent_id);
 UPDATE credentials SET rotated = 1
 WHERE revoked_at IS NOT NULL AND EXISTS (
     SELECT 1 FROM credentials AS successor

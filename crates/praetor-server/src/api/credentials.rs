@@ -134,8 +134,7 @@ async fn revoke(
 ) -> ApiResult<Revocation> {
     let now = state.now_ms();
     let cred_ids: Vec<String> = creds.iter().map(|c| c.credential_id.clone()).collect();
-    // Those still active, and those a rotation revoked, whose sessions go on until now.
-    let fresh: Vec<String> = creds.iter().filter(|c| c.revoked_at.is_none() || c.rotated).map(|c| c.credential_id.clone()).collect();
+    let fresh: Vec<String> = creds.iter().filter(|c| still_to_revoke(c)).map(|c| c.credential_id.clone()).collect();
     let revoked: Vec<Credential> = creds.into_iter().map(|c| Credential { revoked_at: c.revoked_at.or(Some(now)), rotated: false, ..c }).collect();
     // Revoke in memory first, so nothing can start a session with these credentials
     // while the commit is under way (if the commit fails, memory errs on the safe side
@@ -187,6 +186,22 @@ async fn revoke(
         ),
     }
     Ok(done)
+}
+
+/// Whether a revocation changes `c` (the store's copy): it is still active, or a
+/// rotation revoked it, whose sessions go on until it is revoked.
+fn still_to_revoke(c: &Credential) -> bool {
+    c.revoked_at.is_none() || c.rotated
+}
+
+/// The `credential.revoked` event of a revoke of `c` (the store's copy, as it was): one
+/// already revoked says since when (`already_revoked_at`), and whether by a rotation
+/// (`was_rotated`, whose sessions this revoke ends).
+fn credential_revoked(workspace_id: &str, actor: &str, now: i64, c: &Credential, reason: &str) -> SealRequest {
+    event(workspace_id, "credential.revoked", Some(actor), now, json!({
+        "credential_id": c.credential_id, "agent_id": c.agent_id, "reason": reason,
+        "already_revoked_at": c.revoked_at.map(iso), "was_rotated": c.rotated,
+    }))
 }
 
 /// A revocation's clean-up: kill every active session of `agent_id` or bound to
@@ -294,12 +309,8 @@ pub async fn revoke_credential(
     let agent_id = held.agent_id.clone();
     let stored = stored_credentials(&state, ws, &agent_id).await?;
     let cred = stored.and_then(|(_, creds)| creds.into_iter().find(|c| c.credential_id == id)).unwrap_or(held);
-    // Every revoke is sealed, as the operator's act with its reason; one of a credential
-    // already revoked (rotated, or revoked before) says since when, and changes nothing.
-    let seal = vec![event(&ws.workspace_id, "credential.revoked", Some(actor), state.now_ms(), json!({
-        "credential_id": cred.credential_id, "agent_id": cred.agent_id, "reason": reason,
-        "already_revoked_at": cred.revoked_at.map(iso), "was_rotated": cred.rotated,
-    }))];
+    // Every revoke is sealed, as the operator's act with its reason.
+    let seal = vec![credential_revoked(&ws.workspace_id, actor, state.now_ms(), &cred, &reason)];
     let done = revoke(&state, ws, actor, &agent_id, vec![cred], &reason, (Vec::new(), seal), Writes::default).await?;
     let credential = done.credentials.last().map(|c| credential_view(c, state.now_ms())).unwrap_or(Value::Null);
     Ok(done.answer(json!({ "ok": true, "credential": credential, "killed_sessions": done.killed })))
@@ -349,13 +360,14 @@ pub async fn revoke_agent(
     mutations.extend(revoked_keys.iter().map(|k| Mutation::RevokeApiKey { workspace_id: ws.workspace_id.clone(), key_id: k.clone(), at: now }));
     // Every revoke is sealed, as the operator's act with its reason: a second one (to
     // finish a clean-up) says the agent was already inactive and lists no credential.
-    let fresh: Vec<&String> = creds.iter().filter(|c| c.revoked_at.is_none()).map(|c| &c.credential_id).collect();
+    // What `revoke` revokes: the credentials still active, and those a rotation revoked
+    // (whose sessions end now).
+    let fresh: Vec<&Credential> = creds.iter().filter(|c| still_to_revoke(c)).collect();
+    let fresh_ids: Vec<&String> = fresh.iter().map(|c| &c.credential_id).collect();
     let mut seal = vec![event(&ws.workspace_id, "agent.revoked", Some(actor), now, json!({
-        "agent_id": id, "reason": reason, "was_active": was_active, "revoked_credentials": fresh, "revoked_keys": revoked_keys,
+        "agent_id": id, "reason": reason, "was_active": was_active, "revoked_credentials": fresh_ids, "revoked_keys": revoked_keys,
     }))];
-    seal.extend(fresh.iter().map(|c| event(&ws.workspace_id, "credential.revoked", Some(actor), now, json!({
-        "credential_id": c, "agent_id": id, "reason": reason,
-    }))));
+    seal.extend(fresh.iter().map(|c| credential_revoked(&ws.workspace_id, actor, now, c, &reason)));
     // Built at each attempt from the copies as they are then (a refused attempt reads
     // them back): the grants and escalations change with every use and approval on any
     // node.

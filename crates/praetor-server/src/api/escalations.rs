@@ -54,7 +54,8 @@ async fn void_reason(state: &AppState, ws: &WorkspaceState, e: &Escalation) -> A
     }
     let agent = e.agent_id.as_deref().and_then(|a| ws.agent(a));
     let live = ws.live.lock();
-    Ok(e.void_reason(agent.as_ref(), e.session_id.as_deref().and_then(|s| live.sessions.get(s))))
+    let credentials = ws.credentials.read();
+    Ok(e.void_reason(agent.as_ref(), e.session_id.as_deref().and_then(|s| live.sessions.get(s)), &credentials))
 }
 
 /// The escalation as it stands now: an open one whose agent or session is gone reads
@@ -234,13 +235,14 @@ const EXPIRY_LEASE_MS: i64 = 5_000;
 fn voided(ws: &WorkspaceState) -> Vec<(String, String)> {
     let live = ws.live.lock();
     let agents = ws.agents.read();
+    let credentials = ws.credentials.read();
     live.authority
         .escalations
         .values()
         .filter(|e| e.is_open() && e.session_id.as_ref().is_none_or(|s| live.sessions.contains_key(s)))
         .filter(|e| e.agent_id.as_ref().is_none_or(|a| agents.contains_key(a)))
         .filter_map(|e| {
-            let why = e.void_reason(e.agent_id.as_ref().and_then(|a| agents.get(a)), e.session_id.as_ref().and_then(|s| live.sessions.get(s)))?;
+            let why = e.void_reason(e.agent_id.as_ref().and_then(|a| agents.get(a)), e.session_id.as_ref().and_then(|s| live.sessions.get(s)), &credentials)?;
             Some((e.escalation_id.clone(), why))
         })
         .collect()

@@ -689,6 +689,9 @@ async fn a_credential_revocation_stands_when_its_kills_keep_losing_to_other_node
     let agent = reg["agent"]["agent_id"].as_str().unwrap().to_owned();
     let cred = reg["credential"]["credential_id"].as_str().unwrap().to_owned();
     let session = start(&s, json!({ "agent_id": null, "credential_id": cred })).await;
+    s.policy(json!({ "name": "Review", "policy_type": "action_type", "action_types": ["deploy"], "decision": "escalate" })).await;
+    let deploy = json!({ "action_type": "deploy", "agent_id": null, "session_id": session });
+    let esc = s.intercept(deploy.clone()).await["escalation_id"].as_str().unwrap().to_owned();
 
     store.contest.store(true, SeqCst);
     let (status, answer) = s.post(&format!("/api/v1/enforce/credentials/{cred}/revoke"), &s.admin_key, &json!({ "reason": "key leaked" })).await;
@@ -696,7 +699,7 @@ async fn a_credential_revocation_stands_when_its_kills_keep_losing_to_other_node
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["credential"]["status"], "revoked", "{answer}");
     assert_eq!(answer["cleanup_incomplete"], true, "{answer}");
-    assert_eq!(answer["cleanup_left"], json!({ "session": [session] }), "{answer}");
+    assert_eq!(answer["cleanup_left"], json!({ "escalation": [esc], "session": [session] }), "{answer}");
     assert_eq!(answer["killed_sessions"], json!([]), "{answer}");
     let ws_id = s.state.workspace_ids()[0].clone();
     let stored = s.state.store.agent_state(&ws_id, &agent, 0, 10).await.unwrap().unwrap();
@@ -706,6 +709,13 @@ async fn a_credential_revocation_stands_when_its_kills_keep_losing_to_other_node
     // The session the kill left acts no more: it was started with the revoked credential.
     let left = act(&s, &session, json!({})).await;
     assert_eq!((left["decision"].as_str(), left["identity"]["check"].as_str()), (Some("block"), Some("credential_revoked")), "{left}");
+    // Nor does its escalation: it reads expired, and approving it is refused.
+    let (_, waiting) = s.get(&format!("/api/v1/enforce/escalations/{esc}/status"), &s.admin_key).await;
+    assert_ne!(waiting["decision"], "allow", "{waiting}");
+    let approver = s.key(&["approvals"], None).await;
+    let approval = s.post(&format!("/api/v1/enforce/escalations/{esc}/resolve"), &approver, &json!({ "resolution": "approved" })).await;
+    assert_error(&approval, 409, "conflict");
+    assert!(approval.1["error"]["message"].as_str().unwrap().contains("which is revoked"), "{}", approval.1);
 
     let (status, again) = s.post(&format!("/api/v1/enforce/credentials/{cred}/revoke"), &s.admin_key, &json!({ "reason": "key leaked" })).await;
     assert_eq!(status, StatusCode::OK, "{again}");
@@ -749,6 +759,32 @@ async fn a_rotated_credentials_sessions_go_on_until_it_is_revoked() {
     assert_eq!(status, StatusCode::OK, "{gone}");
     let listed: Vec<&Value> = gone["revoked_credentials"].as_array().unwrap().iter().map(|c| &c["credential_id"]).collect();
     assert_eq!(listed, [&rotated["credential"]["credential_id"]], "{gone}");
+}
+
+/// Revoking an agent ends the sessions of the credential it rotated too: the answer and
+/// the vault name both credentials, the rotated one saying so.
+#[tokio::test]
+async fn revoking_an_agent_ends_its_rotated_credentials_sessions() {
+    let s = TestServer::start().await;
+    let (_, reg) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "rotated-then-revoked" })).await;
+    let (agent, old) = (reg["agent"]["agent_id"].as_str().unwrap(), reg["credential"]["credential_id"].as_str().unwrap());
+    let session = start(&s, json!({ "agent_id": null, "credential_id": old })).await;
+    let (_, rotated) = s.post(&format!("/api/v1/enforce/credentials/{old}/rotate"), &s.admin_key, &json!({})).await;
+    let new = rotated["credential"]["credential_id"].as_str().unwrap();
+    let (status, gone) = s.post(&format!("/api/v1/enforce/agents/{agent}/revoke"), &s.admin_key, &json!({ "reason": "retired" })).await;
+    assert_eq!(status, StatusCode::OK, "{gone}");
+    let mut listed: Vec<&str> = gone["revoked_credentials"].as_array().unwrap().iter().map(|c| c["credential_id"].as_str().unwrap()).collect();
+    listed.sort_unstable();
+    let mut both = [old, new];
+    both.sort_unstable();
+    assert_eq!(listed, both, "{gone}");
+    assert!(gone["revoked_credentials"].as_array().unwrap().iter().all(|c| c["rotated"] == false), "{gone}");
+    assert_eq!(act(&s, &session, json!({})).await["decision"], "terminate");
+    let sealed = vault_kinds(&s).await;
+    let agent_revoked: Vec<&Value> = sealed.iter().filter(|e| e["kind"] == "agent.revoked").collect();
+    assert_eq!(agent_revoked[0]["revoked_credentials"].as_array().map(Vec::len), Some(2), "{agent_revoked:?}");
+    let of_old: Vec<&Value> = sealed.iter().filter(|e| e["kind"] == "credential.revoked" && e["credential_id"] == json!(old)).collect();
+    assert_eq!((of_old.len(), &of_old[0]["was_rotated"]), (1, &json!(true)), "{of_old:?}");
 }
 
 /// A rotation commits only while the agent and the credential are active in the store:

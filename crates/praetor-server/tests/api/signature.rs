@@ -73,6 +73,18 @@ async fn signed_requests_are_verified() {
     let unsigned = s.intercept(body.clone()).await;
     assert_eq!(unsigned["identity"]["check"], "signature_missing");
     assert_eq!(unsigned["decision"], "block");
+    // A rotated key is told apart from a revoked one.
+    let (_, rotated) = s.post(&format!("/api/v1/enforce/credentials/{}/rotate", a.credential_id), &s.admin_key, &json!({})).await;
+    let old = send(&s, &a, &body, now, "nonce-0004", None).await;
+    assert_eq!((&old["decision"], &old["identity"]["check"]), (&json!("block"), &json!("credential_rotated")), "{old}");
+    s.post(&format!("/api/v1/enforce/credentials/{}/revoke", a.credential_id), &s.admin_key, &json!({ "reason": "leaked" })).await;
+    let old = send(&s, &a, &body, now, "nonce-0005", None).await;
+    assert_eq!((&old["decision"], &old["identity"]["check"]), (&json!("block"), &json!("credential_revoked")), "{old}");
+    // The successor signs.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let seed: [u8; 32] = b64.decode(rotated["credential"]["private_key"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let next = SignedAgent { id: a.id.clone(), credential_id: rotated["credential"]["credential_id"].as_str().unwrap().to_owned(), key: SigningKey::from_bytes(&seed) };
+    assert_eq!(send(&s, &next, &body, now, "nonce-0006", None).await["decision"], "allow");
 }
 
 #[tokio::test]
