@@ -15,7 +15,7 @@ macro_rules! backfill_rotated_credentials {
         r#"
 -- Without it the backfill below, and every read of an agent's credentials, scans the
 -- whole table for each row.
-CREATE INDEX credentials_by_agent ON credentials (workspace_id, agent_id);
+CREATE INDEX credentials_by_agent ON credentials (workspace_id, agent_id, created_at);
 UPDATE credentials SET rotated = 1
 WHERE revoked_at IS NOT NULL AND EXISTS (
     SELECT 1 FROM credentials AS successor

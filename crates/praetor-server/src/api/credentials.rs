@@ -359,7 +359,8 @@ pub async fn revoke_agent(
     let mut mutations = vec![Mutation::DeactivateAgent { workspace_id: ws.workspace_id.clone(), agent_id: id.clone(), at: now, etag: new_id("etag") }];
     mutations.extend(revoked_keys.iter().map(|k| Mutation::RevokeApiKey { workspace_id: ws.workspace_id.clone(), key_id: k.clone(), at: now }));
     // Every revoke is sealed, as the operator's act with its reason: a second one (to
-    // finish a clean-up) says the agent was already inactive and lists no credential.
+    // finish a clean-up) says the agent was already inactive, and lists only what the
+    // first left to revoke (none, unless a credential was rotated).
     // What `revoke` revokes: the credentials still active, and those a rotation revoked
     // (whose sessions end now).
     let fresh: Vec<&Credential> = creds.iter().filter(|c| still_to_revoke(c)).collect();

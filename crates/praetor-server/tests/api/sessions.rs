@@ -692,6 +692,12 @@ async fn a_credential_revocation_stands_when_its_kills_keep_losing_to_other_node
     s.policy(json!({ "name": "Review", "policy_type": "action_type", "action_types": ["deploy"], "decision": "escalate" })).await;
     let deploy = json!({ "action_type": "deploy", "agent_id": null, "session_id": session });
     let esc = s.intercept(deploy.clone()).await["escalation_id"].as_str().unwrap().to_owned();
+    // A second one is approved before the revocation, not yet used.
+    let approver = s.key(&["approvals"], None).await;
+    let approved = s.intercept(json!({ "action_type": "deploy", "agent_id": null, "session_id": session, "metadata": { "n": 2 } })).await;
+    let approved = approved["escalation_id"].as_str().unwrap().to_owned();
+    let (code, resolved) = s.post(&format!("/api/v1/enforce/escalations/{approved}/resolve"), &approver, &json!({ "resolution": "approved" })).await;
+    assert_eq!(code, StatusCode::OK, "{resolved}");
 
     store.contest.store(true, SeqCst);
     let (status, answer) = s.post(&format!("/api/v1/enforce/credentials/{cred}/revoke"), &s.admin_key, &json!({ "reason": "key leaked" })).await;
@@ -699,7 +705,11 @@ async fn a_credential_revocation_stands_when_its_kills_keep_losing_to_other_node
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["credential"]["status"], "revoked", "{answer}");
     assert_eq!(answer["cleanup_incomplete"], true, "{answer}");
-    assert_eq!(answer["cleanup_left"], json!({ "escalation": [esc], "session": [session] }), "{answer}");
+    let mut left_escalations: Vec<&str> = answer["cleanup_left"]["escalation"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    left_escalations.sort_unstable();
+    let mut both = [esc.as_str(), approved.as_str()];
+    both.sort_unstable();
+    assert_eq!((left_escalations, &answer["cleanup_left"]["session"]), (both.to_vec(), &json!([session])), "{answer}");
     assert_eq!(answer["killed_sessions"], json!([]), "{answer}");
     let ws_id = s.state.workspace_ids()[0].clone();
     let stored = s.state.store.agent_state(&ws_id, &agent, 0, 10).await.unwrap().unwrap();
@@ -710,9 +720,10 @@ async fn a_credential_revocation_stands_when_its_kills_keep_losing_to_other_node
     let left = act(&s, &session, json!({})).await;
     assert_eq!((left["decision"].as_str(), left["identity"]["check"].as_str()), (Some("block"), Some("credential_revoked")), "{left}");
     // Nor does its escalation: it reads expired, and approving it is refused.
-    let (_, waiting) = s.get(&format!("/api/v1/enforce/escalations/{esc}/status"), &s.admin_key).await;
-    assert_ne!(waiting["decision"], "allow", "{waiting}");
-    let approver = s.key(&["approvals"], None).await;
+    for id in [&esc, &approved] {
+        let (_, waiting) = s.get(&format!("/api/v1/enforce/escalations/{id}/status"), &s.admin_key).await;
+        assert_eq!((&waiting["status"], &waiting["decision"]), (&json!("expired"), &json!("block")), "{waiting}");
+    }
     let approval = s.post(&format!("/api/v1/enforce/escalations/{esc}/resolve"), &approver, &json!({ "resolution": "approved" })).await;
     assert_error(&approval, 409, "conflict");
     assert!(approval.1["error"]["message"].as_str().unwrap().contains("which is revoked"), "{}", approval.1);
@@ -761,8 +772,9 @@ async fn a_rotated_credentials_sessions_go_on_until_it_is_revoked() {
     assert_eq!(listed, [&rotated["credential"]["credential_id"]], "{gone}");
 }
 
-/// Revoking an agent ends the sessions of the credential it rotated too: the answer and
-/// the vault name both credentials, the rotated one saying so.
+/// Revoking an agent revokes the credential it rotated too (as it ends every session of
+/// the agent): the answer and the vault name both credentials, the rotated one saying
+/// so.
 #[tokio::test]
 async fn revoking_an_agent_ends_its_rotated_credentials_sessions() {
     let s = TestServer::start().await;
