@@ -106,8 +106,9 @@ impl Revocation {
 /// Revoke `creds`, then kill the sessions of `agent_id` and clean up, in two steps.
 ///
 /// `creds` are the store's copies, read by the caller under `agent_writes`, so that a
-/// credential the store holds revoked already (by a rotation, by an earlier revoke) is
-/// not revoked again, and one it holds active is, whatever this node's copy says.
+/// credential the store holds revoked already by an earlier revoke is not revoked
+/// again, and one it holds active or only rotated is (`still_to_revoke`), whatever this
+/// node's copy says.
 ///
 /// First the revocation, in one transaction no guard can refuse: the credentials
 /// revoked with their events, the agent's etag moved on, and `unguarded`, the caller's
