@@ -727,6 +727,14 @@ async fn a_credential_revocation_stands_when_its_kills_keep_losing_to_other_node
     let approval = s.post(&format!("/api/v1/enforce/escalations/{esc}/resolve"), &approver, &json!({ "resolution": "approved" })).await;
     assert_error(&approval, 409, "conflict");
     assert!(approval.1["error"]["message"].as_str().unwrap().contains("which is revoked"), "{}", approval.1);
+    // The sweeper settles the approved one in the store too.
+    let stored_status = |id: String| {
+        let (store, ws_id) = (s.state.store.clone(), s.state.workspace_ids()[0].clone());
+        async move { store.get_object(&ws_id, "escalation", &id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(stored_status(approved.clone()).await, "approved");
+    praetor_server::sessions::sweep(&s.state).await;
+    assert_eq!(stored_status(approved.clone()).await, "expired");
 
     let (status, again) = s.post(&format!("/api/v1/enforce/credentials/{cred}/revoke"), &s.admin_key, &json!({ "reason": "key leaked" })).await;
     assert_eq!(status, StatusCode::OK, "{again}");
