@@ -1110,17 +1110,20 @@ fn record<'a>(
     // Where each decision's own entry sits among the transaction's seals (session
     // events may be sealed between them).
     let mut seal_of = Vec::with_capacity(evaluated.len());
+    // A grantor is expected active once per transaction, however many of its actions
+    // went through its grants. (Empty, and not allocated, when no grant was used.)
+    let mut grantors_expected: std::collections::HashSet<String> = std::collections::HashSet::new();
     for e in &mut evaluated {
         let i = txn.seal.len();
         seal_of.push(i);
-        // A grantor is expected active once per transaction, however many of its
-        // actions went through its grants.
-        let repeated = |g: &Mutation| {
-            matches!(g, Mutation::ExpectActive { agent_id, credential_id: None, .. }
-                if txn.mutations.iter().any(|m| matches!(m, Mutation::ExpectActive { agent_id: seen, credential_id: None, .. } if seen == agent_id)))
-        };
-        let guards: Vec<Mutation> = e.guards.iter().filter(|g| !repeated(g)).cloned().collect();
-        txn.mutations.extend(guards);
+        for g in &e.guards {
+            if let Mutation::ExpectActive { agent_id, credential_id: None, .. } = g
+                && !grantors_expected.insert(agent_id.clone())
+            {
+                continue;
+            }
+            txn.mutations.push(g.clone());
+        }
         // The store adds `answer_sha256` to the entry: the digest of the row's part of
         // the answer as it encodes it (`Txn::seal_answer_digests`).
         let entry = vault_entry(ws, e);
