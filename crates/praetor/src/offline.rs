@@ -327,14 +327,20 @@ pub fn create_key(data_dir: &Path, scopes: &[String], agent_id: Option<String>, 
         let store = praetor_store::sqlite::SqliteStore::open(&db).map_err(|e| anyhow::anyhow!("{e}"))?;
         let snap = store.snapshot().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let ws = snap.workspaces.first().context("the store has no workspace")?;
-        if let Some(a) = &agent_id
-            && !snap.agents.iter().any(|x| &x.agent_id == a && x.workspace_id == ws.workspace_id) {
-                bail!("`--agent-id`: agent `{a}` does not exist");
+        let mut mutations = Vec::new();
+        if let Some(a) = &agent_id {
+            match snap.agents.iter().find(|x| &x.agent_id == a && x.workspace_id == ws.workspace_id) {
+                None => bail!("`--agent-id`: agent `{a}` does not exist"),
+                Some(x) if !x.is_active => bail!("`--agent-id`: agent `{a}` is deactivated; a key bound to it could not act"),
+                // A revocation a running server commits meanwhile refuses this key.
+                Some(_) => mutations.push(Mutation::ExpectActive { workspace_id: ws.workspace_id.clone(), agent_id: a.clone(), credential_id: None }),
             }
+        }
         let now = chrono_now_ms();
         let (key, secret) = praetor_server::api::system::mint_key(&ws.workspace_id, scopes, agent_id, label, now);
+        mutations.push(Mutation::InsertApiKey(key.clone()));
         let txn = Txn {
-            mutations: vec![Mutation::InsertApiKey(key.clone())],
+            mutations,
             seal: vec![praetor_server::events::event(&ws.workspace_id, "key.created", Some("cli"), now,
                 json!({ "key_id": key.key_id, "scopes": key.scopes, "agent_id": key.agent_id }))],
         };

@@ -430,6 +430,17 @@ fn keys_create_works_while_the_server_runs() {
     let out = praetor(&["keys", "create", "--scope", "root", "--data-dir", dir.path().to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(text(&out).contains("scopes[0]"), "{}", text(&out));
+    // No key is made for a revoked agent: it could act as nobody, and would outlive the
+    // revocation that revoked the agent's keys.
+    let agent = call("POST", &format!("{}/api/v1/enforce/agents", s.base), &s.key, Some(&json!({ "name": "gone" })));
+    let agent_id = agent["agent"]["agent_id"].as_str().expect("agent_id").to_owned();
+    let bound = |id: &str| praetor(&["keys", "create", "--scope", "agent", "--agent-id", id, "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(bound(&agent_id).status.success(), "an active agent gets a bound key");
+    let revoked = call("POST", &format!("{}/api/v1/enforce/agents/{agent_id}/revoke", s.base), &s.key, Some(&json!({ "reason": "compromised" })));
+    assert_eq!(revoked["revoked_keys"].as_array().map(Vec::len), Some(1), "{revoked}");
+    let out = bound(&agent_id);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("`--agent-id`") && text(&out).contains("deactivated"), "{}", text(&out));
     drop(s);
     let out = check(dir.path());
     assert!(out.status.success(), "{}", text(&out));

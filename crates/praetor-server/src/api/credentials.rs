@@ -382,7 +382,7 @@ pub async fn revoke_agent(
         seals.extend(settled.seals);
         (mutations, seals)
     };
-    let done = match revoke(&state, ws, actor, &id, creds, &reason, (mutations, seal), guarded).await {
+    let mut done = match revoke(&state, ws, actor, &id, creds, &reason, (mutations, seal), guarded).await {
         Ok(done) => done,
         Err(e) => {
             // Nothing was revoked: the keys are taken as the store holds them. If the
@@ -395,6 +395,8 @@ pub async fn revoke_agent(
             return Err(e);
         }
     };
+    let mut revoked_keys = revoked_keys;
+    revoked_keys.extend(revoke_late_keys(&state, ws, &id, &revoked_keys, (actor, &reason), &mut done).await);
     let revoked_grants: Vec<&String> = done.written.iter().filter(|(kind, _)| kind == "grant").map(|(_, g)| g).collect();
     Ok(done.answer(json!({
         "ok": true,
@@ -404,6 +406,53 @@ pub async fn revoke_agent(
         "revoked_keys": revoked_keys,
         "killed_sessions": done.killed,
     })))
+}
+
+/// Revoke the keys bound to `agent_id` that were committed (by another node, or by
+/// `praetor keys create`) after the revocation listed them but before it deactivated the
+/// agent. None can be committed after that (`ExpectActive`), so one more listing finds
+/// every one. Returns those it revoked; what it could not revoke is left in `done`, and
+/// stays refused on this node.
+async fn revoke_late_keys(
+    state: &AppState,
+    ws: &WorkspaceState,
+    agent_id: &str,
+    listed: &[String],
+    (actor, reason): (&str, &str),
+    done: &mut Revocation,
+) -> Vec<String> {
+    let late: Vec<praetor_store::ApiKey> = match state.store.list_api_keys(&ws.workspace_id).await {
+        Ok(keys) => keys
+            .into_iter()
+            .filter(|k| k.agent_id.as_deref() == Some(agent_id) && k.revoked_at.is_none() && !listed.contains(&k.key_id))
+            .collect(),
+        Err(e) => {
+            done.stopped(ApiError::from(e).message, []);
+            return Vec::new();
+        }
+    };
+    if late.is_empty() {
+        return Vec::new();
+    }
+    let now = state.now_ms();
+    let ids: Vec<String> = late.iter().map(|k| k.key_id.clone()).collect();
+    for k in late {
+        state.put_key(praetor_store::ApiKey { revoked_at: Some(now), ..k });
+    }
+    let txn = Txn {
+        mutations: ids.iter().map(|k| Mutation::RevokeApiKey { workspace_id: ws.workspace_id.clone(), key_id: k.clone(), at: now }).collect(),
+        seal: ids
+            .iter()
+            .map(|k| event(&ws.workspace_id, "key.revoked", Some(actor), now, json!({ "key_id": k, "agent_id": agent_id, "reason": format!("agent `{agent_id}` revoked: {reason}") })))
+            .collect(),
+    };
+    match state.commit(txn).await {
+        Ok(_) => ids,
+        Err(e) => {
+            done.stopped(ApiError::from(e).message, ids.into_iter().map(|k| ("key".to_owned(), k)));
+            Vec::new()
+        }
+    }
 }
 
 /// The store's copy of whether `agent_id` is active and of its credentials, revoked

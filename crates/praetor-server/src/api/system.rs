@@ -172,17 +172,30 @@ pub async fn create_key(
     ApiJson(body): ApiJson<CreateKeyBody>,
 ) -> ApiResult<Json<Value>> {
     let scopes = parse_scopes(&body.scopes, body.agent_id.as_deref()).map_err(|m| ApiError::new(Code::InvalidField, m))?;
-    if let Some(a) = &body.agent_id
-        && auth.workspace.agent(a).is_none() {
-            return Err(ApiError::not_found("agent", a));
-        }
     if body.label.as_ref().is_some_and(|l| l.len() > 256) {
         return Err(ApiError::invalid("label", "is longer than 256 bytes"));
     }
+    // A key bound to an agent is made only while the agent is active: not while a
+    // revocation on this node reads the keys it revokes, and (`ExpectActive`) not
+    // after one on any node has committed.
+    let ws = &auth.workspace;
+    let _guard = match &body.agent_id {
+        Some(_) => Some(ws.agent_writes.lock().await),
+        None => None,
+    };
+    let mut mutations = Vec::new();
+    if let Some(a) = &body.agent_id {
+        let agent = ws.agent(a).ok_or_else(|| ApiError::not_found("agent", a))?;
+        if !agent.is_active {
+            return Err(ApiError::new(Code::Conflict, format!("`agent_id`: agent `{a}` is deactivated; a key bound to it could not act")));
+        }
+        mutations.push(Mutation::ExpectActive { workspace_id: ws.workspace_id.clone(), agent_id: a.clone(), credential_id: None });
+    }
     let now = state.now_ms();
-    let (key, secret) = mint_key(&auth.workspace.workspace_id, scopes, body.agent_id, body.label, now);
+    let (key, secret) = mint_key(&ws.workspace_id, scopes, body.agent_id, body.label, now);
+    mutations.push(Mutation::InsertApiKey(key.clone()));
     let txn = Txn {
-        mutations: vec![Mutation::InsertApiKey(key.clone())],
+        mutations,
         seal: vec![event(&key.workspace_id, "key.created", Some(&auth.key.key_id), now,
             json!({ "key_id": key.key_id, "scopes": key.scopes, "agent_id": key.agent_id }))],
     };

@@ -557,4 +557,34 @@ async fn revoking_an_agent_revokes_the_keys_bound_to_it() {
     s.post(&format!("/api/v1/enforce/agents/{paused}/deactivate"), &s.admin_key, &json!({})).await;
     let (status, _) = s.get(&format!("/api/v1/enforce/agents/{paused}"), &paused_key).await;
     assert_eq!(status, StatusCode::OK);
+    // No new key is bound to an agent that is not active: it could act as nobody, and
+    // one made after a revocation would outlive it.
+    for agent in [&gone, &paused] {
+        let made = s.post("/api/v1/enforce/keys", &s.admin_key, &json!({ "scopes": ["agent"], "agent_id": agent })).await;
+        assert_error(&made, 409, "conflict");
+        assert!(made.1["error"]["message"].as_str().unwrap().contains("`agent_id`"), "{}", made.1);
+    }
+}
+
+#[tokio::test]
+async fn a_key_committed_while_its_agent_is_being_revoked_is_revoked_with_it() {
+    let (s, store) = TestServer::start_contested().await;
+    let gone = s.agent("gone").await;
+    let ws_id = s.state.workspace_ids()[0].clone();
+    // Another node (or `praetor keys create`) commits a key bound to the agent after the
+    // revocation has listed its keys, before the revocation commits.
+    let (late, secret) = praetor_server::api::system::mint_key(&ws_id, vec![ps::Scope::Agent], Some(gone.clone()), None, T0);
+    *store.late_key.lock() = Some(late.clone());
+    let (status, revoked) = s.post(&format!("/api/v1/enforce/agents/{gone}/revoke"), &s.admin_key, &json!({ "reason": "compromised" })).await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert!(store.late_key.lock().is_none(), "the key was committed behind the listing");
+    assert_eq!(revoked["revoked_keys"], json!([late.key_id]), "{revoked}");
+    assert_eq!(revoked["cleanup_incomplete"], false, "{revoked}");
+    assert_error(&s.get(&format!("/api/v1/enforce/agents/{gone}"), &secret).await, 401, "invalid_api_key");
+    let stored = s.state.store.list_api_keys(&ws_id).await.unwrap();
+    assert!(stored.iter().find(|k| k.key_id == late.key_id).unwrap().revoked_at.is_some(), "revoked in the store");
+    // Sealed as the operator's act, with the agent and the reason.
+    let (_, events) = s.get("/api/v1/enforce/vault/entries", &s.admin_key).await;
+    let sealed = events["entries"].as_array().unwrap().iter().filter(|e| e.to_string().contains("key.revoked") && e.to_string().contains(&late.key_id)).count();
+    assert_eq!(sealed, 1, "{events}");
 }

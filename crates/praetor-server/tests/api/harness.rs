@@ -44,7 +44,7 @@ impl TestServer {
     pub async fn start_contested() -> (TestServer, Arc<ContestedStore>) {
         let mut contested = None;
         let s = Self::start_on(|_| {}, |inner| {
-            let store = Arc::new(ContestedStore { inner, contest: AtomicBool::new(false), contest_objects: AtomicBool::new(false), contested: AtomicU32::new(0) });
+            let store = Arc::new(ContestedStore { inner, contest: AtomicBool::new(false), contest_objects: AtomicBool::new(false), contested: AtomicU32::new(0), late_key: Default::default() });
             contested = Some(store.clone());
             store
         })
@@ -165,6 +165,9 @@ pub struct ContestedStore {
     pub contest: AtomicBool,
     pub contest_objects: AtomicBool,
     pub contested: AtomicU32,
+    /// A key another node commits just after the next listing of keys has been read,
+    /// as it would between a revocation's listing and its commit.
+    pub late_key: parking_lot::Mutex<Option<ps::ApiKey>>,
 }
 
 #[async_trait::async_trait]
@@ -230,7 +233,12 @@ impl Store for ContestedStore {
         self.inner.api_key_by_hash(key_hash).await
     }
     async fn list_api_keys(&self, ws: &str) -> ps::Result<Vec<ps::ApiKey>> {
-        self.inner.list_api_keys(ws).await
+        let listed = self.inner.list_api_keys(ws).await?;
+        let late = self.late_key.lock().take();
+        if let Some(key) = late {
+            self.inner.commit(Txn { mutations: vec![Mutation::InsertApiKey(key)], seal: vec![] }).await?;
+        }
+        Ok(listed)
     }
     async fn list_sessions(&self, ws: &str, filter: &ps::SessionFilter) -> ps::Result<Vec<ps::Session>> {
         self.inner.list_sessions(ws, filter).await
