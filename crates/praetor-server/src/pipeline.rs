@@ -319,6 +319,13 @@ fn evaluate_with(
     let settings = ws.settings.read().clone();
 
     let mut live = ws.live.lock();
+    // A decision that read the clock before another took this lock and recorded a later
+    // action is made at that action's time: the histories stay in time order, and the
+    // windows counted from `now` reach every action recorded before this one.
+    let newest = |h: Option<&crate::state::History>| h.and_then(|h| h.actions.back()).map_or(i64::MIN, |a| a.at_ms);
+    let now_ms = now_ms
+        .max(newest(agent.as_ref().and_then(|a| live.agent_history.get(&a.agent_id))))
+        .max(newest(intercepted.request.session_id.as_ref().and_then(|s| live.session_history.get(s))));
     // The policies are loaded under the lock `WorkspaceState::replace_policies` swaps
     // them under: the window this evaluation prunes and records histories with, and
     // counts them against, is the one the marks of `LiveState::widen_window` were made

@@ -137,12 +137,14 @@ pub(crate) fn compile(def: &PolicyDef, scope: &GlobList) -> Result<Rule, PolicyE
 /// valid limit can be counted.
 pub const MAX_VELOCITY: u64 = 10_000;
 
-/// The entries of `history` (oldest first) with `now - window < at <= now`.
+/// The entries of `history` (oldest first) with `now - window < at`. An entry stamped
+/// after `now` (by a clock ahead of the one that read `now`: another node's, or a
+/// concurrent decision's that read it later) is counted: it happened, and leaving it
+/// out would let an action past a limit it has reached.
 fn window(history: &[PastAction], now_ms: i64, window_ms: i64) -> &[PastAction] {
     let from = now_ms.saturating_sub(window_ms);
     let lo = history.partition_point(|a| a.at_ms <= from);
-    let hi = history.partition_point(|a| a.at_ms <= now_ms).max(lo);
-    &history[lo..hi]
+    &history[lo..]
 }
 
 impl Rule {
@@ -224,7 +226,7 @@ impl Rule {
                     "sequence: `{action_type}` (matches `{}`) follows `{}` {}s earlier {} (within {}s)",
                     t.as_str(),
                     prior.action_type,
-                    (now - prior.at_ms) / 1000,
+                    (now - prior.at_ms).max(0) / 1000,
                     per.who(),
                     within_ms / 1000
                 )))
@@ -257,7 +259,7 @@ mod tests {
             .collect();
         assert_eq!(window(&h, 40, 20).len(), 2, "(20, 40]");
         assert_eq!(window(&h, 40, 40).len(), 4);
-        assert_eq!(window(&h, 35, 100).len(), 3, "future entries excluded");
+        assert_eq!(window(&h, 35, 100).len(), 4, "an entry stamped after now is counted");
         assert_eq!(window(&[], 35, 100).len(), 0);
     }
 
@@ -288,6 +290,19 @@ mod tests {
             .history(&[("pay.card", 5), ("pay.card", 4), ("pay.card", 3)])
             .decide("db.read");
         assert_eq!(d.verdict, Verdict::Allow);
+    }
+
+    #[test]
+    fn actions_stamped_after_now_count() {
+        // A concurrent decision that read the clock later, or another node whose clock is
+        // ahead, recorded an action after this decision's `now`: it still counts.
+        let v = velocity(json!({"max": 1, "window_seconds": 60}), json!(["pay.*"]));
+        assert_eq!(Fx::new(vec![v]).history(&[("pay.send", -1)]).decide("pay.send").verdict, Verdict::Block);
+        let o = json!({"name": "no exfil", "policy_type": "sequence", "decision": "block",
+                       "conditions": {"ordered": {"first": ["db.read*"], "then": ["email.send"], "within_seconds": 300}}});
+        let d = Fx::new(vec![o]).history(&[("db.read_users", -1)]).decide("email.send");
+        assert_eq!(d.verdict, Verdict::Block);
+        assert!(d.triggered[0].reason.contains("follows `db.read_users` 0s earlier"), "{}", d.triggered[0].reason);
     }
 
     #[test]

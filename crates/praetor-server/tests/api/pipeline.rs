@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{TestServer, assert_error};
+use crate::harness::{T0, TestServer, assert_error};
 
 #[tokio::test]
 async fn allow_block_and_the_authorisation_fields() {
@@ -205,6 +205,30 @@ async fn velocity_is_exact_under_concurrency() {
     // A minute later the window has moved on.
     s.clock.advance(61_000);
     assert_eq!(s.intercept(json!({ "action_type": "send", "agent_id": a })).await["decision"], "allow");
+}
+
+#[tokio::test]
+async fn a_decision_whose_clock_reading_is_behind_a_recorded_action_counts_it() {
+    // Decision B reads the clock, decision A reads it a millisecond later, takes the
+    // lock first and records its action; then B is evaluated. Played here with the clock
+    // set back between the two.
+    let s = TestServer::start().await;
+    let a = s.agent("racer").await;
+    s.policy(json!({ "name": "Two a minute", "policy_type": "sequence", "action_types": ["send"], "decision": "block",
+                     "conditions": { "velocity": { "max": 2, "window_seconds": 60 } } })).await;
+    let send = json!({ "action_type": "send", "agent_id": a });
+    s.clock.set(T0 + 1_000);
+    assert_eq!(s.intercept(send.clone()).await["decision"], "allow");
+    s.clock.set(T0);
+    assert_eq!(s.intercept(send.clone()).await["decision"], "allow");
+    assert_eq!(s.intercept(send.clone()).await["decision"], "block", "both earlier sends count");
+    // B was made at A's time, not before it: 60.9 s after A both are still in the window
+    // (B recorded at its own reading, 60.9 s old by then, would have left it).
+    s.clock.set(T0 + 60_900);
+    let third = s.intercept(send.clone()).await;
+    assert_eq!(third["decision"], "block", "{third}");
+    s.clock.set(T0 + 61_001);
+    assert_eq!(s.intercept(send).await["decision"], "allow", "both left the window together");
 }
 
 #[tokio::test]
