@@ -133,8 +133,17 @@ fn refuse(id: &'static str, name: &'static str, reason: String, outside_scope: b
 /// the role's minimum.
 fn role_denial(agent: &AgentFacts, roles: &[RoleFacts], action_type: &str) -> Option<Refusal> {
     for r in roles {
-        if let Some(p) = any_match(&r.denied_action_types, action_type) {
-            return Some(refuse("__role", "role", format!("role `{}` denies `{action_type}` (`{p}`)", r.name), false));
+        for p in &r.denied_action_types {
+            let reason = match Glob::action_type(p) {
+                Ok(g) if g.is_match(action_type) => format!("role `{}` denies `{action_type}` (`{p}`)", r.name),
+                Ok(_) => continue,
+                // A denial that no longer compiles (stored before a rule of the glob
+                // syntax tightened) denies everything, as a boundary's does: a denial
+                // is never dropped unread. (An allow list's does not match, which also
+                // fails closed.)
+                Err(_) => format!("role `{}` has an invalid denied glob `{p}`", r.name),
+            };
+            return Some(refuse("__role", "role", reason, false));
         }
         if let Some(min) = r.min_trust_level
             && agent.trust_score < min
@@ -256,6 +265,18 @@ mod tests {
         let roles = [role(&[], &[], Some(70))];
         let auth = Authority { roles: &roles, windows: &windows, ..Authority::default() };
         assert!(check(Some(&agent(&[])), &auth, "x").unwrap_err().reason.contains("trust 70"));
+    }
+
+    #[test]
+    fn a_role_denial_that_does_not_compile_denies() {
+        // Stored before the glob syntax tightened: dropped unread, it would let the
+        // action it was written to deny through; it denies, as a boundary's does.
+        let roles = [role(&[], &["[db.drop*"], None)];
+        let windows = [window(&["*"])];
+        let auth = Authority { roles: &roles, windows: &windows, ..Authority::default() };
+        let refused = check(Some(&agent(&["*"])), &auth, "db.drop_table").unwrap_err();
+        assert_eq!(refused.id, "__role");
+        assert!(refused.reason.contains("invalid denied glob `[db.drop*`"), "{}", refused.reason);
     }
 
     /// Action types are matched ignoring ASCII case everywhere: `db.DROP_table` is the

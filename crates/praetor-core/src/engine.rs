@@ -407,7 +407,14 @@ impl<'a> EvalCtx<'a> {
                 match piece {
                     Piece::Key(s) => scan_folded_too(s, fold::fold(s).as_ref(), &mut buf, |t, out| pii::scan_into(t, all, out)),
                     Piece::Value(s) => scan_folded_too(s, fold::fold(s).as_ref(), &mut buf, |t, out| pii::scan_value_into(t, all, out)),
-                    Piece::Number(s) => pii::scan_value_into(s, numeric, &mut buf),
+                    Piece::Number(s) => {
+                        pii::scan_value_into(s, numeric, &mut buf);
+                        if let Some(key) = metadata_texts::last_key(path)
+                            && numeric.contains(pii::Category::Ssn)
+                        {
+                            pii::scan_ssn_number_into(s, key, &mut buf);
+                        }
+                    }
                 }
                 if !buf.is_empty() {
                     let p = metadata_texts::path_text(path);

@@ -92,6 +92,11 @@ pub fn fold(text: &str) -> Option<Folded> {
 fn fold_char(c: char, out: &mut String) {
     match c.general_category() {
         GeneralCategory::SpaceSeparator | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => out.push(' '),
+        // Hyphens and dashes (the en dash word processors put between digit groups, the
+        // non-breaking hyphen of phone numbers, the figure dash) and the minus sign read
+        // as `-` to a person, and so they do to the detectors.
+        GeneralCategory::DashPunctuation => out.push('-'),
+        _ if c == '\u{2212}' => out.push('-'),
         GeneralCategory::DecimalNumber if first_ascii(c).is_none() => out.push(digit_value(c)),
         _ => decompose_compatible(c, |d| {
             if !matches!(d.general_category(), GeneralCategory::NonspacingMark | GeneralCategory::EnclosingMark) && !is_invisible(d) {
@@ -163,6 +168,13 @@ mod tests {
         assert_eq!(f.text, "\u{FDFA}rm");
         assert!(f.text.len() <= mixed.len() && f.origin.len() == f.text.len());
         assert_eq!(folded("db.drop\u{FE0F}_table\u{3164}"), "db.drop_table", "variation selectors and Hangul fillers are dropped");
+    }
+
+    #[test]
+    fn hyphens_dashes_and_minus_read_as_hyphen_minus() {
+        assert_eq!(folded("4111\u{2013}1111\u{2011}1111\u{2012}1111"), "4111-1111-1111-1111", "en dash, non-breaking hyphen, figure dash");
+        assert_eq!(folded("078\u{2010}05\u{2212}1120"), "078-05-1120", "hyphen, minus sign");
+        assert_eq!(folded("a\u{2014}b\u{fe63}c"), "a-b-c", "em dash, small hyphen-minus");
     }
 
     #[test]

@@ -180,6 +180,16 @@ fn grouped_digits(items: &[Value], out: &mut String) -> bool {
     true
 }
 
+/// The key a value is under (`ssn` for `metadata.ssn` and `metadata.ssn[1]`), unless it
+/// is one whose text must not be shown.
+pub(crate) fn last_key<'v>(path: &[Seg<'v>]) -> Option<&'v str> {
+    path.iter().rev().find_map(|seg| match seg {
+        Seg::Key(k) => Some(Some(*k)),
+        Seg::KeyAt(_) => Some(None),
+        Seg::Index(_) => None,
+    })?
+}
+
 /// `metadata.to`, `metadata.items[2].note`, `metadata.<key 0>`.
 pub(crate) fn path_text(path: &[Seg<'_>]) -> String {
     let mut s = String::from("metadata");

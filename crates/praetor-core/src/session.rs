@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::action::ActionRequest;
-use crate::policy::metadata::as_number;
+use crate::policy::metadata::{as_number, too_precise};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -155,7 +155,12 @@ pub fn charge_for(request: &ActionRequest, budgets: &Budgets) -> Result<Charge, 
         Some(v) => {
             let amount = as_number(v).ok_or_else(|| ChargeError {
                 field: "metadata.amount",
-                message: format!("`{v}` is not a number (use an integer, a decimal or a decimal string)"),
+                message: if too_precise(v) {
+                    // Charged rounded, it would be charged as something it is not.
+                    format!("`{v}` is too small or too precise to count exactly (a decimal holds 28 decimal places and 96 bits of digits)")
+                } else {
+                    format!("`{v}` is not a number (use an integer, a decimal or a decimal string)")
+                },
             })?;
             if amount.is_sign_negative() {
                 return Err(ChargeError { field: "metadata.amount", message: format!("`{amount}` is negative") });
@@ -399,6 +404,10 @@ mod tests {
             assert_eq!(e.field, "metadata.amount", "{tiny}");
             assert!(e.message.contains("too small"), "{}", e.message);
         }
+        let precise = charge_for(&request(json!({"amount": "1.00000000000000000000000000001", "currency": "USD"})), &b).unwrap_err();
+        assert!(precise.field == "metadata.amount" && precise.message.contains("too precise"), "{}", precise.message);
+        let zeros = charge_for(&request(json!({"amount": "0001.500000000000000000000000000000000", "currency": "USD"})), &b).unwrap();
+        assert_eq!(zeros.spend.unwrap().1, Decimal::new(15, 1), "zeros that carry nothing do not count as digits");
         for zero in [json!(0), json!("0.000"), json!(0.0), json!("-0")] {
             assert_eq!(charge_for(&request(json!({"amount": zero, "currency": "USD"})), &b).unwrap().spend.unwrap().1, Decimal::ZERO, "{zero}");
         }

@@ -188,6 +188,28 @@ pub fn scan_value_into(text: &str, cats: CategorySet, out: &mut Vec<PiiMatch>) {
     out[first..].sort_unstable_by_key(|m| (m.start, m.category, m.end));
 }
 
+/// An SSN sent as a JSON integer under a key that names one (`{"ssn": 78051120}`), into
+/// `out`. An integer has no leading zeros, so an SSN whose area is `001`-`099` arrives
+/// with 7 or 8 digits, which `scan_value_into` does not read as nine. Only under such a
+/// key: read anywhere, every 8-digit number (an order id, an amount in cents) would be
+/// one.
+pub fn scan_ssn_number_into(digits: &str, key: &str, out: &mut Vec<PiiMatch>) {
+    if !(7..9).contains(&digits.len()) || !names_an_ssn(key) {
+        return;
+    }
+    let mut padded = [b'0'; 9];
+    padded[9 - digits.len()..].copy_from_slice(digits.as_bytes());
+    if ssn::whole(&padded) && !out.iter().any(|m| m.category == Category::Ssn && m.end == digits.len()) {
+        out.push(PiiMatch { category: Category::Ssn, start: 0, end: digits.len() });
+    }
+}
+
+/// `ssn`, `SSN`, `customer_ssn`, `socialSecurityNumber`, `social_security_no`.
+fn names_an_ssn(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.contains("ssn") || key.replace(['_', '-', ' '], "").contains("socialsecurity")
+}
+
 /// Bytes that make up a "word" for boundary purposes: ASCII letters, digits and `_`.
 /// Non-ASCII bytes count as non-word, so text in other scripts still separates numbers.
 #[inline]

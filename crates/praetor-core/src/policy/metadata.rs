@@ -309,6 +309,13 @@ fn compare(c: &Cmp, md: &Map<String, Value>) -> Result<bool, String> {
     let Some(actual) = found else { return Ok(false) };
     let ordering = |want: fn(Ordering) -> bool| -> Result<bool, String> {
         let a = as_number(actual).ok_or_else(|| {
+            if too_precise(actual) {
+                return format!(
+                    "field `{}` has more digits than a decimal holds exactly (28 decimal places, 96 bits), for `{}`",
+                    c.field,
+                    c.op.as_str()
+                );
+            }
             format!(
                 "field `{}` is {}, not a number, for `{}`",
                 c.field,
@@ -378,9 +385,45 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
 pub(crate) fn as_number(v: &Value) -> Option<Decimal> {
     match v {
         Value::Number(n) => number_to_decimal(n),
-        Value::String(s) if is_numeric_str(s) => Decimal::from_str(s).ok(),
+        Value::String(s) if is_numeric_str(s) => exact_decimal(s),
         _ => None,
     }
+}
+
+/// A numeric string (`-?[0-9]+(\.[0-9]+)?`) as a decimal, only if a decimal holds it
+/// exactly: past 28 decimal places, or past the 96 bits of a decimal's digits, it would
+/// be rounded, and could be rounded into compliance (`10000.000…0001` compared as
+/// `10000`). Zeros that carry nothing (leading, trailing) do not count.
+fn exact_decimal(s: &str) -> Option<Decimal> {
+    let parsed = Decimal::from_str(s).ok();
+    // The digits as written, without the zeros that carry nothing, against those of
+    // the value parsed: they differ when parsing rounded.
+    let (negative, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let (whole, frac) = (whole.trim_start_matches('0'), frac.trim_end_matches('0'));
+    if whole.is_empty() && frac.is_empty() {
+        return Some(Decimal::ZERO);
+    }
+    if whole.len() + frac.len() <= 28 && parsed.is_some() {
+        return parsed; // 28 digits always fit in 96 bits: nothing was rounded
+    }
+    let sign = if negative { "-" } else { "" };
+    let whole = if whole.is_empty() { "0" } else { whole };
+    let written = if frac.is_empty() { format!("{sign}{whole}") } else { format!("{sign}{whole}.{frac}") };
+    // Trailing zeros past 28 places fail the parse and carry nothing: parse without them.
+    let value = match parsed {
+        Some(d) => d,
+        None => Decimal::from_str(&written).ok()?,
+    };
+    (value.normalize().to_string() == written).then_some(value)
+}
+
+/// Whether `v` is a numeric string too precise to compare exactly (see `exact_decimal`).
+pub(crate) fn too_precise(v: &Value) -> bool {
+    matches!(v, Value::String(s) if is_numeric_str(s) && exact_decimal(s).is_none())
 }
 
 fn number_to_decimal(n: &Number) -> Option<Decimal> {
@@ -455,6 +498,27 @@ mod tests {
             ),
             Ok(true)
         );
+    }
+
+    #[test]
+    fn numbers_too_precise_to_hold_are_not_rounded_into_compliance() {
+        let r = json!({"field": "amount", "op": ">", "value": 10000});
+        let err = ev(r.clone(), json!({"amount": "10000.0000000000000000000000000001"})).unwrap_err();
+        assert!(err.contains("more digits than a decimal holds"), "{err}");
+        assert!(ev(r.clone(), json!({"amount": "1234567890123456789012345678.91"})).is_err(), "30 digits, past 96 bits");
+        assert_eq!(ev(r.clone(), json!({"amount": "1234567890123456789012345678.9"})), Ok(true), "29 digits within 96 bits");
+        assert_eq!(ev(r.clone(), json!({"amount": "79228162514264337593543950335"})), Ok(true), "the largest decimal holds");
+        assert!(ev(r.clone(), json!({"amount": "79228162514264337593543950336"})).is_err(), "one more does not");
+        // Zeros that carry nothing are not digits a decimal must hold.
+        assert_eq!(ev(r.clone(), json!({"amount": "0000010000.000000000000000000000000000000001"})).map_err(|_| ()), Err(()));
+        assert_eq!(ev(r.clone(), json!({"amount": "000010000.5000000000000000000000000000000000"})), Ok(true));
+        assert_eq!(ev(r.clone(), json!({"amount": "10001.00000000000000000000000000000000000"})), Ok(true));
+        assert_eq!(ev(r, json!({"amount": "-0.0000000000000000000000000001"})), Ok(false), "28 places hold");
+        // A blocking policy whose field cannot be compared fails closed.
+        let p = json!({"name": "big", "policy_type": "metadata", "decision": "block",
+                       "conditions": {"rule": {"field": "amount", "op": ">", "value": 10000}}});
+        let d = Fx::new(vec![p]).metadata(json!({"amount": "10000.0000000000000000000000000001"})).decide("pay");
+        assert_eq!(d.verdict, Verdict::Block);
     }
 
     #[test]

@@ -171,6 +171,15 @@ mod tests {
         assert!(r("ssn", json!({"ssn": "123456789"})).is_some());
         assert_eq!(r("ssn", json!({"note": "order 123456789"})), None);
         assert_eq!(r("ssn", json!({"ssn": 666456789})), None);
+        // An integer drops an SSN's leading zeros (078-05-1120): read as one under a key
+        // that names an SSN, and only there (an 8-digit id is not one).
+        assert_eq!(r("ssn", json!({"ssn": 78051120})).as_deref(), Some("pii: ssn at metadata.ssn[0..8]"));
+        assert!(r("ssn", json!({"customer": {"socialSecurityNumber": 1234567}})).is_some(), "001-23-4567");
+        assert!(r("ssn", json!({"SSNs": [78051120]})).is_some());
+        assert_eq!(r("ssn", json!({"order_id": 78051120})), None);
+        assert_eq!(r("ssn", json!({"ssn": 5120})), None, "too short to be one");
+        assert_eq!(r("ssn", json!({"ssn": 51120})), None);
+        assert_eq!(r("ssn", json!({"ssn": 78000120})), None, "group 00 is not valid");
         assert_eq!(r("phone", json!({"to": 14155552671u64})).as_deref(), Some("pii: phone at metadata.to[0..11]"));
         assert_eq!(r("credit_card", json!({"a": [{"b": 4111111111111111u64}]})).as_deref(), Some("pii: credit_card at metadata.a[0].b[0..16]"));
         // A float with no fraction is the same number (`4111111111111111.0`, `4.111111111111111e15`).
@@ -178,6 +187,18 @@ mod tests {
         // Checksums still apply, and an amount is not a card.
         assert_eq!(r("credit_card", json!({"n": 4111111111111112u64})), None);
         assert_eq!(r("credit_card", json!({"amount": 1234.5, "qty": 3})), None);
+    }
+
+    #[test]
+    fn pii_written_with_unicode_dashes_is_found() {
+        let fx = Fx::new(vec![json!({"name": "pii", "policy_type": "pii", "decision": "block",
+                                     "conditions": {"categories": ["credit_card", "ssn", "phone"]}})]);
+        for text in ["card 4111\u{2013}1111\u{2013}1111\u{2013}1111", "card 4111\u{2011}1111\u{2011}1111\u{2011}1111",
+                     "card 4111\u{2212}1111\u{2212}1111\u{2212}1111", "ssn 078\u{2010}05\u{2010}1120",
+                     "call 555\u{2011}123\u{2011}4567", "call 555\u{2012}123\u{2012}4567"] {
+            assert_eq!(fx.clone().content(text).decide("x").verdict, Verdict::Block, "{text:?}");
+            assert_eq!(fx.clone().metadata(json!({ "note": text })).decide("x").verdict, Verdict::Block, "{text:?} in metadata");
+        }
     }
 
     #[test]

@@ -99,8 +99,7 @@ pub fn translate(cond: &Value, path: &str) -> ApiResult<Value> {
         return Ok(json!({ "not": translate(c, &format!("{path}.not"))? }));
     }
     if let Some(t) = obj.get("trust_score_below") {
-        let x = t.as_f64().filter(|x| (0.0..=1.0).contains(x)).ok_or_else(|| bad("`trust_score_below` is a number from 0 to 1"))?;
-        return Ok(json!({ "trust_below": (x * 100.0).round() as u64 }));
+        return Ok(json!({ "trust_below": trust_below(t).ok_or_else(|| bad("`trust_score_below` is a number from 0 to 1"))? }));
     }
     if obj.contains_key("field") {
         return Ok(json!({ "metadata": cond }));
@@ -113,6 +112,19 @@ pub fn translate(cond: &Value, path: &str) -> ApiResult<Value> {
         "action_type" => json!({ "action_type": rest.get("action_types").cloned().unwrap_or(Value::Null) }),
         other => return Err(bad(&format!("unknown condition type `{other}`"))),
     })
+}
+
+/// The engine's `trust_below` (whole scores 0-100) for `trust_score_below` (0-1): a
+/// whole score is below `x` exactly when it is below `ceil(100 x)`, so `0.704` is 71
+/// (70 is below 70.4). Read from the number as written, not its binary value: `0.1` is
+/// 10, where `0.1 * 100.0` in floats is 10.000000000000002.
+fn trust_below(t: &Value) -> Option<u64> {
+    use rust_decimal::Decimal;
+    use rust_decimal::prelude::ToPrimitive;
+    let Value::Number(n) = t else { return None };
+    let text = n.to_string();
+    let x = text.parse::<Decimal>().or_else(|_| Decimal::from_scientific(&text)).ok()?;
+    (Decimal::ZERO..=Decimal::ONE).contains(&x).then(|| (x * Decimal::ONE_HUNDRED).ceil().to_u64())?
 }
 
 /// The keys that say what a condition node is; a node has exactly one of them.
@@ -389,4 +401,21 @@ pub async fn violation(State(state): State<Arc<AppState>>, auth: Authorized<perm
         .ok_or_else(|| ApiError::not_found("violation", &id))?;
     state.metrics.count_unreadable(std::slice::from_ref(&v.body));
     Ok(Json(json!({ "ok": true, "violation": v.body })))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn trust_score_below_matches_every_whole_score_below_it() {
+        // A whole score s is below x exactly when s < ceil(100 x).
+        for (x, below) in [(json!(0.704), 71), (json!(0.7), 70), (json!(0.1), 10), (json!(0.29), 29), (json!(0.001), 1), (json!(0), 0), (json!(1), 100), (json!(1.0), 100)] {
+            assert_eq!(super::trust_below(&x), Some(below), "{x}");
+        }
+        for bad in [json!(1.01), json!(-0.1), json!("0.5"), json!(null), json!(70)] {
+            assert_eq!(super::trust_below(&bad), None, "{bad}");
+        }
+        assert_eq!(super::translate(&json!({"trust_score_below": 0.704}), "condition").unwrap(), json!({"trust_below": 71}));
+    }
 }
