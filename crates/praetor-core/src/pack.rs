@@ -36,7 +36,98 @@ pub fn parse_document(bytes: &[u8]) -> Result<Value, PackError> {
         return Ok(v);
     }
     let text = std::str::from_utf8(bytes).map_err(|_| pack_err(None, "", "the pack is neither JSON nor UTF-8 YAML"))?;
-    serde_yaml_ng::from_str::<Value>(text).map_err(|e| pack_err(None, "", format!("the pack is neither valid JSON nor valid YAML: {e}")))
+    let budget = std::cell::Cell::new(YAML_VALUES_MAX);
+    serde::de::DeserializeSeed::deserialize(Bounded(&budget), serde_yaml_ng::Deserializer::from_str(text))
+        .map_err(|e| pack_err(None, "", format!("the pack is neither valid JSON nor valid YAML: {e}")))
+}
+
+/// The most values a YAML pack may hold once its aliases are expanded. An alias is
+/// expanded each time it is used, so a document of a few kilobytes (a list of 3,000
+/// items, then a list of 3,000 aliases of it) would otherwise expand to millions of
+/// values and take the memory of the server that reads it. A pack at its limit of 1,000
+/// definitions holds some tens of thousands.
+const YAML_VALUES_MAX: usize = 250_000;
+
+/// Builds a JSON value from YAML, counting down `budget` for every value (the ones
+/// aliases expand to included) and giving up when it is spent.
+struct Bounded<'b>(&'b std::cell::Cell<usize>);
+
+impl Bounded<'_> {
+    fn take<E: serde::de::Error>(&self) -> Result<(), E> {
+        match self.0.get().checked_sub(1) {
+            Some(left) => {
+                self.0.set(left);
+                Ok(())
+            }
+            None => Err(E::custom(format!("the pack expands to more than {YAML_VALUES_MAX} values (aliases count each time they are used)"))),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Bounded<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Bounded<'_> {
+    type Value = Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a YAML value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::from(n))
+    }
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::from(n))
+    }
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Value, E> {
+        self.take()?;
+        serde_json::Number::from_f64(n).map(Value::Number).ok_or_else(|| E::custom(format!("`{n}` is not a number JSON can hold")))
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::String(s.to_owned()))
+    }
+    fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::String(s))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::Null)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.take()?;
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Bounded(self.0))? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.take()?;
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            self.take()?;
+            let value = map.next_value_seed(Bounded(self.0))?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 const NAME_MAX: usize = 128;
@@ -124,6 +215,24 @@ pub fn validate(doc: &Value) -> Result<PolicyPack, Vec<PackError>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn yaml_aliases_cannot_expand_a_small_pack_into_a_huge_value() {
+        // 3,000 items, then 3,000 aliases of them: 9 million values from 15 KB.
+        let n = 3_000;
+        let items = vec!["0"; n].join(",");
+        let aliases = vec!["*a"; n].join(",");
+        let bomb = format!("name: p\nversion: 1.0.0\nx: &a [{items}]\ny: [{aliases}]\npolicy_definitions: []\n");
+        assert!(bomb.len() < 20_000);
+        let err = parse_document(bomb.as_bytes()).unwrap_err();
+        assert!(err.message.contains("more than 250000 values"), "{}", err.message);
+        // Aliases within the budget still read as YAML means them.
+        let fine = "name: p\nversion: 1.0.0\nx: &a [1, 2]\ny: [*a, *a]\npolicy_definitions: []\n";
+        assert_eq!(parse_document(fine.as_bytes()).unwrap()["y"], json!([[1, 2], [1, 2]]));
+        let yaml = "name: core\nversion: 1.0.0\ndescription: ~\npolicy_definitions:\n  - {name: ok, policy_type: action_type, action_types: [x], decision: block, priority: -3, enabled: true}\n";
+        assert_eq!(parse_document(yaml.as_bytes()).unwrap(), json!({"name": "core", "version": "1.0.0", "description": null,
+            "policy_definitions": [{"name": "ok", "policy_type": "action_type", "action_types": ["x"], "decision": "block", "priority": -3, "enabled": true}]}));
+    }
 
     #[test]
     fn every_error_is_reported_with_its_index_and_field() {
