@@ -34,6 +34,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return Err(ApiError::new(Code::InvalidField, "the body must be a JSON object, not an array"));
     }
+    if let Some(at) = nested_past(bytes, BODY_DEPTH_MAX) {
+        return Err(ApiError::new(Code::InvalidField, format!("the body nests arrays and objects more than {BODY_DEPTH_MAX} levels deep (at byte {at})")));
+    }
     // Nearly every body parses: do that without tracking the path, which allocates a
     // string per object key, and parse again with it only to say what is wrong.
     // (`from_slice` also refuses anything after the value, as `de.end()` does below.)
@@ -64,6 +67,41 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // not "the first object".
     de.end().map_err(|e| ApiError::new(Code::MalformedJson, format!("body is not valid JSON: {e}")))?;
     Ok(value)
+}
+
+/// The deepest a body may nest arrays and objects. What a request sends is sealed in the
+/// vault a level or two deeper than it came, and a leaf may nest at most
+/// `praetor_vault::canonical::MAX_DEPTH` levels, so that every verifier can read it
+/// again; no client needs more than this.
+pub const BODY_DEPTH_MAX: usize = 64;
+
+/// Where `bytes`, read as JSON, first opens an array or object more than `max` levels
+/// deep (outside strings), if anywhere. Malformed JSON is the parser's to report.
+fn nested_past(bytes: &[u8], max: usize) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (at, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Some(at);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn field_message(path: &str, msg: &str) -> String {

@@ -26,9 +26,15 @@ use crate::error::VaultError;
 /// [`VaultError::FloatNotAllowed`] when a number is not an i64/u64 integer.
 pub fn canonical_json(v: &Value) -> Result<Vec<u8>, VaultError> {
     let mut out = Vec::with_capacity(256);
-    write_value(v, &mut out).map_err(float_error)?;
+    write_value(v, &mut out, 0).map_err(unencodable)?;
     Ok(out)
 }
+
+/// The deepest nesting of arrays and objects a leaf may have. A JSON parser stops at
+/// some depth (serde_json at 128 levels): a leaf deeper than its verifier reads could
+/// be sealed but never verified, and would fail every audit from its entry on. Callers
+/// that seal what a request sent keep requests well under this.
+pub const MAX_DEPTH: usize = 100;
 
 /// Serialises `t` with serde and encodes the result as canonical JSON.
 ///
@@ -60,7 +66,8 @@ impl CanonicalWithSlot {
     /// that name already in `object` is left out (the filled-in value replaces it).
     ///
     /// # Errors
-    /// [`VaultError::FloatNotAllowed`] when a value holds a float.
+    /// [`VaultError::FloatNotAllowed`] when a value holds a float,
+    /// [`VaultError::TooDeep`] when it nests deeper than [`MAX_DEPTH`].
     pub fn new(object: &serde_json::Map<String, Value>, slot: &str) -> Result<CanonicalWithSlot, VaultError> {
         let mut entries: Vec<(&String, &Value)> = object.iter().filter(|(k, _)| k.as_str() != slot).collect();
         if !entries.is_sorted_by(|a, b| a.0.as_bytes() <= b.0.as_bytes()) {
@@ -70,7 +77,7 @@ impl CanonicalWithSlot {
         let mut before = Vec::with_capacity(512);
         before.push(b'{');
         for (k, v) in &entries[..split] {
-            write_entry(k, v, &mut before).map_err(float_error)?;
+            write_entry(k, v, &mut before, 1).map_err(unencodable)?;
             before.push(b',');
         }
         write_string(slot, &mut before);
@@ -78,7 +85,7 @@ impl CanonicalWithSlot {
         let mut after = Vec::with_capacity(256);
         for (k, v) in &entries[split..] {
             after.push(b',');
-            write_entry(k, v, &mut after).map_err(float_error)?;
+            write_entry(k, v, &mut after, 1).map_err(unencodable)?;
         }
         after.push(b'}');
         Ok(CanonicalWithSlot { before, after })
@@ -96,21 +103,32 @@ impl CanonicalWithSlot {
     }
 }
 
-/// One step of the JSON path to a float. The path is built only when a float is found,
-/// from the inside out, so encoding pays nothing for it otherwise.
+/// One step of the JSON path to what cannot be encoded. The path is built only when
+/// such a value is found, from the inside out, so encoding pays nothing for it otherwise.
 enum Step<'a> {
     Key(&'a str),
     Index(usize),
 }
 
-/// The steps from a float up to the value being encoded, innermost first.
-type FloatAt<'a> = Vec<Step<'a>>;
+/// What cannot be encoded, and the steps from it up to the value being encoded,
+/// innermost first.
+struct Unencodable<'a> {
+    too_deep: bool,
+    steps: Vec<Step<'a>>,
+}
+
+impl<'a> Unencodable<'a> {
+    fn at(mut self, step: Step<'a>) -> Self {
+        self.steps.push(step);
+        self
+    }
+}
 
 /// `$`, then `.key` for plain identifiers, `["key"]` for other keys and `[i]` for array
 /// items, so the path is unambiguous.
-fn float_error(steps: FloatAt<'_>) -> VaultError {
+fn unencodable(bad: Unencodable<'_>) -> VaultError {
     let mut path = String::from("$");
-    for step in steps.iter().rev() {
+    for step in bad.steps.iter().rev() {
         match step {
             Step::Index(i) => path.push_str(&format!("[{i}]")),
             Step::Key(key) if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') => {
@@ -126,17 +144,14 @@ fn float_error(steps: FloatAt<'_>) -> VaultError {
             }
         }
     }
-    VaultError::FloatNotAllowed { path }
+    if bad.too_deep { VaultError::TooDeep { path, max: MAX_DEPTH } } else { VaultError::FloatNotAllowed { path } }
 }
 
-/// `"key":value`, as inside a canonical object.
-fn write_entry<'a>(key: &'a str, value: &'a Value, out: &mut Vec<u8>) -> Result<(), FloatAt<'a>> {
+/// `"key":value`, as inside a canonical object `depth` levels deep.
+fn write_entry<'a>(key: &'a str, value: &'a Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Unencodable<'a>> {
     write_string(key, out);
     out.push(b':');
-    write_value(value, out).map_err(|mut steps| {
-        steps.push(Step::Key(key));
-        steps
-    })
+    write_value(value, out, depth).map_err(|bad| bad.at(Step::Key(key)))
 }
 
 /// Checks that `bytes` is JSON already in canonical form: parsing it and encoding it
@@ -166,8 +181,12 @@ pub fn parse_canonical(bytes: &[u8]) -> Result<Value, VaultError> {
     }
 }
 
-fn write_value<'a>(v: &'a Value, out: &mut Vec<u8>) -> Result<(), FloatAt<'a>> {
+/// `v`, inside `depth` levels of arrays and objects.
+fn write_value<'a>(v: &'a Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Unencodable<'a>> {
     use std::io::Write as _;
+    if matches!(v, Value::Array(_) | Value::Object(_)) && depth >= MAX_DEPTH {
+        return Err(Unencodable { too_deep: true, steps: Vec::new() });
+    }
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -177,7 +196,7 @@ fn write_value<'a>(v: &'a Value, out: &mut Vec<u8>) -> Result<(), FloatAt<'a>> {
             let _ = match (n.as_i64(), n.as_u64()) {
                 (Some(i), _) => write!(out, "{i}"),
                 (None, Some(u)) => write!(out, "{u}"),
-                (None, None) => return Err(Vec::new()),
+                (None, None) => return Err(Unencodable { too_deep: false, steps: Vec::new() }),
             };
         }
         Value::String(s) => write_string(s, out),
@@ -187,10 +206,7 @@ fn write_value<'a>(v: &'a Value, out: &mut Vec<u8>) -> Result<(), FloatAt<'a>> {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_value(item, out).map_err(|mut steps| {
-                    steps.push(Step::Index(i));
-                    steps
-                })?;
+                write_value(item, out, depth + 1).map_err(|bad| bad.at(Step::Index(i)))?;
             }
             out.push(b']');
         }
@@ -204,7 +220,7 @@ fn write_value<'a>(v: &'a Value, out: &mut Vec<u8>) -> Result<(), FloatAt<'a>> {
                     if i > 0 {
                         out.push(b',');
                     }
-                    write_entry(k, item, out)?;
+                    write_entry(k, item, out, depth + 1)?;
                 }
             } else {
                 let mut entries: Vec<(&String, &Value)> = map.iter().collect();
@@ -213,7 +229,7 @@ fn write_value<'a>(v: &'a Value, out: &mut Vec<u8>) -> Result<(), FloatAt<'a>> {
                     if i > 0 {
                         out.push(b',');
                     }
-                    write_entry(k, item, out)?;
+                    write_entry(k, item, out, depth + 1)?;
                 }
             }
             out.push(b'}');
@@ -267,6 +283,31 @@ mod tests {
 
     fn canon(v: &Value) -> String {
         String::from_utf8(canonical_json(v).unwrap()).unwrap()
+    }
+
+    /// `levels` objects, one inside the other, around `1`.
+    fn nested(levels: usize) -> Value {
+        (0..levels).fold(json!(1), |inner, _| json!({ "k": inner }))
+    }
+
+    #[test]
+    fn every_leaf_written_can_be_read_again() {
+        // A leaf the writer accepts, the checker (and every verifier) parses: once the
+        // writer sealed leaves nested 128 deep, which serde_json then refused to read.
+        for levels in [1, 64, MAX_DEPTH - 1, MAX_DEPTH] {
+            let bytes = canonical_json(&nested(levels)).unwrap();
+            assert!(check_canonical(&bytes).is_ok(), "{levels} levels");
+            let with_slot = CanonicalWithSlot::new(nested(levels).as_object().unwrap(), "seq").unwrap().fill(7);
+            assert!(check_canonical(&with_slot).is_ok(), "{levels} levels, with a slot");
+        }
+        for levels in [MAX_DEPTH + 1, 128, 500] {
+            assert!(matches!(canonical_json(&nested(levels)), Err(VaultError::TooDeep { max: MAX_DEPTH, .. })), "{levels} levels");
+            let refused = CanonicalWithSlot::new(nested(levels).as_object().unwrap(), "seq");
+            assert!(matches!(refused, Err(VaultError::TooDeep { .. })), "{levels} levels, with a slot");
+        }
+        let deep_array = (0..=MAX_DEPTH).fold(json!(1), |inner, _| json!([inner]));
+        let err = canonical_json(&json!({ "entry": { "metadata": deep_array } })).unwrap_err().to_string();
+        assert!(err.contains("$.entry.metadata[0][0]"), "the path names where: {err}");
     }
 
     #[test]

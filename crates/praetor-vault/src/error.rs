@@ -13,6 +13,10 @@ pub enum VaultError {
     #[error("floats are not allowed in canonical json, found one at `{path}`")]
     FloatNotAllowed { path: String },
 
+    /// A value nests arrays and objects deeper than a leaf may (`canonical::MAX_DEPTH`).
+    #[error("json nests deeper than {max} levels at `{path}`")]
+    TooDeep { path: String, max: usize },
+
     /// Text that should be JSON does not parse.
     #[error("invalid json: {reason}")]
     InvalidJson { reason: String },

@@ -446,6 +446,32 @@ async fn inputs_past_their_bounds_are_refused_naming_the_field() {
     }
 }
 
+/// A body is sealed in the vault a level or two deeper than it came. Bodies nested 127
+/// levels deep were once sealed into leaves no verifier could parse again (serde_json
+/// stops at 128), which failed every audit from that entry on.
+#[tokio::test]
+async fn bodies_nested_deeper_than_a_leaf_may_be_are_refused() {
+    let s = TestServer::start().await;
+    let k = &s.admin_key;
+    let nested = |levels: usize| (0..levels).fold(json!(1), |inner, _| json!({ "k": inner }));
+    let deep = s.post("/api/v1/enforce/intercept", k, &json!({ "action_type": "x", "metadata": nested(126) })).await;
+    refused(deep, "invalid_field", "64 levels");
+    let deep = s.post("/api/v1/enforce/policies", k, &json!({ "name": "deep", "policy_type": "metadata", "decision": "block",
+        "conditions": { "rule": { "field": "a", "op": "==", "value": nested(100) } } })).await;
+    refused(deep, "invalid_field", "64 levels");
+    // Brackets inside strings are text, not nesting.
+    let answer = s.intercept(json!({ "action_type": "x", "action_content": "{[".repeat(500), "metadata": { "m": nested(62), "note": "]}\"{" } })).await;
+    assert_eq!(answer["decision"], "allow", "{answer}");
+    // A body 64 levels deep is sealed deeper still, and read back.
+    let (status, made) = s.post("/api/v1/enforce/policies", k, &json!({ "name": "deep", "policy_type": "metadata", "decision": "block",
+        "conditions": { "rule": { "field": "a", "op": "==", "value": nested(60) } } })).await;
+    assert_eq!(status, StatusCode::OK, "{made}");
+    let (status, page) = s.get("/api/v1/enforce/vault/entries", k).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let sealed = page["entries"].as_array().unwrap().iter().find(|e| e["entry"]["kind"] == "policy.created").expect("the policy's entry");
+    assert_eq!(sealed["entry"]["policy"]["conditions"]["rule"]["value"], nested(60), "read back from the sealed leaf");
+}
+
 /// `action_content` and agent-guard's `content` name the same thing. A body with both,
 /// different, was once evaluated on `action_content` alone and `content` was lost, so
 /// `{"action_content": "ls", "content": "rm -rf /"}` passed a policy on `rm -rf`. Such
