@@ -60,9 +60,13 @@ impl Webhook {
         !self.deleted && self.events.iter().any(|p| Glob::new(p).is_ok_and(|g| g.is_match(event)))
     }
 
-    pub fn view(&self) -> Value {
+    /// The webhook as shown: its URL whole (`full_url`) only to those who may change
+    /// it, to others cut to its host, since a webhook's URL often carries a credential
+    /// in its path or query.
+    pub fn view(&self, full_url: bool) -> Value {
+        let url = if full_url { self.url.clone() } else { crate::api::rules::redact_url(&self.url) };
         json!({
-            "webhook_id": self.webhook_id, "url": self.url, "events": self.events, "description": self.description,
+            "webhook_id": self.webhook_id, "url": url, "events": self.events, "description": self.description,
             "status": self.status_at(0), "created_at": iso(self.created_at),
         })
     }
@@ -331,7 +335,7 @@ async fn attempt(state: &AppState, client: &reqwest::Client, d: &Delivery) -> Re
             for (k, v) in headers {
                 req = req.header(k, v);
             }
-            let res = req.send().await.map_err(|e| (None, format!("request failed: {e}")))?;
+            let res = req.send().await.map_err(|e| (None, format!("request failed: {}", without_url(e))))?;
             let status = res.status().as_u16();
             if res.status().is_success() { Ok(Some(status)) } else { Err((Some(status), format!("the receiver answered {status}"))) }
         }
@@ -455,14 +459,43 @@ pub async fn dispatch_due(state: &AppState, client: &reqwest::Client) {
     }
 }
 
+/// A failed request's error and its causes, without the URL reqwest puts in it: the
+/// URL may carry a credential, and the error is stored, shown and logged.
+fn without_url(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    redact_urls_in(&text)
+}
+
+/// `text` with every `http://` or `https://` URL in it cut to its host.
+fn redact_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = ["http://", "https://"].iter().filter_map(|s| rest.find(s)).min() {
+        out.push_str(&rest[..at]);
+        let url_len = rest[at..].find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ',')).unwrap_or(rest.len() - at);
+        out.push_str(&crate::api::rules::redact_url(&rest[at..at + url_len]));
+        rest = &rest[at + url_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 pub fn delivery_view(d: &Delivery) -> Value {
     // URLs are cut to their host: a Slack webhook's path is its credential, and other
     // webhooks often carry one in the path or query (a registered one is named by
-    // `webhook_id`).
+    // `webhook_id`). So are any in the error (rows stored before errors left them out).
     let target = if d.channel == "email" { d.target.clone() } else { crate::api::rules::redact_url(&d.target) };
+    let last_error = d.last_error.as_deref().map(redact_urls_in);
     json!({
         "delivery_id": d.delivery_id, "channel": d.channel, "target": target, "webhook_id": d.webhook_id, "event": d.event,
-        "status": d.status, "attempts": d.attempts, "next_attempt_at": iso(d.next_attempt_at), "last_error": d.last_error,
+        "status": d.status, "attempts": d.attempts, "next_attempt_at": iso(d.next_attempt_at), "last_error": last_error,
         "last_status": d.last_status, "created_at": iso(d.created_at), "delivered_at": d.delivered_at.map(iso),
     })
 }
@@ -470,6 +503,14 @@ pub fn delivery_view(d: &Delivery) -> Value {
 #[cfg(test)]
 mod tests {
     use super::forbidden;
+
+    #[test]
+    fn urls_in_errors_are_cut_to_their_host() {
+        let error = "request failed: error sending request for url (https://192.0.2.1/services/T0/B0/XoXsEcReT): connection refused";
+        assert_eq!(super::redact_urls_in(error), "request failed: error sending request for url (https://192.0.2.1/…): connection refused");
+        assert_eq!(super::redact_urls_in("a http://h:8080/x?token=s, then https://g/y"), "a http://h/…, then https://g/…");
+        assert_eq!(super::redact_urls_in("the receiver answered 500"), "the receiver answered 500");
+    }
 
     #[test]
     fn forbidden_addresses_include_embedded_and_reserved_forms() {

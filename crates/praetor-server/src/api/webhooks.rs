@@ -52,8 +52,12 @@ pub async fn create_webhook(State(state): State<Arc<AppState>>, auth: Authorized
         created_at: state.now_ms(),
         version: 0,
     };
-    let view = w.view();
-    create(&state, &auth.workspace, w, "webhook.created", &auth.key.key_id, json!({ "webhook": view })).await?;
+    // Sealed with its URL cut to the host (the vault is read with any key) and the
+    // whole URL's hash, which names it for an auditor who holds it.
+    let mut sealed = w.view(false);
+    sealed["url_sha256"] = json!(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(w.url.as_bytes())));
+    let view = w.view(true);
+    create(&state, &auth.workspace, w, "webhook.created", &auth.key.key_id, json!({ "webhook": sealed })).await?;
     Ok(Json(json!({ "ok": true, "webhook": view, "secret": secret, "notice": "the signing secret is shown once" })))
 }
 
@@ -62,7 +66,9 @@ pub async fn list_webhooks(auth: Authorized<perm::Read>) -> ApiResult<Json<Value
     let live = auth.workspace.live.lock();
     let mut hooks: Vec<&Webhook> = live.authority.webhooks.values().filter(|w| !w.deleted).collect();
     hooks.sort_by_key(|w| w.created_at);
-    Ok(Json(json!({ "ok": true, "webhooks": hooks.into_iter().map(Webhook::view).collect::<Vec<_>>() })))
+    // The whole URL only to a key that may change webhooks.
+    let full_url = auth.key.scopes.iter().any(|s| <perm::PoliciesWrite as crate::auth::Permission>::GRANTED_TO.contains(s));
+    Ok(Json(json!({ "ok": true, "webhooks": hooks.into_iter().map(|w| w.view(full_url)).collect::<Vec<_>>() })))
 }
 
 fn live_hook<'a>(a: &'a mut crate::authority::AuthorityState, id: &str) -> ApiResult<&'a mut Webhook> {

@@ -164,7 +164,8 @@ async fn a_receiver_that_never_answers_ends_in_the_dead_letters() {
     .await;
     // A port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (_, hook) = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": format!("http://127.0.0.1:{port}/x"), "events": ["*"] })).await;
+    // Its URL carries a credential, as webhook URLs often do.
+    let (_, hook) = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": format!("http://127.0.0.1:{port}/x/S3CRETPATH?token=S3CRETQUERY"), "events": ["*"] })).await;
     let id = hook["webhook"]["webhook_id"].as_str().unwrap().to_owned();
     let (_, _) = s.post(&format!("/api/v1/enforce/webhooks/{id}/test"), &s.admin_key, &json!({})).await;
     let state = s.state.clone();
@@ -183,6 +184,21 @@ async fn a_receiver_that_never_answers_ends_in_the_dead_letters() {
     let d = list["deliveries"].as_array().unwrap().iter().find(|d| d["status"] == "dead").unwrap().clone();
     assert_eq!(d["attempts"], 3);
     assert!(d["last_error"].as_str().unwrap().contains("request failed"), "{d}");
+    // The credential is nowhere but in what an administrator reads: not in the error
+    // (stored, shown or logged), the deliveries, the vault or a read key's listing.
+    let stored = state.store.list_deliveries(&state.workspace_ids()[0], Some(&id), 10).await.unwrap();
+    let secret_free = |text: &str| !text.contains("S3CRET");
+    assert!(stored.iter().all(|d| d.last_error.as_deref().is_none_or(secret_free)), "{:?}", stored.iter().map(|d| &d.last_error).collect::<Vec<_>>());
+    let read = s.key(&["read"], None).await;
+    for path in ["/api/v1/enforce/deliveries", "/api/v1/enforce/webhooks", "/api/v1/enforce/vault/entries"] {
+        let (status, got) = s.get(path, &read).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {got}");
+        assert!(secret_free(&got.to_string()), "{path}: {got}");
+    }
+    let (_, hooks) = s.get("/api/v1/enforce/webhooks", &read).await;
+    assert_eq!(hooks["webhooks"][0]["url"], "http://127.0.0.1/…", "{hooks}");
+    let (_, hooks) = s.get("/api/v1/enforce/webhooks", &s.admin_key).await;
+    assert!(hooks["webhooks"][0]["url"].as_str().unwrap().ends_with("?token=S3CRETQUERY"), "an administrator sees it whole: {hooks}");
 }
 
 #[tokio::test]
