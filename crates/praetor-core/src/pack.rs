@@ -166,6 +166,9 @@ pub fn validate(doc: &Value) -> Result<PolicyPack, Vec<PackError>> {
         }
     };
     let description = obj.get("description").and_then(Value::as_str).map(str::to_owned);
+    if description.as_ref().is_some_and(|d| d.len() > crate::policy::MAX_DESCRIPTION_BYTES) {
+        errors.push(pack_err(None, "description", format!("is longer than {} bytes", crate::policy::MAX_DESCRIPTION_BYTES)));
+    }
     let mut defs = Vec::new();
     match obj.get("policy_definitions").and_then(Value::as_array) {
         None => errors.push(pack_err(None, "policy_definitions", "required: a list of policy definitions")),

@@ -145,6 +145,16 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // Path parameters are ids and names: bounded like them, and never echoed when
+        // they are not (an error or a `not_found` repeats the id it was given).
+        if let Ok(params) = axum::extract::RawPathParams::from_request_parts(parts, state).await
+            && let Some((name, value)) = params.iter().find(|(_, v)| v.len() > crate::config::limits::ID_MAX)
+        {
+            return Err(ApiError::new(
+                Code::InvalidField,
+                format!("`{name}` in the path is {} bytes long; the limit is {}", value.len(), crate::config::limits::ID_MAX),
+            ));
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))

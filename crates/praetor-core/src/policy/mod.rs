@@ -383,6 +383,8 @@ pub struct CompiledPolicySet {
 pub const MAX_NAME_LEN: usize = 200;
 /// The most action-type globs one policy may list.
 pub const MAX_ACTION_TYPES: usize = 256;
+/// The longest description a new definition may have, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 4096;
 
 fn compile_one(def: &PolicyDef) -> Result<CompiledPolicy, PolicyError> {
     if def.name.trim().is_empty() {
@@ -489,6 +491,10 @@ impl CompiledPolicySet {
         // Names are shown in answers, logs and the dashboard: no terminal escapes or NULs.
         if def.name.chars().any(char::is_control) {
             return Err(PolicyError::new("name", "must not contain control characters"));
+        }
+        // Held in memory and shown in every listing, whether made alone or in a pack.
+        if def.description.as_ref().is_some_and(|d| d.len() > MAX_DESCRIPTION_BYTES) {
+            return Err(PolicyError::new("description", format!("is longer than {MAX_DESCRIPTION_BYTES} bytes")));
         }
         if def.action_types.len() > MAX_ACTION_TYPES {
             return Err(PolicyError::new("action_types", format!("has {} globs; the limit is {MAX_ACTION_TYPES}", def.action_types.len())));

@@ -141,6 +141,11 @@ pub async fn delegate(
     if b.instruction.as_ref().is_some_and(|i| i.len() > 4096) {
         return Err(ApiError::invalid("instruction", "is longer than 4096 bytes"));
     }
+    // Kept in memory, shown in every listing and sealed: bounded like an agent's passport.
+    let constraints_bytes = b.constraints.as_ref().and_then(|c| serde_json::to_vec(c).ok()).map_or(0, |c| c.len());
+    if constraints_bytes > limits::FREE_JSON_MAX {
+        return Err(ApiError::invalid("constraints", format!("takes {constraints_bytes} bytes as JSON; the limit is {}", limits::FREE_JSON_MAX)));
+    }
     // A grantor cannot lend what it is denied (its boundary's or its roles' denials),
     // whether it holds the scope itself or through the parent grant.
     {
@@ -166,6 +171,12 @@ pub async fn delegate(
                 return Err(ApiError::invalid(&scope_field(&b, i), format!("`{s}` is outside the source agent's scopes")));
             }
         }
+    }
+    let in_force = ws.live.lock().authority.grants.values().filter(|g| g.status_at(now) == "active").count();
+    if in_force >= limits::GRANTS_IN_FORCE_PER_WORKSPACE {
+        return Err(ApiError::new(Code::Conflict, format!(
+            "the workspace has {in_force} grants in force, the most it may hold ({}); revoke some first", limits::GRANTS_IN_FORCE_PER_WORKSPACE
+        )));
     }
     let grant_id = new_id("gr");
     let key_id = auth.key.key_id.clone();
@@ -667,6 +678,9 @@ pub async fn create_role(
     }
     check_globs("allowed_action_types", &b.allowed_action_types, false)?;
     check_globs("denied_action_types", &b.denied_action_types, false)?;
+    if b.description.as_ref().is_some_and(|d| d.len() > limits::TEXT_MAX) {
+        return Err(ApiError::invalid("description", format!("is longer than {} bytes", limits::TEXT_MAX)));
+    }
     if b.min_trust_level.is_some_and(|t| t > 100) {
         return Err(ApiError::invalid("min_trust_level", "must be between 0 and 100"));
     }

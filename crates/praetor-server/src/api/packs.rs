@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{Authorized, perm};
 use crate::clock::iso;
+use crate::config::limits;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{ApiJson, ApiPath, RawBody};
 use crate::secrets::new_id;
@@ -103,6 +104,11 @@ async fn install(
             let rec = PolicyRecord { workspace_id: ws_id.clone(), def, created_at: now, updated_at: now };
             mutations.push(Mutation::PutPolicy(rec.clone()));
             records.push(rec);
+        }
+        if records.len() > limits::POLICIES_PER_WORKSPACE {
+            return Err(ApiError::new(Code::InvalidPolicy, format!(
+                "deploying `{tag}` would give the workspace {} policies; the limit is {}", records.len(), limits::POLICIES_PER_WORKSPACE
+            )));
         }
         if is_new_version {
             mutations.push(Mutation::PutObject(ObjectRecord {

@@ -64,9 +64,6 @@ fn validate(def: &PolicyDef) -> ApiResult<()> {
     if def.name.trim().is_empty() || def.name.len() > limits::NAME_MAX {
         return Err(ApiError::new(Code::InvalidPolicy, format!("policy field `name`: must be 1-{} bytes", limits::NAME_MAX)));
     }
-    if def.description.as_ref().is_some_and(|d| d.len() > 4096) {
-        return Err(ApiError::new(Code::InvalidPolicy, "policy field `description`: is longer than 4096 bytes"));
-    }
     CompiledPolicySet::validate(def).map_err(policy_error)
 }
 

@@ -47,6 +47,9 @@ pub async fn start(
         && (ttl == 0 || ttl > TTL_MAX_SECONDS) {
             return Err(ApiError::invalid("budgets.ttl_seconds", format!("must be between 1 and {TTL_MAX_SECONDS}")));
         }
+    if budgets.max_spend.len() > limits::LIST_MAX {
+        return Err(ApiError::invalid("budgets.max_spend", format!("names {} currencies; the limit is {}", budgets.max_spend.len(), limits::LIST_MAX)));
+    }
     // A budget in a currency no action can be charged in would refuse every spend.
     if let Some(bad) = budgets.max_spend.keys().find(|c| !praetor_core::session::is_currency_code(c)) {
         return Err(ApiError::invalid(&format!("budgets.max_spend.{bad}"), format!("is not a currency code ({})", praetor_core::session::CURRENCY_CODE_SHAPE)));

@@ -444,6 +444,57 @@ async fn inputs_past_their_bounds_are_refused_naming_the_field() {
     for per_page in [0, 99_999] {
         refused(s.get(&format!("/api/v1/enforce/agents/{agent}/history?per_page={per_page}"), k).await, "invalid_query", "per_page");
     }
+    // A grant's free-form constraints, kept in memory and shown in every listing: as
+    // bounded as a passport, even through the source agent's own key.
+    let helper = s.agent("helper").await;
+    let own_key = s.key(&["agent"], Some(&agent)).await;
+    let constraints = json!({ "note": "c".repeat(20_000) });
+    refused(s.post("/api/v1/enforce/delegate", &own_key, &json!({ "source_agent_id": agent, "target_agent_id": helper, "scopes": ["report.*"], "constraints": constraints })).await,
+            "invalid_field", "constraints");
+    let (status, g) = s.post("/api/v1/enforce/delegate", &own_key, &json!({ "source_agent_id": agent, "target_agent_id": helper, "scopes": ["report.*"], "constraints": { "max_amount": 50 } })).await;
+    assert_eq!(status, StatusCode::OK, "{g}");
+    // A session's budgets name a bounded list of currencies.
+    let currencies: serde_json::Map<String, Value> = (0..300).map(|i| (format!("C{i:03}"), json!(1))).collect();
+    refused(s.post("/api/v1/enforce/sessions/start", k, &json!({ "agent_id": agent, "budgets": { "max_spend": currencies } })).await,
+            "invalid_field", "budgets.max_spend");
+    // A role's description, and a pack's and its definitions', as a policy's.
+    refused(s.post("/api/v1/enforce/roles", k, &json!({ "name": "wordy", "description": "d".repeat(5000) })).await, "invalid_field", "description");
+    let pack = |pack_description: &str, policy_description: &str| json!({ "name": "wordy", "version": "1.0.0", "description": pack_description,
+        "policy_definitions": [{ "name": "p", "policy_type": "action_type", "action_types": ["x"], "decision": "block", "description": policy_description }] });
+    refused(s.post("/api/v1/enforce/policy-packs", k, &pack("short", &"d".repeat(5000))).await, "invalid_policy", "policy_definitions[0].description");
+    refused(s.post("/api/v1/enforce/policy-packs", k, &pack(&"d".repeat(5000), "short")).await, "invalid_policy", "`description`");
+    // Ids in the path are bounded like ids, and a long one is not echoed back.
+    let long_id = "x".repeat(5000);
+    let got = s.get(&format!("/api/v1/enforce/agents/{long_id}"), k).await;
+    refused(got.clone(), "invalid_field", "`id` in the path");
+    assert!(got.1.to_string().len() < 500, "{}", got.1);
+}
+
+#[tokio::test]
+async fn a_workspace_holds_a_bounded_number_of_grants_in_force() {
+    let s = TestServer::start().await;
+    let (source, target) = (s.agent("source").await, s.agent("target").await);
+    let body = json!({ "source_agent_id": source, "target_agent_id": target, "scopes": ["x"] });
+    let delegate = || s.post("/api/v1/enforce/delegate", &s.admin_key, &body);
+    let (status, made) = delegate().await;
+    assert_eq!(status, StatusCode::OK, "{made}");
+    // Filled to the limit in memory (making 10,000 through the API takes long).
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    {
+        let mut live = ws.live.lock();
+        let one = live.authority.grants.values().next().unwrap().clone();
+        for i in 1..praetor_server::config::limits::GRANTS_IN_FORCE_PER_WORKSPACE {
+            let copy = praetor_server::authority::Grant { grant_id: format!("gr_copy_{i}"), ..one.clone() };
+            live.authority.grants.insert(copy.grant_id.clone(), copy);
+        }
+    }
+    let refused = delegate().await;
+    assert_error(&refused, 409, "conflict");
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("grants in force"), "{}", refused.1);
+    // Grants that are no longer in force do not count.
+    ws.live.lock().authority.grants.values_mut().take(10).for_each(|g| g.revoked = true);
+    let (status, made) = delegate().await;
+    assert_eq!(status, StatusCode::OK, "{made}");
 }
 
 /// A body is sealed in the vault a level or two deeper than it came. Bodies nested 127
