@@ -20,7 +20,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
-use crate::canonical::check_canonical;
+use crate::canonical::parse_canonical;
 use crate::chain::{GENESIS_CHAIN_HASH, chain_hash, verify_entry_hmac};
 use crate::checkpoint::{Checkpoint, KeyRef, NoteVerifier, split_note};
 use crate::error::VaultError;
@@ -350,8 +350,15 @@ fn check_hmac_form(e: &Entry) -> Result<(), Failure> {
 
 /// Checks one entry's leaf encoding and leaf hash; returns the leaf hash.
 fn check_leaf(e: &Entry) -> Result<Hash, Failure> {
-    check_canonical(e.leaf.as_bytes())
+    let leaf = parse_canonical(e.leaf.as_bytes())
         .map_err(|err| Failure::at(e.seq, format!("leaf is not valid canonical json: {err}")))?;
+    // A leaf that says where it sits must sit there (the signer wrote it so; a bundle
+    // that moved it would also fail its hashes, but this names what is wrong).
+    if let Some(said) = leaf.get("seq")
+        && said.as_u64() != Some(e.seq)
+    {
+        return Err(Failure::at(e.seq, format!("the leaf says it is entry {said}")));
+    }
     let computed = leaf_hash(e.leaf.as_bytes());
     let given = decode_hash(&e.leaf_hash)
         .ok_or_else(|| Failure::at(e.seq, "`leaf_hash` is not 64 lowercase hex digits"))?;

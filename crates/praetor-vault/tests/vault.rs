@@ -772,6 +772,15 @@ fn bundle_tampering_is_detected_at_the_first_bad_seq() {
     assert_eq!(f.seq, Some(10), "{f}");
     assert!(f.message.contains("10..25"), "{f}");
 
+    // A leaf that names another place than the one it sits at, hash recomputed.
+    let mut t = b.clone();
+    assert!(t.entries[17].leaf.contains("\"seq\":17"), "{}", t.entries[17].leaf);
+    t.entries[17].leaf = t.entries[17].leaf.replacen("\"seq\":17", "\"seq\":18", 1);
+    t.entries[17].leaf_hash = hex::encode(leaf_hash(t.entries[17].leaf.as_bytes()));
+    let f = check(&t, &keys).unwrap_err();
+    assert_eq!(f.seq, Some(17), "{f}");
+    assert!(f.message.contains("the leaf says it is entry 18"), "{f}");
+
     // A deleted entry.
     let mut t = b.clone();
     t.entries.remove(30);

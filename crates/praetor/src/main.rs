@@ -76,6 +76,10 @@ enum VaultCommand {
         /// The public key to trust: a C2SP vkey or a PEM public key, in a file. Repeatable.
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
+        /// The log the bundles must be of (its signed origin, `praetor/<workspace id>`):
+        /// one server's key signs every workspace's log.
+        #[arg(long)]
+        origin: Option<String>,
     },
     /// Check one decision receipt (entry, inclusion proof, signed checkpoint): the API's
     /// answer, whose decision_id, decision and vault_entry_id must match the proven
@@ -84,6 +88,9 @@ enum VaultCommand {
         receipt: PathBuf,
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
+        /// The log the receipt must be of (its signed origin).
+        #[arg(long)]
+        origin: Option<String>,
     },
     /// Re-verify a server's own store, including the per-entry HMACs.
     Check {
@@ -144,8 +151,8 @@ fn main() -> ExitCode {
             offline::create_key(&data_dir, &scopes, agent_id, label)
         }
         Command::Vault { command } => match command {
-            VaultCommand::Verify { bundles, keys } => offline::verify_bundles(&bundles, &keys),
-            VaultCommand::VerifyReceipt { receipt, keys } => offline::verify_receipt(&receipt, &keys),
+            VaultCommand::Verify { bundles, keys, origin } => offline::verify_bundles(&bundles, &keys, origin.as_deref()),
+            VaultCommand::VerifyReceipt { receipt, keys, origin } => offline::verify_receipt(&receipt, &keys, origin.as_deref()),
             VaultCommand::Check { data_dir, database_url } => offline::check_store(&data_dir, database_url.as_deref()),
             VaultCommand::RotateKeys { data_dir, vault_keys_dir } => offline::rotate_keys(&data_dir, vault_keys_dir.as_deref()),
         },

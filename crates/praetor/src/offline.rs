@@ -72,7 +72,12 @@ fn read_bundle(path: &Path) -> anyhow::Result<Bundle> {
 /// megabytes; parsing is a third of the work). Up to three are in memory at once: the
 /// one checked, the next being parsed (with its file's bytes), and the one before while
 /// a thread frees it.
-pub fn verify_bundles(paths: &[PathBuf], key_paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+/// The failure when a log is not the one `expected` (the signed origin names it).
+fn other_origin(origin: &str, expected: Option<&str>) -> Option<String> {
+    expected.filter(|e| *e != origin).map(|e| format!("the log is `{origin}`, not `{e}`"))
+}
+
+pub fn verify_bundles(paths: &[PathBuf], key_paths: &[PathBuf], origin: Option<&str>) -> anyhow::Result<ExitCode> {
     let keys = load_keys(key_paths)?;
     let mut before: Option<Report> = None;
     let mut first_start = 0;
@@ -95,7 +100,10 @@ pub fn verify_bundles(paths: &[PathBuf], key_paths: &[PathBuf]) -> anyhow::Resul
                 bar.set_message(format!("verifying {}", path.display()));
                 let result = praetor_vault::verify_bundle(&bundle, &keys, &mut |done, _| bar.set_position(done));
                 bar.finish_and_clear();
-                result
+                result.and_then(|r| match other_origin(&r.origin, origin) {
+                    Some(why) => Err(praetor_vault::Failure { seq: None, message: why }),
+                    None => Ok(r),
+                })
             });
             // Freeing 200,000 entries takes a while: not on the way to the next bundle.
             scope.spawn(move || drop(bundle));
@@ -235,11 +243,16 @@ fn claim_mismatches(claims: &AnswerClaims, seq: u64, sealed: &Sealed) -> Vec<Str
     wrong
 }
 
-pub fn verify_receipt(path: &Path, key_paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+pub fn verify_receipt(path: &Path, key_paths: &[PathBuf], origin: Option<&str>) -> anyhow::Result<ExitCode> {
     let keys = load_keys(key_paths)?;
     let bytes = std::fs::read(path).with_context(|| format!("cannot read receipt `{}`", path.display()))?;
     let (receipt, claims) = parse_receipt_file(&bytes).with_context(|| format!("receipt `{}` is refused", path.display()))?;
-    let r = match praetor_vault::verify_receipt(&receipt, &keys) {
+    let verified = praetor_vault::verify_receipt(&receipt, &keys)
+        .and_then(|r| match other_origin(&r.origin, origin) {
+            Some(why) => Err(praetor_vault::Failure { seq: None, message: why }),
+            None => Ok(r),
+        });
+    let r = match verified {
         Ok(r) => r,
         Err(f) => {
             match f.seq {

@@ -135,8 +135,16 @@ fn vault_check_and_verify_pass_on_an_honest_store() {
     let out = check(dir.path());
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("OK"), "{}", text(&out));
-    let out = praetor(&["vault", "verify", dir.path().join("bundle.json").to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    let bundle = dir.path().join("bundle.json");
+    let out = praetor(&["vault", "verify", bundle.to_str().unwrap(), "--key", key.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
+    // One server key signs every workspace's log: `--origin` names the one expected.
+    let origin = serde_json::from_slice::<Value>(&std::fs::read(&bundle).unwrap()).unwrap()["origin"].as_str().expect("origin").to_owned();
+    let out = praetor(&["vault", "verify", bundle.to_str().unwrap(), "--key", key.to_str().unwrap(), "--origin", &origin]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = praetor(&["vault", "verify", bundle.to_str().unwrap(), "--key", key.to_str().unwrap(), "--origin", "praetor/ws_other"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(&format!("the log is `{origin}`, not `praetor/ws_other`")), "{}", text(&out));
 }
 
 #[test]
@@ -483,6 +491,9 @@ fn rotated_keys_stay_published_and_old_receipts_verify() {
     std::fs::write(&new_key, keys[0]["vkey"].as_str().unwrap()).unwrap();
     let out = praetor(&["vault", "verify-receipt", receipt_path.to_str().unwrap(), "--key", new_key.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
+    let out = praetor(&["vault", "verify-receipt", receipt_path.to_str().unwrap(), "--key", new_key.to_str().unwrap(), "--origin", "praetor/ws_other"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("not `praetor/ws_other`"), "{}", text(&out));
     // The whole log, old and new checkpoints, verifies with both keys.
     drop(s);
     let out = check(dir.path());
