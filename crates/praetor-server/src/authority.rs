@@ -257,6 +257,11 @@ pub struct Escalation {
     pub reasoning: String,
     pub policies: Vec<Triggered>,
     pub raised_by_key: String,
+    /// The credential that signed the request that raised it (agents that sign their
+    /// requests): revoking it voids the escalation, as revoking the credential a session
+    /// was started with voids that session's.
+    #[serde(default)]
+    pub credential_id: Option<String>,
     /// `pending | approved | rejected | expired`
     pub state: String,
     pub resolution_reason: Option<String>,
@@ -324,6 +329,11 @@ impl Escalation {
                 Some(x) if !x.is_active => return Some(format!("agent `{a}` is deactivated")),
                 Some(_) => {}
             }
+        }
+        if let Some(c) = &self.credential_id
+            && credentials.get(c).is_some_and(|c| c.revoked_at.is_some() && !c.rotated)
+        {
+            return Some(format!("it was raised by a request signed with credential `{c}`, which is revoked"));
         }
         let id = self.session_id.as_ref()?;
         match session {
@@ -846,6 +856,8 @@ pub struct Opening<'a> {
     pub action_type: &'a str,
     pub action_hash: &'a str,
     pub key_id: &'a str,
+    /// The credential that signed the request, if it was verified by a signature.
+    pub credential_id: Option<&'a str>,
     pub queue: Option<String>,
 }
 
@@ -886,6 +898,7 @@ pub fn apply(state: &mut AuthorityState, d: &Decision, grant_id: Option<&str>, o
             reasoning: d.reasoning.clone(),
             policies: d.triggered.clone(),
             raised_by_key: o.key_id.to_owned(),
+            credential_id: o.credential_id.map(str::to_owned),
             state: "pending".into(),
             resolution_reason: None,
             approver_key: None,
@@ -1058,6 +1071,7 @@ mod tests {
             reasoning: String::new(),
             policies: Vec::new(),
             raised_by_key: "key".into(),
+            credential_id: None,
             state: "pending".into(),
             resolution_reason: None,
             approver_key: None,

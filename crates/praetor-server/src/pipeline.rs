@@ -420,6 +420,11 @@ fn evaluate_with(
         action_type: &intercepted.request.action_type,
         action_hash: &hash,
         key_id: &caller.key.key_id,
+        // Identity is verified by a signature only for agents that require one.
+        credential_id: match (&identity, &agent) {
+            (Identity::Verified, Some(a)) if a.require_signature => header(caller.headers, "x-praetor-credential"),
+            _ => None,
+        },
         queue,
     };
     if let Some(used) = decision.authority.grant_used.as_deref() {

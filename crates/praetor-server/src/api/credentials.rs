@@ -312,7 +312,16 @@ pub async fn revoke_credential(
     let cred = stored.and_then(|(_, creds)| creds.into_iter().find(|c| c.credential_id == id)).unwrap_or(held);
     // Every revoke is sealed, as the operator's act with its reason.
     let seal = vec![credential_revoked(&ws.workspace_id, actor, state.now_ms(), &cred, &reason)];
-    let done = revoke(&state, ws, actor, &agent_id, vec![cred], &reason, (Vec::new(), seal), Writes::default).await?;
+    // The escalations raised by requests it signed can no longer let anything run
+    // (those of the sessions it started end with their kills).
+    let now = state.now_ms();
+    let guarded = || {
+        let mut live = ws.live.lock();
+        let why = format!("credential `{id}` revoked: {reason}");
+        let settled = crate::authority::settle(&mut live.authority, |e| e.credential_id.as_deref() == Some(id.as_str()), &why, Some(actor), &ws.workspace_id, now);
+        (settled.records.into_iter().map(Mutation::PutObject).collect(), settled.seals)
+    };
+    let done = revoke(&state, ws, actor, &agent_id, vec![cred], &reason, (Vec::new(), seal), guarded).await?;
     let credential = done.credentials.last().map(|c| credential_view(c, state.now_ms())).unwrap_or(Value::Null);
     Ok(done.answer(json!({ "ok": true, "credential": credential, "killed_sessions": done.killed })))
 }

@@ -144,3 +144,51 @@ async fn a_replayed_signature_is_refused_by_another_node_on_the_same_store() {
     assert_eq!(stored["decision"]["decision"], "block", "{stored}");
     server.abort();
 }
+
+/// An escalation raised outside a session by a request a credential signed: revoking
+/// the credential (a compromise) voids it, pending or approved, as revoking the
+/// credential a session was started with voids that session's; rotating it does not.
+/// Before, such escalations stayed open, and an approval still let the action run.
+#[tokio::test]
+async fn revoking_a_credential_voids_the_escalations_its_requests_raised() {
+    let s = TestServer::start().await;
+    let a = signed_agent(&s).await;
+    s.policy(json!({ "name": "Review transfers", "policy_type": "action_type", "action_types": ["transfer"], "decision": "escalate" })).await;
+    let approver = s.key(&["approvals"], None).await;
+    let now = T0 / 1000;
+    let raise = |content: &'static str, nonce: &'static str| {
+        let body = json!({ "action_type": "transfer", "agent_id": a.id, "action_content": content });
+        let (s, a) = (&s, &a);
+        async move {
+            let answer = send(s, a, &body, now, nonce, None).await;
+            assert_eq!(answer["decision"], "escalate", "{answer}");
+            answer["escalation_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let pending = raise("to alice", "nonce-esc-1").await;
+    let approved = raise("to bob", "nonce-esc-2").await;
+    let (status, got) = s.post(&format!("/api/v1/enforce/escalations/{approved}/resolve"), &approver, &json!({ "resolution": "approved" })).await;
+    assert_eq!(status, 200, "{got}");
+    let status_of = |esc: String| {
+        let (s, approver) = (&s, &approver);
+        async move { s.get(&format!("/api/v1/enforce/escalations/{esc}/status"), approver).await.1 }
+    };
+    // A rotation is not a revocation: the escalations stand.
+    let (status, _) = s.post(&format!("/api/v1/enforce/credentials/{}/rotate", a.credential_id), &s.admin_key, &json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(status_of(pending.clone()).await["status"], "pending");
+    assert_eq!(status_of(approved.clone()).await["decision"], "allow");
+    let (status, revoked) = s.post(&format!("/api/v1/enforce/credentials/{}/revoke", a.credential_id), &s.admin_key, &json!({ "reason": "leaked" })).await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(revoked["cleanup_incomplete"], false, "{revoked}");
+    let (_, page) = s.get("/api/v1/enforce/vault/entries", &s.admin_key).await;
+    for esc in [pending, approved] {
+        let st = status_of(esc.clone()).await;
+        assert_eq!((st["status"].as_str(), st["decision"].as_str()), (Some("expired"), Some("block")), "{st}");
+        assert!(st["resolution_reason"].as_str().unwrap().contains(&format!("credential `{}` revoked", a.credential_id)), "{st}");
+        let (status, refused) = s.post(&format!("/api/v1/enforce/escalations/{esc}/resolve"), &approver, &json!({ "resolution": "approved" })).await;
+        assert_eq!(status, 409, "{refused}");
+        let sealed = page["entries"].as_array().unwrap().iter().any(|e| e["entry"]["kind"] == "escalation.expired" && e["entry"]["escalation_id"] == json!(esc));
+        assert!(sealed, "the settlement of {esc} is sealed");
+    }
+}
