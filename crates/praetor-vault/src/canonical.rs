@@ -25,15 +25,22 @@ use crate::error::VaultError;
 /// # Errors
 /// [`VaultError::FloatNotAllowed`] when a number is not an i64/u64 integer.
 pub fn canonical_json(v: &Value) -> Result<Vec<u8>, VaultError> {
+    encode(v, MAX_DEPTH)
+}
+
+/// `v` encoded, nesting at most `room` levels of arrays and objects.
+fn encode(v: &Value, room: usize) -> Result<Vec<u8>, VaultError> {
     let mut out = Vec::with_capacity(256);
-    write_value(v, &mut out, 0).map_err(unencodable)?;
+    write_value(v, &mut out, room).map_err(unencodable)?;
     Ok(out)
 }
 
-/// The deepest nesting of arrays and objects a leaf may have. A JSON parser stops at
-/// some depth (serde_json at 128 levels): a leaf deeper than its verifier reads could
+/// The deepest nesting of arrays and objects a writer gives a leaf. A JSON parser stops
+/// at some depth (serde_json at 128 levels): a leaf deeper than its verifier reads could
 /// be sealed but never verified, and would fail every audit from its entry on. Callers
-/// that seal what a request sent keep requests well under this.
+/// that seal what a request sent keep requests well under this. It is a rule for
+/// writers only: a checker reads any leaf its parser can (earlier versions wrote leaves
+/// up to 127 levels deep, and they stay verifiable).
 pub const MAX_DEPTH: usize = 100;
 
 /// Serialises `t` with serde and encodes the result as canonical JSON.
@@ -77,7 +84,7 @@ impl CanonicalWithSlot {
         let mut before = Vec::with_capacity(512);
         before.push(b'{');
         for (k, v) in &entries[..split] {
-            write_entry(k, v, &mut before, 1).map_err(unencodable)?;
+            write_entry(k, v, &mut before, MAX_DEPTH - 1).map_err(unencodable)?;
             before.push(b',');
         }
         write_string(slot, &mut before);
@@ -85,7 +92,7 @@ impl CanonicalWithSlot {
         let mut after = Vec::with_capacity(256);
         for (k, v) in &entries[split..] {
             after.push(b',');
-            write_entry(k, v, &mut after, 1).map_err(unencodable)?;
+            write_entry(k, v, &mut after, MAX_DEPTH - 1).map_err(unencodable)?;
         }
         after.push(b'}');
         Ok(CanonicalWithSlot { before, after })
@@ -147,11 +154,11 @@ fn unencodable(bad: Unencodable<'_>) -> VaultError {
     if bad.too_deep { VaultError::TooDeep { path, max: MAX_DEPTH } } else { VaultError::FloatNotAllowed { path } }
 }
 
-/// `"key":value`, as inside a canonical object `depth` levels deep.
-fn write_entry<'a>(key: &'a str, value: &'a Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Unencodable<'a>> {
+/// `"key":value`, as inside a canonical object, with `room` levels of nesting left.
+fn write_entry<'a>(key: &'a str, value: &'a Value, out: &mut Vec<u8>, room: usize) -> Result<(), Unencodable<'a>> {
     write_string(key, out);
     out.push(b':');
-    write_value(value, out, depth).map_err(|bad| bad.at(Step::Key(key)))
+    write_value(value, out, room).map_err(|bad| bad.at(Step::Key(key)))
 }
 
 /// Checks that `bytes` is JSON already in canonical form: parsing it and encoding it
@@ -173,7 +180,9 @@ pub fn parse_canonical(bytes: &[u8]) -> Result<Value, VaultError> {
     let v: Value = serde_json::from_slice(bytes).map_err(|e| VaultError::InvalidJson {
         reason: e.to_string(),
     })?;
-    let again = canonical_json(&v)?;
+    // Re-encoded with no limit of depth: the writers' limit (`MAX_DEPTH`) is not a
+    // rule of the form, and what the parser read is checked whole.
+    let again = encode(&v, usize::MAX)?;
     if again.as_slice() == bytes {
         Ok(v)
     } else {
@@ -181,10 +190,10 @@ pub fn parse_canonical(bytes: &[u8]) -> Result<Value, VaultError> {
     }
 }
 
-/// `v`, inside `depth` levels of arrays and objects.
-fn write_value<'a>(v: &'a Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Unencodable<'a>> {
+/// `v`, with `room` levels of arrays and objects left to nest.
+fn write_value<'a>(v: &'a Value, out: &mut Vec<u8>, room: usize) -> Result<(), Unencodable<'a>> {
     use std::io::Write as _;
-    if matches!(v, Value::Array(_) | Value::Object(_)) && depth >= MAX_DEPTH {
+    if matches!(v, Value::Array(_) | Value::Object(_)) && room == 0 {
         return Err(Unencodable { too_deep: true, steps: Vec::new() });
     }
     match v {
@@ -206,7 +215,7 @@ fn write_value<'a>(v: &'a Value, out: &mut Vec<u8>, depth: usize) -> Result<(), 
                 if i > 0 {
                     out.push(b',');
                 }
-                write_value(item, out, depth + 1).map_err(|bad| bad.at(Step::Index(i)))?;
+                write_value(item, out, room - 1).map_err(|bad| bad.at(Step::Index(i)))?;
             }
             out.push(b']');
         }
@@ -220,7 +229,7 @@ fn write_value<'a>(v: &'a Value, out: &mut Vec<u8>, depth: usize) -> Result<(), 
                     if i > 0 {
                         out.push(b',');
                     }
-                    write_entry(k, item, out, depth + 1)?;
+                    write_entry(k, item, out, room - 1)?;
                 }
             } else {
                 let mut entries: Vec<(&String, &Value)> = map.iter().collect();
@@ -229,7 +238,7 @@ fn write_value<'a>(v: &'a Value, out: &mut Vec<u8>, depth: usize) -> Result<(), 
                     if i > 0 {
                         out.push(b',');
                     }
-                    write_entry(k, item, out, depth + 1)?;
+                    write_entry(k, item, out, room - 1)?;
                 }
             }
             out.push(b'}');
@@ -300,11 +309,20 @@ mod tests {
             let with_slot = CanonicalWithSlot::new(nested(levels).as_object().unwrap(), "seq").unwrap().fill(7);
             assert!(check_canonical(&with_slot).is_ok(), "{levels} levels, with a slot");
         }
-        for levels in [MAX_DEPTH + 1, 128, 500] {
+        for levels in [MAX_DEPTH + 1, 127, 500] {
             assert!(matches!(canonical_json(&nested(levels)), Err(VaultError::TooDeep { max: MAX_DEPTH, .. })), "{levels} levels");
             let refused = CanonicalWithSlot::new(nested(levels).as_object().unwrap(), "seq");
             assert!(matches!(refused, Err(VaultError::TooDeep { .. })), "{levels} levels, with a slot");
         }
+        // A leaf an earlier version wrote deeper than writers now may is still read.
+        let old = nested(126);
+        let mut written = String::new();
+        for _ in 0..126 {
+            written.push_str("{\"k\":");
+        }
+        written.push('1');
+        written.push_str(&"}".repeat(126));
+        assert_eq!(parse_canonical(written.as_bytes()).unwrap(), old, "126 levels, as the parser reads them");
         let deep_array = (0..=MAX_DEPTH).fold(json!(1), |inner, _| json!([inner]));
         let err = canonical_json(&json!({ "entry": { "metadata": deep_array } })).unwrap_err().to_string();
         assert!(err.contains("$.entry.metadata[0][0]"), "the path names where: {err}");

@@ -22,7 +22,7 @@
 
 use serde_json::Value;
 
-use crate::canonical::{canonical_json, check_canonical};
+use crate::canonical::{canonical_json, parse_canonical};
 use crate::chain::{GENESIS_CHAIN_HASH, chain_hash, entry_hmac};
 use crate::error::VaultError;
 use crate::merkle::{Frontier, Hash, HashReader, leaf_hash};
@@ -118,9 +118,11 @@ impl LogState {
     ///
     /// # Errors
     /// [`VaultError::NonCanonicalLeaf`], [`VaultError::InvalidJson`],
-    /// [`VaultError::FloatNotAllowed`], [`VaultError::LogFull`].
+    /// [`VaultError::FloatNotAllowed`], [`VaultError::TooDeep`], [`VaultError::LogFull`].
     pub fn append(&mut self, leaf_bytes: &[u8], secret: &[u8]) -> Result<Appended, VaultError> {
-        check_canonical(leaf_bytes)?;
+        // Appended now, so held to what writers may write (`canonical::MAX_DEPTH`), not
+        // only to what checkers read.
+        canonical_json(&parse_canonical(leaf_bytes)?)?;
         self.append_leaf_hash(leaf_hash(leaf_bytes), secret)
     }
 
