@@ -36,32 +36,46 @@ pub fn parse_document(bytes: &[u8]) -> Result<Value, PackError> {
         return Ok(v);
     }
     let text = std::str::from_utf8(bytes).map_err(|_| pack_err(None, "", "the pack is neither JSON nor UTF-8 YAML"))?;
-    let budget = std::cell::Cell::new(YAML_VALUES_MAX);
+    let budget = Budget { values: std::cell::Cell::new(YAML_VALUES_MAX), bytes: std::cell::Cell::new(YAML_BYTES_MAX) };
     serde::de::DeserializeSeed::deserialize(Bounded(&budget), serde_yaml_ng::Deserializer::from_str(text))
         .map_err(|e| pack_err(None, "", format!("the pack is neither valid JSON nor valid YAML: {e}")))
 }
 
-/// The most values a YAML pack may hold once its aliases are expanded. An alias is
-/// expanded each time it is used, so a document of a few kilobytes (a list of 3,000
-/// items, then a list of 3,000 aliases of it) would otherwise expand to millions of
-/// values and take the memory of the server that reads it. A pack at its limit of 1,000
-/// definitions holds some tens of thousands.
+/// The most values, and bytes of text, a YAML pack may hold once its aliases are
+/// expanded. An alias is expanded each time it is used, so a document of a few kilobytes
+/// (a list of 3,000 items, then a list of 3,000 aliases of it; or a long string and many
+/// aliases of it) would otherwise expand to millions of values or gigabytes of text and
+/// take the memory of the server that reads it. A pack at its limit of 1,000 definitions
+/// holds some tens of thousands of values; its text is at most the request body (1 MiB).
 const YAML_VALUES_MAX: usize = 250_000;
+const YAML_BYTES_MAX: usize = 8 * 1024 * 1024;
 
-/// Builds a JSON value from YAML, counting down `budget` for every value (the ones
-/// aliases expand to included) and giving up when it is spent.
-struct Bounded<'b>(&'b std::cell::Cell<usize>);
+/// What is left to spend while building a pack from YAML.
+struct Budget {
+    values: std::cell::Cell<usize>,
+    bytes: std::cell::Cell<usize>,
+}
+
+/// Builds a JSON value from YAML, spending the budget on every value and every string
+/// and key's bytes (those aliases expand to included), and giving up when it is spent.
+struct Bounded<'b>(&'b Budget);
 
 impl Bounded<'_> {
     fn take<E: serde::de::Error>(&self) -> Result<(), E> {
-        match self.0.get().checked_sub(1) {
-            Some(left) => {
-                self.0.set(left);
-                Ok(())
-            }
-            None => Err(E::custom(format!("the pack expands to more than {YAML_VALUES_MAX} values (aliases count each time they are used)"))),
-        }
+        spend(&self.0.values, 1).ok_or_else(|| E::custom(format!("the pack expands to more than {YAML_VALUES_MAX} values (aliases count each time they are used)")))
     }
+
+    /// A value of text: one value, and its bytes.
+    fn take_text<E: serde::de::Error>(&self, text: &str) -> Result<(), E> {
+        self.take()?;
+        spend(&self.0.bytes, text.len()).ok_or_else(|| E::custom(format!("the pack expands to more than {YAML_BYTES_MAX} bytes of text (aliases count each time they are used)")))
+    }
+}
+
+/// Take `n` from `left`, if it holds that much.
+fn spend(left: &std::cell::Cell<usize>, n: usize) -> Option<()> {
+    left.set(left.get().checked_sub(n)?);
+    Some(())
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for Bounded<'_> {
@@ -93,11 +107,11 @@ impl<'de> serde::de::Visitor<'de> for Bounded<'_> {
         serde_json::Number::from_f64(n).map(Value::Number).ok_or_else(|| E::custom(format!("`{n}` is not a number JSON can hold")))
     }
     fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value, E> {
-        self.take()?;
+        self.take_text(s)?;
         Ok(Value::String(s.to_owned()))
     }
     fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Value, E> {
-        self.take()?;
+        self.take_text(&s)?;
         Ok(Value::String(s))
     }
     fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
@@ -122,7 +136,7 @@ impl<'de> serde::de::Visitor<'de> for Bounded<'_> {
         self.take()?;
         let mut out = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            self.take()?;
+            self.take_text(&key)?;
             let value = map.next_value_seed(Bounded(self.0))?;
             out.insert(key, value);
         }
@@ -230,6 +244,12 @@ mod tests {
         let err = parse_document(bomb.as_bytes()).unwrap_err();
         assert!(err.message.contains("more than 250000 values"), "{}", err.message);
         // Aliases within the budget still read as YAML means them.
+        // A long string, and many aliases of it: 500 MB from 100 KB.
+        let long = "x".repeat(100_000);
+        let aliases = vec!["*s"; 5_000].join(",");
+        let bomb = format!("name: p\nversion: 1.0.0\nx: &s {long}\ny: [{aliases}]\npolicy_definitions: []\n");
+        let err = parse_document(bomb.as_bytes()).unwrap_err();
+        assert!(err.message.contains("bytes of text"), "{}", err.message);
         let fine = "name: p\nversion: 1.0.0\nx: &a [1, 2]\ny: [*a, *a]\npolicy_definitions: []\n";
         assert_eq!(parse_document(fine.as_bytes()).unwrap()["y"], json!([[1, 2], [1, 2]]));
         let yaml = "name: core\nversion: 1.0.0\ndescription: ~\npolicy_definitions:\n  - {name: ok, policy_type: action_type, action_types: [x], decision: block, priority: -3, enabled: true}\n";

@@ -323,6 +323,7 @@ fn evaluate_with(
     // action is made at that action's time: the histories stay in time order, and the
     // windows counted from `now` reach every action recorded before this one.
     let newest = |h: Option<&crate::state::History>| h.and_then(|h| h.actions.back()).map_or(i64::MIN, |a| a.at_ms);
+    let clock_ms = now_ms;
     let now_ms = now_ms
         .max(newest(agent.as_ref().and_then(|a| live.agent_history.get(&a.agent_id))))
         .max(newest(intercepted.request.session_id.as_ref().and_then(|s| live.session_history.get(s))));
@@ -334,7 +335,9 @@ fn evaluate_with(
     // as complete while missing what was trimmed.
     let policies = ws.policies.load();
     let window = policies.compiled.history_window_ms();
-    maybe_prune(ws, &mut live, now_ms, window);
+    // By this node's clock: another node's ahead of it must not trim every other
+    // agent's history early.
+    maybe_prune(ws, &mut live, clock_ms, window);
     // Trust is read here, under the lock that serialises its updates, not from the
     // copy stage 2 made: a threshold policy must see the score as it is now.
     let agent_facts = agent.as_ref().map(|a| {

@@ -204,10 +204,35 @@ pub fn scan_ssn_number_into(digits: &str, key: &str, out: &mut Vec<PiiMatch>) {
     }
 }
 
-/// `ssn`, `SSN`, `customer_ssn`, `socialSecurityNumber`, `social_security_no`.
+/// `ssn`, `SSN`, `customer_ssn`, `customerSSN`, `ssns`, `socialSecurityNumber`,
+/// `social_security_no`: the word `ssn`, or `social` then `security`, in snake, kebab
+/// or camel case. Not a key that only holds the letters (`businessNumber`, `className`).
 fn names_an_ssn(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    key.contains("ssn") || key.replace(['_', '-', ' '], "").contains("socialsecurity")
+    let words = key_words(key);
+    words.iter().any(|w| w == "ssn" || w == "ssns") || words.windows(2).any(|w| w[0] == "social" && w[1] == "security")
+}
+
+/// The words of a key, lowercase: split at every character that is not a letter or a
+/// digit, and before an uppercase letter that follows a lowercase one.
+fn key_words(key: &str) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut after_lower = false;
+    for c in key.chars() {
+        if !c.is_alphanumeric() || (c.is_uppercase() && after_lower) {
+            if !word.is_empty() {
+                words.push(std::mem::take(&mut word));
+            }
+        }
+        if c.is_alphanumeric() {
+            word.extend(c.to_lowercase());
+        }
+        after_lower = c.is_lowercase();
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
 }
 
 /// Bytes that make up a "word" for boundary purposes: ASCII letters, digits and `_`.

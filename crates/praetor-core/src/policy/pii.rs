@@ -176,7 +176,11 @@ mod tests {
         assert_eq!(r("ssn", json!({"ssn": 78051120})).as_deref(), Some("pii: ssn at metadata.ssn[0..8]"));
         assert!(r("ssn", json!({"customer": {"socialSecurityNumber": 1234567}})).is_some(), "001-23-4567");
         assert!(r("ssn", json!({"SSNs": [78051120]})).is_some());
-        assert_eq!(r("ssn", json!({"order_id": 78051120})), None);
+        assert!(r("ssn", json!({"customerSSN": 78051120})).is_some());
+        assert!(r("ssn", json!({"ssn_last_known": 78051120})).is_some());
+        for key in ["order_id", "businessNumber", "className", "processNumber", "accessNumber", "crossnet_id", "SSNumber"] {
+            assert_eq!(r("ssn", json!({ key: 78051120 })), None, "{key} names no SSN");
+        }
         assert_eq!(r("ssn", json!({"ssn": 5120})), None, "too short to be one");
         assert_eq!(r("ssn", json!({"ssn": 51120})), None);
         assert_eq!(r("ssn", json!({"ssn": 78000120})), None, "group 00 is not valid");
