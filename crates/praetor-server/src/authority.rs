@@ -577,6 +577,27 @@ pub struct AuthorityState {
 }
 
 impl AuthorityState {
+    /// Grants that have ended leave memory (the store and the vault keep them): revoked
+    /// or expired ones, and used-up ones that no re-delegation still draws on. A grant
+    /// is never used again once it has ended, so only lookups by id (`verify`, `revoke`)
+    /// need it, and they read the store. Without this every grant ever made stayed in
+    /// memory. Returns how many left.
+    pub fn prune_ended_grants(&mut self, now: i64) -> usize {
+        let drawn_on: std::collections::HashSet<String> = self
+            .grants
+            .values()
+            .filter(|g| matches!(g.status_at(now), "active" | "exhausted"))
+            .filter_map(|g| g.parent_grant_id.clone())
+            .collect();
+        let before = self.grants.len();
+        self.grants.retain(|id, g| match g.status_at(now) {
+            "active" => true,
+            "exhausted" => drawn_on.contains(id),
+            _ => false,
+        });
+        before - self.grants.len()
+    }
+
     /// Drop an object the store does not hold (a change that was never committed).
     pub fn forget(&mut self, kind: &str, id: &str) {
         match kind {
@@ -816,7 +837,7 @@ pub fn facts(
         },
         None => GrantFacts {
             grant_id: id.to_owned(),
-            problem: Some("no such grant in this workspace".into()),
+            problem: Some("no grant by this id is in force in this workspace (an ended one is no longer held)".into()),
             scopes: Vec::new(),
             action_types: Vec::new(),
         },

@@ -85,8 +85,9 @@ pub mod limits {
     pub const BATCH_MAX: usize = 500;
     pub const LIST_MAX: usize = 256;
     pub const POLICIES_PER_WORKSPACE: usize = 10_000;
-    /// Grants in force (active) at once in a workspace: each is held in memory.
-    pub const GRANTS_IN_FORCE_PER_WORKSPACE: usize = 10_000;
+    /// Grants in force at once in a workspace: each is held in memory (ended ones leave
+    /// it, see `AuthorityState::prune_ended_grants`).
+    pub const GRANTS_HELD_PER_WORKSPACE: usize = 10_000;
     /// A description, an instruction, a justification.
     pub const TEXT_MAX: usize = 4096;
     /// Free-form JSON a record keeps and shows (a grant's `constraints`), encoded.

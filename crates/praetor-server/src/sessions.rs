@@ -181,6 +181,10 @@ pub async fn sweep(state: &AppState) {
             tracing::warn!(workspace_id = %ws_id, error = %e.message, "escalation expiry not recorded");
         }
         crate::api::escalations::prune_settled(&ws, now);
+        let ended = ws.live.lock().authority.prune_ended_grants(now);
+        if ended > 0 {
+            tracing::debug!(workspace_id = %ws_id, ended, "ended grants left memory (the store keeps them)");
+        }
         // Under the decision order: a request that found its session loaded keeps it
         // until its evaluation is over (see `pipeline::decide_and_record`).
         let forgotten = {

@@ -219,10 +219,8 @@ fn key_words(key: &str) -> Vec<String> {
     let mut word = String::new();
     let mut after_lower = false;
     for c in key.chars() {
-        if !c.is_alphanumeric() || (c.is_uppercase() && after_lower) {
-            if !word.is_empty() {
-                words.push(std::mem::take(&mut word));
-            }
+        if (!c.is_alphanumeric() || (c.is_uppercase() && after_lower)) && !word.is_empty() {
+            words.push(std::mem::take(&mut word));
         }
         if c.is_alphanumeric() {
             word.extend(c.to_lowercase());

@@ -158,6 +158,13 @@ pub async fn delegate(
     }
     let now = state.now_ms();
     let ttl = duration_ms("duration_minutes", b.duration_seconds, b.duration_minutes, b.ttl_hours)?;
+    // A grant of no uses is ended when it is made.
+    if b.max_uses == Some(0) {
+        return Err(ApiError::invalid("max_uses", "must be at least 1"));
+    }
+    if b.budgets.as_ref().and_then(|x| x.max_actions) == Some(0) {
+        return Err(ApiError::invalid("budgets.max_actions", "must be at least 1"));
+    }
     let mut max_uses = match (b.max_uses, b.budgets.as_ref().and_then(|x| x.max_actions)) {
         (Some(u), Some(a)) => Some(u.min(a)),
         (u, a) => u.or(a),
@@ -172,10 +179,12 @@ pub async fn delegate(
             }
         }
     }
-    let in_force = ws.live.lock().authority.grants.values().filter(|g| g.status_at(now) == "active").count();
-    if in_force >= limits::GRANTS_IN_FORCE_PER_WORKSPACE {
+    // Every grant held in memory counts: those in force, and ended ones until the
+    // sweeper lets them go (`prune_ended_grants`, within a second or so).
+    let held = ws.live.lock().authority.grants.len();
+    if held >= limits::GRANTS_HELD_PER_WORKSPACE {
         return Err(ApiError::new(Code::Conflict, format!(
-            "the workspace has {in_force} grants in force, the most it may hold ({}); revoke some first", limits::GRANTS_IN_FORCE_PER_WORKSPACE
+            "the workspace holds {held} grants in force, the most it may ({}); revoke some first", limits::GRANTS_HELD_PER_WORKSPACE
         )));
     }
     let grant_id = new_id("gr");
@@ -266,6 +275,11 @@ pub async fn revoke_grant(
     let reason = super::sessions::reason_of(body, "revoked")?;
     let ws = &auth.workspace;
     let ws_id = ws.workspace_id.clone();
+    // An ended grant has left memory (`prune_ended_grants`); the store says how it ended.
+    let held = ws.live.lock().authority.grants.contains_key(&id);
+    if !held && let Some(g) = stored_grant(&state, ws, &id).await? {
+        return Err(ApiError::new(Code::Conflict, format!("grant `{id}` has already ended ({})", g.status_at(state.now_ms()))));
+    }
     let revoked = update_retrying(&state, ws, "grant.revoked", &auth.key.key_id, |a, now| {
         if !a.grants.contains_key(&id) {
             return Err(ApiError::not_found("grant", &id));
@@ -295,13 +309,18 @@ pub async fn verify_grant(
     ApiJson(b): ApiJson<VerifyBody>,
 ) -> ApiResult<Json<Value>> {
     let now = state.now_ms();
-    let live = auth.workspace.live.lock();
-    let g = live
-        .authority
-        .grants
-        .get(&b.grant_id)
+    // An ended grant has left memory (`prune_ended_grants`): read from the store, it
+    // answers why it is not valid.
+    let held = auth.workspace.live.lock().authority.grants.get(&b.grant_id).cloned();
+    let g = match held {
+        Some(g) => Some(g),
+        None => stored_grant(&state, &auth.workspace, &b.grant_id).await?,
+    };
+    let g = g
         .filter(|g| auth.may_see(Some(&g.source_agent_id)) || auth.may_see(Some(&g.target_agent_id)))
         .ok_or_else(|| ApiError::not_found("grant", &b.grant_id))?;
+    let g = &g;
+    let live = auth.workspace.live.lock();
     let agent = b.agent_id.as_deref().or(Some(g.target_agent_id.as_str()));
     // The whole chain, as a decision checks it: every grantor active and not denied.
     let mut reason = crate::authority::grant_problem(&live.authority, &auth.workspace.agents.read(), g, agent, b.action_type.as_deref(), now);
@@ -320,6 +339,12 @@ pub async fn verify_grant(
 pub struct DelegationsQuery {
     direction: Option<String>,
     status: Option<String>,
+}
+
+/// The store's copy of a grant.
+async fn stored_grant(state: &AppState, ws: &WorkspaceState, id: &str) -> ApiResult<Option<Grant>> {
+    let record = state.store.get_object(&ws.workspace_id, <Grant as crate::authority::Object>::KIND, id).await?;
+    Ok(record.as_ref().and_then(crate::authority::Object::from_record))
 }
 
 fn grants_where(ws: &WorkspaceState, now: i64, pred: impl Fn(&Grant) -> bool) -> Vec<Value> {

@@ -588,3 +588,48 @@ async fn a_key_committed_while_its_agent_is_being_revoked_is_revoked_with_it() {
     let sealed = events["entries"].as_array().unwrap().iter().filter(|e| e.to_string().contains("key.revoked") && e.to_string().contains(&late.key_id)).count();
     assert_eq!(sealed, 1, "{events}");
 }
+
+/// Ended grants leave memory at the sweep, as settled escalations do; lookups by id read
+/// the store. Before, every grant ever made (a thousand a minute, by an agent's own key,
+/// each ending at once) stayed in memory for good.
+#[tokio::test]
+async fn ended_grants_leave_memory_and_are_still_answered_for() {
+    let s = TestServer::start().await;
+    let (b, grant) = lend_pay(&s).await;
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    let held = |id: &str| ws.live.lock().authority.grants.contains_key(id);
+    // A re-delegation draws on its parent: used up, the parent stays while the child is in force.
+    let c = s.agent("sub-borrower").await;
+    let (status, child) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": b, "target_agent_id": c, "scopes": ["pay.*"], "parent_grant_id": grant, "max_uses": 1 })).await;
+    assert_eq!(status, StatusCode::OK, "{child}");
+    let child = child["grant_id"].as_str().unwrap().to_owned();
+    let (status, revoked) = s.post(&format!("/api/v1/enforce/delegate/{grant}/revoke"), &s.admin_key, &json!({ "reason": "done" })).await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert!(held(&grant) && held(&child), "held until the sweep");
+    praetor_server::sessions::sweep(&s.state).await;
+    assert!(!held(&grant) && !held(&child), "both ended (the revoke reached the child)");
+    // Verify and revoke say how it ended; a decision through it is refused.
+    let (status, verified) = s.post("/api/v1/enforce/delegate/verify", &s.admin_key, &json!({ "grant_id": grant })).await;
+    assert_eq!(status, StatusCode::OK, "{verified}");
+    assert_eq!(verified["valid"], false, "{verified}");
+    assert_eq!(verified["grant"]["status"], "revoked", "{verified}");
+    let again = s.post(&format!("/api/v1/enforce/delegate/{grant}/revoke"), &s.admin_key, &json!({ "reason": "again" })).await;
+    assert_error(&again, 409, "conflict");
+    assert!(again.1["error"]["message"].as_str().unwrap().contains("already ended (revoked)"), "{}", again.1);
+    let used = s.intercept(json!({ "action_type": "pay.send", "agent_id": b, "grant_id": grant })).await;
+    assert_eq!(used["decision"], "block", "{used}");
+    assert_error(&s.post("/api/v1/enforce/delegate/verify", &s.admin_key, &json!({ "grant_id": "gr_never" })).await, 404, "not_found");
+    // A used-up grant stays while a re-delegation in force draws on it.
+    let (b2, parent) = lend_pay(&s).await;
+    let c2 = s.agent("sub-borrower-2").await;
+    let (_, limited) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": b2, "target_agent_id": c2, "scopes": ["pay.*"], "parent_grant_id": parent, "max_uses": 1 })).await;
+    let limited = limited["grant_id"].as_str().unwrap().to_owned();
+    let (status, used_up) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": b2, "target_agent_id": c2, "scopes": ["pay.*"], "max_uses": 1 })).await;
+    assert_eq!(status, StatusCode::OK, "{used_up}");
+    let used_up = used_up["grant_id"].as_str().unwrap().to_owned();
+    assert_eq!(s.intercept(json!({ "action_type": "pay.send", "agent_id": c2, "grant_id": used_up })).await["decision"], "allow");
+    ws.live.lock().authority.grants.get_mut(&parent).unwrap().max_uses = Some(1); // all its uses reserved by the child
+    praetor_server::sessions::sweep(&s.state).await;
+    assert!(!held(&used_up), "used up, nothing draws on it");
+    assert!(held(&parent) && held(&limited), "the parent is used up but its child is in force");
+}

@@ -471,7 +471,7 @@ async fn inputs_past_their_bounds_are_refused_naming_the_field() {
 }
 
 #[tokio::test]
-async fn a_workspace_holds_a_bounded_number_of_grants_in_force() {
+async fn a_workspace_holds_a_bounded_number_of_grants() {
     let s = TestServer::start().await;
     let (source, target) = (s.agent("source").await, s.agent("target").await);
     let body = json!({ "source_agent_id": source, "target_agent_id": target, "scopes": ["x"] });
@@ -483,7 +483,7 @@ async fn a_workspace_holds_a_bounded_number_of_grants_in_force() {
     {
         let mut live = ws.live.lock();
         let one = live.authority.grants.values().next().unwrap().clone();
-        for i in 1..praetor_server::config::limits::GRANTS_IN_FORCE_PER_WORKSPACE {
+        for i in 1..praetor_server::config::limits::GRANTS_HELD_PER_WORKSPACE {
             let copy = praetor_server::authority::Grant { grant_id: format!("gr_copy_{i}"), ..one.clone() };
             live.authority.grants.insert(copy.grant_id.clone(), copy);
         }
@@ -491,8 +491,14 @@ async fn a_workspace_holds_a_bounded_number_of_grants_in_force() {
     let refused = delegate().await;
     assert_error(&refused, 409, "conflict");
     assert!(refused.1["error"]["message"].as_str().unwrap().contains("grants in force"), "{}", refused.1);
-    // Grants that are no longer in force do not count.
+    // A grant of no uses would be ended when made.
+    let none = json!({ "source_agent_id": source, "target_agent_id": target, "scopes": ["x"], "max_uses": 0 });
+    assert_error(&s.post("/api/v1/enforce/delegate", &s.admin_key, &none).await, 400, "invalid_field");
+    // Ended grants count until the sweeper lets them leave memory.
     ws.live.lock().authority.grants.values_mut().take(10).for_each(|g| g.revoked = true);
+    assert_error(&delegate().await, 409, "conflict");
+    praetor_server::sessions::sweep(&s.state).await;
+    assert_eq!(ws.live.lock().authority.grants.len(), praetor_server::config::limits::GRANTS_HELD_PER_WORKSPACE - 10);
     let (status, made) = delegate().await;
     assert_eq!(status, StatusCode::OK, "{made}");
 }
