@@ -578,21 +578,18 @@ pub struct AuthorityState {
 
 impl AuthorityState {
     /// Grants that have ended leave memory (the store and the vault keep them): revoked
-    /// or expired ones, and used-up ones that no re-delegation still draws on. A grant
-    /// is never used again once it has ended, so only lookups by id (`verify`, `revoke`)
-    /// need it, and they read the store. Without this every grant ever made stayed in
+    /// or expired ones, and used-up ones that never lent uses to a re-delegation. A
+    /// grant is never used again once it has ended, so only lookups by id (`verify`,
+    /// `revoke`) need it, and they read the store. A used-up grant that lent uses stays
+    /// until it is revoked or expires: its re-delegations' chains go through it, and
+    /// this node may not hold every one of them yet (the change feed brings a parent
+    /// and its child one after the other). Without this every grant ever made stayed in
     /// memory. Returns how many left.
     pub fn prune_ended_grants(&mut self, now: i64) -> usize {
-        let drawn_on: std::collections::HashSet<String> = self
-            .grants
-            .values()
-            .filter(|g| matches!(g.status_at(now), "active" | "exhausted"))
-            .filter_map(|g| g.parent_grant_id.clone())
-            .collect();
         let before = self.grants.len();
-        self.grants.retain(|id, g| match g.status_at(now) {
+        self.grants.retain(|_, g| match g.status_at(now) {
             "active" => true,
-            "exhausted" => drawn_on.contains(id),
+            "exhausted" => g.reserved > 0,
             _ => false,
         });
         before - self.grants.len()

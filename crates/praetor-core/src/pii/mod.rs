@@ -204,16 +204,21 @@ pub fn scan_ssn_number_into(digits: &str, key: &str, out: &mut Vec<PiiMatch>) {
     }
 }
 
-/// `ssn`, `SSN`, `customer_ssn`, `customerSSN`, `ssns`, `socialSecurityNumber`,
-/// `social_security_no`: the word `ssn`, or `social` then `security`, in snake, kebab
-/// or camel case. Not a key that only holds the letters (`businessNumber`, `className`).
+/// `ssn`, `SSN`, `customer_ssn`, `customerSSN`, `SSNLast4`, `customerssn`, `SSNs`,
+/// `socialSecurityNumber`, `social_security_no`, `socialsecuritynumber`: a word that
+/// starts or ends with `ssn` (or ends with `ssns`), or holds `socialsecurity`, or
+/// `social` then `security`, in snake, kebab or camel case or run together. Not a key
+/// that only holds the letters inside a word (`businessNumber`, `className`,
+/// `crossnet_id`).
 fn names_an_ssn(key: &str) -> bool {
     let words = key_words(key);
-    words.iter().any(|w| w == "ssn" || w == "ssns") || words.windows(2).any(|w| w[0] == "social" && w[1] == "security")
+    words.iter().any(|w| w.starts_with("ssn") || w.ends_with("ssn") || w.ends_with("ssns") || w.contains("socialsecurity"))
+        || words.windows(2).any(|w| w[0] == "social" && w[1] == "security")
 }
 
 /// The words of a key, lowercase: split at every character that is not a letter or a
-/// digit, and before an uppercase letter that follows a lowercase one.
+/// digit, and before an uppercase letter that follows a lowercase one (an acronym and
+/// the word after it stay one: `SSNLast4` is `ssnlast4`).
 fn key_words(key: &str) -> Vec<String> {
     let mut words: Vec<String> = Vec::new();
     let mut word = String::new();

@@ -176,9 +176,11 @@ mod tests {
         assert_eq!(r("ssn", json!({"ssn": 78051120})).as_deref(), Some("pii: ssn at metadata.ssn[0..8]"));
         assert!(r("ssn", json!({"customer": {"socialSecurityNumber": 1234567}})).is_some(), "001-23-4567");
         assert!(r("ssn", json!({"SSNs": [78051120]})).is_some());
-        assert!(r("ssn", json!({"customerSSN": 78051120})).is_some());
+        for key in ["customerSSN", "customerSSNHash", "SSNLast4", "applicantSSNNo", "customerssn", "socialsecuritynumber", "Social-Security", "SSNumber"] {
+            assert!(r("ssn", json!({ key: 78051120 })).is_some(), "{key} names an SSN");
+        }
         assert!(r("ssn", json!({"ssn_last_known": 78051120})).is_some());
-        for key in ["order_id", "businessNumber", "className", "processNumber", "accessNumber", "crossnet_id", "SSNumber"] {
+        for key in ["order_id", "businessNumber", "className", "processNumber", "accessNumber", "crossnet_id", "CLASSNAME", "bossNote"] {
             assert_eq!(r("ssn", json!({ key: 78051120 })), None, "{key} names no SSN");
         }
         assert_eq!(r("ssn", json!({"ssn": 5120})), None, "too short to be one");

@@ -275,10 +275,16 @@ pub async fn revoke_grant(
     let reason = super::sessions::reason_of(body, "revoked")?;
     let ws = &auth.workspace;
     let ws_id = ws.workspace_id.clone();
-    // An ended grant has left memory (`prune_ended_grants`); the store says how it ended.
+    // An ended grant has left memory (`prune_ended_grants`); the store says how it
+    // ended. One the store holds otherwise (made on another node a moment ago, or used
+    // up) is taken in and revoked.
     let held = ws.live.lock().authority.grants.contains_key(&id);
     if !held && let Some(g) = stored_grant(&state, ws, &id).await? {
-        return Err(ApiError::new(Code::Conflict, format!("grant `{id}` has already ended ({})", g.status_at(state.now_ms()))));
+        let status = g.status_at(state.now_ms());
+        if matches!(status, "revoked" | "expired") {
+            return Err(ApiError::new(Code::Conflict, format!("grant `{id}` has already ended ({status})")));
+        }
+        ws.live.lock().authority.grants.entry(id.clone()).or_insert(g);
     }
     let revoked = update_retrying(&state, ws, "grant.revoked", &auth.key.key_id, |a, now| {
         if !a.grants.contains_key(&id) {

@@ -630,6 +630,15 @@ async fn ended_grants_leave_memory_and_are_still_answered_for() {
     assert_eq!(s.intercept(json!({ "action_type": "pay.send", "agent_id": c2, "grant_id": used_up })).await["decision"], "allow");
     ws.live.lock().authority.grants.get_mut(&parent).unwrap().max_uses = Some(1); // all its uses reserved by the child
     praetor_server::sessions::sweep(&s.state).await;
-    assert!(!held(&used_up), "used up, nothing draws on it");
-    assert!(held(&parent) && held(&limited), "the parent is used up but its child is in force");
+    assert!(!held(&used_up), "used up, and it lent no uses");
+    assert!(held(&parent) && held(&limited), "used up, but it lent uses to a re-delegation");
+    // A grant the store holds in force that this node does not (made on another node a
+    // moment ago, or loaded without it) is taken in and revoked, and the revoke reaches
+    // its re-delegations; it is not answered "already ended".
+    ws.live.lock().authority.forget("grant", &parent);
+    let (status, revoked) = s.post(&format!("/api/v1/enforce/delegate/{parent}/revoke"), &s.admin_key, &json!({ "reason": "done" })).await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert_eq!(revoked["revoked"].as_array().map(Vec::len), Some(2), "{revoked}");
+    let stored = s.state.store.get_object(&s.state.workspace_ids()[0], "grant", &limited).await.unwrap().unwrap();
+    assert_eq!(stored.status, "revoked", "the re-delegation is revoked in the store too");
 }

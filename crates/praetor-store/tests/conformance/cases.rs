@@ -497,10 +497,12 @@ pub async fn sessions_and_objects_keep_the_newest_version(b: Backend) {
     let denied =
         store.list_objects(WS, &ObjectFilter { kind: "escalation".into(), status: Some("denied".into()), limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(denied, vec![resolved]);
-    // The snapshot carries every grant and only the escalations still to act on.
+    // The snapshot carries the grants not ended and only the escalations still to act on.
+    let ended = [object("grant", "grt_2", "revoked", 1, 330), object("grant", "grt_3", "expired", 1, 340), object("grant", "grt_4", "exhausted", 1, 350)];
+    store.commit(Txn { mutations: ended.iter().cloned().map(Mutation::PutObject).collect(), seal: vec![] }).await.unwrap();
     let mut in_snapshot = store.snapshot().await.unwrap().objects;
     in_snapshot.sort_by(|a, b| a.object_id.cmp(&b.object_id));
-    assert_eq!(in_snapshot, vec![pending, grant]);
+    assert_eq!(in_snapshot, vec![pending, grant, ended[2].clone()], "a used-up grant may still be drawn on by its re-delegations");
 }
 
 pub async fn decisions_filter_and_page(b: Backend) {
