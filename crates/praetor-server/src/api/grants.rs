@@ -109,6 +109,15 @@ pub struct DelegateBody {
 pub struct GrantBudgets {
     #[serde(default)]
     max_actions: Option<u64>,
+    /// Budgets the xybern SDK may send that this server does not enforce on a grant:
+    /// named so that they are refused with a reason, not ignored (a limit the operator
+    /// believes in and nothing enforces is worse than none).
+    #[serde(default)]
+    max_amount: Option<Value>,
+    #[serde(default)]
+    max_rows: Option<Value>,
+    #[serde(default)]
+    max_recipients: Option<Value>,
 }
 
 /// The field of the `i`th of a delegation's scopes followed by its action types.
@@ -158,6 +167,12 @@ pub async fn delegate(
     }
     let now = state.now_ms();
     let ttl = duration_ms("duration_minutes", b.duration_seconds, b.duration_minutes, b.ttl_hours)?;
+    if let Some(budgets) = &b.budgets {
+        let unenforced = [("max_amount", &budgets.max_amount), ("max_rows", &budgets.max_rows), ("max_recipients", &budgets.max_recipients)];
+        if let Some((name, _)) = unenforced.iter().find(|(_, v)| v.as_ref().is_some_and(|v| !v.is_null())) {
+            return Err(ApiError::invalid(&format!("budgets.{name}"), "is not enforced on grants by this server (a grant's budget counts actions: `max_actions`, or `max_uses`); refused rather than ignored"));
+        }
+    }
     // A grant of no uses is ended when it is made.
     if b.max_uses == Some(0) {
         return Err(ApiError::invalid("max_uses", "must be at least 1"));
