@@ -95,11 +95,15 @@ pub fn decide(input: &DecisionInput<'_>, policies: &CompiledPolicySet, settings:
     }
     match input.session {
         Some(s) if decision.verdict == Verdict::Allow => charge_session(decision, input.request, s),
-        // An escalation whose cost cannot be read could never be allowed once approved:
-        // it is refused now rather than put before a person.
+        // An escalation whose cost cannot be read, or would exceed a budget, could never
+        // be allowed once approved: it is refused (or the session terminated) now rather
+        // than put before a person whose approval the SDK would act on.
         Some(s) if decision.verdict == Verdict::Escalate => match session::charge_for(input.request, &s.budgets) {
             Err(e) => cost_unreadable(decision, &e),
-            Ok(_) => decision,
+            Ok(charge) => match session::exceeded(s, &charge) {
+                Some(reason) => terminate("__budget", "budget", format!("session `{}`: {reason}", s.session_id), Some(decision)),
+                None => decision,
+            },
         },
         _ => decision,
     }

@@ -267,6 +267,10 @@ pub struct Escalation {
     pub resolution_reason: Option<String>,
     pub approver_key: Option<String>,
     pub resolved_at: Option<i64>,
+    /// Until when an approval lets its action run, fixed when it is given (the
+    /// freshness setting then); none in records from before it was kept.
+    #[serde(default)]
+    pub fresh_until: Option<i64>,
     /// The decision that used the approval (an approval authorises one action once).
     pub used_by_decision: Option<String>,
     /// The review queue a `redirect` rule sent it to.
@@ -322,6 +326,7 @@ impl Escalation {
         agent: Option<&praetor_store::Agent>,
         session: Option<&praetor_store::Session>,
         credentials: &HashMap<String, praetor_store::Credential>,
+        now: i64,
     ) -> Option<String> {
         if let Some(a) = &self.agent_id {
             match agent {
@@ -338,7 +343,9 @@ impl Escalation {
         let id = self.session_id.as_ref()?;
         match session {
             None => Some(format!("session `{id}` no longer exists")),
-            Some(s) => closed_session_reason(s).or_else(|| {
+            // A session past its `ttl_seconds` is over, as the engine reads it, even
+            // before the sweeper has stored its expiry.
+            Some(s) => closed_session_reason(s).or_else(|| past_ttl_reason(s, now)).or_else(|| {
                 let c = s.credential_id.as_ref()?;
                 let revoked = credentials.get(c).is_some_and(|c| c.revoked_at.is_some() && !c.rotated);
                 revoked.then(|| format!("session `{id}` was started with credential `{c}`, which is revoked"))
@@ -346,11 +353,19 @@ impl Escalation {
         }
     }
 
+    /// Until when an approval lets its action run: the freshness in force when it was
+    /// given (`fresh_until`), cut shorter if the setting has been lowered since. Raising
+    /// the setting does not bring a stale approval back.
+    fn fresh_until(&self, freshness_ms: i64) -> Option<i64> {
+        let by_setting = self.resolved_at.filter(|_| self.state == "approved")?.saturating_add(freshness_ms);
+        Some(self.fresh_until.map_or(by_setting, |given| given.min(by_setting)))
+    }
+
     /// What the SDK acts on: `allow` only while an approval is fresh.
     pub fn decision_at(&self, now: i64, freshness_ms: i64) -> &'static str {
         match self.status_at(now) {
             "pending" => "pending",
-            "approved" if self.resolved_at.is_some_and(|t| now < t + freshness_ms) && self.used_by_decision.is_none() => "allow",
+            "approved" if self.fresh_until(freshness_ms).is_some_and(|until| now < until) && self.used_by_decision.is_none() => "allow",
             _ => "block",
         }
     }
@@ -370,7 +385,7 @@ impl Escalation {
             "resolution_reason": self.resolution_reason,
             "approver": self.approver_key,
             "resolved_at": self.resolved_at.map(iso),
-            "fresh_until": self.resolved_at.filter(|_| self.state == "approved").map(|t| iso(t + freshness_ms)),
+            "fresh_until": self.fresh_until(freshness_ms).map(iso),
             "used_by_decision": self.used_by_decision,
             "queue": self.queue,
             "created_at": iso(self.created_at),
@@ -381,6 +396,11 @@ impl Escalation {
 object_impl!(Escalation, "escalation", escalation_id);
 
 /// Why a closed session's escalations can no longer allow (`None` while it is active).
+/// Why an active session is over by its clock: past its `ttl_seconds`.
+fn past_ttl_reason(s: &praetor_store::Session, now: i64) -> Option<String> {
+    s.expires_at.filter(|&at| now >= at).map(|_| format!("session `{}` is expired (past its ttl_seconds)", s.session_id))
+}
+
 pub fn closed_session_reason(s: &praetor_store::Session) -> Option<String> {
     if s.status == praetor_core::session::SessionStatus::Active {
         return None;
@@ -921,6 +941,7 @@ pub fn apply(state: &mut AuthorityState, d: &Decision, grant_id: Option<&str>, o
             resolution_reason: None,
             approver_key: None,
             resolved_at: None,
+            fresh_until: None,
             used_by_decision: None,
             queue: o.queue.clone(),
             created_at: now,
@@ -1094,6 +1115,7 @@ mod tests {
             resolution_reason: None,
             approver_key: None,
             resolved_at: None,
+            fresh_until: None,
             used_by_decision: None,
             queue: None,
             created_at: 1,

@@ -55,7 +55,7 @@ async fn void_reason(state: &AppState, ws: &WorkspaceState, e: &Escalation) -> A
     let agent = e.agent_id.as_deref().and_then(|a| ws.agent(a));
     let live = ws.live.lock();
     let credentials = ws.credentials.read();
-    Ok(e.void_reason(agent.as_ref(), e.session_id.as_deref().and_then(|s| live.sessions.get(s)), &credentials))
+    Ok(e.void_reason(agent.as_ref(), e.session_id.as_deref().and_then(|s| live.sessions.get(s)), &credentials, state.now_ms()))
 }
 
 /// The escalation as it stands now: an open one whose agent or session is gone reads
@@ -201,6 +201,7 @@ pub async fn resolve(
         e.resolution_reason = reason.clone();
         e.approver_key = Some(key_id.clone());
         e.resolved_at = Some(now);
+        e.fresh_until = (resolution == "approved").then(|| now.saturating_add(fresh));
         let record = touched(&mut *e, &ws.workspace_id, now);
         let fields = json!({
             "escalation_id": e.escalation_id, "decision_id": e.decision_id, "agent_id": e.agent_id,
@@ -232,7 +233,7 @@ const EXPIRY_LEASE_MS: i64 = 5_000;
 /// it). One whose agent or session is not held is left alone: on several nodes that is
 /// usually one the change feed has not brought yet; a later sweep settles it once the
 /// feed has, and a resolve meanwhile looks them up in the store (`void_reason`).
-fn voided(ws: &WorkspaceState) -> Vec<(String, String)> {
+fn voided(ws: &WorkspaceState, now: i64) -> Vec<(String, String)> {
     let live = ws.live.lock();
     let agents = ws.agents.read();
     let credentials = ws.credentials.read();
@@ -242,7 +243,7 @@ fn voided(ws: &WorkspaceState) -> Vec<(String, String)> {
         .filter(|e| e.is_open() && e.session_id.as_ref().is_none_or(|s| live.sessions.contains_key(s)))
         .filter(|e| e.agent_id.as_ref().is_none_or(|a| agents.contains_key(a)))
         .filter_map(|e| {
-            let why = e.void_reason(e.agent_id.as_ref().and_then(|a| agents.get(a)), e.session_id.as_ref().and_then(|s| live.sessions.get(s)), &credentials)?;
+            let why = e.void_reason(e.agent_id.as_ref().and_then(|a| agents.get(a)), e.session_id.as_ref().and_then(|s| live.sessions.get(s)), &credentials, now)?;
             Some((e.escalation_id.clone(), why))
         })
         .collect()
@@ -261,7 +262,7 @@ pub async fn expire_due(state: &AppState, ws: &WorkspaceState) -> ApiResult<()> 
         .filter(|e| e.state == "pending" && now >= e.expires_at)
         .map(|e| e.escalation_id.clone())
         .collect();
-    let voided = voided(ws);
+    let voided = voided(ws, now);
     // One node expires them for all (the lease is taken only when there is work, so an
     // idle workspace costs no writes).
     if (due.is_empty() && voided.is_empty()) || !crate::vault::hold_lease(state, &ws.workspace_id, "escalations", EXPIRY_LEASE_MS).await? {

@@ -250,3 +250,73 @@ async fn an_escalation_whose_agent_this_node_has_not_loaded_yet_stays_open() {
     assert_eq!((st["status"].as_str(), st["decision"].as_str()), (Some("expired"), Some("block")), "{st}");
     assert!(st["resolution_reason"].as_str().unwrap().contains("deactivated"), "{st}");
 }
+
+async fn status_of(s: &TestServer, esc: &str) -> Value {
+    s.get(&format!("/api/v1/enforce/escalations/{esc}/status"), &s.admin_key).await.1
+}
+
+/// An escalated action that would take its session past a budget terminates the session
+/// then, as an allowed one does: before, it was put before a person, and the approval
+/// read `allow` (the SDK acts on that without asking again) with nothing charged.
+#[tokio::test]
+async fn an_escalation_past_a_session_budget_terminates_instead() {
+    let (s, _) = setup().await;
+    let agent = s.agent("runner").await;
+    for budgets in [json!({ "max_actions": 1 }), json!({ "max_spend": { "EUR": 100 } })] {
+        let session = start_session(&s, json!({ "agent_id": agent, "budgets": budgets })).await;
+        if budgets.get("max_actions").is_some() {
+            let first = s.intercept(json!({ "action_type": "read", "session_id": session })).await;
+            assert_eq!(first["decision"], "allow", "{first}");
+        }
+        let over = s.intercept(wire(&agent, Some(&session))).await;
+        assert_eq!(over["decision"], "terminate", "{budgets}: {over}");
+        assert!(over["escalation_id"].is_null(), "no escalation opened: {over}");
+        let (_, got) = s.get(&format!("/api/v1/enforce/sessions/{session}"), &s.admin_key).await;
+        assert_eq!(got["session"]["status"], "terminated", "{got}");
+    }
+    // Within the budget it is escalated as before.
+    let session = start_session(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "EUR": 1000 } } })).await;
+    assert_eq!(s.intercept(wire(&agent, Some(&session))).await["decision"], "escalate");
+}
+
+/// A session past its `ttl_seconds` is over before the sweeper stores its expiry: its
+/// escalation cannot be approved and does not read `allow` in that window.
+#[tokio::test]
+async fn an_escalation_of_a_session_past_its_ttl_cannot_be_approved() {
+    let (s, approver) = setup().await;
+    let agent = s.agent("runner").await;
+    let session = start_session(&s, json!({ "agent_id": agent, "budgets": { "ttl_seconds": 10 } })).await;
+    let esc = escalate(&s, &agent, Some(&session)).await;
+    s.clock.advance(11_000);
+    let refused = approve(&s, &approver, &esc).await;
+    assert_error(&refused, 409, "conflict");
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("past its ttl_seconds"), "{}", refused.1);
+    let st = status_of(&s, &esc).await;
+    assert_eq!((st["status"].as_str(), st["decision"].as_str()), (Some("expired"), Some("block")), "{st}");
+}
+
+/// An approval is fresh for the freshness in force when it was given: raising the
+/// setting afterwards does not bring a stale approval back (status or re-intercept);
+/// lowering it still cuts one short.
+#[tokio::test]
+async fn raising_the_freshness_does_not_revive_a_stale_approval() {
+    let (s, approver) = setup().await;
+    let agent = s.agent("runner").await;
+    let esc = escalate(&s, &agent, None).await;
+    assert_eq!(approve(&s, &approver, &esc).await.0, StatusCode::OK);
+    s.clock.advance(1_000_000); // past the default 900 s
+    praetor_server::sessions::sweep(&s.state).await;
+    assert_eq!(status_of(&s, &esc).await["decision"], "block");
+    let (code, body) = s.put("/api/v1/enforce/settings", &s.admin_key, &json!({ "approval_freshness_seconds": 86400 })).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let st = status_of(&s, &esc).await;
+    assert_eq!(st["decision"], "block", "{st}");
+    assert_eq!(s.intercept(wire(&agent, None)).await["decision"], "escalate", "the stale approval is not used");
+    // A fresh approval, then the setting lowered: cut short.
+    let esc = escalate(&s, &agent, None).await;
+    assert_eq!(approve(&s, &approver, &esc).await.0, StatusCode::OK);
+    assert_eq!(status_of(&s, &esc).await["decision"], "allow");
+    s.put("/api/v1/enforce/settings", &s.admin_key, &json!({ "approval_freshness_seconds": 60 })).await;
+    s.clock.advance(61_000);
+    assert_eq!(status_of(&s, &esc).await["decision"], "block");
+}
