@@ -84,9 +84,18 @@ fn event_name(seal: &SealRequest) -> String {
 }
 
 /// A new pending delivery, due now.
-pub fn delivery(workspace_id: &str, channel: &str, target: &str, webhook_id: Option<&str>, event: &str, payload: Value, now: i64) -> Delivery {
+pub fn delivery(workspace_id: &str, channel: &str, target: &str, webhook_id: Option<&str>, event: &str, mut payload: Value, now: i64) -> Delivery {
+    let delivery_id = new_id("dlv");
+    // A webhook's envelope names its delivery inside the body the signature covers, so a
+    // receiver dedupes on a signed id: a captured delivery replayed under another
+    // `X-Praetor-Delivery` header is still the same delivery.
+    if channel == "webhook"
+        && let Value::Object(envelope) = &mut payload
+    {
+        envelope.insert("delivery_id".into(), json!(delivery_id));
+    }
     Delivery {
-        delivery_id: new_id("dlv"),
+        delivery_id,
         workspace_id: workspace_id.to_owned(),
         channel: channel.to_owned(),
         target: target.to_owned(),
@@ -227,6 +236,19 @@ pub fn forbidden(ip: IpAddr) -> bool {
             }
             if seg[0] == 0x2002 {
                 return forbidden(embedded(seg[1], seg[2]));
+            }
+            // The local-use NAT64 prefix (RFC 8215) embeds an IPv4 address in its last 32
+            // bits, as the well-known one does; so does the IPv4-translated form.
+            if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1 {
+                return forbidden(embedded(seg[6], seg[7]));
+            }
+            if seg[..4] == [0, 0, 0, 0] && seg[4] == 0xffff && seg[5] == 0 {
+                return forbidden(embedded(seg[6], seg[7]));
+            }
+            // Teredo and the other IETF protocol assignments (2001::/23), documentation
+            // (2001:db8::/32) and discard-only (100::/64): nothing a webhook lives at.
+            if (seg[0] == 0x2001 && seg[1] < 0x200) || (seg[0] == 0x2001 && seg[1] == 0xdb8) || seg[..4] == [0x100, 0, 0, 0] {
+                return true;
             }
             v6.is_loopback()
                 || v6.is_unspecified()
@@ -518,10 +540,13 @@ mod tests {
             "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "0.1.2.3", "100.64.0.1",
             "198.18.0.1", "240.0.0.1", "255.255.255.255", "::1", "::", "::ffff:10.0.0.1", "::10.0.0.1", "64:ff9b::a00:1",
             "2002:a00:1::", "fc00::1", "fe80::1", "fec0::1", "ff02::1",
+            // Local-use NAT64 and the IPv4-translated form embed one; Teredo,
+            // documentation and discard-only ranges are no webhook's.
+            "64:ff9b:1::a9fe:a9fe", "::ffff:0:a9fe:a9fe", "2001:0:4136:e378:8000:63bf:3fff:fdd2", "2001:db8::1", "100::1",
         ] {
             assert!(forbidden(a.parse().unwrap()), "{a} must be forbidden");
         }
-        for a in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "64:ff9b::808:808", "2002:808:808::"] {
+        for a in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "64:ff9b::808:808", "2002:808:808::", "64:ff9b:1::808:808", "2001:4860:4860::8888"] {
             assert!(!forbidden(a.parse().unwrap()), "{a} is public");
         }
     }

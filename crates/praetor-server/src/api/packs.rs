@@ -173,6 +173,14 @@ pub async fn rollback(
     let live = live_version(ws, &name);
     let target = match &body.version {
         Some(v) => versions.iter().find(|p| &p.version == v).ok_or_else(|| ApiError::invalid("version", format!("pack `{name}` has no version `{v}`")))?,
+        // Which version is live is read from its policies: with none (an empty version
+        // deployed last) there is no "version before it" to go back to, and picking the
+        // newest would re-install that same version and answer as if rolled back.
+        None if live.is_none() => {
+            return Err(ApiError::new(Code::Conflict, format!(
+                "pack `{name}` has no live version to roll back from (the last one deployed has no policies): name the `version` to go to"
+            )));
+        }
         None => {
             let pos = versions.iter().position(|p| Some(&p.version) == live.as_ref()).unwrap_or(versions.len());
             versions[..pos].last().ok_or_else(|| ApiError::new(Code::Conflict, format!("pack `{name}` has no version before `{}`", live.clone().unwrap_or_default())))?

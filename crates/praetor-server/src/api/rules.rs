@@ -297,6 +297,10 @@ pub async fn create(State(state): State<Arc<AppState>>, auth: Authorized<perm::P
     let rec = PolicyRecord { workspace_id: auth.workspace.workspace_id.clone(), def, created_at: now, updated_at: now };
     let view = rule_view(&rec);
     change(&state, &auth.workspace, &auth.key.key_id, "rule.created", move |records| {
+        // Every rule is a compiled policy: the workspace's policy limit holds for rules too.
+        if records.len() >= crate::config::limits::POLICIES_PER_WORKSPACE {
+            return Err(ApiError::new(Code::InvalidPolicy, "this workspace has reached its policy limit (rules count as policies)"));
+        }
         records.push(rec.clone());
         Ok((vec![Mutation::PutPolicy(rec.clone())], json!({ "rule": rule_view(&rec) })))
     })

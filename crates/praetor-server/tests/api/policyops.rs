@@ -117,6 +117,17 @@ async fn packs_deploy_atomically_keep_versions_and_roll_back() {
     let (st, _) = s.post("/api/v1/enforce/policy-packs/core/rollback", &s.admin_key, &json!({ "version": "1.1.0" })).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(s.intercept(json!({ "action_type": "drop_table" })).await["decision"], "block");
+    // After an empty version no version reads as live: a rollback must name where to
+    // go. (It once re-installed that same empty version and answered as if rolled back.)
+    let empty = json!({ "name": "core", "version": "2.0.0", "policy_definitions": [] });
+    let (st, _) = s.post_raw("/api/v1/enforce/policy-packs", &s.admin_key, empty.to_string()).await;
+    assert_eq!(st, StatusCode::OK);
+    let refused = s.post("/api/v1/enforce/policy-packs/core/rollback", &s.admin_key, &json!({})).await;
+    assert_error(&refused, 409, "conflict");
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("no live version"), "{}", refused.1);
+    let (st, back) = s.post("/api/v1/enforce/policy-packs/core/rollback", &s.admin_key, &json!({ "version": "1.0.0" })).await;
+    assert_eq!((st, back["version"].as_str()), (StatusCode::OK, Some("1.0.0")), "{back}");
+    assert_eq!(s.intercept(json!({ "action_type": "delete_user" })).await["decision"], "block");
 }
 
 #[tokio::test]
@@ -308,4 +319,23 @@ async fn rule_nodes_with_mixed_or_unknown_keys_are_refused_naming_the_node() {
         let (status, body) = s.post("/api/v1/rules", &s.admin_key, &rule(condition)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
+}
+
+/// Rules are policies: the workspace's policy limit holds for them as for policies and
+/// packs (rules once went past it).
+#[tokio::test]
+async fn rules_count_against_the_policy_limit() {
+    let s = TestServer::start().await;
+    let per_pack = 1_000;
+    for p in 0..praetor_server::config::limits::POLICIES_PER_WORKSPACE / per_pack {
+        let defs: Vec<Value> = (0..per_pack).map(|i| json!({ "name": format!("p{i}"), "policy_type": "action_type", "action_types": [format!("a{p}.{i}")], "decision": "block" })).collect();
+        let pack = json!({ "name": format!("fill{p}"), "version": "1.0.0", "policy_definitions": defs });
+        let (st, body) = s.post_raw("/api/v1/enforce/policy-packs", &s.admin_key, pack.to_string()).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+    }
+    let policy = s.post("/api/v1/enforce/policies", &s.admin_key, &json!({ "name": "one more", "policy_type": "action_type", "action_types": ["x"], "decision": "block" })).await;
+    assert_error(&policy, 400, "invalid_policy");
+    let rule = s.post("/api/v1/rules", &s.admin_key, &json!({ "name": "one more", "condition": { "type": "action_type", "action_types": ["x"] }, "action": "block", "severity": "low" })).await;
+    assert_error(&rule, 400, "invalid_policy");
+    assert!(rule.1["error"]["message"].as_str().unwrap().contains("policy limit"), "{}", rule.1);
 }

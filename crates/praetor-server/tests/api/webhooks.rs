@@ -23,8 +23,11 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: axum:
     let sig = headers.get("x-praetor-signature").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let t: i64 = sig.split(',').find_map(|p| p.strip_prefix("t=")).and_then(|t| t.parse().ok()).unwrap_or(0);
     let expected = praetor_server::delivery::signature(&r.secret.lock(), t, &body);
-    let valid = !sig.is_empty() && sig == expected;
-    r.seen.lock().push((valid, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // The delivery id a receiver dedupes on is inside what the signature covers.
+    let header_id = headers.get("x-praetor-delivery").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let valid = !sig.is_empty() && sig == expected && body["delivery_id"] == header_id;
+    r.seen.lock().push((valid, body));
     let mut f = r.failures.lock();
     if *f > 0 {
         *f -= 1;
