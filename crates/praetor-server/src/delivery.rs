@@ -247,7 +247,7 @@ pub fn forbidden(ip: IpAddr) -> bool {
             }
             // Teredo and the other IETF protocol assignments (2001::/23), documentation
             // (2001:db8::/32) and discard-only (100::/64): nothing a webhook lives at.
-            if (seg[0] == 0x2001 && seg[1] < 0x200) || (seg[0] == 0x2001 && seg[1] == 0xdb8) || seg[..4] == [0x100, 0, 0, 0] {
+            if (seg[0] == 0x2001 && (seg[1] < 0x200 || seg[1] == 0xdb8)) || seg[..4] == [0x100, 0, 0, 0] {
                 return true;
             }
             v6.is_loopback()
