@@ -387,6 +387,11 @@ async fn send_email(state: &AppState, d: &Delivery) -> Result<(), String> {
     builder.build().send(msg).await.map(|_| ()).map_err(|e| format!("smtp: {e}"))
 }
 
+/// At most this many delivery attempts run at once. Each runs on its own task, so a
+/// receiver that accepts and never answers holds one slot until its timeout, not the
+/// whole queue (every other webhook, alert and workspace behind it).
+const IN_FLIGHT_MAX: usize = 16;
+
 /// Send what is due, a few times a second, and record each attempt.
 pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -402,11 +407,12 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                 return;
             }
         };
+        let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MAX));
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            dispatch_due(&state, &client).await;
+            dispatch_due(&state, &client, &slots).await;
         }
     })
 }
@@ -414,23 +420,30 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
 /// How long a node's claim on a delivery attempt lasts: longer than any attempt takes.
 const CLAIM_MS: i64 = 60_000;
 
-pub async fn dispatch_due(state: &AppState, client: &reqwest::Client) {
+/// Claim what is due, as many as there are free slots, and start an attempt for each.
+async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &Arc<tokio::sync::Semaphore>) {
     // A node whose database a newer version has migrated does nothing more (the store
     // said why, once).
     if state.store.superseded().is_some() {
         return;
     }
-    let due = match state.store.due_deliveries(state.now_ms(), 32).await {
+    let free = slots.available_permits().min(32);
+    if free == 0 {
+        return;
+    }
+    let due = match state.store.due_deliveries(state.now_ms(), free as u32).await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the delivery queue");
             return;
         }
     };
-    for mut d in due {
+    for d in due {
+        let Ok(slot) = slots.clone().try_acquire_owned() else { break };
         // Claim it first: with several nodes on one database, each delivery attempt is
         // made by one of them (a node that dies mid-attempt loses its claim when
-        // `CLAIM_MS` runs out, and another node retries).
+        // `CLAIM_MS` runs out, and another node retries). A claimed delivery is not due
+        // again until then, so the next tick does not start it twice.
         let now = state.now_ms();
         let claim = Mutation::ClaimDelivery {
             workspace_id: d.workspace_id.clone(),
@@ -447,37 +460,47 @@ pub async fn dispatch_due(state: &AppState, client: &reqwest::Client) {
                 continue;
             }
         }
-        let gone = d.webhook_id.as_ref().is_some_and(|id| {
-            state.workspace(&d.workspace_id).is_none_or(|ws| ws.live.lock().authority.webhooks.get(id).is_none_or(|w| w.deleted))
+        let (state, client) = (state.clone(), client.clone());
+        tokio::spawn(async move {
+            send_and_record(&state, &client, d).await;
+            drop(slot);
         });
-        let result = if gone { Err((None, "the webhook was deleted".to_owned())) } else { attempt(state, client, &d).await };
-        if gone {
-            d.attempts = state.config.delivery_max_attempts.saturating_sub(1);
+    }
+}
+
+/// One claimed delivery's attempt, and its outcome stored: delivered, retried later
+/// with backoff, or given up as a dead letter.
+async fn send_and_record(state: &AppState, client: &reqwest::Client, mut d: Delivery) {
+    let gone = d.webhook_id.as_ref().is_some_and(|id| {
+        state.workspace(&d.workspace_id).is_none_or(|ws| ws.live.lock().authority.webhooks.get(id).is_none_or(|w| w.deleted))
+    });
+    let result = if gone { Err((None, "the webhook was deleted".to_owned())) } else { attempt(state, client, &d).await };
+    if gone {
+        d.attempts = state.config.delivery_max_attempts.saturating_sub(1);
+    }
+    let now = state.now_ms();
+    d.attempts += 1;
+    match result {
+        Ok(status) => {
+            d.status = "delivered".into();
+            d.delivered_at = Some(now);
+            d.last_status = status;
+            d.last_error = None;
         }
-        let now = state.now_ms();
-        d.attempts += 1;
-        match result {
-            Ok(status) => {
-                d.status = "delivered".into();
-                d.delivered_at = Some(now);
-                d.last_status = status;
-                d.last_error = None;
+        Err((status, error)) => {
+            d.last_status = status;
+            d.last_error = Some(error.clone());
+            if d.attempts >= state.config.delivery_max_attempts {
+                d.status = "dead".into();
+                tracing::warn!(delivery_id = %d.delivery_id, channel = %d.channel, error = %error, "delivery given up");
+            } else {
+                let backoff = state.config.delivery_backoff_ms.saturating_mul(1 << (d.attempts - 1).min(16));
+                d.next_attempt_at = now + backoff.min(3_600_000) as i64;
             }
-            Err((status, error)) => {
-                d.last_status = status;
-                d.last_error = Some(error.clone());
-                if d.attempts >= state.config.delivery_max_attempts {
-                    d.status = "dead".into();
-                    tracing::warn!(delivery_id = %d.delivery_id, channel = %d.channel, error = %error, "delivery given up");
-                } else {
-                    let backoff = state.config.delivery_backoff_ms.saturating_mul(1 << (d.attempts - 1).min(16));
-                    d.next_attempt_at = now + backoff.min(3_600_000) as i64;
-                }
-            }
         }
-        if let Err(e) = state.store.commit(Txn { mutations: vec![Mutation::PutDelivery(d)], seal: vec![] }).await {
-            tracing::warn!(error = %e, "cannot record a delivery attempt");
-        }
+    }
+    if let Err(e) = state.store.commit(Txn { mutations: vec![Mutation::PutDelivery(d)], seal: vec![] }).await {
+        tracing::warn!(error = %e, "cannot record a delivery attempt");
     }
 }
 

@@ -217,3 +217,41 @@ async fn private_targets_are_refused_unless_allowed() {
     assert_error(&got, 400, "invalid_field");
     assert_error(&s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": "https://example.com", "events": [] })).await, 400, "invalid_field");
 }
+
+/// A receiver that accepts and never answers holds one attempt until its timeout, not
+/// the queue: a healthy receiver's delivery arrives while those attempts still hang.
+/// (Attempts were made one at a time, so it waited 5 s behind each of them.)
+#[tokio::test]
+async fn a_hanging_receiver_does_not_hold_up_the_others() {
+    let s = TestServer::start_with(|c| c.allow_private_targets = true).await;
+    let tarpit = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tarpit_url = format!("http://{}/hook", tarpit.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            held.push(tarpit.accept().await.unwrap().0);
+        }
+    });
+    let (_, hung) = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": tarpit_url, "events": ["decision.block"] })).await;
+    let hung = hung["webhook"]["webhook_id"].as_str().unwrap().to_owned();
+    s.policy(json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" })).await;
+    for _ in 0..3 {
+        assert_eq!(s.intercept(json!({ "action_type": "delete_row" })).await["decision"], "block");
+    }
+    let (r, url) = receiver().await;
+    let (_, healthy) = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": url, "events": ["webhook.test"] })).await;
+    *r.secret.lock() = healthy["secret"].as_str().unwrap().to_owned();
+    let healthy = healthy["webhook"]["webhook_id"].as_str().unwrap().to_owned();
+    s.post(&format!("/api/v1/enforce/webhooks/{healthy}/test"), &s.admin_key, &json!({})).await;
+    // Well within the 5 s an attempt on the tarpit takes to time out.
+    for _ in 0..60 {
+        if !r.seen.lock().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(r.seen.lock().len(), 1, "the healthy receiver got its delivery");
+    let hung_rows = s.state.store.list_deliveries(&s.state.workspace_ids()[0], Some(&hung), 10).await.unwrap();
+    assert_eq!(hung_rows.len(), 3);
+    assert!(hung_rows.iter().all(|d| d.attempts == 0 && d.status == "pending"), "the tarpit's attempts were still hanging: {hung_rows:?}");
+}
