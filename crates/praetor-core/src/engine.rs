@@ -15,7 +15,8 @@
 //!    workspace default applies.
 //! 5. **Budgets** (`crate::session`): an allowed action in a session is charged; the
 //!    charge that would exceed a budget answers `terminate` (`__budget`) and ends the
-//!    session; an unreadable cost is refused.
+//!    session, and so does an escalated action's (its approval would let it run
+//!    uncharged); an unreadable cost is refused.
 //!
 //! Fail closed: a policy that cannot be evaluated (a metadata type error, a time out of
 //! range) is reported in `errors`; if its effect is `block` or `escalate` it also counts
@@ -101,7 +102,17 @@ pub fn decide(input: &DecisionInput<'_>, policies: &CompiledPolicySet, settings:
         Some(s) if decision.verdict == Verdict::Escalate => match session::charge_for(input.request, &s.budgets) {
             Err(e) => cost_unreadable(decision, &e),
             Ok(charge) => match session::exceeded(s, &charge) {
-                Some(reason) => terminate("__budget", "budget", format!("session `{}`: {reason}", s.session_id), Some(decision)),
+                Some(reason) => {
+                    // The policies that escalated stay listed after the budget, so their
+                    // violations (and alerts, and review queue) are recorded as for any
+                    // escalation.
+                    let matched: Vec<_> = decision.triggered.iter().filter(|t| t.policy_id != "__default").cloned().collect();
+                    let violation = decision.violation;
+                    let mut ended = terminate("__budget", "budget", format!("session `{}`: {reason}", s.session_id), Some(decision));
+                    ended.triggered.extend(matched);
+                    ended.violation = violation;
+                    ended
+                }
                 None => decision,
             },
         },

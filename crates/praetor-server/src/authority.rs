@@ -395,12 +395,12 @@ impl Escalation {
 }
 object_impl!(Escalation, "escalation", escalation_id);
 
-/// Why a closed session's escalations can no longer allow (`None` while it is active).
 /// Why an active session is over by its clock: past its `ttl_seconds`.
 fn past_ttl_reason(s: &praetor_store::Session, now: i64) -> Option<String> {
     s.expires_at.filter(|&at| now >= at).map(|_| format!("session `{}` is expired (past its ttl_seconds)", s.session_id))
 }
 
+/// Why a closed session's escalations can no longer allow (`None` while it is active).
 pub fn closed_session_reason(s: &praetor_store::Session) -> Option<String> {
     if s.status == praetor_core::session::SessionStatus::Active {
         return None;

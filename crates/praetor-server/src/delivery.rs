@@ -6,7 +6,8 @@
 //! gives up (status `dead`, kept and listed) after the last attempt.
 //!
 //! Delivery is at least once: a restart in the middle of a send, or a failure to record
-//! a successful attempt, sends it again. Receivers dedupe on `X-Praetor-Delivery`.
+//! a successful attempt, sends it again. Receivers dedupe on the body's `delivery_id`
+//! (the `X-Praetor-Delivery` header's value, inside what the signature covers).
 //! Alert webhooks (a rule's `alert.webhook_url`) share no secret with Praetor and are
 //! sent unsigned; subscribe a registered webhook to `violation.recorded` for signed ones.
 //! A violation is sealed inside its decision's vault entry and delivered as an event of
@@ -240,14 +241,17 @@ pub fn forbidden(ip: IpAddr) -> bool {
             // The local-use NAT64 prefix (RFC 8215) embeds an IPv4 address in its last 32
             // bits, as the well-known one does; so does the IPv4-translated form.
             if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1 {
-                return forbidden(embedded(seg[6], seg[7]));
+                // Only a /96 prefix puts it in the last 32 bits (RFC 6052); the rest of
+                // this /48 is never globally routed (RFC 8215): refused.
+                return seg[3..6] != [0, 0, 0] || forbidden(embedded(seg[6], seg[7]));
             }
             if seg[..4] == [0, 0, 0, 0] && seg[4] == 0xffff && seg[5] == 0 {
                 return forbidden(embedded(seg[6], seg[7]));
             }
             // Teredo and the other IETF protocol assignments (2001::/23), documentation
-            // (2001:db8::/32) and discard-only (100::/64): nothing a webhook lives at.
-            if (seg[0] == 0x2001 && (seg[1] < 0x200 || seg[1] == 0xdb8)) || seg[..4] == [0x100, 0, 0, 0] {
+            // (2001:db8::/32 and 3fff::/20) and discard-only (100::/64): nothing a
+            // webhook lives at.
+            if (seg[0] == 0x2001 && (seg[1] < 0x200 || seg[1] == 0xdb8)) || (seg[0] & 0xfff0) == 0x3ff0 || seg[..4] == [0x100, 0, 0, 0] {
                 return true;
             }
             v6.is_loopback()
@@ -419,6 +423,8 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
 
 /// How long a node's claim on a delivery attempt lasts: longer than any attempt takes.
 const CLAIM_MS: i64 = 60_000;
+/// The longest one attempt may take, DNS and all (`CLAIM_MS` must stay well above it).
+const ATTEMPT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Claim what is due, as many as there are free slots, and start an attempt for each.
 async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &Arc<tokio::sync::Semaphore>) {
@@ -474,7 +480,17 @@ async fn send_and_record(state: &AppState, client: &reqwest::Client, mut d: Deli
     let gone = d.webhook_id.as_ref().is_some_and(|id| {
         state.workspace(&d.workspace_id).is_none_or(|ws| ws.live.lock().authority.webhooks.get(id).is_none_or(|w| w.deleted))
     });
-    let result = if gone { Err((None, "the webhook was deleted".to_owned())) } else { attempt(state, client, &d).await };
+    let result = if gone {
+        Err((None, "the webhook was deleted".to_owned()))
+    } else {
+        // Bounded as a whole, well inside the claim: an SMTP relay that accepts and never
+        // answers is otherwise waited on for ever (lettre's timeout covers the connect
+        // only), holding a slot, and the expired claim would start it again.
+        match tokio::time::timeout(ATTEMPT_MAX, attempt(state, client, &d)).await {
+            Ok(result) => result,
+            Err(_) => Err((None, format!("no answer within {} s", ATTEMPT_MAX.as_secs()))),
+        }
+    };
     if gone {
         d.attempts = state.config.delivery_max_attempts.saturating_sub(1);
     }
@@ -566,6 +582,7 @@ mod tests {
             // Local-use NAT64 and the IPv4-translated form embed one; Teredo,
             // documentation and discard-only ranges are no webhook's.
             "64:ff9b:1::a9fe:a9fe", "::ffff:0:a9fe:a9fe", "2001:0:4136:e378:8000:63bf:3fff:fdd2", "2001:db8::1", "100::1",
+            "64:ff9b:1:0:a:0:100:0", "3fff::1",
         ] {
             assert!(forbidden(a.parse().unwrap()), "{a} must be forbidden");
         }

@@ -271,6 +271,11 @@ async fn an_escalation_past_a_session_budget_terminates_instead() {
         let over = s.intercept(wire(&agent, Some(&session))).await;
         assert_eq!(over["decision"], "terminate", "{budgets}: {over}");
         assert!(over["escalation_id"].is_null(), "no escalation opened: {over}");
+        // The policy that escalated is still listed, and records its violation.
+        let listed = over["policies_triggered"].as_array().unwrap();
+        assert!(listed.iter().any(|p| p["policy_name"] == "big" || p["name"] == "big"), "{over}");
+        let (_, violations) = s.get("/api/v1/violations", &s.admin_key).await;
+        assert!(violations.to_string().contains(over["decision_id"].as_str().unwrap()), "{violations}");
         let (_, got) = s.get(&format!("/api/v1/enforce/sessions/{session}"), &s.admin_key).await;
         assert_eq!(got["session"]["status"], "terminated", "{got}");
     }
