@@ -27,6 +27,10 @@ pub struct Config {
     pub delivery_backoff_ms: u64,
     /// Attempts before a delivery is given up (dead letter).
     pub delivery_max_attempts: u32,
+    /// The longest one delivery attempt may take as a whole, DNS, connect and answer
+    /// (SMTP included, whose own timeout covers only the connect). Held below the 60 s
+    /// claim on an attempt whatever it is set to.
+    pub delivery_attempt_timeout_ms: u64,
     /// The SMTP server for e-mail alerts.
     pub smtp: Option<SmtpConfig>,
 }
@@ -71,6 +75,7 @@ impl Default for Config {
             allow_private_targets: false,
             delivery_backoff_ms: 1000,
             delivery_max_attempts: 8,
+            delivery_attempt_timeout_ms: 30_000,
             smtp: None,
         }
     }

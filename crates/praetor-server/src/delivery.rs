@@ -421,10 +421,15 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// How long a node's claim on a delivery attempt lasts: longer than any attempt takes.
+/// How long a node's claim on a delivery attempt lasts: longer than any attempt takes
+/// (`attempt_max`).
 const CLAIM_MS: i64 = 60_000;
-/// The longest one attempt may take, DNS and all (`CLAIM_MS` must stay well above it).
-const ATTEMPT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The longest one attempt may take, DNS and all: the configured bound, held to half the
+/// claim.
+fn attempt_max(state: &AppState) -> std::time::Duration {
+    std::time::Duration::from_millis(state.config.delivery_attempt_timeout_ms.clamp(1, CLAIM_MS as u64 / 2))
+}
 
 /// Claim what is due, as many as there are free slots, and start an attempt for each.
 async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &Arc<tokio::sync::Semaphore>) {
@@ -486,9 +491,10 @@ async fn send_and_record(state: &AppState, client: &reqwest::Client, mut d: Deli
         // Bounded as a whole, well inside the claim: an SMTP relay that accepts and never
         // answers is otherwise waited on for ever (lettre's timeout covers the connect
         // only), holding a slot, and the expired claim would start it again.
-        match tokio::time::timeout(ATTEMPT_MAX, attempt(state, client, &d)).await {
+        let bound = attempt_max(state);
+        match tokio::time::timeout(bound, attempt(state, client, &d)).await {
             Ok(result) => result,
-            Err(_) => Err((None, format!("no answer within {} s", ATTEMPT_MAX.as_secs()))),
+            Err(_) => Err((None, format!("no answer within {} ms", bound.as_millis()))),
         }
     };
     if gone {

@@ -256,3 +256,43 @@ async fn a_hanging_receiver_does_not_hold_up_the_others() {
     assert_eq!(hung_rows.len(), 3);
     assert!(hung_rows.iter().all(|d| d.status != "delivered"), "{hung_rows:?}");
 }
+
+/// An attempt is bounded as a whole. An SMTP relay that accepts and never says a word
+/// was waited on for ever (lettre's timeout covers only the connect): the attempt held
+/// its slot, and its claim, expiring, started it again.
+#[tokio::test]
+async fn an_smtp_relay_that_never_answers_fails_the_attempt() {
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = relay.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            held.push(relay.accept().await.unwrap().0);
+        }
+    });
+    let s = TestServer::start_with(|c| {
+        c.allow_private_targets = true;
+        c.delivery_attempt_timeout_ms = 300;
+        c.smtp = Some(praetor_server::config::SmtpConfig {
+            host: "127.0.0.1".into(), port, starttls: false, username: None, password: None, from: "praetor@example.com".into(),
+        });
+    })
+    .await;
+    let (status, rule) = s.post("/api/v1/rules", &s.admin_key, &json!({ "name": "Deletes", "condition": { "type": "action_type", "action_types": ["delete_*"] },
+        "action": "alert", "severity": "high", "alert": { "emails": ["ops@example.com"] } })).await;
+    assert_eq!(status, StatusCode::OK, "{rule}");
+    s.intercept(json!({ "action_type": "delete_row" })).await;
+    let ws = s.state.workspace_ids()[0].clone();
+    let mut failed = None;
+    for _ in 0..100 {
+        let rows = s.state.store.list_deliveries(&ws, None, 10).await.unwrap();
+        if let Some(d) = rows.into_iter().find(|d| d.channel == "email" && d.attempts > 0) {
+            failed = Some(d);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let failed = failed.expect("the attempt ended");
+    assert_eq!(failed.status, "pending", "retried later: {failed:?}");
+    assert!(failed.last_error.as_deref().is_some_and(|e| e.contains("no answer within 300 ms")), "{failed:?}");
+}
