@@ -83,6 +83,10 @@ pub struct ApprovalFacts {
     pub escalation_id: String,
     pub approver: String,
     pub reason: Option<String>,
+    /// The action's cost was charged to its session when the approval was given:
+    /// the action it allows is not charged again.
+    #[serde(default)]
+    pub paid: bool,
 }
 
 /// Everything beyond the agent's own scopes that bears on one decision.

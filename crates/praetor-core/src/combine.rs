@@ -97,6 +97,7 @@ pub(crate) fn finish(
             violation: false,
             shadow,
             charge: None,
+            approval_charge: None,
             ends_session: None,
             authority: Default::default(),
         };
@@ -132,6 +133,7 @@ pub(crate) fn finish(
         violation: top.refuses(),
         shadow,
         charge: None,
+        approval_charge: None,
         ends_session: None,
         authority: Default::default(),
     }

@@ -96,6 +96,11 @@ pub struct Decision {
     /// For an allowed action in a session: what it costs the session's budgets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub charge: Option<crate::session::Charge>,
+    /// For an escalated action in a session: what it will cost the session's budgets.
+    /// The server charges it when a person approves, since the SDK then runs the
+    /// action without asking again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_charge: Option<crate::session::Charge>,
     /// The session must end because of this decision (a budget ran out): the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ends_session: Option<String>,
@@ -118,6 +123,7 @@ impl Decision {
             violation: false,
             shadow: Vec::new(),
             charge: None,
+            approval_charge: None,
             ends_session: None,
             authority: Default::default(),
         }

@@ -15,8 +15,10 @@
 //!    workspace default applies.
 //! 5. **Budgets** (`crate::session`): an allowed action in a session is charged; the
 //!    charge that would exceed a budget answers `terminate` (`__budget`) and ends the
-//!    session, and so does an escalated action's (its approval would let it run
-//!    uncharged); an unreadable cost is refused.
+//!    session, and so does an escalated action's. An escalation within the budgets
+//!    carries its cost (`approval_charge`), which the server charges when a person
+//!    approves (the SDK then runs the action without asking again); the retry an
+//!    approval so paid for allows is not charged again. An unreadable cost is refused.
 //!
 //! Fail closed: a policy that cannot be evaluated (a metadata type error, a time out of
 //! range) is reported in `errors`; if its effect is `block` or `escalate` it also counts
@@ -95,6 +97,8 @@ pub fn decide(input: &DecisionInput<'_>, policies: &CompiledPolicySet, settings:
         decision.authority.grant_used = None;
     }
     match input.session {
+        // An approval charged to the session when it was given has paid for its action.
+        Some(_) if decision.verdict == Verdict::Allow && paid_at_approval(&decision, &input.authority) => decision,
         Some(s) if decision.verdict == Verdict::Allow => charge_session(decision, input.request, s),
         // An escalation whose cost cannot be read, or would exceed a budget, could never
         // be allowed once approved: it is refused (or the session terminated) now rather
@@ -113,11 +117,17 @@ pub fn decide(input: &DecisionInput<'_>, policies: &CompiledPolicySet, settings:
                     ended.violation = violation;
                     ended
                 }
-                None => decision,
+                None => Decision { approval_charge: Some(charge), ..decision },
             },
         },
         _ => decision,
     }
+}
+
+/// Whether `d` runs on an approval whose cost its session was charged when it was
+/// given (`ApprovalFacts::paid`).
+fn paid_at_approval(d: &Decision, authority: &Authority<'_>) -> bool {
+    d.authority.approved_by.is_some() && authority.approval.is_some_and(|a| a.paid && Some(&a.escalation_id) == d.authority.approved_by.as_ref())
 }
 
 /// Budgets come last: an action the policies allow is charged to its session, and the
@@ -151,6 +161,7 @@ fn cost_unreadable(decision: Decision, e: &session::ChargeError) -> Decision {
         violation: false,
         shadow: decision.shadow,
         charge: None,
+        approval_charge: None,
         ends_session: None,
         authority: Default::default(),
     }
@@ -177,6 +188,7 @@ fn terminate(id: &str, name: &str, reason: String, after: Option<Decision>) -> D
         violation: false,
         shadow,
         charge: None,
+        approval_charge: None,
         ends_session,
         authority: Default::default(),
     }

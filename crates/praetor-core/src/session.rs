@@ -16,7 +16,8 @@
 //!    budget does not name, is refused (`block`, naming the field): a cost that cannot
 //!    be read, or counted against the budget, cannot be allowed. Nor escalated: an
 //!    action the policies escalate is refused the same way, as its approval could never
-//!    let it run.
+//!    let it run. An escalated action is charged when a person approves it
+//!    (`Decision::approval_charge`), not when it is retried.
 //!
 //! Amounts are exact decimals: a JSON integer, a JSON decimal (read from its text, so
 //! `0.10` is one tenth) or a decimal string. Never binary floating point.
@@ -476,6 +477,10 @@ mod tests {
         use crate::{CompiledPolicySet, DecisionInput, Identity, PolicyDef, Verdict, WorkspaceSettings, decide};
 
         fn run(policies: Value, identity: Identity, metadata: Value, s: &SessionFacts) -> crate::Decision {
+            run_with(policies, identity, metadata, s, Default::default())
+        }
+
+        fn run_with(policies: Value, identity: Identity, metadata: Value, s: &SessionFacts, authority: crate::authority::Authority<'_>) -> crate::Decision {
             let defs: Vec<PolicyDef> = serde_json::from_value(policies).unwrap();
             let set = CompiledPolicySet::compile(&defs).unwrap();
             let req = request(metadata);
@@ -488,7 +493,7 @@ mod tests {
                 agent_history_from_ms: i64::MIN,
                 session_history_from_ms: i64::MIN,
                 session: Some(s),
-                authority: Default::default(),
+                authority,
                 now_ms: 0,
             };
             decide(&input, &set, &WorkspaceSettings::default())
@@ -525,7 +530,34 @@ mod tests {
             assert!(d.triggered[0].reason.contains("must be written `USD`"), "{}", d.triggered[0].reason);
             assert_eq!(d.triggered.iter().map(|t| t.policy_id.as_str()).collect::<Vec<_>>(), ["__budget", "p1"], "the escalating policy stays listed");
             let d = run(p, Identity::Anonymous, json!({"amount": 1, "currency": "USD"}), &f);
-            assert_eq!((d.verdict, d.charge), (Verdict::Escalate, None), "an escalation is charged only once approved and allowed");
+            assert_eq!((d.verdict, d.charge), (Verdict::Escalate, None), "an escalation is not charged when it is raised");
+            let c = d.approval_charge.expect("its approval will charge the session");
+            assert_eq!((c.actions, c.spend), (1, Some(("USD".to_owned(), Decimal::ONE))));
+        }
+
+        fn approved_retry(s: &SessionFacts, paid: bool) -> crate::Decision {
+            let p = json!([{"policy_id": "p1", "name": "review", "policy_type": "action_type", "action_types": ["*"], "decision": "escalate"}]);
+            let approval = crate::authority::ApprovalFacts { escalation_id: "esc_1".into(), approver: "key_a".into(), reason: None, paid };
+            let authority = crate::authority::Authority { approval: Some(&approval), ..Default::default() };
+            run_with(p, Identity::Anonymous, json!({"amount": 3, "currency": "USD"}), s, authority)
+        }
+
+        /// The approval charged the session; the retry it allows must neither charge it
+        /// again nor be refused for the budget its own charge used up.
+        #[test]
+        fn a_retry_on_an_approval_paid_for_is_not_charged_again() {
+            let used = Consumed { actions: 1, spend: [("USD".to_owned(), Decimal::from(3))].into(), tokens: 0 };
+            let f = facts(json!({"max_actions": 1, "max_spend": {"USD": 3}}), used);
+            let d = approved_retry(&f, true);
+            assert_eq!(d.verdict, Verdict::Allow, "{}", d.reasoning);
+            assert_eq!((d.charge, d.approval_charge, d.ends_session), (None, None, None));
+            assert_eq!(d.authority.approved_by.as_deref(), Some("esc_1"));
+            // An approval given before approvals were charged (`paid` false) is charged
+            // on its retry, as it always was, and the budget still holds.
+            let d = approved_retry(&f, false);
+            assert_eq!(d.verdict, Verdict::Terminate, "{}", d.reasoning);
+            let fresh = facts(json!({"max_actions": 2}), Consumed::default());
+            assert_eq!(approved_retry(&fresh, false).charge.map(|c| c.actions), Some(1));
         }
 
         #[test]

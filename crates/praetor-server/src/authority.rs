@@ -276,6 +276,15 @@ pub struct Escalation {
     /// The review queue a `redirect` rule sent it to.
     #[serde(default)]
     pub queue: Option<String>,
+    /// What the action costs its session (raised in one): charged when it is
+    /// approved, since the SDK runs an approved action without asking again. None in
+    /// records from before it was kept; their action is charged on its retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_charge: Option<praetor_core::session::Charge>,
+    /// The approval was charged to the session (`approval_charge`): the retry it
+    /// allows is not charged again.
+    #[serde(default)]
+    pub charged_at_approval: bool,
     pub created_at: i64,
     pub expires_at: i64,
     pub version: u64,
@@ -388,6 +397,8 @@ impl Escalation {
             "fresh_until": self.fresh_until(freshness_ms).map(iso),
             "used_by_decision": self.used_by_decision,
             "queue": self.queue,
+            "session_charge": self.approval_charge.as_ref().map(crate::sessions::charge_view),
+            "charged_at_approval": self.charged_at_approval,
             "created_at": iso(self.created_at),
             "expires_at": iso(self.expires_at),
         })
@@ -396,7 +407,7 @@ impl Escalation {
 object_impl!(Escalation, "escalation", escalation_id);
 
 /// Why an active session is over by its clock: past its `ttl_seconds`.
-fn past_ttl_reason(s: &praetor_store::Session, now: i64) -> Option<String> {
+pub fn past_ttl_reason(s: &praetor_store::Session, now: i64) -> Option<String> {
     s.expires_at.filter(|&at| now >= at).map(|_| format!("session `{}` is expired (past its ttl_seconds)", s.session_id))
 }
 
@@ -870,6 +881,7 @@ pub fn facts(
             escalation_id: e.escalation_id.clone(),
             approver: e.approver_key.clone().unwrap_or_default(),
             reason: e.resolution_reason.clone(),
+            paid: e.charged_at_approval,
         });
     f
 }
@@ -944,6 +956,8 @@ pub fn apply(state: &mut AuthorityState, d: &Decision, grant_id: Option<&str>, o
             fresh_until: None,
             used_by_decision: None,
             queue: o.queue.clone(),
+            approval_charge: d.approval_charge.clone(),
+            charged_at_approval: false,
             created_at: now,
             expires_at: now + settings.escalation_ttl_ms(),
             version: 1,
@@ -1118,6 +1132,8 @@ mod tests {
             fresh_until: None,
             used_by_decision: None,
             queue: None,
+            approval_charge: None,
+            charged_at_approval: false,
             created_at: 1,
             expires_at: 2,
             version: 1,

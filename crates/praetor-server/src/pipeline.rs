@@ -578,7 +578,7 @@ pub enum SessionRef {
     Unknown(String),
 }
 
-fn session_facts(s: &Session) -> SessionFacts {
+pub fn session_facts(s: &Session) -> SessionFacts {
     SessionFacts {
         session_id: s.session_id.clone(),
         status: s.status,

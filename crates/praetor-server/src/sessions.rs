@@ -33,6 +33,13 @@ pub fn view(s: &Session) -> Value {
     })
 }
 
+/// What one action costs its session, as the API and the vault show it: the spend as
+/// a decimal string under its currency, like `budgets.max_spend`.
+pub fn charge_view(c: &praetor_core::session::Charge) -> Value {
+    let spend: serde_json::Map<String, Value> = c.spend.iter().map(|(cur, amount)| (cur.clone(), json!(amount.to_string()))).collect();
+    json!({ "actions": c.actions, "spend": spend, "tokens": c.tokens })
+}
+
 /// Why a session is being closed, and by whom.
 pub struct Closing<'a> {
     pub status: SessionStatus,

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use praetor_store::{ObjectFilter, Scope};
+use praetor_core::session::Charge;
+use praetor_store::{Guarded, Mutation, ObjectFilter, Scope, StoreError, Txn};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -14,7 +15,7 @@ use crate::auth::{Authorized, perm};
 use crate::authority::{Escalation, Object, touched, update};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::state::{AppState, WorkspaceState};
+use crate::state::{AppState, LiveState, WorkspaceState};
 
 fn freshness_ms(ws: &WorkspaceState) -> i64 {
     ws.settings.read().approval_freshness_ms()
@@ -183,34 +184,123 @@ pub async fn resolve(
         crate::authority::commit_settled(&state, ws, settled).await?;
         return Err(ApiError::new(Code::Conflict, format!("escalation `{id}` can no longer be resolved: {why}")));
     }
-    let fresh = freshness_ms(ws);
     let reason = body.reason;
-    let view = update(&state, ws, "escalation.resolved", &key_id.clone(), move |a, now| {
-        let mut e = a.escalations.get_mut(&id).ok_or_else(|| ApiError::not_found("escalation", &id))?;
-        if e.raised_by_key == key_id {
-            return Err(ApiError::new(Code::InsufficientScope, "the key that raised an escalation cannot resolve it"));
+    // An approval in a session is charged to it: the SDK runs an approved action
+    // without intercepting it again, so this is the one time it is counted.
+    let charged = found.session_id.clone().zip(found.approval_charge.clone()).filter(|_| resolution == "approved");
+    let view = match charged {
+        Some((session_id, charge)) => approve_charging(&state, ws, &id, &session_id, &charge, reason, &key_id).await?,
+        None => {
+            let fresh = freshness_ms(ws);
+            update(&state, ws, "escalation.resolved", &key_id.clone(), move |a, now| {
+                let mut e = a.escalations.get_mut(&id).ok_or_else(|| ApiError::not_found("escalation", &id))?;
+                check_resolvable(&e, &key_id, now)?;
+                record_resolution(&mut e, resolution, reason.as_ref(), &key_id, now, fresh);
+                let record = touched(&mut *e, &ws.workspace_id, now);
+                Ok((vec![record], resolved_fields(&e), e.view(now, fresh)))
+            })
+            .await?
         }
-        match e.status_at(now) {
-            "pending" => {}
-            other => {
-                let why = e.resolution_reason.as_deref().filter(|_| other == "expired").map(|r| format!(" ({r})")).unwrap_or_default();
-                return Err(ApiError::new(Code::Conflict, format!("escalation `{id}` is already {other}{why}")));
-            }
-        }
-        e.state = resolution.to_owned();
-        e.resolution_reason = reason.clone();
-        e.approver_key = Some(key_id.clone());
-        e.resolved_at = Some(now);
-        e.fresh_until = (resolution == "approved").then(|| now.saturating_add(fresh));
-        let record = touched(&mut *e, &ws.workspace_id, now);
-        let fields = json!({
-            "escalation_id": e.escalation_id, "decision_id": e.decision_id, "agent_id": e.agent_id,
-            "resolution": resolution, "reason": reason, "approver": key_id, "action_hash": e.action_hash,
-        });
-        Ok((vec![record], fields, e.view(now, fresh)))
-    })
-    .await?;
+    };
     Ok(Json(json!({ "ok": true, "escalation": view })))
+}
+
+/// Whether `key_id` may resolve `e` at `now`: not the key that raised it, and only
+/// while it is pending.
+fn check_resolvable(e: &Escalation, key_id: &str, now: i64) -> ApiResult<()> {
+    if e.raised_by_key == key_id {
+        return Err(ApiError::new(Code::InsufficientScope, "the key that raised an escalation cannot resolve it"));
+    }
+    match e.status_at(now) {
+        "pending" => Ok(()),
+        other => {
+            let why = e.resolution_reason.as_deref().filter(|_| other == "expired").map(|r| format!(" ({r})")).unwrap_or_default();
+            Err(ApiError::new(Code::Conflict, format!("escalation `{}` is already {other}{why}", e.escalation_id)))
+        }
+    }
+}
+
+fn record_resolution(e: &mut Escalation, resolution: &str, reason: Option<&String>, key_id: &str, now: i64, fresh: i64) {
+    e.state = resolution.to_owned();
+    e.resolution_reason = reason.cloned();
+    e.approver_key = Some(key_id.to_owned());
+    e.resolved_at = Some(now);
+    e.fresh_until = (resolution == "approved").then(|| now.saturating_add(fresh));
+}
+
+/// The sealed fields of an `escalation.resolved` event.
+fn resolved_fields(e: &Escalation) -> Value {
+    json!({
+        "escalation_id": e.escalation_id, "decision_id": e.decision_id, "agent_id": e.agent_id,
+        "resolution": e.state, "reason": e.resolution_reason, "approver": e.approver_key, "action_hash": e.action_hash,
+    })
+}
+
+/// Approve escalation `id`, raised in session `session_id`, and charge the session
+/// `charge`, the action's cost, in the same transaction. Refused (`409`) when the
+/// charge would take the session past a budget, or the session is over: the approver
+/// may reject it instead. A commit refused because another node changed the session or
+/// the escalation meanwhile is made again from the store's copies.
+async fn approve_charging(
+    state: &AppState,
+    ws: &WorkspaceState,
+    id: &str,
+    session_id: &str,
+    charge: &Charge,
+    reason: Option<String>,
+    key_id: &str,
+) -> ApiResult<Value> {
+    let fresh = freshness_ms(ws);
+    let mut attempt = 1;
+    loop {
+        let now = state.now_ms();
+        let (txn, view) = {
+            let mut guard = ws.live.lock();
+            let LiveState { sessions, authority, .. } = &mut *guard;
+            let mut e = authority.escalations.get_mut(id).ok_or_else(|| ApiError::not_found("escalation", id))?;
+            check_resolvable(&e, key_id, now)?;
+            let session = sessions
+                .get_mut(session_id)
+                .ok_or_else(|| ApiError::new(Code::Conflict, format!("session `{session_id}` of escalation `{id}` is not held here; try again")))?;
+            if let Some(why) = crate::authority::closed_session_reason(session).or_else(|| crate::authority::past_ttl_reason(session, now)) {
+                return Err(ApiError::new(Code::Conflict, format!("escalation `{id}` can no longer be approved: {why}")));
+            }
+            if let Some(why) = praetor_core::session::exceeded(&crate::pipeline::session_facts(session), charge) {
+                return Err(ApiError::new(
+                    Code::Conflict,
+                    format!("approving escalation `{id}` would take session `{session_id}` past its budget: {why}; reject it instead, or leave it to expire"),
+                ));
+            }
+            record_resolution(&mut e, "approved", reason.as_ref(), key_id, now, fresh);
+            e.charged_at_approval = true;
+            let record = touched(&mut *e, &ws.workspace_id, now);
+            let prior_etag = std::mem::replace(&mut session.etag, crate::secrets::new_id("etag"));
+            session.consumed.add(charge);
+            session.version += 1;
+            let mut fields = resolved_fields(&e);
+            fields["session_id"] = json!(session_id);
+            fields["session_charge"] = crate::sessions::charge_view(charge);
+            fields["session_consumed"] = json!(session.consumed);
+            let mutations = vec![
+                Mutation::Expect { workspace_id: ws.workspace_id.clone(), of: Guarded::Session, id: session_id.to_owned(), etag: prior_etag },
+                Mutation::PutSession(session.clone()),
+                Mutation::PutObject(record),
+            ];
+            let seal = vec![crate::events::event(&ws.workspace_id, "escalation.resolved", Some(key_id), now, fields)];
+            (Txn { mutations, seal }, e.view(now, fresh))
+        };
+        let Err(err) = state.commit(txn).await else { return Ok(view) };
+        // Memory ran ahead of the store: read the session and the escalation back.
+        crate::pipeline::resync(state, ws, &[], &[session_id.to_owned()]).await?;
+        crate::pipeline::resync_objects(state, ws, &[(Escalation::KIND.to_owned(), id.to_owned())]).await?;
+        match err {
+            StoreError::Stale(what) if attempt < crate::authority::UPDATE_ATTEMPTS => {
+                attempt += 1;
+                tracing::debug!(workspace_id = %ws.workspace_id, %what, attempt, "approving an escalation whose session changed elsewhere; again");
+            }
+            other => return Err(other.into()),
+        }
+    }
 }
 
 /// Escalations that can no longer change a decision (resolved, expired, used, or

@@ -284,6 +284,104 @@ async fn an_escalation_past_a_session_budget_terminates_instead() {
     assert_eq!(s.intercept(wire(&agent, Some(&session))).await["decision"], "escalate");
 }
 
+/// An active session's consumed actions and EUR spend.
+async fn consumed_eur(s: &TestServer, session: &str) -> (u64, String) {
+    let (_, got) = s.get(&format!("/api/v1/enforce/sessions/{session}"), &s.admin_key).await;
+    assert_eq!(got["session"]["status"], "active", "{got}");
+    let consumed = &got["session"]["consumed"];
+    (consumed["actions"].as_u64().unwrap(), consumed["spend"]["EUR"].as_str().unwrap_or("0").to_owned())
+}
+
+/// The SDK runs an approved action without intercepting it again, so an approval in a
+/// session charges the session the action's cost, sealed with the approval; one the
+/// budget cannot cover is refused; the retry an approval paid for is not charged again;
+/// a rejection costs nothing.
+#[tokio::test]
+async fn an_approval_is_charged_to_its_session() {
+    let (s, approver) = setup().await;
+    let agent = s.agent("runner").await;
+    let session = start_session(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "EUR": 1200 }, "max_actions": 10 } })).await;
+    // Three escalations of 500 EUR, each within the budget when it is raised.
+    let first = escalate(&s, &agent, Some(&session)).await;
+    let second = escalate(&s, &agent, Some(&session)).await;
+    let third = escalate(&s, &agent, Some(&session)).await;
+    assert_eq!(consumed_eur(&s, &session).await, (0, "0".to_owned()), "raising an escalation costs nothing");
+
+    let (code, body) = approve(&s, &approver, &first).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["escalation"]["charged_at_approval"], true, "{body}");
+    assert_eq!(body["escalation"]["session_charge"], json!({ "actions": 1, "spend": { "EUR": "500" }, "tokens": 0 }), "{body}");
+    assert_eq!(consumed_eur(&s, &session).await, (1, "500".to_owned()));
+    assert_eq!(approve(&s, &approver, &second).await.0, StatusCode::OK);
+    assert_eq!(consumed_eur(&s, &session).await, (2, "1000".to_owned()));
+
+    // 1,500 EUR would pass the budget: refused, nothing charged, still pending.
+    let refused = approve(&s, &approver, &third).await;
+    assert_error(&refused, 409, "conflict");
+    let message = refused.1["error"]["message"].as_str().unwrap();
+    assert!(message.contains("past its budget") && message.contains("max_spend"), "{message}");
+    assert_eq!(status_of(&s, &third).await["status"], "pending");
+    assert_eq!(consumed_eur(&s, &session).await, (2, "1000".to_owned()));
+
+    // The SDK may still intercept the approved action again: allowed by the approval,
+    // not charged a second time.
+    let retry = s.intercept(wire(&agent, Some(&session))).await;
+    assert_eq!(retry["decision"], "allow", "{retry}");
+    assert_eq!(retry["approved_by"]["escalation_id"], json!(first), "{retry}");
+    assert_eq!(consumed_eur(&s, &session).await, (2, "1000".to_owned()), "the approval paid for it");
+
+    // A rejection costs nothing.
+    let (code, body) = s.post(&format!("/api/v1/enforce/escalations/{third}/resolve"), &approver, &json!({ "resolution": "rejected" })).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["escalation"]["charged_at_approval"], false, "{body}");
+    assert_eq!(consumed_eur(&s, &session).await, (2, "1000".to_owned()));
+
+    // The charge is sealed with the approval.
+    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
+    let sealed = page["entries"].as_array().unwrap().iter().find(|e| e["entry"]["kind"] == "escalation.resolved" && e["entry"]["escalation_id"] == json!(first));
+    let sealed = &sealed.expect("the approval is sealed")["entry"];
+    assert_eq!(sealed["session_id"], json!(session), "{sealed}");
+    assert_eq!(sealed["session_charge"]["spend"]["EUR"], "500", "{sealed}");
+    assert_eq!(sealed["session_consumed"]["actions"], 1, "{sealed}");
+}
+
+/// An approval's charge is guarded by the session's etag: when another node charged the
+/// session meanwhile (and this node's copy, ahead in version, kept hiding it), the
+/// approval is refused by the store, read again and charged on top of the other
+/// node's charge, or refused when the two together pass the budget.
+#[tokio::test]
+async fn an_approval_counts_charges_made_on_another_node() {
+    let (s, approver) = setup().await;
+    let agent = s.agent("runner").await;
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    for (elsewhere, expect) in [(600, Ok((2, "1100"))), (800, Err("past its budget"))] {
+        let session = start_session(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "EUR": 1200 } } })).await;
+        let esc = escalate(&s, &agent, Some(&session)).await;
+        // Another node's decision charged the session; this node's copy is ahead in
+        // version (as with its own charges on their way), so a read keeps it.
+        let mut charged = ws.live.lock().sessions[&session].clone();
+        charged.consumed.actions = 1;
+        charged.consumed.spend.insert("EUR".into(), elsewhere.into());
+        charged.version += 1;
+        charged.etag = "e_other_node".into();
+        s.state.commit(praetor_store::Txn { mutations: vec![praetor_store::Mutation::PutSession(charged.clone())], seal: vec![] }).await.unwrap();
+        ws.live.lock().sessions.get_mut(&session).unwrap().version = charged.version + 5;
+        let answer = approve(&s, &approver, &esc).await;
+        match expect {
+            Ok((actions, eur)) => {
+                assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+                assert_eq!(consumed_eur(&s, &session).await, (actions, eur.to_owned()));
+            }
+            Err(why) => {
+                assert_error(&answer, 409, "conflict");
+                assert!(answer.1["error"]["message"].as_str().unwrap().contains(why), "{}", answer.1);
+                assert_eq!(consumed_eur(&s, &session).await, (1, elsewhere.to_string()));
+                assert_eq!(status_of(&s, &esc).await["status"], "pending");
+            }
+        }
+    }
+}
+
 /// A session past its `ttl_seconds` is over before the sweeper stores its expiry: its
 /// escalation cannot be approved and does not read `allow` in that window.
 #[tokio::test]
