@@ -12,7 +12,8 @@
 //! 4. a fresh human approval of this exact action turns `escalate` into `allow`;
 //! 5. breakglass turns the refusals of steps 2-3 into `allow`, recording what it
 //!    overrode;
-//! 6. session budgets.
+//! 6. the grant's amount, row and recipient budgets (`crate::grant_budget`), then
+//!    session budgets.
 
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +64,10 @@ pub struct GrantFacts {
     pub problem: Option<String>,
     pub scopes: Vec<String>,
     pub action_types: Vec<String>,
+    /// What the grant has left of its amount, row and recipient budgets
+    /// (`crate::grant_budget`); unlimited when empty.
+    #[serde(default)]
+    pub left: crate::grant_budget::GrantLimits,
 }
 
 impl GrantFacts {
@@ -109,6 +114,10 @@ pub struct AuthorityOutcome {
     /// The grant to charge one use to (the action was allowed under it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_used: Option<String>,
+    /// What the action takes from the grant's amount, row and recipient budgets, when
+    /// it limits any (`crate::grant_budget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_charge: Option<crate::grant_budget::Quantities>,
     /// The escalation whose approval let this action run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
@@ -295,7 +304,7 @@ mod tests {
         let windows = [window(&["db.*"])];
         let auth = Authority { roles: &roles, windows: &windows, ..Authority::default() };
         assert!(check(Some(&a), &auth, "DB.write").is_ok());
-        let grant = GrantFacts { grant_id: "g".into(), problem: None, scopes: vec!["pay.*".into()], action_types: vec![] };
+        let grant = GrantFacts { grant_id: "g".into(), problem: None, scopes: vec!["pay.*".into()], action_types: vec![], left: Default::default() };
         let auth = Authority { grant: Some(&grant), ..Authority::default() };
         assert!(check(Some(&agent(&["read.*"])), &auth, "PAY.send").is_ok());
     }
@@ -315,7 +324,7 @@ mod tests {
     #[test]
     fn scopes_are_covered_by_a_valid_grant_only() {
         let a = agent(&["read.*"]);
-        let grant = GrantFacts { grant_id: "g".into(), problem: None, scopes: vec!["pay.*".into()], action_types: vec![] };
+        let grant = GrantFacts { grant_id: "g".into(), problem: None, scopes: vec!["pay.*".into()], action_types: vec![], left: Default::default() };
         let auth = Authority { grant: Some(&grant), ..Authority::default() };
         let out = check(Some(&a), &auth, "pay.send").unwrap();
         assert_eq!((out.covered_by.as_deref(), out.grant_used.as_deref()), (Some("grant:g"), Some("g")));

@@ -28,7 +28,8 @@
 //! ```json
 //! "authority": { "roles": [ { "name", "allowed_action_types", "denied_action_types", "min_trust_level" } ],
 //!                "windows": [ { "scopes": [], "action_types": [] } ],
-//!                "grant": { "scopes": [], "action_types": [], "revoked": false },
+//!                "grant": { "scopes": [], "action_types": [], "revoked": false,
+//!                           "left": { "max_amount": { "USD": 10 }, "max_rows": 5, "max_recipients": 2 } },
 //!                "breakglass": { "justification": "…" },
 //!                "session": { "budgets": { "max_actions": 0 }, "killed": "reason" } }
 //! ```
@@ -120,6 +121,9 @@ struct GrantSpec {
     action_types: Vec<String>,
     #[serde(default)]
     revoked: bool,
+    /// What the grant has left of its amount, row and recipient budgets.
+    #[serde(default)]
+    left: crate::grant_budget::GrantLimits,
 }
 
 #[derive(Deserialize)]
@@ -391,6 +395,7 @@ fn authority_facts(case: &Case) -> Result<Facts, String> {
             problem: g.revoked.then(|| "revoked".to_owned()),
             scopes: g.scopes.clone(),
             action_types: g.action_types.clone(),
+            left: g.left.clone(),
         }),
         breakglass: a.breakglass.as_ref().map(|b| BreakglassFacts { breakglass_id: "bg1".into(), justification: b.justification.clone() }),
     })

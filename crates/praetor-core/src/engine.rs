@@ -95,6 +95,8 @@ pub fn decide(input: &DecisionInput<'_>, policies: &CompiledPolicySet, settings:
     if decision.verdict != Verdict::Allow {
         // A refused action is not charged to the grant it named.
         decision.authority.grant_used = None;
+    } else if let Some(g) = input.authority.grant.filter(|g| decision.authority.grant_used.as_ref() == Some(&g.grant_id)) {
+        decision = charge_grant(decision, input.request, g);
     }
     match input.session {
         // An approval charged to the session when it was given has paid for its action.
@@ -122,6 +124,29 @@ pub fn decide(input: &DecisionInput<'_>, policies: &CompiledPolicySet, settings:
         },
         _ => decision,
     }
+}
+
+/// An allowed action through a grant that limits amounts, rows or recipients takes
+/// what its metadata states from what the grant has left; one it cannot read, or past
+/// what is left, is refused as any other grant refusal is (`__grant`).
+fn charge_grant(mut decision: Decision, request: &ActionRequest, g: &authority::GrantFacts) -> Decision {
+    if g.left.is_unlimited() {
+        return decision;
+    }
+    let problem = match crate::grant_budget::charge_for(request, &g.left) {
+        Err(e) => format!("`{}` {}", e.field, e.message),
+        Ok(charge) => match crate::grant_budget::exceeded(&g.left, &charge) {
+            Some(past) => format!("past its budget: {past}"),
+            None => {
+                decision.authority.grant_charge = Some(charge);
+                return decision;
+            }
+        },
+    };
+    let refusal = authority::Refusal { id: "__grant", name: "delegation grant", reason: format!("grant `{}`: {problem}", g.grant_id), outside_scope: false };
+    let mut refused = authority_refusal(refusal);
+    refused.shadow = decision.shadow;
+    refused
 }
 
 /// Whether `d` runs on an approval whose cost its session was charged when it was
@@ -197,6 +222,14 @@ fn terminate(id: &str, name: &str, reason: String, after: Option<Decision>) -> D
 /// Step 4: a fresh approval of exactly this action lets an escalated action run.
 fn approve(mut d: Decision, authority: &Authority<'_>) -> Decision {
     let Some(a) = authority.approval else { return d };
+    if d.verdict == Verdict::Allow && a.paid {
+        // The policies allow the action now (they changed since it was escalated), but
+        // its approval already charged its session: the approval is used up by it, and
+        // the action is not charged twice.
+        d.authority.approved_by = Some(a.escalation_id.clone());
+        d.reasoning = format!("{} (its cost was charged to the session when escalation `{}` was approved)", d.reasoning, a.escalation_id);
+        return d;
+    }
     if d.verdict != Verdict::Escalate {
         return d;
     }

@@ -16,6 +16,7 @@ pub mod decision;
 pub mod engine;
 pub mod fold;
 pub mod glob;
+pub mod grant_budget;
 mod metadata_texts;
 pub mod pack;
 pub mod pii;

@@ -17,7 +17,8 @@
 //!    be read, or counted against the budget, cannot be allowed. Nor escalated: an
 //!    action the policies escalate is refused the same way, as its approval could never
 //!    let it run. An escalated action is charged when a person approves it
-//!    (`Decision::approval_charge`), not when it is retried.
+//!    (`Decision::approval_charge`), not when it is retried (escalations the server
+//!    recorded before it kept that charge are charged on their retry).
 //!
 //! Amounts are exact decimals: a JSON integer, a JSON decimal (read from its text, so
 //! `0.10` is one tenth) or a decimal string. Never binary floating point.
@@ -151,41 +152,7 @@ pub struct ChargeError {
 /// `metadata.amount` is present; tokens when `metadata.tokens` is.
 pub fn charge_for(request: &ActionRequest, budgets: &Budgets) -> Result<Charge, ChargeError> {
     let md = &request.metadata;
-    let spend = match md.get("amount") {
-        None | Some(Value::Null) => None,
-        Some(v) => {
-            let amount = as_number(v).ok_or_else(|| ChargeError {
-                field: "metadata.amount",
-                message: if too_precise(v) {
-                    // Charged rounded, it would be charged as something it is not.
-                    format!("`{v}` is too small or too precise to count exactly (a decimal holds 28 decimal places and 96 bits of digits)")
-                } else {
-                    format!("`{v}` is not a number (use an integer, a decimal or a decimal string)")
-                },
-            })?;
-            if amount.is_sign_negative() {
-                return Err(ChargeError { field: "metadata.amount", message: format!("`{amount}` is negative") });
-            }
-            if amount.is_zero() && written_nonzero(v) {
-                // Decimals hold 28 places: a smaller amount would be charged as nothing,
-                // however often it is spent.
-                return Err(ChargeError { field: "metadata.amount", message: format!("`{v}` is too small to count (under 1e-28)") });
-            }
-            match md.get("currency") {
-                Some(Value::String(c)) if !c.trim().is_empty() => Some((currency_code(c, budgets)?, amount)),
-                None | Some(Value::Null) if budgets.max_spend.is_empty() => None,
-                None | Some(Value::Null) => {
-                    return Err(ChargeError {
-                        field: "metadata.currency",
-                        message: "is required with `metadata.amount` when the session has a spend budget".into(),
-                    });
-                }
-                Some(other) => {
-                    return Err(ChargeError { field: "metadata.currency", message: format!("`{other}` is not a currency code") });
-                }
-            }
-        }
-    };
+    let spend = spend_of(md, &budgets.max_spend, "the session's spend budget")?;
     let tokens = match md.get("tokens") {
         None | Some(Value::Null) => 0,
         Some(v) => v.as_u64().ok_or_else(|| ChargeError {
@@ -194,6 +161,36 @@ pub fn charge_for(request: &ActionRequest, budgets: &Budgets) -> Result<Charge, 
         })?,
     };
     Ok(Charge { actions: 1, spend, tokens })
+}
+
+/// What an action spends: `metadata.amount` in `metadata.currency`, read exactly, when
+/// the amount is present. `limited` are the currencies a budget (`budget`, named in
+/// errors) limits: when there are any, the currency is required and must be one of them.
+pub fn spend_of(md: &serde_json::Map<String, Value>, limited: &BTreeMap<String, Decimal>, budget: &str) -> Result<Option<(String, Decimal)>, ChargeError> {
+    let Some(v) = md.get("amount").filter(|v| !v.is_null()) else { return Ok(None) };
+    let amount = as_number(v).ok_or_else(|| ChargeError {
+        field: "metadata.amount",
+        message: if too_precise(v) {
+            // Charged rounded, it would be charged as something it is not.
+            format!("`{v}` is too small or too precise to count exactly (a decimal holds 28 decimal places and 96 bits of digits)")
+        } else {
+            format!("`{v}` is not a number (use an integer, a decimal or a decimal string)")
+        },
+    })?;
+    if amount.is_sign_negative() {
+        return Err(ChargeError { field: "metadata.amount", message: format!("`{amount}` is negative") });
+    }
+    if amount.is_zero() && written_nonzero(v) {
+        // Decimals hold 28 places: a smaller amount would be charged as nothing,
+        // however often it is spent.
+        return Err(ChargeError { field: "metadata.amount", message: format!("`{v}` is too small to count (under 1e-28)") });
+    }
+    match md.get("currency") {
+        Some(Value::String(c)) if !c.trim().is_empty() => Ok(Some((currency_code(c, limited, budget)?, amount))),
+        None | Some(Value::Null) if limited.is_empty() => Ok(None),
+        None | Some(Value::Null) => Err(ChargeError { field: "metadata.currency", message: format!("is required with `metadata.amount` under {budget}") }),
+        Some(other) => Err(ChargeError { field: "metadata.currency", message: format!("`{other}` is not a currency code") }),
+    }
 }
 
 /// Whether an amount as sent has a nonzero digit before any exponent (`0.0…01`,
@@ -222,12 +219,12 @@ pub fn is_currency_code(code: &str) -> bool {
 }
 
 /// The currency an amount is charged in: a currency code (`is_currency_code`) written
-/// as one, and, when the session has a spend budget, one it names. A currency the
+/// as one, and, when a budget limits currencies (`limited`), one it names. A currency the
 /// budget does not name would be spent without limit (fail closed). Another spelling
 /// of a code (`usd`, ` USD`) is refused rather than read as it: policies compare
 /// `metadata.currency` as sent, so a spend they saw as not `USD` must not be charged as
 /// `USD`.
-fn currency_code(written: &str, budgets: &Budgets) -> Result<String, ChargeError> {
+fn currency_code(written: &str, limited: &BTreeMap<String, Decimal>, budget: &str) -> Result<String, ChargeError> {
     let refuse = |message: String| Err(ChargeError { field: "metadata.currency", message });
     if !is_currency_code(written) {
         let canonical = written.trim().to_ascii_uppercase();
@@ -237,9 +234,9 @@ fn currency_code(written: &str, budgets: &Budgets) -> Result<String, ChargeError
         return refuse(format!("`{written}` is not a currency code ({CURRENCY_CODE_SHAPE})"));
     }
     let code = written.to_owned();
-    if !budgets.max_spend.is_empty() && !budgets.max_spend.contains_key(&code) {
-        let named: Vec<&str> = budgets.max_spend.keys().map(String::as_str).collect();
-        return refuse(format!("`{code}` is not a currency of the session's spend budget ({})", named.join(", ")));
+    if !limited.is_empty() && !limited.contains_key(&code) {
+        let named: Vec<&str> = limited.keys().map(String::as_str).collect();
+        return refuse(format!("`{code}` is not a currency of {budget} ({})", named.join(", ")));
     }
     Ok(code)
 }
@@ -284,7 +281,7 @@ pub fn parse_amount(v: &Value) -> Option<Decimal> {
 
 /// Decimals as strings on the wire and in storage (no binary floating point anywhere);
 /// accepted as strings or JSON numbers.
-mod decimal_map {
+pub mod decimal_map {
     use std::collections::BTreeMap;
 
     use rust_decimal::Decimal;
@@ -536,7 +533,10 @@ mod tests {
         }
 
         fn approved_retry(s: &SessionFacts, paid: bool) -> crate::Decision {
-            let p = json!([{"policy_id": "p1", "name": "review", "policy_type": "action_type", "action_types": ["*"], "decision": "escalate"}]);
+            retry_under(json!([{"policy_id": "p1", "name": "review", "policy_type": "action_type", "action_types": ["*"], "decision": "escalate"}]), s, paid)
+        }
+
+        fn retry_under(p: Value, s: &SessionFacts, paid: bool) -> crate::Decision {
             let approval = crate::authority::ApprovalFacts { escalation_id: "esc_1".into(), approver: "key_a".into(), reason: None, paid };
             let authority = crate::authority::Authority { approval: Some(&approval), ..Default::default() };
             run_with(p, Identity::Anonymous, json!({"amount": 3, "currency": "USD"}), s, authority)
@@ -558,6 +558,24 @@ mod tests {
             assert_eq!(d.verdict, Verdict::Terminate, "{}", d.reasoning);
             let fresh = facts(json!({"max_actions": 2}), Consumed::default());
             assert_eq!(approved_retry(&fresh, false).charge.map(|c| c.actions), Some(1));
+        }
+
+        /// Policies changed since the escalation so that they allow the action: the
+        /// approval that paid for it is still what it runs on (used up, not charged
+        /// again); one that did not pay leaves the action charged as any allowed one.
+        #[test]
+        fn a_retry_the_policies_now_allow_is_not_charged_twice() {
+            let used = Consumed { actions: 1, spend: [("USD".to_owned(), Decimal::from(3))].into(), tokens: 0 };
+            let f = facts(json!({"max_actions": 1}), used);
+            let d = retry_under(json!([]), &f, true);
+            assert_eq!((d.verdict, d.charge, d.authority.approved_by.as_deref()), (Verdict::Allow, None, Some("esc_1")), "{}", d.reasoning);
+            let fresh = facts(json!({"max_actions": 2}), Consumed::default());
+            let d = retry_under(json!([]), &fresh, false);
+            assert_eq!((d.charge.map(|c| c.actions), d.authority.approved_by), (Some(1), None));
+            // Refused now, it uses nothing.
+            let p = json!([{"policy_id": "p1", "name": "no", "policy_type": "action_type", "action_types": ["*"], "decision": "block"}]);
+            let d = retry_under(p, &fresh, true);
+            assert_eq!((d.verdict, d.authority.approved_by), (Verdict::Block, None));
         }
 
         #[test]

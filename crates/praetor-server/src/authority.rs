@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use praetor_core::grant_budget::{GrantLimits, Quantities};
 use praetor_core::authority::{ApprovalFacts, Authority, BreakglassFacts, GrantFacts, RoleFacts, WindowFacts};
 use praetor_core::{Decision, Triggered, Verdict, WorkspaceSettings};
 use praetor_store::ObjectRecord;
@@ -136,6 +137,16 @@ pub struct Grant {
     pub uses: u64,
     /// Uses carved out for re-delegations: they are no longer the grant's to spend.
     pub reserved: u64,
+    /// Limits on the totals of the actions allowed through it beyond their count:
+    /// amount, rows, recipients (`praetor_core::grant_budget`).
+    #[serde(default)]
+    pub limits: GrantLimits,
+    /// What its actions took from `limits`.
+    #[serde(default)]
+    pub used: Quantities,
+    /// What it lent re-delegations out of `limits`: no longer its to spend.
+    #[serde(default)]
+    pub lent: Quantities,
     pub expires_at: Option<i64>,
     pub revoked: bool,
     pub revoke_reason: Option<String>,
@@ -163,6 +174,13 @@ impl Grant {
         }
     }
 
+    /// What it has left of `limits`, after its actions and what it lent.
+    pub fn limits_left(&self) -> GrantLimits {
+        let mut taken = self.used.clone();
+        taken.add(&self.lent);
+        self.limits.left(&taken)
+    }
+
     /// Uses left to spend (`None`: unlimited).
     pub fn remaining(&self) -> Option<u64> {
         self.max_uses.map(|m| m.saturating_sub(self.uses + self.reserved))
@@ -183,6 +201,20 @@ impl Grant {
         }
     }
 
+    /// Its budgets as the SDK sends them: `max_actions` (its `max_uses`) and `limits`.
+    pub fn budgets_view(&self) -> Value {
+        let mut v = json!(self.limits);
+        v["max_actions"] = json!(self.max_uses);
+        v
+    }
+
+    /// What its actions used: their count and what they took from `limits`.
+    pub fn consumed_view(&self) -> Value {
+        let mut v = json!(self.used);
+        v["actions"] = json!(self.uses);
+        v
+    }
+
     pub fn view(&self, now: i64) -> Value {
         json!({
             "grant_id": self.grant_id,
@@ -197,6 +229,9 @@ impl Grant {
             "uses": self.uses,
             "max_uses": self.max_uses,
             "remaining_uses": self.remaining(),
+            "budgets": self.budgets_view(),
+            "consumed": self.consumed_view(),
+            "lent": self.lent,
             "expires_at": self.expires_at.map(iso),
             "instruction": self.instruction,
             "constraints": self.constraints,
@@ -862,12 +897,14 @@ pub fn facts(
             problem: grant_problem(state, agents, g, agent_id, Some(action_type), now),
             scopes: g.scopes.clone(),
             action_types: g.action_types.clone(),
+            left: g.limits_left(),
         },
         None => GrantFacts {
             grant_id: id.to_owned(),
             problem: Some("no grant by this id is in force in this workspace (an ended one is no longer held)".into()),
             scopes: Vec::new(),
             action_types: Vec::new(),
+            left: GrantLimits::default(),
         },
     });
     let freshness = settings.approval_freshness_ms();
@@ -917,6 +954,9 @@ pub fn apply(state: &mut AuthorityState, d: &Decision, grant_id: Option<&str>, o
     let mut ch = Changes::default();
     if let Some(g) = d.authority.grant_used.as_deref().and_then(|id| state.grants.get_mut(id)) {
         g.uses += 1;
+        if let Some(taken) = &d.authority.grant_charge {
+            g.used.add(taken);
+        }
         g.version += 1;
         ch.records.push(g.to_record(o.workspace_id, now));
     }
@@ -924,7 +964,7 @@ pub fn apply(state: &mut AuthorityState, d: &Decision, grant_id: Option<&str>, o
         ch.delegation = Some(json!({
             "grant_id": g.grant_id,
             "source_agent_id": g.source_agent_id,
-            "budget": { "used": g.uses, "budget": { "max_actions": g.max_uses } },
+            "budget": { "used": g.uses, "budget": g.budgets_view(), "consumed": g.consumed_view() },
         }));
     }
     if let Some(mut e) = d.authority.approved_by.as_deref().and_then(|id| state.escalations.get_mut(id)) {
@@ -1214,6 +1254,9 @@ mod tests {
             max_uses: None,
             uses: 0,
             reserved: 0,
+            limits: Default::default(),
+            used: Default::default(),
+            lent: Default::default(),
             expires_at: None,
             revoked: false,
             revoke_reason: None,

@@ -240,7 +240,7 @@ fn resolved_fields(e: &Escalation) -> Value {
 /// `charge`, the action's cost, in the same transaction. Refused (`409`) when the
 /// charge would take the session past a budget, or the session is over: the approver
 /// may reject it instead. A commit refused because another node changed the session or
-/// the escalation meanwhile is made again from the store's copies.
+/// the escalation meanwhile is made again from the store's copies, after a short pause.
 async fn approve_charging(
     state: &AppState,
     ws: &WorkspaceState,
@@ -253,54 +253,104 @@ async fn approve_charging(
     let fresh = freshness_ms(ws);
     let mut attempt = 1;
     loop {
-        let now = state.now_ms();
-        let (txn, view) = {
-            let mut guard = ws.live.lock();
-            let LiveState { sessions, authority, .. } = &mut *guard;
-            let mut e = authority.escalations.get_mut(id).ok_or_else(|| ApiError::not_found("escalation", id))?;
-            check_resolvable(&e, key_id, now)?;
-            let session = sessions
-                .get_mut(session_id)
-                .ok_or_else(|| ApiError::new(Code::Conflict, format!("session `{session_id}` of escalation `{id}` is not held here; try again")))?;
-            if let Some(why) = crate::authority::closed_session_reason(session).or_else(|| crate::authority::past_ttl_reason(session, now)) {
-                return Err(ApiError::new(Code::Conflict, format!("escalation `{id}` can no longer be approved: {why}")));
-            }
-            if let Some(why) = praetor_core::session::exceeded(&crate::pipeline::session_facts(session), charge) {
-                return Err(ApiError::new(
-                    Code::Conflict,
-                    format!("approving escalation `{id}` would take session `{session_id}` past its budget: {why}; reject it instead, or leave it to expire"),
-                ));
-            }
-            record_resolution(&mut e, "approved", reason.as_ref(), key_id, now, fresh);
-            e.charged_at_approval = true;
-            let record = touched(&mut *e, &ws.workspace_id, now);
-            let prior_etag = std::mem::replace(&mut session.etag, crate::secrets::new_id("etag"));
-            session.consumed.add(charge);
-            session.version += 1;
-            let mut fields = resolved_fields(&e);
-            fields["session_id"] = json!(session_id);
-            fields["session_charge"] = crate::sessions::charge_view(charge);
-            fields["session_consumed"] = json!(session.consumed);
-            let mutations = vec![
-                Mutation::Expect { workspace_id: ws.workspace_id.clone(), of: Guarded::Session, id: session_id.to_owned(), etag: prior_etag },
-                Mutation::PutSession(session.clone()),
-                Mutation::PutObject(record),
-            ];
-            let seal = vec![crate::events::event(&ws.workspace_id, "escalation.resolved", Some(key_id), now, fields)];
-            (Txn { mutations, seal }, e.view(now, fresh))
+        let (pending, view, undo) = {
+            // In the decision order, as a decision's charge is: a decision on this node
+            // made after this change reaches the writer after it, and its etag guard
+            // expects what this one writes.
+            let _order = ws.decision_order.lock();
+            let (txn, view, undo) = approve_in_memory(ws, id, session_id, charge, reason.as_ref(), key_id, state.now_ms(), fresh)?;
+            (state.submit(txn), view, undo)
         };
-        let Err(err) = state.commit(txn).await else { return Ok(view) };
-        // Memory ran ahead of the store: read the session and the escalation back.
-        crate::pipeline::resync(state, ws, &[], &[session_id.to_owned()]).await?;
-        crate::pipeline::resync_objects(state, ws, &[(Escalation::KIND.to_owned(), id.to_owned())]).await?;
+        let Err(err) = pending.await else { return Ok(view) };
+        // Memory ran ahead of the store: put it back as it was, so that no read shows
+        // an approval (`allow`) or a charge the store does not hold, even if the store
+        // cannot be read now.
+        undo.apply(ws);
         match err {
             StoreError::Stale(what) if attempt < crate::authority::UPDATE_ATTEMPTS => {
+                crate::pipeline::resync(state, ws, &[], &[session_id.to_owned()]).await?;
+                crate::pipeline::resync_objects(state, ws, &[(Escalation::KIND.to_owned(), id.to_owned())]).await?;
                 attempt += 1;
                 tracing::debug!(workspace_id = %ws.workspace_id, %what, attempt, "approving an escalation whose session changed elsewhere; again");
+                tokio::time::sleep(std::time::Duration::from_micros(crate::secrets::jitter(200 << attempt.min(6)))).await;
             }
             other => return Err(other.into()),
         }
     }
+}
+
+/// The escalation and the session as they were before an approval changed them in
+/// memory, to put back if its commit fails.
+struct Undo {
+    escalation: Escalation,
+    session: praetor_store::Session,
+    /// What the approval made them: only a copy still as the approval left it is put
+    /// back (a reload or a later change since is newer than both).
+    escalation_version: u64,
+    session_etag: String,
+}
+
+impl Undo {
+    fn apply(self, ws: &WorkspaceState) {
+        let mut guard = ws.live.lock();
+        let LiveState { sessions, authority, .. } = &mut *guard;
+        if let Some(mut e) = authority.escalations.get_mut(&self.escalation.escalation_id).filter(|e| e.version == self.escalation_version) {
+            *e = self.escalation;
+        }
+        if let Some(s) = sessions.get_mut(&self.session.session_id).filter(|s| s.etag == self.session_etag) {
+            *s = self.session;
+        }
+    }
+}
+
+/// `approve_charging`'s change in memory, under the live lock: checks, then the
+/// approval and the charge, with what to commit, the view and how to undo it.
+#[allow(clippy::too_many_arguments)]
+fn approve_in_memory(
+    ws: &WorkspaceState,
+    id: &str,
+    session_id: &str,
+    charge: &Charge,
+    reason: Option<&String>,
+    key_id: &str,
+    now: i64,
+    fresh: i64,
+) -> ApiResult<(Txn, Value, Undo)> {
+    let mut guard = ws.live.lock();
+    let LiveState { sessions, authority, .. } = &mut *guard;
+    let mut e = authority.escalations.get_mut(id).ok_or_else(|| ApiError::not_found("escalation", id))?;
+    check_resolvable(&e, key_id, now)?;
+    let session = sessions
+        .get_mut(session_id)
+        .ok_or_else(|| ApiError::new(Code::Conflict, format!("session `{session_id}` of escalation `{id}` is not held here; try again")))?;
+    if let Some(why) = crate::authority::closed_session_reason(session).or_else(|| crate::authority::past_ttl_reason(session, now)) {
+        return Err(ApiError::new(Code::Conflict, format!("escalation `{id}` can no longer be approved: {why}")));
+    }
+    if let Some(why) = praetor_core::session::exceeded(&crate::pipeline::session_facts(session), charge) {
+        return Err(ApiError::new(
+            Code::Conflict,
+            format!("approving escalation `{id}` would take session `{session_id}` past its budget: {why}; reject it instead, or leave it to expire"),
+        ));
+    }
+    let (escalation_before, session_before) = (e.clone(), session.clone());
+    record_resolution(&mut e, "approved", reason, key_id, now, fresh);
+    e.charged_at_approval = true;
+    let record = touched(&mut *e, &ws.workspace_id, now);
+    let prior_etag = std::mem::replace(&mut session.etag, crate::secrets::new_id("etag"));
+    session.consumed.add(charge);
+    session.version += 1;
+    let mut fields = resolved_fields(&e);
+    fields["session_id"] = json!(session_id);
+    fields["session_charge"] = crate::sessions::charge_view(charge);
+    fields["session_consumed"] = json!(session.consumed);
+    let mutations = vec![
+        Mutation::Expect { workspace_id: ws.workspace_id.clone(), of: Guarded::Session, id: session_id.to_owned(), etag: prior_etag },
+        Mutation::PutSession(session.clone()),
+        Mutation::PutObject(record),
+    ];
+    let seal = vec![crate::events::event(&ws.workspace_id, "escalation.resolved", Some(key_id), now, fields)];
+    let undo = Undo { escalation: escalation_before, session: session_before, escalation_version: e.version, session_etag: session.etag.clone() };
+    Ok((Txn { mutations, seal }, e.view(now, fresh), undo))
 }
 
 /// Escalations that can no longer change a decision (resolved, expired, used, or

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use praetor_core::glob::Glob;
+use praetor_core::grant_budget::GrantLimits;
 use praetor_store::ObjectRecord;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -104,20 +105,40 @@ pub struct DelegateBody {
     constraints: Option<Value>,
 }
 
+/// A delegation's budgets, as the xybern SDK sends them: `max_actions` (as `max_uses`),
+/// and totals over the actions allowed through the grant (`praetor_core::grant_budget`).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct GrantBudgets {
     #[serde(default)]
     max_actions: Option<u64>,
-    /// Budgets the xybern SDK may send that this server does not enforce on a grant:
-    /// named so that they are refused with a reason, not ignored (a limit the operator
-    /// believes in and nothing enforces is worse than none).
+    /// `{CUR: n}`; read into `GrantLimits` (`grant_limits`), naming the field on error.
     #[serde(default)]
     max_amount: Option<Value>,
     #[serde(default)]
-    max_rows: Option<Value>,
+    max_rows: Option<u64>,
     #[serde(default)]
-    max_recipients: Option<Value>,
+    max_recipients: Option<u64>,
+}
+
+/// The limits `budgets` sets beyond the count of actions, checked: `max_amount` a map of
+/// currency codes to non-negative decimals, at most `LIST_MAX` of them.
+fn grant_limits(budgets: &GrantBudgets) -> ApiResult<GrantLimits> {
+    let max_amount = match &budgets.max_amount {
+        None | Some(Value::Null) => Default::default(),
+        Some(v) => {
+            let read: GrantLimits = serde_json::from_value(json!({ "max_amount": v }))
+                .map_err(|e| ApiError::invalid("budgets.max_amount", format!("must map currency codes to non-negative amounts: {e}")))?;
+            read.max_amount
+        }
+    };
+    if max_amount.len() > limits::LIST_MAX {
+        return Err(ApiError::invalid("budgets.max_amount", format!("names {} currencies; the limit is {}", max_amount.len(), limits::LIST_MAX)));
+    }
+    if let Some(bad) = max_amount.keys().find(|c| !praetor_core::session::is_currency_code(c)) {
+        return Err(ApiError::invalid(&format!("budgets.max_amount.{bad}"), format!("is not a currency code ({})", praetor_core::session::CURRENCY_CODE_SHAPE)));
+    }
+    Ok(GrantLimits { max_amount, max_rows: budgets.max_rows, max_recipients: budgets.max_recipients })
 }
 
 /// The field of the `i`th of a delegation's scopes followed by its action types.
@@ -167,12 +188,7 @@ pub async fn delegate(
     }
     let now = state.now_ms();
     let ttl = duration_ms("duration_minutes", b.duration_seconds, b.duration_minutes, b.ttl_hours)?;
-    if let Some(budgets) = &b.budgets {
-        let unenforced = [("max_amount", &budgets.max_amount), ("max_rows", &budgets.max_rows), ("max_recipients", &budgets.max_recipients)];
-        if let Some((name, _)) = unenforced.iter().find(|(_, v)| v.as_ref().is_some_and(|v| !v.is_null())) {
-            return Err(ApiError::invalid(&format!("budgets.{name}"), "is not enforced on grants by this server (a grant's budget counts actions: `max_actions`, or `max_uses`); refused rather than ignored"));
-        }
-    }
+    let mut limits = b.budgets.as_ref().map(grant_limits).transpose()?.unwrap_or_default();
     // A grant of no uses is ended when it is made.
     if b.max_uses == Some(0) {
         return Err(ApiError::invalid("max_uses", "must be at least 1"));
@@ -221,14 +237,22 @@ pub async fn delegate(
                 return Err(ApiError::invalid(&scope_field(&b, i), format!("`{s}` is not within the parent grant's scopes")));
             }
         }
+        // Every check before the parent changes: a refusal leaves it as it was.
         if let Some(left) = parent.remaining() {
             let asked = max_uses.unwrap_or(left);
             if asked > left {
                 return Err(ApiError::invalid("max_uses", format!("{asked} exceeds the {left} uses the parent grant has left")));
             }
             max_uses = Some(asked);
-            parent.reserved += asked;
         }
+        // Amounts, rows and recipients too: what the child does not set it is lent all
+        // the parent has left of, as with uses.
+        let limits_left = parent.limits_left();
+        limits = limits_left.carve(&limits).map_err(|e| ApiError::invalid(e.field, e.message))?;
+        if parent.remaining().is_some() {
+            parent.reserved += max_uses.unwrap_or(0);
+        }
+        parent.lent.add(&limits_left.lent_to(&limits));
         expires_at = match (expires_at, parent.expires_at) {
             (Some(a), Some(p)) => Some(a.min(p)),
             (a, p) => a.or(p),
@@ -245,6 +269,9 @@ pub async fn delegate(
         max_uses,
         uses: 0,
         reserved: 0,
+        limits,
+        used: Default::default(),
+        lent: Default::default(),
         expires_at,
         revoked: false,
         revoke_reason: None,

@@ -426,6 +426,91 @@ async fn every_grantor_along_a_chain_must_be_active_and_not_denied() {
     assert_error(&s.post("/api/v1/enforce/delegate", &s.admin_key, &redelegate).await, 400, "invalid_field");
 }
 
+/// The xybern SDK's delegation budgets beyond the count of actions: `max_amount` per
+/// currency, `max_rows` and `max_recipients` are totals over the actions allowed through
+/// the grant, read from their metadata; past what is left, or unreadable, is refused;
+/// a re-delegation is carved out of what its parent has left.
+#[tokio::test]
+async fn a_grants_amount_row_and_recipient_budgets_are_totals_over_its_actions() {
+    let s = TestServer::start().await;
+    let (_, lead) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "lead", "scopes": ["pay.*", "mail.*", "db.*"] })).await;
+    let lead = lead["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let aide = s.agent("aide").await;
+    let intern = s.agent("intern").await;
+    let budgets = json!({ "max_actions": 20, "max_amount": { "USD": "100" }, "max_rows": 50, "max_recipients": 3 });
+    let (status, g) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": lead, "target_agent_id": aide, "scopes": ["pay.*", "mail.*", "db.*"], "budgets": budgets })).await;
+    assert_eq!(status, StatusCode::OK, "{g}");
+    assert_eq!(g["grant"]["budgets"], json!({ "max_actions": 20, "max_amount": { "USD": "100" }, "max_rows": 50, "max_recipients": 3 }), "{g}");
+    let grant = g["grant_id"].as_str().unwrap().to_owned();
+    let through = |action_type: &str, metadata: Value| json!({ "action_type": action_type, "agent_id": aide, "grant_id": grant, "metadata": metadata });
+    let decide = |body: Value| async { s.intercept(body).await };
+
+    let paid = decide(through("pay.send", json!({ "amount": "60.25", "currency": "USD" }))).await;
+    assert_eq!(paid["decision"], "allow", "{paid}");
+    assert_eq!(paid["delegation"]["budget"]["consumed"]["amount"], json!({ "USD": "60.25" }), "{paid}");
+    let over = decide(through("pay.send", json!({ "amount": 40, "currency": "USD" }))).await;
+    assert_eq!(over["decision"], "block", "{over}");
+    assert_eq!(over["policies_triggered"][0]["policy_id"], "__grant", "{over}");
+    assert!(over["reasoning"].as_str().unwrap().contains("max_amount.USD"), "{over}");
+    assert_eq!(decide(through("pay.send", json!({ "amount": "39.75", "currency": "USD" }))).await["decision"], "allow", "exactly what is left");
+    // A currency the budget does not name, or none, cannot be counted.
+    for metadata in [json!({ "amount": 1, "currency": "EUR" }), json!({ "amount": 1 })] {
+        let refused = decide(through("pay.send", metadata.clone())).await;
+        assert_eq!(refused["decision"], "block", "{metadata}: {refused}");
+        assert!(refused["reasoning"].as_str().unwrap().contains("metadata.currency"), "{refused}");
+    }
+    // Recipients: a list counts its length, a number is a count.
+    assert_eq!(decide(through("mail.send", json!({ "recipients": ["a@example.com", "b@example.com"] }))).await["decision"], "allow");
+    let over = decide(through("mail.send", json!({ "recipients": 2 }))).await;
+    assert!(over["decision"] == "block" && over["reasoning"].as_str().unwrap().contains("max_recipients"), "{over}");
+    assert_eq!(decide(through("mail.send", json!({ "recipients": 1 }))).await["decision"], "allow");
+    // Rows, and a row count that cannot be read.
+    assert_eq!(decide(through("db.export", json!({ "rows": 50 }))).await["decision"], "allow");
+    let unread = decide(through("db.export", json!({ "rows": "some" }))).await;
+    assert!(unread["decision"] == "block" && unread["reasoning"].as_str().unwrap().contains("metadata.rows"), "{unread}");
+    let none_left = decide(through("db.export", json!({ "rows": 1 }))).await;
+    assert!(none_left["decision"] == "block" && none_left["reasoning"].as_str().unwrap().contains("max_rows"), "{none_left}");
+    // Actions that state nothing take nothing; each one still counts as a use.
+    let plain = decide(through("db.ping", json!({}))).await;
+    assert_eq!(plain["decision"], "allow", "{plain}");
+    assert_eq!(plain["delegation"]["budget"]["consumed"], json!({ "actions": 6, "amount": { "USD": "100" }, "rows": 50, "recipients": 3 }), "{plain}");
+    let (_, v) = s.post("/api/v1/enforce/delegate/verify", &s.admin_key, &json!({ "grant_id": grant })).await;
+    assert_eq!(v["grant"]["consumed"]["recipients"], 3, "{v}");
+
+    // Re-delegation: carved out of what the parent has left, unset limits inherit it.
+    let (_, g) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": lead, "target_agent_id": aide, "scopes": ["pay.*"], "budgets": { "max_amount": { "USD": 100 }, "max_rows": 10 } })).await;
+    let parent = g["grant_id"].as_str().unwrap().to_owned();
+    let redelegate = |budgets: Value| json!({ "source_agent_id": aide, "target_agent_id": intern, "scopes": ["pay.*"], "parent_grant_id": parent, "budgets": budgets });
+    for (budgets, field) in [(json!({ "max_amount": { "USD": 101 } }), "budgets.max_amount"), (json!({ "max_amount": { "EUR": 1 } }), "budgets.max_amount"), (json!({ "max_rows": 11 }), "budgets.max_rows")] {
+        let refused = s.post("/api/v1/enforce/delegate", &s.admin_key, &redelegate(budgets.clone())).await;
+        assert_error(&refused, 400, "invalid_field");
+        assert!(refused.1["error"]["message"].as_str().unwrap().contains(field), "{budgets}: {}", refused.1);
+    }
+    let (status, child) = s.post("/api/v1/enforce/delegate", &s.admin_key, &redelegate(json!({ "max_amount": { "USD": 30 } }))).await;
+    assert_eq!(status, StatusCode::OK, "{child}");
+    assert_eq!(child["grant"]["budgets"], json!({ "max_actions": null, "max_amount": { "USD": "30" }, "max_rows": 10 }), "{child}");
+    let child = child["grant_id"].as_str().unwrap().to_owned();
+    // The parent lent 30 USD and all its rows.
+    let pay = |agent: &str, grant: &str, amount: u32| json!({ "action_type": "pay.send", "agent_id": agent, "grant_id": grant, "metadata": { "amount": amount, "currency": "USD", "rows": 0 } });
+    assert_eq!(decide(pay(&aide, &parent, 71)).await["decision"], "block");
+    assert_eq!(decide(pay(&aide, &parent, 70)).await["decision"], "allow");
+    assert_eq!(decide(pay(&intern, &child, 31)).await["decision"], "block");
+    assert_eq!(decide(pay(&intern, &child, 30)).await["decision"], "allow");
+
+    // Bad budgets are refused, naming the field.
+    for (budgets, field) in [
+        (json!({ "max_amount": 5 }), "budgets.max_amount"),
+        (json!({ "max_amount": { "USD": -1 } }), "budgets.max_amount"),
+        (json!({ "max_amount": { "US$": 1 } }), "budgets.max_amount.US$"),
+        (json!({ "max_rows": -1 }), "max_rows"),
+    ] {
+        let body = json!({ "source_agent_id": lead, "target_agent_id": aide, "scopes": ["pay.*"], "budgets": budgets });
+        let refused = s.post("/api/v1/enforce/delegate", &s.admin_key, &body).await;
+        assert_error(&refused, 400, "invalid_field");
+        assert!(refused.1["error"]["message"].as_str().unwrap().contains(field), "{budgets}: {}", refused.1);
+    }
+}
+
 /// A `borrower` agent holding a grant of `pay.*` from a `lender`: the borrower and the grant.
 async fn lend_pay(s: &TestServer) -> (String, String) {
     let (_, a) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "lender", "scopes": ["pay.*"] })).await;

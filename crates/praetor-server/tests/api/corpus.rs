@@ -100,7 +100,8 @@ async fn run_case(case: &Value) -> Result<(), String> {
         if let Some(g) = auth.get("grant").filter(|v| !v.is_null()) {
             let (_, grantor) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "corpus-grantor", "scopes": ["*"] })).await;
             let grantor = grantor["agent"]["agent_id"].clone();
-            let body = strip_nulls(json!({ "source_agent_id": grantor, "target_agent_id": agent, "scopes": g["scopes"], "action_types": g["action_types"] }));
+            // What a case says the grant has left is what a fresh grant holds.
+            let body = strip_nulls(json!({ "source_agent_id": grantor, "target_agent_id": agent, "scopes": g["scopes"], "action_types": g["action_types"], "budgets": g["left"] }));
             let (st, answer) = s.post("/api/v1/enforce/delegate", &s.admin_key, &body).await;
             if st != 200 {
                 return Err(format!("grant refused: {answer}"));

@@ -314,6 +314,7 @@ async fn an_approval_is_charged_to_its_session() {
     assert_eq!(consumed_eur(&s, &session).await, (1, "500".to_owned()));
     assert_eq!(approve(&s, &approver, &second).await.0, StatusCode::OK);
     assert_eq!(consumed_eur(&s, &session).await, (2, "1000".to_owned()));
+    assert_eq!(stored_eur(&s, &session).await, (2, "1000".to_owned()), "the store holds the charges");
 
     // 1,500 EUR would pass the budget: refused, nothing charged, still pending.
     let refused = approve(&s, &approver, &third).await;
@@ -329,6 +330,7 @@ async fn an_approval_is_charged_to_its_session() {
     assert_eq!(retry["decision"], "allow", "{retry}");
     assert_eq!(retry["approved_by"]["escalation_id"], json!(first), "{retry}");
     assert_eq!(consumed_eur(&s, &session).await, (2, "1000".to_owned()), "the approval paid for it");
+    assert_eq!(stored_eur(&s, &session).await, (2, "1000".to_owned()));
 
     // A rejection costs nothing.
     let (code, body) = s.post(&format!("/api/v1/enforce/escalations/{third}/resolve"), &approver, &json!({ "resolution": "rejected" })).await;
@@ -343,6 +345,41 @@ async fn an_approval_is_charged_to_its_session() {
     assert_eq!(sealed["session_id"], json!(session), "{sealed}");
     assert_eq!(sealed["session_charge"]["spend"]["EUR"], "500", "{sealed}");
     assert_eq!(sealed["session_consumed"]["actions"], 1, "{sealed}");
+}
+
+/// The session's consumed actions and EUR spend as the store holds them.
+async fn stored_eur(s: &TestServer, session: &str) -> (u64, String) {
+    let st = s.state.store.session_state(&s.state.workspace_ids()[0], session, 0, 0).await.unwrap().unwrap();
+    (st.session.consumed.actions, st.session.consumed.spend.get("EUR").map_or("0".to_owned(), |d| d.to_string()))
+}
+
+/// An approval whose commit fails (the store, not another node) leaves nothing behind
+/// in memory: the escalation still reads pending (never `allow`, which the SDK would act
+/// on) and the session uncharged, here and in the store; once the store works, the
+/// approval charges the session once.
+#[tokio::test]
+async fn an_approval_whose_commit_fails_leaves_nothing_approved_or_charged() {
+    let (s, approver) = setup().await;
+    let agent = s.agent("runner").await;
+    let session = start_session(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "EUR": 1200 } } })).await;
+    let esc = escalate(&s, &agent, Some(&session)).await;
+    let db = rusqlite::Connection::open(s.dir.path().join("praetor.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER fail_insert BEFORE INSERT ON objects WHEN NEW.kind = 'escalation' BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;
+         CREATE TRIGGER fail_update BEFORE UPDATE ON objects WHEN NEW.kind = 'escalation' BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
+    )
+    .unwrap();
+    let (code, body) = approve(&s, &approver, &esc).await;
+    assert!(code.is_server_error(), "{code}: {body}");
+    let st = status_of(&s, &esc).await;
+    assert_eq!((st["status"].as_str(), st["decision"].as_str()), (Some("pending"), Some("pending")), "{st}");
+    assert_eq!(consumed_eur(&s, &session).await, (0, "0".to_owned()));
+    assert_eq!(stored_eur(&s, &session).await, (0, "0".to_owned()));
+    db.execute_batch("DROP TRIGGER fail_insert; DROP TRIGGER fail_update;").unwrap();
+    let (code, body) = approve(&s, &approver, &esc).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(status_of(&s, &esc).await["decision"], "allow");
+    assert_eq!(stored_eur(&s, &session).await, (1, "500".to_owned()));
 }
 
 /// An approval's charge is guarded by the session's etag: when another node charged the

@@ -1,0 +1,250 @@
+//! A delegation grant's budgets beyond its count of uses: the xybern SDK's
+//! `budgets.max_amount` (`{CUR: n}`), `max_rows` and `max_recipients`. Each is a total
+//! over every action allowed through the grant, and an action takes from it what its
+//! metadata says:
+//!
+//! - `max_amount`: `metadata.amount` in `metadata.currency`, read as a session reads a
+//!   spend (`session::spend_of`: an exact decimal, a currency code written as one, and a
+//!   currency the budget names; with an amount, the currency is required);
+//! - `max_rows`: `metadata.rows`, a non-negative integer;
+//! - `max_recipients`: `metadata.recipients`, a list (its length counts) or a
+//!   non-negative integer (a count).
+//!
+//! A quantity is read only when the grant limits it, and an action that does not state
+//! it takes none of it: like a session's spend, the budget counts what actions declare.
+//! A quantity that cannot be read is refused (it cannot be counted), and so is one past
+//! what the grant has left. A re-delegation is carved out of what its parent has left.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::action::ActionRequest;
+use crate::session::{ChargeError, decimal_map, spend_of};
+
+/// Limits on a grant's totals; absent or empty ones are unlimited. A grant's own
+/// limits, or what it has left of them (`left`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantLimits {
+    /// Per currency code, e.g. `{"USD": "500"}`; serialised as decimal strings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "decimal_map")]
+    pub max_amount: BTreeMap<String, Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_recipients: Option<u64>,
+}
+
+/// Totals taken from a grant's limits: what its actions used, what it lent to
+/// re-delegations, or what one action takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quantities {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "decimal_map")]
+    pub amount: BTreeMap<String, Decimal>,
+    #[serde(default)]
+    pub rows: u64,
+    #[serde(default)]
+    pub recipients: u64,
+}
+
+impl Quantities {
+    pub fn is_zero(&self) -> bool {
+        self.amount.values().all(Decimal::is_zero) && self.rows == 0 && self.recipients == 0
+    }
+
+    /// Add `other`. The sums saturate: an agent chooses the quantities, and a sum that
+    /// overflowed would panic or read as little used; a saturated sum is past any limit.
+    pub fn add(&mut self, other: &Quantities) {
+        for (cur, n) in &other.amount {
+            let total = self.amount.entry(cur.clone()).or_default();
+            *total = total.saturating_add(*n);
+        }
+        self.rows = self.rows.saturating_add(other.rows);
+        self.recipients = self.recipients.saturating_add(other.recipients);
+    }
+}
+
+impl GrantLimits {
+    /// Whether nothing beyond uses is limited.
+    pub fn is_unlimited(&self) -> bool {
+        self.max_amount.is_empty() && self.max_rows.is_none() && self.max_recipients.is_none()
+    }
+
+    /// What is left of these limits once `taken` is used (never below zero).
+    pub fn left(&self, taken: &Quantities) -> GrantLimits {
+        GrantLimits {
+            max_amount: self
+                .max_amount
+                .iter()
+                .map(|(cur, max)| (cur.clone(), (*max - taken.amount.get(cur).copied().unwrap_or_default()).max(Decimal::ZERO)))
+                .collect(),
+            max_rows: self.max_rows.map(|m| m.saturating_sub(taken.rows)),
+            max_recipients: self.max_recipients.map(|m| m.saturating_sub(taken.recipients)),
+        }
+    }
+
+    /// Why a re-delegation asking for `asked` cannot be carved out of these (what its
+    /// parent has left): the field and the problem. A limit the child does not set is
+    /// given all that is left (`inherit`), as its uses are.
+    pub fn carve(&self, asked: &GrantLimits) -> Result<GrantLimits, ChargeError> {
+        let mut out = asked.clone();
+        for (cur, left) in &self.max_amount {
+            match asked.max_amount.get(cur) {
+                Some(n) if n > left => {
+                    return Err(ChargeError { field: "budgets.max_amount", message: format!("{n} {cur} exceeds the {left} {cur} the parent grant has left") });
+                }
+                Some(_) => {}
+                None => {
+                    out.max_amount.insert(cur.clone(), *left);
+                }
+            }
+        }
+        if let Some(cur) = asked.max_amount.keys().find(|c| !self.max_amount.is_empty() && !self.max_amount.contains_key(*c)) {
+            return Err(ChargeError { field: "budgets.max_amount", message: format!("`{cur}` is not a currency the parent grant may spend") });
+        }
+        out.max_rows = carve_count("budgets.max_rows", self.max_rows, asked.max_rows)?;
+        out.max_recipients = carve_count("budgets.max_recipients", self.max_recipients, asked.max_recipients)?;
+        Ok(out)
+    }
+
+    /// What a grant with these limits lends a re-delegation given `child` limits.
+    pub fn lent_to(&self, child: &GrantLimits) -> Quantities {
+        Quantities {
+            amount: self.max_amount.keys().filter_map(|c| Some((c.clone(), *child.max_amount.get(c)?))).collect(),
+            rows: self.max_rows.and(child.max_rows).unwrap_or(0),
+            recipients: self.max_recipients.and(child.max_recipients).unwrap_or(0),
+        }
+    }
+}
+
+fn carve_count(field: &'static str, left: Option<u64>, asked: Option<u64>) -> Result<Option<u64>, ChargeError> {
+    match (left, asked) {
+        (Some(l), Some(a)) if a > l => Err(ChargeError { field, message: format!("{a} exceeds the {l} the parent grant has left") }),
+        (Some(l), None) => Ok(Some(l)),
+        (_, a) => Ok(a),
+    }
+}
+
+/// What `request` takes from a grant that has `left`: only the quantities it limits.
+pub fn charge_for(request: &ActionRequest, left: &GrantLimits) -> Result<Quantities, ChargeError> {
+    let md = &request.metadata;
+    let mut q = Quantities::default();
+    if !left.max_amount.is_empty()
+        && let Some((cur, n)) = spend_of(md, &left.max_amount, "the grant's `max_amount`")?
+    {
+        q.amount.insert(cur, n);
+    }
+    if left.max_rows.is_some() {
+        q.rows = match md.get("rows") {
+            None | Some(Value::Null) => 0,
+            Some(v) => v.as_u64().ok_or_else(|| ChargeError { field: "metadata.rows", message: format!("`{v}` is not a non-negative integer") })?,
+        };
+    }
+    if left.max_recipients.is_some() {
+        q.recipients = match md.get("recipients") {
+            None | Some(Value::Null) => 0,
+            Some(Value::Array(list)) => list.len() as u64,
+            Some(v) => v.as_u64().ok_or_else(|| ChargeError {
+                field: "metadata.recipients",
+                message: format!("`{v}` is neither a list of recipients nor a non-negative count"),
+            })?,
+        };
+    }
+    Ok(q)
+}
+
+/// The limit `charge` would pass, named with what is left, if any.
+pub fn exceeded(left: &GrantLimits, charge: &Quantities) -> Option<String> {
+    for (cur, n) in &charge.amount {
+        if let Some(l) = left.max_amount.get(cur)
+            && n > l
+        {
+            return Some(format!("`max_amount.{cur}`: {n} {cur} asked, {l} {cur} left"));
+        }
+    }
+    if let Some(l) = left.max_rows
+        && charge.rows > l
+    {
+        return Some(format!("`max_rows`: {} rows asked, {l} left", charge.rows));
+    }
+    if let Some(l) = left.max_recipients
+        && charge.recipients > l
+    {
+        return Some(format!("`max_recipients`: {} recipients asked, {l} left", charge.recipients));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(metadata: Value) -> ActionRequest {
+        ActionRequest { action_type: "pay".into(), metadata: metadata.as_object().cloned().unwrap_or_default(), ..ActionRequest::default() }
+    }
+
+    fn limits(v: Value) -> GrantLimits {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn only_the_quantities_a_grant_limits_are_read() {
+        let odd = request(json!({ "amount": "lots", "rows": -1, "recipients": "everyone" }));
+        assert_eq!(charge_for(&odd, &GrantLimits::default()).unwrap(), Quantities::default());
+        let e = charge_for(&odd, &limits(json!({ "max_rows": 5 }))).unwrap_err();
+        assert_eq!(e.field, "metadata.rows");
+        let e = charge_for(&odd, &limits(json!({ "max_recipients": 5 }))).unwrap_err();
+        assert_eq!(e.field, "metadata.recipients");
+        let e = charge_for(&odd, &limits(json!({ "max_amount": { "USD": 5 } }))).unwrap_err();
+        assert_eq!(e.field, "metadata.amount");
+    }
+
+    #[test]
+    fn amounts_rows_and_recipients_are_read_and_checked() {
+        let left = limits(json!({ "max_amount": { "USD": "100.50" }, "max_rows": 10, "max_recipients": 2 }));
+        let q = charge_for(&request(json!({ "amount": "100.50", "currency": "USD", "rows": 10, "recipients": ["a@x", "b@x"] })), &left).unwrap();
+        assert_eq!((q.amount["USD"], q.rows, q.recipients), (Decimal::new(10050, 2), 10, 2));
+        assert_eq!(exceeded(&left, &q), None, "exactly what is left may be taken");
+        let over = charge_for(&request(json!({ "amount": "100.51", "currency": "USD" })), &left).unwrap();
+        assert!(exceeded(&left, &over).unwrap().contains("max_amount.USD"));
+        let over = charge_for(&request(json!({ "recipients": 3 })), &left).unwrap();
+        assert!(exceeded(&left, &over).unwrap().contains("max_recipients"));
+        let over = charge_for(&request(json!({ "rows": 11 })), &left).unwrap();
+        assert!(exceeded(&left, &over).unwrap().contains("max_rows"));
+        // A currency the budget does not name, or none, cannot be counted.
+        let e = charge_for(&request(json!({ "amount": 1, "currency": "EUR" })), &left).unwrap_err();
+        assert!(e.message.contains("max_amount") && e.message.contains("USD"), "{}", e.message);
+        assert_eq!(charge_for(&request(json!({ "amount": 1 })), &left).unwrap_err().field, "metadata.currency");
+        // An action that states nothing takes nothing.
+        assert!(charge_for(&request(json!({})), &left).unwrap().is_zero());
+    }
+
+    #[test]
+    fn what_is_left_never_goes_below_zero_and_sums_saturate() {
+        let l = limits(json!({ "max_amount": { "USD": 10 }, "max_rows": 3 }));
+        let mut used = Quantities { amount: [("USD".into(), Decimal::from(12))].into(), rows: 5, recipients: 0 };
+        let left = l.left(&used);
+        assert_eq!((left.max_amount["USD"], left.max_rows, left.max_recipients), (Decimal::ZERO, Some(0), None));
+        used.add(&Quantities { amount: [("USD".into(), Decimal::MAX)].into(), rows: u64::MAX, recipients: 1 });
+        assert_eq!((used.amount["USD"], used.rows, used.recipients), (Decimal::MAX, u64::MAX, 1));
+    }
+
+    #[test]
+    fn a_re_delegation_is_carved_out_of_what_is_left() {
+        let left = limits(json!({ "max_amount": { "USD": 100 }, "max_rows": 50 }));
+        // Unset limits inherit what is left; set ones must fit in it.
+        let child = left.carve(&limits(json!({ "max_amount": { "USD": 40 } }))).unwrap();
+        assert_eq!((child.max_amount["USD"], child.max_rows, child.max_recipients), (Decimal::from(40), Some(50), None));
+        assert_eq!(left.lent_to(&child), Quantities { amount: [("USD".into(), Decimal::from(40))].into(), rows: 50, recipients: 0 });
+        assert_eq!(left.carve(&limits(json!({ "max_amount": { "USD": 101 } }))).unwrap_err().field, "budgets.max_amount");
+        assert_eq!(left.carve(&limits(json!({ "max_amount": { "EUR": 1 } }))).unwrap_err().field, "budgets.max_amount");
+        assert_eq!(left.carve(&limits(json!({ "max_rows": 51 }))).unwrap_err().field, "budgets.max_rows");
+        // A limit the parent does not have may be set on the child, and lends nothing.
+        let child = left.carve(&limits(json!({ "max_recipients": 3 }))).unwrap();
+        assert_eq!(left.lent_to(&child).recipients, 0);
+    }
+}
