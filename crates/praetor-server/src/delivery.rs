@@ -401,7 +401,10 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).redirect(reqwest::redirect::Policy::none());
         if !state.config.allow_private_targets {
-            builder = builder.dns_resolver(Arc::new(SafeResolver));
+            // The targets' names are resolved here, by `SafeResolver`, and connected to
+            // directly: a proxy from `HTTP(S)_PROXY` would resolve them itself and reach
+            // whatever address it found (the loopback, the metadata service).
+            builder = builder.dns_resolver(Arc::new(SafeResolver)).no_proxy();
         }
         let client = match builder.build()
         {

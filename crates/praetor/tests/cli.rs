@@ -34,6 +34,10 @@ fn start(dir: &Path) -> Server {
 }
 
 fn start_with(dir: &Path, extra: &[&str]) -> Server {
+    start_with_env(dir, extra, &[])
+}
+
+fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let port = free_port();
     let child = Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
@@ -41,6 +45,7 @@ fn start_with(dir: &Path, extra: &[&str]) -> Server {
         .args(["--checkpoint-interval-ms", "100"])
         .args(extra)
         .env("PRAETOR_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -640,6 +645,36 @@ fn a_delivery_queued_while_the_receiver_is_down_arrives_after_a_restart() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["event"], "decision.allow");
     assert_eq!(v["data"]["decision_id"], d["decision_id"]);
+    drop(s);
+}
+
+/// With private targets refused, deliveries never go through a proxy the environment
+/// names: the proxy, not `SafeResolver`, would resolve the target's name and could reach
+/// the loopback or the metadata service. The delivery is attempted, straight to its
+/// target (a documentation address, routed nowhere, so it fails), without the proxy
+/// seeing a connection.
+#[test]
+fn deliveries_ignore_proxies_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let reached = http_receiver(proxy);
+    let env = [("HTTP_PROXY", proxy_url.as_str()), ("http_proxy", proxy_url.as_str()), ("HTTPS_PROXY", proxy_url.as_str()), ("ALL_PROXY", proxy_url.as_str())];
+    let s = start_with_env(dir.path(), &["--delivery-backoff-ms", "100"], &env);
+    let hook = call("POST", &format!("{}/api/v1/enforce/webhooks", s.base), &s.key,
+        Some(&json!({ "url": "http://203.0.113.10/hook", "events": ["decision.*"] })));
+    assert_eq!(hook["ok"], true, "{hook}");
+    call("POST", &format!("{}/api/v1/enforce/intercept", s.base), &s.key, Some(&json!({ "action_type": "via_proxy" })));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let attempted = loop {
+        let listed = call("GET", &format!("{}/api/v1/enforce/deliveries", s.base), &s.key, None);
+        if let Some(d) = listed["deliveries"].as_array().and_then(|l| l.iter().find(|d| d["attempts"].as_u64().is_some_and(|n| n > 0))) {
+            break d.clone();
+        }
+        assert!(Instant::now() < deadline, "no delivery attempt recorded: {listed}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(reached.try_recv().is_err(), "the proxy was used; the attempt: {attempted}");
     drop(s);
 }
 
