@@ -475,16 +475,24 @@ async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &A
             }
         }
         let (state, client) = (state.clone(), client.clone());
+        let claim = Claim { attempts: d.attempts, until: now + CLAIM_MS };
         tokio::spawn(async move {
-            send_and_record(&state, &client, d).await;
+            send_and_record(&state, &client, d, claim).await;
             drop(slot);
         });
     }
 }
 
+/// What a node's claim on a delivery set (`Mutation::ClaimDelivery`): its outcome is
+/// recorded only while the delivery still stands so.
+struct Claim {
+    attempts: u32,
+    until: i64,
+}
+
 /// One claimed delivery's attempt, and its outcome stored: delivered, retried later
 /// with backoff, or given up as a dead letter.
-async fn send_and_record(state: &AppState, client: &reqwest::Client, mut d: Delivery) {
+async fn send_and_record(state: &AppState, client: &reqwest::Client, mut d: Delivery, claim: Claim) {
     let gone = d.webhook_id.as_ref().is_some_and(|id| {
         state.workspace(&d.workspace_id).is_none_or(|ws| ws.live.lock().authority.webhooks.get(id).is_none_or(|w| w.deleted))
     });
@@ -524,8 +532,14 @@ async fn send_and_record(state: &AppState, client: &reqwest::Client, mut d: Deli
             }
         }
     }
-    if let Err(e) = state.store.commit(Txn { mutations: vec![Mutation::PutDelivery(d)], seal: vec![] }).await {
-        tracing::warn!(error = %e, "cannot record a delivery attempt");
+    let delivery_id = d.delivery_id.clone();
+    let record = Mutation::RecordDeliveryAttempt { delivery: d, claimed_attempts: claim.attempts, claimed_until: claim.until };
+    match state.store.commit(Txn { mutations: vec![record], seal: vec![] }).await {
+        Ok(_) => {}
+        // Another node took the delivery over once the claim ran out, or an operator
+        // queued it again: what was recorded since stands.
+        Err(praetor_store::StoreError::Stale(_)) => tracing::warn!(%delivery_id, "a delivery attempt outlived its claim; its outcome is not recorded"),
+        Err(e) => tracing::warn!(error = %e, %delivery_id, "cannot record a delivery attempt"),
     }
 }
 

@@ -116,6 +116,12 @@ pub enum Mutation {
     /// next attempt to `until`, refused (`Stale`) unless it is still pending with
     /// `attempts` attempts and due at `now`.
     ClaimDelivery { workspace_id: String, delivery_id: String, attempts: u32, now: Millis, until: Millis },
+    /// Record how the attempt a claim started ended (`delivery`, with its new status,
+    /// attempts and next attempt): refused (`Stale`) unless the delivery is still pending
+    /// under that claim, with `claimed_attempts` attempts and due at `claimed_until`. An
+    /// attempt that outlived its claim must not overwrite what the node that took the
+    /// delivery over since recorded.
+    RecordDeliveryAttempt { delivery: Delivery, claimed_attempts: u32, claimed_until: Millis },
     /// Forget change-feed entries older than `before` (every node has long read them).
     PruneChanges { workspace_id: String, before: Millis },
     /// Take or renew the lease `name` until `until`: refused (`Stale`) while another
@@ -150,7 +156,7 @@ impl Mutation {
             Mutation::PutObject(o) => &o.workspace_id,
             Mutation::InsertShadowHit(h) => &h.workspace_id,
             Mutation::InsertViolation(v) => &v.workspace_id,
-            Mutation::PutDelivery(d) => &d.workspace_id,
+            Mutation::PutDelivery(d) | Mutation::RecordDeliveryAttempt { delivery: d, .. } => &d.workspace_id,
             Mutation::PutWorkspaceSettings { workspace_id, .. }
             | Mutation::RevokeApiKey { workspace_id, .. }
             | Mutation::SetTrust { workspace_id, .. }

@@ -254,6 +254,16 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
                 return Err(StoreError::Stale(format!("delivery `{delivery_id}`")));
             }
         }
+        Mutation::RecordDeliveryAttempt { delivery: d, claimed_attempts, claimed_until } => {
+            let recorded = db.execute(
+                "UPDATE deliveries SET status = ?3, attempts = ?4, next_attempt_at = ?5, last_error = ?6, last_status = ?7, delivered_at = ?8
+                 WHERE workspace_id = ?1 AND delivery_id = ?2 AND status = 'pending' AND attempts = ?9 AND next_attempt_at = ?10",
+                args![d.workspace_id, d.delivery_id, d.status, d.attempts, d.next_attempt_at, d.last_error, d.last_status, d.delivered_at, claimed_attempts, claimed_until],
+            )?;
+            if recorded == 0 {
+                return Err(StoreError::Stale(format!("delivery `{}` (its claim ran out, or it was queued again)", d.delivery_id)));
+            }
+        }
         Mutation::TakeLease { workspace_id, name, holder, now, until } => {
             let taken = db.execute(
                 "INSERT INTO leases (workspace_id, name, holder, expires_at) VALUES (?1, ?2, ?3, ?5)

@@ -1243,9 +1243,16 @@ pub async fn leases_and_delivery_claims_have_one_holder(b: Backend) {
     assert!(matches!(second.commit(claim(20)).await, Err(StoreError::Stale(_))), "claimed once");
     assert!(first.due_deliveries(500, 10).await.unwrap().is_empty(), "a claimed delivery is not due");
     second.commit(claim(1_020)).await.expect("taken over when the claim runs out");
+    let record = |d: Delivery, until: i64| one(Mutation::RecordDeliveryAttempt { delivery: d, claimed_attempts: 0, claimed_until: until });
     let mut sent = delivery("dlv_1", None, "delivered", 1_020, 1);
     sent.delivered_at = Some(1_030);
-    second.commit(one(Mutation::PutDelivery(sent))).await.unwrap();
+    // The first claim's attempt ends late: its outcome does not overwrite the takeover.
+    let late = delivery("dlv_1", None, "pending", 9_999, 1);
+    assert!(matches!(first.commit(record(late, 1_020)).await, Err(StoreError::Stale(_))), "the first claim ran out");
+    second.commit(record(sent.clone(), 2_020)).await.expect("the claim holder records its attempt");
+    assert!(matches!(second.commit(record(sent, 2_020)).await, Err(StoreError::Stale(_))), "recorded once");
+    let stored = first.list_deliveries(WS, None, 10).await.unwrap();
+    assert_eq!((stored[0].status.as_str(), stored[0].attempts, stored[0].delivered_at), ("delivered", 1, Some(1_030)));
     assert!(matches!(first.commit(claim(5_000)).await, Err(StoreError::Stale(_))), "a delivered one is never claimed");
 }
 
