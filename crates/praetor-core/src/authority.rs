@@ -88,8 +88,8 @@ pub struct ApprovalFacts {
     pub escalation_id: String,
     pub approver: String,
     pub reason: Option<String>,
-    /// The action's cost was charged to its session when the approval was given:
-    /// the action it allows is not charged again.
+    /// The action's cost was charged to its session and grant when the approval was
+    /// given: the action it allows is not charged again.
     #[serde(default)]
     pub paid: bool,
 }
@@ -118,6 +118,14 @@ pub struct AuthorityOutcome {
     /// it limits any (`crate::grant_budget`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_charge: Option<crate::grant_budget::Quantities>,
+    /// For an escalated action through a grant: the grant its approval will charge (one
+    /// use, and `grant_charge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_on_approval: Option<String>,
+    /// The action runs on an approval that charged its grant and session when it was
+    /// given (`ApprovalFacts::paid`): neither is charged again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paid_at_approval: bool,
     /// The escalation whose approval let this action run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,

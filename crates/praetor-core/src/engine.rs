@@ -92,15 +92,20 @@ pub fn decide(input: &DecisionInput<'_>, policies: &CompiledPolicySet, settings:
     };
     decision = approve(decision, &input.authority);
     decision = break_glass(decision, &input.authority);
+    let grant = input.authority.grant.filter(|g| decision.authority.grant_used.as_ref() == Some(&g.grant_id));
+    match (decision.verdict, grant) {
+        // An approval charged to its grant and session when it was given has paid.
+        (Verdict::Allow, Some(_)) if decision.authority.paid_at_approval => {}
+        (Verdict::Allow, Some(g)) => decision = charge_grant(decision, input.request, g),
+        (Verdict::Escalate, Some(g)) => decision = hold_grant_for_approval(decision, input.request, g),
+        _ => {}
+    }
     if decision.verdict != Verdict::Allow {
         // A refused action is not charged to the grant it named.
         decision.authority.grant_used = None;
-    } else if let Some(g) = input.authority.grant.filter(|g| decision.authority.grant_used.as_ref() == Some(&g.grant_id)) {
-        decision = charge_grant(decision, input.request, g);
     }
     match input.session {
-        // An approval charged to the session when it was given has paid for its action.
-        Some(_) if decision.verdict == Verdict::Allow && paid_at_approval(&decision, &input.authority) => decision,
+        Some(_) if decision.verdict == Verdict::Allow && decision.authority.paid_at_approval => decision,
         Some(s) if decision.verdict == Verdict::Allow => charge_session(decision, input.request, s),
         // An escalation whose cost cannot be read, or would exceed a budget, could never
         // be allowed once approved: it is refused (or the session terminated) now rather
@@ -130,29 +135,51 @@ pub fn decide(input: &DecisionInput<'_>, policies: &CompiledPolicySet, settings:
 /// what its metadata states from what the grant has left; one it cannot read, or past
 /// what is left, is refused as any other grant refusal is (`__grant`).
 fn charge_grant(mut decision: Decision, request: &ActionRequest, g: &authority::GrantFacts) -> Decision {
-    if g.left.is_unlimited() {
-        return decision;
+    match grant_take(request, g) {
+        Ok(taken) => {
+            decision.authority.grant_charge = taken;
+            decision
+        }
+        Err(problem) => grant_refusal(decision, g, problem),
     }
-    let problem = match crate::grant_budget::charge_for(request, &g.left) {
-        Err(e) => format!("`{}` {}", e.field, e.message),
-        Ok(charge) => match crate::grant_budget::exceeded(&g.left, &charge) {
-            Some(past) => format!("past its budget: {past}"),
-            None => {
-                decision.authority.grant_charge = Some(charge);
-                return decision;
-            }
-        },
-    };
-    let refusal = authority::Refusal { id: "__grant", name: "delegation grant", reason: format!("grant `{}`: {problem}", g.grant_id), outside_scope: false };
-    let mut refused = authority_refusal(refusal);
-    refused.shadow = decision.shadow;
-    refused
 }
 
-/// Whether `d` runs on an approval whose cost its session was charged when it was
-/// given (`ApprovalFacts::paid`).
-fn paid_at_approval(d: &Decision, authority: &Authority<'_>) -> bool {
-    d.authority.approved_by.is_some() && authority.approval.is_some_and(|a| a.paid && Some(&a.escalation_id) == d.authority.approved_by.as_ref())
+/// An escalated action through a grant: its approval will charge the grant one use and
+/// what the action takes (the SDK runs an approved action without asking again), so
+/// one the grant cannot cover is refused now rather than put before a person.
+fn hold_grant_for_approval(mut decision: Decision, request: &ActionRequest, g: &authority::GrantFacts) -> Decision {
+    match grant_take(request, g) {
+        Ok(taken) => {
+            decision.authority.grant_on_approval = Some(g.grant_id.clone());
+            decision.authority.grant_charge = taken;
+            decision
+        }
+        Err(problem) => grant_refusal(decision, g, problem),
+    }
+}
+
+/// What `request` takes from the grant's amount, row and recipient budgets (`None`
+/// when it limits none), or why it cannot.
+fn grant_take(request: &ActionRequest, g: &authority::GrantFacts) -> Result<Option<crate::grant_budget::Quantities>, String> {
+    if g.left.is_unlimited() {
+        return Ok(None);
+    }
+    let taken = crate::grant_budget::charge_for(request, &g.left).map_err(|e| format!("`{}` {}", e.field, e.message))?;
+    match crate::grant_budget::exceeded(&g.left, &taken) {
+        Some(past) => Err(format!("past its budget: {past}")),
+        None => Ok(Some(taken)),
+    }
+}
+
+/// `block` (`__grant`): the grant cannot cover the action. The policies that matched
+/// stay listed after it, so their violations are recorded (not the built-ins, such as a
+/// breakglass that no longer allows anything).
+fn grant_refusal(decision: Decision, g: &authority::GrantFacts, problem: String) -> Decision {
+    let refusal = authority::Refusal { id: "__grant", name: "delegation grant", reason: format!("grant `{}`: {problem}", g.grant_id), outside_scope: false };
+    let mut refused = authority_refusal(refusal);
+    refused.triggered.extend(decision.triggered.into_iter().filter(|t| !t.policy_id.starts_with("__")));
+    refused.shadow = decision.shadow;
+    refused
 }
 
 /// Budgets come last: an action the policies allow is charged to its session, and the
@@ -224,10 +251,11 @@ fn approve(mut d: Decision, authority: &Authority<'_>) -> Decision {
     let Some(a) = authority.approval else { return d };
     if d.verdict == Verdict::Allow && a.paid {
         // The policies allow the action now (they changed since it was escalated), but
-        // its approval already charged its session: the approval is used up by it, and
-        // the action is not charged twice.
+        // its approval already charged its session and grant: the approval is used up
+        // by it, and the action is not charged twice.
         d.authority.approved_by = Some(a.escalation_id.clone());
-        d.reasoning = format!("{} (its cost was charged to the session when escalation `{}` was approved)", d.reasoning, a.escalation_id);
+        d.authority.paid_at_approval = true;
+        d.reasoning = format!("{} (its cost was charged when escalation `{}` was approved)", d.reasoning, a.escalation_id);
         return d;
     }
     if d.verdict != Verdict::Escalate {
@@ -244,6 +272,7 @@ fn approve(mut d: Decision, authority: &Authority<'_>) -> Decision {
         d.reasoning
     );
     d.authority.approved_by = Some(a.escalation_id.clone());
+    d.authority.paid_at_approval = a.paid;
     d
 }
 

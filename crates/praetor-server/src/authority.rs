@@ -186,6 +186,15 @@ impl Grant {
         self.max_uses.map(|m| m.saturating_sub(self.uses + self.reserved))
     }
 
+    /// `problem`, except that uses already spent are none: for the action of an approval
+    /// that charged its use when it was given.
+    pub fn problem_past_uses(&self, agent_id: Option<&str>, now: i64) -> Option<String> {
+        match self.status_at(now) {
+            "exhausted" => Grant { max_uses: None, ..self.clone() }.problem(agent_id, now),
+            _ => self.problem(agent_id, now),
+        }
+    }
+
     /// Why the grant cannot be used by `agent_id` now.
     pub fn problem(&self, agent_id: Option<&str>, now: i64) -> Option<String> {
         match self.status_at(now) {
@@ -316,8 +325,15 @@ pub struct Escalation {
     /// records from before it was kept; their action is charged on its retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_charge: Option<praetor_core::session::Charge>,
-    /// The approval was charged to the session (`approval_charge`): the retry it
-    /// allows is not charged again.
+    /// The grant the request named, which the approval charges one use and
+    /// `grant_charge` (what the action takes from its amount, row and recipient
+    /// budgets, when it limits any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_charge: Option<Quantities>,
+    /// The approval was charged to the session (`approval_charge`) and the grant
+    /// (`grant_id`): the retry it allows is not charged again.
     #[serde(default)]
     pub charged_at_approval: bool,
     pub created_at: i64,
@@ -433,6 +449,8 @@ impl Escalation {
             "used_by_decision": self.used_by_decision,
             "queue": self.queue,
             "session_charge": self.approval_charge.as_ref().map(crate::sessions::charge_view),
+            "grant_id": self.grant_id,
+            "grant_charge": self.grant_charge,
             "charged_at_approval": self.charged_at_approval,
             "created_at": iso(self.created_at),
             "expires_at": iso(self.expires_at),
@@ -891,22 +909,6 @@ pub fn facts(
             .min_by_key(|b| b.created_at)
             .map(|b| BreakglassFacts { breakglass_id: b.breakglass_id.clone(), justification: b.justification.clone() });
     }
-    f.grant = grant_id.map(|id| match state.grants.get(id) {
-        Some(g) => GrantFacts {
-            grant_id: id.to_owned(),
-            problem: grant_problem(state, agents, g, agent_id, Some(action_type), now),
-            scopes: g.scopes.clone(),
-            action_types: g.action_types.clone(),
-            left: g.limits_left(),
-        },
-        None => GrantFacts {
-            grant_id: id.to_owned(),
-            problem: Some("no grant by this id is in force in this workspace (an ended one is no longer held)".into()),
-            scopes: Vec::new(),
-            action_types: Vec::new(),
-            left: GrantLimits::default(),
-        },
-    });
     let freshness = settings.approval_freshness_ms();
     f.approval = action_hash
         .into_iter()
@@ -920,6 +922,29 @@ pub fn facts(
             reason: e.resolution_reason.clone(),
             paid: e.charged_at_approval,
         });
+    // The grant a paid approval of this action already charged.
+    let paid_from = f.approval.as_ref().filter(|a| a.paid).and_then(|a| state.escalations.get(&a.escalation_id)).and_then(|e| e.grant_id.clone());
+    f.grant = grant_id.map(|id| match state.grants.get(id) {
+        Some(g) => GrantFacts {
+            grant_id: id.to_owned(),
+            // A grant whose last use a paid approval took still lets that approval's
+            // action run: the use was its.
+            problem: match paid_from.is_some_and(|p| p == id) {
+                true => g.problem_past_uses(agent_id, now).or_else(|| chain_problem(state, g, Some(action_type), agents, now)),
+                false => grant_problem(state, agents, g, agent_id, Some(action_type), now),
+            },
+            scopes: g.scopes.clone(),
+            action_types: g.action_types.clone(),
+            left: g.limits_left(),
+        },
+        None => GrantFacts {
+            grant_id: id.to_owned(),
+            problem: Some("no grant by this id is in force in this workspace (an ended one is no longer held)".into()),
+            scopes: Vec::new(),
+            action_types: Vec::new(),
+            left: GrantLimits::default(),
+        },
+    });
     f
 }
 
@@ -952,7 +977,8 @@ pub struct Opening<'a> {
 /// count the breakglass override, open an escalation.
 pub fn apply(state: &mut AuthorityState, d: &Decision, grant_id: Option<&str>, o: &Opening<'_>, now: i64, settings: &WorkspaceSettings) -> Changes {
     let mut ch = Changes::default();
-    if let Some(g) = d.authority.grant_used.as_deref().and_then(|id| state.grants.get_mut(id)) {
+    // An action on an approval that charged the grant when it was given is not charged again.
+    if let Some(g) = d.authority.grant_used.as_deref().filter(|_| !d.authority.paid_at_approval).and_then(|id| state.grants.get_mut(id)) {
         g.uses += 1;
         if let Some(taken) = &d.authority.grant_charge {
             g.used.add(taken);
@@ -997,6 +1023,8 @@ pub fn apply(state: &mut AuthorityState, d: &Decision, grant_id: Option<&str>, o
             used_by_decision: None,
             queue: o.queue.clone(),
             approval_charge: d.approval_charge.clone(),
+            grant_id: d.authority.grant_on_approval.clone(),
+            grant_charge: d.authority.grant_on_approval.as_ref().and(d.authority.grant_charge.clone()),
             charged_at_approval: false,
             created_at: now,
             expires_at: now + settings.escalation_ttl_ms(),
@@ -1173,6 +1201,8 @@ mod tests {
             used_by_decision: None,
             queue: None,
             approval_charge: None,
+            grant_id: None,
+            grant_charge: None,
             charged_at_approval: false,
             created_at: 1,
             expires_at: 2,

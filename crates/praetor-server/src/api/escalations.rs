@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use praetor_core::session::Charge;
 use praetor_store::{Guarded, Mutation, ObjectFilter, Scope, StoreError, Txn};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -185,12 +184,13 @@ pub async fn resolve(
         return Err(ApiError::new(Code::Conflict, format!("escalation `{id}` can no longer be resolved: {why}")));
     }
     let reason = body.reason;
-    // An approval in a session is charged to it: the SDK runs an approved action
-    // without intercepting it again, so this is the one time it is counted.
-    let charged = found.session_id.clone().zip(found.approval_charge.clone()).filter(|_| resolution == "approved");
-    let view = match charged {
-        Some((session_id, charge)) => approve_charging(&state, ws, &id, &session_id, &charge, reason, &key_id).await?,
-        None => {
+    // An approval in a session, or through a grant, is charged to them: the SDK runs
+    // an approved action without intercepting it again, so this is the one time it is
+    // counted.
+    let charges = resolution == "approved" && (found.approval_charge.is_some() || found.grant_id.is_some());
+    let view = match charges {
+        true => approve_charging(&state, ws, &id, reason, &key_id).await?,
+        false => {
             let fresh = freshness_ms(ws);
             update(&state, ws, "escalation.resolved", &key_id.clone(), move |a, now| {
                 let mut e = a.escalations.get_mut(&id).ok_or_else(|| ApiError::not_found("escalation", &id))?;
@@ -236,20 +236,13 @@ fn resolved_fields(e: &Escalation) -> Value {
     })
 }
 
-/// Approve escalation `id`, raised in session `session_id`, and charge the session
-/// `charge`, the action's cost, in the same transaction. Refused (`409`) when the
-/// charge would take the session past a budget, or the session is over: the approver
-/// may reject it instead. A commit refused because another node changed the session or
-/// the escalation meanwhile is made again from the store's copies, after a short pause.
-async fn approve_charging(
-    state: &AppState,
-    ws: &WorkspaceState,
-    id: &str,
-    session_id: &str,
-    charge: &Charge,
-    reason: Option<String>,
-    key_id: &str,
-) -> ApiResult<Value> {
+/// Approve escalation `id` and charge, in the same transaction, its session the
+/// action's cost (`approval_charge`) and its grant one use and what the action takes
+/// (`grant_id`, `grant_charge`). Refused (`409`) when either cannot cover it, or the
+/// session is over or the grant no longer usable: the approver may reject it instead. A
+/// commit refused because another node changed one of them meanwhile is made again from
+/// the store's copies, after a short pause.
+async fn approve_charging(state: &AppState, ws: &WorkspaceState, id: &str, reason: Option<String>, key_id: &str) -> ApiResult<Value> {
     let fresh = freshness_ms(ws);
     let mut attempt = 1;
     loop {
@@ -258,20 +251,23 @@ async fn approve_charging(
             // made after this change reaches the writer after it, and its etag guard
             // expects what this one writes.
             let _order = ws.decision_order.lock();
-            let (txn, view, undo) = approve_in_memory(ws, id, session_id, charge, reason.as_ref(), key_id, state.now_ms(), fresh)?;
+            let (txn, view, undo) = approve_in_memory(ws, id, reason.as_ref(), key_id, state.now_ms(), fresh)?;
             (state.submit(txn), view, undo)
         };
         let Err(err) = pending.await else { return Ok(view) };
         // Memory ran ahead of the store: put it back as it was, so that no read shows
         // an approval (`allow`) or a charge the store does not hold, even if the store
         // cannot be read now.
+        let (session_id, grant_id) = (undo.session.as_ref().map(|(s, _)| s.session_id.clone()), undo.grant.as_ref().map(|(g, _)| g.grant_id.clone()));
         undo.apply(ws);
         match err {
             StoreError::Stale(what) if attempt < crate::authority::UPDATE_ATTEMPTS => {
-                crate::pipeline::resync(state, ws, &[], &[session_id.to_owned()]).await?;
-                crate::pipeline::resync_objects(state, ws, &[(Escalation::KIND.to_owned(), id.to_owned())]).await?;
+                crate::pipeline::resync(state, ws, &[], &session_id.into_iter().collect::<Vec<_>>()).await?;
+                let mut objects = vec![(Escalation::KIND.to_owned(), id.to_owned())];
+                objects.extend(grant_id.map(|g| (<crate::authority::Grant as crate::authority::Object>::KIND.to_owned(), g)));
+                crate::pipeline::resync_objects(state, ws, &objects).await?;
                 attempt += 1;
-                tracing::debug!(workspace_id = %ws.workspace_id, %what, attempt, "approving an escalation whose session changed elsewhere; again");
+                tracing::debug!(workspace_id = %ws.workspace_id, %what, attempt, "approving an escalation whose session or grant changed elsewhere; again");
                 tokio::time::sleep(std::time::Duration::from_micros(crate::secrets::jitter(200 << attempt.min(6)))).await;
             }
             other => return Err(other.into()),
@@ -279,78 +275,115 @@ async fn approve_charging(
     }
 }
 
-/// The escalation and the session as they were before an approval changed them in
-/// memory, to put back if its commit fails.
+/// The escalation, session and grant as they were before an approval changed them in
+/// memory, to put back if its commit fails. Each is put back only while it is still as
+/// the approval left it (its version, or the session's etag): a reload or a later
+/// change since is newer than both.
 struct Undo {
-    escalation: Escalation,
-    session: praetor_store::Session,
-    /// What the approval made them: only a copy still as the approval left it is put
-    /// back (a reload or a later change since is newer than both).
-    escalation_version: u64,
-    session_etag: String,
+    escalation: (Escalation, u64),
+    session: Option<(praetor_store::Session, String)>,
+    grant: Option<(crate::authority::Grant, u64)>,
 }
 
 impl Undo {
     fn apply(self, ws: &WorkspaceState) {
         let mut guard = ws.live.lock();
         let LiveState { sessions, authority, .. } = &mut *guard;
-        if let Some(mut e) = authority.escalations.get_mut(&self.escalation.escalation_id).filter(|e| e.version == self.escalation_version) {
-            *e = self.escalation;
+        let (before, after) = self.escalation;
+        if let Some(mut e) = authority.escalations.get_mut(&before.escalation_id).filter(|e| e.version == after) {
+            *e = before;
         }
-        if let Some(s) = sessions.get_mut(&self.session.session_id).filter(|s| s.etag == self.session_etag) {
-            *s = self.session;
+        if let Some((before, after)) = self.session
+            && let Some(s) = sessions.get_mut(&before.session_id).filter(|s| s.etag == after)
+        {
+            *s = before;
+        }
+        if let Some((before, after)) = self.grant
+            && let Some(g) = authority.grants.get_mut(&before.grant_id).filter(|g| g.version == after)
+        {
+            *g = before;
         }
     }
 }
 
-/// `approve_charging`'s change in memory, under the live lock: checks, then the
-/// approval and the charge, with what to commit, the view and how to undo it.
-#[allow(clippy::too_many_arguments)]
-fn approve_in_memory(
-    ws: &WorkspaceState,
-    id: &str,
-    session_id: &str,
-    charge: &Charge,
-    reason: Option<&String>,
-    key_id: &str,
-    now: i64,
-    fresh: i64,
-) -> ApiResult<(Txn, Value, Undo)> {
+fn conflict(message: String) -> ApiError {
+    ApiError::new(Code::Conflict, message)
+}
+
+/// `approve_charging`'s change in memory, under the live lock: every check first, then
+/// the approval and the charges, with what to commit, the view and how to undo it.
+fn approve_in_memory(ws: &WorkspaceState, id: &str, reason: Option<&String>, key_id: &str, now: i64, fresh: i64) -> ApiResult<(Txn, Value, Undo)> {
     let mut guard = ws.live.lock();
     let LiveState { sessions, authority, .. } = &mut *guard;
-    let mut e = authority.escalations.get_mut(id).ok_or_else(|| ApiError::not_found("escalation", id))?;
+    let e = authority.escalations.get(id).ok_or_else(|| ApiError::not_found("escalation", id))?.clone();
     check_resolvable(&e, key_id, now)?;
-    let session = sessions
-        .get_mut(session_id)
-        .ok_or_else(|| ApiError::new(Code::Conflict, format!("session `{session_id}` of escalation `{id}` is not held here; try again")))?;
-    if let Some(why) = crate::authority::closed_session_reason(session).or_else(|| crate::authority::past_ttl_reason(session, now)) {
-        return Err(ApiError::new(Code::Conflict, format!("escalation `{id}` can no longer be approved: {why}")));
+    let session_charge = e.session_id.as_deref().zip(e.approval_charge.as_ref());
+    if let Some((session_id, charge)) = session_charge {
+        let session = sessions.get(session_id).ok_or_else(|| conflict(format!("session `{session_id}` of escalation `{id}` is not held here; try again")))?;
+        if let Some(why) = crate::authority::closed_session_reason(session).or_else(|| crate::authority::past_ttl_reason(session, now)) {
+            return Err(conflict(format!("escalation `{id}` can no longer be approved: {why}")));
+        }
+        if let Some(why) = praetor_core::session::exceeded(&crate::pipeline::session_facts(session), charge) {
+            return Err(conflict(format!(
+                "approving escalation `{id}` would take session `{session_id}` past its budget: {why}; reject it instead, or leave it to expire"
+            )));
+        }
     }
-    if let Some(why) = praetor_core::session::exceeded(&crate::pipeline::session_facts(session), charge) {
-        return Err(ApiError::new(
-            Code::Conflict,
-            format!("approving escalation `{id}` would take session `{session_id}` past its budget: {why}; reject it instead, or leave it to expire"),
-        ));
+    if let Some(grant_id) = &e.grant_id {
+        let grant = authority.grants.get(grant_id).ok_or_else(|| conflict(format!("escalation `{id}` can no longer be approved: grant `{grant_id}` is no longer in force")))?;
+        let problem = crate::authority::grant_problem(authority, &ws.agents.read(), grant, e.agent_id.as_deref(), Some(&e.action_type), now);
+        if let Some(why) = problem {
+            return Err(conflict(format!("escalation `{id}` can no longer be approved: grant `{grant_id}` cannot be used: {why}")));
+        }
+        if let Some(why) = e.grant_charge.as_ref().and_then(|taken| praetor_core::grant_budget::exceeded(&grant.limits_left(), taken)) {
+            return Err(conflict(format!(
+                "approving escalation `{id}` would take grant `{grant_id}` past its budget: {why}; reject it instead, or leave it to expire"
+            )));
+        }
     }
-    let (escalation_before, session_before) = (e.clone(), session.clone());
-    record_resolution(&mut e, "approved", reason, key_id, now, fresh);
-    e.charged_at_approval = true;
-    let record = touched(&mut *e, &ws.workspace_id, now);
-    let prior_etag = std::mem::replace(&mut session.etag, crate::secrets::new_id("etag"));
-    session.consumed.add(charge);
-    session.version += 1;
-    let mut fields = resolved_fields(&e);
-    fields["session_id"] = json!(session_id);
-    fields["session_charge"] = crate::sessions::charge_view(charge);
-    fields["session_consumed"] = json!(session.consumed);
-    let mutations = vec![
-        Mutation::Expect { workspace_id: ws.workspace_id.clone(), of: Guarded::Session, id: session_id.to_owned(), etag: prior_etag },
-        Mutation::PutSession(session.clone()),
-        Mutation::PutObject(record),
-    ];
-    let seal = vec![crate::events::event(&ws.workspace_id, "escalation.resolved", Some(key_id), now, fields)];
-    let undo = Undo { escalation: escalation_before, session: session_before, escalation_version: e.version, session_etag: session.etag.clone() };
-    Ok((Txn { mutations, seal }, e.view(now, fresh), undo))
+    // Every check passed: approve, and charge.
+    let mut mutations = Vec::new();
+    let mut fields = serde_json::Map::new();
+    let session = match session_charge {
+        Some((session_id, charge)) => {
+            let s = sessions.get_mut(session_id).ok_or_else(|| conflict(format!("session `{session_id}` is not held here; try again")))?;
+            let before = s.clone();
+            let prior_etag = std::mem::replace(&mut s.etag, crate::secrets::new_id("etag"));
+            s.consumed.add(charge);
+            s.version += 1;
+            mutations.push(Mutation::Expect { workspace_id: ws.workspace_id.clone(), of: Guarded::Session, id: session_id.to_owned(), etag: prior_etag });
+            mutations.push(Mutation::PutSession(s.clone()));
+            fields.insert("session_id".into(), json!(session_id));
+            fields.insert("session_charge".into(), crate::sessions::charge_view(charge));
+            fields.insert("session_consumed".into(), json!(s.consumed));
+            Some((before, s.etag.clone()))
+        }
+        None => None,
+    };
+    let grant = match &e.grant_id {
+        Some(grant_id) => {
+            let g = authority.grants.get_mut(grant_id).ok_or_else(|| conflict(format!("grant `{grant_id}` is not held here; try again")))?;
+            let before = g.clone();
+            g.uses += 1;
+            if let Some(taken) = &e.grant_charge {
+                g.used.add(taken);
+            }
+            mutations.push(Mutation::PutObject(touched(g, &ws.workspace_id, now)));
+            fields.insert("grant_id".into(), json!(grant_id));
+            fields.insert("grant_consumed".into(), g.consumed_view());
+            Some((before, g.version))
+        }
+        None => None,
+    };
+    let mut esc = authority.escalations.get_mut(id).ok_or_else(|| ApiError::not_found("escalation", id))?;
+    record_resolution(&mut esc, "approved", reason, key_id, now, fresh);
+    esc.charged_at_approval = true;
+    mutations.push(Mutation::PutObject(touched(&mut *esc, &ws.workspace_id, now)));
+    let mut sealed = resolved_fields(&esc);
+    sealed.as_object_mut().expect("an object").extend(fields);
+    let seal = vec![crate::events::event(&ws.workspace_id, "escalation.resolved", Some(key_id), now, sealed)];
+    let undo = Undo { escalation: (e, esc.version), session, grant };
+    Ok((Txn { mutations, seal }, esc.view(now, fresh), undo))
 }
 
 /// Escalations that can no longer change a decision (resolved, expired, used, or

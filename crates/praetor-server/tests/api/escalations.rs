@@ -347,6 +347,65 @@ async fn an_approval_is_charged_to_its_session() {
     assert_eq!(sealed["session_consumed"]["actions"], 1, "{sealed}");
 }
 
+/// What a grant's actions used, as `verify` shows it.
+async fn grant_consumed(s: &TestServer, grant: &str) -> Value {
+    s.post("/api/v1/enforce/delegate/verify", &s.admin_key, &json!({ "grant_id": grant })).await.1["grant"]["consumed"].clone()
+}
+
+/// An escalated action through a grant is charged to the grant when it is approved (one
+/// use, and its amount), for the same reason as a session: the SDK runs it without
+/// asking again. One the grant cannot cover is refused when it is raised, or its
+/// approval refused; the retry an approval paid for is not charged again.
+#[tokio::test]
+async fn an_approval_through_a_grant_is_charged_to_the_grant() {
+    let (s, approver) = setup().await;
+    let (_, lender) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "lender", "scopes": ["wire.*"] })).await;
+    let lender = lender["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let (_, borrower) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "borrower", "scopes": ["report.*"] })).await;
+    let borrower = borrower["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let (status, g) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({
+        "source_agent_id": lender, "target_agent_id": borrower, "scopes": ["wire.*"], "budgets": { "max_actions": 2, "max_amount": { "EUR": 1000 } }
+    })).await;
+    assert_eq!(status, StatusCode::OK, "{g}");
+    let grant = g["grant_id"].as_str().unwrap().to_owned();
+    let wire_via = |amount: u32| json!({ "action_type": "wire.send", "agent_id": borrower, "grant_id": grant, "metadata": { "amount": amount, "currency": "EUR" } });
+
+    let big = s.intercept(wire_via(600)).await;
+    assert_eq!(big["decision"], "escalate", "{big}");
+    let big = big["escalation_id"].as_str().unwrap().to_owned();
+    assert_eq!(grant_consumed(&s, &grant).await, json!({ "actions": 0, "recipients": 0, "rows": 0 }), "raising costs nothing");
+    let (code, body) = approve(&s, &approver, &big).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["escalation"]["grant_id"], json!(grant), "{body}");
+    assert_eq!(grant_consumed(&s, &grant).await, json!({ "actions": 1, "amount": { "EUR": "600" }, "recipients": 0, "rows": 0 }));
+
+    // 601 more cannot fit in the 400 left: refused when raised, not put to a person.
+    let over = s.intercept(wire_via(601)).await;
+    assert_eq!(over["decision"], "block", "{over}");
+    assert_eq!(over["policies_triggered"][0]["policy_id"], "__grant", "{over}");
+    assert!(over["escalation_id"].is_null(), "{over}");
+    // Two of 300 each fit when raised; the grant has one use left, so only one approval does.
+    let first = s.intercept(wire_via(300)).await["escalation_id"].as_str().unwrap().to_owned();
+    let second = s.intercept(wire_via(301)).await["escalation_id"].as_str().unwrap().to_owned();
+    assert_eq!(approve(&s, &approver, &first).await.0, StatusCode::OK);
+    let refused = approve(&s, &approver, &second).await;
+    assert_error(&refused, 409, "conflict");
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("max_uses"), "{}", refused.1);
+    assert_eq!(status_of(&s, &second).await["status"], "pending");
+    assert_eq!(grant_consumed(&s, &grant).await, json!({ "actions": 2, "amount": { "EUR": "900" }, "recipients": 0, "rows": 0 }));
+
+    // The SDK may intercept an approved action again: allowed, not charged again.
+    let retry = s.intercept(wire_via(600)).await;
+    assert_eq!(retry["decision"], "allow", "{retry}");
+    assert_eq!(retry["approved_by"]["escalation_id"], json!(big), "{retry}");
+    assert_eq!(grant_consumed(&s, &grant).await["actions"], 2, "the approval paid for it");
+    // Sealed with the approval.
+    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
+    let sealed = page["entries"].as_array().unwrap().iter().find(|e| e["entry"]["kind"] == "escalation.resolved" && e["entry"]["escalation_id"] == json!(big));
+    let sealed = &sealed.expect("the approval is sealed")["entry"];
+    assert_eq!((sealed["grant_id"].as_str(), sealed["grant_consumed"]["amount"]["EUR"].as_str()), (Some(grant.as_str()), Some("600")), "{sealed}");
+}
+
 /// The session's consumed actions and EUR spend as the store holds them.
 async fn stored_eur(s: &TestServer, session: &str) -> (u64, String) {
     let st = s.state.store.session_state(&s.state.workspace_ids()[0], session, 0, 0).await.unwrap().unwrap();
