@@ -413,6 +413,20 @@ impl Escalation {
         }
     }
 
+    /// Why an escalation raised through a grant can no longer let its action run: the
+    /// grant (`grant`, as held or as stored; `None` when neither has it) is revoked or
+    /// expired. A grant used up is no reason: the approval itself may have taken its
+    /// last use.
+    pub fn grant_void_reason(&self, grant: Option<&Grant>, now: i64) -> Option<String> {
+        let id = self.grant_id.as_ref()?;
+        let Some(g) = grant else { return Some(format!("grant `{id}`, which it was raised through, no longer exists")) };
+        match g.status_at(now) {
+            "revoked" => Some(format!("grant `{id}`, which it was raised through, is revoked ({})", g.revoke_reason.as_deref().unwrap_or("no reason given"))),
+            "expired" => Some(format!("grant `{id}`, which it was raised through, has expired")),
+            _ => None,
+        }
+    }
+
     /// Until when an approval lets its action run: the freshness in force when it was
     /// given (`fresh_until`), cut shorter if the setting has been lowered since. Raising
     /// the setting does not bring a stale approval back.

@@ -53,9 +53,22 @@ async fn void_reason(state: &AppState, ws: &WorkspaceState, e: &Escalation) -> A
         crate::pipeline::resync(state, ws, std::slice::from_ref(a), &[]).await?;
     }
     let agent = e.agent_id.as_deref().and_then(|a| ws.agent(a));
-    let live = ws.live.lock();
-    let credentials = ws.credentials.read();
-    Ok(e.void_reason(agent.as_ref(), e.session_id.as_deref().and_then(|s| live.sessions.get(s)), &credentials, state.now_ms()))
+    let now = state.now_ms();
+    let held_grant = {
+        let live = ws.live.lock();
+        let credentials = ws.credentials.read();
+        if let Some(why) = e.void_reason(agent.as_ref(), e.session_id.as_deref().and_then(|s| live.sessions.get(s)), &credentials, now) {
+            return Ok(Some(why));
+        }
+        e.grant_id.as_ref().map(|g| live.authority.grants.get(g).cloned())
+    };
+    // An ended grant has left memory (`prune_ended_grants`): the store says why.
+    let grant = match (held_grant, &e.grant_id) {
+        (Some(Some(g)), _) => Some(g),
+        (_, Some(id)) => crate::api::grants::stored_grant(state, ws, id).await?,
+        (_, None) => return Ok(None),
+    };
+    Ok(e.grant_void_reason(grant.as_ref(), now))
 }
 
 /// The escalation as it stands now: an open one whose agent or session is gone reads
@@ -400,8 +413,8 @@ pub fn prune_settled(ws: &WorkspaceState, now: i64) {
 /// How long the node expiring escalations keeps the job after its last sweep.
 const EXPIRY_LEASE_MS: i64 = 5_000;
 
-/// Open escalations held here whose agent (held here) is deactivated, or whose session
-/// (held here) is closed, with why: the revocation or close settled the ones its node
+/// Open escalations held here whose agent (held here) is deactivated, whose session
+/// (held here) is closed, or whose grant (held here) is revoked or expired, with why: the revocation or close settled the ones its node
 /// held, and these are the ones it could not see yet (another node's, not yet fed to
 /// it). One whose agent or session is not held is left alone: on several nodes that is
 /// usually one the change feed has not brought yet; a later sweep settles it once the
@@ -416,7 +429,12 @@ fn voided(ws: &WorkspaceState, now: i64) -> Vec<(String, String)> {
         .filter(|e| e.is_open() && e.session_id.as_ref().is_none_or(|s| live.sessions.contains_key(s)))
         .filter(|e| e.agent_id.as_ref().is_none_or(|a| agents.contains_key(a)))
         .filter_map(|e| {
-            let why = e.void_reason(e.agent_id.as_ref().and_then(|a| agents.get(a)), e.session_id.as_ref().and_then(|s| live.sessions.get(s)), &credentials, now)?;
+            let why = e.void_reason(e.agent_id.as_ref().and_then(|a| agents.get(a)), e.session_id.as_ref().and_then(|s| live.sessions.get(s)), &credentials, now).or_else(|| {
+                // A grant not held here is left to a resolve or a read (`void_reason`),
+                // which look it up in the store.
+                let held = live.authority.grants.get(e.grant_id.as_ref()?)?;
+                e.grant_void_reason(Some(held), now)
+            })?;
             Some((e.escalation_id.clone(), why))
         })
         .collect()

@@ -390,7 +390,7 @@ pub struct DelegationsQuery {
 }
 
 /// The store's copy of a grant.
-async fn stored_grant(state: &AppState, ws: &WorkspaceState, id: &str) -> ApiResult<Option<Grant>> {
+pub(crate) async fn stored_grant(state: &AppState, ws: &WorkspaceState, id: &str) -> ApiResult<Option<Grant>> {
     let record = state.store.get_object(&ws.workspace_id, <Grant as crate::authority::Object>::KIND, id).await?;
     Ok(record.as_ref().and_then(crate::authority::Object::from_record))
 }

@@ -406,6 +406,43 @@ async fn an_approval_through_a_grant_is_charged_to_the_grant() {
     assert_eq!((sealed["grant_id"].as_str(), sealed["grant_consumed"]["amount"]["EUR"].as_str()), (Some(grant.as_str()), Some("600")), "{sealed}");
 }
 
+/// Revoking the grant an escalation was raised through voids it, approved or pending:
+/// the SDK would otherwise act on an approval (`allow`) after the revocation.
+#[tokio::test]
+async fn revoking_the_grant_voids_the_escalations_raised_through_it() {
+    let (s, approver) = setup().await;
+    let (_, lender) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "lender", "scopes": ["wire.*"] })).await;
+    let lender = lender["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let (_, borrower) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "borrower", "scopes": ["report.*"] })).await;
+    let borrower = borrower["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let (_, g) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": lender, "target_agent_id": borrower, "scopes": ["wire.*"] })).await;
+    let grant = g["grant_id"].as_str().unwrap().to_owned();
+    let wire_via = |amount: u32| json!({ "action_type": "wire.send", "agent_id": borrower, "grant_id": grant, "metadata": { "amount": amount, "currency": "EUR" } });
+    let approved = s.intercept(wire_via(500)).await["escalation_id"].as_str().unwrap().to_owned();
+    let pending = s.intercept(wire_via(501)).await["escalation_id"].as_str().unwrap().to_owned();
+    assert_eq!(approve(&s, &approver, &approved).await.0, StatusCode::OK);
+    assert_eq!(status_of(&s, &approved).await["decision"], "allow");
+    let (code, body) = s.post(&format!("/api/v1/enforce/delegate/{grant}/revoke"), &s.admin_key, &json!({ "reason": "leaked" })).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    for esc in [&approved, &pending] {
+        let st = status_of(&s, esc).await;
+        assert_eq!((st["status"].as_str(), st["decision"].as_str()), (Some("expired"), Some("block")), "{st}");
+        assert!(st["resolution_reason"].as_str().unwrap().contains("leaked"), "{st}");
+    }
+    let refused = approve(&s, &approver, &pending).await;
+    assert_error(&refused, 409, "conflict");
+    // The sweeper settles them (sealed) while the revoked grant is still held, and after
+    // it has left memory a read still answers from the store.
+    praetor_server::sessions::sweep(&s.state).await;
+    praetor_server::sessions::sweep(&s.state).await;
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    assert!(ws.live.lock().authority.grants.get(&grant).is_none(), "the revoked grant left memory");
+    assert_eq!(status_of(&s, &approved).await["decision"], "block");
+    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
+    let settled = page["entries"].as_array().unwrap().iter().filter(|e| e["entry"]["kind"] == "escalation.expired").count();
+    assert_eq!(settled, 2, "both settled and sealed");
+}
+
 /// The session's consumed actions and EUR spend as the store holds them.
 async fn stored_eur(s: &TestServer, session: &str) -> (u64, String) {
     let st = s.state.store.session_state(&s.state.workspace_ids()[0], session, 0, 0).await.unwrap().unwrap();
