@@ -347,6 +347,18 @@ async fn an_approval_is_charged_to_its_session() {
     assert_eq!(sealed["session_consumed"]["actions"], 1, "{sealed}");
 }
 
+/// A `borrower` agent without `wire.*`, holding a grant of it from a `lender` with these
+/// budgets: the borrower and the grant.
+async fn lend_wire(s: &TestServer, budgets: Value) -> (String, String) {
+    let (_, lender) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "lender", "scopes": ["wire.*"] })).await;
+    let (_, borrower) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "borrower", "scopes": ["report.*"] })).await;
+    let borrower = borrower["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let body = json!({ "source_agent_id": lender["agent"]["agent_id"], "target_agent_id": borrower, "scopes": ["wire.*"], "budgets": budgets });
+    let (status, g) = s.post("/api/v1/enforce/delegate", &s.admin_key, &body).await;
+    assert_eq!(status, StatusCode::OK, "{g}");
+    (borrower, g["grant_id"].as_str().unwrap().to_owned())
+}
+
 /// What a grant's actions used, as `verify` shows it.
 async fn grant_consumed(s: &TestServer, grant: &str) -> Value {
     s.post("/api/v1/enforce/delegate/verify", &s.admin_key, &json!({ "grant_id": grant })).await.1["grant"]["consumed"].clone()
@@ -359,15 +371,7 @@ async fn grant_consumed(s: &TestServer, grant: &str) -> Value {
 #[tokio::test]
 async fn an_approval_through_a_grant_is_charged_to_the_grant() {
     let (s, approver) = setup().await;
-    let (_, lender) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "lender", "scopes": ["wire.*"] })).await;
-    let lender = lender["agent"]["agent_id"].as_str().unwrap().to_owned();
-    let (_, borrower) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "borrower", "scopes": ["report.*"] })).await;
-    let borrower = borrower["agent"]["agent_id"].as_str().unwrap().to_owned();
-    let (status, g) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({
-        "source_agent_id": lender, "target_agent_id": borrower, "scopes": ["wire.*"], "budgets": { "max_actions": 2, "max_amount": { "EUR": 1000 } }
-    })).await;
-    assert_eq!(status, StatusCode::OK, "{g}");
-    let grant = g["grant_id"].as_str().unwrap().to_owned();
+    let (borrower, grant) = lend_wire(&s, json!({ "max_actions": 2, "max_amount": { "EUR": 1000 } })).await;
     let wire_via = |amount: u32| json!({ "action_type": "wire.send", "agent_id": borrower, "grant_id": grant, "metadata": { "amount": amount, "currency": "EUR" } });
 
     let big = s.intercept(wire_via(600)).await;
@@ -411,12 +415,7 @@ async fn an_approval_through_a_grant_is_charged_to_the_grant() {
 #[tokio::test]
 async fn revoking_the_grant_voids_the_escalations_raised_through_it() {
     let (s, approver) = setup().await;
-    let (_, lender) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "lender", "scopes": ["wire.*"] })).await;
-    let lender = lender["agent"]["agent_id"].as_str().unwrap().to_owned();
-    let (_, borrower) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "borrower", "scopes": ["report.*"] })).await;
-    let borrower = borrower["agent"]["agent_id"].as_str().unwrap().to_owned();
-    let (_, g) = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": lender, "target_agent_id": borrower, "scopes": ["wire.*"] })).await;
-    let grant = g["grant_id"].as_str().unwrap().to_owned();
+    let (borrower, grant) = lend_wire(&s, json!({})).await;
     let wire_via = |amount: u32| json!({ "action_type": "wire.send", "agent_id": borrower, "grant_id": grant, "metadata": { "amount": amount, "currency": "EUR" } });
     let approved = s.intercept(wire_via(500)).await["escalation_id"].as_str().unwrap().to_owned();
     let pending = s.intercept(wire_via(501)).await["escalation_id"].as_str().unwrap().to_owned();
@@ -436,7 +435,7 @@ async fn revoking_the_grant_voids_the_escalations_raised_through_it() {
     praetor_server::sessions::sweep(&s.state).await;
     praetor_server::sessions::sweep(&s.state).await;
     let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
-    assert!(ws.live.lock().authority.grants.get(&grant).is_none(), "the revoked grant left memory");
+    assert!(!ws.live.lock().authority.grants.contains_key(&grant), "the revoked grant left memory");
     assert_eq!(status_of(&s, &approved).await["decision"], "block");
     let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
     let settled = page["entries"].as_array().unwrap().iter().filter(|e| e["entry"]["kind"] == "escalation.expired").count();
