@@ -1154,14 +1154,21 @@ async fn try_update<R>(
     actor: &str,
     change: impl FnOnce(&mut AuthorityState, i64) -> crate::error::ApiResult<(Vec<ObjectRecord>, Value, R)>,
 ) -> crate::error::ApiResult<praetor_store::Result<R>> {
-    let now = state.now_ms();
-    let (records, fields, out) = change(&mut ws.live.lock().authority, now)?;
-    let touched: Vec<(String, String)> = records.iter().map(|r| (r.kind.clone(), r.object_id.clone())).collect();
-    let txn = praetor_store::Txn {
-        mutations: records.into_iter().map(praetor_store::Mutation::PutObject).collect(),
-        seal: vec![crate::events::event(&ws.workspace_id, event_kind, Some(actor), now, fields)],
+    let (pending, touched, out) = {
+        // In the decision order: a decision made after this change (using a grant it
+        // changed, say) reaches the writer after it, so the store never holds the
+        // decision's later version of an object before this one's.
+        let _order = ws.decision_order.lock();
+        let now = state.now_ms();
+        let (records, fields, out) = change(&mut ws.live.lock().authority, now)?;
+        let touched: Vec<(String, String)> = records.iter().map(|r| (r.kind.clone(), r.object_id.clone())).collect();
+        let txn = praetor_store::Txn {
+            mutations: records.into_iter().map(praetor_store::Mutation::PutObject).collect(),
+            seal: vec![crate::events::event(&ws.workspace_id, event_kind, Some(actor), now, fields)],
+        };
+        (state.submit(txn), touched, out)
     };
-    if let Err(e) = state.commit(txn).await {
+    if let Err(e) = pending.await {
         // Memory was changed for a commit that did not happen (another node moved an
         // object on, or the store failed): take the store's objects back.
         crate::pipeline::resync_objects(state, ws, &touched).await?;

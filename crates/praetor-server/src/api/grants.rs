@@ -186,9 +186,8 @@ pub async fn delegate(
             }
         }
     }
-    let now = state.now_ms();
     let ttl = duration_ms("duration_minutes", b.duration_seconds, b.duration_minutes, b.ttl_hours)?;
-    let mut limits = b.budgets.as_ref().map(grant_limits).transpose()?.unwrap_or_default();
+    let limits = b.budgets.as_ref().map(grant_limits).transpose()?.unwrap_or_default();
     // A grant of no uses is ended when it is made.
     if b.max_uses == Some(0) {
         return Err(ApiError::invalid("max_uses", "must be at least 1"));
@@ -196,11 +195,10 @@ pub async fn delegate(
     if b.budgets.as_ref().and_then(|x| x.max_actions) == Some(0) {
         return Err(ApiError::invalid("budgets.max_actions", "must be at least 1"));
     }
-    let mut max_uses = match (b.max_uses, b.budgets.as_ref().and_then(|x| x.max_actions)) {
+    let max_uses = match (b.max_uses, b.budgets.as_ref().and_then(|x| x.max_actions)) {
         (Some(u), Some(a)) => Some(u.min(a)),
         (u, a) => u.or(a),
     };
-    let mut expires_at = ttl.map(|t| now + t);
     // A grant never carries a scope its source lacks. For a re-delegation the source's
     // authority is the parent grant (checked below), not its own scopes.
     if b.parent_grant_id.is_none() && !source.scopes.is_empty() {
@@ -220,76 +218,103 @@ pub async fn delegate(
     }
     let grant_id = new_id("gr");
     let key_id = auth.key.key_id.clone();
-    // A re-delegation is carved out of its parent: scopes, uses and lifetime.
-    let mut parent_record: Option<ObjectRecord> = None;
-    if let Some(pid) = &b.parent_grant_id {
-        let mut live = ws.live.lock();
-        // The parent and its whole chain must be in force, every grantor along it active.
-        let parent = live.authority.grants.get(pid).ok_or_else(|| ApiError::not_found("grant", pid))?;
-        let problem = crate::authority::grant_problem(&live.authority, &ws.agents.read(), parent, Some(&b.source_agent_id), None, now);
-        if let Some(problem) = problem {
-            return Err(ApiError::invalid("parent_grant_id", format!("grant `{pid}` cannot be re-delegated by this source: {problem}")));
-        }
-        let parent = live.authority.grants.get_mut(pid).ok_or_else(|| ApiError::not_found("grant", pid))?;
-        let parent_scopes: Vec<String> = parent.scopes.iter().chain(&parent.action_types).cloned().collect();
-        for (i, s) in b.scopes.iter().chain(&b.action_types).enumerate() {
-            if !within(s, &parent_scopes) {
-                return Err(ApiError::invalid(&scope_field(&b, i), format!("`{s}` is not within the parent grant's scopes")));
+    let id = grant_id.clone();
+    let view = update(&state, ws, "grant.created", &key_id.clone(), move |a, now| {
+        // Carved out of the parent under the same lock as the commit's order (`update`):
+        // no decision on the parent falls between the carve and its commit.
+        let asked = Terms { max_uses, limits, expires_at: ttl.map(|t| now + t) };
+        let (terms, parent) = match &b.parent_grant_id {
+            Some(pid) => {
+                let carved = carve_from_parent(a, ws, &b, pid, asked, now)?;
+                (carved.terms, Some(carved.parent))
             }
-        }
-        // Every check before the parent changes: a refusal leaves it as it was.
-        if let Some(left) = parent.remaining() {
-            let asked = max_uses.unwrap_or(left);
-            if asked > left {
-                return Err(ApiError::invalid("max_uses", format!("{asked} exceeds the {left} uses the parent grant has left")));
-            }
-            max_uses = Some(asked);
-        }
-        // Amounts, rows and recipients too: what the child does not set it is lent all
-        // the parent has left of, as with uses.
-        let limits_left = parent.limits_left();
-        limits = limits_left.carve(&limits).map_err(|e| ApiError::invalid(e.field, e.message))?;
-        if parent.remaining().is_some() {
-            parent.reserved += max_uses.unwrap_or(0);
-        }
-        parent.lent.add(&limits_left.lent_to(&limits));
-        expires_at = match (expires_at, parent.expires_at) {
-            (Some(a), Some(p)) => Some(a.min(p)),
-            (a, p) => a.or(p),
+            None => (asked, None),
         };
-        parent_record = Some(touched(parent, &ws.workspace_id, now));
-    }
-    let grant = Grant {
-        grant_id: grant_id.clone(),
-        source_agent_id: b.source_agent_id,
-        target_agent_id: b.target_agent_id,
-        scopes: b.scopes,
-        action_types: b.action_types,
-        parent_grant_id: b.parent_grant_id,
-        max_uses,
-        uses: 0,
-        reserved: 0,
-        limits,
-        used: Default::default(),
-        lent: Default::default(),
-        expires_at,
-        revoked: false,
-        revoke_reason: None,
-        instruction: b.instruction,
-        constraints: b.constraints.unwrap_or(Value::Null),
-        created_by: key_id.clone(),
-        created_at: now,
-        version: 1,
-    };
-    let view = grant.view(now);
-    let record = crate::authority::Object::to_record(&grant, &ws.workspace_id, now);
-    let fields = json!({ "grant": view });
-    update(&state, ws, "grant.created", &key_id, move |a, _| {
+        let grant = Grant {
+            grant_id: id,
+            source_agent_id: b.source_agent_id,
+            target_agent_id: b.target_agent_id,
+            scopes: b.scopes,
+            action_types: b.action_types,
+            parent_grant_id: b.parent_grant_id,
+            max_uses: terms.max_uses,
+            uses: 0,
+            reserved: 0,
+            limits: terms.limits,
+            used: Default::default(),
+            lent: Default::default(),
+            expires_at: terms.expires_at,
+            revoked: false,
+            revoke_reason: None,
+            instruction: b.instruction,
+            constraints: b.constraints.unwrap_or(Value::Null),
+            created_by: key_id,
+            created_at: now,
+            version: 1,
+        };
+        let view = grant.view(now);
+        let record = crate::authority::Object::to_record(&grant, &ws.workspace_id, now);
         a.grants.insert(grant.grant_id.clone(), grant);
-        Ok((parent_record.into_iter().chain([record]).collect(), fields, ()))
+        let records = parent.into_iter().chain([record]).collect();
+        Ok((records, json!({ "grant": view }), view))
     })
     .await?;
     Ok(Json(json!({ "ok": true, "grant_id": grant_id, "grant": view })))
+}
+
+/// What a grant may spend: uses, amount, row and recipient limits, and until when.
+struct Terms {
+    max_uses: Option<u64>,
+    limits: GrantLimits,
+    expires_at: Option<i64>,
+}
+
+/// A re-delegation's terms once carved out of its parent, and the parent's new record.
+struct Carved {
+    terms: Terms,
+    parent: ObjectRecord,
+}
+
+/// Carve a re-delegation asking for `asked` out of parent grant `pid`: the parent and
+/// its whole chain must be in force, every grantor along it active; the scopes within
+/// the parent's; uses, amounts, rows and recipients within what it has left (what the
+/// child does not set it is lent all that is left); and no later expiry. Every check
+/// comes before the parent changes, so a refusal leaves it as it was.
+fn carve_from_parent(a: &mut AuthorityState, ws: &WorkspaceState, b: &DelegateBody, pid: &str, asked: Terms, now: i64) -> ApiResult<Carved> {
+    let parent = a.grants.get(pid).ok_or_else(|| ApiError::not_found("grant", pid))?;
+    let problem = crate::authority::grant_problem(a, &ws.agents.read(), parent, Some(&b.source_agent_id), None, now);
+    if let Some(problem) = problem {
+        return Err(ApiError::invalid("parent_grant_id", format!("grant `{pid}` cannot be re-delegated by this source: {problem}")));
+    }
+    let parent_scopes: Vec<String> = parent.scopes.iter().chain(&parent.action_types).cloned().collect();
+    for (i, s) in b.scopes.iter().chain(&b.action_types).enumerate() {
+        if !within(s, &parent_scopes) {
+            return Err(ApiError::invalid(&scope_field(b, i), format!("`{s}` is not within the parent grant's scopes")));
+        }
+    }
+    let uses_left = parent.remaining();
+    let max_uses = match uses_left {
+        Some(left) => {
+            let n = asked.max_uses.unwrap_or(left);
+            if n > left {
+                return Err(ApiError::invalid("max_uses", format!("{n} exceeds the {left} uses the parent grant has left")));
+            }
+            Some(n)
+        }
+        None => asked.max_uses,
+    };
+    let limits_left = parent.limits_left();
+    let limits = limits_left.carve(&asked.limits).map_err(|e| ApiError::invalid(e.field, e.message))?;
+    let expires_at = match (asked.expires_at, parent.expires_at) {
+        (Some(x), Some(p)) => Some(x.min(p)),
+        (x, p) => x.or(p),
+    };
+    let parent = a.grants.get_mut(pid).ok_or_else(|| ApiError::not_found("grant", pid))?;
+    if uses_left.is_some() {
+        parent.reserved += max_uses.unwrap_or(0);
+    }
+    parent.lent.add(&limits_left.lent_to(&limits));
+    Ok(Carved { terms: Terms { max_uses, limits, expires_at }, parent: touched(parent, &ws.workspace_id, now) })
 }
 
 /// Revoke a grant and, recursively, every grant re-delegated from it.
