@@ -68,6 +68,11 @@ pub struct GrantFacts {
     /// (`crate::grant_budget`); unlimited when empty.
     #[serde(default)]
     pub left: crate::grant_budget::GrantLimits,
+    /// Why the grant is used up, when `problem` is `None` only because a paid approval
+    /// of this action took its last use: then only that approval's action may run
+    /// through it (`ApprovalFacts::paid_grant`), and anything else is refused for this.
+    #[serde(default)]
+    pub spent: Option<String>,
 }
 
 impl GrantFacts {
@@ -88,10 +93,15 @@ pub struct ApprovalFacts {
     pub escalation_id: String,
     pub approver: String,
     pub reason: Option<String>,
-    /// The action's cost was charged to its session and grant when the approval was
-    /// given: the action it allows is not charged again.
+    /// The action's cost was charged to its session when the approval was given: the
+    /// action it allows is not charged to the session again.
     #[serde(default)]
     pub paid: bool,
+    /// The grant the approval charged when it was given (one use, and what the action
+    /// takes): the action it allows through that grant, and only that one, is not
+    /// charged to it again.
+    #[serde(default)]
+    pub paid_grant: Option<String>,
 }
 
 /// Everything beyond the agent's own scopes that bears on one decision.
@@ -122,10 +132,14 @@ pub struct AuthorityOutcome {
     /// use, and `grant_charge`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_on_approval: Option<String>,
-    /// The action runs on an approval that charged its grant and session when it was
-    /// given (`ApprovalFacts::paid`): neither is charged again.
+    /// The action runs on an approval that charged its session when it was given
+    /// (`ApprovalFacts::paid`): the session is not charged again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paid_at_approval: bool,
+    /// The action runs through the grant its approval charged when it was given
+    /// (`ApprovalFacts::paid_grant`): the grant is not charged again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grant_paid_at_approval: bool,
     /// The escalation whose approval let this action run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
@@ -312,7 +326,7 @@ mod tests {
         let windows = [window(&["db.*"])];
         let auth = Authority { roles: &roles, windows: &windows, ..Authority::default() };
         assert!(check(Some(&a), &auth, "DB.write").is_ok());
-        let grant = GrantFacts { grant_id: "g".into(), problem: None, scopes: vec!["pay.*".into()], action_types: vec![], left: Default::default() };
+        let grant = GrantFacts { grant_id: "g".into(), problem: None, scopes: vec!["pay.*".into()], action_types: vec![], left: Default::default(), spent: None };
         let auth = Authority { grant: Some(&grant), ..Authority::default() };
         assert!(check(Some(&agent(&["read.*"])), &auth, "PAY.send").is_ok());
     }
@@ -332,7 +346,7 @@ mod tests {
     #[test]
     fn scopes_are_covered_by_a_valid_grant_only() {
         let a = agent(&["read.*"]);
-        let grant = GrantFacts { grant_id: "g".into(), problem: None, scopes: vec!["pay.*".into()], action_types: vec![], left: Default::default() };
+        let grant = GrantFacts { grant_id: "g".into(), problem: None, scopes: vec!["pay.*".into()], action_types: vec![], left: Default::default(), spent: None };
         let auth = Authority { grant: Some(&grant), ..Authority::default() };
         let out = check(Some(&a), &auth, "pay.send").unwrap();
         assert_eq!((out.covered_by.as_deref(), out.grant_used.as_deref()), (Some("grant:g"), Some("g")));

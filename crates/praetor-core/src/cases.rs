@@ -396,6 +396,7 @@ fn authority_facts(case: &Case) -> Result<Facts, String> {
             scopes: g.scopes.clone(),
             action_types: g.action_types.clone(),
             left: g.left.clone(),
+            spent: None,
         }),
         breakglass: a.breakglass.as_ref().map(|b| BreakglassFacts { breakglass_id: "bg1".into(), justification: b.justification.clone() }),
     })

@@ -93,9 +93,15 @@ pub fn decide(input: &DecisionInput<'_>, policies: &CompiledPolicySet, settings:
     decision = approve(decision, &input.authority);
     decision = break_glass(decision, &input.authority);
     let grant = input.authority.grant.filter(|g| decision.authority.grant_used.as_ref() == Some(&g.grant_id));
+    // The grant an approval this decision runs on charged when it was given.
+    let paid_grant = input.authority.approval.filter(|_| decision.authority.approved_by.is_some()).and_then(|a| a.paid_grant.as_deref());
     match (decision.verdict, grant) {
-        // An approval charged to its grant and session when it was given has paid.
-        (Verdict::Allow, Some(_)) if decision.authority.paid_at_approval => {}
+        (Verdict::Allow, Some(g)) if paid_grant == Some(g.grant_id.as_str()) => decision.authority.grant_paid_at_approval = true,
+        // Used up: only the paid approval's own action could still run through it.
+        (Verdict::Allow | Verdict::Escalate, Some(g)) if g.spent.is_some() => {
+            let why = format!("cannot be used: {}", g.spent.as_deref().unwrap_or_default());
+            decision = grant_refusal(decision, g, why);
+        }
         (Verdict::Allow, Some(g)) => decision = charge_grant(decision, input.request, g),
         (Verdict::Escalate, Some(g)) => decision = hold_grant_for_approval(decision, input.request, g),
         _ => {}

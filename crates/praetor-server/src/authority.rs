@@ -894,6 +894,28 @@ pub fn grant_problem(
     grant.problem(agent_id, now).or_else(|| chain_problem(state, grant, action_type, agents, now))
 }
 
+/// Whether `agent_id` can use the grant for `action_type` now (`Err`: why not). A grant
+/// whose last use a paid approval of this action took (`paid_for`) is still usable, but
+/// only for that approval's action: `Ok(Some(why it is used up))`.
+fn grant_usable(
+    state: &AuthorityState,
+    agents: &HashMap<String, praetor_store::Agent>,
+    g: &Grant,
+    agent_id: Option<&str>,
+    action_type: &str,
+    paid_for: bool,
+    now: i64,
+) -> Result<Option<String>, String> {
+    match grant_problem(state, agents, g, agent_id, Some(action_type), now) {
+        None => Ok(None),
+        Some(spent) if paid_for && g.status_at(now) == "exhausted" => match g.problem_past_uses(agent_id, now).or_else(|| chain_problem(state, g, Some(action_type), agents, now)) {
+            None => Ok(Some(spent)),
+            Some(other) => Err(other),
+        },
+        Some(problem) => Err(problem),
+    }
+}
+
 /// Gather what bears on this decision.
 #[allow(clippy::too_many_arguments)]
 pub fn facts(
@@ -935,28 +957,29 @@ pub fn facts(
             approver: e.approver_key.clone().unwrap_or_default(),
             reason: e.resolution_reason.clone(),
             paid: e.charged_at_approval,
+            paid_grant: e.grant_id.clone().filter(|_| e.charged_at_approval),
         });
     // The grant a paid approval of this action already charged.
-    let paid_from = f.approval.as_ref().filter(|a| a.paid).and_then(|a| state.escalations.get(&a.escalation_id)).and_then(|e| e.grant_id.clone());
+    let paid_from = f.approval.as_ref().and_then(|a| a.paid_grant.clone());
     f.grant = grant_id.map(|id| match state.grants.get(id) {
-        Some(g) => GrantFacts {
-            grant_id: id.to_owned(),
-            // A grant whose last use a paid approval took still lets that approval's
-            // action run: the use was its.
-            problem: match paid_from.is_some_and(|p| p == id) {
-                true => g.problem_past_uses(agent_id, now).or_else(|| chain_problem(state, g, Some(action_type), agents, now)),
-                false => grant_problem(state, agents, g, agent_id, Some(action_type), now),
-            },
-            scopes: g.scopes.clone(),
-            action_types: g.action_types.clone(),
-            left: g.limits_left(),
-        },
+        Some(g) => {
+            let usable = grant_usable(state, agents, g, agent_id, action_type, paid_from.as_deref() == Some(id), now);
+            GrantFacts {
+                grant_id: id.to_owned(),
+                problem: usable.as_ref().err().cloned(),
+                scopes: g.scopes.clone(),
+                action_types: g.action_types.clone(),
+                left: g.limits_left(),
+                spent: usable.ok().flatten(),
+            }
+        }
         None => GrantFacts {
             grant_id: id.to_owned(),
             problem: Some("no grant by this id is in force in this workspace (an ended one is no longer held)".into()),
             scopes: Vec::new(),
             action_types: Vec::new(),
             left: GrantLimits::default(),
+            spent: None,
         },
     });
     f
@@ -992,7 +1015,7 @@ pub struct Opening<'a> {
 pub fn apply(state: &mut AuthorityState, d: &Decision, grant_id: Option<&str>, o: &Opening<'_>, now: i64, settings: &WorkspaceSettings) -> Changes {
     let mut ch = Changes::default();
     // An action on an approval that charged the grant when it was given is not charged again.
-    if let Some(g) = d.authority.grant_used.as_deref().filter(|_| !d.authority.paid_at_approval).and_then(|id| state.grants.get_mut(id)) {
+    if let Some(g) = d.authority.grant_used.as_deref().filter(|_| !d.authority.grant_paid_at_approval).and_then(|id| state.grants.get_mut(id)) {
         g.uses += 1;
         if let Some(taken) = &d.authority.grant_charge {
             g.used.add(taken);

@@ -410,6 +410,55 @@ async fn an_approval_through_a_grant_is_charged_to_the_grant() {
     assert_eq!((sealed["grant_id"].as_str(), sealed["grant_consumed"]["amount"]["EUR"].as_str()), (Some(grant.as_str()), Some("600")), "{sealed}");
 }
 
+/// A paid approval lets only its own action through the grant whose last use it took:
+/// not once more, not another action, and not the same action allowed some other way
+/// (breakglass over a policy that now blocks it). A retry naming another grant is
+/// charged to that grant, and checked against it, as any action is.
+#[tokio::test]
+async fn a_paid_approval_spends_only_the_grant_it_charged_and_only_once() {
+    let (s, approver) = setup().await;
+    let (borrower, grant) = lend_wire(&s, json!({ "max_actions": 1 })).await;
+    let wire_via = |grant: &str, amount: u32| json!({ "action_type": "wire.send", "agent_id": borrower, "grant_id": grant, "metadata": { "amount": amount, "currency": "EUR" } });
+    let esc = s.intercept(wire_via(&grant, 600)).await["escalation_id"].as_str().unwrap().to_owned();
+    assert_eq!(approve(&s, &approver, &esc).await.0, StatusCode::OK);
+    // The approval took the grant's one use; its own retry still runs, once.
+    assert_eq!(s.intercept(wire_via(&grant, 600)).await["decision"], "allow");
+    let again = s.intercept(wire_via(&grant, 600)).await;
+    assert!(again["decision"] == "block" && again["reasoning"].as_str().unwrap().contains("max_uses"), "{again}");
+    assert_eq!(s.intercept(wire_via(&grant, 50)).await["decision"], "block");
+    assert_eq!(grant_consumed(&s, &grant).await["actions"], 1);
+
+    // Breakglass over a policy that now blocks the action does not reach the used-up grant.
+    let (_, other) = lend_wire(&s, json!({ "max_actions": 1 })).await;
+    let esc = s.intercept(wire_via(&other, 700)).await["escalation_id"].as_str().unwrap().to_owned();
+    assert_eq!(approve(&s, &approver, &esc).await.0, StatusCode::OK);
+    s.policy(json!({ "name": "freeze", "policy_type": "action_type", "action_types": ["wire.*"], "decision": "block" })).await;
+    let (code, bg) = s.post("/api/v1/enforce/breakglass", &approver, &json!({ "agent_id": borrower, "justification": "outage", "severity": "critical", "duration_minutes": 30 })).await;
+    assert_eq!(code, StatusCode::OK, "{bg}");
+    for _ in 0..2 {
+        let retry = s.intercept(wire_via(&other, 700)).await;
+        assert_eq!(retry["decision"], "block", "{retry}");
+        assert_eq!(retry["policies_triggered"][0]["policy_id"], "__grant", "{retry}");
+    }
+    assert_eq!(grant_consumed(&s, &other).await["actions"], 1, "no use past max_uses");
+}
+
+/// The retry of an approval that charged one grant, naming another, is that other
+/// grant's action: checked against it and charged to it.
+#[tokio::test]
+async fn a_retry_through_another_grant_is_that_grants_action() {
+    let (s, approver) = setup().await;
+    let (borrower, big) = lend_wire(&s, json!({ "max_actions": 5, "max_amount": { "EUR": 1000 } })).await;
+    let (_, small) = lend_wire(&s, json!({ "max_actions": 5, "max_amount": { "EUR": 100 } })).await;
+    let wire_via = |grant: &str| json!({ "action_type": "wire.send", "agent_id": borrower, "grant_id": grant, "metadata": { "amount": 600, "currency": "EUR" } });
+    let esc = s.intercept(wire_via(&big)).await["escalation_id"].as_str().unwrap().to_owned();
+    assert_eq!(approve(&s, &approver, &esc).await.0, StatusCode::OK);
+    let retry = s.intercept(wire_via(&small)).await;
+    assert_eq!(retry["decision"], "block", "600 EUR through a grant with 100 left: {retry}");
+    assert!(retry["reasoning"].as_str().unwrap().contains("max_amount.EUR"), "{retry}");
+    assert_eq!(grant_consumed(&s, &small).await["actions"], 0);
+}
+
 /// Revoking the grant an escalation was raised through voids it, approved or pending:
 /// the SDK would otherwise act on an approval (`allow`) after the revocation.
 #[tokio::test]
@@ -455,9 +504,14 @@ async fn stored_eur(s: &TestServer, session: &str) -> (u64, String) {
 #[tokio::test]
 async fn an_approval_whose_commit_fails_leaves_nothing_approved_or_charged() {
     let (s, approver) = setup().await;
-    let agent = s.agent("runner").await;
+    // In a session and through a grant: the approval charges both.
+    let (agent, grant) = lend_wire(&s, json!({ "max_actions": 3, "max_amount": { "EUR": 1000 } })).await;
     let session = start_session(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "EUR": 1200 } } })).await;
-    let esc = escalate(&s, &agent, Some(&session)).await;
+    let mut action = wire(&agent, Some(&session));
+    action["grant_id"] = json!(grant);
+    let raised = s.intercept(action).await;
+    assert_eq!(raised["decision"], "escalate", "{raised}");
+    let esc = raised["escalation_id"].as_str().unwrap().to_owned();
     let db = rusqlite::Connection::open(s.dir.path().join("praetor.db")).unwrap();
     db.execute_batch(
         "CREATE TRIGGER fail_insert BEFORE INSERT ON objects WHEN NEW.kind = 'escalation' BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;
@@ -470,11 +524,34 @@ async fn an_approval_whose_commit_fails_leaves_nothing_approved_or_charged() {
     assert_eq!((st["status"].as_str(), st["decision"].as_str()), (Some("pending"), Some("pending")), "{st}");
     assert_eq!(consumed_eur(&s, &session).await, (0, "0".to_owned()));
     assert_eq!(stored_eur(&s, &session).await, (0, "0".to_owned()));
+    assert_eq!(grant_consumed(&s, &grant).await, json!({ "actions": 0, "recipients": 0, "rows": 0 }), "the grant as it was");
     db.execute_batch("DROP TRIGGER fail_insert; DROP TRIGGER fail_update;").unwrap();
     let (code, body) = approve(&s, &approver, &esc).await;
     assert_eq!(code, StatusCode::OK, "{body}");
     assert_eq!(status_of(&s, &esc).await["decision"], "allow");
     assert_eq!(stored_eur(&s, &session).await, (1, "500".to_owned()));
+    assert_eq!(grant_consumed(&s, &grant).await, json!({ "actions": 1, "amount": { "EUR": "500" }, "recipients": 0, "rows": 0 }));
+}
+
+/// An approval moves its agent's etag on, guarded by the one it read: when another node
+/// changed the agent meanwhile (its decisions do), the approval is refused by the
+/// store, reads the agent again and goes through, charging once.
+#[tokio::test]
+async fn an_approval_reads_again_an_agent_another_node_changed() {
+    let (s, approver) = setup().await;
+    let (agent, grant) = lend_wire(&s, json!({ "max_actions": 3 })).await;
+    let mut action = wire(&agent, None);
+    action["grant_id"] = json!(grant);
+    let esc = s.intercept(action).await["escalation_id"].as_str().unwrap().to_owned();
+    let touch = praetor_store::Mutation::Touch { workspace_id: s.state.workspace_ids()[0].clone(), of: praetor_store::Guarded::Agent, id: agent.clone(), etag: "e_other_node".into() };
+    s.state.commit(praetor_store::Txn { mutations: vec![touch], seal: vec![] }).await.unwrap();
+    let (code, body) = approve(&s, &approver, &esc).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(grant_consumed(&s, &grant).await["actions"], 1);
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    let held = ws.agent(&agent).unwrap().etag;
+    let stored = s.state.store.agent_state(&ws.workspace_id, &agent, 0, 0).await.unwrap().unwrap().agent.etag;
+    assert_eq!(held, stored, "this node's copy carries the approval's etag, as the store does");
 }
 
 /// An approval's charge is guarded by the session's etag: when another node charged the
