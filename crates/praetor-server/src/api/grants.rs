@@ -208,18 +208,20 @@ pub async fn delegate(
             }
         }
     }
-    // Every grant held in memory counts: those in force, and ended ones until the
-    // sweeper lets them go (`prune_ended_grants`, within a second or so).
-    let held = ws.live.lock().authority.grants.len();
-    if held >= limits::GRANTS_HELD_PER_WORKSPACE {
-        return Err(ApiError::new(Code::Conflict, format!(
-            "the workspace holds {held} grants in force, the most it may ({}); revoke some first", limits::GRANTS_HELD_PER_WORKSPACE
-        )));
-    }
     let grant_id = new_id("gr");
     let key_id = auth.key.key_id.clone();
     let id = grant_id.clone();
     let view = update(&state, ws, "grant.created", &key_id.clone(), move |a, now| {
+        // Every grant held in memory counts: those in force, and ended ones until the
+        // sweeper lets them go (`prune_ended_grants`, within a second or so). Counted
+        // under the lock the grant is added under, so concurrent delegations on this
+        // node cannot pass the limit together.
+        let held = a.grants.len();
+        if held >= limits::GRANTS_HELD_PER_WORKSPACE {
+            return Err(ApiError::new(Code::Conflict, format!(
+                "the workspace holds {held} grants in force, the most it may ({}); revoke some first", limits::GRANTS_HELD_PER_WORKSPACE
+            )));
+        }
         // Carved out of the parent under the same lock as the commit's order (`update`):
         // no decision on the parent falls between the carve and its commit.
         let asked = Terms { max_uses, limits, expires_at: ttl.map(|t| now + t) };

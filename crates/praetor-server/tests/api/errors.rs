@@ -493,8 +493,8 @@ async fn a_workspace_holds_a_bounded_number_of_grants() {
     assert!(refused.1["error"]["message"].as_str().unwrap().contains("grants in force"), "{}", refused.1);
     // A grant's amount budget names at most so many currencies.
     let many: serde_json::Map<String, Value> = (0..=praetor_server::config::limits::LIST_MAX).map(|i| (format!("C{i:03}"), json!(1))).collect();
-    let body = json!({ "source_agent_id": source, "target_agent_id": target, "scopes": ["x"], "budgets": { "max_amount": many } });
-    let got = s.post("/api/v1/enforce/delegate", &s.admin_key, &body).await;
+    let too_many = json!({ "source_agent_id": source, "target_agent_id": target, "scopes": ["x"], "budgets": { "max_amount": many } });
+    let got = s.post("/api/v1/enforce/delegate", &s.admin_key, &too_many).await;
     assert_error(&got, 400, "invalid_field");
     assert!(got.1["error"]["message"].as_str().unwrap().contains("budgets.max_amount"), "{}", got.1);
     // A grant of no uses would be ended when made.
@@ -507,6 +507,18 @@ async fn a_workspace_holds_a_bounded_number_of_grants() {
     assert_eq!(ws.live.lock().authority.grants.len(), praetor_server::config::limits::GRANTS_HELD_PER_WORKSPACE - 10);
     let (status, made) = delegate().await;
     assert_eq!(status, StatusCode::OK, "{made}");
+    // Delegations at once fill the 9 places left and no more.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (client, url, key, body) = (s.client.clone(), s.url("/api/v1/enforce/delegate"), s.admin_key.clone(), body.clone());
+        tasks.push(tokio::spawn(async move { client.post(url).header("X-API-Key", key).json(&body).send().await.unwrap().status() }));
+    }
+    let mut made = 0;
+    for t in tasks {
+        made += usize::from(t.await.unwrap() == StatusCode::OK);
+    }
+    assert_eq!(made, 9, "as many as there were places");
+    assert_eq!(ws.live.lock().authority.grants.len(), praetor_server::config::limits::GRANTS_HELD_PER_WORKSPACE);
 }
 
 /// A body is sealed in the vault a level or two deeper than it came. Bodies nested 127
