@@ -97,7 +97,9 @@ pub enum Mutation {
     /// `rotated`: revoked by a rotation (see `Credential::rotated`). A revocation that
     /// is not a rotation also takes a rotated credential's sessions from it.
     RevokeCredential { workspace_id: String, credential_id: String, at: Millis, rotated: bool },
-    /// Insert or update an authority object, unless the stored version is newer.
+    /// Insert an authority object, or update it to the version right after the stored
+    /// one: any other version is refused (`Stale`), as made from a copy that is behind
+    /// the store or ahead of it.
     PutObject(ObjectRecord),
     InsertShadowHit(ShadowHit),
     InsertViolation(Violation),

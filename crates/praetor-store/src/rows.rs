@@ -148,15 +148,17 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
             ], None)?;
         }
         Mutation::PutObject(o) => {
-            // A version not above the stored one was made from a stale copy (another
-            // node, or a change that never committed, moved the object on): refuse it
-            // rather than drop it, so the caller reloads and decides again.
+            // Each write moves an object on by exactly one version. One not above the
+            // stored version was made from a stale copy (another node moved the object
+            // on); one further above was made on top of a change that never committed
+            // (a decision on an approval whose own commit failed). Either is refused
+            // rather than dropped, so the caller reloads and decides again.
             db.execute_later("INSERT INTO objects (workspace_id, kind, object_id, agent_id, status, body, created_at, updated_at, version)
                  VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)
                  ON CONFLICT (workspace_id, kind, object_id) DO UPDATE SET
                     agent_id = excluded.agent_id, status = excluded.status, body = excluded.body,
                     updated_at = excluded.updated_at, version = excluded.version
-                 WHERE excluded.version > objects.version", args![
+                 WHERE excluded.version = objects.version + 1", args![
                 o.workspace_id, o.kind, o.object_id, o.agent_id, o.status, body_text(encoded, &o.body)?.as_ref(), o.created_at, o.updated_at,
                 o.version as i64
             ], Some(&|| StoreError::Stale(format!("{} `{}`", o.kind, o.object_id))))?;

@@ -273,11 +273,10 @@ async fn approve_charging(state: &AppState, ws: &WorkspaceState, id: &str, reaso
         // cannot be read now.
         let session_id = undo.session.as_ref().map(|(s, _)| s.session_id.clone());
         let grant_id = undo.grant.as_ref().map(|(g, _)| g.grant_id.clone());
-        let agent_id = undo.agent.as_ref().map(|(a, _, _)| a.clone());
         undo.apply(ws);
         match err {
             StoreError::Stale(what) if attempt < crate::authority::UPDATE_ATTEMPTS => {
-                crate::pipeline::resync(state, ws, &agent_id.into_iter().collect::<Vec<_>>(), &session_id.into_iter().collect::<Vec<_>>()).await?;
+                crate::pipeline::resync(state, ws, &[], &session_id.into_iter().collect::<Vec<_>>()).await?;
                 let mut objects = vec![(Escalation::KIND.to_owned(), id.to_owned())];
                 objects.extend(grant_id.map(|g| (<crate::authority::Grant as crate::authority::Object>::KIND.to_owned(), g)));
                 crate::pipeline::resync_objects(state, ws, &objects).await?;
@@ -298,8 +297,6 @@ struct Undo {
     escalation: (Escalation, u64),
     session: Option<(praetor_store::Session, String)>,
     grant: Option<(crate::authority::Grant, u64)>,
-    /// The agent's id, its etag before and after.
-    agent: Option<(String, String, String)>,
 }
 
 impl Undo {
@@ -320,11 +317,6 @@ impl Undo {
         {
             *g = before;
         }
-        if let Some((id, before, after)) = self.agent
-            && let Some(a) = ws.agents.write().get_mut(&id).filter(|a| a.etag == after)
-        {
-            a.etag = before;
-        }
     }
 }
 
@@ -334,8 +326,9 @@ fn conflict(message: String) -> ApiError {
 
 /// `approve_charging`'s change in memory, under the live lock: every check first, then
 /// the approval and the charges, with what to commit, the view and how to undo it. The
-/// commit is guarded by the agent's etag (moved on, as a decision moves it), the
-/// session's, the grant's version and its grantors being active.
+/// commit is guarded by the session's etag, the escalation's and the grant's versions
+/// (the store takes only the version right after its own, so a decision made on this
+/// approval before it commits cannot commit if it does not) and the grantors active.
 fn approve_in_memory(ws: &WorkspaceState, id: &str, reason: Option<&String>, key_id: &str, now: i64, fresh: i64) -> ApiResult<(Txn, Value, Undo)> {
     let mut guard = ws.live.lock();
     let LiveState { sessions, authority, .. } = &mut *guard;
@@ -368,17 +361,6 @@ fn approve_in_memory(ws: &WorkspaceState, id: &str, reason: Option<&String>, key
     // Every check passed: approve, and charge.
     let mut mutations = Vec::new();
     let mut fields = serde_json::Map::new();
-    // The agent's etag moves on, as with its decisions: a decision of the agent made on
-    // this approval before it commits (its retry, another use of the grant) guards the
-    // new etag, so it cannot commit if the approval does not.
-    let agent = e.agent_id.as_ref().and_then(|a| {
-        let mut agents = ws.agents.write();
-        let held = agents.get_mut(a)?;
-        let before = std::mem::replace(&mut held.etag, crate::secrets::new_id("etag"));
-        mutations.push(Mutation::Expect { workspace_id: ws.workspace_id.clone(), of: Guarded::Agent, id: a.clone(), etag: before.clone() });
-        mutations.push(Mutation::Touch { workspace_id: ws.workspace_id.clone(), of: Guarded::Agent, id: a.clone(), etag: held.etag.clone() });
-        Some((a.clone(), before, held.etag.clone()))
-    });
     let session = match session_charge {
         Some((session_id, charge)) => {
             let s = sessions.get_mut(session_id).ok_or_else(|| conflict(format!("session `{session_id}` is not held here; try again")))?;
@@ -423,7 +405,7 @@ fn approve_in_memory(ws: &WorkspaceState, id: &str, reason: Option<&String>, key
     let mut sealed = resolved_fields(&esc);
     sealed.as_object_mut().expect("an object").extend(fields);
     let seal = vec![crate::events::event(&ws.workspace_id, "escalation.resolved", Some(key_id), now, sealed)];
-    let undo = Undo { escalation: (e, esc.version), session, grant, agent };
+    let undo = Undo { escalation: (e, esc.version), session, grant };
     Ok((Txn { mutations, seal }, esc.view(now, fresh), undo))
 }
 

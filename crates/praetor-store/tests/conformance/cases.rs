@@ -487,6 +487,13 @@ pub async fn sessions_and_objects_keep_the_newest_version(b: Backend) {
     // (so its writer reloads and decides again), and nothing changes.
     let late = store.commit(one(Mutation::PutObject(object("grant", "grt_1", "active", 1, 300)))).await;
     assert!(matches!(late, Err(StoreError::Stale(ref w)) if w == "grant `grt_1`"), "{late:?}");
+    // Nor one past the next version: it was made on top of a change that never
+    // committed. The next version is taken.
+    store.commit(one(Mutation::PutObject(object("grant", "grt_9", "active", 1, 300)))).await.unwrap();
+    let skipped = store.commit(one(Mutation::PutObject(object("grant", "grt_9", "revoked", 3, 305)))).await;
+    assert!(matches!(skipped, Err(StoreError::Stale(_))), "{skipped:?}");
+    store.commit(one(Mutation::PutObject(object("grant", "grt_9", "active", 2, 306)))).await.expect("the next version");
+    store.commit(one(Mutation::PutObject(object("grant", "grt_9", "revoked", 3, 307)))).await.expect("and the one after");
     let resolved = object("escalation", "esc_1", "denied", 2, 310);
     let pending = object("escalation", "esc_2", "pending", 1, 320);
     store.commit(Txn { mutations: vec![Mutation::PutObject(resolved.clone()), Mutation::PutObject(pending.clone())], seal: vec![] }).await.unwrap();
