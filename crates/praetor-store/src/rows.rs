@@ -148,20 +148,27 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
             ], None)?;
         }
         Mutation::PutObject(o) => {
-            // Each write moves an object on by exactly one version. One not above the
-            // stored version was made from a stale copy (another node moved the object
-            // on); one further above was made on top of a change that never committed
-            // (a decision on an approval whose own commit failed). Either is refused
-            // rather than dropped, so the caller reloads and decides again.
-            db.execute_later("INSERT INTO objects (workspace_id, kind, object_id, agent_id, status, body, created_at, updated_at, version)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)
-                 ON CONFLICT (workspace_id, kind, object_id) DO UPDATE SET
-                    agent_id = excluded.agent_id, status = excluded.status, body = excluded.body,
-                    updated_at = excluded.updated_at, version = excluded.version
-                 WHERE excluded.version = objects.version + 1", args![
-                o.workspace_id, o.kind, o.object_id, o.agent_id, o.status, body_text(encoded, &o.body)?.as_ref(), o.created_at, o.updated_at,
-                o.version as i64
-            ], Some(&|| StoreError::Stale(format!("{} `{}`", o.kind, o.object_id))))?;
+            // Each write moves an object on by exactly one version: a new object comes
+            // in at version 1, and a change at the version right after the stored one.
+            // One not above the stored version was made from a stale copy (another node
+            // moved the object on); one further above, or a new object past version 1,
+            // was made on top of a change that never committed (a decision on an
+            // approval whose own commit failed, a settlement of an escalation whose
+            // opening was refused). Either is refused rather than dropped, so the
+            // caller reloads and decides again.
+            let stale = || StoreError::Stale(format!("{} `{}`", o.kind, o.object_id));
+            let body = body_text(encoded, &o.body)?;
+            if o.version == 1 {
+                db.execute_later("INSERT INTO objects (workspace_id, kind, object_id, agent_id, status, body, created_at, updated_at, version)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9) ON CONFLICT (workspace_id, kind, object_id) DO NOTHING", args![
+                    o.workspace_id, o.kind, o.object_id, o.agent_id, o.status, body.as_ref(), o.created_at, o.updated_at, o.version as i64
+                ], Some(&stale))?;
+            } else {
+                db.execute_later("UPDATE objects SET agent_id = ?4, status = ?5, body = ?6, updated_at = ?7, version = ?8
+                     WHERE workspace_id = ?1 AND kind = ?2 AND object_id = ?3 AND version = ?9", args![
+                    o.workspace_id, o.kind, o.object_id, o.agent_id, o.status, body.as_ref(), o.updated_at, o.version as i64, o.version as i64 - 1
+                ], Some(&stale))?;
+            }
         }
         Mutation::InsertViolation(v) => {
             db.insert_row_later("INSERT INTO violations (workspace_id, violation_id, rule_id, severity, agent_id, decision_id, at, body)

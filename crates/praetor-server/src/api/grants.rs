@@ -211,7 +211,8 @@ pub async fn delegate(
     let grant_id = new_id("gr");
     let key_id = auth.key.key_id.clone();
     let id = grant_id.clone();
-    let view = update(&state, ws, "grant.created", &key_id.clone(), move |a, now| {
+    // Retried from the store's copies while decisions move the parent on (its uses).
+    let view = update_retrying(&state, ws, "grant.created", &key_id.clone(), move |a, now| {
         // Every grant held in memory counts: those in force, and ended ones until the
         // sweeper lets them go (`prune_ended_grants`, within a second or so). Counted
         // under the lock the grant is added under, so concurrent delegations on this
@@ -224,7 +225,7 @@ pub async fn delegate(
         }
         // Carved out of the parent under the same lock as the commit's order (`update`):
         // no decision on the parent falls between the carve and its commit.
-        let asked = Terms { max_uses, limits, expires_at: ttl.map(|t| now + t) };
+        let asked = Terms { max_uses, limits: limits.clone(), expires_at: ttl.map(|t| now + t) };
         let (terms, parent) = match &b.parent_grant_id {
             Some(pid) => {
                 let carved = carve_from_parent(a, ws, &b, pid, asked, now)?;
@@ -233,12 +234,12 @@ pub async fn delegate(
             None => (asked, None),
         };
         let grant = Grant {
-            grant_id: id,
-            source_agent_id: b.source_agent_id,
-            target_agent_id: b.target_agent_id,
-            scopes: b.scopes,
-            action_types: b.action_types,
-            parent_grant_id: b.parent_grant_id,
+            grant_id: id.clone(),
+            source_agent_id: b.source_agent_id.clone(),
+            target_agent_id: b.target_agent_id.clone(),
+            scopes: b.scopes.clone(),
+            action_types: b.action_types.clone(),
+            parent_grant_id: b.parent_grant_id.clone(),
             max_uses: terms.max_uses,
             uses: 0,
             reserved: 0,
@@ -248,9 +249,9 @@ pub async fn delegate(
             expires_at: terms.expires_at,
             revoked: false,
             revoke_reason: None,
-            instruction: b.instruction,
-            constraints: b.constraints.unwrap_or(Value::Null),
-            created_by: key_id,
+            instruction: b.instruction.clone(),
+            constraints: b.constraints.clone().unwrap_or(Value::Null),
+            created_by: key_id.clone(),
             created_at: now,
             version: 1,
         };
@@ -709,7 +710,8 @@ pub async fn review_breakglass(
     }
     let ws_id = auth.workspace.workspace_id.clone();
     let reviewer = auth.key.key_id.clone();
-    let view = update(&state, &auth.workspace, "breakglass.reviewed", &auth.key.key_id, |a, now| {
+    // Retried from the store's copy while decisions move the breakglass on (its uses).
+    let view = update_retrying(&state, &auth.workspace, "breakglass.reviewed", &auth.key.key_id, |a, now| {
         let b = a.breakglass.get_mut(&id).ok_or_else(|| ApiError::not_found("breakglass", &id))?;
         if b.triggered_by == reviewer {
             return Err(ApiError::new(Code::InsufficientScope, "the key that triggered breakglass cannot review it"));

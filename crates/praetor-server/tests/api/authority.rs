@@ -547,9 +547,19 @@ async fn an_operators_revoke_or_close_wins_over_uses_this_node_has_not_seen() {
     let (status, revoked) = s.post(&format!("/api/v1/enforce/delegate/{grant}/revoke"), &s.admin_key, &json!({ "reason": "done" })).await;
     assert_eq!(status, StatusCode::OK, "{revoked}");
     assert_eq!(s.intercept(json!({ "action_type": "pay.send", "agent_id": b, "grant_id": grant })).await["decision"], "block");
+    // A review, and a re-delegation out of a grant, are made again from the store's copy too.
+    let (status, reviewed) = s.post(&format!("/api/v1/enforce/breakglass/{bg}/review"), &s.admin_key, &json!({ "outcome": "justified" })).await;
+    assert_eq!(status, StatusCode::OK, "{reviewed}");
     let (status, closed) = s.post(&format!("/api/v1/enforce/breakglass/{bg}/close"), &approver, &json!({})).await;
     assert_eq!(status, StatusCode::OK, "{closed}");
     assert_eq!(s.intercept(json!({ "action_type": "deploy", "agent_id": b })).await["decision"], "block");
+    let (b2, parent) = lend_pay(&s).await;
+    assert_eq!(s.intercept(json!({ "action_type": "pay.send", "agent_id": b2, "grant_id": parent })).await["decision"], "allow");
+    fall_behind(&s, |a| a.grants.get_mut(&parent).unwrap().version -= 1);
+    let intern = s.agent("intern").await;
+    let body = json!({ "source_agent_id": b2, "target_agent_id": intern, "scopes": ["pay.*"], "parent_grant_id": parent });
+    let (status, child) = s.post("/api/v1/enforce/delegate", &s.admin_key, &body).await;
+    assert_eq!(status, StatusCode::OK, "{child}");
 }
 
 #[tokio::test]

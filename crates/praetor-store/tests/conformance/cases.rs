@@ -494,9 +494,14 @@ pub async fn sessions_and_objects_keep_the_newest_version(b: Backend) {
     assert!(matches!(skipped, Err(StoreError::Stale(_))), "{skipped:?}");
     store.commit(one(Mutation::PutObject(object("grant", "grt_9", "active", 2, 306)))).await.expect("the next version");
     store.commit(one(Mutation::PutObject(object("grant", "grt_9", "revoked", 3, 307)))).await.expect("and the one after");
+    // A new object comes in at version 1 only: one past it was made on top of a
+    // creation that never committed.
+    let unborn = store.commit(one(Mutation::PutObject(object("escalation", "esc_1", "denied", 2, 309)))).await;
+    assert!(matches!(unborn, Err(StoreError::Stale(_))), "{unborn:?}");
     let resolved = object("escalation", "esc_1", "denied", 2, 310);
     let pending = object("escalation", "esc_2", "pending", 1, 320);
-    store.commit(Txn { mutations: vec![Mutation::PutObject(resolved.clone()), Mutation::PutObject(pending.clone())], seal: vec![] }).await.unwrap();
+    let raised = Mutation::PutObject(object("escalation", "esc_1", "pending", 1, 310));
+    store.commit(Txn { mutations: vec![raised, Mutation::PutObject(resolved.clone()), Mutation::PutObject(pending.clone())], seal: vec![] }).await.unwrap();
     assert_eq!(store.get_object(WS, "grant", "grt_1").await.unwrap(), Some(grant.clone()));
     assert_eq!(store.get_object(WS, "role", "grt_1").await.unwrap(), None);
     let escalations = store.list_objects(WS, &ObjectFilter { kind: "escalation".into(), limit: 10, ..Default::default() }).await.unwrap();
@@ -1057,7 +1062,8 @@ pub async fn etag_guards_refuse_decisions_made_from_stale_copies(b: Backend) {
 /// of the batch commits and seals in order.
 pub async fn refusals_inside_one_batch_are_each_their_own(b: Backend) {
     let store = with_workspace(&b).await;
-    store.commit(Txn { mutations: vec![Mutation::PutAgent(agent("agt_1", "one")), Mutation::PutObject(object("grant", "grt_1", "active", 2, 10))], seal: vec![] }).await.unwrap();
+    let grant = |v: u64| Mutation::PutObject(object("grant", "grt_1", "active", v, 10));
+    store.commit(Txn { mutations: vec![Mutation::PutAgent(agent("agt_1", "one")), grant(1), grant(2)], seal: vec![] }).await.unwrap();
     let nonce = |n: &str| Mutation::ClaimNonce { workspace_id: WS.into(), agent_id: "agt_1".into(), nonce: n.into(), now: 100, until: 10_000 };
     store.commit(one(nonce("used"))).await.unwrap();
     let reruns = store.commit_stats().batches_rerun;
