@@ -685,10 +685,17 @@ impl AuthorityState {
     /// memory. Returns how many left.
     pub fn prune_ended_grants(&mut self, now: i64) -> usize {
         let before = self.grants.len();
-        self.grants.retain(|_, g| match g.status_at(now) {
-            "active" => true,
-            "exhausted" => g.reserved > 0,
-            _ => false,
+        // A grant an open escalation was raised through stays while it is open: its
+        // approval charges the grant, the retry it allows runs through it (even once the
+        // approval took its last use), and a revoked or expired one voids it.
+        let named: std::collections::HashSet<&str> = self.escalations.values().filter(|e| e.is_open()).filter_map(|e| e.grant_id.as_deref()).collect();
+        self.grants.retain(|id, g| {
+            named.contains(id.as_str())
+                || match g.status_at(now) {
+                    "active" => true,
+                    "exhausted" => g.reserved > 0,
+                    _ => false,
+                }
         });
         before - self.grants.len()
     }
@@ -951,6 +958,10 @@ pub fn facts(
         .flat_map(|h| state.escalations.for_action(h))
         .filter(|e| e.agent_id.as_deref() == agent_id)
         .filter(|e| e.decision_at(now, freshness) == "allow")
+        // One raised through a grant since revoked or expired is void (the sweeper
+        // settles it), whatever grant the retry names: the approval was for an action
+        // under that grant. One whose grant this node does not hold is not used here.
+        .filter(|e| e.grant_id.as_ref().is_none_or(|g| state.grants.get(g).is_some_and(|g| !matches!(g.status_at(now), "revoked" | "expired"))))
         .min_by_key(|e| e.created_at)
         .map(|e| ApprovalFacts {
             escalation_id: e.escalation_id.clone(),
@@ -1149,13 +1160,18 @@ pub async fn settle_agent_retrying(
 ) -> Option<(String, Vec<String>)> {
     let mut attempt = 1;
     loop {
-        let settled = crate::api::credentials::settle_agent(ws, agent_id, reason, actor, state.now_ms());
-        if settled.records.is_empty() {
-            return None;
-        }
-        let touched = settled.touched();
-        let txn = praetor_store::Txn { mutations: settled.records.into_iter().map(praetor_store::Mutation::PutObject).collect(), seal: settled.seals };
-        let Err(e) = state.commit(txn).await else { return None };
+        let (pending, touched) = {
+            // In the decision order, as `settle_now`.
+            let _order = ws.decision_order.lock();
+            let settled = crate::api::credentials::settle_agent(ws, agent_id, reason, actor, state.now_ms());
+            if settled.records.is_empty() {
+                return None;
+            }
+            let touched = settled.touched();
+            let txn = praetor_store::Txn { mutations: settled.records.into_iter().map(praetor_store::Mutation::PutObject).collect(), seal: settled.seals };
+            (state.submit(txn), touched)
+        };
+        let Err(e) = pending.await else { return None };
         // Memory was settled for a commit that did not happen: take the store's back,
         // so that the next attempt settles the versions other nodes wrote.
         let read_back = crate::pipeline::resync_objects(state, ws, &touched).await;
@@ -1200,15 +1216,25 @@ async fn try_update<R>(
     Ok(Ok(out))
 }
 
-/// Commit escalations settled in memory on their own, with their events; if the commit
-/// fails, read them back from the store.
-pub async fn commit_settled(state: &crate::state::AppState, ws: &crate::state::WorkspaceState, settled: Settled) -> crate::error::ApiResult<()> {
-    if settled.records.is_empty() {
-        return Ok(());
-    }
-    let touched = settled.touched();
-    let txn = praetor_store::Txn { mutations: settled.records.into_iter().map(praetor_store::Mutation::PutObject).collect(), seal: settled.seals };
-    if let Err(e) = state.commit(txn).await {
+/// Settle escalations in memory (`settle` says which, and why) and commit them on their
+/// own, with their events, in the decision order (a decision on one of them made after
+/// reaches the writer after, as `try_update`); if the commit fails, read them back.
+pub async fn settle_now(
+    state: &crate::state::AppState,
+    ws: &crate::state::WorkspaceState,
+    settle: impl FnOnce(&mut AuthorityState) -> Settled,
+) -> crate::error::ApiResult<()> {
+    let (pending, touched) = {
+        let _order = ws.decision_order.lock();
+        let settled = settle(&mut ws.live.lock().authority);
+        if settled.records.is_empty() {
+            return Ok(());
+        }
+        let touched = settled.touched();
+        let txn = praetor_store::Txn { mutations: settled.records.into_iter().map(praetor_store::Mutation::PutObject).collect(), seal: settled.seals };
+        (state.submit(txn), touched)
+    };
+    if let Err(e) = pending.await {
         crate::pipeline::resync_objects(state, ws, &touched).await?;
         return Err(e.into());
     }

@@ -192,8 +192,8 @@ pub async fn resolve(
     // An escalation whose agent or session is gone is settled now (sealed, with why)
     // rather than approved: an approval would let its action run after the revocation.
     if let Some(why) = void_reason(&state, ws, &found).await? {
-        let settled = crate::authority::settle(&mut ws.live.lock().authority, |e| e.escalation_id == id, &why, Some(&key_id), &ws.workspace_id, state.now_ms());
-        crate::authority::commit_settled(&state, ws, settled).await?;
+        let now = state.now_ms();
+        crate::authority::settle_now(&state, ws, |a| crate::authority::settle(a, |e| e.escalation_id == id, &why, Some(&key_id), &ws.workspace_id, now)).await?;
         return Err(ApiError::new(Code::Conflict, format!("escalation `{id}` can no longer be resolved: {why}")));
     }
     let reason = body.reason;
@@ -347,7 +347,9 @@ fn approve_in_memory(ws: &WorkspaceState, id: &str, reason: Option<&String>, key
         }
     }
     if let Some(grant_id) = &e.grant_id {
-        let grant = authority.grants.get(grant_id).ok_or_else(|| conflict(format!("escalation `{id}` can no longer be approved: grant `{grant_id}` is no longer in force")))?;
+        // Checked in the store just before (`void_reason`): one not held here is one the
+        // change feed has not brought yet.
+        let grant = authority.grants.get(grant_id).ok_or_else(|| conflict(format!("grant `{grant_id}` of escalation `{id}` is not held here yet; try again")))?;
         let problem = crate::authority::grant_problem(authority, &ws.agents.read(), grant, e.agent_id.as_deref(), Some(&e.action_type), now);
         if let Some(why) = problem {
             return Err(conflict(format!("escalation `{id}` can no longer be approved: grant `{grant_id}` cannot be used: {why}")));
@@ -469,12 +471,15 @@ pub async fn expire_due(state: &AppState, ws: &WorkspaceState) -> ApiResult<()> 
     if (due.is_empty() && voided.is_empty()) || !crate::vault::hold_lease(state, &ws.workspace_id, "escalations", EXPIRY_LEASE_MS).await? {
         return Ok(());
     }
-    let mut settled = crate::authority::Settled::default();
-    for (id, why) in &voided {
-        // `settle` takes only the ones still open: the feed may have settled one meanwhile.
-        settled.extend(crate::authority::settle(&mut ws.live.lock().authority, |e| &e.escalation_id == id, why, None, &ws.workspace_id, now));
-    }
-    crate::authority::commit_settled(state, ws, settled).await?;
+    crate::authority::settle_now(state, ws, |a| {
+        let mut settled = crate::authority::Settled::default();
+        for (id, why) in &voided {
+            // `settle` takes only the ones still open: the feed may have settled one meanwhile.
+            settled.extend(crate::authority::settle(a, |e| &e.escalation_id == id, why, None, &ws.workspace_id, now));
+        }
+        settled
+    })
+    .await?;
     for id in due {
         // Checked again at the write: the feed may have brought another node's
         // approval or denial while this node took the lease.

@@ -365,6 +365,17 @@ pub async fn revoke_grant(
         Ok((records, json!({ "grant_id": id, "revoked": ids, "reason": reason }), ids))
     })
     .await?;
+    // The escalations raised through them are void: settled now, in a transaction of
+    // their own (as an agent revocation's are). Should this fail, a decision still
+    // refuses their approvals and the sweeper settles them (`authority::facts`).
+    let why = format!("grant `{id}` was revoked: {reason}");
+    let settled = crate::authority::settle_now(&state, ws, |a| {
+        crate::authority::settle(a, |e| e.grant_id.as_ref().is_some_and(|g| revoked.contains(g)), &why, Some(&auth.key.key_id), &ws_id, state.now_ms())
+    })
+    .await;
+    if let Err(e) = settled {
+        tracing::warn!(workspace_id = %ws_id, grant_id = %id, error = %e.message, "the escalations raised through a revoked grant are not settled yet; the sweeper will");
+    }
     Ok(Json(json!({ "ok": true, "revoked": revoked })))
 }
 

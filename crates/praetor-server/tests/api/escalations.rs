@@ -421,7 +421,9 @@ async fn a_paid_approval_spends_only_the_grant_it_charged_and_only_once() {
     let wire_via = |grant: &str, amount: u32| json!({ "action_type": "wire.send", "agent_id": borrower, "grant_id": grant, "metadata": { "amount": amount, "currency": "EUR" } });
     let esc = s.intercept(wire_via(&grant, 600)).await["escalation_id"].as_str().unwrap().to_owned();
     assert_eq!(approve(&s, &approver, &esc).await.0, StatusCode::OK);
-    // The approval took the grant's one use; its own retry still runs, once.
+    // The approval took the grant's one use; its own retry still runs, once, even after
+    // the sweeper (which lets used-up grants leave memory) has run.
+    praetor_server::sessions::sweep(&s.state).await;
     assert_eq!(s.intercept(wire_via(&grant, 600)).await["decision"], "allow");
     let again = s.intercept(wire_via(&grant, 600)).await;
     assert!(again["decision"] == "block" && again["reasoning"].as_str().unwrap().contains("max_uses"), "{again}");
@@ -479,6 +481,11 @@ async fn revoking_the_grant_voids_the_escalations_raised_through_it() {
     assert_eq!(status_of(&s, &approved).await["decision"], "allow");
     let (code, body) = s.post(&format!("/api/v1/enforce/delegate/{grant}/revoke"), &s.admin_key, &json!({ "reason": "leaked" })).await;
     assert_eq!(code, StatusCode::OK, "{body}");
+    let sealed_expiries = || async {
+        let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
+        page["entries"].as_array().unwrap().iter().filter(|e| e["entry"]["kind"] == "escalation.expired").count()
+    };
+    assert_eq!(sealed_expiries().await, 2, "the revocation settles both");
     for esc in [&approved, &pending] {
         let st = status_of(&s, esc).await;
         assert_eq!((st["status"].as_str(), st["decision"].as_str()), (Some("expired"), Some("block")), "{st}");
@@ -493,9 +500,32 @@ async fn revoking_the_grant_voids_the_escalations_raised_through_it() {
     let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
     assert!(!ws.live.lock().authority.grants.contains_key(&grant), "the revoked grant left memory");
     assert_eq!(status_of(&s, &approved).await["decision"], "block");
-    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
-    let settled = page["entries"].as_array().unwrap().iter().filter(|e| e["entry"]["kind"] == "escalation.expired").count();
-    assert_eq!(settled, 2, "both settled and sealed");
+    assert_eq!(sealed_expiries().await, 2, "settled once");
+}
+
+/// An approval given for an action through a grant is void once the grant is revoked,
+/// for decisions too: a retry that names no grant, by an agent that may act on its own,
+/// is decided afresh rather than allowed on the approval (the action's hash does not
+/// name the grant).
+#[tokio::test]
+async fn an_approval_through_a_revoked_grant_allows_no_retry() {
+    let (s, approver) = setup().await;
+    let (_, lender) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "lender", "scopes": ["wire.*"] })).await;
+    let agent = s.agent("free").await;
+    let body = json!({ "source_agent_id": lender["agent"]["agent_id"], "target_agent_id": agent, "scopes": ["wire.*"] });
+    let (_, g) = s.post("/api/v1/enforce/delegate", &s.admin_key, &body).await;
+    let grant = g["grant_id"].as_str().unwrap().to_owned();
+    let mut via = wire(&agent, None);
+    via["grant_id"] = json!(grant);
+    let esc = s.intercept(via).await["escalation_id"].as_str().unwrap().to_owned();
+    assert_eq!(approve(&s, &approver, &esc).await.0, StatusCode::OK);
+    // Not settled by the revocation here (as if its settlement had failed): the
+    // decision itself must not take the approval.
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    ws.live.lock().authority.grants.get_mut(&grant).unwrap().revoked = true;
+    let retry = s.intercept(wire(&agent, None)).await;
+    assert_eq!(retry["decision"], "escalate", "decided afresh: {retry}");
+    assert!(retry["approved_by"].is_null(), "{retry}");
 }
 
 /// The session's consumed actions and EUR spend as the store holds them.
