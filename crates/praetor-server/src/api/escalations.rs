@@ -62,10 +62,19 @@ async fn void_reason(state: &AppState, ws: &WorkspaceState, e: &Escalation) -> A
         }
         e.grant_id.as_ref().map(|g| live.authority.grants.get(g).cloned())
     };
-    // An ended grant has left memory (`prune_ended_grants`): the store says why.
+    // An ended grant has left memory (`prune_ended_grants`): the store says why. One
+    // not revoked or expired is taken in (as `revoke_grant` does), so that an approval
+    // checks it and answers with its real state (used up, say); it then stays while
+    // this escalation is open.
     let grant = match (held_grant, &e.grant_id) {
         (Some(Some(g)), _) => Some(g),
-        (_, Some(id)) => crate::api::grants::stored_grant(state, ws, id).await?,
+        (_, Some(id)) => {
+            let stored = crate::api::grants::stored_grant(state, ws, id).await?;
+            if let Some(g) = stored.as_ref().filter(|g| !matches!(g.status_at(now), "revoked" | "expired")) {
+                ws.live.lock().authority.grants.entry(id.clone()).or_insert_with(|| g.clone());
+            }
+            stored
+        }
         (_, None) => return Ok(None),
     };
     Ok(e.grant_void_reason(grant.as_ref(), now))

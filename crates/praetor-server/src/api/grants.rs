@@ -220,7 +220,7 @@ pub async fn delegate(
         let held = a.grants.len();
         if held >= limits::GRANTS_HELD_PER_WORKSPACE {
             return Err(ApiError::new(Code::Conflict, format!(
-                "the workspace holds {held} grants in force, the most it may ({}); revoke some first", limits::GRANTS_HELD_PER_WORKSPACE
+                "the workspace holds {held} grants (in force, or ended and not yet let go), the most it may ({}); revoke some first", limits::GRANTS_HELD_PER_WORKSPACE
             )));
         }
         // Carved out of the parent under the same lock as the commit's order (`update`):

@@ -490,7 +490,7 @@ async fn a_workspace_holds_a_bounded_number_of_grants() {
     }
     let refused = delegate().await;
     assert_error(&refused, 409, "conflict");
-    assert!(refused.1["error"]["message"].as_str().unwrap().contains("grants in force"), "{}", refused.1);
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("grants (in force"), "{}", refused.1);
     // A grant's amount budget names at most so many currencies.
     let many: serde_json::Map<String, Value> = (0..=praetor_server::config::limits::LIST_MAX).map(|i| (format!("C{i:03}"), json!(1))).collect();
     let too_many = json!({ "source_agent_id": source, "target_agent_id": target, "scopes": ["x"], "budgets": { "max_amount": many } });

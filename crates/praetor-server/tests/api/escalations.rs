@@ -443,6 +443,25 @@ async fn a_paid_approval_spends_only_the_grant_it_charged_and_only_once() {
         assert_eq!(retry["policies_triggered"][0]["policy_id"], "__grant", "{retry}");
     }
     assert_eq!(grant_consumed(&s, &other).await["actions"], 1, "no use past max_uses");
+
+}
+
+/// A grant used up before its escalation is approved, and not held by this node (as
+/// on a node that let it go before the change feed brought the escalation): the
+/// approval reads it from the store and says why it cannot charge it, rather than
+/// asking to try again for ever.
+#[tokio::test]
+async fn an_approval_reads_a_grant_this_node_let_go() {
+    let (s, approver) = setup().await;
+    let (borrower, grant) = lend_wire(&s, json!({ "max_actions": 1 })).await;
+    let via = |amount: u32| json!({ "action_type": "wire.send", "agent_id": borrower, "grant_id": grant, "metadata": { "amount": amount, "currency": "EUR" } });
+    let esc = s.intercept(via(800)).await["escalation_id"].as_str().unwrap().to_owned();
+    assert_eq!(s.intercept(via(50)).await["decision"], "allow", "the grant's one use");
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    ws.live.lock().authority.grants.remove(&grant);
+    let refused = approve(&s, &approver, &esc).await;
+    assert_error(&refused, 409, "conflict");
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("max_uses"), "{}", refused.1);
 }
 
 /// The retry of an approval that charged one grant, naming another, is that other
