@@ -92,3 +92,24 @@ def test_a_stale_approval_raises_approval_rejected(server_factory):
         d.wait(timeout=10, poll_interval=0.5)
     assert info.value.status == "approved", "the approval still reads approved, but is no longer actionable"
     assert agent.client.get_escalation_status(d.escalation_id)["decision"] == "block"
+
+
+def test_an_approval_in_a_session_counts_against_its_budget(server, xy, approver_xy):
+    """The SDK runs an approved action without intercepting it again, so the approval
+    itself charges the session: with `max_actions: 2`, an approved action and one more
+    use the budget up, and the next action terminates the run."""
+    held, free = unique("e2e_held"), unique("e2e_free")
+    _escalating_policy(server, held)
+    agent = xy.register_agent(unique("e2e-budgeted"))["agent"]["agent_id"]
+    session = xy.client.start_session(agent_id=agent, budgets={"max_actions": 2})["session_id"]
+    escalated = xy.client.intercept(held, agent_id=agent, session_id=session)
+    assert escalated["decision"] == "escalate", escalated
+    approver_xy.client.resolve_escalation(escalated["escalation_id"], "approved", "one payment")
+    status = xy.client.get_escalation_status(escalated["escalation_id"])
+    assert status["decision"] == "allow", status
+    got = server.get(f"/enforce/sessions/{session}")["session"]
+    assert got["consumed"]["actions"] == 1, got
+    assert xy.client.intercept(free, agent_id=agent, session_id=session)["decision"] == "allow"
+    over = xy.client.intercept(free, agent_id=agent, session_id=session)
+    assert over["decision"] == "terminate", over
+    assert "max_actions" in over["reasoning"], over
