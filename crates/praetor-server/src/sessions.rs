@@ -120,13 +120,19 @@ pub async fn close(state: &AppState, ws: &WorkspaceState, ids: &[String], closin
         } else {
             crate::pipeline::resync(state, ws, &[], ids).await?;
         }
-        let now = state.now_ms();
-        let closed = close_in_memory(ws, ids, &closing, now);
-        if closed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (mutations, seal) = closing_txn(&ws.workspace_id, &closed, &closing, now);
-        let result = state.commit(Txn { mutations, seal }).await;
+        let (closed, pending) = {
+            // In the decision order: a decision in one of these sessions made after the
+            // close reaches the writer after it (and is refused by its etag guard).
+            let _order = ws.decision_order.lock();
+            let now = state.now_ms();
+            let closed = close_in_memory(ws, ids, &closing, now);
+            if closed.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (mutations, seal) = closing_txn(&ws.workspace_id, &closed, &closing, now);
+            (closed, state.submit(Txn { mutations, seal }))
+        };
+        let result = pending.await;
         if result.is_err() {
             // Memory ran ahead of the store: read the settled escalations back, so that
             // a retry settles them again (the sessions are read back below).

@@ -231,17 +231,22 @@ async fn clean_up<'a>(
         candidates.dedup();
         crate::pipeline::resync_sessions(state, ws, &candidates).await?;
         let targets = active_where(ws, |s| candidates.contains(&s.session_id) && bound(s));
-        let (mut mutations, mut seal) = guarded();
-        let killed = close_in_memory(ws, &targets, &closing(), now);
-        let (m, s) = closing_txn(&ws.workspace_id, &killed, &closing(), now);
-        mutations.extend(m);
-        seal.extend(s);
-        if mutations.is_empty() {
+        let cleaning = {
+            // In the decision order, as every change of sessions and objects is.
+            let _order = ws.decision_order.lock();
+            let (mut mutations, mut seal) = guarded();
+            let killed = close_in_memory(ws, &targets, &closing(), now);
+            let (m, s) = closing_txn(&ws.workspace_id, &killed, &closing(), now);
+            mutations.extend(m);
+            seal.extend(s);
+            // The caller's grants and escalations and those the kills settled.
+            let objects = objects_of(&mutations);
+            (!mutations.is_empty()).then(|| (killed, objects, state.submit(Txn { mutations, seal })))
+        };
+        let Some((killed, objects, pending)) = cleaning else {
             break; // nothing (left) to clean up
-        }
-        // The caller's grants and escalations and those the kills settled.
-        let objects = objects_of(&mutations);
-        let Err(e) = state.commit(Txn { mutations, seal }).await else {
+        };
+        let Err(e) = pending.await else {
             done.killed.extend(killed.into_iter().map(|c| c.session.session_id));
             done.written = objects;
             break;
