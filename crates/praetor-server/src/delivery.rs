@@ -18,6 +18,7 @@
 //! plus `X-Praetor-Event` and `X-Praetor-Delivery`. Receivers check the HMAC and refuse
 //! timestamps too far from their clock (replays).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -396,6 +397,58 @@ async fn send_email(state: &AppState, d: &Delivery) -> Result<(), String> {
 /// whole queue (every other webhook, alert and workspace behind it).
 const IN_FLIGHT_MAX: usize = 16;
 
+/// At most this many attempts to one target at once (`target_key`): a target that
+/// accepts and never answers holds this many slots until their attempts time out, not
+/// every slot, and the other targets' deliveries go on.
+const IN_FLIGHT_PER_TARGET: usize = 4;
+
+/// Attempts in flight, per target.
+type InFlight = Arc<parking_lot::Mutex<HashMap<String, usize>>>;
+
+/// One attempt's place in its target's count, given back when the attempt ends (even
+/// by a panic).
+struct TargetSlot {
+    key: String,
+    counts: InFlight,
+}
+
+impl TargetSlot {
+    /// A place for `key`, unless its target has `IN_FLIGHT_PER_TARGET` attempts going.
+    fn take(counts: &InFlight, key: String) -> Option<TargetSlot> {
+        let mut held = counts.lock();
+        let n = held.entry(key.clone()).or_default();
+        if *n >= IN_FLIGHT_PER_TARGET {
+            return None;
+        }
+        *n += 1;
+        Some(TargetSlot { key, counts: counts.clone() })
+    }
+}
+
+impl Drop for TargetSlot {
+    fn drop(&mut self) {
+        let mut held = self.counts.lock();
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What one target is for the per-target bound: a webhook's or Slack hook's host (one
+/// server, whatever the path), and the SMTP relay for every e-mail.
+fn target_key(d: &Delivery) -> String {
+    if d.channel == "email" {
+        return "email".to_owned();
+    }
+    match reqwest::Url::parse(&d.target) {
+        Ok(u) => format!("{}:{}:{}", d.channel, u.host_str().unwrap_or_default(), u.port_or_known_default().unwrap_or_default()),
+        Err(_) => format!("{}:{}", d.channel, d.target),
+    }
+}
+
 /// Send what is due, a few times a second, and record each attempt.
 pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -415,11 +468,12 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
             }
         };
         let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MAX));
+        let per_target: InFlight = Default::default();
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            dispatch_due(&state, &client, &slots).await;
+            dispatch_due(&state, &client, &slots, &per_target).await;
         }
     })
 }
@@ -434,8 +488,9 @@ fn attempt_max(state: &AppState) -> std::time::Duration {
     std::time::Duration::from_millis(state.config.delivery_attempt_timeout_ms.clamp(1, CLAIM_MS as u64 / 2))
 }
 
-/// Claim what is due, as many as there are free slots, and start an attempt for each.
-async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &Arc<tokio::sync::Semaphore>) {
+/// Claim what is due, as many as there are free slots and no target past its bound
+/// (`IN_FLIGHT_PER_TARGET`), and start an attempt for each.
+async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &Arc<tokio::sync::Semaphore>, per_target: &InFlight) {
     // A node whose database a newer version has migrated does nothing more (the store
     // said why, once).
     if state.store.superseded().is_some() {
@@ -445,7 +500,8 @@ async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &A
     if free == 0 {
         return;
     }
-    let due = match state.store.due_deliveries(state.now_ms(), free as u32).await {
+    // Read past the free slots: the first due ones may all be a busy target's.
+    let due = match state.store.due_deliveries(state.now_ms(), (free * 8) as u32).await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the delivery queue");
@@ -453,6 +509,11 @@ async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &A
         }
     };
     for d in due {
+        if slots.available_permits() == 0 {
+            break;
+        }
+        // Its turn comes when one of its target's attempts ends.
+        let Some(target_slot) = TargetSlot::take(per_target, target_key(&d)) else { continue };
         let Ok(slot) = slots.clone().try_acquire_owned() else { break };
         // Claim it first: with several nodes on one database, each delivery attempt is
         // made by one of them (a node that dies mid-attempt loses its claim when
@@ -478,7 +539,7 @@ async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &A
         let claim = Claim { attempts: d.attempts, until: now + CLAIM_MS };
         tokio::spawn(async move {
             send_and_record(&state, &client, d, claim).await;
-            drop(slot);
+            drop((slot, target_slot));
         });
     }
 }

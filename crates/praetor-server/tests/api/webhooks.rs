@@ -218,24 +218,28 @@ async fn private_targets_are_refused_unless_allowed() {
     assert_error(&s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": "https://example.com", "events": [] })).await, 400, "invalid_field");
 }
 
-/// A receiver that accepts and never answers holds one attempt until its timeout, not
-/// the queue: a healthy receiver's delivery arrives while those attempts still hang.
-/// (Attempts were made one at a time, so it waited 5 s behind each of them.)
+/// A receiver that accepts and never answers holds a few attempts until they time out,
+/// not the queue: a healthy receiver's delivery arrives while those attempts still hang.
+/// (Attempts were made one at a time, so it waited 5 s behind each of them; then all 16
+/// slots went to the hanging receiver's first 16 deliveries.)
 #[tokio::test]
 async fn a_hanging_receiver_does_not_hold_up_the_others() {
     let s = TestServer::start_with(|c| c.allow_private_targets = true).await;
     let tarpit = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tarpit_url = format!("http://{}/hook", tarpit.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
     tokio::spawn(async move {
         let mut held = Vec::new();
         loop {
             held.push(tarpit.accept().await.unwrap().0);
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     });
     let (_, hung) = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": tarpit_url, "events": ["decision.block"] })).await;
     let hung = hung["webhook"]["webhook_id"].as_str().unwrap().to_owned();
     s.policy(json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" })).await;
-    for _ in 0..3 {
+    for _ in 0..20 {
         assert_eq!(s.intercept(json!({ "action_type": "delete_row" })).await["decision"], "block");
     }
     let (r, url) = receiver().await;
@@ -250,10 +254,21 @@ async fn a_hanging_receiver_does_not_hold_up_the_others() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // One at a time, it came only after the three tarpit attempts had each timed out.
+    // One at a time, it came only after the tarpit attempts had each timed out.
     assert_eq!(r.seen.lock().len(), 1, "the healthy receiver got its delivery within 3 s");
-    let hung_rows = s.state.store.list_deliveries(&s.state.workspace_ids()[0], Some(&hung), 10).await.unwrap();
-    assert_eq!(hung_rows.len(), 3);
+    // The tarpit gets its 4 attempts at once, and more ticks of the dispatcher start no
+    // more while those hang.
+    let at_tarpit = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..60 {
+        if at_tarpit() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(at_tarpit(), 4, "4 attempts at once to one target, no more");
+    let hung_rows = s.state.store.list_deliveries(&s.state.workspace_ids()[0], Some(&hung), 50).await.unwrap();
+    assert_eq!(hung_rows.len(), 20);
     assert!(hung_rows.iter().all(|d| d.status != "delivered"), "{hung_rows:?}");
 }
 
