@@ -397,55 +397,67 @@ async fn send_email(state: &AppState, d: &Delivery) -> Result<(), String> {
 /// whole queue (every other webhook, alert and workspace behind it).
 const IN_FLIGHT_MAX: usize = 16;
 
-/// At most this many attempts to one target at once (`target_key`): a target that
-/// accepts and never answers holds this many slots until their attempts time out, not
-/// every slot, and the other targets' deliveries go on.
+/// At most this many attempts at once to one target (a delivery's URL, or e-mail
+/// address): a target that accepts and never answers holds this many slots until their
+/// attempts time out, not every slot, and the other targets' deliveries go on.
 const IN_FLIGHT_PER_TARGET: usize = 4;
 
-/// Attempts in flight, per target.
-type InFlight = Arc<parking_lot::Mutex<HashMap<String, usize>>>;
+/// At most this many attempts at once for one workspace: however many targets one
+/// workspace's rules and webhooks name, the others' deliveries keep slots.
+const IN_FLIGHT_PER_WORKSPACE: usize = 8;
 
-/// One attempt's place in its target's count, given back when the attempt ends (even
-/// by a panic).
-struct TargetSlot {
-    key: String,
-    counts: InFlight,
+/// Attempts in flight, per target and per workspace.
+#[derive(Default)]
+struct Busy {
+    targets: HashMap<String, usize>,
+    workspaces: HashMap<String, usize>,
 }
 
-impl TargetSlot {
-    /// A place for `key`, unless its target has `IN_FLIGHT_PER_TARGET` attempts going.
-    fn take(counts: &InFlight, key: String) -> Option<TargetSlot> {
-        let mut held = counts.lock();
-        let n = held.entry(key.clone()).or_default();
-        if *n >= IN_FLIGHT_PER_TARGET {
+type InFlight = Arc<parking_lot::Mutex<Busy>>;
+
+impl Busy {
+    /// The targets and workspaces at their bound: the queue is read without their
+    /// deliveries, so that a busy one's many due deliveries never hide the others'.
+    fn saturated(&self) -> (Vec<String>, Vec<String>) {
+        let full = |m: &HashMap<String, usize>, max: usize| m.iter().filter(|(_, n)| **n >= max).map(|(k, _)| k.clone()).collect();
+        (full(&self.targets, IN_FLIGHT_PER_TARGET), full(&self.workspaces, IN_FLIGHT_PER_WORKSPACE))
+    }
+}
+
+/// One attempt's place in its target's and its workspace's counts, given back when the
+/// attempt ends (even by a panic).
+struct AttemptSlot {
+    target: String,
+    workspace: String,
+    busy: InFlight,
+}
+
+impl AttemptSlot {
+    /// A place for `d`, unless its target or its workspace is at its bound.
+    fn take(busy: &InFlight, d: &Delivery) -> Option<AttemptSlot> {
+        let mut held = busy.lock();
+        let at = |m: &HashMap<String, usize>, k: &str| m.get(k).copied().unwrap_or(0);
+        if at(&held.targets, &d.target) >= IN_FLIGHT_PER_TARGET || at(&held.workspaces, &d.workspace_id) >= IN_FLIGHT_PER_WORKSPACE {
             return None;
         }
-        *n += 1;
-        Some(TargetSlot { key, counts: counts.clone() })
+        *held.targets.entry(d.target.clone()).or_default() += 1;
+        *held.workspaces.entry(d.workspace_id.clone()).or_default() += 1;
+        Some(AttemptSlot { target: d.target.clone(), workspace: d.workspace_id.clone(), busy: busy.clone() })
     }
 }
 
-impl Drop for TargetSlot {
+impl Drop for AttemptSlot {
     fn drop(&mut self) {
-        let mut held = self.counts.lock();
-        if let Some(n) = held.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.key);
+        let mut guard = self.busy.lock();
+        let held = &mut *guard;
+        for (m, k) in [(&mut held.targets, &self.target), (&mut held.workspaces, &self.workspace)] {
+            if let Some(n) = m.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(k);
+                }
             }
         }
-    }
-}
-
-/// What one target is for the per-target bound: a webhook's or Slack hook's host (one
-/// server, whatever the path), and the SMTP relay for every e-mail.
-fn target_key(d: &Delivery) -> String {
-    if d.channel == "email" {
-        return "email".to_owned();
-    }
-    match reqwest::Url::parse(&d.target) {
-        Ok(u) => format!("{}:{}:{}", d.channel, u.host_str().unwrap_or_default(), u.port_or_known_default().unwrap_or_default()),
-        Err(_) => format!("{}:{}", d.channel, d.target),
     }
 }
 
@@ -468,12 +480,12 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
             }
         };
         let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MAX));
-        let per_target: InFlight = Default::default();
+        let busy: InFlight = Default::default();
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            dispatch_due(&state, &client, &slots, &per_target).await;
+            dispatch_due(&state, &client, &slots, &busy).await;
         }
     })
 }
@@ -488,9 +500,10 @@ fn attempt_max(state: &AppState) -> std::time::Duration {
     std::time::Duration::from_millis(state.config.delivery_attempt_timeout_ms.clamp(1, CLAIM_MS as u64 / 2))
 }
 
-/// Claim what is due, as many as there are free slots and no target past its bound
-/// (`IN_FLIGHT_PER_TARGET`), and start an attempt for each.
-async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &Arc<tokio::sync::Semaphore>, per_target: &InFlight) {
+/// Claim what is due, as many as there are free slots and no target or workspace past
+/// its bound (`IN_FLIGHT_PER_TARGET`, `IN_FLIGHT_PER_WORKSPACE`), and start an attempt
+/// for each.
+async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &Arc<tokio::sync::Semaphore>, busy: &InFlight) {
     // A node whose database a newer version has migrated does nothing more (the store
     // said why, once).
     if state.store.superseded().is_some() {
@@ -500,8 +513,10 @@ async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &A
     if free == 0 {
         return;
     }
-    // Read past the free slots: the first due ones may all be a busy target's.
-    let due = match state.store.due_deliveries(state.now_ms(), (free * 8) as u32).await {
+    // Without the targets and workspaces at their bound; read past the free slots, as the
+    // first due ones may take a target or a workspace to its bound.
+    let (targets, workspaces) = busy.lock().saturated();
+    let due = match state.store.due_deliveries(state.now_ms(), (free * 4) as u32, &targets, &workspaces).await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the delivery queue");
@@ -512,8 +527,8 @@ async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &A
         if slots.available_permits() == 0 {
             break;
         }
-        // Its turn comes when one of its target's attempts ends.
-        let Some(target_slot) = TargetSlot::take(per_target, target_key(&d)) else { continue };
+        // Its turn comes when one of its target's or workspace's attempts ends.
+        let Some(place) = AttemptSlot::take(busy, &d) else { continue };
         let Ok(slot) = slots.clone().try_acquire_owned() else { break };
         // Claim it first: with several nodes on one database, each delivery attempt is
         // made by one of them (a node that dies mid-attempt loses its claim when
@@ -539,7 +554,7 @@ async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &A
         let claim = Claim { attempts: d.attempts, until: now + CLAIM_MS };
         tokio::spawn(async move {
             send_and_record(&state, &client, d, claim).await;
-            drop((slot, target_slot));
+            drop((slot, place));
         });
     }
 }

@@ -329,7 +329,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_violation(&self, workspace_id: &str, violation_id: &str) -> Result<Option<Violation>>;
 
     /// Pending deliveries whose next attempt is due, across workspaces, oldest first.
-    async fn due_deliveries(&self, now: Millis, limit: u32) -> Result<Vec<Delivery>>;
+    /// Pending deliveries due at `now`, the longest due first, without those to the
+    /// targets or of the workspaces named (at their bound of attempts at once).
+    async fn due_deliveries(&self, now: Millis, limit: u32, skip_targets: &[String], skip_workspaces: &[String]) -> Result<Vec<Delivery>>;
     async fn list_deliveries(&self, workspace_id: &str, webhook_id: Option<&str>, limit: u32) -> Result<Vec<Delivery>>;
 
     async fn list_decisions(&self, workspace_id: &str, filter: &DecisionFilter) -> Result<(Vec<DecisionRow>, u64)>;

@@ -796,10 +796,21 @@ fn delivery_from_row(r: &dyn Row) -> Result<Delivery> {
     })
 }
 
-pub fn due_deliveries(db: &dyn Db, now: Millis, limit: u32) -> Result<Vec<Delivery>> {
+pub fn due_deliveries(db: &dyn Db, now: Millis, limit: u32, skip_targets: &[String], skip_workspaces: &[String]) -> Result<Vec<Delivery>> {
+    let mut args: Vec<&dyn ToArg> = vec![&now, &limit];
+    let mut skip = String::new();
+    for (column, values) in [("target", skip_targets), ("workspace_id", skip_workspaces)] {
+        if values.is_empty() {
+            continue;
+        }
+        let first = args.len() + 1;
+        let marks: Vec<String> = (first..first + values.len()).map(|i| format!("?{i}")).collect();
+        skip.push_str(&format!(" AND {column} NOT IN ({})", marks.join(", ")));
+        args.extend(values.iter().map(|v| v as &dyn ToArg));
+    }
     db.all(
-        &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2"),
-        args![now, limit],
+        &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1{skip} ORDER BY next_attempt_at LIMIT ?2"),
+        &args,
         delivery_from_row,
     )
 }

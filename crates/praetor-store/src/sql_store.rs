@@ -191,8 +191,9 @@ impl<B: Backend> Store for SqlStore<B> {
         self.read(move |c| rows::get_violation(c, &ws, &id)).await
     }
 
-    async fn due_deliveries(&self, now: Millis, limit: u32) -> Result<Vec<Delivery>> {
-        self.read(move |c| rows::due_deliveries(c, now, limit)).await
+    async fn due_deliveries(&self, now: Millis, limit: u32, skip_targets: &[String], skip_workspaces: &[String]) -> Result<Vec<Delivery>> {
+        let (targets, workspaces) = (skip_targets.to_vec(), skip_workspaces.to_vec());
+        self.read(move |c| rows::due_deliveries(c, now, limit, &targets, &workspaces)).await
     }
 
     async fn list_deliveries(&self, workspace_id: &str, webhook_id: Option<&str>, limit: u32) -> Result<Vec<Delivery>> {

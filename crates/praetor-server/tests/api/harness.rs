@@ -261,8 +261,8 @@ impl Store for ContestedStore {
     async fn get_violation(&self, ws: &str, id: &str) -> ps::Result<Option<ps::Violation>> {
         self.inner.get_violation(ws, id).await
     }
-    async fn due_deliveries(&self, now: ps::Millis, limit: u32) -> ps::Result<Vec<ps::Delivery>> {
-        self.inner.due_deliveries(now, limit).await
+    async fn due_deliveries(&self, now: ps::Millis, limit: u32, skip_targets: &[String], skip_workspaces: &[String]) -> ps::Result<Vec<ps::Delivery>> {
+        self.inner.due_deliveries(now, limit, skip_targets, skip_workspaces).await
     }
     async fn list_deliveries(&self, ws: &str, webhook_id: Option<&str>, limit: u32) -> ps::Result<Vec<ps::Delivery>> {
         self.inner.list_deliveries(ws, webhook_id, limit).await

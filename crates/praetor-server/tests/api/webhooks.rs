@@ -221,7 +221,8 @@ async fn private_targets_are_refused_unless_allowed() {
 /// A receiver that accepts and never answers holds a few attempts until they time out,
 /// not the queue: a healthy receiver's delivery arrives while those attempts still hang.
 /// (Attempts were made one at a time, so it waited 5 s behind each of them; then all 16
-/// slots went to the hanging receiver's first 16 deliveries.)
+/// slots went to the hanging receiver's first 16 deliveries; then its many due
+/// deliveries filled every read of the queue.)
 #[tokio::test]
 async fn a_hanging_receiver_does_not_hold_up_the_others() {
     let s = TestServer::start_with(|c| c.allow_private_targets = true).await;
@@ -239,7 +240,9 @@ async fn a_hanging_receiver_does_not_hold_up_the_others() {
     let (_, hung) = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": tarpit_url, "events": ["decision.block"] })).await;
     let hung = hung["webhook"]["webhook_id"].as_str().unwrap().to_owned();
     s.policy(json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" })).await;
-    for _ in 0..20 {
+    // More than the dispatcher reads at a time: the tarpit's due deliveries, all older
+    // than the healthy one, must not hide it.
+    for _ in 0..80 {
         assert_eq!(s.intercept(json!({ "action_type": "delete_row" })).await["decision"], "block");
     }
     let (r, url) = receiver().await;
@@ -267,8 +270,8 @@ async fn a_hanging_receiver_does_not_hold_up_the_others() {
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(at_tarpit(), 4, "4 attempts at once to one target, no more");
-    let hung_rows = s.state.store.list_deliveries(&s.state.workspace_ids()[0], Some(&hung), 50).await.unwrap();
-    assert_eq!(hung_rows.len(), 20);
+    let hung_rows = s.state.store.list_deliveries(&s.state.workspace_ids()[0], Some(&hung), 100).await.unwrap();
+    assert_eq!(hung_rows.len(), 80);
     assert!(hung_rows.iter().all(|d| d.status != "delivered"), "{hung_rows:?}");
 }
 

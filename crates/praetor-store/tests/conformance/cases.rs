@@ -804,7 +804,7 @@ pub async fn shadow_hits_violations_and_deliveries(b: Backend) {
 
     let (due, later, done) = (delivery("dlv_1", Some("wh_1"), "pending", 100, 0), delivery("dlv_2", Some("wh_1"), "pending", 500, 0), delivery("dlv_3", None, "delivered", 50, 1));
     store.commit(Txn { mutations: vec![Mutation::PutDelivery(due.clone()), Mutation::PutDelivery(later.clone()), Mutation::PutDelivery(done)], seal: vec![] }).await.unwrap();
-    assert_eq!(store.due_deliveries(200, 10).await.unwrap(), vec![due.clone()]);
+    assert_eq!(store.due_deliveries(200, 10, &[], &[]).await.unwrap(), vec![due.clone()]);
     // An attempt is recorded on the same row.
     let mut retried = due.clone();
     retried.attempts = 1;
@@ -812,12 +812,20 @@ pub async fn shadow_hits_violations_and_deliveries(b: Backend) {
     retried.last_status = Some(500);
     retried.next_attempt_at = 1_000;
     store.commit(one(Mutation::PutDelivery(retried.clone()))).await.unwrap();
-    assert!(store.due_deliveries(200, 10).await.unwrap().is_empty());
-    assert_eq!(store.due_deliveries(2_000, 10).await.unwrap().len(), 2);
+    assert!(store.due_deliveries(200, 10, &[], &[]).await.unwrap().is_empty());
+    assert_eq!(store.due_deliveries(2_000, 10, &[], &[]).await.unwrap().len(), 2);
     let for_hook = store.list_deliveries(WS, Some("wh_1"), 10).await.unwrap();
     assert_eq!(for_hook.len(), 2);
     assert!(for_hook.contains(&retried));
     assert_eq!(store.list_deliveries(WS, None, 10).await.unwrap().len(), 3);
+    // A target or a workspace at its bound of attempts at once is read past, however
+    // many of its deliveries are due before the others.
+    let mut elsewhere = delivery("dlv_4", None, "pending", 1_500, 0);
+    elsewhere.target = "https://elsewhere.example/hook".into();
+    store.commit(one(Mutation::PutDelivery(elsewhere.clone()))).await.unwrap();
+    assert_eq!(store.due_deliveries(2_000, 1, &[], &[]).await.unwrap(), vec![later.clone()], "the longest due first");
+    assert_eq!(store.due_deliveries(2_000, 1, &[retried.target.clone()], &[]).await.unwrap(), vec![elsewhere]);
+    assert!(store.due_deliveries(2_000, 10, &[], &[WS.to_owned()]).await.unwrap().is_empty());
 }
 
 pub async fn checkpoints_and_proofs(b: Backend) {
@@ -1254,7 +1262,7 @@ pub async fn leases_and_delivery_claims_have_one_holder(b: Backend) {
     let claim = |now: i64| one(Mutation::ClaimDelivery { workspace_id: WS.into(), delivery_id: "dlv_1".into(), attempts: 0, now, until: now + 1_000 });
     first.commit(claim(20)).await.expect("a due delivery is claimed");
     assert!(matches!(second.commit(claim(20)).await, Err(StoreError::Stale(_))), "claimed once");
-    assert!(first.due_deliveries(500, 10).await.unwrap().is_empty(), "a claimed delivery is not due");
+    assert!(first.due_deliveries(500, 10, &[], &[]).await.unwrap().is_empty(), "a claimed delivery is not due");
     second.commit(claim(1_020)).await.expect("taken over when the claim runs out");
     let record = |d: Delivery, until: i64| one(Mutation::RecordDeliveryAttempt { delivery: d, claimed_attempts: 0, claimed_until: until });
     let mut sent = delivery("dlv_1", None, "delivered", 1_020, 1);
