@@ -684,19 +684,21 @@ impl AuthorityState {
     /// and its child one after the other). Without this every grant ever made stayed in
     /// memory. Returns how many left.
     pub fn prune_ended_grants(&mut self, now: i64) -> usize {
+        let ended = |g: &Grant| match g.status_at(now) {
+            "active" => false,
+            "exhausted" => g.reserved == 0,
+            _ => true,
+        };
+        // Most sweeps find none: the escalations are not read then.
+        if !self.grants.values().any(ended) {
+            return 0;
+        }
         let before = self.grants.len();
         // A grant an open escalation was raised through stays while it is open: its
         // approval charges the grant, the retry it allows runs through it (even once the
         // approval took its last use), and a revoked or expired one voids it.
         let named: std::collections::HashSet<&str> = self.escalations.values().filter(|e| e.is_open()).filter_map(|e| e.grant_id.as_deref()).collect();
-        self.grants.retain(|id, g| {
-            named.contains(id.as_str())
-                || match g.status_at(now) {
-                    "active" => true,
-                    "exhausted" => g.reserved > 0,
-                    _ => false,
-                }
-        });
+        self.grants.retain(|id, g| named.contains(id.as_str()) || !ended(g));
         before - self.grants.len()
     }
 
