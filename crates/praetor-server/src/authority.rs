@@ -190,7 +190,7 @@ impl Grant {
     /// that charged its use when it was given.
     pub fn problem_past_uses(&self, agent_id: Option<&str>, now: i64) -> Option<String> {
         match self.status_at(now) {
-            "exhausted" => Grant { max_uses: None, ..self.clone() }.problem(agent_id, now),
+            "exhausted" => self.holder_problem(agent_id),
             _ => self.problem(agent_id, now),
         }
     }
@@ -198,11 +198,15 @@ impl Grant {
     /// Why the grant cannot be used by `agent_id` now.
     pub fn problem(&self, agent_id: Option<&str>, now: i64) -> Option<String> {
         match self.status_at(now) {
-            "active" => {}
-            "revoked" => return Some(format!("revoked ({})", self.revoke_reason.as_deref().unwrap_or("no reason given"))),
-            "expired" => return Some("expired".into()),
-            _ => return Some(format!("max_uses ({}) reached", self.max_uses.unwrap_or(0))),
+            "active" => self.holder_problem(agent_id),
+            "revoked" => Some(format!("revoked ({})", self.revoke_reason.as_deref().unwrap_or("no reason given"))),
+            "expired" => Some("expired".into()),
+            _ => Some(format!("max_uses ({}) reached", self.max_uses.unwrap_or(0))),
         }
+    }
+
+    /// Why `agent_id` is not the one the grant was made for.
+    fn holder_problem(&self, agent_id: Option<&str>) -> Option<String> {
         match agent_id {
             Some(a) if a == self.target_agent_id => None,
             Some(a) => Some(format!("it was granted to `{}`, not `{a}`", self.target_agent_id)),

@@ -210,19 +210,18 @@ pub async fn resolve(
     // an approved action without intercepting it again, so this is the one time it is
     // counted.
     let charges = resolution == "approved" && (found.approval_charge.is_some() || found.grant_id.is_some());
-    let view = match charges {
-        true => approve_charging(&state, ws, &id, reason, &key_id).await?,
-        false => {
-            let fresh = freshness_ms(ws);
-            update(&state, ws, "escalation.resolved", &key_id.clone(), move |a, now| {
-                let mut e = a.escalations.get_mut(&id).ok_or_else(|| ApiError::not_found("escalation", &id))?;
-                check_resolvable(&e, &key_id, now)?;
-                record_resolution(&mut e, resolution, reason.as_ref(), &key_id, now, fresh);
-                let record = touched(&mut *e, &ws.workspace_id, now);
-                Ok((vec![record], resolved_fields(&e), e.view(now, fresh)))
-            })
-            .await?
-        }
+    let view = if charges {
+        approve_charging(&state, ws, &id, reason, &key_id).await?
+    } else {
+        let fresh = freshness_ms(ws);
+        update(&state, ws, "escalation.resolved", &key_id.clone(), move |a, now| {
+            let mut e = a.escalations.get_mut(&id).ok_or_else(|| ApiError::not_found("escalation", &id))?;
+            check_resolvable(&e, &key_id, now)?;
+            record_resolution(&mut e, resolution, reason.as_ref(), &key_id, now, fresh);
+            let record = touched(&mut *e, &ws.workspace_id, now);
+            Ok((vec![record], resolved_fields(&e), e.view(now, fresh)))
+        })
+        .await?
     };
     Ok(Json(json!({ "ok": true, "escalation": view })))
 }
