@@ -113,3 +113,25 @@ def test_an_approval_in_a_session_counts_against_its_budget(server, xy, approver
     over = xy.client.intercept(free, agent_id=agent, session_id=session)
     assert over["decision"] == "terminate", over
     assert "max_actions" in over["reasoning"], over
+
+
+def test_an_approved_action_is_the_first_step_of_an_ordered_sequence(server, xy, approver_xy):
+    """The SDK runs an approved action without intercepting it again, so the approval is
+    what puts it in the agent's history: a sequence policy that forbids an export after
+    reading secrets blocks the export that follows an approved read."""
+    held, follow = unique("e2e_read_secrets"), unique("e2e_export")
+    _escalating_policy(server, held)
+    rule = unique("no-export-after-secrets")
+    r = requests.post(f"{server.base_url}/enforce/policies", headers={"X-API-Key": server.admin_key}, timeout=10,
+                      json={"name": rule, "policy_type": "sequence", "decision": "block",
+                            "conditions": {"ordered": {"first": [held], "then": [follow], "within_seconds": 300}}})
+    assert r.status_code == 200, r.text
+    agent = xy.register_agent(unique("e2e-sequenced"))["agent"]["agent_id"]
+    assert xy.client.intercept(follow, agent_id=agent)["decision"] == "allow", "no first step yet"
+    escalated = xy.client.intercept(held, agent_id=agent)
+    assert escalated["decision"] == "escalate", escalated
+    approver_xy.client.resolve_escalation(escalated["escalation_id"], "approved", "one read")
+    assert xy.client.get_escalation_status(escalated["escalation_id"])["decision"] == "allow"
+    after = xy.client.intercept(follow, agent_id=agent)
+    assert after["decision"] == "block", after
+    assert [p["name"] for p in after["policies_triggered"]] == [rule], after

@@ -55,7 +55,8 @@ pub struct PermissionBoundary {
     pub denied_action_types: Vec<String>,
 }
 
-/// An earlier *allowed* action, as velocity and sequence policies see it.
+/// An earlier action that ran (allowed, or approved by a person), as velocity and
+/// sequence policies see it.
 /// `at_ms` is milliseconds since the Unix epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PastAction {

@@ -186,6 +186,10 @@ pub struct Evaluated {
     pub authority: crate::authority::Changes,
     /// The approver, when a person's approval let this action run.
     pub approver: Option<String>,
+    /// The escalation whose approval let this action run and already added it to the
+    /// histories (`Escalation::counted_at_approval`): this decision is the action, so
+    /// the approval's row stops counting (`ApprovedActionRetried`).
+    pub counted_approval: Option<String>,
     /// The rule and policy violations this decision records.
     pub violations: Vec<Value>,
     /// The etags of the agent and session this decision was made from (the store
@@ -446,8 +450,12 @@ fn evaluate_with(
         authority_changes.seals.extend(settled.seals);
     }
     let approver = authority_facts.approval.as_ref().filter(|_| decision.authority.approved_by.is_some()).map(|a| a.approver.clone());
+    // An approval that added its action to the histories when it was given: this
+    // decision, its retry, is that action, and is not added again.
+    let counted_approval =
+        decision.authority.approved_by.clone().filter(|id| live.authority.escalations.get(id).is_some_and(|e| e.counted_at_approval));
 
-    if decision.verdict == Verdict::Allow {
+    if decision.verdict == Verdict::Allow && counted_approval.is_none() {
         let past = PastAction { action_type: intercepted.request.action_type.clone(), at_ms: now_ms };
         if let Some(a) = &agent {
             LiveState::record(live.agent_history.entry(a.agent_id.clone()).or_default(), past.clone(), window);
@@ -510,6 +518,7 @@ fn evaluate_with(
         session_update,
         authority: authority_changes,
         approver,
+        counted_approval,
         violations,
         guards,
     }
@@ -1168,6 +1177,9 @@ fn record<'a>(
         }
         for r in &e.authority.records {
             txn.mutations.push(Mutation::PutObject(r.clone()));
+        }
+        if let Some(id) = &e.counted_approval {
+            txn.mutations.push(Mutation::ApprovedActionRetried { workspace_id: ws.workspace_id.clone(), escalation_id: id.clone() });
         }
         for v in &e.violations {
             txn.mutations.push(Mutation::InsertViolation(violation_row(ws, e, v)));

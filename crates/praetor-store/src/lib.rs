@@ -27,6 +27,38 @@ WHERE revoked_at IS NOT NULL AND EXISTS (
 }
 pub(crate) use backfill_rotated_credentials;
 
+/// The table of approved actions, the same on both backends but for the integer type
+/// (SQLite's migration 12, PostgreSQL's 6). The xybern SDK runs an approved action
+/// without asking again, so its approval is the one record that it ran: an agent's and
+/// a session's histories (velocity, sequences) read these rows besides their allowed
+/// decisions. `retried` is set when an intercept of the approved action used the
+/// approval: that decision is in the history already.
+macro_rules! approved_actions_table {
+    ($int:literal) => {
+        concat!(
+            r#"
+CREATE TABLE approved_actions (
+    workspace_id  TEXT NOT NULL,
+    escalation_id TEXT NOT NULL,
+    agent_id      TEXT,
+    session_id    TEXT,
+    action_type   TEXT NOT NULL,
+    approved_at   "#,
+            $int,
+            r#" NOT NULL,
+    retried       "#,
+            $int,
+            r#" NOT NULL DEFAULT 0,
+    PRIMARY KEY (workspace_id, escalation_id)
+);
+CREATE INDEX approved_actions_by_agent ON approved_actions (workspace_id, agent_id, approved_at);
+CREATE INDEX approved_actions_by_session ON approved_actions (workspace_id, session_id, approved_at) WHERE session_id IS NOT NULL;
+"#
+        )
+    };
+}
+pub(crate) use approved_actions_table;
+
 pub mod model;
 pub mod postgres;
 mod rows;
@@ -140,6 +172,13 @@ pub enum Mutation {
     /// Change the descriptive fields that are `Some`, and only those (a concurrent edit
     /// of other fields, or a deactivation, stays), giving the agent a new etag.
     UpdateAgentFields(AgentFields),
+    /// An approval of an escalated action: the action joins its agent's and session's
+    /// histories, as an allowed decision does (see `approved_actions_table`).
+    InsertApprovedAction(ApprovedAction),
+    /// A decision used the approval of escalation `escalation_id` (a retry of the
+    /// approved action): the history holds that decision, so the approval's row no
+    /// longer counts.
+    ApprovedActionRetried { workspace_id: String, escalation_id: String },
 }
 
 impl Mutation {
@@ -158,6 +197,7 @@ impl Mutation {
             Mutation::PutObject(o) => &o.workspace_id,
             Mutation::InsertShadowHit(h) => &h.workspace_id,
             Mutation::InsertViolation(v) => &v.workspace_id,
+            Mutation::InsertApprovedAction(a) => &a.workspace_id,
             Mutation::PutDelivery(d) | Mutation::RecordDeliveryAttempt { delivery: d, .. } => &d.workspace_id,
             Mutation::PutWorkspaceSettings { workspace_id, .. }
             | Mutation::RevokeApiKey { workspace_id, .. }
@@ -172,6 +212,7 @@ impl Mutation {
             | Mutation::ClaimNonce { workspace_id, .. }
             | Mutation::PruneNonces { workspace_id, .. }
             | Mutation::DeactivateAgent { workspace_id, .. }
+            | Mutation::ApprovedActionRetried { workspace_id, .. }
             | Mutation::ExpectActive { workspace_id, .. } => workspace_id,
         }
     }

@@ -247,6 +247,19 @@ pub struct AgentActivity {
     pub etag: String,
 }
 
+/// An approved escalated action, which joins its agent's and session's histories (see
+/// `Mutation::InsertApprovedAction`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovedAction {
+    pub workspace_id: String,
+    pub escalation_id: String,
+    pub agent_id: Option<String>,
+    pub session_id: Option<String>,
+    pub action_type: String,
+    /// When it was approved: when it counts in the histories.
+    pub at: Millis,
+}
+
 /// The rows that carry an etag (see `Agent::etag`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Guarded {

@@ -185,6 +185,21 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
                 d.attempts, d.next_attempt_at, d.last_error, d.last_status, d.created_at, d.delivered_at
             ])?;
         }
+        Mutation::InsertApprovedAction(a) => {
+            db.execute_later(
+                "INSERT INTO approved_actions (workspace_id, escalation_id, agent_id, session_id, action_type, approved_at)
+                 VALUES (?1,?2,?3,?4,?5,?6) ON CONFLICT (workspace_id, escalation_id) DO NOTHING",
+                args![a.workspace_id, a.escalation_id, a.agent_id, a.session_id, a.action_type, a.at],
+                None,
+            )?;
+        }
+        Mutation::ApprovedActionRetried { workspace_id, escalation_id } => {
+            db.execute_later(
+                "UPDATE approved_actions SET retried = 1 WHERE workspace_id = ?1 AND escalation_id = ?2",
+                args![workspace_id, escalation_id],
+                None,
+            )?;
+        }
         Mutation::InsertShadowHit(h) => {
             db.insert_row_later("INSERT INTO shadow_hits (workspace_id, policy_id, decision_id, actual, would, changed, at) VALUES (?1,?2,?3,?4,?5,?6,?7)", args![h.workspace_id, h.policy_id, h.decision_id, h.actual, h.would, h.changed, h.at])?;
         }
@@ -847,9 +862,13 @@ fn noun(of: Guarded) -> &'static str {
     }
 }
 
-/// Allowed actions matching `filter` (`agent_id = ?2` or `session_id = ?2`) since
-/// `since`, the newest `cap`, returned oldest first.
+/// The actions that ran matching `filter` (`agent_id = ?2` or `session_id = ?2`) since
+/// `since`, the newest `cap`, returned oldest first: allowed decisions, and approved
+/// escalations whose action no decision ran (the SDK runs it without asking again).
+/// Two queries, each walking its own index newest first, merged here: a `UNION` would
+/// read every row since `since` before it could sort them.
 fn allowed_since(db: &dyn Db, filter: &str, ws: &str, id: &str, since: Millis, cap: u32) -> Result<Vec<praetor_core::PastAction>> {
+    let past = |r: &dyn crate::sql::Row| Ok(praetor_core::PastAction { action_type: r.get(0)?, at_ms: r.get(1)? });
     let mut out = db.all(
         &format!(
             "SELECT action_type, created_at FROM decisions
@@ -857,8 +876,21 @@ fn allowed_since(db: &dyn Db, filter: &str, ws: &str, id: &str, since: Millis, c
              ORDER BY created_at DESC LIMIT ?4"
         ),
         args![ws, id, since, cap],
-        |r| Ok(praetor_core::PastAction { action_type: r.get(0)?, at_ms: r.get(1)? }),
+        past,
     )?;
+    out.extend(db.all(
+        &format!(
+            "SELECT action_type, approved_at FROM approved_actions
+             WHERE workspace_id = ?1 AND {filter} AND retried = 0 AND approved_at >= ?3
+             ORDER BY approved_at DESC LIMIT ?4"
+        ),
+        args![ws, id, since, cap],
+        past,
+    )?);
+    // Newest first (a stable sort keeps each query's order among equal times), then
+    // the newest `cap`, oldest first.
+    out.sort_by_key(|a| std::cmp::Reverse(a.at_ms));
+    out.truncate(cap as usize);
     out.reverse();
     Ok(out)
 }

@@ -464,3 +464,33 @@ fn an_agent_acting_on_every_node_cannot_hold_off_its_revocation() {
         }
     }
 }
+
+#[test]
+fn an_approval_on_one_node_counts_in_the_histories_other_nodes_hold() {
+    let Some(admin_url) = database_url() else { return };
+    let cluster = Cluster::start(&admin_url);
+    cluster.post(0, "/enforce/policies", &json!({ "name": "big", "policy_type": "metadata", "action_types": ["wire.*"], "decision": "escalate",
+        "conditions": { "rule": { "field": "amount", "op": ">", "value": 100 } } }));
+    cluster.post(0, "/enforce/policies", &json!({ "name": "No export after a wire", "policy_type": "sequence", "decision": "block",
+        "conditions": { "ordered": { "first": ["wire.send"], "then": ["report.export"], "within_seconds": 300 } } }));
+    let approver = cluster.post(0, "/enforce/keys", &json!({ "scopes": ["approvals"] }))["api_key"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(1_000)); // the change feed brings the policies
+    let agent = cluster.agent(0, "wirer");
+    let session = cluster.post(1, "/enforce/sessions/start", &json!({ "agent_id": agent }))["session_id"].as_str().unwrap().to_owned();
+    let export = |node: usize, session: Option<&str>| cluster.post(node, "/enforce/intercept", &json!({ "action_type": "report.export", "agent_id": agent, "session_id": session }));
+    // Nodes B and C hold the agent's history and the session's, with no wire in them.
+    assert_eq!(export(1, Some(&session))["decision"], "allow");
+    assert_eq!(export(2, None)["decision"], "allow");
+    std::thread::sleep(Duration::from_millis(5));
+    let raised = cluster.post(2, "/enforce/intercept", &json!({ "action_type": "wire.send", "agent_id": agent, "session_id": session, "metadata": { "amount": 500 } }));
+    assert_eq!(raised["decision"], "escalate", "{raised}");
+    let esc = raised["escalation_id"].as_str().unwrap();
+    let approved = post(&format!("{}/api/v1/enforce/escalations/{esc}/resolve", cluster.nodes[0].base), &approver, &json!({ "resolution": "approved" }));
+    assert_eq!(approved.as_ref().map(|a| a["escalation"]["status"].clone()), Some(json!("approved")), "{approved:?}");
+    // The SDK runs the wire without asking again; node A's approval counted it, and the
+    // other nodes read that at their next decision for the agent or the session.
+    let next = export(1, Some(&session));
+    assert_eq!(next["decision"], "block", "node B sees the approved wire in the session: {next}");
+    let next = export(2, None);
+    assert_eq!(next["decision"], "block", "node C sees it in the agent's history: {next}");
+}

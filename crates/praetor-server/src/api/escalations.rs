@@ -2,6 +2,7 @@
 //! is actionable only while fresh, binds to the exact action, and is sealed with the
 //! approver's identity.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -14,7 +15,8 @@ use crate::auth::{Authorized, perm};
 use crate::authority::{Escalation, Object, touched, update};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::state::{AppState, LiveState, WorkspaceState};
+use crate::state::{AppState, History, LiveState, WorkspaceState};
+use praetor_core::PastAction;
 
 fn freshness_ms(ws: &WorkspaceState) -> i64 {
     ws.settings.read().approval_freshness_ms()
@@ -206,12 +208,11 @@ pub async fn resolve(
         return Err(ApiError::new(Code::Conflict, format!("escalation `{id}` can no longer be resolved: {why}")));
     }
     let reason = body.reason;
-    // An approval in a session, or through a grant, is charged to them: the SDK runs
-    // an approved action without intercepting it again, so this is the one time it is
-    // counted.
-    let charges = resolution == "approved" && (found.approval_charge.is_some() || found.grant_id.is_some());
-    let view = if charges {
-        approve_charging(&state, ws, &id, reason, &key_id).await?
+    // The SDK runs an approved action without intercepting it again, so its approval
+    // is the one time it is counted: in its session's budgets, its grant, and its
+    // agent's and session's histories.
+    let view = if resolution == "approved" {
+        approve(&state, ws, &id, reason, &key_id).await?
     } else {
         let fresh = freshness_ms(ws);
         update(&state, ws, "escalation.resolved", &key_id.clone(), move |a, now| {
@@ -257,13 +258,15 @@ fn resolved_fields(e: &Escalation) -> Value {
     })
 }
 
-/// Approve escalation `id` and charge, in the same transaction, its session the
-/// action's cost (`approval_charge`) and its grant one use and what the action takes
-/// (`grant_id`, `grant_charge`). Refused (`409`) when either cannot cover it, or the
-/// session is over or the grant no longer usable: the approver may reject it instead. A
-/// commit refused because another node changed one of them meanwhile is made again from
-/// the store's copies, after a short pause.
-async fn approve_charging(state: &AppState, ws: &WorkspaceState, id: &str, reason: Option<String>, key_id: &str) -> ApiResult<Value> {
+/// Approve escalation `id` and count its action, in the same transaction: its session
+/// is charged the action's cost (`approval_charge`), its grant one use and what the
+/// action takes (`grant_id`, `grant_charge`), and the action joins its agent's and
+/// session's histories, which velocity and sequence policies read. Refused (`409`) when
+/// the session or grant cannot cover it, or the session is over or the grant no longer
+/// usable: the approver may reject it instead. A commit refused because another node
+/// changed one of them meanwhile is made again from the store's copies, after a short
+/// pause.
+async fn approve(state: &AppState, ws: &WorkspaceState, id: &str, reason: Option<String>, key_id: &str) -> ApiResult<Value> {
     let fresh = freshness_ms(ws);
     let mut attempt = 1;
     loop {
@@ -281,10 +284,11 @@ async fn approve_charging(state: &AppState, ws: &WorkspaceState, id: &str, reaso
         // cannot be read now.
         let session_id = undo.session.as_ref().map(|(s, _)| s.session_id.clone());
         let grant_id = undo.grant.as_ref().map(|(g, _)| g.grant_id.clone());
+        let agent_id = undo.counted.as_ref().and_then(|c| c.agent.as_ref().map(|(a, _, _)| a.clone()));
         undo.apply(ws);
         match err {
             StoreError::Stale(what) if attempt < crate::authority::UPDATE_ATTEMPTS => {
-                crate::pipeline::resync(state, ws, &[], &session_id.into_iter().collect::<Vec<_>>()).await?;
+                crate::pipeline::resync(state, ws, &agent_id.into_iter().collect::<Vec<_>>(), &session_id.into_iter().collect::<Vec<_>>()).await?;
                 let mut objects = vec![(Escalation::KIND.to_owned(), id.to_owned())];
                 objects.extend(grant_id.map(|g| (<crate::authority::Grant as crate::authority::Object>::KIND.to_owned(), g)));
                 crate::pipeline::resync_objects(state, ws, &objects).await?;
@@ -298,18 +302,40 @@ async fn approve_charging(state: &AppState, ws: &WorkspaceState, id: &str, reaso
 }
 
 /// The escalation, session and grant as they were before an approval changed them in
-/// memory, to put back if its commit fails. Each is put back only while it is still as
-/// the approval left it (its version, or the session's etag): a reload or a later
-/// change since is newer than both.
+/// memory, to put back if its commit fails, and the action it added to the histories.
+/// Each is put back only while it is still as the approval left it (its version, or
+/// the session's or agent's etag): a reload or a later change since is newer than both.
 struct Undo {
     escalation: (Escalation, u64),
     session: Option<(praetor_store::Session, String)>,
     grant: Option<(crate::authority::Grant, u64)>,
+    counted: Option<Counted>,
+}
+
+/// What an approval added to the histories: the action, the session whose history
+/// holds it, and the agent whose history holds it with its etag before and after.
+struct Counted {
+    action: PastAction,
+    session: Option<String>,
+    agent: Option<(String, String, String)>,
 }
 
 impl Undo {
     fn apply(self, ws: &WorkspaceState) {
         let mut guard = ws.live.lock();
+        if let Some(c) = &self.counted {
+            if let Some(h) = c.session.as_ref().and_then(|s| guard.session_history.get_mut(s)) {
+                forget(h, &c.action);
+            }
+            if let Some((agent_id, before, after)) = &c.agent {
+                if let Some(h) = guard.agent_history.get_mut(agent_id) {
+                    forget(h, &c.action);
+                }
+                if let Some(a) = ws.agents.write().get_mut(agent_id).filter(|a| &a.etag == after) {
+                    a.etag = before.clone();
+                }
+            }
+        }
         let LiveState { sessions, authority, .. } = &mut *guard;
         let (before, after) = self.escalation;
         if let Some(mut e) = authority.escalations.get_mut(&before.escalation_id).filter(|e| e.version == after) {
@@ -328,27 +354,82 @@ impl Undo {
     }
 }
 
+/// Add the action of `e`, approved at `now`, to its agent's and session's histories,
+/// as an allowed decision adds its own (`pipeline::evaluate_with`), with its row
+/// (`InsertApprovedAction`) in `mutations`. The agent's etag moves on, so that every
+/// node's next decision for it reads the history again. (The session's moved on with
+/// the approval's charge.) Called under the live lock, then the agents' (the lock order).
+fn count_in_histories(
+    ws: &WorkspaceState,
+    e: &Escalation,
+    (agent_history, session_history): (&mut HashMap<String, History>, &mut HashMap<String, History>),
+    window: i64,
+    now: i64,
+    mutations: &mut Vec<Mutation>,
+) -> Counted {
+    // At the newest action's time if that is later: the histories stay in time order.
+    let newest = |h: Option<&History>| h.and_then(|h| h.actions.back()).map_or(i64::MIN, |a| a.at_ms);
+    let at = now
+        .max(newest(e.agent_id.as_ref().and_then(|a| agent_history.get(a))))
+        .max(newest(e.session_id.as_ref().and_then(|s| session_history.get(s))));
+    let action = PastAction { action_type: e.action_type.clone(), at_ms: at };
+    if let Some(s) = &e.session_id {
+        LiveState::record(session_history.entry(s.clone()).or_default(), action.clone(), window);
+    }
+    let agent = e.agent_id.as_ref().and_then(|agent_id| {
+        let etag = crate::secrets::new_id("etag");
+        mutations.push(Mutation::Touch { workspace_id: ws.workspace_id.clone(), of: Guarded::Agent, id: agent_id.clone(), etag: etag.clone() });
+        // An agent this node does not hold has no history here to add to; it reads
+        // the approval's row when it is read in.
+        let mut agents = ws.agents.write();
+        let held = agents.get_mut(agent_id)?;
+        LiveState::record(agent_history.entry(agent_id.clone()).or_default(), action.clone(), window);
+        let before = std::mem::replace(&mut held.etag, etag.clone());
+        Some((agent_id.clone(), before, etag))
+    });
+    mutations.push(Mutation::InsertApprovedAction(praetor_store::ApprovedAction {
+        workspace_id: ws.workspace_id.clone(),
+        escalation_id: e.escalation_id.clone(),
+        agent_id: e.agent_id.clone(),
+        session_id: e.session_id.clone(),
+        action_type: e.action_type.clone(),
+        at,
+    }));
+    Counted { action, session: e.session_id.clone(), agent }
+}
+
+/// Take `action` out of `history` (its newest entry of that type and time).
+fn forget(history: &mut History, action: &PastAction) {
+    if let Some(i) = history.actions.iter().rposition(|a| a == action) {
+        history.actions.remove(i);
+    }
+}
+
 fn conflict(message: String) -> ApiError {
     ApiError::new(Code::Conflict, message)
 }
 
-/// `approve_charging`'s change in memory, under the live lock: every check first, then
+/// `approve`'s change in memory, under the live lock: every check first, then
 /// the approval and the charges, with what to commit, the view and how to undo it. The
 /// commit is guarded by the session's etag, the escalation's and the grant's versions
 /// (the store takes only the version right after its own, so a decision made on this
 /// approval before it commits cannot commit if it does not) and the grantors active.
 fn approve_in_memory(ws: &WorkspaceState, id: &str, reason: Option<&String>, key_id: &str, now: i64, fresh: i64) -> ApiResult<(Txn, Value, Undo)> {
     let mut guard = ws.live.lock();
-    let LiveState { sessions, authority, .. } = &mut *guard;
+    // Under the live lock, as an evaluation loads them: the window the histories are
+    // kept for (`pipeline::evaluate_with`).
+    let window = ws.policies.load().compiled.history_window_ms();
+    let LiveState { sessions, authority, agent_history, session_history, .. } = &mut *guard;
     let e = authority.escalations.get(id).ok_or_else(|| ApiError::not_found("escalation", id))?.clone();
     check_resolvable(&e, key_id, now)?;
-    let session_charge = e.session_id.as_deref().zip(e.approval_charge.as_ref());
-    if let Some((session_id, charge)) = session_charge {
+    // Checked in the store just before (`void_reason`), which reads the session in: one
+    // not held here now is one a sweep let go meanwhile.
+    if let Some(session_id) = e.session_id.as_deref() {
         let session = sessions.get(session_id).ok_or_else(|| conflict(format!("session `{session_id}` of escalation `{id}` is not held here; try again")))?;
         if let Some(why) = crate::authority::closed_session_reason(session).or_else(|| crate::authority::past_ttl_reason(session, now)) {
             return Err(conflict(format!("escalation `{id}` can no longer be approved: {why}")));
         }
-        if let Some(why) = praetor_core::session::exceeded(&crate::pipeline::session_facts(session), charge) {
+        if let Some(why) = e.approval_charge.as_ref().and_then(|charge| praetor_core::session::exceeded(&crate::pipeline::session_facts(session), charge)) {
             return Err(conflict(format!(
                 "approving escalation `{id}` would take session `{session_id}` past its budget: {why}; reject it instead, or leave it to expire"
             )));
@@ -371,18 +452,22 @@ fn approve_in_memory(ws: &WorkspaceState, id: &str, reason: Option<&String>, key
     // Every check passed: approve, and charge.
     let mut mutations = Vec::new();
     let mut fields = serde_json::Map::new();
-    let session = match session_charge {
-        Some((session_id, charge)) => {
+    // The session's etag moves on even when nothing is charged: its history changes,
+    // and every node's next decision in it must read that.
+    let session = match e.session_id.as_deref() {
+        Some(session_id) => {
             let s = sessions.get_mut(session_id).ok_or_else(|| conflict(format!("session `{session_id}` is not held here; try again")))?;
             let before = s.clone();
             let prior_etag = std::mem::replace(&mut s.etag, crate::secrets::new_id("etag"));
-            s.consumed.add(charge);
+            if let Some(charge) = &e.approval_charge {
+                s.consumed.add(charge);
+                fields.insert("session_charge".into(), crate::sessions::charge_view(charge));
+                fields.insert("session_consumed".into(), json!(s.consumed));
+            }
             s.version += 1;
             mutations.push(Mutation::Expect { workspace_id: ws.workspace_id.clone(), of: Guarded::Session, id: session_id.to_owned(), etag: prior_etag });
             mutations.push(Mutation::PutSession(s.clone()));
             fields.insert("session_id".into(), json!(session_id));
-            fields.insert("session_charge".into(), crate::sessions::charge_view(charge));
-            fields.insert("session_consumed".into(), json!(s.consumed));
             Some((before, s.etag.clone()))
         }
         None => None,
@@ -408,14 +493,16 @@ fn approve_in_memory(ws: &WorkspaceState, id: &str, reason: Option<&String>, key
         }
         None => None,
     };
+    let counted = count_in_histories(ws, &e, (agent_history, session_history), window, now, &mut mutations);
     let mut esc = authority.escalations.get_mut(id).ok_or_else(|| ApiError::not_found("escalation", id))?;
     record_resolution(&mut esc, "approved", reason, key_id, now, fresh);
     esc.charged_at_approval = true;
+    esc.counted_at_approval = true;
     mutations.push(Mutation::PutObject(touched(&mut *esc, &ws.workspace_id, now)));
     let mut sealed = resolved_fields(&esc);
     sealed.as_object_mut().expect("an object").extend(fields);
     let seal = vec![crate::events::event(&ws.workspace_id, "escalation.resolved", Some(key_id), now, sealed)];
-    let undo = Undo { escalation: (e, esc.version), session, grant };
+    let undo = Undo { escalation: (e, esc.version), session, grant, counted: Some(counted) };
     Ok((Txn { mutations, seal }, esc.view(now, fresh), undo))
 }
 

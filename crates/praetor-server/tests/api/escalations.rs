@@ -667,3 +667,79 @@ async fn raising_the_freshness_does_not_revive_a_stale_approval() {
     s.clock.advance(61_000);
     assert_eq!(status_of(&s, &esc).await["decision"], "block");
 }
+
+fn small_wire(agent: &str, session: Option<&str>) -> Value {
+    json!({ "action_type": "wire.send", "agent_id": agent, "session_id": session, "metadata": { "amount": 50, "currency": "EUR" } })
+}
+
+/// The agent's history as the store gives it back (what another node, or this one
+/// after a restart, reads): action types, oldest first.
+async fn stored_history(s: &TestServer, agent: &str) -> Vec<String> {
+    let st = s.state.store.agent_state(&s.state.workspace_ids()[0], agent, 0, 100).await.unwrap().unwrap();
+    st.history.into_iter().map(|p| p.action_type).collect()
+}
+
+/// The SDK runs an approved action without intercepting it again, so the approval is
+/// what adds it to its agent's and session's histories: a velocity limit counts it, an
+/// ordered sequence sees it as the first step, and the store keeps it for other nodes.
+/// A retry the approval allows is the same action and counts once.
+#[tokio::test]
+async fn an_approved_action_counts_in_velocity_and_sequences() {
+    let (s, approver) = setup().await;
+    s.policy(json!({ "name": "Two wires a minute", "policy_type": "sequence", "action_types": ["wire.*"], "decision": "block",
+                     "conditions": { "velocity": { "max": 2, "window_seconds": 60 } } })).await;
+    s.policy(json!({ "name": "No export after a wire", "policy_type": "sequence", "decision": "block",
+                     "conditions": { "ordered": { "first": ["wire.send"], "then": ["report.export"], "within_seconds": 300 } } })).await;
+    let agent = s.agent("runner").await;
+    let session = start_session(&s, json!({ "agent_id": agent })).await;
+    let export = json!({ "action_type": "report.export", "agent_id": agent, "session_id": session });
+    assert_eq!(s.intercept(export.clone()).await["decision"], "allow", "no wire yet");
+
+    s.clock.advance(1_000);
+    let esc = escalate(&s, &agent, Some(&session)).await;
+    let (code, body) = approve(&s, &approver, &esc).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["escalation"]["counted_at_approval"], true, "{body}");
+    let blocked = s.intercept(export.clone()).await;
+    assert_eq!(blocked["decision"], "block", "the approved wire is the sequence's first step: {blocked}");
+    assert_eq!(stored_history(&s, &agent).await, vec!["report.export", "wire.send"], "the store holds the approved action");
+
+    // The retry the approval allows is the approved wire, not a second one...
+    let retry = s.intercept(wire(&agent, Some(&session))).await;
+    assert_eq!(retry["decision"], "allow", "{retry}");
+    assert_eq!(retry["approved_by"]["escalation_id"], json!(esc), "{retry}");
+    assert_eq!(stored_history(&s, &agent).await, vec!["report.export", "wire.send"], "the retry took the approval's place");
+    // ...so one more wire is within two a minute, and the next is not.
+    assert_eq!(s.intercept(small_wire(&agent, Some(&session))).await["decision"], "allow");
+    let third = s.intercept(small_wire(&agent, Some(&session))).await;
+    assert_eq!(third["decision"], "block", "the approved wire and the small one make two: {third}");
+    // A minute later the velocity window has moved on; the sequence's has not.
+    s.clock.advance(61_000);
+    assert_eq!(s.intercept(small_wire(&agent, None)).await["decision"], "allow");
+    assert_eq!(s.intercept(export).await["decision"], "block");
+}
+
+/// An approval whose commit fails adds nothing to the histories, here or in the store;
+/// approved once the store works, it counts once.
+#[tokio::test]
+async fn an_approval_whose_commit_fails_adds_nothing_to_the_histories() {
+    let (s, approver) = setup().await;
+    s.policy(json!({ "name": "One wire a minute", "policy_type": "sequence", "action_types": ["wire.*"], "decision": "block",
+                     "conditions": { "velocity": { "max": 1, "window_seconds": 60 } } })).await;
+    let agent = s.agent("runner").await;
+    let session = start_session(&s, json!({ "agent_id": agent })).await;
+    let esc = escalate(&s, &agent, Some(&session)).await;
+    let db = rusqlite::Connection::open(s.dir.path().join("praetor.db")).unwrap();
+    db.execute_batch("CREATE TRIGGER fail_approved BEFORE INSERT ON approved_actions BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;").unwrap();
+    let (code, body) = approve(&s, &approver, &esc).await;
+    assert!(code.is_server_error(), "{code}: {body}");
+    assert_eq!(status_of(&s, &esc).await["decision"], "pending");
+    assert_eq!(stored_history(&s, &agent).await, Vec::<String>::new());
+    // Nothing counted: a small wire is the first of the minute. (Then the limit is
+    // reached: the approval below is counted after it.)
+    assert_eq!(s.intercept(small_wire(&agent, Some(&session))).await["decision"], "allow");
+    db.execute_batch("DROP TRIGGER fail_approved;").unwrap();
+    assert_eq!(approve(&s, &approver, &esc).await.0, StatusCode::OK);
+    assert_eq!(stored_history(&s, &agent).await, vec!["wire.send", "wire.send"]);
+    assert_eq!(s.intercept(small_wire(&agent, None)).await["decision"], "block");
+}

@@ -266,4 +266,8 @@ ALTER TABLE credentials ADD COLUMN rotated BIGINT NOT NULL DEFAULT 0;
 "#,
         crate::backfill_rotated_credentials!()
     ),
+), (
+    6,
+    // SQLite's migration 12.
+    crate::approved_actions_table!("BIGINT"),
 )];

@@ -316,4 +316,5 @@ ALTER TABLE credentials ADD COLUMN rotated INTEGER NOT NULL DEFAULT 0;
             crate::backfill_rotated_credentials!()
         ),
     ),
+    (12, crate::approved_actions_table!("INTEGER")),
 ];

@@ -1147,6 +1147,54 @@ pub async fn connections_the_database_closed_are_replaced_before_the_next_use(b:
     assert_eq!(b.check_vault()[0].entries, 3);
 }
 
+/// An approved escalation's action joins the agent's and session's histories read back
+/// (the SDK runs it without another decision), until a decision that used the approval
+/// is recorded: that decision is the action, and counts in its place.
+pub async fn approved_actions_count_in_the_history_until_a_decision_runs_them(b: Backend) {
+    let store = with_workspace(&b).await;
+    store.commit(Txn { mutations: vec![Mutation::PutAgent(agent("agt_1", "one")), Mutation::PutSession(session("sess_1", "agt_1", SessionStatus::Active, 1, 5))], seal: vec![] }).await.unwrap();
+    let approved = |id: &str, at: i64, session: Option<&str>, kind: &str| {
+        Mutation::InsertApprovedAction(ApprovedAction {
+            workspace_id: WS.into(), escalation_id: id.into(), agent_id: Some("agt_1".into()),
+            session_id: session.map(str::to_owned), action_type: kind.into(), at,
+        })
+    };
+    let mut allowed = decision("dec_300", 300);
+    allowed.agent_id = Some("agt_1".into());
+    allowed.session_id = Some("sess_1".into());
+    allowed.action_type = "send".into();
+    store.commit(Txn { mutations: vec![
+        approved("esc_a", 100, Some("sess_1"), "read_secrets"),
+        approved("esc_b", 200, None, "pay"),
+        Mutation::InsertDecision { row: allowed, seal: None },
+        approved("esc_c", 400, Some("sess_1"), "export"),
+        approved("esc_old", 10, Some("sess_1"), "old"),
+    ], seal: vec![] }).await.unwrap();
+    // Recorded twice (a commit retried after a lost answer): one row.
+    store.commit(one(approved("esc_a", 100, Some("sess_1"), "read_secrets"))).await.unwrap();
+    let kinds = |h: &[praetor_core::PastAction]| h.iter().map(|p| (p.action_type.clone(), p.at_ms)).collect::<Vec<_>>();
+    let st = store.agent_state(WS, "agt_1", 50, 100).await.unwrap().unwrap();
+    assert_eq!(
+        kinds(&st.history),
+        vec![("read_secrets".into(), 100), ("pay".into(), 200), ("send".into(), 300), ("export".into(), 400)],
+        "approvals and allowed decisions, merged in time order, within the window"
+    );
+    let capped = store.agent_state(WS, "agt_1", 0, 2).await.unwrap().unwrap();
+    assert_eq!(kinds(&capped.history), vec![("send".into(), 300), ("export".into(), 400)], "the cap keeps the newest of both");
+    let s = store.session_state(WS, "sess_1", 50, 100).await.unwrap().unwrap();
+    assert_eq!(kinds(&s.history), vec![("read_secrets".into(), 100), ("send".into(), 300), ("export".into(), 400)], "only the session's");
+    // A decision used the approval of esc_c: the approval's row no longer counts (the
+    // decision's own row does, once it is allowed).
+    store.commit(one(Mutation::ApprovedActionRetried { workspace_id: WS.into(), escalation_id: "esc_c".into() })).await.unwrap();
+    let st = store.agent_state(WS, "agt_1", 50, 100).await.unwrap().unwrap();
+    assert_eq!(kinds(&st.history), vec![("read_secrets".into(), 100), ("pay".into(), 200), ("send".into(), 300)]);
+    // The same agent id in another workspace reads none of it.
+    let mut twin = agent("agt_1", "twin");
+    twin.workspace_id = "ws_other".into();
+    store.commit(Txn { mutations: vec![Mutation::InsertWorkspace(workspace("ws_other")), Mutation::PutAgent(twin)], seal: vec![] }).await.unwrap();
+    assert_eq!(store.agent_state("ws_other", "agt_1", 0, 100).await.unwrap().unwrap().history, vec![]);
+}
+
 /// What a node reloads after a refusal: the row, the credentials and the newest allowed
 /// actions within the window, oldest first, for an agent and for a session.
 pub async fn agent_and_session_state_read_back_their_history(b: Backend) {

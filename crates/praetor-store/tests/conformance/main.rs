@@ -56,6 +56,7 @@ conformance!(
     refusals_inside_one_batch_are_each_their_own,
     connections_the_database_closed_are_replaced_before_the_next_use,
     agent_and_session_state_read_back_their_history,
+    approved_actions_count_in_the_history_until_a_decision_runs_them,
     the_change_feed_numbers_changes_in_commit_order,
     leases_and_delivery_claims_have_one_holder,
     nonces_and_column_wise_agent_edits_hold_across_writers,
