@@ -406,21 +406,96 @@ const IN_FLIGHT_PER_TARGET: usize = 4;
 /// workspace's rules and webhooks name, the others' deliveries keep slots.
 const IN_FLIGHT_PER_WORKSPACE: usize = 8;
 
-/// Attempts in flight, per target and per workspace.
+/// After this many failed attempts in a row to one target, its circuit opens: its
+/// deliveries wait, unattempted (so none of their attempts is spent), while it stays
+/// open.
+const CIRCUIT_FAILURES: u32 = 5;
+
+/// How long a target's circuit stays open the first time. It doubles each time the
+/// circuit opens again without a delivery getting through, up to `CIRCUIT_OPEN_MAX_MS`.
+const CIRCUIT_OPEN_MS: i64 = 30_000;
+const CIRCUIT_OPEN_MAX_MS: i64 = 600_000;
+
+/// A target whose last failure is this old, and whose circuit is not open, is forgotten:
+/// the map holds only targets failing lately.
+const CIRCUIT_FORGET_MS: i64 = 3_600_000;
+
+/// One target's run of failures. Closed while `failures < CIRCUIT_FAILURES`; then open
+/// until `open_until`, and half-open after it: one attempt at a time, whose success
+/// closes the circuit and whose failure opens it again for twice as long.
+#[derive(Debug, Default)]
+struct Circuit {
+    failures: u32,
+    /// How many times it opened since the target last took a delivery.
+    opened: u32,
+    open_until: i64,
+    last_failure: i64,
+}
+
+impl Circuit {
+    fn tripped(&self) -> bool {
+        self.failures >= CIRCUIT_FAILURES
+    }
+
+    /// Whether an attempt may start at `now` with `in_flight` attempts already running.
+    fn admits(&self, in_flight: usize, now: i64) -> bool {
+        !self.tripped() || (now >= self.open_until && in_flight == 0)
+    }
+}
+
+/// Attempts in flight, per target and per workspace, and the targets failing lately.
 #[derive(Default)]
 struct Busy {
     targets: HashMap<String, usize>,
     workspaces: HashMap<String, usize>,
+    circuits: HashMap<String, Circuit>,
 }
 
 type InFlight = Arc<parking_lot::Mutex<Busy>>;
 
 impl Busy {
-    /// The targets and workspaces at their bound: the queue is read without their
-    /// deliveries, so that a busy one's many due deliveries never hide the others'.
-    fn saturated(&self) -> (Vec<String>, Vec<String>) {
-        let full = |m: &HashMap<String, usize>, max: usize| m.iter().filter(|(_, n)| **n >= max).map(|(k, _)| k.clone()).collect();
-        (full(&self.targets, IN_FLIGHT_PER_TARGET), full(&self.workspaces, IN_FLIGHT_PER_WORKSPACE))
+    fn in_flight(&self, target: &str) -> usize {
+        self.targets.get(target).copied().unwrap_or(0)
+    }
+
+    /// The targets and workspaces at their bound, and the targets whose circuit admits no
+    /// attempt at `now`: the queue is read without their deliveries, so that a busy or
+    /// failing one's many due deliveries never hide the others'.
+    fn saturated(&self, now: i64) -> (Vec<String>, Vec<String>) {
+        let full = |m: &HashMap<String, usize>, max: usize| -> Vec<String> { m.iter().filter(|(_, n)| **n >= max).map(|(k, _)| k.clone()).collect() };
+        let mut targets = full(&self.targets, IN_FLIGHT_PER_TARGET);
+        targets.extend(self.circuits.iter().filter(|(t, c)| !c.admits(self.in_flight(t), now)).map(|(t, _)| t.clone()));
+        targets.sort();
+        targets.dedup();
+        (targets, full(&self.workspaces, IN_FLIGHT_PER_WORKSPACE))
+    }
+
+    /// Record how an attempt to `target` ended at `now`: a success closes its circuit, a
+    /// failure counts, and opens the circuit once there are `CIRCUIT_FAILURES` in a row
+    /// (again, twice as long, when a half-open attempt fails). Failures of attempts that
+    /// started before the circuit opened only count.
+    fn record(&mut self, target: &str, delivered: bool, now: i64) {
+        if delivered {
+            if self.circuits.remove(target).is_some_and(|c| c.tripped()) {
+                tracing::info!(delivery_target = %target_for_log(target), "delivery circuit closed: the target took a delivery");
+            }
+            return;
+        }
+        let c = self.circuits.entry(target.to_owned()).or_default();
+        c.failures = c.failures.saturating_add(1);
+        c.last_failure = now;
+        if c.tripped() && now >= c.open_until {
+            let open_ms = CIRCUIT_OPEN_MS.saturating_mul(1 << c.opened.min(16)).min(CIRCUIT_OPEN_MAX_MS);
+            c.open_until = now.saturating_add(open_ms);
+            c.opened = c.opened.saturating_add(1);
+            tracing::warn!(delivery_target = %target_for_log(target), failures = c.failures, open_ms, "delivery circuit open: the target's deliveries wait");
+        }
+    }
+
+    /// Forget the targets that have not failed for `CIRCUIT_FORGET_MS` and whose circuit
+    /// is not open.
+    fn forget_old_failures(&mut self, now: i64) {
+        self.circuits.retain(|_, c| now < c.open_until || now.saturating_sub(c.last_failure) < CIRCUIT_FORGET_MS);
     }
 }
 
@@ -433,11 +508,15 @@ struct AttemptSlot {
 }
 
 impl AttemptSlot {
-    /// A place for `d`, unless its target or its workspace is at its bound.
-    fn take(busy: &InFlight, d: &Delivery) -> Option<AttemptSlot> {
+    /// A place for `d` at `now`, unless its target or its workspace is at its bound, or
+    /// its target's circuit admits no attempt.
+    fn take(busy: &InFlight, d: &Delivery, now: i64) -> Option<AttemptSlot> {
         let mut held = busy.lock();
-        let at = |m: &HashMap<String, usize>, k: &str| m.get(k).copied().unwrap_or(0);
-        if at(&held.targets, &d.target) >= IN_FLIGHT_PER_TARGET || at(&held.workspaces, &d.workspace_id) >= IN_FLIGHT_PER_WORKSPACE {
+        let in_flight = held.in_flight(&d.target);
+        if in_flight >= IN_FLIGHT_PER_TARGET
+            || held.workspaces.get(&d.workspace_id).copied().unwrap_or(0) >= IN_FLIGHT_PER_WORKSPACE
+            || held.circuits.get(&d.target).is_some_and(|c| !c.admits(in_flight, now))
+        {
             return None;
         }
         *held.targets.entry(d.target.clone()).or_default() += 1;
@@ -513,9 +592,14 @@ async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &A
     if free == 0 {
         return;
     }
-    // Without the targets and workspaces at their bound; read past the free slots, as the
-    // first due ones may take a target or a workspace to its bound.
-    let (targets, workspaces) = busy.lock().saturated();
+    // Without the targets and workspaces at their bound or whose circuit is open; read
+    // past the free slots, as the first due ones may take a target or a workspace to its
+    // bound.
+    let (targets, workspaces) = {
+        let mut held = busy.lock();
+        held.forget_old_failures(state.now_ms());
+        held.saturated(state.now_ms())
+    };
     let due = match state.store.due_deliveries(state.now_ms(), (free * 4) as u32, &targets, &workspaces).await {
         Ok(d) => d,
         Err(e) => {
@@ -527,8 +611,9 @@ async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &A
         if slots.available_permits() == 0 {
             break;
         }
-        // Its turn comes when one of its target's or workspace's attempts ends.
-        let Some(place) = AttemptSlot::take(busy, &d) else { continue };
+        // Its turn comes when one of its target's or workspace's attempts ends, or its
+        // target's circuit lets an attempt through.
+        let Some(place) = AttemptSlot::take(busy, &d, state.now_ms()) else { continue };
         let Ok(slot) = slots.clone().try_acquire_owned() else { break };
         // Claim it first: with several nodes on one database, each delivery attempt is
         // made by one of them (a node that dies mid-attempt loses its claim when
@@ -550,10 +635,15 @@ async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &A
                 continue;
             }
         }
-        let (state, client) = (state.clone(), client.clone());
+        let (state, client, busy) = (state.clone(), client.clone(), busy.clone());
         let claim = Claim { attempts: d.attempts, until: now + CLAIM_MS };
         tokio::spawn(async move {
-            send_and_record(&state, &client, d, claim).await;
+            let target = d.target.clone();
+            // Before the slot is given back: a half-open circuit admits its next attempt
+            // only once this one's outcome is known.
+            if let Some(delivered) = send_and_record(&state, &client, d, claim).await {
+                busy.lock().record(&target, delivered, state.now_ms());
+            }
             drop((slot, place));
         });
     }
@@ -567,8 +657,9 @@ struct Claim {
 }
 
 /// One claimed delivery's attempt, and its outcome stored: delivered, retried later
-/// with backoff, or given up as a dead letter.
-async fn send_and_record(state: &AppState, client: &reqwest::Client, mut d: Delivery, claim: Claim) {
+/// with backoff, or given up as a dead letter. Whether the target took it (`None` when
+/// no attempt was made: the webhook was deleted).
+async fn send_and_record(state: &AppState, client: &reqwest::Client, mut d: Delivery, claim: Claim) -> Option<bool> {
     let gone = d.webhook_id.as_ref().is_some_and(|id| {
         state.workspace(&d.workspace_id).is_none_or(|ws| ws.live.lock().authority.webhooks.get(id).is_none_or(|w| w.deleted))
     });
@@ -589,6 +680,7 @@ async fn send_and_record(state: &AppState, client: &reqwest::Client, mut d: Deli
     }
     let now = state.now_ms();
     d.attempts += 1;
+    let delivered = (!gone).then_some(result.is_ok());
     match result {
         Ok(status) => {
             d.status = "delivered".into();
@@ -617,6 +709,7 @@ async fn send_and_record(state: &AppState, client: &reqwest::Client, mut d: Deli
         Err(praetor_store::StoreError::Stale(_)) => tracing::warn!(%delivery_id, "a delivery attempt outlived its claim; its outcome is not recorded"),
         Err(e) => tracing::warn!(error = %e, %delivery_id, "cannot record a delivery attempt"),
     }
+    delivered
 }
 
 /// A failed request's error and its causes, without the URL reqwest puts in it: the
@@ -634,6 +727,15 @@ fn without_url(e: reqwest::Error) -> String {
 }
 
 /// `text` with every `http://` or `https://` URL in it cut to its host.
+/// A delivery target as logs show it: a URL as its host (its path or query may carry a
+/// credential), an e-mail address as its domain.
+fn target_for_log(target: &str) -> String {
+    match target.rsplit_once('@') {
+        Some((_, domain)) if !target.contains("://") => format!("…@{domain}"),
+        _ => redact_urls_in(target),
+    }
+}
+
 fn redact_urls_in(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -662,7 +764,69 @@ pub fn delivery_view(d: &Delivery) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::forbidden;
+    use super::{Busy, CIRCUIT_FORGET_MS, CIRCUIT_OPEN_MAX_MS, forbidden, target_for_log};
+
+    const T: &str = "https://hooks.example.com/x";
+
+    /// Whether an attempt to `T` may start at `now` (none in flight).
+    fn admits(b: &Busy, now: i64) -> bool {
+        b.circuits.get(T).is_none_or(|c| c.admits(0, now)) && !b.saturated(now).0.contains(&T.to_owned())
+    }
+
+    #[test]
+    fn a_circuit_opens_after_five_failures_in_a_row_and_a_success_closes_it() {
+        let mut b = Busy::default();
+        for _ in 0..4 {
+            b.record(T, false, 0);
+        }
+        assert!(admits(&b, 0), "four failures: still closed");
+        b.record(T, true, 0);
+        for _ in 0..4 {
+            b.record(T, false, 0);
+        }
+        assert!(admits(&b, 0), "a success started the count again");
+        b.record(T, false, 0);
+        assert!(!admits(&b, 29_999), "open for 30 s");
+        // Attempts under way when it opened count, without opening it again.
+        b.record(T, false, 10);
+        assert!(admits(&b, 30_000), "half-open after 30 s");
+        let c = &b.circuits[T];
+        assert!(!c.admits(1, 30_000), "half-open: one attempt at a time");
+        // A failed half-open attempt opens it for twice as long, then four times...
+        b.record(T, false, 30_000);
+        assert!(!admits(&b, 89_999) && admits(&b, 90_000));
+        b.record(T, false, 90_000);
+        assert!(!admits(&b, 209_999) && admits(&b, 210_000));
+        // ...up to ten minutes.
+        for _ in 0..10 {
+            let now = b.circuits[T].open_until;
+            b.record(T, false, now);
+        }
+        let c = &b.circuits[T];
+        assert_eq!(c.open_until - c.last_failure, CIRCUIT_OPEN_MAX_MS);
+        b.record(T, true, c.open_until);
+        assert!(b.circuits.is_empty(), "a delivery that got through closes it");
+    }
+
+    #[test]
+    fn targets_that_stopped_failing_are_forgotten() {
+        let mut b = Busy::default();
+        b.record(T, false, 0);
+        b.record("ops@example.com", false, 0);
+        for _ in 0..5 {
+            b.record("https://down.example.com/", false, CIRCUIT_FORGET_MS - 10);
+        }
+        b.forget_old_failures(CIRCUIT_FORGET_MS);
+        let mut kept: Vec<&String> = b.circuits.keys().collect();
+        kept.sort();
+        assert_eq!(kept, ["https://down.example.com/"], "an open circuit, or a recent failure, is kept");
+    }
+
+    #[test]
+    fn logs_show_a_target_without_its_path_or_mailbox() {
+        assert_eq!(target_for_log("https://hooks.slack.com/services/T0/B0/secret"), "https://hooks.slack.com/…");
+        assert_eq!(target_for_log("ops@example.com"), "…@example.com");
+    }
 
     #[test]
     fn urls_in_errors_are_cut_to_their_host() {

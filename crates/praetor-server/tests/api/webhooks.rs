@@ -314,3 +314,56 @@ async fn an_smtp_relay_that_never_answers_fails_the_attempt() {
     assert_eq!(failed.status, "pending", "retried later: {failed:?}");
     assert!(failed.last_error.as_deref().is_some_and(|e| e.contains("no answer within 300 ms")), "{failed:?}");
 }
+
+/// A target that keeps failing trips its circuit. After 5 failures in a row its
+/// deliveries wait, unattempted (none of their attempts is spent, so none becomes a dead
+/// letter by waiting); 30 s later one attempt tries it again, and a failure opens it for
+/// twice as long; once the target takes a delivery, the rest go. Before, every due
+/// delivery was tried, each failing its way towards a dead letter.
+#[tokio::test]
+async fn a_failing_target_trips_its_circuit_and_its_deliveries_wait() {
+    let s = TestServer::start_with(|c| c.allow_private_targets = true).await;
+    let (r, url) = receiver().await;
+    *r.failures.lock() = u32::MAX;
+    let (_, hook) = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": url, "events": ["decision.block"] })).await;
+    *r.secret.lock() = hook["secret"].as_str().unwrap().to_owned();
+    let hook_id = hook["webhook"]["webhook_id"].as_str().unwrap().to_owned();
+    s.policy(json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" })).await;
+    for _ in 0..20 {
+        assert_eq!(s.intercept(json!({ "action_type": "delete_row" })).await["decision"], "block");
+    }
+    let seen = || r.seen.lock().len();
+    // Let the dispatcher tick (every 200 ms) until `n` attempts arrived, then three
+    // more ticks: the count stays.
+    let settle = |n: usize| async move {
+        for _ in 0..60 {
+            if seen() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        seen()
+    };
+    // 4 attempts at once: the circuit opens at the 5th failure, and up to 3 more that
+    // were under way when it opened still arrive. The clock stands still, so nothing
+    // else holds the other deliveries back.
+    let tried = settle(5).await;
+    assert!((5..=8).contains(&tried), "{tried} attempts before the circuit opened");
+    let rows = s.state.store.list_deliveries(&s.state.workspace_ids()[0], Some(&hook_id), 100).await.unwrap();
+    assert_eq!(rows.iter().filter(|d| d.attempts == 0).count(), 20 - tried, "the others wait, unattempted: {rows:?}");
+    // Half-open after 30 s: one attempt, which fails, and the circuit opens for 60 s.
+    s.clock.advance(31_000);
+    assert_eq!(settle(tried + 1).await, tried + 1, "one attempt when the circuit half-opens");
+    s.clock.advance(31_000);
+    assert_eq!(settle(tried + 2).await, tried + 1, "open for 60 s after the second trip");
+    // The target recovers; at the next half-open attempt the circuit closes and every
+    // delivery goes.
+    *r.failures.lock() = 0;
+    s.clock.advance(30_000);
+    until(&s, || r.seen.lock().iter().filter(|(valid, _)| *valid).count() >= tried + 1 + 20).await;
+    let list = settled_deliveries(&s, &hook_id).await;
+    let rows = list["deliveries"].as_array().unwrap();
+    assert_eq!(rows.len(), 20);
+    assert!(rows.iter().all(|d| d["status"] == "delivered"), "{list}");
+}
