@@ -7,8 +7,9 @@
 //!   spend (`session::spend_of`: an exact decimal, a currency code written as one, and a
 //!   currency the budget names; with an amount, the currency is required);
 //! - `max_rows`: `metadata.rows`, a non-negative integer;
-//! - `max_recipients`: `metadata.recipients`, a list (its length counts) or a
-//!   non-negative integer (a count).
+//! - `max_recipients`: the distinct addresses in `metadata.recipients`, `to`, `cc` and
+//!   `bcc` together (each a list, or a text of addresses separated by `,` or `;`), or
+//!   `metadata.recipients` as a non-negative integer (a count), whichever is more.
 //!
 //! A quantity is read only when the grant limits it, and an action that does not state
 //! it takes none of it: like a session's spend, the budget counts what actions declare.
@@ -144,16 +145,47 @@ pub fn charge_for(request: &ActionRequest, left: &GrantLimits) -> Result<Quantit
         };
     }
     if left.max_recipients.is_some() {
-        q.recipients = match md.get("recipients") {
-            None | Some(Value::Null) => 0,
-            Some(Value::Array(list)) => list.len() as u64,
-            Some(v) => v.as_u64().ok_or_else(|| ChargeError {
-                field: "metadata.recipients",
-                message: format!("`{v}` is neither a list of recipients nor a non-negative count"),
-            })?,
-        };
+        q.recipients = recipients_of(md)?;
     }
     Ok(q)
+}
+
+/// The metadata keys whose addresses are an action's recipients: `recipients`, and the
+/// mail headers an agent may name them under instead.
+const RECIPIENT_KEYS: [(&str, &str); 4] =
+    [("recipients", "metadata.recipients"), ("to", "metadata.to"), ("cc", "metadata.cc"), ("bcc", "metadata.bcc")];
+
+/// How many recipients an action names: the distinct addresses under every key of
+/// `RECIPIENT_KEYS` together (each a list, or a text of addresses separated by `,` or
+/// `;`; compared trimmed and in lower case, so an address given twice counts once), or
+/// `recipients` as a count, whichever is more.
+fn recipients_of(md: &serde_json::Map<String, Value>) -> Result<u64, ChargeError> {
+    let mut addresses = std::collections::BTreeSet::new();
+    let mut add_text = |text: &str| {
+        addresses.extend(text.split([',', ';']).map(|a| a.trim().to_lowercase()).filter(|a| !a.is_empty()));
+    };
+    let mut count = 0;
+    for (key, field) in RECIPIENT_KEYS {
+        match md.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(text)) => add_text(text),
+            Some(Value::Array(list)) => {
+                for item in list {
+                    match item {
+                        Value::String(text) => add_text(text),
+                        // A structured recipient (`{"email": …, "name": …}`) counts as
+                        // itself.
+                        other => add_text(&other.to_string()),
+                    }
+                }
+            }
+            Some(v) if key == "recipients" => {
+                count = v.as_u64().ok_or_else(|| ChargeError { field, message: format!("`{v}` is neither a list of recipients nor a non-negative count") })?;
+            }
+            Some(v) => return Err(ChargeError { field, message: format!("`{v}` is neither an address, a list of them nor text of them") }),
+        }
+    }
+    Ok(count.max(addresses.len() as u64))
 }
 
 /// The limit `charge` would pass, named with what is left, if any.
@@ -193,7 +225,7 @@ mod tests {
 
     #[test]
     fn only_the_quantities_a_grant_limits_are_read() {
-        let odd = request(json!({ "amount": "lots", "rows": -1, "recipients": "everyone" }));
+        let odd = request(json!({ "amount": "lots", "rows": -1, "recipients": true }));
         assert_eq!(charge_for(&odd, &GrantLimits::default()).unwrap(), Quantities::default());
         let e = charge_for(&odd, &limits(json!({ "max_rows": 5 }))).unwrap_err();
         assert_eq!(e.field, "metadata.rows");
@@ -221,6 +253,20 @@ mod tests {
         assert_eq!(charge_for(&request(json!({ "amount": 1 })), &left).unwrap_err().field, "metadata.currency");
         // An action that states nothing takes nothing.
         assert!(charge_for(&request(json!({})), &left).unwrap().is_zero());
+    }
+
+    #[test]
+    fn recipients_are_the_distinct_addresses_under_every_mail_key() {
+        let left = limits(json!({ "max_recipients": 10 }));
+        let count = |md: Value| charge_for(&request(md), &left).map(|q| q.recipients);
+        assert_eq!(count(json!({ "to": "a@x.com, B@x.com", "cc": ["b@x.com", "c@x.com"], "bcc": "d@x.com; " })), Ok(4));
+        assert_eq!(count(json!({ "recipients": ["a@x.com"], "to": " A@x.com" })), Ok(1), "one address named twice");
+        assert_eq!(count(json!({ "recipients": 3, "to": ["a@x.com"] })), Ok(3), "a count, or the addresses, whichever is more");
+        assert_eq!(count(json!({ "recipients": 1, "to": ["a@x.com", "b@x.com"] })), Ok(2));
+        assert_eq!(count(json!({ "to": [{ "email": "a@x.com" }, { "email": "b@x.com" }] })), Ok(2));
+        assert_eq!(count(json!({ "to": 5 })).unwrap_err().field, "metadata.to");
+        assert_eq!(count(json!({ "cc": true })).unwrap_err().field, "metadata.cc");
+        assert_eq!(count(json!({ "subject": "hi" })), Ok(0));
     }
 
     #[test]

@@ -459,8 +459,11 @@ async fn a_grants_amount_row_and_recipient_budgets_are_totals_over_its_actions()
         assert_eq!(refused["decision"], "block", "{metadata}: {refused}");
         assert!(refused["reasoning"].as_str().unwrap().contains("metadata.currency"), "{refused}");
     }
-    // Recipients: a list counts its length, a number is a count.
-    assert_eq!(decide(through("mail.send", json!({ "recipients": ["a@example.com", "b@example.com"] }))).await["decision"], "allow");
+    // Recipients: the distinct addresses under `recipients`, `to`, `cc` and `bcc`
+    // together, or a number under `recipients` (a count).
+    assert_eq!(decide(through("mail.send", json!({ "to": "a@example.com", "cc": ["b@example.com", "A@example.com"] }))).await["decision"], "allow");
+    let over = decide(through("mail.send", json!({ "bcc": "c@example.com, d@example.com" }))).await;
+    assert!(over["decision"] == "block" && over["reasoning"].as_str().unwrap().contains("max_recipients"), "{over}");
     let over = decide(through("mail.send", json!({ "recipients": 2 }))).await;
     assert!(over["decision"] == "block" && over["reasoning"].as_str().unwrap().contains("max_recipients"), "{over}");
     assert_eq!(decide(through("mail.send", json!({ "recipients": 1 }))).await["decision"], "allow");
