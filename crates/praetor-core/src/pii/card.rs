@@ -1,5 +1,5 @@
 //! Payment card numbers (PAN): 13-19 digits, optionally in groups separated by single
-//! spaces or dashes, first digit 2-6 (Mastercard 2-series and 5, Amex/Diners/JCB 3,
+//! spaces or dashes (or dots or underscores between groups of 3-6 digits), first digit 2-6 (Mastercard 2-series and 5, Amex/Diners/JCB 3,
 //! Visa 4, Discover/UnionPay/Maestro 6), Luhn-valid and not all zeros.
 //!
 //! A run such as `12 4111 1111 1111 1111 99` is read as groups; any span of whole
@@ -37,7 +37,7 @@ pub(super) fn find_in_run(b: &[u8], start: usize, mut on_match: impl FnMut(usize
         let ge = i;
         groups[n % WINDOW] = (gs, ge);
         n += 1;
-        let more = i + 1 < b.len() && matches!(b[i], b' ' | b'-') && b[i + 1].is_ascii_digit();
+        let more = separator_continues(b, gs, i);
         let end_ok = more || (boundary_after(b, ge) && !continues_number(b, ge));
         if end_ok && !blocked {
             if let Some(s) = best_start(b, &groups, n, taken_until) {
@@ -57,15 +57,34 @@ fn measure(b: &[u8], start: usize) -> (usize, usize) {
     let mut i = start;
     let mut digits = 0usize;
     loop {
+        let group = i;
         while i < b.len() && b[i].is_ascii_digit() {
             i += 1;
             digits += 1;
         }
-        if i + 1 < b.len() && matches!(b[i], b' ' | b'-') && b[i + 1].is_ascii_digit() {
+        if separator_continues(b, group, i) {
             i += 1;
         } else {
             return (i, digits);
         }
+    }
+}
+
+/// Whether the byte at `end`, after the group of digits `start..end`, separates it from
+/// another group of the same run. A space or a dash always does. A dot or an underscore
+/// (`4111.1111.1111.1111`, `4111_1111_…`) does only between groups of 3-6 digits, the
+/// card groups' size, so that a decimal (`4111111111111111.5`) stays one number.
+fn separator_continues(b: &[u8], start: usize, end: usize) -> bool {
+    if end + 1 >= b.len() || !b[end + 1].is_ascii_digit() {
+        return false;
+    }
+    match b[end] {
+        b' ' | b'-' => true,
+        b'.' | b'_' => {
+            let next = b[end + 1..].iter().take(7).take_while(|c| c.is_ascii_digit()).count();
+            (3..=6).contains(&(end - start)) && (3..=6).contains(&next)
+        }
+        _ => false,
     }
 }
 
@@ -132,6 +151,20 @@ mod tests {
         assert_eq!(cards("mc:5555555555554444;"), vec!["5555555555554444"]);
         assert_eq!(cards("disc 6011000990139424"), vec!["6011000990139424"]);
         assert_eq!(cards("visa13 4222222222222"), vec!["4222222222222"]);
+    }
+
+    #[test]
+    fn dots_and_underscores_separate_groups_of_card_size() {
+        assert_eq!(cards("card 4111.1111.1111.1111 ok"), vec!["4111.1111.1111.1111"]);
+        assert_eq!(cards("card_4111_1111_1111_1111"), Vec::<&str>::new(), "inside a word");
+        assert_eq!(cards("card: 4111_1111_1111_1111."), vec!["4111_1111_1111_1111"]);
+        assert_eq!(cards("amex 3782.822463.10005"), vec!["3782.822463.10005"]);
+        assert_eq!(cards("4111.1111-1111 1111"), vec!["4111.1111-1111 1111"]);
+        // Decimals and dotted numbers are not groups.
+        assert!(cards("4111111111111111.5").is_empty());
+        assert!(cards("4111.11111111111111").is_empty());
+        assert!(cards("v10.20.30.40").is_empty());
+        assert!(cards("4111.1111.1111.1112").is_empty(), "Luhn still applies");
     }
 
     #[test]
