@@ -102,6 +102,10 @@ pub struct ApprovalFacts {
     /// charged to it again.
     #[serde(default)]
     pub paid_grant: Option<String>,
+    /// The approval added the action to its agent's and session's histories when it was
+    /// given: the action it allows is that one, and is not counted again.
+    #[serde(default)]
+    pub counted: bool,
 }
 
 /// Everything beyond the agent's own scopes that bears on one decision.

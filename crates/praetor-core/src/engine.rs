@@ -255,13 +255,14 @@ fn terminate(id: &str, name: &str, reason: String, after: Option<Decision>) -> D
 /// Step 4: a fresh approval of exactly this action lets an escalated action run.
 fn approve(mut d: Decision, authority: &Authority<'_>) -> Decision {
     let Some(a) = authority.approval else { return d };
-    if d.verdict == Verdict::Allow && a.paid {
+    if d.verdict == Verdict::Allow && (a.paid || a.counted) {
         // The policies allow the action now (they changed since it was escalated), but
-        // its approval already charged its session and grant: the approval is used up
-        // by it, and the action is not charged twice.
+        // its approval already counted it (charged its session and grant, added it to
+        // the histories): the approval is used up by it, and the action is not counted
+        // twice.
         d.authority.approved_by = Some(a.escalation_id.clone());
-        d.authority.paid_at_approval = true;
-        d.reasoning = format!("{} (its cost was charged when escalation `{}` was approved)", d.reasoning, a.escalation_id);
+        d.authority.paid_at_approval = a.paid;
+        d.reasoning = format!("{} (it was counted when escalation `{}` was approved)", d.reasoning, a.escalation_id);
         return d;
     }
     if d.verdict != Verdict::Escalate {

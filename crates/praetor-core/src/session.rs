@@ -537,7 +537,7 @@ mod tests {
         }
 
         fn retry_under(p: Value, s: &SessionFacts, paid: bool) -> crate::Decision {
-            let approval = crate::authority::ApprovalFacts { escalation_id: "esc_1".into(), approver: "key_a".into(), reason: None, paid, paid_grant: None };
+            let approval = crate::authority::ApprovalFacts { escalation_id: "esc_1".into(), approver: "key_a".into(), reason: None, paid, paid_grant: None, counted: false };
             let authority = crate::authority::Authority { approval: Some(&approval), ..Default::default() };
             run_with(p, Identity::Anonymous, json!({"amount": 3, "currency": "USD"}), s, authority)
         }

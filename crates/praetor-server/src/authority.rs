@@ -340,11 +340,12 @@ pub struct Escalation {
     /// (`grant_id`): the retry it allows is not charged again.
     #[serde(default)]
     pub charged_at_approval: bool,
-    /// The approval added the action to its agent's and session's histories (velocity
-    /// and sequence policies), since the SDK runs it without asking again: the retry it
-    /// allows is not added again. False in records from before this was done.
-    #[serde(default)]
-    pub counted_at_approval: bool,
+    /// When the approval added the action to its agent's and session's histories
+    /// (velocity and sequence policies), since the SDK runs it without asking again: the
+    /// retry it allows is that action, evaluated without it and not added again. None
+    /// in records from before this was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_at: Option<i64>,
     pub created_at: i64,
     pub expires_at: i64,
     pub version: u64,
@@ -475,7 +476,7 @@ impl Escalation {
             "grant_id": self.grant_id,
             "grant_charge": self.grant_charge,
             "charged_at_approval": self.charged_at_approval,
-            "counted_at_approval": self.counted_at_approval,
+            "counted_at": self.counted_at.map(iso),
             "created_at": iso(self.created_at),
             "expires_at": iso(self.expires_at),
         })
@@ -981,6 +982,7 @@ pub fn facts(
             reason: e.resolution_reason.clone(),
             paid: e.charged_at_approval,
             paid_grant: e.grant_id.clone().filter(|_| e.charged_at_approval),
+            counted: e.counted_at.is_some(),
         });
     // The grant a paid approval of this action already charged.
     let paid_from = f.approval.as_ref().and_then(|a| a.paid_grant.clone());
@@ -1086,7 +1088,7 @@ pub fn apply(state: &mut AuthorityState, d: &Decision, grant_id: Option<&str>, o
             grant_id: d.authority.grant_on_approval.clone(),
             grant_charge: d.authority.grant_on_approval.as_ref().and(d.authority.grant_charge.clone()),
             charged_at_approval: false,
-            counted_at_approval: false,
+            counted_at: None,
             created_at: now,
             expires_at: now + settings.escalation_ttl_ms(),
             version: 1,
@@ -1287,7 +1289,7 @@ mod tests {
             grant_id: None,
             grant_charge: None,
             charged_at_approval: false,
-            counted_at_approval: false,
+            counted_at: None,
             created_at: 1,
             expires_at: 2,
             version: 1,

@@ -187,7 +187,7 @@ pub struct Evaluated {
     /// The approver, when a person's approval let this action run.
     pub approver: Option<String>,
     /// The escalation whose approval let this action run and already added it to the
-    /// histories (`Escalation::counted_at_approval`): this decision is the action, so
+    /// histories (`Escalation::counted_at`): this decision is the action, so
     /// the approval's row stops counting (`ApprovedActionRetried`).
     pub counted_approval: Option<String>,
     /// The rule and policy violations this decision records.
@@ -381,21 +381,30 @@ fn evaluate_with(
         let agents = ws.agents.read();
         crate::authority::facts(&live.authority, &agents, acting_agent, &intercepted.request.action_type, grant_id, lookup_hash.as_deref(), now_ms, &settings)
     };
+    // An approval of this action that added it to the histories when it was given: the
+    // action is evaluated as it was when it escalated, without that entry (otherwise a
+    // velocity limit would count the approved action against itself).
+    let approved_entry = authority_facts
+        .approval
+        .as_ref()
+        .filter(|a| a.counted)
+        .and_then(|a| live.authority.escalations.get(&a.escalation_id))
+        .and_then(|e| Some(PastAction { action_type: e.action_type.clone(), at_ms: e.counted_at? }));
     let mut decision = {
         // Borrow the histories in place (no copy): both maps are fields of `live`.
         let LiveState { agent_history, session_history, .. } = &mut *live;
         let agent_h = agent.as_ref().and_then(|a| agent_history.get_mut(&a.agent_id));
         let agent_from = agent_h.as_ref().map_or(i64::MIN, |h| h.from_ms());
-        let agent_hist = agent_h.map(contiguous).unwrap_or(&[]);
+        let agent_hist = without(agent_h.map(contiguous).unwrap_or(&[]), approved_entry.as_ref());
         let session_h = intercepted.request.session_id.as_ref().and_then(|s| session_history.get_mut(s));
         let session_from = session_h.as_ref().map_or(i64::MIN, |h| h.from_ms());
-        let session_hist = session_h.map(contiguous).unwrap_or(&[]);
+        let session_hist = without(session_h.map(contiguous).unwrap_or(&[]), approved_entry.as_ref());
         let input = DecisionInput {
             request: &intercepted.request,
             identity: &identity,
             agent: agent_facts.as_ref(),
-            agent_history: agent_hist,
-            session_history: session_hist,
+            agent_history: &agent_hist,
+            session_history: &session_hist,
             agent_history_from_ms: agent_from,
             session_history_from_ms: session_from,
             session: session_facts.as_ref(),
@@ -453,7 +462,7 @@ fn evaluate_with(
     // An approval that added its action to the histories when it was given: this
     // decision, its retry, is that action, and is not added again.
     let counted_approval =
-        decision.authority.approved_by.clone().filter(|id| live.authority.escalations.get(id).is_some_and(|e| e.counted_at_approval));
+        decision.authority.approved_by.clone().filter(|id| live.authority.escalations.get(id).is_some_and(|e| e.counted_at.is_some()));
 
     if decision.verdict == Verdict::Allow && counted_approval.is_none() {
         let past = PastAction { action_type: intercepted.request.action_type.clone(), at_ms: now_ms };
@@ -970,6 +979,19 @@ pub fn would_decide(actual: Verdict, shadow_effect: &str) -> &'static str {
 
 fn contiguous(h: &mut crate::state::History) -> &[PastAction] {
     h.actions.make_contiguous()
+}
+
+/// `history` without its newest entry equal to `entry`, if there is one (copied only
+/// then: nearly always it is borrowed as it is).
+fn without<'h>(history: &'h [PastAction], entry: Option<&PastAction>) -> std::borrow::Cow<'h, [PastAction]> {
+    match entry.and_then(|e| history.iter().rposition(|a| a == e)) {
+        Some(i) => {
+            let mut copy = history.to_vec();
+            copy.remove(i);
+            std::borrow::Cow::Owned(copy)
+        }
+        None => std::borrow::Cow::Borrowed(history),
+    }
 }
 
 /// Prune histories at most once a second: memory stays bounded without paying for a

@@ -324,15 +324,18 @@ impl Undo {
     fn apply(self, ws: &WorkspaceState) {
         let mut guard = ws.live.lock();
         if let Some(c) = &self.counted {
-            if let Some(h) = c.session.as_ref().and_then(|s| guard.session_history.get_mut(s)) {
+            // Only from a history the approval's etag still stands for: one read back
+            // from the store since never held the action (the store refused it).
+            let session_as_left = c.session.as_ref().zip(self.session.as_ref()).is_some_and(|(s, (_, after))| guard.sessions.get(s).is_some_and(|s| &s.etag == after));
+            if session_as_left && let Some(h) = c.session.as_ref().and_then(|s| guard.session_history.get_mut(s)) {
                 forget(h, &c.action);
             }
-            if let Some((agent_id, before, after)) = &c.agent {
+            if let Some((agent_id, before, after)) = &c.agent
+                && let Some(a) = ws.agents.write().get_mut(agent_id).filter(|a| &a.etag == after)
+            {
+                a.etag = before.clone();
                 if let Some(h) = guard.agent_history.get_mut(agent_id) {
                     forget(h, &c.action);
-                }
-                if let Some(a) = ws.agents.write().get_mut(agent_id).filter(|a| &a.etag == after) {
-                    a.etag = before.clone();
                 }
             }
         }
@@ -378,11 +381,19 @@ fn count_in_histories(
     }
     let agent = e.agent_id.as_ref().and_then(|agent_id| {
         let etag = crate::secrets::new_id("etag");
-        mutations.push(Mutation::Touch { workspace_id: ws.workspace_id.clone(), of: Guarded::Agent, id: agent_id.clone(), etag: etag.clone() });
-        // An agent this node does not hold has no history here to add to; it reads
-        // the approval's row when it is read in.
+        let touch = Mutation::Touch { workspace_id: ws.workspace_id.clone(), of: Guarded::Agent, id: agent_id.clone(), etag: etag.clone() };
         let mut agents = ws.agents.write();
-        let held = agents.get_mut(agent_id)?;
+        let Some(held) = agents.get_mut(agent_id) else {
+            // An agent this node does not hold has no history here to add to; it reads
+            // the approval's row when it is read in.
+            mutations.push(touch);
+            return None;
+        };
+        // Expected as held: the new etag must not pass off this node's copy as the
+        // store's when another node (or a refused decision of this one) changed the
+        // agent since. Refused, the approval reads the agent back and is made again.
+        mutations.push(Mutation::Expect { workspace_id: ws.workspace_id.clone(), of: Guarded::Agent, id: agent_id.clone(), etag: held.etag.clone() });
+        mutations.push(touch);
         LiveState::record(agent_history.entry(agent_id.clone()).or_default(), action.clone(), window);
         let before = std::mem::replace(&mut held.etag, etag.clone());
         Some((agent_id.clone(), before, etag))
@@ -496,8 +507,10 @@ fn approve_in_memory(ws: &WorkspaceState, id: &str, reason: Option<&String>, key
     let counted = count_in_histories(ws, &e, (agent_history, session_history), window, now, &mut mutations);
     let mut esc = authority.escalations.get_mut(id).ok_or_else(|| ApiError::not_found("escalation", id))?;
     record_resolution(&mut esc, "approved", reason, key_id, now, fresh);
-    esc.charged_at_approval = true;
-    esc.counted_at_approval = true;
+    // (An escalation recorded before its cost was kept charges its session on the
+    // retry instead.)
+    esc.charged_at_approval = e.approval_charge.is_some() || e.grant_id.is_some();
+    esc.counted_at = Some(counted.action.at_ms);
     mutations.push(Mutation::PutObject(touched(&mut *esc, &ws.workspace_id, now)));
     let mut sealed = resolved_fields(&esc);
     sealed.as_object_mut().expect("an object").extend(fields);

@@ -699,7 +699,7 @@ async fn an_approved_action_counts_in_velocity_and_sequences() {
     let esc = escalate(&s, &agent, Some(&session)).await;
     let (code, body) = approve(&s, &approver, &esc).await;
     assert_eq!(code, StatusCode::OK, "{body}");
-    assert_eq!(body["escalation"]["counted_at_approval"], true, "{body}");
+    assert_eq!(body["escalation"]["counted_at"], body["escalation"]["resolved_at"], "{body}");
     let blocked = s.intercept(export.clone()).await;
     assert_eq!(blocked["decision"], "block", "the approved wire is the sequence's first step: {blocked}");
     assert_eq!(stored_history(&s, &agent).await, vec!["report.export", "wire.send"], "the store holds the approved action");
@@ -742,4 +742,54 @@ async fn an_approval_whose_commit_fails_adds_nothing_to_the_histories() {
     assert_eq!(approve(&s, &approver, &esc).await.0, StatusCode::OK);
     assert_eq!(stored_history(&s, &agent).await, vec!["wire.send", "wire.send"]);
     assert_eq!(s.intercept(small_wire(&agent, None)).await["decision"], "block");
+}
+
+/// The retry an approval allows is the approved action itself: it is evaluated without
+/// the approval's entry in the history, or one wire a minute would block the approved
+/// wire as its own second. (Found by review.)
+#[tokio::test]
+async fn the_retry_of_an_approval_is_not_counted_against_itself() {
+    let (s, approver) = setup().await;
+    s.policy(json!({ "name": "One wire a minute", "policy_type": "sequence", "action_types": ["wire.*"], "decision": "block",
+                     "conditions": { "velocity": { "max": 1, "window_seconds": 60 } } })).await;
+    let agent = s.agent("runner").await;
+    let esc = escalate(&s, &agent, None).await;
+    assert_eq!(approve(&s, &approver, &esc).await.0, StatusCode::OK);
+    assert_eq!(status_of(&s, &esc).await["decision"], "allow");
+    let retry = s.intercept(wire(&agent, None)).await;
+    assert_eq!(retry["decision"], "allow", "the approved wire is the one wire of the minute: {retry}");
+    assert_eq!(stored_history(&s, &agent).await, vec!["wire.send"], "counted once");
+    // Any other wire in the minute is a second one.
+    assert_eq!(s.intercept(small_wire(&agent, None)).await["decision"], "block");
+}
+
+/// The approval's new etag for the agent is guarded by the one this node held: when
+/// another node decided for the agent meanwhile (its change not read here yet), the
+/// approval is refused, reads the agent back and is made again, so this node's next
+/// decision counts the other node's action. (Found by review: the new etag passed a
+/// stale copy off as the store's.)
+#[tokio::test]
+async fn an_approval_does_not_hide_another_nodes_decision() {
+    let (s, approver) = setup().await;
+    s.policy(json!({ "name": "Two wires a minute", "policy_type": "sequence", "action_types": ["wire.*"], "decision": "block",
+                     "conditions": { "velocity": { "max": 2, "window_seconds": 60 } } })).await;
+    let agent = s.agent("runner").await;
+    let esc = escalate(&s, &agent, None).await;
+    let ws_id = s.state.workspace_ids()[0].clone();
+    let ws = s.state.workspace(&ws_id).unwrap();
+    // Another node allows a small wire for the agent (these tests run no change feed).
+    let etag = ws.agents.read()[&agent].etag.clone();
+    let row = praetor_store::DecisionRow {
+        decision_id: "dec_other_node".into(), workspace_id: ws_id.clone(), agent_id: Some(agent.clone()), session_id: None,
+        action_type: "wire.send".into(), decision: "allow".into(), created_at: s.state.now_ms(), vault_seq: None, content: None,
+        body: json!({}), sealed_leaf: None, digests: None,
+    };
+    s.state.commit(praetor_store::Txn { mutations: vec![
+        praetor_store::Mutation::Expect { workspace_id: ws_id.clone(), of: praetor_store::Guarded::Agent, id: agent.clone(), etag },
+        praetor_store::Mutation::InsertDecision { row, seal: None },
+        praetor_store::Mutation::Touch { workspace_id: ws_id.clone(), of: praetor_store::Guarded::Agent, id: agent.clone(), etag: "e_other_node".into() },
+    ], seal: vec![] }).await.unwrap();
+    assert_eq!(approve(&s, &approver, &esc).await.0, StatusCode::OK);
+    let third = s.intercept(small_wire(&agent, None)).await;
+    assert_eq!(third["decision"], "block", "the other node's wire and the approved one make two: {third}");
 }
