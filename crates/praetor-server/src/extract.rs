@@ -78,19 +78,23 @@ pub const BODY_DEPTH_MAX: usize = 64;
 /// Where `bytes`, read as JSON, first opens an array or object more than `max` levels
 /// deep (outside strings), if anywhere. Malformed JSON is the parser's to report.
 fn nested_past(bytes: &[u8], max: usize) -> Option<usize> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for (at, &b) in bytes.iter().enumerate() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut depth = 0usize;
+    let mut at = 0;
+    while let Some(&b) = bytes.get(at) {
         match b {
-            b'"' => in_string = true,
+            // A string: skip to its closing quote, past escaped characters. Most of a
+            // body's bytes are in strings (the action's content), so this jumps.
+            b'"' => loop {
+                at += 1;
+                match memchr::memchr2(b'"', b'\\', bytes.get(at..).unwrap_or_default()) {
+                    Some(off) if bytes[at + off] == b'\\' => at += off + 1,
+                    Some(off) => {
+                        at += off;
+                        break;
+                    }
+                    None => return None,
+                }
+            },
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max {
@@ -100,6 +104,7 @@ fn nested_past(bytes: &[u8], max: usize) -> Option<usize> {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        at += 1;
     }
     None
 }
@@ -176,5 +181,30 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
                 ApiError::new(Code::MalformedJson, format!("cannot read the request body: {rejection}"))
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nested_past;
+
+    fn nest(levels: usize, inner: &str) -> String {
+        format!("{}{inner}{}", "[".repeat(levels), "]".repeat(levels))
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        assert_eq!(nested_past(nest(3, "1").as_bytes(), 3), None);
+        assert_eq!(nested_past(nest(4, "1").as_bytes(), 3), Some(3), "the fourth opening, at byte 3");
+        // Brackets inside strings, with escaped quotes and backslashes around them.
+        let quoted = r#"{"a": "[[[[{{{{", "b": "\"[[[[", "c": "\\", "d": [[1]]}"#;
+        assert_eq!(nested_past(quoted.as_bytes(), 3), None);
+        assert_eq!(nested_past(quoted.as_bytes(), 2), Some(quoted.rfind("[[").unwrap() + 1));
+        let after_escaped_backslash = r#"{"x": "\\\\", "y": [[[1]]]}"#;
+        assert_eq!(nested_past(after_escaped_backslash.as_bytes(), 3), Some(after_escaped_backslash.find("[[[").unwrap() + 2));
+        // Siblings do not add up; an unterminated string ends the scan.
+        assert_eq!(nested_past(b"[[1],[2],[3]]", 2), None);
+        assert_eq!(nested_past(br#"{"a": "[[[[[[ "#, 1), None);
+        assert_eq!(nested_past(br#"{"a": "\"#, 1), None);
     }
 }

@@ -248,31 +248,42 @@ fn write_value<'a>(v: &'a Value, out: &mut Vec<u8>, room: usize) -> Result<(), U
 }
 
 /// Writes `s` as a JSON string with Python's `ensure_ascii=False` escaping.
+/// The bytes a JSON string escapes: the quote, the backslash and the control characters.
+/// A table, so that the common byte costs one lookup (strings are most of a leaf's bytes).
+static ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 fn write_string(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
     let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        let short: Option<&[u8]> = match b {
-            b'"' => Some(b"\\\""),
-            b'\\' => Some(b"\\\\"),
-            0x08 => Some(b"\\b"),
-            0x09 => Some(b"\\t"),
-            0x0a => Some(b"\\n"),
-            0x0c => Some(b"\\f"),
-            0x0d => Some(b"\\r"),
-            _ => None,
-        };
-        if short.is_none() && b >= 0x20 {
+        if !ESCAPED[usize::from(b)] {
             continue;
         }
         // Multi-byte UTF-8 sequences only contain bytes >= 0x80, so slicing at an
         // ASCII byte never splits a character.
         out.extend_from_slice(&bytes[start..i]);
-        match short {
-            Some(esc) => out.extend_from_slice(esc),
-            None => {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x09 => out.extend_from_slice(b"\\t"),
+            0x0a => out.extend_from_slice(b"\\n"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0x0d => out.extend_from_slice(b"\\r"),
+            _ => {
                 out.extend_from_slice(b"\\u00");
                 out.push(HEX[usize::from(b >> 4)]);
                 out.push(HEX[usize::from(b & 0x0f)]);
