@@ -7,9 +7,9 @@
 //!   spend (`session::spend_of`: an exact decimal, a currency code written as one, and a
 //!   currency the budget names; with an amount, the currency is required);
 //! - `max_rows`: `metadata.rows`, a non-negative integer;
-//! - `max_recipients`: the distinct addresses in `metadata.recipients`, `to`, `cc` and
-//!   `bcc` together (each a list, or a text of addresses separated by `,` or `;`), or
-//!   `metadata.recipients` as a non-negative integer (a count), whichever is more.
+//! - `max_recipients`: the distinct addresses under `metadata.recipients`, `to`, `cc`
+//!   and `bcc` (in any case) together, or `metadata.recipients` as a count, whichever
+//!   is more (see `recipients_of`).
 //!
 //! A quantity is read only when the grant limits it, and an action that does not state
 //! it takes none of it: like a session's spend, the budget counts what actions declare.
@@ -150,42 +150,63 @@ pub fn charge_for(request: &ActionRequest, left: &GrantLimits) -> Result<Quantit
     Ok(q)
 }
 
-/// The metadata keys whose addresses are an action's recipients: `recipients`, and the
-/// mail headers an agent may name them under instead.
+/// The metadata keys whose addresses are an action's recipients (in any case):
+/// `recipients`, and the mail headers an agent may name them under instead.
 const RECIPIENT_KEYS: [(&str, &str); 4] =
     [("recipients", "metadata.recipients"), ("to", "metadata.to"), ("cc", "metadata.cc"), ("bcc", "metadata.bcc")];
 
 /// How many recipients an action names: the distinct addresses under every key of
-/// `RECIPIENT_KEYS` together (each a list, or a text of addresses separated by `,` or
-/// `;`; compared trimmed and in lower case, so an address given twice counts once), or
-/// `recipients` as a count, whichever is more.
+/// `RECIPIENT_KEYS` together, or `recipients` as a count (a number, or digits),
+/// whichever is more. Each value is a list, an object (one recipient) or a text. In a
+/// text, every `local@domain` counts (`"Doe, John" <j@x.com>, k@y.com` is two); a text
+/// with no `@` (phone numbers, channels) counts its pieces between `,`, `;` and line
+/// breaks. Addresses compare trimmed and with ASCII letters in lower case, so one named
+/// twice counts once.
 fn recipients_of(md: &serde_json::Map<String, Value>) -> Result<u64, ChargeError> {
     let mut addresses = std::collections::BTreeSet::new();
-    let mut add_text = |text: &str| {
-        addresses.extend(text.split([',', ';']).map(|a| a.trim().to_lowercase()).filter(|a| !a.is_empty()));
-    };
     let mut count = 0;
-    for (key, field) in RECIPIENT_KEYS {
-        match md.get(key) {
-            None | Some(Value::Null) => {}
-            Some(Value::String(text)) => add_text(text),
-            Some(Value::Array(list)) => {
-                for item in list {
-                    match item {
-                        Value::String(text) => add_text(text),
-                        // A structured recipient (`{"email": …, "name": …}`) counts as
-                        // itself.
-                        other => add_text(&other.to_string()),
-                    }
-                }
+    for (key, value) in md {
+        let Some(&(name, field)) = RECIPIENT_KEYS.iter().find(|(k, _)| key.eq_ignore_ascii_case(k)) else { continue };
+        match value {
+            Value::Null => {}
+            Value::Array(list) => list.iter().for_each(|item| add_recipients(item, &mut addresses)),
+            Value::Number(_) | Value::String(_) if name == "recipients" && count_of(value).is_some() => {
+                count = count.max(count_of(value).unwrap_or_default());
             }
-            Some(v) if key == "recipients" => {
-                count = v.as_u64().ok_or_else(|| ChargeError { field, message: format!("`{v}` is neither a list of recipients nor a non-negative count") })?;
+            Value::String(_) | Value::Object(_) => add_recipients(value, &mut addresses),
+            other => {
+                return Err(ChargeError { field, message: format!("`{other}` is neither a recipient, a list of them nor a non-negative count") });
             }
-            Some(v) => return Err(ChargeError { field, message: format!("`{v}` is neither an address, a list of them nor text of them") }),
         }
     }
     Ok(count.max(addresses.len() as u64))
+}
+
+/// A count of recipients: a non-negative integer, as a number or as digits.
+fn count_of(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Add the recipients `v` names (see [`recipients_of`]).
+fn add_recipients(v: &Value, out: &mut std::collections::BTreeSet<String>) {
+    let text = match v {
+        Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+        other => std::borrow::Cow::Owned(other.to_string()),
+    };
+    let mut found = false;
+    for token in text.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '<' | '>' | '"' | '\'' | '(' | ')' | '[' | ']' | '{' | '}' | ':')) {
+        if token.contains('@') {
+            out.insert(token.to_ascii_lowercase());
+            found = true;
+        }
+    }
+    if !found {
+        out.extend(text.split([',', ';', '\n', '\r']).map(|piece| piece.trim().to_ascii_lowercase()).filter(|piece| !piece.is_empty()));
+    }
 }
 
 /// The limit `charge` would pass, named with what is left, if any.
@@ -263,9 +284,20 @@ mod tests {
         assert_eq!(count(json!({ "recipients": ["a@x.com"], "to": " A@x.com" })), Ok(1), "one address named twice");
         assert_eq!(count(json!({ "recipients": 3, "to": ["a@x.com"] })), Ok(3), "a count, or the addresses, whichever is more");
         assert_eq!(count(json!({ "recipients": 1, "to": ["a@x.com", "b@x.com"] })), Ok(2));
-        assert_eq!(count(json!({ "to": [{ "email": "a@x.com" }, { "email": "b@x.com" }] })), Ok(2));
+        assert_eq!(count(json!({ "recipients": "250" })), Ok(250), "a count written as digits");
+        // Keys in any case; addresses however they are separated or dressed.
+        assert_eq!(count(json!({ "To": ["a@x.com", "b@x.com"], "CC": "c@x.com" })), Ok(3));
+        assert_eq!(count(json!({ "to": "a@x.com b@x.com\nc@x.com" })), Ok(3));
+        assert_eq!(count(json!({ "to": "\"Doe, John\" <j@x.com>, Ann <a@x.com>" })), Ok(2));
+        assert_eq!(count(json!({ "to": [{ "email": "a@x.com", "name": "A" }, { "email": "b@x.com", "name": "A" }] })), Ok(2));
+        assert_eq!(count(json!({ "to": { "email": "a@x.com" } })), Ok(1));
+        // The Kelvin sign is not `k`: only ASCII letters are folded.
+        assert_eq!(count(json!({ "to": "\u{212A}@x.com, k@x.com" })), Ok(2));
+        // Without `@`: the pieces between separators (phone numbers, channels).
+        assert_eq!(count(json!({ "to": "+15551234567, +15557654321" })), Ok(2));
         assert_eq!(count(json!({ "to": 5 })).unwrap_err().field, "metadata.to");
-        assert_eq!(count(json!({ "cc": true })).unwrap_err().field, "metadata.cc");
+        assert_eq!(count(json!({ "Cc": true })).unwrap_err().field, "metadata.cc");
+        assert_eq!(count(json!({ "recipients": -1 })).unwrap_err().field, "metadata.recipients");
         assert_eq!(count(json!({ "subject": "hi" })), Ok(0));
     }
 

@@ -428,6 +428,8 @@ struct Circuit {
     failures: u32,
     /// How many times it opened since the target last took a delivery.
     opened: u32,
+    /// When it last opened, and until when.
+    opened_at: i64,
     open_until: i64,
     last_failure: i64,
 }
@@ -437,11 +439,22 @@ impl Circuit {
         self.failures >= CIRCUIT_FAILURES
     }
 
+    /// Whether it is open at `now`. A clock stepped back past the time it opened would
+    /// keep it open that much longer: it is then over.
+    fn open(&self, now: i64) -> bool {
+        self.tripped() && (self.opened_at..self.open_until).contains(&now)
+    }
+
     /// Whether an attempt may start at `now` with `in_flight` attempts already running.
     fn admits(&self, in_flight: usize, now: i64) -> bool {
-        !self.tripped() || (now >= self.open_until && in_flight == 0)
+        !self.tripped() || (!self.open(now) && in_flight == 0)
     }
 }
+
+/// At most this many targets are left out of one read of the queue for their open
+/// circuits (each is a parameter of the query, and a database takes only so many):
+/// past it, the reads let their deliveries in and `AttemptSlot::take` passes them by.
+const SKIPPED_CIRCUITS_MAX: usize = 256;
 
 /// Attempts in flight, per target and per workspace, and the targets failing lately.
 #[derive(Default)]
@@ -464,17 +477,18 @@ impl Busy {
     fn saturated(&self, now: i64) -> (Vec<String>, Vec<String>) {
         let full = |m: &HashMap<String, usize>, max: usize| -> Vec<String> { m.iter().filter(|(_, n)| **n >= max).map(|(k, _)| k.clone()).collect() };
         let mut targets = full(&self.targets, IN_FLIGHT_PER_TARGET);
-        targets.extend(self.circuits.iter().filter(|(t, c)| !c.admits(self.in_flight(t), now)).map(|(t, _)| t.clone()));
+        targets.extend(self.circuits.iter().filter(|(t, c)| !c.admits(self.in_flight(t), now)).map(|(t, _)| t.clone()).take(SKIPPED_CIRCUITS_MAX));
         targets.sort();
         targets.dedup();
         (targets, full(&self.workspaces, IN_FLIGHT_PER_WORKSPACE))
     }
 
-    /// Record how an attempt to `target` ended at `now`: a success closes its circuit, a
-    /// failure counts, and opens the circuit once there are `CIRCUIT_FAILURES` in a row
-    /// (again, twice as long, when a half-open attempt fails). Failures of attempts that
-    /// started before the circuit opened only count.
-    fn record(&mut self, target: &str, delivered: bool, now: i64) {
+    /// Record how an attempt to `target` that started at `started` ended at `now`: a
+    /// success closes its circuit, a failure counts, and opens the circuit once there
+    /// are `CIRCUIT_FAILURES` in a row (again, twice as long, when a half-open attempt
+    /// fails). Failures of attempts that started before the circuit last opened only
+    /// count: they are not the half-open attempt.
+    fn record(&mut self, target: &str, delivered: bool, started: i64, now: i64) {
         if delivered {
             if self.circuits.remove(target).is_some_and(|c| c.tripped()) {
                 tracing::info!(delivery_target = %target_for_log(target), "delivery circuit closed: the target took a delivery");
@@ -484,8 +498,9 @@ impl Busy {
         let c = self.circuits.entry(target.to_owned()).or_default();
         c.failures = c.failures.saturating_add(1);
         c.last_failure = now;
-        if c.tripped() && now >= c.open_until {
+        if c.tripped() && !c.open(now) && (c.opened == 0 || started >= c.opened_at || now < c.opened_at) {
             let open_ms = CIRCUIT_OPEN_MS.saturating_mul(1 << c.opened.min(16)).min(CIRCUIT_OPEN_MAX_MS);
+            c.opened_at = now;
             c.open_until = now.saturating_add(open_ms);
             c.opened = c.opened.saturating_add(1);
             tracing::warn!(delivery_target = %target_for_log(target), failures = c.failures, open_ms, "delivery circuit open: the target's deliveries wait");
@@ -495,7 +510,7 @@ impl Busy {
     /// Forget the targets that have not failed for `CIRCUIT_FORGET_MS` and whose circuit
     /// is not open.
     fn forget_old_failures(&mut self, now: i64) {
-        self.circuits.retain(|_, c| now < c.open_until || now.saturating_sub(c.last_failure) < CIRCUIT_FORGET_MS);
+        self.circuits.retain(|_, c| c.open(now) || now.abs_diff(c.last_failure) < CIRCUIT_FORGET_MS as u64);
     }
 }
 
@@ -642,7 +657,7 @@ async fn dispatch_due(state: &Arc<AppState>, client: &reqwest::Client, slots: &A
             // Before the slot is given back: a half-open circuit admits its next attempt
             // only once this one's outcome is known.
             if let Some(delivered) = send_and_record(&state, &client, d, claim).await {
-                busy.lock().record(&target, delivered, state.now_ms());
+                busy.lock().record(&target, delivered, now, state.now_ms());
             }
             drop((slot, place));
         });
@@ -777,44 +792,88 @@ mod tests {
     fn a_circuit_opens_after_five_failures_in_a_row_and_a_success_closes_it() {
         let mut b = Busy::default();
         for _ in 0..4 {
-            b.record(T, false, 0);
+            b.record(T, false, 0, 0);
         }
         assert!(admits(&b, 0), "four failures: still closed");
-        b.record(T, true, 0);
+        b.record(T, true, 0, 0);
         for _ in 0..4 {
-            b.record(T, false, 0);
+            b.record(T, false, 0, 0);
         }
         assert!(admits(&b, 0), "a success started the count again");
-        b.record(T, false, 0);
+        b.record(T, false, 0, 0);
         assert!(!admits(&b, 29_999), "open for 30 s");
         // Attempts under way when it opened count, without opening it again.
-        b.record(T, false, 10);
+        b.record(T, false, 0, 10);
         assert!(admits(&b, 30_000), "half-open after 30 s");
         let c = &b.circuits[T];
         assert!(!c.admits(1, 30_000), "half-open: one attempt at a time");
         // A failed half-open attempt opens it for twice as long, then four times...
-        b.record(T, false, 30_000);
+        b.record(T, false, 30_000, 30_000);
         assert!(!admits(&b, 89_999) && admits(&b, 90_000));
-        b.record(T, false, 90_000);
+        b.record(T, false, 90_000, 90_000);
         assert!(!admits(&b, 209_999) && admits(&b, 210_000));
         // ...up to ten minutes.
         for _ in 0..10 {
             let now = b.circuits[T].open_until;
-            b.record(T, false, now);
+            b.record(T, false, now, now);
         }
         let c = &b.circuits[T];
         assert_eq!(c.open_until - c.last_failure, CIRCUIT_OPEN_MAX_MS);
-        b.record(T, true, c.open_until);
+        b.record(T, true, c.open_until, c.open_until);
         assert!(b.circuits.is_empty(), "a delivery that got through closes it");
+    }
+
+    #[test]
+    fn only_an_attempt_made_while_half_open_opens_the_circuit_again() {
+        let mut b = Busy::default();
+        for _ in 0..5 {
+            b.record(T, false, 0, 0);
+        }
+        // An attempt that started before the circuit opened (and took its time) fails
+        // after it half-opened: it counts, but the circuit stays half-open.
+        b.record(T, false, -5, 31_000);
+        assert!(admits(&b, 31_000));
+        b.record(T, false, 31_000, 31_500);
+        assert!(!admits(&b, 31_500), "the half-open attempt's failure opens it again");
+    }
+
+    #[test]
+    fn a_clock_stepped_back_does_not_hold_a_circuit_open() {
+        let t0 = 1_800_000_000_000;
+        let mut b = Busy::default();
+        for _ in 0..5 {
+            b.record(T, false, t0, t0);
+        }
+        assert!(!admits(&b, t0 + 1));
+        let back = t0 - 600_000;
+        b.forget_old_failures(back);
+        assert!(admits(&b, back), "ten minutes back, the circuit is not open for ten minutes more");
+        b.record(T, false, back, back);
+        assert!(!admits(&b, back + 1), "a failure then opens it from the clock's new reading");
+        assert!(admits(&b, back + 60_000));
+        // A day back, its failures are forgotten.
+        b.forget_old_failures(t0 - 86_400_000);
+        assert!(b.circuits.is_empty());
+    }
+
+    #[test]
+    fn the_queue_read_leaves_out_a_bounded_number_of_open_circuits() {
+        let mut b = Busy::default();
+        for i in 0..1_000 {
+            for _ in 0..5 {
+                b.record(&format!("https://t{i}.example.com/"), false, 0, 0);
+            }
+        }
+        assert_eq!(b.saturated(1).0.len(), super::SKIPPED_CIRCUITS_MAX);
     }
 
     #[test]
     fn targets_that_stopped_failing_are_forgotten() {
         let mut b = Busy::default();
-        b.record(T, false, 0);
-        b.record("ops@example.com", false, 0);
+        b.record(T, false, 0, 0);
+        b.record("ops@example.com", false, 0, 0);
         for _ in 0..5 {
-            b.record("https://down.example.com/", false, CIRCUIT_FORGET_MS - 10);
+            b.record("https://down.example.com/", false, CIRCUIT_FORGET_MS - 10, CIRCUIT_FORGET_MS - 10);
         }
         b.forget_old_failures(CIRCUIT_FORGET_MS);
         let mut kept: Vec<&String> = b.circuits.keys().collect();

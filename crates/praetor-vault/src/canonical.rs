@@ -247,7 +247,6 @@ fn write_value<'a>(v: &'a Value, out: &mut Vec<u8>, room: usize) -> Result<(), U
     Ok(())
 }
 
-/// Writes `s` as a JSON string with Python's `ensure_ascii=False` escaping.
 /// The bytes a JSON string escapes: the quote, the backslash and the control characters.
 /// A table, so that the common byte costs one lookup (strings are most of a leaf's bytes).
 static ESCAPED: [bool; 256] = {
@@ -262,6 +261,7 @@ static ESCAPED: [bool; 256] = {
     table
 };
 
+/// Writes `s` as a JSON string with Python's `ensure_ascii=False` escaping.
 fn write_string(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();

@@ -26,9 +26,9 @@ pub(super) fn find_in_run(b: &[u8], start: usize, mut on_match: impl FnMut(usize
     let mut groups = [(0usize, 0usize); WINDOW];
     let mut n = 0usize;
     let mut i = start;
-    let mut taken_until = start;
-    // `1.4111…` is a decimal number, not a card.
-    let blocked = continued_number(b, start);
+    // `1.4111…` is a decimal number, not a card: none starts at the run's first group
+    // then. (A later group may start one: `12.50 4111 1111 1111 1111`.)
+    let mut taken_until = if continued_number(b, start) { start + 1 } else { start };
     loop {
         let gs = i;
         while i < b.len() && b[i].is_ascii_digit() {
@@ -39,7 +39,7 @@ pub(super) fn find_in_run(b: &[u8], start: usize, mut on_match: impl FnMut(usize
         n += 1;
         let more = separator_continues(b, gs, i);
         let end_ok = more || (boundary_after(b, ge) && !continues_number(b, ge));
-        if end_ok && !blocked {
+        if end_ok {
             if let Some(s) = best_start(b, &groups, n, taken_until) {
                 on_match(s, ge);
                 taken_until = ge;
@@ -165,6 +165,16 @@ mod tests {
         assert!(cards("4111.11111111111111").is_empty());
         assert!(cards("v10.20.30.40").is_empty());
         assert!(cards("4111.1111.1111.1112").is_empty(), "Luhn still applies");
+    }
+
+    #[test]
+    fn a_decimal_before_a_card_does_not_hide_it() {
+        assert_eq!(cards("paid 12.50 4111 1111 1111 1111"), vec!["4111 1111 1111 1111"]);
+        assert_eq!(cards("ip 10.0.0.1 4111.1111.1111.1111"), vec!["4111.1111.1111.1111"]);
+        assert_eq!(cards("build 1.234_567 4111 1111 1111 1111"), vec!["4111 1111 1111 1111"]);
+        // The decimal itself never starts one.
+        assert!(cards("1.4111111111111111").is_empty());
+        assert!(cards("1.4111 1111 1111 1111").is_empty());
     }
 
     #[test]
