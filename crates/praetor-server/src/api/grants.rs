@@ -434,17 +434,40 @@ pub(crate) async fn stored_grant(state: &AppState, ws: &WorkspaceState, id: &str
     Ok(record.as_ref().and_then(crate::authority::Object::from_record))
 }
 
-fn grants_where(ws: &WorkspaceState, now: i64, pred: impl Fn(&Grant) -> bool) -> Vec<Value> {
-    let live = ws.live.lock();
-    let mut v: Vec<&Grant> = live.authority.grants.values().filter(|g| pred(g)).collect();
-    v.sort_by_key(|g| std::cmp::Reverse(g.created_at));
-    v.into_iter().map(|g| g.view(now)).collect()
+/// The most grants a listing reads from the store, newest first.
+const STORED_GRANTS_READ: u32 = 1000;
+
+/// The grants matching `pred`, newest first: those held in memory, and, unless only
+/// active ones are asked for (`active_only`: memory holds every grant in force), the
+/// newest [`STORED_GRANTS_READ`] the store holds, which include the ended grants memory
+/// let go. Of two copies of a grant, the later version is shown.
+async fn grants_where(state: &AppState, ws: &WorkspaceState, active_only: bool, pred: impl Fn(&Grant) -> bool) -> ApiResult<Vec<Value>> {
+    let mut found: std::collections::HashMap<String, Grant> = std::collections::HashMap::new();
+    if !active_only {
+        let filter = praetor_store::ObjectFilter { kind: <Grant as crate::authority::Object>::KIND.to_owned(), status: None, agent_id: None, limit: STORED_GRANTS_READ };
+        for record in state.store.list_objects(&ws.workspace_id, &filter).await? {
+            if let Some(g) = <Grant as crate::authority::Object>::from_record(&record) {
+                found.insert(g.grant_id.clone(), g);
+            }
+        }
+    }
+    let now = state.now_ms();
+    {
+        let live = ws.live.lock();
+        for g in live.authority.grants.values() {
+            if found.get(&g.grant_id).is_none_or(|stored| stored.version <= g.version) {
+                found.insert(g.grant_id.clone(), g.clone());
+            }
+        }
+    }
+    let mut v: Vec<Grant> = found.into_values().filter(|g| pred(g)).collect();
+    v.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.grant_id.cmp(&b.grant_id)));
+    Ok(v.iter().map(|g| g.view(now)).collect())
 }
 
-pub async fn list_delegations(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>) -> Json<Value> {
-    let now = state.now_ms();
-    let rows = grants_where(&auth.workspace, now, |g| auth.may_see(Some(&g.source_agent_id)) || auth.may_see(Some(&g.target_agent_id)));
-    Json(json!({ "ok": true, "delegations": rows, "total": rows.len() }))
+pub async fn list_delegations(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>) -> ApiResult<Json<Value>> {
+    let rows = grants_where(&state, &auth.workspace, false, |g| auth.may_see(Some(&g.source_agent_id)) || auth.may_see(Some(&g.target_agent_id))).await?;
+    Ok(Json(json!({ "ok": true, "delegations": rows, "total": rows.len() })))
 }
 
 /// `GET /enforce/agents/{id}/delegations?direction=given|received&status=active`.
@@ -462,14 +485,16 @@ pub async fn agent_delegations(
         return Err(ApiError::not_found("agent", &id));
     }
     let now = state.now_ms();
-    let rows = grants_where(&auth.workspace, now, |g| {
+    let active_only = q.status.as_deref() == Some("active");
+    let rows = grants_where(&state, &auth.workspace, active_only, |g| {
         let side = match direction {
             "given" => g.source_agent_id == id,
             "received" => g.target_agent_id == id,
             _ => g.source_agent_id == id || g.target_agent_id == id,
         };
         side && q.status.as_deref().is_none_or(|s| g.status_at(now) == s)
-    });
+    })
+    .await?;
     Ok(Json(json!({ "ok": true, "delegations": rows, "total": rows.len() })))
 }
 

@@ -740,3 +740,54 @@ async fn ended_grants_leave_memory_and_are_still_answered_for() {
     let stored = s.state.store.get_object(&s.state.workspace_ids()[0], "grant", &limited).await.unwrap().unwrap();
     assert_eq!(stored.status, "revoked", "the re-delegation is revoked in the store too");
 }
+
+/// Ended grants leave memory at the next sweep, but listings still show them: they are
+/// read from the store unless only active grants are asked for. Before, a revoked or
+/// expired grant vanished from every listing a sweep after it ended.
+#[tokio::test]
+async fn listings_show_ended_grants_the_store_keeps() {
+    let s = TestServer::start().await;
+    let (_, lead) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "lead", "scopes": ["pay.*"] })).await;
+    let lead = lead["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let aide = s.agent("aide").await;
+    let s = &s;
+    let delegate = |ttl_hours: Option<u32>| {
+        let body = json!({ "source_agent_id": lead, "target_agent_id": aide, "scopes": ["pay.*"], "ttl_hours": ttl_hours });
+        async move {
+            let (status, g) = s.post("/api/v1/enforce/delegate", &s.admin_key, &body).await;
+            assert_eq!(status, StatusCode::OK, "{g}");
+            g["grant_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let revoked = delegate(None).await;
+    let expiring = delegate(Some(1)).await;
+    let active = delegate(None).await;
+    let (status, _) = s.post(&format!("/api/v1/enforce/delegate/{revoked}/revoke"), &s.admin_key, &json!({ "reason": "done" })).await;
+    assert_eq!(status, StatusCode::OK);
+    s.clock.advance(2 * 3_600_000);
+    praetor_server::sessions::sweep(&s.state).await;
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    assert_eq!(ws.live.lock().authority.grants.len(), 1, "the ended grants left memory");
+    let ids = |rows: &Value| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = rows["delegations"].as_array().unwrap().iter()
+            .map(|g| (g["grant_id"].as_str().unwrap().to_owned(), g["status"].as_str().unwrap().to_owned())).collect();
+        v.sort();
+        v
+    };
+    let mut all = vec![(revoked.clone(), "revoked".to_owned()), (expiring.clone(), "expired".to_owned()), (active.clone(), "active".to_owned())];
+    all.sort();
+    let aide_ref = &aide;
+    let list = |query: &str| {
+        let path = format!("/api/v1/enforce/agents/{aide_ref}/delegations{query}");
+        async move { s.get(&path, &s.admin_key).await.1 }
+    };
+    assert_eq!(ids(&list("?direction=received").await), all);
+    assert_eq!(ids(&list("?direction=received&status=revoked").await), vec![(revoked.clone(), "revoked".to_owned())]);
+    assert_eq!(ids(&list("?status=expired").await), vec![(expiring.clone(), "expired".to_owned())]);
+    assert_eq!(ids(&list("?direction=received&status=active").await), vec![(active.clone(), "active".to_owned())]);
+    assert_eq!(ids(&s.get("/api/v1/enforce/delegations", &s.admin_key).await.1), all);
+    // An agent-scoped key of another agent sees none of them.
+    let other = s.agent("other").await;
+    let key = s.key(&["agent"], Some(&other)).await;
+    assert_eq!(ids(&s.get("/api/v1/enforce/delegations", &key).await.1), vec![]);
+}
