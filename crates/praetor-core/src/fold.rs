@@ -16,9 +16,12 @@
 //!   paragraph separators read as an ASCII space;
 //! - every decimal digit reads as its ASCII digit.
 //!
+//! - a letter of another script that looks like a Latin letter (a Cyrillic `е` for `e`,
+//!   by Unicode's confusables) reads as that letter.
+//!
 //! Policies match the folded text *as well as* the text as sent, so folding only adds
-//! matches. Look-alike letters of other scripts (a Cyrillic `е` for `e`) are not folded.
-//! Text that is all ASCII is never folded, so the common case costs one `is_ascii`.
+//! matches. Text that is all ASCII is never folded, so the common case costs one
+//! `is_ascii`.
 
 use unicode_normalization::char::decompose_compatible;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
@@ -100,10 +103,29 @@ fn fold_char(c: char, out: &mut String) {
         GeneralCategory::DecimalNumber if first_ascii(c).is_none() => out.push(digit_value(c)),
         _ => decompose_compatible(c, |d| {
             if !matches!(d.general_category(), GeneralCategory::NonspacingMark | GeneralCategory::EnclosingMark) && !is_invisible(d) {
-                out.push(d);
+                out.push(latin_look_alike(d).unwrap_or(d));
             }
         }),
     }
+}
+
+/// The Latin letter that letter `c` of another script looks like (Cyrillic `а`, `е`,
+/// `о`, `р`, `с`, `ѕ`, Greek `ο`, `ν`), by Unicode's confusables (the UTS #39 skeleton);
+/// none for an ASCII character, or one that looks like no single Latin letter. Letters
+/// that look like digits (Cyrillic `З`) are left alone: folded text is scanned for
+/// numbers too. The skeleton gives `l` for every letter shaped like a capital I, which
+/// reads as `I` (Cyrillic `І` in `АDMІN`).
+fn latin_look_alike(c: char) -> Option<char> {
+    if c.is_ascii() || !c.is_alphabetic() {
+        return None;
+    }
+    let mut buf = [0; 4];
+    let mut skeleton = unicode_security::skeleton(c.encode_utf8(&mut buf));
+    let first = skeleton.next()?;
+    if skeleton.next().is_some() || !first.is_ascii_alphabetic() {
+        return None;
+    }
+    Some(if first == 'l' && c.is_uppercase() { 'I' } else { first })
 }
 
 /// The ASCII digit of decimal digit `c`. Unicode encodes each script's decimal digits
@@ -168,6 +190,17 @@ mod tests {
         assert_eq!(f.text, "\u{FDFA}rm");
         assert!(f.text.len() <= mixed.len() && f.origin.len() == f.text.len());
         assert_eq!(folded("db.drop\u{FE0F}_table\u{3164}"), "db.drop_table", "variation selectors and Hangul fillers are dropped");
+    }
+
+    #[test]
+    fn letters_that_look_latin_read_as_latin() {
+        assert_eq!(folded("p\u{430}ssword"), "password", "Cyrillic a");
+        assert_eq!(folded("\u{410}DM\u{406}N"), "ADMIN", "Cyrillic A and I");
+        assert_eq!(folded("\u{455}\u{435}\u{441}r\u{435}t"), "secret", "Cyrillic dze, ie, es");
+        assert_eq!(folded("t\u{3bf}ken"), "token", "Greek omicron");
+        assert_eq!(folded("r\u{43c} -rf"), "r\u{43c} -rf", "Cyrillic em looks like no Latin letter");
+        assert_eq!(folded("\u{417}\u{431}"), "\u{417}\u{431}", "letters that look like digits stay");
+        assert_eq!(fold("Привет, мир"), Some(Folded { text: "Пpивeт, миp".into(), origin: fold("Привет, мир").unwrap().origin }), "a Cyrillic text gains its Latin look-alikes");
     }
 
     #[test]
