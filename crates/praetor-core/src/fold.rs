@@ -116,7 +116,7 @@ fn fold_char(c: char, out: &mut String) {
 /// numbers too. The skeleton gives `l` for every letter shaped like a capital I, which
 /// reads as `I` (Cyrillic `І` in `АDMІN`).
 fn latin_look_alike(c: char) -> Option<char> {
-    if c.is_ascii() || !c.is_alphabetic() {
+    if !in_look_alike_scripts(c) || !c.is_alphabetic() {
         return None;
     }
     let mut buf = [0; 4];
@@ -126,6 +126,18 @@ fn latin_look_alike(c: char) -> Option<char> {
         return None;
     }
     Some(if first == 'l' && c.is_uppercase() { 'I' } else { first })
+}
+
+/// Whether `c` is in a block whose letters include look-alikes of Latin ones: Latin's
+/// own extensions and IPA, Greek, Coptic, Cyrillic, Armenian, Cherokee and Lisu. The
+/// others (CJK, Hangul, ...) have none, and are not looked up: the lookup is the costly
+/// part of folding a long text of them.
+fn in_look_alike_scripts(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x0100..=0x02AF | 0x0370..=0x058F | 0x13A0..=0x13FF | 0x1D00..=0x1DBF | 0x1E00..=0x1FFF | 0x2C60..=0x2CFF | 0x2DE0..=0x2DFF
+            | 0xA4D0..=0xA4FF | 0xA640..=0xA69F | 0xA720..=0xA7FF | 0xAB30..=0xAB6F
+    )
 }
 
 /// The ASCII digit of decimal digit `c`. Unicode encodes each script's decimal digits
@@ -201,6 +213,8 @@ mod tests {
         assert_eq!(folded("r\u{43c} -rf"), "r\u{43c} -rf", "Cyrillic em looks like no Latin letter");
         assert_eq!(folded("\u{417}\u{431}"), "\u{417}\u{431}", "letters that look like digits stay");
         assert_eq!(fold("Привет, мир"), Some(Folded { text: "Пpивeт, миp".into(), origin: fold("Привет, мир").unwrap().origin }), "a Cyrillic text gains its Latin look-alikes");
+        assert_eq!(folded("\u{13A0}\u{A4D0}"), "DB", "Cherokee and Lisu letters");
+        assert_eq!(fold("한국어 日本語"), None, "scripts without look-alikes are not looked up");
     }
 
     #[test]

@@ -156,12 +156,18 @@ const RECIPIENT_KEYS: [(&str, &str); 4] =
     [("recipients", "metadata.recipients"), ("to", "metadata.to"), ("cc", "metadata.cc"), ("bcc", "metadata.bcc")];
 
 /// How many recipients an action names: the distinct addresses under every key of
-/// `RECIPIENT_KEYS` together, or `recipients` as a count (a number, or digits),
-/// whichever is more. Each value is a list, an object (one recipient) or a text. In a
-/// text, every `local@domain` counts (`"Doe, John" <j@x.com>, k@y.com` is two); a text
-/// with no `@` (phone numbers, channels) counts its pieces between `,`, `;` and line
-/// breaks. Addresses compare trimmed and with ASCII letters in lower case, so one named
-/// twice counts once.
+/// `RECIPIENT_KEYS` together, or `recipients` as a count (a number, or up to six
+/// digits: a longer run of digits is a phone number), whichever is more. Each value is
+/// a list, an object or a text:
+///
+/// - in a text, every `local@domain` counts (`"Doe" <j@x.com>` is one), and so does
+///   every piece between `,`, `;` and line breaks that holds no `@` (phone numbers,
+///   channels, `everyone`);
+/// - an object counts the addresses in it, or as one recipient if it holds none.
+///
+/// Addresses compare trimmed and with ASCII letters in lower case, so one named twice
+/// counts once. When in doubt this counts more, not fewer: a display name with a comma
+/// in it (`"Doe, John" <j@x.com>`) counts twice.
 fn recipients_of(md: &serde_json::Map<String, Value>) -> Result<u64, ChargeError> {
     let mut addresses = std::collections::BTreeSet::new();
     let mut count = 0;
@@ -182,30 +188,32 @@ fn recipients_of(md: &serde_json::Map<String, Value>) -> Result<u64, ChargeError
     Ok(count.max(addresses.len() as u64))
 }
 
-/// A count of recipients: a non-negative integer, as a number or as digits.
+/// A count of recipients: a non-negative integer, or up to six digits.
 fn count_of(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
-        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+        Value::String(s) if (1..=6).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
         _ => None,
     }
 }
 
 /// Add the recipients `v` names (see [`recipients_of`]).
 fn add_recipients(v: &Value, out: &mut std::collections::BTreeSet<String>) {
-    let text = match v {
-        Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
-        other => std::borrow::Cow::Owned(other.to_string()),
-    };
-    let mut found = false;
-    for token in text.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '<' | '>' | '"' | '\'' | '(' | ')' | '[' | ']' | '{' | '}' | ':')) {
-        if token.contains('@') {
-            out.insert(token.to_ascii_lowercase());
-            found = true;
+    let is_separator = |c: char| c.is_whitespace() || matches!(c, ',' | ';' | '<' | '>' | '"' | '\'' | '(' | ')' | '[' | ']' | '{' | '}' | ':' | '/' | '|');
+    let key = |s: &str| s.trim().to_ascii_lowercase();
+    match v {
+        Value::String(text) => {
+            out.extend(text.split(is_separator).filter(|t| t.contains('@')).map(key));
+            out.extend(text.split([',', ';', '\n', '\r']).filter(|piece| !piece.contains('@')).map(key).filter(|piece| !piece.is_empty()));
         }
-    }
-    if !found {
-        out.extend(text.split([',', ';', '\n', '\r']).map(|piece| piece.trim().to_ascii_lowercase()).filter(|piece| !piece.is_empty()));
+        other => {
+            let text = other.to_string();
+            let before = out.len();
+            out.extend(text.split(is_separator).filter(|t| t.contains('@')).map(key));
+            if out.len() == before && !text.contains('@') {
+                out.insert(text);
+            }
+        }
     }
 }
 
@@ -285,10 +293,16 @@ mod tests {
         assert_eq!(count(json!({ "recipients": 3, "to": ["a@x.com"] })), Ok(3), "a count, or the addresses, whichever is more");
         assert_eq!(count(json!({ "recipients": 1, "to": ["a@x.com", "b@x.com"] })), Ok(2));
         assert_eq!(count(json!({ "recipients": "250" })), Ok(250), "a count written as digits");
+        assert_eq!(count(json!({ "recipients": "5551234567" })), Ok(1), "a phone number, not a count");
+        // Pieces without `@` count beside the addresses in the same text.
+        assert_eq!(count(json!({ "to": "a@x.com, +15551234567, +15557654321, all-staff" })), Ok(4));
+        assert_eq!(count(json!({ "to": "a@x.com/b@x.com|c@x.com" })), Ok(3));
+        assert_eq!(count(json!({ "to": [{ "phone": "+15551234567", "name": "A" }] })), Ok(1), "an object without an address is one recipient");
         // Keys in any case; addresses however they are separated or dressed.
         assert_eq!(count(json!({ "To": ["a@x.com", "b@x.com"], "CC": "c@x.com" })), Ok(3));
         assert_eq!(count(json!({ "to": "a@x.com b@x.com\nc@x.com" })), Ok(3));
-        assert_eq!(count(json!({ "to": "\"Doe, John\" <j@x.com>, Ann <a@x.com>" })), Ok(2));
+        assert_eq!(count(json!({ "to": "\"Doe\" <j@x.com>, Ann <a@x.com>" })), Ok(2));
+        assert_eq!(count(json!({ "to": "\"Doe, John\" <j@x.com>" })), Ok(2), "a comma in a name counts more, not fewer");
         assert_eq!(count(json!({ "to": [{ "email": "a@x.com", "name": "A" }, { "email": "b@x.com", "name": "A" }] })), Ok(2));
         assert_eq!(count(json!({ "to": { "email": "a@x.com" } })), Ok(1));
         // The Kelvin sign is not `k`: only ASCII letters are folded.

@@ -452,9 +452,10 @@ impl Circuit {
 }
 
 /// At most this many targets are left out of one read of the queue for their open
-/// circuits (each is a parameter of the query, and a database takes only so many):
-/// past it, the reads let their deliveries in and `AttemptSlot::take` passes them by.
-const SKIPPED_CIRCUITS_MAX: usize = 256;
+/// circuits: each is a parameter of the query, and SQLite takes at most 32,766. Past
+/// it, the reads let the others' deliveries in and `AttemptSlot::take` passes them by;
+/// as those are the oldest due, they could fill every read.
+const SKIPPED_CIRCUITS_MAX: usize = 16_000;
 
 /// Attempts in flight, per target and per workspace, and the targets failing lately.
 #[derive(Default)]
@@ -860,6 +861,12 @@ mod tests {
     fn the_queue_read_leaves_out_a_bounded_number_of_open_circuits() {
         let mut b = Busy::default();
         for i in 0..1_000 {
+            for _ in 0..5 {
+                b.record(&format!("https://t{i}.example.com/"), false, 0, 0);
+            }
+        }
+        assert_eq!(b.saturated(1).0.len(), 1_000, "all of them, under the bound");
+        for i in 1_000..super::SKIPPED_CIRCUITS_MAX + 10 {
             for _ in 0..5 {
                 b.record(&format!("https://t{i}.example.com/"), false, 0, 0);
             }

@@ -439,12 +439,15 @@ const STORED_GRANTS_READ: u32 = 1000;
 
 /// The grants matching `pred`, newest first: those held in memory, and, unless only
 /// active ones are asked for (`active_only`: memory holds every grant in force), the
-/// newest [`STORED_GRANTS_READ`] the store holds, which include the ended grants memory
-/// let go. Of two copies of a grant, the later version is shown.
-async fn grants_where(state: &AppState, ws: &WorkspaceState, active_only: bool, pred: impl Fn(&Grant) -> bool) -> ApiResult<Vec<Value>> {
+/// newest [`STORED_GRANTS_READ`] the store holds (of those `to` received, when named),
+/// which include the ended grants memory let go. Of two copies of a grant, the later
+/// version is shown.
+async fn grants_where(state: &AppState, ws: &WorkspaceState, active_only: bool, to: Option<&str>, pred: impl Fn(&Grant) -> bool) -> ApiResult<Vec<Value>> {
     let mut found: std::collections::HashMap<String, Grant> = std::collections::HashMap::new();
     if !active_only {
-        let filter = praetor_store::ObjectFilter { kind: <Grant as crate::authority::Object>::KIND.to_owned(), status: None, agent_id: None, limit: STORED_GRANTS_READ };
+        // A grant is stored under the agent it was given to.
+        let kind = <Grant as crate::authority::Object>::KIND.to_owned();
+        let filter = praetor_store::ObjectFilter { kind, status: None, agent_id: to.map(str::to_owned), limit: STORED_GRANTS_READ };
         for record in state.store.list_objects(&ws.workspace_id, &filter).await? {
             if let Some(g) = <Grant as crate::authority::Object>::from_record(&record) {
                 found.insert(g.grant_id.clone(), g);
@@ -466,7 +469,7 @@ async fn grants_where(state: &AppState, ws: &WorkspaceState, active_only: bool, 
 }
 
 pub async fn list_delegations(State(state): State<Arc<AppState>>, auth: Authorized<perm::Read>) -> ApiResult<Json<Value>> {
-    let rows = grants_where(&state, &auth.workspace, false, |g| auth.may_see(Some(&g.source_agent_id)) || auth.may_see(Some(&g.target_agent_id))).await?;
+    let rows = grants_where(&state, &auth.workspace, false, None, |g| auth.may_see(Some(&g.source_agent_id)) || auth.may_see(Some(&g.target_agent_id))).await?;
     Ok(Json(json!({ "ok": true, "delegations": rows, "total": rows.len() })))
 }
 
@@ -486,7 +489,8 @@ pub async fn agent_delegations(
     }
     let now = state.now_ms();
     let active_only = q.status.as_deref() == Some("active");
-    let rows = grants_where(&state, &auth.workspace, active_only, |g| {
+    let to = (direction == "received").then_some(id.as_str());
+    let rows = grants_where(&state, &auth.workspace, active_only, to, |g| {
         let side = match direction {
             "given" => g.source_agent_id == id,
             "received" => g.target_agent_id == id,

@@ -824,8 +824,13 @@ pub async fn shadow_hits_violations_and_deliveries(b: Backend) {
     elsewhere.target = "https://elsewhere.example/hook".into();
     store.commit(one(Mutation::PutDelivery(elsewhere.clone()))).await.unwrap();
     assert_eq!(store.due_deliveries(2_000, 1, &[], &[]).await.unwrap(), vec![later.clone()], "the longest due first");
-    assert_eq!(store.due_deliveries(2_000, 1, &[retried.target.clone()], &[]).await.unwrap(), vec![elsewhere]);
+    assert_eq!(store.due_deliveries(2_000, 1, &[retried.target.clone()], &[]).await.unwrap(), vec![elsewhere.clone()]);
     assert!(store.due_deliveries(2_000, 10, &[], &[WS.to_owned()]).await.unwrap().is_empty());
+    // As many targets as the dispatcher ever leaves out (its open circuits, 16,000, and
+    // the 16 at their bound), on either backend.
+    let mut many: Vec<String> = (0..16_016).map(|i| format!("https://t{i}.example/hook")).collect();
+    many.push(retried.target.clone());
+    assert_eq!(store.due_deliveries(2_000, 1, &many, &[]).await.unwrap(), vec![elsewhere]);
 }
 
 pub async fn checkpoints_and_proofs(b: Backend) {
