@@ -205,6 +205,12 @@ pub struct VaultCheck {
     pub checkpoints: u64,
     /// The first bad sequence number and what is wrong with it.
     pub first_bad: Option<(u64, String)>,
+    /// The bad entries found after the first, up to [`BAD_ENTRIES_LISTED`] in all with
+    /// it: the walk goes on past a bad entry, checking each later one on its own, so
+    /// that an auditor sees how far tampering reaches.
+    pub more_bad: Vec<(u64, String)>,
+    /// How many entries the walk found bad (or missing), listed or not.
+    pub bad_entries: u64,
     /// Decision rows checked against the entries sealed for them (none when the log
     /// itself is bad).
     pub decisions: u64,
@@ -402,37 +408,57 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
         .value("SELECT hmac_secret FROM workspaces WHERE workspace_id = ?1", args![ws])?
         .ok_or_else(|| StoreError::Corrupt(format!("workspace `{ws}` does not exist")))?;
     let total: u64 = conn.value("SELECT COUNT(*) FROM vault_entries WHERE workspace_id = ?1", args![ws])?.unwrap_or(0);
-    let mut report = VaultCheck { workspace_id: ws.to_owned(), entries: total, checkpoints: 0, first_bad: None, decisions: 0, violations: 0, bad_row: None, rows_unchecked: None };
+    let mut report = VaultCheck {
+        workspace_id: ws.to_owned(), entries: total, checkpoints: 0, first_bad: None, more_bad: Vec::new(), bad_entries: 0, decisions: 0,
+        violations: 0, bad_row: None, rows_unchecked: None,
+    };
     let mut sealed_decisions = Vec::new();
     let mut older_violations = OlderViolations::new();
     let checkpoint_sizes: Vec<(u64, [u8; 32])> =
         conn.all("SELECT size, root FROM vault_checkpoints WHERE workspace_id = ?1 ORDER BY size", args![ws], |r| Ok((r.get(0)?, r.get(1)?)))?;
     report.checkpoints = checkpoint_sizes.len() as u64;
     let wanted: std::collections::HashSet<u64> = checkpoint_sizes.iter().map(|(s, _)| *s).collect();
-    let mut prev_chain = GENESIS_CHAIN_HASH;
+    // The chain hash the next entry must follow from; none after a missing or bad
+    // entry, whose successor is then checked on its own (its leaf hash, and its HMAC
+    // over its stored chain hash and sequence number).
+    let mut link = Some(GENESIS_CHAIN_HASH);
     let mut frontier = Frontier::new();
     let mut recomputed_hashes: Vec<[u8; 32]> = Vec::new();
     let mut expected_seq = 0u64;
     let mut roots_by_size = std::collections::HashMap::new();
-    let mut first_bad: Option<(u64, String)> = None;
+    let mut bad = BadEntries::default();
     conn.query(
         "SELECT seq, leaf, leaf_hash, chain_hash, hmac, created_at FROM vault_entries WHERE workspace_id = ?1 ORDER BY seq",
         args![ws],
         &mut |row| {
-            if first_bad.is_some() {
-                return Ok(()); // the report names the first bad entry only
-            }
             let e = match entry_from_row(row) {
                 Ok(e) => e,
                 Err(err) => {
-                    first_bad = Some((expected_seq, format!("entry row is malformed: {err}")));
+                    bad.add(expected_seq, format!("entry row is malformed: {err}"));
+                    expected_seq += 1;
+                    link = None;
                     return Ok(());
                 }
             };
-            match check_entry(&e, expected_seq, &prev_chain, &secret) {
+            if e.seq != expected_seq {
+                // Rows come in order of `seq`, which is unique: this one is further on.
+                let gap = e.seq.saturating_sub(expected_seq);
+                let what = if gap > 1 { format!("entries {expected_seq} to {} are missing", e.seq - 1) } else { format!("entry {expected_seq} is missing") };
+                bad.add(expected_seq, format!("{what} (next stored is {})", e.seq));
+                expected_seq = e.seq;
+                link = None;
+            }
+            let checked = check_entry(&e, link.as_ref(), &secret);
+            expected_seq += 1;
+            match checked {
+                Err(why) => {
+                    bad.add(e.seq, why);
+                    link = None;
+                }
+                Ok((_, ch, _)) if !bad.is_empty() => link = Some(ch),
                 Ok((lh, ch, leaf)) => {
                     let kind = leaf.get("kind").and_then(Value::as_str);
-                    prev_chain = ch;
+                    link = Some(ch);
                     sealed_decisions.push(kind == Some("decision"));
                     if kind == Some("violation.recorded")
                         && let Some(id) = leaf.get("violation_id").and_then(Value::as_str)
@@ -440,21 +466,24 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
                         older_violations.insert(id.to_owned(), older_violation_entry(&leaf));
                     }
                     recomputed_hashes.extend(frontier.push_stored(lh)?.into_iter().map(|(_, h)| h));
-                    expected_seq += 1;
                     if wanted.contains(&expected_seq) {
                         roots_by_size.insert(expected_seq, frontier.root());
                     }
-                    if expected_seq.is_multiple_of(10_000) {
-                        progress(expected_seq, total);
-                    }
                 }
-                Err(bad) => first_bad = Some(bad),
+            }
+            if expected_seq.is_multiple_of(10_000) {
+                progress(expected_seq, total);
             }
             Ok(())
         },
     )?;
-    if first_bad.is_some() {
-        report.first_bad = first_bad;
+    if !bad.is_empty() {
+        // The tree, the checkpoints and the rows are not checked past a bad entry: they
+        // would all disagree from there on.
+        report.bad_entries = bad.count;
+        let mut listed = bad.listed.into_iter();
+        report.first_bad = listed.next();
+        report.more_bad = listed.collect();
         return Ok(LogCheck { check: report, sealed_decisions, older_violations });
     }
     progress(expected_seq, total);
@@ -505,6 +534,29 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
 /// An entry that checked out: its leaf hash, its chain hash and its leaf.
 type CheckedEntry = ([u8; 32], [u8; 32], Value);
 
+/// At most this many bad entries are named in a report (the first among them).
+pub const BAD_ENTRIES_LISTED: usize = 20;
+
+/// The bad entries a walk found: the first [`BAD_ENTRIES_LISTED`], and how many.
+#[derive(Default)]
+struct BadEntries {
+    listed: Vec<(u64, String)>,
+    count: u64,
+}
+
+impl BadEntries {
+    fn add(&mut self, seq: u64, why: String) {
+        self.count += 1;
+        if self.listed.len() < BAD_ENTRIES_LISTED {
+            self.listed.push((seq, why));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
 /// Violations sealed in `violation.recorded` entries, by id: each as a decision entry
 /// sealing it alone (its decision and agent, no time: such an entry's time is when it
 /// was sealed), for [`crate::Violation::departs_from`].
@@ -519,30 +571,32 @@ fn older_violation_entry(leaf: &Value) -> serde_json::Map<String, Value> {
         .collect()
 }
 
-/// Check one stored entry against the one before it: its position, canonical form,
-/// leaf hash, chain hash and HMAC; or the first problem.
-fn check_entry(e: &VaultEntryRow, expected_seq: u64, prev_chain: &[u8; 32], secret: &[u8]) -> Result<CheckedEntry, (u64, String)> {
-    if e.seq != expected_seq {
-        return Err((expected_seq, format!("entry {expected_seq} is missing (next stored is {})", e.seq)));
-    }
+/// Check one stored entry: its canonical form, leaf hash, chain hash (when the chain
+/// hash it must follow from is known: `link`) and HMAC; or the first problem. Without
+/// a link (after a missing or bad entry) the HMAC is checked over the entry's stored
+/// chain hash: only the key holder could have made that.
+fn check_entry(e: &VaultEntryRow, link: Option<&[u8; 32]>, secret: &[u8]) -> Result<CheckedEntry, String> {
     let Ok(leaf) = praetor_vault::parse_canonical(&e.leaf) else {
-        return Err((e.seq, "leaf is not canonical json".into()));
+        return Err("leaf is not canonical json".into());
     };
     if let Some(seq) = leaf.get("seq").and_then(Value::as_u64)
         && seq != e.seq
     {
-        return Err((e.seq, format!("leaf says seq {seq} but is stored at {}", e.seq)));
+        return Err(format!("leaf says seq {seq} but is stored at {}", e.seq));
     }
     let lh = leaf_hash(&e.leaf);
     if !praetor_vault::merkle::hashes_equal(&lh, &e.leaf_hash) {
-        return Err((e.seq, "leaf does not match its leaf hash".into()));
+        return Err("leaf does not match its leaf hash".into());
     }
-    let ch = chain_hash(prev_chain, &lh);
+    let ch = match link {
+        Some(prev) => chain_hash(prev, &lh),
+        None => e.chain_hash,
+    };
     if !praetor_vault::merkle::hashes_equal(&ch, &e.chain_hash) {
-        return Err((e.seq, "chain hash does not follow from the previous entry".into()));
+        return Err("chain hash does not follow from the previous entry".into());
     }
     if !verify_entry_hmac(secret, e.seq, &lh, &ch, &e.hmac) {
-        return Err((e.seq, "hmac does not verify under the workspace secret".into()));
+        return Err("hmac does not verify under the workspace secret".into());
     }
     Ok((lh, ch, leaf))
 }

@@ -319,6 +319,13 @@ pub fn check_store(data_dir: &Path, database_url: Option<&str>) -> anyhow::Resul
             (Some((seq, why)), _) => {
                 ok = false;
                 println!("FAILED: workspace `{}` at entry {seq}: {why}", r.workspace_id);
+                for (seq, why) in &r.more_bad {
+                    println!("FAILED: workspace `{}` at entry {seq} too: {why}", r.workspace_id);
+                }
+                let listed = 1 + r.more_bad.len() as u64;
+                if r.bad_entries > listed {
+                    println!("FAILED: workspace `{}`: {} bad entries in all, the first {listed} named", r.workspace_id, r.bad_entries);
+                }
             }
             (None, Some(why)) => {
                 ok = false;

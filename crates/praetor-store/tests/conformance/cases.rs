@@ -886,6 +886,29 @@ pub async fn text_survives_exactly(b: Backend) {
 /// columns, its content by `content_sha256`, its answer by `answer_sha256`), every
 /// violation's row with what its decision's entry seals of it, and what the entries
 /// seal with the rows there are; it names the first that departs.
+/// Past a bad entry the check goes on, each later entry on its own: two damaged entries
+/// are both named, and the untouched ones between and after them pass.
+pub async fn vault_check_names_every_bad_entry_not_only_the_first(b: Backend) {
+    let store = with_workspace(&b).await;
+    for i in 0..10u64 {
+        store.commit(decision_txn(&format!("dec_{i}"), i)).await.unwrap();
+    }
+    let guard_off = match &b {
+        Backend::Sqlite { .. } => "DROP TRIGGER vault_entries_no_update",
+        Backend::Postgres { .. } => "ALTER TABLE vault_entries DISABLE TRIGGER vault_entries_append_only",
+    };
+    b.raw_sql(guard_off).unwrap();
+    let bytes = match &b {
+        Backend::Sqlite { .. } => "BLOB",
+        Backend::Postgres { .. } => "BYTEA",
+    };
+    b.raw_sql(&format!("UPDATE vault_entries SET leaf = CAST('{{\"forged\":1}}' AS {bytes}) WHERE workspace_id = '{WS}' AND seq IN (3, 7)")).unwrap();
+    let report = b.check_vault().remove(0);
+    assert_eq!(report.first_bad, Some((3, "leaf does not match its leaf hash".to_owned())), "{report:?}");
+    assert_eq!(report.more_bad, vec![(7, "leaf does not match its leaf hash".to_owned())], "{report:?}");
+    assert_eq!(report.bad_entries, 2);
+}
+
 pub async fn vault_check_compares_decision_and_violation_rows_with_their_entries(b: Backend) {
     let store = with_workspace(&b).await;
     for (i, id) in ["dec_a", "dec_b", "dec_c"].into_iter().enumerate() {

@@ -49,6 +49,7 @@ conformance!(
     a_violation_its_sealed_entry_gives_back_is_stored_once,
     checkpoints_and_proofs,
     text_survives_exactly,
+    vault_check_names_every_bad_entry_not_only_the_first,
     vault_check_compares_decision_and_violation_rows_with_their_entries,
     vault_check_compares_older_violation_rows_with_their_own_entries,
     vault_check_of_an_unmigrated_store_verifies_every_workspace_log,
