@@ -156,8 +156,8 @@ const RECIPIENT_KEYS: [(&str, &str); 4] =
     [("recipients", "metadata.recipients"), ("to", "metadata.to"), ("cc", "metadata.cc"), ("bcc", "metadata.bcc")];
 
 /// How many recipients an action names: the distinct addresses under every key of
-/// `RECIPIENT_KEYS` together, or `recipients` as a count (a number, or up to six
-/// digits: a longer run of digits is a phone number), whichever is more. Each value is
+/// `RECIPIENT_KEYS` together, or `recipients` as a count (a number, or digits alone),
+/// whichever is more. Each value is
 /// a list, an object or a text:
 ///
 /// - in a text, every `local@domain` counts (`"Doe" <j@x.com>` is one), and so does
@@ -176,8 +176,8 @@ fn recipients_of(md: &serde_json::Map<String, Value>) -> Result<u64, ChargeError
         match value {
             Value::Null => {}
             Value::Array(list) => list.iter().for_each(|item| add_recipients(item, &mut addresses)),
-            Value::Number(_) | Value::String(_) if name == "recipients" && count_of(value).is_some() => {
-                count = count.max(count_of(value).unwrap_or_default());
+            Value::Number(_) | Value::String(_) if name == "recipients" && count_of(value)?.is_some() => {
+                count = count.max(count_of(value)?.unwrap_or_default());
             }
             Value::String(_) | Value::Object(_) => add_recipients(value, &mut addresses),
             other => {
@@ -188,12 +188,25 @@ fn recipients_of(md: &serde_json::Map<String, Value>) -> Result<u64, ChargeError
     Ok(count.max(addresses.len() as u64))
 }
 
-/// A count of recipients: a non-negative integer, or up to six digits.
-fn count_of(v: &Value) -> Option<u64> {
+/// A count of recipients under `metadata.recipients`: a non-negative integer, or a
+/// text of digits alone (around spaces). A text of digits written with separators
+/// (`1,000`, `1 000`) is refused: read as recipients it would count a few, and the agent
+/// declared many.
+fn count_of(v: &Value) -> Result<Option<u64>, ChargeError> {
+    const FIELD: &str = "metadata.recipients";
     match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) if (1..=6).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
-        _ => None,
+        Value::Number(n) => Ok(n.as_u64()),
+        Value::String(s) => {
+            let t = s.trim();
+            if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+                return t.parse().map(Some).map_err(|_| ChargeError { field: FIELD, message: format!("`{t}` is too large a count") });
+            }
+            if t.bytes().any(|b| b.is_ascii_digit()) && t.bytes().all(|b| b.is_ascii_digit() || matches!(b, b',' | b'.' | b' ' | b'_' | b'\'')) {
+                return Err(ChargeError { field: FIELD, message: format!("`{t}` is neither recipients nor a count (write a count as digits alone)") });
+            }
+            Ok(None)
+        }
+        _ => Ok(None),
     }
 }
 
@@ -293,7 +306,12 @@ mod tests {
         assert_eq!(count(json!({ "recipients": 3, "to": ["a@x.com"] })), Ok(3), "a count, or the addresses, whichever is more");
         assert_eq!(count(json!({ "recipients": 1, "to": ["a@x.com", "b@x.com"] })), Ok(2));
         assert_eq!(count(json!({ "recipients": "250" })), Ok(250), "a count written as digits");
-        assert_eq!(count(json!({ "recipients": "5551234567" })), Ok(1), "a phone number, not a count");
+        assert_eq!(count(json!({ "recipients": " 1000000 " })), Ok(1_000_000), "digits alone are a count, however many");
+        assert_eq!(count(json!({ "recipients": "+15551234567" })), Ok(1), "a phone number is a recipient");
+        for declared in ["1,000", "1 000", "1.000"] {
+            assert_eq!(count(json!({ "recipients": declared })).unwrap_err().field, "metadata.recipients", "{declared}");
+        }
+        assert_eq!(count(json!({ "recipients": "99999999999999999999999" })).unwrap_err().field, "metadata.recipients");
         // Pieces without `@` count beside the addresses in the same text.
         assert_eq!(count(json!({ "to": "a@x.com, +15551234567, +15557654321, all-staff" })), Ok(4));
         assert_eq!(count(json!({ "to": "a@x.com/b@x.com|c@x.com" })), Ok(3));

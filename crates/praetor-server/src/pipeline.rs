@@ -460,11 +460,19 @@ fn evaluate_with(
     }
     let approver = authority_facts.approval.as_ref().filter(|_| decision.authority.approved_by.is_some()).map(|a| a.approver.clone());
     // An approval that added its action to the histories when it was given: this
-    // decision, its retry, is that action, and is not added again.
+    // decision, its retry, is that action. It moves to this decision's time, as in the
+    // store (whose approval row stops counting, `ApprovedActionRetried`, while this
+    // decision's row counts).
     let counted_approval =
         decision.authority.approved_by.clone().filter(|id| live.authority.escalations.get(id).is_some_and(|e| e.counted_at.is_some()));
 
-    if decision.verdict == Verdict::Allow && counted_approval.is_none() {
+    if decision.verdict == Verdict::Allow {
+        if let Some(entry) = approved_entry.as_ref().filter(|_| counted_approval.is_some()) {
+            let agent_h = agent.as_ref().and_then(|a| live.agent_history.get_mut(&a.agent_id));
+            agent_h.into_iter().for_each(|h| h.forget(entry));
+            let session_h = intercepted.request.session_id.as_ref().and_then(|s| live.session_history.get_mut(s));
+            session_h.into_iter().for_each(|h| h.forget(entry));
+        }
         let past = PastAction { action_type: intercepted.request.action_type.clone(), at_ms: now_ms };
         if let Some(a) = &agent {
             LiveState::record(live.agent_history.entry(a.agent_id.clone()).or_default(), past.clone(), window);

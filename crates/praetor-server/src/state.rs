@@ -77,6 +77,13 @@ impl History {
         History { actions: actions.into(), complete_from_ms, known_from_ms: since }
     }
 
+    /// Take `action` out (its newest entry of that type and time), if it is here.
+    pub fn forget(&mut self, action: &PastAction) {
+        if let Some(i) = self.actions.iter().rposition(|a| a == action) {
+            self.actions.remove(i);
+        }
+    }
+
     /// The time from which this history holds every allowed action.
     pub fn from_ms(&self) -> i64 {
         self.complete_from_ms.max(self.known_from_ms)

@@ -328,14 +328,14 @@ impl Undo {
             // from the store since never held the action (the store refused it).
             let session_as_left = c.session.as_ref().zip(self.session.as_ref()).is_some_and(|(s, (_, after))| guard.sessions.get(s).is_some_and(|s| &s.etag == after));
             if session_as_left && let Some(h) = c.session.as_ref().and_then(|s| guard.session_history.get_mut(s)) {
-                forget(h, &c.action);
+                h.forget(&c.action);
             }
             if let Some((agent_id, before, after)) = &c.agent
                 && let Some(a) = ws.agents.write().get_mut(agent_id).filter(|a| &a.etag == after)
             {
                 a.etag = before.clone();
                 if let Some(h) = guard.agent_history.get_mut(agent_id) {
-                    forget(h, &c.action);
+                    h.forget(&c.action);
                 }
             }
         }
@@ -407,13 +407,6 @@ fn count_in_histories(
         at,
     }));
     Counted { action, session: e.session_id.clone(), agent }
-}
-
-/// Take `action` out of `history` (its newest entry of that type and time).
-fn forget(history: &mut History, action: &PastAction) {
-    if let Some(i) = history.actions.iter().rposition(|a| a == action) {
-        history.actions.remove(i);
-    }
 }
 
 fn conflict(message: String) -> ApiError {

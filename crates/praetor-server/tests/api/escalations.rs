@@ -793,3 +793,26 @@ async fn an_approval_does_not_hide_another_nodes_decision() {
     let third = s.intercept(small_wire(&agent, None)).await;
     assert_eq!(third["decision"], "block", "the other node's wire and the approved one make two: {third}");
 }
+
+/// A retry that uses an approval is counted at its own time, here as in the store: the
+/// approval's entry moves to the retry. Before, a retry 40 s after the approval stayed
+/// at the approval's time in memory (out of a 30 s window) while the store counted it at
+/// the retry's time (in it), so this node allowed what another would block. (Found by
+/// review.)
+#[tokio::test]
+async fn a_late_retry_counts_at_its_own_time_here_as_in_the_store() {
+    let (s, approver) = setup().await;
+    s.policy(json!({ "name": "One wire per 30 s", "policy_type": "sequence", "action_types": ["wire.*"], "decision": "block",
+                     "conditions": { "velocity": { "max": 1, "window_seconds": 30 } } })).await;
+    let agent = s.agent("runner").await;
+    let esc = escalate(&s, &agent, None).await;
+    assert_eq!(approve(&s, &approver, &esc).await.0, StatusCode::OK);
+    s.clock.advance(40_000); // the approval is still fresh (900 s)
+    assert_eq!(s.intercept(wire(&agent, None)).await["decision"], "allow");
+    s.clock.advance(5_000);
+    let st = s.state.store.agent_state(&s.state.workspace_ids()[0], &agent, 0, 100).await.unwrap().unwrap();
+    let now = s.state.now_ms();
+    assert_eq!(st.history.iter().filter(|p| p.at_ms >= now - 30_000).count(), 1, "the store counts the retry in the window");
+    let next = s.intercept(small_wire(&agent, None)).await;
+    assert_eq!(next["decision"], "block", "so does this node: {next}");
+}
