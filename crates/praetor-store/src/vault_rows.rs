@@ -209,7 +209,8 @@ pub struct VaultCheck {
     /// it: the walk goes on past a bad entry, checking each later one on its own, so
     /// that an auditor sees how far tampering reaches.
     pub more_bad: Vec<(u64, String)>,
-    /// How many entries the walk found bad (or missing), listed or not.
+    /// How many entries the walk found bad or missing (a run of missing entries counts
+    /// each, and is named once), listed or not.
     pub bad_entries: u64,
     /// Decision rows checked against the entries sealed for them (none when the log
     /// itself is bad).
@@ -431,6 +432,21 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
         "SELECT seq, leaf, leaf_hash, chain_hash, hmac, created_at FROM vault_entries WHERE workspace_id = ?1 ORDER BY seq",
         args![ws],
         &mut |row| {
+            // Rows come in order of `seq`, which is unique. One before the next expected
+            // number (a negative `seq`) is out of the log's order, and named where the
+            // walk is; one further on leaves a gap.
+            let stored_seq: Option<i64> = row.get(0).ok();
+            if let Some(seq) = stored_seq.filter(|&s| s < 0 || (s as u64) < expected_seq) {
+                bad.add(expected_seq, format!("a row stored at seq {seq} is out of the log's order"));
+                link = None;
+                return Ok(());
+            }
+            if let Some(seq) = stored_seq.map(|s| s as u64).filter(|&s| s > expected_seq) {
+                let what = if seq - expected_seq > 1 { format!("entries {expected_seq} to {} are missing", seq - 1) } else { format!("entry {expected_seq} is missing") };
+                bad.add_many(expected_seq, seq - expected_seq, format!("{what} (next stored is {seq})"));
+                expected_seq = seq;
+                link = None;
+            }
             let e = match entry_from_row(row) {
                 Ok(e) => e,
                 Err(err) => {
@@ -440,14 +456,6 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
                     return Ok(());
                 }
             };
-            if e.seq != expected_seq {
-                // Rows come in order of `seq`, which is unique: this one is further on.
-                let gap = e.seq.saturating_sub(expected_seq);
-                let what = if gap > 1 { format!("entries {expected_seq} to {} are missing", e.seq - 1) } else { format!("entry {expected_seq} is missing") };
-                bad.add(expected_seq, format!("{what} (next stored is {})", e.seq));
-                expected_seq = e.seq;
-                link = None;
-            }
             let checked = check_entry(&e, link.as_ref(), &secret);
             expected_seq += 1;
             match checked {
@@ -546,7 +554,12 @@ struct BadEntries {
 
 impl BadEntries {
     fn add(&mut self, seq: u64, why: String) {
-        self.count += 1;
+        self.add_many(seq, 1, why);
+    }
+
+    /// `n` entries from `seq` on, named once (a run of missing entries).
+    fn add_many(&mut self, seq: u64, n: u64, why: String) {
+        self.count = self.count.saturating_add(n);
         if self.listed.len() < BAD_ENTRIES_LISTED {
             self.listed.push((seq, why));
         }

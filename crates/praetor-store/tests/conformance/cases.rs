@@ -907,6 +907,30 @@ pub async fn vault_check_names_every_bad_entry_not_only_the_first(b: Backend) {
     assert_eq!(report.first_bad, Some((3, "leaf does not match its leaf hash".to_owned())), "{report:?}");
     assert_eq!(report.more_bad, vec![(7, "leaf does not match its leaf hash".to_owned())], "{report:?}");
     assert_eq!(report.bad_entries, 2);
+    // Two entries deleted (a run, named once and counted twice), and a copy of the first
+    // entry stored before it: named where they are.
+    if matches!(b, Backend::Sqlite { .. }) {
+        b.raw_sql("DROP TRIGGER vault_entries_no_delete").unwrap();
+    }
+    b.raw_sql(&format!("DELETE FROM vault_entries WHERE workspace_id = '{WS}' AND seq IN (5, 6)")).unwrap();
+    b.raw_sql(&format!(
+        "INSERT INTO vault_entries (workspace_id, seq, leaf, leaf_hash, chain_hash, hmac, created_at)
+         SELECT workspace_id, -1, leaf, leaf_hash, chain_hash, hmac, created_at FROM vault_entries WHERE workspace_id = '{WS}' AND seq = 0"
+    ))
+    .unwrap();
+    let report = b.check_vault().remove(0);
+    let named: Vec<(u64, String)> = report.first_bad.clone().into_iter().chain(report.more_bad.clone()).collect();
+    assert_eq!(
+        named,
+        vec![
+            (0, "a row stored at seq -1 is out of the log's order".to_owned()),
+            (3, "leaf does not match its leaf hash".to_owned()),
+            (5, "entries 5 to 6 are missing (next stored is 7)".to_owned()),
+            (7, "leaf does not match its leaf hash".to_owned()),
+        ],
+        "{report:?}"
+    );
+    assert_eq!(report.bad_entries, 5);
 }
 
 pub async fn vault_check_compares_decision_and_violation_rows_with_their_entries(b: Backend) {
