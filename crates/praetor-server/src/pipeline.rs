@@ -463,8 +463,7 @@ fn evaluate_with(
     // decision, its retry, is that action. It moves to this decision's time, as in the
     // store (whose approval row stops counting, `ApprovedActionRetried`, while this
     // decision's row counts).
-    let counted_approval =
-        decision.authority.approved_by.clone().filter(|id| live.authority.escalations.get(id).is_some_and(|e| e.counted_at.is_some()));
+    let counted_approval = decision.authority.approved_by.clone().filter(|_| approved_entry.is_some());
 
     if decision.verdict == Verdict::Allow {
         if let Some(entry) = approved_entry.as_ref().filter(|_| counted_approval.is_some()) {

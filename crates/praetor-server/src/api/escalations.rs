@@ -360,8 +360,8 @@ impl Undo {
 /// Add the action of `e`, approved at `now`, to its agent's and session's histories,
 /// as an allowed decision adds its own (`pipeline::evaluate_with`), with its row
 /// (`InsertApprovedAction`) in `mutations`. The agent's etag moves on, so that every
-/// node's next decision for it reads the history again. (The session's moved on with
-/// the approval's charge.) Called under the live lock, then the agents' (the lock order).
+/// node's next decision for it reads the history again. (The session's moves on in
+/// `approve_in_memory`.) Called under the live lock, then the agents' (the lock order).
 fn count_in_histories(
     ws: &WorkspaceState,
     e: &Escalation,
