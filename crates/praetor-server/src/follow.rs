@@ -164,7 +164,7 @@ async fn reload_workspace(state: &AppState, ws: &WorkspaceState) -> ApiResult<()
             live.authority.absorb(o);
         }
     }
-    for a in snapshot.agents.iter().filter(|a| a.workspace_id == ws.workspace_id && ws.agent(&a.agent_id).is_none()) {
+    for a in snapshot.agents.iter().filter(|a| a.workspace_id == ws.workspace_id && !ws.holds_agent(&a.agent_id)) {
         crate::pipeline::resync(state, ws, std::slice::from_ref(&a.agent_id), &[]).await?;
     }
     Ok(())

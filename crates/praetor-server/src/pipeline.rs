@@ -878,10 +878,10 @@ fn named_agents(ws: &WorkspaceState, caller: &Caller<'_>, actions: &[Intercepted
 /// before taking it as unknown.
 async fn load_unknown_agents(state: &AppState, ws: &WorkspaceState, named: &[String]) -> ApiResult<()> {
     let now = state.now_ms();
-    let missing: Vec<String> = named.iter().filter(|a| ws.agent(a).is_none() && !ws.known_absent(a, now)).cloned().collect();
+    let missing: Vec<String> = named.iter().filter(|a| !ws.holds_agent(a) && !ws.known_absent(a, now)).cloned().collect();
     if !missing.is_empty() {
         resync(state, ws, &missing, &[]).await?;
-        for a in missing.iter().filter(|a| ws.agent(a).is_none()) {
+        for a in missing.iter().filter(|a| !ws.holds_agent(a)) {
             ws.mark_absent(a, now);
         }
     }

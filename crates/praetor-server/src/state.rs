@@ -286,6 +286,11 @@ impl WorkspaceState {
         self.agents.read().get(agent_id).cloned()
     }
 
+    /// Whether this node holds a copy of the agent (without copying it).
+    pub fn holds_agent(&self, agent_id: &str) -> bool {
+        self.agents.read().contains_key(agent_id)
+    }
+
     /// The reload generation of the held copy of an agent (`Agent::copy_generation`).
     pub fn agent_generation(&self, agent_id: &str) -> Option<u64> {
         self.agents.read().get(agent_id).map(|a| a.copy_generation)

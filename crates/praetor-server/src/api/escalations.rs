@@ -50,7 +50,7 @@ async fn void_reason(state: &AppState, ws: &WorkspaceState, e: &Escalation) -> A
     // Read from the store even if a request named the agent as unknown a moment ago
     // (`known_absent`): the escalation proves the agent existed.
     if let Some(a) = &e.agent_id
-        && ws.agent(a).is_none()
+        && !ws.holds_agent(a)
     {
         crate::pipeline::resync(state, ws, std::slice::from_ref(a), &[]).await?;
     }

@@ -74,7 +74,7 @@ pub async fn start(
         .or_else(|| auth.bound_agent().map(str::to_owned));
     if let Some(a) = hinted {
         let credential_unknown = body.credential_id.as_ref().is_some_and(|c| !ws.credentials.read().contains_key(c));
-        if ws.agent(&a).is_none() || credential_unknown {
+        if !ws.holds_agent(&a) || credential_unknown {
             crate::pipeline::resync(&state, ws, &[a], &[]).await?;
         }
     }

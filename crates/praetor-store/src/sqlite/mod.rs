@@ -173,6 +173,11 @@ pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection
     // WAL: readers never block the writer. synchronous=FULL: a commit is fsynced
     // before it returns, which is what "durable before the answer" rests on.
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    // Without the query planner stability guarantee, a statement whose plan looked at a
+    // bound value (every `LIMIT ?`: the change feed, the delivery queue, history and
+    // list reads) is marked expired whenever that parameter is bound again, and so is
+    // compiled anew at each run. Our plans never depend on a bound value.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(conn)
 }
 
@@ -265,6 +270,36 @@ mod tests {
     fn vault_table_sql(path: &Path) -> String {
         let conn = open_connection(path, true).unwrap();
         conn.query_row("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'vault_entries'", [], |r| r.get(0)).unwrap()
+    }
+
+    /// A cached statement with `LIMIT ?` (the change feed's, the delivery queue's, the
+    /// history reads') runs again without being compiled again, and the plans that use
+    /// a partial index still use it.
+    #[tokio::test]
+    async fn statements_bound_again_are_not_compiled_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("praetor.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = open_connection(&path, true).unwrap();
+        let feed = "SELECT seq, node_id, key, at FROM changes WHERE workspace_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+        for limit in [10, 20, 10, 500] {
+            Db::query(&conn, feed, crate::sql::args!["ws", 0i64, limit], &mut |_| Ok(())).unwrap();
+        }
+        let recompiled = conn.prepare_cached(feed).unwrap().get_status(rusqlite::StatementStatus::RePrepare);
+        assert_eq!(recompiled, 0, "the change feed's statement was compiled again {recompiled} times");
+
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT action_type, created_at FROM decisions
+                 WHERE workspace_id = ?1 AND session_id = ?2 AND decision = 'allow' AND created_at >= ?3
+                 ORDER BY created_at DESC LIMIT ?4",
+            )
+            .unwrap()
+            .query_map(rusqlite::params!["ws", "ses", 0, 10], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(plan.iter().any(|step| step.contains("decisions_by_session")), "{plan:?}");
     }
 
     #[tokio::test]
