@@ -159,7 +159,14 @@ pub fn check_vault_file(path: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -
         return Err(StoreError::Database(format!("no database at `{}`", path.display())));
     }
     let conn = open_connection(path, true)?;
-    vault_rows::check_every_vault(&conn, false, progress)
+    // One read transaction: every table is read as of one commit, as on PostgreSQL, so a
+    // server writing meanwhile cannot make the log, its tree hashes and its rows
+    // disagree. (It holds the WAL's restart back while it runs; the checkpoints still
+    // copy what came before it.)
+    conn.execute_batch("BEGIN")?;
+    let out = vault_rows::check_every_vault(&conn, true, progress);
+    let _ = conn.execute_batch("COMMIT");
+    out
 }
 
 pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
@@ -300,6 +307,44 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert!(plan.iter().any(|step| step.contains("decisions_by_session")), "{plan:?}");
+    }
+
+    /// `vault check` reads the store as of one commit, and the server goes on committing
+    /// while it runs: decisions sealed during the check are neither counted nor in the
+    /// way, and the next check covers them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn vault_check_reads_one_state_while_the_server_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("praetor.db");
+        let store = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
+        store.commit(create_workspace("ws_s")).await.unwrap();
+        for i in 0..30 {
+            store.commit(decision_in("ws_s", &format!("dec_{i}"), i, Some("x".repeat(300)))).await.unwrap();
+        }
+        let runtime = tokio::runtime::Handle::current();
+        let (writer_store, check_path) = (store.clone(), path.clone());
+        let (checks, committed_during) = tokio::task::spawn_blocking(move || {
+            let mut committed = 0;
+            let checks = check_vault_file(&check_path, &mut |_, done, total| {
+                // After the log's walk and again after the decision rows' pass.
+                if done == total && committed < 20 {
+                    for _ in 0..10 {
+                        let txn = decision_in("ws_s", &format!("dec_{}", 30 + committed), 30 + committed, None);
+                        runtime.block_on(writer_store.commit(txn)).expect("the server commits while a check runs");
+                        committed += 1;
+                    }
+                }
+            })
+            .unwrap();
+            (checks, committed)
+        })
+        .await
+        .unwrap();
+        assert_eq!(committed_during, 20);
+        let c = &checks[0];
+        assert_eq!((c.entries, c.decisions, c.first_bad.clone(), c.bad_row.clone()), (30, 30, None, None), "{c:?}");
+        let after = check_vault_file(&path, &mut |_, _, _| {}).unwrap();
+        assert_eq!((after[0].entries, after[0].decisions, after[0].first_bad.clone()), (50, 50, None), "{:?}", after[0]);
     }
 
     #[tokio::test]
