@@ -14,14 +14,16 @@
 //!   circled digits) and combining marks dropped (`é` reads as `e`);
 //! - every space separator (NBSP, thin space, ideographic space, ...) and the line and
 //!   paragraph separators read as an ASCII space;
-//! - every decimal digit reads as its ASCII digit.
+//! - every decimal digit reads as its ASCII digit;
+//! - control characters other than tab and line breaks are dropped (those that are
+//!   whitespace, such as the form feed and U+0085, read as a space).
 //!
 //! - a letter of another script that looks like a Latin letter (a Cyrillic `е` for `e`,
 //!   by Unicode's confusables) reads as that letter.
 //!
 //! Policies match the folded text *as well as* the text as sent, so folding only adds
-//! matches. Text that is all ASCII is never folded, so the common case costs one
-//! `is_ascii`.
+//! matches. Text of printable ASCII, tabs and line breaks is never folded, so the
+//! common case costs one pass over its bytes.
 
 use unicode_normalization::char::decompose_compatible;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
@@ -67,7 +69,7 @@ pub fn is_invisible(c: char) -> bool {
 /// would be longer (U+FDFA decomposes into 18 characters) is kept as it is, so that no
 /// input can make folding allocate more than a few times its own size.
 pub fn fold(text: &str) -> Option<Folded> {
-    if text.is_ascii() {
+    if plain_ascii(text) {
         return None;
     }
     let mut out = Folded { text: String::with_capacity(text.len()), origin: Vec::with_capacity(text.len()) };
@@ -75,7 +77,13 @@ pub fn fold(text: &str) -> Option<Folded> {
     let mut one = String::new();
     for (at, c) in text.char_indices() {
         one.clear();
-        if c.is_ascii() {
+        if c.is_control() && !matches!(c, '\t' | '\n' | '\r') {
+            // Other control characters show as nothing or a box, and a sender can slip
+            // one into a word; those that break lines or pages read as a space.
+            if c.is_whitespace() {
+                one.push(' ');
+            }
+        } else if c.is_ascii() {
             one.push(c);
         } else if !is_invisible(c) {
             fold_char(c, &mut one);
@@ -89,6 +97,13 @@ pub fn fold(text: &str) -> Option<Folded> {
         out.origin.extend(std::iter::repeat_n(at as u32, one.len()));
     }
     changed.then_some(out)
+}
+
+/// Whether `text` is printable ASCII, tabs and line breaks only: nothing to fold. (One
+/// pass without an early exit, which the compiler vectorises: this runs on every text
+/// of every request.)
+fn plain_ascii(text: &str) -> bool {
+    text.bytes().fold(true, |plain, b| plain & matches!(b, b' '..=b'~' | b'\t' | b'\n' | b'\r'))
 }
 
 /// The folded form of one non-ASCII, visible character, into `out`.
@@ -110,15 +125,31 @@ fn fold_char(c: char, out: &mut String) {
 }
 
 /// The Latin letter that letter `c` of another script looks like (Cyrillic `а`, `е`,
-/// `о`, `р`, `с`, `ѕ`, Greek `ο`, `ν`), by Unicode's confusables (the UTS #39 skeleton);
-/// none for an ASCII character, or one that looks like no single Latin letter. Letters
-/// that look like digits (Cyrillic `З`) are left alone: folded text is scanned for
-/// numbers too. The skeleton gives `l` for every letter shaped like a capital I, which
-/// reads as `I` (Cyrillic `І` in `АDMІN`).
+/// `о`, `р`, `с`, `ѕ`, Greek `ο`, `ν`, Cherokee `ꮁ`, Canadian syllabics `ᗞ`), by
+/// Unicode's confusables (the UTS #39 skeleton); none for an ASCII character, or one
+/// that looks like no single Latin letter. Letters that look like digits (Cyrillic `З`)
+/// are left alone: folded text is scanned for numbers too. The skeleton gives `l` for
+/// every letter shaped like a capital I, which reads as `I` (Cyrillic `І` in `АDMІN`).
 fn latin_look_alike(c: char) -> Option<char> {
-    if !in_look_alike_scripts(c) || !c.is_alphabetic() {
+    if c.is_ascii() {
         return None;
     }
+    let table = look_alikes();
+    table.binary_search_by_key(&c, |&(from, _)| from).ok().map(|i| table[i].1)
+}
+
+/// Every letter whose skeleton is one Latin letter, sorted, with that letter (about
+/// 1,300 of them, in every script). `unicode-security` does not publish its table, so
+/// this asks it for the skeleton of each letter, once per process (about 30 ms): a
+/// lookup is then one binary search, whatever the script, where the skeleton of each
+/// letter of a long text made folding it several times slower.
+fn look_alikes() -> &'static [(char, char)] {
+    static TABLE: std::sync::OnceLock<Vec<(char, char)>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| ('\u{80}'..=char::MAX).filter(|c| c.is_alphabetic()).filter_map(|c| Some((c, skeleton_letter(c)?))).collect())
+}
+
+/// The Latin letter `c`'s skeleton is, if it is one.
+fn skeleton_letter(c: char) -> Option<char> {
     let mut buf = [0; 4];
     let mut skeleton = unicode_security::skeleton(c.encode_utf8(&mut buf));
     let first = skeleton.next()?;
@@ -128,16 +159,10 @@ fn latin_look_alike(c: char) -> Option<char> {
     Some(if first == 'l' && c.is_uppercase() { 'I' } else { first })
 }
 
-/// Whether `c` is in a block whose letters include look-alikes of Latin ones: Latin's
-/// own extensions and IPA, Greek, Coptic, Cyrillic, Armenian, Cherokee and Lisu. The
-/// others (CJK, Hangul, ...) have none, and are not looked up: the lookup is the costly
-/// part of folding a long text of them.
-fn in_look_alike_scripts(c: char) -> bool {
-    matches!(
-        u32::from(c),
-        0x0100..=0x02AF | 0x0370..=0x058F | 0x13A0..=0x13FF | 0x1D00..=0x1DBF | 0x1E00..=0x1FFF | 0x2C60..=0x2CFF | 0x2DE0..=0x2DFF
-            | 0xA4D0..=0xA4FF | 0xA640..=0xA69F | 0xA720..=0xA7FF | 0xAB30..=0xAB6F
-    )
+/// Build the look-alike table now (the server does at start, on a thread of its own),
+/// so that the first request with such text does not wait for it.
+pub fn prepare() {
+    look_alikes();
 }
 
 /// The ASCII digit of decimal digit `c`. Unicode encodes each script's decimal digits
@@ -214,7 +239,24 @@ mod tests {
         assert_eq!(folded("\u{417}\u{431}"), "\u{417}\u{431}", "letters that look like digits stay");
         assert_eq!(fold("Привет, мир"), Some(Folded { text: "Пpивeт, миp".into(), origin: fold("Привет, мир").unwrap().origin }), "a Cyrillic text gains its Latin look-alikes");
         assert_eq!(folded("\u{13A0}\u{A4D0}"), "DB", "Cherokee and Lisu letters");
-        assert_eq!(fold("한국어 日本語"), None, "scripts without look-alikes are not looked up");
+        assert_eq!(fold("한국어 日本語"), None, "scripts without look-alikes fold to themselves");
+        assert_eq!(folded("\u{ab81}m -rf"), "rm -rf", "Cherokee Supplement small letter");
+        assert_eq!(folded("\u{15de}\u{1587}\u{39f}\u{146d} TABLE"), "DROP TABLE", "Canadian syllabics and Greek");
+        assert_eq!(folded("pa\u{abaa}\u{abaa}word"), "password");
+        assert_eq!(folded("\u{2d54}\u{16c1}"), "Ol", "Tifinagh and Runic");
+        assert_eq!(folded("\u{fe}"), "p", "Latin-1 thorn");
+        assert!(look_alikes().windows(2).all(|w| w[0].0 < w[1].0), "sorted, for the binary search");
+    }
+
+    #[test]
+    fn control_characters_are_dropped() {
+        assert_eq!(folded("r\u{80}m -rf /"), "rm -rf /", "C1 control");
+        assert_eq!(folded("pass\u{9f}word"), "password");
+        for c in ['\0', '\u{8}', '\u{1b}', '\u{7f}'] {
+            assert_eq!(folded(&format!("pass{c}word")), "password", "ASCII text with a control ({:?}) is folded", c);
+        }
+        assert_eq!(folded("pass\u{c}word\u{85}x"), "pass word x", "form feed and next line read as spaces");
+        assert_eq!(fold("tab\tand\r\nlines"), None, "tabs and line breaks stay");
     }
 
     #[test]

@@ -162,8 +162,11 @@ const RECIPIENT_KEYS: [(&str, &str); 4] =
 ///
 /// - in a text, every `local@domain` counts (`"Doe" <j@x.com>` is one), and so does
 ///   every piece between `,`, `;` and line breaks that holds no `@` (phone numbers,
-///   channels, `everyone`);
-/// - an object counts the addresses in it, or as one recipient if it holds none.
+///   channels, `everyone`), or each word of it that is a recipient on its own
+///   ([`add_text_recipients`]);
+/// - a list counts what each of its items names, lists in lists too;
+/// - an object counts the addresses in its texts and what its lists and objects name,
+///   or as one recipient if that is nothing.
 ///
 /// Addresses compare trimmed and with ASCII letters in lower case, so one named twice
 /// counts once. When in doubt this counts more, not fewer: a display name with a comma
@@ -212,22 +215,75 @@ fn count_of(v: &Value) -> Result<Option<u64>, ChargeError> {
 
 /// Add the recipients `v` names (see [`recipients_of`]).
 fn add_recipients(v: &Value, out: &mut std::collections::BTreeSet<String>) {
-    let is_separator = |c: char| c.is_whitespace() || matches!(c, ',' | ';' | '<' | '>' | '"' | '\'' | '(' | ')' | '[' | ']' | '{' | '}' | ':' | '/' | '|');
-    let key = |s: &str| s.trim().to_ascii_lowercase();
     match v {
-        Value::String(text) => {
-            out.extend(text.split(is_separator).filter(|t| t.contains('@')).map(key));
-            out.extend(text.split([',', ';', '\n', '\r']).filter(|piece| !piece.contains('@')).map(key).filter(|piece| !piece.is_empty()));
-        }
-        other => {
-            let text = other.to_string();
+        Value::String(text) => add_text_recipients(text, out),
+        Value::Array(items) => items.iter().for_each(|item| add_recipients(item, out)),
+        Value::Object(fields) => {
+            // A recipient described by its fields (`{"email": …, "name": …}`), or a
+            // container of lists of them: the addresses in its texts and whatever its
+            // lists and objects name; one recipient if that is nothing.
             let before = out.len();
-            out.extend(text.split(is_separator).filter(|t| t.contains('@')).map(key));
-            if out.len() == before && !text.contains('@') {
-                out.insert(text);
+            for field in fields.values() {
+                match field {
+                    Value::String(text) => out.extend(text.split(is_separator).filter(|t| t.contains('@')).map(recipient_key)),
+                    Value::Array(_) | Value::Object(_) => add_recipients(field, out),
+                    _ => {}
+                }
+            }
+            if out.len() == before {
+                out.insert(v.to_string());
             }
         }
+        other => {
+            out.insert(other.to_string());
+        }
     }
+}
+
+/// The recipients a text names. It is a list of pieces between list separators (`,`,
+/// `;`, line breaks, and their full-width and other scripts' forms). In each piece every
+/// `local@domain` counts; the rest of a piece counts as one recipient when it holds no
+/// address (a phone number written in groups, a channel, `everyone`), unless it holds
+/// several words that each begin a recipient of their own (`+14155550000
+/// +14155550001`, `#ops #eng`), which then count each, as they do beside an address.
+fn add_text_recipients(text: &str, out: &mut std::collections::BTreeSet<String>) {
+    for piece in text.split(is_list_separator) {
+        let words: Vec<&str> = piece.split(is_separator).filter(|w| !w.is_empty()).collect();
+        let has_address = words.iter().any(|w| w.contains('@'));
+        out.extend(words.iter().filter(|w| w.contains('@')).map(|w| recipient_key(w)));
+        let own: Vec<&&str> = words.iter().filter(|w| !w.contains('@') && begins_a_recipient(w)).collect();
+        if own.len() > 1 || (has_address && !own.is_empty()) {
+            out.extend(own.into_iter().map(|w| recipient_key(w)));
+        } else if !has_address && !piece.trim().is_empty() {
+            out.insert(recipient_key(piece));
+        }
+    }
+}
+
+/// Separators of a list of recipients: ASCII's, and the commas and semicolons of
+/// full-width forms, CJK and Arabic.
+fn is_list_separator(c: char) -> bool {
+    matches!(c, ',' | ';' | '\n' | '\r' | '\u{060C}' | '\u{061B}' | '\u{3001}' | '\u{FE50}' | '\u{FE51}' | '\u{FE54}' | '\u{FF0C}' | '\u{FF1B}' | '\u{FF64}')
+}
+
+/// What may stand between addresses: spaces, list separators, the brackets and quotes of
+/// display names, and `: / | & ·`.
+fn is_separator(c: char) -> bool {
+    c.is_whitespace()
+        || is_list_separator(c)
+        || matches!(c, '<' | '>' | '"' | '\'' | '(' | ')' | '[' | ']' | '{' | '}' | ':' | '/' | '|' | '&' | '\u{B7}' | '\u{FF0F}' | '\u{FF5C}')
+}
+
+/// A word that is a recipient on its own: a channel (`#ops`), or a phone number written
+/// in one piece (seven digits or more, with or without its `+`). A `+44` or `415` is
+/// only part of a number written in groups.
+fn begins_a_recipient(word: &str) -> bool {
+    word.starts_with('#') && word.len() > 1 || word.bytes().filter(u8::is_ascii_digit).count() >= 7
+}
+
+/// How two spellings of one recipient compare: trimmed, ASCII letters in lower case.
+fn recipient_key(s: &str) -> String {
+    s.trim().to_ascii_lowercase()
 }
 
 /// The limit `charge` would pass, named with what is left, if any.
@@ -330,6 +386,19 @@ mod tests {
         assert_eq!(count(json!({ "to": 5 })).unwrap_err().field, "metadata.to");
         assert_eq!(count(json!({ "Cc": true })).unwrap_err().field, "metadata.cc");
         assert_eq!(count(json!({ "recipients": -1 })).unwrap_err().field, "metadata.recipients");
+        // Numbers and channels separated by spaces alone, beside an address or not.
+        assert_eq!(count(json!({ "to": "+14155550000 +14155550001\t+14155550002" })), Ok(3));
+        assert_eq!(count(json!({ "to": "4155550000 4155550001" })), Ok(2));
+        assert_eq!(count(json!({ "to": "+1 415 555 0001" })), Ok(1), "a number written in groups is one");
+        assert_eq!(count(json!({ "to": "+1 4155550001, +44 20 7183 8750" })), Ok(2));
+        assert_eq!(count(json!({ "recipients": ["#ops #eng #sales"] })), Ok(3));
+        assert_eq!(count(json!({ "to": "+14155550000 +14155550001 a@x.com" })), Ok(3));
+        // Lists inside lists and objects; full-width and CJK separators.
+        assert_eq!(count(json!({ "to": [["+14155550000", "+14155550001"], ["+14155550002"]] })), Ok(3));
+        assert_eq!(count(json!({ "recipients": [["#general", "#random", "#eng"]] })), Ok(3));
+        assert_eq!(count(json!({ "to": { "list": ["+14155550000", "+14155550001"], "name": "batch" } })), Ok(2));
+        assert_eq!(count(json!({ "to": "u0@x.com\u{ff0c}u1@x.com\u{3001}u2@x.com&u3@x.com\u{b7}u4@x.com" })), Ok(5));
+        assert_eq!(count(json!({ "to": "+14155550000\u{ff0c}+14155550001\u{3001}all-staff" })), Ok(3));
         assert_eq!(count(json!({ "subject": "hi" })), Ok(0));
     }
 

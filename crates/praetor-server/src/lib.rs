@@ -45,6 +45,9 @@ pub enum ServeError {
 /// `config.data_dir`) and the vault keys, build the state, and create the default
 /// workspace (and demo data) when needed.
 pub async fn open(config: Config) -> Result<(Arc<AppState>, bootstrap::Started), ServeError> {
+    // The detectors' table of look-alike letters takes some tens of milliseconds to
+    // build: build it beside the start, not in the first request that needs it.
+    std::thread::spawn(praetor_core::fold::prepare);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServeError::Start(format!("cannot create the data directory `{}`: {e}", config.data_dir.display())))?;
     let store: Arc<dyn Store> = match &config.database_url {

@@ -625,19 +625,21 @@ fn seq_of_stored_hash(idx: u64) -> u64 {
     lo
 }
 
-/// [`check_vault`] for every workspace in the database, oldest first.
-pub fn check_every_vault(conn: &dyn Db, in_transaction: bool, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Vec<VaultCheck>> {
+/// [`check_vault`] for every workspace in the database, oldest first. With
+/// `savepoint_per_workspace` (PostgreSQL, where a failed statement aborts the whole
+/// transaction) each workspace is checked inside a savepoint.
+pub fn check_every_vault(conn: &dyn Db, savepoint_per_workspace: bool, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Vec<VaultCheck>> {
     let ids: Vec<String> = conn.all("SELECT workspace_id FROM workspaces ORDER BY created_at", args![], |r| r.get(0))?;
     let mut reports = Vec::new();
     for ws in ids {
         // Inside one transaction (PostgreSQL's snapshot) a statement that fails, such
         // as a row pass on a database an older version wrote, aborts the transaction:
         // each workspace gets a savepoint so that the next one is still checked.
-        if in_transaction {
+        if savepoint_per_workspace {
             conn.batch("SAVEPOINT check_workspace")?;
         }
         let report = check_vault(conn, &ws, &mut |done, total| progress(&ws, done, total));
-        if in_transaction {
+        if savepoint_per_workspace {
             conn.batch("ROLLBACK TO SAVEPOINT check_workspace; RELEASE SAVEPOINT check_workspace")?;
         }
         reports.push(report?);

@@ -294,8 +294,8 @@ fn vault_check_of_an_unmigrated_store_verifies_the_log_and_says_the_rows_were_no
     assert!(text(&out).contains("checkpoints verified; its rows were not checked") && text(&out).contains("session_id"), "{}", text(&out));
 }
 
-/// `vault check` of a store a server is writing to (SQLite: the check is not one
-/// snapshot): entries, tree hashes and rows appended while it runs are no damage.
+/// `vault check` of a store a server is writing to (the check reads one snapshot):
+/// entries, tree hashes and rows appended while it runs are no damage.
 #[test]
 fn vault_check_passes_while_the_server_writes() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,7 @@
 //! Payment card numbers (PAN): 13-19 digits, optionally in groups separated by single
-//! spaces or dashes (or dots or underscores between groups of 3-6 digits), first digit 2-6 (Mastercard 2-series and 5, Amex/Diners/JCB 3,
+//! spaces or dashes (or, between groups of 3-6 digits, by a dot, an underscore, a slash,
+//! a colon, or a few spaces, tabs or line breaks around at most one mark; see
+//! `separator_len`), first digit 2-6 (Mastercard 2-series and 5, Amex/Diners/JCB 3,
 //! Visa 4, Discover/UnionPay/Maestro 6), Luhn-valid and not all zeros.
 //!
 //! A run such as `12 4111 1111 1111 1111 99` is read as groups; any span of whole
@@ -37,7 +39,8 @@ pub(super) fn find_in_run(b: &[u8], start: usize, mut on_match: impl FnMut(usize
         let ge = i;
         groups[n % WINDOW] = (gs, ge);
         n += 1;
-        let more = separator_continues(b, gs, i);
+        let separator = separator_len(b, gs, i);
+        let more = separator.is_some();
         let end_ok = more || (boundary_after(b, ge) && !continues_number(b, ge));
         if end_ok {
             if let Some(s) = best_start(b, &groups, n, taken_until) {
@@ -45,10 +48,10 @@ pub(super) fn find_in_run(b: &[u8], start: usize, mut on_match: impl FnMut(usize
                 taken_until = ge;
             }
         }
-        if !more {
-            return ge;
+        match separator {
+            Some(len) => i += len,
+            None => return ge,
         }
-        i += 1;
     }
 }
 
@@ -62,30 +65,37 @@ fn measure(b: &[u8], start: usize) -> (usize, usize) {
             i += 1;
             digits += 1;
         }
-        if separator_continues(b, group, i) {
-            i += 1;
-        } else {
-            return (i, digits);
+        match separator_len(b, group, i) {
+            Some(len) => i += len,
+            None => return (i, digits),
         }
     }
 }
 
-/// Whether the byte at `end`, after the group of digits `start..end`, separates it from
-/// another group of the same run. A space or a dash always does. A dot or an underscore
-/// (`4111.1111.1111.1111`, `4111_1111_…`) does only between groups of 3-6 digits, the
-/// card groups' size, so that a decimal (`4111111111111111.5`) stays one number.
-fn separator_continues(b: &[u8], start: usize, end: usize) -> bool {
-    if end + 1 >= b.len() || !b[end + 1].is_ascii_digit() {
-        return false;
+/// The length of what separates the group of digits `start..end` from another group of
+/// the same run, if something does. A single space or dash always does. Other
+/// separators do only between groups of 3-6 digits, the card groups' size, so that a
+/// decimal (`4111111111111111.5`) or a date stays one number: a dot, an underscore, a
+/// slash or a colon (`4111.1111.1111.1111`, `4111/1111/…`), or up to three characters
+/// of spaces, tabs and line breaks with at most one of those marks or a dash among them
+/// (`4111  1111`, `4111 - 1111`, groups on lines of their own). A comma never does: a
+/// list of years or amounts is not a card.
+fn separator_len(b: &[u8], start: usize, end: usize) -> Option<usize> {
+    let len = b[end..].iter().take(4).take_while(|c| !c.is_ascii_digit()).count();
+    if len == 0 || len > 3 || !b.get(end + len).is_some_and(u8::is_ascii_digit) {
+        return None;
     }
-    match b[end] {
-        b' ' | b'-' => true,
-        b'.' | b'_' => {
-            let next = b[end + 1..].iter().take(7).take_while(|c| c.is_ascii_digit()).count();
-            (3..=6).contains(&(end - start)) && (3..=6).contains(&next)
-        }
-        _ => false,
+    let separator = &b[end..end + len];
+    if separator == b" " || separator == b"-" {
+        return Some(1);
     }
+    let is_space = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
+    let marks = separator.iter().filter(|c| !is_space(c)).count();
+    if marks > 1 || !separator.iter().all(|c| is_space(c) || matches!(c, b'-' | b'.' | b'_' | b'/' | b':')) {
+        return None;
+    }
+    let next = b[end + len..].iter().take(7).take_while(|c| c.is_ascii_digit()).count();
+    ((3..=6).contains(&(end - start)) && (3..=6).contains(&next)).then_some(len)
 }
 
 /// Walk back from the newest group, feeding digits right to left into the Luhn sum,
@@ -165,6 +175,21 @@ mod tests {
         assert!(cards("4111.11111111111111").is_empty());
         assert!(cards("v10.20.30.40").is_empty());
         assert!(cards("4111.1111.1111.1112").is_empty(), "Luhn still applies");
+    }
+
+    #[test]
+    fn groups_apart_by_several_spaces_a_mark_or_a_line() {
+        for written in ["4111  1111  1111  1111", "4111\t1111\t1111\t1111", "4111\n1111\n1111\n1111", "4111 - 1111 - 1111 - 1111", "4111/1111/1111/1111", "4111:1111:1111:1111", "4111 .1111. 1111 1111"] {
+            assert_eq!(cards(&format!("card {written} ok")), vec![written], "{written:?}");
+        }
+        // A comma, or more than three characters between groups, or two marks, do not.
+        assert!(cards("years 2019,2020,2021,2022").is_empty());
+        assert!(cards("4111, 1111, 1111, 1111").is_empty());
+        assert!(cards("4111    1111    1111    1111").is_empty());
+        assert!(cards("4111 -- 1111 -- 1111 -- 1111").is_empty());
+        // Short groups (dates, times) are not card groups.
+        assert!(cards("at 2026/01/07 12:30:45").is_empty());
+        assert_eq!(cards("4111111111111111/12"), vec!["4111111111111111"], "an expiry after a slash is not a group of the card");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! US Social Security numbers: `AAA-GG-SSSS`, or the same with spaces. Not valid (so
+//! US Social Security numbers: `AAA-GG-SSSS`, or the same with spaces, dots, slashes or
+//! underscores (one kind in both places). Not valid (so
 //! not reported): area `000`, `666` or `900`-`999`; group `00`; serial `0000`. Nine
 //! digits without separators are not reported in text (too many other numbers look like
 //! that), only as a whole metadata value (`whole`): a field that is nine digits and
@@ -20,7 +21,7 @@ pub(super) fn at(b: &[u8], i: usize) -> Option<usize> {
         return None;
     }
     let sep = *b.get(i + 3)?;
-    if !matches!(sep, b'-' | b' ') || !digits(b, i + 4, 2) || b.get(i + 6) != Some(&sep) || !digits(b, i + 7, 4) {
+    if !matches!(sep, b'-' | b' ' | b'.' | b'/' | b'_') || !digits(b, i + 4, 2) || b.get(i + 6) != Some(&sep) || !digits(b, i + 7, 4) {
         return None;
     }
     let end = i + 11;
@@ -64,6 +65,10 @@ mod tests {
         assert_eq!(ssns("ssn 123-45-6789."), vec!["123-45-6789"]);
         assert_eq!(ssns("ssn: 123 45 6789"), vec!["123 45 6789"]);
         assert_eq!(ssns("(078-05-1120)"), vec!["078-05-1120"]);
+        for written in ["078.05.1120", "078/05/1120", "078_05_1120"] {
+            assert_eq!(ssns(&format!("id {written} ok")), vec![written]);
+        }
+        assert!(ssns("078.05/1120").is_empty(), "two kinds of separator");
     }
 
     #[test]

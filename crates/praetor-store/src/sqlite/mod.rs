@@ -162,9 +162,11 @@ pub fn check_vault_file(path: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -
     // One read transaction: every table is read as of one commit, as on PostgreSQL, so a
     // server writing meanwhile cannot make the log, its tree hashes and its rows
     // disagree. (It holds the WAL's restart back while it runs; the checkpoints still
-    // copy what came before it.)
+    // copy what came before it.) No savepoint per workspace, as PostgreSQL needs: a
+    // statement that fails (a column an older version lacks) does not end a SQLite
+    // transaction, and one whose error does (out of memory, I/O) stops the check.
     conn.execute_batch("BEGIN")?;
-    let out = vault_rows::check_every_vault(&conn, true, progress);
+    let out = vault_rows::check_every_vault(&conn, false, progress);
     let _ = conn.execute_batch("COMMIT");
     out
 }
@@ -183,7 +185,8 @@ pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection
     // Without the query planner stability guarantee, a statement whose plan looked at a
     // bound value (every `LIMIT ?`: the change feed, the delivery queue, history and
     // list reads) is marked expired whenever that parameter is bound again, and so is
-    // compiled anew at each run. Our plans never depend on a bound value.
+    // compiled anew at each run. Our plans never depend on a bound value (the store
+    // never runs ANALYZE, so there are no per-value statistics to use either).
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(conn)
 }
@@ -317,20 +320,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("praetor.db");
         let store = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
-        store.commit(create_workspace("ws_s")).await.unwrap();
-        for i in 0..30 {
-            store.commit(decision_in("ws_s", &format!("dec_{i}"), i, Some("x".repeat(300)))).await.unwrap();
+        for ws in ["ws_s", "ws_t"] {
+            store.commit(create_workspace(ws)).await.unwrap();
+            for i in 0..30 {
+                store.commit(decision_in(ws, &format!("dec_{ws}_{i}"), i, Some("x".repeat(300)))).await.unwrap();
+            }
         }
         let runtime = tokio::runtime::Handle::current();
         let (writer_store, check_path) = (store.clone(), path.clone());
         let (checks, committed_during) = tokio::task::spawn_blocking(move || {
             let mut committed = 0;
-            let checks = check_vault_file(&check_path, &mut |_, done, total| {
-                // After the log's walk and again after the decision rows' pass.
-                if done == total && committed < 20 {
+            let checks = check_vault_file(&check_path, &mut |ws, done, total| {
+                // While the first workspace is checked, after its log's walk and again
+                // after its decision rows' pass: to both workspaces.
+                if ws == "ws_s" && done == total && committed < 20 {
                     for _ in 0..10 {
-                        let txn = decision_in("ws_s", &format!("dec_{}", 30 + committed), 30 + committed, None);
-                        runtime.block_on(writer_store.commit(txn)).expect("the server commits while a check runs");
+                        for ws in ["ws_s", "ws_t"] {
+                            let txn = decision_in(ws, &format!("dec_{ws}_{}", 30 + committed), 30 + committed, None);
+                            runtime.block_on(writer_store.commit(txn)).expect("the server commits while a check runs");
+                        }
                         committed += 1;
                     }
                 }
@@ -341,10 +349,12 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(committed_during, 20);
-        let c = &checks[0];
-        assert_eq!((c.entries, c.decisions, c.first_bad.clone(), c.bad_row.clone()), (30, 30, None, None), "{c:?}");
-        let after = check_vault_file(&path, &mut |_, _, _| {}).unwrap();
-        assert_eq!((after[0].entries, after[0].decisions, after[0].first_bad.clone()), (50, 50, None), "{:?}", after[0]);
+        for c in &checks {
+            assert_eq!((c.entries, c.decisions, c.first_bad.clone(), c.bad_row.clone()), (30, 30, None, None), "{c:?}");
+        }
+        for c in check_vault_file(&path, &mut |_, _, _| {}).unwrap() {
+            assert_eq!((c.entries, c.decisions, c.first_bad.clone()), (50, 50, None), "{c:?}");
+        }
     }
 
     #[tokio::test]
