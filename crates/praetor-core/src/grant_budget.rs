@@ -151,9 +151,15 @@ pub fn charge_for(request: &ActionRequest, left: &GrantLimits) -> Result<Quantit
 }
 
 /// The metadata keys whose addresses are an action's recipients (in any case):
-/// `recipients`, and the mail headers an agent may name them under instead.
-const RECIPIENT_KEYS: [(&str, &str); 4] =
-    [("recipients", "metadata.recipients"), ("to", "metadata.to"), ("cc", "metadata.cc"), ("bcc", "metadata.bcc")];
+/// `recipients` (or `recipient`), and the mail headers an agent may name them under
+/// instead.
+const RECIPIENT_KEYS: [(&str, &str); 5] = [
+    ("recipients", "metadata.recipients"),
+    ("recipient", "metadata.recipient"),
+    ("to", "metadata.to"),
+    ("cc", "metadata.cc"),
+    ("bcc", "metadata.bcc"),
+];
 
 /// How many recipients an action names: the distinct addresses under every key of
 /// `RECIPIENT_KEYS` together, or `recipients` as a count (a number, or digits alone),
@@ -374,6 +380,8 @@ mod tests {
         assert_eq!(count(json!({ "to": [{ "phone": "+15551234567", "name": "A" }] })), Ok(1), "an object without an address is one recipient");
         // Keys in any case; addresses however they are separated or dressed.
         assert_eq!(count(json!({ "To": ["a@x.com", "b@x.com"], "CC": "c@x.com" })), Ok(3));
+        assert_eq!(count(json!({ "recipient": "a@x.com, b@x.com", "Recipient": "c@x.com" })), Ok(3), "the singular too");
+        assert_eq!(count(json!({ "recipient": 7 })).unwrap_err().field, "metadata.recipient", "a count only under `recipients`");
         assert_eq!(count(json!({ "to": "a@x.com b@x.com\nc@x.com" })), Ok(3));
         assert_eq!(count(json!({ "to": "\"Doe\" <j@x.com>, Ann <a@x.com>" })), Ok(2));
         assert_eq!(count(json!({ "to": "\"Doe, John\" <j@x.com>" })), Ok(2), "a comma in a name counts more, not fewer");
