@@ -16,7 +16,8 @@
 //!   paragraph separators read as an ASCII space;
 //! - every decimal digit reads as its ASCII digit;
 //! - control characters other than tab and line breaks are dropped (those that are
-//!   whitespace, such as the form feed and U+0085, read as a space).
+//!   whitespace, such as the form feed and U+0085, and the information separators
+//!   U+001C-U+001F read as a space).
 //!
 //! - a letter of another script that looks like a Latin letter (a Cyrillic `е` for `e`,
 //!   by Unicode's confusables) reads as that letter.
@@ -79,8 +80,9 @@ pub fn fold(text: &str) -> Option<Folded> {
         one.clear();
         if c.is_control() && !matches!(c, '\t' | '\n' | '\r') {
             // Other control characters show as nothing or a box, and a sender can slip
-            // one into a word; those that break lines or pages read as a space.
-            if c.is_whitespace() {
+            // one into a word; those that break lines or pages, and the information
+            // separators (which Python's `str.split()` splits on), read as a space.
+            if c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c) {
                 one.push(' ');
             }
         } else if c.is_ascii() {
@@ -256,6 +258,8 @@ mod tests {
             assert_eq!(folded(&format!("pass{c}word")), "password", "ASCII text with a control ({:?}) is folded", c);
         }
         assert_eq!(folded("pass\u{c}word\u{85}x"), "pass word x", "form feed and next line read as spaces");
+        assert_eq!(folded("rm\u{1f}-rf\u{1c}/"), "rm -rf /", "information separators read as spaces");
+        assert_eq!(folded("acct 4111111111\u{1f}111111"), "acct 4111111111 111111");
         assert_eq!(fold("tab\tand\r\nlines"), None, "tabs and line breaks stay");
     }
 

@@ -225,13 +225,22 @@ fn add_recipients(v: &Value, out: &mut std::collections::BTreeSet<String>) {
         Value::String(text) => add_text_recipients(text, out),
         Value::Array(items) => items.iter().for_each(|item| add_recipients(item, out)),
         Value::Object(fields) => {
-            // A recipient described by its fields (`{"email": …, "name": …}`), or a
-            // container of lists of them: the addresses in its texts and whatever its
-            // lists and objects name; one recipient if that is nothing.
+            // A recipient described by its fields (`{"email": …, "name": …}`), a map
+            // keyed by address (`{"a@x.com": "Ann"}`), or a container of lists of them:
+            // the addresses in its keys, the addresses in its texts or any text that
+            // names several, and whatever its lists and objects name; one recipient if
+            // that is nothing.
             let before = out.len();
-            for field in fields.values() {
+            for (key, field) in fields {
+                out.extend(key.split(is_separator).filter(|t| t.contains('@')).map(recipient_key));
                 match field {
-                    Value::String(text) => out.extend(text.split(is_separator).filter(|t| t.contains('@')).map(recipient_key)),
+                    Value::String(text) => {
+                        let mut named = std::collections::BTreeSet::new();
+                        add_text_recipients(text, &mut named);
+                        if named.len() > 1 || named.iter().any(|r| r.contains('@')) {
+                            out.extend(named);
+                        }
+                    }
                     Value::Array(_) | Value::Object(_) => add_recipients(field, out),
                     _ => {}
                 }
@@ -247,23 +256,71 @@ fn add_recipients(v: &Value, out: &mut std::collections::BTreeSet<String>) {
 }
 
 /// The recipients a text names. It is a list of pieces between list separators (`,`,
-/// `;`, line breaks, and their full-width and other scripts' forms). In each piece every
-/// `local@domain` counts; the rest of a piece counts as one recipient when it holds no
-/// address (a phone number written in groups, a channel, `everyone`), unless it holds
-/// several words that each begin a recipient of their own (`+14155550000
-/// +14155550001`, `#ops #eng`), which then count each, as they do beside an address.
+/// `;`, line breaks, their full-width and other scripts' forms, and ` / `, ` & `, ` | `
+/// between words). In each piece every `local@domain` counts, and so does every phone
+/// number or channel that begins a recipient of its own ([`numbers_and_channels`]:
+/// `+14155550000 +14155550001`, `+44 20 7183 8750 +44 20 7183 8751` and `#ops #eng` are
+/// two each), outside the quotes and parentheses of a display name. A piece that holds
+/// no address counts at least once (a name, `everyone`).
 fn add_text_recipients(text: &str, out: &mut std::collections::BTreeSet<String>) {
-    for piece in text.split(is_list_separator) {
-        let words: Vec<&str> = piece.split(is_separator).filter(|w| !w.is_empty()).collect();
-        let has_address = words.iter().any(|w| w.contains('@'));
-        out.extend(words.iter().filter(|w| w.contains('@')).map(|w| recipient_key(w)));
-        let own: Vec<&&str> = words.iter().filter(|w| !w.contains('@') && begins_a_recipient(w)).collect();
-        if own.len() > 1 || (has_address && !own.is_empty()) {
-            out.extend(own.into_iter().map(|w| recipient_key(w)));
-        } else if !has_address && !piece.trim().is_empty() {
-            out.insert(recipient_key(piece));
+    for piece in text.split(is_list_separator).flat_map(|p| p.split(" / ")).flat_map(|p| p.split(" & ")).flat_map(|p| p.split(" | ")) {
+        let addresses: Vec<&str> = piece.split(is_separator).filter(|w| w.contains('@')).collect();
+        if addresses.is_empty() {
+            let own = numbers_and_channels(piece);
+            if own.len() > 1 {
+                out.extend(own);
+            } else if !piece.trim().is_empty() {
+                out.insert(recipient_key(piece));
+            }
+        } else {
+            out.extend(addresses.iter().map(|a| recipient_key(a)));
+            let rest: String = outside_display_names(piece).split_whitespace().filter(|w| !w.contains('@')).collect::<Vec<_>>().join(" ");
+            out.extend(numbers_and_channels(&rest));
         }
     }
+}
+
+/// The phone numbers and channels in `text`, each with the words after it up to the
+/// next one: a word begins one when it is a channel (`#ops`), starts a number (`+44`,
+/// `(415)`, but not the `(0)` or `(415)` after a country code), or holds seven digits
+/// or more (unless it follows the start of a number: the `4155550001` of
+/// `+1 4155550001`). Words before the first belong to it. None when no word begins one.
+fn numbers_and_channels(text: &str) -> Vec<String> {
+    let digits = |w: &str| w.chars().filter(|c| c.is_numeric()).count();
+    let starts_number = |w: &str, mark: char| w.strip_prefix(mark).and_then(|r| r.chars().next()).is_some_and(char::is_numeric);
+    let mut found: Vec<Vec<&str>> = Vec::new();
+    let mut leading: Vec<&str> = Vec::new();
+    let mut prev = "";
+    for word in text.split_whitespace() {
+        let after_prefix = (prev.starts_with('+') || prev.starts_with('(')) && digits(prev) < 7;
+        let begins = word.starts_with('#') && word.len() > 1
+            || starts_number(word, '+')
+            || starts_number(word, '(') && !prev.starts_with('+')
+            || digits(word) >= 7 && !after_prefix;
+        match found.last_mut() {
+            Some(current) if !begins => current.push(word),
+            _ if begins => found.push(std::mem::take(&mut leading).into_iter().chain([word]).collect()),
+            _ => leading.push(word),
+        }
+        prev = word;
+    }
+    found.into_iter().map(|words| recipient_key(&words.join(" "))).collect()
+}
+
+/// `piece` without what is between quotes and parentheses (a display name's words).
+fn outside_display_names(piece: &str) -> String {
+    let mut out = String::with_capacity(piece.len());
+    let (mut quoted, mut depth) = (false, 0usize);
+    for c in piece.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth = depth.saturating_sub(1),
+            _ if !quoted && depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Separators of a list of recipients: ASCII's, and the commas and semicolons of
@@ -278,13 +335,6 @@ fn is_separator(c: char) -> bool {
     c.is_whitespace()
         || is_list_separator(c)
         || matches!(c, '<' | '>' | '"' | '\'' | '(' | ')' | '[' | ']' | '{' | '}' | ':' | '/' | '|' | '&' | '\u{B7}' | '\u{FF0F}' | '\u{FF5C}')
-}
-
-/// A word that is a recipient on its own: a channel (`#ops`), or a phone number written
-/// in one piece (seven digits or more, with or without its `+`). A `+44` or `415` is
-/// only part of a number written in groups.
-fn begins_a_recipient(word: &str) -> bool {
-    word.starts_with('#') && word.len() > 1 || word.bytes().filter(u8::is_ascii_digit).count() >= 7
 }
 
 /// How two spellings of one recipient compare: trimmed, ASCII letters in lower case.
@@ -407,6 +457,23 @@ mod tests {
         assert_eq!(count(json!({ "to": { "list": ["+14155550000", "+14155550001"], "name": "batch" } })), Ok(2));
         assert_eq!(count(json!({ "to": "u0@x.com\u{ff0c}u1@x.com\u{3001}u2@x.com&u3@x.com\u{b7}u4@x.com" })), Ok(5));
         assert_eq!(count(json!({ "to": "+14155550000\u{ff0c}+14155550001\u{3001}all-staff" })), Ok(3));
+        // Numbers written in groups, one after another; words that join a list.
+        assert_eq!(count(json!({ "to": "+44 20 7183 8750 +44 20 7183 8751 +44 20 7183 8752" })), Ok(3));
+        assert_eq!(count(json!({ "to": "415 555 0132 / 415 555 0133 / 415 555 0134" })), Ok(3));
+        assert_eq!(count(json!({ "to": "(415) 555-0132 (415) 555-0133" })), Ok(2));
+        assert_eq!(count(json!({ "to": "U012ABC & U012ABD | U012ABE" })), Ok(3));
+        // Single numbers in their usual forms are one.
+        for one in ["+44 20 7183 8750", "(415) 555-0132", "+1 (415) 555-0132", "+44 (0)20 7183 8750", "+81 3-1234-5678", "030 12345678", "Mobile: +1 415 555 0132", "415/555-0132"] {
+            assert_eq!(count(json!({ "to": one })), Ok(1), "{one}");
+        }
+        // A map keyed by address; texts in objects that name several.
+        assert_eq!(count(json!({ "to": { "alice@x.com": "Alice", "bob@x.com": "Bob" } })), Ok(2));
+        assert_eq!(count(json!({ "to": { "sms": "+14155550000, +14155550001, +14155550002" } })), Ok(3));
+        assert_eq!(count(json!({ "to": [{ "sms": "+14155550000 +14155550001", "name": "pair" }] })), Ok(2));
+        assert_eq!(count(json!({ "to": { "email": "a@x.com", "name": "Ann Lee", "phone": "+1 415 555 0132" } })), Ok(1), "one recipient's fields");
+        // Words of a display name beside an address are not recipients.
+        assert_eq!(count(json!({ "to": "\"Acme Support (Ticket #4521)\" <support@acme.com>" })), Ok(1));
+        assert_eq!(count(json!({ "to": "Invoices (20261207) <billing@x.com>" })), Ok(1));
         assert_eq!(count(json!({ "subject": "hi" })), Ok(0));
     }
 

@@ -28,6 +28,10 @@ pub(super) fn at(b: &[u8], i: usize) -> Option<usize> {
     if !boundary_after(b, end) || continues_number(b, end) {
         return None;
     }
+    // `/640/48/1024.jpg` is a path, not an SSN written with slashes.
+    if sep == b'/' && (i.checked_sub(1).is_some_and(|p| b[p] == b'/') || b.get(end) == Some(&b'/')) {
+        return None;
+    }
     valid(&b[i..i + 3], &b[i + 4..i + 6], &b[i + 7..end]).then_some(end)
 }
 
@@ -69,6 +73,8 @@ mod tests {
             assert_eq!(ssns(&format!("id {written} ok")), vec![written]);
         }
         assert!(ssns("078.05/1120").is_empty(), "two kinds of separator");
+        assert!(ssns("GET /img/640/48/1024.jpg").is_empty(), "path segments");
+        assert!(ssns("/shard/512/17/2048/part-0").is_empty());
     }
 
     #[test]
