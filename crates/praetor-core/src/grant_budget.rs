@@ -166,13 +166,14 @@ const RECIPIENT_KEYS: [(&str, &str); 5] = [
 /// whichever is more. Each value is
 /// a list, an object or a text:
 ///
-/// - in a text, every `local@domain` counts (`"Doe" <j@x.com>` is one), and so does
-///   every piece between `,`, `;` and line breaks that holds no `@` (phone numbers,
-///   channels, `everyone`), or each word of it that is a recipient on its own
+/// - a text is a list: every `local@domain` counts (`"Doe" <j@x.com>` is one), every
+///   phone number and channel beside one outside its display name, and every piece
+///   without one, once or once per number or channel it names
 ///   ([`add_text_recipients`]);
 /// - a list counts what each of its items names, lists in lists too;
-/// - an object counts the addresses in its texts and what its lists and objects name,
-///   or as one recipient if that is nothing.
+/// - an object counts the addresses, numbers and channels of its keys, the addresses in
+///   its texts, the numbers and channels of a text that names several, and what its
+///   lists and objects name, or as one recipient if that is nothing.
 ///
 /// Addresses compare trimmed and with ASCII letters in lower case, so one named twice
 /// counts once. When in doubt this counts more, not fewer: a display name with a comma
@@ -227,18 +228,21 @@ fn add_recipients(v: &Value, out: &mut std::collections::BTreeSet<String>) {
         Value::Object(fields) => {
             // A recipient described by its fields (`{"email": …, "name": …}`), a map
             // keyed by address (`{"a@x.com": "Ann"}`), or a container of lists of them:
-            // the addresses in its keys, the addresses in its texts or any text that
-            // names several, and whatever its lists and objects name; one recipient if
-            // that is nothing.
+            // the addresses in its keys and texts, the numbers and channels of a text
+            // that names several, and whatever its lists and objects name; one
+            // recipient if that is nothing. (A name such as `Lee, Ann` or a company
+            // `Acme, Inc.` in a field is not a list of recipients.)
             let before = out.len();
             for (key, field) in fields {
+                // A key that is an address, a phone number or a channel names one.
                 out.extend(key.split(is_separator).filter(|t| t.contains('@')).map(recipient_key));
+                out.extend(numbers_and_channels(&without_addresses(key)));
                 match field {
                     Value::String(text) => {
-                        let mut named = std::collections::BTreeSet::new();
-                        add_text_recipients(text, &mut named);
-                        if named.len() > 1 || named.iter().any(|r| r.contains('@')) {
-                            out.extend(named);
+                        out.extend(text.split(is_separator).filter(|t| t.contains('@')).map(recipient_key));
+                        let numbers: Vec<String> = text.split(is_list_separator).flat_map(|piece| numbers_and_channels(&without_addresses(piece))).collect();
+                        if numbers.len() > 1 {
+                            out.extend(numbers);
                         }
                     }
                     Value::Array(_) | Value::Object(_) => add_recipients(field, out),
@@ -256,71 +260,125 @@ fn add_recipients(v: &Value, out: &mut std::collections::BTreeSet<String>) {
 }
 
 /// The recipients a text names. It is a list of pieces between list separators (`,`,
-/// `;`, line breaks, their full-width and other scripts' forms, and ` / `, ` & `, ` | `
-/// between words). In each piece every `local@domain` counts, and so does every phone
-/// number or channel that begins a recipient of its own ([`numbers_and_channels`]:
-/// `+14155550000 +14155550001`, `+44 20 7183 8750 +44 20 7183 8751` and `#ops #eng` are
-/// two each), outside the quotes and parentheses of a display name. A piece that holds
-/// no address counts at least once (a name, `everyone`).
+/// `;`, line breaks, and their full-width and other scripts' forms).
+///
+/// - A piece with an address: every `local@domain` counts, and so does every phone
+///   number or channel beside it ([`numbers_and_channels`]), leaving out a display
+///   name: the words before a `<…@…>`, and those inside balanced quotes or parentheses,
+///   unless those name several numbers or channels.
+/// - A piece without: split further at ` / `, ` & ` and ` | `, each part counts once,
+///   or once per number or channel in it when it names several (`+14155550000
+///   +14155550001`, `#ops #eng`), and at least once per 15 digits in it (no phone number
+///   is longer).
 fn add_text_recipients(text: &str, out: &mut std::collections::BTreeSet<String>) {
-    for piece in text.split(is_list_separator).flat_map(|p| p.split(" / ")).flat_map(|p| p.split(" & ")).flat_map(|p| p.split(" | ")) {
+    for piece in text.split(is_list_separator) {
         let addresses: Vec<&str> = piece.split(is_separator).filter(|w| w.contains('@')).collect();
         if addresses.is_empty() {
-            let own = numbers_and_channels(piece);
-            if own.len() > 1 {
-                out.extend(own);
-            } else if !piece.trim().is_empty() {
-                out.insert(recipient_key(piece));
+            for part in piece.split(" / ").flat_map(|p| p.split(" & ")).flat_map(|p| p.split(" | ")) {
+                add_piece_without_address(part, out);
             }
         } else {
             out.extend(addresses.iter().map(|a| recipient_key(a)));
-            let rest: String = outside_display_names(piece).split_whitespace().filter(|w| !w.contains('@')).collect::<Vec<_>>().join(" ");
-            out.extend(numbers_and_channels(&rest));
+            let (outside, inside) = display_name_split(piece);
+            out.extend(numbers_and_channels(&without_addresses(&outside)));
+            let named = numbers_and_channels(&inside);
+            if named.len() > 1 {
+                out.extend(named);
+            }
         }
     }
+}
+
+/// A piece of a list that holds no address (see [`add_text_recipients`]).
+fn add_piece_without_address(part: &str, out: &mut std::collections::BTreeSet<String>) {
+    if part.trim().is_empty() {
+        return;
+    }
+    let own = numbers_and_channels(part);
+    let at_least = part.chars().filter(|c| c.is_numeric()).count().div_ceil(15);
+    if own.len() > 1 {
+        out.extend(own.iter().cloned());
+    }
+    let counted = own.len().max(1);
+    let key = recipient_key(part);
+    if own.len() <= 1 {
+        out.insert(key.clone());
+    }
+    // Digits enough for more numbers than were told apart: count the rest too.
+    out.extend((counted..at_least).map(|k| format!("{key} #{k}")));
+}
+
+/// `text` without its words that hold an `@`.
+fn without_addresses(text: &str) -> String {
+    text.split_whitespace().filter(|w| !w.contains('@')).collect::<Vec<_>>().join(" ")
 }
 
 /// The phone numbers and channels in `text`, each with the words after it up to the
-/// next one: a word begins one when it is a channel (`#ops`), starts a number (`+44`,
-/// `(415)`, but not the `(0)` or `(415)` after a country code), or holds seven digits
-/// or more (unless it follows the start of a number: the `4155550001` of
-/// `+1 4155550001`). Words before the first belong to it. None when no word begins one.
+/// next one. Words are split at spaces and at `/ | & ·` (`+14155550000/+14155550001`).
+/// A word begins one when it is a channel (`#ops`), when it starts with `+` and a digit,
+/// or, unless a number of fewer than seven digits is being written (`+1 (415) 555-0132`,
+/// `+49 30 1234567`), when it starts with `(` and a digit or holds seven digits or more.
+/// Words before the first belong to it. None when no word begins one.
 fn numbers_and_channels(text: &str) -> Vec<String> {
     let digits = |w: &str| w.chars().filter(|c| c.is_numeric()).count();
-    let starts_number = |w: &str, mark: char| w.strip_prefix(mark).and_then(|r| r.chars().next()).is_some_and(char::is_numeric);
-    let mut found: Vec<Vec<&str>> = Vec::new();
+    let starts = |w: &str, marks: &[char]| w.strip_prefix(marks).and_then(|r| r.chars().next()).is_some_and(char::is_numeric);
+    let is_word_separator = |c: char| c.is_whitespace() || matches!(c, '/' | '|' | '&' | '\u{B7}' | '\u{FF0F}' | '\u{FF5C}');
+    let mut found: Vec<(Vec<&str>, usize)> = Vec::new();
     let mut leading: Vec<&str> = Vec::new();
-    let mut prev = "";
-    for word in text.split_whitespace() {
-        let after_prefix = (prev.starts_with('+') || prev.starts_with('(')) && digits(prev) < 7;
+    for word in text.split(is_word_separator).filter(|w| !w.is_empty()) {
+        let writing_short = found.last().is_some_and(|(_, d)| *d < 7);
         let begins = word.starts_with('#') && word.len() > 1
-            || starts_number(word, '+')
-            || starts_number(word, '(') && !prev.starts_with('+')
-            || digits(word) >= 7 && !after_prefix;
+            || starts(word, &['+', '\u{FF0B}'])
+            || !writing_short && (starts(word, &['(']) || digits(word) >= 7);
         match found.last_mut() {
-            Some(current) if !begins => current.push(word),
-            _ if begins => found.push(std::mem::take(&mut leading).into_iter().chain([word]).collect()),
+            Some((words, d)) if !begins => {
+                words.push(word);
+                *d += digits(word);
+            }
+            _ if begins => {
+                let mut words = std::mem::take(&mut leading);
+                words.push(word);
+                let d = words.iter().map(|w| digits(w)).sum();
+                found.push((words, d));
+            }
             _ => leading.push(word),
         }
-        prev = word;
     }
-    found.into_iter().map(|words| recipient_key(&words.join(" "))).collect()
+    found.into_iter().map(|(words, _)| recipient_key(&words.join(" "))).collect()
 }
 
-/// `piece` without what is between quotes and parentheses (a display name's words).
-fn outside_display_names(piece: &str) -> String {
-    let mut out = String::with_capacity(piece.len());
-    let (mut quoted, mut depth) = (false, 0usize);
-    for c in piece.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            '(' if !quoted => depth += 1,
-            ')' if !quoted => depth = depth.saturating_sub(1),
-            _ if !quoted && depth == 0 => out.push(c),
-            _ => {}
+/// A piece split into what is outside a display name and what is inside one: the words
+/// before a `<…@…>` and those inside balanced quotes or parentheses are inside. An
+/// unbalanced quote or parenthesis hides nothing.
+fn display_name_split(piece: &str) -> (String, String) {
+    let (before_angle, rest) = match piece.find('<') {
+        Some(at) if piece[at..].contains('@') => piece.split_at(at),
+        _ => ("", piece),
+    };
+    let (mut outside, mut inside) = (String::new(), before_angle.to_owned());
+    // The last of each closing mark: an opening one after it is unbalanced, found so
+    // without a search (a text of many `(` stays linear).
+    let (last_quote, last_paren) = (rest.rfind('"'), rest.rfind(')'));
+    let mut chars = rest.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        let close = match c {
+            '"' if last_quote.is_some_and(|l| l > at) => Some('"'),
+            '(' if last_paren.is_some_and(|l| l > at) => Some(')'),
+            _ => None,
+        };
+        match close.and_then(|close| rest[at + 1..].find(close).map(|len| at + 1 + len)) {
+            Some(end) => {
+                inside.push(' ');
+                inside.push_str(&rest[at + 1..end]);
+                outside.push(' ');
+                while chars.peek().is_some_and(|&(i, _)| i <= end) {
+                    chars.next();
+                }
+            }
+            None => outside.push(c),
         }
     }
-    out
+    (outside, inside)
 }
 
 /// Separators of a list of recipients: ASCII's, and the commas and semicolons of
@@ -468,9 +526,34 @@ mod tests {
         }
         // A map keyed by address; texts in objects that name several.
         assert_eq!(count(json!({ "to": { "alice@x.com": "Alice", "bob@x.com": "Bob" } })), Ok(2));
+        assert_eq!(count(json!({ "to": { "+14155550000": "Ann", "+14155550001": "Bob", "+14155550002": "Cy" } })), Ok(3));
+        assert_eq!(count(json!({ "to": { "#ops": true, "#eng": true } })), Ok(2));
         assert_eq!(count(json!({ "to": { "sms": "+14155550000, +14155550001, +14155550002" } })), Ok(3));
         assert_eq!(count(json!({ "to": [{ "sms": "+14155550000 +14155550001", "name": "pair" }] })), Ok(2));
         assert_eq!(count(json!({ "to": { "email": "a@x.com", "name": "Ann Lee", "phone": "+1 415 555 0132" } })), Ok(1), "one recipient's fields");
+        // Joined without spaces; a display name that hides nothing; long runs of
+        // grouped digits; the full-width plus.
+        for (joined, n) in [("+14155550000/+14155550001/+14155550002", 3), ("+14155550000|+14155550001", 2), ("415-555-0132/415-555-0133", 2), ("#ops|#eng|#sales", 3), ("#ops/#eng", 2)] {
+            assert_eq!(count(json!({ "to": joined })), Ok(n), "{joined}");
+        }
+        assert_eq!(count(json!({ "to": "\"Ann <a@x.com> +14155550000 +14155550001 #ops #eng" })), Ok(5), "an unclosed quote hides nothing");
+        assert_eq!(count(json!({ "to": "a@x.com ( +14155550000 +14155550001" })), Ok(3));
+        let unbalanced = format!("a@x.com {}", "(".repeat(200_000));
+        assert_eq!(count(json!({ "to": unbalanced })), Ok(1), "many unbalanced marks (linear: this would not end otherwise)");
+        assert_eq!(count(json!({ "to": "a@x.com (+14155550000 +14155550001 +14155550002)" })), Ok(4), "a parenthesis naming several");
+        assert_eq!(count(json!({ "to": "415 555 0132 415 555 0133 415 555 0134" })), Ok(2), "at least one per 15 digits");
+        assert_eq!(count(json!({ "to": "\u{ff0b}44 20 7183 8750 \u{ff0b}44 20 7183 8751" })), Ok(2));
+        // Usual single forms, alone or describing one person.
+        for one in ["+49 30 1234567", "+44 20 71838750", "+33 1 23456789", "+1 415 5550132", "+7 495 1234567", "+44 7911 123456", "+86 138 0013 8000", "+49 (0)30 1234567", "tel:+14155550132", "(415) 555-0132 (work)"] {
+            assert_eq!(count(json!({ "to": one })), Ok(1), "{one}");
+            assert_eq!(count(json!({ "to": { "phone": one, "name": "Ann" } })), Ok(1), "{one} in an object");
+        }
+        for one in ["\"Smith & Sons\" <info@smith.com>", "\"Sales / Support\" <s@x.com>", "Marks & Spencer <cs@ms.com>", "Order #12345 <orders@x.com>", "ann@x.com (Ann Lee)"] {
+            assert_eq!(count(json!({ "to": one })), Ok(1), "{one}");
+        }
+        for person in [json!({ "email": "ann@x.com", "name": "Lee, Ann" }), json!({ "email": "info@smith.com", "name": "Smith & Sons" }), json!({ "email": "ann@x.com", "name": "Ann Lee", "company": "Acme, Inc." })] {
+            assert_eq!(count(json!({ "to": person.clone() })), Ok(1), "{person}");
+        }
         // Words of a display name beside an address are not recipients.
         assert_eq!(count(json!({ "to": "\"Acme Support (Ticket #4521)\" <support@acme.com>" })), Ok(1));
         assert_eq!(count(json!({ "to": "Invoices (20261207) <billing@x.com>" })), Ok(1));
