@@ -179,7 +179,7 @@ const RECIPIENT_KEYS: [(&str, &str); 5] = [
 /// counts once. When in doubt this counts more, not fewer: a display name with a comma
 /// in it (`"Doe, John" <j@x.com>`) counts twice.
 fn recipients_of(md: &serde_json::Map<String, Value>) -> Result<u64, ChargeError> {
-    let mut addresses = std::collections::BTreeSet::new();
+    let mut addresses = Recipients::new();
     let mut count = 0;
     for (key, value) in md {
         let Some(&(name, field)) = RECIPIENT_KEYS.iter().find(|(k, _)| key.eq_ignore_ascii_case(k)) else { continue };
@@ -221,91 +221,135 @@ fn count_of(v: &Value) -> Result<Option<u64>, ChargeError> {
 }
 
 /// Add the recipients `v` names (see [`recipients_of`]).
-fn add_recipients(v: &Value, out: &mut std::collections::BTreeSet<String>) {
+fn add_recipients(v: &Value, out: &mut Recipients) {
     match v {
         Value::String(text) => add_text_recipients(text, out),
         Value::Array(items) => items.iter().for_each(|item| add_recipients(item, out)),
-        Value::Object(fields) => {
-            // A recipient described by its fields (`{"email": …, "name": …}`), a map
-            // keyed by address (`{"a@x.com": "Ann"}`), or a container of lists of them:
-            // the addresses in its keys and texts, the numbers and channels of a text
-            // that names several, and whatever its lists and objects name; one
-            // recipient if that is nothing. (A name such as `Lee, Ann` or a company
-            // `Acme, Inc.` in a field is not a list of recipients.)
-            let before = out.len();
-            for (key, field) in fields {
-                // A key that is an address, a phone number or a channel names one.
-                out.extend(key.split(is_separator).filter(|t| t.contains('@')).map(recipient_key));
-                out.extend(numbers_and_channels(&without_addresses(key)));
-                match field {
-                    Value::String(text) => {
-                        out.extend(text.split(is_separator).filter(|t| t.contains('@')).map(recipient_key));
-                        let numbers: Vec<String> = text.split(is_list_separator).flat_map(|piece| numbers_and_channels(&without_addresses(piece))).collect();
-                        if numbers.len() > 1 {
-                            out.extend(numbers);
-                        }
-                    }
-                    Value::Array(_) | Value::Object(_) => add_recipients(field, out),
-                    _ => {}
-                }
-            }
-            if out.len() == before {
-                out.insert(v.to_string());
-            }
-        }
+        Value::Object(fields) => add_object_recipients(v, fields, out),
         other => {
             out.insert(other.to_string());
         }
     }
 }
 
+/// A recipient described by its fields (`{"email": …, "name": …}`), a map keyed by
+/// address (`{"a@x.com": "Ann"}`), or a container of lists of them. It names the
+/// addresses, numbers and channels of its keys, the addresses in its texts, the
+/// recipients of a text that names several numbers or channels, and what its lists and
+/// objects name, though only those that name an address, a number or a channel once it
+/// names one itself (the `tags` or `address` of a person are not recipients); one
+/// recipient if that is nothing. (A name such as `Lee, Ann` is not a list.)
+fn add_object_recipients(v: &Value, fields: &serde_json::Map<String, Value>, out: &mut Recipients) {
+    let mut own = Recipients::new();
+    let (mut named, mut plain) = (Recipients::new(), Recipients::new());
+    for (key, field) in fields {
+        own.extend(key.split(is_separator).filter(|t| t.contains('@')).map(recipient_key));
+        own.extend(numbers_and_channels(&without_addresses(key)));
+        match field {
+            Value::String(text) => {
+                own.extend(text.split(is_separator).filter(|t| t.contains('@')).map(recipient_key));
+                let mut listed = Recipients::new();
+                add_text_recipients(text, &mut listed);
+                if listed.len() > 1 && listed.iter().any(|r| names_someone(r)) {
+                    own.extend(listed);
+                }
+            }
+            Value::Array(_) | Value::Object(_) => {
+                let mut inner = Recipients::new();
+                add_recipients(field, &mut inner);
+                if inner.iter().any(|r| names_someone(r)) { named.extend(inner) } else { plain.extend(inner) }
+            }
+            _ => {}
+        }
+    }
+    if !own.is_empty() || !named.is_empty() {
+        out.extend(own);
+        out.extend(named);
+    } else if !plain.is_empty() {
+        out.extend(plain);
+    } else {
+        out.insert(v.to_string());
+    }
+}
+
+/// Whether a counted recipient is an address, a channel, or holds a phone number's
+/// digits (or stands for digits counted past them), rather than a plain word.
+fn names_someone(r: &str) -> bool {
+    r.contains('@') || r.starts_with('#') || r.starts_with(DIGITS_MARK) || r.chars().filter(|c| c.is_numeric()).count() >= 7
+}
+
+/// The recipients counted so far, by how they compare.
+type Recipients = std::collections::BTreeSet<String>;
+
 /// The recipients a text names. It is a list of pieces between list separators (`,`,
-/// `;`, line breaks, and their full-width and other scripts' forms).
+/// `;`, line breaks, and their full-width and other scripts' forms), each split further
+/// at ` / `, ` & ` and ` | ` when it holds no address.
 ///
-/// - A piece with an address: every `local@domain` counts, and so does every phone
-///   number or channel beside it ([`numbers_and_channels`]), leaving out a display
-///   name: the words before a `<…@…>`, and those inside balanced quotes or parentheses,
-///   unless those name several numbers or channels.
-/// - A piece without: split further at ` / `, ` & ` and ` | `, each part counts once,
-///   or once per number or channel in it when it names several (`+14155550000
-///   +14155550001`, `#ops #eng`), and at least once per 15 digits in it (no phone number
-///   is longer).
-fn add_text_recipients(text: &str, out: &mut std::collections::BTreeSet<String>) {
+/// - Every `local@domain` counts.
+/// - Beside an address, every phone number or channel counts ([`numbers_and_channels`]),
+///   leaving out a display name: the words before a `<…@…>`, and those inside balanced
+///   quotes or parentheses, unless the text's display names name several numbers or
+///   channels between them.
+/// - A part without an address counts once, or once per number or channel in it when
+///   it names several (`+14155550000 +14155550001`, `#ops #eng`).
+/// - Either way, at least once per 15 digits of numbers told apart or not (no phone
+///   number is longer).
+fn add_text_recipients(text: &str, out: &mut Recipients) {
+    let mut in_display_names = Recipients::new();
     for piece in text.split(is_list_separator) {
         let addresses: Vec<&str> = piece.split(is_separator).filter(|w| w.contains('@')).collect();
         if addresses.is_empty() {
-            for part in piece.split(" / ").flat_map(|p| p.split(" & ")).flat_map(|p| p.split(" | ")) {
-                add_piece_without_address(part, out);
+            for part in split_parts(piece) {
+                if !part.trim().is_empty() {
+                    let own = numbers_and_channels(part);
+                    if own.len() > 1 {
+                        out.extend(own.iter().cloned());
+                    } else {
+                        out.insert(recipient_key(part));
+                    }
+                    count_digits_past(part, own.len().max(1), out);
+                }
             }
         } else {
             out.extend(addresses.iter().map(|a| recipient_key(a)));
             let (outside, inside) = display_name_split(piece);
-            out.extend(numbers_and_channels(&without_addresses(&outside)));
-            let named = numbers_and_channels(&inside);
-            if named.len() > 1 {
-                out.extend(named);
+            for part in split_parts(&without_addresses(&outside)) {
+                let own = numbers_and_channels(part);
+                let whole = own.is_empty() && part.chars().filter(|c| c.is_numeric()).count() >= 7;
+                out.extend(own.iter().cloned());
+                if whole {
+                    out.insert(recipient_key(part));
+                }
+                count_digits_past(part, own.len() + usize::from(whole), out);
             }
+            in_display_names.extend(numbers_and_channels(&inside));
         }
+    }
+    if in_display_names.len() > 1 {
+        out.extend(in_display_names);
     }
 }
 
-/// A piece of a list that holds no address (see [`add_text_recipients`]).
-fn add_piece_without_address(part: &str, out: &mut std::collections::BTreeSet<String>) {
-    if part.trim().is_empty() {
-        return;
-    }
-    let own = numbers_and_channels(part);
+/// A piece split at ` / `, ` & ` and ` | `.
+fn split_parts(piece: &str) -> impl Iterator<Item = &str> {
+    piece.split(" / ").flat_map(|p| p.split(" & ")).flat_map(|p| p.split(" | "))
+}
+
+/// Marks the recipients [`count_digits_past`] adds, which name no one in particular.
+const DIGITS_MARK: char = '\u{0}';
+
+/// When `part` holds more digits than `counted` numbers can (15 each, the most a phone
+/// number has), count one recipient for every 15 more. Each is a short key made from a
+/// hash of the part, so a long part costs no more than its length.
+fn count_digits_past(part: &str, counted: usize, out: &mut Recipients) {
     let at_least = part.chars().filter(|c| c.is_numeric()).count().div_ceil(15);
-    if own.len() > 1 {
-        out.extend(own.iter().cloned());
+    if at_least > counted {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        recipient_key(part).hash(&mut hasher);
+        let id = hasher.finish();
+        out.extend((counted..at_least).map(|k| format!("{DIGITS_MARK}{id:016x}#{k}")));
     }
-    let counted = own.len().max(1);
-    let key = recipient_key(part);
-    if own.len() <= 1 {
-        out.insert(key.clone());
-    }
-    // Digits enough for more numbers than were told apart: count the rest too.
-    out.extend((counted..at_least).map(|k| format!("{key} #{k}")));
 }
 
 /// `text` without its words that hold an `@`.
@@ -538,6 +582,19 @@ mod tests {
         }
         assert_eq!(count(json!({ "to": "\"Ann <a@x.com> +14155550000 +14155550001 #ops #eng" })), Ok(5), "an unclosed quote hides nothing");
         assert_eq!(count(json!({ "to": "a@x.com ( +14155550000 +14155550001" })), Ok(3));
+        // Pieces beside an address; numbers in display names across pieces; texts in
+        // objects; what a person object's other fields hold.
+        assert_eq!(count(json!({ "to": "a@x.com / 415 555 0132 / 415 555 0133" })), Ok(3));
+        assert_eq!(count(json!({ "to": "a@x.com 415 555 0132 415 555 0133 415 555 0134 415 555 0135" })), Ok(4));
+        assert_eq!(count(json!({ "to": "a@x.com (+14155550000), a@x.com (+14155550001), a@x.com (+14155550002)" })), Ok(4));
+        assert_eq!(count(json!({ "to": { "sms": "415 555 0132, 415 555 0133, 415 555 0134" } })), Ok(3));
+        assert_eq!(count(json!({ "to": { "numbers": "415 555 0132 415 555 0133 415 555 0134 415 555 0135" } })), Ok(3));
+        assert_eq!(count(json!({ "to": { "email": "a@x.com", "tags": ["vip", "beta"] } })), Ok(1));
+        assert_eq!(count(json!({ "to": { "email": "a@x.com", "address": { "city": "X", "zip": "94105" }, "prefs": { "sms": true } } })), Ok(1));
+        assert_eq!(count(json!({ "to": { "list": ["ann", "bob"] } })), Ok(2), "a list of names is recipients when nothing else is");
+        // A long run of digits costs its length, not its length squared.
+        let digits = "1 ".repeat(500_000);
+        assert_eq!(count(json!({ "recipients": [digits] })), Ok(33_334));
         let unbalanced = format!("a@x.com {}", "(".repeat(200_000));
         assert_eq!(count(json!({ "to": unbalanced })), Ok(1), "many unbalanced marks (linear: this would not end otherwise)");
         assert_eq!(count(json!({ "to": "a@x.com (+14155550000 +14155550001 +14155550002)" })), Ok(4), "a parenthesis naming several");
