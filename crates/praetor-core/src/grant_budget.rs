@@ -167,13 +167,12 @@ const RECIPIENT_KEYS: [(&str, &str); 5] = [
 /// a list, an object or a text:
 ///
 /// - a text is a list: every `local@domain` counts (`"Doe" <j@x.com>` is one), every
-///   phone number and channel beside one outside its display name, and every piece
-///   without one, once or once per number or channel it names
-///   ([`add_text_recipients`]);
+///   phone number and channel beside one outside its display name, and every part
+///   without one, once or once per number or channel it names, and at least once per
+///   15 digits ([`add_text_recipients`]);
 /// - a list counts what each of its items names, lists in lists too;
-/// - an object counts the addresses, numbers and channels of its keys, the addresses in
-///   its texts, the numbers and channels of a text that names several, and what its
-///   lists and objects name, or as one recipient if that is nothing.
+/// - an object counts as [`add_object_recipients`] says, or as one recipient if it
+///   names nothing.
 ///
 /// Addresses compare trimmed and with ASCII letters in lower case, so one named twice
 /// counts once. When in doubt this counts more, not fewer: a display name with a comma
