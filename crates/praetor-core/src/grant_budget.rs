@@ -246,11 +246,13 @@ fn add_object_recipients(v: &Value, fields: &serde_json::Map<String, Value>, out
         own.extend(numbers_and_channels(&without_addresses(key)));
         match field {
             Value::String(text) => {
-                own.extend(text.split(is_separator).filter(|t| t.contains('@')).map(recipient_key));
+                // Its addresses always; the rest only from a text that lists several.
                 let mut listed = Recipients::new();
                 add_text_recipients(text, &mut listed);
                 if listed.len() > 1 && listed.iter().any(|r| names_someone(r)) {
                     own.extend(listed);
+                } else {
+                    own.extend(listed.into_iter().filter(|r| r.contains('@')));
                 }
             }
             Value::Array(_) | Value::Object(_) => {
@@ -274,7 +276,7 @@ fn add_object_recipients(v: &Value, fields: &serde_json::Map<String, Value>, out
 /// Whether a counted recipient is an address, a channel, or holds a phone number's
 /// digits (or stands for digits counted past them), rather than a plain word.
 fn names_someone(r: &str) -> bool {
-    r.contains('@') || r.starts_with('#') || r.starts_with(DIGITS_MARK) || r.chars().filter(|c| c.is_numeric()).count() >= 7
+    r.contains('@') || r.starts_with('#') || r.starts_with(DIGITS_MARK) || digit_count(r) >= 7
 }
 
 /// The recipients counted so far, by how they compare.
@@ -314,7 +316,7 @@ fn add_text_recipients(text: &str, out: &mut Recipients) {
             let (outside, inside) = display_name_split(piece);
             for part in split_parts(&without_addresses(&outside)) {
                 let own = numbers_and_channels(part);
-                let whole = own.is_empty() && part.chars().filter(|c| c.is_numeric()).count() >= 7;
+                let whole = own.is_empty() && digit_count(part) >= 7;
                 out.extend(own.iter().cloned());
                 if whole {
                     out.insert(recipient_key(part));
@@ -341,7 +343,7 @@ const DIGITS_MARK: char = '\u{0}';
 /// number has), count one recipient for every 15 more. Each is a short key made from a
 /// hash of the part, so a long part costs no more than its length.
 fn count_digits_past(part: &str, counted: usize, out: &mut Recipients) {
-    let at_least = part.chars().filter(|c| c.is_numeric()).count().div_ceil(15);
+    let at_least = digit_count(part).div_ceil(15);
     if at_least > counted {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -349,6 +351,11 @@ fn count_digits_past(part: &str, counted: usize, out: &mut Recipients) {
         let id = hasher.finish();
         out.extend((counted..at_least).map(|k| format!("{DIGITS_MARK}{id:016x}#{k}")));
     }
+}
+
+/// The digits in `s`, of any script.
+fn digit_count(s: &str) -> usize {
+    s.chars().filter(|c| c.is_numeric()).count()
 }
 
 /// `text` without its words that hold an `@`.
@@ -363,7 +370,6 @@ fn without_addresses(text: &str) -> String {
 /// `+49 30 1234567`), when it starts with `(` and a digit or holds seven digits or more.
 /// Words before the first belong to it. None when no word begins one.
 fn numbers_and_channels(text: &str) -> Vec<String> {
-    let digits = |w: &str| w.chars().filter(|c| c.is_numeric()).count();
     let starts = |w: &str, marks: &[char]| w.strip_prefix(marks).and_then(|r| r.chars().next()).is_some_and(char::is_numeric);
     let is_word_separator = |c: char| c.is_whitespace() || matches!(c, '/' | '|' | '&' | '\u{B7}' | '\u{FF0F}' | '\u{FF5C}');
     let mut found: Vec<(Vec<&str>, usize)> = Vec::new();
@@ -372,16 +378,16 @@ fn numbers_and_channels(text: &str) -> Vec<String> {
         let writing_short = found.last().is_some_and(|(_, d)| *d < 7);
         let begins = word.starts_with('#') && word.len() > 1
             || starts(word, &['+', '\u{FF0B}'])
-            || !writing_short && (starts(word, &['(']) || digits(word) >= 7);
+            || !writing_short && (starts(word, &['(']) || digit_count(word) >= 7);
         match found.last_mut() {
             Some((words, d)) if !begins => {
                 words.push(word);
-                *d += digits(word);
+                *d += digit_count(word);
             }
             _ if begins => {
                 let mut words = std::mem::take(&mut leading);
                 words.push(word);
-                let d = words.iter().map(|w| digits(w)).sum();
+                let d = words.iter().map(|w| digit_count(w)).sum();
                 found.push((words, d));
             }
             _ => leading.push(word),
