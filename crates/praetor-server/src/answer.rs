@@ -3,8 +3,14 @@
 //! time); a decision's row keeps only the rest, and reading the decision back joins the
 //! two. So the row is a third of its former size, and what the API shows of a decision
 //! is what was sealed.
+//!
+//! The answer is typed ([`Answer`]): [`FromEntry`] holds the fields the entry gives
+//! back, [`Rest`] the row's part. A field belongs to exactly one of them, and a test
+//! holds `FromEntry` to the fields [`rebuild`] takes from the entry.
 
+use praetor_core::{BoundaryCheck, EvalError, Identity, Triggered};
 use praetor_store::DecisionRow;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 /// Answer fields read back from the sealed entry: (answer field, entry field).
@@ -23,34 +29,118 @@ const FROM_ENTRY: [(&str, &str); 10] = [
 
 /// Fields made from the entry's: `ok`, `authorisation_id`, and `session_id` and
 /// `escalation_id` when the entry has them.
+#[cfg(test)]
 const DERIVED: [&str; 4] = ["ok", "authorisation_id", "session_id", "escalation_id"];
 
-/// What a decision's row keeps of `answer`: the fields `entry` (the decision's vault
-/// entry, as sealed) cannot give back. Should the two ever disagree, so that the answer
-/// could not be rebuilt exactly, the whole answer is kept instead. (This runs for every
-/// decision, so the check compares the given-back fields in place rather than
-/// rebuilding the answer.)
-pub fn stored(answer: &Map<String, Value>, entry: &Map<String, Value>) -> Map<String, Value> {
-    if !entry_gives_back(answer, entry) {
-        return answer.clone();
-    }
-    answer
-        .iter()
-        .filter(|(k, _)| !FROM_ENTRY.iter().any(|(field, _)| field == k) && !DERIVED.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+/// What `POST /intercept` answers for one decision (wire §2.2 plus the authorisation
+/// object's fields). It is typed and serialised once, straight into the response: built
+/// as a JSON map, cloned for the row and encoded, the answer cost about a sixth of the
+/// server's instructions per decision (BENCHMARKS.md, "Session 23").
+#[derive(Debug, Serialize)]
+pub struct Answer {
+    #[serde(flatten)]
+    pub sealed: FromEntry,
+    #[serde(flatten)]
+    pub rest: Rest,
+    #[serde(flatten)]
+    pub receipt: Receipt,
 }
 
-/// Whether `rebuild(entry, rest)` gives back exactly the fields of `answer` that the
-/// row leaves out: the `FROM_ENTRY` fields, and the `DERIVED` ones as `rebuild` makes
-/// them (present in the answer exactly when it would add them).
-fn entry_gives_back(answer: &Map<String, Value>, entry: &Map<String, Value>) -> bool {
-    let copied = FROM_ENTRY.iter().all(|(field, from)| matches!((answer.get(*field), entry.get(*from)), (Some(a), Some(e)) if a == e));
-    let Some(decision_id) = entry.get("decision_id").and_then(Value::as_str) else { return false };
-    let derived = answer.get("ok") == Some(&json!(true))
-        && answer.get("authorisation_id").and_then(Value::as_str) == Some(decision_id.replacen("dec_", "auth_", 1).as_str());
-    let optional = ["session_id", "escalation_id"].iter().all(|f| answer.get(*f) == entry.get(*f).filter(|v| !v.is_null()));
-    copied && derived && optional
+/// The fields of an answer its decision's sealed entry gives back ([`rebuild`]: the
+/// `FROM_ENTRY` fields and the derived ones). Made from the same values as the entry
+/// (`pipeline::vault_entry`), so they are the entry's by construction; `record` checks it
+/// in debug builds.
+#[derive(Debug, Serialize)]
+pub struct FromEntry {
+    pub ok: bool,
+    pub decision: &'static str,
+    pub outcome: &'static str,
+    pub policy_result: &'static str,
+    pub decision_id: String,
+    pub authorisation_id: String,
+    pub policies_triggered: Vec<Triggered>,
+    pub agent_id: Option<String>,
+    pub action_type: String,
+    pub identity: Identity,
+    pub policy_set_hash: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalation_id: Option<String>,
+}
+
+/// The rest of an answer: what the decision's row stores ([`Rest::to_row`]).
+#[derive(Debug, Serialize)]
+pub struct Rest {
+    pub reasoning: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadow_policies: Vec<ShadowAnswer>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<EvalError>,
+    pub trust_score: Option<u8>,
+    pub permission_scope: Vec<String>,
+    pub policy_evaluated: usize,
+    pub boundary_check: BoundaryCheck,
+    pub jurisdiction: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<OpenedEscalation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakglass_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overridden_policies: Option<Vec<Triggered>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub covered_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<ApprovedBy>,
+    /// The request's chain fields (`chain_id`, `chain_step`, `parent_decision_id`,
+    /// `grant_id`), as given.
+    #[serde(flatten)]
+    pub chain: Map<String, Value>,
+}
+
+impl Rest {
+    /// The row's body: a JSON object of these fields.
+    pub fn to_row(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_else(|e| json!({ "read_error": format!("the answer could not be encoded: {e}") }))
+    }
+}
+
+/// A shadow policy that matched: what it would have decided.
+#[derive(Debug, Serialize)]
+pub struct ShadowAnswer {
+    pub policy_id: String,
+    pub name: String,
+    pub decision: String,
+    pub reason: String,
+    pub would_decide: &'static str,
+    pub would_change: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OpenedEscalation {
+    pub escalation_id: String,
+    pub status: &'static str,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApprovedBy {
+    pub escalation_id: String,
+    pub approver: Option<String>,
+}
+
+/// Where the decision was sealed and how long it took: known once it is committed.
+#[derive(Debug, Default, Serialize)]
+pub struct Receipt {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vault_entry_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leaf_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
 }
 
 /// A stored decision read back ([`read`]).
@@ -65,7 +155,8 @@ pub struct Joined {
 }
 
 /// A stored decision's answer, with its sealed entry: a whole answer (it has
-/// `decision`, as rows written before answers were stored once and fallbacks do) is
+/// `decision`, as rows written before answers were stored once do, and rows whose
+/// answer versions before the typed answer found the entry could not give back) is
 /// returned as it is; the rest of one is joined with the entry. A row that departs
 /// from its entry ([`DecisionRow::departs_from`]: changed after it was sealed) shows
 /// only what the entry gives back, and `read_error` says why. `Err` says why the row
@@ -97,7 +188,9 @@ pub fn read(row: &DecisionRow) -> Result<Joined, String> {
     Ok(Joined { answer, row_withheld: false })
 }
 
-fn rebuild(entry: &Map<String, Value>, rest: &Map<String, Value>) -> Option<Map<String, Value>> {
+/// The answer `entry` and `rest` (a row's body) give back; `None` if the entry lacks one
+/// of its fields.
+pub fn rebuild(entry: &Map<String, Value>, rest: &Map<String, Value>) -> Option<Map<String, Value>> {
     let mut answer = rest.clone();
     for (field, from) in FROM_ENTRY {
         answer.insert(field.to_owned(), entry.get(from)?.clone());
@@ -139,8 +232,33 @@ mod tests {
             "authorisation_id": "auth_01", "reasoning": "blocked by n", "agent_id": "agt_1", "action_type": "email.send",
             "policies_triggered": [{ "policy_id": "pol_1", "name": "n", "decision": "block", "reason": "r" }],
             "trust_score": 70, "identity": { "result": "verified" }, "permission_scope": ["email.*"], "policy_evaluated": 3,
-            "boundary_check": "within", "jurisdiction": null, "policy_set_hash": "ff", "created_at": "2026-12-05T10:00:00.000Z",
+            "boundary_check": "within_scope", "jurisdiction": null, "policy_set_hash": "ff", "created_at": "2026-12-05T10:00:00.000Z",
         }))
+    }
+
+    /// `answer()`, typed as `record` makes it.
+    fn typed() -> Answer {
+        let triggered = Triggered { policy_id: "pol_1".into(), name: "n".into(), decision: "block".into(), reason: "r".into() };
+        Answer {
+            sealed: FromEntry {
+                ok: true, decision: "block", outcome: "refused", policy_result: "refused", decision_id: "dec_01".into(),
+                authorisation_id: "auth_01".into(), policies_triggered: vec![triggered], agent_id: Some("agt_1".into()),
+                action_type: "email.send".into(), identity: Identity::Verified, policy_set_hash: "ff".into(),
+                created_at: "2026-12-05T10:00:00.000Z".into(), session_id: None, escalation_id: None,
+            },
+            rest: Rest {
+                reasoning: "blocked by n".into(), shadow_policies: vec![], errors: vec![], trust_score: Some(70),
+                permission_scope: vec!["email.*".into()], policy_evaluated: 3, boundary_check: BoundaryCheck::WithinScope,
+                jurisdiction: None, escalation: None, delegation: None, breakglass_id: None, overridden_policies: None,
+                covered_by: None, approved_by: None, chain: Map::new(),
+            },
+            receipt: Receipt::default(),
+        }
+    }
+
+    /// What the row keeps of `typed()`.
+    fn kept() -> Value {
+        typed().rest.to_row()
     }
 
     fn leaf(e: &Map<String, Value>) -> Vec<u8> {
@@ -169,11 +287,37 @@ mod tests {
 
     #[test]
     fn the_row_keeps_only_what_the_entry_cannot_give_back_and_reads_back_whole() {
-        let kept = stored(&answer(), &entry());
-        let mut names: Vec<&str> = kept.keys().map(String::as_str).collect();
+        assert_eq!(serde_json::to_value(typed()).unwrap(), Value::Object(answer()), "the typed answer is the wire's");
+        let kept = kept();
+        let mut names: Vec<&str> = kept.as_object().unwrap().keys().map(String::as_str).collect();
         names.sort_unstable();
         assert_eq!(names, ["boundary_check", "jurisdiction", "permission_scope", "policy_evaluated", "reasoning", "trust_score"]);
-        assert_eq!(read_back(&Value::Object(kept), Some(&leaf(&entry()))), Ok(Value::Object(answer())));
+        assert_eq!(read_back(&kept, Some(&leaf(&entry()))), Ok(Value::Object(answer())));
+        // Once committed, the answer also says where it was sealed (not stored: the row
+        // has its own `vault_seq`).
+        let mut sent = typed();
+        sent.receipt = Receipt { vault_entry_id: Some(7), leaf_hash: Some("ab".into()), latency_ms: Some(0.25) };
+        let sent = serde_json::to_value(sent).unwrap();
+        assert_eq!((&sent["vault_entry_id"], &sent["leaf_hash"], &sent["latency_ms"]), (&json!(7), &json!("ab"), &json!(0.25)));
+        assert_eq!(sent["decision"], "block");
+    }
+
+    /// Every field `FromEntry` answers is one `rebuild` gives back from the entry, and
+    /// no field of `Rest` is: else the row would lose it, or keep what it need not.
+    #[test]
+    fn the_fields_given_back_are_the_ones_from_the_entry() {
+        let mut a = typed();
+        a.sealed.session_id = Some("sess_1".into());
+        a.sealed.escalation_id = Some("esc_1".into());
+        let from_entry = serde_json::to_value(&a.sealed).unwrap();
+        let mut names: Vec<&str> = from_entry.as_object().unwrap().keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let mut expected: Vec<&str> = FROM_ENTRY.iter().map(|(field, _)| *field).chain(DERIVED).collect();
+        expected.sort_unstable();
+        assert_eq!(names, expected);
+        for name in kept().as_object().unwrap().keys() {
+            assert!(!expected.contains(&name.as_str()), "{name} is stored and given back");
+        }
     }
 
     #[test]
@@ -181,34 +325,16 @@ mod tests {
         let mut e = entry();
         e.insert("session_id".into(), json!("sess_1"));
         e.insert("escalation_id".into(), json!("esc_1"));
-        let mut a = answer();
-        a.insert("session_id".into(), json!("sess_1"));
-        a.insert("escalation_id".into(), json!("esc_1"));
-        a.insert("escalation".into(), json!({ "escalation_id": "esc_1", "status": "pending" }));
-        let kept = stored(&a, &e);
-        assert!(!kept.contains_key("session_id") && !kept.contains_key("escalation_id") && kept.contains_key("escalation"));
-        assert_eq!(read_back(&Value::Object(kept), Some(&leaf(&e))), Ok(Value::Object(a)));
-    }
-
-    #[test]
-    fn an_answer_the_entry_does_not_match_is_kept_whole() {
-        // A field the answer has differently from the entry (here a request's chain
-        // field of the same name), or one the rebuild would add that the answer lacks.
-        let mut a = answer();
-        a.insert("decision_id".into(), json!("dec_other"));
-        assert_eq!(stored(&a, &entry()), a);
-        let mut e = entry();
-        e.insert("session_id".into(), json!("sess_1"));
-        assert_eq!(stored(&answer(), &e), answer(), "the answer has no session_id");
-        let mut short = entry();
-        short.remove("policies");
-        assert_eq!(stored(&answer(), &short), answer());
-        let mut escalated = answer();
-        escalated.insert("escalation_id".into(), json!("esc_1"));
-        assert_eq!(stored(&escalated, &entry()), escalated, "the entry names no escalation");
-        let mut other_auth = answer();
-        other_auth.insert("authorisation_id".into(), json!("auth_other"));
-        assert_eq!(stored(&other_auth, &entry()), other_auth);
+        let mut a = typed();
+        a.sealed.session_id = Some("sess_1".into());
+        a.sealed.escalation_id = Some("esc_1".into());
+        a.rest.escalation = Some(OpenedEscalation { escalation_id: "esc_1".into(), status: "pending", expires_at: "2026-12-05T11:00:00.000Z".into() });
+        a.rest.chain.insert("chain_id".into(), json!("ch_1"));
+        let kept = a.rest.to_row();
+        let kept_map = kept.as_object().unwrap();
+        assert!(!kept_map.contains_key("session_id") && !kept_map.contains_key("escalation_id"));
+        assert!(kept_map.contains_key("escalation") && kept_map.contains_key("chain_id"));
+        assert_eq!(read_back(&kept, Some(&leaf(&e))), Ok(serde_json::to_value(&a).unwrap()));
     }
 
     #[test]
@@ -225,7 +351,7 @@ mod tests {
 
     #[test]
     fn a_row_that_cannot_be_joined_says_why() {
-        let kept = Value::Object(stored(&answer(), &entry()));
+        let kept = kept();
         let mut short = entry();
         short.remove("policies");
         for (leaf, why) in [(None, "no sealed entry"), (Some(b"{\"decision\": no".to_vec()), "cannot be read (Syntax error at line 1, column 15)"), (Some(leaf(&short)), "lacks fields")] {
@@ -241,7 +367,7 @@ mod tests {
     /// withholds the rest: whole answers (which hold every field) included.
     #[test]
     fn a_row_that_departs_from_its_entry_shows_only_what_was_sealed() {
-        let kept = Value::Object(stored(&answer(), &entry()));
+        let kept = kept();
         let mut sealed = entry();
         sealed.insert("answer_sha256".into(), json!(row(&kept, None).digests.unwrap().body_sha256));
         assert_eq!(read_back(&kept, Some(&leaf(&sealed))), Ok(Value::Object(answer())), "an honest row reads whole");

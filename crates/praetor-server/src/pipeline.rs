@@ -12,6 +12,7 @@ use praetor_store::{Agent, AgentActivity, ApiKey, DecisionRow, Guarded, Mutation
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::answer::{Answer, ApprovedBy, FromEntry, OpenedEscalation, Receipt, Rest, ShadowAnswer};
 use crate::clock::iso;
 use crate::config::limits;
 use crate::error::{ApiError, ApiResult, Code};
@@ -783,7 +784,7 @@ pub async fn decide_and_record(
     caller: &Caller<'_>,
     actions: Vec<Intercepted>,
     identity_failure: Option<(&str, String)>,
-) -> ApiResult<Vec<Map<String, Value>>> {
+) -> ApiResult<Vec<Answer>> {
     let mut attempt = 0;
     loop {
         let mut loaded = Vec::new();
@@ -1054,74 +1055,68 @@ fn vault_entry(ws: &WorkspaceState, e: &Evaluated) -> Map<String, Value> {
     m
 }
 
-/// The API answer for one decision (wire §2.2 plus the authorisation object fields).
-fn response(ws: &WorkspaceState, e: &Evaluated) -> Map<String, Value> {
+/// The API answer for one decision (wire §2.2 plus the authorisation object fields),
+/// but where it was sealed (`Receipt`, known once committed).
+fn response(ws: &WorkspaceState, e: &Evaluated) -> Answer {
     let d = &e.decision;
     let req = &e.intercepted.request;
     let jurisdiction = match req.metadata.get("jurisdiction") {
         Some(Value::String(j)) => Some(j.clone()),
         _ => ws.settings.read().default_jurisdiction.clone(),
     };
-    let permission_scope: Vec<&String> = e.agent.as_ref().map(|a| a.scopes.iter().collect()).unwrap_or_default();
-    let mut m = Map::new();
-    m.insert("ok".into(), json!(true));
-    m.insert("decision".into(), json!(d.verdict.as_str()));
-    m.insert("outcome".into(), json!(d.outcome.as_str()));
-    m.insert("decision_id".into(), json!(e.decision_id));
-    m.insert("authorisation_id".into(), json!(e.decision_id.replacen("dec_", "auth_", 1)));
-    m.insert("reasoning".into(), json!(d.reasoning));
-    m.insert("policies_triggered".into(), serde_json::to_value(&d.triggered).unwrap_or_default());
-    if !d.shadow.is_empty() {
-        let shadow: Vec<Value> = d
+    let auth = &d.authority;
+    let sealed = FromEntry {
+        ok: true,
+        decision: d.verdict.as_str(),
+        outcome: d.outcome.as_str(),
+        policy_result: d.outcome.as_str(),
+        decision_id: e.decision_id.clone(),
+        authorisation_id: e.decision_id.replacen("dec_", "auth_", 1),
+        policies_triggered: d.triggered.clone(),
+        agent_id: e.agent.as_ref().map(|a| &a.agent_id).or(e.intercepted.agent_id.as_ref()).cloned(),
+        action_type: req.action_type.clone(),
+        identity: e.identity.clone(),
+        policy_set_hash: e.policy_set_hash.clone(),
+        created_at: iso(e.at_ms),
+        session_id: req.session_id.clone(),
+        escalation_id: e.authority.opened.as_ref().map(|esc| esc.escalation_id.clone()),
+    };
+    let rest = Rest {
+        reasoning: d.reasoning.clone(),
+        shadow_policies: d
             .shadow
             .iter()
             .map(|t| {
                 let would = would_decide_for(d, &t.decision);
-                json!({ "policy_id": t.policy_id, "name": t.name, "decision": t.decision, "reason": t.reason,
-                        "would_decide": would, "would_change": would != d.verdict.as_str() })
+                ShadowAnswer {
+                    policy_id: t.policy_id.clone(),
+                    name: t.name.clone(),
+                    decision: t.decision.clone(),
+                    reason: t.reason.clone(),
+                    would_decide: would,
+                    would_change: would != d.verdict.as_str(),
+                }
             })
-            .collect();
-        m.insert("shadow_policies".into(), Value::Array(shadow));
-    }
-    if !d.errors.is_empty() {
-        m.insert("errors".into(), serde_json::to_value(&d.errors).unwrap_or_default());
-    }
-    m.insert("agent_id".into(), json!(e.agent.as_ref().map(|a| &a.agent_id).or(e.intercepted.agent_id.as_ref())));
-    m.insert("action_type".into(), json!(req.action_type));
-    m.insert("trust_score".into(), json!(e.trust_after));
-    m.insert("identity".into(), identity_json(&e.identity));
-    m.insert("permission_scope".into(), json!(permission_scope));
-    m.insert("policy_evaluated".into(), json!(e.policies_evaluated));
-    m.insert("policy_result".into(), json!(d.outcome.as_str()));
-    m.insert("boundary_check".into(), serde_json::to_value(d.boundary).unwrap_or_default());
-    m.insert("jurisdiction".into(), json!(jurisdiction));
-    m.insert("policy_set_hash".into(), json!(e.policy_set_hash));
-    if let Some(s) = &req.session_id {
-        m.insert("session_id".into(), json!(s));
-    }
-    if let Some(esc) = &e.authority.opened {
-        m.insert("escalation_id".into(), json!(esc.escalation_id));
-        m.insert("escalation".into(), json!({ "escalation_id": esc.escalation_id, "status": "pending", "expires_at": iso(esc.expires_at) }));
-    }
-    if let Some(d) = &e.authority.delegation {
-        m.insert("delegation".into(), d.clone());
-    }
-    let auth = &d.authority;
-    if let Some(bg) = &auth.breakglass_id {
-        m.insert("breakglass_id".into(), json!(bg));
-        m.insert("overridden_policies".into(), serde_json::to_value(&auth.overridden).unwrap_or_default());
-    }
-    if let Some(c) = &auth.covered_by {
-        m.insert("covered_by".into(), json!(c));
-    }
-    if let Some(a) = &auth.approved_by {
-        m.insert("approved_by".into(), json!({ "escalation_id": a, "approver": e.approver }));
-    }
-    for (k, v) in &e.intercepted.chain {
-        m.insert(k.clone(), v.clone());
-    }
-    m.insert("created_at".into(), json!(iso(e.at_ms)));
-    m
+            .collect(),
+        errors: d.errors.clone(),
+        trust_score: e.trust_after,
+        permission_scope: e.agent.as_ref().map(|a| a.scopes.clone()).unwrap_or_default(),
+        policy_evaluated: e.policies_evaluated,
+        boundary_check: d.boundary,
+        jurisdiction,
+        escalation: e.authority.opened.as_ref().map(|esc| OpenedEscalation {
+            escalation_id: esc.escalation_id.clone(),
+            status: "pending",
+            expires_at: iso(esc.expires_at),
+        }),
+        delegation: e.authority.delegation.clone(),
+        breakglass_id: auth.breakglass_id.clone(),
+        overridden_policies: auth.breakglass_id.as_ref().map(|_| auth.overridden.clone()),
+        covered_by: auth.covered_by.clone(),
+        approved_by: auth.approved_by.as_ref().map(|a| ApprovedBy { escalation_id: a.clone(), approver: e.approver.clone() }),
+        chain: e.intercepted.chain.clone(),
+    };
+    Answer { sealed, rest, receipt: Receipt::default() }
 }
 
 /// The stored record of one of a decision's violations: the violation as its decision's
@@ -1157,7 +1152,7 @@ fn record<'a>(
     state: &'a AppState,
     ws: &WorkspaceState,
     mut evaluated: Vec<Evaluated>,
-) -> impl std::future::Future<Output = praetor_store::Result<Vec<Map<String, Value>>>> + 'a {
+) -> impl std::future::Future<Output = praetor_store::Result<Vec<Answer>>> + 'a {
     let mut txn = Txn::default();
     let mut bodies = Vec::with_capacity(evaluated.len());
     // Where each decision's own entry sits among the transaction's seals (session
@@ -1181,7 +1176,8 @@ fn record<'a>(
         // the answer as it encodes it (`Txn::seal_answer_digests`).
         let entry = vault_entry(ws, e);
         let body = response(ws, e);
-        let stored = crate::answer::stored(&body, &entry);
+        let stored = body.rest.to_row();
+        debug_assert_entry_gives_back(&body, &entry, &stored);
         txn.seal.push(SealRequest { workspace_id: ws.workspace_id.clone(), body: entry });
         txn.mutations.push(Mutation::InsertDecision {
             row: DecisionRow {
@@ -1195,7 +1191,7 @@ fn record<'a>(
                 vault_seq: None,
                 // Moved, not copied (up to 512 KiB): nothing reads it after this.
                 content: e.intercepted.request.content.take(),
-                body: Value::Object(stored),
+                body: stored,
                 sealed_leaf: None,
                 digests: None,
             },
@@ -1243,10 +1239,8 @@ fn record<'a>(
         let own = seal_of.iter().map(|&i| sealed.get(i).copied());
         for ((body, e), s) in bodies.iter_mut().zip(&evaluated).zip(own) {
             let Some(s) = s else { continue };
-            body.insert("vault_entry_id".into(), json!(s.seq));
-            body.insert("leaf_hash".into(), json!(hex::encode(s.leaf_hash)));
             let latency_us = e.started.elapsed().as_micros() as u64;
-            body.insert("latency_ms".into(), json!(latency_us as f64 / 1000.0));
+            body.receipt = Receipt { vault_entry_id: Some(s.seq), leaf_hash: Some(hex::encode(s.leaf_hash)), latency_ms: Some(latency_us as f64 / 1000.0) };
             state.metrics.count_decision(e.decision.verdict, latency_us);
             if e.decision.escalation_refused() {
                 state.metrics.escalations_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1254,6 +1248,18 @@ fn record<'a>(
             tracing::debug!(decision_id = %e.decision_id, decision = e.decision.verdict.as_str(), latency_us, "decided");
         }
         Ok(bodies)
+    }
+}
+
+/// The row keeps only the answer's `rest`, and reading the decision back joins it with
+/// the sealed entry: that must give back the answer exactly. It does by construction
+/// (both are made from the same values); debug builds, and so every test that makes a
+/// decision, check it.
+fn debug_assert_entry_gives_back(answer: &Answer, entry: &Map<String, Value>, stored: &Value) {
+    if cfg!(debug_assertions) {
+        let rebuilt = stored.as_object().and_then(|rest| crate::answer::rebuild(entry, rest));
+        let answered = serde_json::to_value(answer).ok();
+        assert_eq!(rebuilt.map(Value::Object), answered, "the sealed entry and the stored rest do not give the answer back");
     }
 }
 

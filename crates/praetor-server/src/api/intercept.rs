@@ -12,6 +12,7 @@ use crate::auth::{Authorized, perm};
 use crate::config::limits;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{RawBody, parse_json};
+use crate::answer::Answer;
 use crate::pipeline::{self, Caller, InterceptBody};
 use crate::state::AppState;
 
@@ -22,7 +23,7 @@ pub async fn intercept(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     RawBody(raw): RawBody,
-) -> ApiResult<Json<Map<String, Value>>> {
+) -> ApiResult<Json<Answer>> {
     let body: InterceptBody = parse_json(&raw)?;
     let intercepted = pipeline::intercept(body, "")?;
     let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), &raw);
@@ -57,7 +58,7 @@ pub async fn batch(
     }
     let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), &raw);
     let results = pipeline::decide_and_record(&state, &auth.workspace, &caller, intercepted, None).await?;
-    let count = |d: &str| results.iter().filter(|r| r.get("decision").and_then(Value::as_str) == Some(d)).count();
+    let count = |d: &str| results.iter().filter(|r| r.sealed.decision == d).count();
     Ok(Json(json!({
         "ok": true,
         "total": results.len(),
@@ -91,7 +92,7 @@ pub async fn agent_comm(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     RawBody(raw): RawBody,
-) -> ApiResult<Json<Map<String, Value>>> {
+) -> ApiResult<Json<Answer>> {
     let body: AgentCommBody = parse_json(&raw)?;
     let source = body.source_agent_id.ok_or_else(|| ApiError::invalid("source_agent_id", "is required"))?;
     let target = body.target_agent_id.ok_or_else(|| ApiError::invalid("target_agent_id", "is required"))?;
