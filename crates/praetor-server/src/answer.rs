@@ -33,9 +33,10 @@ const FROM_ENTRY: [(&str, &str); 10] = [
 const DERIVED: [&str; 4] = ["ok", "authorisation_id", "session_id", "escalation_id"];
 
 /// What `POST /intercept` answers for one decision (wire §2.2 plus the authorisation
-/// object's fields). It is typed and serialised once, straight into the response: built
-/// as a JSON map, cloned for the row and encoded, the answer cost about a sixth of the
-/// server's instructions per decision (BENCHMARKS.md, "Session 23").
+/// object's fields). It is typed and serialised once, straight into the response. Built
+/// as a JSON map, filtered and cloned for the row, serialised and dropped, the answer
+/// cost up to a sixth of the server's instructions per decision; typed, about 6 % fewer
+/// (BENCHMARKS.md, "Session 23").
 #[derive(Debug, Serialize)]
 pub struct Answer {
     #[serde(flatten)]
@@ -108,6 +109,18 @@ impl Rest {
     }
 }
 
+/// The row keeps only the answer's `rest`, and reading the decision back joins it with
+/// the sealed entry: that must give back the answer exactly. It does by construction
+/// (`pipeline::vault_entry` takes the shared fields from `FromEntry`); debug builds, and
+/// so every test that makes a decision, check it.
+pub fn debug_assert_gives_back(answer: &Answer, entry: &Map<String, Value>, stored: &Value) {
+    if cfg!(debug_assertions) {
+        let rebuilt = stored.as_object().and_then(|rest| rebuild(entry, rest));
+        let answered = serde_json::to_value(answer).ok();
+        assert_eq!(rebuilt.map(Value::Object), answered, "the sealed entry and the stored rest do not give the answer back");
+    }
+}
+
 /// A shadow policy that matched: what it would have decided.
 #[derive(Debug, Serialize)]
 pub struct ShadowAnswer {
@@ -155,8 +168,8 @@ pub struct Joined {
 }
 
 /// A stored decision's answer, with its sealed entry: a whole answer (it has
-/// `decision`, as rows written before answers were stored once do, and rows whose
-/// answer versions before the typed answer found the entry could not give back) is
+/// `decision`: rows written before answers were stored once, and rows that earlier
+/// versions kept whole because the entry could not give their answer back) is
 /// returned as it is; the rest of one is joined with the entry. A row that departs
 /// from its entry ([`DecisionRow::departs_from`]: changed after it was sealed) shows
 /// only what the entry gives back, and `read_error` says why. `Err` says why the row
@@ -302,22 +315,96 @@ mod tests {
         assert_eq!(sent["decision"], "block");
     }
 
+    /// `typed()` with every optional field set, and the four chain fields.
+    fn full() -> Answer {
+        let mut a = typed();
+        let t = |id: &str| Triggered { policy_id: id.into(), name: "n".into(), decision: "block".into(), reason: "r".into() };
+        a.sealed.session_id = Some("sess_1".into());
+        a.sealed.escalation_id = Some("esc_1".into());
+        a.rest.shadow_policies = vec![ShadowAnswer {
+            policy_id: "pol_s".into(), name: "s".into(), decision: "allow".into(), reason: "r".into(), would_decide: "allow", would_change: true,
+        }];
+        a.rest.errors = vec![EvalError { policy_id: "pol_e".into(), message: "bad".into() }];
+        a.rest.escalation = Some(OpenedEscalation { escalation_id: "esc_1".into(), status: "pending", expires_at: "2026-12-05T11:00:00.000Z".into() });
+        a.rest.delegation = Some(json!({ "grant_id": "gr_1" }));
+        a.rest.breakglass_id = Some("bg_1".into());
+        a.rest.overridden_policies = Some(vec![t("pol_o")]);
+        a.rest.covered_by = Some("gr_2".into());
+        a.rest.approved_by = Some(ApprovedBy { escalation_id: "esc_0".into(), approver: None });
+        for (k, v) in [("chain_id", json!("ch_1")), ("chain_step", json!(2)), ("parent_decision_id", json!("dec_00")), ("grant_id", json!("gr_1"))] {
+            a.rest.chain.insert(k.into(), v);
+        }
+        a
+    }
+
     /// Every field `FromEntry` answers is one `rebuild` gives back from the entry, and
     /// no field of `Rest` is: else the row would lose it, or keep what it need not.
     #[test]
     fn the_fields_given_back_are_the_ones_from_the_entry() {
-        let mut a = typed();
-        a.sealed.session_id = Some("sess_1".into());
-        a.sealed.escalation_id = Some("esc_1".into());
+        let a = full();
         let from_entry = serde_json::to_value(&a.sealed).unwrap();
         let mut names: Vec<&str> = from_entry.as_object().unwrap().keys().map(String::as_str).collect();
         names.sort_unstable();
         let mut expected: Vec<&str> = FROM_ENTRY.iter().map(|(field, _)| *field).chain(DERIVED).collect();
         expected.sort_unstable();
         assert_eq!(names, expected);
-        for name in kept().as_object().unwrap().keys() {
+        let kept = a.rest.to_row();
+        assert_eq!(kept.as_object().unwrap().len(), 6 + 8 + 4, "every field of `Rest` and the chain: {kept}");
+        for name in kept.as_object().unwrap().keys() {
             assert!(!expected.contains(&name.as_str()), "{name} is stored and given back");
         }
+    }
+
+    /// The wire's answer (xybern-wire.md §2.2 and the authorisation object): which fields
+    /// are always there, `null` when unknown, and which only when they apply.
+    #[test]
+    fn the_answer_on_the_wire() {
+        let mut a = typed();
+        a.sealed.agent_id = None;
+        a.rest.trust_score = None;
+        let minimal = serde_json::to_value(&a).unwrap();
+        assert_eq!(minimal, json!({
+            "ok": true, "decision": "block", "outcome": "refused", "policy_result": "refused", "decision_id": "dec_01",
+            "authorisation_id": "auth_01", "reasoning": "blocked by n", "agent_id": null, "action_type": "email.send",
+            "policies_triggered": [{ "policy_id": "pol_1", "name": "n", "decision": "block", "reason": "r" }],
+            "trust_score": null, "identity": { "result": "verified" }, "permission_scope": ["email.*"], "policy_evaluated": 3,
+            "boundary_check": "within_scope", "jurisdiction": null, "policy_set_hash": "ff", "created_at": "2026-12-05T10:00:00.000Z",
+        }));
+        let mut sent = full();
+        sent.receipt = Receipt { vault_entry_id: Some(7), leaf_hash: Some("ab".into()), latency_ms: Some(0.25) };
+        let sent = serde_json::to_value(&sent).unwrap();
+        let extra: Map<String, Value> = sent.as_object().unwrap().iter().filter(|(k, _)| !minimal.as_object().unwrap().contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(Value::Object(extra), json!({
+            "session_id": "sess_1", "escalation_id": "esc_1",
+            "shadow_policies": [{ "policy_id": "pol_s", "name": "s", "decision": "allow", "reason": "r", "would_decide": "allow", "would_change": true }],
+            "errors": [{ "policy_id": "pol_e", "message": "bad" }],
+            "escalation": { "escalation_id": "esc_1", "status": "pending", "expires_at": "2026-12-05T11:00:00.000Z" },
+            "delegation": { "grant_id": "gr_1" }, "breakglass_id": "bg_1",
+            "overridden_policies": [{ "policy_id": "pol_o", "name": "n", "decision": "block", "reason": "r" }],
+            "covered_by": "gr_2", "approved_by": { "escalation_id": "esc_0", "approver": null },
+            "chain_id": "ch_1", "chain_step": 2, "parent_decision_id": "dec_00", "grant_id": "gr_1",
+            "vault_entry_id": 7, "leaf_hash": "ab", "latency_ms": 0.25,
+        }));
+    }
+
+    /// The check every debug decision runs can fail: an entry that says otherwise than
+    /// the answer.
+    #[test]
+    #[should_panic(expected = "do not give the answer back")]
+    fn an_entry_that_disagrees_with_the_answer_fails_the_check() {
+        let mut e = entry();
+        e.insert("outcome".into(), json!("allowed"));
+        debug_assert_gives_back(&typed(), &e, &kept());
+    }
+
+    #[test]
+    fn an_entry_that_agrees_passes_the_check() {
+        let mut e = entry();
+        for (k, v) in [("session_id", "sess_1"), ("escalation_id", "esc_1")] {
+            e.insert(k.into(), json!(v));
+        }
+        let a = full();
+        debug_assert_gives_back(&a, &e, &a.rest.to_row());
     }
 
     #[test]

@@ -130,11 +130,18 @@ async fn agent_comm_authorises_a_hand_off() {
     let b = s.agent("executor").await;
     let (status, ok) = s.post("/api/v1/enforce/agent-comm", &s.admin_key, &json!({
         "source_agent_id": a, "target_agent_id": b, "instruction": "summarise the ticket",
-        "metadata": { "framework": "langchain", "via": "tool" }, "chain_id": "chn_0123456789abcdef0123", "chain_step": 2
+        "metadata": { "framework": "langchain", "via": "tool" }, "chain_id": "chn_0123456789abcdef0123", "chain_step": 2,
+        "parent_decision_id": "dec_01a24e77546fb5e12c38d776"
     })).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ok["decision"], "allow");
-    assert_eq!(ok["chain_step"], 2);
+    assert_eq!((&ok["chain_id"], &ok["chain_step"], &ok["parent_decision_id"]), (&json!("chn_0123456789abcdef0123"), &json!(2), &json!("dec_01a24e77546fb5e12c38d776")));
+    // The chain fields are the row's: read back, the decision answers them as it did.
+    let (_, read) = s.get(&format!("/api/v1/enforce/decisions/{}", ok["decision_id"].as_str().unwrap()), &s.admin_key).await;
+    let read = &read["decision"];
+    for field in ["chain_id", "chain_step", "parent_decision_id", "decision", "agent_id", "created_at"] {
+        assert_eq!(read[field], ok[field], "{field}: {read}");
+    }
     let (_, no) = s.post("/api/v1/enforce/agent-comm", &s.admin_key, &json!({ "source_agent_id": a, "target_agent_id": "agt_ghost" })).await;
     assert_eq!(no["decision"], "block");
     assert_eq!(no["identity"]["check"], "unknown_target");
