@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -61,23 +62,37 @@ def test_action_type_length(server):
         assert "action_type" in err["message"], err
 
 
-def test_oversize_body(server):
-    big = json.dumps({"action_type": "big", "metadata": {}, "action_content": "x" * (2 * 1024 * 1024)}).encode()
-    err = _check(server, _raw_post(server, INTERCEPT, big), 413, "payload_too_large")
-    assert err["type"] == "invalid_request"
+def test_oversize_actions_are_refused_not_errors(server):
+    """An action too large to evaluate is refused as a decision (200 `block`, sealed, the
+    body's length and hash in the reason), not answered with an error that a fail-open
+    client would run the action on (wire rule 1). Other routes keep their 413."""
+    big = json.dumps({"action_type": "big", "agent_id": None, "metadata": {},
+                      "action_content": "x" * (2 * 1024 * 1024)}).encode()
+
+    def refused(r: requests.Response) -> dict:
+        assert r.status_code == 200, r.text[:400]
+        d = r.json()
+        assert d["decision"] == "block" and d["outcome"] == "refused", d
+        assert [p["policy_id"] for p in d["policies_triggered"]] == ["__unread"], d
+        assert d["reasoning"].startswith("blocked: refused unread: "), d
+        assert server.healthy()
+        return d
+
+    d = refused(_raw_post(server, INTERCEPT, big))
+    assert d["action_type"] == "big", d
+    assert f"is {len(big)} bytes long (SHA-256 {hashlib.sha256(big).hexdigest()})" in d["reasoning"], d
+    # the same without a Content-Length (chunked upload)
+    chunks = (big[i:i + 65536] for i in range(0, len(big), 65536))
+    refused(server.request("POST", INTERCEPT, data=chunks, headers={"Content-Type": "application/json"}))
     # just under the limit is still a request like any other
     small = json.dumps({"action_type": "big_ok", "agent_id": None, "metadata": {},
                         "action_content": "x" * (256 * 1024)}).encode()
     r = _raw_post(server, INTERCEPT, small)
     assert r.status_code == 200 and r.json()["decision"] == "allow", r.text[:400]
-    # under the body limit but over the content limit (512 KiB): a field error, not 413
+    # under the body limit but over the content limit (512 KiB): refused, naming the field
     long_content = json.dumps({"action_type": "long", "metadata": {}, "action_content": "x" * (600 * 1024)}).encode()
-    err = _check(server, _raw_post(server, INTERCEPT, long_content), 400, "invalid_field")
-    assert "action_content" in err["message"], err
-    # the same without a Content-Length (chunked upload): the limit still applies
-    chunks = (big[i:i + 65536] for i in range(0, len(big), 65536))
-    _check(server, server.request("POST", INTERCEPT, data=chunks, headers={"Content-Type": "application/json"}),
-           413, "payload_too_large")
+    d = refused(_raw_post(server, INTERCEPT, long_content))
+    assert "`action_content` is 614400 bytes long; the limit is 524288" in d["reasoning"], d
     big_policy = json.dumps({"name": "big", "policy_type": "content_pattern", "decision": "block",
                              "conditions": {"patterns": ["x" * (2 * 1024 * 1024)]}}).encode()
     _check(server, _raw_post(server, POLICIES, big_policy), 413, "payload_too_large")

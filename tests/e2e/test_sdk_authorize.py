@@ -190,3 +190,28 @@ def test_every_optional_intercept_field_is_accepted(server, xy):
     assert r.status_code == 200, r.text
     stored = server.get(f"/enforce/decisions/{r.json()['decision_id']}")["decision"]
     assert stored["action_content"] == "guard text"
+
+
+def test_fail_open_enforcement_does_not_run_an_oversize_action(server, monkeypatch):
+    """The SDK's per-action path (`auto.connect()`'s hook) in enforce mode with fail_open:
+    an HTTP error runs the action, so an action too large to evaluate must come back as a
+    refusal. Here a tool's 2 MiB scalar argument (sent as metadata) is refused, and the
+    action does not run."""
+    from xybern import auto
+    from xybern.client import XybernClient
+    from xybern.config import Config
+
+    monkeypatch.setenv("XYBERN_FAIL_OPEN", "1")
+    cfg = Config.resolve(api_key=server.admin_key, base_url=server.base_url, mode="enforce")
+    assert cfg.mode == "enforce" and cfg.fail_open
+
+    def run(c: Config, action_type: str, content: str, arguments: dict) -> bool:
+        return auto._on_action(c, XybernClient(c), None, None, "langchain", action_type, None, content, arguments)
+
+    assert run(cfg, unique("lookup"), "hello", {"q": "x"}) is True
+    with pytest.raises(PolicyBlocked) as exc:
+        run(cfg, unique("send_email"), '{"to": "bob"}', {"body": "x" * (2 * 1024 * 1024)})
+    assert "refused unread" in str(exc.value), exc.value
+    # The control: with no answer at all, this client runs the action.
+    unreachable = Config.resolve(api_key=server.admin_key, base_url="http://127.0.0.1:9/v1", mode="enforce")
+    assert run(unreachable, unique("lookup"), "hello", {}) is True

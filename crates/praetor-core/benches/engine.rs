@@ -173,6 +173,7 @@ fn bench_decide(c: &mut Criterion) {
             content_redacted: false,
             metadata: metadata.clone(),
             session_id: None,
+            refused_unread: None,
         };
         let input = DecisionInput {
             request: &request,

@@ -15,6 +15,13 @@ pub struct ActionRequest {
     pub content_redacted: bool,
     pub metadata: Map<String, Value>,
     pub session_id: Option<String>,
+    /// Set when the action is too large to evaluate (its content, or the whole request,
+    /// is over a size limit): why. The engine blocks it before any policy runs, so an
+    /// agent cannot pass the content policies by padding an action past what they read,
+    /// and the refusal is a decision like any other (sealed; an answer, not an error a
+    /// fail-open client would run the action on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_unread: Option<String>,
 }
 
 /// What stage 2 (identify) established about the caller.

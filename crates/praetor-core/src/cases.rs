@@ -318,6 +318,7 @@ fn run_with(case: &Case, defs: &[PolicyDef]) -> Result<(), String> {
         content_redacted: redacted,
         metadata: case.request.metadata.clone(),
         session_id: session.clone(),
+        refused_unread: None,
     };
     let session_hist: Vec<PastAction> = all_hist
         .iter()

@@ -4,7 +4,9 @@
 //! 0. **Closed session.** An action in a session that is killed, expired, ended or
 //!    out of budget answers `terminate` (`__session`), before anything else.
 //! 1. **Identity.** `Identity::Failed` blocks at once (`__identity`); no policy runs and
-//!    it is not a violation (the agent may not even be who it says).
+//!    it is not a violation (the agent may not even be who it says). Then an action too
+//!    large to evaluate (`ActionRequest::refused_unread`) blocks the same way
+//!    (`__unread`): no policy, approval or breakglass runs, and it is not a violation.
 //! 2. **Boundary.** A known agent's `scopes` and `permission_boundary` are checked; an
 //!    action outside them blocks at once (`__boundary`, a violation). Anonymous
 //!    requests are within scope.
@@ -81,6 +83,9 @@ pub fn decide(input: &DecisionInput<'_>, policies: &CompiledPolicySet, settings:
     }
     if let Identity::Failed { check, reason } = input.identity {
         return identity_failure(check, reason);
+    }
+    if let Some(reason) = &input.request.refused_unread {
+        return Decision::plain(Verdict::Block, Outcome::Refused, vec![builtin("__unread", "unread", "block", reason.clone())], format!("blocked: refused unread: {reason}"));
     }
     let mut decision = match authority::check(input.agent, &input.authority, &input.request.action_type) {
         Err(r) => authority_refusal(r),
@@ -638,6 +643,10 @@ pub(crate) mod tests {
             self.request.content = Some(s.to_owned());
             self
         }
+        pub(crate) fn unread(mut self, reason: &str) -> Fx {
+            self.request.refused_unread = Some(reason.to_owned());
+            self
+        }
         pub(crate) fn redacted(mut self) -> Fx {
             self.request.content = None;
             self.request.content_redacted = true;
@@ -720,6 +729,25 @@ pub(crate) mod tests {
             d.reasoning,
             "blocked: identity check `signature_invalid` failed: signature does not verify"
         );
+    }
+
+    #[test]
+    fn an_unread_action_blocks_before_any_policy() {
+        let reason = "`action_content` is 600000 bytes long; the limit is 524288";
+        let fx = Fx::new(vec![json!({"name": "allow all", "policy_type": "action_type",
+                                      "action_types": ["*"], "decision": "allow"})])
+        .unread(reason);
+        let d = fx.decide("x");
+        assert_eq!((d.verdict, d.outcome), (Verdict::Block, Outcome::Refused));
+        assert_eq!(ids(&d.triggered), vec!["__unread"]);
+        assert_eq!((d.triggered[0].name.as_str(), d.triggered[0].reason.as_str()), ("unread", reason));
+        assert!(!d.violation, "no rule was broken: trust is not lowered");
+        assert_eq!(d.reasoning, format!("blocked: refused unread: {reason}"));
+        // A failed identity is still the one named: it is the more basic refusal.
+        let mut fx = fx;
+        fx.identity = Identity::Failed { check: "unknown_agent".into(), reason: "who".into() };
+        fx.agent = None;
+        assert_eq!(ids(&fx.decide("x").triggered), vec!["__identity"]);
     }
 
     #[test]

@@ -75,6 +75,21 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// again; no client needs more than this.
 pub const BODY_DEPTH_MAX: usize = 64;
 
+/// Where the string opened by the quote at `open` closes (the index of its closing
+/// quote), skipping escaped characters; `None` if `bytes` ends first.
+fn string_end(bytes: &[u8], open: usize) -> Option<usize> {
+    let mut at = open + 1;
+    loop {
+        // Most of a body's bytes are in strings (the action's content), so this jumps.
+        let off = memchr::memchr2(b'"', b'\\', bytes.get(at..)?)?;
+        if bytes[at + off] == b'\\' {
+            at += off + 2;
+        } else {
+            return Some(at + off);
+        }
+    }
+}
+
 /// Where `bytes`, read as JSON, first opens an array or object more than `max` levels
 /// deep (outside strings), if anywhere. Malformed JSON is the parser's to report.
 fn nested_past(bytes: &[u8], max: usize) -> Option<usize> {
@@ -82,19 +97,7 @@ fn nested_past(bytes: &[u8], max: usize) -> Option<usize> {
     let mut at = 0;
     while let Some(&b) = bytes.get(at) {
         match b {
-            // A string: skip to its closing quote, past escaped characters. Most of a
-            // body's bytes are in strings (the action's content), so this jumps.
-            b'"' => loop {
-                at += 1;
-                match memchr::memchr2(b'"', b'\\', bytes.get(at..).unwrap_or_default()) {
-                    Some(off) if bytes[at + off] == b'\\' => at += off + 1,
-                    Some(off) => {
-                        at += off;
-                        break;
-                    }
-                    None => return None,
-                }
-            },
+            b'"' => at = string_end(bytes, at)?,
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max {
@@ -107,6 +110,48 @@ fn nested_past(bytes: &[u8], max: usize) -> Option<usize> {
         at += 1;
     }
     None
+}
+
+/// The string members named `keys` of the top-level object that `prefix`, the start of
+/// a JSON body cut off anywhere, holds whole. A body too large to parse is still
+/// decided (and refused): these say whose action it was and what kind. Members after
+/// the cut, and values that are not strings, are not found.
+pub fn leading_strings(prefix: &[u8], keys: &[&str]) -> std::collections::HashMap<String, String> {
+    let mut found = std::collections::HashMap::new();
+    let text = |from: usize, to: usize| serde_json::from_slice::<String>(&prefix[from..=to]).ok();
+    let mut at = match prefix.iter().position(|b| !b.is_ascii_whitespace()) {
+        Some(i) if prefix[i] == b'{' => i + 1,
+        _ => return found,
+    };
+    let (mut depth, mut key, mut expect_key) = (1usize, None::<String>, true);
+    while let Some(&b) = prefix.get(at) {
+        match b {
+            b'"' => {
+                let Some(end) = string_end(prefix, at) else { break };
+                if depth == 1 && expect_key {
+                    key = text(at, end);
+                } else if depth == 1
+                    && let (Some(k), Some(v)) = (key.take(), text(at, end))
+                    && keys.contains(&k.as_str())
+                {
+                    found.entry(k).or_insert(v);
+                }
+                at = end;
+            }
+            b':' if depth == 1 => expect_key = false,
+            b',' if depth == 1 => (expect_key, key) = (true, None),
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    found
 }
 
 fn field_message(path: &str, msg: &str) -> String {
@@ -184,9 +229,144 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
+/// The body of a decision request (`/enforce/intercept`, `/enforce/agent-comm`).
+/// Within the body limit it is the raw body, as `RawBody`. Past it, the rest is still
+/// read (up to `limits::UNREAD_BODY_MAX`), counted and hashed but not kept: the action
+/// is then decided as refused unread, an answer rather than a `413` that a fail-open
+/// client would run the action on (wire rule 1).
+pub enum DecisionBody {
+    Whole(Bytes),
+    OverLimit(OverLimit),
+}
+
+/// What was read of a body past the limit.
+pub struct OverLimit {
+    /// The first `limit` bytes.
+    pub prefix: Bytes,
+    pub limit: usize,
+    /// The body's length and SHA-256 (hex), all of it.
+    pub length: u64,
+    pub sha256: String,
+}
+
+impl OverLimit {
+    /// Why the action was not evaluated, with what identifies the body that was sent.
+    pub fn reason(&self) -> String {
+        format!("the request body is {} bytes long (SHA-256 {}); the limit is {}", self.length, self.sha256, self.limit)
+    }
+}
+
+impl FromRequest<std::sync::Arc<crate::state::AppState>> for DecisionBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &std::sync::Arc<crate::state::AppState>) -> Result<Self, Self::Rejection> {
+        let unread_max = crate::config::limits::UNREAD_BODY_MAX;
+        // A declared length past what is read at all is refused before reading any.
+        let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > unread_max) {
+            return Err(ApiError::new(Code::PayloadTooLarge, format!("request body is larger than {unread_max} bytes")));
+        }
+        read_decision_body(req.into_body(), state.config.max_body_bytes, unread_max).await
+    }
+}
+
+async fn read_decision_body(mut body: axum::body::Body, limit: usize, unread_max: u64) -> Result<DecisionBody, ApiError> {
+    use http_body_util::BodyExt;
+    use sha2::Digest;
+    let too_large = || ApiError::new(Code::PayloadTooLarge, format!("request body is larger than {unread_max} bytes"));
+    let mut kept: Vec<Bytes> = Vec::new();
+    let (mut length, mut over) = (0u64, None::<sha2::Sha256>);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::new(Code::MalformedJson, format!("cannot read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        length += data.len() as u64;
+        if length > unread_max {
+            return Err(too_large());
+        }
+        match &mut over {
+            Some(hash) => hash.update(&data),
+            None if length > limit as u64 => {
+                let mut hash = sha2::Sha256::new();
+                kept.iter().for_each(|b| hash.update(b));
+                hash.update(&data);
+                kept.push(data);
+                over = Some(hash);
+            }
+            None => kept.push(data),
+        }
+    }
+    let whole = match kept.len() {
+        1 => kept.pop().unwrap_or_default(),
+        _ => Bytes::from(kept.concat()),
+    };
+    Ok(match over {
+        None => DecisionBody::Whole(whole),
+        Some(hash) => DecisionBody::OverLimit(OverLimit {
+            prefix: whole.slice(..limit),
+            limit,
+            length,
+            sha256: hex::encode(hash.finalize()),
+        }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::nested_past;
+    use super::{DecisionBody, leading_strings, nested_past, read_decision_body};
+    use axum::body::{Body, Bytes};
+
+    #[test]
+    fn leading_strings_are_the_whole_top_level_string_members() {
+        let keys = ["action_type", "agent_id", "session_id"];
+        let got = |body: &str| {
+            let mut v: Vec<_> = leading_strings(body.as_bytes(), &keys).into_iter().collect();
+            v.sort();
+            v
+        };
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        // Nested members of the same name, and non-string values, are not taken.
+        let body = r#" {"metadata": {"agent_id": "inner", "x": ["action_type", "y"]}, "chain_step": 3,
+                        "action_type" : "pay\u0021", "agent_id":"agt_1", "action_content": "aaaaaaaa"#;
+        assert_eq!(got(body), vec![pair("action_type", "pay!"), pair("agent_id", "agt_1")]);
+        // A member cut off by the end of the prefix is not taken, nor anything after it.
+        assert_eq!(got(r#"{"action_type": "pay", "agent_id": "agt_"#), vec![pair("action_type", "pay")]);
+        // Escaped quotes inside strings do not end them; a key is only a key before `:`.
+        assert_eq!(got(r#"{"x": "\"agent_id\": \"no\"", "session_id": "s1"}"#), vec![pair("session_id", "s1")]);
+        assert_eq!(got(r#"{"action_type": 5, "x": "action_type"}"#), vec![]);
+        // The first of a repeated member, and only inside a top-level object.
+        assert_eq!(got(r#"{"agent_id": "a", "agent_id": "b"}"#), vec![pair("agent_id", "a")]);
+        assert_eq!(got(r#"["action_type", "pay"]"#), vec![]);
+        assert_eq!(got(r#"{"action_type": "a"} {"agent_id": "b"}"#), vec![pair("action_type", "a")]);
+    }
+
+    fn chunked(chunks: &[&'static [u8]]) -> Body {
+        let frames = chunks.iter().map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c)));
+        Body::from_stream(futures_util::stream::iter(frames.collect::<Vec<_>>()))
+    }
+
+    #[tokio::test]
+    async fn a_decision_body_past_the_limit_is_read_to_the_end_and_hashed_not_kept() {
+        let whole = |b: DecisionBody| match b {
+            DecisionBody::Whole(bytes) => bytes,
+            DecisionBody::OverLimit(_) => panic!("expected the whole body"),
+        };
+        // Within the limit, however it is framed, the body is the body.
+        assert_eq!(whole(read_decision_body(chunked(&[b"{\"a\"", b":1}"]), 7, 100).await.unwrap()), Bytes::from_static(b"{\"a\":1}"));
+        assert_eq!(whole(read_decision_body(Body::from("1234567"), 7, 100).await.unwrap()), Bytes::from_static(b"1234567"));
+        // One byte past it, in a later frame: the first `limit` bytes, and the length
+        // and hash of all of it.
+        let DecisionBody::OverLimit(over) = read_decision_body(chunked(&[b"1234", b"5678", b"90"]), 7, 100).await.unwrap() else {
+            panic!("expected a body over the limit")
+        };
+        assert_eq!((over.prefix.as_ref(), over.limit, over.length), (b"1234567".as_slice(), 7, 10));
+        assert_eq!(over.sha256, praetor_core::sha256_hex(b"1234567890"));
+        assert!(over.reason().contains("10 bytes long") && over.reason().contains(&over.sha256), "{}", over.reason());
+        // Past what is read at all: an error (413), however it is framed.
+        for body in [chunked(&[b"1234", b"5678", b"90", b"1"]), Body::from("12345678901")] {
+            let err = read_decision_body(body, 7, 10).await.err().expect("over the reading cap");
+            assert_eq!(err.code, crate::error::Code::PayloadTooLarge);
+        }
+    }
 
     fn nest(levels: usize, inner: &str) -> String {
         format!("{}{inner}{}", "[".repeat(levels), "]".repeat(levels))

@@ -63,21 +63,60 @@ fn check_id(field: &str, value: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// The action's content from `action_content` or agent-guard's `content`, bounded. A
-/// body with both is refused unless they are the same text: evaluating one and
-/// dropping the other would let the dropped one pass every content policy unread.
-fn one_content(action_content: Option<String>, content: Option<String>, f: &impl Fn(&str) -> String) -> ApiResult<Option<String>> {
-    let (field, text) = match (action_content, content) {
+/// The action's content from `action_content` or agent-guard's `content`, with the
+/// name of the field it came from. A body with both is refused unless they are the same
+/// text: evaluating one and dropping the other would let the dropped one pass every
+/// content policy unread.
+fn one_content(action_content: Option<String>, content: Option<String>, f: &impl Fn(&str) -> String) -> ApiResult<Option<(String, String)>> {
+    match (action_content, content) {
         (Some(a), Some(c)) if a != c => {
             let (a, c) = (f("action_content"), f("content"));
-            return Err(ApiError::invalid(&a, format!("differs from `{c}`; the two are names for one content: send one, or the same text in both")));
+            Err(ApiError::invalid(&a, format!("differs from `{c}`; the two are names for one content: send one, or the same text in both")))
         }
-        (Some(a), _) => ("action_content", a),
-        (None, Some(c)) => ("content", c),
-        (None, None) => return Ok(None),
-    };
-    check_len(&f(field), &text, limits::CONTENT_MAX)?;
-    Ok(Some(text))
+        (Some(a), _) => Ok(Some((f("action_content"), a))),
+        (None, Some(c)) => Ok(Some((f("content"), c))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn check_action_type(field: &str, action_type: &str) -> ApiResult<()> {
+    check_len(field, action_type, limits::ACTION_TYPE_MAX)?;
+    if action_type.trim().is_empty() || action_type.chars().any(|c| c.is_control()) {
+        return Err(ApiError::invalid(field, "must be a non-empty string without control characters"));
+    }
+    // Invisible characters or edge whitespace would give one action a second spelling
+    // that no action-type glob matches.
+    praetor_core::glob::spelling(action_type).map_err(|m| ApiError::invalid(field, m))
+}
+
+/// Stage 1 for a request whose body is over the size limit, so was not parsed: the
+/// action as far as the start of the body names it (`leading_strings`), refused
+/// unread (`__unread`) for `reason`. A value that would not pass stage 1 is left out:
+/// an action type as `unread`, an agent or session as none named.
+pub fn intercept_unread(action_type: Option<&str>, agent_id: Option<&str>, session_id: Option<&str>, metadata: Map<String, Value>, reason: String) -> Intercepted {
+    let id = |v: Option<&str>| v.filter(|v| check_id("", v).is_ok()).map(str::to_owned);
+    let action_type = action_type.filter(|t| check_action_type("", t).is_ok()).unwrap_or("unread");
+    Intercepted {
+        request: ActionRequest {
+            action_type: action_type.to_owned(),
+            metadata,
+            session_id: id(session_id),
+            refused_unread: Some(reason),
+            ..ActionRequest::default()
+        },
+        agent_id: id(agent_id),
+        content_sha256: None,
+        chain: Map::new(),
+    }
+}
+
+/// Why content of this size is not evaluated, if it is over the limit. Such an action
+/// is still decided (blocked, `__unread`) and sealed, with the hash of its content
+/// but not the content: answering an error instead would let a fail-open client run
+/// it (wire rule 1), and an agent pad an action past what the policies read.
+fn content_over_limit(field: &str, content: &str) -> Option<String> {
+    (content.len() > limits::CONTENT_MAX)
+        .then(|| format!("`{field}` is {} bytes long; the limit is {}", content.len(), limits::CONTENT_MAX))
 }
 
 /// Stage 1: bound and validate. `prefix` names the body's position in a batch
@@ -85,13 +124,7 @@ fn one_content(action_content: Option<String>, content: Option<String>, f: &impl
 pub fn intercept(body: InterceptBody, prefix: &str) -> ApiResult<Intercepted> {
     let f = |name: &str| format!("{prefix}{name}");
     let action_type = body.action_type.ok_or_else(|| ApiError::invalid(&f("action_type"), "is required"))?;
-    check_len(&f("action_type"), &action_type, limits::ACTION_TYPE_MAX)?;
-    if action_type.trim().is_empty() || action_type.chars().any(|c| c.is_control()) {
-        return Err(ApiError::invalid(&f("action_type"), "must be a non-empty string without control characters"));
-    }
-    // Invisible characters or edge whitespace would give one action a second spelling
-    // that no action-type glob matches.
-    praetor_core::glob::spelling(&action_type).map_err(|m| ApiError::invalid(&f("action_type"), m))?;
+    check_action_type(&f("action_type"), &action_type)?;
     if let Some(a) = &body.agent_id {
         check_id(&f("agent_id"), a)?;
     }
@@ -99,6 +132,8 @@ pub fn intercept(body: InterceptBody, prefix: &str) -> ApiResult<Intercepted> {
         check_id(&f("session_id"), s)?;
     }
     let content = one_content(body.action_content, body.content, &f)?;
+    let refused_unread = content.as_ref().and_then(|(field, text)| content_over_limit(field, text));
+    let content = content.map(|(_, text)| text);
     let metadata = body.metadata.unwrap_or_default();
     let claimed_hash = match metadata.get("content_sha256") {
         None | Some(Value::Null) => None,
@@ -110,6 +145,8 @@ pub fn intercept(body: InterceptBody, prefix: &str) -> ApiResult<Intercepted> {
         Some(c) => Some(sha256_hex(c.as_bytes())),
         None => claimed_hash,
     };
+    // Content too large to evaluate is not kept (its hash, taken above, is).
+    let content = if refused_unread.is_some() { None } else { content };
     let mut chain = Map::new();
     for (k, v) in [("chain_id", body.chain_id.map(Value::from)), ("chain_step", body.chain_step.map(Value::from)),
         ("parent_decision_id", body.parent_decision_id.map(Value::from)), ("grant_id", body.grant_id.map(Value::from))]
@@ -122,7 +159,7 @@ pub fn intercept(body: InterceptBody, prefix: &str) -> ApiResult<Intercepted> {
         }
     }
     Ok(Intercepted {
-        request: ActionRequest { action_type, content, content_redacted, metadata, session_id: body.session_id },
+        request: ActionRequest { action_type, content, content_redacted, metadata, session_id: body.session_id, refused_unread },
         agent_id: body.agent_id,
         content_sha256,
         chain,

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::auth::{Authorized, perm};
 use crate::config::limits;
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{RawBody, parse_json};
+use crate::extract::{DecisionBody, RawBody, leading_strings, parse_json};
 use crate::answer::Answer;
 use crate::pipeline::{self, Caller, InterceptBody};
 use crate::state::AppState;
@@ -22,12 +22,33 @@ pub async fn intercept(
     method: Method,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
-    RawBody(raw): RawBody,
+    body: DecisionBody,
 ) -> ApiResult<Json<Answer>> {
-    let body: InterceptBody = parse_json(&raw)?;
-    let intercepted = pipeline::intercept(body, "")?;
+    let (raw, intercepted) = match body {
+        DecisionBody::Whole(raw) => {
+            let body: InterceptBody = parse_json(&raw)?;
+            (raw, pipeline::intercept(body, "")?)
+        }
+        DecisionBody::OverLimit(over) => {
+            let named = leading_strings(&over.prefix, &["action_type", "agent_id", "session_id"]);
+            let get = |k: &str| named.get(k).map(String::as_str);
+            let unread = pipeline::intercept_unread(get("action_type"), get("agent_id"), get("session_id"), Map::new(), over.reason());
+            (over.prefix, unread)
+        }
+    };
     let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), &raw);
-    let mut answers = pipeline::decide_and_record(&state, &auth.workspace, &caller, vec![intercepted], None).await?;
+    decide_one(&state, &auth, &caller, intercepted, None).await
+}
+
+/// Decide and record one action; its answer.
+async fn decide_one(
+    state: &AppState,
+    auth: &Authorized<perm::Enforce>,
+    caller: &Caller<'_>,
+    intercepted: pipeline::Intercepted,
+    identity_failure: Option<(&str, String)>,
+) -> ApiResult<Json<Answer>> {
+    let mut answers = pipeline::decide_and_record(state, &auth.workspace, caller, vec![intercepted], identity_failure).await?;
     answers.pop().map(Json).ok_or_else(|| ApiError::new(Code::Internal, "the decision was not recorded"))
 }
 
@@ -85,15 +106,8 @@ pub struct AgentCommBody {
     session_id: Option<String>,
 }
 
-pub async fn agent_comm(
-    State(state): State<Arc<AppState>>,
-    auth: Authorized<perm::Enforce>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    RawBody(raw): RawBody,
-) -> ApiResult<Json<Answer>> {
-    let body: AgentCommBody = parse_json(&raw)?;
+/// A hand-off as the `agent_instruction` action of its source agent, and its target.
+fn hand_off_action(body: AgentCommBody) -> ApiResult<(pipeline::Intercepted, String)> {
     let source = body.source_agent_id.ok_or_else(|| ApiError::invalid("source_agent_id", "is required"))?;
     let target = body.target_agent_id.ok_or_else(|| ApiError::invalid("target_agent_id", "is required"))?;
     let mut metadata = body.metadata.unwrap_or_default();
@@ -111,12 +125,36 @@ pub async fn agent_comm(
     };
     let intercepted = pipeline::intercept(as_action, "")?;
     pipeline::check_id_pub("target_agent_id", &target)?;
+    Ok((intercepted, target))
+}
+
+pub async fn agent_comm(
+    State(state): State<Arc<AppState>>,
+    auth: Authorized<perm::Enforce>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: DecisionBody,
+) -> ApiResult<Json<Answer>> {
+    let (raw, intercepted, target) = match body {
+        DecisionBody::Whole(raw) => {
+            let (intercepted, target) = hand_off_action(parse_json(&raw)?)?;
+            (raw, intercepted, Some(target))
+        }
+        DecisionBody::OverLimit(over) => {
+            let named = leading_strings(&over.prefix, &["source_agent_id", "target_agent_id", "session_id"]);
+            let get = |k: &str| named.get(k).map(String::as_str);
+            let target = get("target_agent_id").filter(|t| pipeline::check_id_pub("target_agent_id", t).is_ok()).map(str::to_owned);
+            let metadata = target.iter().map(|t| ("target_agent_id".to_owned(), json!(t))).collect();
+            let unread = pipeline::intercept_unread(Some("agent_instruction"), get("source_agent_id"), get("session_id"), metadata, over.reason());
+            (over.prefix, unread, target)
+        }
+    };
     let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), &raw);
-    let unknown_target = match auth.workspace.agent(&target) {
+    let unknown_target = target.and_then(|target| match auth.workspace.agent(&target) {
         Some(t) if t.is_active => None,
         Some(_) => Some(("target_deactivated", format!("target agent `{target}` is deactivated"))),
         None => Some(("unknown_target", format!("target agent `{target}` is not registered in this workspace"))),
-    };
-    let mut answers = pipeline::decide_and_record(&state, &auth.workspace, &caller, vec![intercepted], unknown_target).await?;
-    answers.pop().map(Json).ok_or_else(|| ApiError::new(Code::Internal, "the decision was not recorded"))
+    });
+    decide_one(&state, &auth, &caller, intercepted, unknown_target).await
 }

@@ -32,12 +32,65 @@ async fn malformed_and_mistyped_bodies_are_named() {
     assert_eq!(answer["decision"], "allow");
 }
 
+/// The sealed entry of decision `id`, from the vault.
+async fn sealed_entry(s: &TestServer, id: &str) -> Value {
+    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
+    let entries = page["entries"].as_array().unwrap();
+    entries.iter().map(|e| e["entry"].clone()).find(|e| e["decision_id"] == id).unwrap_or_else(|| panic!("{id} is not sealed: {page}"))
+}
+
+/// An action too large to evaluate is still an action: refused (a decision, `200`, so
+/// that a fail-open client does not run it) and sealed, never a `413` or `400`.
 #[tokio::test]
-async fn oversize_bodies_get_413() {
+async fn oversize_actions_are_refused_unread_and_sealed() {
     let s = TestServer::start().await;
-    let big = format!("{{\"action_type\":\"x\",\"action_content\":\"{}\"}}", "a".repeat(2 * 1024 * 1024));
-    assert_error(&s.post_raw("/api/v1/enforce/intercept", &s.admin_key, big.clone()).await, 413, "payload_too_large");
-    assert_error(&s.post_raw("/api/v1/enforce/policies", &s.admin_key, big).await, 413, "payload_too_large");
+    let agent = s.agent("writer").await;
+    s.policy(json!({ "name": "allow all", "policy_type": "action_type", "action_types": ["*"], "decision": "allow" })).await;
+
+    // Over the body limit (1 MiB here): what the start of the body names is kept.
+    let body = format!(r#"{{"action_type":"email.send","agent_id":"{agent}","metadata":{{"to":"a@b.c"}},"action_content":"{}"}}"#, "a".repeat(2 * 1024 * 1024));
+    let (status, answer) = s.post_raw("/api/v1/enforce/intercept", &s.admin_key, body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!((answer["decision"].as_str(), answer["outcome"].as_str()), (Some("block"), Some("refused")));
+    assert_eq!(answer["policies_triggered"][0]["policy_id"], "__unread", "{answer}");
+    let sha = praetor_server::secrets::sha256_hex(body.as_bytes());
+    let reason = format!("the request body is {} bytes long (SHA-256 {sha}); the limit is 1048576", body.len());
+    assert_eq!(answer["reasoning"], format!("blocked: refused unread: {reason}"));
+    assert_eq!((answer["action_type"].as_str(), answer["agent_id"].as_str()), (Some("email.send"), Some(agent.as_str())));
+    let id = answer["decision_id"].as_str().unwrap();
+    let entry = sealed_entry(&s, id).await;
+    assert_eq!((entry["decision"].as_str(), entry["action_type"].as_str()), (Some("block"), Some("email.send")));
+    assert_eq!(entry["policies"][0]["reason"], reason.as_str(), "the body's length and hash are sealed: {entry}");
+    let (_, stored) = s.get(&format!("/api/v1/enforce/decisions/{id}"), &s.admin_key).await;
+    assert_eq!(stored["decision"]["decision"], "block", "{stored}");
+
+    // Within the body limit but over the content limit: the content's hash is sealed,
+    // the content itself is not kept.
+    let content = "b".repeat(600 * 1024);
+    let answer = s.intercept(json!({ "action_type": "email.send", "agent_id": agent, "action_content": content })).await;
+    assert_eq!(answer["decision"], "block", "{answer}");
+    assert_eq!(answer["reasoning"], "blocked: refused unread: `action_content` is 614400 bytes long; the limit is 524288");
+    let id = answer["decision_id"].as_str().unwrap();
+    assert_eq!(sealed_entry(&s, id).await["content_sha256"], praetor_server::secrets::sha256_hex(content.as_bytes()));
+    let (_, stored) = s.get(&format!("/api/v1/enforce/decisions/{id}"), &s.admin_key).await;
+    assert_eq!(stored["decision"]["action_content"], Value::Null, "{stored}");
+
+    // A hand-off over the limit is refused the same way, as its source's instruction.
+    let target = s.agent("reader").await;
+    let comm = format!(r#"{{"source_agent_id":"{agent}","target_agent_id":"{target}","instruction":"{}"}}"#, "c".repeat(2 * 1024 * 1024));
+    let (status, answer) = s.post_raw("/api/v1/enforce/agent-comm", &s.admin_key, comm).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!((answer["decision"].as_str(), answer["action_type"].as_str()), (Some("block"), Some("agent_instruction")));
+    assert_eq!(answer["agent_id"], agent.as_str());
+    assert_eq!(answer["policies_triggered"][0]["policy_id"], "__unread", "{answer}");
+
+    // A body whose start names nothing usable is refused all the same.
+    let (status, answer) = s.post_raw("/api/v1/enforce/intercept", &s.admin_key, "x".repeat(2 * 1024 * 1024)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!((answer["decision"].as_str(), answer["action_type"].as_str()), (Some("block"), Some("unread")));
+
+    // Other routes keep the plain limit, and the server keeps serving.
+    assert_error(&s.post_raw("/api/v1/enforce/policies", &s.admin_key, body).await, 413, "payload_too_large");
     assert_eq!(s.intercept(json!({ "action_type": "read" })).await["decision"], "allow");
 }
 
