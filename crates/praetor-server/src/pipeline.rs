@@ -1091,7 +1091,7 @@ fn vault_entry(ws: &WorkspaceState, e: &Evaluated, answer: &FromEntry) -> Map<St
 }
 
 /// The API answer for one decision (wire §2.2 plus the authorisation object fields),
-/// but where it was sealed (`Receipt`, known once committed).
+/// all but where it was sealed (`Receipt`, known once committed).
 fn response(ws: &WorkspaceState, e: &Evaluated) -> Answer {
     let d = &e.decision;
     let req = &e.intercepted.request;

@@ -65,7 +65,7 @@ pub async fn batch(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     RawBody(raw): RawBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<BatchAnswer>> {
     let body: BatchBody = parse_json(&raw)?;
     if body.actions.len() > limits::BATCH_MAX {
         return Err(ApiError::new(
@@ -80,14 +80,26 @@ pub async fn batch(
     let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), &raw);
     let results = pipeline::decide_and_record(&state, &auth.workspace, &caller, intercepted, None).await?;
     let count = |d: &str| results.iter().filter(|r| r.sealed.decision == d).count();
-    Ok(Json(json!({
-        "ok": true,
-        "total": results.len(),
-        "allowed": count("allow"),
-        "blocked": count("block") + count("terminate"),
-        "escalated": count("escalate"),
-        "results": results,
-    })))
+    Ok(Json(BatchAnswer {
+        ok: true,
+        total: results.len(),
+        allowed: count("allow"),
+        blocked: count("block") + count("terminate"),
+        escalated: count("escalate"),
+        results,
+    }))
+}
+
+/// A batch's answer: each action's answer as `/enforce/intercept` gives it (fields in
+/// the same order), and the counts of each decision.
+#[derive(serde::Serialize)]
+pub struct BatchAnswer {
+    ok: bool,
+    total: usize,
+    allowed: usize,
+    blocked: usize,
+    escalated: usize,
+    results: Vec<Answer>,
 }
 
 /// `POST /enforce/agent-comm`: one agent instructing another (wire §2.5), decided as an

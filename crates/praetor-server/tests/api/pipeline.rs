@@ -123,6 +123,27 @@ async fn batch_counts_and_limits() {
     assert_eq!(list["total"], 4, "a rejected batch records nothing");
 }
 
+/// A batch's item is the answer `/enforce/intercept` gives, fields in the same order.
+#[tokio::test]
+async fn batch_items_are_intercept_answers() {
+    let s = TestServer::start().await;
+    let raw = |path: &'static str, body: Value| {
+        let req = s.client.post(s.url(path)).header("x-api-key", &s.admin_key).json(&body);
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    // The object keys in the order they are written: a quoted part followed by `:`.
+    let keys = |text: &str| -> Vec<String> {
+        let parts: Vec<&str> = text.split('"').collect();
+        parts.windows(2).skip(1).step_by(2).filter(|w| w[1].starts_with(':')).map(|w| w[0].to_owned()).collect()
+    };
+    let action = json!({ "action_type": "read", "agent_id": null, "metadata": {} });
+    let one = raw("/api/v1/enforce/intercept", action.clone()).await;
+    let batch = raw("/api/v1/enforce/batch", json!({ "actions": [action] })).await;
+    let item = &batch[batch.find(r#""results":["#).unwrap() + 11..];
+    assert_eq!(keys(item), keys(&one), "{item}\n{one}");
+    assert!(keys(&one).len() > 10, "{one}");
+}
+
 #[tokio::test]
 async fn agent_comm_authorises_a_hand_off() {
     let s = TestServer::start().await;
