@@ -209,9 +209,10 @@ def test_fail_open_enforcement_does_not_run_an_oversize_action(server, monkeypat
         return auto._on_action(c, XybernClient(c), None, None, "langchain", action_type, None, content, arguments)
 
     assert run(cfg, unique("lookup"), "hello", {"q": "x"}) is True
-    with pytest.raises(PolicyBlocked) as exc:
-        run(cfg, unique("send_email"), '{"to": "bob"}', {"body": "x" * (2 * 1024 * 1024)})
-    assert "refused unread" in str(exc.value), exc.value
+    for size in (2 << 20, 65 << 20):  # past the body limit; past 64 MiB as well
+        with pytest.raises(PolicyBlocked) as exc:
+            run(cfg, unique("send_email"), '{"to": "bob"}', {"body": "x" * size})
+        assert "refused unread" in str(exc.value), exc.value
     # The control: with no answer at all, this client runs the action.
     unreachable = Config.resolve(api_key=server.admin_key, base_url="http://127.0.0.1:9/v1", mode="enforce")
     assert run(unreachable, unique("lookup"), "hello", {}) is True

@@ -87,9 +87,11 @@ pub mod limits {
     pub const ID_MAX: usize = 128;
     pub const NAME_MAX: usize = 256;
     pub const CONTENT_MAX: usize = 512 * 1024;
-    /// How much of a decision request's body past `max_body_bytes` is read (counted and
-    /// hashed, not kept) to refuse it as a decision; a larger one is answered `413`.
-    pub const UNREAD_BODY_MAX: u64 = 64 * 1024 * 1024;
+    /// How much of a decision request's body past `max_body_bytes` is read (counted,
+    /// hashed and scanned, not kept) to refuse it as a decision; a larger one is
+    /// answered `413`, which a fail-open client takes as "run it". Far past any action
+    /// (an attached file included); reading it costs about a second of one core.
+    pub const UNREAD_BODY_MAX: u64 = 1024 * 1024 * 1024;
     pub const BATCH_MAX: usize = 500;
     pub const LIST_MAX: usize = 256;
     pub const POLICIES_PER_WORKSPACE: usize = 10_000;

@@ -112,48 +112,6 @@ fn nested_past(bytes: &[u8], max: usize) -> Option<usize> {
     None
 }
 
-/// The string members named `keys` of the top-level object that `prefix`, the start of
-/// a JSON body cut off anywhere, holds whole. A body too large to parse is still
-/// decided (and refused): these say whose action it was and what kind. Members after
-/// the cut, and values that are not strings, are not found.
-pub fn leading_strings(prefix: &[u8], keys: &[&str]) -> std::collections::HashMap<String, String> {
-    let mut found = std::collections::HashMap::new();
-    let text = |from: usize, to: usize| serde_json::from_slice::<String>(&prefix[from..=to]).ok();
-    let mut at = match prefix.iter().position(|b| !b.is_ascii_whitespace()) {
-        Some(i) if prefix[i] == b'{' => i + 1,
-        _ => return found,
-    };
-    let (mut depth, mut key, mut expect_key) = (1usize, None::<String>, true);
-    while let Some(&b) = prefix.get(at) {
-        match b {
-            b'"' => {
-                let Some(end) = string_end(prefix, at) else { break };
-                if depth == 1 && expect_key {
-                    key = text(at, end);
-                } else if depth == 1
-                    && let (Some(k), Some(v)) = (key.take(), text(at, end))
-                    && keys.contains(&k.as_str())
-                {
-                    found.entry(k).or_insert(v);
-                }
-                at = end;
-            }
-            b':' if depth == 1 => expect_key = false,
-            b',' if depth == 1 => (expect_key, key) = (true, None),
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => {
-                depth -= 1;
-                if depth == 0 {
-                    break;
-                }
-            }
-            _ => {}
-        }
-        at += 1;
-    }
-    found
-}
-
 fn field_message(path: &str, msg: &str) -> String {
     if path.is_empty() || path == "." { msg.to_owned() } else { format!("`{path}`: {msg}") }
 }
@@ -229,11 +187,155 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
+
+/// The top-level members a refused-unread decision is attributed by: the action, its
+/// agent and session (`/enforce/intercept`), a hand-off's source and target
+/// (`/enforce/agent-comm`).
+pub const NAMING_MEMBERS: [&str; 5] = ["action_type", "agent_id", "session_id", "source_agent_id", "target_agent_id"];
+
+/// Strings longer than this (raw, as sent) are not taken: no key or id is this long.
+const NAMING_VALUE_MAX: usize = 1024;
+
+/// Finds the string members named `keys` of a top-level JSON object fed to it in
+/// pieces, keeping nothing else: a body too large to keep is still decided (and
+/// refused), and these say whose action it was and of what kind. The first of a
+/// repeated member is taken; members that are not strings, or nested in another
+/// object, are not. Malformed JSON is read as far as it can be.
+pub struct TopLevelStrings {
+    keys: &'static [&'static str],
+    found: std::collections::HashMap<String, String>,
+    /// 1 inside the top-level object; 0 before it.
+    depth: usize,
+    finished: bool,
+    expect_key: bool,
+    in_string: bool,
+    escaped: bool,
+    /// The raw bytes of the string being read, when it is a key at depth 1 or the value
+    /// of a wanted one; `None` past `NAMING_VALUE_MAX`.
+    capture: Option<Option<Vec<u8>>>,
+    capturing_key: bool,
+    /// The key whose value comes next.
+    key: Option<String>,
+}
+
+impl TopLevelStrings {
+    pub fn new(keys: &'static [&'static str]) -> TopLevelStrings {
+        TopLevelStrings {
+            keys,
+            found: Default::default(),
+            depth: 0,
+            finished: false,
+            expect_key: true,
+            in_string: false,
+            escaped: false,
+            capture: None,
+            capturing_key: false,
+            key: None,
+        }
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) {
+        let mut at = 0;
+        while at < bytes.len() && !self.finished {
+            if self.in_string {
+                at = self.read_string(bytes, at);
+                continue;
+            }
+            let b = bytes[at];
+            at += 1;
+            match b {
+                _ if b.is_ascii_whitespace() => {}
+                b'{' if self.depth == 0 => self.depth = 1,
+                _ if self.depth == 0 => self.finished = true,
+                b'"' => self.open_string(),
+                b':' if self.depth == 1 => self.expect_key = false,
+                b',' if self.depth == 1 => (self.expect_key, self.key) = (true, None),
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth -= 1;
+                    self.finished = self.depth == 0;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub fn found(self) -> std::collections::HashMap<String, String> {
+        self.found
+    }
+
+    fn open_string(&mut self) {
+        self.in_string = true;
+        self.escaped = false;
+        let wanted_value = !self.expect_key && self.key.as_deref().is_some_and(|k| self.keys.contains(&k) && !self.found.contains_key(k));
+        self.capturing_key = self.depth == 1 && self.expect_key;
+        self.capture = (self.depth == 1 && (self.capturing_key || wanted_value)).then(|| Some(Vec::new()));
+    }
+
+    /// Read string bytes from `at`; where the next piece starts.
+    fn read_string(&mut self, bytes: &[u8], at: usize) -> usize {
+        if self.escaped {
+            self.escaped = false;
+            self.take(&bytes[at..at + 1]);
+            return at + 1;
+        }
+        // Most of a body's bytes are in strings (the action's content), so this jumps.
+        let Some(off) = memchr::memchr2(b'"', b'\\', &bytes[at..]) else {
+            self.take(&bytes[at..]);
+            return bytes.len();
+        };
+        self.take(&bytes[at..at + off + 1]);
+        if bytes[at + off] == b'\\' {
+            self.escaped = true;
+        } else {
+            self.in_string = false;
+            self.close_string();
+        }
+        at + off + 1
+    }
+
+    fn take(&mut self, piece: &[u8]) {
+        if let Some(slot) = &mut self.capture {
+            match slot {
+                Some(raw) if raw.len() + piece.len() <= NAMING_VALUE_MAX + 1 => raw.extend_from_slice(piece),
+                _ => *slot = None,
+            }
+        }
+    }
+
+    /// A string ended (its raw bytes captured up to and with the closing quote).
+    fn close_string(&mut self) {
+        let text = match self.capture.take() {
+            Some(Some(mut raw)) => {
+                raw.insert(0, b'"');
+                serde_json::from_slice::<String>(&raw).ok()
+            }
+            _ => None,
+        };
+        if self.depth != 1 {
+            return;
+        }
+        if self.capturing_key {
+            self.key = text;
+        } else if let (Some(k), Some(v)) = (self.key.take(), text) {
+            self.found.entry(k).or_insert(v);
+        }
+    }
+}
+
+/// `TopLevelStrings` over one buffer.
+pub fn top_level_strings(bytes: &[u8], keys: &'static [&'static str]) -> std::collections::HashMap<String, String> {
+    let mut scan = TopLevelStrings::new(keys);
+    scan.feed(bytes);
+    scan.found()
+}
+
 /// The body of a decision request (`/enforce/intercept`, `/enforce/agent-comm`).
 /// Within the body limit it is the raw body, as `RawBody`. Past it, the rest is still
-/// read (up to `limits::UNREAD_BODY_MAX`), counted and hashed but not kept: the action
-/// is then decided as refused unread, an answer rather than a `413` that a fail-open
-/// client would run the action on (wire rule 1).
+/// read (up to `limits::UNREAD_BODY_MAX`), counted, hashed and scanned for the members
+/// that name the action (`NAMING_MEMBERS`), but not kept: the action is then decided as
+/// refused unread, an answer rather than a `413` that a fail-open client would run the
+/// action on (wire rule 1).
 pub enum DecisionBody {
     Whole(Bytes),
     OverLimit(OverLimit),
@@ -241,18 +343,22 @@ pub enum DecisionBody {
 
 /// What was read of a body past the limit.
 pub struct OverLimit {
-    /// The first `limit` bytes.
-    pub prefix: Bytes,
     pub limit: usize,
     /// The body's length and SHA-256 (hex), all of it.
     pub length: u64,
     pub sha256: String,
+    /// Its top-level string members among `NAMING_MEMBERS`.
+    pub named: std::collections::HashMap<String, String>,
 }
 
 impl OverLimit {
     /// Why the action was not evaluated, with what identifies the body that was sent.
     pub fn reason(&self) -> String {
         format!("the request body is {} bytes long (SHA-256 {}); the limit is {}", self.length, self.sha256, self.limit)
+    }
+
+    pub fn named(&self, member: &str) -> Option<&str> {
+        self.named.get(member).map(String::as_str)
     }
 }
 
@@ -270,56 +376,61 @@ impl FromRequest<std::sync::Arc<crate::state::AppState>> for DecisionBody {
     }
 }
 
+/// What is read past the limit: not the bytes, only what identifies them.
+struct Unread {
+    hash: sha2::Sha256,
+    scan: TopLevelStrings,
+}
+
+impl Unread {
+    fn feed(&mut self, data: &[u8]) {
+        use sha2::Digest;
+        self.hash.update(data);
+        self.scan.feed(data);
+    }
+}
+
 async fn read_decision_body(mut body: axum::body::Body, limit: usize, unread_max: u64) -> Result<DecisionBody, ApiError> {
     use http_body_util::BodyExt;
     use sha2::Digest;
-    let too_large = || ApiError::new(Code::PayloadTooLarge, format!("request body is larger than {unread_max} bytes"));
     let mut kept: Vec<Bytes> = Vec::new();
-    let (mut length, mut over) = (0u64, None::<sha2::Sha256>);
+    let (mut length, mut unread) = (0u64, None::<Unread>);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::new(Code::MalformedJson, format!("cannot read the request body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         length += data.len() as u64;
         if length > unread_max {
-            return Err(too_large());
+            return Err(ApiError::new(Code::PayloadTooLarge, format!("request body is larger than {unread_max} bytes")));
         }
-        match &mut over {
-            Some(hash) => hash.update(&data),
-            None if length > limit as u64 => {
-                let mut hash = sha2::Sha256::new();
-                kept.iter().for_each(|b| hash.update(b));
-                hash.update(&data);
-                kept.push(data);
-                over = Some(hash);
-            }
+        if unread.is_none() && length > limit as u64 {
+            let mut past = Unread { hash: sha2::Sha256::new(), scan: TopLevelStrings::new(&NAMING_MEMBERS) };
+            kept.drain(..).for_each(|b| past.feed(&b));
+            unread = Some(past);
+        }
+        match &mut unread {
+            Some(past) => past.feed(&data),
             None => kept.push(data),
         }
     }
-    let whole = match kept.len() {
-        1 => kept.pop().unwrap_or_default(),
-        _ => Bytes::from(kept.concat()),
-    };
-    Ok(match over {
-        None => DecisionBody::Whole(whole),
-        Some(hash) => DecisionBody::OverLimit(OverLimit {
-            prefix: whole.slice(..limit),
-            limit,
-            length,
-            sha256: hex::encode(hash.finalize()),
-        }),
+    Ok(match unread {
+        None if kept.len() == 1 => DecisionBody::Whole(kept.pop().unwrap_or_default()),
+        None => DecisionBody::Whole(Bytes::from(kept.concat())),
+        Some(past) => DecisionBody::OverLimit(OverLimit { limit, length, sha256: hex::encode(past.hash.finalize()), named: past.scan.found() }),
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{DecisionBody, leading_strings, nested_past, read_decision_body};
+    use super::{DecisionBody, TopLevelStrings, nested_past, read_decision_body, top_level_strings};
     use axum::body::{Body, Bytes};
+    use serde_json::{Map, Value};
+
+    const KEYS: [&str; 3] = ["action_type", "agent_id", "session_id"];
 
     #[test]
-    fn leading_strings_are_the_whole_top_level_string_members() {
-        let keys = ["action_type", "agent_id", "session_id"];
+    fn top_level_strings_are_the_whole_top_level_string_members() {
         let got = |body: &str| {
-            let mut v: Vec<_> = leading_strings(body.as_bytes(), &keys).into_iter().collect();
+            let mut v: Vec<_> = top_level_strings(body.as_bytes(), &KEYS).into_iter().collect();
             v.sort();
             v
         };
@@ -328,7 +439,7 @@ mod tests {
         let body = r#" {"metadata": {"agent_id": "inner", "x": ["action_type", "y"]}, "chain_step": 3,
                         "action_type" : "pay\u0021", "agent_id":"agt_1", "action_content": "aaaaaaaa"#;
         assert_eq!(got(body), vec![pair("action_type", "pay!"), pair("agent_id", "agt_1")]);
-        // A member cut off by the end of the prefix is not taken, nor anything after it.
+        // A member cut off by the end is not taken.
         assert_eq!(got(r#"{"action_type": "pay", "agent_id": "agt_"#), vec![pair("action_type", "pay")]);
         // Escaped quotes inside strings do not end them; a key is only a key before `:`.
         assert_eq!(got(r#"{"x": "\"agent_id\": \"no\"", "session_id": "s1"}"#), vec![pair("session_id", "s1")]);
@@ -337,6 +448,126 @@ mod tests {
         assert_eq!(got(r#"{"agent_id": "a", "agent_id": "b"}"#), vec![pair("agent_id", "a")]);
         assert_eq!(got(r#"["action_type", "pay"]"#), vec![]);
         assert_eq!(got(r#"{"action_type": "a"} {"agent_id": "b"}"#), vec![pair("action_type", "a")]);
+        // After a member too large to hold, as the SDK sends a session (after metadata).
+        let late = format!(r#"{{"action_type":"x","metadata":{{"blob":"{}"}},"session_id":"ses_1"}}"#, "b".repeat(100_000));
+        assert_eq!(got(&late), vec![pair("action_type", "x"), pair("session_id", "ses_1")]);
+        // A value longer than any id is not taken.
+        assert_eq!(got(&format!(r#"{{"agent_id": "{}"}}"#, "a".repeat(2000))), vec![]);
+    }
+
+    /// A small deterministic generator for the fuzz tests.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+        fn string(&mut self) -> String {
+            const PIECES: [&str; 12] = ["a", "agent_id", "\"", "\\", "{", "}", "[", "]", ":", ",", "é", "\u{1F600}"];
+            (0..self.below(6)).map(|_| PIECES[self.below(PIECES.len())]).collect()
+        }
+        fn value(&mut self, depth: usize) -> Value {
+            match self.below(if depth > 4 { 4 } else { 6 }) {
+                0 => Value::Null,
+                1 => Value::from(self.below(1000) as u64),
+                2 | 3 => Value::String(self.string()),
+                4 => Value::Array((0..self.below(4)).map(|_| self.value(depth + 1)).collect()),
+                _ => Value::Object(self.object(depth + 1)),
+            }
+        }
+        fn object(&mut self, depth: usize) -> Map<String, Value> {
+            let mut m = Map::new();
+            for _ in 0..self.below(6) {
+                let k = if self.below(2) == 0 { KEYS[self.below(3)].to_owned() } else { self.string() };
+                m.insert(k, self.value(depth));
+            }
+            m
+        }
+        /// `v` as JSON text, with random whitespace and strings sometimes `\u`-escaped.
+        fn write(&mut self, v: &Value, out: &mut String) {
+            let ws = |r: &mut Rng, out: &mut String| out.push_str([" ", "", "\n", "\t ", ""][r.below(5)]);
+            match v {
+                Value::Object(m) => {
+                    out.push('{');
+                    for (i, (k, v)) in m.iter().enumerate() {
+                        out.push_str(if i > 0 { "," } else { "" });
+                        ws(self, out);
+                        self.write(&Value::String(k.clone()), out);
+                        ws(self, out);
+                        out.push(':');
+                        ws(self, out);
+                        self.write(v, out);
+                    }
+                    out.push('}');
+                }
+                Value::Array(a) => {
+                    out.push('[');
+                    for (i, v) in a.iter().enumerate() {
+                        out.push_str(if i > 0 { "," } else { "" });
+                        self.write(v, out);
+                    }
+                    out.push(']');
+                }
+                Value::String(s) if self.below(3) == 0 && s.chars().all(|c| (c as u32) < 0x10000) => {
+                    out.push('"');
+                    s.chars().for_each(|c| out.push_str(&format!("\\u{:04x}", c as u32)));
+                    out.push('"');
+                }
+                other => out.push_str(&other.to_string()),
+            }
+        }
+    }
+
+    /// On valid JSON, fed whole or in any pieces, exactly the top-level string members;
+    /// on a prefix of it, some of them (never a nested or a wrong value).
+    #[test]
+    fn top_level_strings_agree_with_serde_whole_in_pieces_and_cut() {
+        let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut nonempty = 0;
+        for _ in 0..3000 {
+            let obj = r.object(0);
+            let mut text = String::new();
+            r.write(&Value::Object(obj.clone()), &mut text);
+            assert_eq!(serde_json::from_str::<Map<String, Value>>(&text).expect("valid"), obj);
+            let want: std::collections::HashMap<String, String> =
+                obj.iter().filter(|(k, _)| KEYS.contains(&k.as_str())).filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect();
+            nonempty += usize::from(!want.is_empty());
+            assert_eq!(top_level_strings(text.as_bytes(), &KEYS), want, "{text}");
+            let mut pieces = TopLevelStrings::new(&KEYS);
+            let mut at = 0;
+            while at < text.len() {
+                let to = (at + 1 + r.below(8)).min(text.len());
+                pieces.feed(&text.as_bytes()[at..to]);
+                at = to;
+            }
+            assert_eq!(pieces.found(), want, "in pieces: {text}");
+            for cut in 0..=text.len() {
+                for (k, v) in &top_level_strings(&text.as_bytes()[..cut], &KEYS) {
+                    assert_eq!(want.get(k), Some(v), "prefix {:?} of {text}", &text.as_bytes()[..cut]);
+                }
+            }
+        }
+        assert!(nonempty > 500, "{nonempty}");
+    }
+
+    #[test]
+    fn top_level_strings_never_panic_on_garbage() {
+        let mut r = Rng(12345);
+        const ALPHA: &[u8] = b"{}[]\":,\\ u0aeg_ids\xff\xc3";
+        for _ in 0..200_000 {
+            let mut bytes: Vec<u8> = (0..r.below(40)).map(|_| ALPHA[r.below(ALPHA.len())]).collect();
+            if r.below(2) == 0 {
+                bytes.insert(0, b'{');
+            }
+            let _ = top_level_strings(&bytes, &KEYS);
+        }
+        for s in ["}", "]", "{]", "{}}}}", "{]]]]\"agent_id\":\"x\"", "{\"a\\", "{\"", "{\"agent_id\":\"\\", "{\"agent_id\":\"\\u12"] {
+            assert!(top_level_strings(s.as_bytes(), &KEYS).is_empty(), "{s}");
+        }
+        let deep = format!("{{\"x\":{}", "[".repeat(2_000_000));
+        assert!(top_level_strings(deep.as_bytes(), &KEYS).is_empty());
     }
 
     fn chunked(chunks: &[&'static [u8]]) -> Body {
@@ -345,7 +576,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_decision_body_past_the_limit_is_read_to_the_end_and_hashed_not_kept() {
+    async fn a_decision_body_past_the_limit_is_read_to_the_end_hashed_and_scanned_not_kept() {
         let whole = |b: DecisionBody| match b {
             DecisionBody::Whole(bytes) => bytes,
             DecisionBody::OverLimit(_) => panic!("expected the whole body"),
@@ -353,14 +584,17 @@ mod tests {
         // Within the limit, however it is framed, the body is the body.
         assert_eq!(whole(read_decision_body(chunked(&[b"{\"a\"", b":1}"]), 7, 100).await.unwrap()), Bytes::from_static(b"{\"a\":1}"));
         assert_eq!(whole(read_decision_body(Body::from("1234567"), 7, 100).await.unwrap()), Bytes::from_static(b"1234567"));
-        // One byte past it, in a later frame: the first `limit` bytes, and the length
-        // and hash of all of it.
-        let DecisionBody::OverLimit(over) = read_decision_body(chunked(&[b"1234", b"5678", b"90"]), 7, 100).await.unwrap() else {
+        // Past it, in a later frame: the length and hash of all of it, and the members
+        // that name the action, wherever they are.
+        let body: [&'static [u8]; 4] = [b"{\"agent_id\":\"a", b"1\",\"x\":\"", b"yyyyyy\",", b"\"session_id\":\"s\"}"];
+        let DecisionBody::OverLimit(over) = read_decision_body(chunked(&body), 20, 100).await.unwrap() else {
             panic!("expected a body over the limit")
         };
-        assert_eq!((over.prefix.as_ref(), over.limit, over.length), (b"1234567".as_slice(), 7, 10));
-        assert_eq!(over.sha256, praetor_core::sha256_hex(b"1234567890"));
-        assert!(over.reason().contains("10 bytes long") && over.reason().contains(&over.sha256), "{}", over.reason());
+        let all = body.concat();
+        assert_eq!((over.limit, over.length), (20, all.len() as u64));
+        assert_eq!(over.sha256, praetor_core::sha256_hex(&all));
+        assert_eq!((over.named("agent_id"), over.named("session_id"), over.named("action_type")), (Some("a1"), Some("s"), None));
+        assert!(over.reason().contains(&format!("{} bytes long", all.len())) && over.reason().contains(&over.sha256), "{}", over.reason());
         // Past what is read at all: an error (413), however it is framed.
         for body in [chunked(&[b"1234", b"5678", b"90", b"1"]), Body::from("12345678901")] {
             let err = read_decision_body(body, 7, 10).await.err().expect("over the reading cap");

@@ -111,9 +111,10 @@ pub fn intercept_unread(action_type: Option<&str>, agent_id: Option<&str>, sessi
 }
 
 /// Why content of this size is not evaluated, if it is over the limit. Such an action
-/// is still decided (blocked, `__unread`) and sealed, with the hash of its content
-/// but not the content: answering an error instead would let a fail-open client run
-/// it (wire rule 1), and an agent pad an action past what the policies read.
+/// is still decided (blocked, `__unread`) and sealed, and its content kept as any
+/// action's (the body limit bounds it): answering an error instead would let a
+/// fail-open client run it (wire rule 1), and an agent pad an action past what the
+/// policies read.
 fn content_over_limit(field: &str, content: &str) -> Option<String> {
     (content.len() > limits::CONTENT_MAX)
         .then(|| format!("`{field}` is {} bytes long; the limit is {}", content.len(), limits::CONTENT_MAX))
@@ -145,8 +146,6 @@ pub fn intercept(body: InterceptBody, prefix: &str) -> ApiResult<Intercepted> {
         Some(c) => Some(sha256_hex(c.as_bytes())),
         None => claimed_hash,
     };
-    // Content too large to evaluate is not kept (its hash, taken above, is).
-    let content = if refused_unread.is_some() { None } else { content };
     let mut chain = Map::new();
     for (k, v) in [("chain_id", body.chain_id.map(Value::from)), ("chain_step", body.chain_step.map(Value::from)),
         ("parent_decision_id", body.parent_decision_id.map(Value::from)), ("grant_id", body.grant_id.map(Value::from))]
@@ -166,6 +165,23 @@ pub fn intercept(body: InterceptBody, prefix: &str) -> ApiResult<Intercepted> {
     })
 }
 
+/// The body a request signature covers: the bytes, or, for a body too large to keep,
+/// their SHA-256 (hex), which is what the signed message holds.
+#[derive(Clone, Copy)]
+pub enum SignedBody<'a> {
+    Raw(&'a [u8]),
+    Sha256(&'a str),
+}
+
+impl SignedBody<'_> {
+    fn sha256(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            SignedBody::Raw(raw) => sha256_hex(raw).into(),
+            SignedBody::Sha256(hash) => (*hash).into(),
+        }
+    }
+}
+
 /// The request-level facts stage 2 needs beyond the body: the key and, for agents
 /// that require it, the request signature.
 pub struct Caller<'a> {
@@ -173,7 +189,7 @@ pub struct Caller<'a> {
     pub headers: &'a HeaderMap,
     pub method: &'a str,
     pub path: &'a str,
-    pub raw_body: &'a [u8],
+    pub body: SignedBody<'a>,
     /// Agents whose signature on this request was already verified (a batch carries
     /// one signature and one nonce for all its actions).
     pub verified: parking_lot::Mutex<Vec<String>>,
@@ -186,13 +202,13 @@ pub struct Caller<'a> {
 }
 
 impl<'a> Caller<'a> {
-    pub fn new(key: &'a ApiKey, headers: &'a HeaderMap, method: &'a str, path: &'a str, raw_body: &'a [u8]) -> Caller<'a> {
+    pub fn new(key: &'a ApiKey, headers: &'a HeaderMap, method: &'a str, path: &'a str, body: SignedBody<'a>) -> Caller<'a> {
         Caller {
             key,
             headers,
             method,
             path,
-            raw_body,
+            body,
             verified: parking_lot::Mutex::new(Vec::new()),
             nonce_consumed: parking_lot::Mutex::new(Vec::new()),
             nonce_replayed: std::sync::atomic::AtomicBool::new(false),
@@ -305,7 +321,7 @@ fn identify(
             signature: header(caller.headers, "x-praetor-signature"),
         };
         let skew = state.config.signature_max_skew_secs;
-        if let Err(f) = signature::verify(&headers, caller.method, caller.path, caller.raw_body, &agent.agent_id, &creds, now_ms, skew) {
+        if let Err(f) = signature::verify(&headers, caller.method, caller.path, &caller.body.sha256(), &agent.agent_id, &creds, now_ms, skew) {
             return failed(f.check, f.reason);
         }
         let nonce = headers.nonce.unwrap_or_default();

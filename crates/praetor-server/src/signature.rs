@@ -38,7 +38,12 @@ pub struct SignedHeaders<'a> {
 }
 
 pub fn signed_message(method: &str, path: &str, timestamp: &str, nonce: &str, body: &[u8]) -> String {
-    format!("praetor-request-v1\n{method}\n{path}\n{timestamp}\n{nonce}\n{}", sha256_hex(body))
+    signed_message_of_hash(method, path, timestamp, nonce, &sha256_hex(body))
+}
+
+/// The signed message of a body known by its SHA-256 (hex): one too large to keep.
+pub fn signed_message_of_hash(method: &str, path: &str, timestamp: &str, nonce: &str, body_sha256: &str) -> String {
+    format!("praetor-request-v1\n{method}\n{path}\n{timestamp}\n{nonce}\n{body_sha256}")
 }
 
 /// Verify a request signature against the agent's credentials. Does not consume the
@@ -48,7 +53,7 @@ pub fn verify(
     headers: &SignedHeaders<'_>,
     method: &str,
     path: &str,
-    body: &[u8],
+    body_sha256: &str,
     agent_id: &str,
     credentials: &[Credential],
     now_ms: i64,
@@ -97,7 +102,7 @@ pub fn verify(
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| fail("signature_invalid", "`X-Praetor-Signature` is not a base64 Ed25519 signature"))?;
-    let message = signed_message(method, path, ts, nonce, body);
+    let message = signed_message_of_hash(method, path, ts, nonce, body_sha256);
     key.verify_strict(message.as_bytes(), &Signature::from_bytes(&sig_bytes))
         .map_err(|_| fail("signature_invalid", "the signature does not verify with the credential's public key"))
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method};
 use serde::Deserialize;
@@ -11,9 +12,9 @@ use serde_json::{Map, Value, json};
 use crate::auth::{Authorized, perm};
 use crate::config::limits;
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{DecisionBody, RawBody, leading_strings, parse_json};
+use crate::extract::{DecisionBody, OverLimit, RawBody, parse_json};
 use crate::answer::Answer;
-use crate::pipeline::{self, Caller, InterceptBody};
+use crate::pipeline::{self, Caller, InterceptBody, SignedBody};
 use crate::state::AppState;
 
 pub async fn intercept(
@@ -27,17 +28,23 @@ pub async fn intercept(
     let (raw, intercepted) = match body {
         DecisionBody::Whole(raw) => {
             let body: InterceptBody = parse_json(&raw)?;
-            (raw, pipeline::intercept(body, "")?)
+            (Ok(raw), pipeline::intercept(body, "")?)
         }
         DecisionBody::OverLimit(over) => {
-            let named = leading_strings(&over.prefix, &["action_type", "agent_id", "session_id"]);
-            let get = |k: &str| named.get(k).map(String::as_str);
-            let unread = pipeline::intercept_unread(get("action_type"), get("agent_id"), get("session_id"), Map::new(), over.reason());
-            (over.prefix, unread)
+            let unread = pipeline::intercept_unread(over.named("action_type"), over.named("agent_id"), over.named("session_id"), Map::new(), over.reason());
+            (Err(over), unread)
         }
     };
-    let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), &raw);
+    let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), signed_body(&raw));
     decide_one(&state, &auth, &caller, intercepted, None).await
+}
+
+/// What a request signature covers: the body, or the hash of one too large to keep.
+fn signed_body(body: &Result<Bytes, OverLimit>) -> SignedBody<'_> {
+    match body {
+        Ok(raw) => SignedBody::Raw(raw),
+        Err(over) => SignedBody::Sha256(&over.sha256),
+    }
 }
 
 /// Decide and record one action; its answer.
@@ -77,7 +84,7 @@ pub async fn batch(
     for (i, action) in body.actions.into_iter().enumerate() {
         intercepted.push(pipeline::intercept(action, &format!("actions[{i}]."))?);
     }
-    let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), &raw);
+    let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), SignedBody::Raw(&raw));
     let results = pipeline::decide_and_record(&state, &auth.workspace, &caller, intercepted, None).await?;
     let count = |d: &str| results.iter().filter(|r| r.sealed.decision == d).count();
     Ok(Json(BatchAnswer {
@@ -151,18 +158,16 @@ pub async fn agent_comm(
     let (raw, intercepted, target) = match body {
         DecisionBody::Whole(raw) => {
             let (intercepted, target) = hand_off_action(parse_json(&raw)?)?;
-            (raw, intercepted, Some(target))
+            (Ok(raw), intercepted, Some(target))
         }
         DecisionBody::OverLimit(over) => {
-            let named = leading_strings(&over.prefix, &["source_agent_id", "target_agent_id", "session_id"]);
-            let get = |k: &str| named.get(k).map(String::as_str);
-            let target = get("target_agent_id").filter(|t| pipeline::check_id_pub("target_agent_id", t).is_ok()).map(str::to_owned);
+            let target = over.named("target_agent_id").filter(|t| pipeline::check_id_pub("target_agent_id", t).is_ok()).map(str::to_owned);
             let metadata = target.iter().map(|t| ("target_agent_id".to_owned(), json!(t))).collect();
-            let unread = pipeline::intercept_unread(Some("agent_instruction"), get("source_agent_id"), get("session_id"), metadata, over.reason());
-            (over.prefix, unread, target)
+            let unread = pipeline::intercept_unread(Some("agent_instruction"), over.named("source_agent_id"), over.named("session_id"), metadata, over.reason());
+            (Err(over), unread, target)
         }
     };
-    let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), &raw);
+    let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), signed_body(&raw));
     let unknown_target = target.and_then(|target| match auth.workspace.agent(&target) {
         Some(t) if t.is_active => None,
         Some(_) => Some(("target_deactivated", format!("target agent `{target}` is deactivated"))),

@@ -64,8 +64,8 @@ async fn oversize_actions_are_refused_unread_and_sealed() {
     let (_, stored) = s.get(&format!("/api/v1/enforce/decisions/{id}"), &s.admin_key).await;
     assert_eq!(stored["decision"]["decision"], "block", "{stored}");
 
-    // Within the body limit but over the content limit: the content's hash is sealed,
-    // the content itself is not kept.
+    // Within the body limit but over the content limit: kept and sealed as any action's
+    // content, and read back whole (the row agrees with its entry: a receipt, no error).
     let content = "b".repeat(600 * 1024);
     let answer = s.intercept(json!({ "action_type": "email.send", "agent_id": agent, "action_content": content })).await;
     assert_eq!(answer["decision"], "block", "{answer}");
@@ -73,7 +73,9 @@ async fn oversize_actions_are_refused_unread_and_sealed() {
     let id = answer["decision_id"].as_str().unwrap();
     assert_eq!(sealed_entry(&s, id).await["content_sha256"], praetor_server::secrets::sha256_hex(content.as_bytes()));
     let (_, stored) = s.get(&format!("/api/v1/enforce/decisions/{id}"), &s.admin_key).await;
-    assert_eq!(stored["decision"]["action_content"], Value::Null, "{stored}");
+    assert_eq!((&stored["decision"]["action_content"], &stored["decision"]["read_error"]), (&json!(content), &Value::Null), "the row as sealed");
+    let (status, receipt) = s.get(&format!("/api/v1/enforce/decisions/{id}/receipt"), &s.admin_key).await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
 
     // A hand-off over the limit is refused the same way, as its source's instruction.
     let target = s.agent("reader").await;
@@ -84,7 +86,18 @@ async fn oversize_actions_are_refused_unread_and_sealed() {
     assert_eq!(answer["agent_id"], agent.as_str());
     assert_eq!(answer["policies_triggered"][0]["policy_id"], "__unread", "{answer}");
 
-    // A body whose start names nothing usable is refused all the same.
+    // Members after the part too large to keep still name the action: the SDK sends
+    // `session_id` after `metadata`, so a padded tool argument in a killed session
+    // still ends the run.
+    let (_, started) = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "agent_id": agent })).await;
+    let sid = started["session_id"].as_str().unwrap().to_owned();
+    s.post(&format!("/api/v1/enforce/sessions/{sid}/kill"), &s.admin_key, &json!({ "reason": "operator stop" })).await;
+    let padded = format!(r#"{{"action_type":"tool.call","agent_id":null,"metadata":{{"blob":"{}"}},"session_id":"{sid}"}}"#, "x".repeat(2 * 1024 * 1024));
+    let (status, answer) = s.post_raw("/api/v1/enforce/intercept", &s.admin_key, padded).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!((answer["decision"].as_str(), answer["session_id"].as_str(), answer["agent_id"].as_str()), (Some("terminate"), Some(sid.as_str()), Some(agent.as_str())), "{answer}");
+
+    // A body that names nothing usable is refused all the same.
     let (status, answer) = s.post_raw("/api/v1/enforce/intercept", &s.admin_key, "x".repeat(2 * 1024 * 1024)).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!((answer["decision"].as_str(), answer["action_type"].as_str()), (Some("block"), Some("unread")));

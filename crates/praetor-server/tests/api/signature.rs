@@ -46,6 +46,37 @@ async fn send_to(base: &str, s: &TestServer, a: &SignedAgent, body: &Value, ts: 
     res.json().await.unwrap()
 }
 
+/// A signed request too large to evaluate is checked over the hash of all of its body:
+/// a genuine signature is the agent's (the action is refused unread as its action), a
+/// signature of other bytes is not.
+#[tokio::test]
+async fn an_oversize_signed_request_is_verified_over_all_of_its_body() {
+    let s = TestServer::start().await;
+    let a = signed_agent(&s).await;
+    let big = json!({ "action_type": "transfer", "agent_id": a.id, "action_content": "x".repeat(2 * 1024 * 1024) });
+    let answer = send(&s, &a, &big, T0 / 1000, "nonce-big-1", None).await;
+    assert_eq!((answer["decision"].as_str(), answer["identity"]["result"].as_str()), (Some("block"), Some("verified")), "{answer}");
+    assert_eq!(answer["policies_triggered"][0]["policy_id"], "__unread", "{answer}");
+    // The same body, signed as if its last content byte were another.
+    let raw = serde_json::to_vec(&big).unwrap();
+    let mut other = raw.clone();
+    let at = other.len() - 3;
+    other[at] = b'y';
+    let path = "/api/v1/enforce/intercept";
+    let ts = (T0 / 1000).to_string();
+    let msg = praetor_server::signature::signed_message("POST", path, &ts, "nonce-big-2", &other);
+    let res = s.client.post(format!("{}{path}", s.base))
+        .header("X-API-Key", &s.admin_key)
+        .header("X-Praetor-Credential", &a.credential_id)
+        .header("X-Praetor-Timestamp", &ts)
+        .header("X-Praetor-Nonce", "nonce-big-2")
+        .header("X-Praetor-Signature", base64::engine::general_purpose::STANDARD.encode(a.key.sign(msg.as_bytes()).to_bytes()))
+        .body(raw)
+        .send().await.unwrap();
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!((answer["decision"].as_str(), answer["identity"]["check"].as_str()), (Some("block"), Some("signature_invalid")), "{answer}");
+}
+
 #[tokio::test]
 async fn signed_requests_are_verified() {
     let s = TestServer::start().await;
