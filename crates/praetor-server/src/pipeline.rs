@@ -67,14 +67,14 @@ fn check_id(field: &str, value: &str) -> ApiResult<()> {
 /// name of the field it came from. A body with both is refused unless they are the same
 /// text: evaluating one and dropping the other would let the dropped one pass every
 /// content policy unread.
-fn one_content(action_content: Option<String>, content: Option<String>, f: &impl Fn(&str) -> String) -> ApiResult<Option<(String, String)>> {
+fn one_content(action_content: Option<String>, content: Option<String>, f: &impl Fn(&str) -> String) -> ApiResult<Option<(&'static str, String)>> {
     match (action_content, content) {
         (Some(a), Some(c)) if a != c => {
             let (a, c) = (f("action_content"), f("content"));
             Err(ApiError::invalid(&a, format!("differs from `{c}`; the two are names for one content: send one, or the same text in both")))
         }
-        (Some(a), _) => Ok(Some((f("action_content"), a))),
-        (None, Some(c)) => Ok(Some((f("content"), c))),
+        (Some(a), _) => Ok(Some(("action_content", a))),
+        (None, Some(c)) => Ok(Some(("content", c))),
         (None, None) => Ok(None),
     }
 }
@@ -115,9 +115,9 @@ pub fn intercept_unread(action_type: Option<&str>, agent_id: Option<&str>, sessi
 /// action's (the body limit bounds it): answering an error instead would let a
 /// fail-open client run it (wire rule 1), and an agent pad an action past what the
 /// policies read.
-fn content_over_limit(field: &str, content: &str) -> Option<String> {
+fn content_over_limit(field: impl FnOnce() -> String, content: &str) -> Option<String> {
     (content.len() > limits::CONTENT_MAX)
-        .then(|| format!("`{field}` is {} bytes long; the limit is {}", content.len(), limits::CONTENT_MAX))
+        .then(|| format!("`{}` is {} bytes long; the limit is {}", field(), content.len(), limits::CONTENT_MAX))
 }
 
 /// Stage 1: bound and validate. `prefix` names the body's position in a batch
@@ -133,7 +133,7 @@ pub fn intercept(body: InterceptBody, prefix: &str) -> ApiResult<Intercepted> {
         check_id(&f("session_id"), s)?;
     }
     let content = one_content(body.action_content, body.content, &f)?;
-    let refused_unread = content.as_ref().and_then(|(field, text)| content_over_limit(field, text));
+    let refused_unread = content.as_ref().and_then(|(field, text)| content_over_limit(|| f(field), text));
     let content = content.map(|(_, text)| text);
     let metadata = body.metadata.unwrap_or_default();
     let claimed_hash = match metadata.get("content_sha256") {
