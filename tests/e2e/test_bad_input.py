@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import pytest
 import requests
@@ -96,6 +97,31 @@ def test_oversize_actions_are_refused_not_errors(server):
     big_policy = json.dumps({"name": "big", "policy_type": "content_pattern", "decision": "block",
                              "conditions": {"patterns": ["x" * (2 * 1024 * 1024)]}}).encode()
     _check(server, _raw_post(server, POLICIES, big_policy), 413, "payload_too_large")
+
+
+def test_a_slow_oversize_upload_is_refused_before_the_client_gives_up(server):
+    """Past the limit, a body is read for at most 5 s, then refused: a client that gives
+    up after 10 s (the SDK, which then runs the action if fail-open) gets the refusal,
+    not its own timeout, even from an upload that would take 20 s more."""
+    head = json.dumps({"action_type": "slow_upload", "agent_id": None, "metadata": {}})[:-1] + ', "action_content": "'
+
+    def trickle():
+        yield head.encode()
+        yield b"x" * (2 << 20)  # past the limit at once
+        for _ in range(200):  # then 20 s more, a kilobyte every 0.1 s
+            time.sleep(0.1)
+            yield b"x" * 1024
+        yield b'"}'
+
+    started = time.monotonic()
+    r = server.request("POST", INTERCEPT, data=trickle(), headers={"Content-Type": "application/json"})
+    assert time.monotonic() - started < 10, "answered only after the client's own timeout would have run the action"
+    assert r.status_code == 200, r.text[:400]
+    d = r.json()
+    assert d["decision"] == "block" and d["action_type"] == "slow_upload", d
+    assert [p["policy_id"] for p in d["policies_triggered"]] == ["__unread"], d
+    assert "reading stops 5 s past the limit" in d["reasoning"], d
+    assert server.healthy()
 
 
 def test_unknown_policy_field(server):

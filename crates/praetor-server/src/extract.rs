@@ -193,8 +193,9 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 /// (`/enforce/agent-comm`).
 pub const NAMING_MEMBERS: [&str; 5] = ["action_type", "agent_id", "session_id", "source_agent_id", "target_agent_id"];
 
-/// Strings longer than this (raw, as sent) are not taken: no key or id is this long.
-const NAMING_VALUE_MAX: usize = 1024;
+/// Strings longer than this (raw, as sent) are not taken: no key, id or action type is
+/// this long, even written all in `\u` escapes (six bytes a character).
+const NAMING_VALUE_MAX: usize = 6 * crate::config::limits::ACTION_TYPE_MAX;
 
 /// Finds the string members named `keys` of a top-level JSON object fed to it in
 /// pieces, keeping nothing else: a body too large to keep is still decided (and
@@ -244,7 +245,7 @@ impl TopLevelStrings {
             let b = bytes[at];
             at += 1;
             match b {
-                _ if b.is_ascii_whitespace() => {}
+                b' ' | b'\t' | b'\n' | b'\r' => {}
                 b'{' if self.depth == 0 => self.depth = 1,
                 _ if self.depth == 0 => self.finished = true,
                 b'"' => self.open_string(),
@@ -332,10 +333,12 @@ pub fn top_level_strings(bytes: &[u8], keys: &'static [&'static str]) -> std::co
 
 /// The body of a decision request (`/enforce/intercept`, `/enforce/agent-comm`).
 /// Within the body limit it is the raw body, as `RawBody`. Past it, the rest is still
-/// read (up to `limits::UNREAD_BODY_MAX`), counted, hashed and scanned for the members
-/// that name the action (`NAMING_MEMBERS`), but not kept: the action is then decided as
-/// refused unread, an answer rather than a `413` that a fail-open client would run the
-/// action on (wire rule 1).
+/// read, counted, hashed and scanned for the members that name the action
+/// (`NAMING_MEMBERS`), but not kept, for at most `UNREAD_BODY_SECONDS` and up to
+/// `UNREAD_BODY_MAX` bytes: the action is then decided as refused unread, an answer
+/// rather than an error that a fail-open client would run the action on (wire rule 1).
+/// Reading stops at those bounds rather than answering `413`: the SDK sends a body
+/// under a 10 s timeout, and an error or a timeout both run the action.
 pub enum DecisionBody {
     Whole(Bytes),
     OverLimit(OverLimit),
@@ -344,17 +347,38 @@ pub enum DecisionBody {
 /// What was read of a body past the limit.
 pub struct OverLimit {
     pub limit: usize,
-    /// The body's length and SHA-256 (hex), all of it.
+    /// The bytes read, all of the body's unless `cut` says why not, and their SHA-256.
     pub length: u64,
     pub sha256: String,
-    /// Its top-level string members among `NAMING_MEMBERS`.
+    pub cut: Option<Cut>,
+    /// Its top-level string members among `NAMING_MEMBERS`, as far as it was read.
     pub named: std::collections::HashMap<String, String>,
+}
+
+/// Why a body past the limit was not read to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    Size(u64),
+    Time(std::time::Duration),
+    /// The client stopped sending: a broken connection or a malformed chunk.
+    Broken,
 }
 
 impl OverLimit {
     /// Why the action was not evaluated, with what identifies the body that was sent.
     pub fn reason(&self) -> String {
-        format!("the request body is {} bytes long (SHA-256 {}); the limit is {}", self.length, self.sha256, self.limit)
+        let (length, sha256, limit) = (self.length, &self.sha256, self.limit);
+        match self.cut {
+            None => format!("the request body is {length} bytes long (SHA-256 {sha256}); the limit is {limit}"),
+            Some(cut) => {
+                let why = match cut {
+                    Cut::Size(max) => format!("reading stops at {max} bytes"),
+                    Cut::Time(t) => format!("reading stops {} s past the limit", t.as_secs_f64()),
+                    Cut::Broken => "the client stopped sending".to_owned(),
+                };
+                format!("the request body is over the limit of {limit} bytes; {length} were read (SHA-256 {sha256}) and no more ({why})")
+            }
+        }
     }
 
     pub fn named(&self, member: &str) -> Option<&str> {
@@ -366,20 +390,24 @@ impl FromRequest<std::sync::Arc<crate::state::AppState>> for DecisionBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &std::sync::Arc<crate::state::AppState>) -> Result<Self, Self::Rejection> {
-        let unread_max = crate::config::limits::UNREAD_BODY_MAX;
-        // A declared length past what is read at all is refused before reading any.
-        let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > unread_max) {
-            return Err(ApiError::new(Code::PayloadTooLarge, format!("request body is larger than {unread_max} bytes")));
-        }
-        read_decision_body(req.into_body(), state.config.max_body_bytes, unread_max).await
+        use crate::config::limits::{UNREAD_BODY_MAX, UNREAD_BODY_SECONDS};
+        let bounds = UnreadBounds { bytes: UNREAD_BODY_MAX, time: std::time::Duration::from_secs(UNREAD_BODY_SECONDS) };
+        read_decision_body(req.into_body(), state.config.max_body_bytes, bounds).await
     }
+}
+
+/// How much of a body past the limit is read, in bytes and in time from the limit.
+#[derive(Clone, Copy)]
+struct UnreadBounds {
+    bytes: u64,
+    time: std::time::Duration,
 }
 
 /// What is read past the limit: not the bytes, only what identifies them.
 struct Unread {
     hash: sha2::Sha256,
     scan: TopLevelStrings,
+    deadline: tokio::time::Instant,
 }
 
 impl Unread {
@@ -390,20 +418,36 @@ impl Unread {
     }
 }
 
-async fn read_decision_body(mut body: axum::body::Body, limit: usize, unread_max: u64) -> Result<DecisionBody, ApiError> {
+async fn read_decision_body(mut body: axum::body::Body, limit: usize, bounds: UnreadBounds) -> Result<DecisionBody, ApiError> {
     use http_body_util::BodyExt;
     use sha2::Digest;
     let mut kept: Vec<Bytes> = Vec::new();
-    let (mut length, mut unread) = (0u64, None::<Unread>);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::new(Code::MalformedJson, format!("cannot read the request body: {e}")))?;
+    let (mut length, mut unread, mut cut) = (0u64, None::<Unread>, None);
+    loop {
+        let frame = match &unread {
+            None => body.frame().await,
+            Some(past) => match tokio::time::timeout_at(past.deadline, body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => {
+                    cut = Some(Cut::Time(bounds.time));
+                    break;
+                }
+            },
+        };
+        let frame = match (frame, &unread) {
+            (None, _) => break,
+            (Some(Ok(frame)), _) => frame,
+            (Some(Err(_)), Some(_)) => {
+                cut = Some(Cut::Broken);
+                break;
+            }
+            (Some(Err(e)), None) => return Err(ApiError::new(Code::MalformedJson, format!("cannot read the request body: {e}"))),
+        };
         let Ok(data) = frame.into_data() else { continue };
         length += data.len() as u64;
-        if length > unread_max {
-            return Err(ApiError::new(Code::PayloadTooLarge, format!("request body is larger than {unread_max} bytes")));
-        }
         if unread.is_none() && length > limit as u64 {
-            let mut past = Unread { hash: sha2::Sha256::new(), scan: TopLevelStrings::new(&NAMING_MEMBERS) };
+            let deadline = tokio::time::Instant::now() + bounds.time;
+            let mut past = Unread { hash: sha2::Sha256::new(), scan: TopLevelStrings::new(&NAMING_MEMBERS), deadline };
             kept.drain(..).for_each(|b| past.feed(&b));
             unread = Some(past);
         }
@@ -411,17 +455,22 @@ async fn read_decision_body(mut body: axum::body::Body, limit: usize, unread_max
             Some(past) => past.feed(&data),
             None => kept.push(data),
         }
+        if unread.is_some() && length >= bounds.bytes {
+            cut = Some(Cut::Size(bounds.bytes));
+            break;
+        }
     }
     Ok(match unread {
         None if kept.len() == 1 => DecisionBody::Whole(kept.pop().unwrap_or_default()),
         None => DecisionBody::Whole(Bytes::from(kept.concat())),
-        Some(past) => DecisionBody::OverLimit(OverLimit { limit, length, sha256: hex::encode(past.hash.finalize()), named: past.scan.found() }),
+        Some(past) => DecisionBody::OverLimit(OverLimit { limit, length, sha256: hex::encode(past.hash.finalize()), cut, named: past.scan.found() }),
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{DecisionBody, TopLevelStrings, nested_past, read_decision_body, top_level_strings};
+    use super::{Cut, DecisionBody, OverLimit, TopLevelStrings, UnreadBounds, nested_past, read_decision_body, top_level_strings};
+    use futures_util::StreamExt;
     use axum::body::{Body, Bytes};
     use serde_json::{Map, Value};
 
@@ -552,6 +601,104 @@ mod tests {
         assert!(nonempty > 500, "{nonempty}");
     }
 
+    /// JSON text written by hand (repeated members, escaped keys, `\/`, surrogate pairs,
+    /// odd spacing), to compare the scanner with serde's reading of a struct, as
+    /// `InterceptBody` is read.
+    mod hand_written {
+        use super::Rng;
+
+        fn string(r: &mut Rng, s: &str) -> String {
+            let mut out = String::from("\"");
+            for c in s.chars() {
+                match (c, r.below(4)) {
+                    ('"', _) => out.push_str("\\\""),
+                    ('\\', _) => out.push_str("\\\\"),
+                    (c, 0) if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04X}", c as u32)),
+                    (c, 1) if (c as u32) >= 0x10000 => {
+                        let v = c as u32 - 0x10000;
+                        out.push_str(&format!("\\ud{:03x}\\ud{:03x}", 0x800 + (v >> 10), 0xC00 + (v & 0x3FF)));
+                    }
+                    ('/', _) => out.push_str("\\/"),
+                    (c, _) => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+        pub fn ws(r: &mut Rng) -> &'static str {
+            [" ", "", "\n", "\t", "\r\n ", ""][r.below(6)]
+        }
+        fn text(r: &mut Rng) -> String {
+            const P: [&str; 10] = ["a", "agt_1", "\"", "\\", "é", "\u{1F600}", "/", "{", "}", ":"];
+            (0..r.below(5)).map(|_| P[r.below(P.len())]).collect()
+        }
+        fn value(r: &mut Rng, depth: usize) -> String {
+            match r.below(if depth > 3 { 4 } else { 7 }) {
+                0 => "null".into(),
+                1 => "-12.5e3".into(),
+                2 | 3 => {
+                    let t = text(r);
+                    string(r, &t)
+                }
+                4 => format!("[{}]", (0..r.below(3)).map(|_| value(r, depth + 1)).collect::<Vec<_>>().join(",")),
+                _ => object(r, depth + 1),
+            }
+        }
+        pub fn object(r: &mut Rng, depth: usize) -> String {
+            let keys = ["action_type", "agent_id", "session_id", "source_agent_id", "target_agent_id", "metadata", "x"];
+            let members: Vec<String> = (0..r.below(7))
+                .map(|_| {
+                    let k = if r.below(3) > 0 { keys[r.below(keys.len())].to_owned() } else { text(r) };
+                    let k = string(r, &k);
+                    let (a, b, c) = (ws(r), ws(r), ws(r));
+                    format!("{a}{k}{b}:{c}{}", value(r, depth))
+                })
+                .collect();
+            format!("{{{}{}}}", members.join(","), ws(r))
+        }
+    }
+
+    /// Whenever serde reads the bytes as a struct, the scanner names exactly its string
+    /// members, fed whole or in pieces of 1-3 bytes.
+    #[test]
+    fn top_level_strings_agree_with_serde_struct_reading() {
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default)]
+        struct Named {
+            action_type: Option<Value>,
+            agent_id: Option<Value>,
+            session_id: Option<Value>,
+            source_agent_id: Option<Value>,
+            target_agent_id: Option<Value>,
+        }
+        let mut r = Rng(0xDEAD_BEEF_1234_5678);
+        let mut agreed = 0;
+        for _ in 0..100_000 {
+            let body = format!("{}{}{}", hand_written::ws(&mut r), hand_written::object(&mut r, 0), hand_written::ws(&mut r));
+            let scanned = top_level_strings(body.as_bytes(), &super::NAMING_MEMBERS);
+            let mut pieces = TopLevelStrings::new(&super::NAMING_MEMBERS);
+            for piece in body.as_bytes().chunks(1 + r.below(3)) {
+                pieces.feed(piece);
+            }
+            assert_eq!(pieces.found(), scanned, "{body}");
+            if let Ok(n) = serde_json::from_str::<Named>(&body) {
+                agreed += 1;
+                let want: std::collections::HashMap<String, String> = [
+                    ("action_type", n.action_type), ("agent_id", n.agent_id), ("session_id", n.session_id),
+                    ("source_agent_id", n.source_agent_id), ("target_agent_id", n.target_agent_id),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| match v {
+                    Some(Value::String(s)) => Some((k.to_owned(), s)),
+                    _ => None,
+                })
+                .collect();
+                assert_eq!(scanned, want, "{body}");
+            }
+        }
+        assert!(agreed > 50_000, "{agreed}");
+    }
+
     #[test]
     fn top_level_strings_never_panic_on_garbage() {
         let mut r = Rng(12345);
@@ -575,31 +722,76 @@ mod tests {
         Body::from_stream(futures_util::stream::iter(frames.collect::<Vec<_>>()))
     }
 
+    const BOUNDS: UnreadBounds = UnreadBounds { bytes: 100, time: std::time::Duration::from_secs(60) };
+
+    async fn over_limit(body: Body, limit: usize, bounds: UnreadBounds) -> OverLimit {
+        match read_decision_body(body, limit, bounds).await {
+            Ok(DecisionBody::OverLimit(over)) => over,
+            Ok(DecisionBody::Whole(b)) => panic!("expected a body over the limit, got {b:?}"),
+            Err(e) => panic!("expected a body over the limit, got {}", e.message),
+        }
+    }
+
     #[tokio::test]
     async fn a_decision_body_past_the_limit_is_read_to_the_end_hashed_and_scanned_not_kept() {
-        let whole = |b: DecisionBody| match b {
-            DecisionBody::Whole(bytes) => bytes,
-            DecisionBody::OverLimit(_) => panic!("expected the whole body"),
+        let whole = |b: Result<DecisionBody, crate::error::ApiError>| match b {
+            Ok(DecisionBody::Whole(bytes)) => bytes,
+            _ => panic!("expected the whole body"),
         };
         // Within the limit, however it is framed, the body is the body.
-        assert_eq!(whole(read_decision_body(chunked(&[b"{\"a\"", b":1}"]), 7, 100).await.unwrap()), Bytes::from_static(b"{\"a\":1}"));
-        assert_eq!(whole(read_decision_body(Body::from("1234567"), 7, 100).await.unwrap()), Bytes::from_static(b"1234567"));
+        assert_eq!(whole(read_decision_body(chunked(&[b"{\"a\"", b":1}"]), 7, BOUNDS).await), Bytes::from_static(b"{\"a\":1}"));
+        assert_eq!(whole(read_decision_body(Body::from("1234567"), 7, BOUNDS).await), Bytes::from_static(b"1234567"));
         // Past it, in a later frame: the length and hash of all of it, and the members
         // that name the action, wherever they are.
         let body: [&'static [u8]; 4] = [b"{\"agent_id\":\"a", b"1\",\"x\":\"", b"yyyyyy\",", b"\"session_id\":\"s\"}"];
-        let DecisionBody::OverLimit(over) = read_decision_body(chunked(&body), 20, 100).await.unwrap() else {
-            panic!("expected a body over the limit")
-        };
+        let over = over_limit(chunked(&body), 20, BOUNDS).await;
         let all = body.concat();
-        assert_eq!((over.limit, over.length), (20, all.len() as u64));
+        assert_eq!((over.limit, over.length, over.cut), (20, all.len() as u64, None));
         assert_eq!(over.sha256, praetor_core::sha256_hex(&all));
         assert_eq!((over.named("agent_id"), over.named("session_id"), over.named("action_type")), (Some("a1"), Some("s"), None));
-        assert!(over.reason().contains(&format!("{} bytes long", all.len())) && over.reason().contains(&over.sha256), "{}", over.reason());
-        // Past what is read at all: an error (413), however it is framed.
-        for body in [chunked(&[b"1234", b"5678", b"90", b"1"]), Body::from("12345678901")] {
-            let err = read_decision_body(body, 7, 10).await.err().expect("over the reading cap");
-            assert_eq!(err.code, crate::error::Code::PayloadTooLarge);
-        }
+        assert_eq!(over.reason(), format!("the request body is {} bytes long (SHA-256 {}); the limit is 20", all.len(), over.sha256));
+    }
+
+    /// Reading past the limit stops at a size, a time, or a broken body, and the action
+    /// is still refused as a decision (not an error a fail-open client would run).
+    #[tokio::test]
+    async fn reading_past_the_limit_stops_at_its_bounds() {
+        // At the size bound, after the frame that reaches it (frames are what is read).
+        let small = UnreadBounds { bytes: 10, ..BOUNDS };
+        let over = over_limit(chunked(&[b"{\"agent_id\"", b":\"a\"", b"}xxxxxxx"]), 7, small).await;
+        assert_eq!((over.cut, over.length, over.named("agent_id")), (Some(Cut::Size(10)), 11, None));
+        let over = over_limit(Body::from("{\"agent_id\":\"a\"}xxxxxxx"), 7, small).await;
+        assert_eq!((over.cut, over.length, over.named("agent_id")), (Some(Cut::Size(10)), 23, Some("a")));
+        let over = over_limit(chunked(&[b"{\"agent_id\":\"a\",", b"\"x\":\"", b"yyyyyyyyyyyyyyyyyy"]), 7, UnreadBounds { bytes: 30, ..BOUNDS }).await;
+        assert_eq!((over.cut, over.named("agent_id"), over.length), (Some(Cut::Size(30)), Some("a"), 39));
+        assert_eq!(over.sha256, praetor_core::sha256_hex(b"{\"agent_id\":\"a\",\"x\":\"yyyyyyyyyyyyyyyyyy"));
+        assert!(over.reason().contains("39 were read") && over.reason().contains("reading stops at 30 bytes"), "{}", over.reason());
+        // At the time bound: a client that stops sending past the limit but holds on.
+        let stalled = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"{\"agent_id\":\"a\",\"x\":\"yy"))])
+            .chain(futures_util::stream::pending());
+        let quick = UnreadBounds { time: std::time::Duration::from_millis(50), ..BOUNDS };
+        let over = over_limit(Body::from_stream(stalled), 7, quick).await;
+        assert_eq!((over.cut, over.named("agent_id")), (Some(Cut::Time(quick.time)), Some("a")));
+        assert!(over.reason().contains("reading stops 0.05 s past the limit"), "{}", over.reason());
+        // A body that breaks off: past the limit, refused as read so far; within it, an error.
+        let broken = |first: &'static [u8]| {
+            Body::from_stream(futures_util::stream::iter([Ok(Bytes::from_static(first)), Err(std::io::Error::other("reset"))]))
+        };
+        let over = over_limit(broken(b"{\"agent_id\":\"a\",\"x\":\"yy"), 7, BOUNDS).await;
+        assert_eq!((over.cut, over.named("agent_id")), (Some(Cut::Broken), Some("a")));
+        let err = read_decision_body(broken(b"{}"), 7, BOUNDS).await.err().expect("broken within the limit");
+        assert_eq!(err.code, crate::error::Code::MalformedJson);
+    }
+
+    /// A valid action type (200 bytes, under its limit) written in `\u` escapes is 1,200
+    /// bytes as sent: serde reads it, so the scanner must too.
+    #[test]
+    fn an_escaped_action_type_within_its_limit_is_named() {
+        let body = format!(r#"{{"action_type":"{}","agent_id":"{}"}}"#, "\\u0061".repeat(200), "\\u0062".repeat(128));
+        let small: crate::pipeline::InterceptBody = serde_json::from_str(&body).unwrap();
+        let found = top_level_strings(body.as_bytes(), &super::NAMING_MEMBERS);
+        assert_eq!(found.get("agent_id").map(String::len), Some(128));
+        assert_eq!(found.get("action_type"), small.action_type.as_ref());
     }
 
     fn nest(levels: usize, inner: &str) -> String {

@@ -90,9 +90,9 @@ fn check_action_type(field: &str, action_type: &str) -> ApiResult<()> {
 }
 
 /// Stage 1 for a request whose body is over the size limit, so was not parsed: the
-/// action as far as the start of the body names it (`leading_strings`), refused
-/// unread (`__unread`) for `reason`. A value that would not pass stage 1 is left out:
-/// an action type as `unread`, an agent or session as none named.
+/// action as its body's top-level members name it (`extract::TopLevelStrings`),
+/// refused unread (`__unread`) for `reason`. A value that would not pass stage 1 is
+/// left out: an action type as `unread`, an agent or session as none named.
 pub fn intercept_unread(action_type: Option<&str>, agent_id: Option<&str>, session_id: Option<&str>, metadata: Map<String, Value>, reason: String) -> Intercepted {
     let id = |v: Option<&str>| v.filter(|v| check_id("", v).is_ok()).map(str::to_owned);
     let action_type = action_type.filter(|t| check_action_type("", t).is_ok()).unwrap_or("unread");

@@ -47,7 +47,7 @@ async fn oversize_actions_are_refused_unread_and_sealed() {
     let agent = s.agent("writer").await;
     s.policy(json!({ "name": "allow all", "policy_type": "action_type", "action_types": ["*"], "decision": "allow" })).await;
 
-    // Over the body limit (1 MiB here): what the start of the body names is kept.
+    // Over the body limit (1 MiB here): the members that name the action are kept.
     let body = format!(r#"{{"action_type":"email.send","agent_id":"{agent}","metadata":{{"to":"a@b.c"}},"action_content":"{}"}}"#, "a".repeat(2 * 1024 * 1024));
     let (status, answer) = s.post_raw("/api/v1/enforce/intercept", &s.admin_key, body.clone()).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
