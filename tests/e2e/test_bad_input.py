@@ -120,8 +120,42 @@ def test_a_slow_oversize_upload_is_refused_before_the_client_gives_up(server):
     d = r.json()
     assert d["decision"] == "block" and d["action_type"] == "slow_upload", d
     assert [p["policy_id"] for p in d["policies_triggered"]] == ["__unread"], d
-    assert "reading stops 5 s past the limit" in d["reasoning"], d
+    assert "reading stops after 5 s" in d["reasoning"], d
     assert server.healthy()
+
+
+class _SlowFile:
+    """A body of `size` bytes with a Content-Length (as the SDK sends one), given out 16
+    KiB every 0.1 s: its first megabyte alone takes longer than the client waits."""
+
+    def __init__(self, head: bytes, size: int):
+        self.head, self.size, self.sent = head, size, 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, n: int = -1) -> bytes:
+        if self.sent >= self.size:
+            return b""
+        if self.sent:
+            time.sleep(0.1)
+        chunk = self.head if not self.sent else b"x" * min(16384, self.size - self.sent)
+        self.sent += len(chunk)
+        return chunk
+
+
+def test_a_slow_upload_declared_over_the_limit_is_refused_before_the_client_gives_up(server):
+    """A body whose Content-Length is over the limit is timed from its first byte: at 160
+    KB/s the first megabyte would take 6 s, the whole 50 s, and the client gives up at
+    10 s; it is refused within the bound all the same."""
+    head = json.dumps({"action_type": "slow_declared", "agent_id": None, "metadata": {}})[:-1] + ', "action_content": "'
+    started = time.monotonic()
+    r = server.request("POST", INTERCEPT, data=_SlowFile(head.encode(), 8 << 20), headers={"Content-Type": "application/json"})
+    assert time.monotonic() - started < 10, "answered only after the client's own timeout would have run the action"
+    assert r.status_code == 200, r.text[:400]
+    d = r.json()
+    assert d["decision"] == "block" and d["action_type"] == "slow_declared", d
+    assert "reading stops after 5 s" in d["reasoning"], d
 
 
 def test_unknown_policy_field(server):

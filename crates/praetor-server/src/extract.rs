@@ -2,6 +2,7 @@
 //! names the bad field (`metadata.amount: invalid type …`).
 
 use axum::body::Bytes;
+use bytes::BytesMut;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -373,7 +374,7 @@ impl OverLimit {
             Some(cut) => {
                 let why = match cut {
                     Cut::Size(max) => format!("reading stops at {max} bytes"),
-                    Cut::Time(t) => format!("reading stops {} s past the limit", t.as_secs_f64()),
+                    Cut::Time(t) => format!("reading stops after {} s", t.as_secs_f64()),
                     Cut::Broken => "the client stopped sending".to_owned(),
                 };
                 format!("the request body is over the limit of {limit} bytes; {length} were read (SHA-256 {sha256}) and no more ({why})")
@@ -407,10 +408,18 @@ struct UnreadBounds {
 struct Unread {
     hash: sha2::Sha256,
     scan: TopLevelStrings,
-    deadline: tokio::time::Instant,
 }
 
 impl Unread {
+    /// From the bytes kept so far, which it takes.
+    fn from_kept(kept: &mut BytesMut) -> Unread {
+        use sha2::Digest;
+        let mut past = Unread { hash: sha2::Sha256::new(), scan: TopLevelStrings::new(&NAMING_MEMBERS) };
+        past.feed(kept);
+        kept.clear();
+        past
+    }
+
     fn feed(&mut self, data: &[u8]) {
         use sha2::Digest;
         self.hash.update(data);
@@ -421,12 +430,19 @@ impl Unread {
 async fn read_decision_body(mut body: axum::body::Body, limit: usize, bounds: UnreadBounds) -> Result<DecisionBody, ApiError> {
     use http_body_util::BodyExt;
     use sha2::Digest;
-    let mut kept: Vec<Bytes> = Vec::new();
+    // A body whose declared length is over the limit is refused unread whatever it
+    // holds (the SDK always declares one): its time runs from the start, so the answer
+    // comes within the client's timeout however slowly its first `limit` bytes arrive.
+    let declared_over = axum::body::HttpBody::size_hint(&body).exact().is_some_and(|n| n > limit as u64);
+    let mut deadline = declared_over.then(|| tokio::time::Instant::now() + bounds.time);
+    // One buffer however the body is framed: many small frames held one by one would
+    // cost far more than their bytes.
+    let mut kept = BytesMut::new();
     let (mut length, mut unread, mut cut) = (0u64, None::<Unread>, None);
     loop {
-        let frame = match &unread {
+        let frame = match deadline {
             None => body.frame().await,
-            Some(past) => match tokio::time::timeout_at(past.deadline, body.frame()).await {
+            Some(at) => match tokio::time::timeout_at(at, body.frame()).await {
                 Ok(frame) => frame,
                 Err(_) => {
                     cut = Some(Cut::Time(bounds.time));
@@ -434,35 +450,34 @@ async fn read_decision_body(mut body: axum::body::Body, limit: usize, bounds: Un
                 }
             },
         };
-        let frame = match (frame, &unread) {
-            (None, _) => break,
-            (Some(Ok(frame)), _) => frame,
-            (Some(Err(_)), Some(_)) => {
+        let frame = match frame {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(_)) if deadline.is_some() => {
                 cut = Some(Cut::Broken);
                 break;
             }
-            (Some(Err(e)), None) => return Err(ApiError::new(Code::MalformedJson, format!("cannot read the request body: {e}"))),
+            Some(Err(e)) => return Err(ApiError::new(Code::MalformedJson, format!("cannot read the request body: {e}"))),
         };
         let Ok(data) = frame.into_data() else { continue };
         length += data.len() as u64;
         if unread.is_none() && length > limit as u64 {
-            let deadline = tokio::time::Instant::now() + bounds.time;
-            let mut past = Unread { hash: sha2::Sha256::new(), scan: TopLevelStrings::new(&NAMING_MEMBERS), deadline };
-            kept.drain(..).for_each(|b| past.feed(&b));
-            unread = Some(past);
+            deadline.get_or_insert_with(|| tokio::time::Instant::now() + bounds.time);
+            unread = Some(Unread::from_kept(&mut kept));
         }
         match &mut unread {
             Some(past) => past.feed(&data),
-            None => kept.push(data),
+            None => kept.extend_from_slice(&data),
         }
         if unread.is_some() && length >= bounds.bytes {
             cut = Some(Cut::Size(bounds.bytes));
             break;
         }
     }
+    // A body declared over the limit and cut before it is refused as read so far.
+    let unread = unread.or_else(|| cut.map(|_| Unread::from_kept(&mut kept)));
     Ok(match unread {
-        None if kept.len() == 1 => DecisionBody::Whole(kept.pop().unwrap_or_default()),
-        None => DecisionBody::Whole(Bytes::from(kept.concat())),
+        None => DecisionBody::Whole(kept.freeze()),
         Some(past) => DecisionBody::OverLimit(OverLimit { limit, length, sha256: hex::encode(past.hash.finalize()), cut, named: past.scan.found() }),
     })
 }
@@ -772,7 +787,7 @@ mod tests {
         let quick = UnreadBounds { time: std::time::Duration::from_millis(50), ..BOUNDS };
         let over = over_limit(Body::from_stream(stalled), 7, quick).await;
         assert_eq!((over.cut, over.named("agent_id")), (Some(Cut::Time(quick.time)), Some("a")));
-        assert!(over.reason().contains("reading stops 0.05 s past the limit"), "{}", over.reason());
+        assert!(over.reason().contains("reading stops after 0.05 s"), "{}", over.reason());
         // A body that breaks off: past the limit, refused as read so far; within it, an error.
         let broken = |first: &'static [u8]| {
             Body::from_stream(futures_util::stream::iter([Ok(Bytes::from_static(first)), Err(std::io::Error::other("reset"))]))
@@ -781,6 +796,41 @@ mod tests {
         assert_eq!((over.cut, over.named("agent_id")), (Some(Cut::Broken), Some("a")));
         let err = read_decision_body(broken(b"{}"), 7, BOUNDS).await.err().expect("broken within the limit");
         assert_eq!(err.code, crate::error::Code::MalformedJson);
+    }
+
+    /// A body whose declared length (Content-Length, as the SDK sends) is over the limit
+    /// is timed from its first byte: one whose first bytes come slowly is still refused
+    /// within the bound, and one that breaks off before the limit is refused too.
+    #[tokio::test]
+    async fn a_body_declared_over_the_limit_is_timed_from_the_start() {
+        use std::pin::Pin;
+        use std::task::{Context, Poll};
+        struct Declared<B>(B, u64);
+        impl<B: http_body::Body + Unpin> http_body::Body for Declared<B> {
+            type Data = B::Data;
+            type Error = B::Error;
+            fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+                Pin::new(&mut self.0).poll_frame(cx)
+            }
+            fn size_hint(&self) -> http_body::SizeHint {
+                http_body::SizeHint::with_exact(self.1)
+            }
+        }
+        let declared = |frames: Vec<Result<Bytes, std::io::Error>>, then_stall: bool| {
+            let frames = futures_util::stream::iter(frames);
+            let stream: Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send>> =
+                if then_stall { Box::pin(frames.chain(futures_util::stream::pending())) } else { Box::pin(frames) };
+            Body::new(Declared(http_body_util::StreamBody::new(stream.map(|r| r.map(http_body::Frame::data))), 1000))
+        };
+        let quick = UnreadBounds { time: std::time::Duration::from_millis(50), ..BOUNDS };
+        // (Without the declared length's clock this would wait for ever: the guard fails it.)
+        let stalled = over_limit(declared(vec![Ok(Bytes::from_static(b"{\"agent_id\":\"a\","))], true), 100, quick);
+        let over = tokio::time::timeout(std::time::Duration::from_secs(5), stalled).await.expect("answered within its bound");
+        assert_eq!((over.cut, over.length, over.named("agent_id")), (Some(Cut::Time(quick.time)), 16, Some("a")));
+        assert_eq!(over.sha256, praetor_core::sha256_hex(b"{\"agent_id\":\"a\","));
+        let broken = vec![Ok(Bytes::from_static(b"{\"agent_id\":\"a\",")), Err(std::io::Error::other("reset"))];
+        let over = over_limit(declared(broken, false), 100, quick).await;
+        assert_eq!((over.cut, over.named("agent_id")), (Some(Cut::Broken), Some("a")));
     }
 
     /// A valid action type (200 bytes, under its limit) written in `\u` escapes is 1,200
