@@ -145,7 +145,7 @@ class _SlowFile:
 
 
 def test_a_slow_upload_declared_over_the_limit_is_refused_before_the_client_gives_up(server):
-    """A body whose Content-Length is over the limit is timed from its first byte: at 160
+    """A body whose Content-Length is over the limit is timed from when reading starts: at 160
     KB/s the first megabyte would take 6 s, the whole 50 s, and the client gives up at
     10 s; it is refused within the bound all the same."""
     head = json.dumps({"action_type": "slow_declared", "agent_id": None, "metadata": {}})[:-1] + ', "action_content": "'

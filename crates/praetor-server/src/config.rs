@@ -87,9 +87,10 @@ pub mod limits {
     pub const ID_MAX: usize = 128;
     pub const NAME_MAX: usize = 256;
     pub const CONTENT_MAX: usize = 512 * 1024;
-    /// How much of a decision request's body past `max_body_bytes` is read (counted,
-    /// hashed and scanned, not kept) before it is refused as a decision: bytes, and
-    /// seconds from the moment it passed the limit. The time bound also bounds the CPU
+    /// How much of a decision request's body over `max_body_bytes` is read (counted,
+    /// hashed and scanned, not kept) before it is refused as a decision: bytes in all,
+    /// and seconds from the moment it passed the limit (or, for a body whose declared
+    /// length is over the limit, from when reading it starts). The time bound also bounds the CPU
     /// one request can take (scanning costs from under 1 to about 10 ns a byte by the
     /// body's shape, and far more for a body sent in tiny chunks).
     pub const UNREAD_BODY_MAX: u64 = 1024 * 1024 * 1024;

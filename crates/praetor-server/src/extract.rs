@@ -397,7 +397,8 @@ impl FromRequest<std::sync::Arc<crate::state::AppState>> for DecisionBody {
     }
 }
 
-/// How much of a body past the limit is read, in bytes and in time from the limit.
+/// How much of a body over the limit is read: bytes in all, and time from the limit
+/// (from when reading starts, for a body declared over it).
 #[derive(Clone, Copy)]
 struct UnreadBounds {
     bytes: u64,
@@ -411,12 +412,15 @@ struct Unread {
 }
 
 impl Unread {
-    /// From the bytes kept so far, which it takes.
-    fn from_kept(kept: &mut BytesMut) -> Unread {
+    fn new() -> Unread {
         use sha2::Digest;
-        let mut past = Unread { hash: sha2::Sha256::new(), scan: TopLevelStrings::new(&NAMING_MEMBERS) };
-        past.feed(kept);
-        kept.clear();
+        Unread { hash: sha2::Sha256::new(), scan: TopLevelStrings::new(&NAMING_MEMBERS) }
+    }
+
+    /// From the bytes kept so far, which it takes (and frees).
+    fn from_kept(kept: &mut BytesMut) -> Unread {
+        let mut past = Unread::new();
+        past.feed(&std::mem::take(kept));
         past
     }
 
@@ -431,14 +435,16 @@ async fn read_decision_body(mut body: axum::body::Body, limit: usize, bounds: Un
     use http_body_util::BodyExt;
     use sha2::Digest;
     // A body whose declared length is over the limit is refused unread whatever it
-    // holds (the SDK always declares one): its time runs from the start, so the answer
-    // comes within the client's timeout however slowly its first `limit` bytes arrive.
+    // holds (the SDK always declares one), so none of it is kept, and its time runs
+    // from now (after the headers): the answer comes within the client's timeout
+    // however slowly its first `limit` bytes arrive.
     let declared_over = axum::body::HttpBody::size_hint(&body).exact().is_some_and(|n| n > limit as u64);
     let mut deadline = declared_over.then(|| tokio::time::Instant::now() + bounds.time);
+    let mut unread = declared_over.then(Unread::new);
     // One buffer however the body is framed: many small frames held one by one would
     // cost far more than their bytes.
     let mut kept = BytesMut::new();
-    let (mut length, mut unread, mut cut) = (0u64, None::<Unread>, None);
+    let (mut length, mut cut) = (0u64, None);
     loop {
         let frame = match deadline {
             None => body.frame().await,
@@ -474,8 +480,6 @@ async fn read_decision_body(mut body: axum::body::Body, limit: usize, bounds: Un
             break;
         }
     }
-    // A body declared over the limit and cut before it is refused as read so far.
-    let unread = unread.or_else(|| cut.map(|_| Unread::from_kept(&mut kept)));
     Ok(match unread {
         None => DecisionBody::Whole(kept.freeze()),
         Some(past) => DecisionBody::OverLimit(OverLimit { limit, length, sha256: hex::encode(past.hash.finalize()), cut, named: past.scan.found() }),
@@ -799,7 +803,7 @@ mod tests {
     }
 
     /// A body whose declared length (Content-Length, as the SDK sends) is over the limit
-    /// is timed from its first byte: one whose first bytes come slowly is still refused
+    /// is timed from when reading starts: one whose first bytes come slowly is still refused
     /// within the bound, and one that breaks off before the limit is refused too.
     #[tokio::test]
     async fn a_body_declared_over_the_limit_is_timed_from_the_start() {
