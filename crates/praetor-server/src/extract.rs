@@ -325,12 +325,6 @@ impl TopLevelStrings {
     }
 }
 
-/// `TopLevelStrings` over one buffer.
-pub fn top_level_strings(bytes: &[u8], keys: &'static [&'static str]) -> std::collections::HashMap<String, String> {
-    let mut scan = TopLevelStrings::new(keys);
-    scan.feed(bytes);
-    scan.found()
-}
 
 /// The body of a decision request (`/enforce/intercept`, `/enforce/agent-comm`).
 /// Within the body limit it is the raw body, as `RawBody`. Past it, the rest is still
@@ -363,6 +357,16 @@ pub enum Cut {
     Time(std::time::Duration),
     /// The client stopped sending: a broken connection or a malformed chunk.
     Broken,
+}
+
+impl DecisionBody {
+    /// What a request signature covers: the body, or the hash of one not kept.
+    pub fn signed(&self) -> crate::pipeline::SignedBody<'_> {
+        match self {
+            DecisionBody::Whole(raw) => crate::pipeline::SignedBody::Raw(raw),
+            DecisionBody::OverLimit(over) => crate::pipeline::SignedBody::Sha256(&over.sha256),
+        }
+    }
 }
 
 impl OverLimit {
@@ -488,12 +492,20 @@ async fn read_decision_body(mut body: axum::body::Body, limit: usize, bounds: Un
 
 #[cfg(test)]
 mod tests {
-    use super::{Cut, DecisionBody, OverLimit, TopLevelStrings, UnreadBounds, nested_past, read_decision_body, top_level_strings};
+    use super::{Cut, DecisionBody, OverLimit, TopLevelStrings, UnreadBounds, nested_past, read_decision_body};
     use futures_util::StreamExt;
     use axum::body::{Body, Bytes};
     use serde_json::{Map, Value};
 
     const KEYS: [&str; 3] = ["action_type", "agent_id", "session_id"];
+
+    /// `TopLevelStrings` over one buffer.
+    fn top_level_strings(bytes: &[u8], keys: &'static [&'static str]) -> std::collections::HashMap<String, String> {
+        let mut scan = TopLevelStrings::new(keys);
+        scan.feed(bytes);
+        scan.found()
+    }
+
 
     #[test]
     fn top_level_strings_are_the_whole_top_level_string_members() {

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method};
 use serde::Deserialize;
@@ -12,7 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::auth::{Authorized, perm};
 use crate::config::limits;
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{DecisionBody, OverLimit, RawBody, parse_json};
+use crate::extract::{DecisionBody, RawBody, parse_json};
 use crate::answer::Answer;
 use crate::pipeline::{self, Caller, InterceptBody, SignedBody};
 use crate::state::AppState;
@@ -25,26 +24,14 @@ pub async fn intercept(
     headers: HeaderMap,
     body: DecisionBody,
 ) -> ApiResult<Json<Answer>> {
-    let (raw, intercepted) = match body {
-        DecisionBody::Whole(raw) => {
-            let body: InterceptBody = parse_json(&raw)?;
-            (Ok(raw), pipeline::intercept(body, "")?)
-        }
+    let intercepted = match &body {
+        DecisionBody::Whole(raw) => pipeline::intercept(parse_json::<InterceptBody>(raw)?, "")?,
         DecisionBody::OverLimit(over) => {
-            let unread = pipeline::intercept_unread(over.named("action_type"), over.named("agent_id"), over.named("session_id"), Map::new(), over.reason());
-            (Err(over), unread)
+            pipeline::intercept_unread(over.named("action_type"), over.named("agent_id"), over.named("session_id"), Map::new(), over.reason())
         }
     };
-    let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), signed_body(&raw));
+    let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), body.signed());
     decide_one(&state, &auth, &caller, intercepted, None).await
-}
-
-/// What a request signature covers: the body, or the hash of one too large to keep.
-fn signed_body(body: &Result<Bytes, OverLimit>) -> SignedBody<'_> {
-    match body {
-        Ok(raw) => SignedBody::Raw(raw),
-        Err(over) => SignedBody::Sha256(&over.sha256),
-    }
 }
 
 /// Decide and record one action; its answer.
@@ -155,19 +142,19 @@ pub async fn agent_comm(
     headers: HeaderMap,
     body: DecisionBody,
 ) -> ApiResult<Json<Answer>> {
-    let (raw, intercepted, target) = match body {
+    let (intercepted, target) = match &body {
         DecisionBody::Whole(raw) => {
-            let (intercepted, target) = hand_off_action(parse_json(&raw)?)?;
-            (Ok(raw), intercepted, Some(target))
+            let (intercepted, target) = hand_off_action(parse_json(raw)?)?;
+            (intercepted, Some(target))
         }
         DecisionBody::OverLimit(over) => {
             let target = over.named("target_agent_id").filter(|t| pipeline::check_id_pub("target_agent_id", t).is_ok()).map(str::to_owned);
             let metadata = target.iter().map(|t| ("target_agent_id".to_owned(), json!(t))).collect();
             let unread = pipeline::intercept_unread(Some("agent_instruction"), over.named("source_agent_id"), over.named("session_id"), metadata, over.reason());
-            (Err(over), unread, target)
+            (unread, target)
         }
     };
-    let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), signed_body(&raw));
+    let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), body.signed());
     let unknown_target = target.and_then(|target| match auth.workspace.agent(&target) {
         Some(t) if t.is_active => None,
         Some(_) => Some(("target_deactivated", format!("target agent `{target}` is deactivated"))),
