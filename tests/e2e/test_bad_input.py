@@ -99,6 +99,21 @@ def test_oversize_actions_are_refused_not_errors(server):
     _check(server, _raw_post(server, POLICIES, big_policy), 413, "payload_too_large")
 
 
+def _refused_in_time(server, data, action_type: str, why: str) -> None:
+    """POST `data` (an iterator or file-like body) to /enforce/intercept: it must be
+    answered within the client's 10 s as a sealed `block` of `action_type`, refused
+    unread, the reason containing `why`."""
+    started = time.monotonic()
+    r = server.request("POST", INTERCEPT, data=data, headers={"Content-Type": "application/json"})
+    assert time.monotonic() - started < 10, "answered only after the client's own timeout would have run the action"
+    assert r.status_code == 200, r.text[:400]
+    d = r.json()
+    assert d["decision"] == "block" and d["action_type"] == action_type, d
+    assert [p["policy_id"] for p in d["policies_triggered"]] == ["__unread"], d
+    assert why in d["reasoning"], d
+    assert server.healthy()
+
+
 def test_a_slow_oversize_upload_is_refused_before_the_client_gives_up(server):
     """Past the limit, a body is read for at most 5 s, then refused: a client that gives
     up after 10 s (the SDK, which then runs the action if fail-open) gets the refusal,
@@ -113,15 +128,23 @@ def test_a_slow_oversize_upload_is_refused_before_the_client_gives_up(server):
             yield b"x" * 1024
         yield b'"}'
 
-    started = time.monotonic()
-    r = server.request("POST", INTERCEPT, data=trickle(), headers={"Content-Type": "application/json"})
-    assert time.monotonic() - started < 10, "answered only after the client's own timeout would have run the action"
-    assert r.status_code == 200, r.text[:400]
-    d = r.json()
-    assert d["decision"] == "block" and d["action_type"] == "slow_upload", d
-    assert [p["policy_id"] for p in d["policies_triggered"]] == ["__unread"], d
-    assert "reading stops after 5 s" in d["reasoning"], d
-    assert server.healthy()
+    _refused_in_time(server, trickle(), "slow_upload", "reading stops after 5 s")
+
+
+def test_a_slow_body_within_the_limit_is_refused_before_the_client_gives_up(server):
+    """Every decision body must arrive within 5 s of when reading starts, whatever its
+    size: a small chunked body (no declared length) trickled over 15 s is refused as read
+    so far, within the client's 10 s, and named by what had arrived."""
+    head = json.dumps({"action_type": "slow_small", "agent_id": None, "metadata": {}})[:-1] + ', "action_content": "'
+
+    def trickle():
+        yield head.encode()
+        for _ in range(150):  # 15 s, a few bytes every 0.1 s: 1.5 KB in all
+            time.sleep(0.1)
+            yield b"x" * 10
+        yield b'"}'
+
+    _refused_in_time(server, trickle(), "slow_small", "did not arrive within 5 s")
 
 
 class _SlowFile:
@@ -149,13 +172,7 @@ def test_a_slow_upload_declared_over_the_limit_is_refused_before_the_client_give
     KB/s the first megabyte would take 6 s, the whole 50 s, and the client gives up at
     10 s; it is refused within the bound all the same."""
     head = json.dumps({"action_type": "slow_declared", "agent_id": None, "metadata": {}})[:-1] + ', "action_content": "'
-    started = time.monotonic()
-    r = server.request("POST", INTERCEPT, data=_SlowFile(head.encode(), 8 << 20), headers={"Content-Type": "application/json"})
-    assert time.monotonic() - started < 10, "answered only after the client's own timeout would have run the action"
-    assert r.status_code == 200, r.text[:400]
-    d = r.json()
-    assert d["decision"] == "block" and d["action_type"] == "slow_declared", d
-    assert "reading stops after 5 s" in d["reasoning"], d
+    _refused_in_time(server, _SlowFile(head.encode(), 8 << 20), "slow_declared", "reading stops after 5 s")
 
 
 def test_unknown_policy_field(server):

@@ -87,12 +87,13 @@ pub mod limits {
     pub const ID_MAX: usize = 128;
     pub const NAME_MAX: usize = 256;
     pub const CONTENT_MAX: usize = 512 * 1024;
-    /// How much of a decision request's body over `max_body_bytes` is read (counted,
-    /// hashed and scanned, not kept) before it is refused as a decision: bytes in all,
-    /// and seconds from the moment it passed the limit (or, for a body whose declared
-    /// length is over the limit, from when reading it starts). The time bound also bounds the CPU
-    /// one request can take (scanning costs from under 1 to about 10 ns a byte by the
-    /// body's shape, and far more for a body sent in tiny chunks).
+    /// How much of a decision request's body is read before the action is refused as a
+    /// decision (`extract::DecisionBody`): bytes in all, of a body over `max_body_bytes`
+    /// (counted, hashed and scanned, not kept), and seconds from when reading the body
+    /// starts, whatever its size (a body within the limit that has not arrived by then
+    /// is refused too). The time bound also bounds the CPU one request can take
+    /// (scanning costs from under 1 to about 10 ns a byte by the body's shape, and far
+    /// more for a body sent in tiny chunks).
     pub const UNREAD_BODY_MAX: u64 = 1024 * 1024 * 1024;
     pub const UNREAD_BODY_SECONDS: u64 = 5;
     pub const BATCH_MAX: usize = 500;

@@ -327,30 +327,35 @@ impl TopLevelStrings {
 
 
 /// The body of a decision request (`/enforce/intercept`, `/enforce/agent-comm`).
-/// Within the body limit it is the raw body, as `RawBody`. Past it, the rest is still
-/// read, counted, hashed and scanned for the members that name the action
-/// (`NAMING_MEMBERS`), but not kept, for at most `UNREAD_BODY_SECONDS` and up to
-/// `UNREAD_BODY_MAX` bytes: the action is then decided as refused unread, an answer
-/// rather than an error that a fail-open client would run the action on (wire rule 1).
-/// Reading stops at those bounds rather than answering `413`: the SDK sends a body
-/// under a 10 s timeout, and an error or a timeout both run the action.
+/// Within the body limit, and arrived within `UNREAD_BODY_SECONDS` of when reading
+/// starts, it is the raw body, as `RawBody`. Past the limit, the rest is still read,
+/// counted, hashed and scanned for the members that name the action (`NAMING_MEMBERS`),
+/// but not kept, up to `UNREAD_BODY_MAX` bytes; a body still arriving when its time is
+/// up is taken as read so far, whatever its size. The action is then decided as refused
+/// unread, an answer rather than an error that a fail-open client would run the action
+/// on (wire rule 1). Reading stops at those bounds rather than answering `413` or
+/// waiting on: the SDK sends a body under a 10 s timeout, and an error or a timeout
+/// both run the action.
 pub enum DecisionBody {
     Whole(Bytes),
-    OverLimit(OverLimit),
+    Unread(UnreadBody),
 }
 
-/// What was read of a body past the limit.
-pub struct OverLimit {
+/// What was read of a body past the limit, or of one that did not arrive in time.
+pub struct UnreadBody {
     pub limit: usize,
     /// The bytes read, all of the body's unless `cut` says why not, and their SHA-256.
     pub length: u64,
     pub sha256: String,
     pub cut: Option<Cut>,
+    /// Whether the body is over the limit (as read, or as its declared length says);
+    /// if not, it was still arriving when its time was up.
+    pub over_limit: bool,
     /// Its top-level string members among `NAMING_MEMBERS`, as far as it was read.
     pub named: std::collections::HashMap<String, String>,
 }
 
-/// Why a body past the limit was not read to its end.
+/// Why a body was not read to its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cut {
     Size(u64),
@@ -364,17 +369,21 @@ impl DecisionBody {
     pub fn signed(&self) -> crate::pipeline::SignedBody<'_> {
         match self {
             DecisionBody::Whole(raw) => crate::pipeline::SignedBody::Raw(raw),
-            DecisionBody::OverLimit(over) => crate::pipeline::SignedBody::Sha256(&over.sha256),
+            DecisionBody::Unread(over) => crate::pipeline::SignedBody::Sha256(&over.sha256),
         }
     }
 }
 
-impl OverLimit {
+impl UnreadBody {
     /// Why the action was not evaluated, with what identifies the body that was sent.
     pub fn reason(&self) -> String {
         let (length, sha256, limit) = (self.length, &self.sha256, self.limit);
         match self.cut {
             None => format!("the request body is {length} bytes long (SHA-256 {sha256}); the limit is {limit}"),
+            Some(Cut::Time(t)) if !self.over_limit => format!(
+                "the request body did not arrive within {} s: {length} bytes were read (SHA-256 {sha256}) and no more",
+                t.as_secs_f64()
+            ),
             Some(cut) => {
                 let why = match cut {
                     Cut::Size(max) => format!("reading stops at {max} bytes"),
@@ -401,29 +410,29 @@ impl FromRequest<std::sync::Arc<crate::state::AppState>> for DecisionBody {
     }
 }
 
-/// How much of a body over the limit is read: bytes in all, and time from the limit
-/// (from when reading starts, for a body declared over it).
+/// How much of a decision body is read: bytes in all, once past the limit, and time
+/// from when reading starts (after the headers), whatever the body's size.
 #[derive(Clone, Copy)]
 struct UnreadBounds {
     bytes: u64,
     time: std::time::Duration,
 }
 
-/// What is read past the limit: not the bytes, only what identifies them.
-struct Unread {
+/// What is read of a body not kept: not the bytes, only what identifies them.
+struct Tally {
     hash: sha2::Sha256,
     scan: TopLevelStrings,
 }
 
-impl Unread {
-    fn new() -> Unread {
+impl Tally {
+    fn new() -> Tally {
         use sha2::Digest;
-        Unread { hash: sha2::Sha256::new(), scan: TopLevelStrings::new(&NAMING_MEMBERS) }
+        Tally { hash: sha2::Sha256::new(), scan: TopLevelStrings::new(&NAMING_MEMBERS) }
     }
 
     /// From the bytes kept so far, which it takes (and frees).
-    fn from_kept(kept: &mut BytesMut) -> Unread {
-        let mut past = Unread::new();
+    fn from_kept(kept: &mut BytesMut) -> Tally {
+        let mut past = Tally::new();
         past.feed(&std::mem::take(kept));
         past
     }
@@ -438,32 +447,28 @@ impl Unread {
 async fn read_decision_body(mut body: axum::body::Body, limit: usize, bounds: UnreadBounds) -> Result<DecisionBody, ApiError> {
     use http_body_util::BodyExt;
     use sha2::Digest;
+    // Every decision body is timed from now (after the headers): the answer comes
+    // within the client's timeout however slowly the body arrives, declared or chunked,
+    // within the limit or past it. (Reading has no other clock: without this, a client
+    // could hold a request open for as long as it kept sending nothing.)
+    let deadline = tokio::time::Instant::now() + bounds.time;
     // A body whose declared length is over the limit is refused unread whatever it
-    // holds (the SDK always declares one), so none of it is kept, and its time runs
-    // from now (after the headers): the answer comes within the client's timeout
-    // however slowly its first `limit` bytes arrive.
+    // holds (the SDK always declares one), so none of it is kept.
     let declared_over = axum::body::HttpBody::size_hint(&body).exact().is_some_and(|n| n > limit as u64);
-    let mut deadline = declared_over.then(|| tokio::time::Instant::now() + bounds.time);
-    let mut unread = declared_over.then(Unread::new);
+    let mut unread = declared_over.then(Tally::new);
     // One buffer however the body is framed: many small frames held one by one would
     // cost far more than their bytes.
     let mut kept = BytesMut::new();
     let (mut length, mut cut) = (0u64, None);
     loop {
-        let frame = match deadline {
-            None => body.frame().await,
-            Some(at) => match tokio::time::timeout_at(at, body.frame()).await {
-                Ok(frame) => frame,
-                Err(_) => {
-                    cut = Some(Cut::Time(bounds.time));
-                    break;
-                }
-            },
+        let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else {
+            cut = Some(Cut::Time(bounds.time));
+            break;
         };
         let frame = match frame {
             None => break,
             Some(Ok(frame)) => frame,
-            Some(Err(_)) if deadline.is_some() => {
+            Some(Err(_)) if unread.is_some() => {
                 cut = Some(Cut::Broken);
                 break;
             }
@@ -472,8 +477,7 @@ async fn read_decision_body(mut body: axum::body::Body, limit: usize, bounds: Un
         let Ok(data) = frame.into_data() else { continue };
         length += data.len() as u64;
         if unread.is_none() && length > limit as u64 {
-            deadline.get_or_insert_with(|| tokio::time::Instant::now() + bounds.time);
-            unread = Some(Unread::from_kept(&mut kept));
+            unread = Some(Tally::from_kept(&mut kept));
         }
         match &mut unread {
             Some(past) => past.feed(&data),
@@ -484,15 +488,26 @@ async fn read_decision_body(mut body: axum::body::Body, limit: usize, bounds: Un
             break;
         }
     }
+    // A body within the limit that did not arrive in time is refused as read so far.
+    if cut.is_some() && unread.is_none() {
+        unread = Some(Tally::from_kept(&mut kept));
+    }
     Ok(match unread {
         None => DecisionBody::Whole(kept.freeze()),
-        Some(past) => DecisionBody::OverLimit(OverLimit { limit, length, sha256: hex::encode(past.hash.finalize()), cut, named: past.scan.found() }),
+        Some(past) => DecisionBody::Unread(UnreadBody {
+            limit,
+            length,
+            sha256: hex::encode(past.hash.finalize()),
+            cut,
+            over_limit: declared_over || length > limit as u64,
+            named: past.scan.found(),
+        }),
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Cut, DecisionBody, OverLimit, TopLevelStrings, UnreadBounds, nested_past, read_decision_body};
+    use super::{Cut, DecisionBody, UnreadBody, TopLevelStrings, UnreadBounds, nested_past, read_decision_body};
     use futures_util::StreamExt;
     use axum::body::{Body, Bytes};
     use serde_json::{Map, Value};
@@ -755,11 +770,11 @@ mod tests {
 
     const BOUNDS: UnreadBounds = UnreadBounds { bytes: 100, time: std::time::Duration::from_secs(60) };
 
-    async fn over_limit(body: Body, limit: usize, bounds: UnreadBounds) -> OverLimit {
+    async fn unread(body: Body, limit: usize, bounds: UnreadBounds) -> UnreadBody {
         match read_decision_body(body, limit, bounds).await {
-            Ok(DecisionBody::OverLimit(over)) => over,
-            Ok(DecisionBody::Whole(b)) => panic!("expected a body over the limit, got {b:?}"),
-            Err(e) => panic!("expected a body over the limit, got {}", e.message),
+            Ok(DecisionBody::Unread(over)) => over,
+            Ok(DecisionBody::Whole(b)) => panic!("expected a body refused unread, got {b:?}"),
+            Err(e) => panic!("expected a body refused unread, got {}", e.message),
         }
     }
 
@@ -775,7 +790,7 @@ mod tests {
         // Past it, in a later frame: the length and hash of all of it, and the members
         // that name the action, wherever they are.
         let body: [&'static [u8]; 4] = [b"{\"agent_id\":\"a", b"1\",\"x\":\"", b"yyyyyy\",", b"\"session_id\":\"s\"}"];
-        let over = over_limit(chunked(&body), 20, BOUNDS).await;
+        let over = unread(chunked(&body), 20, BOUNDS).await;
         let all = body.concat();
         assert_eq!((over.limit, over.length, over.cut), (20, all.len() as u64, None));
         assert_eq!(over.sha256, praetor_core::sha256_hex(&all));
@@ -789,11 +804,11 @@ mod tests {
     async fn reading_past_the_limit_stops_at_its_bounds() {
         // At the size bound, after the frame that reaches it (frames are what is read).
         let small = UnreadBounds { bytes: 10, ..BOUNDS };
-        let over = over_limit(chunked(&[b"{\"agent_id\"", b":\"a\"", b"}xxxxxxx"]), 7, small).await;
+        let over = unread(chunked(&[b"{\"agent_id\"", b":\"a\"", b"}xxxxxxx"]), 7, small).await;
         assert_eq!((over.cut, over.length, over.named("agent_id")), (Some(Cut::Size(10)), 11, None));
-        let over = over_limit(Body::from("{\"agent_id\":\"a\"}xxxxxxx"), 7, small).await;
+        let over = unread(Body::from("{\"agent_id\":\"a\"}xxxxxxx"), 7, small).await;
         assert_eq!((over.cut, over.length, over.named("agent_id")), (Some(Cut::Size(10)), 23, Some("a")));
-        let over = over_limit(chunked(&[b"{\"agent_id\":\"a\",", b"\"x\":\"", b"yyyyyyyyyyyyyyyyyy"]), 7, UnreadBounds { bytes: 30, ..BOUNDS }).await;
+        let over = unread(chunked(&[b"{\"agent_id\":\"a\",", b"\"x\":\"", b"yyyyyyyyyyyyyyyyyy"]), 7, UnreadBounds { bytes: 30, ..BOUNDS }).await;
         assert_eq!((over.cut, over.named("agent_id"), over.length), (Some(Cut::Size(30)), Some("a"), 39));
         assert_eq!(over.sha256, praetor_core::sha256_hex(b"{\"agent_id\":\"a\",\"x\":\"yyyyyyyyyyyyyyyyyy"));
         assert!(over.reason().contains("39 were read") && over.reason().contains("reading stops at 30 bytes"), "{}", over.reason());
@@ -801,14 +816,14 @@ mod tests {
         let stalled = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"{\"agent_id\":\"a\",\"x\":\"yy"))])
             .chain(futures_util::stream::pending());
         let quick = UnreadBounds { time: std::time::Duration::from_millis(50), ..BOUNDS };
-        let over = over_limit(Body::from_stream(stalled), 7, quick).await;
+        let over = unread(Body::from_stream(stalled), 7, quick).await;
         assert_eq!((over.cut, over.named("agent_id")), (Some(Cut::Time(quick.time)), Some("a")));
         assert!(over.reason().contains("reading stops after 0.05 s"), "{}", over.reason());
         // A body that breaks off: past the limit, refused as read so far; within it, an error.
         let broken = |first: &'static [u8]| {
             Body::from_stream(futures_util::stream::iter([Ok(Bytes::from_static(first)), Err(std::io::Error::other("reset"))]))
         };
-        let over = over_limit(broken(b"{\"agent_id\":\"a\",\"x\":\"yy"), 7, BOUNDS).await;
+        let over = unread(broken(b"{\"agent_id\":\"a\",\"x\":\"yy"), 7, BOUNDS).await;
         assert_eq!((over.cut, over.named("agent_id")), (Some(Cut::Broken), Some("a")));
         let err = read_decision_body(broken(b"{}"), 7, BOUNDS).await.err().expect("broken within the limit");
         assert_eq!(err.code, crate::error::Code::MalformedJson);
@@ -840,13 +855,62 @@ mod tests {
         };
         let quick = UnreadBounds { time: std::time::Duration::from_millis(50), ..BOUNDS };
         // (Without the declared length's clock this would wait for ever: the guard fails it.)
-        let stalled = over_limit(declared(vec![Ok(Bytes::from_static(b"{\"agent_id\":\"a\","))], true), 100, quick);
+        let stalled = unread(declared(vec![Ok(Bytes::from_static(b"{\"agent_id\":\"a\","))], true), 100, quick);
         let over = tokio::time::timeout(std::time::Duration::from_secs(5), stalled).await.expect("answered within its bound");
         assert_eq!((over.cut, over.length, over.named("agent_id")), (Some(Cut::Time(quick.time)), 16, Some("a")));
         assert_eq!(over.sha256, praetor_core::sha256_hex(b"{\"agent_id\":\"a\","));
+        assert!(over.over_limit && over.reason().contains("over the limit of 100 bytes; 16 were read"), "{}", over.reason());
         let broken = vec![Ok(Bytes::from_static(b"{\"agent_id\":\"a\",")), Err(std::io::Error::other("reset"))];
-        let over = over_limit(declared(broken, false), 100, quick).await;
+        let over = unread(declared(broken, false), 100, quick).await;
         assert_eq!((over.cut, over.named("agent_id")), (Some(Cut::Broken), Some("a")));
+    }
+
+    /// Every decision body is timed from when reading starts, chunked or declared,
+    /// within the limit or past it (tokio's clock is paused: the waits are exact).
+    #[tokio::test(start_paused = true)]
+    async fn every_decision_body_is_timed_from_when_reading_starts() {
+        use std::time::Duration;
+        use tokio::time::{Instant, sleep};
+        // Frames as (wait before, bytes); after the last, the client holds on and sends
+        // nothing more (or, with `end`, ends the body).
+        fn paced(frames: Vec<(u64, &'static [u8])>, end: bool) -> Body {
+            let stream = futures_util::stream::unfold(frames.into_iter(), move |mut rest| async move {
+                match rest.next() {
+                    Some((wait, bytes)) => {
+                        sleep(Duration::from_millis(wait)).await;
+                        Some((Ok::<_, std::io::Error>(Bytes::from_static(bytes)), rest))
+                    }
+                    None if end => None,
+                    None => futures_util::future::pending().await,
+                }
+            });
+            Body::from_stream(stream)
+        }
+        let quick = UnreadBounds { time: Duration::from_millis(50), ..BOUNDS };
+        // Chunked, passing the limit 30 ms in: cut 50 ms from the start, not from the limit.
+        let started = Instant::now();
+        let late = unread(paced(vec![(0, b"{\"agent_id\":\"a\","), (30, b"\"x\":\"yyyyyyyyyy")], false), 20, quick).await;
+        assert_eq!(started.elapsed(), quick.time);
+        assert_eq!((late.cut, late.length, late.named("agent_id")), (Some(Cut::Time(quick.time)), 31, Some("a")));
+        assert!(late.reason().contains("over the limit of 20 bytes; 31 were read") && late.reason().contains("reading stops after 0.05 s"), "{}", late.reason());
+        // Within the limit and still arriving when the time is up: refused as read so far,
+        // with what names it and the hash of those bytes.
+        let started = Instant::now();
+        let slow = unread(paced(vec![(0, b"{\"agent_id\":\"a\","), (20, b"\"action_type\":\"pay\",")], false), 1000, quick).await;
+        assert_eq!(started.elapsed(), quick.time);
+        assert_eq!((slow.cut, slow.length, slow.over_limit), (Some(Cut::Time(quick.time)), 36, false));
+        assert_eq!((slow.named("agent_id"), slow.named("action_type")), (Some("a"), Some("pay")));
+        assert_eq!(slow.sha256, praetor_core::sha256_hex(b"{\"agent_id\":\"a\",\"action_type\":\"pay\","));
+        assert_eq!(slow.reason(), format!("the request body did not arrive within 0.05 s: 36 bytes were read (SHA-256 {}) and no more", slow.sha256));
+        // Nothing at all: refused too, naming nothing.
+        let silent = unread(paced(vec![], false), 1000, quick).await;
+        assert_eq!((silent.cut, silent.length, silent.named.len()), (Some(Cut::Time(quick.time)), 0, 0));
+        // A body that ends in time, however its frames are spaced, is the body.
+        let paced_in_time = paced(vec![(0, b"{\"a\""), (20, b":"), (20, b"1}")], true);
+        match read_decision_body(paced_in_time, 1000, quick).await {
+            Ok(DecisionBody::Whole(bytes)) => assert_eq!(bytes, Bytes::from_static(b"{\"a\":1}")),
+            _ => panic!("a body that arrived in time is read whole"),
+        }
     }
 
     /// A valid action type (200 bytes, under its limit) written in `\u` escapes is 1,200

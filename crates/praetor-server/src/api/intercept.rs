@@ -26,7 +26,7 @@ pub async fn intercept(
 ) -> ApiResult<Json<Answer>> {
     let intercepted = match &body {
         DecisionBody::Whole(raw) => pipeline::intercept(parse_json::<InterceptBody>(raw)?, "")?,
-        DecisionBody::OverLimit(over) => {
+        DecisionBody::Unread(over) => {
             pipeline::intercept_unread(over.named("action_type"), over.named("agent_id"), over.named("session_id"), Map::new(), over.reason())
         }
     };
@@ -147,7 +147,7 @@ pub async fn agent_comm(
             let (intercepted, target) = hand_off_action(parse_json(raw)?)?;
             (intercepted, Some(target))
         }
-        DecisionBody::OverLimit(over) => {
+        DecisionBody::Unread(over) => {
             let target = over.named("target_agent_id").filter(|t| pipeline::check_id_pub("target_agent_id", t).is_ok()).map(str::to_owned);
             let metadata = target.iter().map(|t| ("target_agent_id".to_owned(), json!(t))).collect();
             let unread = pipeline::intercept_unread(Some("agent_instruction"), over.named("source_agent_id"), over.named("session_id"), metadata, over.reason());
