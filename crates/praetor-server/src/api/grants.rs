@@ -43,14 +43,23 @@ fn check_globs(field: &str, list: &[String], required: bool) -> ApiResult<()> {
 /// are equal, when `a` is `*`, or when `a` is a literal prefix followed by `*` (`pay.*`)
 /// and `scope` starts with that literal prefix. Anything else (`?`, classes, escapes,
 /// inner stars in `a`) is not treated as covering.
+///
+/// Action-type globs match ignoring ASCII case, so letters compare that way too
+/// (`Pay.*` is within `pay.*`): a literal prefix without special characters is
+/// literal in `scope` as well, whatever its case. Equal globs compare that way only
+/// without a class, whose ranges do not fold into the same sets (`[A-z]` holds `_`,
+/// `[a-z]` does not).
 fn within(scope: &str, allowed: &[String]) -> bool {
     const SPECIAL: &[char] = &['*', '?', '[', ']', '\\'];
+    let same = |a: &str| a == scope || (!scope.contains('[') && a.eq_ignore_ascii_case(scope));
     allowed.iter().any(|a| {
-        if a == scope || a == "*" {
+        if a == "*" || same(a) {
             return true;
         }
         match a.strip_suffix('*') {
-            Some(prefix) if !prefix.contains(SPECIAL) => scope.starts_with(prefix),
+            Some(prefix) if !prefix.contains(SPECIAL) => {
+                scope.len() >= prefix.len() && scope.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+            }
             _ => false,
         }
     })
@@ -937,5 +946,62 @@ mod tests {
         assert!(!w("db.*", &["pay.*"]));
         assert!(!w("pay*", &["pay.*"]));
         assert!(!w("x", &["a*b*"]));
+        // Letters compare ignoring ASCII case, as action-type globs match.
+        assert!(w("Pay.Small", &["pay.*"]));
+        assert!(w("DB.DROP*", &["db.drop*"]));
+        assert!(w("REPORT.read", &["report.READ"]));
+        assert!(!w("pay.ſmall", &["pay.small"]), "only ASCII letters fold");
+        assert!(!w("[A-z]", &["[a-z]"]), "a class's range does not fold: `[A-z]` holds `_`");
+    }
+
+    /// Whatever `within` lets through is a narrowing: every action type a scope it
+    /// accepts matches is matched by the glob it was accepted under (random globs and
+    /// texts over a small alphabet that hits the special characters and both cases).
+    #[test]
+    fn within_never_widens() {
+        use praetor_core::glob::Glob;
+        struct Rng(u64);
+        impl Rng {
+            fn below(&mut self, n: usize) -> usize {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                (self.0 % n as u64) as usize
+            }
+            fn glob(&mut self) -> String {
+                const GLOB: &[&str] = &["a", "A", "b", "B", "_", ".", "*", "?", "[a-b]", "[A-z]", "[!a]", "\\*", "z"];
+                (0..1 + self.below(4)).map(|_| GLOB[self.below(GLOB.len())]).collect()
+            }
+            /// `g` as it is, in upper case or in lower case.
+            fn recase(&mut self, g: &str) -> String {
+                match self.below(3) {
+                    0 => g.to_ascii_uppercase(),
+                    1 => g.to_ascii_lowercase(),
+                    _ => g.to_owned(),
+                }
+            }
+        }
+        const TEXT: &[char] = &['a', 'A', 'b', 'B', '_', '.', '*', 'z', 'Z', '`'];
+        let mut r = Rng(0x2545_f491_4f6c_dd1d);
+        let (mut accepted, mut checked) = (0, 0);
+        for _ in 0..40_000 {
+            // Often the same glob in another case: the parent, the child or both.
+            let base = r.glob();
+            let parent = r.recase(&base);
+            let child = if r.below(2) == 0 { r.recase(&base) } else { r.glob() };
+            let (Ok(p), Ok(c)) = (Glob::action_type(&parent), Glob::action_type(&child)) else { continue };
+            if !w(&child, &[&parent]) {
+                continue;
+            }
+            accepted += 1;
+            for _ in 0..50 {
+                let text: String = (0..1 + r.below(5)).map(|_| TEXT[r.below(TEXT.len())]).collect();
+                if c.is_match(&text) {
+                    checked += 1;
+                    assert!(p.is_match(&text), "`{child}` was taken as within `{parent}`, but matches `{text}` and it does not");
+                }
+            }
+        }
+        assert!(accepted > 1_000 && checked > 10_000, "the test must exercise the check: {accepted} accepted, {checked} texts");
     }
 }
