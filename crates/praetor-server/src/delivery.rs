@@ -194,7 +194,8 @@ fn deliveries_of(
     }
 }
 
-/// `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+/// `t=<unix seconds>,v1=<hex HMAC-SHA256(key, "<t>.<body>")>`, the key being the bytes
+/// the hex secret encodes (as the README tells receivers).
 pub fn signature(secret_hex: &str, t: i64, body: &[u8]) -> String {
     let key = hex::decode(secret_hex).unwrap_or_default();
     // HMAC takes a key of any length, so this cannot fail.

@@ -22,7 +22,7 @@ struct Receiver {
 async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
     let sig = headers.get("x-praetor-signature").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let t: i64 = sig.split(',').find_map(|p| p.strip_prefix("t=")).and_then(|t| t.parse().ok()).unwrap_or(0);
-    let expected = praetor_server::delivery::signature(&r.secret.lock(), t, &body);
+    let expected = format!("t={t},v1={}", readme_hmac(&r.secret.lock(), t, &body));
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     // The delivery id a receiver dedupes on is inside what the signature covers.
     let header_id = headers.get("x-praetor-delivery").and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -34,6 +34,19 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: axum:
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
     StatusCode::OK
+}
+
+/// The signature as the README tells a receiver to compute it, not through the
+/// server's own code: HMAC-SHA256 keyed with the bytes the hex secret encodes, over
+/// `"<t>.<raw body>"`.
+fn readme_hmac(secret_hex: &str, t: i64, body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let key = hex::decode(secret_hex).expect("the secret is 64 hex characters");
+    assert_eq!(key.len(), 32);
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("any key length");
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
 }
 
 async fn receiver() -> (Arc<Receiver>, String) {
