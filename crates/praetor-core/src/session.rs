@@ -293,18 +293,34 @@ pub mod decimal_map {
         s.collect_map(m.iter().map(|(k, v)| (k, v.normalize().to_string())))
     }
 
+    /// Keys are kept as written, and the caller checks that each is a currency code:
+    /// folding them (`usd` to `USD`) would merge two budgets into the last one given,
+    /// which may be the larger. A key given twice is refused for the same reason.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Decimal>, D::Error> {
-        let raw = BTreeMap::<String, Value>::deserialize(d)?;
-        raw.into_iter()
-            .map(|(k, v)| {
-                let amount = super::parse_amount(&v)
-                    .ok_or_else(|| D::Error::custom(format!("`{k}`: `{v}` is not a decimal amount")))?;
-                if amount.is_sign_negative() {
-                    return Err(D::Error::custom(format!("`{k}`: `{v}` is negative")));
+        struct Amounts;
+        impl<'de> serde::de::Visitor<'de> for Amounts {
+            type Value = BTreeMap<String, Decimal>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of currency codes to decimal amounts")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    let amount = super::parse_amount(&v).ok_or_else(|| A::Error::custom(format!("`{k}`: `{v}` is not a decimal amount")))?;
+                    if amount.is_sign_negative() {
+                        return Err(A::Error::custom(format!("`{k}`: `{v}` is negative")));
+                    }
+                    if out.contains_key(&k) {
+                        return Err(A::Error::custom(format!("`{k}` is given twice")));
+                    }
+                    out.insert(k, amount);
                 }
-                Ok((k.trim().to_ascii_uppercase(), amount))
-            })
-            .collect()
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Amounts)
     }
 }
 
@@ -334,7 +350,7 @@ mod tests {
 
     #[test]
     fn amounts_are_exact_decimals_in_every_form() {
-        let b: Budgets = serde_json::from_value(json!({"max_spend": {"eur": "0.30"}})).unwrap();
+        let b: Budgets = serde_json::from_value(json!({"max_spend": {"EUR": "0.30"}})).unwrap();
         let mut used = Consumed::default();
         for form in [json!(0.10), json!("0.10"), json!(0.1)] {
             let c = charge_for(&request(json!({"amount": form, "currency": "EUR"})), &b).unwrap();
@@ -346,6 +362,19 @@ mod tests {
         let c = charge_for(&request(json!({"amount": "0.10", "currency": "EUR"})), &b).unwrap();
         let f = SessionFacts { budgets: b, consumed: used, ..facts(json!({}), Consumed::default()) };
         assert!(exceeded(&f, &c).unwrap().contains("max_spend.EUR"));
+    }
+
+    /// Budget keys are kept as written, for the caller to refuse what is not a currency
+    /// code: folded, `{"USD": 5, "usd": 1000}` became a budget of 1000 USD. A key given
+    /// twice is refused, since the last one would win.
+    #[test]
+    fn budget_keys_are_kept_as_written_and_never_merged() {
+        let b: Budgets = serde_json::from_value(json!({"max_spend": {"USD": 5, "usd": 1000, " EUR": 1}})).unwrap();
+        let keys: Vec<&str> = b.max_spend.keys().map(String::as_str).collect();
+        assert_eq!(keys, [" EUR", "USD", "usd"]);
+        assert_eq!(b.max_spend["USD"].to_string(), "5");
+        let twice = serde_json::from_str::<Budgets>(r#"{"max_spend": {"USD": 5, "USD": 1000}}"#).unwrap_err();
+        assert!(twice.to_string().contains("`USD` is given twice"), "{twice}");
     }
 
     /// A spend budget in USD once left every other currency unlimited, each recorded as

@@ -505,6 +505,7 @@ async fn a_grants_amount_row_and_recipient_budgets_are_totals_over_its_actions()
         (json!({ "max_amount": 5 }), "budgets.max_amount"),
         (json!({ "max_amount": { "USD": -1 } }), "budgets.max_amount"),
         (json!({ "max_amount": { "US$": 1 } }), "budgets.max_amount.US$"),
+        (json!({ "max_amount": { "USD": 5, "usd": 1000 } }), "budgets.max_amount.usd"),
         (json!({ "max_rows": -1 }), "max_rows"),
     ] {
         let body = json!({ "source_agent_id": lead, "target_agent_id": aide, "scopes": ["pay.*"], "budgets": budgets });

@@ -237,11 +237,21 @@ async fn spend_is_counted_exactly_in_decimal() {
     assert_eq!(act(&s, &other, json!({ "amount": 12.5, "currency": "USD" })).await["decision"], "allow");
     // A budget in something that is not a currency code is refused at the start: no
     // action could ever be charged in it.
-    for bad in ["US$", "U$DC", "€", "ＵＳＤ", "U", "USD C"] {
+    for bad in ["US$", "U$DC", "€", "ＵＳＤ", "U", "USD C", "usd", " USD", "Usd"] {
         let got = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "agent_id": agent, "budgets": { "max_spend": { bad: 5 } } })).await;
         assert_error(&got, 400, "invalid_field");
-        assert!(got.1["error"]["message"].as_str().unwrap().contains("budgets.max_spend."), "{}", got.1);
+        assert!(got.1["error"]["message"].as_str().unwrap().contains(&format!("budgets.max_spend.{bad}")), "{}", got.1);
     }
+    // Another spelling beside the code is not folded into it (the larger amount won),
+    // nor is the code given twice.
+    let merged = json!({ "agent_id": agent, "budgets": { "max_spend": { "USD": 5, "usd": 1000 } } });
+    let got = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &merged).await;
+    assert_error(&got, 400, "invalid_field");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("budgets.max_spend.usd"), "{}", got.1);
+    let twice = format!(r#"{{"agent_id": "{agent}", "budgets": {{"max_spend": {{"USD": 5, "USD": 1000}}}}}}"#);
+    let got = s.post_raw("/api/v1/enforce/sessions/start", &s.admin_key, twice).await;
+    assert_eq!(got.0, 400, "{}", got.1);
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("`USD` is given twice"), "{}", got.1);
     // A token is a currency too.
     let usdc = start(&s, json!({ "agent_id": agent, "budgets": { "max_spend": { "USDC": 10 } } })).await;
     assert_eq!(act(&s, &usdc, json!({ "amount": "7.5", "currency": "USDC" })).await["decision"], "allow");
