@@ -286,7 +286,7 @@ pub mod decimal_map {
 
     use rust_decimal::Decimal;
     use serde::de::Error;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
     use serde_json::Value;
 
     pub fn serialize<S: Serializer>(m: &BTreeMap<String, Decimal>, s: S) -> Result<S::Ok, S::Error> {

@@ -38,6 +38,20 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if let Some(at) = nested_past(bytes, BODY_DEPTH_MAX) {
         return Err(ApiError::new(Code::InvalidField, format!("the body nests arrays and objects more than {BODY_DEPTH_MAX} levels deep (at byte {at})")));
     }
+    // Numbers a float would round are read as the strings they are written as.
+    let rewritten = crate::numbers::as_strings(bytes);
+    let bytes = rewritten.as_ref().map_or(bytes, |(body, _)| body.as_slice());
+    parse_exact(bytes).map_err(|mut e| {
+        if let Some((_, literals)) = &rewritten {
+            let shown: Vec<String> = literals.iter().take(3).map(|l| format!("`{}`", l.chars().take(40).collect::<String>())).collect();
+            e.message = format!("{} (a number a 64-bit float does not hold exactly is read as the text it is written as: {})", e.message, shown.join(", "));
+        }
+        e
+    })
+}
+
+/// `parse_json` on a body whose numbers are all exact.
+fn parse_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Nearly every body parses: do that without tracking the path, which allocates a
     // string per object key, and parse again with it only to say what is wrong.
     // (`from_slice` also refuses anything after the value, as `de.end()` does below.)
@@ -78,7 +92,7 @@ pub const BODY_DEPTH_MAX: usize = 64;
 
 /// Where the string opened by the quote at `open` closes (the index of its closing
 /// quote), skipping escaped characters; `None` if `bytes` ends first.
-fn string_end(bytes: &[u8], open: usize) -> Option<usize> {
+pub(crate) fn string_end(bytes: &[u8], open: usize) -> Option<usize> {
     let mut at = open + 1;
     loop {
         // Most of a body's bytes are in strings (the action's content), so this jumps.

@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod follow;
+pub mod numbers;
 pub mod pipeline;
 pub mod secrets;
 pub mod sessions;

@@ -432,3 +432,46 @@ async fn a_clock_outside_the_usual_years_still_answers() {
         assert_eq!(status, StatusCode::OK, "{receipt}");
     }
 }
+
+/// A JSON number that a 64-bit float does not hold exactly is compared as written, not
+/// as the float it rounds to: `10000.0000000000001` against `amount > 10000`, a spend
+/// of `1.00000000000000001` against a budget of 1, and a policy's own threshold so
+/// written. A typed field refuses such a number, naming it.
+#[tokio::test]
+async fn numbers_a_float_would_round_are_compared_as_written() {
+    let s = TestServer::start().await;
+    let agent = s.agent("payer").await;
+    s.policy(json!({ "name": "Large", "policy_type": "metadata", "action_types": ["pay"], "decision": "escalate",
+                     "conditions": { "rule": { "field": "amount", "op": ">", "value": 10000 } } })).await;
+    let pay = |amount: &str| format!(r#"{{"action_type": "pay", "agent_id": "{agent}", "metadata": {{"amount": {amount}, "currency": "EUR"}}}}"#);
+    let decide = |body: String| async { s.post_raw("/api/v1/enforce/intercept", &s.admin_key, body).await };
+    let (status, over) = decide(pay("10000.0000000000001")).await;
+    assert_eq!(status, StatusCode::OK, "{over}");
+    assert_eq!(over["decision"], "escalate", "{over}");
+    assert_eq!(decide(pay("\"10000.0000000000001\"")).await.1["decision"], "escalate");
+    assert_eq!(decide(pay("10000.0")).await.1["decision"], "allow");
+    assert_eq!(decide(pay("10000.5")).await.1["decision"], "escalate");
+    // A threshold written beyond a float's precision is not rounded either (sent raw:
+    // `json!` would round it here, in the client).
+    let tip = |amount: &str| format!(r#"{{"action_type": "tip", "agent_id": "{agent}", "metadata": {{"amount": {amount}}}}}"#);
+    let raw_policy = r#"{"name": "Exact", "policy_type": "metadata", "action_types": ["tip"], "decision": "block",
+                         "conditions": {"rule": {"field": "amount", "op": ">=", "value": 5.00000000000000001}}}"#;
+    let (status, made) = s.post_raw("/api/v1/enforce/policies", &s.admin_key, raw_policy).await;
+    assert_eq!(status, StatusCode::OK, "{made}");
+    assert_eq!(decide(tip("5")).await.1["decision"], "allow", "5 is under 5.00000000000000001");
+    assert_eq!(decide(tip("5.00000000000000001")).await.1["decision"], "block");
+    // A session budget of 1 EUR: a spend a float reads as 1 is more than 1.
+    let (_, started) = s.post("/api/v1/enforce/sessions/start", &s.admin_key,
+                              &json!({ "agent_id": agent, "budgets": { "max_spend": { "EUR": "1" } } })).await;
+    let session = started["session_id"].as_str().unwrap().to_owned();
+    let spend = format!(r#"{{"action_type": "tool.call", "agent_id": "{agent}", "session_id": "{session}", "metadata": {{"amount": 1.00000000000000001, "currency": "EUR"}}}}"#);
+    let (_, spent) = decide(spend).await;
+    assert_ne!(spent["decision"], "allow", "{spent}");
+    assert!(spent["reasoning"].as_str().unwrap().contains("max_spend"), "{spent}");
+    // A typed field refuses it, naming the field and the number as sent.
+    let (status, refused) = s.post_raw("/api/v1/enforce/sessions/start", &s.admin_key,
+                                       format!(r#"{{"agent_id": "{agent}", "budgets": {{"max_actions": 1e400}}}}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("max_actions") && message.contains("`1e400`"), "{message}");
+}

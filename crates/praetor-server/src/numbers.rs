@@ -1,0 +1,209 @@
+//! JSON number literals that a JSON number cannot carry exactly.
+//!
+//! serde_json reads a number that is not an integer of 64 bits as a 64-bit float, and
+//! the engine compares the decimal that float prints as (`metadata::number_to_decimal`):
+//! `0.1` is one tenth. A literal that no float holds (`10000.0000000000001`, `1e-29`
+//! as serde_json parses it, `1.00000000000000001`) would be compared rounded, possibly
+//! into compliance with a policy (`amount > 10000`) or a budget. Such a literal is read
+//! as the string of its text instead (`as_strings`): a numeric comparison never rounds
+//! a string (one too precise for a decimal is an evaluation error, which fails closed),
+//! a budget parses it exactly, and a typed field refuses it, naming the field.
+
+/// `body` with every number literal that a float does not hold written as a string of
+/// its text, and those literals; `None` when every number is exact (nearly every
+/// body). Only literals outside strings that follow JSON's number grammar are touched:
+/// malformed JSON is the parser's to report.
+pub fn as_strings(body: &[u8]) -> Option<(Vec<u8>, Vec<String>)> {
+    let mut inexact: Vec<(usize, usize)> = Vec::new();
+    let mut at = 0;
+    while let Some(&b) = body.get(at) {
+        match b {
+            b'"' => match crate::extract::string_end(body, at) {
+                Some(end) => at = end + 1,
+                None => break,
+            },
+            b'-' | b'0'..=b'9' => match number_len(&body[at..]) {
+                Some(len) => {
+                    // The grammar admits only ASCII, so the literal is UTF-8.
+                    let literal = std::str::from_utf8(&body[at..at + len]).unwrap_or_default();
+                    if !float_holds(literal) {
+                        inexact.push((at, at + len));
+                    }
+                    at += len;
+                }
+                None => at += 1,
+            },
+            _ => at += 1,
+        }
+    }
+    if inexact.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() + 2 * inexact.len());
+    let mut literals = Vec::with_capacity(inexact.len());
+    let mut copied = 0;
+    for (start, end) in inexact {
+        out.extend_from_slice(&body[copied..start]);
+        out.push(b'"');
+        out.extend_from_slice(&body[start..end]);
+        out.push(b'"');
+        literals.push(String::from_utf8_lossy(&body[start..end]).into_owned());
+        copied = end;
+    }
+    out.extend_from_slice(&body[copied..]);
+    Some((out, literals))
+}
+
+/// The length of the JSON number literal at the start of `s`
+/// (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`), if one is there.
+fn number_len(s: &[u8]) -> Option<usize> {
+    let digits = |from: usize| s[from.min(s.len())..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let mut at = usize::from(s.first() == Some(&b'-'));
+    match s.get(at) {
+        Some(b'0') => at += 1,
+        Some(b'1'..=b'9') => at += digits(at),
+        _ => return None,
+    }
+    if s.get(at) == Some(&b'.') {
+        let n = digits(at + 1);
+        if n == 0 {
+            return None;
+        }
+        at += 1 + n;
+    }
+    if matches!(s.get(at), Some(b'e' | b'E')) {
+        let sign = usize::from(matches!(s.get(at + 1), Some(b'+' | b'-')));
+        let n = digits(at + 1 + sign);
+        if n == 0 {
+            return None;
+        }
+        at += 1 + sign + n;
+    }
+    Some(at)
+}
+
+/// Whether the number `literal` means is what serde_json's reading of it gives the
+/// engine: an integer of 64 bits (kept as one), or a float whose printed decimal is
+/// the literal's value.
+fn float_holds(literal: &str) -> bool {
+    let exponent = literal.contains(['e', 'E']);
+    if !exponent && !literal.contains('.') && (literal.parse::<i64>().is_ok() || literal.parse::<u64>().is_ok()) {
+        return true;
+    }
+    // At most 15 digits and no exponent: the digits fit a float's 53 bits and the power
+    // of ten is exact, so serde_json's reading is correctly rounded, and every decimal
+    // of 15 significant digits comes back from its nearest float.
+    if !exponent && literal.len() <= 16 {
+        return true;
+    }
+    let Ok(float) = serde_json::from_str::<f64>(literal) else { return false };
+    let Some(read) = serde_json::Number::from_f64(float) else { return false };
+    match (decimal_parts(literal), decimal_parts(&read.to_string())) {
+        (Some(written), Some(read)) => written == read,
+        _ => false,
+    }
+}
+
+/// A decimal literal (with or without an exponent) as its sign, its significant digits
+/// and the power of ten of the last one: `0.0120` and `1.2e-2` are both `(+, "12", -3)`.
+/// Zero is `(+, "", 0)` whatever its sign. `None` for an exponent past 64 bits.
+fn decimal_parts(text: &str) -> Option<(bool, String, i64)> {
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.strip_prefix('+').unwrap_or(e).parse::<i64>().ok()?),
+        None => (text, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{whole}{fraction}");
+    let digits = digits.trim_start_matches('0');
+    let significant = digits.trim_end_matches('0');
+    if significant.is_empty() {
+        return Some((false, String::new(), 0));
+    }
+    let power = exponent.checked_sub(i64::try_from(fraction.len()).ok()?)?.checked_add(i64::try_from(digits.len() - significant.len()).ok()?)?;
+    Some((negative, significant.to_owned(), power))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{as_strings, decimal_parts, float_holds, number_len};
+
+    #[test]
+    fn literals_a_float_does_not_hold_are_found() {
+        for exact in ["0", "-0", "12", "-12.5", "0.1", "10000.5", "9223372036854775807", "18446744073709551615", "1e20", "1.5e3", "123456789012345", "0.30000000000000004", "1e2"] {
+            assert!(float_holds(exact), "{exact}");
+        }
+        for inexact in ["10000.0000000000001", "1.00000000000000001", "18446744073709551617", "100000000000000000001", "0.1000000000000000055511151231257827", "1e400", "1e-400", "-1e999999999999999999999"] {
+            assert!(!float_holds(inexact), "{inexact}");
+        }
+    }
+
+    /// The shortcuts (64-bit integers, and literals of 16 characters or fewer without an
+    /// exponent) claim that serde_json reads the literal to exactly its value: checked
+    /// against its reading on random literals of every shape they cover.
+    #[test]
+    fn the_shortcuts_agree_with_serde_jsons_reading() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut below = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..200_000 {
+            let digits: String = (0..1 + below(15)).map(|_| char::from(b'0' + below(10) as u8)).collect();
+            let digits = digits.trim_start_matches('0');
+            let digits = if digits.is_empty() { "0" } else { digits };
+            let point = below(digits.len() as u64 + 1) as usize;
+            let mut literal = if point == 0 || point == digits.len() { digits.to_owned() } else { format!("{}.{}", &digits[..point], &digits[point..]) };
+            if below(4) == 0 && !literal.starts_with("0.") && literal.contains('.') {
+                literal = format!("0.{}", literal.replace('.', ""));
+            }
+            if below(2) == 0 {
+                literal.insert(0, '-');
+            }
+            if literal.len() > 16 || !float_holds(&literal) {
+                continue;
+            }
+            let read: serde_json::Number = serde_json::from_str(&literal).unwrap();
+            assert_eq!(decimal_parts(&literal), decimal_parts(&read.to_string()), "{literal} read as {read}");
+        }
+    }
+
+    #[test]
+    fn decimals_compare_by_value() {
+        assert_eq!(decimal_parts("0.0120"), decimal_parts("1.2e-2"));
+        assert_eq!(decimal_parts("1200"), Some((false, "12".into(), 2)));
+        assert_eq!(decimal_parts("-0.000"), decimal_parts("0e5"));
+        assert_ne!(decimal_parts("1.2"), decimal_parts("-1.2"));
+        assert_eq!(decimal_parts("1e99999999999999999999"), None);
+    }
+
+    #[test]
+    fn number_literals_follow_the_json_grammar() {
+        assert_eq!(number_len(b"-12.5e+3,"), Some(8));
+        assert_eq!(number_len(b"0123"), Some(1), "a leading zero ends the literal");
+        assert_eq!(number_len(b"1."), None);
+        assert_eq!(number_len(b"1e"), None);
+        assert_eq!(number_len(b"-x"), None);
+        assert_eq!(number_len(b".5"), None);
+    }
+
+    #[test]
+    fn inexact_literals_become_strings_of_their_text_and_nothing_else_changes() {
+        assert_eq!(as_strings(br#"{"amount": 10000.5, "n": [1, 2e3], "s": "1.00000000000000001"}"#), None);
+        let body = br#"{"a":10000.0000000000001,"s":"x\"1.00000000000000001","b":[1.00000000000000001, 7],"c":-1e-29}"#;
+        let (out, literals) = as_strings(body).expect("three inexact literals");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":"10000.0000000000001","s":"x\"1.00000000000000001","b":["1.00000000000000001", 7],"c":"-1e-29"}"#
+        );
+        assert_eq!(literals, ["10000.0000000000001", "1.00000000000000001", "-1e-29"]);
+        // Malformed JSON is left for the parser to report.
+        assert_eq!(as_strings(b"{\"a\": 1.}"), None);
+        assert_eq!(as_strings(b"{\"a\": -}"), None);
+    }
+}
