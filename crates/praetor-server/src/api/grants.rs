@@ -65,17 +65,27 @@ fn within(scope: &str, allowed: &[String]) -> bool {
     })
 }
 
-/// A duration from minutes, hours or seconds (the finest wins), bounded.
-fn duration_ms(field: &str, seconds: Option<i64>, minutes: Option<i64>, hours: Option<i64>) -> ApiResult<Option<i64>> {
-    // Saturating: a product too large to hold is past the limit, not wrapped into it.
-    let secs = seconds.or(minutes.map(|m| m.saturating_mul(60))).or(hours.map(|h| h.saturating_mul(3600)));
-    match secs {
-        None => Ok(None),
-        Some(s) if s <= 0 || s > MAX_DURATION_SECONDS => {
-            Err(ApiError::invalid(field, format!("must be between 1 second and {} days", MAX_DURATION_SECONDS / 86_400)))
-        }
-        Some(s) => Ok(Some(s * 1000)),
+/// A duration given in one of `fields` (its name, its value, the seconds in one of its
+/// units), bounded; an error names the field that was sent. Two given at once are
+/// refused: which one was meant is not for the server to guess.
+fn duration_ms(fields: &[(&str, Option<i64>, i64)]) -> ApiResult<Option<i64>> {
+    let given: Vec<(&str, i64, i64)> = fields.iter().filter_map(|&(name, value, unit)| value.map(|v| (name, v, unit))).collect();
+    match given.as_slice() {
+        [] => Ok(None),
+        // Saturating: a product too large to hold is past the limit, not wrapped into it.
+        [(name, value, unit)] => match value.saturating_mul(*unit) {
+            s if s <= 0 || s > MAX_DURATION_SECONDS => {
+                Err(ApiError::invalid(name, format!("must be between 1 second and {} days", MAX_DURATION_SECONDS / 86_400)))
+            }
+            s => Ok(Some(s * 1000)),
+        },
+        [(first, ..), (second, ..), ..] => Err(ApiError::invalid(second, format!("give one of `{first}` and `{second}`, not both"))),
     }
+}
+
+/// The two ways a window or a breakglass gives its length.
+fn seconds_or_minutes(seconds: Option<i64>, minutes: Option<i64>) -> ApiResult<Option<i64>> {
+    duration_ms(&[("duration_seconds", seconds, 1), ("duration_minutes", minutes, 60)])
 }
 
 fn agent_active(ws: &WorkspaceState, field: &str, id: &str) -> ApiResult<praetor_store::Agent> {
@@ -195,7 +205,7 @@ pub async fn delegate(
             }
         }
     }
-    let ttl = duration_ms("duration_minutes", b.duration_seconds, b.duration_minutes, b.ttl_hours)?;
+    let ttl = duration_ms(&[("duration_seconds", b.duration_seconds, 1), ("duration_minutes", b.duration_minutes, 60), ("ttl_hours", b.ttl_hours, 3600)])?;
     let limits = b.budgets.as_ref().map(grant_limits).transpose()?.unwrap_or_default();
     // A grant of no uses is ended when it is made.
     if b.max_uses == Some(0) {
@@ -550,7 +560,7 @@ pub async fn open_window(
     }
     check_globs("scopes", &b.scopes, false)?;
     check_globs("action_types", &b.action_types, false)?;
-    let ms = duration_ms("duration_minutes", b.duration_seconds, b.duration_minutes, None)?
+    let ms = seconds_or_minutes(b.duration_seconds, b.duration_minutes)?
         .ok_or_else(|| ApiError::invalid("duration_minutes", "is required"))?;
     if b.reason.as_ref().is_some_and(|r| r.len() > 2048) {
         return Err(ApiError::invalid("reason", "is longer than 2048 bytes"));
@@ -587,7 +597,7 @@ pub async fn extend_window(
     ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<ExtendBody>,
 ) -> ApiResult<Json<Value>> {
-    let ms = duration_ms("duration_minutes", b.duration_seconds, b.duration_minutes, None)?
+    let ms = seconds_or_minutes(b.duration_seconds, b.duration_minutes)?
         .ok_or_else(|| ApiError::invalid("duration_minutes", "is required"))?;
     let ws_id = auth.workspace.workspace_id.clone();
     let view = update(&state, &auth.workspace, "window.extended", &auth.key.key_id, |a, now| {
@@ -699,7 +709,7 @@ pub async fn trigger_breakglass(
     if !["critical", "high", "medium", "low"].contains(&severity.as_str()) {
         return Err(ApiError::invalid("severity", format!("`{severity}` is not critical, high, medium or low")));
     }
-    let ms = duration_ms("duration_minutes", b.duration_seconds, b.duration_minutes, None)?.unwrap_or(60 * 60 * 1000);
+    let ms = seconds_or_minutes(b.duration_seconds, b.duration_minutes)?.unwrap_or(60 * 60 * 1000);
     let now = state.now_ms();
     let bg = Breakglass {
         breakglass_id: new_id("bg"),

@@ -492,6 +492,23 @@ async fn inputs_past_their_bounds_are_refused_naming_the_field() {
     // Grants: a duration whose product overflows is out of range, not wrapped into it.
     refused(s.post("/api/v1/enforce/temporal-windows", k, &json!({ "agent_id": agent, "scopes": ["x"], "duration_minutes": 307_445_734_561_825_920_i64, "reason": "r" })).await,
             "invalid_field", "duration_minutes");
+    // The error names the field that was sent; two ways of giving one length are refused.
+    let window = |extra: Value| {
+        let mut body = json!({ "agent_id": agent, "scopes": ["x"], "reason": "r" });
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    refused(s.post("/api/v1/enforce/temporal-windows", k, &window(json!({ "duration_seconds": -1 }))).await, "invalid_field", "duration_seconds");
+    refused(s.post("/api/v1/enforce/temporal-windows", k, &window(json!({ "duration_seconds": 10, "duration_minutes": 5 }))).await,
+            "invalid_field", "duration_minutes");
+    let helper = s.agent("helper").await;
+    let delegate = |extra: Value| {
+        let mut body = json!({ "source_agent_id": agent, "target_agent_id": helper, "scopes": ["x"] });
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    refused(s.post("/api/v1/enforce/delegate", k, &delegate(json!({ "ttl_hours": 0 }))).await, "invalid_field", "ttl_hours");
+    refused(s.post("/api/v1/enforce/delegate", k, &delegate(json!({ "ttl_hours": 1, "duration_seconds": 5 }))).await, "invalid_field", "ttl_hours");
     // Rules: a bounded list of plain addresses.
     let rule = |emails: Value| json!({ "name": "mail", "condition": { "type": "action_type", "action_types": ["pay"] }, "action": "alert", "severity": "low", "alert": { "emails": emails } });
     let fifty_one: Vec<String> = (0..51).map(|i| format!("a{i}@example.com")).collect();
