@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import time
 
 import pytest
@@ -274,3 +275,49 @@ def test_unknown_route_and_method(server):
 def test_bad_query(server):
     _check(server, server.request("GET", "/enforce/decisions", params={"decision": "maybe"}), 400, "invalid_query")
     _check(server, server.request("GET", "/enforce/decisions", params={"since": "yesterday"}), 400, "invalid_query")
+
+
+def _silent_connection(srv) -> "socket.socket":
+    """A connection that sends half a request line and then nothing."""
+    conn = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    conn.sendall(b"POST /api/v1/enforce/intercept HT")
+    return conn
+
+
+def _closed_within(conn, seconds: float) -> float:
+    """How long the server took to close `conn` (it must, within `seconds`)."""
+    started = time.monotonic()
+    conn.settimeout(seconds)
+    try:
+        while conn.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        pytest.fail(f"the server held a connection that sent no headers for {seconds} s")
+    finally:
+        conn.close()
+    return time.monotonic() - started
+
+
+def test_a_connection_that_never_sends_its_headers_is_closed(server):
+    """Without a deadline for headers, connections sent no key and no request held a
+    descriptor each for ever, and enough of them stopped the server answering anyone."""
+    conn = _silent_connection(server)
+    assert _closed_within(conn, 20) < 15
+    assert server.healthy()
+
+
+def test_connections_past_the_limit_wait_and_are_then_served(server_factory):
+    """At `--max-connections`, a new connection waits to be accepted (it is not refused)
+    and is served once a slot frees: here when the silent ones are closed for want of
+    headers."""
+    srv = server_factory(unique("max-conn"), extra_args=("--max-connections", "16"))
+    silent = [_silent_connection(srv) for _ in range(16)]
+    started = time.monotonic()
+    r = requests.get(srv.host_url + "/healthz", timeout=30)
+    waited = time.monotonic() - started
+    assert r.status_code == 200, r.text
+    assert waited >= 5, f"served after {waited:.1f} s: the limit of 16 connections did not hold"
+    for conn in silent:
+        conn.close()

@@ -13,6 +13,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Connections open at once; more wait in the listen backlog (`listen.rs`).
+    pub max_connections: usize,
     /// Load demo agents and policies into the default workspace on start.
     pub demo: bool,
     /// How often a signed checkpoint is published while entries arrive, in milliseconds.
@@ -68,6 +70,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./praetor-data"),
             database_url: None,
             max_body_bytes: 1024 * 1024,
+            max_connections: 4096,
             demo: false,
             checkpoint_interval_ms: 1000,
             signature_max_skew_secs: 60,

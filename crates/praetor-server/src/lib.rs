@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod follow;
+pub mod listen;
 pub mod numbers;
 pub mod pipeline;
 pub mod secrets;
@@ -83,16 +84,14 @@ pub async fn serve(state: Arc<AppState>) -> Result<(), ServeError> {
     let dispatcher = delivery::spawn_dispatcher(state.clone());
     let follower = follow::spawn_follower(state.clone());
     tracing::info!(%addr, data_dir = %state.config.data_dir.display(), "praetor is serving");
+    let max_connections = state.config.max_connections;
     let app = router(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| ServeError::Start(e.to_string()));
+    listen::serve(listener, app, max_connections, shutdown_signal()).await;
     checkpointer.abort();
     sweeper.abort();
     dispatcher.abort();
     follower.abort();
-    result
+    Ok(())
 }
 
 async fn shutdown_signal() {

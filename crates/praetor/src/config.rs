@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// Largest request body, in bytes [default: 1048576].
     #[arg(long, env = "PRAETOR_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Connections open at once; more wait to be accepted [default: 4096].
+    #[arg(long, env = "PRAETOR_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// How often a signed checkpoint is published while entries arrive, in ms [default: 1000].
     #[arg(long, env = "PRAETOR_CHECKPOINT_INTERVAL_MS")]
     pub checkpoint_interval_ms: Option<u64>,
@@ -73,6 +76,7 @@ struct FileConfig {
     database_url: Option<String>,
     demo: Option<bool>,
     max_body_bytes: Option<usize>,
+    max_connections: Option<usize>,
     checkpoint_interval_ms: Option<u64>,
     worker_threads: Option<usize>,
     signature_max_skew_secs: Option<i64>,
@@ -121,6 +125,9 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Settings> {
     if let Some(m) = file.max_body_bytes {
         cfg.max_body_bytes = m;
     }
+    if let Some(m) = file.max_connections {
+        cfg.max_connections = m;
+    }
     if let Some(c) = file.checkpoint_interval_ms {
         cfg.checkpoint_interval_ms = c;
     }
@@ -159,6 +166,9 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Settings> {
     if let Some(m) = args.max_body_bytes {
         cfg.max_body_bytes = m;
     }
+    if let Some(m) = args.max_connections {
+        cfg.max_connections = m;
+    }
     if let Some(c) = args.checkpoint_interval_ms {
         cfg.checkpoint_interval_ms = c;
     }
@@ -182,6 +192,9 @@ fn validate(cfg: &Config) -> anyhow::Result<()> {
     }
     if !(1..=50).contains(&cfg.delivery_max_attempts) {
         bail!("config key `delivery_max_attempts`: {} is outside 1..=50", cfg.delivery_max_attempts);
+    }
+    if !(16..=1_000_000).contains(&cfg.max_connections) {
+        bail!("config key `max_connections`: {} is outside 16..=1000000", cfg.max_connections);
     }
     if !(1..=3600).contains(&cfg.signature_max_skew_secs) {
         bail!("config key `signature_max_skew_secs`: {} is outside 1..=3600", cfg.signature_max_skew_secs);
