@@ -271,12 +271,11 @@ pub fn exceeded(facts: &SessionFacts, charge: &Charge) -> Option<String> {
     None
 }
 
-/// Parse a spend budget value: an integer, a decimal or a decimal string.
+/// Parse a spend budget value: an integer, a decimal or a decimal string, read as an
+/// action's amount is (`as_number`: `-?[0-9]+(\.[0-9]+)?`, never rounded), so a budget
+/// and what is charged to it take the same spellings (`1e3` and ` 5` are neither).
 pub fn parse_amount(v: &Value) -> Option<Decimal> {
-    match v {
-        Value::String(s) => Decimal::from_str(s.trim()).ok(),
-        other => as_number(other),
-    }
+    as_number(v)
 }
 
 /// Decimals as strings on the wire and in storage (no binary floating point anywhere);
@@ -375,6 +374,19 @@ mod tests {
         assert_eq!(b.max_spend["USD"].to_string(), "5");
         let twice = serde_json::from_str::<Budgets>(r#"{"max_spend": {"USD": 5, "USD": 1000}}"#).unwrap_err();
         assert!(twice.to_string().contains("`USD` is given twice"), "{twice}");
+    }
+
+    /// A budget's amount takes the spellings an action's amount does, and no others.
+    #[test]
+    fn budget_amounts_are_spelled_as_action_amounts_are() {
+        for ok in [json!(5), json!(0.3), json!("0.30"), json!("5000"), json!("100000000000000000000")] {
+            let b: Budgets = serde_json::from_value(json!({"max_spend": {"USD": ok}})).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(Some(b.max_spend["USD"]), as_number(&ok), "{ok}");
+        }
+        for bad in [json!("1e3"), json!(" 5"), json!("5 "), json!("+5"), json!("0x10"), json!("five"), json!(".5")] {
+            let e = serde_json::from_value::<Budgets>(json!({"max_spend": {"USD": bad}})).unwrap_err();
+            assert!(e.to_string().contains("is not a decimal amount"), "{bad}: {e}");
+        }
     }
 
     /// A spend budget in USD once left every other currency unlimited, each recorded as

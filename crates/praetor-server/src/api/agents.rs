@@ -191,7 +191,10 @@ pub async fn register(
     let passport = body_attributes(&body);
     let passport_bytes = serde_json::to_vec(&passport).map_or(0, |b| b.len());
     if passport_bytes > PASSPORT_MAX_BYTES {
-        return Err(ApiError::invalid("permissions", format!(
+        // Named by its largest field, the one to look at first.
+        let size = |v: &Value| serde_json::to_vec(v).map_or(0, |b| b.len());
+        let largest = passport.iter().max_by_key(|(_, v)| size(v)).map_or("permissions", |(k, _)| k.as_str());
+        return Err(ApiError::invalid(largest, format!(
             "the passport fields ({}) take {passport_bytes} bytes as JSON; the limit is {PASSPORT_MAX_BYTES}", PASSPORT_FIELDS.join(", ")
         )));
     }

@@ -170,6 +170,11 @@ fn to_policy(body: &RuleBody, policy_id: String) -> ApiResult<PolicyDef> {
     if body.action == "redirect" && body.queue.as_deref().is_none_or(str::is_empty) {
         return Err(ApiError::invalid("queue", "a `redirect` rule names the review queue"));
     }
+    // An alert with nowhere to go would be a `flag` that looks like an alert.
+    let no_target = |a: &AlertTargets| a.emails.is_empty() && a.webhook_url.is_none() && a.slack_webhook_url.is_none();
+    if body.action == "alert" && body.alert.as_ref().is_none_or(no_target) {
+        return Err(ApiError::invalid("alert", "an `alert` rule names where to send it: `emails`, `webhook_url` or `slack_webhook_url`"));
+    }
     if let Some(a) = &body.alert {
         if a.emails.len() > ALERT_EMAILS_MAX {
             return Err(ApiError::invalid("alert.emails", format!("has {} addresses; the limit is {ALERT_EMAILS_MAX}", a.emails.len())));

@@ -482,6 +482,10 @@ async fn inputs_past_their_bounds_are_refused_naming_the_field() {
     }
     let many: Vec<String> = (0..100_000).map(|i| format!("p{i}")).collect();
     refused(s.post("/api/v1/enforce/agents", k, &json!({ "name": "big passport", "permissions": many })).await, "invalid_field", "permissions");
+    // Named by the field that takes the room, not always `permissions`.
+    let (status, big_owner) = s.post("/api/v1/enforce/agents", k, &json!({ "name": "big owner", "owner": "o".repeat(17_000) })).await;
+    assert_error(&(status, big_owner.clone()), 400, "invalid_field");
+    assert!(big_owner["error"]["message"].as_str().unwrap().starts_with("`owner`"), "{big_owner}");
     // A credential past its lifetime shows as expired, not active.
     let (status, short) = s.post("/api/v1/enforce/agents", k, &json!({ "name": "short lived", "credential_ttl_days": 1 })).await;
     assert_eq!(status, StatusCode::OK, "{short}");
@@ -513,6 +517,10 @@ async fn inputs_past_their_bounds_are_refused_naming_the_field() {
     let rule = |emails: Value| json!({ "name": "mail", "condition": { "type": "action_type", "action_types": ["pay"] }, "action": "alert", "severity": "low", "alert": { "emails": emails } });
     let fifty_one: Vec<String> = (0..51).map(|i| format!("a{i}@example.com")).collect();
     refused(s.post("/api/v1/rules", k, &rule(json!(fifty_one))).await, "invalid_field", "alert.emails");
+    // An alert that names nowhere to send it is refused, not kept as a silent flag.
+    refused(s.post("/api/v1/rules", k, &rule(json!([]))).await, "invalid_field", "`alert`");
+    let no_alert = json!({ "name": "mail", "condition": { "type": "action_type", "action_types": ["pay"] }, "action": "alert", "severity": "low" });
+    refused(s.post("/api/v1/rules", k, &no_alert).await, "invalid_field", "`alert`");
     refused(s.post("/api/v1/rules", k, &rule(json!(["ops@example.com\r\nBcc: x@evil.test"]))).await, "invalid_field", "alert.emails[0]");
     // Policies: a name without control characters, a bounded list of globs.
     let policy = |name: &str, n: usize| json!({ "name": name, "policy_type": "action_type", "action_types": vec!["a.*"; n], "decision": "block" });
