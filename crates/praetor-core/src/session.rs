@@ -24,7 +24,6 @@
 //! `0.10` is one tenth) or a decimal string. Never binary floating point.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
