@@ -207,7 +207,8 @@ pub struct WorkspaceState {
     /// workspace's decisions reach the writer in the order they were made (each one's
     /// etag guard expects what the previous one wrote).
     pub decision_order: Mutex<()>,
-    /// Serialises agent registration so (name, framework) stays unique.
+    /// Serialises agent registration so (name, framework) stays unique, and key
+    /// revocation so a workspace keeps an admin key.
     pub agent_writes: tokio::sync::Mutex<()>,
     pub last_prune_ms: AtomicU64,
     /// Counts reloads of agent copies (`Agent::copy_generation`).

@@ -215,13 +215,18 @@ pub async fn revoke_key(
     auth: Authorized<perm::KeysWrite>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    let mut key = state
-        .store
-        .list_api_keys(&auth.workspace.workspace_id)
-        .await?
-        .into_iter()
-        .find(|k| k.key_id == id)
-        .ok_or_else(|| ApiError::not_found("key", &id))?;
+    // Key writes one at a time (with agent registrations and revocations, which revoke
+    // keys too), so two revocations cannot each see the other's key as the one left.
+    let _guard = auth.workspace.agent_writes.lock().await;
+    let keys = state.store.list_api_keys(&auth.workspace.workspace_id).await?;
+    let mut key = keys.iter().find(|k| k.key_id == id).cloned().ok_or_else(|| ApiError::not_found("key", &id))?;
+    let admin = |k: &ApiKey| k.revoked_at.is_none() && k.scopes.contains(&Scope::Admin);
+    if admin(&key) && !keys.iter().any(|k| k.key_id != id && admin(k)) {
+        return Err(ApiError::new(
+            Code::Conflict,
+            format!("key `{id}` is the workspace's last admin key: create another first (or run `praetor keys create` on the host)"),
+        ));
+    }
     let now = state.now_ms();
     let txn = Txn {
         mutations: vec![Mutation::RevokeApiKey { workspace_id: key.workspace_id.clone(), key_id: id.clone(), at: now }],

@@ -152,6 +152,22 @@ async fn keys_are_checked() {
     let (status, _) = s.post(&format!("/api/v1/enforce/keys/{read_id}/revoke"), &s.admin_key, &json!({})).await;
     assert_eq!(status, StatusCode::OK);
     assert_error(&s.get("/api/v1/enforce/agents", &read).await, 401, "invalid_api_key");
+    // The last admin key cannot be revoked (it would lock the workspace's API out);
+    // once there is another, it can, and then that one is the last.
+    let key_id = |keys: &Value, scope: &str, not: Option<&str>| {
+        keys["keys"].as_array().unwrap().iter()
+            .find(|k| k["scopes"] == json!([scope]) && k["revoked_at"].is_null() && Some(k["key_id"].as_str().unwrap()) != not)
+            .map(|k| k["key_id"].as_str().unwrap().to_owned())
+    };
+    let first = key_id(&s.get("/api/v1/enforce/keys", &s.admin_key).await.1, "admin", None).expect("the admin key");
+    let last = s.post(&format!("/api/v1/enforce/keys/{first}/revoke"), &s.admin_key, &json!({})).await;
+    assert_error(&last, 409, "conflict");
+    assert!(last.1["error"]["message"].as_str().unwrap().contains("last admin key"), "{}", last.1);
+    let second_key = s.key(&["admin"], None).await;
+    let second = key_id(&s.get("/api/v1/enforce/keys", &s.admin_key).await.1, "admin", Some(&first)).expect("the second admin key");
+    let (status, _) = s.post(&format!("/api/v1/enforce/keys/{first}/revoke"), &second_key, &json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_error(&s.post(&format!("/api/v1/enforce/keys/{second}/revoke"), &second_key, &json!({})).await, 409, "conflict");
 }
 
 #[tokio::test]
