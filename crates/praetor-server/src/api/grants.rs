@@ -686,7 +686,8 @@ pub struct BreakglassBody {
 fn breakglass_view(b: &Breakglass, now: i64) -> Value {
     json!({
         "breakglass_id": b.breakglass_id, "agent_id": b.agent_id, "justification": b.justification, "severity": b.severity,
-        "status": b.status_at(now), "triggered_by": b.triggered_by, "overrides": b.overrides, "review": b.review,
+        "status": b.status_at(now), "triggered_by": b.triggered_by, "overrides": b.overrides,
+        "review": b.review.as_ref().map(|r| json!({ "outcome": r.outcome, "notes": r.notes, "reviewer": r.reviewer, "reviewed_at": iso(r.reviewed_at) })),
         "created_at": iso(b.created_at), "expires_at": iso(b.expires_at), "closed_at": b.closed_at.map(iso),
     })
 }

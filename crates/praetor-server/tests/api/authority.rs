@@ -274,6 +274,10 @@ async fn breakglass_overrides_refusals_but_never_identity_or_revocation() {
     assert_error(&s.post(&format!("/api/v1/enforce/breakglass/{bg_id}/review"), &approver, &json!({ "outcome": "justified" })).await, 403, "insufficient_scope");
     let (status, reviewed) = s.post(&format!("/api/v1/enforce/breakglass/{bg_id}/review"), &s.admin_key, &json!({ "outcome": "justified", "notes": "postmortem done" })).await;
     assert_eq!(status, StatusCode::OK, "{reviewed}");
+    // Its time is written as every other time in the API is.
+    let review = &reviewed["breakglass"]["review"];
+    assert_eq!((review["outcome"].as_str(), review["notes"].as_str()), (Some("justified"), Some("postmortem done")), "{reviewed}");
+    assert!(review["reviewed_at"].as_str().is_some_and(|t| t.ends_with('Z') && t.len() == 24), "{reviewed}");
     let (_, stats) = s.get("/api/v1/enforce/breakglass/stats", &s.admin_key).await;
     assert_eq!((stats["total"].as_u64(), stats["reviewed"].as_u64(), stats["overrides"].as_u64()), (Some(1), Some(1), Some(1)));
 }
