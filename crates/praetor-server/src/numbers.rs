@@ -2,8 +2,10 @@
 //!
 //! serde_json reads a number that is not an integer of 64 bits as a 64-bit float, and
 //! the engine compares the decimal that float prints as (`metadata::number_to_decimal`):
-//! `0.1` is one tenth. A literal that no float holds (`10000.0000000000001`, `1e-29`
-//! as serde_json parses it, `1.00000000000000001`) would be compared rounded, possibly
+//! `0.1` is one tenth (serde_json reads floats correctly rounded: its `float_roundtrip`
+//! feature, so every float a client printed shortest reads back as itself). A literal
+//! that no float holds (`10000.0000000000001`, `1.00000000000000001`, 20-digit
+//! integers past 2^64) would be compared rounded, possibly
 //! into compliance with a policy (`amount > 10000`) or a budget. Such a literal is read
 //! as the string of its text instead (`as_strings`): a numeric comparison never rounds
 //! a string (one too precise for a decimal is an evaluation error, which fails closed),
@@ -43,15 +45,41 @@ pub fn as_strings(body: &[u8]) -> Option<(Vec<u8>, Vec<String>)> {
     let mut literals = Vec::with_capacity(inexact.len());
     let mut copied = 0;
     for (start, end) in inexact {
+        let literal = String::from_utf8_lossy(&body[start..end]).into_owned();
         out.extend_from_slice(&body[copied..start]);
         out.push(b'"');
-        out.extend_from_slice(&body[start..end]);
+        out.extend_from_slice(plain(&literal).as_deref().unwrap_or(&literal).as_bytes());
         out.push(b'"');
-        literals.push(String::from_utf8_lossy(&body[start..end]).into_owned());
+        literals.push(literal);
         copied = end;
     }
     out.extend_from_slice(&body[copied..]);
     Some((out, literals))
+}
+
+/// `literal` written without an exponent (`1.00000000000000001e5` as
+/// `100000.000000000001`), the form a numeric string takes (`-?[0-9]+(\.[0-9]+)?`), if it
+/// has one and that form is at most 64 characters; `None` otherwise (the literal is
+/// then kept as written: a string no comparison reads as a number, which fails closed).
+fn plain(literal: &str) -> Option<String> {
+    if !literal.contains(['e', 'E']) {
+        return None;
+    }
+    let (negative, digits, power) = decimal_parts(literal)?;
+    if digits.is_empty() {
+        return Some("0".to_owned());
+    }
+    let sign = if negative { "-" } else { "" };
+    let len = i64::try_from(digits.len()).ok()?;
+    let text = if power >= 0 {
+        (len + power <= 64).then(|| format!("{sign}{digits}{}", "0".repeat(power as usize)))?
+    } else if len + power > 0 {
+        let point = (len + power) as usize;
+        format!("{sign}{}.{}", &digits[..point], &digits[point..])
+    } else {
+        (-power <= 64).then(|| format!("{sign}0.{}{digits}", "0".repeat((-(len + power)) as usize)))?
+    };
+    Some(text)
 }
 
 /// The length of the JSON number literal at the start of `s`
@@ -173,6 +201,45 @@ mod tests {
         }
     }
 
+    /// Every float a client prints shortest (Python's `json.dumps`, JavaScript's
+    /// `JSON.stringify`, serde_json) reads back as itself, so none is turned into a
+    /// string: this needs serde_json's correctly rounded parsing (`float_roundtrip`).
+    #[test]
+    fn floats_printed_shortest_are_held() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let python = |text: String| match text.split_once('e') {
+            // Python writes `1e-09` and `1e+16` where Rust writes `1e-9` and `1e16`.
+            Some((m, e)) => match e.strip_prefix('-') {
+                Some(e) => format!("{m}e-{e:0>2}"),
+                None => format!("{m}e+{e:0>2}"),
+            },
+            None => text,
+        };
+        for i in 0..300_000u64 {
+            let x = match i % 3 {
+                0 => f64::from_bits(next() >> 2), // any positive float
+                1 => (next() % 1_000_000) as f64 * 1e-9 * ((next() % 1000) as f64),
+                _ => (next() % 100_000) as f64 / 100.0 * (next() % 1000) as f64 * 0.01,
+            };
+            if !x.is_finite() {
+                continue;
+            }
+            let shortest = serde_json::to_string(&x).unwrap();
+            assert!(float_holds(&shortest), "{shortest}");
+            let python = python(shortest);
+            assert!(float_holds(&python), "{python}");
+        }
+        for sent in ["28633.671000000002", "0.44999999999999996", "3.0000000000000004e-09", "1e+16", "0.30000000000000004"] {
+            assert!(float_holds(sent), "{sent}");
+        }
+    }
+
     #[test]
     fn decimals_compare_by_value() {
         assert_eq!(decimal_parts("0.0120"), decimal_parts("1.2e-2"));
@@ -195,13 +262,14 @@ mod tests {
     #[test]
     fn inexact_literals_become_strings_of_their_text_and_nothing_else_changes() {
         assert_eq!(as_strings(br#"{"amount": 10000.5, "n": [1, 2e3], "s": "1.00000000000000001"}"#), None);
-        let body = br#"{"a":10000.0000000000001,"s":"x\"1.00000000000000001","b":[1.00000000000000001, 7],"c":-1e-29}"#;
-        let (out, literals) = as_strings(body).expect("three inexact literals");
+        let body = br#"{"a":10000.0000000000001,"s":"x\"1.00000000000000001","b":[1.00000000000000001, 7],"c":-1.00000000000000001e-5,"d":1e-29,"e":1e400}"#;
+        let (out, literals) = as_strings(body).expect("four inexact literals");
+        // An exponent is written out, as a numeric string is spelled, when that is short.
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"{"a":"10000.0000000000001","s":"x\"1.00000000000000001","b":["1.00000000000000001", 7],"c":"-1e-29"}"#
+            r#"{"a":"10000.0000000000001","s":"x\"1.00000000000000001","b":["1.00000000000000001", 7],"c":"-0.0000100000000000000001","d":1e-29,"e":"1e400"}"#
         );
-        assert_eq!(literals, ["10000.0000000000001", "1.00000000000000001", "-1e-29"]);
+        assert_eq!(literals, ["10000.0000000000001", "1.00000000000000001", "-1.00000000000000001e-5", "1e400"]);
         // Malformed JSON is left for the parser to report.
         assert_eq!(as_strings(b"{\"a\": 1.}"), None);
         assert_eq!(as_strings(b"{\"a\": -}"), None);

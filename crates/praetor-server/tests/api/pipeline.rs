@@ -460,6 +460,9 @@ async fn numbers_a_float_would_round_are_compared_as_written() {
     assert_eq!(status, StatusCode::OK, "{made}");
     assert_eq!(decide(tip("5")).await.1["decision"], "allow", "5 is under 5.00000000000000001");
     assert_eq!(decide(tip("5.00000000000000001")).await.1["decision"], "block");
+    // Floats as clients print them (shortest, Python's exponents) stay numbers.
+    assert_eq!(decide(tip("3.0000000000000004e-09")).await.1["decision"], "allow");
+    assert_eq!(decide(tip("28633.671000000002")).await.1["decision"], "block");
     // A session budget of 1 EUR: a spend a float reads as 1 is more than 1.
     let (_, started) = s.post("/api/v1/enforce/sessions/start", &s.admin_key,
                               &json!({ "agent_id": agent, "budgets": { "max_spend": { "EUR": "1" } } })).await;
