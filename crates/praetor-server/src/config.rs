@@ -15,6 +15,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Connections open at once; more wait in the listen backlog (`listen.rs`).
     pub max_connections: usize,
+    /// Seconds a connection has to send a request's headers, after it connects and
+    /// between requests (the keep-alive idle time), before it is closed.
+    pub connection_idle_secs: u64,
     /// Load demo agents and policies into the default workspace on start.
     pub demo: bool,
     /// How often a signed checkpoint is published while entries arrive, in milliseconds.
@@ -71,6 +74,7 @@ impl Default for Config {
             database_url: None,
             max_body_bytes: 1024 * 1024,
             max_connections: 4096,
+            connection_idle_secs: 75,
             demo: false,
             checkpoint_interval_ms: 1000,
             signature_max_skew_secs: 60,

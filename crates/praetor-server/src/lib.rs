@@ -84,9 +84,9 @@ pub async fn serve(state: Arc<AppState>) -> Result<(), ServeError> {
     let dispatcher = delivery::spawn_dispatcher(state.clone());
     let follower = follow::spawn_follower(state.clone());
     tracing::info!(%addr, data_dir = %state.config.data_dir.display(), "praetor is serving");
-    let max_connections = state.config.max_connections;
+    let (max_connections, idle) = (state.config.max_connections, std::time::Duration::from_secs(state.config.connection_idle_secs));
     let app = router(state);
-    listen::serve(listener, app, max_connections, shutdown_signal()).await;
+    listen::serve(listener, app, max_connections, idle, shutdown_signal()).await;
     checkpointer.abort();
     sweeper.abort();
     dispatcher.abort();

@@ -1,15 +1,24 @@
 //! Accepting connections: at most `max_connections` open at once, and each given
-//! `HEADER_READ_SECONDS` to send a request's headers (after it connects, and after each
-//! answer on a kept-alive connection).
+//! `connection_idle_secs` to send a request's headers, after it connects and after each
+//! answer on a kept-alive connection (hyper's header timeout, which runs in both).
 //!
 //! `axum::serve` sets neither: a client that connected and sent half a request line,
 //! or nothing, held its connection for ever, and twenty thousand of them, sent without
 //! any key, took every file descriptor the process had, after which no agent could
 //! connect and the store could not open a file. With a deadline, such a connection is
-//! closed after a few seconds; with a bound, a flood of them waits in the listen
-//! backlog instead of taking the descriptors the store and the webhooks need. (A body
-//! is bounded too: on the decision endpoints by `extract::DecisionBody`, elsewhere only
-//! after the caller's key is checked.)
+//! closed; with a bound, a flood of them waits in the listen backlog instead of taking
+//! the descriptors the store and the webhooks need. (A body is bounded too: on the
+//! decision endpoints by `extract::DecisionBody`, elsewhere only after the caller's key
+//! is checked.)
+//!
+//! HTTP/1.1 only: the first read of hyper's HTTP/2 detection has no timer, and neither
+//! has an HTTP/2 connection, so either would hold a slot for ever. No client of the
+//! API needs HTTP/2, nor any upgrade.
+//!
+//! The default deadline is long (75 s) because it is also the keep-alive idle time: a
+//! client that sends a request on a pooled connection at the moment the server closes
+//! it gets an error (urllib3 does not retry a POST, and a fail-open SDK then runs the
+//! action), so it should be rare, and longer than the idle time of a proxy in front.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,17 +31,13 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// How long a client has to send a request's headers.
-pub const HEADER_READ_SECONDS: u64 = 10;
-
 /// Serve `app` on `listener` until `shutdown` completes, then let the connections
 /// finish what they were answering.
-pub async fn serve(listener: TcpListener, app: axum::Router, max_connections: usize, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, app: axum::Router, max_connections: usize, idle: Duration, shutdown: impl Future<Output = ()>) {
     let slots = Arc::new(Semaphore::new(max_connections));
     let connections = GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(HEADER_READ_SECONDS));
-    builder.http2().timer(TokioTimer::new());
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(idle);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut warned: Option<tokio::time::Instant> = None;
     loop {
@@ -63,7 +68,7 @@ pub async fn serve(listener: TcpListener, app: axum::Router, max_connections: us
             },
             () = &mut shutdown => break,
         };
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app.clone())).into_owned();
+        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone())).into_owned();
         let connection = connections.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -72,5 +77,7 @@ pub async fn serve(listener: TcpListener, app: axum::Router, max_connections: us
             drop(slot);
         });
     }
+    // New connections are refused at once while the open ones finish.
+    drop(listener);
     connections.shutdown().await;
 }

@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Connections open at once; more wait to be accepted [default: 4096].
     #[arg(long, env = "PRAETOR_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Seconds a connection has to send a request's headers, after connecting and
+    /// between requests [default: 75].
+    #[arg(long, env = "PRAETOR_CONNECTION_IDLE_SECS")]
+    pub connection_idle_secs: Option<u64>,
     /// How often a signed checkpoint is published while entries arrive, in ms [default: 1000].
     #[arg(long, env = "PRAETOR_CHECKPOINT_INTERVAL_MS")]
     pub checkpoint_interval_ms: Option<u64>,
@@ -77,6 +81,7 @@ struct FileConfig {
     demo: Option<bool>,
     max_body_bytes: Option<usize>,
     max_connections: Option<usize>,
+    connection_idle_secs: Option<u64>,
     checkpoint_interval_ms: Option<u64>,
     worker_threads: Option<usize>,
     signature_max_skew_secs: Option<i64>,
@@ -128,6 +133,9 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Settings> {
     if let Some(m) = file.max_connections {
         cfg.max_connections = m;
     }
+    if let Some(s) = file.connection_idle_secs {
+        cfg.connection_idle_secs = s;
+    }
     if let Some(c) = file.checkpoint_interval_ms {
         cfg.checkpoint_interval_ms = c;
     }
@@ -169,6 +177,9 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Settings> {
     if let Some(m) = args.max_connections {
         cfg.max_connections = m;
     }
+    if let Some(s) = args.connection_idle_secs {
+        cfg.connection_idle_secs = s;
+    }
     if let Some(c) = args.checkpoint_interval_ms {
         cfg.checkpoint_interval_ms = c;
     }
@@ -192,6 +203,9 @@ fn validate(cfg: &Config) -> anyhow::Result<()> {
     }
     if !(1..=50).contains(&cfg.delivery_max_attempts) {
         bail!("config key `delivery_max_attempts`: {} is outside 1..=50", cfg.delivery_max_attempts);
+    }
+    if !(1..=3600).contains(&cfg.connection_idle_secs) {
+        bail!("config key `connection_idle_secs`: {} is outside 1..=3600", cfg.connection_idle_secs);
     }
     if !(16..=1_000_000).contains(&cfg.max_connections) {
         bail!("config key `max_connections`: {} is outside 16..=1000000", cfg.max_connections);

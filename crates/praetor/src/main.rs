@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Manage API keys in a data directory (works while the server runs).
     Keys {
         #[command(subcommand)]
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Bench(args) => bench::run(args),
         Command::Keys { command: KeysCommand::Create { scopes, agent_id, label, data_dir } } => {
             offline::create_key(&data_dir, &scopes, agent_id, label)
