@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import socket
 import time
 
@@ -329,3 +330,18 @@ def test_connections_past_the_limit_wait_and_are_then_served(server_factory):
     assert waited >= 2, f"served after {waited:.1f} s: the limit of 16 connections did not hold"
     for conn in silent:
         conn.close()
+
+
+def test_a_half_sent_request_does_not_hold_up_a_shutdown(server_factory):
+    """On SIGTERM the server stops within its grace period even while a connection is
+    still sending its headers (it would otherwise be waited for up to the idle time,
+    75 s by default), and exits cleanly."""
+    srv = server_factory(unique("stop"))
+    conn = _silent_connection(srv)
+    started = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    code = srv.proc.wait(timeout=30)
+    took = time.monotonic() - started
+    conn.close()
+    assert code == 0, srv.logs()[-2000:]
+    assert took < 15, f"stopping took {took:.1f} s"

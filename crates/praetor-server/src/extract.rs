@@ -38,8 +38,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if let Some(at) = nested_past(bytes, BODY_DEPTH_MAX) {
         return Err(ApiError::new(Code::InvalidField, format!("the body nests arrays and objects more than {BODY_DEPTH_MAX} levels deep (at byte {at})")));
     }
-    // Numbers a float would round are read as the strings they are written as.
+    // Numbers a float would round are read as the strings they are written as. The body
+    // as sent must be JSON first: quoting a number where a key belongs would mend it.
+    // (`IgnoredAny` checks the syntax only: it reads no number's value.)
     let rewritten = crate::numbers::as_strings(bytes);
+    if rewritten.is_some() && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
+        return parse_exact(bytes);
+    }
     let bytes = rewritten.as_ref().map_or(bytes, |(body, _)| body.as_slice());
     parse_exact(bytes).map_err(|mut e| {
         if let Some((_, literals)) = &rewritten {
@@ -940,6 +945,16 @@ mod tests {
 
     fn nest(levels: usize, inner: &str) -> String {
         format!("{}{inner}{}", "[".repeat(levels), "]".repeat(levels))
+    }
+
+    /// Quoting a number a float would round never mends a body that is not JSON (a number
+    /// where a key belongs), and a body that is JSON keeps its huge numbers as text.
+    #[test]
+    fn rewriting_numbers_never_mends_malformed_json() {
+        let err = super::parse_json::<serde_json::Value>(br#"{"metadata": {12345678901234567890123: 1}}"#).unwrap_err();
+        assert_eq!(err.code, crate::error::Code::MalformedJson, "{}", err.message);
+        let ok: serde_json::Value = super::parse_json(br#"{"metadata": {"a": 12345678901234567890123, "b": 1e400}}"#).unwrap();
+        assert_eq!(ok["metadata"], serde_json::json!({"a": "12345678901234567890123", "b": "1e400"}));
     }
 
     #[test]

@@ -77,7 +77,15 @@ pub async fn serve(listener: TcpListener, app: axum::Router, max_connections: us
             drop(slot);
         });
     }
-    // New connections are refused at once while the open ones finish.
+    // New connections are refused at once while the open ones finish: requests in
+    // flight are answered, idle connections close. One still sending its headers would
+    // be waited for up to the idle time, so the wait is bounded (a supervisor's grace
+    // period is often 30 s).
     drop(listener);
-    connections.shutdown().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.shutdown()).await.is_err() {
+        tracing::warn!(seconds = SHUTDOWN_GRACE.as_secs(), "connections still open at shutdown were dropped");
+    }
 }
+
+/// How long a shutdown waits for the open connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);

@@ -3,7 +3,8 @@
 //! serde_json reads a number that is not an integer of 64 bits as a 64-bit float, and
 //! the engine compares the decimal that float prints as (`metadata::number_to_decimal`):
 //! `0.1` is one tenth (serde_json reads floats correctly rounded: its `float_roundtrip`
-//! feature, so every float a client printed shortest reads back as itself). A literal
+//! feature, so a float printed shortest, as ryu, Python and JavaScript print it, reads
+//! back as itself). A literal
 //! that no float holds (`10000.0000000000001`, `1.00000000000000001`, 20-digit
 //! integers past 2^64) would be compared rounded, possibly
 //! into compliance with a policy (`amount > 10000`) or a budget. Such a literal is read
@@ -59,9 +60,11 @@ pub fn as_strings(body: &[u8]) -> Option<(Vec<u8>, Vec<String>)> {
 
 /// `literal` written without an exponent (`1.00000000000000001e5` as
 /// `100000.000000000001`), the form a numeric string takes (`-?[0-9]+(\.[0-9]+)?`), if it
-/// has one and that form is at most 64 characters; `None` otherwise (the literal is
-/// then kept as written: a string no comparison reads as a number, which fails closed).
+/// has an exponent and that form adds at most 64 zeros to its digits; `None` otherwise
+/// (the literal is then kept as written: a string no comparison reads as a number,
+/// which fails closed). Any exponent a body can carry is handled, without overflow.
 fn plain(literal: &str) -> Option<String> {
+    const ZEROS_MAX: i128 = 64;
     if !literal.contains(['e', 'E']) {
         return None;
     }
@@ -70,14 +73,14 @@ fn plain(literal: &str) -> Option<String> {
         return Some("0".to_owned());
     }
     let sign = if negative { "-" } else { "" };
-    let len = i64::try_from(digits.len()).ok()?;
+    let (len, power) = (digits.len() as i128, i128::from(power));
+    let point = len + power; // where the decimal point falls, counted from the first digit
     let text = if power >= 0 {
-        (len + power <= 64).then(|| format!("{sign}{digits}{}", "0".repeat(power as usize)))?
-    } else if len + power > 0 {
-        let point = (len + power) as usize;
-        format!("{sign}{}.{}", &digits[..point], &digits[point..])
+        (power <= ZEROS_MAX).then(|| format!("{sign}{digits}{}", "0".repeat(power as usize)))?
+    } else if point > 0 {
+        format!("{sign}{}.{}", &digits[..point as usize], &digits[point as usize..])
     } else {
-        (-power <= 64).then(|| format!("{sign}0.{}{digits}", "0".repeat((-(len + power)) as usize)))?
+        (-point <= ZEROS_MAX).then(|| format!("{sign}0.{}{digits}", "0".repeat((-point) as usize)))?
     };
     Some(text)
 }
@@ -157,7 +160,7 @@ fn decimal_parts(text: &str) -> Option<(bool, String, i64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{as_strings, decimal_parts, float_holds, number_len};
+    use super::{as_strings, decimal_parts, float_holds, number_len, plain};
 
     #[test]
     fn literals_a_float_does_not_hold_are_found() {
@@ -270,6 +273,18 @@ mod tests {
             r#"{"a":"10000.0000000000001","s":"x\"1.00000000000000001","b":["1.00000000000000001", 7],"c":"-0.0000100000000000000001","d":1e-29,"e":"1e400"}"#
         );
         assert_eq!(literals, ["10000.0000000000001", "1.00000000000000001", "-1.00000000000000001e-5", "1e400"]);
+        // Exponents at the ends of 64 bits: kept as written, without overflow.
+        for extreme in ["1e9223372036854775807", "-1e-9223372036854775808", "1.5e-9223372036854775808", "12e9223372036854775807"] {
+            assert_eq!(plain(extreme), None, "{extreme}");
+            let body = format!(r#"{{"a":{extreme}}}"#);
+            let (out, _) = as_strings(body.as_bytes()).expect("inexact");
+            assert_eq!(String::from_utf8(out).unwrap(), format!(r#"{{"a":"{extreme}"}}"#));
+        }
+        assert_eq!(plain("1e64").as_deref(), Some(format!("1{}", "0".repeat(64)).as_str()));
+        assert_eq!(plain("1e65"), None);
+        assert_eq!(plain("-12.5e-67"), None);
+        assert_eq!(plain("-12.5e-66").as_deref(), Some(format!("-0.{}125", "0".repeat(64)).as_str()));
+        assert_eq!(plain("-0e7").as_deref(), Some("0"));
         // Malformed JSON is left for the parser to report.
         assert_eq!(as_strings(b"{\"a\": 1.}"), None);
         assert_eq!(as_strings(b"{\"a\": -}"), None);
