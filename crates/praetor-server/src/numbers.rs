@@ -34,7 +34,10 @@ pub fn as_strings(body: &[u8]) -> Option<(Vec<u8>, Vec<String>)> {
                     }
                     at += len;
                 }
-                None => at += 1,
+                // Outside strings, valid JSON has only whole number literals: this body
+                // is malformed, and the parser will say so. (Stepping one byte on would
+                // read the same digits again from each: quadratic in a run of them.)
+                None => return None,
             },
             _ => at += 1,
         }
@@ -143,9 +146,14 @@ fn decimal_parts(text: &str) -> Option<(bool, String, i64)> {
         Some(rest) => (true, rest),
         None => (false, text),
     };
-    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
-        Some((m, e)) => (m, e.strip_prefix('+').unwrap_or(e).parse::<i64>().ok()?),
-        None => (text, 0),
+    let mantissa = text.split_once(['e', 'E']).map_or(text, |(m, _)| m);
+    // Zero is zero whatever its exponent, even one past 64 bits.
+    if !mantissa.bytes().any(|b| matches!(b, b'1'..=b'9')) {
+        return Some((false, String::new(), 0));
+    }
+    let exponent = match text.split_once(['e', 'E']) {
+        Some((_, e)) => e.strip_prefix('+').unwrap_or(e).parse::<i64>().ok()?,
+        None => 0,
     };
     let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let digits = format!("{whole}{fraction}");
@@ -285,8 +293,16 @@ mod tests {
         assert_eq!(plain("-12.5e-67"), None);
         assert_eq!(plain("-12.5e-66").as_deref(), Some(format!("-0.{}125", "0".repeat(64)).as_str()));
         assert_eq!(plain("-0e7").as_deref(), Some("0"));
-        // Malformed JSON is left for the parser to report.
+        // Malformed JSON is left for the parser to report, at once: a long run of digits
+        // that is no number (it took minutes, stepping a byte at a time).
         assert_eq!(as_strings(b"{\"a\": 1.}"), None);
         assert_eq!(as_strings(b"{\"a\": -}"), None);
+        let mut run = vec![b'1'; 1 << 20];
+        run.push(b'e');
+        assert_eq!(as_strings(&run), None);
+        assert_eq!(as_strings(format!("{{\"a\": 1e400, \"b\": {}e}}", "9".repeat(1 << 16)).as_bytes()), None);
+        // A zero is exact whatever its exponent.
+        assert!(float_holds("0.0e99999999999999999999"));
+        assert_eq!(decimal_parts("-0.000e-99999999999999999999"), Some((false, String::new(), 0)));
     }
 }
