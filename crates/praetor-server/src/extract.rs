@@ -569,15 +569,10 @@ mod tests {
         assert_eq!(got(&format!(r#"{{"agent_id": "{}"}}"#, "a".repeat(2000))), vec![]);
     }
 
-    /// A small deterministic generator for the fuzz tests.
-    struct Rng(u64);
+    use crate::test_rng::Rng;
+
+    /// Random pieces of JSON for the fuzz tests.
     impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
-        }
         fn string(&mut self) -> String {
             const PIECES: [&str; 12] = ["a", "agent_id", "\"", "\\", "{", "}", "[", "]", ":", ",", "é", "\u{1F600}"];
             (0..self.below(6)).map(|_| PIECES[self.below(PIECES.len())]).collect()

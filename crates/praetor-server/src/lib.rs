@@ -22,6 +22,8 @@ pub mod sessions;
 pub mod signature;
 pub mod state;
 pub mod vault;
+#[cfg(test)]
+pub(crate) mod test_rng;
 
 use std::sync::Arc;
 

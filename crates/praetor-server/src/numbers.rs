@@ -185,13 +185,8 @@ mod tests {
     /// against its reading on random literals of every shape they cover.
     #[test]
     fn the_shortcuts_agree_with_serde_jsons_reading() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut below = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut r = crate::test_rng::Rng(0x9e37_79b9_7f4a_7c15);
+        let mut below = |n: u64| r.next() % n;
         for _ in 0..200_000 {
             let digits: String = (0..1 + below(15)).map(|_| char::from(b'0' + below(10) as u8)).collect();
             let digits = digits.trim_start_matches('0');
@@ -217,13 +212,8 @@ mod tests {
     /// string: this needs serde_json's correctly rounded parsing (`float_roundtrip`).
     #[test]
     fn floats_printed_shortest_are_held() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut r = crate::test_rng::Rng(0x2545_f491_4f6c_dd1d);
+        let mut next = || r.next();
         let python = |text: String| match text.split_once('e') {
             // Python writes `1e-09` and `1e+16` where Rust writes `1e-9` and `1e16`.
             Some((m, e)) => match e.strip_prefix('-') {

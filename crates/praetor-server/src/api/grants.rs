@@ -965,33 +965,30 @@ mod tests {
         assert!(!w("[A-z]", &["[a-z]"]), "a class's range does not fold: `[A-z]` holds `_`");
     }
 
+    use crate::test_rng::Rng;
+
+    /// Random action-type globs for `within_never_widens`.
+    impl Rng {
+        fn glob(&mut self) -> String {
+            const GLOB: &[&str] = &["a", "A", "b", "B", "_", ".", "*", "?", "[a-b]", "[A-z]", "[!a]", "\\*", "z"];
+            (0..1 + self.below(4)).map(|_| GLOB[self.below(GLOB.len())]).collect()
+        }
+        /// `g` as it is, in upper case or in lower case.
+        fn recase(&mut self, g: &str) -> String {
+            match self.below(3) {
+                0 => g.to_ascii_uppercase(),
+                1 => g.to_ascii_lowercase(),
+                _ => g.to_owned(),
+            }
+        }
+    }
+
     /// Whatever `within` lets through is a narrowing: every action type a scope it
     /// accepts matches is matched by the glob it was accepted under (random globs and
     /// texts over a small alphabet that hits the special characters and both cases).
     #[test]
     fn within_never_widens() {
         use praetor_core::glob::Glob;
-        struct Rng(u64);
-        impl Rng {
-            fn below(&mut self, n: usize) -> usize {
-                self.0 ^= self.0 << 13;
-                self.0 ^= self.0 >> 7;
-                self.0 ^= self.0 << 17;
-                (self.0 % n as u64) as usize
-            }
-            fn glob(&mut self) -> String {
-                const GLOB: &[&str] = &["a", "A", "b", "B", "_", ".", "*", "?", "[a-b]", "[A-z]", "[!a]", "\\*", "z"];
-                (0..1 + self.below(4)).map(|_| GLOB[self.below(GLOB.len())]).collect()
-            }
-            /// `g` as it is, in upper case or in lower case.
-            fn recase(&mut self, g: &str) -> String {
-                match self.below(3) {
-                    0 => g.to_ascii_uppercase(),
-                    1 => g.to_ascii_lowercase(),
-                    _ => g.to_owned(),
-                }
-            }
-        }
         const TEXT: &[char] = &['a', 'A', 'b', 'B', '_', '.', '*', 'z', 'Z', '`'];
         let mut r = Rng(0x2545_f491_4f6c_dd1d);
         let (mut accepted, mut checked) = (0, 0);
