@@ -153,6 +153,14 @@ pub struct PolicyDef {
     pub governance: Option<Value>,
 }
 
+impl PolicyDef {
+    /// Whether the engine evaluates this policy at all (enforced or in shadow): both
+    /// `enabled: false` and `mode: disabled` turn it off.
+    pub fn is_evaluated(&self) -> bool {
+        self.enabled && self.mode != PolicyMode::Disabled
+    }
+}
+
 /// A policy definition that failed validation. `index` is the definition's position
 /// when a list was compiled; `field` is a dot path such as `conditions.patterns[2]`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -451,7 +459,7 @@ impl CompiledPolicySet {
                 });
             }
             ids.push(def.policy_id.clone());
-            if def.enabled && def.mode != PolicyMode::Disabled {
+            if def.is_evaluated() {
                 policies.push(compiled);
             }
         }

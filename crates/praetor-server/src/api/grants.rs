@@ -776,6 +776,11 @@ pub async fn review_breakglass(
         if b.triggered_by == reviewer {
             return Err(ApiError::new(Code::InsufficientScope, "the key that triggered breakglass cannot review it"));
         }
+        // One review stands: a later one replacing it would hide an `unjustified`
+        // finding from every view but the vault.
+        if let Some(r) = &b.review {
+            return Err(ApiError::new(Code::Conflict, format!("breakglass `{id}` was already reviewed ({}) by key `{}` at {}", r.outcome, r.reviewer, iso(r.reviewed_at))));
+        }
         b.review = Some(Review { outcome: body.outcome.clone(), notes: body.notes.clone(), reviewer: reviewer.clone(), reviewed_at: now });
         let record = touched(b, &ws_id, now);
         Ok((vec![record], json!({ "breakglass_id": id, "outcome": body.outcome, "notes": body.notes }), breakglass_view(b, now)))

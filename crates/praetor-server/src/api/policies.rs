@@ -20,6 +20,11 @@ use crate::state::{AppState, PolicySet, WorkspaceState};
 
 pub fn policy_view(p: &PolicyRecord) -> Value {
     let mut v = serde_json::to_value(&p.def).unwrap_or_default();
+    // `enabled` says whether the policy is evaluated at all: `mode: disabled` turns it
+    // off as `enabled: false` does, and a view saying `true` for it would mislead.
+    if let Value::Object(m) = &mut v {
+        m.insert("enabled".into(), json!(p.def.is_evaluated()));
+    }
     // A governance rule carries its alert targets: their URLs are cut to their host,
     // as the rules API shows them.
     if let Some(g) = v.get_mut("governance") {
@@ -175,7 +180,8 @@ pub async fn delete(
     Ok(Json(json!({ "ok": true, "deleted": true, "policy_set_hash": out["policy_set_hash"] })))
 }
 
-/// `POST /enforce/policies/{id}/promote`: a shadow (or disabled) policy starts enforcing.
+/// `POST /enforce/policies/{id}/promote`: a shadow (or disabled) policy starts enforcing,
+/// which also enables it. One already enforcing is a conflict: the caller meant another.
 pub async fn promote(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::PoliciesWrite>,
@@ -186,8 +192,12 @@ pub async fn promote(
     let out = change(&state, &auth.workspace, &auth.key.key_id, "policy.promoted", |records| {
         let rec = records.iter_mut().find(|r| r.def.policy_id == id).ok_or_else(|| ApiError::not_found("policy", &id))?;
         managed_by_pack(rec)?;
-        let from = rec.def.mode;
+        let from = if rec.def.enabled { rec.def.mode } else { praetor_core::policy::PolicyMode::Disabled };
+        if from == praetor_core::policy::PolicyMode::Enforce {
+            return Err(ApiError::new(Code::Conflict, format!("policy `{id}` is already enforced")));
+        }
         rec.def.mode = praetor_core::policy::PolicyMode::Enforce;
+        rec.def.enabled = true;
         rec.updated_at = now;
         promoted = Some(rec.clone());
         Ok((vec![Mutation::PutPolicy(rec.clone())], json!({ "policy_id": id, "from": from, "to": "enforce" })))

@@ -278,6 +278,10 @@ async fn breakglass_overrides_refusals_but_never_identity_or_revocation() {
     let review = &reviewed["breakglass"]["review"];
     assert_eq!((review["outcome"].as_str(), review["notes"].as_str()), (Some("justified"), Some("postmortem done")), "{reviewed}");
     assert!(review["reviewed_at"].as_str().is_some_and(|t| t.ends_with('Z') && t.len() == 24), "{reviewed}");
+    // One review stands: a second would hide the first from every view but the vault.
+    let (status, again) = s.post(&format!("/api/v1/enforce/breakglass/{bg_id}/review"), &s.admin_key, &json!({ "outcome": "unjustified" })).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    assert!(again["error"]["message"].as_str().is_some_and(|m| m.contains("already reviewed (justified)")), "{again}");
     let (_, stats) = s.get("/api/v1/enforce/breakglass/stats", &s.admin_key).await;
     assert_eq!((stats["total"].as_u64(), stats["reviewed"].as_u64(), stats["overrides"].as_u64()), (Some(1), Some(1), Some(1)));
 }

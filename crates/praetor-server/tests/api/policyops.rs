@@ -47,6 +47,20 @@ async fn a_shadow_policy_changes_nothing_is_counted_exactly_and_blocks_once_prom
         "conditions": { "rule": { "field": "rows", "op": ">", "value": 1000 } } })).await;
     let (_, listed) = s.get(&format!("/api/v1/enforce/policies/{escalating}"), &s.admin_key).await;
     assert_eq!(listed["policy"]["mode"], "disabled");
+    assert_eq!(listed["policy"]["enabled"], false, "a disabled policy is not shown as enabled: {listed}");
+    let held = s.intercept(json!({ "action_type": "export.csv", "metadata": { "rows": 5000 } })).await;
+    assert_eq!(held["decision"], "block", "only the promoted policy answers: {held}");
+    // Promoting it enables it; promoting what already enforces is a conflict.
+    assert_error(&s.post(&format!("/api/v1/enforce/policies/{shadow}/promote"), &s.admin_key, &json!({})).await, 409, "conflict");
+    let (status, promoted) = s.post(&format!("/api/v1/enforce/policies/{escalating}/promote"), &s.admin_key, &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{promoted}");
+    assert_eq!((promoted["policy"]["mode"].as_str(), promoted["policy"]["enabled"].as_bool()), (Some("enforce"), Some(true)), "{promoted}");
+    // The same for one switched off by `enabled: false`.
+    let off = s.policy(json!({ "name": "off", "policy_type": "action_type", "action_types": ["purge.*"], "decision": "block", "enabled": false })).await;
+    assert_eq!(s.intercept(json!({ "action_type": "purge.all" })).await["decision"], "allow");
+    let (status, promoted) = s.post(&format!("/api/v1/enforce/policies/{off}/promote"), &s.admin_key, &json!({})).await;
+    assert_eq!((status, promoted["policy"]["enabled"].as_bool()), (StatusCode::OK, Some(true)), "{promoted}");
+    assert_eq!(s.intercept(json!({ "action_type": "purge.all" })).await["decision"], "block");
     let live = s.policy(json!({ "name": "live alias", "policy_type": "action_type", "action_types": ["zz"], "decision": "block", "mode": "live" })).await;
     let (_, got) = s.get(&format!("/api/v1/enforce/policies/{live}"), &s.admin_key).await;
     assert_eq!(got["policy"]["mode"], "enforce");
