@@ -143,6 +143,10 @@ pub enum Mutation {
     /// Refuse the transaction (`Stale`) unless the agent is active and, when named, the
     /// credential is not revoked (a revocation on another node lands first).
     ExpectActive { workspace_id: String, agent_id: String, credential_id: Option<String> },
+    /// Refuse the transaction (`Stale`) unless an admin key other than `key_id` is
+    /// unrevoked when it commits: two nodes revoking the last two admin keys at once
+    /// would each have read the other key as left.
+    ExpectAnotherAdmin { workspace_id: String, key_id: String },
     /// Give the row a new etag (a write elsewhere changed what it stands for, such as
     /// an agent's credentials).
     Touch { workspace_id: String, of: Guarded, id: String, etag: String },
@@ -213,7 +217,8 @@ impl Mutation {
             | Mutation::PruneNonces { workspace_id, .. }
             | Mutation::DeactivateAgent { workspace_id, .. }
             | Mutation::ApprovedActionRetried { workspace_id, .. }
-            | Mutation::ExpectActive { workspace_id, .. } => workspace_id,
+            | Mutation::ExpectActive { workspace_id, .. }
+            | Mutation::ExpectAnotherAdmin { workspace_id, .. } => workspace_id,
         }
     }
 

@@ -265,6 +265,16 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
                 )?;
             }
         }
+        Mutation::ExpectAnotherAdmin { workspace_id, key_id } => {
+            // Checked inside the transaction, which holds the workspace (a batch takes
+            // each workspace's lock before any write on PostgreSQL; SQLite has one
+            // writer), so it sees every revocation committed before it.
+            db.expect_row_later(
+                "SELECT 1 FROM api_keys WHERE workspace_id = ?1 AND key_id <> ?2 AND revoked_at IS NULL AND scopes LIKE '%\"admin\"%'",
+                args![workspace_id, key_id],
+                &|| StoreError::Stale(format!("key `{key_id}` is the last admin key")),
+            )?;
+        }
         Mutation::Touch { workspace_id, of, id, etag } => {
             db.execute(&format!("UPDATE {} SET etag = ?3 WHERE workspace_id = ?1 AND {} = ?2", table(*of), key_column(*of)), args![workspace_id, id, etag])?;
         }

@@ -215,24 +215,33 @@ pub async fn revoke_key(
     auth: Authorized<perm::KeysWrite>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    // Key writes one at a time (with agent registrations and revocations, which revoke
-    // keys too), so two revocations cannot each see the other's key as the one left.
+    // Key writes one at a time on this node (with agent registrations and revocations,
+    // which revoke keys too); `ExpectAnotherAdmin` orders them across nodes.
     let _guard = auth.workspace.agent_writes.lock().await;
     let keys = state.store.list_api_keys(&auth.workspace.workspace_id).await?;
     let mut key = keys.iter().find(|k| k.key_id == id).cloned().ok_or_else(|| ApiError::not_found("key", &id))?;
     let admin = |k: &ApiKey| k.revoked_at.is_none() && k.scopes.contains(&Scope::Admin);
-    if admin(&key) && !keys.iter().any(|k| k.key_id != id && admin(k)) {
-        return Err(ApiError::new(
+    let last_admin = || {
+        ApiError::new(
             Code::Conflict,
             format!("key `{id}` is the workspace's last admin key: create another first (or run `praetor keys create` on the host)"),
-        ));
+        )
+    };
+    if admin(&key) && !keys.iter().any(|k| k.key_id != id && admin(k)) {
+        return Err(last_admin());
     }
     let now = state.now_ms();
-    let txn = Txn {
-        mutations: vec![Mutation::RevokeApiKey { workspace_id: key.workspace_id.clone(), key_id: id.clone(), at: now }],
-        seal: vec![event(&key.workspace_id, "key.revoked", Some(&auth.key.key_id), now, json!({ "key_id": id }))],
+    let mut mutations = Vec::new();
+    if admin(&key) {
+        mutations.push(Mutation::ExpectAnotherAdmin { workspace_id: key.workspace_id.clone(), key_id: id.clone() });
+    }
+    mutations.push(Mutation::RevokeApiKey { workspace_id: key.workspace_id.clone(), key_id: id.clone(), at: now });
+    let txn = Txn { mutations, seal: vec![event(&key.workspace_id, "key.revoked", Some(&auth.key.key_id), now, json!({ "key_id": id }))] };
+    match state.commit(txn).await {
+        // Another node revoked the other admin keys since they were read.
+        Err(praetor_store::StoreError::Stale(_)) if admin(&key) => return Err(last_admin()),
+        other => other?,
     };
-    state.commit(txn).await?;
     key.revoked_at = Some(now);
     state.put_key(key.clone());
     Ok(Json(json!({ "ok": true, "key": key_view(&key) })))

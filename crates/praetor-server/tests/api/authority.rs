@@ -681,7 +681,7 @@ async fn a_key_committed_while_its_agent_is_being_revoked_is_revoked_with_it() {
     // Another node (or `praetor keys create`) commits a key bound to the agent after the
     // revocation has listed its keys, before the revocation commits.
     let (late, secret) = praetor_server::api::system::mint_key(&ws_id, vec![ps::Scope::Agent], Some(gone.clone()), None, T0);
-    *store.late_key.lock() = Some(late.clone());
+    *store.late_key.lock() = Some(ps::Mutation::InsertApiKey(late.clone()));
     let (status, revoked) = s.post(&format!("/api/v1/enforce/agents/{gone}/revoke"), &s.admin_key, &json!({ "reason": "compromised" })).await;
     assert_eq!(status, StatusCode::OK, "{revoked}");
     assert!(store.late_key.lock().is_none(), "the key was committed behind the listing");
@@ -694,6 +694,28 @@ async fn a_key_committed_while_its_agent_is_being_revoked_is_revoked_with_it() {
     let (_, events) = s.get("/api/v1/enforce/vault/entries", &s.admin_key).await;
     let sealed = events["entries"].as_array().unwrap().iter().filter(|e| e.to_string().contains("key.revoked") && e.to_string().contains(&late.key_id)).count();
     assert_eq!(sealed, 1, "{events}");
+}
+
+/// Two admin keys, and another node revokes one of them after a revocation here has
+/// listed the keys: the revocation here must not also succeed, or no admin key is left.
+#[tokio::test]
+async fn the_last_admin_key_stays_when_another_node_revokes_the_other_meanwhile() {
+    let (s, store) = TestServer::start_contested().await;
+    let ws_id = s.state.workspace_ids()[0].clone();
+    s.key(&["admin"], None).await;
+    let admin_ids = || async {
+        let keys = s.state.store.list_api_keys(&ws_id).await.unwrap();
+        keys.into_iter().filter(|k| k.revoked_at.is_none() && k.scopes.contains(&ps::Scope::Admin)).map(|k| k.key_id).collect::<Vec<_>>()
+    };
+    let ids = admin_ids().await;
+    assert_eq!(ids.len(), 2);
+    let (first_id, second_id) = (ids[0].clone(), ids[1].clone());
+    *store.late_key.lock() = Some(ps::Mutation::RevokeApiKey { workspace_id: ws_id.clone(), key_id: second_id.clone(), at: T0 });
+    let refused = s.post(&format!("/api/v1/enforce/keys/{first_id}/revoke"), &s.admin_key, &json!({})).await;
+    assert!(store.late_key.lock().is_none(), "the other node's revocation was committed behind the listing");
+    assert_error(&refused, 409, "conflict");
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("last admin key"), "{}", refused.1);
+    assert_eq!(admin_ids().await, vec![first_id], "one admin key is left");
 }
 
 /// Ended grants leave memory at the sweep, as settled escalations do; lookups by id read

@@ -165,9 +165,10 @@ pub struct ContestedStore {
     pub contest: AtomicBool,
     pub contest_objects: AtomicBool,
     pub contested: AtomicU32,
-    /// A key another node commits just after the next listing of keys has been read,
-    /// as it would between a revocation's listing and its commit.
-    pub late_key: parking_lot::Mutex<Option<ps::ApiKey>>,
+    /// A key write (a new key, a revocation) another node commits just after the next
+    /// listing of keys has been read, as it would between a revocation's listing and
+    /// its commit.
+    pub late_key: parking_lot::Mutex<Option<Mutation>>,
 }
 
 #[async_trait::async_trait]
@@ -235,8 +236,8 @@ impl Store for ContestedStore {
     async fn list_api_keys(&self, ws: &str) -> ps::Result<Vec<ps::ApiKey>> {
         let listed = self.inner.list_api_keys(ws).await?;
         let late = self.late_key.lock().take();
-        if let Some(key) = late {
-            self.inner.commit(Txn { mutations: vec![Mutation::InsertApiKey(key)], seal: vec![] }).await?;
+        if let Some(write) = late {
+            self.inner.commit(Txn { mutations: vec![write], seal: vec![] }).await?;
         }
         Ok(listed)
     }

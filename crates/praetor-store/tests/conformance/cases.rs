@@ -1416,3 +1416,49 @@ pub async fn nonces_and_column_wise_agent_edits_hold_across_writers(b: Backend) 
     assert_eq!((a.is_active, a.description.as_deref(), a.scopes.clone(), a.etag.as_str()), (false, Some("written on the other node"), vec!["db.read".to_owned()], "e_off"));
     assert_eq!((a.capabilities.clone(), a.require_signature, a.updated_at), (vec!["read".to_owned()], true, 300), "fields the edit did not name stay");
 }
+
+/// Two nodes revoking the last two admin keys at once: each transaction guards that
+/// another admin key is left, and the guard sees the other node's revocation (the
+/// transactions of one workspace run one after the other), so one of the two always
+/// fails. Many rounds, since which one is a matter of timing.
+pub async fn the_last_admin_key_survives_revocations_on_two_writers(b: Backend) {
+    let first = with_workspace(&b).await;
+    let second = b.open().await;
+    let key = |id: &str, scopes: Vec<Scope>| ApiKey {
+        key_id: id.into(),
+        workspace_id: WS.into(),
+        key_hash: format!("{:0>64}", id.len()) + id,
+        prefix: "xb_live_x".into(),
+        scopes,
+        agent_id: None,
+        label: None,
+        created_at: 1,
+        revoked_at: None,
+    };
+    let revoke = |id: &str| Txn {
+        mutations: vec![
+            Mutation::ExpectAnotherAdmin { workspace_id: WS.into(), key_id: id.into() },
+            Mutation::RevokeApiKey { workspace_id: WS.into(), key_id: id.into(), at: 2 },
+        ],
+        seal: vec![],
+    };
+    // A key that reads, and one that is admin among other scopes, do not count until
+    // they are admin keys themselves.
+    first.commit(one(Mutation::InsertApiKey(key("key_reader", vec![Scope::Read])))).await.unwrap();
+    first.commit(one(Mutation::InsertApiKey(key("key_0", vec![Scope::Read, Scope::Admin])))).await.unwrap();
+    assert!(matches!(first.commit(revoke("key_0")).await, Err(StoreError::Stale(w)) if w.contains("last admin")));
+    let mut survivor = "key_0".to_owned();
+    for round in 1..=30 {
+        let fresh = format!("key_{round}");
+        first.commit(one(Mutation::InsertApiKey(key(&fresh, vec![Scope::Admin])))).await.unwrap();
+        let (a, b_) = tokio::join!(first.commit(revoke(&survivor)), second.commit(revoke(&fresh)));
+        match (a, b_) {
+            (Ok(_), Err(StoreError::Stale(_))) => survivor = fresh,
+            (Err(StoreError::Stale(_)), Ok(_)) => {}
+            (a, b_) => panic!("round {round}: exactly one revocation stands, got {:?} and {:?}", a.map(|_| ()), b_.map(|_| ())),
+        }
+        let active: Vec<String> = first.list_api_keys(WS).await.unwrap().into_iter()
+            .filter(|k| k.revoked_at.is_none() && k.scopes.contains(&Scope::Admin)).map(|k| k.key_id).collect();
+        assert_eq!(active, vec![survivor.clone()], "round {round}");
+    }
+}

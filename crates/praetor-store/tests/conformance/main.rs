@@ -61,4 +61,5 @@ conformance!(
     the_change_feed_numbers_changes_in_commit_order,
     leases_and_delivery_claims_have_one_holder,
     nonces_and_column_wise_agent_edits_hold_across_writers,
+    the_last_admin_key_survives_revocations_on_two_writers,
 );
