@@ -96,19 +96,24 @@ impl VaultKeys {
             };
             signers.push(signer);
         }
-        let mut retired = Vec::new();
-        let retired_dir = dir.join("retired");
-        if retired_dir.is_dir() {
-            let mut files: Vec<_> = std::fs::read_dir(&retired_dir).map_err(io(&retired_dir))?.flatten().map(|e| e.path()).collect();
-            files.sort();
-            for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "pub")) {
-                let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-                let v = NoteVerifier::parse(text.trim())
-                    .map_err(|e| KeyFileError::Invalid { path: path.clone(), reason: e.to_string() })?;
-                retired.push(v);
+        Ok(VaultKeys { signers, retired: retired_keys(dir)? })
+    }
+
+    /// The public keys of the signing keys in `dir` and of those retired there: what
+    /// every checkpoint the server signed verifies with. Nothing is created (`praetor
+    /// vault check` reads them).
+    pub fn public_keys_in(dir: &Path) -> Result<Vec<NoteVerifier>, KeyFileError> {
+        let mut verifiers = Vec::new();
+        for (file, name) in [("vault-ecdsa-p256.pem", KEY_NAME_P256), ("vault-ed25519.pem", KEY_NAME_ED25519)] {
+            let path = dir.join(file);
+            if path.exists() {
+                let pem = std::fs::read_to_string(&path).map_err(io(&path))?;
+                let signer = NoteSigner::from_pkcs8_pem(name, &pem).map_err(|e| KeyFileError::Invalid { path: path.clone(), reason: e.to_string() })?;
+                verifiers.push(signer.verifier());
             }
         }
-        Ok(VaultKeys { signers, retired })
+        verifiers.extend(retired_keys(dir)?);
+        Ok(verifiers)
     }
 
     /// Retire the active signing keys in `dir`: keep each one's public key in
@@ -159,6 +164,22 @@ impl VaultKeys {
         let retired = self.retired.iter().map(|v| (v.clone(), "retired"));
         active.chain(retired).filter_map(|(v, status)| PublicKeyInfo::from_verifier(&v).ok().map(|i| (i, status))).collect()
     }
+}
+
+/// The retired public keys in `<dir>/retired/*.pub` (one C2SP vkey per file).
+fn retired_keys(dir: &Path) -> Result<Vec<NoteVerifier>, KeyFileError> {
+    let mut retired = Vec::new();
+    let retired_dir = dir.join("retired");
+    if retired_dir.is_dir() {
+        let mut files: Vec<_> = std::fs::read_dir(&retired_dir).map_err(io(&retired_dir))?.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "pub")) {
+            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+            let v = NoteVerifier::parse(text.trim()).map_err(|e| KeyFileError::Invalid { path: path.clone(), reason: e.to_string() })?;
+            retired.push(v);
+        }
+    }
+    Ok(retired)
 }
 
 /// A workspace's log origin: the first line of its checkpoints.

@@ -38,6 +38,18 @@ pub fn log_size(conn: &dyn Db, ws: &str) -> Result<u64> {
     Ok(max.map(|m| m as u64 + 1).unwrap_or(0))
 }
 
+/// Every workspace that has entries in the vault, whether or not the store still lists
+/// it: one indexed lookup per workspace.
+pub fn logged_workspaces(conn: &dyn Db) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut after = String::new();
+    while let Some(ws) = conn.value::<Option<String>>("SELECT MIN(workspace_id) FROM vault_entries WHERE workspace_id > ?1", args![after])?.flatten() {
+        after.clone_from(&ws);
+        found.push(ws);
+    }
+    Ok(found)
+}
+
 /// One workspace's appender, as the writer keeps it.
 #[derive(Clone)]
 pub struct OpenLog {
@@ -231,8 +243,8 @@ pub struct VaultCheck {
 /// of it ([`check_decision_rows`], [`check_violation_rows`]). Reports the first bad
 /// sequence number, or the first bad row; rows that cannot be read at all (a store an
 /// older version wrote) are reported as not checked. `progress(done, total)`.
-pub fn check_vault(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<VaultCheck> {
-    let mut report = check_log(conn, ws, progress)?;
+pub fn check_vault(conn: &dyn Db, ws: &str, verifiers: &[praetor_vault::NoteVerifier], progress: &mut dyn FnMut(u64, u64)) -> Result<VaultCheck> {
+    let mut report = check_log(conn, ws, verifiers, progress)?;
     if report.first_bad.is_none()
         && let Err(e) = check_rows(conn, ws, &mut report, progress)
     {
@@ -253,6 +265,16 @@ fn check_rows(conn: &dyn Db, ws: &str, report: &mut LogCheck, progress: &mut dyn
         report.check.bad_row = bad;
     }
     Ok(())
+}
+
+impl VaultCheck {
+    /// A report on `ws` with nothing checked yet.
+    fn empty(ws: &str) -> VaultCheck {
+        VaultCheck {
+            workspace_id: ws.to_owned(), entries: 0, checkpoints: 0, first_bad: None, more_bad: Vec::new(), bad_entries: 0, decisions: 0,
+            violations: 0, bad_row: None, rows_unchecked: None,
+        }
+    }
 }
 
 /// A log's check, with which of its entries seal a decision.
@@ -404,21 +426,21 @@ fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older
 }
 
 /// The log part of [`check_vault`].
-fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<LogCheck> {
+fn check_log(conn: &dyn Db, ws: &str, verifiers: &[praetor_vault::NoteVerifier], progress: &mut dyn FnMut(u64, u64)) -> Result<LogCheck> {
     let secret: Vec<u8> = conn
         .value("SELECT hmac_secret FROM workspaces WHERE workspace_id = ?1", args![ws])?
         .ok_or_else(|| StoreError::Corrupt(format!("workspace `{ws}` does not exist")))?;
     let total: u64 = conn.value("SELECT COUNT(*) FROM vault_entries WHERE workspace_id = ?1", args![ws])?.unwrap_or(0);
-    let mut report = VaultCheck {
-        workspace_id: ws.to_owned(), entries: total, checkpoints: 0, first_bad: None, more_bad: Vec::new(), bad_entries: 0, decisions: 0,
-        violations: 0, bad_row: None, rows_unchecked: None,
-    };
+    let mut report = VaultCheck { entries: total, ..VaultCheck::empty(ws) };
     let mut sealed_decisions = Vec::new();
     let mut older_violations = OlderViolations::new();
-    let checkpoint_sizes: Vec<(u64, [u8; 32])> =
-        conn.all("SELECT size, root FROM vault_checkpoints WHERE workspace_id = ?1 ORDER BY size", args![ws], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    report.checkpoints = checkpoint_sizes.len() as u64;
-    let wanted: std::collections::HashSet<u64> = checkpoint_sizes.iter().map(|(s, _)| *s).collect();
+    let checkpoint_rows: Vec<(u64, [u8; 32], String)> = conn.all(
+        "SELECT size, root, note FROM vault_checkpoints WHERE workspace_id = ?1 ORDER BY size",
+        args![ws],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    report.checkpoints = checkpoint_rows.len() as u64;
+    let wanted: std::collections::HashSet<u64> = checkpoint_rows.iter().map(|(s, _, _)| *s).collect();
     // The chain hash the next entry must follow from; none after a missing or bad
     // entry, whose successor is then checked on its own (its leaf hash, and its HMAC
     // over its stored chain hash and sequence number).
@@ -426,7 +448,8 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
     let mut frontier = Frontier::new();
     let mut recomputed_hashes: Vec<[u8; 32]> = Vec::new();
     let mut expected_seq = 0u64;
-    let mut roots_by_size = std::collections::HashMap::new();
+    // The empty tree has a root too: an export of no entries signs a checkpoint of it.
+    let mut roots_by_size = std::collections::HashMap::from([(0, frontier.root())]);
     let mut bad = BadEntries::default();
     conn.query(
         "SELECT seq, leaf, leaf_hash, chain_hash, hmac, created_at FROM vault_entries WHERE workspace_id = ?1 ORDER BY seq",
@@ -496,11 +519,16 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
     }
     progress(expected_seq, total);
     let fail = |seq: u64, msg: String| Some((seq, msg));
-    for (size, root) in checkpoint_sizes {
+    for (size, root, note) in checkpoint_rows {
         match roots_by_size.get(&size) {
-            Some(r) if praetor_vault::merkle::hashes_equal(r, &root) => {}
+            Some(r) if praetor_vault::merkle::hashes_equal(r, &root) => {
+                if let Some(why) = note_departs(&note, size, &root, verifiers) {
+                    report.first_bad = fail(size.saturating_sub(1), format!("checkpoint at size {size}: {why}"));
+                    return Ok(LogCheck { check: report, sealed_decisions, older_violations });
+                }
+            }
             Some(_) => {
-                report.first_bad = fail(size - 1, format!("checkpoint at size {size} does not match the entries"));
+                report.first_bad = fail(size.saturating_sub(1), format!("checkpoint at size {size} does not match the entries"));
                 return Ok(LogCheck { check: report, sealed_decisions, older_violations });
             }
             None => {
@@ -537,6 +565,27 @@ fn check_log(conn: &dyn Db, ws: &str, progress: &mut dyn FnMut(u64, u64)) -> Res
         Ok(())
     })?;
     Ok(LogCheck { check: report, sealed_decisions, older_violations })
+}
+
+/// Where a stored checkpoint's signed note departs from its row (whose size and root
+/// the entries were checked against): a note that is not a checkpoint, one of another
+/// size or root, or, when `verifiers` are given, one no trusted key signed. The note is
+/// what receipts and exports hand out, and a row rewritten with the entries would
+/// otherwise pass.
+fn note_departs(note: &str, size: u64, root: &[u8; 32], verifiers: &[praetor_vault::NoteVerifier]) -> Option<String> {
+    let text = if verifiers.is_empty() {
+        praetor_vault::checkpoint::split_note(note).map(|(text, _)| text.to_owned())
+    } else {
+        praetor_vault::checkpoint::open_note(note, verifiers).map(|(text, _)| text)
+    };
+    let signed = match text.and_then(|text| praetor_vault::Checkpoint::parse(&text)) {
+        Ok(cp) => cp,
+        Err(e) => return Some(format!("its signed note does not open: {e}")),
+    };
+    if signed.size != size || !praetor_vault::merkle::hashes_equal(&signed.root, root) {
+        return Some(format!("its signed note is of size {} and another root than its row's", signed.size));
+    }
+    None
 }
 
 /// An entry that checked out: its leaf hash, its chain hash and its leaf.
@@ -628,9 +677,25 @@ fn seq_of_stored_hash(idx: u64) -> u64 {
 /// [`check_vault`] for every workspace in the database, oldest first. With
 /// `savepoint_per_workspace` (PostgreSQL, where a failed statement aborts the whole
 /// transaction) each workspace is checked inside a savepoint.
-pub fn check_every_vault(conn: &dyn Db, savepoint_per_workspace: bool, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Vec<VaultCheck>> {
+pub fn check_every_vault(
+    conn: &dyn Db,
+    savepoint_per_workspace: bool,
+    verifiers: &[praetor_vault::NoteVerifier],
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<Vec<VaultCheck>> {
     let ids: Vec<String> = conn.all("SELECT workspace_id FROM workspaces ORDER BY created_at", args![], |r| r.get(0))?;
-    let mut reports = Vec::new();
+    // A log whose workspace row is gone cannot be checked (its HMAC secret went with
+    // it), and would otherwise be passed over in silence.
+    let mut reports: Vec<VaultCheck> = logged_workspaces(conn)?
+        .into_iter()
+        .filter(|ws| !ids.contains(ws))
+        .map(|ws| VaultCheck {
+            entries: conn.value("SELECT COUNT(*) FROM vault_entries WHERE workspace_id = ?1", args![ws]).ok().flatten().unwrap_or(0),
+            first_bad: Some((0, "the store holds this log but no `workspaces` row for it: the row was removed, and with it the log's HMAC secret".to_owned())),
+            bad_entries: 1,
+            ..VaultCheck::empty(&ws)
+        })
+        .collect();
     for ws in ids {
         // Inside one transaction (PostgreSQL's snapshot) a statement that fails, such
         // as a row pass on a database an older version wrote, aborts the transaction:
@@ -638,7 +703,7 @@ pub fn check_every_vault(conn: &dyn Db, savepoint_per_workspace: bool, progress:
         if savepoint_per_workspace {
             conn.batch("SAVEPOINT check_workspace")?;
         }
-        let report = check_vault(conn, &ws, &mut |done, total| progress(&ws, done, total));
+        let report = check_vault(conn, &ws, verifiers, &mut |done, total| progress(&ws, done, total));
         if savepoint_per_workspace {
             conn.batch("ROLLBACK TO SAVEPOINT check_workspace; RELEASE SAVEPOINT check_workspace")?;
         }

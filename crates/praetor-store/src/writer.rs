@@ -603,7 +603,7 @@ pub(crate) mod tests {
         assert!(w.careful_until.is_none());
         assert_eq!(stored_seqs(&w), vec![0, 1, 2, 3, 4, 5]);
         drop(w);
-        let checks = crate::sqlite::check_vault_file(&dir.path().join("w.db"), &mut |_, _, _| {}).unwrap();
+        let checks = crate::sqlite::check_vault_file(&dir.path().join("w.db"), &[], &mut |_, _, _| {}).unwrap();
         assert_eq!(checks[0].entries, 6);
         assert_eq!(checks[0].first_bad, None);
     }

@@ -92,13 +92,22 @@ enum VaultCommand {
         #[arg(long)]
         origin: Option<String>,
     },
-    /// Re-verify a server's own store, including the per-entry HMACs.
+    /// Re-verify a server's own store, including the per-entry HMACs and the signatures
+    /// of its stored checkpoints.
     Check {
         #[arg(long, env = "PRAETOR_DATA_DIR", default_value = "./praetor-data")]
         data_dir: PathBuf,
         /// Check the PostgreSQL store at this URL instead of the data directory's SQLite.
         #[arg(long = "database", env = "PRAETOR_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+        /// The keys directory whose signing and retired keys the checkpoints must verify
+        /// with, when the server uses `--vault-keys-dir` (default `<data-dir>/keys`).
+        #[arg(long, env = "PRAETOR_VAULT_KEYS_DIR")]
+        vault_keys_dir: Option<PathBuf>,
+        /// Trust these public keys (C2SP vkey or PEM files) instead of a keys directory.
+        /// Repeatable.
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
     },
     /// Retire the checkpoint signing keys and make new ones (with the server stopped).
     /// The retired public keys stay published, so old checkpoints still verify.
@@ -153,7 +162,9 @@ fn main() -> ExitCode {
         Command::Vault { command } => match command {
             VaultCommand::Verify { bundles, keys, origin } => offline::verify_bundles(&bundles, &keys, origin.as_deref()),
             VaultCommand::VerifyReceipt { receipt, keys, origin } => offline::verify_receipt(&receipt, &keys, origin.as_deref()),
-            VaultCommand::Check { data_dir, database_url } => offline::check_store(&data_dir, database_url.as_deref()),
+            VaultCommand::Check { data_dir, database_url, vault_keys_dir, keys } => {
+                offline::check_store(&data_dir, database_url.as_deref(), vault_keys_dir.as_deref(), &keys)
+            }
             VaultCommand::RotateKeys { data_dir, vault_keys_dir } => offline::rotate_keys(&data_dir, vault_keys_dir.as_deref()),
         },
         Command::Policy { command } => match command {

@@ -291,7 +291,20 @@ pub fn verify_receipt(path: &Path, key_paths: &[PathBuf], origin: Option<&str>) 
 
 /// `praetor vault check`: the SQLite store in `data_dir`, or the PostgreSQL one at
 /// `database_url` (read in one repeatable-read snapshot while nodes keep writing).
-pub fn check_store(data_dir: &Path, database_url: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn check_store(data_dir: &Path, database_url: Option<&str>, keys_dir: Option<&Path>, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let verifiers = if keys.is_empty() {
+        let dir = keys_dir.map(Path::to_path_buf).unwrap_or_else(|| data_dir.join("keys"));
+        let found = praetor_server::vault::VaultKeys::public_keys_in(&dir)?;
+        if found.is_empty() {
+            eprintln!(
+                "warning: checkpoint signatures are not checked: no vault keys in `{}` (give --vault-keys-dir or --key); their sizes and roots are",
+                dir.display()
+            );
+        }
+        found
+    } else {
+        load_keys(keys)?
+    };
     let bar = progress_bar(0);
     bar.set_message("checking");
     let mut progress = |ws: &str, done: u64, total: u64| {
@@ -300,11 +313,15 @@ pub fn check_store(data_dir: &Path, database_url: Option<&str>) -> anyhow::Resul
         bar.set_message(ws.to_owned());
     };
     let reports = match database_url {
-        Some(url) => praetor_store::postgres::check_vault_database(url, &mut progress),
-        None => praetor_store::sqlite::check_vault_file(&data_dir.join("praetor.db"), &mut progress),
+        Some(url) => praetor_store::postgres::check_vault_database(url, &verifiers, &mut progress),
+        None => praetor_store::sqlite::check_vault_file(&data_dir.join("praetor.db"), &verifiers, &mut progress),
     }
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     bar.finish_and_clear();
+    if reports.is_empty() {
+        println!("FAILED: the store holds no workspace and no vault entries: nothing was verified");
+        return Ok(ExitCode::from(1));
+    }
     let mut ok = true;
     for r in &reports {
         match (&r.first_bad, &r.bad_row) {

@@ -112,6 +112,9 @@ fn populated(dir: &Path, n: usize) -> PathBuf {
     std::fs::write(&key_file, keys["keys"][0]["vkey"].as_str().unwrap()).unwrap();
     let bundle = call("GET", &format!("{}/api/v1/enforce/vault/export", s.base), &s.key, None);
     std::fs::write(dir.join("bundle.json"), serde_json::to_vec(&bundle).unwrap()).unwrap();
+    // An export of no entries signs and stores the empty tree's checkpoint: no damage.
+    let empty = call("GET", &format!("{}/api/v1/enforce/vault/export?from=0&to=0", s.base), &s.key, None);
+    assert!(empty["checkpoints"][0].as_str().is_some_and(|note| note.contains("\n0\n")), "{empty}");
     // The same log exported in two parts, as a long one must be (an export is capped).
     let half = bundle["entries"].as_array().unwrap().len() / 2;
     for (name, range) in [("part1.json", format!("from=0&to={half}")), ("part2.json", format!("from={half}"))] {
@@ -201,6 +204,13 @@ fn vault_check_names_the_first_bad_entry() {
         ("two swapped rows", "UPDATE vault_entries SET seq = -1 WHERE seq = 5; UPDATE vault_entries SET seq = 5 WHERE seq = 6; UPDATE vault_entries SET seq = 6 WHERE seq = -1;", "entry 5"),
         ("a truncated log", "DELETE FROM vault_entries WHERE seq >= 20", "entry 20"),
         ("an extra tree hash", "INSERT INTO vault_hashes (workspace_id, idx, hash) SELECT workspace_id, 999999, hash FROM vault_hashes LIMIT 1", "tree hashes"),
+        // The signed notes receipts and exports hand out are checked, not only the rows'
+        // sizes and roots: a garbled one, and one of another size.
+        ("a garbled checkpoint note", "UPDATE vault_checkpoints SET note = 'garbage' WHERE size = (SELECT MAX(size) FROM vault_checkpoints)", "its signed note does not open"),
+        ("another checkpoint's note", "UPDATE vault_checkpoints SET note = (SELECT note FROM vault_checkpoints WHERE size > 0 ORDER BY size LIMIT 1)
+            WHERE size = (SELECT MAX(size) FROM vault_checkpoints)", "its signed note is of size"),
+        // A log whose workspace row is gone is not passed over.
+        ("a deleted workspace row", "PRAGMA foreign_keys = OFF; DELETE FROM workspaces", "no `workspaces` row"),
     ];
     for (what, sql, expect) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -210,6 +220,32 @@ fn vault_check_names_the_first_bad_entry() {
         assert!(!out.status.success(), "{what}: check passed\n{}", text(&out));
         assert!(text(&out).contains(expect), "{what}: expected `{expect}` in\n{}", text(&out));
     }
+}
+
+/// The checkpoints' signatures are checked with the keys directory's signing and retired
+/// keys, or with the keys given: a store whose retired keys are lost, or a key that did
+/// not sign them, fails.
+#[test]
+fn vault_check_verifies_checkpoint_signatures_with_active_and_retired_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = populated(dir.path(), 6);
+    let data = dir.path().to_str().unwrap();
+    let out = praetor(&["vault", "check", "--data-dir", data, "--key", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = praetor(&["vault", "rotate-keys", "--data-dir", data]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = check(dir.path());
+    assert!(out.status.success(), "signed by keys now retired, which the directory keeps:
+{}", text(&out));
+    std::fs::remove_dir_all(dir.path().join("keys/retired")).unwrap();
+    let out = check(dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("its signed note does not open"), "{}", text(&out));
+    // Without any key the signatures cannot be checked, and the check says so.
+    let empty = tempfile::tempdir().unwrap();
+    let out = praetor(&["vault", "check", "--data-dir", data, "--vault-keys-dir", empty.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("checkpoint signatures are not checked"), "{}", text(&out));
 }
 
 /// `vault check` goes on past a bad entry and names every bad one (up to 20), each

@@ -134,10 +134,10 @@ pub fn migrate_as_newer_version(url: &str, version: i64, sql: &str) -> Result<()
 
 /// Re-verify every workspace's log in the database at `url` (see
 /// [`crate::sqlite::check_vault_file`]).
-pub fn check_vault_database(url: &str, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Vec<VaultCheck>> {
+pub fn check_vault_database(url: &str, verifiers: &[praetor_vault::NoteVerifier], progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Vec<VaultCheck>> {
     let conn = PgConn::connect(&parse_config(url)?)?;
     conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-    let out = vault_rows::check_every_vault(&conn, true, progress);
+    let out = vault_rows::check_every_vault(&conn, true, verifiers, progress);
     let _ = conn.batch("COMMIT");
     out
 }

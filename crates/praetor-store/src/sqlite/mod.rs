@@ -153,8 +153,9 @@ pub(crate) fn open_migrated(path: &Path) -> Result<(Connection, std::sync::Arc<c
 }
 
 /// Re-verify every workspace's log in the database at `path` (read-only): leaves,
-/// chain, HMACs, stored tree hashes and checkpoint roots. `progress(done, total)`.
-pub fn check_vault_file(path: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Vec<VaultCheck>> {
+/// chain, HMACs, stored tree hashes, checkpoint roots and notes (their signatures with
+/// `verifiers`, when given). `progress(done, total)`.
+pub fn check_vault_file(path: &Path, verifiers: &[praetor_vault::NoteVerifier], progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Vec<VaultCheck>> {
     if !path.exists() {
         return Err(StoreError::Database(format!("no database at `{}`", path.display())));
     }
@@ -166,7 +167,7 @@ pub fn check_vault_file(path: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -
     // statement that fails (a column an older version lacks) does not end a SQLite
     // transaction, and one whose error does (out of memory, I/O) stops the check.
     conn.execute_batch("BEGIN")?;
-    let out = vault_rows::check_every_vault(&conn, false, progress);
+    let out = vault_rows::check_every_vault(&conn, false, verifiers, progress);
     let _ = conn.execute_batch("COMMIT");
     out
 }
@@ -330,7 +331,7 @@ mod tests {
         let (writer_store, check_path) = (store.clone(), path.clone());
         let (checks, committed_during) = tokio::task::spawn_blocking(move || {
             let mut committed = 0;
-            let checks = check_vault_file(&check_path, &mut |ws, done, total| {
+            let checks = check_vault_file(&check_path, &[], &mut |ws, done, total| {
                 // While the first workspace is checked, after its log's walk and again
                 // after its decision rows' pass: to both workspaces.
                 if ws == "ws_s" && done == total && committed < 20 {
@@ -352,7 +353,7 @@ mod tests {
         for c in &checks {
             assert_eq!((c.entries, c.decisions, c.first_bad.clone(), c.bad_row.clone()), (30, 30, None, None), "{c:?}");
         }
-        for c in check_vault_file(&path, &mut |_, _, _| {}).unwrap() {
+        for c in check_vault_file(&path, &[], &mut |_, _, _| {}).unwrap() {
             assert_eq!((c.entries, c.decisions, c.first_bad.clone()), (50, 50, None), "{c:?}");
         }
     }
@@ -392,7 +393,7 @@ mod tests {
             store.commit(decision_in("ws_m", &format!("dec_{i}"), i, None)).await.unwrap();
         }
         drop(store);
-        let checks = check_vault_file(&path, &mut |_, _, _| {}).unwrap();
+        let checks = check_vault_file(&path, &[], &mut |_, _, _| {}).unwrap();
         assert_eq!((checks[0].entries, checks[0].first_bad.clone()), (45, None));
     }
 

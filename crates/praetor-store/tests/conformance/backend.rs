@@ -80,13 +80,18 @@ impl Backend {
         }
     }
 
-    /// `praetor vault check` on what the store holds.
+    /// `praetor vault check` on what the store holds (checkpoint signatures unchecked).
     pub fn check_vault(&self) -> Vec<VaultCheck> {
+        self.check_vault_with(&[])
+    }
+
+    /// `praetor vault check`, the checkpoints' signatures checked with `verifiers`.
+    pub fn check_vault_with(&self, verifiers: &[praetor_vault::NoteVerifier]) -> Vec<VaultCheck> {
         match self {
-            Backend::Sqlite { dir } => praetor_store::sqlite::check_vault_file(&dir.path().join("praetor.db"), &mut |_, _, _| {}).unwrap(),
+            Backend::Sqlite { dir } => praetor_store::sqlite::check_vault_file(&dir.path().join("praetor.db"), verifiers, &mut |_, _, _| {}).unwrap(),
             Backend::Postgres { url, .. } => {
-                let url = url.clone();
-                off_runtime(move || praetor_store::postgres::check_vault_database(&url, &mut |_, _, _| {}).unwrap())
+                let (url, verifiers) = (url.clone(), verifiers.to_vec());
+                off_runtime(move || praetor_store::postgres::check_vault_database(&url, &verifiers, &mut |_, _, _| {}).unwrap())
             }
         }
     }

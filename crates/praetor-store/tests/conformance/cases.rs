@@ -840,7 +840,13 @@ pub async fn checkpoints_and_proofs(b: Backend) {
         store.commit(decision_txn(&format!("dec_{i}"), i)).await.unwrap();
         roots.push(store.log_head(WS).await.unwrap().root);
     }
-    let cp = |size: u64, root: [u8; 32]| CheckpointRow { size, root, note: format!("note {size}"), created_at: size as i64 };
+    let signer = praetor_vault::NoteSigner::generate("praetor-test", praetor_vault::checkpoint::KeyAlgorithm::Ed25519).unwrap();
+    let cp = |size: u64, root: [u8; 32]| {
+        let note = praetor_vault::Checkpoint::new(format!("praetor/{WS}"), size, root).sign([&signer]).unwrap();
+        CheckpointRow { size, root, note, created_at: size as i64 }
+    };
+    // The empty tree's checkpoint (an export of no entries signs one) checks too.
+    store.put_checkpoint(WS, cp(0, praetor_vault::merkle::empty_root())).await.unwrap();
     for size in [5u64, 12, 20] {
         store.put_checkpoint(WS, cp(size, roots[size as usize - 1])).await.unwrap();
     }
@@ -864,7 +870,13 @@ pub async fn checkpoints_and_proofs(b: Backend) {
     assert!(!store.prefix_hashes(WS, 12).await.unwrap().is_empty());
     assert!(store.tree_root(WS, 21).await.is_err(), "a size past the log is refused");
     let report = &b.check_vault()[0];
-    assert_eq!((report.entries, report.checkpoints, report.first_bad.clone()), (20, 3, None));
+    assert_eq!((report.entries, report.checkpoints, report.first_bad.clone()), (20, 4, None));
+    let report = &b.check_vault_with(&[signer.verifier()])[0];
+    assert_eq!((report.checkpoints, report.first_bad.clone()), (4, None), "signed by the key given");
+    // Another key did not sign them.
+    let other = praetor_vault::NoteSigner::generate("praetor-test", praetor_vault::checkpoint::KeyAlgorithm::Ed25519).unwrap();
+    let report = &b.check_vault_with(&[other.verifier()])[0];
+    assert!(report.first_bad.as_ref().is_some_and(|(_, why)| why.contains("checkpoint at size 0: its signed note does not open")), "{report:?}");
 }
 
 /// Text arrives from agents: any Unicode, including NUL and characters outside the
