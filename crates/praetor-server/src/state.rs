@@ -491,10 +491,24 @@ impl AppState {
             feed_heads: Mutex::new(feed_heads),
         };
         state.absorb(snap)?;
+        for ws in state.workspace_ids() {
+            crate::vault::check_log_continues(state.store.as_ref(), &ws).await?;
+        }
         Ok(Arc::new(state))
     }
 
     fn absorb(&self, snap: Snapshot) -> Result<(), ApiError> {
+        // A log whose workspace row is gone: a first start would make a new workspace
+        // beside it, and what was decided would drop out of every view and check.
+        if let Some(ws) = snap.logged_workspaces.iter().find(|ws| !snap.workspaces.iter().any(|w| &w.workspace_id == *ws)) {
+            return Err(ApiError::new(
+                Code::Internal,
+                format!(
+                    "the store holds the vault log of workspace `{ws}` but not the workspace: its row was removed, and the log cannot be \
+                     continued; run `praetor vault check`, and restore the database from a backup"
+                ),
+            ));
+        }
         let mut policies_by_ws: HashMap<String, Vec<PolicyRecord>> = HashMap::new();
         for p in snap.policies {
             policies_by_ws.entry(p.workspace_id.clone()).or_default().push(p);

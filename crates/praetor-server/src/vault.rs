@@ -207,6 +207,26 @@ pub async fn checkpoint_at(state: &AppState, workspace_id: &str, size: u64) -> A
     Ok(state.store.checkpoint_covering(workspace_id, size).await?.filter(|c| c.size == size).unwrap_or(row))
 }
 
+/// Refuse to serve a workspace whose log is shorter than a checkpoint signed of it:
+/// entries were removed, and every append would fail (its tree hashes are still
+/// there). The checkpoint is read first: the head only grows, so another node
+/// appending and signing meanwhile cannot make an intact log look short.
+pub async fn check_log_continues(store: &dyn praetor_store::Store, workspace_id: &str) -> ApiResult<()> {
+    let Some(signed) = store.latest_checkpoint(workspace_id).await? else { return Ok(()) };
+    let head = store.log_head(workspace_id).await?;
+    if head.size < signed.size {
+        return Err(ApiError::new(
+            Code::Internal,
+            format!(
+                "the vault log of workspace `{workspace_id}` holds {} entries, but a signed checkpoint covers {}: entries were removed; \
+                 run `praetor vault check`, and restore the database from a backup",
+                head.size, signed.size
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The latest checkpoint, signing one at the head first if the head has moved on.
 pub async fn fresh_checkpoint(state: &AppState, workspace_id: &str) -> ApiResult<CheckpointRow> {
     let head = state.store.log_head(workspace_id).await?;

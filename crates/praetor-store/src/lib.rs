@@ -340,6 +340,9 @@ pub struct Snapshot {
     /// Authority objects still in force or awaiting action (every role, window, grant
     /// and breakglass; escalations that are pending or approved).
     pub objects: Vec<ObjectRecord>,
+    /// Every workspace with entries in the vault. One missing from `workspaces` is a log
+    /// whose workspace row was removed: it cannot be continued (its HMAC secret is gone).
+    pub logged_workspaces: Vec<String>,
 }
 
 /// A queued transaction's outcome (see `Store::submit`).

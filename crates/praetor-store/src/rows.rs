@@ -553,6 +553,7 @@ pub fn load_snapshot(db: &dyn Db) -> Result<Snapshot> {
             args![],
             object_from_row,
         )?,
+        logged_workspaces: crate::vault_rows::logged_workspaces(db)?,
     })
 }
 

@@ -452,6 +452,33 @@ fn answered_decisions_survive_sigkill() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+/// A store whose log lost its tail, or whose workspace row is gone, is refused at start
+/// with the reason, instead of serving and failing every decision (or starting a new
+/// workspace beside the old log). The same store intact starts.
+#[test]
+fn serve_refuses_a_store_whose_log_cannot_be_continued() {
+    let cases = [
+        ("the last entry deleted", "DELETE FROM vault_entries WHERE seq = (SELECT MAX(seq) FROM vault_entries)", "but a signed checkpoint covers"),
+        ("the workspace row deleted", "PRAGMA foreign_keys = OFF; DELETE FROM workspaces", "but not the workspace: its row was removed"),
+    ];
+    for (what, sql, expect) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        populated(dir.path(), 4);
+        tamper(dir.path(), sql);
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir", dir.path().to_str().unwrap()])
+            .env("PRAETOR_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{what}: served");
+        assert!(text(&out).contains(expect), "{what}: expected `{expect}` in\n{}", text(&out));
+        assert!(text(&out).contains("praetor vault check"), "{what}: {}", text(&out));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    populated(dir.path(), 4);
+    drop(start(dir.path()));
+}
+
 #[test]
 fn configuration_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
