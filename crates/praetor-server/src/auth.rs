@@ -90,7 +90,9 @@ impl<P: Permission> FromRequestParts<Arc<AppState>> for Authorized<P> {
             return Err(ApiError::new(Code::InvalidApiKey, "the API key is not valid"));
         }
         let key = match state.key_for(presented) {
-            Some(k) => k,
+            Some(k) if k.revoked_at.is_none() => k,
+            // Revoked here, maybe not yet in the store: the store is not asked.
+            Some(_) => return Err(ApiError::new(Code::InvalidApiKey, "the API key is not valid")),
             // Keys made by `praetor keys create` while the server runs are found in the store.
             None => match state.store.api_key_by_hash(&crate::secrets::key_hash(presented)).await? {
                 Some(k) if k.revoked_at.is_none() => {

@@ -567,11 +567,12 @@ impl AppState {
 
     /// Find a live key by its secret. The map is keyed by the key's SHA-256; the final
     /// comparison is constant-time.
+    /// This node's copy of the key presented, revoked or not.
     pub fn key_for(&self, presented: &str) -> Option<ApiKey> {
         let hash = secrets::key_hash(presented);
         let keys = self.keys.read();
         let key = keys.get(&hash)?;
-        (secrets::ct_eq(&key.key_hash, &hash) && key.revoked_at.is_none()).then(|| key.clone())
+        secrets::ct_eq(&key.key_hash, &hash).then(|| key.clone())
     }
 
     pub fn feed_head(&self, workspace_id: &str) -> u64 {
@@ -585,7 +586,19 @@ impl AppState {
         *head = (*head).max(seq);
     }
 
+    /// Keep `key` as this node's copy. A copy revoked here stays revoked: a read of the
+    /// store made before the revocation committed (a request's lookup, the change
+    /// feed's reload) must not bring the key back. Only [`AppState::restore_key`] does.
     pub fn put_key(&self, key: ApiKey) {
+        let mut keys = self.keys.write();
+        if keys.get(&key.key_hash).is_some_and(|held| held.revoked_at.is_some() && key.revoked_at.is_none()) {
+            return;
+        }
+        keys.insert(key.key_hash.clone(), key);
+    }
+
+    /// Put back the store's copy of a key whose revocation here did not commit.
+    pub fn restore_key(&self, key: ApiKey) {
         self.keys.write().insert(key.key_hash.clone(), key);
     }
 

@@ -404,7 +404,7 @@ pub async fn revoke_agent(
             // the revoke is tried again): a key wrongly refused is safer than one
             // wrongly accepted.
             if let Ok(stored) = state.store.list_api_keys(&ws.workspace_id).await {
-                stored.into_iter().filter(|k| revoked_keys.contains(&k.key_id)).for_each(|k| state.put_key(k));
+                stored.into_iter().filter(|k| revoked_keys.contains(&k.key_id)).for_each(|k| state.restore_key(k));
             }
             return Err(e);
         }

@@ -696,6 +696,30 @@ async fn a_key_committed_while_its_agent_is_being_revoked_is_revoked_with_it() {
     assert_eq!(sealed, 1, "{events}");
 }
 
+/// A revocation marks the agent's keys revoked on this node before it commits. A
+/// request with such a key in that window, or the change feed reloading it, reads the
+/// store's copy (not yet revoked): it must not bring the key back. (Found by review: the
+/// key then worked until a restart.)
+#[tokio::test]
+async fn a_key_revoked_here_stays_revoked_while_the_store_catches_up() {
+    let s = TestServer::start().await;
+    let agent = s.agent("leaky").await;
+    let key = s.key(&["agent"], Some(&agent)).await;
+    assert_eq!(s.get(&format!("/api/v1/enforce/agents/{agent}"), &key).await.0, StatusCode::OK);
+    let held = s.state.key_for(&key).expect("the key is held");
+    // The window: revoked in memory, the commit not yet made.
+    s.state.put_key(ps::ApiKey { revoked_at: Some(T0), ..held.clone() });
+    for _ in 0..2 {
+        assert_error(&s.get(&format!("/api/v1/enforce/agents/{agent}"), &key).await, 401, "invalid_api_key");
+    }
+    s.state.put_key(held.clone());
+    assert!(s.state.key_for(&key).unwrap().revoked_at.is_some(), "a stale copy does not revive it");
+    assert_error(&s.post("/api/v1/enforce/intercept", &key, &json!({ "action_type": "read" })).await, 401, "invalid_api_key");
+    // A revocation that failed to commit puts the store's copy back on purpose.
+    s.state.restore_key(held);
+    assert_eq!(s.get(&format!("/api/v1/enforce/agents/{agent}"), &key).await.0, StatusCode::OK);
+}
+
 /// Two admin keys, and another node revokes one of them after a revocation here has
 /// listed the keys: the revocation here must not also succeed, or no admin key is left.
 #[tokio::test]
