@@ -103,6 +103,11 @@ pub mod limits {
     /// more for a body sent in tiny chunks).
     pub const UNREAD_BODY_MAX: u64 = 1024 * 1024 * 1024;
     pub const UNREAD_BODY_SECONDS: u64 = 5;
+    /// Every other request body must arrive within this many seconds of when reading
+    /// it starts, or the request is refused (`408`): one still arriving would hold its
+    /// connection, and its slot among `max_connections`, for ever. Longer than a
+    /// decision's bound: a policy pack of `max_body_bytes` may come over a slow link.
+    pub const BODY_SECONDS: u64 = 30;
     pub const BATCH_MAX: usize = 500;
     pub const LIST_MAX: usize = 256;
     pub const POLICIES_PER_WORKSPACE: usize = 10_000;

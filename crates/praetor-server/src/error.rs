@@ -43,6 +43,7 @@ error_codes! {
     MethodNotAllowed   => (METHOD_NOT_ALLOWED, "method_not_allowed", "invalid_request"),
     Conflict           => (CONFLICT, "conflict", "invalid_request"),
     PayloadTooLarge    => (PAYLOAD_TOO_LARGE, "payload_too_large", "invalid_request"),
+    RequestTimeout     => (REQUEST_TIMEOUT, "request_timeout", "invalid_request"),
     StoreUnavailable   => (SERVICE_UNAVAILABLE, "store_unavailable", "internal"),
     // A stored record departs from what the vault sealed of it, or its entry is gone:
     // damage `praetor vault check` names. Its own code, so a client can tell it from a

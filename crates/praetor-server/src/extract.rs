@@ -16,14 +16,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(Code::PayloadTooLarge, "request body is larger than the limit")
-            } else {
-                ApiError::new(Code::MalformedJson, format!("cannot read the request body: {rejection}"))
-            }
-        })?;
+        let bytes = read_body(req, state, std::time::Duration::from_secs(crate::config::limits::BODY_SECONDS)).await?;
         parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// The whole body, within `max_body_bytes` and within `time` of when reading starts.
+async fn read_body<S: Send + Sync>(req: Request, state: &S, time: std::time::Duration) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(time, Bytes::from_request(req, state)).await {
+        Err(_) => Err(ApiError::new(Code::RequestTimeout, format!("the request body did not arrive within {} s", time.as_secs_f64()))),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::new(Code::PayloadTooLarge, "request body is larger than the limit"))
+        }
+        Ok(Err(rejection)) => Err(ApiError::new(Code::MalformedJson, format!("cannot read the request body: {rejection}"))),
     }
 }
 
@@ -197,13 +203,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state).await.map(RawBody).map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(Code::PayloadTooLarge, "request body is larger than the limit")
-            } else {
-                ApiError::new(Code::MalformedJson, format!("cannot read the request body: {rejection}"))
-            }
-        })
+        read_body(req, state, std::time::Duration::from_secs(crate::config::limits::BODY_SECONDS)).await.map(RawBody)
     }
 }
 
@@ -526,7 +526,8 @@ async fn read_decision_body(mut body: axum::body::Body, limit: usize, bounds: Un
 
 #[cfg(test)]
 mod tests {
-    use super::{Cut, DecisionBody, UnreadBody, TopLevelStrings, UnreadBounds, nested_past, read_decision_body};
+    use super::{ApiJson, Cut, DecisionBody, RawBody, UnreadBody, TopLevelStrings, UnreadBounds, nested_past, read_decision_body};
+    use axum::extract::{FromRequest, Request};
     use futures_util::StreamExt;
     use axum::body::{Body, Bytes};
     use serde_json::{Map, Value};
@@ -879,27 +880,49 @@ mod tests {
         assert_eq!((over.cut, over.named("agent_id")), (Some(Cut::Broken), Some("a")));
     }
 
+    /// A body of frames as (wait before, bytes); after the last, the client holds on and
+    /// sends nothing more (or, with `end`, ends the body).
+    fn paced(frames: Vec<(u64, &'static [u8])>, end: bool) -> Body {
+        let stream = futures_util::stream::unfold(frames.into_iter(), move |mut rest| async move {
+            match rest.next() {
+                Some((wait, bytes)) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                    Some((Ok::<_, std::io::Error>(Bytes::from_static(bytes)), rest))
+                }
+                None if end => None,
+                None => futures_util::future::pending().await,
+            }
+        });
+        Body::from_stream(stream)
+    }
+
+    /// Every other body (a policy, a pack, a batch) must arrive within its bound too: one
+    /// still arriving held its connection for ever. (Found by review.)
+    #[tokio::test(start_paused = true)]
+    async fn every_other_body_must_arrive_within_its_bound() {
+        use tokio::time::Instant;
+        let bound = std::time::Duration::from_secs(crate::config::limits::BODY_SECONDS);
+        let started = Instant::now();
+        let stalled = ApiJson::<serde_json::Value>::from_request(Request::new(paced(vec![(0, b"{\"name\":")], false)), &()).await;
+        assert_eq!(started.elapsed(), bound);
+        match stalled {
+            Err(e) => assert_eq!((e.code.as_str(), e.message.as_str()), ("request_timeout", "the request body did not arrive within 30 s")),
+            Ok(_) => panic!("a body that never ends was read"),
+        }
+        let started = Instant::now();
+        let raw = RawBody::from_request(Request::new(paced(vec![], false)), &()).await;
+        assert!(raw.is_err_and(|e| e.code.as_str() == "request_timeout") && started.elapsed() == bound);
+        // Slow but whole in time: read.
+        let slow = ApiJson::<serde_json::Value>::from_request(Request::new(paced(vec![(0, b"{\"a\""), (29_000, b":1}")], true)), &()).await;
+        assert!(slow.is_ok_and(|ApiJson(v)| v == serde_json::json!({ "a": 1 })));
+    }
+
     /// Every decision body is timed from when reading starts, chunked or declared,
     /// within the limit or past it (tokio's clock is paused: the waits are exact).
     #[tokio::test(start_paused = true)]
     async fn every_decision_body_is_timed_from_when_reading_starts() {
         use std::time::Duration;
-        use tokio::time::{Instant, sleep};
-        // Frames as (wait before, bytes); after the last, the client holds on and sends
-        // nothing more (or, with `end`, ends the body).
-        fn paced(frames: Vec<(u64, &'static [u8])>, end: bool) -> Body {
-            let stream = futures_util::stream::unfold(frames.into_iter(), move |mut rest| async move {
-                match rest.next() {
-                    Some((wait, bytes)) => {
-                        sleep(Duration::from_millis(wait)).await;
-                        Some((Ok::<_, std::io::Error>(Bytes::from_static(bytes)), rest))
-                    }
-                    None if end => None,
-                    None => futures_util::future::pending().await,
-                }
-            });
-            Body::from_stream(stream)
-        }
+        use tokio::time::Instant;
         let quick = UnreadBounds { time: Duration::from_millis(50), ..BOUNDS };
         // Chunked, passing the limit 30 ms in: cut 50 ms from the start, not from the limit.
         let started = Instant::now();
