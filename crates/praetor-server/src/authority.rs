@@ -713,6 +713,16 @@ impl AuthorityState {
         before - self.grants.len()
     }
 
+    /// Windows that have ended (expired or revoked) leave memory: decisions scan only
+    /// an agent's open ones, and reads of an ended one go to the store. Without this
+    /// every window ever opened stayed, and each decision scanned them all. Returns how
+    /// many left.
+    pub fn prune_ended_windows(&mut self, now: i64) -> usize {
+        let before = self.windows.len();
+        self.windows.retain(|_, w| w.status_at(now) == "open");
+        before - self.windows.len()
+    }
+
     /// Drop an object the store does not hold (a change that was never committed).
     pub fn forget(&mut self, kind: &str, id: &str) {
         match kind {

@@ -114,6 +114,9 @@ pub mod limits {
     /// Grants in force at once in a workspace: each is held in memory (ended ones leave
     /// it, see `AuthorityState::prune_ended_grants`).
     pub const GRANTS_HELD_PER_WORKSPACE: usize = 10_000;
+    /// Open just-in-time windows one agent may have at once: every decision of the
+    /// agent looks through them.
+    pub const OPEN_WINDOWS_PER_AGENT: usize = 100;
     /// A description, an instruction, a justification.
     pub const TEXT_MAX: usize = 4096;
     /// Free-form JSON a record keeps and shows (a grant's `constraints`), encoded.

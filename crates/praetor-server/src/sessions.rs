@@ -198,6 +198,10 @@ pub async fn sweep(state: &AppState) {
         if ended > 0 {
             tracing::debug!(workspace_id = %ws_id, ended, "ended grants left memory (the store keeps them)");
         }
+        let ended = ws.live.lock().authority.prune_ended_windows(now);
+        if ended > 0 {
+            tracing::debug!(workspace_id = %ws_id, ended, "ended windows left memory (the store keeps them)");
+        }
         // Under the decision order: a request that found its session loaded keeps it
         // until its evaluation is over (see `pipeline::decide_and_record`).
         let forgotten = {

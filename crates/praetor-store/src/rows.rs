@@ -544,11 +544,11 @@ pub fn load_snapshot(db: &dyn Db) -> Result<Snapshot> {
         policies: db.all("SELECT workspace_id, def, created_at, updated_at FROM policies ORDER BY created_at, policy_id", args![], policy_from_row)?,
         active_sessions: db.all(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE status = 'active'"), args![], session_from_row)?,
         objects: db.all(
-            // Settled escalations and ended grants are read by id when asked for; memory
+            // Settled escalations, ended grants and ended windows are read by id when asked for; memory
             // holds only what decisions may still use.
             &format!(
                 "SELECT {OBJECT_COLUMNS} FROM objects WHERE (kind != 'escalation' OR status IN ('pending', 'approved'))
-                    AND (kind != 'grant' OR status NOT IN ('revoked', 'expired'))"
+                    AND (kind != 'grant' OR status NOT IN ('revoked', 'expired')) AND (kind != 'window' OR status = 'open')"
             ),
             args![],
             object_from_row,

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::{Authorized, perm};
-use crate::authority::{AuthorityState, Breakglass, Grant, Review, Role, Window, create, touched, update, update_retrying};
+use crate::authority::{AuthorityState, Breakglass, Grant, Object, Review, Role, Window, create, touched, update, update_retrying};
 use crate::clock::iso;
 use crate::config::limits;
 use crate::error::{ApiError, ApiResult, Code};
@@ -566,6 +566,13 @@ pub async fn open_window(
         return Err(ApiError::invalid("reason", "is longer than 2048 bytes"));
     }
     let now = state.now_ms();
+    let open = ws.live.lock().authority.windows.values().filter(|w| w.agent_id == b.agent_id && w.status_at(now) == "open").count();
+    if open >= limits::OPEN_WINDOWS_PER_AGENT {
+        return Err(ApiError::new(
+            Code::Conflict,
+            format!("agent `{}` has {open} open windows, the most it may ({}); revoke some first", b.agent_id, limits::OPEN_WINDOWS_PER_AGENT),
+        ));
+    }
     let w = Window {
         window_id: new_id("tw"),
         agent_id: b.agent_id,
@@ -600,8 +607,9 @@ pub async fn extend_window(
     let ms = seconds_or_minutes(b.duration_seconds, b.duration_minutes)?
         .ok_or_else(|| ApiError::invalid("duration_minutes", "is required"))?;
     let ws_id = auth.workspace.workspace_id.clone();
+    let ended = ended_window(&state, &auth, &id).await?;
     let view = update(&state, &auth.workspace, "window.extended", &auth.key.key_id, |a, now| {
-        let w = a.windows.get_mut(&id).ok_or_else(|| ApiError::not_found("window", &id))?;
+        let w = a.windows.get_mut(&id).ok_or_else(|| ended.clone())?;
         if w.status_at(now) != "open" {
             return Err(ApiError::new(Code::Conflict, format!("window `{id}` is {}", w.status_at(now))));
         }
@@ -619,14 +627,28 @@ pub async fn revoke_window(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let ws_id = auth.workspace.workspace_id.clone();
+    let ended = ended_window(&state, &auth, &id).await?;
     let view = update(&state, &auth.workspace, "window.revoked", &auth.key.key_id, |a, now| {
-        let w = a.windows.get_mut(&id).ok_or_else(|| ApiError::not_found("window", &id))?;
+        let w = a.windows.get_mut(&id).ok_or_else(|| ended.clone())?;
         w.revoked = true;
         let record = touched(w, &ws_id, now);
         Ok((vec![record], json!({ "window_id": id }), window_view(w, now)))
     })
     .await?;
     Ok(Json(json!({ "ok": true, "window": view })))
+}
+
+/// The error for a window this node does not hold: memory keeps open windows only, so
+/// one the store has has ended (`409`, with how), and one it lacks does not exist.
+async fn ended_window(state: &AppState, auth: &Authorized<perm::Approvals>, id: &str) -> ApiResult<ApiError> {
+    if auth.workspace.live.lock().authority.windows.contains_key(id) {
+        return Ok(ApiError::not_found("window", id));
+    }
+    let stored = state.store.get_object(&auth.workspace.workspace_id, Window::KIND, id).await?;
+    Ok(match stored.as_ref().and_then(Window::from_record) {
+        Some(w) => ApiError::new(Code::Conflict, format!("window `{id}` is {}", w.status_at(state.now_ms()))),
+        None => ApiError::not_found("window", id),
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -661,10 +683,15 @@ pub async fn agent_windows(State(state): State<Arc<AppState>>, auth: Authorized<
         return Err(ApiError::not_found("agent", &id));
     }
     let now = state.now_ms();
-    let live = auth.workspace.live.lock();
-    let mut v: Vec<&Window> = live.authority.windows.values().filter(|w| w.agent_id == id).collect();
+    // Open windows from memory (the newest copy), ended ones from the store.
+    let filter = praetor_store::ObjectFilter { kind: Window::KIND.into(), status: None, agent_id: Some(id.clone()), limit: 1000 };
+    let stored = state.store.list_objects(&auth.workspace.workspace_id, &filter).await?;
+    let mut by_id: std::collections::HashMap<String, Window> =
+        stored.iter().filter_map(Window::from_record).map(|w| (w.window_id.clone(), w)).collect();
+    by_id.extend(auth.workspace.live.lock().authority.windows.values().filter(|w| w.agent_id == id).map(|w| (w.window_id.clone(), w.clone())));
+    let mut v: Vec<Window> = by_id.into_values().collect();
     v.sort_by_key(|w| std::cmp::Reverse(w.created_at));
-    let rows: Vec<Value> = v.into_iter().map(|w| window_view(w, now)).collect();
+    let rows: Vec<Value> = v.iter().map(|w| window_view(w, now)).collect();
     Ok(Json(json!({ "ok": true, "windows": rows, "total": rows.len() })))
 }
 

@@ -226,6 +226,29 @@ async fn a_window_opens_and_closes_on_time() {
     assert_eq!(s.intercept(json!({ "action_type": "db.export", "agent_id": agent })).await["decision"], "block", "closed on time, with no request");
     let (_, listed) = s.get(&format!("/api/v1/enforce/agents/{agent}/temporal-windows"), &s.admin_key).await;
     assert_eq!(listed["windows"][0]["status"], "expired");
+    // An ended window leaves memory at the sweep (decisions look through open ones
+    // only); it is still listed, from the store, and cannot be extended or revoked.
+    praetor_server::sessions::sweep(&s.state).await;
+    assert!(s.state.workspace(&s.state.workspace_ids()[0]).unwrap().live.lock().authority.windows.is_empty(), "the ended window left memory");
+    let (_, listed) = s.get(&format!("/api/v1/enforce/agents/{agent}/temporal-windows"), &s.admin_key).await;
+    assert_eq!((listed["total"].as_u64(), listed["windows"][0]["window_id"].as_str(), listed["windows"][0]["status"].as_str()), (Some(1), Some(window.as_str()), Some("expired")), "{listed}");
+    let extend = s.post(&format!("/api/v1/enforce/temporal-windows/{window}/extend"), &s.admin_key, &json!({ "duration_seconds": 60 })).await;
+    assert_error(&extend, 409, "conflict");
+    assert!(extend.1["error"]["message"].as_str().unwrap().contains("is expired"), "{}", extend.1);
+    assert_error(&s.post(&format!("/api/v1/enforce/temporal-windows/{window}/revoke"), &s.admin_key, &json!({})).await, 409, "conflict");
+    assert_error(&s.post("/api/v1/enforce/temporal-windows/tw_none/revoke", &s.admin_key, &json!({})).await, 404, "not_found");
+    // An agent has at most 100 open windows: each decision of it looks through them.
+    for i in 0..100 {
+        let (status, w) = s.post("/api/v1/enforce/temporal-windows", &s.admin_key, &json!({ "agent_id": agent, "scopes": [format!("x.{i}")], "duration_seconds": 60 })).await;
+        assert_eq!(status, StatusCode::OK, "{w}");
+    }
+    let over = s.post("/api/v1/enforce/temporal-windows", &s.admin_key, &json!({ "agent_id": agent, "scopes": ["x.100"], "duration_seconds": 60 })).await;
+    assert_error(&over, 409, "conflict");
+    assert!(over.1["error"]["message"].as_str().unwrap().contains("100 open windows"), "{}", over.1);
+    s.clock.advance(60_000);
+    praetor_server::sessions::sweep(&s.state).await;
+    let (status, _) = s.post("/api/v1/enforce/temporal-windows", &s.admin_key, &json!({ "agent_id": agent, "scopes": ["x.100"], "duration_seconds": 60 })).await;
+    assert_eq!(status, StatusCode::OK, "once they ended, another opens");
     // Roles: a minimum trust and a denied type hold even inside a window.
     let (_, strict) = s.post("/api/v1/enforce/roles", &s.admin_key, &json!({ "name": "strict", "denied_action_types": ["report.delete"], "min_trust_level": 90 })).await;
     let strict = strict["role"]["role_id"].as_str().unwrap().to_owned();
