@@ -512,6 +512,18 @@ impl Violation {
         Some(Value::Object(body))
     }
 
+    /// Where a body the row stores itself (rows written before a decision's entry gave
+    /// its violations' bodies back) departs from what that entry seals of the violation:
+    /// every sealed field must be the body's. `None` when they agree, or when the entry
+    /// does not seal it (older logs seal it in an entry of its own).
+    pub fn stored_body_departs(&self, body: &Value, entry: &Map<String, Value>) -> Option<String> {
+        let sealed = self.sealed_in(entry)?;
+        sealed
+            .iter()
+            .find(|(field, value)| body.get(field.as_str()) != Some(*value))
+            .map(|(field, _)| format!("its stored `{field}` is not the one sealed in its decision's entry"))
+    }
+
     /// Complete `body` with its decision's context from the decision's sealed entry
     /// (a field `body` already has is kept).
     pub fn add_decision_context(&mut self, entry: &Map<String, Value>) {

@@ -738,7 +738,21 @@ fn violation_from_row(r: &dyn Row) -> Result<Violation> {
         }
     } else {
         match serde_json::from_str::<serde_json::Value>(&body) {
-            Ok(body) if body.is_object() => Ok(body),
+            // A stored body that departs from what is sealed of it is shown as sealed,
+            // saying so: the row was changed after its decision was sealed.
+            Ok(body) if body.is_object() => match entry.as_ref().and_then(|e| v.stored_body_departs(&body, e).map(|why| (e, why))) {
+                Some((e, why)) => {
+                    tracing::warn!(violation_id = %v.violation_id, reason = %why, "a violation's row departs from its sealed entry; showing what is sealed");
+                    match v.rebuilt_body(e) {
+                        Some(serde_json::Value::Object(mut sealed)) => {
+                            add_read_error(&mut sealed, why);
+                            Ok(serde_json::Value::Object(sealed))
+                        }
+                        _ => Err(why),
+                    }
+                }
+                None => Ok(body),
+            },
             Ok(_) => Err("the violation's stored body is not a JSON object".to_owned()),
             Err(e) => Err(format!("the violation's stored body cannot be read ({})", unreadable_json(&e))),
         }

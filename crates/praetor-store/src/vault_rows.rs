@@ -367,7 +367,7 @@ fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older
     // the order they were stored).
     let mut last_entry: Option<(i64, Option<serde_json::Map<String, Value>>)> = None;
     conn.query(
-        "SELECT v.violation_id, v.rule_id, v.severity, v.agent_id, v.decision_id, v.at, d.vault_seq, e.leaf FROM violations v
+        "SELECT v.violation_id, v.rule_id, v.severity, v.agent_id, v.decision_id, v.at, d.vault_seq, e.leaf, v.body FROM violations v
          LEFT JOIN decisions d ON d.workspace_id = v.workspace_id AND d.decision_id = v.decision_id
          LEFT JOIN vault_entries e ON e.workspace_id = d.workspace_id AND e.seq = d.vault_seq
          WHERE v.workspace_id = ?1 ORDER BY v.at, v.decision_id",
@@ -378,9 +378,12 @@ fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older
             }
             checked += 1;
             let read = || -> Result<(crate::Violation, Option<i64>, Option<Vec<u8>>)> {
+                // The body the row stores itself, if any (see `VIOLATION_BODY_IN_ENTRY`).
+                let stored: String = r.get(8)?;
+                let body = if stored.is_empty() { Value::Null } else { serde_json::from_str(&stored).unwrap_or(Value::Null) };
                 let v = crate::Violation {
                     violation_id: r.get(0)?, workspace_id: ws.to_owned(), rule_id: r.get(1)?, severity: r.get(2)?, agent_id: r.get(3)?,
-                    decision_id: r.get(4)?, at: r.get(5)?, body: Value::Null, decision_agent: None,
+                    decision_id: r.get(4)?, at: r.get(5)?, body, decision_agent: None,
                 };
                 Ok((v, r.get(6)?, r.get(7)?))
             };
@@ -405,10 +408,13 @@ fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older
                     matched_older += 1;
                     None
                 }),
-                (Some(entry), _) => v.departs_from(entry).or_else(|| {
-                    matched += u64::from(seq.is_some_and(|s| (0..logged as i64).contains(&s)));
-                    None
-                }),
+                (Some(entry), _) => v
+                    .departs_from(entry)
+                    .or_else(|| if v.body.is_null() { None } else { v.stored_body_departs(&v.body, entry) })
+                    .or_else(|| {
+                        matched += u64::from(seq.is_some_and(|s| (0..logged as i64).contains(&s)));
+                        None
+                    }),
             };
             if let Some(why) = why {
                 bad = Some(format!("violation `{}` of decision `{}`: {why}", v.violation_id, v.decision_id));

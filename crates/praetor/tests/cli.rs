@@ -295,6 +295,8 @@ fn vault_check_names_a_row_changed_after_it_was_sealed() {
         ("a row that cannot be read", format!("UPDATE decisions SET created_at = 'noon' WHERE vault_seq = {sixth}"), "its row cannot be read"),
         ("a changed violation", "UPDATE violations SET rule_id = 'other' WHERE rowid = (SELECT MIN(rowid) FROM violations)".to_owned(), "its `rule_id` is not the one sealed"),
         ("a deleted violation", "DELETE FROM violations WHERE rowid = (SELECT MIN(rowid) FROM violations)".to_owned(), "1 of the 4 violations sealed in decision entries have no row"),
+        ("a violation's body rewritten", "UPDATE violations SET body = '{\"reason\":\"forged\",\"action\":\"allow\"}' WHERE rowid = (SELECT MIN(rowid) FROM violations)".to_owned(),
+            "its stored `action` is not the one sealed"),
     ];
     let dir = tempfile::tempdir().unwrap();
     populated(dir.path(), 12);

@@ -350,6 +350,16 @@ async fn damaged_records_are_shown_with_why_and_counted() {
     assert!(violation["read_error"].as_str().unwrap().contains("stored body cannot be read"), "{list}");
     assert_eq!(violation["decision_id"], blocked["decision_id"], "{list}");
     assert_eq!(counted().await, 3);
+    // A body rewritten to read otherwise than its decision's entry seals (found by
+    // review: it was served as stored) is shown as sealed, saying why.
+    db.execute("UPDATE violations SET body = '{\"reason\":\"forged\",\"action\":\"allow\"}'", []).unwrap();
+    let (status, list) = s.get("/api/v1/violations", &s.admin_key).await;
+    assert_eq!(status.as_u16(), 200, "{list}");
+    let violation = &list["violations"][0];
+    assert!(violation["read_error"].as_str().unwrap().contains("its stored `action` is not the one sealed"), "{list}");
+    assert_eq!((violation["action"].as_str(), violation["decision_id"].clone()), (Some("block"), blocked["decision_id"].clone()), "{list}");
+    assert_ne!(violation["reason"], "forged", "{list}");
+    assert_eq!(counted().await, 4);
 }
 
 /// A decision's row changed after it was sealed (its content, the rest of its answer,
