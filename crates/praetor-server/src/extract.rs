@@ -173,6 +173,30 @@ fn serde_urlencoded_deserializer<T: DeserializeOwned>(query: &str) -> Result<T, 
 
 /// Path parameters, with a rejection (a segment that is not UTF-8) in our error shape
 /// rather than axum's plain text.
+/// A page size or count a query asks for: `default` when absent; outside `1..=max`
+/// it is refused, naming `field` (not quietly read as something else).
+pub fn page_size(field: &str, asked: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match asked {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::new(Code::InvalidQuery, format!("`{field}`: must be between 1 and {max}"))),
+    }
+}
+
+/// A page number: 1 when absent, counted from 1.
+pub fn page_number(asked: Option<u32>) -> Result<u32, ApiError> {
+    match asked {
+        Some(0) => Err(ApiError::new(Code::InvalidQuery, "`page`: pages are counted from 1")),
+        other => Ok(other.unwrap_or(1)),
+    }
+}
+
+/// A time in a query: RFC 3339, or milliseconds since the epoch.
+pub fn query_time(field: &str, text: &str) -> Result<i64, ApiError> {
+    crate::clock::parse_time(text)
+        .ok_or_else(|| ApiError::new(Code::InvalidQuery, format!("`{field}`: `{text}` is neither an RFC 3339 time nor milliseconds since the epoch")))
+}
+
 pub struct ApiPath<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {

@@ -473,14 +473,11 @@ pub async fn history(
     if !auth.may_see(Some(&id)) {
         return Err(ApiError::not_found("agent", &id));
     }
-    let per_page = q.per_page.or(q.limit).unwrap_or(50);
-    if per_page == 0 || per_page > 500 {
-        let field = if q.per_page.is_some() { "per_page" } else { "limit" };
-        return Err(ApiError::new(crate::error::Code::InvalidQuery, format!("`{field}`: must be between 1 and 500")));
-    }
+    let field = if q.per_page.is_some() { "per_page" } else { "limit" };
+    let per_page = crate::extract::page_size(field, q.per_page.or(q.limit), 50, 500)?;
     let filter = DecisionFilter {
         agent_id: Some(id.clone()),
-        page: q.page.unwrap_or(1),
+        page: crate::extract::page_number(q.page)?,
         per_page,
         ..DecisionFilter::default()
     };

@@ -9,7 +9,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::{Authorized, perm};
-use crate::clock::parse_time;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
@@ -88,7 +87,7 @@ pub struct ListQuery {
 
 fn time_param(name: &str, v: Option<String>) -> ApiResult<Option<i64>> {
     v.map(|s| {
-        parse_time(&s).ok_or_else(|| ApiError::new(Code::InvalidQuery, format!("`{name}`: not an RFC 3339 time: `{s}`")))
+        crate::extract::query_time(name, &s)
     })
     .transpose()
 }
@@ -102,10 +101,7 @@ pub async fn list(
         && !["allow", "block", "escalate", "terminate"].contains(&d.as_str()) {
             return Err(ApiError::new(Code::InvalidQuery, format!("`decision`: `{d}` is not allow, block, escalate or terminate")));
         }
-    let per_page = q.per_page.unwrap_or(50);
-    if per_page == 0 || per_page > 500 {
-        return Err(ApiError::new(Code::InvalidQuery, "`per_page`: must be between 1 and 500"));
-    }
+    let per_page = crate::extract::page_size("per_page", q.per_page, 50, 500)?;
     if let (Some(b), Some(asked)) = (auth.bound_agent(), q.agent_id.as_deref())
         && b != asked {
             return Err(ApiError::new(Code::InsufficientScope, "this key is bound to another agent"));
@@ -116,7 +112,7 @@ pub async fn list(
         action_type: q.action_type,
         since: time_param("since", q.since)?,
         until: time_param("until", q.until)?,
-        page: q.page.unwrap_or(1).max(1),
+        page: crate::extract::page_number(q.page)?,
         per_page,
     };
     let (rows, total) = state.store.list_decisions(&auth.workspace.workspace_id, &filter).await?;

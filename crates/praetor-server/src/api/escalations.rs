@@ -122,9 +122,10 @@ pub async fn list(
     };
     let now = state.now_ms();
     let fresh = freshness_ms(ws);
+    let limit = crate::extract::page_size("limit", q.limit, 100, 1000)?;
     let mut rows = Vec::new();
     for status in stored_statuses {
-        let filter = ObjectFilter { kind: Escalation::KIND.into(), status, agent_id: agent.clone(), limit: q.limit.unwrap_or(100) };
+        let filter = ObjectFilter { kind: Escalation::KIND.into(), status, agent_id: agent.clone(), limit };
         rows.extend(state.store.list_objects(&ws.workspace_id, &filter).await?);
     }
     let held: Vec<Escalation> = {

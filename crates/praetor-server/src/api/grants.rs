@@ -503,6 +503,11 @@ pub async fn agent_delegations(
     if !["given", "received", "both"].contains(&direction) {
         return Err(ApiError::new(Code::InvalidQuery, format!("`direction`: `{direction}` is not given, received or both")));
     }
+    if let Some(s) = q.status.as_deref()
+        && !["active", "exhausted", "revoked", "expired"].contains(&s)
+    {
+        return Err(ApiError::new(Code::InvalidQuery, format!("`status`: `{s}` is not active, exhausted, revoked or expired")));
+    }
     if !auth.may_see(Some(&id)) {
         return Err(ApiError::not_found("agent", &id));
     }

@@ -223,7 +223,7 @@ pub async fn shadow_report(
 ) -> ApiResult<Json<Value>> {
     auth.whole_workspace()?;
     let since = match &q.since {
-        Some(s) => crate::clock::parse_time(s).ok_or_else(|| ApiError::new(Code::InvalidQuery, format!("`since`: not an RFC 3339 time: `{s}`")))?,
+        Some(s) => crate::extract::query_time("since", s)?,
         None => 0,
     };
     let set = auth.workspace.policies.load();

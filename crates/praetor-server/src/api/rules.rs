@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::auth::{Authorized, perm};
-use crate::clock::{iso, parse_time};
+use crate::clock::iso;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::secrets::new_id;
@@ -390,11 +390,11 @@ pub async fn violations(
             return Err(ApiError::new(Code::InvalidQuery, format!("`severity`: `{s}` is not critical, high, medium or low")));
         }
     let since = match &q.since {
-        Some(s) => Some(parse_time(s).ok_or_else(|| ApiError::new(Code::InvalidQuery, format!("`since`: not an RFC 3339 time: `{s}`")))?),
+        Some(s) => Some(crate::extract::query_time("since", s)?),
         None => None,
     };
     let agent_id = auth.bound_agent().map(str::to_owned).or(q.agent_id);
-    let filter = ViolationFilter { rule_id: q.rule_id, severity: q.severity, agent_id, since, limit: q.limit.unwrap_or(100) };
+    let filter = ViolationFilter { rule_id: q.rule_id, severity: q.severity, agent_id, since, limit: crate::extract::page_size("limit", q.limit, 100, 1000)? };
     let rows = state.store.list_violations(&auth.workspace.workspace_id, &filter).await?;
     let bodies: Vec<Value> = rows.into_iter().filter(|v| visible(&auth, v)).map(|v| v.body).collect();
     state.metrics.count_unreadable(&bodies);

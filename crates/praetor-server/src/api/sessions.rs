@@ -182,7 +182,7 @@ pub async fn list(
             return Err(ApiError::new(Code::InsufficientScope, "this key is bound to another agent"));
         }
     let agent_id = auth.bound_agent().map(str::to_owned).or(q.agent_id);
-    let filter = SessionFilter { status: q.status, agent_id, limit: q.limit.unwrap_or(100) };
+    let filter = SessionFilter { status: q.status, agent_id, limit: crate::extract::page_size("limit", q.limit, 100, 1000)? };
     let sessions = state.store.list_sessions(&auth.workspace.workspace_id, &filter).await?;
     // The store has every session; memory has the live figures of the active ones.
     let live = auth.workspace.live.lock();

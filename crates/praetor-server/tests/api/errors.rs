@@ -561,6 +561,21 @@ async fn inputs_past_their_bounds_are_refused_naming_the_field() {
     for per_page in [0, 99_999] {
         refused(s.get(&format!("/api/v1/enforce/agents/{agent}/history?per_page={per_page}"), k).await, "invalid_query", "per_page");
     }
+    // Page sizes, page numbers, statuses and times a query cannot mean are refused,
+    // naming the parameter, not read as something else (found by review: `limit=0`
+    // gave one item, `limit=5000` a thousand, `page=0` the first page, an unknown
+    // status an empty list).
+    for path in ["/api/v1/enforce/escalations", "/api/v1/enforce/sessions", "/api/v1/violations"] {
+        for limit in [0, 1001] {
+            refused(s.get(&format!("{path}?limit={limit}"), k).await, "invalid_query", "`limit`: must be between 1 and 1000");
+        }
+    }
+    refused(s.get("/api/v1/enforce/decisions?page=0", k).await, "invalid_query", "`page`");
+    refused(s.get(&format!("/api/v1/enforce/agents/{agent}/history?page=0"), k).await, "invalid_query", "`page`");
+    refused(s.get(&format!("/api/v1/enforce/agents/{agent}/delegations?status=bogus"), k).await, "invalid_query", "`status`");
+    refused(s.get("/api/v1/enforce/decisions?since=yesterday", k).await, "invalid_query", "neither an RFC 3339 time nor milliseconds");
+    let (status, listed) = s.get("/api/v1/enforce/decisions?since=1&page=1&per_page=500", k).await;
+    assert_eq!(status, StatusCode::OK, "milliseconds since the epoch are a time: {listed}");
     // A grant's free-form constraints, kept in memory and shown in every listing: as
     // bounded as a passport, even through the source agent's own key.
     let helper = s.agent("helper").await;
