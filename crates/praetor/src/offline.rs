@@ -13,6 +13,29 @@ use praetor_vault::verify::{Bundle, Receipt, Report};
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
+/// `println!` for the commands' reports, which stops writing, rather than panicking,
+/// once the reader has gone (`praetor vault verify … | head -1`): the command still
+/// finishes its work and exits with its own status.
+macro_rules! say {
+    ($($arg:tt)*) => { crate::offline::say(format_args!($($arg)*)) };
+}
+
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    static READER_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if READER_GONE.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            READER_GONE.store(true, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            eprintln!("cannot write the report: {e}");
+        }
+    }
+}
+
 /// Read trusted keys: each file holds a C2SP vkey or a PEM public key. A PEM key has no
 /// name of its own: it gets the name Praetor's server signs with for its algorithm (and
 /// only that one: under the other name a P-256 key, whose key ID does not depend on the
@@ -109,7 +132,7 @@ pub fn verify_bundles(paths: &[PathBuf], key_paths: &[PathBuf], origin: Option<&
             scope.spawn(move || drop(bundle));
             match result {
                 Ok(r) => {
-                    println!(
+                    say!(
                         "OK: `{}`: entries {}..{} of `{}`; {} checkpoints, {} consistency proofs; signed by {}; root {}",
                         path.display(), r.start, r.end, r.origin, r.checkpoints, r.consistency_proofs, signers(&r.signers), hex::encode(r.root)
                     );
@@ -122,8 +145,8 @@ pub fn verify_bundles(paths: &[PathBuf], key_paths: &[PathBuf], origin: Option<&
                 }
                 Err(f) => {
                     match f.seq {
-                        Some(seq) => println!("FAILED: `{}` at entry {seq}: {}", path.display(), f.message),
-                        None => println!("FAILED: `{}`: {}", path.display(), f.message),
+                        Some(seq) => say!("FAILED: `{}` at entry {seq}: {}", path.display(), f.message),
+                        None => say!("FAILED: `{}`: {}", path.display(), f.message),
                     }
                     return Ok(Some(ExitCode::from(1)));
                 }
@@ -135,7 +158,7 @@ pub fn verify_bundles(paths: &[PathBuf], key_paths: &[PathBuf], origin: Option<&
         return Ok(failed);
     }
     if let (Some(r), true) = (&before, paths.len() > 1) {
-        println!("OK: {} bundles, one log: entries {first_start}..{} of `{}`, root {}", paths.len(), r.end, r.origin, hex::encode(r.root));
+        say!("OK: {} bundles, one log: entries {first_start}..{} of `{}`, root {}", paths.len(), r.end, r.origin, hex::encode(r.root));
     }
     // Say what OK does not cover, so that no one reads more into it (docs/vault.md §9).
     let first_link = if first_start > 0 && before.as_ref().is_some_and(|r| r.chain_head.is_some()) {
@@ -143,7 +166,7 @@ pub fn verify_bundles(paths: &[PathBuf], key_paths: &[PathBuf], origin: Option<&
     } else {
         String::new()
     };
-    println!("Not checked offline: the entries' HMACs, which need the workspace secret (of an `hmac` an entry carries, only the form was checked; `praetor vault check` checks them on the server){first_link}");
+    say!("Not checked offline: the entries' HMACs, which need the workspace secret (of an `hmac` an entry carries, only the form was checked; `praetor vault check` checks them on the server){first_link}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -256,8 +279,8 @@ pub fn verify_receipt(path: &Path, key_paths: &[PathBuf], origin: Option<&str>) 
         Ok(r) => r,
         Err(f) => {
             match f.seq {
-                Some(seq) => println!("FAILED at entry {seq}: {}", f.message),
-                None => println!("FAILED: {}", f.message),
+                Some(seq) => say!("FAILED at entry {seq}: {}", f.message),
+                None => say!("FAILED: {}", f.message),
             }
             return Ok(ExitCode::from(1));
         }
@@ -266,26 +289,26 @@ pub fn verify_receipt(path: &Path, key_paths: &[PathBuf], origin: Option<&str>) 
     if let Some(claims) = &claims {
         let wrong = claim_mismatches(claims, r.seq, &sealed);
         if !wrong.is_empty() {
-            println!("FAILED at entry {}: the API's answer around the receipt does not match the entry it proves: {}", r.seq, wrong.join("; "));
+            say!("FAILED at entry {}: the API's answer around the receipt does not match the entry it proves: {}", r.seq, wrong.join("; "));
             return Ok(ExitCode::from(1));
         }
     }
-    println!(
+    say!(
         "OK: entry {} (leaf hash {}) is in `{}` at tree size {}, root {}, signed by {}",
         r.seq, hex::encode(r.leaf_hash), r.origin, r.tree_size, hex::encode(r.root), signers(&r.signers)
     );
     match (&sealed.kind, &sealed.decision_id) {
         (Some(kind), Some(id)) if kind == "decision" => {
             let decision = sealed.decision.as_str().map_or_else(|| sealed.decision.to_string(), str::to_owned);
-            println!("The entry seals decision `{id}`: {decision}");
+            say!("The entry seals decision `{id}`: {decision}");
         }
-        (Some(kind), _) => println!("The entry is a `{kind}` entry"),
-        (None, _) => println!("The entry has no `kind`"),
+        (Some(kind), _) => say!("The entry is a `{kind}` entry"),
+        (None, _) => say!("The entry has no `kind`"),
     }
     if claims.is_some() {
-        println!("The API's answer around the receipt (decision_id, decision, vault_entry_id) matches the entry");
+        say!("The API's answer around the receipt (decision_id, decision, vault_entry_id) matches the entry");
     }
-    println!("Not checked offline: the entry's chain hash, which needs every entry before it, and its HMAC, if it carries one, which needs the workspace secret (of those, only the form was checked)");
+    say!("Not checked offline: the entry's chain hash, which needs every entry before it, and its HMAC, if it carries one, which needs the workspace secret (of those, only the form was checked)");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -319,33 +342,33 @@ pub fn check_store(data_dir: &Path, database_url: Option<&str>, keys_dir: Option
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     bar.finish_and_clear();
     if reports.is_empty() {
-        println!("FAILED: the store holds no workspace and no vault entries: nothing was verified");
+        say!("FAILED: the store holds no workspace and no vault entries: nothing was verified");
         return Ok(ExitCode::from(1));
     }
     let mut ok = true;
     for r in &reports {
         match (&r.first_bad, &r.bad_row) {
-            (None, None) if r.rows_unchecked.is_some() => println!(
+            (None, None) if r.rows_unchecked.is_some() => say!(
                 "OK: workspace `{}`: {} entries and {} checkpoints verified; its rows were not checked ({}): a store an older version wrote is checked whole once this version has migrated it (start `praetor serve` on a copy)",
                 r.workspace_id, r.entries, r.checkpoints, r.rows_unchecked.as_deref().unwrap_or_default()
             ),
-            (None, None) => println!(
+            (None, None) => say!(
                 "OK: workspace `{}`: {} entries, {} checkpoints, {} decision rows and {} violation rows verified",
                 r.workspace_id, r.entries, r.checkpoints, r.decisions, r.violations
             ),
             (Some((seq, why)), _) => {
                 ok = false;
-                println!("FAILED: workspace `{}` at entry {seq}: {why}", r.workspace_id);
+                say!("FAILED: workspace `{}` at entry {seq}: {why}", r.workspace_id);
                 for (seq, why) in &r.more_bad {
-                    println!("FAILED: workspace `{}` at entry {seq} too: {why}", r.workspace_id);
+                    say!("FAILED: workspace `{}` at entry {seq} too: {why}", r.workspace_id);
                 }
                 if r.bad_entries > 1 + r.more_bad.len() as u64 {
-                    println!("FAILED: workspace `{}`: {} entries bad or missing in all", r.workspace_id, r.bad_entries);
+                    say!("FAILED: workspace `{}`: {} entries bad or missing in all", r.workspace_id, r.bad_entries);
                 }
             }
             (None, Some(why)) => {
                 ok = false;
-                println!("FAILED: workspace `{}`: {why}", r.workspace_id);
+                say!("FAILED: workspace `{}`: {why}", r.workspace_id);
             }
         }
     }
@@ -382,8 +405,8 @@ pub fn create_key(data_dir: &Path, scopes: &[String], agent_id: Option<String>, 
         };
         store.commit(txn).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
-        println!("Created key `{}` with scopes {} (shown once):", key.key_id, scopes.join(", "));
-        println!("{secret}");
+        say!("Created key `{}` with scopes {} (shown once):", key.key_id, scopes.join(", "));
+        say!("{secret}");
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -401,8 +424,8 @@ fn read_pack(path: &Path) -> anyhow::Result<Result<praetor_core::pack::PolicyPac
 fn print_pack_errors(errors: &[praetor_core::pack::PackError]) {
     for e in errors {
         match e.index {
-            Some(i) => println!("  policy_definitions[{i}].{}: {}", e.field, e.message),
-            None => println!("  `{}`: {}", e.field, e.message),
+            Some(i) => say!("  policy_definitions[{i}].{}: {}", e.field, e.message),
+            None => say!("  `{}`: {}", e.field, e.message),
         }
     }
 }
@@ -415,11 +438,11 @@ pub fn validate_policies(path: &Path) -> anyhow::Result<ExitCode> {
     if value.get("policy_definitions").is_some() {
         return Ok(match praetor_core::pack::validate(&value) {
             Ok(p) => {
-                println!("OK: pack `{}` version {} with {} policies is valid", p.name, p.version, p.policy_definitions.len());
+                say!("OK: pack `{}` version {} with {} policies is valid", p.name, p.version, p.policy_definitions.len());
                 ExitCode::SUCCESS
             }
             Err(errors) => {
-                println!("INVALID: {} error(s)", errors.len());
+                say!("INVALID: {} error(s)", errors.len());
                 print_pack_errors(&errors);
                 ExitCode::from(1)
             }
@@ -440,11 +463,11 @@ pub fn validate_policies(path: &Path) -> anyhow::Result<ExitCode> {
     }
     match CompiledPolicySet::compile(&defs) {
         Ok(_) => {
-            println!("OK: {} policies are valid", defs.len());
+            say!("OK: {} policies are valid", defs.len());
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            println!("INVALID: {e}");
+            say!("INVALID: {e}");
             Ok(ExitCode::from(1))
         }
     }
@@ -453,7 +476,7 @@ pub fn validate_policies(path: &Path) -> anyhow::Result<ExitCode> {
 /// `praetor policy deploy FILE --server URL --key KEY`.
 pub fn deploy_pack(path: &Path, server: &str, key: &str) -> anyhow::Result<ExitCode> {
     if let Err(errors) = read_pack(path)? {
-        println!("INVALID (not sent): {} error(s)", errors.len());
+        say!("INVALID (not sent): {} error(s)", errors.len());
         print_pack_errors(&errors);
         return Ok(ExitCode::from(1));
     }
@@ -466,10 +489,10 @@ pub fn deploy_pack(path: &Path, server: &str, key: &str) -> anyhow::Result<ExitC
         Ok::<_, anyhow::Error>((status, res.json().await.context("the server did not answer JSON")?))
     })?;
     if status.is_success() {
-        println!("Deployed pack `{}` version {} (policy set {})", answer["name"].as_str().unwrap_or("?"), answer["version"].as_str().unwrap_or("?"), answer["policy_set_hash"].as_str().unwrap_or("?"));
+        say!("Deployed pack `{}` version {} (policy set {})", answer["name"].as_str().unwrap_or("?"), answer["version"].as_str().unwrap_or("?"), answer["policy_set_hash"].as_str().unwrap_or("?"));
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("REFUSED ({status}): {}", answer["error"]["message"].as_str().unwrap_or("no message"));
+        say!("REFUSED ({status}): {}", answer["error"]["message"].as_str().unwrap_or("no message"));
         Ok(ExitCode::from(1))
     }
 }
@@ -479,7 +502,7 @@ pub fn test_pack(pack_path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode
     let pack = match read_pack(pack_path)? {
         Ok(p) => p,
         Err(errors) => {
-            println!("INVALID pack: {} error(s)", errors.len());
+            say!("INVALID pack: {} error(s)", errors.len());
             print_pack_errors(&errors);
             return Ok(ExitCode::from(1));
         }
@@ -492,11 +515,11 @@ pub fn test_pack(pack_path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode
             Ok(()) => passed += 1,
             Err(why) => {
                 failed += 1;
-                println!("FAIL `{}`:\n    {why}", case.name);
+                say!("FAIL `{}`:\n    {why}", case.name);
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    say!("{passed} passed, {failed} failed");
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -507,8 +530,8 @@ pub fn rotate_keys(data_dir: &Path, keys_dir: Option<&Path>) -> anyhow::Result<E
     let dir = keys_dir.map(Path::to_path_buf).unwrap_or_else(|| data_dir.join("keys"));
     let retired = praetor_server::vault::VaultKeys::rotate(&dir)?;
     for vkey in retired {
-        println!("retired (still published): {vkey}");
+        say!("retired (still published): {vkey}");
     }
-    println!("New signing keys are in place; restart the server to use them.");
+    say!("New signing keys are in place; restart the server to use them.");
     Ok(ExitCode::SUCCESS)
 }
