@@ -513,14 +513,15 @@ impl Violation {
     }
 
     /// Where a body the row stores itself (rows written before a decision's entry gave
-    /// its violations' bodies back) departs from what that entry seals of the violation:
-    /// every sealed field must be the body's. `None` when they agree, or when the entry
-    /// does not seal it (older logs seal it in an entry of its own).
+    /// its violations' bodies back, or with fields of their own) departs from what that
+    /// entry seals of the violation: a sealed field the body holds must hold the sealed
+    /// value (a body may leave one out). `None` when they agree, or when the entry does
+    /// not seal it (older logs seal it in an entry of its own).
     pub fn stored_body_departs(&self, body: &Value, entry: &Map<String, Value>) -> Option<String> {
         let sealed = self.sealed_in(entry)?;
         sealed
             .iter()
-            .find(|(field, value)| body.get(field.as_str()) != Some(*value))
+            .find(|(field, value)| body.get(field.as_str()).is_some_and(|stored| stored != *value))
             .map(|(field, _)| format!("its stored `{field}` is not the one sealed in its decision's entry"))
     }
 

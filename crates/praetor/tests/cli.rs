@@ -128,7 +128,9 @@ fn populated(dir: &Path, n: usize) -> PathBuf {
 fn tamper(dir: &Path, sql: &str) {
     let conn = rusqlite::Connection::open(dir.join("praetor.db")).unwrap();
     // An attacker with the database file can drop the append-only triggers.
-    conn.execute_batch("DROP TRIGGER IF EXISTS vault_entries_no_update; DROP TRIGGER IF EXISTS vault_entries_no_delete;").unwrap();
+    for table in ["vault_entries", "violations", "vault_checkpoints"] {
+        conn.execute_batch(&format!("DROP TRIGGER IF EXISTS {table}_no_update; DROP TRIGGER IF EXISTS {table}_no_delete;")).unwrap();
+    }
     conn.execute_batch(sql).unwrap();
 }
 

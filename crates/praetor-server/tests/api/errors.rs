@@ -343,6 +343,8 @@ async fn damaged_records_are_shown_with_why_and_counted() {
     assert_eq!(list["decisions"].as_array().map(Vec::len), Some(2), "{list}");
     assert_eq!(counted().await, 2, "one damaged record in the list: one more");
 
+    // Violations are append-only: an attacker with the file drops the guard first.
+    db.execute_batch("DROP TRIGGER violations_no_update").unwrap();
     db.execute("UPDATE violations SET body = 'not json'", []).unwrap();
     let (status, list) = s.get("/api/v1/violations", &s.admin_key).await;
     assert_eq!(status.as_u16(), 200, "{list}");
@@ -481,6 +483,7 @@ async fn rows_that_cannot_prove_what_they_hold_are_not_shown_as_sealed() {
     // Its violation relabelled to mallory: still alice's as sealed, so not mallory's to see.
     let (_, all) = s.get("/api/v1/violations", &s.admin_key).await;
     let vid = all["violations"][0]["violation_id"].as_str().unwrap_or_else(|| panic!("no violation: {all}")).to_owned();
+    db.execute_batch("DROP TRIGGER violations_no_update").unwrap();
     db.execute("UPDATE violations SET agent_id = ?2 WHERE violation_id = ?1", [&vid, &mallory]).unwrap();
     let (status, list) = s.get("/api/v1/violations", &mallory_key).await;
     assert_eq!((status.as_u16(), &list["violations"]), (200, &json!([])), "{list}");

@@ -270,4 +270,17 @@ ALTER TABLE credentials ADD COLUMN rotated BIGINT NOT NULL DEFAULT 0;
     6,
     // SQLite's migration 12.
     crate::approved_actions_table!("BIGINT"),
+), (
+    7,
+    r#"
+-- SQLite's migration 13: violations and signed checkpoints are append-only too.
+CREATE TRIGGER violations_append_only BEFORE UPDATE OR DELETE ON violations
+    FOR EACH ROW EXECUTE FUNCTION praetor_append_only();
+CREATE TRIGGER vault_checkpoints_append_only BEFORE UPDATE OR DELETE ON vault_checkpoints
+    FOR EACH ROW EXECUTE FUNCTION praetor_append_only();
+CREATE TRIGGER violations_no_truncate BEFORE TRUNCATE ON violations
+    FOR EACH STATEMENT EXECUTE FUNCTION praetor_append_only();
+CREATE TRIGGER vault_checkpoints_no_truncate BEFORE TRUNCATE ON vault_checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION praetor_append_only();
+"#,
 )];

@@ -317,4 +317,19 @@ ALTER TABLE credentials ADD COLUMN rotated INTEGER NOT NULL DEFAULT 0;
         ),
     ),
     (12, crate::approved_actions_table!("INTEGER")),
+    (
+        13,
+        r#"
+-- Violations and signed checkpoints are append-only too: the application never
+-- changes or removes one, and now the database refuses it as well.
+CREATE TRIGGER violations_no_update BEFORE UPDATE ON violations
+BEGIN SELECT RAISE(ABORT, 'violations are append-only'); END;
+CREATE TRIGGER violations_no_delete BEFORE DELETE ON violations
+BEGIN SELECT RAISE(ABORT, 'violations are append-only'); END;
+CREATE TRIGGER vault_checkpoints_no_update BEFORE UPDATE ON vault_checkpoints
+BEGIN SELECT RAISE(ABORT, 'vault checkpoints are append-only'); END;
+CREATE TRIGGER vault_checkpoints_no_delete BEFORE DELETE ON vault_checkpoints
+BEGIN SELECT RAISE(ABORT, 'vault checkpoints are append-only'); END;
+"#,
+    ),
 ];

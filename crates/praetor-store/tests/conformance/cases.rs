@@ -142,11 +142,22 @@ pub async fn reopening_restores_the_log_without_rebuilding_it(b: Backend) {
 pub async fn the_vault_cannot_be_rewritten_through_sql(b: Backend) {
     let store = with_workspace(&b).await;
     store.commit(decision_txn("dec_a", 0)).await.unwrap();
+    // A violation and a signed checkpoint, which are append-only too.
+    let violation = Violation {
+        violation_id: "vio_a".into(), workspace_id: WS.into(), rule_id: "rule_a".into(), severity: "high".into(), agent_id: None,
+        decision_id: "dec_a".into(), at: 0, body: json!({ "violation_id": "vio_a" }), decision_agent: None,
+    };
+    store.commit(one(Mutation::InsertViolation(violation))).await.unwrap();
+    let root = store.log_head(WS).await.unwrap().root;
+    store.put_checkpoint(WS, CheckpointRow { size: 1, root, note: "note".into(), created_at: 1 }).await.unwrap();
     let truncate: &[&str] = match b {
         Backend::Sqlite { .. } => &[], // SQLite has no TRUNCATE (`DELETE` without WHERE is covered)
-        Backend::Postgres { .. } => &["TRUNCATE vault_entries", "TRUNCATE vault_hashes", "TRUNCATE decisions"],
+        Backend::Postgres { .. } => &["TRUNCATE vault_entries", "TRUNCATE vault_hashes", "TRUNCATE decisions", "TRUNCATE violations", "TRUNCATE vault_checkpoints"],
     };
-    let statements = ["DELETE FROM vault_entries", "UPDATE vault_entries SET created_at = 0", "DELETE FROM vault_hashes", "DELETE FROM decisions"];
+    let statements = [
+        "DELETE FROM vault_entries", "UPDATE vault_entries SET created_at = 0", "DELETE FROM vault_hashes", "DELETE FROM decisions",
+        "UPDATE violations SET body = '{}'", "DELETE FROM violations", "UPDATE vault_checkpoints SET note = 'x'", "DELETE FROM vault_checkpoints",
+    ];
     for sql in statements.iter().chain(truncate) {
         let err = b.raw_sql(sql).expect_err(sql);
         assert!(err.contains("append-only"), "{sql}: {err}");
@@ -701,6 +712,7 @@ pub async fn a_violation_its_sealed_entry_gives_back_is_stored_once(b: Backend) 
     // has no sealed entry, or whose body is not JSON, reads as what the row holds and
     // why the rest is missing: not as an empty violation, and without failing the list
     // it falls in.
+    b.unguard("violations");
     b.raw_sql(&format!("UPDATE violations SET body = '' WHERE workspace_id = '{WS}' AND violation_id IN ('vio_x', 'vio_y')")).unwrap();
     b.raw_sql(&format!("UPDATE violations SET body = 'not json' WHERE workspace_id = '{WS}' AND violation_id = 'vio_c'")).unwrap();
     let row_part = |v: &Violation, context: bool| {
@@ -1005,6 +1017,7 @@ pub async fn vault_check_compares_decision_and_violation_rows_with_their_entries
         ("violations", "UPDATE violations SET at = 7 WHERE violation_id = 'vio_1'", "its time is not its decision's sealed time"),
         ("violations", "UPDATE violations SET decision_id = 'dec_a' WHERE violation_id = 'vio_1'", "violation `vio_1` of decision `dec_a`: its decision's entry does not seal it"),
     ];
+    b.unguard("violations");
     for (table, sql, why) in changes {
         let id = if table == "decisions" { "decision_id" } else { "violation_id" };
         b.raw_sql(&format!("CREATE TABLE saved AS SELECT * FROM {table}")).unwrap();
@@ -1048,6 +1061,7 @@ pub async fn vault_check_compares_older_violation_rows_with_their_own_entries(b:
         .unwrap();
     let report = &b.check_vault()[0];
     assert_eq!((report.decisions, report.violations, &report.bad_row), (1, 1, &None), "{report:?}");
+    b.unguard("violations");
     b.raw_sql("UPDATE violations SET rule_id = 'rule_b' WHERE violation_id = 'vio_old'").unwrap();
     let said = b.check_vault()[0].bad_row.clone().unwrap_or_default();
     assert!(said.contains("vio_old") && said.contains("its `rule_id` is not the one sealed"), "{said}");
