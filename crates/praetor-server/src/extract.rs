@@ -171,8 +171,6 @@ fn serde_urlencoded_deserializer<T: DeserializeOwned>(query: &str) -> Result<T, 
     .map_err(|e| ApiError::new(Code::InvalidQuery, strip_position(&e.body_text())))
 }
 
-/// Path parameters, with a rejection (a segment that is not UTF-8) in our error shape
-/// rather than axum's plain text.
 /// A page size or count a query asks for: `default` when absent; outside `1..=max`
 /// it is refused, naming `field` (not quietly read as something else).
 pub fn page_size(field: &str, asked: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
@@ -197,6 +195,8 @@ pub fn query_time(field: &str, text: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::new(Code::InvalidQuery, format!("`{field}`: `{text}` is neither an RFC 3339 time nor milliseconds since the epoch")))
 }
 
+/// Path parameters, with a rejection (a segment that is not UTF-8) in our error shape
+/// rather than axum's plain text.
 pub struct ApiPath<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {

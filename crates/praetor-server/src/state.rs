@@ -565,9 +565,8 @@ impl AppState {
         self.workspaces.write().insert(ws.workspace_id.clone(), Arc::new(WorkspaceState::new(ws, set)));
     }
 
-    /// Find a live key by its secret. The map is keyed by the key's SHA-256; the final
-    /// comparison is constant-time.
-    /// This node's copy of the key presented, revoked or not.
+    /// This node's copy of the key presented, revoked or not. The map is keyed by the
+    /// key's SHA-256; the final comparison is constant-time.
     pub fn key_for(&self, presented: &str) -> Option<ApiKey> {
         let hash = secrets::key_hash(presented);
         let keys = self.keys.read();

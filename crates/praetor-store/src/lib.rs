@@ -337,9 +337,10 @@ pub struct Snapshot {
     pub policies: Vec<PolicyRecord>,
     /// Sessions that are still active (closed ones are read from the store on demand).
     pub active_sessions: Vec<Session>,
-    /// Authority objects still in force or awaiting action (every role and breakglass;
-    /// windows stored as open; grants not revoked or expired; escalations that are
-    /// pending or approved).
+    /// Authority objects still in force or awaiting action (every role, window and
+    /// breakglass; grants not revoked or expired; escalations that are pending or
+    /// approved). Ended windows are loaded too: a node reloading a workspace after a gap
+    /// in the change feed must see a window revoked elsewhere (the sweep then drops it).
     pub objects: Vec<ObjectRecord>,
     /// Every workspace with entries in the vault. One missing from `workspaces` is a log
     /// whose workspace row was removed: it cannot be continued (its HMAC secret is gone).

@@ -514,14 +514,26 @@ impl Violation {
 
     /// Where a body the row stores itself (rows written before a decision's entry gave
     /// its violations' bodies back, or with fields of their own) departs from what that
-    /// entry seals of the violation: a sealed field the body holds must hold the sealed
-    /// value (a body may leave one out). `None` when they agree, or when the entry does
-    /// not seal it (older logs seal it in an entry of its own).
+    /// entry seals: each field the body holds that the entry seals (of the violation,
+    /// or of its decision: its id, time, agent and context) must hold the sealed value
+    /// (a body may leave one out). `None` when they agree, or when the entry does not
+    /// seal the violation (older logs seal it in an entry of its own).
     pub fn stored_body_departs(&self, body: &Value, entry: &Map<String, Value>) -> Option<String> {
         let sealed = self.sealed_in(entry)?;
-        sealed
-            .iter()
-            .find(|(field, value)| body.get(field.as_str()).is_some_and(|stored| stored != *value))
+        let Value::Object(body) = body else { return Some("its stored body is not a JSON object".into()) };
+        let sealed_value = |field: &str| -> Option<&Value> {
+            sealed.get(field).or_else(|| match field {
+                "decision_id" => entry.get("decision_id"),
+                "at" => entry.get("time"),
+                // A row names an agent only when it was registered (the entry also names
+                // agents that were not): a body without one departs from nothing.
+                "agent_id" if !body.get("agent_id").is_none_or(Value::is_null) => entry.get("agent_id"),
+                f if VIOLATION_CONTEXT.contains(&f) => entry.get(f),
+                _ => None,
+            })
+        };
+        body.iter()
+            .find(|(field, stored)| sealed_value(field).is_some_and(|value| value != *stored))
             .map(|(field, _)| format!("its stored `{field}` is not the one sealed in its decision's entry"))
     }
 

@@ -536,6 +536,9 @@ const API_KEY_COLUMNS: &str = "key_id, workspace_id, key_hash, prefix, scopes, a
 const CREDENTIAL_COLUMNS: &str = "credential_id, workspace_id, agent_id, algorithm, public_key, did, created_at, expires_at, revoked_at, rotated";
 
 pub fn load_snapshot(db: &dyn Db) -> Result<Snapshot> {
+    // Before the workspaces: a workspace and its first entry commit together, so one
+    // created meanwhile (by another node) shows in the list read after, never only here.
+    let logged_workspaces = crate::vault_rows::logged_workspaces(db)?;
     Ok(Snapshot {
         workspaces: db.all("SELECT workspace_id, name, settings, hmac_secret, created_at FROM workspaces ORDER BY created_at", args![], workspace_from_row)?,
         api_keys: db.all(&format!("SELECT {API_KEY_COLUMNS} FROM api_keys"), args![], api_key_from_row)?,
@@ -544,16 +547,16 @@ pub fn load_snapshot(db: &dyn Db) -> Result<Snapshot> {
         policies: db.all("SELECT workspace_id, def, created_at, updated_at FROM policies ORDER BY created_at, policy_id", args![], policy_from_row)?,
         active_sessions: db.all(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE status = 'active'"), args![], session_from_row)?,
         objects: db.all(
-            // Settled escalations, ended grants and ended windows are read by id when asked for; memory
+            // Settled escalations and ended grants are read by id when asked for; memory
             // holds only what decisions may still use.
             &format!(
                 "SELECT {OBJECT_COLUMNS} FROM objects WHERE (kind != 'escalation' OR status IN ('pending', 'approved'))
-                    AND (kind != 'grant' OR status NOT IN ('revoked', 'expired')) AND (kind != 'window' OR status = 'open')"
+                    AND (kind != 'grant' OR status NOT IN ('revoked', 'expired'))"
             ),
             args![],
             object_from_row,
         )?,
-        logged_workspaces: crate::vault_rows::logged_workspaces(db)?,
+        logged_workspaces,
     })
 }
 

@@ -378,9 +378,10 @@ fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older
             }
             checked += 1;
             let read = || -> Result<(crate::Violation, Option<i64>, Option<Vec<u8>>)> {
-                // The body the row stores itself, if any (see `VIOLATION_BODY_IN_ENTRY`).
+                // The body the row stores itself, if any (see `VIOLATION_BODY_IN_ENTRY`);
+                // one that is not JSON is kept as its text, which departs.
                 let stored: String = r.get(8)?;
-                let body = if stored.is_empty() { Value::Null } else { serde_json::from_str(&stored).unwrap_or(Value::Null) };
+                let body = if stored.is_empty() { Value::Null } else { serde_json::from_str(&stored).unwrap_or(Value::String(stored)) };
                 let v = crate::Violation {
                     violation_id: r.get(0)?, workspace_id: ws.to_owned(), rule_id: r.get(1)?, severity: r.get(2)?, agent_id: r.get(3)?,
                     decision_id: r.get(4)?, at: r.get(5)?, body, decision_agent: None,
@@ -440,13 +441,10 @@ fn check_log(conn: &dyn Db, ws: &str, verifiers: &[praetor_vault::NoteVerifier],
     let mut report = VaultCheck { entries: total, ..VaultCheck::empty(ws) };
     let mut sealed_decisions = Vec::new();
     let mut older_violations = OlderViolations::new();
-    let checkpoint_rows: Vec<(u64, [u8; 32], String)> = conn.all(
-        "SELECT size, root, note FROM vault_checkpoints WHERE workspace_id = ?1 ORDER BY size",
-        args![ws],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
-    report.checkpoints = checkpoint_rows.len() as u64;
-    let wanted: std::collections::HashSet<u64> = checkpoint_rows.iter().map(|(s, _, _)| *s).collect();
+    let checkpoint_sizes: Vec<(u64, [u8; 32])> =
+        conn.all("SELECT size, root FROM vault_checkpoints WHERE workspace_id = ?1 ORDER BY size", args![ws], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    report.checkpoints = checkpoint_sizes.len() as u64;
+    let wanted: std::collections::HashSet<u64> = checkpoint_sizes.iter().map(|(s, _)| *s).collect();
     // The chain hash the next entry must follow from; none after a missing or bad
     // entry, whose successor is then checked on its own (its leaf hash, and its HMAC
     // over its stored chain hash and sequence number).
@@ -525,14 +523,9 @@ fn check_log(conn: &dyn Db, ws: &str, verifiers: &[praetor_vault::NoteVerifier],
     }
     progress(expected_seq, total);
     let fail = |seq: u64, msg: String| Some((seq, msg));
-    for (size, root, note) in checkpoint_rows {
+    for (size, root) in checkpoint_sizes {
         match roots_by_size.get(&size) {
-            Some(r) if praetor_vault::merkle::hashes_equal(r, &root) => {
-                if let Some(why) = note_departs(&note, size, &root, verifiers) {
-                    report.first_bad = fail(size.saturating_sub(1), format!("checkpoint at size {size}: {why}"));
-                    return Ok(LogCheck { check: report, sealed_decisions, older_violations });
-                }
-            }
+            Some(r) if praetor_vault::merkle::hashes_equal(r, &root) => {}
             Some(_) => {
                 report.first_bad = fail(size.saturating_sub(1), format!("checkpoint at size {size} does not match the entries"));
                 return Ok(LogCheck { check: report, sealed_decisions, older_violations });
@@ -542,6 +535,20 @@ fn check_log(conn: &dyn Db, ws: &str, verifiers: &[praetor_vault::NoteVerifier],
                 return Ok(LogCheck { check: report, sealed_decisions, older_violations });
             }
         }
+    }
+    // Each signed note against its row, whose root the entries gave: read one at a time
+    // (a long-lived log has one a second while it grows).
+    conn.query("SELECT size, root, note FROM vault_checkpoints WHERE workspace_id = ?1 ORDER BY size", args![ws], &mut |r| {
+        if report.first_bad.is_none() {
+            let (size, root, note): (u64, [u8; 32], String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            if let Some(why) = note_departs(&note, ws, size, &root, verifiers) {
+                report.first_bad = fail(size.saturating_sub(1), format!("checkpoint at size {size}: {why}"));
+            }
+        }
+        Ok(())
+    })?;
+    if report.first_bad.is_some() {
+        return Ok(LogCheck { check: report, sealed_decisions, older_violations });
     }
     // Every stored tree hash must equal the recomputed one: a tampered node would
     // make the server serve proofs that do not verify. Hashes past the entries checked
@@ -578,7 +585,7 @@ fn check_log(conn: &dyn Db, ws: &str, verifiers: &[praetor_vault::NoteVerifier],
 /// size or root, or, when `verifiers` are given, one no trusted key signed. The note is
 /// what receipts and exports hand out, and a row rewritten with the entries would
 /// otherwise pass.
-fn note_departs(note: &str, size: u64, root: &[u8; 32], verifiers: &[praetor_vault::NoteVerifier]) -> Option<String> {
+fn note_departs(note: &str, ws: &str, size: u64, root: &[u8; 32], verifiers: &[praetor_vault::NoteVerifier]) -> Option<String> {
     let text = if verifiers.is_empty() {
         praetor_vault::checkpoint::split_note(note).map(|(text, _)| text.to_owned())
     } else {
@@ -590,6 +597,10 @@ fn note_departs(note: &str, size: u64, root: &[u8; 32], verifiers: &[praetor_vau
     };
     if signed.size != size || !praetor_vault::merkle::hashes_equal(&signed.root, root) {
         return Some(format!("its signed note is of size {} and another root than its row's", signed.size));
+    }
+    // One key signs every workspace's log: the note must name this one (`<origin>/<ws>`).
+    if signed.origin.rsplit_once('/').is_none_or(|(_, of)| of != ws) {
+        return Some(format!("its signed note is of the log `{}`, not this workspace's", signed.origin));
     }
     None
 }

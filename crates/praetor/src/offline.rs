@@ -405,8 +405,13 @@ pub fn create_key(data_dir: &Path, scopes: &[String], agent_id: Option<String>, 
         };
         store.commit(txn).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
-        say!("Created key `{}` with scopes {} (shown once):", key.key_id, scopes.join(", "));
-        say!("{secret}");
+        // The secret exists only in this output: a failure to write it (a closed pipe
+        // included) is this command's failure, with the key named so it can be revoked.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "Created key `{}` with scopes {} (shown once):\n{secret}", key.key_id, scopes.join(", "))
+            .and_then(|()| out.flush())
+            .with_context(|| format!("key `{}` was created but its secret could not be shown; revoke it and create another", key.key_id))?;
         Ok(ExitCode::SUCCESS)
     })
 }

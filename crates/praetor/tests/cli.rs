@@ -310,6 +310,10 @@ fn vault_check_names_a_row_changed_after_it_was_sealed() {
         ("a deleted violation", "DELETE FROM violations WHERE rowid = (SELECT MIN(rowid) FROM violations)".to_owned(), "1 of the 4 violations sealed in decision entries have no row"),
         ("a violation's body rewritten", "UPDATE violations SET body = '{\"reason\":\"forged\",\"action\":\"allow\"}' WHERE rowid = (SELECT MIN(rowid) FROM violations)".to_owned(),
             "its stored `action` is not the one sealed"),
+        ("a violation's decision context rewritten", "UPDATE violations SET body = '{\"decision\":\"allow\"}' WHERE rowid = (SELECT MIN(rowid) FROM violations)".to_owned(),
+            "its stored `decision` is not the one sealed"),
+        ("a violation's body unreadable", "UPDATE violations SET body = 'not json' WHERE rowid = (SELECT MIN(rowid) FROM violations)".to_owned(),
+            "its stored body is not a JSON object"),
     ];
     let dir = tempfile::tempdir().unwrap();
     populated(dir.path(), 12);
@@ -553,6 +557,12 @@ fn keys_create_works_while_the_server_runs() {
     assert_eq!(revoked["ok"], true, "{revoked}");
     let refused = call("GET", &format!("{}/api/v1/enforce/agents", s.base), &unused, None);
     assert_eq!(refused["error"]["code"], "invalid_api_key");
+    // A secret that could not be shown is a failure, naming the key to revoke.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = Command::new(BIN).args(["keys", "create", "--scope", "read", "--data-dir", dir.path().to_str().unwrap()])
+        .env("PRAETOR_LOG", "warn").stdout(full).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "an error, as any other: {}", text(&out));
+    assert!(text(&out).contains("was created but its secret could not be shown; revoke it"), "{}", text(&out));
     let out = praetor(&["keys", "create", "--scope", "root", "--data-dir", dir.path().to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(text(&out).contains("scopes[0]"), "{}", text(&out));

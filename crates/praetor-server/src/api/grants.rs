@@ -612,9 +612,11 @@ pub async fn extend_window(
     let ms = seconds_or_minutes(b.duration_seconds, b.duration_minutes)?
         .ok_or_else(|| ApiError::invalid("duration_minutes", "is required"))?;
     let ws_id = auth.workspace.workspace_id.clone();
-    let ended = ended_window(&state, &auth, &id).await?;
+    if let Some(ended) = take_in_window(&state, &auth, &id).await? {
+        return Err(ApiError::new(Code::Conflict, format!("window `{id}` is {}", ended.status_at(state.now_ms()))));
+    }
     let view = update(&state, &auth.workspace, "window.extended", &auth.key.key_id, |a, now| {
-        let w = a.windows.get_mut(&id).ok_or_else(|| ended.clone())?;
+        let w = a.windows.get_mut(&id).ok_or_else(|| ApiError::not_found("window", &id))?;
         if w.status_at(now) != "open" {
             return Err(ApiError::new(Code::Conflict, format!("window `{id}` is {}", w.status_at(now))));
         }
@@ -632,9 +634,12 @@ pub async fn revoke_window(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let ws_id = auth.workspace.workspace_id.clone();
-    let ended = ended_window(&state, &auth, &id).await?;
+    // An ended window has nothing left to revoke: answered as it is, nothing written.
+    if let Some(ended) = take_in_window(&state, &auth, &id).await? {
+        return Ok(Json(json!({ "ok": true, "window": window_view(&ended, state.now_ms()) })));
+    }
     let view = update(&state, &auth.workspace, "window.revoked", &auth.key.key_id, |a, now| {
-        let w = a.windows.get_mut(&id).ok_or_else(|| ended.clone())?;
+        let w = a.windows.get_mut(&id).ok_or_else(|| ApiError::not_found("window", &id))?;
         w.revoked = true;
         let record = touched(w, &ws_id, now);
         Ok((vec![record], json!({ "window_id": id }), window_view(w, now)))
@@ -643,17 +648,23 @@ pub async fn revoke_window(
     Ok(Json(json!({ "ok": true, "window": view })))
 }
 
-/// The error for a window this node does not hold: memory keeps open windows only, so
-/// one the store has has ended (`409`, with how), and one it lacks does not exist.
-async fn ended_window(state: &AppState, auth: &Authorized<perm::Approvals>, id: &str) -> ApiResult<ApiError> {
+/// A window this node does not hold (memory drops ended ones at the sweep, and holds
+/// one another node opened once the change feed brings it), from the store: an open
+/// one is taken in, so that the change goes on as usual (`None`); an ended one is
+/// returned. One the store lacks does not exist.
+async fn take_in_window(state: &AppState, auth: &Authorized<perm::Approvals>, id: &str) -> ApiResult<Option<Window>> {
     if auth.workspace.live.lock().authority.windows.contains_key(id) {
-        return Ok(ApiError::not_found("window", id));
+        return Ok(None);
     }
     let stored = state.store.get_object(&auth.workspace.workspace_id, Window::KIND, id).await?;
-    Ok(match stored.as_ref().and_then(Window::from_record) {
-        Some(w) => ApiError::new(Code::Conflict, format!("window `{id}` is {}", w.status_at(state.now_ms()))),
-        None => ApiError::not_found("window", id),
-    })
+    let Some((record, window)) = stored.and_then(|r| Window::from_record(&r).map(|w| (r, w))) else {
+        return Err(ApiError::not_found("window", id));
+    };
+    if window.status_at(state.now_ms()) != "open" {
+        return Ok(Some(window));
+    }
+    auth.workspace.live.lock().authority.absorb(&record);
+    Ok(None)
 }
 
 #[derive(Deserialize, Default)]
@@ -808,9 +819,9 @@ pub async fn review_breakglass(
         if b.triggered_by == reviewer {
             return Err(ApiError::new(Code::InsufficientScope, "the key that triggered breakglass cannot review it"));
         }
-        // One review stands: a later one replacing it would hide an `unjustified`
-        // finding from every view but the vault.
-        if let Some(r) = &b.review {
+        // A final review stands: a later one replacing it would hide an `unjustified`
+        // finding from every view but the vault. `needs_follow_up` asks for the next.
+        if let Some(r) = b.review.as_ref().filter(|r| r.outcome != "needs_follow_up") {
             return Err(ApiError::new(Code::Conflict, format!("breakglass `{id}` was already reviewed ({}) by key `{}` at {}", r.outcome, r.reviewer, iso(r.reviewed_at))));
         }
         b.review = Some(Review { outcome: body.outcome.clone(), notes: body.notes.clone(), reviewer: reviewer.clone(), reviewed_at: now });

@@ -235,8 +235,21 @@ async fn a_window_opens_and_closes_on_time() {
     let extend = s.post(&format!("/api/v1/enforce/temporal-windows/{window}/extend"), &s.admin_key, &json!({ "duration_seconds": 60 })).await;
     assert_error(&extend, 409, "conflict");
     assert!(extend.1["error"]["message"].as_str().unwrap().contains("is expired"), "{}", extend.1);
-    assert_error(&s.post(&format!("/api/v1/enforce/temporal-windows/{window}/revoke"), &s.admin_key, &json!({})).await, 409, "conflict");
+    let (status, revoked) = s.post(&format!("/api/v1/enforce/temporal-windows/{window}/revoke"), &s.admin_key, &json!({})).await;
+    assert_eq!((status, revoked["window"]["status"].as_str()), (StatusCode::OK, Some("expired")), "nothing left to revoke: {revoked}");
     assert_error(&s.post("/api/v1/enforce/temporal-windows/tw_none/revoke", &s.admin_key, &json!({})).await, 404, "not_found");
+    // A window this node does not hold yet (another node opened it, the change feed has
+    // not brought it) is read from the store, and revoked.
+    let ws_id = s.state.workspace_ids()[0].clone();
+    let elsewhere = praetor_server::authority::Window {
+        window_id: "tw_elsewhere".into(), agent_id: agent.clone(), scopes: vec!["db.export".into()], action_types: vec![], reason: None,
+        revoked: false, created_by: "key_other".into(), created_at: T0, expires_at: s.state.now_ms() + 60_000, version: 1,
+    };
+    let record = praetor_server::authority::Object::to_record(&elsewhere, &ws_id, s.state.now_ms());
+    s.state.store.commit(ps::Txn { mutations: vec![ps::Mutation::PutObject(record)], seal: vec![] }).await.unwrap();
+    let (status, revoked) = s.post("/api/v1/enforce/temporal-windows/tw_elsewhere/revoke", &s.admin_key, &json!({})).await;
+    assert_eq!((status, revoked["window"]["status"].as_str()), (StatusCode::OK, Some("revoked")), "{revoked}");
+    assert_eq!(s.intercept(json!({ "action_type": "db.export", "agent_id": agent })).await["decision"], "block");
     // An agent has at most 100 open windows: each decision of it looks through them.
     for i in 0..100 {
         let (status, w) = s.post("/api/v1/enforce/temporal-windows", &s.admin_key, &json!({ "agent_id": agent, "scopes": [format!("x.{i}")], "duration_seconds": 60 })).await;
@@ -301,12 +314,20 @@ async fn breakglass_overrides_refusals_but_never_identity_or_revocation() {
     let review = &reviewed["breakglass"]["review"];
     assert_eq!((review["outcome"].as_str(), review["notes"].as_str()), (Some("justified"), Some("postmortem done")), "{reviewed}");
     assert!(review["reviewed_at"].as_str().is_some_and(|t| t.ends_with('Z') && t.len() == 24), "{reviewed}");
-    // One review stands: a second would hide the first from every view but the vault.
+    // A final review stands: a second would hide the first from every view but the vault.
     let (status, again) = s.post(&format!("/api/v1/enforce/breakglass/{bg_id}/review"), &s.admin_key, &json!({ "outcome": "unjustified" })).await;
     assert_eq!(status, StatusCode::CONFLICT, "{again}");
     assert!(again["error"]["message"].as_str().is_some_and(|m| m.contains("already reviewed (justified)")), "{again}");
+    // `needs_follow_up` is not final: the follow-up review comes after it, and is.
+    let (_, second) = s.post("/api/v1/enforce/breakglass", &approver, &json!({ "agent_id": agent, "justification": "INC-43", "duration_minutes": 5 })).await;
+    let second = second["breakglass_id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/enforce/breakglass/{second}/review");
+    assert_eq!(s.post(&path, &s.admin_key, &json!({ "outcome": "needs_follow_up" })).await.0, StatusCode::OK);
+    let (status, done) = s.post(&path, &s.admin_key, &json!({ "outcome": "unjustified" })).await;
+    assert_eq!((status, done["breakglass"]["review"]["outcome"].as_str()), (StatusCode::OK, Some("unjustified")), "{done}");
+    assert_error(&s.post(&path, &s.admin_key, &json!({ "outcome": "justified" })).await, 409, "conflict");
     let (_, stats) = s.get("/api/v1/enforce/breakglass/stats", &s.admin_key).await;
-    assert_eq!((stats["total"].as_u64(), stats["reviewed"].as_u64(), stats["overrides"].as_u64()), (Some(1), Some(1), Some(1)));
+    assert_eq!((stats["total"].as_u64(), stats["reviewed"].as_u64(), stats["overrides"].as_u64()), (Some(2), Some(2), Some(1)));
 }
 
 #[tokio::test]
@@ -741,6 +762,49 @@ async fn a_key_revoked_here_stays_revoked_while_the_store_catches_up() {
     // A revocation that failed to commit puts the store's copy back on purpose.
     s.state.restore_key(held);
     assert_eq!(s.get(&format!("/api/v1/enforce/agents/{agent}"), &key).await.0, StatusCode::OK);
+}
+
+/// A window revoked on another node while this node missed change-feed entries (a gap:
+/// `follow` reloads the workspace from a snapshot): the reload must bring the revoked
+/// copy. (Found by review: a snapshot of open windows only left the stale open copy.)
+#[tokio::test]
+async fn a_window_revoked_on_another_node_during_a_feed_gap_is_revoked_here_after_the_reload() {
+    let s = TestServer::start().await;
+    let agent = s.agent("analyst").await;
+    let (_, role) = s.post("/api/v1/enforce/roles", &s.admin_key, &json!({ "name": "reader", "allowed_action_types": ["report.*"] })).await;
+    let role = role["role"]["role_id"].as_str().unwrap().to_owned();
+    s.post(&format!("/api/v1/enforce/roles/{role}/assign"), &s.admin_key, &json!({ "agent_id": agent })).await;
+    let (status, w) = s.post("/api/v1/enforce/temporal-windows", &s.admin_key, &json!({ "agent_id": agent, "scopes": ["db.export"], "duration_seconds": 3600 })).await;
+    assert_eq!(status, StatusCode::OK, "{w}");
+    let window = w["window"]["window_id"].as_str().unwrap().to_owned();
+    assert_eq!(s.intercept(json!({ "action_type": "db.export", "agent_id": agent })).await["decision"], "allow");
+    let ws_id = s.state.workspace_ids()[0].clone();
+    let ws = s.state.workspace(&ws_id).unwrap();
+    // Bring this node's feed head up to date.
+    praetor_server::follow::follow(&s.state, &ws).await.unwrap();
+
+    // Another node on the same database revokes the window...
+    let other: std::sync::Arc<dyn ps::Store> = std::sync::Arc::new(ps::sqlite::SqliteStore::open(s.dir.path().join("praetor.db")).unwrap());
+    let mut rec = other.get_object(&ws_id, "window", &window).await.unwrap().unwrap();
+    rec.body["revoked"] = json!(true);
+    rec.body["version"] = json!(rec.version + 1);
+    rec.version += 1;
+    rec.status = "revoked".into();
+    other.commit(ps::Txn { mutations: vec![ps::Mutation::PutObject(rec.clone())], seal: vec![] }).await.unwrap();
+    // ...and makes another change; the feed entry of the revocation is pruned before
+    // this node reads it (a node that fell behind more than the feed keeps).
+    let settings = ws.settings.read().clone();
+    other.commit(ps::Txn { mutations: vec![ps::Mutation::PutWorkspaceSettings { workspace_id: ws_id.clone(), settings }], seal: vec![] }).await.unwrap();
+    other.commit(ps::Txn { mutations: vec![ps::Mutation::PruneChanges { workspace_id: ws_id.clone(), before: i64::MAX }], seal: vec![] }).await.unwrap();
+
+    praetor_server::follow::follow(&s.state, &ws).await.unwrap();
+    let held = ws.live.lock().authority.windows.get(&window).map(|w| w.revoked);
+    let after = s.intercept(json!({ "action_type": "db.export", "agent_id": agent })).await;
+    assert_eq!(
+        (held, after["decision"].as_str()),
+        (Some(true), Some("block")),
+        "the reload brings the revocation: {after}"
+    );
 }
 
 /// Two admin keys, and another node revokes one of them after a revocation here has

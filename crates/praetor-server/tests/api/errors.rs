@@ -362,6 +362,12 @@ async fn damaged_records_are_shown_with_why_and_counted() {
     assert_eq!((violation["action"].as_str(), violation["decision_id"].clone()), (Some("block"), blocked["decision_id"].clone()), "{list}");
     assert_ne!(violation["reason"], "forged", "{list}");
     assert_eq!(counted().await, 4);
+    // So is one whose decision's context (sealed in the same entry) was rewritten.
+    db.execute("UPDATE violations SET body = '{\"decision\":\"allow\",\"action_type\":\"noop\"}'", []).unwrap();
+    let (_, list) = s.get("/api/v1/violations", &s.admin_key).await;
+    let violation = &list["violations"][0];
+    assert!(violation["read_error"].as_str().unwrap().contains("is not the one sealed"), "{list}");
+    assert_eq!((violation["decision"].as_str(), violation["action_type"].as_str()), (Some("block"), Some("delete_x")), "{list}");
 }
 
 /// A decision's row changed after it was sealed (its content, the rest of its answer,

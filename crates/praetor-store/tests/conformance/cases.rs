@@ -889,6 +889,11 @@ pub async fn checkpoints_and_proofs(b: Backend) {
     let other = praetor_vault::NoteSigner::generate("praetor-test", praetor_vault::checkpoint::KeyAlgorithm::Ed25519).unwrap();
     let report = &b.check_vault_with(&[other.verifier()])[0];
     assert!(report.first_bad.as_ref().is_some_and(|(_, why)| why.contains("checkpoint at size 0: its signed note does not open")), "{report:?}");
+    // A note of another workspace's log (one key signs them all), with this one's root.
+    let foreign = praetor_vault::Checkpoint::new("praetor/ws_other", 7, roots[6]).sign([&signer]).unwrap();
+    store.put_checkpoint(WS, CheckpointRow { size: 7, root: roots[6], note: foreign, created_at: 7 }).await.unwrap();
+    let report = &b.check_vault_with(&[signer.verifier()])[0];
+    assert!(report.first_bad.as_ref().is_some_and(|(_, why)| why.contains("its signed note is of the log `praetor/ws_other`")), "{report:?}");
 }
 
 /// Text arrives from agents: any Unicode, including NUL and characters outside the
