@@ -115,10 +115,14 @@ impl<P: Permission> FromRequestParts<Arc<AppState>> for Authorized<P> {
         // changed (one read of the change feed), so an object made on one node can be
         // read, changed or revoked through any other at once. Decisions do not wait:
         // the etag guards keep them exact.
-        if P::NAME != perm::Enforce::NAME
-            && let Err(e) = crate::follow::follow(state, &workspace).await
-        {
-            tracing::warn!(workspace_id = %workspace.workspace_id, error = %e.message, "cannot catch up with the change feed");
+        if P::NAME != perm::Enforce::NAME {
+            if let Err(e) = crate::follow::follow(state, &workspace).await {
+                tracing::warn!(workspace_id = %workspace.workspace_id, error = %e.message, "cannot catch up with the change feed");
+            }
+            // The key itself may be what another node revoked: checked again as caught up.
+            if state.key_for(presented).is_some_and(|k| k.revoked_at.is_some()) {
+                return Err(ApiError::new(Code::InvalidApiKey, "the API key is not valid"));
+            }
         }
         Ok(Authorized { key, workspace, _perm: PhantomData })
     }

@@ -491,8 +491,9 @@ impl AppState {
             feed_heads: Mutex::new(feed_heads),
         };
         state.absorb(snap)?;
+        let verifiers = state.vault.verifiers();
         for ws in state.workspace_ids() {
-            crate::vault::check_log_continues(state.store.as_ref(), &ws).await?;
+            crate::vault::check_log_continues(state.store.as_ref(), &ws, &verifiers).await?;
         }
         Ok(Arc::new(state))
     }

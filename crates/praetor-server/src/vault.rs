@@ -219,9 +219,23 @@ pub async fn checkpoint_at(state: &AppState, workspace_id: &str, size: u64) -> A
 /// Refuse to serve a workspace whose log is shorter than a checkpoint signed of it:
 /// entries were removed, and every append would fail (its tree hashes are still
 /// there). The checkpoint is read first: the head only grows, so another node
-/// appending and signing meanwhile cannot make an intact log look short.
-pub async fn check_log_continues(store: &dyn praetor_store::Store, workspace_id: &str) -> ApiResult<()> {
+/// appending and signing meanwhile cannot make an intact log look short. Refuse too
+/// when none of this node's keys (`verifiers`: active and retired) signed that
+/// checkpoint: a node with a keys directory of its own would sign checkpoints no
+/// auditor trusts, and they cannot be taken back.
+pub async fn check_log_continues(store: &dyn praetor_store::Store, workspace_id: &str, verifiers: &[NoteVerifier]) -> ApiResult<()> {
     let Some(signed) = store.latest_checkpoint(workspace_id).await? else { return Ok(()) };
+    if praetor_vault::checkpoint::open_note(&signed.note, verifiers).is_err() {
+        return Err(ApiError::new(
+            Code::Internal,
+            format!(
+                "none of the vault keys here (active or in `retired/`) signed the latest checkpoint of workspace `{workspace_id}` \
+                 (size {}): every node must use the same keys directory (docs/deploy.md); after a lost keys directory, put the \
+                 old public keys (vkeys) in its `retired/`",
+                signed.size
+            ),
+        ));
+    }
     let head = store.log_head(workspace_id).await?;
     if head.size < signed.size {
         return Err(ApiError::new(

@@ -493,8 +493,21 @@ fn serve_refuses_a_store_whose_log_cannot_be_continued() {
         assert!(text(&out).contains(expect), "{what}: expected `{expect}` in\n{}", text(&out));
         assert!(text(&out).contains("praetor vault check"), "{what}: {}", text(&out));
     }
+    // Keys of its own: it would sign checkpoints no auditor trusts, for good.
     let dir = tempfile::tempdir().unwrap();
     populated(dir.path(), 4);
+    let own_keys = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir", dir.path().to_str().unwrap()])
+        .args(["--vault-keys-dir", own_keys.path().to_str().unwrap()])
+        .env("PRAETOR_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "served with keys that signed none of its checkpoints");
+    assert!(text(&out).contains("every node must use the same keys directory"), "{}", text(&out));
+    // With its own keys (rotated ones too: their public keys stay in `retired/`) it starts.
+    drop(start(dir.path()));
+    assert!(praetor(&["vault", "rotate-keys", "--data-dir", dir.path().to_str().unwrap()]).status.success());
     drop(start(dir.path()));
 }
 

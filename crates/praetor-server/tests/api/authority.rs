@@ -807,6 +807,22 @@ async fn a_window_revoked_on_another_node_during_a_feed_gap_is_revoked_here_afte
     );
 }
 
+/// A key another node revoked is refused here at once on every request that catches up
+/// with the change feed first (all but decisions). (Found by review: the key was checked
+/// before catching up, so a revoked admin key minted a new one on the other node.)
+#[tokio::test]
+async fn a_key_revoked_on_another_node_is_refused_here_at_once() {
+    let s = TestServer::start().await;
+    let second = s.key(&["admin"], None).await;
+    assert_eq!(s.get("/api/v1/enforce/keys", &second).await.0, StatusCode::OK, "held in this node's memory now");
+    let ws_id = s.state.workspace_ids()[0].clone();
+    let second_id = s.state.key_for(&second).unwrap().key_id;
+    let other: std::sync::Arc<dyn ps::Store> = std::sync::Arc::new(ps::sqlite::SqliteStore::open(s.dir.path().join("praetor.db")).unwrap());
+    other.commit(ps::Txn { mutations: vec![ps::Mutation::RevokeApiKey { workspace_id: ws_id, key_id: second_id, at: T0 }], seal: vec![] }).await.unwrap();
+    assert_error(&s.post("/api/v1/enforce/keys", &second, &json!({ "scopes": ["admin"] })).await, 401, "invalid_api_key");
+    assert_error(&s.get("/api/v1/enforce/agents", &second).await, 401, "invalid_api_key");
+}
+
 /// Two admin keys, and another node revokes one of them after a revocation here has
 /// listed the keys: the revocation here must not also succeed, or no admin key is left.
 #[tokio::test]
