@@ -73,7 +73,9 @@ impl ApiError {
 impl From<praetor_store::StoreError> for ApiError {
     fn from(e: praetor_store::StoreError) -> Self {
         match e {
-            praetor_store::StoreError::Conflict(what) => ApiError::new(Code::Conflict, format!("`{what}` already exists")),
+            praetor_store::StoreError::Conflict(what) => {
+                ApiError::new(Code::Conflict, format!("another request wrote a record with the same key first ({what}); read it, or retry"))
+            }
             praetor_store::StoreError::Stale(what) => ApiError::new(Code::Conflict, format!("{what} was changed by another request or node; retry")),
             praetor_store::StoreError::Replayed(what) => ApiError::new(Code::Conflict, format!("{what} was already used")),
             // The operator's remedy is in the message (run the newer version); the store

@@ -243,7 +243,18 @@ pub async fn register(
                    "credential_id": credential.credential_id, "public_key": credential.public_key}),
         )],
     };
-    state.commit(txn).await?;
+    if let Err(e) = state.commit(txn).await {
+        // Another node registered the same name and framework meanwhile: registering is
+        // idempotent, so that agent is the answer, once the change feed brings it here.
+        if matches!(e, praetor_store::StoreError::Conflict(_)) {
+            crate::follow::follow(&state, ws).await?;
+            let registered = ws.agents.read().values().find(|a| a.name == agent.name && a.framework == agent.framework).cloned();
+            if let Some(other) = registered {
+                return Ok(Json(json!({ "ok": true, "created": false, "agent": agent_view(&other) })));
+            }
+        }
+        return Err(e.into());
+    }
     ws.agents.write().insert(agent.agent_id.clone(), agent.clone());
     ws.credentials.write().insert(credential.credential_id.clone(), credential);
     tracing::info!(workspace_id = %ws.workspace_id, agent_id = %agent.agent_id, "agent registered");

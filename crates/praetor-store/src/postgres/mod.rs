@@ -35,6 +35,11 @@ impl From<tokio_postgres::Error> for StoreError {
         // The server's own message (e.g. a constraint's name) says more than the
         // client's summary.
         match e.as_db_error() {
+            // A row another request (or node) wrote first: that request's, not the
+            // store's failure (health does not count it).
+            Some(db) if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION => {
+                StoreError::Conflict(db.constraint().unwrap_or("a unique key").to_owned())
+            }
             Some(db) => StoreError::Database(format!("{}: {}", db.code().code(), db.message())),
             None => StoreError::Database(e.to_string()),
         }

@@ -19,7 +19,16 @@ pub use crate::vault_rows::VaultCheck;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Database(e.to_string())
+        match &e {
+            // A row another request (or process) wrote first: that request's, not the
+            // store's failure (health does not count it).
+            rusqlite::Error::SqliteFailure(f, message)
+                if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+            {
+                StoreError::Conflict(message.clone().unwrap_or_else(|| "a unique key".to_owned()))
+            }
+            _ => StoreError::Database(e.to_string()),
+        }
     }
 }
 

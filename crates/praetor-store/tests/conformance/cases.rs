@@ -1455,6 +1455,13 @@ pub async fn nonces_and_column_wise_agent_edits_hold_across_writers(b: Backend) 
 pub async fn the_last_admin_key_survives_revocations_on_two_writers(b: Backend) {
     let first = with_workspace(&b).await;
     let second = b.open().await;
+    // A row another writer wrote first under the same unique key (an agent's name and
+    // framework, registered on two nodes at once) is a conflict, the request's error,
+    // not a database failure (which health counts).
+    first.commit(one(Mutation::PutAgent(agent("agt_a", "same")))).await.unwrap();
+    let twin = second.commit(one(Mutation::PutAgent(agent("agt_b", "same")))).await;
+    assert!(matches!(twin, Err(StoreError::Conflict(_))), "{twin:?}");
+    assert_eq!(second.commit_stats().failing, None);
     let key = |id: &str, scopes: Vec<Scope>| ApiKey {
         key_id: id.into(),
         workspace_id: WS.into(),
