@@ -147,6 +147,11 @@ pub enum Mutation {
     /// unrevoked when it commits: two nodes revoking the last two admin keys at once
     /// would each have read the other key as left.
     ExpectAnotherAdmin { workspace_id: String, key_id: String },
+    /// Refuse the transaction (`Stale`) unless the policy is stored as last changed at
+    /// `updated_at`, or, with `None`, is not stored: a policy change made from a copy
+    /// another node has changed since (edited, deleted, replaced by a pack) would undo
+    /// that change.
+    ExpectPolicy { workspace_id: String, policy_id: String, updated_at: Option<Millis> },
     /// Give the row a new etag (a write elsewhere changed what it stands for, such as
     /// an agent's credentials).
     Touch { workspace_id: String, of: Guarded, id: String, etag: String },
@@ -218,7 +223,8 @@ impl Mutation {
             | Mutation::DeactivateAgent { workspace_id, .. }
             | Mutation::ApprovedActionRetried { workspace_id, .. }
             | Mutation::ExpectActive { workspace_id, .. }
-            | Mutation::ExpectAnotherAdmin { workspace_id, .. } => workspace_id,
+            | Mutation::ExpectAnotherAdmin { workspace_id, .. }
+            | Mutation::ExpectPolicy { workspace_id, .. } => workspace_id,
         }
     }
 

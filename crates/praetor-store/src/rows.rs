@@ -275,6 +275,21 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
                 &|| StoreError::Stale(format!("key `{key_id}` is the last admin key")),
             )?;
         }
+        Mutation::ExpectPolicy { workspace_id, policy_id, updated_at } => {
+            let stale = || StoreError::Stale(format!("policy `{policy_id}`"));
+            match updated_at {
+                Some(at) => db.expect_row_later(
+                    "SELECT 1 FROM policies WHERE workspace_id = ?1 AND policy_id = ?2 AND updated_at = ?3",
+                    args![workspace_id, policy_id, at],
+                    &stale,
+                )?,
+                None => db.expect_row_later(
+                    "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM policies WHERE workspace_id = ?1 AND policy_id = ?2)",
+                    args![workspace_id, policy_id],
+                    &stale,
+                )?,
+            }
+        }
         Mutation::Touch { workspace_id, of, id, etag } => {
             db.execute(&format!("UPDATE {} SET etag = ?3 WHERE workspace_id = ?1 AND {} = ?2", table(*of), key_column(*of)), args![workspace_id, id, etag])?;
         }

@@ -96,8 +96,25 @@ pub async fn change(
     edit: impl FnOnce(&mut Vec<PolicyRecord>) -> ApiResult<(Vec<Mutation>, Value)>,
 ) -> ApiResult<Value> {
     let _guard = ws.policy_writes.lock().await;
-    let mut records = ws.policies.load().records.clone();
-    let (mutations, fields) = edit(&mut records)?;
+    let before = ws.policies.load();
+    let mut records = before.records.clone();
+    let (mut mutations, fields) = edit(&mut records)?;
+    // Each policy written or deleted must still be as this node holds it: another
+    // node's change since (an edit, a delete, a pack) is refused here, not undone
+    // (`409`: the retry reads it first).
+    let guards: Vec<Mutation> = mutations
+        .iter()
+        .filter_map(|m| match m {
+            Mutation::PutPolicy(p) => Some(p.def.policy_id.clone()),
+            Mutation::DeletePolicy { policy_id, .. } => Some(policy_id.clone()),
+            _ => None,
+        })
+        .map(|policy_id| {
+            let updated_at = before.records.iter().find(|r| r.def.policy_id == policy_id).map(|r| r.updated_at);
+            Mutation::ExpectPolicy { workspace_id: ws.workspace_id.clone(), policy_id, updated_at }
+        })
+        .collect();
+    mutations.splice(0..0, guards);
     let set = PolicySet::build(records).map_err(policy_error)?;
     let mut fields = fields;
     if let Value::Object(m) = &mut fields {

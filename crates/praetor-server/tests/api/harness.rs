@@ -44,7 +44,7 @@ impl TestServer {
     pub async fn start_contested() -> (TestServer, Arc<ContestedStore>) {
         let mut contested = None;
         let s = Self::start_on(|_| {}, |inner| {
-            let store = Arc::new(ContestedStore { inner, contest: AtomicBool::new(false), contest_objects: AtomicBool::new(false), contested: AtomicU32::new(0), late_key: Default::default() });
+            let store = Arc::new(ContestedStore { inner, contest: AtomicBool::new(false), contest_objects: AtomicBool::new(false), contested: AtomicU32::new(0), late_key: Default::default(), late_write: Default::default() });
             contested = Some(store.clone());
             store
         })
@@ -169,11 +169,21 @@ pub struct ContestedStore {
     /// listing of keys has been read, as it would between a revocation's listing and
     /// its commit.
     pub late_key: parking_lot::Mutex<Option<Mutation>>,
+    /// A write another node commits just before the next transaction here, after this
+    /// node read what it decided from.
+    pub late_write: parking_lot::Mutex<Option<Mutation>>,
 }
 
 #[async_trait::async_trait]
 impl Store for ContestedStore {
     fn submit(&self, txn: Txn) -> ps::Pending {
+        if let Some(write) = self.late_write.lock().take() {
+            let inner = self.inner.clone();
+            return Box::pin(async move {
+                inner.commit(Txn { mutations: vec![write], seal: vec![] }).await?;
+                inner.submit(txn).await
+            });
+        }
         if self.contest_objects.load(Ordering::SeqCst) {
             let objects: Vec<ps::ObjectRecord> = txn
                 .mutations

@@ -353,3 +353,35 @@ async fn rules_count_against_the_policy_limit() {
     assert_error(&rule, 400, "invalid_policy");
     assert!(rule.1["error"]["message"].as_str().unwrap().contains("policy limit"), "{}", rule.1);
 }
+
+/// Another node deletes (or edits) a policy after this node read the policies and
+/// before it commits its own edit of it: the edit is refused (`409`), not written over
+/// the other node's change (a deleted policy came back). (Found by review.)
+#[tokio::test]
+async fn a_policy_changed_on_another_node_meanwhile_is_not_written_over() {
+    let (s, store) = TestServer::start_contested().await;
+    let ws_id = s.state.workspace_ids()[0].clone();
+    let def = json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" });
+    let id = s.policy(def.clone()).await;
+    *store.late_write.lock() = Some(praetor_store::Mutation::DeletePolicy { workspace_id: ws_id.clone(), policy_id: id.clone() });
+    let mut edited = def.clone();
+    edited["decision"] = json!("escalate");
+    let refused = s.put(&format!("/api/v1/enforce/policies/{id}"), &s.admin_key, &edited).await;
+    assert_error(&refused, 409, "conflict");
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains(&format!("policy `{id}`")), "{}", refused.1);
+    assert!(s.state.store.list_policies(&ws_id).await.unwrap().is_empty(), "the deletion stands");
+    // Edited elsewhere meanwhile: a promotion here is refused likewise, and the other
+    // node's edit stands.
+    let mut shadow = def.clone();
+    shadow["mode"] = json!("shadow");
+    let other = s.policy(shadow).await;
+    let mut stored = s.state.store.list_policies(&ws_id).await.unwrap().into_iter().find(|p| p.def.policy_id == other).unwrap();
+    stored.updated_at += 1;
+    stored.def.name = "renamed elsewhere".into();
+    *store.late_write.lock() = Some(praetor_store::Mutation::PutPolicy(stored));
+    let refused = s.post(&format!("/api/v1/enforce/policies/{other}/promote"), &s.admin_key, &json!({})).await;
+    assert_error(&refused, 409, "conflict");
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("was changed by another request or node"), "{}", refused.1);
+    let kept = s.state.store.list_policies(&ws_id).await.unwrap().into_iter().find(|p| p.def.policy_id == other).unwrap();
+    assert_eq!((kept.def.name.as_str(), kept.def.mode), ("renamed elsewhere", praetor_core::policy::PolicyMode::Shadow));
+}

@@ -1500,3 +1500,22 @@ pub async fn the_last_admin_key_survives_revocations_on_two_writers(b: Backend) 
         assert_eq!(active, vec![survivor.clone()], "round {round}");
     }
 }
+
+/// A policy written or deleted from a copy another writer has changed since is refused
+/// (`ExpectPolicy`): by the time it was last changed, or, for one not yet stored, by its
+/// absence.
+pub async fn policy_changes_from_a_stale_copy_are_refused(b: Backend) {
+    let first = with_workspace(&b).await;
+    let second = b.open().await;
+    let expect = |id: &str, at: Option<i64>| Mutation::ExpectPolicy { workspace_id: WS.into(), policy_id: id.into(), updated_at: at };
+    let at = |id: &str, decision: &str, t: i64| Mutation::PutPolicy(PolicyRecord { updated_at: t, ..policy(id, decision) });
+    first.commit(Txn { mutations: vec![expect("pol_1", None), at("pol_1", "block", 5)], seal: vec![] }).await.expect("new");
+    let stale = |r: Result<Vec<Sealed>>| matches!(r, Err(StoreError::Stale(w)) if w == "policy `pol_1`");
+    assert!(stale(second.commit(Txn { mutations: vec![expect("pol_1", None), at("pol_1", "allow", 6)], seal: vec![] }).await), "made elsewhere meanwhile");
+    second.commit(Txn { mutations: vec![expect("pol_1", Some(5)), at("pol_1", "escalate", 7)], seal: vec![] }).await.expect("as last read");
+    assert!(stale(first.commit(Txn { mutations: vec![expect("pol_1", Some(5)), at("pol_1", "allow", 8)], seal: vec![] }).await), "edited elsewhere meanwhile");
+    let deleted = Mutation::DeletePolicy { workspace_id: WS.into(), policy_id: "pol_1".into() };
+    first.commit(Txn { mutations: vec![expect("pol_1", Some(7)), deleted], seal: vec![] }).await.expect("deleted as last read");
+    assert!(stale(second.commit(Txn { mutations: vec![expect("pol_1", Some(7)), at("pol_1", "allow", 9)], seal: vec![] }).await), "deleted elsewhere meanwhile");
+    assert!(first.list_policies(WS).await.unwrap().is_empty(), "the deletion stands");
+}

@@ -62,4 +62,5 @@ conformance!(
     leases_and_delivery_claims_have_one_holder,
     nonces_and_column_wise_agent_edits_hold_across_writers,
     the_last_admin_key_survives_revocations_on_two_writers,
+    policy_changes_from_a_stale_copy_are_refused,
 );
