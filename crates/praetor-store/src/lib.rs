@@ -110,6 +110,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub enum Mutation {
     InsertWorkspace(Workspace),
     PutWorkspaceSettings { workspace_id: String, settings: praetor_core::WorkspaceSettings },
+    /// Set the named settings on the stored ones, merged in the transaction: another
+    /// node's change to other settings meanwhile stays (a whole copy would undo it).
+    PatchWorkspaceSettings { workspace_id: String, patch: Map<String, Value> },
     InsertApiKey(ApiKey),
     RevokeApiKey { workspace_id: String, key_id: String, at: Millis },
     /// Insert an agent, or replace its descriptive fields. Trust, the clean streak and
@@ -209,6 +212,7 @@ impl Mutation {
             Mutation::InsertApprovedAction(a) => &a.workspace_id,
             Mutation::PutDelivery(d) | Mutation::RecordDeliveryAttempt { delivery: d, .. } => &d.workspace_id,
             Mutation::PutWorkspaceSettings { workspace_id, .. }
+            | Mutation::PatchWorkspaceSettings { workspace_id, .. }
             | Mutation::RevokeApiKey { workspace_id, .. }
             | Mutation::SetTrust { workspace_id, .. }
             | Mutation::DeletePolicy { workspace_id, .. }
@@ -233,7 +237,7 @@ impl Mutation {
     /// guarded by etags instead, except sessions, whose figures every node shows.
     pub fn feed_key(&self) -> Option<String> {
         Some(match self {
-            Mutation::PutWorkspaceSettings { .. } => "settings".to_owned(),
+            Mutation::PutWorkspaceSettings { .. } | Mutation::PatchWorkspaceSettings { .. } => "settings".to_owned(),
             Mutation::InsertApiKey(k) => format!("key:{}", k.key_id),
             Mutation::RevokeApiKey { key_id, .. } => format!("key:{key_id}"),
             Mutation::PutAgent(a) => format!("agent:{}", a.agent_id),

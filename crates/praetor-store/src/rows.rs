@@ -63,6 +63,14 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
                 args![workspace_id, to_json(settings)?],
             )?;
         }
+        Mutation::PatchWorkspaceSettings { workspace_id, patch } => {
+            let stored: String = db
+                .value("SELECT settings FROM workspaces WHERE workspace_id = ?1", args![workspace_id])?
+                .ok_or_else(|| StoreError::Corrupt(format!("workspace `{workspace_id}` does not exist")))?;
+            let mut merged: serde_json::Map<String, serde_json::Value> = from_json(&stored, "workspace settings")?;
+            merged.extend(patch.clone());
+            db.execute("UPDATE workspaces SET settings = ?2 WHERE workspace_id = ?1", args![workspace_id, to_json(&merged)?])?;
+        }
         Mutation::InsertApiKey(k) => {
             let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
             db.execute(

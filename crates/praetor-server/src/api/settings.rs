@@ -58,11 +58,18 @@ pub async fn put(
         ));
     }
     let now = state.now_ms();
+    // Only the settings named are written, onto the stored ones (each is checked on its
+    // own above): two nodes changing different settings at once both stand.
     let txn = Txn {
-        mutations: vec![Mutation::PutWorkspaceSettings { workspace_id: ws.workspace_id.clone(), settings: settings.clone() }],
+        mutations: vec![Mutation::PatchWorkspaceSettings { workspace_id: ws.workspace_id.clone(), patch: patch.clone() }],
         seal: vec![event(&ws.workspace_id, "settings.updated", Some(&auth.key.key_id), now, json!({ "changed": patch }))],
     };
     state.commit(txn).await?;
+    // What the store now holds, other nodes' changes included.
+    let settings = match state.store.get_workspace(&ws.workspace_id).await {
+        Ok(Some(stored)) => stored.settings,
+        _ => settings,
+    };
     *ws.settings.write() = settings.clone();
     Ok(Json(json!({ "ok": true, "settings": settings })))
 }

@@ -385,3 +385,22 @@ async fn a_policy_changed_on_another_node_meanwhile_is_not_written_over() {
     let kept = s.state.store.list_policies(&ws_id).await.unwrap().into_iter().find(|p| p.def.policy_id == other).unwrap();
     assert_eq!((kept.def.name.as_str(), kept.def.mode), ("renamed elsewhere", praetor_core::policy::PolicyMode::Shadow));
 }
+
+/// Two nodes changing different settings at once: both changes stand. (Found by review:
+/// each node wrote its whole copy, so one change was lost, `allow_anonymous: false`
+/// among them, while the vault sealed it.)
+#[tokio::test]
+async fn settings_changed_on_two_nodes_at_once_both_stand() {
+    let (s, store) = TestServer::start_contested().await;
+    let ws_id = s.state.workspace_ids()[0].clone();
+    let mut elsewhere = s.state.workspace(&ws_id).unwrap().settings.read().clone();
+    elsewhere.trust_baseline = 77;
+    *store.late_write.lock() = Some(praetor_store::Mutation::PutWorkspaceSettings { workspace_id: ws_id.clone(), settings: elsewhere });
+    let (status, answer) = s.put("/api/v1/enforce/settings", &s.admin_key, &json!({ "allow_anonymous": false })).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let stored = s.state.store.get_workspace(&ws_id).await.unwrap().unwrap().settings;
+    assert_eq!((stored.trust_baseline, stored.allow_anonymous), (77, false), "both changes are stored");
+    assert_eq!((answer["settings"]["trust_baseline"].as_u64(), answer["settings"]["allow_anonymous"].as_bool()), (Some(77), Some(false)), "{answer}");
+    let (_, shown) = s.get("/api/v1/enforce/settings", &s.admin_key).await;
+    assert_eq!(shown["settings"]["trust_baseline"], 77, "this node holds what the store holds: {shown}");
+}

@@ -1519,3 +1519,16 @@ pub async fn policy_changes_from_a_stale_copy_are_refused(b: Backend) {
     assert!(stale(second.commit(Txn { mutations: vec![expect("pol_1", Some(7)), at("pol_1", "allow", 9)], seal: vec![] }).await), "deleted elsewhere meanwhile");
     assert!(first.list_policies(WS).await.unwrap().is_empty(), "the deletion stands");
 }
+
+/// A settings patch is merged with the settings as stored when it commits: another
+/// writer's change to other settings stays.
+pub async fn settings_patches_merge_with_the_stored_settings(b: Backend) {
+    let first = with_workspace(&b).await;
+    let second = b.open().await;
+    let patch = |v: Value| Mutation::PatchWorkspaceSettings { workspace_id: WS.into(), patch: v.as_object().unwrap().clone() };
+    first.commit(one(patch(json!({ "trust_baseline": 70 })))).await.unwrap();
+    second.commit(one(patch(json!({ "allow_anonymous": false })))).await.unwrap();
+    let stored = first.get_workspace(WS).await.unwrap().unwrap().settings;
+    assert_eq!((stored.trust_baseline, stored.allow_anonymous), (70, false));
+    assert_eq!(stored.escalation_ttl_seconds, WorkspaceSettings::default().escalation_ttl_seconds, "the rest as it was");
+}

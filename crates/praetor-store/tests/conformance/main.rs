@@ -63,4 +63,5 @@ conformance!(
     nonces_and_column_wise_agent_edits_hold_across_writers,
     the_last_admin_key_survives_revocations_on_two_writers,
     policy_changes_from_a_stale_copy_are_refused,
+    settings_patches_merge_with_the_stored_settings,
 );
