@@ -62,6 +62,10 @@ enum KeysCommand {
         label: Option<String>,
         #[arg(long, env = "PRAETOR_DATA_DIR", default_value = "./praetor-data")]
         data_dir: PathBuf,
+        /// Make it in the PostgreSQL store at this URL (nodes that share one) instead of
+        /// the data directory's SQLite.
+        #[arg(long = "database", env = "PRAETOR_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
 }
 
@@ -156,8 +160,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Bench(args) => bench::run(args),
-        Command::Keys { command: KeysCommand::Create { scopes, agent_id, label, data_dir } } => {
-            offline::create_key(&data_dir, &scopes, agent_id, label)
+        Command::Keys { command: KeysCommand::Create { scopes, agent_id, label, data_dir, database_url } } => {
+            offline::create_key(&data_dir, database_url.as_deref(), &scopes, agent_id, label)
         }
         Command::Vault { command } => match command {
             VaultCommand::Verify { bundles, keys, origin } => offline::verify_bundles(&bundles, &keys, origin.as_deref()),

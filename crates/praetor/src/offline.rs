@@ -375,15 +375,18 @@ pub fn check_store(data_dir: &Path, database_url: Option<&str>, keys_dir: Option
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-pub fn create_key(data_dir: &Path, scopes: &[String], agent_id: Option<String>, label: Option<String>) -> anyhow::Result<ExitCode> {
+pub fn create_key(data_dir: &Path, database_url: Option<&str>, scopes: &[String], agent_id: Option<String>, label: Option<String>) -> anyhow::Result<ExitCode> {
     let db = data_dir.join("praetor.db");
-    if !db.exists() {
-        bail!("no Praetor store in `{}`: run `praetor serve` once first", data_dir.display());
+    if database_url.is_none() && !db.exists() {
+        bail!("no Praetor store in `{}`: run `praetor serve` once first (or give --database for nodes on PostgreSQL)", data_dir.display());
     }
     let scopes = praetor_server::api::system::parse_scopes(scopes, agent_id.as_deref()).map_err(|m| anyhow::anyhow!(m))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let store = praetor_store::sqlite::SqliteStore::open(&db).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let store: std::sync::Arc<dyn Store> = match database_url {
+            Some(url) => std::sync::Arc::new(praetor_store::postgres::PostgresStore::connect(url).map_err(|e| anyhow::anyhow!("{e}"))?),
+            None => std::sync::Arc::new(praetor_store::sqlite::SqliteStore::open(&db).map_err(|e| anyhow::anyhow!("{e}"))?),
+        };
         let snap = store.snapshot().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let ws = snap.workspaces.first().context("the store has no workspace")?;
         let mut mutations = Vec::new();

@@ -119,7 +119,7 @@ fn post(url: &str, key: &str, body: &Value) -> Option<Value> {
 #[test]
 fn nodes_share_one_vault_and_survive_the_loss_of_one() {
     let Some(admin_url) = database_url() else { return };
-    let Cluster { nodes, key, _schema: schema, _tmp } = Cluster::start(&admin_url);
+    let Cluster { nodes, key, _schema: schema, _tmp, .. } = Cluster::start(&admin_url);
     let url = schema.url();
     let [a, b, c]: [Node; 3] = nodes.try_into().ok().unwrap();
     post(&format!("{}/api/v1/enforce/policies", a.base), &key, &json!({"name": "no deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block"}))
@@ -194,6 +194,7 @@ fn nodes_share_one_vault_and_survive_the_loss_of_one() {
 struct Cluster {
     nodes: Vec<Node>,
     key: String,
+    url: String,
     _schema: Schema,
     _tmp: tempfile::TempDir,
 }
@@ -209,7 +210,7 @@ impl Cluster {
         let key = std::fs::read_to_string(tmp.path().join("a/admin.key")).unwrap().trim().to_owned();
         let b = start_node(&tmp.path().join("b"), &url, &keys);
         let c = start_node(&tmp.path().join("c"), &url, &keys);
-        Cluster { nodes: vec![a, b, c], key, _schema: schema, _tmp: tmp }
+        Cluster { nodes: vec![a, b, c], key, url, _schema: schema, _tmp: tmp }
     }
 
     fn post(&self, node: usize, path: &str, body: &Value) -> Value {
@@ -493,4 +494,21 @@ fn an_approval_on_one_node_counts_in_the_histories_other_nodes_hold() {
     assert_eq!(next["decision"], "block", "node B sees the approved wire in the session: {next}");
     let next = export(2, None);
     assert_eq!(next["decision"], "block", "node C sees it in the agent's history: {next}");
+}
+
+/// `praetor keys create --database` makes a key in the shared store, which every node
+/// takes (the last-admin refusal points operators to it). (Found by review: it could
+/// only open a data directory's SQLite.)
+#[test]
+fn keys_create_makes_a_key_in_the_shared_store_every_node_takes() {
+    let Some(admin_url) = database_url() else { return };
+    let cluster = Cluster::start(&admin_url);
+    let out = Command::new(BIN).args(["keys", "create", "--scope", "read", "--database", &cluster.url]).env("PRAETOR_LOG", "warn").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let key = stdout.lines().find(|l| l.starts_with("xb_live_")).expect("the key is printed").trim().to_owned();
+    for node in &cluster.nodes {
+        let agents = get(&format!("{}/api/v1/enforce/agents", node.base), &key).expect("the key works on every node");
+        assert_eq!(agents["ok"], true, "{agents}");
+    }
 }
