@@ -71,7 +71,10 @@ pub async fn follow(state: &AppState, ws: &WorkspaceState) -> ApiResult<()> {
 
 async fn apply(state: &AppState, ws: &WorkspaceState, changes: &[Change]) -> ApiResult<()> {
     let own = state.store.node_id();
-    let keys: BTreeSet<&str> = changes.iter().filter(|c| c.node_id != own).map(|c| c.key.as_str()).collect();
+    // This node's own changes are in memory already, but for its policy changes: one
+    // whose request was cancelled after its commit was queued never reached memory, and
+    // the node would go on deciding with the set before it (reloading costs one read).
+    let keys: BTreeSet<&str> = changes.iter().filter(|c| c.node_id != own || c.key == "policies").map(|c| c.key.as_str()).collect();
     if keys.is_empty() {
         return Ok(());
     }
@@ -116,6 +119,11 @@ async fn reload_policies(state: &AppState, ws: &WorkspaceState) -> ApiResult<()>
     // Under the policy lock: a policy write on this node rebuilds from the set in
     // memory, which must not be replaced between its read and its store.
     let _guard = ws.policy_writes.lock().await;
+    load_stored_policies(state, ws).await
+}
+
+/// Put the stored policies in force on this node. The caller holds `policy_writes`.
+pub async fn load_stored_policies(state: &AppState, ws: &WorkspaceState) -> ApiResult<()> {
     let records = state.store.list_policies(&ws.workspace_id).await?;
     let set = match PolicySet::build(records) {
         Ok(set) => set,
@@ -126,8 +134,10 @@ async fn reload_policies(state: &AppState, ws: &WorkspaceState) -> ApiResult<()>
             return Ok(());
         }
     };
-    tracing::info!(workspace_id = %ws.workspace_id, policy_set_hash = %set.hash, "policies changed on another node");
-    ws.replace_policies(set, state.now_ms());
+    if set.hash != ws.policies.load().hash {
+        tracing::info!(workspace_id = %ws.workspace_id, policy_set_hash = %set.hash, "the stored policies differ from those in force here; now in force");
+        ws.replace_policies(set, state.now_ms());
+    }
     Ok(())
 }
 

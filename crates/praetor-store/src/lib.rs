@@ -155,6 +155,10 @@ pub enum Mutation {
     /// another node has changed since (edited, deleted, replaced by a pack) would undo
     /// that change.
     ExpectPolicy { workspace_id: String, policy_id: String, updated_at: Option<Millis> },
+    /// Refuse the transaction (`Stale`) unless exactly `count` stored policies belong to
+    /// pack `pack` (any version): a deploy must replace what is live, and two deploys on
+    /// two nodes at once (the first ones of a pack included) would otherwise both stand.
+    ExpectPackPolicies { workspace_id: String, pack: String, count: u64 },
     /// Give the row a new etag (a write elsewhere changed what it stands for, such as
     /// an agent's credentials).
     Touch { workspace_id: String, of: Guarded, id: String, etag: String },
@@ -228,7 +232,8 @@ impl Mutation {
             | Mutation::ApprovedActionRetried { workspace_id, .. }
             | Mutation::ExpectActive { workspace_id, .. }
             | Mutation::ExpectAnotherAdmin { workspace_id, .. }
-            | Mutation::ExpectPolicy { workspace_id, .. } => workspace_id,
+            | Mutation::ExpectPolicy { workspace_id, .. }
+            | Mutation::ExpectPackPolicies { workspace_id, .. } => workspace_id,
         }
     }
 

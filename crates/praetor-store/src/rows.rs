@@ -298,6 +298,18 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
                 )?,
             }
         }
+        Mutation::ExpectPackPolicies { workspace_id, pack, count } => {
+            // Read and counted here (a pack deploy is rare): a definition's `pack` is
+            // `<name>@<version>`, compared exactly (SQLite's LIKE ignores case).
+            let prefix = format!("{pack}@");
+            let defs: Vec<serde_json::Value> = db.all("SELECT def FROM policies WHERE workspace_id = ?1", args![workspace_id], |r| {
+                from_json(&r.get::<String>(0)?, "a stored policy")
+            })?;
+            let live = defs.iter().filter(|d| d["pack"].as_str().is_some_and(|p| p.starts_with(&prefix))).count() as u64;
+            if live != *count {
+                return Err(StoreError::Stale(format!("policy pack `{pack}`")));
+            }
+        }
         Mutation::Touch { workspace_id, of, id, etag } => {
             db.execute(&format!("UPDATE {} SET etag = ?3 WHERE workspace_id = ?1 AND {} = ?2", table(*of), key_column(*of)), args![workspace_id, id, etag])?;
         }

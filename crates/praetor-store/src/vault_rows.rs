@@ -377,18 +377,18 @@ fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older
                 return Ok(());
             }
             checked += 1;
-            let read = || -> Result<(crate::Violation, Option<i64>, Option<Vec<u8>>)> {
+            let read = || -> Result<ViolationRow> {
                 // The body the row stores itself, if any (see `VIOLATION_BODY_IN_ENTRY`);
-                // one that is not JSON is kept as its text, which departs.
+                // one that is not JSON is kept as its text, which departs (as `null` does).
                 let stored: String = r.get(8)?;
-                let body = if stored.is_empty() { Value::Null } else { serde_json::from_str(&stored).unwrap_or(Value::String(stored)) };
+                let own_body = (!stored.is_empty()).then(|| serde_json::from_str(&stored).unwrap_or(Value::String(stored)));
                 let v = crate::Violation {
                     violation_id: r.get(0)?, workspace_id: ws.to_owned(), rule_id: r.get(1)?, severity: r.get(2)?, agent_id: r.get(3)?,
-                    decision_id: r.get(4)?, at: r.get(5)?, body, decision_agent: None,
+                    decision_id: r.get(4)?, at: r.get(5)?, body: Value::Null, decision_agent: None,
                 };
-                Ok((v, r.get(6)?, r.get(7)?))
+                Ok((v, r.get(6)?, r.get(7)?, own_body))
             };
-            let (v, seq, leaf) = match read() {
+            let (v, seq, leaf, own_body) = match read() {
                 Ok(read) => read,
                 Err(e) => {
                     let id: String = r.get(0).unwrap_or_default();
@@ -411,7 +411,7 @@ fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older
                 }),
                 (Some(entry), _) => v
                     .departs_from(entry)
-                    .or_else(|| if v.body.is_null() { None } else { v.stored_body_departs(&v.body, entry) })
+                    .or_else(|| own_body.as_ref().and_then(|body| v.stored_body_departs(body, entry)))
                     .or_else(|| {
                         matched += u64::from(seq.is_some_and(|s| (0..logged as i64).contains(&s)));
                         None
@@ -431,6 +431,10 @@ fn check_violation_rows(conn: &dyn Db, ws: &str, logged: u64, sealed: u64, older
     }
     Ok((checked, bad))
 }
+
+/// A violation row as `check_violation_rows` reads it: the violation's columns, its
+/// decision's entry number and leaf, and the body the row stores itself, if any.
+type ViolationRow = (crate::Violation, Option<i64>, Option<Vec<u8>>, Option<Value>);
 
 /// The log part of [`check_vault`].
 fn check_log(conn: &dyn Db, ws: &str, verifiers: &[praetor_vault::NoteVerifier], progress: &mut dyn FnMut(u64, u64)) -> Result<LogCheck> {

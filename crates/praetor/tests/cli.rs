@@ -314,6 +314,8 @@ fn vault_check_names_a_row_changed_after_it_was_sealed() {
             "its stored `decision` is not the one sealed"),
         ("a violation's body unreadable", "UPDATE violations SET body = 'not json' WHERE rowid = (SELECT MIN(rowid) FROM violations)".to_owned(),
             "its stored body is not a JSON object"),
+        ("a violation's body made null", "UPDATE violations SET body = 'null' WHERE rowid = (SELECT MIN(rowid) FROM violations)".to_owned(),
+            "its stored body is not a JSON object"),
     ];
     let dir = tempfile::tempdir().unwrap();
     populated(dir.path(), 12);

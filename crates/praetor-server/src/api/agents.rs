@@ -246,8 +246,7 @@ pub async fn register(
     if let Err(e) = state.commit(txn).await {
         // Another node registered the same name and framework meanwhile: registering is
         // idempotent, so that agent is the answer, once the change feed brings it here.
-        if matches!(e, praetor_store::StoreError::Conflict(_)) {
-            crate::follow::follow(&state, ws).await?;
+        if matches!(e, praetor_store::StoreError::Conflict(_)) && crate::follow::follow(&state, ws).await.is_ok() {
             let registered = ws.agents.read().values().find(|a| a.name == agent.name && a.framework == agent.framework).cloned();
             if let Some(other) = registered {
                 return Ok(Json(json!({ "ok": true, "created": false, "agent": agent_view(&other) })));

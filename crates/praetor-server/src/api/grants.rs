@@ -663,7 +663,11 @@ async fn take_in_window(state: &AppState, auth: &Authorized<perm::Approvals>, id
     if window.status_at(state.now_ms()) != "open" {
         return Ok(Some(window));
     }
-    auth.workspace.live.lock().authority.absorb(&record);
+    // Unless the change feed brought a copy meanwhile, which is as new or newer.
+    let mut live = auth.workspace.live.lock();
+    if !live.authority.windows.contains_key(id) {
+        live.authority.absorb(&record);
+    }
     Ok(None)
 }
 
@@ -846,8 +850,10 @@ pub async fn breakglass_stats(State(state): State<Arc<AppState>>, auth: Authoriz
         "total": all.len(),
         "active": count(&|b| b.status_at(now) == "active"),
         "closed": count(&|b| b.status_at(now) == "closed"),
-        "reviewed": count(&|b| b.review.is_some()),
-        "unreviewed": count(&|b| b.review.is_none() && b.status_at(now) == "closed"),
+        // A `needs_follow_up` review is not final: counted on its own, and as unreviewed.
+        "reviewed": count(&|b| b.review.as_ref().is_some_and(|r| r.outcome != "needs_follow_up")),
+        "needs_follow_up": count(&|b| b.review.as_ref().is_some_and(|r| r.outcome == "needs_follow_up")),
+        "unreviewed": count(&|b| b.review.as_ref().is_none_or(|r| r.outcome == "needs_follow_up") && b.status_at(now) == "closed"),
         "overrides": all.iter().map(|b| b.overrides).sum::<u64>(),
         "recent": recent,
     })))

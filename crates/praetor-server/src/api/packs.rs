@@ -91,7 +91,8 @@ async fn install(
     let ws_id = ws.workspace_id.clone();
     let record_version = version.clone();
     let out = super::policies::change(state, ws, actor, event_kind, move |records| {
-        let mut mutations = Vec::new();
+        let live = records.iter().filter(|r| r.def.pack.as_ref().is_some_and(|p| p.starts_with(&prefix))).count();
+        let mut mutations = vec![Mutation::ExpectPackPolicies { workspace_id: ws_id.clone(), pack: record_version.name.clone(), count: live as u64 }];
         for old in records.iter().filter(|r| r.def.pack.as_ref().is_some_and(|p| p.starts_with(&prefix))) {
             mutations.push(Mutation::DeletePolicy { workspace_id: ws_id.clone(), policy_id: old.def.policy_id.clone() });
         }

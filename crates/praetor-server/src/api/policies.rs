@@ -99,6 +99,19 @@ pub async fn change(
     let before = ws.policies.load();
     let mut records = before.records.clone();
     let (mut mutations, fields) = edit(&mut records)?;
+    // A policy written anew gets a later `updated_at` than the one it replaces, even
+    // within the same millisecond: the guards below tell every version apart.
+    for m in &mut mutations {
+        if let Mutation::PutPolicy(p) = m
+            && let Some(held) = before.records.iter().find(|r| r.def.policy_id == p.def.policy_id)
+            && p.updated_at <= held.updated_at
+        {
+            p.updated_at = held.updated_at + 1;
+            if let Some(r) = records.iter_mut().find(|r| r.def.policy_id == p.def.policy_id) {
+                r.updated_at = p.updated_at;
+            }
+        }
+    }
     // Each policy written or deleted must still be as this node holds it: another
     // node's change since (an edit, a delete, a pack) is refused here, not undone
     // (`409`: the retry reads it first).
@@ -121,7 +134,15 @@ pub async fn change(
         m.insert("policy_set_hash".into(), json!(set.hash));
     }
     let txn = Txn { mutations, seal: vec![event(&ws.workspace_id, kind, Some(actor), state.now_ms(), fields)] };
-    state.commit(txn).await?;
+    if let Err(e) = state.commit(txn).await {
+        // What this node held was stale (another node's change, or one of its own whose
+        // request was cancelled before memory took it): hold what is stored, so the
+        // retry the answer asks for can succeed.
+        if matches!(e, praetor_store::StoreError::Stale(_)) {
+            crate::follow::load_stored_policies(state, ws).await?;
+        }
+        return Err(e.into());
+    }
     let hash = set.hash.clone();
     ws.replace_policies(set, state.now_ms());
     tracing::info!(workspace_id = %ws.workspace_id, kind, policy_set_hash = %hash, "policies changed");

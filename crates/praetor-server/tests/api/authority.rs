@@ -323,6 +323,8 @@ async fn breakglass_overrides_refusals_but_never_identity_or_revocation() {
     let second = second["breakglass_id"].as_str().unwrap().to_owned();
     let path = format!("/api/v1/enforce/breakglass/{second}/review");
     assert_eq!(s.post(&path, &s.admin_key, &json!({ "outcome": "needs_follow_up" })).await.0, StatusCode::OK);
+    let (_, stats) = s.get("/api/v1/enforce/breakglass/stats", &s.admin_key).await;
+    assert_eq!((stats["reviewed"].as_u64(), stats["needs_follow_up"].as_u64()), (Some(1), Some(1)), "not final yet: {stats}");
     let (status, done) = s.post(&path, &s.admin_key, &json!({ "outcome": "unjustified" })).await;
     assert_eq!((status, done["breakglass"]["review"]["outcome"].as_str()), (StatusCode::OK, Some("unjustified")), "{done}");
     assert_error(&s.post(&path, &s.admin_key, &json!({ "outcome": "justified" })).await, 409, "conflict");

@@ -384,6 +384,25 @@ async fn a_policy_changed_on_another_node_meanwhile_is_not_written_over() {
     assert!(refused.1["error"]["message"].as_str().unwrap().contains("was changed by another request or node"), "{}", refused.1);
     let kept = s.state.store.list_policies(&ws_id).await.unwrap().into_iter().find(|p| p.def.policy_id == other).unwrap();
     assert_eq!((kept.def.name.as_str(), kept.def.mode), ("renamed elsewhere", praetor_core::policy::PolicyMode::Shadow));
+    // The refusal left this node holding what is stored: the retry it asks for succeeds.
+    let (status, promoted) = s.post(&format!("/api/v1/enforce/policies/{other}/promote"), &s.admin_key, &json!({})).await;
+    assert_eq!((status, promoted["policy"]["name"].as_str()), (StatusCode::OK, Some("renamed elsewhere")), "{promoted}");
+    assert_error(&s.put(&format!("/api/v1/enforce/policies/{id}"), &s.admin_key, &edited).await, 404, "not_found");
+    // Edits in the same millisecond (the test clock stands still) each get a later
+    // `updated_at`, so the guard tells every version apart.
+    let stamp = || async { s.state.store.list_policies(&ws_id).await.unwrap().into_iter().find(|p| p.def.policy_id == other).unwrap().updated_at };
+    let before = stamp().await;
+    let (status, _) = s.put(&format!("/api/v1/enforce/policies/{other}"), &s.admin_key, &def).await;
+    assert_eq!((status, stamp().await), (StatusCode::OK, before + 1));
+    // A change of this node's own that reached the store but not memory (its request was
+    // cancelled after the commit was queued) is taken in from the change feed.
+    let mut stored = s.state.store.list_policies(&ws_id).await.unwrap().into_iter().find(|p| p.def.policy_id == other).unwrap();
+    stored.updated_at += 1;
+    stored.def.decision = praetor_core::policy::Effect::Escalate;
+    s.state.store.commit(praetor_store::Txn { mutations: vec![praetor_store::Mutation::PutPolicy(stored)], seal: vec![] }).await.unwrap();
+    assert_eq!(s.intercept(json!({ "action_type": "delete_x" })).await["decision"], "block", "memory still holds the block");
+    praetor_server::follow::follow(&s.state, &s.state.workspace(&ws_id).unwrap()).await.unwrap();
+    assert_eq!(s.intercept(json!({ "action_type": "delete_x" })).await["decision"], "escalate", "the stored change is in force");
 }
 
 /// Two nodes changing different settings at once: both changes stand. (Found by review:
@@ -403,4 +422,27 @@ async fn settings_changed_on_two_nodes_at_once_both_stand() {
     assert_eq!((answer["settings"]["trust_baseline"].as_u64(), answer["settings"]["allow_anonymous"].as_bool()), (Some(77), Some(false)), "{answer}");
     let (_, shown) = s.get("/api/v1/enforce/settings", &s.admin_key).await;
     assert_eq!(shown["settings"]["trust_baseline"], 77, "this node holds what the store holds: {shown}");
+}
+
+/// Another node deploys a pack (its first version here) after this node read the
+/// policies and before its own deploy commits: this deploy is refused, not added beside
+/// it (two versions were live). (Found by review.)
+#[tokio::test]
+async fn a_pack_deployed_on_another_node_meanwhile_is_not_deployed_beside() {
+    let (s, store) = TestServer::start_contested().await;
+    let ws_id = s.state.workspace_ids()[0].clone();
+    let elsewhere: praetor_core::PolicyDef = serde_json::from_value(json!({ "policy_id": "pol_elsewhere", "name": "no deletes", "policy_type": "action_type",
+        "action_types": ["delete_*"], "decision": "block", "pack": "core@1.0.0" })).unwrap();
+    let record = praetor_store::PolicyRecord { workspace_id: ws_id.clone(), def: elsewhere, created_at: 1, updated_at: 1 };
+    *store.late_write.lock() = Some(praetor_store::Mutation::PutPolicy(record));
+    let (status, refused) = s.post_raw("/api/v1/enforce/policy-packs", &s.admin_key, pack("2.0.0", "drop_*", serde_json::Value::Null)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("policy pack `core`"), "{refused}");
+    let live: Vec<String> = s.state.store.list_policies(&ws_id).await.unwrap().into_iter().filter_map(|p| p.def.pack).collect();
+    assert_eq!(live, vec!["core@1.0.0".to_owned()], "only the other node's version is live");
+    // Held now, it is replaced by the retry.
+    let (status, deployed) = s.post_raw("/api/v1/enforce/policy-packs", &s.admin_key, pack("2.0.0", "drop_*", serde_json::Value::Null)).await;
+    assert_eq!(status, StatusCode::OK, "{deployed}");
+    let live: Vec<String> = s.state.store.list_policies(&ws_id).await.unwrap().into_iter().filter_map(|p| p.def.pack).collect();
+    assert_eq!(live, vec!["core@2.0.0".to_owned()]);
 }

@@ -1518,6 +1518,15 @@ pub async fn policy_changes_from_a_stale_copy_are_refused(b: Backend) {
     first.commit(Txn { mutations: vec![expect("pol_1", Some(7)), deleted], seal: vec![] }).await.expect("deleted as last read");
     assert!(stale(second.commit(Txn { mutations: vec![expect("pol_1", Some(7)), at("pol_1", "allow", 9)], seal: vec![] }).await), "deleted elsewhere meanwhile");
     assert!(first.list_policies(WS).await.unwrap().is_empty(), "the deletion stands");
+    // A pack's live definitions are counted exactly (by name, case and all).
+    let mut of_pack = policy("pol_p", "block");
+    of_pack.def.pack = Some("core@1.0.0".into());
+    first.commit(one(Mutation::PutPolicy(of_pack))).await.unwrap();
+    let pack = |name: &str, count: u64| one(Mutation::ExpectPackPolicies { workspace_id: WS.into(), pack: name.into(), count });
+    assert!(matches!(second.commit(pack("core", 0)).await, Err(StoreError::Stale(w)) if w == "policy pack `core`"), "deployed elsewhere");
+    second.commit(pack("core", 1)).await.expect("as held");
+    second.commit(pack("Core", 0)).await.expect("another pack");
+    second.commit(pack("cor", 0)).await.expect("another pack, a prefix of its name");
 }
 
 /// A settings patch is merged with the settings as stored when it commits: another
