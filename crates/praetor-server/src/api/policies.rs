@@ -99,34 +99,29 @@ pub async fn change(
     let before = ws.policies.load();
     let mut records = before.records.clone();
     let (mut mutations, fields) = edit(&mut records)?;
-    // A policy written anew gets a later `updated_at` than the one it replaces, even
-    // within the same millisecond: the guards below tell every version apart.
+    // Each policy written or deleted must still be as this node holds it: another
+    // node's change since (an edit, a delete, a pack) is refused here, not undone
+    // (`409`: the retry reads it first). One written anew gets a later `updated_at`
+    // than the one it replaces, even within the same millisecond, so that the guard
+    // tells every version apart.
+    let mut guards = Vec::new();
     for m in &mut mutations {
-        if let Mutation::PutPolicy(p) = m
-            && let Some(held) = before.records.iter().find(|r| r.def.policy_id == p.def.policy_id)
-            && p.updated_at <= held.updated_at
+        let (policy_id, written) = match m {
+            Mutation::PutPolicy(p) => (p.def.policy_id.clone(), Some(p)),
+            Mutation::DeletePolicy { policy_id, .. } => (policy_id.clone(), None),
+            _ => continue,
+        };
+        let held = before.records.iter().find(|r| r.def.policy_id == policy_id).map(|r| r.updated_at);
+        if let (Some(p), Some(held)) = (written, held)
+            && p.updated_at <= held
         {
-            p.updated_at = held.updated_at + 1;
-            if let Some(r) = records.iter_mut().find(|r| r.def.policy_id == p.def.policy_id) {
+            p.updated_at = held + 1;
+            if let Some(r) = records.iter_mut().find(|r| r.def.policy_id == policy_id) {
                 r.updated_at = p.updated_at;
             }
         }
+        guards.push(Mutation::ExpectPolicy { workspace_id: ws.workspace_id.clone(), policy_id, updated_at: held });
     }
-    // Each policy written or deleted must still be as this node holds it: another
-    // node's change since (an edit, a delete, a pack) is refused here, not undone
-    // (`409`: the retry reads it first).
-    let guards: Vec<Mutation> = mutations
-        .iter()
-        .filter_map(|m| match m {
-            Mutation::PutPolicy(p) => Some(p.def.policy_id.clone()),
-            Mutation::DeletePolicy { policy_id, .. } => Some(policy_id.clone()),
-            _ => None,
-        })
-        .map(|policy_id| {
-            let updated_at = before.records.iter().find(|r| r.def.policy_id == policy_id).map(|r| r.updated_at);
-            Mutation::ExpectPolicy { workspace_id: ws.workspace_id.clone(), policy_id, updated_at }
-        })
-        .collect();
     mutations.splice(0..0, guards);
     let set = PolicySet::build(records).map_err(policy_error)?;
     let mut fields = fields;
