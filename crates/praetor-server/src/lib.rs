@@ -80,6 +80,9 @@ pub async fn open(config: Config) -> Result<(Arc<AppState>, bootstrap::Started),
 /// Serve until SIGINT or SIGTERM.
 pub async fn serve(state: Arc<AppState>) -> Result<(), ServeError> {
     let addr = state.config.listen;
+    // The handlers are installed before the port opens: a signal sent once a client can
+    // connect then always stops the server cleanly, never by the default action.
+    let shutdown = shutdown_signal().map_err(|e| ServeError::Start(format!("cannot install the signal handlers: {e}")))?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
     let checkpointer = vault::spawn_checkpointer(state.clone());
     let sweeper = sessions::spawn_sweeper(state.clone());
@@ -88,7 +91,7 @@ pub async fn serve(state: Arc<AppState>) -> Result<(), ServeError> {
     tracing::info!(%addr, data_dir = %state.config.data_dir.display(), "praetor is serving");
     let (max_connections, idle) = (state.config.max_connections, std::time::Duration::from_secs(state.config.connection_idle_secs));
     let app = router(state);
-    listen::serve(listener, app, max_connections, idle, shutdown_signal()).await;
+    listen::serve(listener, app, max_connections, idle, shutdown).await;
     checkpointer.abort();
     sweeper.abort();
     dispatcher.abort();
@@ -96,24 +99,26 @@ pub async fn serve(state: Arc<AppState>) -> Result<(), ServeError> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Install the SIGINT and SIGTERM handlers now (not at the first poll, which comes only
+/// once serving has begun) and return the future that ends at either signal.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
 }
