@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use praetor_core::{PolicyDef, WorkspaceSettings};
-use praetor_store::{Agent, Mutation, PolicyRecord, Scope, Txn, Workspace};
+use praetor_store::{Agent, Mutation, PolicyRecord, Scope, StoreError, Txn, Workspace};
 use serde_json::{Map, json};
 
 use crate::api::system::mint_key;
@@ -31,13 +31,22 @@ pub async fn first_start(state: &Arc<AppState>) -> ApiResult<Started> {
     let existing = state.workspace_ids();
     let workspace_id = match existing.into_iter().next() {
         Some(id) => id,
-        None => {
-            let path = state.config.data_dir.join(ADMIN_KEY_FILE);
-            let now = state.now_ms();
-            let (id, key) = create_workspace_keeping(state, DEFAULT_WORKSPACE_NAME, |secret| keep_admin_key(&path, secret, now)).await?;
-            started.admin_key = Some(key);
-            id
-        }
+        None => match create_first_workspace(state).await? {
+            Some((id, key)) => {
+                started.admin_key = Some(key);
+                id
+            }
+            None => {
+                // Another node on the same database started at the same time and
+                // created it: serve that one, as a later start would.
+                state.take_in_store().await?;
+                let id = state.workspace_ids().into_iter().next().ok_or_else(|| {
+                    ApiError::new(Code::Internal, "another node created the first workspace, but the store holds none")
+                })?;
+                tracing::info!(workspace_id = %id, "another node created the first workspace at the same time; serving it");
+                id
+            }
+        },
     };
     if state.config.demo {
         started.demo_loaded = load_demo(state, &workspace_id).await?;
@@ -62,15 +71,39 @@ fn keep_admin_key(path: &std::path::Path, secret: &str, now_ms: i64) -> ApiResul
     crate::vault::write_private(path, format!("{secret}\n").as_bytes()).map_err(|e| failed(e.to_string()))
 }
 
+/// The default workspace, its admin key kept in the data directory; `None` when
+/// another node on the same database created the first workspace meanwhile (the key
+/// this start wrote is then removed: it was never stored).
+async fn create_first_workspace(state: &Arc<AppState>) -> ApiResult<Option<(String, String)>> {
+    let path = state.config.data_dir.join(ADMIN_KEY_FILE);
+    let now = state.now_ms();
+    let keep = |secret: &str| keep_admin_key(&path, secret, now);
+    let created = create_workspace_keeping(state, DEFAULT_WORKSPACE_NAME, Some(Mutation::ExpectFirstWorkspace), keep).await?;
+    if created.is_none()
+        && let Err(e) = std::fs::remove_file(&path)
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove an admin key that was never stored");
+    }
+    Ok(created)
+}
+
 /// Create a workspace with a fresh HMAC secret and an admin key. Returns the
 /// workspace id and the key, which is shown once.
 pub async fn create_workspace(state: &Arc<AppState>, name: &str) -> ApiResult<(String, String)> {
-    create_workspace_keeping(state, name, |_| Ok(())).await
+    create_workspace_keeping(state, name, None, |_| Ok(()))
+        .await?
+        .ok_or_else(|| ApiError::new(Code::Internal, "a workspace without a guard was refused as stale"))
 }
 
 /// `create_workspace`, giving the admin key to `keep` before the workspace is
-/// committed (a failure there creates nothing).
-async fn create_workspace_keeping(state: &Arc<AppState>, name: &str, keep: impl FnOnce(&str) -> ApiResult<()>) -> ApiResult<(String, String)> {
+/// committed (a failure there creates nothing), and committing `guard` with it: `None`
+/// when the guard refused it.
+async fn create_workspace_keeping(
+    state: &Arc<AppState>,
+    name: &str,
+    guard: Option<Mutation>,
+    keep: impl FnOnce(&str) -> ApiResult<()>,
+) -> ApiResult<Option<(String, String)>> {
     let now = state.now_ms();
     let ws = Workspace {
         workspace_id: new_id("ws"),
@@ -81,17 +114,22 @@ async fn create_workspace_keeping(state: &Arc<AppState>, name: &str, keep: impl 
     };
     let (key, secret) = mint_key(&ws.workspace_id, vec![Scope::Admin], None, Some("admin (first start)".into()), now);
     keep(&secret)?;
+    let guarded = guard.is_some();
     let txn = Txn {
-        mutations: vec![Mutation::InsertWorkspace(ws.clone()), Mutation::InsertApiKey(key.clone())],
+        mutations: guard.into_iter().chain([Mutation::InsertWorkspace(ws.clone()), Mutation::InsertApiKey(key.clone())]).collect(),
         seal: vec![
             event(&ws.workspace_id, "workspace.created", None, now, json!({ "name": ws.name })),
             event(&ws.workspace_id, "key.created", None, now, json!({ "key_id": key.key_id, "scopes": key.scopes })),
         ],
     };
-    state.commit(txn).await?;
+    match state.commit(txn).await {
+        Ok(_) => {}
+        Err(StoreError::Stale(_)) if guarded => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
     state.add_workspace(&ws);
     state.put_key(key);
-    Ok((ws.workspace_id, secret))
+    Ok(Some((ws.workspace_id, secret)))
 }
 
 fn demo_policies() -> Vec<serde_json::Value> {
@@ -164,7 +202,16 @@ async fn load_demo(state: &Arc<AppState>, workspace_id: &str) -> ApiResult<bool>
         records.push(rec);
     }
     let set = PolicySet::build(records).map_err(|e| crate::error::ApiError::new(crate::error::Code::Internal, format!("demo policies: {e}")))?;
-    state.commit(txn).await?;
+    match state.commit(txn).await {
+        Ok(_) => {}
+        Err(StoreError::Conflict(_)) => {
+            // Another node starting with `--demo` registered the same demo agents first;
+            // its agents and policies reach this node through the change feed.
+            tracing::info!(workspace_id, "another node loaded the demo data at the same time");
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    }
     let _guard = ws.policy_writes.lock().await;
     ws.replace_policies(set, state.now_ms());
     let mut map = ws.agents.write();

@@ -474,10 +474,6 @@ impl AppState {
         clock: Arc<dyn Clock>,
         vault: crate::vault::VaultKeys,
     ) -> Result<Arc<AppState>, ApiError> {
-        // The feed heads before the snapshot: a change landing between the two is
-        // applied again by the follower, which is harmless; none is missed.
-        let feed_heads = store.change_heads().await?;
-        let snap: Snapshot = store.snapshot().await?;
         let state = AppState {
             config,
             store,
@@ -488,14 +484,26 @@ impl AppState {
             workspaces: RwLock::new(HashMap::new()),
             nonces: Mutex::new(crate::signature::NonceCache::default()),
             vault,
-            feed_heads: Mutex::new(feed_heads),
+            feed_heads: Mutex::new(HashMap::new()),
         };
-        state.absorb(snap)?;
-        let verifiers = state.vault.verifiers();
-        for ws in state.workspace_ids() {
-            crate::vault::check_log_continues(state.store.as_ref(), &ws, &verifiers).await?;
-        }
+        state.take_in_store().await?;
         Ok(Arc::new(state))
+    }
+
+    /// Read what the store holds into this view, which holds nothing yet: at load, and
+    /// again when another node created the first workspace (`bootstrap::first_start`).
+    pub(crate) async fn take_in_store(&self) -> Result<(), ApiError> {
+        // The feed heads before the snapshot: a change landing between the two is
+        // applied again by the follower, which is harmless; none is missed.
+        let feed_heads = self.store.change_heads().await?;
+        let snap: Snapshot = self.store.snapshot().await?;
+        *self.feed_heads.lock() = feed_heads;
+        self.absorb(snap)?;
+        let verifiers = self.vault.verifiers();
+        for ws in self.workspace_ids() {
+            crate::vault::check_log_continues(self.store.as_ref(), &ws, &verifiers).await?;
+        }
+        Ok(())
     }
 
     fn absorb(&self, snap: Snapshot) -> Result<(), ApiError> {

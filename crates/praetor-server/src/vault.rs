@@ -37,6 +37,37 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
     move |source| KeyFileError::Io { path: path.to_owned(), source }
 }
 
+fn read_signer(path: &Path, name: &str) -> Result<NoteSigner, KeyFileError> {
+    let pem = std::fs::read_to_string(path).map_err(io(path))?;
+    NoteSigner::from_pkcs8_pem(name, &pem).map_err(|e| KeyFileError::Invalid { path: path.to_owned(), reason: e.to_string() })
+}
+
+/// Make a new signing key at `path`. Nodes that share a keys directory may start
+/// together: the key is written whole under a name of this process's, then linked to
+/// `path` only if no other process made it first, in which case that one is used. (Each
+/// node would otherwise sign with a key of its own, or read a file half written.)
+fn create_signer(path: &Path, name: &str, alg: KeyAlgorithm) -> Result<NoteSigner, KeyFileError> {
+    let invalid = |e: String| KeyFileError::Invalid { path: path.to_owned(), reason: e };
+    let signer = NoteSigner::generate(name, alg).map_err(|e| invalid(e.to_string()))?;
+    let pem = signer.to_pkcs8_pem().map_err(|e| invalid(e.to_string()))?;
+    let staged = path.with_extension(format!("pem.{}.{}.new", std::process::id(), hex::encode(crate::secrets::random_bytes::<4>())));
+    write_private(&staged, pem.as_bytes())?;
+    let linked = std::fs::hard_link(&staged, path);
+    let _ = std::fs::remove_file(&staged);
+    match linked {
+        Ok(()) => {
+            sync_dir(path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
+            tracing::info!(path = %path.display(), algorithm = ?alg, "created a vault signing key");
+            Ok(signer)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            tracing::info!(path = %path.display(), "another process created this vault signing key at the same time; using it");
+            read_signer(path, name)
+        }
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
 /// Write a secret file readable by its owner only, durably (see `write_durably`).
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), KeyFileError> {
     write_durably(path, contents, 0o600)
@@ -82,17 +113,9 @@ impl VaultKeys {
             ("vault-ed25519.pem", KeyAlgorithm::Ed25519, KEY_NAME_ED25519),
         ] {
             let path = dir.join(file);
-            let signer = if path.exists() {
-                let pem = std::fs::read_to_string(&path).map_err(io(&path))?;
-                NoteSigner::from_pkcs8_pem(name, &pem)
-                    .map_err(|e| KeyFileError::Invalid { path: path.clone(), reason: e.to_string() })?
-            } else {
-                let signer = NoteSigner::generate(name, alg)
-                    .map_err(|e| KeyFileError::Invalid { path: path.clone(), reason: e.to_string() })?;
-                let pem = signer.to_pkcs8_pem().map_err(|e| KeyFileError::Invalid { path: path.clone(), reason: e.to_string() })?;
-                write_private(&path, pem.as_bytes())?;
-                tracing::info!(path = %path.display(), algorithm = ?alg, "created a vault signing key");
-                signer
+            let signer = match path.exists() {
+                true => read_signer(&path, name)?,
+                false => create_signer(&path, name, alg)?,
             };
             signers.push(signer);
         }
@@ -305,5 +328,37 @@ pub async fn hold_lease(state: &AppState, workspace_id: &str, name: &str, lease_
         Ok(_) => Ok(true),
         Err(praetor_store::StoreError::Stale(_)) => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nodes sharing an empty keys directory and starting together all sign with the
+    /// same keys, the ones the files hold, and leave no staged file behind.
+    #[test]
+    fn processes_creating_the_keys_at_once_agree_on_them() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let barrier = std::sync::Barrier::new(6);
+            let made: Vec<Vec<String>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..6)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            barrier.wait();
+                            let keys = VaultKeys::load_or_create(dir.path()).unwrap();
+                            keys.signers.iter().map(NoteSigner::vkey).collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let on_disk: Vec<String> = VaultKeys::load_or_create(dir.path()).unwrap().signers.iter().map(NoteSigner::vkey).collect();
+            assert!(made.iter().all(|m| m == &on_disk), "{made:?} against {on_disk:?}");
+            let mut names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            names.sort();
+            assert_eq!(names, ["vault-ecdsa-p256.pem", "vault-ed25519.pem"]);
+        }
     }
 }

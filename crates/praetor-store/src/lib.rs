@@ -159,6 +159,11 @@ pub enum Mutation {
     /// pack `pack` (any version): a deploy must replace what is live, and two deploys on
     /// two nodes at once (the first ones of a pack included) would otherwise both stand.
     ExpectPackPolicies { workspace_id: String, pack: String, count: u64 },
+    /// Refuse the transaction (`Stale`) if any workspace is stored: the first start's
+    /// default workspace. Nodes starting together on an empty database would each
+    /// create one. Its transactions hold one lock, [`FIRST_WORKSPACE_LOCK`], in place
+    /// of a workspace's.
+    ExpectFirstWorkspace,
     /// Give the row a new etag (a write elsewhere changed what it stands for, such as
     /// an agent's credentials).
     Touch { workspace_id: String, of: Guarded, id: String, etag: String },
@@ -197,10 +202,15 @@ pub enum Mutation {
     ApprovedActionRetried { workspace_id: String, escalation_id: String },
 }
 
+/// The lock an [`Mutation::ExpectFirstWorkspace`] holds for its transaction, taken
+/// where a workspace's lock would be (no workspace id has this form).
+pub const FIRST_WORKSPACE_LOCK: &str = "praetor:first-workspace";
+
 impl Mutation {
-    /// The workspace whose rows this mutation writes.
+    /// The workspace whose rows this mutation writes: the lock its transaction holds.
     pub fn workspace_id(&self) -> &str {
         match self {
+            Mutation::ExpectFirstWorkspace => FIRST_WORKSPACE_LOCK,
             Mutation::InsertWorkspace(w) => &w.workspace_id,
             Mutation::InsertApiKey(k) => &k.workspace_id,
             Mutation::PutAgent(a) => &a.workspace_id,

@@ -310,6 +310,13 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
                 return Err(StoreError::Stale(format!("policy pack `{pack}`")));
             }
         }
+        Mutation::ExpectFirstWorkspace => {
+            // Under `FIRST_WORKSPACE_LOCK`, taken before this statement runs: a first
+            // start that committed meanwhile is seen here.
+            db.expect_row_later("SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM workspaces)", args![], &|| {
+                StoreError::Stale("the first workspace (another node created it)".into())
+            })?;
+        }
         Mutation::Touch { workspace_id, of, id, etag } => {
             db.execute(&format!("UPDATE {} SET etag = ?3 WHERE workspace_id = ?1 AND {} = ?2", table(*of), key_column(*of)), args![workspace_id, id, etag])?;
         }

@@ -75,6 +75,11 @@ impl Drop for Node {
 }
 
 fn start_node(dir: &Path, url: &str, keys: &Path) -> Node {
+    spawn_node(dir, url, keys, &[]).healthy()
+}
+
+/// Start `praetor serve` without waiting for it to answer.
+fn spawn_node(dir: &Path, url: &str, keys: &Path, extra: &[&str]) -> Node {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
@@ -82,18 +87,28 @@ fn start_node(dir: &Path, url: &str, keys: &Path) -> Node {
         .arg("--vault-keys-dir")
         .arg(keys)
         .args(["--checkpoint-interval-ms", "100", "--database", url])
+        .args(extra)
         .env("PRAETOR_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start praetor serve");
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get(&format!("{base}/healthz"), "").is_none() {
-        assert!(Instant::now() < deadline, "praetor serve did not become healthy");
-        std::thread::sleep(Duration::from_millis(50));
+    Node { child, base: format!("http://127.0.0.1:{port}") }
+}
+
+impl Node {
+    /// Wait until the node answers `/healthz`.
+    fn healthy(mut self) -> Node {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(&format!("{}/healthz", self.base), "").is_none() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("praetor serve exited ({status}) before it became healthy");
+            }
+            assert!(Instant::now() < deadline, "praetor serve did not become healthy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self
     }
-    Node { child, base }
 }
 
 fn client() -> reqwest::blocking::Client {
@@ -510,5 +525,45 @@ fn keys_create_makes_a_key_in_the_shared_store_every_node_takes() {
     for node in &cluster.nodes {
         let agents = get(&format!("{}/api/v1/enforce/agents", node.base), &key).expect("the key works on every node");
         assert_eq!(agents["ok"], true, "{agents}");
+    }
+}
+
+/// Nodes started together on an empty database share one workspace: one of them creates
+/// it, with the admin key, and the others serve it. With `--demo`, its agents and
+/// policies are loaded once, and a keys directory they share is made once. (Each used to
+/// create a workspace of its own, whose key worked only on the nodes that loaded it.)
+#[test]
+fn nodes_started_together_on_an_empty_database_share_one_workspace() {
+    let Some(admin_url) = database_url() else { return };
+    for round in 0..3 {
+        let schema = Schema::create(&admin_url);
+        let url = schema.url();
+        let tmp = tempfile::tempdir().unwrap();
+        // One keys directory, empty: the nodes also make its keys together.
+        let keys = tmp.path().join("vault-keys");
+        let dirs: Vec<_> = (0..3).map(|i| tmp.path().join(format!("n{i}"))).collect();
+        let nodes: Vec<Node> = dirs.iter().map(|d| spawn_node(d, &url, &keys, &["--demo"])).collect();
+        let nodes: Vec<Node> = nodes.into_iter().map(Node::healthy).collect();
+        let admin_keys: Vec<String> = dirs.iter().filter_map(|d| std::fs::read_to_string(d.join("admin.key")).ok()).map(|k| k.trim().to_owned()).collect();
+        assert_eq!(admin_keys.len(), 1, "round {round}: exactly one node created the workspace and kept its admin key");
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let workspaces: i64 = c.query_one("SELECT count(*) FROM workspaces", &[]).unwrap().get(0);
+        assert_eq!(workspaces, 1, "round {round}");
+        let agents: i64 = c.query_one("SELECT count(*) FROM agents", &[]).unwrap().get(0);
+        assert_eq!(agents, 3, "round {round}: the demo agents, once");
+        let vkeys: Vec<Value> = nodes.iter().map(|n| get(&format!("{}/api/v1/enforce/vault/keys", n.base), &admin_keys[0]).expect("public keys")).collect();
+        assert!(vkeys.iter().all(|k| k == &vkeys[0]), "round {round}: every node signs with the same keys: {vkeys:?}");
+        for node in &nodes {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let listed = get(&format!("{}/api/v1/enforce/agents", node.base), &admin_keys[0]).expect("the admin key works on every node");
+                let names = listed["agents"].as_array().map_or(0, Vec::len);
+                if names == 3 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "round {round}: node {} holds {names} demo agents: {listed}", node.base);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 }

@@ -63,6 +63,14 @@ impl Backend {
         Some(Backend::Postgres { admin_url, schema, url })
     }
 
+    /// A new, empty database on the same backend.
+    pub fn another(&self) -> Backend {
+        match self {
+            Backend::Sqlite { .. } => Backend::sqlite(),
+            Backend::Postgres { .. } => Backend::postgres().expect("PostgreSQL was reachable a moment ago"),
+        }
+    }
+
     /// Open the store (again): a second open is a restart, or a second node.
     pub async fn open(&self) -> Arc<dyn Store> {
         self.try_open().await.unwrap_or_else(|e| panic!("open the store: {e}"))

@@ -1541,3 +1541,34 @@ pub async fn settings_patches_merge_with_the_stored_settings(b: Backend) {
     assert_eq!((stored.trust_baseline, stored.allow_anonymous), (70, false));
     assert_eq!(stored.escalation_ttl_seconds, WorkspaceSettings::default().escalation_ttl_seconds, "the rest as it was");
 }
+
+/// Two nodes starting together on an empty database each create the default workspace,
+/// guarded by `ExpectFirstWorkspace`: exactly one stands, in every round (which one is
+/// a matter of timing). Once a workspace is stored the guard refuses, and a workspace
+/// made without it is not refused.
+pub async fn one_first_workspace_stands_when_two_writers_start_together(b: Backend) {
+    let first_start = |id: &str| Txn {
+        mutations: vec![Mutation::ExpectFirstWorkspace, Mutation::InsertWorkspace(workspace(id))],
+        seal: vec![SealRequest { workspace_id: id.into(), body: body(0) }],
+    };
+    for round in 0..8 {
+        let b = b.another();
+        let (one_node, other_node) = (b.open().await, b.open().await);
+        let (a, b_) = tokio::join!(one_node.commit(first_start("ws_a")), other_node.commit(first_start("ws_b")));
+        let stood = match (&a, &b_) {
+            (Ok(_), Err(StoreError::Stale(_))) => "ws_a",
+            (Err(StoreError::Stale(_)), Ok(_)) => "ws_b",
+            _ => panic!("round {round}: exactly one first workspace stands, got {:?} and {:?}", a.map(|_| ()), b_.map(|_| ())),
+        };
+        let snapshot = other_node.snapshot().await.unwrap();
+        let stored: Vec<&str> = snapshot.workspaces.iter().map(|w| w.workspace_id.as_str()).collect();
+        assert_eq!(stored, vec![stood], "round {round}");
+        assert_eq!(snapshot.logged_workspaces, vec![stood.to_owned()], "round {round}: the refused one sealed nothing");
+        assert_eq!(one_node.commit_stats().failing, None);
+    }
+    let store = b.open().await;
+    store.commit(first_start(WS)).await.expect("the first on an empty database");
+    let refused = store.commit(first_start("ws_later")).await;
+    assert!(matches!(&refused, Err(StoreError::Stale(w)) if w.contains("first workspace")), "{refused:?}");
+    store.commit(one(Mutation::InsertWorkspace(workspace("ws_other")))).await.expect("unguarded");
+}

@@ -64,4 +64,5 @@ conformance!(
     the_last_admin_key_survives_revocations_on_two_writers,
     policy_changes_from_a_stale_copy_are_refused,
     settings_patches_merge_with_the_stored_settings,
+    one_first_workspace_stands_when_two_writers_start_together,
 );
