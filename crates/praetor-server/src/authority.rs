@@ -568,6 +568,8 @@ pub struct Escalations {
     /// How many are approved and not yet used: while there are none, no decision can
     /// be an approved retry, and a decision need not hash its action to look for one.
     unused_approvals: usize,
+    /// How many each agent holds (`None`: raised by requests that named no agent).
+    by_agent: HashMap<Option<String>, usize>,
 }
 
 /// An escalation borrowed for a change, from `Escalations::get_mut`: when it is
@@ -603,7 +605,8 @@ impl Escalations {
         self.by_id.get(id)
     }
 
-    /// For changing an escalation's state; its `action_hash` must stay as it is.
+    /// For changing an escalation's state; its `action_hash` and `agent_id` must stay
+    /// as they are.
     pub fn get_mut(&mut self, id: &str) -> Option<EscalationMut<'_>> {
         let escalation = self.by_id.get_mut(id)?;
         let was_unused_approval = escalation.is_unused_approval();
@@ -629,6 +632,11 @@ impl Escalations {
         self.by_id.len()
     }
 
+    /// How many are held that `agent_id` raised (`None`: requests naming no agent).
+    pub fn held_by(&self, agent_id: Option<&str>) -> usize {
+        self.by_agent.get(&agent_id.map(str::to_owned)).copied().unwrap_or(0)
+    }
+
     /// The escalations raised for this exact action.
     pub fn for_action<'a>(&'a self, action_hash: &str) -> impl Iterator<Item = &'a Escalation> {
         self.by_action.get(action_hash).into_iter().flatten().filter_map(|id| self.by_id.get(id))
@@ -637,6 +645,7 @@ impl Escalations {
     pub fn insert(&mut self, e: Escalation) {
         let (id, hash) = (e.escalation_id.clone(), e.action_hash.clone());
         self.unused_approvals += usize::from(e.is_unused_approval());
+        *self.by_agent.entry(e.agent_id.clone()).or_default() += 1;
         if let Some(old) = self.by_id.insert(id.clone(), e) {
             self.unindex(&old);
         }
@@ -665,6 +674,12 @@ impl Escalations {
 
     fn unindex(&mut self, e: &Escalation) {
         self.unused_approvals -= usize::from(e.is_unused_approval());
+        if let Some(held) = self.by_agent.get_mut(&e.agent_id) {
+            *held -= 1;
+            if *held == 0 {
+                self.by_agent.remove(&e.agent_id);
+            }
+        }
         if let Some(ids) = self.by_action.get_mut(&e.action_hash) {
             ids.retain(|id| id != &e.escalation_id);
             if ids.is_empty() {
@@ -1337,6 +1352,26 @@ mod tests {
         assert_eq!(all.for_action("h1").count(), 0);
         assert!(!all.by_action.contains_key("h1"), "an emptied entry leaves the index");
         assert_eq!(ids(all.values()), ["e3"]);
+    }
+
+    #[test]
+    fn escalations_are_counted_per_agent_through_every_change() {
+        let mut all = Escalations::default();
+        all.insert(escalation("e1", "a", "h1"));
+        all.insert(escalation("e2", "a", "h2"));
+        all.insert(escalation("e3", "b", "h3"));
+        all.insert(Escalation { agent_id: None, ..escalation("e4", "-", "h4") });
+        assert_eq!((all.held_by(Some("a")), all.held_by(Some("b")), all.held_by(None), all.held_by(Some("c"))), (2, 1, 1, 0));
+        all.insert(escalation("e1", "a", "h1"));
+        assert_eq!(all.held_by(Some("a")), 2, "a newer copy is not counted twice");
+        all.insert_if_absent(escalation("e3", "b", "h3"));
+        assert_eq!(all.held_by(Some("b")), 1);
+        all.remove("e1");
+        all.retain(|e| e.escalation_id != "e4");
+        assert_eq!((all.held_by(Some("a")), all.held_by(None)), (1, 0));
+        all.remove("e2");
+        all.remove("e3");
+        assert!(all.by_agent.is_empty(), "agents holding none leave the count");
     }
 
     #[test]

@@ -467,7 +467,8 @@ fn evaluate_with(
         };
         decide(&input, &policies.compiled, &settings)
     };
-    refuse_escalation_over_limit(&mut decision, live.authority.escalations.len(), &settings);
+    let agent_id = agent.as_ref().map(|a| a.agent_id.as_str());
+    refuse_escalation_over_limit(&mut decision, &live.authority.escalations, agent_id, &settings);
     let decision_id = new_time_ordered_id("dec", now_ms);
     let new_etag = format!("e_{decision_id}");
     if let Some(f) = &session_facts
@@ -599,18 +600,37 @@ fn guard(workspace_id: &str, of: Guarded, id: &str, etag: &str) -> Mutation {
 }
 
 /// Every escalation is held in memory until it settles and the sweeper prunes it: when
-/// the workspace holds `max_pending_escalations` already, an action that would open one
-/// more is blocked instead, so a flood of escalations (a runaway agent, a policy too
-/// eager) cannot grow memory without bound. Fails closed; the answer names the limit.
-fn refuse_escalation_over_limit(decision: &mut praetor_core::Decision, held: usize, settings: &praetor_core::WorkspaceSettings) {
-    if decision.verdict != Verdict::Escalate || (held as u64) < settings.max_pending_escalations {
+/// the workspace holds `max_pending_escalations` already, or the agent its share
+/// (`max_pending_escalations_per_agent`), an action that would open one more is blocked
+/// instead, so a flood of escalations (a runaway agent, a policy too eager) cannot grow
+/// memory without bound, and one agent's flood does not block every other agent's
+/// escalations. Fails closed; the answer names the limit.
+fn refuse_escalation_over_limit(
+    decision: &mut praetor_core::Decision,
+    held: &crate::authority::Escalations,
+    agent_id: Option<&str>,
+    settings: &praetor_core::WorkspaceSettings,
+) {
+    if decision.verdict != Verdict::Escalate {
         return;
     }
-    tracing::debug!(held, limit = settings.max_pending_escalations, "escalation refused: the workspace holds as many as it may");
-    decision.block_instead_of_escalating(format!(
-        "the workspace holds {held} escalations, its limit (max_pending_escalations = {}): approve, reject or let some expire, or raise the limit",
-        settings.max_pending_escalations
-    ));
+    let (all, own) = (held.len() as u64, held.held_by(agent_id) as u64);
+    let reason = if own >= settings.max_pending_escalations_per_agent {
+        let who = agent_id.map_or_else(|| "requests naming no agent".to_owned(), |a| format!("agent `{a}`"));
+        format!(
+            "{who} holds {own} escalations, its share (max_pending_escalations_per_agent = {}): approve, reject or let some expire, or raise the limit",
+            settings.max_pending_escalations_per_agent
+        )
+    } else if all >= settings.max_pending_escalations {
+        format!(
+            "the workspace holds {all} escalations, its limit (max_pending_escalations = {}): approve, reject or let some expire, or raise the limit",
+            settings.max_pending_escalations
+        )
+    } else {
+        return;
+    };
+    tracing::debug!(all, own, "escalation refused: {reason}");
+    decision.block_instead_of_escalating(reason);
 }
 
 /// The violations a decision records: every matching governance rule (with its own

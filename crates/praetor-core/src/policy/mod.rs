@@ -226,6 +226,10 @@ pub struct WorkspaceSettings {
     /// that would open one more blocks instead (fails closed) and says why.
     #[serde(default = "default_max_pending_escalations")]
     pub max_pending_escalations: u64,
+    /// How many of those one agent may hold (requests that name no agent count as one):
+    /// an agent flooding escalations then blocks its own, not every other agent's.
+    #[serde(default = "default_max_pending_escalations_per_agent")]
+    pub max_pending_escalations_per_agent: u64,
     /// Whether a request that names no agent (no `agent_id`, no session, a key bound to
     /// none) is decided at all. Such a request has no scopes, boundary, roles or history,
     /// so per-agent checks cannot apply to it; a workspace whose agents are all
@@ -267,6 +271,9 @@ fn default_approval_freshness() -> u64 {
 fn default_max_pending_escalations() -> u64 {
     10_000
 }
+fn default_max_pending_escalations_per_agent() -> u64 {
+    1_000
+}
 
 fn default_allow_anonymous() -> bool {
     true
@@ -289,6 +296,7 @@ impl Default for WorkspaceSettings {
             escalation_ttl_seconds: default_escalation_ttl(),
             approval_freshness_seconds: default_approval_freshness(),
             max_pending_escalations: default_max_pending_escalations(),
+            max_pending_escalations_per_agent: default_max_pending_escalations_per_agent(),
             allow_anonymous: default_allow_anonymous(),
         }
     }

@@ -51,11 +51,13 @@ pub async fn put(
     {
         return Err(ApiError::invalid("default_jurisdiction", format!("must be 1-{JURISDICTION_MAX} bytes without control characters, or null")));
     }
-    if !(1..=praetor_core::MAX_PENDING_ESCALATIONS_LIMIT).contains(&settings.max_pending_escalations) {
-        return Err(ApiError::new(
-            Code::InvalidField,
-            format!("`max_pending_escalations`: must be between 1 and {}", praetor_core::MAX_PENDING_ESCALATIONS_LIMIT),
-        ));
+    for (field, limit) in [
+        ("max_pending_escalations", settings.max_pending_escalations),
+        ("max_pending_escalations_per_agent", settings.max_pending_escalations_per_agent),
+    ] {
+        if !(1..=praetor_core::MAX_PENDING_ESCALATIONS_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid(field, format!("must be between 1 and {}", praetor_core::MAX_PENDING_ESCALATIONS_LIMIT)));
+        }
     }
     let now = state.now_ms();
     // Only the settings named are written, onto the stored ones (each is checked on its

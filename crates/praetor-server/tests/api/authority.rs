@@ -150,6 +150,55 @@ async fn open_escalations_are_capped_and_the_next_one_blocks_until_one_settles()
     assert_eq!(decisions, ["escalate", "escalate", "block"], "{batch}");
 }
 
+/// One agent flooding escalations blocks its own past its share, not every other
+/// agent's; requests naming no agent share one; the workspace limit still holds.
+#[tokio::test]
+async fn one_agent_cannot_take_every_escalation_the_workspace_holds() {
+    let s = TestServer::start().await;
+    for bad in [json!(0), json!(1_000_001), json!("some")] {
+        let got = s.put("/api/v1/enforce/settings", &s.admin_key, &json!({ "max_pending_escalations_per_agent": bad })).await;
+        assert_error(&got, 400, "invalid_field");
+        assert!(got.1["error"]["message"].as_str().unwrap().contains("max_pending_escalations_per_agent"), "{}", got.1);
+    }
+    let (_, settings) = s.get("/api/v1/enforce/settings", &s.admin_key).await;
+    assert_eq!(settings["settings"]["max_pending_escalations_per_agent"], 1_000, "the default");
+    let (status, put) = s.put("/api/v1/enforce/settings", &s.admin_key, &json!({ "max_pending_escalations": 5, "max_pending_escalations_per_agent": 2 })).await;
+    assert_eq!(status, StatusCode::OK, "{put}");
+    s.policy(json!({ "name": "hold", "policy_type": "action_type", "action_types": ["deploy"], "decision": "escalate" })).await;
+    let (flood, calm) = (s.agent("flood").await, s.agent("calm").await);
+    let agent_key = s.key(&["agent"], None).await;
+    let deploy = |agent: Option<&str>, v: i64| match agent {
+        Some(a) => json!({ "action_type": "deploy", "agent_id": a, "metadata": { "v": v } }),
+        None => json!({ "action_type": "deploy", "metadata": { "v": v } }),
+    };
+    let decided = |answer: &Value| answer["decision"].as_str().unwrap().to_owned();
+    let first = act(&s, &agent_key, deploy(Some(&flood), 1)).await;
+    assert_eq!(decided(&first), "escalate");
+    assert_eq!(decided(&act(&s, &agent_key, deploy(Some(&flood), 2)).await), "escalate");
+    let third = act(&s, &agent_key, deploy(Some(&flood), 3)).await;
+    assert_eq!(decided(&third), "block", "{third}");
+    assert_eq!(third["policies_triggered"][0]["policy_id"], "__escalation_limit", "{third}");
+    let reasoning = third["reasoning"].as_str().unwrap();
+    assert!(reasoning.contains(&format!("agent `{flood}` holds 2")) && reasoning.contains("max_pending_escalations_per_agent = 2"), "{third}");
+    // Another agent still escalates, and requests naming no agent share one share.
+    assert_eq!(decided(&act(&s, &agent_key, deploy(Some(&calm), 1)).await), "escalate");
+    assert_eq!(decided(&act(&s, &agent_key, deploy(None, 1)).await), "escalate");
+    assert_eq!(decided(&act(&s, &agent_key, deploy(None, 2)).await), "escalate");
+    let anonymous = act(&s, &agent_key, deploy(None, 3)).await;
+    assert!(anonymous["reasoning"].as_str().unwrap().contains("requests naming no agent hold"), "{anonymous}");
+    // Five are held: the workspace's limit, which `calm` meets under its own share.
+    let at_limit = act(&s, &agent_key, deploy(Some(&calm), 2)).await;
+    assert_eq!(decided(&at_limit), "block", "{at_limit}");
+    assert!(at_limit["reasoning"].as_str().unwrap().contains("max_pending_escalations = 5"), "{at_limit}");
+    // Once one of its escalations settles and is pruned, `flood` has room again.
+    let approver = s.key(&["approvals"], None).await;
+    let one = first["escalation_id"].as_str().unwrap();
+    let (code, resolved) = s.post(&format!("/api/v1/enforce/escalations/{one}/resolve"), &approver, &json!({ "resolution": "rejected", "reason": "no" })).await;
+    assert_eq!(code, StatusCode::OK, "{resolved}");
+    praetor_server::sessions::sweep(&s.state).await;
+    assert_eq!(decided(&act(&s, &agent_key, deploy(Some(&flood), 4)).await), "escalate");
+}
+
 #[tokio::test]
 async fn delegation_narrows_counts_uses_and_revokes_children() {
     let s = TestServer::start().await;
