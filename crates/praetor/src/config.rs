@@ -97,6 +97,33 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file `{}`: {}", path.display(), e.message()))
 }
 
+/// Where a server keeps its records and keys, for the commands that open them offline
+/// (`keys create`, `vault check`, `vault rotate-keys`).
+#[derive(Debug)]
+pub struct Location {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub vault_keys_dir: Option<PathBuf>,
+}
+
+/// The same store and keys the server's configuration names: flags and `PRAETOR_*`
+/// variables (given here) over the TOML file `config` over the defaults. Without it, a
+/// server configured by its file would be checked at `./praetor-data`, which it does not
+/// use.
+pub fn locate(config: Option<&Path>, data_dir: Option<PathBuf>, database_url: Option<String>, vault_keys_dir: Option<PathBuf>) -> anyhow::Result<Location> {
+    let file = match config {
+        Some(p) => read_file(p)?,
+        None => FileConfig::default(),
+    };
+    let mut cfg = Config::default();
+    if let Some(d) = data_dir.or(file.data_dir) {
+        cfg.data_dir = d;
+    }
+    cfg.database_url = database_url.or(file.database_url);
+    check_database_url(cfg.database_url.as_deref())?;
+    Ok(Location { data_dir: cfg.data_dir, database_url: cfg.database_url, vault_keys_dir: vault_keys_dir.or(file.vault_keys_dir) })
+}
+
 /// What `praetor serve` runs with: the server's configuration and the process's own.
 pub struct Settings {
     pub server: Config,
@@ -213,7 +240,11 @@ fn validate(cfg: &Config) -> anyhow::Result<()> {
     if !(1..=3600).contains(&cfg.signature_max_skew_secs) {
         bail!("config key `signature_max_skew_secs`: {} is outside 1..=3600", cfg.signature_max_skew_secs);
     }
-    if let Some(url) = &cfg.database_url
+    check_database_url(cfg.database_url.as_deref())
+}
+
+fn check_database_url(url: Option<&str>) -> anyhow::Result<()> {
+    if let Some(url) = url
         && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
     {
         bail!(

@@ -687,6 +687,56 @@ fn vault_keys_can_live_outside_the_data_directory() {
     assert_eq!(published["keys"], again["keys"]);
 }
 
+/// `keys create`, `vault check` and `vault rotate-keys` read the server's configuration
+/// file (`--config`, or `PRAETOR_CONFIG`) for its data directory and keys directory,
+/// under flags and variables. (They used to look only at `./praetor-data` and its
+/// `keys/`: a server configured by its file was checked without its keys.)
+#[test]
+fn offline_commands_open_what_the_configuration_file_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("vault-keys");
+    let data = dir.path().join("data");
+    let s = start_with(&data, &["--vault-keys-dir", keys_dir.to_str().unwrap()]);
+    call("POST", &format!("{}/api/v1/enforce/intercept", s.base), &s.key, Some(&json!({ "action_type": "x" })));
+    let cp = call("GET", &format!("{}/api/v1/enforce/vault/checkpoint", s.base), &s.key, None);
+    assert!(cp["checkpoint"]["size"].as_u64().unwrap() >= 1, "{cp}");
+    drop(s);
+    let config = dir.path().join("praetor.toml");
+    std::fs::write(&config, format!("data_dir = {:?}\nvault_keys_dir = {:?}\n", data, keys_dir)).unwrap();
+    // Run from an empty directory: nothing may come from `./praetor-data`.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &std::ffi::OsStr)]| {
+        Command::new(BIN).args(args).current_dir(elsewhere.path()).env("PRAETOR_LOG", "warn").envs(env.iter().copied()).output().unwrap()
+    };
+    let config_arg = config.to_str().unwrap();
+    let out = run(&["vault", "check", "--config", config_arg], &[]);
+    assert!(out.status.success() && !text(&out).contains("not checked"), "signatures checked with the file's keys directory: {}", text(&out));
+    let out = run(&["vault", "check"], &[("PRAETOR_CONFIG", config.as_os_str())]);
+    assert!(out.status.success() && !text(&out).contains("not checked"), "PRAETOR_CONFIG: {}", text(&out));
+    // A flag goes over the file: another data directory, empty, fails.
+    let out = run(&["vault", "check", "--config", config_arg, "--data-dir", elsewhere.path().to_str().unwrap()], &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let out = run(&["keys", "create", "--scope", "read", "--config", config_arg], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let key = String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with("xb_live_")).expect("the key is printed").trim().to_owned();
+    let out = run(&["vault", "rotate-keys", "--config", config_arg], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(keys_dir.join("retired").read_dir().unwrap().count() >= 2, "the file's keys directory was rotated");
+    assert!(!elsewhere.path().join("praetor-data").exists(), "nothing was made at the default place");
+    // The server finds the key in its store, and its old checkpoints still verify.
+    let s = start_with(&data, &["--vault-keys-dir", keys_dir.to_str().unwrap()]);
+    let agents = call("GET", &format!("{}/api/v1/enforce/agents", s.base), &key, None);
+    assert_eq!(agents["ok"], true, "{agents}");
+    drop(s);
+    let out = run(&["vault", "check", "--config", config_arg], &[]);
+    assert!(out.status.success() && !text(&out).contains("not checked"), "{}", text(&out));
+    // A bad file is named.
+    std::fs::write(&config, "data_dirr = \"x\"\n").unwrap();
+    let out = run(&["vault", "check", "--config", config_arg], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("data_dirr"), "{}", text(&out));
+}
+
 #[test]
 fn policy_packs_are_validated_tested_and_deployed_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
