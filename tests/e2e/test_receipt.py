@@ -20,8 +20,9 @@ def vault_key_files(server, tmp_path_factory):
     d = tmp_path_factory.mktemp("vault-keys")
     files = {}
     for key in keys:
-        for field in ("name", "algorithm", "vkey", "public_key_pem", "status"):
+        for field in ("name", "key_id", "algorithm", "vkey", "public_key_pem", "status"):
             assert key.get(field), f"vault key lacks `{field}`: {key}"
+        assert key["key_id"] == key["vkey"].split("+")[1], key
         if key["status"] != "active":
             continue
         (d / f"{key['name']}.vkey").write_text(key["vkey"] + "\n")

@@ -41,6 +41,11 @@ pub const RECEIPT_FORMAT: &str = "praetor-vault-receipt-v1";
 pub struct PublicKeyInfo {
     /// The key name in signature lines.
     pub name: String,
+    /// The C2SP key ID (the first 4 bytes of the key's hash), 8 lowercase hex digits:
+    /// a rotated key keeps its name, and this tells the two apart. (Absent from bundles
+    /// exported before it was published.)
+    #[serde(default)]
+    pub key_id: String,
     /// `"ed25519"` or `"ecdsa-p256"`.
     pub algorithm: String,
     /// The C2SP verifier key `<name>+<hex key ID>+<base64(type || key)>`.
@@ -57,6 +62,7 @@ impl PublicKeyInfo {
     pub fn from_verifier(v: &NoteVerifier) -> Result<Self, VaultError> {
         Ok(Self {
             name: v.name().to_owned(),
+            key_id: format!("{:08x}", v.key_id()),
             algorithm: v.algorithm().as_str().to_owned(),
             vkey: v.vkey(),
             public_key_pem: v.public_key_pem()?,

@@ -293,18 +293,26 @@ pub fn verify_receipt(path: &Path, key_paths: &[PathBuf], origin: Option<&str>) 
             return Ok(ExitCode::from(1));
         }
     }
+    // A receipt stands for a decision: the proof of another entry (a policy change, a
+    // session event) proves no decision, and a script reading the exit code must not
+    // take it for one.
+    let id = match (&sealed.kind, &sealed.decision_id) {
+        (Some(kind), Some(id)) if kind == "decision" => id,
+        (kind, _) => {
+            let what = kind.as_ref().map_or_else(|| "an entry without a `kind`".to_owned(), |k| format!("a `{k}` entry"));
+            say!(
+                "FAILED at entry {}: the entry it proves is {what}, not a decision (its inclusion in `{}` at tree size {} is proven, but it is no decision receipt)",
+                r.seq, r.origin, r.tree_size
+            );
+            return Ok(ExitCode::from(1));
+        }
+    };
     say!(
         "OK: entry {} (leaf hash {}) is in `{}` at tree size {}, root {}, signed by {}",
         r.seq, hex::encode(r.leaf_hash), r.origin, r.tree_size, hex::encode(r.root), signers(&r.signers)
     );
-    match (&sealed.kind, &sealed.decision_id) {
-        (Some(kind), Some(id)) if kind == "decision" => {
-            let decision = sealed.decision.as_str().map_or_else(|| sealed.decision.to_string(), str::to_owned);
-            say!("The entry seals decision `{id}`: {decision}");
-        }
-        (Some(kind), _) => say!("The entry is a `{kind}` entry"),
-        (None, _) => say!("The entry has no `kind`"),
-    }
+    let decision = sealed.decision.as_str().map_or_else(|| sealed.decision.to_string(), str::to_owned);
+    say!("The entry seals decision `{id}`: {decision}");
     if claims.is_some() {
         say!("The API's answer around the receipt (decision_id, decision, vault_entry_id) matches the entry");
     }

@@ -622,11 +622,19 @@ fn rotated_keys_stay_published_and_old_receipts_verify() {
     assert_eq!(keys.len(), 4, "two active, two retired: {keys:?}");
     let old_vkey = std::fs::read_to_string(&old_key).unwrap();
     assert!(keys.iter().any(|k| k["vkey"] == json!(old_vkey.trim()) && k["status"] == "retired"));
+    // A rotated key keeps its name; its key ID (the vkey's second field) tells it apart,
+    // in the list and in a receipt's answer alike.
+    for k in keys {
+        assert_eq!(k["key_id"].as_str(), k["vkey"].as_str().unwrap().split('+').nth(1), "{k}");
+    }
+    let ids: std::collections::HashSet<&str> = keys.iter().map(|k| k["key_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 4, "{keys:?}");
     // The old receipt still verifies with the old key; new checkpoints do not carry it.
     let out = praetor(&["vault", "verify-receipt", receipt_path.to_str().unwrap(), "--key", old_key.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     let d = call("POST", &format!("{}/api/v1/enforce/intercept", s.base), &s.key, Some(&json!({ "action_type": "after" })));
     let fresh = call("GET", &format!("{}/api/v1/enforce/decisions/{}/receipt", s.base, d["decision_id"].as_str().unwrap()), &s.key, None);
+    assert_eq!(fresh["keys"].as_array().unwrap(), keys, "the receipt's answer lists the keys as /vault/keys does");
     std::fs::write(&receipt_path, serde_json::to_vec(&fresh).unwrap()).unwrap();
     let out = praetor(&["vault", "verify-receipt", receipt_path.to_str().unwrap(), "--key", old_key.to_str().unwrap()]);
     assert!(!out.status.success(), "a retired key must not sign new checkpoints\n{}", text(&out));
@@ -909,6 +917,11 @@ fn verify_receipt_proves_the_entry_and_refuses_what_it_does_not_prove() {
     let id = d["decision_id"].as_str().unwrap().to_owned();
     let answer = call("GET", &format!("{}/api/v1/enforce/decisions/{id}/receipt", s.base), &s.key, None);
     let keys = call("GET", &format!("{}/api/v1/enforce/vault/keys", s.base), &s.key, None);
+    // A genuine proof of an entry that is no decision (the workspace's first, at the
+    // size the decision's checkpoint signs).
+    let size = answer["receipt"]["checkpoint"].as_str().unwrap().lines().nth(1).unwrap().to_owned();
+    let bundle = call("GET", &format!("{}/api/v1/enforce/vault/export", s.base), &s.key, None);
+    let proof = call("GET", &format!("{}/api/v1/enforce/vault/proof/inclusion?index=0&size={size}", s.base), &s.key, None);
     drop(s);
     let key = dir.path().join("vault.vkey");
     std::fs::write(&key, keys["keys"][0]["vkey"].as_str().unwrap()).unwrap();
@@ -931,6 +944,14 @@ fn verify_receipt_proves_the_entry_and_refuses_what_it_does_not_prove() {
         assert!(t.contains(&format!("decision `{id}`: block")), "{name}: {t}");
         assert!(t.contains("Not checked offline: the entry's chain hash"), "{name}: {t}");
     }
+
+    // A proven entry that is no decision is no decision receipt.
+    let mut not_a_decision = bare.clone();
+    not_a_decision["entry"] = bundle["entries"][0].clone();
+    not_a_decision["inclusion_proof"] = proof["proof"].clone();
+    let out = verify("not_a_decision.json", &serde_json::to_vec(&not_a_decision).unwrap());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("FAILED at entry 0: the entry it proves is a `workspace.created` entry, not a decision"), "{}", text(&out));
 
     // A forged leaf (the decision changed, its leaf hash recomputed).
     let mut forged = bare.clone();

@@ -62,13 +62,20 @@ pub async fn checkpoint(
 }
 
 pub async fn keys(State(state): State<Arc<AppState>>, _auth: Authorized<perm::Read>) -> Json<Value> {
-    let keys: Vec<Value> = state
+    Json(json!({ "ok": true, "keys": key_views(&state) }))
+}
+
+/// Every public key checkpoints verify with: its name in signature lines, its C2SP key
+/// ID (a rotated key keeps its name), and whether it still signs.
+fn key_views(state: &AppState) -> Vec<Value> {
+    state
         .vault
         .public_keys()
         .into_iter()
-        .map(|(k, status)| json!({ "name": k.name, "algorithm": k.algorithm, "vkey": k.vkey, "public_key_pem": k.public_key_pem, "status": status }))
-        .collect();
-    Json(json!({ "ok": true, "keys": keys }))
+        .map(|(k, status)| {
+            json!({ "name": k.name, "key_id": k.key_id, "algorithm": k.algorithm, "vkey": k.vkey, "public_key_pem": k.public_key_pem, "status": status })
+        })
+        .collect()
 }
 
 fn entry_json(e: &VaultEntryRow) -> Value {
@@ -215,7 +222,7 @@ pub async fn receipt(
         inclusion_proof: hexes(&proof),
         checkpoint: cp.note.clone(),
     };
-    let keys: Vec<Value> = state.vault.public_keys().into_iter().map(|(k, _)| json!({ "key_id": k.name, "vkey": k.vkey, "algorithm": k.algorithm, "public_key_pem": k.public_key_pem })).collect();
+    let keys = key_views(&state);
     Ok(Json(json!({
         "ok": true,
         "decision_id": id,
