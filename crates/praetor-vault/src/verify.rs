@@ -602,7 +602,9 @@ pub fn verify_bundle(
     for (pos, (e, leaf)) in bundle.entries.iter().zip(leaf_hashes).enumerate() {
         let expected = start + pos as u64;
         if e.seq != expected {
-            return Err(if e.seq > expected {
+            // Entry `expected` further on is out of order, not missing.
+            let later = || bundle.entries[pos + 1..].iter().any(|later| later.seq == expected);
+            return Err(if e.seq > expected && !later() {
                 Failure::at(
                     expected,
                     format!(

@@ -788,10 +788,12 @@ fn bundle_tampering_is_detected_at_the_first_bad_seq() {
     assert_eq!(f.seq, Some(30), "{f}");
     assert!(f.message.contains("missing"), "{f}");
 
-    // Two swapped entries.
+    // Two swapped entries: out of order, not missing.
     let mut t = b.clone();
     t.entries.swap(20, 21);
-    assert_eq!(check(&t, &keys).unwrap_err().seq, Some(20));
+    let f = check(&t, &keys).unwrap_err();
+    assert_eq!(f.seq, Some(20), "{f}");
+    assert!(f.message.contains("expected entry 20, found entry 21 (entries out of order"), "{f}");
     // Swapped contents with the sequence numbers kept in place.
     let mut t = b.clone();
     t.entries.swap(20, 21);
