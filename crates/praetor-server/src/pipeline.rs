@@ -350,17 +350,32 @@ fn identify(
     (Identity::Verified, Some(agent))
 }
 
+/// Why a hand-off to `target` fails identity, if it does; an active target is expected
+/// active when the decision commits.
+fn check_hand_off_target(ws: &WorkspaceState, target: &str, guards: &mut Vec<Mutation>) -> Option<(&'static str, String)> {
+    let held_active = ws.agents.read().get(target).map(|a| a.is_active);
+    match held_active {
+        Some(true) => {
+            guards.push(Mutation::ExpectActive { workspace_id: ws.workspace_id.clone(), agent_id: target.to_owned(), credential_id: None });
+            None
+        }
+        Some(false) => Some(("target_deactivated", format!("target agent `{target}` is deactivated"))),
+        None => Some(("unknown_target", format!("target agent `{target}` is not registered in this workspace"))),
+    }
+}
+
 /// Stages 2-4 for one action. Histories and trust are read and updated under the
 /// workspace's live lock, so concurrent decisions on this node see each other exactly
 /// (and the etag guards make decisions on other nodes refuse each other's stale
-/// copies). `identity_failure` is one the caller found itself (for example an unknown
-/// hand-off target): the engine then blocks on identity.
+/// copies). `hand_off_target` is the agent a hand-off (`/enforce/agent-comm`) is
+/// addressed to: unknown or inactive, identity fails and the engine blocks; active, the
+/// commit expects it still active (a revocation on another node lands first).
 fn evaluate_with(
     state: &AppState,
     ws: &WorkspaceState,
     caller: &Caller<'_>,
     intercepted: Intercepted,
-    identity_failure: Option<(&str, String)>,
+    hand_off_target: Option<&str>,
 ) -> Evaluated {
     let started = std::time::Instant::now();
     let now_ms = state.now_ms();
@@ -370,10 +385,11 @@ fn evaluate_with(
     });
     let mut guards = Vec::new();
     let (mut identity, agent) = identify(state, ws, caller, intercepted.agent_id.as_deref(), session_ref.as_ref(), now_ms, &mut guards);
-    if let Some((check, reason)) = identity_failure
-        && !matches!(identity, Identity::Failed { .. }) {
-            identity = Identity::Failed { check: check.to_owned(), reason };
-        }
+    if let Some((check, reason)) = hand_off_target.and_then(|target| check_hand_off_target(ws, target, &mut guards))
+        && !matches!(identity, Identity::Failed { .. })
+    {
+        identity = Identity::Failed { check: check.to_owned(), reason };
+    }
     let settings = ws.settings.read().clone();
 
     let mut live = ws.live.lock();
@@ -856,7 +872,7 @@ pub async fn decide_and_record(
     ws: &WorkspaceState,
     caller: &Caller<'_>,
     actions: Vec<Intercepted>,
-    identity_failure: Option<(&str, String)>,
+    hand_off_target: Option<&str>,
 ) -> ApiResult<Vec<Answer>> {
     let mut attempt = 0;
     loop {
@@ -868,6 +884,11 @@ pub async fn decide_and_record(
         }
         let named = named_agents(ws, caller, &actions);
         load_unknown_agents(state, ws, &named).await?;
+        // A target registered on another node is read from the store, not refused
+        // until the change feed brings it.
+        if let Some(target) = hand_off_target {
+            load_unknown_agents(state, ws, &[target.to_owned()]).await?;
+        }
         read_short_histories(state, ws, named, &actions).await?;
         let evaluated_now = {
             // The sweeper forgets closed sessions under this lock too: a session present
@@ -878,7 +899,7 @@ pub async fn decide_and_record(
             } else {
                 let evaluated: Vec<Evaluated> = actions
                     .iter()
-                    .map(|i| evaluate_with(state, ws, caller, i.clone(), identity_failure.as_ref().map(|(c, r)| (*c, r.clone()))))
+                    .map(|i| evaluate_with(state, ws, caller, i.clone(), hand_off_target))
                     .collect();
                 let touched = Touched::of(ws, &evaluated);
                 Some((touched, record(state, ws, evaluated)))

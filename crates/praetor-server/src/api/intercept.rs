@@ -40,9 +40,9 @@ async fn decide_one(
     auth: &Authorized<perm::Enforce>,
     caller: &Caller<'_>,
     intercepted: pipeline::Intercepted,
-    identity_failure: Option<(&str, String)>,
+    hand_off_target: Option<&str>,
 ) -> ApiResult<Json<Answer>> {
-    let mut answers = pipeline::decide_and_record(state, &auth.workspace, caller, vec![intercepted], identity_failure).await?;
+    let mut answers = pipeline::decide_and_record(state, &auth.workspace, caller, vec![intercepted], hand_off_target).await?;
     answers.pop().map(Json).ok_or_else(|| ApiError::new(Code::Internal, "the decision was not recorded"))
 }
 
@@ -155,10 +155,5 @@ pub async fn agent_comm(
         }
     };
     let caller = Caller::new(&auth.key, &headers, method.as_str(), uri.path(), body.signed());
-    let unknown_target = target.and_then(|target| match auth.workspace.agent(&target) {
-        Some(t) if t.is_active => None,
-        Some(_) => Some(("target_deactivated", format!("target agent `{target}` is deactivated"))),
-        None => Some(("unknown_target", format!("target agent `{target}` is not registered in this workspace"))),
-    });
-    decide_one(&state, &auth, &caller, intercepted, unknown_target).await
+    decide_one(&state, &auth, &caller, intercepted, target.as_deref()).await
 }

@@ -741,6 +741,30 @@ async fn a_grant_stops_when_another_node_deactivates_its_grantor() {
     assert_eq!(stored.body["uses"], json!(3), "only the uses before the deactivation are charged: {}", stored.body);
 }
 
+/// A hand-off is decided from the store's view of its target, not only this node's:
+/// a target registered on another node (not yet held here) is found, and one
+/// deactivated there (this node's copy still active) is refused, the commit having
+/// expected it active. (The target was read from memory alone: for the change feed's
+/// 50-80 ms the first was blocked and the second allowed.)
+#[tokio::test]
+async fn a_hand_off_follows_its_target_as_the_store_holds_it() {
+    let s = TestServer::start().await;
+    let (source, target) = (s.agent("planner").await, s.agent("executor").await);
+    let ws_id = s.state.workspace_ids()[0].clone();
+    let ws = s.state.workspace(&ws_id).unwrap();
+    let hand_off = || json!({ "source_agent_id": source, "target_agent_id": target, "instruction": "run the report" });
+    ws.agents.write().remove(&target);
+    let (status, answer) = s.post("/api/v1/enforce/agent-comm", &s.admin_key, &hand_off()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["decision"], "allow", "a target the store holds: {answer}");
+    assert!(ws.holds_agent(&target));
+    let elsewhere = ps::Mutation::DeactivateAgent { workspace_id: ws_id.clone(), agent_id: target.clone(), at: T0, etag: "e_elsewhere".into() };
+    s.state.store.commit(ps::Txn { mutations: vec![elsewhere], seal: vec![] }).await.unwrap();
+    assert!(ws.agent(&target).unwrap().is_active, "this node's copy is behind");
+    let (_, answer) = s.post("/api/v1/enforce/agent-comm", &s.admin_key, &hand_off()).await;
+    assert_eq!((answer["decision"].as_str(), answer["identity"]["check"].as_str()), (Some("block"), Some("target_deactivated")), "{answer}");
+}
+
 #[tokio::test]
 async fn revoking_an_agent_revokes_the_keys_bound_to_it() {
     let s = TestServer::start().await;
