@@ -30,7 +30,10 @@ pub async fn first_start(state: &Arc<AppState>) -> ApiResult<Started> {
     let mut started = Started::default();
     let existing = state.workspace_ids();
     let workspace_id = match existing.into_iter().next() {
-        Some(id) => id,
+        Some(id) => {
+            recover_admin_key(state);
+            id
+        }
         None => match create_first_workspace(state).await? {
             Some((id, key)) => {
                 started.admin_key = Some(key);
@@ -57,34 +60,91 @@ pub async fn first_start(state: &Arc<AppState>) -> ApiResult<Started> {
 
 /// The first start's admin key is written, durably, before the workspace that holds it
 /// is committed: a start that died between the commit and the file would leave a
-/// workspace whose only key nobody was ever shown. No workspace is stored yet, so a
-/// file already there holds no key of this store: left by a start that died before its
-/// commit, or by another database this data directory served. It is moved aside to
-/// `admin.key.<ms>.orphan` (in case it is the only copy of that other store's key).
-fn keep_admin_key(path: &std::path::Path, secret: &str, now_ms: i64) -> ApiResult<()> {
-    let failed = |e: String| ApiError::new(Code::Internal, format!("cannot write the admin key to `{}`: {e}", path.display()));
-    if path.exists() {
-        let aside = path.with_extension(format!("key.{now_ms}.orphan"));
-        std::fs::rename(path, &aside).map_err(|e| failed(e.to_string()))?;
-        tracing::warn!(path = %path.display(), moved_to = %aside.display(), "an admin key file that no stored workspace has was moved aside");
+/// workspace whose only key nobody was ever shown. It is written under a name of this
+/// start's own (`admin.key.<random>.new`), and only the start whose commit created the
+/// workspace names it `admin.key` (`publish_admin_key`); one that lost to another node
+/// on the same database removes its own. Nodes may share a data directory: none touches
+/// another's file. A start that died before naming its file leaves it for the next one
+/// (`recover_admin_key`).
+async fn create_first_workspace(state: &Arc<AppState>) -> ApiResult<Option<(String, String)>> {
+    let dir = state.config.data_dir.clone();
+    let staged = dir.join(format!("{ADMIN_KEY_FILE}.{}{STAGED}", hex::encode(random_bytes::<8>())));
+    let keep = |secret: &str| {
+        crate::vault::write_private(&staged, format!("{secret}\n").as_bytes())
+            .map_err(|e| ApiError::new(Code::Internal, format!("cannot write the admin key: {e}")))
+    };
+    match create_workspace_keeping(state, DEFAULT_WORKSPACE_NAME, Some(Mutation::ExpectFirstWorkspace), keep).await {
+        Ok(Some(created)) => {
+            publish_admin_key(&dir, &staged, state.now_ms())?;
+            Ok(Some(created))
+        }
+        Ok(None) => {
+            if let Err(e) = std::fs::remove_file(&staged) {
+                tracing::warn!(path = %staged.display(), error = %e, "cannot remove an admin key that was never stored");
+            }
+            Ok(None)
+        }
+        Err(e) => {
+            if staged.exists() {
+                // The commit may have stood (a connection lost after it was sent).
+                tracing::warn!(path = %staged.display(), "the first start failed; its admin key is left here in case the workspace was stored");
+            }
+            Err(e)
+        }
     }
-    crate::vault::write_private(path, format!("{secret}\n").as_bytes()).map_err(|e| failed(e.to_string()))
 }
 
-/// The default workspace, its admin key kept in the data directory; `None` when
-/// another node on the same database created the first workspace meanwhile (the key
-/// this start wrote is then removed: it was never stored).
-async fn create_first_workspace(state: &Arc<AppState>) -> ApiResult<Option<(String, String)>> {
-    let path = state.config.data_dir.join(ADMIN_KEY_FILE);
-    let now = state.now_ms();
-    let keep = |secret: &str| keep_admin_key(&path, secret, now);
-    let created = create_workspace_keeping(state, DEFAULT_WORKSPACE_NAME, Some(Mutation::ExpectFirstWorkspace), keep).await?;
-    if created.is_none()
-        && let Err(e) = std::fs::remove_file(&path)
-    {
-        tracing::warn!(path = %path.display(), error = %e, "cannot remove an admin key that was never stored");
+/// The suffix of an admin key written before its workspace was committed.
+const STAGED: &str = ".new";
+
+/// How old a staged admin key must be for a start to take it as left behind, not as
+/// another node's first start under way in a shared data directory.
+const STAGED_LEFT_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Name the staged admin key `admin.key`. A file already there holds no key of this
+/// store (no workspace was stored before this commit, and only one commit creates the
+/// first): it was left by another database this data directory served, and is moved
+/// aside to `admin.key.<ms>.<random>.orphan` (in case it is that store's only copy).
+fn publish_admin_key(dir: &std::path::Path, staged: &std::path::Path, now_ms: i64) -> ApiResult<()> {
+    let path = dir.join(ADMIN_KEY_FILE);
+    let failed = |e: std::io::Error| ApiError::new(Code::Internal, format!("cannot name the admin key `{}`: {e}", path.display()));
+    if path.exists() {
+        let aside = dir.join(format!("{ADMIN_KEY_FILE}.{now_ms}.{}.orphan", hex::encode(random_bytes::<4>())));
+        std::fs::rename(&path, &aside).map_err(failed)?;
+        tracing::warn!(path = %path.display(), moved_to = %aside.display(), "an admin key file that no stored workspace has was moved aside");
     }
-    Ok(created)
+    std::fs::rename(staged, &path).map_err(failed)?;
+    crate::vault::sync_dir(dir).map_err(|e| ApiError::new(Code::Internal, e.to_string()))
+}
+
+/// At a start that finds its workspace: a staged admin key left by a first start that
+/// died before naming it becomes `admin.key` if the store holds its key and no
+/// `admin.key` is there; one whose key was never stored is removed. Staged keys younger
+/// than `STAGED_LEFT_AFTER` are left alone (another node's first start under way).
+fn recover_admin_key(state: &AppState) {
+    let dir = &state.config.data_dir;
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let prefix = format!("{ADMIN_KEY_FILE}.");
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with(&prefix) && name.ends_with(STAGED) && crate::vault::written_before(&entry, STAGED_LEFT_AFTER)) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(secret) = std::fs::read_to_string(&path) else { continue };
+        let published = dir.join(ADMIN_KEY_FILE);
+        match state.key_for(secret.trim()) {
+            Some(_) if !published.exists() => match std::fs::rename(&path, &published).map_err(|e| e.to_string()).and_then(|()| crate::vault::sync_dir(dir).map_err(|e| e.to_string())) {
+                Ok(()) => tracing::warn!(path = %published.display(), "the admin key a first start stored but did not name was named admin.key"),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot name a stored admin key admin.key"),
+            },
+            Some(_) => tracing::warn!(path = %path.display(), "a staged admin key holds a stored key, and admin.key exists: left as it is"),
+            None => match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(path = %path.display(), "removed an admin key a first start staged and never stored"),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove an admin key that was never stored"),
+            },
+        }
+    }
 }
 
 /// Create a workspace with a fresh HMAC secret and an admin key. Returns the

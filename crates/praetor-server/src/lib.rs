@@ -69,38 +69,65 @@ pub async fn open(config: Config) -> Result<(Arc<AppState>, bootstrap::Started),
             Arc::new(store)
         }
     };
-    let keys = vault::VaultKeys::load_or_create(&config.vault_keys_dir())?;
-    let state = AppState::load(config, store, Arc::new(clock::SystemClock), keys)
-        .await
-        .map_err(|e| ServeError::Start(e.message))?;
+    // Keys missing from the directory are made in memory and saved only once the store
+    // has been checked against them: a mistyped `--vault-keys-dir` is refused (none of
+    // its keys signed the store's checkpoints) without new key files in it.
+    let keys_dir = config.vault_keys_dir();
+    let keys = vault::VaultKeys::load_or_generate(&keys_dir)?;
+    let clock: Arc<dyn clock::Clock> = Arc::new(clock::SystemClock);
+    let load = |keys| AppState::load(config.clone(), store.clone(), clock.clone(), keys);
+    let mut state = load(keys).await.map_err(|e| ServeError::Start(e.message))?;
+    if !state.vault.save_new(&keys_dir)? {
+        // Another node sharing the directory saved its keys first: serve with those.
+        let keys = vault::VaultKeys::load_or_generate(&keys_dir)?;
+        state = load(keys).await.map_err(|e| ServeError::Start(e.message))?;
+    }
     let started = bootstrap::first_start(&state).await.map_err(|e| ServeError::Start(e.message))?;
     Ok((state, started))
 }
 
-/// Serve until SIGINT or SIGTERM.
-pub async fn serve(state: Arc<AppState>) -> Result<(), ServeError> {
+/// A server whose port is open and whose signal handlers are installed: what
+/// `Listening::serve` runs. (Binding before saying "listening" lets a supervisor connect
+/// or signal as soon as it reads that.)
+pub struct Listening {
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+/// Install the signal handlers, then open the port. The handlers come first: a signal
+/// sent once a client can connect then always stops the server cleanly, never by the
+/// default action.
+pub async fn listen(state: Arc<AppState>) -> Result<Listening, ServeError> {
     let addr = state.config.listen;
-    // The handlers are installed before the port opens: a signal sent once a client can
-    // connect then always stops the server cleanly, never by the default action.
-    let shutdown = shutdown_signal().map_err(|e| ServeError::Start(format!("cannot install the signal handlers: {e}")))?;
+    let shutdown = Box::pin(shutdown_signal().map_err(|e| ServeError::Start(format!("cannot install the signal handlers: {e}")))?);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
-    let checkpointer = vault::spawn_checkpointer(state.clone());
-    let sweeper = sessions::spawn_sweeper(state.clone());
-    let dispatcher = delivery::spawn_dispatcher(state.clone());
-    let follower = follow::spawn_follower(state.clone());
-    tracing::info!(%addr, data_dir = %state.config.data_dir.display(), "praetor is serving");
-    let (max_connections, idle) = (state.config.max_connections, std::time::Duration::from_secs(state.config.connection_idle_secs));
-    let app = router(state);
-    listen::serve(listener, app, max_connections, idle, shutdown).await;
-    checkpointer.abort();
-    sweeper.abort();
-    dispatcher.abort();
-    follower.abort();
-    Ok(())
+    Ok(Listening { state, listener, shutdown })
+}
+
+impl Listening {
+    /// Serve until SIGINT or SIGTERM.
+    pub async fn serve(self) -> Result<(), ServeError> {
+        let Listening { state, listener, shutdown } = self;
+        let checkpointer = vault::spawn_checkpointer(state.clone());
+        let sweeper = sessions::spawn_sweeper(state.clone());
+        let dispatcher = delivery::spawn_dispatcher(state.clone());
+        let follower = follow::spawn_follower(state.clone());
+        tracing::info!(addr = %state.config.listen, data_dir = %state.config.data_dir.display(), "praetor is serving");
+        let (max_connections, idle) = (state.config.max_connections, std::time::Duration::from_secs(state.config.connection_idle_secs));
+        let app = router(state);
+        listen::serve(listener, app, max_connections, idle, shutdown).await;
+        checkpointer.abort();
+        sweeper.abort();
+        dispatcher.abort();
+        follower.abort();
+        Ok(())
+    }
 }
 
 /// Install the SIGINT and SIGTERM handlers now (not at the first poll, which comes only
 /// once serving has begun) and return the future that ends at either signal.
+/// (Elsewhere, Ctrl-C's handler is installed at the first poll.)
 #[cfg(unix)]
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};

@@ -23,6 +23,8 @@ pub struct VaultKeys {
     pub signers: Vec<NoteSigner>,
     /// Public keys of rotated-out signers, still published so old checkpoints verify.
     pub retired: Vec<NoteVerifier>,
+    /// Which of `signers` were made by `load_or_generate` and are not saved yet.
+    unsaved: Vec<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,27 +44,64 @@ fn read_signer(path: &Path, name: &str) -> Result<NoteSigner, KeyFileError> {
     NoteSigner::from_pkcs8_pem(name, &pem).map_err(|e| KeyFileError::Invalid { path: path.to_owned(), reason: e.to_string() })
 }
 
-/// Make a new signing key at `path`. Nodes that share a keys directory may start
-/// together: the key is written whole under a name of this process's, then linked to
-/// `path` only if no other process made it first, in which case that one is used. (Each
-/// node would otherwise sign with a key of its own, or read a file half written.)
-fn create_signer(path: &Path, name: &str, alg: KeyAlgorithm) -> Result<NoteSigner, KeyFileError> {
-    let invalid = |e: String| KeyFileError::Invalid { path: path.to_owned(), reason: e };
-    let signer = NoteSigner::generate(name, alg).map_err(|e| invalid(e.to_string()))?;
-    let pem = signer.to_pkcs8_pem().map_err(|e| invalid(e.to_string()))?;
+/// The signing key files, in the order of `VaultKeys::signers`.
+const KEY_FILES: [(&str, KeyAlgorithm, &str); 2] = [
+    ("vault-ecdsa-p256.pem", KeyAlgorithm::EcdsaP256, KEY_NAME_P256),
+    ("vault-ed25519.pem", KeyAlgorithm::Ed25519, KEY_NAME_ED25519),
+];
+
+/// Remove staged key files (`<key file>.<pid>.<random>.new`) a process left when it
+/// died between linking one and removing it: each is another name of a private key,
+/// which a rotation would not delete. Only those older than a minute: a younger one may
+/// be another node's save under way.
+fn remove_left_staged_keys(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let staged = KEY_FILES.iter().any(|(file, ..)| name.starts_with(&format!("{file}."))) && name.ends_with(".new");
+        if staged && written_before(&entry, std::time::Duration::from_secs(60)) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::warn!(path = %entry.path().display(), "removed a staged signing key file a process left behind"),
+                Err(e) => tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a staged signing key file left behind"),
+            }
+        }
+    }
+}
+
+/// Whether the file was last written at least `age` ago.
+pub(crate) fn written_before(entry: &std::fs::DirEntry, age: std::time::Duration) -> bool {
+    entry.metadata().and_then(|m| m.modified()).ok().and_then(|at| at.elapsed().ok()).is_some_and(|elapsed| elapsed >= age)
+}
+
+/// Save a new signing key at `path`; `false` if another process made one there first.
+/// Nodes that share a keys directory may start together: the key is written whole
+/// under a name of this process's, then linked to `path` only if no key is there yet.
+/// (Each node would otherwise sign with a key of its own, or read a file half written.)
+fn save_signer(path: &Path, signer: &NoteSigner) -> Result<bool, KeyFileError> {
+    let pem = signer.to_pkcs8_pem().map_err(|e| KeyFileError::Invalid { path: path.to_owned(), reason: e.to_string() })?;
     let staged = path.with_extension(format!("pem.{}.{}.new", std::process::id(), hex::encode(crate::secrets::random_bytes::<4>())));
     write_private(&staged, pem.as_bytes())?;
     let linked = std::fs::hard_link(&staged, path);
     let _ = std::fs::remove_file(&staged);
+    let linked = match linked {
+        // A filesystem without hard links: created in place, as before (a reader at that
+        // very moment could find it half written).
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => match write_private(path, pem.as_bytes()) {
+            Err(KeyFileError::Io { source, .. }) => Err(source),
+            Err(invalid) => return Err(invalid),
+            Ok(()) => Ok(()),
+        },
+        linked => linked,
+    };
     match linked {
         Ok(()) => {
             sync_dir(path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
-            tracing::info!(path = %path.display(), algorithm = ?alg, "created a vault signing key");
-            Ok(signer)
+            tracing::info!(path = %path.display(), algorithm = ?signer.algorithm(), "created a vault signing key");
+            Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             tracing::info!(path = %path.display(), "another process created this vault signing key at the same time; using it");
-            read_signer(path, name)
+            Ok(false)
         }
         Err(e) => Err(io(path)(e)),
     }
@@ -93,7 +132,7 @@ fn write_durably(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyFileE
 
 /// Sync a directory, so that the files created or removed in it stay so. (Unix only:
 /// elsewhere a directory cannot be opened as a file.)
-fn sync_dir(dir: &Path) -> Result<(), KeyFileError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), KeyFileError> {
     #[cfg(unix)]
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
     #[cfg(not(unix))]
@@ -106,20 +145,48 @@ impl VaultKeys {
     /// `<dir>/vault-ed25519.pem`), creating any that are missing, plus the retired public
     /// keys in `<dir>/retired/*.pub` (one C2SP vkey per file).
     pub fn load_or_create(dir: &Path) -> Result<VaultKeys, KeyFileError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let mut signers = Vec::new();
-        for (file, alg, name) in [
-            ("vault-ecdsa-p256.pem", KeyAlgorithm::EcdsaP256, KEY_NAME_P256),
-            ("vault-ed25519.pem", KeyAlgorithm::Ed25519, KEY_NAME_ED25519),
-        ] {
-            let path = dir.join(file);
-            let signer = match path.exists() {
-                true => read_signer(&path, name)?,
-                false => create_signer(&path, name, alg)?,
-            };
-            signers.push(signer);
+        let keys = VaultKeys::load_or_generate(dir)?;
+        match keys.save_new(dir)? {
+            true => Ok(keys),
+            // Another process saved its own first: the files hold every key now.
+            false => VaultKeys::load_or_generate(dir),
         }
-        Ok(VaultKeys { signers, retired: retired_keys(dir)? })
+    }
+
+    /// Load the signing keys in `dir` and make any that are missing in memory only,
+    /// writing nothing (see `save_new`): a server checks them against the store first,
+    /// so that a mistyped `--vault-keys-dir` is refused without new key files in it.
+    pub fn load_or_generate(dir: &Path) -> Result<VaultKeys, KeyFileError> {
+        remove_left_staged_keys(dir);
+        let mut keys = VaultKeys { signers: Vec::new(), retired: Vec::new(), unsaved: Vec::new() };
+        for (file, alg, name) in KEY_FILES {
+            let path = dir.join(file);
+            if path.exists() {
+                keys.signers.push(read_signer(&path, name)?);
+            } else {
+                let signer = NoteSigner::generate(name, alg).map_err(|e| KeyFileError::Invalid { path: path.clone(), reason: e.to_string() })?;
+                keys.unsaved.push(keys.signers.len());
+                keys.signers.push(signer);
+            }
+        }
+        keys.retired = retired_keys(dir)?;
+        Ok(keys)
+    }
+
+    /// Write the keys `load_or_generate` made into `dir`. `false` when another process
+    /// made some of them there meanwhile (nodes sharing a keys directory that start
+    /// together): the files then hold keys other than these, and the caller loads them.
+    pub fn save_new(&self, dir: &Path) -> Result<bool, KeyFileError> {
+        if self.unsaved.is_empty() {
+            return Ok(true);
+        }
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut all_ours = true;
+        for &i in &self.unsaved {
+            let (file, ..) = KEY_FILES[i];
+            all_ours &= save_signer(&dir.join(file), &self.signers[i])?;
+        }
+        Ok(all_ours)
     }
 
     /// The public keys of the signing keys in `dir` and of those retired there: what
@@ -180,11 +247,8 @@ impl VaultKeys {
 
     /// Keys made in memory only (tests).
     pub fn ephemeral() -> VaultKeys {
-        let signers = [(KeyAlgorithm::EcdsaP256, KEY_NAME_P256), (KeyAlgorithm::Ed25519, KEY_NAME_ED25519)]
-            .into_iter()
-            .filter_map(|(alg, name)| NoteSigner::generate(name, alg).ok())
-            .collect();
-        VaultKeys { signers, retired: Vec::new() }
+        let signers = KEY_FILES.into_iter().filter_map(|(_, alg, name)| NoteSigner::generate(name, alg).ok()).collect();
+        VaultKeys { signers, retired: Vec::new(), unsaved: Vec::new() }
     }
 
     pub fn verifiers(&self) -> Vec<NoteVerifier> {

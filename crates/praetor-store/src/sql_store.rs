@@ -392,12 +392,30 @@ pub(crate) fn migrate(db: &dyn Db, migrations: &[(i64, &str)], kind: &'static st
     if let Some(message) = guard.newer(db)? {
         return Err(StoreError::Superseded(message));
     }
+    // SQLite takes the file's write lock at once: processes opening one new file
+    // together then migrate it one after the other. (PostgreSQL's migrations run under
+    // an advisory lock already.)
+    let begin = if kind == "sqlite" { "BEGIN IMMEDIATE" } else { "BEGIN" };
+    let done = |version: i64| -> Result<bool> {
+        Ok(db.value::<i64>("SELECT version FROM schema_migrations WHERE version = ?1", crate::sql::args![version])?.is_some())
+    };
     for (version, sql) in migrations {
-        let done: Option<i64> = db.value("SELECT version FROM schema_migrations WHERE version = ?1", crate::sql::args![*version])?;
-        if done.is_some() {
+        if done(*version)? {
             continue;
         }
-        db.batch("BEGIN")?;
+        db.batch(begin)?;
+        // Again inside the transaction: another process may have applied it meanwhile.
+        match done(*version) {
+            Ok(true) => {
+                db.batch("COMMIT")?;
+                continue;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                let _ = db.batch("ROLLBACK");
+                return Err(e);
+            }
+        }
         let applied = hold.map_or(Ok(()), |hold| db.batch(hold)).and_then(|()| db.batch(sql)).and_then(|()| {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             db.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", crate::sql::args![*version, now])

@@ -507,6 +507,16 @@ fn serve_refuses_a_store_whose_log_cannot_be_continued() {
         .unwrap();
     assert!(!out.status.success(), "served with keys that signed none of its checkpoints");
     assert!(text(&out).contains("every node must use the same keys directory"), "{}", text(&out));
+    assert_eq!(own_keys.path().read_dir().unwrap().count(), 0, "keys made for the refused start were written");
+    // A mistyped directory is not even made.
+    let typo = own_keys.path().join("vault-kyes");
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir", dir.path().to_str().unwrap()])
+        .args(["--vault-keys-dir", typo.to_str().unwrap()])
+        .env("PRAETOR_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && !typo.exists(), "{}", text(&out));
     // With its own keys (rotated ones too: their public keys stay in `retired/`) it starts.
     drop(start(dir.path()));
     assert!(praetor(&["vault", "rotate-keys", "--data-dir", dir.path().to_str().unwrap()]).status.success());
@@ -1088,9 +1098,8 @@ fn pem_keys_are_named_after_their_algorithm_and_signers_are_named_with_their_key
 }
 
 /// The first start keeps its admin key before it commits the workspace: a file left by
-/// a first start that died before its commit (or by another database) is moved aside
-/// and replaced by a working key, mode 0600, rather than refused, and a later start
-/// leaves the key alone.
+/// another database this data directory served is moved aside and replaced by a
+/// working key, mode 0600, rather than refused, and a later start leaves the key alone.
 #[test]
 fn a_first_start_replaces_an_admin_key_left_by_one_that_did_not_finish() {
     use std::os::unix::fs::PermissionsExt;
@@ -1109,4 +1118,36 @@ fn a_first_start_replaces_an_admin_key_left_by_one_that_did_not_finish() {
     drop(s);
     let again = start(dir.path());
     assert_eq!(std::fs::read_to_string(dir.path().join("admin.key")).unwrap().trim(), again.key);
+}
+
+/// A first start stages its admin key (`admin.key.<random>.new`) before its commit and
+/// names it `admin.key` after. One that died in between leaves a stored key under the
+/// staged name: the next start names it `admin.key`. A staged key never stored (the
+/// start died before its commit) is removed; one younger than a minute is left alone,
+/// as another node's first start may be under way in a shared data directory.
+#[test]
+fn a_stored_admin_key_a_first_start_did_not_name_is_named_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let key = s.key.clone();
+    drop(s);
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let stage = |name: &str, secret: &str, old: bool| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{secret}\n")).unwrap();
+        if old {
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(an_hour_ago).unwrap();
+        }
+        path
+    };
+    std::fs::rename(dir.path().join("admin.key"), dir.path().join("held")).unwrap();
+    let stored = stage("admin.key.1a2b3c4d5e6f7a8b.new", &key, true);
+    let never_stored = stage("admin.key.0000000000000000.new", "xb_live_never_stored", true);
+    let under_way = stage("admin.key.1111111111111111.new", "xb_live_under_way", false);
+    let s = start(dir.path());
+    assert_eq!(s.key, key, "admin.key holds the stored key again");
+    assert!(!stored.exists() && !never_stored.exists(), "the stored one was named, the other removed");
+    assert!(under_way.exists(), "a staged key younger than a minute is left alone");
+    let agents = call("GET", &format!("{}/api/v1/enforce/agents", s.base), &s.key, None);
+    assert_eq!(agents["ok"], json!(true), "{agents}");
 }

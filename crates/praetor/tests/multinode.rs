@@ -535,17 +535,26 @@ fn keys_create_makes_a_key_in_the_shared_store_every_node_takes() {
 #[test]
 fn nodes_started_together_on_an_empty_database_share_one_workspace() {
     let Some(admin_url) = database_url() else { return };
-    for round in 0..3 {
+    // Rounds with a data directory per node, then with one they share (one host, the
+    // default `./praetor-data`): no node may move or remove the key another kept.
+    for (round, shared) in [(0, false), (1, false), (2, false), (3, true), (4, true), (5, true)] {
         let schema = Schema::create(&admin_url);
         let url = schema.url();
         let tmp = tempfile::tempdir().unwrap();
         // One keys directory, empty: the nodes also make its keys together.
         let keys = tmp.path().join("vault-keys");
-        let dirs: Vec<_> = (0..3).map(|i| tmp.path().join(format!("n{i}"))).collect();
+        let dirs: Vec<_> = (0..3).map(|i| tmp.path().join(if shared { "shared".to_owned() } else { format!("n{i}") })).collect();
         let nodes: Vec<Node> = dirs.iter().map(|d| spawn_node(d, &url, &keys, &["--demo"])).collect();
         let nodes: Vec<Node> = nodes.into_iter().map(Node::healthy).collect();
+        let mut dirs = dirs;
+        dirs.dedup();
         let admin_keys: Vec<String> = dirs.iter().filter_map(|d| std::fs::read_to_string(d.join("admin.key")).ok()).map(|k| k.trim().to_owned()).collect();
         assert_eq!(admin_keys.len(), 1, "round {round}: exactly one node created the workspace and kept its admin key");
+        for d in &dirs {
+            let left: Vec<String> = std::fs::read_dir(d).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("admin.key.")).collect();
+            assert!(left.is_empty(), "round {round}: staged or moved-aside admin keys left: {left:?}");
+        }
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         let workspaces: i64 = c.query_one("SELECT count(*) FROM workspaces", &[]).unwrap().get(0);
         assert_eq!(workspaces, 1, "round {round}");

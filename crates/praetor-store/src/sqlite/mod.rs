@@ -90,8 +90,12 @@ fn owner_only(path: &Path) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let cannot = |e: std::io::Error| StoreError::Database(format!("cannot make `{}` readable by its owner only: {e}", path.display()));
     if !path.exists() {
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(cannot)?;
-        return Ok(());
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+            Ok(_) => return Ok(()),
+            // Another process created it at the same moment: checked below like any.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(cannot(e)),
+        }
     }
     for suffix in ["", "-wal", "-shm"] {
         let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
@@ -191,7 +195,8 @@ pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // WAL: readers never block the writer. synchronous=FULL: a commit is fsynced
     // before it returns, which is what "durable before the answer" rests on.
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    set_wal(&conn)?;
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
     // Without the query planner stability guarantee, a statement whose plan looked at a
     // bound value (every `LIMIT ?`: the change feed, the delivery queue, history and
     // list reads) is marked expired whenever that parameter is bound again, and so is
@@ -199,6 +204,22 @@ pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection
     // never runs ANALYZE, so there are no per-value statistics to use either).
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(conn)
+}
+
+/// Put the file in WAL mode. Switching a new file needs it alone, and SQLite answers
+/// `SQLITE_BUSY` at once rather than wait for that (the busy timeout does not apply):
+/// processes opening a new file together try again for up to about 5 s.
+fn set_wal(conn: &Connection) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match conn.execute_batch("PRAGMA journal_mode=WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 500 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            done => return Ok(done?),
+        }
+    }
 }
 
 impl WriterConn for Connection {
@@ -320,6 +341,34 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert!(plan.iter().any(|step| step.contains("decisions_by_session")), "{plan:?}");
+    }
+
+    /// Processes opening one new database file at once (nodes sharing a data directory
+    /// on one host) migrate it one after the other: every open succeeds, and every
+    /// migration is applied once. (Each checked "not applied" before its transaction,
+    /// and the later ones failed: "table workspaces already exists".)
+    #[test]
+    fn stores_opening_one_new_file_at_once_all_open() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("praetor.db");
+            let barrier = std::sync::Barrier::new(4);
+            let opened: Vec<std::result::Result<(), String>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            barrier.wait();
+                            SqliteStore::open(&path).map(drop).map_err(|e| e.to_string())
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(opened.iter().all(std::result::Result::is_ok), "{opened:?}");
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            let applied: i64 = conn.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+            assert_eq!(applied, schema::MIGRATIONS.len() as i64);
+        }
     }
 
     /// `vault check` reads the store as of one commit, and the server goes on committing
