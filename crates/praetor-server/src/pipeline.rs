@@ -632,9 +632,9 @@ fn refuse_escalation_over_limit(
     }
     let (all, own) = (held.len() as u64, held.held_by(agent_id) as u64);
     let reason = if own >= settings.max_pending_escalations_per_agent {
-        let who = agent_id.map_or_else(|| "requests naming no agent".to_owned(), |a| format!("agent `{a}`"));
+        let who = agent_id.map_or_else(|| "requests naming no agent hold".to_owned(), |a| format!("agent `{a}` holds"));
         format!(
-            "{who} holds {own} escalations, its share (max_pending_escalations_per_agent = {}): approve, reject or let some expire, or raise the limit",
+            "{who} {own} escalations, their share (max_pending_escalations_per_agent = {}): approve, reject or let some expire, or raise the limit",
             settings.max_pending_escalations_per_agent
         )
     } else if all >= settings.max_pending_escalations {
@@ -812,11 +812,12 @@ async fn resync_after_refusal(state: &AppState, ws: &WorkspaceState, touched: &T
     recheck_grantors(state, ws, &touched.grantors).await
 }
 
-/// After a refused commit of decisions through grants: a grantor the store holds
-/// inactive (revoked or deactivated on another node) is marked so in this node's copy,
-/// so the decision made again refuses the grant. Only the flag: taking the store's whole
-/// copy would set it back behind the grantor's own decisions on their way to the store
-/// (`adopt_agent_unless_reloaded`), and the change feed brings the rest.
+/// After a refused commit of decisions through grants or hand-offs: a grantor or a
+/// hand-off's target the store holds inactive (revoked or deactivated on another node)
+/// is marked so in this node's copy, so the decision made again refuses the grant or
+/// the hand-off. Only the flag: taking the store's whole copy would set it back behind
+/// the agent's own decisions on their way to the store (`adopt_agent_unless_reloaded`),
+/// and the change feed brings the rest.
 async fn recheck_grantors(state: &AppState, ws: &WorkspaceState, grantors: &[String]) -> ApiResult<()> {
     for id in grantors {
         // No history: only the agent's row is wanted.
@@ -1017,7 +1018,8 @@ struct Touched {
     agents: Vec<(String, Option<u64>)>,
     sessions: Vec<String>,
     objects: Vec<(String, String)>,
-    /// The grantors of the grants used, which the commit expected active.
+    /// The grantors of the grants used and the targets of hand-offs, which the commit
+    /// expected active.
     grantors: Vec<String>,
 }
 

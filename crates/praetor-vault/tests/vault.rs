@@ -653,6 +653,15 @@ fn bundle_verifies_and_round_trips_through_json() {
     let b2 = Bundle::from_json(&json).unwrap();
     assert_eq!(b2, b);
     check(&b2, &[log.ed.verifier()]).unwrap();
+    // A bundle exported before keys carried their key ID still reads and verifies.
+    let mut older: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    for key in older["keys"].as_array_mut().unwrap() {
+        assert_eq!(key["key_id"].as_str().map(str::len), Some(8), "{key}");
+        key.as_object_mut().unwrap().remove("key_id");
+    }
+    let older = Bundle::from_json(&serde_json::to_vec(&older).unwrap()).unwrap();
+    assert!(older.keys.iter().all(|k| k.key_id.is_empty()));
+    check(&older, &[log.ec.verifier()]).unwrap();
     // Keys given as PEM (named by origin) or vkey.
     let pem = log.ec.public_key_pem().unwrap();
     check(&b2, &[NoteVerifier::parse_any(&pem, ORIGIN).unwrap()]).unwrap();

@@ -179,13 +179,13 @@ async fn one_agent_cannot_take_every_escalation_the_workspace_holds() {
     assert_eq!(decided(&third), "block", "{third}");
     assert_eq!(third["policies_triggered"][0]["policy_id"], "__escalation_limit", "{third}");
     let reasoning = third["reasoning"].as_str().unwrap();
-    assert!(reasoning.contains(&format!("agent `{flood}` holds 2")) && reasoning.contains("max_pending_escalations_per_agent = 2"), "{third}");
+    assert!(reasoning.contains(&format!("agent `{flood}` holds 2 escalations, their share (max_pending_escalations_per_agent = 2)")), "{third}");
     // Another agent still escalates, and requests naming no agent share one share.
     assert_eq!(decided(&act(&s, &agent_key, deploy(Some(&calm), 1)).await), "escalate");
     assert_eq!(decided(&act(&s, &agent_key, deploy(None, 1)).await), "escalate");
     assert_eq!(decided(&act(&s, &agent_key, deploy(None, 2)).await), "escalate");
     let anonymous = act(&s, &agent_key, deploy(None, 3)).await;
-    assert!(anonymous["reasoning"].as_str().unwrap().contains("requests naming no agent hold"), "{anonymous}");
+    assert!(anonymous["reasoning"].as_str().unwrap().contains("requests naming no agent hold 2 escalations, their share (max_pending_escalations_per_agent = 2)"), "{anonymous}");
     // Five are held: the workspace's limit, which `calm` meets under its own share.
     let at_limit = act(&s, &agent_key, deploy(Some(&calm), 2)).await;
     assert_eq!(decided(&at_limit), "block", "{at_limit}");
