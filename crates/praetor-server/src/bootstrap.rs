@@ -75,7 +75,7 @@ async fn create_first_workspace(state: &Arc<AppState>) -> ApiResult<Option<(Stri
     };
     match create_workspace_keeping(state, DEFAULT_WORKSPACE_NAME, Some(Mutation::ExpectFirstWorkspace), keep).await {
         Ok(Some(created)) => {
-            publish_admin_key(&dir, &staged, state.now_ms())?;
+            publish_admin_key(&dir, &staged, &created.1, state.now_ms())?;
             Ok(Some(created))
         }
         Ok(None) => {
@@ -101,48 +101,75 @@ const STAGED: &str = ".new";
 /// another node's first start under way in a shared data directory.
 const STAGED_LEFT_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Name the staged admin key `admin.key`. A file already there holds no key of this
-/// store (no workspace was stored before this commit, and only one commit creates the
-/// first): it was left by another database this data directory served, and is moved
-/// aside to `admin.key.<ms>.<random>.orphan` (in case it is that store's only copy).
-fn publish_admin_key(dir: &std::path::Path, staged: &std::path::Path, now_ms: i64) -> ApiResult<()> {
+/// Name the staged admin key `admin.key`. A file already there holding another key
+/// holds no key of this store (no workspace was stored before this commit, and only one
+/// commit creates the first): it was left by another database this data directory
+/// served, and is moved aside (in case it is that store's only copy). One holding this
+/// key was named by another start sharing the directory (`recover_admin_key`, while
+/// this start stalled for over a minute): nothing is left to do.
+fn publish_admin_key(dir: &std::path::Path, staged: &std::path::Path, secret: &str, now_ms: i64) -> ApiResult<()> {
     let path = dir.join(ADMIN_KEY_FILE);
     let failed = |e: std::io::Error| ApiError::new(Code::Internal, format!("cannot name the admin key `{}`: {e}", path.display()));
-    if path.exists() {
-        let aside = dir.join(format!("{ADMIN_KEY_FILE}.{now_ms}.{}.orphan", hex::encode(random_bytes::<4>())));
-        std::fs::rename(&path, &aside).map_err(failed)?;
-        tracing::warn!(path = %path.display(), moved_to = %aside.display(), "an admin key file that no stored workspace has was moved aside");
+    match std::fs::read_to_string(&path) {
+        Ok(held) if held.trim() == secret => {
+            let _ = std::fs::remove_file(staged);
+            return Ok(());
+        }
+        Ok(_) => move_aside(dir, &path, now_ms, "an admin key file that no stored workspace has was moved aside").map_err(failed)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(failed(e)),
     }
     std::fs::rename(staged, &path).map_err(failed)?;
     crate::vault::sync_dir(dir).map_err(|e| ApiError::new(Code::Internal, e.to_string()))
 }
 
-/// At a start that finds its workspace: a staged admin key left by a first start that
-/// died before naming it becomes `admin.key` if the store holds its key and no
-/// `admin.key` is there; one whose key was never stored is removed. Staged keys younger
-/// than `STAGED_LEFT_AFTER` are left alone (another node's first start under way).
+/// Rename an admin key file to `admin.key.<ms>.<random>.orphan`, saying why.
+fn move_aside(dir: &std::path::Path, path: &std::path::Path, now_ms: i64, why: &str) -> std::io::Result<()> {
+    let aside = dir.join(format!("{ADMIN_KEY_FILE}.{now_ms}.{}.orphan", hex::encode(random_bytes::<4>())));
+    std::fs::rename(path, &aside)?;
+    tracing::warn!(path = %path.display(), moved_to = %aside.display(), "{why}");
+    Ok(())
+}
+
+/// At a start that finds its workspace, the admin keys first starts staged and did not
+/// name (`create_first_workspace`):
+/// - one this store holds becomes `admin.key` if no `admin.key` is there (its first
+///   start died between the commit and naming it);
+/// - one it does not hold is moved aside: never stored, or stored in another database
+///   this data directory served, whose only copy it may be;
+/// - one younger than `STAGED_LEFT_AFTER` is left alone (another node's first start may
+///   be under way in a shared directory), with a warning if `admin.key` is missing.
 fn recover_admin_key(state: &AppState) {
     let dir = &state.config.data_dir;
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let prefix = format!("{ADMIN_KEY_FILE}.");
+    let published = dir.join(ADMIN_KEY_FILE);
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with(&prefix) && name.ends_with(STAGED) && crate::vault::written_before(&entry, STAGED_LEFT_AFTER)) {
+        if !(name.starts_with(&prefix) && name.ends_with(STAGED)) {
             continue;
         }
         let path = entry.path();
+        if !crate::vault::written_before(&entry, STAGED_LEFT_AFTER) {
+            if !published.exists() {
+                tracing::warn!(path = %path.display(), "no admin.key, and a first start staged an admin key here less than a minute ago \
+                    (under way on another node, or it died): a start after a minute names it if the store holds it");
+            }
+            continue;
+        }
         let Ok(secret) = std::fs::read_to_string(&path) else { continue };
-        let published = dir.join(ADMIN_KEY_FILE);
-        match state.key_for(secret.trim()) {
-            Some(_) if !published.exists() => match std::fs::rename(&path, &published).map_err(|e| e.to_string()).and_then(|()| crate::vault::sync_dir(dir).map_err(|e| e.to_string())) {
-                Ok(()) => tracing::warn!(path = %published.display(), "the admin key a first start stored but did not name was named admin.key"),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot name a stored admin key admin.key"),
-            },
-            Some(_) => tracing::warn!(path = %path.display(), "a staged admin key holds a stored key, and admin.key exists: left as it is"),
-            None => match std::fs::remove_file(&path) {
-                Ok(()) => tracing::info!(path = %path.display(), "removed an admin key a first start staged and never stored"),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove an admin key that was never stored"),
-            },
+        let renamed = match state.key_for(secret.trim()) {
+            Some(_) if !published.exists() => std::fs::rename(&path, &published).map(|()| {
+                tracing::warn!(path = %published.display(), "the stored admin key a first start did not name was named admin.key");
+            }),
+            Some(_) => {
+                tracing::warn!(path = %path.display(), "a staged admin key holds a stored key, and admin.key holds another: left as it is");
+                Ok(())
+            }
+            None => move_aside(dir, &path, state.now_ms(), "a staged admin key this store does not hold (never stored, or another database's) was moved aside"),
+        };
+        if let Err(e) = renamed.map_err(|e| e.to_string()).and_then(|()| crate::vault::sync_dir(dir).map_err(|e| e.to_string())) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot rename a staged admin key");
         }
     }
 }
@@ -280,4 +307,37 @@ async fn load_demo(state: &Arc<AppState>, workspace_id: &str) -> ApiResult<bool>
     }
     tracing::info!(workspace_id, "demo agents and policies loaded");
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    /// Another database's `admin.key` is moved aside for this store's; one that already
+    /// holds this start's key (named by another start sharing the directory while this
+    /// one stalled) is kept, and the start succeeds.
+    #[test]
+    fn publishing_keeps_every_key_and_finishes_one_already_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let staged = dir.path().join("admin.key.00.new");
+        std::fs::write(dir.path().join(ADMIN_KEY_FILE), "xb_live_other_database\n").unwrap();
+        std::fs::write(&staged, "xb_live_ours\n").unwrap();
+        publish_admin_key(dir.path(), &staged, "xb_live_ours", 7).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join(ADMIN_KEY_FILE)).unwrap(), "xb_live_ours\n");
+        let left = names(dir.path());
+        assert!(left.len() == 2 && left[0] == ADMIN_KEY_FILE && left[1].starts_with("admin.key.7.") && left[1].ends_with(".orphan"), "{left:?}");
+        assert_eq!(std::fs::read_to_string(dir.path().join(&left[1])).unwrap(), "xb_live_other_database\n");
+
+        // Named meanwhile by another start: the staged file is gone, admin.key holds it.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(ADMIN_KEY_FILE), "xb_live_ours\n").unwrap();
+        publish_admin_key(dir.path(), &dir.path().join("admin.key.01.new"), "xb_live_ours", 8).unwrap();
+        assert_eq!(names(dir.path()), [ADMIN_KEY_FILE]);
+    }
 }

@@ -86,11 +86,11 @@ pub async fn open(config: Config) -> Result<(Arc<AppState>, bootstrap::Started),
     Ok((state, started))
 }
 
-/// A server whose port is open and whose signal handlers are installed: what
-/// `Listening::serve` runs. (Binding before saying "listening" lets a supervisor connect
-/// or signal as soon as it reads that.)
+/// A port open and the signal handlers installed, before the store is opened: a port
+/// already taken fails the start before a first start creates anything (its admin key
+/// would otherwise be made and never shown), and a supervisor may connect or signal as
+/// soon as it reads "listening".
 pub struct Listening {
-    state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
@@ -98,17 +98,17 @@ pub struct Listening {
 /// Install the signal handlers, then open the port. The handlers come first: a signal
 /// sent once a client can connect then always stops the server cleanly, never by the
 /// default action.
-pub async fn listen(state: Arc<AppState>) -> Result<Listening, ServeError> {
-    let addr = state.config.listen;
+pub async fn listen(addr: std::net::SocketAddr) -> Result<Listening, ServeError> {
     let shutdown = Box::pin(shutdown_signal().map_err(|e| ServeError::Start(format!("cannot install the signal handlers: {e}")))?);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
-    Ok(Listening { state, listener, shutdown })
+    Ok(Listening { listener, shutdown })
 }
 
 impl Listening {
-    /// Serve until SIGINT or SIGTERM.
-    pub async fn serve(self) -> Result<(), ServeError> {
-        let Listening { state, listener, shutdown } = self;
+    /// Serve `state` until SIGINT or SIGTERM. (Connections made before this wait in the
+    /// listen backlog.)
+    pub async fn serve(self, state: Arc<AppState>) -> Result<(), ServeError> {
+        let Listening { listener, shutdown } = self;
         let checkpointer = vault::spawn_checkpointer(state.clone());
         let sweeper = sessions::spawn_sweeper(state.clone());
         let dispatcher = delivery::spawn_dispatcher(state.clone());

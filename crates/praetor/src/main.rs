@@ -204,8 +204,8 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
     let config::Settings { server: cfg, worker_threads } = config::build(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads).enable_all().build()?;
     runtime.block_on(async move {
+        let listening = praetor_server::listen(cfg.listen).await?;
         let (state, started) = praetor_server::open(cfg).await?;
-        let listening = praetor_server::listen(state.clone()).await?;
         if let Some(key) = &started.admin_key {
             // Written by the first start before its commit (`bootstrap::first_start`).
             let path = state.config.data_dir.join(praetor_server::bootstrap::ADMIN_KEY_FILE);
@@ -217,8 +217,7 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
             println!("Loaded demo agents and policies.");
         }
         println!("Praetor listening on http://{}  (API at /api/v1)", state.config.listen);
-        drop(state);
-        listening.serve().await?;
+        listening.serve(state).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

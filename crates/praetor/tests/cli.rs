@@ -1122,9 +1122,10 @@ fn a_first_start_replaces_an_admin_key_left_by_one_that_did_not_finish() {
 
 /// A first start stages its admin key (`admin.key.<random>.new`) before its commit and
 /// names it `admin.key` after. One that died in between leaves a stored key under the
-/// staged name: the next start names it `admin.key`. A staged key never stored (the
-/// start died before its commit) is removed; one younger than a minute is left alone,
-/// as another node's first start may be under way in a shared data directory.
+/// staged name: the next start names it `admin.key`. A staged key this store does not
+/// hold (never stored, or another database's that this directory served) is moved
+/// aside, never deleted; one younger than a minute is left alone, as another node's
+/// first start may be under way in a shared data directory.
 #[test]
 fn a_stored_admin_key_a_first_start_did_not_name_is_named_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -1146,8 +1147,26 @@ fn a_stored_admin_key_a_first_start_did_not_name_is_named_at_the_next_start() {
     let under_way = stage("admin.key.1111111111111111.new", "xb_live_under_way", false);
     let s = start(dir.path());
     assert_eq!(s.key, key, "admin.key holds the stored key again");
-    assert!(!stored.exists() && !never_stored.exists(), "the stored one was named, the other removed");
+    assert!(!stored.exists() && !never_stored.exists(), "the stored one was named, the other moved aside");
     assert!(under_way.exists(), "a staged key younger than a minute is left alone");
+    let aside: Vec<String> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".orphan")).collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read_to_string(dir.path().join(&aside[0])).unwrap(), "xb_live_never_stored\n");
     let agents = call("GET", &format!("{}/api/v1/enforce/agents", s.base), &s.key, None);
     assert_eq!(agents["ok"], json!(true), "{agents}");
+}
+
+/// A port already taken fails the start before the store is opened: a first start
+/// would otherwise create its workspace and admin key and exit without showing it.
+#[test]
+fn a_taken_port_fails_the_start_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN).args(["serve", "--listen", &addr, "--data-dir", dir.path().to_str().unwrap()]).env("PRAETOR_LOG", "error").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains(&format!("cannot listen on `{addr}`")), "{}", text(&out));
+    let made: Vec<String> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(made.is_empty(), "created before the port was checked: {made:?}");
 }

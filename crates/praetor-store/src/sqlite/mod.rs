@@ -206,15 +206,15 @@ pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection
     Ok(conn)
 }
 
-/// Put the file in WAL mode. Switching a new file needs it alone, and SQLite answers
-/// `SQLITE_BUSY` at once rather than wait for that (the busy timeout does not apply):
-/// processes opening a new file together try again for up to about 5 s.
+/// Put the file in WAL mode. Switching a new file needs it alone, and SQLite may answer
+/// `SQLITE_BUSY` at once rather than wait for that: processes opening a new file
+/// together try again, within the same 5 s as the busy timeout (a lock held longer is
+/// an error, as before).
 fn set_wal(conn: &Connection) -> Result<()> {
-    let mut tries = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         match conn.execute_batch("PRAGMA journal_mode=WAL") {
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 500 => {
-                tries += 1;
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             done => return Ok(done?),
@@ -369,6 +369,24 @@ mod tests {
             let applied: i64 = conn.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
             assert_eq!(applied, schema::MIGRATIONS.len() as i64);
         }
+    }
+
+    /// A file another process holds locked fails the open after the busy timeout, as
+    /// before the WAL switch was retried (each retry could wait the timeout again:
+    /// about 40 minutes in all).
+    #[test]
+    fn a_file_locked_by_another_process_fails_the_open_instead_of_waiting_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("praetor.db");
+        let holder = rusqlite::Connection::open(&path).unwrap();
+        holder.execute_batch("CREATE TABLE held (x); BEGIN EXCLUSIVE; INSERT INTO held VALUES (1);").unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let opener = path.clone();
+        std::thread::spawn(move || done.send(SqliteStore::open(&opener).map(drop).map_err(|e| e.to_string())));
+        // Far above the 5 s busy timeout; the old loop would have waited 40 minutes.
+        let opened = finished.recv_timeout(Duration::from_secs(60)).expect("the open returns while the lock is held");
+        assert!(opened.as_ref().is_err_and(|e| e.contains("locked")), "{opened:?}");
+        drop(holder);
     }
 
     /// `vault check` reads the store as of one commit, and the server goes on committing
