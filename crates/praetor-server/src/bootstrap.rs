@@ -119,7 +119,12 @@ fn publish_admin_key(dir: &std::path::Path, staged: &std::path::Path, secret: &s
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(failed(e)),
     }
-    std::fs::rename(staged, &path).map_err(failed)?;
+    match std::fs::rename(staged, &path) {
+        Ok(()) => {}
+        // Named by another start between the read above and this rename.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::fs::read_to_string(&path).is_ok_and(|held| held.trim() == secret) => {}
+        Err(e) => return Err(failed(e)),
+    }
     crate::vault::sync_dir(dir).map_err(|e| ApiError::new(Code::Internal, e.to_string()))
 }
 

@@ -41,7 +41,7 @@ pub enum ServeError {
     Keys(#[from] vault::KeyFileError),
     #[error("cannot start: {0}")]
     Start(String),
-    #[error("cannot listen on `{addr}`: {source}")]
+    #[error("cannot listen on `{addr}`")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
@@ -86,10 +86,10 @@ pub async fn open(config: Config) -> Result<(Arc<AppState>, bootstrap::Started),
     Ok((state, started))
 }
 
-/// A port open and the signal handlers installed, before the store is opened: a port
-/// already taken fails the start before a first start creates anything (its admin key
-/// would otherwise be made and never shown), and a supervisor may connect or signal as
-/// soon as it reads "listening".
+/// A port open and the signal handlers installed, after the store is opened (a signal
+/// during the open stops the process by its default action, and a connection is
+/// refused until the node can answer it) and before "listening" is said: a supervisor
+/// may connect or signal as soon as it reads that.
 pub struct Listening {
     listener: tokio::net::TcpListener,
     shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
@@ -105,8 +105,12 @@ pub async fn listen(addr: std::net::SocketAddr) -> Result<Listening, ServeError>
 }
 
 impl Listening {
-    /// Serve `state` until SIGINT or SIGTERM. (Connections made before this wait in the
-    /// listen backlog.)
+    /// The address the port was opened on (the port chosen, for `--listen …:0`).
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve `state` until SIGINT or SIGTERM.
     pub async fn serve(self, state: Arc<AppState>) -> Result<(), ServeError> {
         let Listening { listener, shutdown } = self;
         let checkpointer = vault::spawn_checkpointer(state.clone());

@@ -204,7 +204,6 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
     let config::Settings { server: cfg, worker_threads } = config::build(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads).enable_all().build()?;
     runtime.block_on(async move {
-        let listening = praetor_server::listen(cfg.listen).await?;
         let (state, started) = praetor_server::open(cfg).await?;
         if let Some(key) = &started.admin_key {
             // Written by the first start before its commit (`bootstrap::first_start`).
@@ -216,7 +215,10 @@ fn serve(args: config::ServeArgs) -> anyhow::Result<ExitCode> {
         if started.demo_loaded {
             println!("Loaded demo agents and policies.");
         }
-        println!("Praetor listening on http://{}  (API at /api/v1)", state.config.listen);
+        // The key is shown before the port is opened: a port already taken fails the
+        // start after a first start has made its workspace, and its key is shown then.
+        let listening = praetor_server::listen(state.config.listen).await?;
+        println!("Praetor listening on http://{}  (API at /api/v1)", listening.local_addr()?);
         listening.serve(state).await?;
         Ok(ExitCode::SUCCESS)
     })

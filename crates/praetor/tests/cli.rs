@@ -1157,16 +1157,20 @@ fn a_stored_admin_key_a_first_start_did_not_name_is_named_at_the_next_start() {
     assert_eq!(agents["ok"], json!(true), "{agents}");
 }
 
-/// A port already taken fails the start before the store is opened: a first start
-/// would otherwise create its workspace and admin key and exit without showing it.
+/// A port already taken fails the start, naming the address once; a first start has
+/// made its workspace by then, and shows its admin key before it fails (it was made and
+/// never shown).
 #[test]
-fn a_taken_port_fails_the_start_before_anything_is_created() {
+fn a_taken_port_fails_the_start_after_the_admin_key_is_shown() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let out = Command::new(BIN).args(["serve", "--listen", &addr, "--data-dir", dir.path().to_str().unwrap()]).env("PRAETOR_LOG", "error").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(text(&out).matches("Address already in use").count(), 1, "{}", text(&out));
     assert!(text(&out).contains(&format!("cannot listen on `{addr}`")), "{}", text(&out));
-    let made: Vec<String> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    assert!(made.is_empty(), "created before the port was checked: {made:?}");
+    let key = std::fs::read_to_string(dir.path().join("admin.key")).unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Admin API key (shown once"), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(key.trim()), "{}", text(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"), "{}", text(&out));
 }
