@@ -121,8 +121,14 @@ fn publish_admin_key(dir: &std::path::Path, staged: &std::path::Path, secret: &s
     }
     match std::fs::rename(staged, &path) {
         Ok(()) => {}
-        // Named by another start between the read above and this rename.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::fs::read_to_string(&path).is_ok_and(|held| held.trim() == secret) => {}
+        // Renamed by another start while this one stalled for over a minute: to
+        // `admin.key`, or aside (its key was not stored yet when that start looked).
+        // Written again from memory then; a copy aside stays.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !std::fs::read_to_string(&path).is_ok_and(|held| held.trim() == secret) {
+                crate::vault::write_private(&path, format!("{secret}\n").as_bytes()).map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
+            }
+        }
         Err(e) => return Err(failed(e)),
     }
     crate::vault::sync_dir(dir).map_err(|e| ApiError::new(Code::Internal, e.to_string()))
@@ -344,5 +350,11 @@ mod tests {
         std::fs::write(dir.path().join(ADMIN_KEY_FILE), "xb_live_ours\n").unwrap();
         publish_admin_key(dir.path(), &dir.path().join("admin.key.01.new"), "xb_live_ours", 8).unwrap();
         assert_eq!(names(dir.path()), [ADMIN_KEY_FILE]);
+
+        // Moved aside meanwhile by another start (not stored yet when it looked): the
+        // key is written again from memory.
+        let dir = tempfile::tempdir().unwrap();
+        publish_admin_key(dir.path(), &dir.path().join("admin.key.02.new"), "xb_live_ours", 9).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join(ADMIN_KEY_FILE)).unwrap(), "xb_live_ours\n");
     }
 }

@@ -117,7 +117,8 @@ impl Listening {
         let sweeper = sessions::spawn_sweeper(state.clone());
         let dispatcher = delivery::spawn_dispatcher(state.clone());
         let follower = follow::spawn_follower(state.clone());
-        tracing::info!(addr = %state.config.listen, data_dir = %state.config.data_dir.display(), "praetor is serving");
+        let addr = listener.local_addr().map_or_else(|_| state.config.listen.to_string(), |a| a.to_string());
+        tracing::info!(%addr, data_dir = %state.config.data_dir.display(), "praetor is serving");
         let (max_connections, idle) = (state.config.max_connections, std::time::Duration::from_secs(state.config.connection_idle_secs));
         let app = router(state);
         listen::serve(listener, app, max_connections, idle, shutdown).await;
