@@ -194,7 +194,7 @@ impl VaultKeys {
     /// vault check` reads them).
     pub fn public_keys_in(dir: &Path) -> Result<Vec<NoteVerifier>, KeyFileError> {
         let mut verifiers = Vec::new();
-        for (file, name) in [("vault-ecdsa-p256.pem", KEY_NAME_P256), ("vault-ed25519.pem", KEY_NAME_ED25519)] {
+        for (file, _, name) in KEY_FILES {
             let path = dir.join(file);
             if path.exists() {
                 // Readable by the server's user only: another user checking a copy goes
@@ -236,7 +236,7 @@ impl VaultKeys {
             retired.push(vkey);
         }
         sync_dir(dir)?; // the `retired` directory's own entry
-        for file in ["vault-ecdsa-p256.pem", "vault-ed25519.pem"] {
+        for (file, ..) in KEY_FILES {
             let path = dir.join(file);
             std::fs::remove_file(&path).map_err(io(&path))?;
         }

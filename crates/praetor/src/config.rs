@@ -106,17 +106,29 @@ pub struct Location {
     pub vault_keys_dir: Option<PathBuf>,
 }
 
+/// The flags every offline command that opens a server's files takes.
+#[derive(Debug, Clone, Args)]
+pub struct ServerFiles {
+    /// The server's TOML configuration file, for the settings this command reads
+    /// (`data_dir`, `database_url`, `vault_keys_dir`).
+    #[arg(long, env = "PRAETOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// [default: ./praetor-data]
+    #[arg(long, env = "PRAETOR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
 /// The same store and keys the server's configuration names: flags and `PRAETOR_*`
-/// variables (given here) over the TOML file `config` over the defaults. Without it, a
-/// server configured by its file would be checked at `./praetor-data`, which it does not
-/// use.
-pub fn locate(config: Option<&Path>, data_dir: Option<PathBuf>, database_url: Option<String>, vault_keys_dir: Option<PathBuf>) -> anyhow::Result<Location> {
-    let file = match config {
+/// variables (given here) over the TOML file `server.config` over the defaults. Without
+/// it, a server configured by its file would be checked at `./praetor-data`, which it
+/// does not use.
+pub fn locate(server: ServerFiles, database_url: Option<String>, vault_keys_dir: Option<PathBuf>) -> anyhow::Result<Location> {
+    let file = match &server.config {
         Some(p) => read_file(p)?,
         None => FileConfig::default(),
     };
     let mut cfg = Config::default();
-    if let Some(d) = data_dir.or(file.data_dir) {
+    if let Some(d) = server.data_dir.or(file.data_dir) {
         cfg.data_dir = d;
     }
     cfg.database_url = database_url.or(file.database_url);

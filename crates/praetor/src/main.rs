@@ -60,12 +60,8 @@ enum KeysCommand {
         agent_id: Option<String>,
         #[arg(long)]
         label: Option<String>,
-        /// The server's TOML configuration file: its `data_dir` and `database_url`.
-        #[arg(long, env = "PRAETOR_CONFIG")]
-        config: Option<PathBuf>,
-        /// [default: ./praetor-data]
-        #[arg(long, env = "PRAETOR_DATA_DIR")]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        server: config::ServerFiles,
         /// Make it in the PostgreSQL store at this URL (nodes that share one) instead of
         /// the data directory's SQLite.
         #[arg(long = "database", env = "PRAETOR_DATABASE_URL", hide_env_values = true)]
@@ -103,13 +99,8 @@ enum VaultCommand {
     /// Re-verify a server's own store, including the per-entry HMACs and the signatures
     /// of its stored checkpoints.
     Check {
-        /// The server's TOML configuration file: its `data_dir`, `database_url` and
-        /// `vault_keys_dir`.
-        #[arg(long, env = "PRAETOR_CONFIG")]
-        config: Option<PathBuf>,
-        /// [default: ./praetor-data]
-        #[arg(long, env = "PRAETOR_DATA_DIR")]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        server: config::ServerFiles,
         /// Check the PostgreSQL store at this URL instead of the data directory's SQLite.
         #[arg(long = "database", env = "PRAETOR_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
@@ -125,12 +116,8 @@ enum VaultCommand {
     /// Retire the checkpoint signing keys and make new ones (with the server stopped).
     /// The retired public keys stay published, so old checkpoints still verify.
     RotateKeys {
-        /// The server's TOML configuration file: its `data_dir` and `vault_keys_dir`.
-        #[arg(long, env = "PRAETOR_CONFIG")]
-        config: Option<PathBuf>,
-        /// [default: ./praetor-data]
-        #[arg(long, env = "PRAETOR_DATA_DIR")]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        server: config::ServerFiles,
         /// The keys directory, when the server uses `--vault-keys-dir`.
         #[arg(long, env = "PRAETOR_VAULT_KEYS_DIR")]
         vault_keys_dir: Option<PathBuf>,
@@ -173,16 +160,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Bench(args) => bench::run(args),
-        Command::Keys { command: KeysCommand::Create { scopes, agent_id, label, config, data_dir, database_url } } => {
-            config::locate(config.as_deref(), data_dir, database_url, None)
+        Command::Keys { command: KeysCommand::Create { scopes, agent_id, label, server, database_url } } => {
+            config::locate(server, database_url, None)
                 .and_then(|at| offline::create_key(&at.data_dir, at.database_url.as_deref(), &scopes, agent_id, label))
         }
         Command::Vault { command } => match command {
             VaultCommand::Verify { bundles, keys, origin } => offline::verify_bundles(&bundles, &keys, origin.as_deref()),
             VaultCommand::VerifyReceipt { receipt, keys, origin } => offline::verify_receipt(&receipt, &keys, origin.as_deref()),
-            VaultCommand::Check { config, data_dir, database_url, vault_keys_dir, keys } => config::locate(config.as_deref(), data_dir, database_url, vault_keys_dir)
+            VaultCommand::Check { server, database_url, vault_keys_dir, keys } => config::locate(server, database_url, vault_keys_dir)
                 .and_then(|at| offline::check_store(&at.data_dir, at.database_url.as_deref(), at.vault_keys_dir.as_deref(), &keys)),
-            VaultCommand::RotateKeys { config, data_dir, vault_keys_dir } => config::locate(config.as_deref(), data_dir, None, vault_keys_dir)
+            VaultCommand::RotateKeys { server, vault_keys_dir } => config::locate(server, None, vault_keys_dir)
                 .and_then(|at| offline::rotate_keys(&at.data_dir, at.vault_keys_dir.as_deref())),
         },
         Command::Policy { command } => match command {
