@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import signal
@@ -335,6 +336,19 @@ def _closed_count(conns, settle_s: float = 0.3) -> int:
     return sum(_is_closed(c) for c in conns)
 
 
+@contextlib.contextmanager
+def _pooled(srv, n: int):
+    """`n` clients, each with one kept-alive connection that has answered a request."""
+    sessions = [requests.Session() for _ in range(n)]
+    try:
+        for s in sessions:
+            assert s.get(srv.host_url + "/healthz", timeout=5).status_code == 200
+        yield sessions
+    finally:
+        for s in sessions:
+            s.close()
+
+
 def test_at_the_limit_a_connection_that_sent_no_request_makes_room(server_factory):
     """At `--max-connections`, a new client is not kept out by connections that sent no
     request: once they have been idle a second, one of them is closed to make room, and
@@ -344,8 +358,8 @@ def test_at_the_limit_a_connection_that_sent_no_request_makes_room(server_factor
     time.sleep(1.3)
     r = requests.get(srv.host_url + "/healthz", timeout=20)
     assert r.status_code == 200, r.text
-    # One closed for the new client; one more if a connection of the harness's own
-    # health checks (kept alive by the client until collected) held a slot too.
+    # One closed for the new client; one more if another connection (such as one of
+    # the harness's health checks) still held a slot when the silent ones connected.
     assert 1 <= _closed_count(silent) <= 2, "the silent connections should make room one at a time"
     for conn in silent:
         conn.close()
@@ -364,21 +378,40 @@ def test_at_the_limit_a_connection_answering_a_request_is_not_closed(server_fact
         + body[:10]
     )
     time.sleep(0.2)
-    sessions = [requests.Session() for _ in range(15)]
-    try:
-        for s in sessions:
-            assert s.get(srv.host_url + "/healthz", timeout=5).status_code == 200
+    with _pooled(srv, 15):
         time.sleep(1.3)
         r = requests.get(srv.host_url + "/healthz", timeout=20)
         assert r.status_code == 200, r.text
         assert not _is_closed(busy), "the connection sending its request was closed to make room"
         busy.sendall(body[10:])
-        answer = busy.recv(4096)
-        assert answer.startswith(b"HTTP/1.1 "), answer
-    finally:
+        answer = busy.recv(65536)
         busy.close()
-        for s in sessions:
-            s.close()
+        assert answer.startswith(b"HTTP/1.1 "), answer
+        assert b"__unread" not in answer, answer
+        # Not even asked to close after its answer: it stays kept alive.
+        assert b"connection: close" not in answer.lower(), answer
+
+
+def test_at_the_limit_a_request_still_arriving_is_not_closed(server_factory):
+    """A kept-alive connection idle long enough to be closed, but now receiving the
+    headers of its next request, is busy, not idle: making room closes another one,
+    and the request is answered."""
+    srv = server_factory(unique("max-conn"), extra_args=("--max-connections", "16", "--connection-idle-secs", "60"))
+    arriving = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    arriving.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert arriving.recv(65536).startswith(b"HTTP/1.1 200"), "the first request on it"
+    time.sleep(0.2)
+    with _pooled(srv, 15):
+        time.sleep(1.3)
+        # Now the longest idle, until half of its next request's headers arrive.
+        arriving.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+        time.sleep(0.2)
+        assert requests.get(srv.host_url + "/healthz", timeout=20).status_code == 200
+        assert not _is_closed(arriving), "the connection receiving a request was closed to make room"
+        arriving.sendall(b"st: x\r\n\r\n")
+        answer = arriving.recv(65536)
+        arriving.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer
 
 
 def test_at_the_limit_an_idle_kept_alive_connection_makes_room(server_factory):
@@ -386,17 +419,11 @@ def test_at_the_limit_an_idle_kept_alive_connection_makes_room(server_factory):
     the one idle longest is closed (after a second idle), and its client simply opens
     another next time."""
     srv = server_factory(unique("max-conn"), extra_args=("--max-connections", "16", "--connection-idle-secs", "60"))
-    sessions = [requests.Session() for _ in range(16)]
-    try:
-        for s in sessions:
-            assert s.get(srv.host_url + "/healthz", timeout=5).status_code == 200
+    with _pooled(srv, 16) as sessions:
         time.sleep(1.3)
         assert requests.get(srv.host_url + "/healthz", timeout=20).status_code == 200
         for s in sessions:
             assert s.get(srv.host_url + "/healthz", timeout=20).status_code == 200
-    finally:
-        for s in sessions:
-            s.close()
     assert srv.healthy()
 
 

@@ -13,14 +13,18 @@
 //! When every slot is taken and another client connects, the connection idle longest is
 //! closed to make room for it (as a web server does with idle keep-alive connections),
 //! so that connections that send nothing, or clients that pool many, cannot keep a new
-//! client out for the idle time. A connection answering a request is never chosen:
-//! - first, one that has not begun a request though it connected at least
-//!   [`IDLE_BEFORE_CLOSING`] ago (a silent or half-sent one): it is dropped;
-//! - then, one kept alive between requests and idle at least that long, longest idle
-//!   first: it is shut down as on SIGTERM (hyper closes it if it is still idle, or
-//!   after the request it has just begun).
+//! client out for the idle time. Idle means no request being answered and no byte
+//! received for at least [`IDLE_BEFORE_CLOSING`] (since it connected, or its last
+//! answer): a connection whose request is being answered, or still arriving, is never
+//! chosen. Of the idle ones:
+//! - first, one that has not begun a request (a silent or half-sent one): it is dropped;
+//! - then, one kept alive between requests, longest idle first: it is shut down as on
+//!   SIGTERM (hyper closes it if it is still idle, or after the request it has just
+//!   begun).
 //!
-//! Otherwise the new connection waits for a slot, holding one descriptor past the bound.
+//! The chosen connection checks again, in its own task and after reading whatever has
+//! arrived, that it is still idle. Otherwise the new connection waits for a slot,
+//! holding one descriptor past the bound.
 //!
 //! HTTP/1.1 only: the first read of hyper's HTTP/2 detection has no timer, and neither
 //! has an HTTP/2 connection, so either would hold a slot for ever. No client of the
@@ -121,7 +125,7 @@ impl Waiting {
                 // Once a minute at most: while full, every connection that ends lets one in.
                 tracing::warn!(
                     max_connections = self.max_connections,
-                    "every connection slot is taken by a connection in use; new connections wait to be accepted"
+                    "every connection slot is taken, none idle long enough to close; new connections wait to be accepted"
                 );
                 self.warned = Some(Instant::now());
             }
@@ -140,46 +144,126 @@ fn spawn_connection(
     builder: &Builder<TokioExecutor>,
     app: &axum::Router,
     open: &Arc<Open>,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
 ) {
-    let (id, conn) = open.add();
-    let service = Tracked { app: app.clone(), conn: conn.clone(), clock: open.clock };
+    let registered = Registered::new(open.clone(), slot);
+    let service = Tracked { app: app.clone(), conn: registered.conn.clone(), clock: open.clock };
+    let stream = Watched { stream, conn: registered.conn.clone(), clock: open.clock };
     let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)).into_owned();
-    let open = open.clone();
     tokio::spawn(async move {
-        let mut connection = std::pin::pin!(connection);
-        let mut shutting_down = false;
-        loop {
-            tokio::select! {
-                ended = connection.as_mut() => {
-                    if let Err(e) = ended {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                    break;
+        // The connection (and its socket) is dropped when `run` returns, before its slot
+        // is given back.
+        run(connection, &registered, stopping).await;
+        drop(registered);
+    });
+}
+
+type Served = hyper_util::server::conn::auto::Connection<'static, TokioIo<Watched>, TowerToHyperService<Tracked>, TokioExecutor>;
+
+/// Serve one connection until it ends, is closed to make room, or the server stops.
+async fn run(connection: Served, registered: &Registered, mut stopping: watch::Receiver<bool>) {
+    let conn = &registered.conn;
+    let mut connection = std::pin::pin!(connection);
+    let mut shutting_down = false;
+    loop {
+        // Biased, the connection first: whatever it can read is read (and a request whose
+        // headers are complete begun) before a request to close is looked at.
+        tokio::select! {
+            biased;
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "connection ended with an error");
                 }
-                () = conn.close.notified(), if !shutting_down => {
-                    // Checked here, where no request of this connection can be running
-                    // (hyper calls the service in the connection's own poll).
-                    if conn.never_began_a_request() {
-                        tracing::debug!("closed a connection that sent no request, to make room");
-                        break;
-                    }
-                    tracing::debug!("closing an idle kept-alive connection, to make room");
-                    connection.as_mut().graceful_shutdown();
-                    shutting_down = true;
+                return;
+            }
+            () = conn.close.notified(), if !shutting_down => {
+                // Checked here, where no request of this connection can be running (hyper
+                // calls the service in the connection's own poll): one that received
+                // bytes or began a request since it was chosen is left open.
+                if !conn.still_idle(registered.open.now_ms()) {
+                    conn.asked.store(false, Ordering::Release);
+                    continue;
                 }
-                _ = stopping.wait_for(|stop| *stop), if !shutting_down => {
-                    if conn.never_began_a_request() {
-                        break;
-                    }
-                    connection.as_mut().graceful_shutdown();
-                    shutting_down = true;
+                if conn.never_began_a_request() {
+                    tracing::debug!("closed a connection that sent no request, to make room");
+                    return;
                 }
+                tracing::debug!("closing an idle kept-alive connection, to make room");
+                connection.as_mut().graceful_shutdown();
+                shutting_down = true;
+            }
+            _ = stopping.wait_for(|stop| *stop), if !shutting_down => {
+                if conn.never_began_a_request() {
+                    return;
+                }
+                connection.as_mut().graceful_shutdown();
+                shutting_down = true;
             }
         }
-        open.remove(id);
-        drop(slot);
-    });
+    }
+}
+
+/// A connection's place in [`Open`] and its slot, given back when its task ends, even
+/// by a panic: a connection left registered would hold every shutdown for its grace.
+struct Registered {
+    open: Arc<Open>,
+    id: u64,
+    conn: Arc<Conn>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Registered {
+    fn new(open: Arc<Open>, slot: OwnedSemaphorePermit) -> Registered {
+        let (id, conn) = open.add();
+        Registered { open, id, conn, _slot: slot }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.open.remove(self.id);
+    }
+}
+
+/// The connection's stream, noting when it last received bytes: a request on its way
+/// (headers still arriving) makes the connection busy, not idle.
+struct Watched {
+    stream: TcpStream,
+    conn: Arc<Conn>,
+    clock: Instant,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.conn.last_active_ms.store(millis_since(self.clock), Ordering::Release);
+        }
+        read
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// The open connections, as far as choosing one to close needs.
@@ -193,8 +277,9 @@ struct Open {
 }
 
 struct Conn {
-    /// When it connected, or when its last answer was given, whichever is later.
-    idle_since_ms: AtomicU64,
+    /// When it connected, last received bytes, or last finished an answer, whichever
+    /// is latest.
+    last_active_ms: AtomicU64,
     /// Requests begun on it.
     requests: AtomicU64,
     /// Requests begun and not yet answered (hyper runs one at a time).
@@ -207,6 +292,20 @@ struct Conn {
 impl Conn {
     fn never_began_a_request(&self) -> bool {
         self.requests.load(Ordering::Acquire) == 0
+    }
+
+    fn candidate(&self, now_ms: u64) -> Candidate {
+        Candidate {
+            in_flight: self.in_flight.load(Ordering::Acquire) > 0,
+            began_a_request: !self.never_began_a_request(),
+            idle_for: Duration::from_millis(now_ms.saturating_sub(self.last_active_ms.load(Ordering::Acquire))),
+            asked: false,
+        }
+    }
+
+    /// Still closable to make room (asked or not).
+    fn still_idle(&self, now_ms: u64) -> bool {
+        choose_to_close(std::iter::once(((), self.candidate(now_ms)))).is_some()
     }
 }
 
@@ -222,7 +321,7 @@ impl Open {
     fn add(&self) -> (u64, Arc<Conn>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn {
-            idle_since_ms: AtomicU64::new(self.now_ms()),
+            last_active_ms: AtomicU64::new(self.now_ms()),
             requests: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             asked: AtomicBool::new(false),
@@ -251,15 +350,7 @@ impl Open {
     fn ask_one_to_close(&self) -> bool {
         let now_ms = self.now_ms();
         let conns = self.conns.lock();
-        let idle = conns.values().map(|c| {
-            let candidate = Candidate {
-                in_flight: c.in_flight.load(Ordering::Acquire) > 0,
-                began_a_request: !c.never_began_a_request(),
-                idle_for: Duration::from_millis(now_ms.saturating_sub(c.idle_since_ms.load(Ordering::Acquire))),
-                asked: c.asked.load(Ordering::Acquire),
-            };
-            (c, candidate)
-        });
+        let idle = conns.values().map(|c| (c, Candidate { asked: c.asked.load(Ordering::Acquire), ..c.candidate(now_ms) }));
         match choose_to_close(idle) {
             Some(conn) => {
                 conn.asked.store(true, Ordering::Release);
@@ -319,7 +410,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.conn.idle_since_ms.store(millis_since(self.clock), Ordering::Release);
+        self.conn.last_active_ms.store(millis_since(self.clock), Ordering::Release);
         self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
