@@ -8,6 +8,7 @@ import hashlib
 import json
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -412,6 +413,43 @@ def test_at_the_limit_a_request_still_arriving_is_not_closed(server_factory):
         answer = arriving.recv(65536)
         arriving.close()
         assert answer.startswith(b"HTTP/1.1 200"), answer
+
+
+def test_at_the_limit_connections_trickling_headers_go_before_a_pooled_client(server_factory):
+    """Connections that trickle header bytes to look busy are not clients: once their
+    headers have been arriving for 2 s they are closed to make room before a client's
+    idle kept-alive connection, which stays open and usable."""
+    srv = server_factory(unique("max-conn"), extra_args=("--max-connections", "16", "--connection-idle-secs", "60"))
+    client = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    client.sendall(request)
+    assert client.recv(65536).startswith(b"HTTP/1.1 200")
+    tricklers = [_silent_connection(srv, b"GET /healthz HTTP/1.1\r\nX-Pad: ") for _ in range(15)]
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.wait(0.3):
+            for conn in tricklers:
+                try:
+                    conn.sendall(b"a")
+                except OSError:
+                    pass
+
+    feeder = threading.Thread(target=trickle, daemon=True)
+    feeder.start()
+    try:
+        time.sleep(2.5)
+        assert requests.get(srv.host_url + "/healthz", timeout=20).status_code == 200
+        assert not _is_closed(client), "the pooled client's connection was closed before a trickling one"
+        client.sendall(request)
+        assert client.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _closed_count(tricklers) >= 1
+    finally:
+        stop.set()
+        feeder.join()
+        client.close()
+        for conn in tricklers:
+            conn.close()
 
 
 def test_at_the_limit_an_idle_kept_alive_connection_makes_room(server_factory):

@@ -1,0 +1,384 @@
+//! What choosing a connection to close needs to know of each: whether a request is
+//! being answered on it, whether it ever began one, how long it has been idle, and
+//! for how long the headers of its next request have been arriving. The service and
+//! the stream of each connection are wrapped to keep these up to date.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+
+/// A connection with nothing arriving and nothing being answered must have been idle
+/// this long (since it connected, or since its last answer) before it may be closed to
+/// make room.
+pub const IDLE_BEFORE_CLOSING: Duration = Duration::from_secs(1);
+
+/// The headers of a request get this long from their first byte before their
+/// connection may be closed to make room: a client sends them at once (a lost packet
+/// costs a few hundred milliseconds of retransmission), while a connection trickling
+/// bytes to look busy is holding a slot.
+pub const HEADERS_WITHIN: Duration = Duration::from_secs(2);
+
+/// Milliseconds since the listener started.
+#[derive(Clone, Copy)]
+pub struct Clock(Instant);
+
+impl Clock {
+    pub fn now_ms(self) -> u64 {
+        u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// `arriving_since_ms` when nothing is arriving.
+const NOTHING_ARRIVING: u64 = u64::MAX;
+
+pub struct Conn {
+    /// When it connected, or when its last answer was handed to hyper, whichever is later.
+    idle_since_ms: AtomicU64,
+    /// When the first byte of a request not yet begun was read, or `NOTHING_ARRIVING`.
+    arriving_since_ms: AtomicU64,
+    /// Requests begun and not yet answered (hyper runs one at a time).
+    in_flight: AtomicU32,
+    began_a_request: AtomicBool,
+    /// Asked to close already: not chosen again (unless it declines).
+    pub asked: AtomicBool,
+    pub close: Notify,
+}
+
+impl Conn {
+    fn new(now_ms: u64) -> Conn {
+        Conn {
+            idle_since_ms: AtomicU64::new(now_ms),
+            arriving_since_ms: AtomicU64::new(NOTHING_ARRIVING),
+            in_flight: AtomicU32::new(0),
+            began_a_request: AtomicBool::new(false),
+            asked: AtomicBool::new(false),
+            close: Notify::new(),
+        }
+    }
+
+    pub fn state(&self, now_ms: u64) -> Candidate {
+        let arriving = self.arriving_since_ms.load(Ordering::Acquire);
+        Candidate {
+            in_flight: self.in_flight.load(Ordering::Acquire) > 0,
+            began_a_request: self.began_a_request.load(Ordering::Acquire),
+            idle_for: Duration::from_millis(now_ms.saturating_sub(self.idle_since_ms.load(Ordering::Acquire))),
+            arriving_for: (arriving != NOTHING_ARRIVING).then(|| Duration::from_millis(now_ms.saturating_sub(arriving))),
+        }
+    }
+
+    /// Bytes were read: between requests, they are the next request's headers.
+    fn bytes_arrived(&self, now_ms: u64) {
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            let _ = self.arriving_since_ms.compare_exchange(NOTHING_ARRIVING, now_ms, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+
+    fn request_began(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.began_a_request.store(true, Ordering::Release);
+        self.arriving_since_ms.store(NOTHING_ARRIVING, Ordering::Release);
+    }
+
+    fn request_answered(&self, now_ms: u64) {
+        self.idle_since_ms.store(now_ms, Ordering::Release);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One connection's state, as choosing one to close looks at it.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate {
+    pub in_flight: bool,
+    pub began_a_request: bool,
+    pub idle_for: Duration,
+    /// How long the headers of a request not yet begun have been arriving.
+    pub arriving_for: Option<Duration>,
+}
+
+impl Candidate {
+    /// Neither answering a request nor receiving one in good time: idle for
+    /// [`IDLE_BEFORE_CLOSING`], or its headers arriving for [`HEADERS_WITHIN`].
+    pub fn closable(&self) -> bool {
+        !self.in_flight
+            && match self.arriving_for {
+                Some(arriving) => arriving >= HEADERS_WITHIN,
+                None => self.idle_for >= IDLE_BEFORE_CLOSING,
+            }
+    }
+
+    /// Sent nothing since it connected, or its headers stalled: nothing of a client's
+    /// is lost when it is dropped, and it goes before any kept-alive connection.
+    pub fn not_a_client_yet(&self) -> bool {
+        !self.began_a_request || self.arriving_for.is_some()
+    }
+
+    /// At shutdown: nothing begun, and nothing arriving that could still become a
+    /// request within the grace period.
+    pub fn drop_at_shutdown(&self) -> bool {
+        !self.began_a_request && self.arriving_for.is_none_or(|arriving| arriving >= HEADERS_WITHIN)
+    }
+}
+
+/// The connection to close to make room: of the [`Candidate::closable`] ones, those not
+/// yet a client before the kept-alive ones, and the longest idle or stalled first.
+pub fn choose_to_close<T>(candidates: impl Iterator<Item = (T, Candidate)>) -> Option<T> {
+    candidates
+        .filter(|(_, c)| c.closable())
+        .max_by_key(|(_, c)| (c.not_a_client_yet(), c.arriving_for.unwrap_or(c.idle_for)))
+        .map(|(conn, _)| conn)
+}
+
+/// The open connections.
+pub struct Open {
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_id: AtomicU64,
+    pub clock: Clock,
+    /// Told each time a connection is removed.
+    removed: Notify,
+}
+
+impl Open {
+    pub fn new() -> Open {
+        Open { conns: Mutex::new(HashMap::new()), next_id: AtomicU64::new(0), clock: Clock(Instant::now()), removed: Notify::new() }
+    }
+
+    fn add(&self) -> (u64, Arc<Conn>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn::new(self.clock.now_ms()));
+        self.conns.lock().insert(id, conn.clone());
+        (id, conn)
+    }
+
+    fn remove(&self, id: u64) {
+        self.conns.lock().remove(&id);
+        self.removed.notify_waiters();
+    }
+
+    pub async fn all_closed(&self) {
+        loop {
+            let removed = self.removed.notified();
+            if self.conns.lock().is_empty() {
+                return;
+            }
+            removed.await;
+        }
+    }
+
+    /// Ask the connection [`choose_to_close`] picks, of those not asked yet, to close;
+    /// false if there is none.
+    pub fn ask_one_to_close(&self) -> bool {
+        let now_ms = self.clock.now_ms();
+        let conns = self.conns.lock();
+        let not_asked = conns.values().filter(|c| !c.asked.load(Ordering::Acquire)).map(|c| (c, c.state(now_ms)));
+        match choose_to_close(not_asked) {
+            Some(conn) => {
+                conn.asked.store(true, Ordering::Release);
+                conn.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A connection's place in [`Open`] and its slot, given back when its task ends, even
+/// by a panic: a connection left registered would hold every shutdown for its grace.
+pub struct Registered {
+    pub open: Arc<Open>,
+    id: u64,
+    pub conn: Arc<Conn>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Registered {
+    pub fn new(open: Arc<Open>, slot: OwnedSemaphorePermit) -> Registered {
+        let (id, conn) = open.add();
+        Registered { open, id, conn, _slot: slot }
+    }
+
+    pub fn state(&self) -> Candidate {
+        self.conn.state(self.open.clock.now_ms())
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.open.remove(self.id);
+    }
+}
+
+/// The connection's stream, noting when the headers of a request begin to arrive.
+pub struct Watched {
+    pub stream: TcpStream,
+    pub conn: Arc<Conn>,
+    pub clock: Clock,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.conn.bytes_arrived(self.clock.now_ms());
+        }
+        read
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The app, noting on its connection when each request begins and is answered.
+#[derive(Clone)]
+pub struct Tracked {
+    pub app: axum::Router,
+    pub conn: Arc<Conn>,
+    pub clock: Clock,
+}
+
+/// One request in flight on its connection, until its answer's body is dropped (hyper
+/// has taken the last of it into its buffer, which it flushes before any close, or the
+/// connection failed) or the request is dropped unanswered.
+struct InFlight {
+    conn: Arc<Conn>,
+    clock: Clock,
+}
+
+impl InFlight {
+    fn begin(conn: Arc<Conn>, clock: Clock) -> InFlight {
+        conn.request_began();
+        InFlight { conn, clock }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.conn.request_answered(self.clock.now_ms());
+    }
+}
+
+impl<B> tower::Service<Request<B>> for Tracked
+where
+    axum::Router: tower::Service<Request<B>, Response = axum::response::Response, Error = Infallible>,
+    <axum::Router as tower::Service<Request<B>>>::Future: Send + 'static,
+{
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        tower::Service::<Request<B>>::poll_ready(&mut self.app, cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let in_flight = InFlight::begin(self.conn.clone(), self.clock);
+        let answer = self.app.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            // The request stays in flight while its answer is sent: the guard lives in
+            // the body.
+            Ok(response.map(|body| {
+                Body::new(body.map_frame(move |frame| {
+                    let _in_flight = &in_flight;
+                    frame
+                }))
+            }))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle(secs: f64, began_a_request: bool) -> Candidate {
+        Candidate { in_flight: false, began_a_request, idle_for: Duration::from_secs_f64(secs), arriving_for: None }
+    }
+
+    fn arriving(secs: f64, began_a_request: bool) -> Candidate {
+        Candidate { arriving_for: Some(Duration::from_secs_f64(secs)), ..idle(60.0, began_a_request) }
+    }
+
+    #[test]
+    fn a_connection_not_yet_a_client_goes_before_a_kept_alive_one() {
+        let kept_alive = ("kept alive", idle(30.0, true));
+        assert_eq!(choose_to_close([kept_alive, ("silent", idle(2.0, false))].into_iter()), Some("silent"));
+        assert_eq!(choose_to_close([kept_alive, ("stalled headers", arriving(2.5, true))].into_iter()), Some("stalled headers"));
+        assert_eq!(choose_to_close([kept_alive, ("stalled first headers", arriving(2.5, false))].into_iter()), Some("stalled first headers"));
+    }
+
+    #[test]
+    fn the_longest_idle_or_stalled_goes_first() {
+        let chosen = choose_to_close([("a", idle(3.0, true)), ("b", idle(9.0, true)), ("c", idle(5.0, true))].into_iter());
+        assert_eq!(chosen, Some("b"));
+        let chosen = choose_to_close([("a", idle(3.0, false)), ("b", arriving(9.0, true)), ("c", idle(5.0, false))].into_iter());
+        assert_eq!(chosen, Some("b"));
+    }
+
+    #[test]
+    fn a_connection_answering_or_receiving_in_good_time_or_idle_briefly_is_never_chosen() {
+        let answering = Candidate { in_flight: true, ..idle(60.0, true) };
+        let receiving = arriving(1.9, true);
+        let receiving_first = arriving(1.9, false);
+        let brief = idle(0.9, false);
+        let none = [("answering", answering), ("receiving", receiving), ("receiving first", receiving_first), ("brief", brief)];
+        assert_eq!(choose_to_close(none.into_iter()), None);
+        assert_eq!(choose_to_close(none.into_iter().chain([("idle", idle(1.0, true))])), Some("idle"));
+    }
+
+    #[test]
+    fn shutdown_drops_only_what_cannot_become_a_request_in_time() {
+        assert!(idle(0.0, false).drop_at_shutdown());
+        assert!(arriving(2.0, false).drop_at_shutdown());
+        assert!(!arriving(0.1, false).drop_at_shutdown());
+        assert!(!idle(5.0, true).drop_at_shutdown());
+    }
+
+    #[test]
+    fn the_state_follows_bytes_requests_and_answers() {
+        let conn = Conn::new(0);
+        assert!(conn.state(500).idle_for == Duration::from_millis(500) && conn.state(500).arriving_for.is_none());
+        conn.bytes_arrived(1_000);
+        conn.bytes_arrived(1_500);
+        assert_eq!(conn.state(3_000).arriving_for, Some(Duration::from_secs(2)), "from the first byte");
+        conn.request_began();
+        let state = conn.state(3_000);
+        assert!(state.in_flight && state.began_a_request && state.arriving_for.is_none());
+        conn.bytes_arrived(3_100); // the body: not a next request
+        assert!(conn.state(3_200).arriving_for.is_none());
+        conn.request_answered(4_000);
+        let state = conn.state(4_500);
+        assert!(!state.in_flight && state.idle_for == Duration::from_millis(500));
+    }
+}
