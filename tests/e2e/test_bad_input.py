@@ -337,6 +337,11 @@ def _closed_count(conns, settle_s: float = 0.3) -> int:
     return sum(_is_closed(c) for c in conns)
 
 
+# A kept-alive connection may be closed to make room once idle 5 s (and one not a
+# client yet after 1 s silent, or 2 s of headers): the tests wait a little longer.
+KEPT_ALIVE_IDLE_S = 5.5
+
+
 @contextlib.contextmanager
 def _pooled(srv, n: int):
     """`n` clients, each with one kept-alive connection that has answered a request."""
@@ -368,19 +373,22 @@ def test_at_the_limit_a_connection_that_sent_no_request_makes_room(server_factor
 
 def test_at_the_limit_a_connection_answering_a_request_is_not_closed(server_factory):
     """Making room never closes a connection whose request is being answered (here one
-    still sending its body), though it is the oldest: an idle kept-alive one goes, and
-    the request is answered."""
+    still sending its body), though it is the longest idle: an idle kept-alive one
+    goes, and the request is answered."""
     srv = server_factory(unique("max-conn"), extra_args=("--max-connections", "16", "--connection-idle-secs", "60"))
-    body = b'{"action_type": "email.send", "agent_id": "nobody"}'
     busy = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
-    busy.sendall(
-        b"POST /api/v1/enforce/intercept HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Authorization: Bearer {srv.admin_key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        + body[:10]
-    )
+    busy.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert busy.recv(65536).startswith(b"HTTP/1.1 200")
     time.sleep(0.2)
+    body = b'{"action_type": "email.send", "agent_id": "nobody"}'
     with _pooled(srv, 15):
-        time.sleep(1.3)
+        time.sleep(KEPT_ALIVE_IDLE_S)
+        busy.sendall(
+            b"POST /api/v1/enforce/intercept HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {srv.admin_key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
+        )
+        time.sleep(0.2)
         r = requests.get(srv.host_url + "/healthz", timeout=20)
         assert r.status_code == 200, r.text
         assert not _is_closed(busy), "the connection sending its request was closed to make room"
@@ -403,7 +411,7 @@ def test_at_the_limit_a_request_still_arriving_is_not_closed(server_factory):
     assert arriving.recv(65536).startswith(b"HTTP/1.1 200"), "the first request on it"
     time.sleep(0.2)
     with _pooled(srv, 15):
-        time.sleep(1.3)
+        time.sleep(KEPT_ALIVE_IDLE_S)
         # Now the longest idle, until half of its next request's headers arrive.
         arriving.sendall(b"GET /healthz HTTP/1.1\r\nHo")
         time.sleep(0.2)
@@ -438,7 +446,9 @@ def test_at_the_limit_connections_trickling_headers_go_before_a_pooled_client(se
     feeder = threading.Thread(target=trickle, daemon=True)
     feeder.start()
     try:
-        time.sleep(2.5)
+        # Past the 2 s the tricklers' headers get and the 5 s the client's idle
+        # connection is kept: both may go, the tricklers first.
+        time.sleep(KEPT_ALIVE_IDLE_S)
         assert requests.get(srv.host_url + "/healthz", timeout=20).status_code == 200
         assert not _is_closed(client), "the pooled client's connection was closed before a trickling one"
         client.sendall(request)
@@ -454,15 +464,33 @@ def test_at_the_limit_connections_trickling_headers_go_before_a_pooled_client(se
 
 def test_at_the_limit_an_idle_kept_alive_connection_makes_room(server_factory):
     """Pooled connections idle between requests do not keep a new client out either:
-    the one idle longest is closed (after a second idle), and its client simply opens
-    another next time."""
+    the one idle longest is closed (once idle 5 s), and its client simply opens another
+    next time."""
     srv = server_factory(unique("max-conn"), extra_args=("--max-connections", "16", "--connection-idle-secs", "60"))
     with _pooled(srv, 16) as sessions:
-        time.sleep(1.3)
+        time.sleep(KEPT_ALIVE_IDLE_S)
         assert requests.get(srv.host_url + "/healthz", timeout=20).status_code == 200
         for s in sessions:
             assert s.get(srv.host_url + "/healthz", timeout=20).status_code == 200
     assert srv.healthy()
+
+
+def test_a_request_arriving_at_shutdown_on_a_kept_alive_connection_is_answered(server_factory):
+    """On SIGTERM, a kept-alive connection whose next request's headers are arriving is
+    not closed under them: the request is answered, then the server exits cleanly."""
+    srv = server_factory(unique("stop"))
+    conn = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+    conn.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+    time.sleep(0.2)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    conn.sendall(b"st: x\r\n\r\n")
+    answer = conn.recv(65536)
+    conn.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert srv.proc.wait(timeout=30) == 0, srv.logs()[-2000:]
 
 
 def test_a_half_sent_request_does_not_hold_up_a_shutdown(server_factory):

@@ -19,15 +19,22 @@ use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-/// A connection with nothing arriving and nothing being answered must have been idle
-/// this long (since it connected, or since its last answer) before it may be closed to
-/// make room.
-pub const IDLE_BEFORE_CLOSING: Duration = Duration::from_secs(1);
+/// A connection that has sent nothing since it connected may be closed to make room
+/// after this long.
+pub const SILENT_BEFORE_CLOSING: Duration = Duration::from_secs(1);
+
+/// A kept-alive connection with nothing arriving may be closed to make room once idle
+/// this long since its last answer. Longer than the silence allowed a new connection: a
+/// client that uses its connection more often keeps it, so that new connections (an
+/// attacker's, sending cheap requests without a key, included) cannot take the slots
+/// of clients in use; only connections a client has left idle are taken back.
+pub const KEPT_ALIVE_IDLE_BEFORE_CLOSING: Duration = Duration::from_secs(5);
 
 /// The headers of a request get this long from their first byte before their
 /// connection may be closed to make room: a client sends them at once (a lost packet
 /// costs a few hundred milliseconds of retransmission), while a connection trickling
 /// bytes to look busy is holding a slot.
+/// For a connection's first request, counted from when it connected.
 pub const HEADERS_WITHIN: Duration = Duration::from_secs(2);
 
 /// Milliseconds since the listener started.
@@ -70,11 +77,16 @@ impl Conn {
 
     pub fn state(&self, now_ms: u64) -> Candidate {
         let arriving = self.arriving_since_ms.load(Ordering::Acquire);
+        let idle_since = self.idle_since_ms.load(Ordering::Acquire);
+        let began_a_request = self.began_a_request.load(Ordering::Acquire);
+        // A first request's headers are timed from the connection's start: a silent
+        // second before its first byte does not earn a connection more time.
+        let arriving_since = if began_a_request { arriving } else { arriving.min(idle_since) };
         Candidate {
             in_flight: self.in_flight.load(Ordering::Acquire) > 0,
-            began_a_request: self.began_a_request.load(Ordering::Acquire),
-            idle_for: Duration::from_millis(now_ms.saturating_sub(self.idle_since_ms.load(Ordering::Acquire))),
-            arriving_for: (arriving != NOTHING_ARRIVING).then(|| Duration::from_millis(now_ms.saturating_sub(arriving))),
+            began_a_request,
+            idle_for: Duration::from_millis(now_ms.saturating_sub(idle_since)),
+            arriving_for: (arriving != NOTHING_ARRIVING).then(|| Duration::from_millis(now_ms.saturating_sub(arriving_since))),
         }
     }
 
@@ -108,14 +120,21 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// Neither answering a request nor receiving one in good time: idle for
-    /// [`IDLE_BEFORE_CLOSING`], or its headers arriving for [`HEADERS_WITHIN`].
+    /// Neither answering a request nor receiving one in good time: silent for
+    /// [`SILENT_BEFORE_CLOSING`] since it connected, kept alive and idle for
+    /// [`KEPT_ALIVE_IDLE_BEFORE_CLOSING`], or its headers arriving for [`HEADERS_WITHIN`].
     pub fn closable(&self) -> bool {
         !self.in_flight
             && match self.arriving_for {
                 Some(arriving) => arriving >= HEADERS_WITHIN,
-                None => self.idle_for >= IDLE_BEFORE_CLOSING,
+                None if self.began_a_request => self.idle_for >= KEPT_ALIVE_IDLE_BEFORE_CLOSING,
+                None => self.idle_for >= SILENT_BEFORE_CLOSING,
             }
+    }
+
+    /// Headers arriving that may still become a request: at shutdown, worth waiting for.
+    pub fn headers_in_good_time(&self) -> bool {
+        !self.in_flight && self.arriving_for.is_some_and(|arriving| arriving < HEADERS_WITHIN)
     }
 
     /// Sent nothing since it connected, or its headers stalled: nothing of a client's
@@ -340,7 +359,7 @@ mod tests {
 
     #[test]
     fn the_longest_idle_or_stalled_goes_first() {
-        let chosen = choose_to_close([("a", idle(3.0, true)), ("b", idle(9.0, true)), ("c", idle(5.0, true))].into_iter());
+        let chosen = choose_to_close([("a", idle(6.0, true)), ("b", idle(9.0, true)), ("c", idle(7.0, true))].into_iter());
         assert_eq!(chosen, Some("b"));
         let chosen = choose_to_close([("a", idle(3.0, false)), ("b", arriving(9.0, true)), ("c", idle(5.0, false))].into_iter());
         assert_eq!(chosen, Some("b"));
@@ -352,9 +371,17 @@ mod tests {
         let receiving = arriving(1.9, true);
         let receiving_first = arriving(1.9, false);
         let brief = idle(0.9, false);
-        let none = [("answering", answering), ("receiving", receiving), ("receiving first", receiving_first), ("brief", brief)];
+        let kept_alive_in_use = idle(4.9, true);
+        let none = [
+            ("answering", answering),
+            ("receiving", receiving),
+            ("receiving first", receiving_first),
+            ("brief", brief),
+            ("in use", kept_alive_in_use),
+        ];
         assert_eq!(choose_to_close(none.into_iter()), None);
-        assert_eq!(choose_to_close(none.into_iter().chain([("idle", idle(1.0, true))])), Some("idle"));
+        assert_eq!(choose_to_close(none.into_iter().chain([("silent", idle(1.0, false))])), Some("silent"));
+        assert_eq!(choose_to_close(none.into_iter().chain([("idle", idle(5.0, true))])), Some("idle"));
     }
 
     #[test]
@@ -371,7 +398,7 @@ mod tests {
         assert!(conn.state(500).idle_for == Duration::from_millis(500) && conn.state(500).arriving_for.is_none());
         conn.bytes_arrived(1_000);
         conn.bytes_arrived(1_500);
-        assert_eq!(conn.state(3_000).arriving_for, Some(Duration::from_secs(2)), "from the first byte");
+        assert_eq!(conn.state(3_000).arriving_for, Some(Duration::from_secs(3)), "a first request's, from the connection's start");
         conn.request_began();
         let state = conn.state(3_000);
         assert!(state.in_flight && state.began_a_request && state.arriving_for.is_none());
@@ -380,5 +407,15 @@ mod tests {
         conn.request_answered(4_000);
         let state = conn.state(4_500);
         assert!(!state.in_flight && state.idle_for == Duration::from_millis(500));
+        conn.bytes_arrived(9_000);
+        conn.bytes_arrived(9_500);
+        assert_eq!(conn.state(10_000).arriving_for, Some(Duration::from_secs(1)), "a later request's, from its first byte");
+    }
+
+    #[test]
+    fn headers_arriving_in_good_time_are_waited_for_at_shutdown() {
+        assert!(arriving(1.9, true).headers_in_good_time());
+        assert!(!arriving(2.0, true).headers_in_good_time());
+        assert!(!idle(0.0, true).headers_in_good_time());
     }
 }

@@ -12,20 +12,24 @@
 //!
 //! When every slot is taken and another client connects, a connection is closed to
 //! make room for it (as a web server does with idle keep-alive connections), so that
-//! connections that send nothing, trickle bytes, or clients that pool many, cannot keep
-//! a new client out for the idle time. Never one answering a request, or receiving one
-//! in good time (`conns::Candidate::closable`):
-//! - first, one that is not a client yet: silent for `conns::IDLE_BEFORE_CLOSING`
-//!   (1 s) since it connected, or whose request headers have been arriving for
-//!   `conns::HEADERS_WITHIN` (2 s). It is dropped, or, if it answered requests before,
-//!   shut down as below (hyper closes it at once, dropping the stalled headers);
-//! - then, one kept alive between requests and idle for `IDLE_BEFORE_CLOSING`, the
-//!   longest idle first: it is shut down as on SIGTERM (hyper closes it if it is still
-//!   idle, or after the request it has just begun).
+//! connections that send nothing or trickle bytes, or clients that pool many idle
+//! ones, cannot keep a new client out for the idle time. Never one answering a request,
+//! receiving one in good time, or kept alive and used in the last 5 s
+//! (`conns::Candidate::closable`):
+//! - first, one that is not a client yet: silent for 1 s since it connected, or whose
+//!   request headers have been arriving for 2 s (a first request's counted from the
+//!   connection's start). It is dropped, or, if it answered requests before, shut down
+//!   as below (hyper closes it at once, dropping the stalled headers);
+//! - then, one kept alive and idle for 5 s, the longest idle first: it is shut down as
+//!   on SIGTERM (hyper closes it if it is still idle, or after the request it has just
+//!   begun).
 //!
 //! The chosen connection checks again, in its own task and after reading whatever has
 //! arrived, that it may be closed. When none may, the new connection waits, accepted
-//! (one descriptor past the bound) but not yet served, until a slot frees.
+//! (one descriptor past the bound) but not yet served, until a slot frees. So clients
+//! in use keep their connections: connections that send requests often, without a key
+//! (`/healthz`) as much as with one, hold their slots as before, and only a proxy that
+//! limits connections per address stops a flood of them.
 //!
 //! HTTP/1.1 only: the first read of hyper's HTTP/2 detection has no timer, and neither
 //! has an HTTP/2 connection, so either would hold a slot for ever. No client of the
@@ -37,10 +41,7 @@
 //! action), so it should be rare, and longer than the idle time of a proxy in front.
 //! Closing a kept-alive connection to make room has the same race, which is why
 //! connections that are not clients yet go first, a kept-alive one only once idle for
-//! `IDLE_BEFORE_CLOSING`, and only when a new client is waiting. Connections that are
-//! not clients yet still hold their slots for up to `HEADERS_WITHIN` each: a flood of
-//! more than `max_connections` new connections in that time displaces pooled clients,
-//! which a proxy that limits connections per address must stop.
+//! 5 s, and only when a new client is waiting.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -77,7 +78,7 @@ pub async fn serve(listener: TcpListener, app: axum::Router, max_connections: us
     let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(idle);
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut waiting = Waiting { max_connections, last_report: None, closed_unreported: 0 };
+    let mut waiting = Waiting { max_connections, last_report: None, asked_unreported: 0 };
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -116,7 +117,7 @@ pub async fn serve(listener: TcpListener, app: axum::Router, max_connections: us
 struct Waiting {
     max_connections: usize,
     last_report: Option<Instant>,
-    closed_unreported: u64,
+    asked_unreported: u64,
 }
 
 impl Waiting {
@@ -136,20 +137,20 @@ impl Waiting {
     /// At the first time and then once a minute at most: connections closed to make
     /// room mean the bound is too low for the clients, or someone is holding slots.
     fn report(&mut self, asked: bool) {
-        self.closed_unreported += u64::from(asked);
+        self.asked_unreported += u64::from(asked);
         if self.last_report.is_some_and(|at| at.elapsed() < REPORT_EVERY) {
             return;
         }
-        if self.closed_unreported > 0 {
+        if self.asked_unreported > 0 {
             tracing::warn!(
                 max_connections = self.max_connections,
-                closed = self.closed_unreported,
-                "every connection slot was taken; idle connections were closed to make room for new ones"
+                asked_to_close = self.asked_unreported,
+                "every connection slot was taken; idle or stalled connections were asked to close to make room for new ones"
             );
         } else {
             tracing::warn!(max_connections = self.max_connections, "every connection slot is taken and none may be closed; new connections wait");
         }
-        self.closed_unreported = 0;
+        self.asked_unreported = 0;
         self.last_report = Some(Instant::now());
     }
 }
@@ -180,6 +181,7 @@ type Served = hyper_util::server::conn::auto::Connection<'static, TokioIo<Watche
 async fn run(connection: Served, registered: &Registered, mut stopping: watch::Receiver<bool>) {
     let conn = &registered.conn;
     let mut connection = std::pin::pin!(connection);
+    let mut stop_seen = false;
     let mut shutting_down = false;
     loop {
         // Biased, the connection first: whatever it can read is read (and a request whose
@@ -208,13 +210,26 @@ async fn run(connection: Served, registered: &Registered, mut stopping: watch::R
                 connection.as_mut().graceful_shutdown();
                 shutting_down = true;
             }
-            _ = stopping.wait_for(|stop| *stop), if !shutting_down => {
-                if registered.state().drop_at_shutdown() {
-                    return;
-                }
-                connection.as_mut().graceful_shutdown();
-                shutting_down = true;
+            _ = stopping.wait_for(|stop| *stop), if !stop_seen => stop_seen = true,
+            () = tokio::time::sleep(HEADERS_POLL), if stop_seen && !shutting_down => {}
+        }
+        if stop_seen && !shutting_down {
+            // Headers arriving in good time are waited for: once the request begins, it is
+            // answered before the connection closes. (hyper would close a kept-alive
+            // connection at once, its half-read headers with it.)
+            let state = registered.state();
+            if state.headers_in_good_time() {
+                continue;
             }
+            if state.drop_at_shutdown() {
+                return;
+            }
+            connection.as_mut().graceful_shutdown();
+            shutting_down = true;
         }
     }
 }
+
+/// At shutdown, how often a connection whose request headers are arriving looks again
+/// whether the request has begun.
+const HEADERS_POLL: Duration = Duration::from_millis(50);
