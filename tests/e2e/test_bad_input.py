@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import signal
@@ -337,22 +336,10 @@ def _closed_count(conns, settle_s: float = 0.3) -> int:
     return sum(_is_closed(c) for c in conns)
 
 
-# A kept-alive connection may be closed to make room once idle 5 s (and one not a
-# client yet after 1 s silent, or 2 s of headers): the tests wait a little longer.
-KEPT_ALIVE_IDLE_S = 5.5
-
-
-@contextlib.contextmanager
-def _pooled(srv, n: int):
-    """`n` clients, each with one kept-alive connection that has answered a request."""
-    sessions = [requests.Session() for _ in range(n)]
-    try:
-        for s in sessions:
-            assert s.get(srv.host_url + "/healthz", timeout=5).status_code == 200
-        yield sessions
-    finally:
-        for s in sessions:
-            s.close()
+# A connection silent since it connected may be closed to make room after 1 s, and
+# one whose headers have been arriving for 2 s: the tests wait a little longer.
+SILENT_S = 1.3
+STALLED_S = 2.5
 
 
 def test_at_the_limit_a_connection_that_sent_no_request_makes_room(server_factory):
@@ -373,16 +360,17 @@ def test_at_the_limit_a_connection_that_sent_no_request_makes_room(server_factor
 
 def test_at_the_limit_a_connection_answering_a_request_is_not_closed(server_factory):
     """Making room never closes a connection whose request is being answered (here one
-    still sending its body), though it is the longest idle: an idle kept-alive one
-    goes, and the request is answered."""
+    still sending its body), though it connected first: a silent one goes, and the
+    request is answered."""
     srv = server_factory(unique("max-conn"), extra_args=("--max-connections", "16", "--connection-idle-secs", "60"))
     busy = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
     busy.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert busy.recv(65536).startswith(b"HTTP/1.1 200")
     time.sleep(0.2)
     body = b'{"action_type": "email.send", "agent_id": "nobody"}'
-    with _pooled(srv, 15):
-        time.sleep(KEPT_ALIVE_IDLE_S)
+    silent = [_silent_connection(srv, b"") for _ in range(15)]
+    try:
+        time.sleep(SILENT_S)
         busy.sendall(
             b"POST /api/v1/enforce/intercept HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             + f"Authorization: Bearer {srv.admin_key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
@@ -399,20 +387,22 @@ def test_at_the_limit_a_connection_answering_a_request_is_not_closed(server_fact
         assert b"__unread" not in answer, answer
         # Not even asked to close after its answer: it stays kept alive.
         assert b"connection: close" not in answer.lower(), answer
+    finally:
+        for conn in silent:
+            conn.close()
 
 
 def test_at_the_limit_a_request_still_arriving_is_not_closed(server_factory):
-    """A kept-alive connection idle long enough to be closed, but now receiving the
-    headers of its next request, is busy, not idle: making room closes another one,
-    and the request is answered."""
+    """A kept-alive connection receiving the headers of its next request is left open
+    when room is made: a silent one goes, and the request is answered."""
     srv = server_factory(unique("max-conn"), extra_args=("--max-connections", "16", "--connection-idle-secs", "60"))
     arriving = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
     arriving.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert arriving.recv(65536).startswith(b"HTTP/1.1 200"), "the first request on it"
     time.sleep(0.2)
-    with _pooled(srv, 15):
-        time.sleep(KEPT_ALIVE_IDLE_S)
-        # Now the longest idle, until half of its next request's headers arrive.
+    silent = [_silent_connection(srv, b"") for _ in range(15)]
+    try:
+        time.sleep(SILENT_S)
         arriving.sendall(b"GET /healthz HTTP/1.1\r\nHo")
         time.sleep(0.2)
         assert requests.get(srv.host_url + "/healthz", timeout=20).status_code == 200
@@ -421,12 +411,16 @@ def test_at_the_limit_a_request_still_arriving_is_not_closed(server_factory):
         answer = arriving.recv(65536)
         arriving.close()
         assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert 1 <= _closed_count(silent) <= 2  # as in the first test
+    finally:
+        for conn in silent:
+            conn.close()
 
 
 def test_at_the_limit_connections_trickling_headers_go_before_a_pooled_client(server_factory):
     """Connections that trickle header bytes to look busy are not clients: once their
-    headers have been arriving for 2 s they are closed to make room before a client's
-    idle kept-alive connection, which stays open and usable."""
+    headers have been arriving for 2 s they are closed to make room, while a client's
+    idle kept-alive connection stays open and usable."""
     srv = server_factory(unique("max-conn"), extra_args=("--max-connections", "16", "--connection-idle-secs", "60"))
     client = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
     request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -446,9 +440,7 @@ def test_at_the_limit_connections_trickling_headers_go_before_a_pooled_client(se
     feeder = threading.Thread(target=trickle, daemon=True)
     feeder.start()
     try:
-        # Past the 2 s the tricklers' headers get and the 5 s the client's idle
-        # connection is kept: both may go, the tricklers first.
-        time.sleep(KEPT_ALIVE_IDLE_S)
+        time.sleep(STALLED_S)
         assert requests.get(srv.host_url + "/healthz", timeout=20).status_code == 200
         assert not _is_closed(client), "the pooled client's connection was closed before a trickling one"
         client.sendall(request)
@@ -462,17 +454,43 @@ def test_at_the_limit_connections_trickling_headers_go_before_a_pooled_client(se
             conn.close()
 
 
-def test_at_the_limit_an_idle_kept_alive_connection_makes_room(server_factory):
-    """Pooled connections idle between requests do not keep a new client out either:
-    the one idle longest is closed (once idle 5 s), and its client simply opens another
-    next time."""
+def test_at_the_limit_a_clients_idle_kept_alive_connection_is_not_closed(server_factory):
+    """A client's kept-alive connection, idle between requests, is never closed to make
+    room (else an attacker's new connections, busy with keyless requests, could take
+    the slots of clients in use): a new client waits until a pooled one closes."""
     srv = server_factory(unique("max-conn"), extra_args=("--max-connections", "16", "--connection-idle-secs", "60"))
-    with _pooled(srv, 16) as sessions:
-        time.sleep(KEPT_ALIVE_IDLE_S)
-        assert requests.get(srv.host_url + "/healthz", timeout=20).status_code == 200
-        for s in sessions:
-            assert s.get(srv.host_url + "/healthz", timeout=20).status_code == 200
-    assert srv.healthy()
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    pooled, waiting = [], None
+    try:
+        # Kept-alive connections until one is not answered: every slot is then taken
+        # (one may be held by a connection of the harness's own health checks).
+        for _ in range(17):
+            conn = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+            conn.sendall(request)
+            conn.settimeout(1.5)
+            try:
+                assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+            except socket.timeout:
+                waiting = conn
+                break
+            pooled.append(conn)
+        assert waiting is not None, "17 connections were served with --max-connections 16"
+        time.sleep(STALLED_S)
+        waiting.settimeout(2)
+        with pytest.raises(socket.timeout):
+            waiting.recv(65536)
+        assert _closed_count(pooled) == 0, "a pooled client's connection was closed to make room"
+        pooled.pop().close()
+        waiting.settimeout(20)
+        assert waiting.recv(65536).startswith(b"HTTP/1.1 200"), "the waiting client once a slot freed"
+        for conn in pooled:
+            conn.settimeout(20)
+            conn.sendall(request)
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        for conn in pooled + [waiting]:
+            if conn is not None:
+                conn.close()
 
 
 def test_a_request_arriving_at_shutdown_on_a_kept_alive_connection_is_answered(server_factory):

@@ -20,15 +20,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 /// A connection that has sent nothing since it connected may be closed to make room
-/// after this long.
+/// after this long. A kept-alive connection idle between requests is a client's, and
+/// is never closed to make room: else an attacker's new connections (sending cheap
+/// requests without a key to stay busy) could take the slots of clients in use.
 pub const SILENT_BEFORE_CLOSING: Duration = Duration::from_secs(1);
-
-/// A kept-alive connection with nothing arriving may be closed to make room once idle
-/// this long since its last answer. Longer than the silence allowed a new connection: a
-/// client that uses its connection more often keeps it, so that new connections (an
-/// attacker's, sending cheap requests without a key, included) cannot take the slots
-/// of clients in use; only connections a client has left idle are taken back.
-pub const KEPT_ALIVE_IDLE_BEFORE_CLOSING: Duration = Duration::from_secs(5);
 
 /// The headers of a request get this long from their first byte before their
 /// connection may be closed to make room: a client sends them at once (a lost packet
@@ -120,27 +115,21 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// Neither answering a request nor receiving one in good time: silent for
-    /// [`SILENT_BEFORE_CLOSING`] since it connected, kept alive and idle for
-    /// [`KEPT_ALIVE_IDLE_BEFORE_CLOSING`], or its headers arriving for [`HEADERS_WITHIN`].
+    /// Not a client, or not yet: silent for [`SILENT_BEFORE_CLOSING`] since it
+    /// connected, or its headers arriving for [`HEADERS_WITHIN`] (trickled to hold the
+    /// slot, or stalled). Never while a request is answered, nor a kept-alive
+    /// connection idle between requests.
     pub fn closable(&self) -> bool {
         !self.in_flight
             && match self.arriving_for {
                 Some(arriving) => arriving >= HEADERS_WITHIN,
-                None if self.began_a_request => self.idle_for >= KEPT_ALIVE_IDLE_BEFORE_CLOSING,
-                None => self.idle_for >= SILENT_BEFORE_CLOSING,
+                None => !self.began_a_request && self.idle_for >= SILENT_BEFORE_CLOSING,
             }
     }
 
     /// Headers arriving that may still become a request: at shutdown, worth waiting for.
     pub fn headers_in_good_time(&self) -> bool {
         !self.in_flight && self.arriving_for.is_some_and(|arriving| arriving < HEADERS_WITHIN)
-    }
-
-    /// Sent nothing since it connected, or its headers stalled: nothing of a client's
-    /// is lost when it is dropped, and it goes before any kept-alive connection.
-    pub fn not_a_client_yet(&self) -> bool {
-        !self.began_a_request || self.arriving_for.is_some()
     }
 
     /// At shutdown: nothing begun, and nothing arriving that could still become a
@@ -150,13 +139,10 @@ impl Candidate {
     }
 }
 
-/// The connection to close to make room: of the [`Candidate::closable`] ones, those not
-/// yet a client before the kept-alive ones, and the longest idle or stalled first.
+/// The connection to close to make room: of the [`Candidate::closable`] ones, the one
+/// silent or stalled longest.
 pub fn choose_to_close<T>(candidates: impl Iterator<Item = (T, Candidate)>) -> Option<T> {
-    candidates
-        .filter(|(_, c)| c.closable())
-        .max_by_key(|(_, c)| (c.not_a_client_yet(), c.arriving_for.unwrap_or(c.idle_for)))
-        .map(|(conn, _)| conn)
+    candidates.filter(|(_, c)| c.closable()).max_by_key(|(_, c)| c.arriving_for.unwrap_or(c.idle_for)).map(|(conn, _)| conn)
 }
 
 /// The open connections.
@@ -350,38 +336,30 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_not_yet_a_client_goes_before_a_kept_alive_one() {
-        let kept_alive = ("kept alive", idle(30.0, true));
-        assert_eq!(choose_to_close([kept_alive, ("silent", idle(2.0, false))].into_iter()), Some("silent"));
-        assert_eq!(choose_to_close([kept_alive, ("stalled headers", arriving(2.5, true))].into_iter()), Some("stalled headers"));
-        assert_eq!(choose_to_close([kept_alive, ("stalled first headers", arriving(2.5, false))].into_iter()), Some("stalled first headers"));
-    }
-
-    #[test]
-    fn the_longest_idle_or_stalled_goes_first() {
-        let chosen = choose_to_close([("a", idle(6.0, true)), ("b", idle(9.0, true)), ("c", idle(7.0, true))].into_iter());
-        assert_eq!(chosen, Some("b"));
+    fn the_silent_or_stalled_longest_goes_first() {
         let chosen = choose_to_close([("a", idle(3.0, false)), ("b", arriving(9.0, true)), ("c", idle(5.0, false))].into_iter());
         assert_eq!(chosen, Some("b"));
+        let chosen = choose_to_close([("a", idle(3.0, false)), ("b", arriving(2.5, false)), ("c", idle(5.0, false))].into_iter());
+        assert_eq!(chosen, Some("c"));
     }
 
     #[test]
-    fn a_connection_answering_or_receiving_in_good_time_or_idle_briefly_is_never_chosen() {
+    fn a_client_connection_or_one_silent_or_receiving_briefly_is_never_chosen() {
         let answering = Candidate { in_flight: true, ..idle(60.0, true) };
+        let kept_alive = idle(60.0, true);
         let receiving = arriving(1.9, true);
         let receiving_first = arriving(1.9, false);
         let brief = idle(0.9, false);
-        let kept_alive_in_use = idle(4.9, true);
         let none = [
             ("answering", answering),
+            ("kept alive", kept_alive),
             ("receiving", receiving),
             ("receiving first", receiving_first),
             ("brief", brief),
-            ("in use", kept_alive_in_use),
         ];
         assert_eq!(choose_to_close(none.into_iter()), None);
         assert_eq!(choose_to_close(none.into_iter().chain([("silent", idle(1.0, false))])), Some("silent"));
-        assert_eq!(choose_to_close(none.into_iter().chain([("idle", idle(5.0, true))])), Some("idle"));
+        assert_eq!(choose_to_close(none.into_iter().chain([("stalled", arriving(2.0, true))])), Some("stalled"));
     }
 
     #[test]

@@ -10,26 +10,21 @@
 //! webhooks need. (A body is bounded too: on the decision endpoints by
 //! `extract::DecisionBody`, elsewhere only after the caller's key is checked.)
 //!
-//! When every slot is taken and another client connects, a connection is closed to
-//! make room for it (as a web server does with idle keep-alive connections), so that
-//! connections that send nothing or trickle bytes, or clients that pool many idle
-//! ones, cannot keep a new client out for the idle time. Never one answering a request,
-//! receiving one in good time, or kept alive and used in the last 5 s
-//! (`conns::Candidate::closable`):
-//! - first, one that is not a client yet: silent for 1 s since it connected, or whose
-//!   request headers have been arriving for 2 s (a first request's counted from the
-//!   connection's start). It is dropped, or, if it answered requests before, shut down
-//!   as below (hyper closes it at once, dropping the stalled headers);
-//! - then, one kept alive and idle for 5 s, the longest idle first: it is shut down as
-//!   on SIGTERM (hyper closes it if it is still idle, or after the request it has just
-//!   begun).
+//! When every slot is taken and another client connects, a connection that is not a
+//! client is closed to make room for it, so that connections that send nothing, or
+//! trickle bytes, cannot keep a new client out for the idle time
+//! (`conns::Candidate::closable`): one silent for 1 s since it connected, or whose
+//! request headers have been arriving for 2 s (a first request's counted from the
+//! connection's start), the longest first. It is dropped; or, if it answered requests
+//! before, shut down (hyper closes it at once, with the stalled headers). A connection
+//! answering a request, receiving one in good time, or kept alive between requests is
+//! never closed to make room: a kept-alive connection is a client's, and closing it
+//! would let an attacker's new connections, busy with keyless requests, take the slots
+//! of clients in use.
 //!
 //! The chosen connection checks again, in its own task and after reading whatever has
 //! arrived, that it may be closed. When none may, the new connection waits, accepted
-//! (one descriptor past the bound) but not yet served, until a slot frees. So clients
-//! in use keep their connections: connections that send requests often, without a key
-//! (`/healthz`) as much as with one, hold their slots as before, and only a proxy that
-//! limits connections per address stops a flood of them.
+//! (one descriptor past the bound) but not yet served, until a slot frees.
 //!
 //! HTTP/1.1 only: the first read of hyper's HTTP/2 detection has no timer, and neither
 //! has an HTTP/2 connection, so either would hold a slot for ever. No client of the
@@ -39,9 +34,8 @@
 //! client that sends a request on a pooled connection at the moment the server closes
 //! it gets an error (urllib3 does not retry a POST, and a fail-open SDK then runs the
 //! action), so it should be rare, and longer than the idle time of a proxy in front.
-//! Closing a kept-alive connection to make room has the same race, which is why
-//! connections that are not clients yet go first, a kept-alive one only once idle for
-//! 5 s, and only when a new client is waiting.
+//! (Closing a kept-alive connection to make room would have the same race, another
+//! reason it is never done.)
 
 use std::future::Future;
 use std::pin::Pin;
@@ -134,8 +128,8 @@ impl Waiting {
         }
     }
 
-    /// At the first time and then once a minute at most: connections closed to make
-    /// room mean the bound is too low for the clients, or someone is holding slots.
+    /// At the first time and then once a minute at most: a full server means the bound
+    /// is too low for the clients, or someone is holding slots.
     fn report(&mut self, asked: bool) {
         self.asked_unreported += u64::from(asked);
         if self.last_report.is_some_and(|at| at.elapsed() < REPORT_EVERY) {
@@ -145,7 +139,7 @@ impl Waiting {
             tracing::warn!(
                 max_connections = self.max_connections,
                 asked_to_close = self.asked_unreported,
-                "every connection slot was taken; idle or stalled connections were asked to close to make room for new ones"
+                "every connection slot was taken; silent or stalled connections were asked to close to make room for new ones"
             );
         } else {
             tracing::warn!(max_connections = self.max_connections, "every connection slot is taken and none may be closed; new connections wait");
@@ -206,7 +200,7 @@ async fn run(connection: Served, registered: &Registered, mut stopping: watch::R
                     tracing::debug!("dropped a connection that sent no request in time, to make room");
                     return;
                 }
-                tracing::debug!("closing an idle kept-alive connection, to make room");
+                tracing::debug!("closing a kept-alive connection whose next request stalled, to make room");
                 connection.as_mut().graceful_shutdown();
                 shutting_down = true;
             }
