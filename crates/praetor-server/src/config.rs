@@ -13,8 +13,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// Connections open at once; past it, an idle one is closed to make room, or new
-    /// ones wait (`listen/`).
+    /// Connections open at once; past it, one that never sent a request in time is
+    /// closed to make room, or new ones wait (`listen/`).
     pub max_connections: usize,
     /// Seconds a connection has to send a request's headers, after it connects and
     /// between requests (the keep-alive idle time), before it is closed.

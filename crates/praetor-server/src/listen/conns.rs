@@ -1,7 +1,7 @@
 //! What choosing a connection to close needs to know of each: whether a request is
-//! being answered on it, whether it ever began one, how long it has been idle, and
-//! for how long the headers of its next request have been arriving. The service and
-//! the stream of each connection are wrapped to keep these up to date.
+//! being answered on it, whether it ever began one, when it connected, and since when
+//! the headers of its next request have been arriving. The service and the stream of
+//! each connection are wrapped to keep these up to date.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -20,16 +20,19 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 /// A connection that has sent nothing since it connected may be closed to make room
-/// after this long. A kept-alive connection idle between requests is a client's, and
-/// is never closed to make room: else an attacker's new connections (sending cheap
-/// requests without a key to stay busy) could take the slots of clients in use.
+/// after this long. Only connections that never began a request are ever closed to
+/// make room: a kept-alive connection is a client's (closing it would let an
+/// attacker's new connections, busy with cheap requests without a key, take the slots
+/// of clients in use), and bytes read after an answer may be the rest of a body its
+/// handler did not read, not a next request's headers.
 pub const SILENT_BEFORE_CLOSING: Duration = Duration::from_secs(1);
 
-/// The headers of a request get this long from their first byte before their
-/// connection may be closed to make room: a client sends them at once (a lost packet
-/// costs a few hundred milliseconds of retransmission), while a connection trickling
-/// bytes to look busy is holding a slot.
-/// For a connection's first request, counted from when it connected.
+/// A connection's first request gets this long from when it connected to send its
+/// headers before the connection may be closed to make room: a client sends them at
+/// once (a lost packet costs a few hundred milliseconds of retransmission), while a
+/// connection trickling bytes to look busy is holding a slot. At shutdown, headers
+/// arriving for less than this long (from their first byte, for a later request) are
+/// waited for.
 pub const HEADERS_WITHIN: Duration = Duration::from_secs(2);
 
 /// Milliseconds since the listener started.
@@ -46,8 +49,7 @@ impl Clock {
 const NOTHING_ARRIVING: u64 = u64::MAX;
 
 pub struct Conn {
-    /// When it connected, or when its last answer was handed to hyper, whichever is later.
-    idle_since_ms: AtomicU64,
+    connected_ms: u64,
     /// When the first byte of a request not yet begun was read, or `NOTHING_ARRIVING`.
     arriving_since_ms: AtomicU64,
     /// Requests begun and not yet answered (hyper runs one at a time).
@@ -61,7 +63,7 @@ pub struct Conn {
 impl Conn {
     fn new(now_ms: u64) -> Conn {
         Conn {
-            idle_since_ms: AtomicU64::new(now_ms),
+            connected_ms: now_ms,
             arriving_since_ms: AtomicU64::new(NOTHING_ARRIVING),
             in_flight: AtomicU32::new(0),
             began_a_request: AtomicBool::new(false),
@@ -72,20 +74,21 @@ impl Conn {
 
     pub fn state(&self, now_ms: u64) -> Candidate {
         let arriving = self.arriving_since_ms.load(Ordering::Acquire);
-        let idle_since = self.idle_since_ms.load(Ordering::Acquire);
         let began_a_request = self.began_a_request.load(Ordering::Acquire);
         // A first request's headers are timed from the connection's start: a silent
         // second before its first byte does not earn a connection more time.
-        let arriving_since = if began_a_request { arriving } else { arriving.min(idle_since) };
+        let arriving_since = if began_a_request { arriving } else { self.connected_ms };
         Candidate {
             in_flight: self.in_flight.load(Ordering::Acquire) > 0,
             began_a_request,
-            idle_for: Duration::from_millis(now_ms.saturating_sub(idle_since)),
+            connected_for: Duration::from_millis(now_ms.saturating_sub(self.connected_ms)),
             arriving_for: (arriving != NOTHING_ARRIVING).then(|| Duration::from_millis(now_ms.saturating_sub(arriving_since))),
         }
     }
 
-    /// Bytes were read: between requests, they are the next request's headers.
+    /// Bytes were read: between requests, they are taken as the next request's headers
+    /// (or the unread rest of the last one's body: only shutdown looks at a later
+    /// request's, and waits at most `HEADERS_WITHIN` for it).
     fn bytes_arrived(&self, now_ms: u64) {
         if self.in_flight.load(Ordering::Acquire) == 0 {
             let _ = self.arriving_since_ms.compare_exchange(NOTHING_ARRIVING, now_ms, Ordering::AcqRel, Ordering::Acquire);
@@ -98,8 +101,7 @@ impl Conn {
         self.arriving_since_ms.store(NOTHING_ARRIVING, Ordering::Release);
     }
 
-    fn request_answered(&self, now_ms: u64) {
-        self.idle_since_ms.store(now_ms, Ordering::Release);
+    fn request_answered(&self) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -109,22 +111,19 @@ impl Conn {
 pub struct Candidate {
     pub in_flight: bool,
     pub began_a_request: bool,
-    pub idle_for: Duration,
-    /// How long the headers of a request not yet begun have been arriving.
+    pub connected_for: Duration,
+    /// How long the headers of a request not yet begun have been arriving (a first
+    /// request's counted from when the connection started).
     pub arriving_for: Option<Duration>,
 }
 
 impl Candidate {
-    /// Not a client, or not yet: silent for [`SILENT_BEFORE_CLOSING`] since it
-    /// connected, or its headers arriving for [`HEADERS_WITHIN`] (trickled to hold the
-    /// slot, or stalled). Never while a request is answered, nor a kept-alive
-    /// connection idle between requests.
+    /// Not a client: it never began a request, and has been silent for
+    /// [`SILENT_BEFORE_CLOSING`] since it connected, or sending its first request's
+    /// headers for [`HEADERS_WITHIN`].
     pub fn closable(&self) -> bool {
-        !self.in_flight
-            && match self.arriving_for {
-                Some(arriving) => arriving >= HEADERS_WITHIN,
-                None => !self.began_a_request && self.idle_for >= SILENT_BEFORE_CLOSING,
-            }
+        let allowed = if self.arriving_for.is_some() { HEADERS_WITHIN } else { SILENT_BEFORE_CLOSING };
+        !self.in_flight && !self.began_a_request && self.connected_for >= allowed
     }
 
     /// Headers arriving that may still become a request: at shutdown, worth waiting for.
@@ -135,14 +134,14 @@ impl Candidate {
     /// At shutdown: nothing begun, and nothing arriving that could still become a
     /// request within the grace period.
     pub fn drop_at_shutdown(&self) -> bool {
-        !self.began_a_request && self.arriving_for.is_none_or(|arriving| arriving >= HEADERS_WITHIN)
+        !self.began_a_request && !self.headers_in_good_time()
     }
 }
 
 /// The connection to close to make room: of the [`Candidate::closable`] ones, the one
-/// silent or stalled longest.
+/// connected longest ago.
 pub fn choose_to_close<T>(candidates: impl Iterator<Item = (T, Candidate)>) -> Option<T> {
-    candidates.filter(|(_, c)| c.closable()).max_by_key(|(_, c)| c.arriving_for.unwrap_or(c.idle_for)).map(|(conn, _)| conn)
+    candidates.filter(|(_, c)| c.closable()).max_by_key(|(_, c)| c.connected_for).map(|(conn, _)| conn)
 }
 
 /// The open connections.
@@ -269,7 +268,6 @@ impl tokio::io::AsyncWrite for Watched {
 pub struct Tracked {
     pub app: axum::Router,
     pub conn: Arc<Conn>,
-    pub clock: Clock,
 }
 
 /// One request in flight on its connection, until its answer's body is dropped (hyper
@@ -277,19 +275,18 @@ pub struct Tracked {
 /// connection failed) or the request is dropped unanswered.
 struct InFlight {
     conn: Arc<Conn>,
-    clock: Clock,
 }
 
 impl InFlight {
-    fn begin(conn: Arc<Conn>, clock: Clock) -> InFlight {
+    fn begin(conn: Arc<Conn>) -> InFlight {
         conn.request_began();
-        InFlight { conn, clock }
+        InFlight { conn }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.conn.request_answered(self.clock.now_ms());
+        self.conn.request_answered();
     }
 }
 
@@ -307,7 +304,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let in_flight = InFlight::begin(self.conn.clone(), self.clock);
+        let in_flight = InFlight::begin(self.conn.clone());
         let answer = self.app.call(request);
         Box::pin(async move {
             let response = answer.await?;
@@ -327,53 +324,61 @@ where
 mod tests {
     use super::*;
 
-    fn idle(secs: f64, began_a_request: bool) -> Candidate {
-        Candidate { in_flight: false, began_a_request, idle_for: Duration::from_secs_f64(secs), arriving_for: None }
+    fn silent(secs: f64) -> Candidate {
+        Candidate { in_flight: false, began_a_request: false, connected_for: Duration::from_secs_f64(secs), arriving_for: None }
     }
 
-    fn arriving(secs: f64, began_a_request: bool) -> Candidate {
-        Candidate { arriving_for: Some(Duration::from_secs_f64(secs)), ..idle(60.0, began_a_request) }
+    fn sending_first(secs: f64) -> Candidate {
+        Candidate { arriving_for: Some(Duration::from_secs_f64(secs)), ..silent(secs) }
+    }
+
+    fn kept_alive(arriving_secs: Option<f64>) -> Candidate {
+        Candidate { began_a_request: true, arriving_for: arriving_secs.map(Duration::from_secs_f64), ..silent(60.0) }
     }
 
     #[test]
-    fn the_silent_or_stalled_longest_goes_first() {
-        let chosen = choose_to_close([("a", idle(3.0, false)), ("b", arriving(9.0, true)), ("c", idle(5.0, false))].into_iter());
+    fn the_connection_connected_longest_ago_goes_first() {
+        let chosen = choose_to_close([("a", silent(3.0)), ("b", sending_first(9.0)), ("c", silent(5.0))].into_iter());
         assert_eq!(chosen, Some("b"));
-        let chosen = choose_to_close([("a", idle(3.0, false)), ("b", arriving(2.5, false)), ("c", idle(5.0, false))].into_iter());
+        let chosen = choose_to_close([("a", silent(3.0)), ("b", sending_first(2.5)), ("c", silent(5.0))].into_iter());
         assert_eq!(chosen, Some("c"));
     }
 
     #[test]
-    fn a_client_connection_or_one_silent_or_receiving_briefly_is_never_chosen() {
-        let answering = Candidate { in_flight: true, ..idle(60.0, true) };
-        let kept_alive = idle(60.0, true);
-        let receiving = arriving(1.9, true);
-        let receiving_first = arriving(1.9, false);
-        let brief = idle(0.9, false);
+    fn a_client_connection_or_one_silent_or_sending_briefly_is_never_chosen() {
+        let answering = Candidate { in_flight: true, ..kept_alive(None) };
         let none = [
             ("answering", answering),
-            ("kept alive", kept_alive),
-            ("receiving", receiving),
-            ("receiving first", receiving_first),
-            ("brief", brief),
+            ("kept alive", kept_alive(None)),
+            ("kept alive, receiving long", kept_alive(Some(30.0))),
+            ("sending its first request", sending_first(1.9)),
+            ("silent briefly", silent(0.9)),
         ];
         assert_eq!(choose_to_close(none.into_iter()), None);
-        assert_eq!(choose_to_close(none.into_iter().chain([("silent", idle(1.0, false))])), Some("silent"));
-        assert_eq!(choose_to_close(none.into_iter().chain([("stalled", arriving(2.0, true))])), Some("stalled"));
+        assert_eq!(choose_to_close(none.into_iter().chain([("silent", silent(1.0))])), Some("silent"));
+        assert_eq!(choose_to_close(none.into_iter().chain([("stalled", sending_first(2.0))])), Some("stalled"));
     }
 
     #[test]
     fn shutdown_drops_only_what_cannot_become_a_request_in_time() {
-        assert!(idle(0.0, false).drop_at_shutdown());
-        assert!(arriving(2.0, false).drop_at_shutdown());
-        assert!(!arriving(0.1, false).drop_at_shutdown());
-        assert!(!idle(5.0, true).drop_at_shutdown());
+        assert!(silent(0.0).drop_at_shutdown());
+        assert!(sending_first(2.0).drop_at_shutdown());
+        assert!(!sending_first(0.1).drop_at_shutdown());
+        assert!(!kept_alive(None).drop_at_shutdown());
+    }
+
+    #[test]
+    fn headers_arriving_in_good_time_are_waited_for_at_shutdown() {
+        assert!(kept_alive(Some(1.9)).headers_in_good_time());
+        assert!(!kept_alive(Some(2.0)).headers_in_good_time());
+        assert!(!kept_alive(None).headers_in_good_time());
     }
 
     #[test]
     fn the_state_follows_bytes_requests_and_answers() {
         let conn = Conn::new(0);
-        assert!(conn.state(500).idle_for == Duration::from_millis(500) && conn.state(500).arriving_for.is_none());
+        let state = conn.state(500);
+        assert!(state.connected_for == Duration::from_millis(500) && state.arriving_for.is_none() && !state.began_a_request);
         conn.bytes_arrived(1_000);
         conn.bytes_arrived(1_500);
         assert_eq!(conn.state(3_000).arriving_for, Some(Duration::from_secs(3)), "a first request's, from the connection's start");
@@ -382,18 +387,10 @@ mod tests {
         assert!(state.in_flight && state.began_a_request && state.arriving_for.is_none());
         conn.bytes_arrived(3_100); // the body: not a next request
         assert!(conn.state(3_200).arriving_for.is_none());
-        conn.request_answered(4_000);
-        let state = conn.state(4_500);
-        assert!(!state.in_flight && state.idle_for == Duration::from_millis(500));
+        conn.request_answered();
+        assert!(!conn.state(4_500).in_flight);
         conn.bytes_arrived(9_000);
         conn.bytes_arrived(9_500);
         assert_eq!(conn.state(10_000).arriving_for, Some(Duration::from_secs(1)), "a later request's, from its first byte");
-    }
-
-    #[test]
-    fn headers_arriving_in_good_time_are_waited_for_at_shutdown() {
-        assert!(arriving(1.9, true).headers_in_good_time());
-        assert!(!arriving(2.0, true).headers_in_good_time());
-        assert!(!idle(0.0, true).headers_in_good_time());
     }
 }

@@ -11,14 +11,12 @@
 //! `extract::DecisionBody`, elsewhere only after the caller's key is checked.)
 //!
 //! When every slot is taken and another client connects, a connection that is not a
-//! client is closed to make room for it, so that connections that send nothing, or
+//! client is dropped to make room for it, so that connections that send nothing, or
 //! trickle bytes, cannot keep a new client out for the idle time
-//! (`conns::Candidate::closable`): one silent for 1 s since it connected, or whose
-//! request headers have been arriving for 2 s (a first request's counted from the
-//! connection's start), the longest first. It is dropped; or, if it answered requests
-//! before, shut down (hyper closes it at once, with the stalled headers). A connection
-//! answering a request, receiving one in good time, or kept alive between requests is
-//! never closed to make room: a kept-alive connection is a client's, and closing it
+//! (`conns::Candidate::closable`): one that never began a request and has been silent
+//! for 1 s since it connected, or sending its first request's headers for 2 s, the
+//! oldest first. A connection that began a request (answering one, or kept alive
+//! between requests) is never closed to make room: it is a client's, and closing it
 //! would let an attacker's new connections, busy with keyless requests, take the slots
 //! of clients in use.
 //!
@@ -54,7 +52,7 @@ mod conns;
 use conns::{Open, Registered, Tracked, Watched};
 
 /// While a new connection waits for a slot, how often another connection to close is
-/// looked for (one may have become idle, or stalled long enough).
+/// looked for (one may have been silent, or sending its headers, long enough by then).
 const LOOK_AGAIN_EVERY: Duration = Duration::from_millis(250);
 
 /// How often, at most, closing connections to make room is reported.
@@ -98,8 +96,8 @@ pub async fn serve(listener: TcpListener, app: axum::Router, max_connections: us
     }
     // New connections are refused at once while the open ones finish: requests in
     // flight are answered, idle connections close, and ones that sent nothing are
-    // dropped. A request still arriving, or sending its body, would be waited for up to
-    // its deadline, so the wait is bounded (a supervisor's grace period is often 30 s).
+    // dropped. Headers still arriving are waited for at most 2 s, a body up to its
+    // deadline, and the whole wait is bounded (a supervisor's grace period is often 30 s).
     drop(listener);
     let _ = stop.send(true);
     if tokio::time::timeout(SHUTDOWN_GRACE, open.all_closed()).await.is_err() {
@@ -158,7 +156,7 @@ fn spawn_connection(
     stopping: watch::Receiver<bool>,
 ) {
     let registered = Registered::new(open.clone(), slot);
-    let service = Tracked { app: app.clone(), conn: registered.conn.clone(), clock: open.clock };
+    let service = Tracked { app: app.clone(), conn: registered.conn.clone() };
     let stream = Watched { stream, conn: registered.conn.clone(), clock: open.clock };
     let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)).into_owned();
     tokio::spawn(async move {
@@ -191,18 +189,12 @@ async fn run(connection: Served, registered: &Registered, mut stopping: watch::R
             () = conn.close.notified(), if !shutting_down => {
                 // Looked at again here, where nothing of this connection runs at the same
                 // time (hyper calls the service in the connection's own poll).
-                let state = registered.state();
-                if !state.closable() {
+                if !registered.state().closable() {
                     conn.asked.store(false, Ordering::Release);
                     continue;
                 }
-                if !state.began_a_request {
-                    tracing::debug!("dropped a connection that sent no request in time, to make room");
-                    return;
-                }
-                tracing::debug!("closing a kept-alive connection whose next request stalled, to make room");
-                connection.as_mut().graceful_shutdown();
-                shutting_down = true;
+                tracing::debug!("dropped a connection that sent no request in time, to make room");
+                return;
             }
             _ = stopping.wait_for(|stop| *stop), if !stop_seen => stop_seen = true,
             () = tokio::time::sleep(HEADERS_POLL), if stop_seen && !shutting_down => {}
