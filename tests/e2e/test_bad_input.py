@@ -336,15 +336,16 @@ def _closed_count(conns, settle_s: float = 0.3) -> int:
     return sum(_is_closed(c) for c in conns)
 
 
-# A connection silent since it connected may be closed to make room after 1 s, and
-# one whose headers have been arriving for 2 s: the tests wait a little longer.
+# A connection that never began a request may be closed to make room once silent 1 s
+# since it connected, or still sending its first request's headers 2 s after it
+# connected: the tests wait a little longer.
 SILENT_S = 1.3
 STALLED_S = 2.5
 
 
 def test_at_the_limit_a_connection_that_sent_no_request_makes_room(server_factory):
     """At `--max-connections`, a new client is not kept out by connections that sent no
-    request: once they have been idle a second, one of them is closed to make room, and
+    request: once they have been silent a second, one of them is closed to make room, and
     the new client is served long before their idle time (60 s here) ends."""
     srv = server_factory(unique("max-conn"), extra_args=("--max-connections", "16", "--connection-idle-secs", "60"))
     silent = [_silent_connection(srv, b"") for _ in range(8)] + [_silent_connection(srv) for _ in range(8)]

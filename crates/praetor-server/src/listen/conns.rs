@@ -86,9 +86,12 @@ impl Conn {
         }
     }
 
-    /// Bytes were read: between requests, they are taken as the next request's headers
-    /// (or the unread rest of the last one's body: only shutdown looks at a later
-    /// request's, and waits at most `HEADERS_WITHIN` for it).
+    /// Bytes were read: between requests, they are taken as the next request's headers.
+    /// They may be the unread rest of the last one's body instead, which hyper drains
+    /// after the answer: only shutdown looks at a later request's headers, so at worst
+    /// it waits `HEADERS_WITHIN` for nothing, or, if a real request follows that mark
+    /// before the next request begins, times it from the drain and closes under it
+    /// sooner (a body left partly unread and a request started just before SIGTERM).
     fn bytes_arrived(&self, now_ms: u64) {
         if self.in_flight.load(Ordering::Acquire) == 0 {
             let _ = self.arriving_since_ms.compare_exchange(NOTHING_ARRIVING, now_ms, Ordering::AcqRel, Ordering::Acquire);

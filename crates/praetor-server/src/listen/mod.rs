@@ -137,7 +137,7 @@ impl Waiting {
             tracing::warn!(
                 max_connections = self.max_connections,
                 asked_to_close = self.asked_unreported,
-                "every connection slot was taken; silent or stalled connections were asked to close to make room for new ones"
+                "every connection slot was taken; connections that never sent a request in time were asked to close to make room for new ones"
             );
         } else {
             tracing::warn!(max_connections = self.max_connections, "every connection slot is taken and none may be closed; new connections wait");
@@ -176,8 +176,8 @@ async fn run(connection: Served, registered: &Registered, mut stopping: watch::R
     let mut stop_seen = false;
     let mut shutting_down = false;
     loop {
-        // Biased, the connection first: whatever it can read is read (and a request whose
-        // headers are complete begun) before a request to close is looked at.
+        // Biased, the connection first: whatever it can read now is read (and a request
+        // whose headers are complete begun) before a request to close is looked at.
         tokio::select! {
             biased;
             ended = connection.as_mut() => {
