@@ -74,9 +74,20 @@ pub async fn open(config: Config) -> Result<(Arc<AppState>, bootstrap::Started),
     // its keys signed the store's checkpoints) without new key files in it.
     let keys_dir = config.vault_keys_dir();
     let keys = vault::VaultKeys::load_or_generate(&keys_dir)?;
+    let made_here = keys.made_here();
     let clock: Arc<dyn clock::Clock> = Arc::new(clock::SystemClock);
     let load = |keys| AppState::load(config.clone(), store.clone(), clock.clone(), keys);
-    let mut state = load(keys).await.map_err(|e| ServeError::Start(e.message))?;
+    let mut state = match load(keys).await {
+        Ok(state) => state,
+        // Keys made here for an empty directory: another node sharing it may have saved
+        // its own and signed a checkpoint with them since this start read it. Read the
+        // directory again; if it still lacks keys, the refusal stands.
+        Err(_) if made_here => {
+            let keys = vault::VaultKeys::load_or_generate(&keys_dir)?;
+            load(keys).await.map_err(|e| ServeError::Start(e.message))?
+        }
+        Err(e) => return Err(ServeError::Start(e.message)),
+    };
     if !state.vault.save_new(&keys_dir)? {
         // Another node sharing the directory saved its keys first: serve with those.
         let keys = vault::VaultKeys::load_or_generate(&keys_dir)?;

@@ -173,6 +173,11 @@ impl VaultKeys {
         Ok(keys)
     }
 
+    /// Whether `load_or_generate` made any key, the directory lacking it.
+    pub fn made_here(&self) -> bool {
+        !self.unsaved.is_empty()
+    }
+
     /// Write the keys `load_or_generate` made into `dir`. `false` when another process
     /// made some of them there meanwhile (nodes sharing a keys directory that start
     /// together): the files then hold keys other than these, and the caller loads them.
