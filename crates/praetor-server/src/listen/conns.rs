@@ -92,9 +92,11 @@ impl Conn {
     /// it waits `HEADERS_WITHIN` for nothing, or, if a real request follows that mark
     /// before the next request begins, times it from the drain and closes under it
     /// sooner (a body left partly unread and a request started just before SIGTERM).
-    fn bytes_arrived(&self, now_ms: u64) {
-        if self.in_flight.load(Ordering::Acquire) == 0 {
-            let _ = self.arriving_since_ms.compare_exchange(NOTHING_ARRIVING, now_ms, Ordering::AcqRel, Ordering::Acquire);
+    /// The clock is read only when the mark is set: most reads (a body's, or more of
+    /// headers already marked) leave it as it is.
+    fn bytes_arrived(&self, now_ms: impl FnOnce() -> u64) {
+        if self.in_flight.load(Ordering::Acquire) == 0 && self.arriving_since_ms.load(Ordering::Acquire) == NOTHING_ARRIVING {
+            let _ = self.arriving_since_ms.compare_exchange(NOTHING_ARRIVING, now_ms(), Ordering::AcqRel, Ordering::Acquire);
         }
     }
 
@@ -238,7 +240,8 @@ impl tokio::io::AsyncRead for Watched {
         let before = buf.filled().len();
         let read = Pin::new(&mut self.stream).poll_read(cx, buf);
         if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.conn.bytes_arrived(self.clock.now_ms());
+            let clock = self.clock;
+            self.conn.bytes_arrived(|| clock.now_ms());
         }
         read
     }
@@ -382,18 +385,18 @@ mod tests {
         let conn = Conn::new(0);
         let state = conn.state(500);
         assert!(state.connected_for == Duration::from_millis(500) && state.arriving_for.is_none() && !state.began_a_request);
-        conn.bytes_arrived(1_000);
-        conn.bytes_arrived(1_500);
+        conn.bytes_arrived(|| 1_000);
+        conn.bytes_arrived(|| 1_500);
         assert_eq!(conn.state(3_000).arriving_for, Some(Duration::from_secs(3)), "a first request's, from the connection's start");
         conn.request_began();
         let state = conn.state(3_000);
         assert!(state.in_flight && state.began_a_request && state.arriving_for.is_none());
-        conn.bytes_arrived(3_100); // the body: not a next request
+        conn.bytes_arrived(|| 3_100); // the body: not a next request
         assert!(conn.state(3_200).arriving_for.is_none());
         conn.request_answered();
         assert!(!conn.state(4_500).in_flight);
-        conn.bytes_arrived(9_000);
-        conn.bytes_arrived(9_500);
+        conn.bytes_arrived(|| 9_000);
+        conn.bytes_arrived(|| 9_500);
         assert_eq!(conn.state(10_000).arriving_for, Some(Duration::from_secs(1)), "a later request's, from its first byte");
     }
 }
