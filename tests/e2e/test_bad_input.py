@@ -318,11 +318,17 @@ def test_a_connection_that_never_sends_its_headers_is_closed(server_factory):
     assert srv.healthy()
 
 
-def _is_closed(conn) -> bool:
-    """Whether the server has closed `conn` (without waiting for it to)."""
+def _is_closed(conn, read_what_arrived: bool = False) -> bool:
+    """Whether the server has closed `conn` (without waiting for it to). With
+    `read_what_arrived`, the answers waiting in its receive buffer are read first (else
+    one of their bytes would be taken for an open connection)."""
     conn.setblocking(False)
     try:
-        return conn.recv(1) == b""
+        if not read_what_arrived:
+            return conn.recv(1) == b""
+        while conn.recv(1 << 20):
+            pass
+        return True
     except BlockingIOError:
         return False
     except ConnectionResetError:
@@ -488,6 +494,59 @@ def test_at_the_limit_a_clients_idle_kept_alive_connection_is_not_closed(server_
         for conn in pooled + [waiting]:
             if conn is not None:
                 conn.close()
+
+
+def _not_reading(srv, request: bytes, times: int) -> "socket.socket":
+    """A connection that pipelines `request` `times` times and never reads an answer
+    (its receive buffer kept small, so the answers back up soon)."""
+    conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    conn.settimeout(30)
+    conn.connect(("127.0.0.1", srv.port))
+
+    def send():
+        # From a thread: once the server stops reading, the rest waits in the kernel.
+        try:
+            conn.sendall(request * times)
+        except OSError:
+            pass  # closed by the server: what the test waits for
+
+    threading.Thread(target=send, daemon=True).start()
+    return conn
+
+
+def test_at_the_limit_clients_that_never_read_their_answers_are_closed_after_the_send_time(server_factory):
+    """Connections that send requests and never read the answers began requests, so
+    making room never closes them, and hyper has no write deadline: sixteen of them held
+    every slot for as long as they stayed connected. Now an answer that waits
+    `--connection-send-secs` (2 s here) on a client that takes none of it closes the
+    connection, and a new client is served."""
+    srv = server_factory(
+        unique("max-conn"),
+        extra_args=("--max-connections", "16", "--connection-idle-secs", "60", "--connection-send-secs", "2"),
+    )
+    # Answers of ~35 KB, so that 200 of them are more than the sockets' buffers hold
+    # (the server's send buffer grows to about 4 MB).
+    for n in range(8):
+        srv.create_policy(name=unique(f"wide{n}"), policy_type="action_type", action_types=["never_sent_*"],
+                          decision="block", description="d" * 4000)
+    listing = (f"GET /api/v1{POLICIES} HTTP/1.1\r\nHost: x\r\n"
+               f"Authorization: Bearer {srv.admin_key}\r\n\r\n").encode()
+    hogs = [_not_reading(srv, listing, 200) for _ in range(16)]
+    try:
+        time.sleep(1.0)
+        started = time.monotonic()
+        r = requests.get(srv.host_url + "/healthz", timeout=30)
+        waited = time.monotonic() - started
+        assert r.status_code == 200, r.text
+        # Served once a connection's answers had waited the send time, not at once
+        # (which would mean the connections that never read held no slot).
+        assert waited >= 0.5, f"served after {waited:.2f} s: the connections that never read held no slot"
+        time.sleep(1.0)
+        assert sum(_is_closed(c, read_what_arrived=True) for c in hogs) >= 1, "no connection that never read was closed"
+    finally:
+        for conn in hogs:
+            conn.close()
 
 
 def test_a_request_arriving_at_shutdown_on_a_kept_alive_connection_is_answered(server_factory):

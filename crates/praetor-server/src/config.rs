@@ -19,6 +19,9 @@ pub struct Config {
     /// Seconds a connection has to send a request's headers, after it connects and
     /// between requests (the keep-alive idle time), before it is closed.
     pub connection_idle_secs: u64,
+    /// Seconds a connection's answer may wait on a client that reads none of it (no
+    /// byte of it taken), before the connection is closed.
+    pub connection_send_secs: u64,
     /// Load demo agents and policies into the default workspace on start.
     pub demo: bool,
     /// How often a signed checkpoint is published while entries arrive, in milliseconds.
@@ -76,6 +79,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             max_connections: 4096,
             connection_idle_secs: 75,
+            connection_send_secs: 60,
             demo: false,
             checkpoint_interval_ms: 1000,
             signature_max_skew_secs: 60,

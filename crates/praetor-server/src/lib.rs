@@ -130,9 +130,13 @@ impl Listening {
         let follower = follow::spawn_follower(state.clone());
         let addr = listener.local_addr().map_or_else(|_| state.config.listen.to_string(), |a| a.to_string());
         tracing::info!(%addr, data_dir = %state.config.data_dir.display(), "praetor is serving");
-        let (max_connections, idle) = (state.config.max_connections, std::time::Duration::from_secs(state.config.connection_idle_secs));
+        let limits = listen::Limits {
+            max_connections: state.config.max_connections,
+            idle: std::time::Duration::from_secs(state.config.connection_idle_secs),
+            send_within: std::time::Duration::from_secs(state.config.connection_send_secs),
+        };
         let app = router(state);
-        listen::serve(listener, app, max_connections, idle, shutdown).await;
+        listen::serve(listener, app, limits, shutdown).await;
         checkpointer.abort();
         sweeper.abort();
         dispatcher.abort();

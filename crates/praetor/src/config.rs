@@ -31,13 +31,18 @@ pub struct ServeArgs {
     /// Largest request body, in bytes [default: 1048576].
     #[arg(long, env = "PRAETOR_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
-    /// Connections open at once; more wait to be accepted [default: 4096].
+    /// Connections open at once; past it, one that never sent a request in time is
+    /// closed to make room, or new ones wait [default: 4096].
     #[arg(long, env = "PRAETOR_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Seconds a connection has to send a request's headers, after connecting and
     /// between requests [default: 75].
     #[arg(long, env = "PRAETOR_CONNECTION_IDLE_SECS")]
     pub connection_idle_secs: Option<u64>,
+    /// Seconds an answer may wait on a client that reads none of it before its
+    /// connection is closed [default: 60].
+    #[arg(long, env = "PRAETOR_CONNECTION_SEND_SECS")]
+    pub connection_send_secs: Option<u64>,
     /// How often a signed checkpoint is published while entries arrive, in ms [default: 1000].
     #[arg(long, env = "PRAETOR_CHECKPOINT_INTERVAL_MS")]
     pub checkpoint_interval_ms: Option<u64>,
@@ -82,6 +87,7 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     max_connections: Option<usize>,
     connection_idle_secs: Option<u64>,
+    connection_send_secs: Option<u64>,
     checkpoint_interval_ms: Option<u64>,
     worker_threads: Option<usize>,
     signature_max_skew_secs: Option<i64>,
@@ -175,6 +181,9 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Settings> {
     if let Some(s) = file.connection_idle_secs {
         cfg.connection_idle_secs = s;
     }
+    if let Some(s) = file.connection_send_secs {
+        cfg.connection_send_secs = s;
+    }
     if let Some(c) = file.checkpoint_interval_ms {
         cfg.checkpoint_interval_ms = c;
     }
@@ -219,6 +228,9 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Settings> {
     if let Some(s) = args.connection_idle_secs {
         cfg.connection_idle_secs = s;
     }
+    if let Some(s) = args.connection_send_secs {
+        cfg.connection_send_secs = s;
+    }
     if let Some(c) = args.checkpoint_interval_ms {
         cfg.checkpoint_interval_ms = c;
     }
@@ -245,6 +257,9 @@ fn validate(cfg: &Config) -> anyhow::Result<()> {
     }
     if !(1..=3600).contains(&cfg.connection_idle_secs) {
         bail!("config key `connection_idle_secs`: {} is outside 1..=3600", cfg.connection_idle_secs);
+    }
+    if !(1..=3600).contains(&cfg.connection_send_secs) {
+        bail!("config key `connection_send_secs`: {} is outside 1..=3600", cfg.connection_send_secs);
     }
     if !(16..=1_000_000).contains(&cfg.max_connections) {
         bail!("config key `max_connections`: {} is outside 16..=1000000", cfg.max_connections);

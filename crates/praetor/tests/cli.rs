@@ -539,6 +539,10 @@ fn configuration_errors_name_the_key() {
     let out = praetor(&["serve", "--config", cfg.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("worker_threads"), "{}", text(&out));
+    std::fs::write(&cfg, "connection_send_secs = 0\n").unwrap();
+    let out = praetor(&["serve", "--config", cfg.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("connection_send_secs"), "{}", text(&out));
     let out = Command::new(BIN).args(["serve", "--data-dir", dir.path().to_str().unwrap()])
         .env("PRAETOR_LISTEN", "not-an-address").output().unwrap();
     assert!(!out.status.success());

@@ -228,11 +228,50 @@ impl Drop for Registered {
     }
 }
 
-/// The connection's stream, noting when the headers of a request begin to arrive.
+/// The connection's stream, noting when the headers of a request begin to arrive, and
+/// failing a write that has waited `send_within` on a client that reads nothing.
+///
+/// hyper has no write deadline: a client that sends requests (pipelined, or one with a
+/// large answer) and never reads the answers stops hyper writing, and with it reading,
+/// and its connection held its slot for as long as it stayed connected. Such a
+/// connection began a request, so making room never closes it; sixteen of them kept
+/// every new client out. Only a wait without progress counts (as nginx's
+/// `send_timeout`): a client reading a large answer slowly keeps its connection.
 pub struct Watched {
-    pub stream: TcpStream,
-    pub conn: Arc<Conn>,
-    pub clock: Clock,
+    stream: TcpStream,
+    conn: Arc<Conn>,
+    clock: Clock,
+    send_within: Duration,
+    /// While a write waits on the client: when it gives up. Made at the first wait
+    /// after a write that made progress, dropped at the next one.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Watched {
+    pub fn new(stream: TcpStream, conn: Arc<Conn>, clock: Clock, send_within: Duration) -> Watched {
+        Watched { stream, conn, clock, send_within, stalled: None }
+    }
+
+    /// A write's outcome under the send deadline: progress (or an error) ends a wait;
+    /// a wait starts the deadline's timer, or fails once it has run out.
+    fn within_deadline<T>(&mut self, cx: &mut Context<'_>, written: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if written.is_ready() {
+            self.stalled = None;
+            return written;
+        }
+        let send_within = self.send_within;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(send_within)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                tracing::info!(seconds = send_within.as_secs_f64(), "closed a connection whose client read none of its answer in time");
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the client read none of its answer for {} s", send_within.as_secs_f64()),
+                )))
+            }
+        }
+    }
 }
 
 impl tokio::io::AsyncRead for Watched {
@@ -249,17 +288,21 @@ impl tokio::io::AsyncRead for Watched {
 
 impl tokio::io::AsyncWrite for Watched {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.within_deadline(cx, written)
     }
 
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.within_deadline(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
     }
 
+    // A TCP stream's flush and shutdown never wait on the client (they are ready at
+    // once): only writes can stall.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
@@ -378,6 +421,62 @@ mod tests {
         assert!(kept_alive(Some(1.9)).headers_in_good_time());
         assert!(!kept_alive(Some(2.0)).headers_in_good_time());
         assert!(!kept_alive(None).headers_in_good_time());
+    }
+
+    /// A stream served through `Watched`, and the client's end of it.
+    async fn watched_pair(send_within: Duration) -> (Watched, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (served, _) = listener.accept().await.unwrap();
+        let open = Open::new();
+        (Watched::new(served, Arc::new(Conn::new(0)), open.clock, send_within), client)
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_client_that_reads_nothing_fails_after_the_send_deadline() {
+        use tokio::io::AsyncWriteExt;
+        let (mut served, _client) = watched_pair(Duration::from_millis(300)).await;
+        let chunk = vec![b'x'; 64 * 1024];
+        let started = Instant::now();
+        let mut written = 0usize;
+        let error = loop {
+            match tokio::time::timeout(Duration::from_secs(20), served.write(&chunk)).await {
+                Ok(Ok(n)) => written += n,
+                Ok(Err(e)) => break e,
+                Err(_) => panic!("a write waited 20 s on a client that reads nothing"),
+            }
+        };
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}");
+        assert!(written > 0, "the socket's buffers took something first");
+        assert!(started.elapsed() >= Duration::from_millis(300), "failed before the deadline: {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_client_reading_slowly_keeps_its_connection_past_the_send_deadline() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let send_within = Duration::from_millis(600);
+        let (mut served, mut client) = watched_pair(send_within).await;
+        // Far more than the sockets' buffers hold, read 64 KB at a time with a pause
+        // shorter than the deadline: the writes wait on the client again and again, in
+        // all much longer than the deadline, but never that long at once.
+        let total = 24 * 1024 * 1024;
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut read = 0usize;
+            while read < total {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                match client.read(&mut buf).await.unwrap() {
+                    0 => break,
+                    n => read += n,
+                }
+            }
+            read
+        });
+        let started = Instant::now();
+        served.write_all(&vec![b'x'; total]).await.expect("a client that reads is never cut off");
+        served.shutdown().await.unwrap();
+        assert_eq!(reader.await.unwrap(), total);
+        assert!(started.elapsed() > send_within, "the writes did not wait on the client long enough to test the deadline: {:?}", started.elapsed());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Accepting connections: at most `max_connections` open at once, and each given
 //! `connection_idle_secs` to send a request's headers, after it connects and after each
-//! answer on a kept-alive connection (hyper's header timeout, which runs in both).
+//! answer on a kept-alive connection (hyper's header timeout, which runs in both), and
+//! `connection_send_secs` for an answer to make progress on a client that reads none of
+//! it (`conns::Watched`: hyper has no write deadline).
 //!
 //! `axum::serve` sets neither: a client that connected and sent half a request line,
 //! or nothing, held its connection for ever, and twenty thousand of them, sent without
@@ -61,9 +63,22 @@ const REPORT_EVERY: Duration = Duration::from_secs(60);
 /// How long a shutdown waits for the open connections to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
+/// What a connection may hold and for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// To send a request's headers, after connecting and between requests.
+    pub idle: Duration,
+    /// A write waiting on a client that reads nothing of its answer, before the
+    /// connection is closed (`conns::Watched`).
+    pub send_within: Duration,
+}
+
 /// Serve `app` on `listener` until `shutdown` completes, then let the connections
 /// finish what they were answering.
-pub async fn serve(listener: TcpListener, app: axum::Router, max_connections: usize, idle: Duration, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, app: axum::Router, limits: Limits, shutdown: impl Future<Output = ()>) {
+    let Limits { max_connections, idle, send_within } = limits;
     let slots = Arc::new(Semaphore::new(max_connections));
     let open = Arc::new(Open::new());
     let (stop, stopping) = watch::channel(false);
@@ -92,7 +107,7 @@ pub async fn serve(listener: TcpListener, app: axum::Router, max_connections: us
                 None => break,
             },
         };
-        spawn_connection(stream, slot, &builder, &app, &open, stopping.clone());
+        spawn_connection(stream, slot, &builder, &app, &open, send_within, stopping.clone());
     }
     // New connections are refused at once while the open ones finish: requests in
     // flight are answered, idle connections close, and ones that sent nothing are
@@ -153,11 +168,12 @@ fn spawn_connection(
     builder: &Builder<TokioExecutor>,
     app: &axum::Router,
     open: &Arc<Open>,
+    send_within: Duration,
     stopping: watch::Receiver<bool>,
 ) {
     let registered = Registered::new(open.clone(), slot);
     let service = Tracked { app: app.clone(), conn: registered.conn.clone() };
-    let stream = Watched { stream, conn: registered.conn.clone(), clock: open.clock };
+    let stream = Watched::new(stream, registered.conn.clone(), open.clock, send_within);
     let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)).into_owned();
     tokio::spawn(async move {
         // The connection (and its socket) is dropped when `run` returns, before its slot
