@@ -19,8 +19,8 @@ pub struct Config {
     /// Seconds a connection has to send a request's headers, after it connects and
     /// between requests (the keep-alive idle time), before it is closed.
     pub connection_idle_secs: u64,
-    /// Seconds a connection's answer may wait on a client that reads none of it (no
-    /// byte of it taken), before the connection is closed.
+    /// Seconds a connection's answer may wait for its client to take some of it (about
+    /// 64 KB, `listen::conns::UNSENT_HELD`), before the connection is closed.
     pub connection_send_secs: u64,
     /// Load demo agents and policies into the default workspace on start.
     pub demo: bool,

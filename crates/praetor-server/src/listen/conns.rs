@@ -228,15 +228,26 @@ impl Drop for Registered {
     }
 }
 
+/// Unsent bytes a served socket holds before a write waits (`TCP_NOTSENT_LOWAT`; a
+/// waiting write goes on once fewer than half of them are left). Without it, Linux
+/// wakes a waiting writer only once a third of the send buffer has drained, and that
+/// buffer grows to 4 MB: a client reading a large answer steadily but under about
+/// 20 KB/s looked stalled to the send deadline (review 29a). Bytes the client's window
+/// takes are sent, not held, so this does not slow a client that reads.
+pub const UNSENT_HELD: u32 = 128 * 1024;
+
 /// The connection's stream, noting when the headers of a request begin to arrive, and
-/// failing a write that has waited `send_within` on a client that reads nothing.
+/// failing a write that has waited `send_within` for the client to take some of its
+/// answer.
 ///
 /// hyper has no write deadline: a client that sends requests (pipelined, or one with a
 /// large answer) and never reads the answers stops hyper writing, and with it reading,
 /// and its connection held its slot for as long as it stayed connected. Such a
 /// connection began a request, so making room never closes it; sixteen of them kept
 /// every new client out. Only a wait without progress counts (as nginx's
-/// `send_timeout`): a client reading a large answer slowly keeps its connection.
+/// `send_timeout`), and with [`UNSENT_HELD`] a client that takes about 64 KB of its
+/// answer in that time has made progress: one reading a large answer slowly keeps its
+/// connection.
 pub struct Watched {
     stream: TcpStream,
     conn: Arc<Conn>,
@@ -249,6 +260,11 @@ pub struct Watched {
 
 impl Watched {
     pub fn new(stream: TcpStream, conn: Arc<Conn>, clock: Clock, send_within: Duration) -> Watched {
+        #[cfg(target_os = "linux")]
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(UNSENT_HELD) {
+            // The deadline still holds; a slow reader may be taken for a stalled one.
+            tracing::warn!(error = %e, "cannot bound a connection's unsent bytes (TCP_NOTSENT_LOWAT)");
+        }
         Watched { stream, conn, clock, send_within, stalled: None }
     }
 
@@ -264,10 +280,10 @@ impl Watched {
         match stalled.as_mut().poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(()) => {
-                tracing::info!(seconds = send_within.as_secs_f64(), "closed a connection whose client read none of its answer in time");
+                tracing::info!(seconds = send_within.as_secs_f64(), "closed a connection whose client took too little of its answer in time");
                 Poll::Ready(Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    format!("the client read none of its answer for {} s", send_within.as_secs_f64()),
+                    format!("the client took too little of its answer for {} s", send_within.as_secs_f64()),
                 )))
             }
         }
@@ -454,17 +470,19 @@ mod tests {
     #[tokio::test]
     async fn a_client_reading_slowly_keeps_its_connection_past_the_send_deadline() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let send_within = Duration::from_millis(600);
+        let send_within = Duration::from_millis(300);
         let (mut served, mut client) = watched_pair(send_within).await;
-        // Far more than the sockets' buffers hold, read 64 KB at a time with a pause
-        // shorter than the deadline: the writes wait on the client again and again, in
-        // all much longer than the deadline, but never that long at once.
-        let total = 24 * 1024 * 1024;
+        // More than the sockets' buffers hold, read at most 16 KB every 16 ms (1 MB/s):
+        // the writes wait on the client again and again, in all much longer than the
+        // deadline. Without `UNSENT_HELD` a waiting write went on only once a third of
+        // the send buffer (several MB on loopback) had drained, more than this client
+        // reads in 300 ms, and the connection was closed.
+        let total = 4 * 1024 * 1024;
         let reader = tokio::spawn(async move {
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = vec![0u8; 16 * 1024];
             let mut read = 0usize;
             while read < total {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(Duration::from_millis(16)).await;
                 match client.read(&mut buf).await.unwrap() {
                     0 => break,
                     n => read += n,
@@ -474,9 +492,10 @@ mod tests {
         });
         let started = Instant::now();
         served.write_all(&vec![b'x'; total]).await.expect("a client that reads is never cut off");
+        let writing = started.elapsed();
         served.shutdown().await.unwrap();
         assert_eq!(reader.await.unwrap(), total);
-        assert!(started.elapsed() > send_within, "the writes did not wait on the client long enough to test the deadline: {:?}", started.elapsed());
+        assert!(writing > send_within * 2, "the writes did not wait on the client long enough to test the deadline: {writing:?}");
     }
 
     #[test]

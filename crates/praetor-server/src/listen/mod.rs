@@ -1,8 +1,8 @@
 //! Accepting connections: at most `max_connections` open at once, and each given
 //! `connection_idle_secs` to send a request's headers, after it connects and after each
 //! answer on a kept-alive connection (hyper's header timeout, which runs in both), and
-//! `connection_send_secs` for an answer to make progress on a client that reads none of
-//! it (`conns::Watched`: hyper has no write deadline).
+//! `connection_send_secs` for its client to take some of an answer waiting on it
+//! (`conns::Watched`: hyper has no write deadline).
 //!
 //! `axum::serve` sets neither: a client that connected and sent half a request line,
 //! or nothing, held its connection for ever, and twenty thousand of them, sent without
@@ -70,7 +70,7 @@ pub struct Limits {
     pub max_connections: usize,
     /// To send a request's headers, after connecting and between requests.
     pub idle: Duration,
-    /// A write waiting on a client that reads nothing of its answer, before the
+    /// A write waiting for its client to take some of the answer, before the
     /// connection is closed (`conns::Watched`).
     pub send_within: Duration,
 }
