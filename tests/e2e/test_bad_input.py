@@ -526,7 +526,7 @@ def test_at_the_limit_clients_that_never_read_their_answers_are_closed_after_the
         extra_args=("--max-connections", "16", "--connection-idle-secs", "60", "--connection-send-secs", "2"),
     )
     # Answers of ~35 KB, so that 200 of them are more than the sockets' buffers hold
-    # (the server's send buffer grows to about 4 MB).
+    # (about 128 KB unsent on the server, and the client's small receive buffer).
     for n in range(8):
         srv.create_policy(name=unique(f"wide{n}"), policy_type="action_type", action_types=["never_sent_*"],
                           decision="block", description="d" * 4000)

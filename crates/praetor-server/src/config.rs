@@ -20,7 +20,8 @@ pub struct Config {
     /// between requests (the keep-alive idle time), before it is closed.
     pub connection_idle_secs: u64,
     /// Seconds a connection's answer may wait for its client to take some of it (about
-    /// 64 KB, `listen::conns::UNSENT_HELD`), before the connection is closed.
+    /// 64 KB plus the client's receive buffer, `listen::conns::UNSENT_HELD`), before the
+    /// connection is closed.
     pub connection_send_secs: u64,
     /// Load demo agents and policies into the default workspace on start.
     pub demo: bool,

@@ -39,8 +39,8 @@ pub struct ServeArgs {
     /// between requests [default: 75].
     #[arg(long, env = "PRAETOR_CONNECTION_IDLE_SECS")]
     pub connection_idle_secs: Option<u64>,
-    /// Seconds an answer may wait for its client to take some of it (about 64 KB)
-    /// before its connection is closed [default: 60].
+    /// Seconds an answer may wait for its client to take some of it (about 64 KB plus
+    /// the client's receive buffer) before its connection is closed [default: 60].
     #[arg(long, env = "PRAETOR_CONNECTION_SEND_SECS")]
     pub connection_send_secs: Option<u64>,
     /// How often a signed checkpoint is published while entries arrive, in ms [default: 1000].
