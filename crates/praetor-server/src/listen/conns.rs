@@ -450,8 +450,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (served, _) = listener.accept().await.unwrap();
-        let open = Open::new();
-        (Watched::new(served, Arc::new(Conn::new(0)), open.clock, send_within), client)
+        (Watched::new(served, Arc::new(Conn::new(0)), Clock(Instant::now()), send_within), client)
     }
 
     #[tokio::test]
