@@ -142,6 +142,22 @@ fn history() -> Vec<PastAction> {
         .collect()
 }
 
+/// A verified request at `NOW`, outside any session, with the agent's history complete.
+fn input<'a>(request: &'a ActionRequest, agent: Option<&'a AgentFacts>, history: &'a [PastAction]) -> DecisionInput<'a> {
+    DecisionInput {
+        request,
+        identity: &Identity::Verified,
+        agent,
+        agent_history: history,
+        session_history: &[],
+        agent_history_from_ms: i64::MIN,
+        session_history_from_ms: i64::MIN,
+        session: None,
+        authority: Default::default(),
+        now_ms: NOW,
+    }
+}
+
 fn bench_decide(c: &mut Criterion) {
     let set = match CompiledPolicySet::compile(&policies()) {
         Ok(s) => s,
@@ -175,18 +191,7 @@ fn bench_decide(c: &mut Criterion) {
             session_id: None,
             refused_unread: None,
         };
-        let input = DecisionInput {
-            request: &request,
-            identity: &Identity::Verified,
-            agent: Some(&agent),
-            agent_history: &hist,
-            session_history: &[],
-            agent_history_from_ms: i64::MIN,
-            session_history_from_ms: i64::MIN,
-            session: None,
-            authority: Default::default(),
-            now_ms: NOW,
-        };
+        let input = input(&request, Some(&agent), &hist);
         g.bench_function(label, |b| {
             b.iter(|| decide(black_box(&input), black_box(&set), &settings))
         });
@@ -197,6 +202,49 @@ fn bench_decide(c: &mut Criterion) {
         let defs = policies();
         b.iter(|| CompiledPolicySet::compile(black_box(&defs)).is_ok())
     });
+}
+
+/// `n` content policies of one pattern each, half of them case-insensitive, all
+/// sharing a literal prefix the text holds (the worst case for reading the patterns one
+/// by one: each finds its prefix and must look further).
+fn content_policies(n: usize) -> Vec<PolicyDef> {
+    (0..n)
+        .map(|i| {
+            let v = json!({"name": format!("pattern {i}"), "policy_type": "content_pattern", "decision": "block",
+                           "conditions": {"patterns": [format!(r"quarterly\s+revenue\s+{i}\d+")], "case_insensitive": i % 2 == 0}});
+            match serde_json::from_value::<PolicyDef>(v) {
+                Ok(mut d) => {
+                    d.policy_id = format!("pat_{i}");
+                    d
+                }
+                Err(e) => panic!("content policy {i}: {e}"),
+            }
+        })
+        .collect()
+}
+
+/// Large pattern banks: read through regex sets from `SETS_FROM` (16) patterns.
+fn bench_many_patterns(c: &mut Criterion) {
+    let settings = WorkspaceSettings::default();
+    let mut g = c.benchmark_group("decide_content_patterns");
+    g.sample_size(30);
+    for n in [15usize, 100, 1000] {
+        let set = match CompiledPolicySet::compile(&content_policies(n)) {
+            Ok(s) => s,
+            Err(e) => panic!("compile: {e}"),
+        };
+        let request = ActionRequest {
+            action_type: "tool.search".into(),
+            content: Some(text(1536)),
+            content_redacted: false,
+            metadata: Default::default(),
+            session_id: None,
+            refused_unread: None,
+        };
+        let input = input(&request, None, &[]);
+        g.bench_function(BenchmarkId::new("1.5kb", n), |b| b.iter(|| decide(black_box(&input), black_box(&set), &settings)));
+    }
+    g.finish();
 }
 
 fn bench_pii(c: &mut Criterion) {
@@ -215,5 +263,5 @@ fn bench_pii(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_decide, bench_pii);
+criterion_group!(benches, bench_decide, bench_many_patterns, bench_pii);
 criterion_main!(benches);
