@@ -223,7 +223,8 @@ fn content_policies(n: usize) -> Vec<PolicyDef> {
         .collect()
 }
 
-/// Large pattern banks: read through regex sets from `SETS_FROM` (16) patterns.
+/// Workspaces with many content patterns: each distinct pattern reads the content on its
+/// own, so a decision's cost grows with their number (see BENCHMARKS "Session 30").
 fn bench_many_patterns(c: &mut Criterion) {
     let settings = WorkspaceSettings::default();
     let mut g = c.benchmark_group("decide_content_patterns");

@@ -401,9 +401,6 @@ pub(crate) struct EvalCtx<'a> {
     metadata_patterns: OnceCell<Vec<OnceCell<Option<String>>>>,
     /// The metadata texts content patterns read, listed once per request.
     pattern_texts: OnceCell<PatternTexts<'a>>,
-    /// For a large pattern bank: which patterns match those texts joined (`None` for a
-    /// small bank, whose patterns read them one by one).
-    joined_metadata_hits: OnceCell<Option<Vec<bool>>>,
     content_pii: OnceCell<Vec<PiiMatch>>,
     metadata_pii: OnceCell<Vec<(String, PiiMatch)>>,
     /// The visible content folded for detection (`crate::fold`), if folding changes it.
@@ -419,7 +416,6 @@ impl<'a> EvalCtx<'a> {
             content_patterns: OnceCell::new(),
             metadata_patterns: OnceCell::new(),
             pattern_texts: OnceCell::new(),
-            joined_metadata_hits: OnceCell::new(),
             content_pii: OnceCell::new(),
             metadata_pii: OnceCell::new(),
             folded_content: OnceCell::new(),
@@ -457,23 +453,12 @@ impl<'a> EvalCtx<'a> {
             return false;
         };
         let bank = &self.set.patterns;
-        let cells = self.content_patterns.get_or_init(|| match bank.all_matches(text) {
-            Some(hits) => self.with_folded_content_hits(hits),
-            None => (0..bank.len()).map(|_| OnceCell::new()).collect(),
-        });
+        let cells = self
+            .content_patterns
+            .get_or_init(|| (0..bank.len()).map(|_| OnceCell::new()).collect());
         cells.get(slot).is_some_and(|c| {
             *c.get_or_init(|| bank.is_match(slot, text) || self.folded_content().is_some_and(|f| bank.is_match(slot, &f.text)))
         })
-    }
-
-    /// A large bank reads the content once for all its patterns: `hits` (the content as
-    /// sent) joined with what they match in the folded content, as answered cells.
-    #[inline(never)]
-    fn with_folded_content_hits(&self, mut hits: Vec<bool>) -> Vec<OnceCell<bool>> {
-        if let Some(folded) = self.folded_content().and_then(|f| self.set.patterns.all_matches(&f.text)) {
-            hits.iter_mut().zip(folded).for_each(|(hit, f)| *hit |= f);
-        }
-        hits.into_iter().map(OnceCell::from).collect()
     }
 
     /// The path of the first metadata string (in key order) that content pattern `slot`
@@ -488,8 +473,7 @@ impl<'a> EvalCtx<'a> {
             .get_or_init(|| {
                 let request: &'a ActionRequest = self.input.request;
                 let texts = self.pattern_texts.get_or_init(|| PatternTexts::new(&request.metadata));
-                let joined_hits = self.joined_metadata_hits.get_or_init(|| bank.all_matches(&texts.joined));
-                if bank.is_match_in_none(slot, &texts.joined, joined_hits.as_deref()) {
+                if bank.is_match_in_none(slot, &texts.joined) {
                     return None;
                 }
                 texts.first_match(|s| bank.is_match(slot, s))

@@ -125,7 +125,7 @@ async fn reload_policies(state: &AppState, ws: &WorkspaceState) -> ApiResult<()>
 /// Put the stored policies in force on this node. The caller holds `policy_writes`.
 pub async fn load_stored_policies(state: &AppState, ws: &WorkspaceState) -> ApiResult<()> {
     let records = state.store.list_policies(&ws.workspace_id).await?;
-    let set = match PolicySet::build_off_runtime(records).await {
+    let set = match PolicySet::build_serving(records) {
         Ok(set) => set,
         Err(e) => {
             // Keep deciding with the set in force (a newer node may have written what

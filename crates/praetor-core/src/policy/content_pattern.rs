@@ -18,7 +18,7 @@
 //! compiled program each. Patterns are compiled once per policy set and shared between
 //! policies (see `PatternBank`); each field is read at most once per distinct pattern.
 
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder};
 
 use super::conditions::{Fields, Obj, fields};
 use super::{Effect, Hit, PolicyDef, PolicyError};
@@ -138,92 +138,37 @@ impl BankBuilder {
     }
 
     pub(crate) fn build(self) -> Result<PatternBank, PolicyError> {
-        self.build_with(PATTERN_SIZE_LIMIT, SET_SIZE)
-    }
-
-    /// `build`, with sets of at most `set_size` patterns and `size_limit` of compiled
-    /// program per pattern in a set (tests use small ones).
-    fn build_with(self, size_limit: usize, set_size: usize) -> Result<PatternBank, PolicyError> {
         let mut regexes = Vec::with_capacity(self.patterns.len());
         let mut joinable = Vec::with_capacity(self.patterns.len());
-        for (p, ci) in &self.patterns {
-            let re = RegexBuilder::new(p)
-                .case_insensitive(*ci)
+        for (p, ci) in self.patterns {
+            let re = RegexBuilder::new(&p)
+                .case_insensitive(ci)
                 .size_limit(PATTERN_SIZE_LIMIT)
                 .dfa_size_limit(DFA_SIZE_LIMIT)
                 .nest_limit(NEST_LIMIT)
                 .build()
                 .map_err(|e| PolicyError::new("conditions.patterns", format!("invalid regex `{p}`: {e}")))?;
             regexes.push(re);
-            joinable.push(!mentions_haystack_edges(p));
+            joinable.push(!mentions_haystack_edges(&p));
         }
-        let sets = if self.patterns.len() >= SETS_FROM { slot_sets(&self.patterns, size_limit, set_size) } else { Vec::new() };
-        Ok(PatternBank { regexes, joinable, sets })
+        Ok(PatternBank { regexes, joinable })
     }
-}
-
-/// A bank of at least this many patterns is read through [`SlotSet`]s: a text is
-/// read once per set instead of once per pattern. Below it, the patterns one by one
-/// are faster (measured on 2 KB: 6 patterns 1.1 µs one by one against 3.2 µs as a set
-/// for a text that matches none; at 30 patterns 6 µs against 3.2 µs, and 49 µs against
-/// 4 µs for a text where every pattern's literal prefix occurs).
-pub(crate) const SETS_FROM: usize = 16;
-/// The most patterns one set holds. A set's lazy DFA grows with its patterns; once its
-/// cache (`DFA_SIZE_LIMIT`) overflows, the `regex` crate falls back to a far slower
-/// engine. Measured on 3,000 patterns like `secret\s+token17\d+` (case-insensitive)
-/// over 2 KB: sets of 128 read it in 0.1 ms and sets of 256 in 0.05 ms, sets of 512
-/// in 50 ms (the fall-back); one by one, 8.8 ms.
-const SET_SIZE: usize = 128;
-
-/// Up to `SET_SIZE` patterns of one case mode, compiled as one `RegexSet`, and the
-/// bank's slots they are.
-#[derive(Debug)]
-struct SlotSet {
-    set: RegexSet,
-    slots: Vec<Slot>,
-}
-
-/// The bank's patterns grouped into sets by case mode, in slot order. A group that
-/// does not compile as a set (its compiled size over `size_limit` per pattern in it) is
-/// left out: its patterns are then read one by one.
-fn slot_sets(patterns: &[(String, bool)], size_limit: usize, set_size: usize) -> Vec<SlotSet> {
-    let mut sets = Vec::new();
-    for ci in [false, true] {
-        let slots: Vec<Slot> = (0..patterns.len()).filter(|&i| patterns[i].1 == ci).collect();
-        for chunk in slots.chunks(set_size) {
-            let built = RegexSetBuilder::new(chunk.iter().map(|&i| patterns[i].0.as_str()))
-                .case_insensitive(ci)
-                .size_limit(size_limit.saturating_mul(chunk.len()))
-                .dfa_size_limit(DFA_SIZE_LIMIT)
-                .nest_limit(NEST_LIMIT)
-                .build();
-            if let Ok(set) = built {
-                sets.push(SlotSet { set, slots: chunk.to_vec() });
-            }
-        }
-    }
-    sets
 }
 
 /// Every distinct content pattern of the policy set, compiled once.
 ///
-/// A small bank is read pattern by pattern: one `RegexSet` reports every pattern that
-/// matches, so it always reads the whole text, and a single case-insensitive member
-/// costs it its literal prefilter (measured: 2.4 µs per 1.5 KB for six patterns, against
-/// 0.7 µs for the same patterns one by one). Separate regexes keep their own
-/// prefilters, run lazily (only for in-scope policies, stopping at a policy's first
-/// match) and are cached per request, so a field is still read at most once per
-/// pattern. A large bank (from `SETS_FROM` patterns) is also held as sets, and a text
-/// is read once per set for all its patterns ([`PatternBank::all_matches`]): one by one,
-/// 1,000 patterns took 2.6 ms on 2 KB.
+/// Why not one `RegexSet`: a set reports every pattern that matches, so it always reads
+/// the whole text, and a single case-insensitive member costs it its literal
+/// prefilter (measured: 2.4 µs per 1.5 KB for six patterns, against 0.7 µs for the same
+/// patterns one by one). Separate regexes keep their own prefilters, run lazily (only
+/// for in-scope policies, stopping at a policy's first match) and are cached per request,
+/// so a field is still read at most once per pattern.
 #[derive(Debug, Default)]
 pub(crate) struct PatternBank {
     regexes: Vec<Regex>,
     /// Per pattern: may it be tried first on many texts joined by `\n`
     /// (`is_match_in_none`)?
     joinable: Vec<bool>,
-    /// Empty below `SETS_FROM` patterns.
-    sets: Vec<SlotSet>,
 }
 
 /// Could `pattern` hold an assertion about where the haystack starts or ends (`^`,
@@ -242,34 +187,8 @@ impl PatternBank {
         self.regexes.get(slot).is_some_and(|r| r.is_match(text))
     }
 
-    /// For a large bank, whether each pattern matches `text`, by slot, read once per
-    /// set (patterns a set could not take are read one by one). `None` for a small
-    /// bank: its patterns are read one by one, when a policy asks.
-    pub(crate) fn all_matches(&self, text: &str) -> Option<Vec<bool>> {
-        if self.sets.is_empty() {
-            return None;
-        }
-        let mut hits = vec![false; self.len()];
-        let mut read = vec![false; self.len()];
-        for s in &self.sets {
-            for i in s.set.matches(text).iter() {
-                hits[s.slots[i]] = true;
-            }
-            for &slot in &s.slots {
-                read[slot] = true;
-            }
-        }
-        for (slot, hit) in hits.iter_mut().enumerate() {
-            if !read[slot] {
-                *hit = self.is_match(slot, text);
-            }
-        }
-        Some(hits)
-    }
-
     /// True when pattern `slot` certainly matches none of the texts `joined` holds,
     /// one after another with `\n` between them; false when it may match one of them.
-    /// `joined_hits`: what [`Self::all_matches`] said of `joined`, if it was asked.
     ///
     /// Why this is sound: a match inside one text is also a match at the same place in
     /// the joined haystack, unless an assertion judges it by what lies beyond the text.
@@ -278,14 +197,8 @@ impl PatternBank {
     /// edges (`^`, `$`, `\A`, `\z` outside multi-line mode) differ, and a pattern that
     /// could hold one is never judged here. A match across a `\n` only makes the caller
     /// look at each text.
-    pub(crate) fn is_match_in_none(&self, slot: Slot, joined: &str, joined_hits: Option<&[bool]>) -> bool {
-        if !self.joinable.get(slot).copied().unwrap_or(false) {
-            return false;
-        }
-        match joined_hits.and_then(|h| h.get(slot)) {
-            Some(hit) => !hit,
-            None => !self.is_match(slot, joined),
-        }
+    pub(crate) fn is_match_in_none(&self, slot: Slot, joined: &str) -> bool {
+        self.joinable.get(slot).copied().unwrap_or(false) && !self.is_match(slot, joined)
     }
 }
 
@@ -408,95 +321,6 @@ mod tests {
             err_of(json!({"name": "c", "policy_type": "content_pattern", "decision": "block"})).field,
             "conditions.patterns"
         );
-    }
-
-    /// Patterns of both case modes, with assertions, classes and non-ASCII text.
-    const BANK: &[(&str, bool)] = &[
-        ("drop\\s+table", true), ("rm -rf /", false), ("^select", true), ("users$", false), ("\\bab\\b", false),
-        ("é+", true), ("ÉTÉ", true), ("\\d{3}-\\d{4}", false), ("(?m)^x", false), ("\\Aa", false), ("b\\z", true),
-        ("[^a-z ]{2}", false), ("ß", true), ("k", true), ("(?-i)Q", true), ("a.b", false), ("(?s)a.b", true), ("^$", false),
-        ("\\w{20}", false), ("[[:upper:]]", false),
-    ];
-
-    fn bank_of(patterns: &[(&str, bool)], size_limit: usize, set_size: usize) -> (super::PatternBank, Vec<usize>) {
-        let mut b = super::BankBuilder::default();
-        let slots = patterns.iter().map(|(p, ci)| b.add(p, *ci)).collect();
-        match b.build_with(size_limit, set_size) {
-            Ok(bank) => (bank, slots),
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    /// `BANK` in whole sets, in sets of 3, and in sets of one where a pattern's set
-    /// fits 64 KB (not all do). Compiled once for all cases of the property below.
-    static GROUPINGS: std::sync::LazyLock<Vec<(usize, super::PatternBank, Vec<usize>)>> = std::sync::LazyLock::new(|| {
-        [(super::PATTERN_SIZE_LIMIT, super::SET_SIZE), (super::PATTERN_SIZE_LIMIT, 3), (64 << 10, 1)]
-            .into_iter()
-            .map(|(size_limit, set_size)| {
-                let (bank, slots) = bank_of(BANK, size_limit, set_size);
-                (set_size, bank, slots)
-            })
-            .collect()
-    });
-
-    proptest::proptest! {
-        /// A large bank's sets say of every pattern what the pattern alone says, in any
-        /// grouping: whole sets, small ones, and sets that could not be built.
-        #[test]
-        fn sets_say_what_each_pattern_says(text in "[a-zA-Z éÉß\\n0-9/-]{0,40}|(drop|DROP|rm -rf /|select|users|ÉTÉ|été|SS|ẞ| )*") {
-            for (set_size, bank, slots) in GROUPINGS.iter() {
-                let hits = bank.all_matches(&text);
-                proptest::prop_assert!(hits.is_some(), "{} patterns, sets of {set_size}: read one by one", BANK.len());
-                let hits = hits.unwrap_or_default();
-                for ((p, ci), slot) in BANK.iter().zip(slots) {
-                    proptest::prop_assert_eq!(hits[*slot], bank.is_match(*slot, &text), "pattern {} (case-insensitive: {}), sets of {}", p, ci, set_size);
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn a_bank_reads_through_sets_from_its_sixteenth_pattern_and_keeps_what_no_set_took() {
-        let (small, _) = bank_of(&BANK[..super::SETS_FROM - 1], super::PATTERN_SIZE_LIMIT, super::SET_SIZE);
-        assert_eq!(small.all_matches("drop table"), None);
-        let (large, _) = bank_of(&BANK[..super::SETS_FROM], super::PATTERN_SIZE_LIMIT, super::SET_SIZE);
-        assert_eq!(large.sets.len(), 2, "one set per case mode");
-        // 64 KB of program per pattern takes the small patterns, not `\w{20}` (Unicode).
-        let (partial, slots) = bank_of(BANK, 64 << 10, 1);
-        let wide = slots[BANK.iter().position(|(p, _)| *p == "\\w{20}").unwrap_or_default()];
-        assert!(partial.sets.iter().all(|s| !s.slots.contains(&wide)), "`\\w{{20}}` fitted 64 KB");
-        assert!(partial.sets.len() >= BANK.len() - 3, "{} sets of one", partial.sets.len());
-        let text = "ééé".to_owned() + &"x".repeat(20);
-        let hits = partial.all_matches(&text).unwrap_or_default();
-        assert!(hits[wide] && hits[slots[5]], "{hits:?}");
-    }
-
-    #[test]
-    fn many_content_policies_decide_as_few_do() {
-        // 40 policies, one pattern each: the bank is read through sets. The first
-        // matching policy in order still names its own pattern, for content, folded
-        // content and metadata alike.
-        let policy = |i: usize, p: String, ci: bool| json!({"name": format!("c{i}"), "policy_type": "content_pattern",
-            "decision": if i == 30 { "escalate" } else { "block" }, "conditions": {"patterns": [p], "case_insensitive": ci}});
-        let many: Vec<_> = (0..40)
-            .map(|i| match i {
-                30 => policy(i, "transfer\\s+funds".into(), true),
-                31 => policy(i, "^wire".into(), false),
-                _ => policy(i, format!("token{i}x"), i % 2 == 0),
-            })
-            .collect();
-        let fx = Fx::new(many);
-        let d = fx.clone().content("please TRANSFER  funds now").decide("x");
-        assert_eq!((d.verdict, ids(&d.triggered)), (Verdict::Escalate, vec!["p31"]));
-        assert_eq!(d.triggered[0].reason, "content matches pattern `transfer\\s+funds`");
-        // Fullwidth letters fold to ASCII before detection.
-        let d = fx.clone().content("ｔｏｋｅｎ12x and TOKEN13X and token14X").decide("x");
-        assert_eq!(ids(&d.triggered), vec!["p13", "p15"]);
-        let d = fx.clone().metadata(json!({"memo": "x", "note": "wire it", "more": ["token7x"]})).decide("x");
-        assert_eq!(d.triggered.iter().map(|t| t.reason.as_str()).collect::<Vec<_>>(),
-            vec!["metadata.note matches pattern `^wire`", "metadata.more[0] matches pattern `token7x`"]);
-        let d = fx.content("nothing to see").metadata(json!({"note": "a wire"})).decide("x");
-        assert_eq!((d.verdict, d.triggered.len()), (Verdict::Allow, 0));
     }
 
     #[test]

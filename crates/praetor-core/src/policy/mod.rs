@@ -381,9 +381,9 @@ impl Rule {
 /// The compiled form of a workspace's policies. Cheap to share behind an `Arc`.
 ///
 /// Holds only the enabled policies, in definition order, plus what is shared between
-/// them: every distinct content pattern compiled once (`PatternBank`: each field is read
-/// at most once per pattern, and a large bank reads it once per set of up to 128
-/// patterns) and the union of PII categories (each field is PII-scanned once).
+/// them: one regex set per case mode for every content pattern (each field is scanned
+/// once, whatever the number of content policies) and the union of PII categories (each
+/// field is PII-scanned once).
 #[derive(Debug)]
 pub struct CompiledPolicySet {
     policies: Vec<CompiledPolicy>,

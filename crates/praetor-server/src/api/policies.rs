@@ -123,7 +123,7 @@ pub async fn change(
         guards.push(Mutation::ExpectPolicy { workspace_id: ws.workspace_id.clone(), policy_id, updated_at: held });
     }
     mutations.splice(0..0, guards);
-    let set = PolicySet::build_off_runtime(records).await.map_err(policy_error)?;
+    let set = PolicySet::build_serving(records).map_err(policy_error)?;
     let mut fields = fields;
     if let Value::Object(m) = &mut fields {
         m.insert("policy_set_hash".into(), json!(set.hash));
