@@ -528,6 +528,12 @@ impl CompiledPolicySet {
         self.history_window_ms
     }
 
+    /// Distinct content patterns (text and case mode) of the enabled policies, composite
+    /// leaves included: each reads a field on its own in every decision that reaches it.
+    pub fn content_patterns(&self) -> usize {
+        self.patterns.len()
+    }
+
     /// Number of definitions compiled, enabled or not.
     pub fn len(&self) -> usize {
         self.ids.len()

@@ -65,6 +65,23 @@ fn policy_error(e: praetor_core::PolicyError) -> ApiError {
     ApiError::new(Code::InvalidPolicy, e.to_string())
 }
 
+/// A change may not take the workspace past its content-pattern limit. One that does
+/// not add patterns is let through, so that a store over the limit (written before
+/// there was one) can still be edited and brought under it.
+fn within_pattern_limit(after: &PolicySet, before: &PolicySet) -> ApiResult<()> {
+    let (now, was) = (after.compiled.content_patterns(), before.compiled.content_patterns());
+    if now > limits::CONTENT_PATTERNS_PER_WORKSPACE && now > was {
+        return Err(ApiError::new(
+            Code::InvalidPolicy,
+            format!(
+                "`conditions.patterns`: the workspace's enabled policies would hold {now} distinct content patterns; the limit is {} (it holds {was})",
+                limits::CONTENT_PATTERNS_PER_WORKSPACE
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn validate(def: &PolicyDef) -> ApiResult<()> {
     if def.name.trim().is_empty() || def.name.len() > limits::NAME_MAX {
         return Err(ApiError::new(Code::InvalidPolicy, format!("policy field `name`: must be 1-{} bytes", limits::NAME_MAX)));
@@ -124,6 +141,7 @@ pub async fn change(
     }
     mutations.splice(0..0, guards);
     let set = PolicySet::build_serving(records).map_err(policy_error)?;
+    within_pattern_limit(&set, &before)?;
     let mut fields = fields;
     if let Value::Object(m) = &mut fields {
         m.insert("policy_set_hash".into(), json!(set.hash));
@@ -287,4 +305,43 @@ pub async fn shadow_report(
         }));
     }
     Ok(Json(json!({ "ok": true, "since": q.since, "policies": report })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` one-pattern content policies and `globs` action-type ones.
+    fn set_of(n: usize, globs: usize) -> PolicySet {
+        let content = (0..n).map(|i| json!({"name": format!("c{i}"), "policy_type": "content_pattern", "decision": "block", "conditions": {"patterns": [format!("secret{i}")]}}));
+        let glob = (0..globs).map(|i| json!({"name": format!("g{i}"), "policy_type": "action_type", "action_types": [format!("x{i}.*")], "decision": "block"}));
+        let records = content
+            .chain(glob)
+            .enumerate()
+            .map(|(i, mut v)| {
+                v["policy_id"] = json!(format!("pol_{i}"));
+                match serde_json::from_value(v) {
+                    Ok(def) => PolicyRecord { workspace_id: "ws".into(), def, created_at: 0, updated_at: 0 },
+                    Err(e) => panic!("{e}"),
+                }
+            })
+            .collect();
+        match PolicySet::build(records) {
+            Ok(set) => set,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A store already over the limit (from before there was one) can still be edited
+    /// and shrunk; only a change that adds patterns past the limit is refused.
+    #[test]
+    fn only_changes_that_add_patterns_past_the_limit_are_refused() {
+        let limit = limits::CONTENT_PATTERNS_PER_WORKSPACE;
+        let over = set_of(limit + 10, 0);
+        assert!(within_pattern_limit(&set_of(limit + 10, 1), &over).is_ok(), "a change adding no pattern");
+        assert!(within_pattern_limit(&set_of(limit + 5, 0), &over).is_ok(), "a change removing some");
+        let e = within_pattern_limit(&set_of(limit + 11, 0), &over).err().map(|e| e.message).unwrap_or_default();
+        assert!(e.contains(&format!("would hold {} distinct content patterns", limit + 11)) && e.contains(&format!("it holds {}", limit + 10)), "{e}");
+        assert!(within_pattern_limit(&set_of(limit, 0), &set_of(limit - 1, 0)).is_ok(), "up to the limit");
+    }
 }

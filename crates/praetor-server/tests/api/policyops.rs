@@ -354,6 +354,49 @@ async fn rules_count_against_the_policy_limit() {
     assert!(rule.1["error"]["message"].as_str().unwrap().contains("policy limit"), "{}", rule.1);
 }
 
+/// A workspace holds at most `CONTENT_PATTERNS_PER_WORKSPACE` distinct content patterns
+/// (each reads the content on its own in every decision). Counted by text and case
+/// mode, over enabled policies and composite leaves; a change that adds none passes.
+#[tokio::test]
+async fn content_patterns_are_limited_per_workspace() {
+    let s = TestServer::start().await;
+    let limit = praetor_server::config::limits::CONTENT_PATTERNS_PER_WORKSPACE;
+    let content = |name: &str, patterns: Vec<String>, ci: bool| {
+        json!({ "name": name, "policy_type": "content_pattern", "decision": "block", "conditions": { "patterns": patterns, "case_insensitive": ci } })
+    };
+    let (per_policy, mut made) = (100, 0);
+    let defs: Vec<Value> = (0..limit / per_policy)
+        .map(|p| content(&format!("words {p}"), (0..per_policy).map(|i| format!("secret{}", p * per_policy + i)).collect(), false))
+        .collect();
+    made += defs.len() * per_policy;
+    let pack = json!({ "name": "words", "version": "1.0.0", "policy_definitions": defs });
+    let (st, body) = s.post_raw("/api/v1/enforce/policy-packs", &s.admin_key, pack.to_string()).await;
+    assert_eq!((st, made), (StatusCode::OK, limit), "{body}");
+    // One pattern more is refused, naming the field and the counts.
+    let over = s.post("/api/v1/enforce/policies", &s.admin_key, &content("one more", vec!["fresh".into()], false)).await;
+    assert_error(&over, 400, "invalid_policy");
+    let message = over.1["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("`conditions.patterns`") && message.contains(&format!("would hold {} distinct", limit + 1)), "{message}");
+    // The same text in the other case mode is another pattern; so is one inside a rule.
+    let other_case = s.post("/api/v1/enforce/policies", &s.admin_key, &content("shout", vec!["secret7".into()], true)).await;
+    assert_error(&other_case, 400, "invalid_policy");
+    let rule = json!({ "name": "leaf", "condition": { "type": "content_matches", "patterns": ["fresh"] }, "action": "block", "severity": "low" });
+    assert_error(&s.post("/api/v1/rules", &s.admin_key, &rule).await, 400, "invalid_policy");
+    // Patterns the workspace already holds, policies of other kinds and disabled ones add none.
+    let again = s.post("/api/v1/enforce/policies", &s.admin_key, &content("again", vec!["secret7".into(), "secret8".into()], false)).await;
+    assert_eq!(again.0, StatusCode::OK, "{}", again.1);
+    let glob = json!({ "name": "glob", "policy_type": "action_type", "action_types": ["x.*"], "decision": "block" });
+    assert_eq!(s.post("/api/v1/enforce/policies", &s.admin_key, &glob).await.0, StatusCode::OK);
+    let mut disabled = content("off", vec!["fresh".into()], false);
+    disabled["enabled"] = json!(false);
+    let off = s.post("/api/v1/enforce/policies", &s.admin_key, &disabled).await;
+    assert_eq!(off.0, StatusCode::OK, "{}", off.1);
+    // Enabling it would add one: refused.
+    let id = off.1["policy"]["policy_id"].as_str().unwrap_or_default().to_owned();
+    disabled["enabled"] = json!(true);
+    assert_error(&s.put(&format!("/api/v1/enforce/policies/{id}"), &s.admin_key, &disabled).await, 400, "invalid_policy");
+}
+
 /// Another node deletes (or edits) a policy after this node read the policies and
 /// before it commits its own edit of it: the edit is refused (`409`), not written over
 /// the other node's change (a deleted policy came back). (Found by review.)
