@@ -30,7 +30,7 @@ pub use engine::{DecisionInput, decide};
 pub use pii::{Category as PiiCategory, PiiMatch};
 pub use policy::{
     CompiledPolicySet, Effect, MAX_PENDING_ESCALATIONS_LIMIT, MAX_SETTING_SECONDS, OnRedactedContent, PolicyDef, PolicyError, PolicyMode, PolicyType,
-    WorkspaceSettings,
+    WorkspaceSettings, content_patterns_in_force,
 };
 pub use trust::next_trust;
 

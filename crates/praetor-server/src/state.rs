@@ -46,7 +46,10 @@ impl PolicySet {
 
 /// Run `f`, which may block for a while, without holding up the other tasks of a
 /// multi-threaded runtime: its worker hands its queue to another thread first
-/// (`block_in_place`). Elsewhere (no runtime, or one thread) it runs inline.
+/// (`block_in_place`). Elsewhere (no runtime, or one thread) it runs inline. Other
+/// futures joined into the calling task wait for `f` too, and inside a `LocalSet` on a
+/// multi-threaded runtime it panics (tokio forbids `block_in_place` there); the server
+/// calls it only from request handlers and the change feed, which are neither.
 pub fn off_the_workers<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
@@ -673,6 +676,9 @@ mod tests {
         assert!(job.await.unwrap_or(false), "the other task did not run while the job blocked");
     }
 
+    /// What `build` gives is given back: the set, or the error naming the field. (The
+    /// test body runs on the runtime's `block_on` thread, where `off_the_workers` runs
+    /// inline; the test above covers the handoff.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_serving_build_compiles_the_set_and_names_what_does_not_compile() {
         let set = PolicySet::build_serving((0..40).map(content_policy).collect());

@@ -21,7 +21,9 @@
 use regex::{Regex, RegexBuilder};
 
 use super::conditions::{Fields, Obj, fields};
-use super::{Effect, Hit, PolicyDef, PolicyError};
+use serde_json::Value;
+
+use super::{Effect, Hit, PolicyDef, PolicyError, PolicyType};
 use crate::engine::{ContentView, EvalCtx};
 
 pub const MAX_PATTERNS: usize = 100;
@@ -116,6 +118,49 @@ impl Rule {
             return cx.redacted_content_hit(effect);
         }
         None
+    }
+}
+
+/// The distinct content patterns (text and case mode) that `defs` put in force, as the
+/// compiled set's bank would hold them: those of evaluated content-pattern policies and
+/// of evaluated composite policies' `content_pattern` leaves. Read from the definitions
+/// without compiling anything, so that a limit on them costs nothing to check; what is
+/// malformed is skipped (compiling reports it).
+pub fn in_force<'d>(defs: impl IntoIterator<Item = &'d PolicyDef>) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    for def in defs.into_iter().filter(|d| d.is_evaluated()) {
+        match def.policy_type {
+            PolicyType::ContentPattern => add_patterns(&def.conditions, &mut seen),
+            PolicyType::Composite => {
+                if let Some(when) = def.conditions.get("when") {
+                    add_leaf_patterns(when, &mut seen, 0);
+                }
+            }
+            _ => {}
+        }
+    }
+    seen.len()
+}
+
+fn add_patterns<'v>(conditions: &'v Value, seen: &mut std::collections::HashSet<(&'v str, bool)>) {
+    let ci = conditions.get("case_insensitive").and_then(Value::as_bool).unwrap_or(false);
+    for p in conditions.get("patterns").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+        seen.insert((p, ci));
+    }
+}
+
+/// The `content_pattern` leaves of a composite condition tree (`composite.rs`), to the
+/// depth a tree may have and a little beyond (deeper ones do not compile).
+fn add_leaf_patterns<'v>(node: &'v Value, seen: &mut std::collections::HashSet<(&'v str, bool)>, depth: usize) {
+    let Some((key, inner)) = node.as_object().and_then(|m| m.iter().next()) else { return };
+    if depth > 16 {
+        return;
+    }
+    match key.as_str() {
+        "all" | "any" => inner.as_array().into_iter().flatten().for_each(|n| add_leaf_patterns(n, seen, depth + 1)),
+        "not" => add_leaf_patterns(inner, seen, depth + 1),
+        "content_pattern" => add_patterns(inner, seen),
+        _ => {}
     }
 }
 
@@ -321,6 +366,42 @@ mod tests {
             err_of(json!({"name": "c", "policy_type": "content_pattern", "decision": "block"})).field,
             "conditions.patterns"
         );
+    }
+
+    /// What `in_force` counts from the definitions is what the compiled set's bank holds.
+    #[test]
+    fn patterns_in_force_are_counted_as_the_bank_holds_them() {
+        let content = |p: Vec<&str>, ci: bool, enabled: bool| json!({"name": "c", "policy_type": "content_pattern", "decision": "block", "enabled": enabled,
+                                                                     "conditions": {"patterns": p, "case_insensitive": ci}});
+        let composite = json!({"name": "t", "policy_type": "composite", "decision": "block", "conditions": {"when": {"all": [
+            {"content_pattern": {"patterns": ["wire", "beta"]}}, {"not": {"any": [{"content_pattern": {"patterns": ["deep"], "case_insensitive": true}}, {"trust_below": 50}]}}]}}});
+        let mut shadow = content(vec!["shadowed"], false, true);
+        shadow["mode"] = json!("shadow");
+        let defs: Vec<crate::PolicyDef> = [
+            content(vec!["alpha", "beta"], false, true),
+            content(vec!["beta", "BETA"], true, true),
+            content(vec!["off"], false, false),
+            composite,
+            shadow,
+            json!({"name": "g", "policy_type": "action_type", "action_types": ["x"], "decision": "block"}),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| match serde_json::from_value::<crate::PolicyDef>(v) {
+            Ok(mut d) => {
+                d.policy_id = format!("p{i}");
+                d
+            }
+            Err(e) => panic!("{e}"),
+        })
+        .collect();
+        // alpha, beta; beta/i, BETA/i; wire; deep/i; shadowed (beta in the tree is held).
+        assert_eq!(super::in_force(&defs), 7);
+        let set = match crate::CompiledPolicySet::compile(&defs) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(set.patterns.len(), 7);
     }
 
     #[test]

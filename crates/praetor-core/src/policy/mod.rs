@@ -32,6 +32,7 @@ use crate::engine::EvalCtx;
 use crate::glob::{Glob, GlobList};
 use crate::pii::CategorySet;
 use content_pattern::PatternBank;
+pub use content_pattern::in_force as content_patterns_in_force;
 
 /// The effect a matching policy asks for. Ordered from least to most restrictive:
 /// `allow < allow_with_warning < escalate < block`.
@@ -381,9 +382,9 @@ impl Rule {
 /// The compiled form of a workspace's policies. Cheap to share behind an `Arc`.
 ///
 /// Holds only the enabled policies, in definition order, plus what is shared between
-/// them: one regex set per case mode for every content pattern (each field is scanned
-/// once, whatever the number of content policies) and the union of PII categories (each
-/// field is PII-scanned once).
+/// them: every distinct content pattern compiled once (`PatternBank`: a field is read at
+/// most once per pattern) and the union of PII categories (each field is PII-scanned
+/// once).
 #[derive(Debug)]
 pub struct CompiledPolicySet {
     policies: Vec<CompiledPolicy>,
@@ -526,12 +527,6 @@ impl CompiledPolicySet {
     /// The caller keeps at least this much action history per agent and per session.
     pub fn history_window_ms(&self) -> i64 {
         self.history_window_ms
-    }
-
-    /// Distinct content patterns (text and case mode) of the enabled policies, composite
-    /// leaves included: each reads a field on its own in every decision that reaches it.
-    pub fn content_patterns(&self) -> usize {
-        self.patterns.len()
     }
 
     /// Number of definitions compiled, enabled or not.

@@ -67,14 +67,19 @@ fn policy_error(e: praetor_core::PolicyError) -> ApiError {
 
 /// A change may not take the workspace past its content-pattern limit. One that does
 /// not add patterns is let through, so that a store over the limit (written before
-/// there was one) can still be edited and brought under it.
-fn within_pattern_limit(after: &PolicySet, before: &PolicySet) -> ApiResult<()> {
-    let (now, was) = (after.compiled.content_patterns(), before.compiled.content_patterns());
-    if now > limits::CONTENT_PATTERNS_PER_WORKSPACE && now > was {
+/// there was one) can still be edited and brought under it. Counted from the
+/// definitions, before anything compiles.
+fn within_pattern_limit(after: &[PolicyRecord], before: &[PolicyRecord]) -> ApiResult<()> {
+    let now = praetor_core::content_patterns_in_force(after.iter().map(|r| &r.def));
+    if now <= limits::CONTENT_PATTERNS_PER_WORKSPACE {
+        return Ok(());
+    }
+    let was = praetor_core::content_patterns_in_force(before.iter().map(|r| &r.def));
+    if now > was {
         return Err(ApiError::new(
             Code::InvalidPolicy,
             format!(
-                "`conditions.patterns`: the workspace's enabled policies would hold {now} distinct content patterns; the limit is {} (it holds {was})",
+                "`conditions.patterns`: the workspace's policies in force would hold {now} distinct content patterns; the limit is {} (it holds {was})",
                 limits::CONTENT_PATTERNS_PER_WORKSPACE
             ),
         ));
@@ -140,8 +145,8 @@ pub async fn change(
         guards.push(Mutation::ExpectPolicy { workspace_id: ws.workspace_id.clone(), policy_id, updated_at: held });
     }
     mutations.splice(0..0, guards);
+    within_pattern_limit(&records, &before.records)?;
     let set = PolicySet::build_serving(records).map_err(policy_error)?;
-    within_pattern_limit(&set, &before)?;
     let mut fields = fields;
     if let Value::Object(m) = &mut fields {
         m.insert("policy_set_hash".into(), json!(set.hash));
@@ -312,10 +317,10 @@ mod tests {
     use super::*;
 
     /// `n` one-pattern content policies and `globs` action-type ones.
-    fn set_of(n: usize, globs: usize) -> PolicySet {
+    fn set_of(n: usize, globs: usize) -> Vec<PolicyRecord> {
         let content = (0..n).map(|i| json!({"name": format!("c{i}"), "policy_type": "content_pattern", "decision": "block", "conditions": {"patterns": [format!("secret{i}")]}}));
         let glob = (0..globs).map(|i| json!({"name": format!("g{i}"), "policy_type": "action_type", "action_types": [format!("x{i}.*")], "decision": "block"}));
-        let records = content
+        content
             .chain(glob)
             .enumerate()
             .map(|(i, mut v)| {
@@ -325,11 +330,7 @@ mod tests {
                     Err(e) => panic!("{e}"),
                 }
             })
-            .collect();
-        match PolicySet::build(records) {
-            Ok(set) => set,
-            Err(e) => panic!("{e}"),
-        }
+            .collect()
     }
 
     /// A store already over the limit (from before there was one) can still be edited

@@ -369,6 +369,15 @@ async fn content_patterns_are_limited_per_workspace() {
         .map(|p| content(&format!("words {p}"), (0..per_policy).map(|i| format!("secret{}", p * per_policy + i)).collect(), false))
         .collect();
     made += defs.len() * per_policy;
+    // A pack over the limit on its own is refused before its definitions are validated
+    // (that compiles each pattern): the limit is named, not the broken regex.
+    let mut over_alone = defs.clone();
+    over_alone.push(content("more", vec!["fresh".into(), "(unclosed".into()], false));
+    let pack = json!({ "name": "words", "version": "0.9.0", "policy_definitions": over_alone });
+    let refused = s.post_raw("/api/v1/enforce/policy-packs", &s.admin_key, pack.to_string()).await;
+    assert_error(&refused, 400, "invalid_policy");
+    let message = refused.1["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&format!("the pack holds {} distinct content patterns", limit + 2)) && message.contains("nothing was deployed"), "{message}");
     let pack = json!({ "name": "words", "version": "1.0.0", "policy_definitions": defs });
     let (st, body) = s.post_raw("/api/v1/enforce/policy-packs", &s.admin_key, pack.to_string()).await;
     assert_eq!((st, made), (StatusCode::OK, limit), "{body}");
