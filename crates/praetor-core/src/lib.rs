@@ -30,7 +30,7 @@ pub use engine::{DecisionInput, decide};
 pub use pii::{Category as PiiCategory, PiiMatch};
 pub use policy::{
     CompiledPolicySet, Effect, MAX_PENDING_ESCALATIONS_LIMIT, MAX_SETTING_SECONDS, OnRedactedContent, PolicyDef, PolicyError, PolicyMode, PolicyType,
-    WorkspaceSettings, content_patterns_in_force,
+    MAX_CONTENT_PATTERNS_LISTED, WorkspaceSettings, content_patterns_listed,
 };
 pub use trust::next_trust;
 

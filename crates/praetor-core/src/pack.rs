@@ -149,6 +149,13 @@ const DEFINITIONS_MAX: usize = 1_000;
 
 /// Validate a whole pack, reporting every error, not just the first. On success the
 /// definitions compile together.
+/// The content patterns a pack's definitions list, if more than a workspace may hold:
+/// checked before the definitions are, since checking them compiles every pattern.
+fn over_pattern_limit(list: &[Value]) -> Option<usize> {
+    let defs: Vec<PolicyDef> = list.iter().filter_map(|d| serde_json::from_value(d.clone()).ok()).collect();
+    Some(crate::policy::content_patterns_listed(&defs)).filter(|n| *n > crate::policy::MAX_CONTENT_PATTERNS_LISTED)
+}
+
 pub fn validate(doc: &Value) -> Result<PolicyPack, Vec<PackError>> {
     let mut errors = Vec::new();
     let Some(obj) = doc.as_object() else {
@@ -189,37 +196,43 @@ pub fn validate(doc: &Value) -> Result<PolicyPack, Vec<PackError>> {
         Some(list) if list.len() > DEFINITIONS_MAX => {
             errors.push(pack_err(None, "policy_definitions", format!("has {} definitions; the limit is {DEFINITIONS_MAX}", list.len())));
         }
-        Some(list) => {
-            for (i, item) in list.iter().enumerate() {
-                match serde_path_to_error::deserialize::<_, PolicyDef>(item.clone()) {
-                    Err(e) => {
-                        let path = e.path().to_string();
-                        let field = if path == "." { String::new() } else { path };
-                        errors.push(pack_err(Some(i), field, e.into_inner().to_string()));
+        Some(list) => match over_pattern_limit(list) {
+            Some(n) => {
+                let max = crate::policy::MAX_CONTENT_PATTERNS_LISTED;
+                errors.push(pack_err(None, "policy_definitions", format!("lists {n} content patterns; a workspace's limit is {max}")));
+            }
+            None => {
+                for (i, item) in list.iter().enumerate() {
+                    match serde_path_to_error::deserialize::<_, PolicyDef>(item.clone()) {
+                        Err(e) => {
+                            let path = e.path().to_string();
+                            let field = if path == "." { String::new() } else { path };
+                            errors.push(pack_err(Some(i), field, e.into_inner().to_string()));
+                        }
+                        Ok(mut def) => {
+                            def.policy_id.clear();
+                            def.pack = None;
+                            // Governance rules are made through the rules API, not packs.
+                            def.governance = None;
+                            if def.name.trim().is_empty() {
+                                errors.push(pack_err(Some(i), "name", "must not be empty"));
+                            }
+                            if let Err(e) = CompiledPolicySet::validate(&def) {
+                                errors.push(pack_err(Some(i), e.field, e.message));
+                            }
+                            defs.push(def);
+                        }
                     }
-                    Ok(mut def) => {
-                        def.policy_id.clear();
-                        def.pack = None;
-                        // Governance rules are made through the rules API, not packs.
-                        def.governance = None;
-                        if def.name.trim().is_empty() {
-                            errors.push(pack_err(Some(i), "name", "must not be empty"));
-                        }
-                        if let Err(e) = CompiledPolicySet::validate(&def) {
-                            errors.push(pack_err(Some(i), e.field, e.message));
-                        }
-                        defs.push(def);
+                }
+                let mut names: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+                names.sort_unstable();
+                for w in names.windows(2) {
+                    if w[0] == w[1] && !w[0].is_empty() {
+                        errors.push(pack_err(None, "policy_definitions", format!("two definitions are named `{}`", w[0])));
                     }
                 }
             }
-            let mut names: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
-            names.sort_unstable();
-            for w in names.windows(2) {
-                if w[0] == w[1] && !w[0].is_empty() {
-                    errors.push(pack_err(None, "policy_definitions", format!("two definitions are named `{}`", w[0])));
-                }
-            }
-        }
+        },
     }
     if errors.is_empty() {
         Ok(PolicyPack { name, version, description, policy_definitions: defs })

@@ -117,11 +117,10 @@ pub mod limits {
     pub const BATCH_MAX: usize = 500;
     pub const LIST_MAX: usize = 256;
     pub const POLICIES_PER_WORKSPACE: usize = 10_000;
-    /// Distinct content patterns of a workspace's enabled policies. Each reads the
-    /// content on its own, so a decision's cost and the set's memory grow with them
-    /// (1,000 took a decision about 1.4 ms on 1.5 KB and 49 MB; 10,000 about 60 ms and
-    /// 430 MB: BENCHMARKS "Session 30").
-    pub const CONTENT_PATTERNS_PER_WORKSPACE: usize = 1_000;
+    /// Content patterns a workspace's policies may list in all, in any mode
+    /// (`praetor_core::content_patterns_listed`; packs are checked against it alone
+    /// when validated).
+    pub const CONTENT_PATTERNS_PER_WORKSPACE: usize = praetor_core::MAX_CONTENT_PATTERNS_LISTED;
     /// Grants in force at once in a workspace: each is held in memory (ended ones leave
     /// it, see `AuthorityState::prune_ended_grants`).
     pub const GRANTS_HELD_PER_WORKSPACE: usize = 10_000;

@@ -15,8 +15,10 @@
 //! in key order), never the text.
 //!
 //! Hostile patterns are bounded: at most 1,024 bytes, nesting depth 64, and 1 MiB of
-//! compiled program each. Patterns are compiled once per policy set and shared between
-//! policies (see `PatternBank`); each field is read at most once per distinct pattern.
+//! compiled program each, and a workspace's policies list at most `MAX_LISTED` in all.
+//! Each listing is compiled once to be checked, and each distinct pattern in force once
+//! more into the set's `PatternBank`, shared between policies; each field is read at
+//! most once per distinct pattern.
 
 use regex::{Regex, RegexBuilder};
 
@@ -121,46 +123,46 @@ impl Rule {
     }
 }
 
-/// The distinct content patterns (text and case mode) that `defs` put in force, as the
-/// compiled set's bank would hold them: those of evaluated content-pattern policies and
-/// of evaluated composite policies' `content_pattern` leaves. Read from the definitions
-/// without compiling anything, so that a limit on them costs nothing to check; what is
+/// The most content patterns a workspace's definitions may list in all (see [`listed`]).
+/// Each pattern in force reads the content on its own in every decision that reaches
+/// it, and every listed one is compiled at every change of the set: 1,000 took a
+/// decision about 1.4 ms on 1.5 KB and the set about 50 MB; 10,000, about 60 ms and
+/// 430 MB (BENCHMARKS "Session 30").
+pub const MAX_LISTED: usize = 1_000;
+
+/// How many content patterns `defs` list: every pattern of every content-pattern policy
+/// and of every composite policy's `content_pattern` leaves, whatever the policy's mode,
+/// each time it is listed. A bound on it bounds both what a decision reads (distinct
+/// patterns in force, at most this many) and what compiling the set costs (each listed
+/// pattern is checked). Read from the definitions, without compiling anything; what is
 /// malformed is skipped (compiling reports it).
-pub fn in_force<'d>(defs: impl IntoIterator<Item = &'d PolicyDef>) -> usize {
-    let mut seen = std::collections::HashSet::new();
-    for def in defs.into_iter().filter(|d| d.is_evaluated()) {
-        match def.policy_type {
-            PolicyType::ContentPattern => add_patterns(&def.conditions, &mut seen),
-            PolicyType::Composite => {
-                if let Some(when) = def.conditions.get("when") {
-                    add_leaf_patterns(when, &mut seen, 0);
-                }
-            }
-            _ => {}
-        }
-    }
-    seen.len()
+pub fn listed<'d>(defs: impl IntoIterator<Item = &'d PolicyDef>) -> usize {
+    defs.into_iter()
+        .map(|def| match def.policy_type {
+            PolicyType::ContentPattern => patterns_of(&def.conditions),
+            PolicyType::Composite => def.conditions.get("when").map_or(0, |when| leaf_patterns(when, 0)),
+            _ => 0,
+        })
+        .sum()
 }
 
-fn add_patterns<'v>(conditions: &'v Value, seen: &mut std::collections::HashSet<(&'v str, bool)>) {
-    let ci = conditions.get("case_insensitive").and_then(Value::as_bool).unwrap_or(false);
-    for p in conditions.get("patterns").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
-        seen.insert((p, ci));
-    }
+fn patterns_of(conditions: &Value) -> usize {
+    conditions.get("patterns").and_then(Value::as_array).map_or(0, |list| list.iter().filter(|p| p.is_string()).count())
 }
 
-/// The `content_pattern` leaves of a composite condition tree (`composite.rs`), to the
-/// depth a tree may have and a little beyond (deeper ones do not compile).
-fn add_leaf_patterns<'v>(node: &'v Value, seen: &mut std::collections::HashSet<(&'v str, bool)>, depth: usize) {
-    let Some((key, inner)) = node.as_object().and_then(|m| m.iter().next()) else { return };
+/// The patterns of the `content_pattern` leaves of a composite condition tree
+/// (`composite.rs`), to the depth a tree may have and a little beyond (deeper ones do
+/// not compile).
+fn leaf_patterns(node: &Value, depth: usize) -> usize {
+    let Some((key, inner)) = node.as_object().and_then(|m| m.iter().next()) else { return 0 };
     if depth > 16 {
-        return;
+        return 0;
     }
     match key.as_str() {
-        "all" | "any" => inner.as_array().into_iter().flatten().for_each(|n| add_leaf_patterns(n, seen, depth + 1)),
-        "not" => add_leaf_patterns(inner, seen, depth + 1),
-        "content_pattern" => add_patterns(inner, seen),
-        _ => {}
+        "all" | "any" => inner.as_array().into_iter().flatten().map(|n| leaf_patterns(n, depth + 1)).sum(),
+        "not" => leaf_patterns(inner, depth + 1),
+        "content_pattern" => patterns_of(inner),
+        _ => 0,
     }
 }
 
@@ -368,21 +370,25 @@ mod tests {
         );
     }
 
-    /// What `in_force` counts from the definitions is what the compiled set's bank holds.
+    /// `listed` counts every listed pattern, in any mode, composite leaves included; the
+    /// compiled set's bank (distinct patterns in force) never holds more.
     #[test]
-    fn patterns_in_force_are_counted_as_the_bank_holds_them() {
+    fn every_listed_pattern_is_counted_whatever_the_mode() {
         let content = |p: Vec<&str>, ci: bool, enabled: bool| json!({"name": "c", "policy_type": "content_pattern", "decision": "block", "enabled": enabled,
                                                                      "conditions": {"patterns": p, "case_insensitive": ci}});
         let composite = json!({"name": "t", "policy_type": "composite", "decision": "block", "conditions": {"when": {"all": [
             {"content_pattern": {"patterns": ["wire", "beta"]}}, {"not": {"any": [{"content_pattern": {"patterns": ["deep"], "case_insensitive": true}}, {"trust_below": 50}]}}]}}});
         let mut shadow = content(vec!["shadowed"], false, true);
         shadow["mode"] = json!("shadow");
+        let mut disabled = content(vec!["off by mode"], false, true);
+        disabled["mode"] = json!("disabled");
         let defs: Vec<crate::PolicyDef> = [
             content(vec!["alpha", "beta"], false, true),
             content(vec!["beta", "BETA"], true, true),
-            content(vec!["off"], false, false),
+            content(vec!["off", "alpha"], false, false),
             composite,
             shadow,
+            disabled,
             json!({"name": "g", "policy_type": "action_type", "action_types": ["x"], "decision": "block"}),
         ]
         .into_iter()
@@ -395,12 +401,13 @@ mod tests {
             Err(e) => panic!("{e}"),
         })
         .collect();
-        // alpha, beta; beta/i, BETA/i; wire; deep/i; shadowed (beta in the tree is held).
-        assert_eq!(super::in_force(&defs), 7);
+        // 2 + 2 + 2 (disabled) + 3 (the tree) + 1 (shadow) + 1 (mode disabled).
+        assert_eq!(super::listed(&defs), 11);
         let set = match crate::CompiledPolicySet::compile(&defs) {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
         };
+        // In force and distinct: alpha, beta; beta/i, BETA/i; wire, deep/i; shadowed.
         assert_eq!(set.patterns.len(), 7);
     }
 

@@ -32,7 +32,7 @@ use crate::engine::EvalCtx;
 use crate::glob::{Glob, GlobList};
 use crate::pii::CategorySet;
 use content_pattern::PatternBank;
-pub use content_pattern::in_force as content_patterns_in_force;
+pub use content_pattern::{MAX_LISTED as MAX_CONTENT_PATTERNS_LISTED, listed as content_patterns_listed};
 
 /// The effect a matching policy asks for. Ordered from least to most restrictive:
 /// `allow < allow_with_warning < escalate < block`.

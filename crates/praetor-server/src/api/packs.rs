@@ -130,36 +130,10 @@ async fn install(
     Ok(out)
 }
 
-/// A pack that alone holds more distinct content patterns than a workspace may is
-/// refused before its definitions are validated: validating compiles every pattern, and
-/// a body of `max_body_bytes` can hold tens of thousands. (The workspace as a whole is
-/// checked when the pack is installed, `policies::change`.)
-fn within_pattern_limit(doc: &Value) -> ApiResult<()> {
-    let defs: Vec<PolicyDef> = doc
-        .get("policy_definitions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|d| serde_json::from_value(d.clone()).ok())
-        .collect();
-    let held = praetor_core::content_patterns_in_force(&defs);
-    if held > limits::CONTENT_PATTERNS_PER_WORKSPACE {
-        return Err(ApiError::new(
-            Code::InvalidPolicy,
-            format!(
-                "`policy_definitions`: the pack holds {held} distinct content patterns; a workspace's limit is {} (nothing was deployed)",
-                limits::CONTENT_PATTERNS_PER_WORKSPACE
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// `POST /enforce/policy-packs`: deploy a new version, atomically. The previous version
 /// stays stored.
 pub async fn deploy(State(state): State<Arc<AppState>>, auth: Authorized<perm::PoliciesWrite>, RawBody(raw): RawBody) -> ApiResult<Json<Value>> {
     let doc = pack::parse_document(&raw).map_err(|e| ApiError::new(Code::MalformedJson, e.message))?;
-    within_pattern_limit(&doc)?;
     let PolicyPack { name, version, description, policy_definitions } = match pack::validate(&doc) {
         Ok(p) => p,
         Err(errors) => {

@@ -66,20 +66,20 @@ fn policy_error(e: praetor_core::PolicyError) -> ApiError {
 }
 
 /// A change may not take the workspace past its content-pattern limit. One that does
-/// not add patterns is let through, so that a store over the limit (written before
+/// not raise the count is let through, so that a store over the limit (written before
 /// there was one) can still be edited and brought under it. Counted from the
-/// definitions, before anything compiles.
+/// definitions, before the set compiles.
 fn within_pattern_limit(after: &[PolicyRecord], before: &[PolicyRecord]) -> ApiResult<()> {
-    let now = praetor_core::content_patterns_in_force(after.iter().map(|r| &r.def));
+    let now = praetor_core::content_patterns_listed(after.iter().map(|r| &r.def));
     if now <= limits::CONTENT_PATTERNS_PER_WORKSPACE {
         return Ok(());
     }
-    let was = praetor_core::content_patterns_in_force(before.iter().map(|r| &r.def));
+    let was = praetor_core::content_patterns_listed(before.iter().map(|r| &r.def));
     if now > was {
         return Err(ApiError::new(
             Code::InvalidPolicy,
             format!(
-                "`conditions.patterns`: the workspace's policies in force would hold {now} distinct content patterns; the limit is {} (it holds {was})",
+                "`conditions.patterns`: the workspace's policies would list {now} content patterns; the limit is {} (they list {was})",
                 limits::CONTENT_PATTERNS_PER_WORKSPACE
             ),
         ));
@@ -334,7 +334,7 @@ mod tests {
     }
 
     /// A store already over the limit (from before there was one) can still be edited
-    /// and shrunk; only a change that adds patterns past the limit is refused.
+    /// and shrunk; only a change that raises the count past the limit is refused.
     #[test]
     fn only_changes_that_add_patterns_past_the_limit_are_refused() {
         let limit = limits::CONTENT_PATTERNS_PER_WORKSPACE;
@@ -342,7 +342,7 @@ mod tests {
         assert!(within_pattern_limit(&set_of(limit + 10, 1), &over).is_ok(), "a change adding no pattern");
         assert!(within_pattern_limit(&set_of(limit + 5, 0), &over).is_ok(), "a change removing some");
         let e = within_pattern_limit(&set_of(limit + 11, 0), &over).err().map(|e| e.message).unwrap_or_default();
-        assert!(e.contains(&format!("would hold {} distinct content patterns", limit + 11)) && e.contains(&format!("it holds {}", limit + 10)), "{e}");
+        assert!(e.contains(&format!("would list {} content patterns", limit + 11)) && e.contains(&format!("they list {}", limit + 10)), "{e}");
         assert!(within_pattern_limit(&set_of(limit, 0), &set_of(limit - 1, 0)).is_ok(), "up to the limit");
     }
 }

@@ -354,9 +354,9 @@ async fn rules_count_against_the_policy_limit() {
     assert!(rule.1["error"]["message"].as_str().unwrap().contains("policy limit"), "{}", rule.1);
 }
 
-/// A workspace holds at most `CONTENT_PATTERNS_PER_WORKSPACE` distinct content patterns
-/// (each reads the content on its own in every decision). Counted by text and case
-/// mode, over enabled policies and composite leaves; a change that adds none passes.
+/// A workspace's policies list at most `CONTENT_PATTERNS_PER_WORKSPACE` content patterns
+/// in all (each in force reads the content on its own; each listed is compiled at every
+/// change), whatever their mode, repeats and composite leaves included.
 #[tokio::test]
 async fn content_patterns_are_limited_per_workspace() {
     let s = TestServer::start().await;
@@ -364,46 +364,49 @@ async fn content_patterns_are_limited_per_workspace() {
     let content = |name: &str, patterns: Vec<String>, ci: bool| {
         json!({ "name": name, "policy_type": "content_pattern", "decision": "block", "conditions": { "patterns": patterns, "case_insensitive": ci } })
     };
-    let (per_policy, mut made) = (100, 0);
-    let defs: Vec<Value> = (0..limit / per_policy)
+    let per_policy = 100;
+    let defs: Vec<Value> = (0..limit / per_policy - 1)
         .map(|p| content(&format!("words {p}"), (0..per_policy).map(|i| format!("secret{}", p * per_policy + i)).collect(), false))
         .collect();
-    made += defs.len() * per_policy;
-    // A pack over the limit on its own is refused before its definitions are validated
-    // (that compiles each pattern): the limit is named, not the broken regex.
+    // A pack over the limit on its own is refused, by the dry run as by a deployment,
+    // before its definitions are checked (that compiles each pattern): the limit is
+    // named, not the broken regex.
     let mut over_alone = defs.clone();
-    over_alone.push(content("more", vec!["fresh".into(), "(unclosed".into()], false));
-    let pack = json!({ "name": "words", "version": "0.9.0", "policy_definitions": over_alone });
-    let refused = s.post_raw("/api/v1/enforce/policy-packs", &s.admin_key, pack.to_string()).await;
-    assert_error(&refused, 400, "invalid_policy");
-    let message = refused.1["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains(&format!("the pack holds {} distinct content patterns", limit + 2)) && message.contains("nothing was deployed"), "{message}");
-    let pack = json!({ "name": "words", "version": "1.0.0", "policy_definitions": defs });
-    let (st, body) = s.post_raw("/api/v1/enforce/policy-packs", &s.admin_key, pack.to_string()).await;
-    assert_eq!((st, made), (StatusCode::OK, limit), "{body}");
-    // One pattern more is refused, naming the field and the counts.
-    let over = s.post("/api/v1/enforce/policies", &s.admin_key, &content("one more", vec!["fresh".into()], false)).await;
-    assert_error(&over, 400, "invalid_policy");
-    let message = over.1["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("`conditions.patterns`") && message.contains(&format!("would hold {} distinct", limit + 1)), "{message}");
-    // The same text in the other case mode is another pattern; so is one inside a rule.
-    let other_case = s.post("/api/v1/enforce/policies", &s.admin_key, &content("shout", vec!["secret7".into()], true)).await;
-    assert_error(&other_case, 400, "invalid_policy");
-    let rule = json!({ "name": "leaf", "condition": { "type": "content_matches", "patterns": ["fresh"] }, "action": "block", "severity": "low" });
-    assert_error(&s.post("/api/v1/rules", &s.admin_key, &rule).await, 400, "invalid_policy");
-    // Patterns the workspace already holds, policies of other kinds and disabled ones add none.
-    let again = s.post("/api/v1/enforce/policies", &s.admin_key, &content("again", vec!["secret7".into(), "secret8".into()], false)).await;
-    assert_eq!(again.0, StatusCode::OK, "{}", again.1);
-    let glob = json!({ "name": "glob", "policy_type": "action_type", "action_types": ["x.*"], "decision": "block" });
-    assert_eq!(s.post("/api/v1/enforce/policies", &s.admin_key, &glob).await.0, StatusCode::OK);
-    let mut disabled = content("off", vec!["fresh".into()], false);
+    over_alone.push(content("more", (0..per_policy).map(|i| format!("more{i}")).collect(), false));
+    over_alone.push(content("broken", vec!["(unclosed".into()], false));
+    let pack = |version: &str, defs: &[Value]| json!({ "name": "words", "version": version, "policy_definitions": defs }).to_string();
+    for path in ["/api/v1/enforce/policy-packs", "/api/v1/enforce/policy-packs/validate"] {
+        let refused = s.post_raw(path, &s.admin_key, pack("0.9.0", &over_alone)).await;
+        let text = refused.1.to_string();
+        assert!(text.contains(&format!("lists {} content patterns", limit + 1)) && !text.contains("unclosed"), "{path}: {text}");
+    }
+    let (st, body) = s.post_raw("/api/v1/enforce/policy-packs", &s.admin_key, pack("1.0.0", &defs)).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    // 900 listed: a rule's leaves and a disabled policy count; a glob policy does not.
+    let rule = json!({ "name": "leaf", "condition": { "type": "content_matches", "patterns": ["secret1", "secret2"] }, "action": "block", "severity": "low" });
+    assert_eq!(s.post("/api/v1/rules", &s.admin_key, &rule).await.0, StatusCode::OK);
+    let mut disabled = content("off", (0..per_policy - 2).map(|i| format!("secret{i}")).collect(), true);
     disabled["enabled"] = json!(false);
     let off = s.post("/api/v1/enforce/policies", &s.admin_key, &disabled).await;
     assert_eq!(off.0, StatusCode::OK, "{}", off.1);
-    // Enabling it would add one: refused.
+    let glob = json!({ "name": "glob", "policy_type": "action_type", "action_types": ["x.*"], "decision": "block" });
+    assert_eq!(s.post("/api/v1/enforce/policies", &s.admin_key, &glob).await.0, StatusCode::OK);
+    // At the limit: one pattern more is refused, even one listed already, naming the
+    // field and the counts.
+    let over = s.post("/api/v1/enforce/policies", &s.admin_key, &content("one more", vec!["secret7".into()], false)).await;
+    assert_error(&over, 400, "invalid_policy");
+    let message = over.1["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("`conditions.patterns`") && message.contains(&format!("would list {} content patterns", limit + 1)), "{message}");
+    let leaf = json!({ "name": "leaf 2", "condition": { "type": "content_matches", "patterns": ["fresh"] }, "action": "block", "severity": "low" });
+    assert_error(&s.post("/api/v1/rules", &s.admin_key, &leaf).await, 400, "invalid_policy");
+    // Enabling the disabled policy adds none: it passes. Shrinking it makes room.
     let id = off.1["policy"]["policy_id"].as_str().unwrap_or_default().to_owned();
     disabled["enabled"] = json!(true);
-    assert_error(&s.put(&format!("/api/v1/enforce/policies/{id}"), &s.admin_key, &disabled).await, 400, "invalid_policy");
+    let on = s.put(&format!("/api/v1/enforce/policies/{id}"), &s.admin_key, &disabled).await;
+    assert_eq!(on.0, StatusCode::OK, "{}", on.1);
+    disabled["conditions"]["patterns"] = json!(["secret0"]);
+    assert_eq!(s.put(&format!("/api/v1/enforce/policies/{id}"), &s.admin_key, &disabled).await.0, StatusCode::OK);
+    assert_eq!(s.post("/api/v1/enforce/policies", &s.admin_key, &content("one more", vec!["secret7".into()], false)).await.0, StatusCode::OK);
 }
 
 /// Another node deletes (or edits) a policy after this node read the policies and
