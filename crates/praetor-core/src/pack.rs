@@ -147,8 +147,6 @@ impl<'de> serde::de::Visitor<'de> for Bounded<'_> {
 const NAME_MAX: usize = 128;
 const DEFINITIONS_MAX: usize = 1_000;
 
-/// Validate a whole pack, reporting every error, not just the first. On success the
-/// definitions compile together.
 /// The content patterns a pack's definitions list, if more than a workspace may hold:
 /// checked before the definitions are, since checking them compiles every pattern.
 fn over_pattern_limit(list: &[Value]) -> Option<usize> {
@@ -156,6 +154,8 @@ fn over_pattern_limit(list: &[Value]) -> Option<usize> {
     Some(crate::policy::content_patterns_listed(&defs)).filter(|n| *n > crate::policy::MAX_CONTENT_PATTERNS_LISTED)
 }
 
+/// Validate a whole pack, reporting every error, not just the first. On success the
+/// definitions compile together.
 pub fn validate(doc: &Value) -> Result<PolicyPack, Vec<PackError>> {
     let mut errors = Vec::new();
     let Some(obj) = doc.as_object() else {

@@ -411,6 +411,31 @@ mod tests {
         assert_eq!(set.patterns.len(), 7);
     }
 
+    /// A new policy lists at most `MAX_PATTERNS` in all, composite leaves together,
+    /// refused before any of them compiles (the broken one is not what is named).
+    #[test]
+    fn a_new_policy_lists_at_most_a_hundred_patterns_in_all() {
+        let leaf = |n: usize, extra: &[&str]| {
+            let mut p: Vec<String> = (0..n).map(|i| format!("w{i}")).collect();
+            p.extend(extra.iter().map(|s| (*s).to_owned()));
+            json!({"content_pattern": {"patterns": p}})
+        };
+        let composite = |leaves: Vec<serde_json::Value>| {
+            let v = json!({"name": "t", "policy_type": "composite", "decision": "block", "conditions": {"when": {"any": leaves}}});
+            match serde_json::from_value::<crate::PolicyDef>(v) {
+                Ok(d) => d,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let over = crate::CompiledPolicySet::validate(&composite(vec![leaf(60, &[]), leaf(40, &["(unclosed"])]));
+        let e = over.err().map(|e| (e.field, e.message)).unwrap_or_default();
+        assert_eq!(e, ("conditions.when".to_owned(), "lists 101 content patterns; a policy may list at most 100".to_owned()));
+        assert!(crate::CompiledPolicySet::validate(&composite(vec![leaf(60, &[]), leaf(40, &[])])).is_ok());
+        // A plain content policy over it is named by its own list, as before.
+        assert_eq!(err_of(json!({"name": "c", "policy_type": "content_pattern", "decision": "block",
+                                  "conditions": {"patterns": (0..101).map(|i| format!("w{i}")).collect::<Vec<_>>()}})).field, "conditions.patterns");
+    }
+
     #[test]
     fn hostile_patterns_are_bounded() {
         let base = |p: &str| json!({"name": "c", "policy_type": "content_pattern", "decision": "block", "conditions": {"patterns": [p]}});

@@ -513,6 +513,12 @@ impl CompiledPolicySet {
         if def.description.as_ref().is_some_and(|d| d.len() > MAX_DESCRIPTION_BYTES) {
             return Err(PolicyError::new("description", format!("is longer than {MAX_DESCRIPTION_BYTES} bytes")));
         }
+        // Before anything compiles: a composite tree of 128 nodes could list 12,700.
+        let listed = content_pattern::listed([def]);
+        if listed > content_pattern::MAX_PATTERNS {
+            let field = if def.policy_type == PolicyType::Composite { "conditions.when" } else { "conditions.patterns" };
+            return Err(PolicyError::new(field, format!("lists {listed} content patterns; a policy may list at most {}", content_pattern::MAX_PATTERNS)));
+        }
         if def.action_types.len() > MAX_ACTION_TYPES {
             return Err(PolicyError::new("action_types", format!("has {} globs; the limit is {MAX_ACTION_TYPES}", def.action_types.len())));
         }
