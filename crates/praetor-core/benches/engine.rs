@@ -246,6 +246,19 @@ fn bench_many_patterns(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("1.5kb", n), |b| b.iter(|| decide(black_box(&input), black_box(&set), &settings)));
     }
     g.finish();
+
+    // What a policy write costs a workspace at the pattern limit: the whole set compiled
+    // from nothing (start-up), or after the set in force (a write adding one pattern).
+    let mut g = c.benchmark_group("compile_content_patterns");
+    g.sample_size(10);
+    let defs = content_policies(1000);
+    let in_force = match CompiledPolicySet::compile(&defs[..999]) {
+        Ok(s) => s,
+        Err(e) => panic!("compile: {e}"),
+    };
+    g.bench_function("1000_from_nothing", |b| b.iter(|| CompiledPolicySet::compile(black_box(&defs)).is_ok()));
+    g.bench_function("1000_after_999", |b| b.iter(|| CompiledPolicySet::compile_after(black_box(&defs), &in_force).is_ok()));
+    g.finish();
 }
 
 fn bench_pii(c: &mut Criterion) {

@@ -687,6 +687,10 @@ pub(crate) mod tests {
             CompiledPolicySet::compile(&self.defs).unwrap()
         }
         pub(crate) fn decide(&self, action_type: &str) -> Decision {
+            self.decide_with(&self.compiled(), action_type)
+        }
+        /// Decide with `set` in place of this fixture's own policies.
+        pub(crate) fn decide_with(&self, set: &CompiledPolicySet, action_type: &str) -> Decision {
             let mut request = self.request.clone();
             request.action_type = action_type.to_owned();
             let input = DecisionInput {
@@ -701,7 +705,7 @@ pub(crate) mod tests {
                 authority: Default::default(),
                 now_ms: self.now_ms,
             };
-            decide(&input, &self.compiled(), &self.settings)
+            decide(&input, set, &self.settings)
         }
     }
 

@@ -258,7 +258,7 @@ mod tests {
             let texts = PatternTexts::new(&md);
             let mut builder = BankBuilder::default();
             let slots: Vec<_> = PATTERNS.iter().map(|p| builder.add(p, false)).collect();
-            let bank = match builder.build() { Ok(b) => b, Err(e) => panic!("{e}") };
+            let bank = match builder.build(&mut Default::default()) { Ok(b) => b, Err(e) => panic!("{e}") };
             for (p, slot) in PATTERNS.iter().zip(slots) {
                 let one = texts.first_match(|t| bank.is_match(slot, t));
                 proptest::prop_assert!(

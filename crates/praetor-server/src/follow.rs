@@ -123,9 +123,21 @@ async fn reload_policies(state: &AppState, ws: &WorkspaceState) -> ApiResult<()>
 }
 
 /// Put the stored policies in force on this node. The caller holds `policy_writes`.
+///
+/// Compared as records, not by the set's hash: a policy written again unchanged (a pack
+/// deployed again, a `PUT` of the same definition) keeps the hash but not its
+/// `updated_at`, and an edit here guards on the `updated_at` it holds, so holding the
+/// old one would refuse every edit of it as stale, and every retry. Records already in
+/// force (this node's own writes, as the change feed brings them back) are not compiled
+/// again.
 pub async fn load_stored_policies(state: &AppState, ws: &WorkspaceState) -> ApiResult<()> {
-    let records = state.store.list_policies(&ws.workspace_id).await?;
-    let set = match PolicySet::build_serving(records) {
+    let mut records = state.store.list_policies(&ws.workspace_id).await?;
+    PolicySet::sort(&mut records);
+    let in_force = ws.policies.load_full();
+    if records == in_force.records {
+        return Ok(());
+    }
+    let set = match PolicySet::build_serving(records, &in_force) {
         Ok(set) => set,
         Err(e) => {
             // Keep deciding with the set in force (a newer node may have written what
@@ -134,10 +146,9 @@ pub async fn load_stored_policies(state: &AppState, ws: &WorkspaceState) -> ApiR
             return Ok(());
         }
     };
-    if set.hash != ws.policies.load().hash {
-        tracing::info!(workspace_id = %ws.workspace_id, policy_set_hash = %set.hash, "the stored policies differ from those in force here; now in force");
-        ws.replace_policies(set, state.now_ms());
-    }
+    tracing::info!(workspace_id = %ws.workspace_id, policy_set_hash = %set.hash, patterns_compiled = set.compiled.patterns_compiled(),
+                   "the stored policies differ from those in force here; now in force");
+    ws.replace_policies(set, state.now_ms());
     Ok(())
 }
 

@@ -19,6 +19,7 @@
 use serde_json::{Map, Value};
 
 use super::conditions::Obj;
+use super::content_pattern::PatternCache;
 use super::{Effect, PolicyDef, PolicyError, PolicyType, Rule as KindRule, compile_kind};
 use crate::engine::EvalCtx;
 use crate::glob::GlobList;
@@ -41,14 +42,14 @@ pub(crate) struct Rule {
     root: Node,
 }
 
-pub(crate) fn compile(def: &PolicyDef) -> Result<Rule, PolicyError> {
+pub(crate) fn compile(def: &PolicyDef, cache: &mut PatternCache<'_>) -> Result<Rule, PolicyError> {
     let c = Obj::new(&def.conditions, "conditions", &["when"])?;
     let when = def.conditions.get("when").ok_or_else(|| c.err("when", "required: the condition tree"))?;
     let mut count = 0;
-    Ok(Rule { root: node(def, when, "conditions.when", 0, &mut count)? })
+    Ok(Rule { root: node(def, when, "conditions.when", 0, &mut count, cache)? })
 }
 
-fn node(def: &PolicyDef, v: &Value, path: &str, depth: usize, count: &mut usize) -> Result<Node, PolicyError> {
+fn node(def: &PolicyDef, v: &Value, path: &str, depth: usize, count: &mut usize, cache: &mut PatternCache<'_>) -> Result<Node, PolicyError> {
     *count += 1;
     if depth > MAX_DEPTH || *count > MAX_NODES {
         return Err(PolicyError::new(path, format!("the condition tree is limited to {MAX_DEPTH} levels and {MAX_NODES} nodes")));
@@ -60,19 +61,19 @@ fn node(def: &PolicyDef, v: &Value, path: &str, depth: usize, count: &mut usize)
     let here = format!("{path}.{key}");
     let mut list = |inner: &Value| -> Result<Vec<Node>, PolicyError> {
         let items = inner.as_array().filter(|a| !a.is_empty()).ok_or_else(|| PolicyError::new(&here, "a non-empty list of conditions"))?;
-        items.iter().enumerate().map(|(i, x)| node(def, x, &format!("{here}[{i}]"), depth + 1, count)).collect()
+        items.iter().enumerate().map(|(i, x)| node(def, x, &format!("{here}[{i}]"), depth + 1, count, cache)).collect()
     };
     match key.as_str() {
         "all" => Ok(Node::All(list(inner)?)),
         "any" => Ok(Node::Any(list(inner)?)),
-        "not" => Ok(Node::Not(Box::new(node(def, inner, &here, depth + 1, count)?))),
-        "pii" => leaf(def, PolicyType::Pii, inner.clone(), None, vec![], &here),
-        "content_pattern" => leaf(def, PolicyType::ContentPattern, inner.clone(), None, vec![], &here),
-        "temporal" => leaf(def, PolicyType::Temporal, inner.clone(), None, vec![], &here),
-        "metadata" => leaf(def, PolicyType::Metadata, Value::Object(Map::from_iter([("rule".to_owned(), inner.clone())])), None, vec![], &here),
+        "not" => Ok(Node::Not(Box::new(node(def, inner, &here, depth + 1, count, cache)?))),
+        "pii" => leaf(def, PolicyType::Pii, inner.clone(), None, vec![], &here, cache),
+        "content_pattern" => leaf(def, PolicyType::ContentPattern, inner.clone(), None, vec![], &here, cache),
+        "temporal" => leaf(def, PolicyType::Temporal, inner.clone(), None, vec![], &here, cache),
+        "metadata" => leaf(def, PolicyType::Metadata, Value::Object(Map::from_iter([("rule".to_owned(), inner.clone())])), None, vec![], &here, cache),
         "trust_below" => {
             let t = inner.as_u64().filter(|t| *t <= 100).ok_or_else(|| PolicyError::new(&here, "an integer from 0 to 100"))?;
-            leaf(def, PolicyType::Threshold, Value::Null, Some(t as u8), vec![], &here)
+            leaf(def, PolicyType::Threshold, Value::Null, Some(t as u8), vec![], &here, cache)
         }
         "action_type" => {
             let globs: Vec<String> = inner
@@ -80,14 +81,14 @@ fn node(def: &PolicyDef, v: &Value, path: &str, depth: usize, count: &mut usize)
                 .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
                 .filter(|g: &Vec<String>| !g.is_empty())
                 .ok_or_else(|| PolicyError::new(&here, "a non-empty list of action-type globs"))?;
-            leaf(def, PolicyType::ActionType, Value::Null, None, globs, &here)
+            leaf(def, PolicyType::ActionType, Value::Null, None, globs, &here, cache)
         }
         other => Err(PolicyError::new(path, format!("unknown condition `{other}`"))),
     }
 }
 
 /// Compile a leaf as a policy of its kind; its errors are renamed to the leaf's path.
-fn leaf(def: &PolicyDef, kind: PolicyType, conditions: Value, trust: Option<u8>, action_types: Vec<String>, path: &str) -> Result<Node, PolicyError> {
+fn leaf(def: &PolicyDef, kind: PolicyType, conditions: Value, trust: Option<u8>, action_types: Vec<String>, path: &str, cache: &mut PatternCache<'_>) -> Result<Node, PolicyError> {
     let sub = PolicyDef {
         policy_type: kind,
         conditions,
@@ -96,7 +97,7 @@ fn leaf(def: &PolicyDef, kind: PolicyType, conditions: Value, trust: Option<u8>,
         ..def.clone()
     };
     let scope = GlobList::new(&action_types, path).map_err(|e| PolicyError::new(path, e.message))?;
-    compile_kind(&sub, scope)
+    compile_kind(&sub, scope, cache)
         .map(|r| Node::Leaf(Box::new(r)))
         .map_err(|e| {
             let field = e.field.strip_prefix("conditions.").map(|f| format!("{path}.{f}")).unwrap_or_else(|| path.to_owned());

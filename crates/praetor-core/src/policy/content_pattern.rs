@@ -16,9 +16,12 @@
 //!
 //! Hostile patterns are bounded: at most 1,024 bytes, nesting depth 64, and 1 MiB of
 //! compiled program each, and a workspace's policies list at most `MAX_LISTED` in all.
-//! Each listing is compiled once to be checked, and each distinct pattern in force once
-//! more into the set's `PatternBank`, shared between policies; each field is read at
-//! most once per distinct pattern.
+//! Compiling a set compiles each distinct pattern once (`PatternCache`), and not at all
+//! when the set it replaces had it: a write that adds one pattern compiles one. The
+//! patterns in force are shared between policies in the set's `PatternBank`; each field
+//! is read at most once per distinct pattern.
+
+use std::collections::HashMap;
 
 use regex::{Regex, RegexBuilder};
 
@@ -47,7 +50,7 @@ pub(crate) struct Rule {
     slots: Vec<Slot>,
 }
 
-pub(crate) fn compile(def: &PolicyDef) -> Result<Rule, PolicyError> {
+pub(crate) fn compile(def: &PolicyDef, cache: &mut PatternCache<'_>) -> Result<Rule, PolicyError> {
     let c = Obj::new(
         &def.conditions,
         "conditions",
@@ -59,7 +62,7 @@ pub(crate) fn compile(def: &PolicyDef) -> Result<Rule, PolicyError> {
     }
     let case_insensitive = c.bool("case_insensitive")?.unwrap_or(false);
     for (i, p) in list.iter().enumerate() {
-        check_pattern(p, case_insensitive).map_err(|m| PolicyError::new(format!("conditions.patterns[{i}]"), m))?;
+        cache.compile(p, case_insensitive).map_err(|m| PolicyError::new(format!("conditions.patterns[{i}]"), m))?;
     }
     Ok(Rule {
         patterns: list.iter().map(|s| (*s).to_owned()).collect(),
@@ -69,7 +72,59 @@ pub(crate) fn compile(def: &PolicyDef) -> Result<Rule, PolicyError> {
     })
 }
 
-fn check_pattern(p: &str, ci: bool) -> Result<(), String> {
+/// Compiled content patterns by case mode and text: every pattern a set lists, in any
+/// mode, kept with the set so that the next set need not compile them again.
+/// `Regex::clone` shares the compiled program (each copy keeps its own search caches).
+#[derive(Debug, Default)]
+pub(crate) struct CompiledPatterns {
+    /// Indexed by `case_insensitive as usize`.
+    by_mode: [HashMap<String, Regex>; 2],
+}
+
+/// The patterns compiled while a set compiles: each distinct one once however often it
+/// is listed, and none that the set it replaces (`earlier`) already compiled. It keeps
+/// only the patterns this set lists, so what a set holds does not grow with its history.
+#[derive(Debug, Default)]
+pub(crate) struct PatternCache<'e> {
+    earlier: Option<&'e CompiledPatterns>,
+    now: CompiledPatterns,
+    /// How many patterns were compiled (not taken from `earlier` or a repeat).
+    compiled: usize,
+}
+
+impl<'e> PatternCache<'e> {
+    pub(crate) fn after(earlier: &'e CompiledPatterns) -> PatternCache<'e> {
+        PatternCache { earlier: Some(earlier), ..PatternCache::default() }
+    }
+
+    pub(crate) fn compiled(&self) -> usize {
+        self.compiled
+    }
+
+    pub(crate) fn into_patterns(self) -> CompiledPatterns {
+        self.now
+    }
+
+    /// The compiled form of `p`, or why it is refused.
+    pub(crate) fn compile(&mut self, p: &str, ci: bool) -> Result<Regex, String> {
+        let mode = usize::from(ci);
+        if let Some(re) = self.now.by_mode[mode].get(p) {
+            return Ok(re.clone());
+        }
+        let re = match self.earlier.and_then(|e| e.by_mode[mode].get(p)) {
+            Some(re) => re.clone(),
+            None => {
+                let re = build_regex(p, ci)?;
+                self.compiled += 1;
+                re
+            }
+        };
+        self.now.by_mode[mode].insert(p.to_owned(), re.clone());
+        Ok(re)
+    }
+}
+
+fn build_regex(p: &str, ci: bool) -> Result<Regex, String> {
     if p.is_empty() {
         return Err("empty pattern (it would match everything)".to_owned());
     }
@@ -79,9 +134,9 @@ fn check_pattern(p: &str, ci: bool) -> Result<(), String> {
     RegexBuilder::new(p)
         .case_insensitive(ci)
         .size_limit(PATTERN_SIZE_LIMIT)
+        .dfa_size_limit(DFA_SIZE_LIMIT)
         .nest_limit(NEST_LIMIT)
         .build()
-        .map(|_| ())
         .map_err(|e| format!("invalid regex: {e}"))
 }
 
@@ -184,21 +239,16 @@ impl BankBuilder {
         }
     }
 
-    pub(crate) fn build(self) -> Result<PatternBank, PolicyError> {
-        let mut regexes = Vec::with_capacity(self.patterns.len());
-        let mut joinable = Vec::with_capacity(self.patterns.len());
+    /// The bank of the patterns added, taken from `cache` (where compiling the policies
+    /// put them) or compiled there.
+    pub(crate) fn build(self, cache: &mut PatternCache<'_>) -> Result<PatternBank, PolicyError> {
+        let mut bank = PatternBank::default();
         for (p, ci) in self.patterns {
-            let re = RegexBuilder::new(&p)
-                .case_insensitive(ci)
-                .size_limit(PATTERN_SIZE_LIMIT)
-                .dfa_size_limit(DFA_SIZE_LIMIT)
-                .nest_limit(NEST_LIMIT)
-                .build()
-                .map_err(|e| PolicyError::new("conditions.patterns", format!("invalid regex `{p}`: {e}")))?;
-            regexes.push(re);
-            joinable.push(!mentions_haystack_edges(&p));
+            let re = cache.compile(&p, ci).map_err(|e| PolicyError::new("conditions.patterns", format!("`{p}`: {e}")))?;
+            bank.regexes.push(re);
+            bank.joinable.push(!mentions_haystack_edges(&p));
         }
-        Ok(PatternBank { regexes, joinable })
+        Ok(bank)
     }
 }
 
@@ -409,6 +459,53 @@ mod tests {
         };
         // In force and distinct: alpha, beta; beta/i, BETA/i; wire, deep/i; shadowed.
         assert_eq!(set.patterns.len(), 7);
+        // Compiled once each, in any mode: those 7, `off` and `off by mode`.
+        assert_eq!(set.patterns_compiled(), 9);
+    }
+
+    fn defs(list: &[(&str, Vec<&str>, bool, bool)]) -> Vec<crate::PolicyDef> {
+        list.iter()
+            .map(|(id, patterns, ci, enabled)| {
+                crate::policy::tests::def(id, json!({"name": id, "policy_type": "content_pattern", "decision": "block", "enabled": enabled,
+                                                     "conditions": {"patterns": patterns, "case_insensitive": ci}}))
+            })
+            .collect()
+    }
+
+    fn compiled(defs: &[crate::PolicyDef], previous: Option<&crate::CompiledPolicySet>) -> crate::CompiledPolicySet {
+        let set = match previous {
+            Some(p) => crate::CompiledPolicySet::compile_after(defs, p),
+            None => crate::CompiledPolicySet::compile(defs),
+        };
+        set.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A set that replaces another compiles only the patterns the other did not list,
+    /// and decides as a set compiled from nothing would. Patterns no longer listed are
+    /// not kept: a later set that lists one again compiles it again.
+    #[test]
+    fn a_set_compiles_only_the_patterns_the_set_it_replaces_did_not_list() {
+        let mut list = vec![("a", vec!["wire\\s+funds", "beta"], false, true), ("b", vec!["beta", "beta"], false, true), ("c", vec!["dormant"], false, false)];
+        let first = compiled(&defs(&list), None);
+        assert_eq!(first.patterns_compiled(), 3);
+        // `beta` in the other case mode is another pattern; `gamma` is new.
+        list.push(("d", vec!["beta", "gamma", "dormant"], true, true));
+        let second = compiled(&defs(&list), Some(&first));
+        assert_eq!(second.patterns_compiled(), 3, "beta/i, gamma/i and dormant/i");
+        for (content, verdict) in [("please WIRE  FUNDS", Verdict::Allow), ("wire  funds", Verdict::Block), ("GAMMA ray", Verdict::Block), ("BETA", Verdict::Block), ("Dormant", Verdict::Block), ("dull", Verdict::Allow)] {
+            let from_nothing = Fx::new(vec![]).content(content).decide_with(&compiled(&defs(&list), None), "x").verdict;
+            assert_eq!((content, Fx::new(vec![]).content(content).decide_with(&second, "x").verdict), (content, verdict));
+            assert_eq!(from_nothing, verdict, "{content}");
+        }
+        // The disabled policy goes, then comes back: its pattern was not kept.
+        let without: Vec<_> = list.iter().filter(|p| p.0 != "c").cloned().collect();
+        let third = compiled(&defs(&without), Some(&second));
+        assert_eq!(third.patterns_compiled(), 0);
+        assert_eq!(compiled(&defs(&list), Some(&third)).patterns_compiled(), 1, "dormant, case-sensitive");
+        // A broken pattern is still refused, named by its place.
+        list.push(("e", vec!["beta", "(unclosed"], false, true));
+        let e = crate::CompiledPolicySet::compile_after(&defs(&list), &second).unwrap_err();
+        assert_eq!((e.index, e.field.as_str()), (Some(4), "conditions.patterns[1]"));
     }
 
     /// A new policy lists at most `MAX_PATTERNS` in all, composite leaves together,

@@ -146,7 +146,7 @@ pub async fn change(
     }
     mutations.splice(0..0, guards);
     within_pattern_limit(&records, &before.records)?;
-    let set = PolicySet::build_serving(records).map_err(policy_error)?;
+    let set = PolicySet::build_serving(records, &before).map_err(policy_error)?;
     let mut fields = fields;
     if let Value::Object(m) = &mut fields {
         m.insert("policy_set_hash".into(), json!(set.hash));
@@ -161,9 +161,9 @@ pub async fn change(
         }
         return Err(e.into());
     }
-    let hash = set.hash.clone();
+    let (hash, patterns_compiled) = (set.hash.clone(), set.compiled.patterns_compiled());
     ws.replace_policies(set, state.now_ms());
-    tracing::info!(workspace_id = %ws.workspace_id, kind, policy_set_hash = %hash, "policies changed");
+    tracing::info!(workspace_id = %ws.workspace_id, kind, policy_set_hash = %hash, patterns_compiled, "policies changed");
     Ok(json!({ "policy_set_hash": hash }))
 }
 

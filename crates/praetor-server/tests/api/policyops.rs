@@ -501,3 +501,33 @@ async fn a_pack_deployed_on_another_node_meanwhile_is_not_deployed_beside() {
     let live: Vec<String> = s.state.store.list_policies(&ws_id).await.unwrap().into_iter().filter_map(|p| p.def.pack).collect();
     assert_eq!(live, vec!["core@2.0.0".to_owned()]);
 }
+
+/// Another node rewrites a policy with the same definition (a pack deployed again, a
+/// `PUT` of what was there): only its `updated_at` changes, so the policy set's hash
+/// does not. This node must still take the new record in, or every later edit of the
+/// policy here is refused as stale, and so is every retry.
+#[tokio::test]
+async fn a_policy_rewritten_unchanged_on_another_node_can_still_be_edited_here() {
+    let s = TestServer::start().await;
+    let ws_id = s.state.workspace_ids()[0].clone();
+    let def = json!({ "name": "No deletes", "policy_type": "action_type", "action_types": ["delete_*"], "decision": "block" });
+    let id = s.policy(def.clone()).await;
+    let ws = s.state.workspace(&ws_id).unwrap();
+    // This node's own write, as the change feed brings it back, is already in force.
+    let own = ws.policies.load_full();
+    praetor_server::follow::follow(&s.state, &ws).await.unwrap();
+    assert!(std::sync::Arc::ptr_eq(&own, &ws.policies.load_full()), "the set in force was not rebuilt");
+    let hash_before = own.hash.clone();
+    let mut stored = s.state.store.list_policies(&ws_id).await.unwrap().into_iter().find(|p| p.def.policy_id == id).unwrap();
+    stored.updated_at += 5;
+    s.state.store.commit(praetor_store::Txn { mutations: vec![praetor_store::Mutation::PutPolicy(stored.clone())], seal: vec![] }).await.unwrap();
+    praetor_server::follow::follow(&s.state, &ws).await.unwrap();
+    let held = ws.policies.load();
+    assert_eq!(held.hash, hash_before, "the definitions are unchanged");
+    assert_eq!(held.records.iter().find(|r| r.def.policy_id == id).map(|r| r.updated_at), Some(stored.updated_at), "the record rewritten is held");
+    let mut edited = def.clone();
+    edited["decision"] = json!("escalate");
+    let (status, answer) = s.put(&format!("/api/v1/enforce/policies/{id}"), &s.admin_key, &edited).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(s.intercept(json!({ "action_type": "delete_x" })).await["decision"], "escalate");
+}
