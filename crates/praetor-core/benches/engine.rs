@@ -223,14 +223,37 @@ fn content_policies(n: usize) -> Vec<PolicyDef> {
         .collect()
 }
 
-/// Workspaces with many content patterns: each distinct pattern reads the content on its
-/// own, so a decision's cost grows with their number (see BENCHMARKS "Session 30").
+/// `n` content policies of one pattern each, half of them case-insensitive, each with a
+/// literal of its own that the text does not hold (a bank of code names, ticket and key
+/// prefixes): the prefilter rules them all out.
+fn distinct_content_policies(n: usize) -> Vec<PolicyDef> {
+    let words = ["codename", "ticket-", "acct_", "AKIA", "ghp_"];
+    (0..n)
+        .map(|i| {
+            let v = json!({"name": format!("pattern {i}"), "policy_type": "content_pattern", "decision": "block",
+                           "conditions": {"patterns": [format!(r"{}{i}\b", words[i % words.len()])], "case_insensitive": i % 2 == 0}});
+            match serde_json::from_value::<PolicyDef>(v) {
+                Ok(mut d) => {
+                    d.policy_id = format!("pat_{i}");
+                    d
+                }
+                Err(e) => panic!("content policy {i}: {e}"),
+            }
+        })
+        .collect()
+}
+
+/// Workspaces with many content patterns: without a shared prefilter each distinct
+/// pattern read the content on its own, so a decision's cost grew with their number
+/// (see BENCHMARKS "Session 30" and "Session 31"). `shared_prefix`: every pattern's
+/// literal is in the text (the prefilter rules none out); `distinct`: none is.
 fn bench_many_patterns(c: &mut Criterion) {
     let settings = WorkspaceSettings::default();
     let mut g = c.benchmark_group("decide_content_patterns");
     g.sample_size(30);
-    for n in [15usize, 100, 1000] {
-        let set = match CompiledPolicySet::compile(&content_policies(n)) {
+    for (label, n) in [("shared_prefix", 15usize), ("shared_prefix", 100), ("shared_prefix", 1000), ("distinct", 15), ("distinct", 100), ("distinct", 1000)] {
+        let defs = if label == "distinct" { distinct_content_policies(n) } else { content_policies(n) };
+        let set = match CompiledPolicySet::compile(&defs) {
             Ok(s) => s,
             Err(e) => panic!("compile: {e}"),
         };
@@ -243,7 +266,7 @@ fn bench_many_patterns(c: &mut Criterion) {
             refused_unread: None,
         };
         let input = input(&request, None, &[]);
-        g.bench_function(BenchmarkId::new("1.5kb", n), |b| b.iter(|| decide(black_box(&input), black_box(&set), &settings)));
+        g.bench_function(BenchmarkId::new(format!("{label}_1.5kb"), n), |b| b.iter(|| decide(black_box(&input), black_box(&set), &settings)));
     }
     g.finish();
 

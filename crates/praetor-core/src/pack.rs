@@ -202,6 +202,7 @@ pub fn validate(doc: &Value) -> Result<PolicyPack, Vec<PackError>> {
                 errors.push(pack_err(None, "policy_definitions", format!("lists {n} content patterns; a workspace's limit is {max}")));
             }
             None => {
+                let mut patterns = crate::policy::PatternCache::default();
                 for (i, item) in list.iter().enumerate() {
                     match serde_path_to_error::deserialize::<_, PolicyDef>(item.clone()) {
                         Err(e) => {
@@ -217,7 +218,7 @@ pub fn validate(doc: &Value) -> Result<PolicyPack, Vec<PackError>> {
                             if def.name.trim().is_empty() {
                                 errors.push(pack_err(Some(i), "name", "must not be empty"));
                             }
-                            if let Err(e) = CompiledPolicySet::validate(&def) {
+                            if let Err(e) = CompiledPolicySet::validate_with(&def, &mut patterns) {
                                 errors.push(pack_err(Some(i), e.field, e.message));
                             }
                             defs.push(def);

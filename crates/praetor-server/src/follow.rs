@@ -124,8 +124,8 @@ async fn reload_policies(state: &AppState, ws: &WorkspaceState) -> ApiResult<()>
 
 /// Put the stored policies in force on this node. The caller holds `policy_writes`.
 ///
-/// Compared as records, not by the set's hash: a policy written again unchanged (a pack
-/// deployed again, a `PUT` of the same definition) keeps the hash but not its
+/// Compared as records, not by the set's hash: a policy written again unchanged (a `PUT`
+/// of the same definition, a rule updated to what it was) keeps the hash but not its
 /// `updated_at`, and an edit here guards on the `updated_at` it holds, so holding the
 /// old one would refuse every edit of it as stale, and every retry. Records already in
 /// force (this node's own writes, as the change feed brings them back) are not compiled

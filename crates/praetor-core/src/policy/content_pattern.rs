@@ -17,13 +17,19 @@
 //! Hostile patterns are bounded: at most 1,024 bytes, nesting depth 64, and 1 MiB of
 //! compiled program each, and a workspace's policies list at most `MAX_LISTED` in all.
 //! Compiling a set compiles each distinct pattern once (`PatternCache`), and not at all
-//! when the set it replaces had it: a write that adds one pattern compiles one. The
+//! when the set it replaces had it: a write that adds one pattern compiles one (after
+//! the new definition was checked on its own, which compiles its patterns once). The
 //! patterns in force are shared between policies in the set's `PatternBank`; each field
-//! is read at most once per distinct pattern.
+//! is read at most once per distinct pattern, and from 16 patterns with prefix literals
+//! on, one pass over it first rules out the patterns whose literals it lacks
+//! (`prefilter.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, hash_map};
+use std::sync::Arc;
 
 use regex::{Regex, RegexBuilder};
+
+use super::prefilter::{self, Prefilter};
 
 use super::conditions::{Fields, Obj, fields};
 use serde_json::Value;
@@ -62,7 +68,7 @@ pub(crate) fn compile(def: &PolicyDef, cache: &mut PatternCache<'_>) -> Result<R
     }
     let case_insensitive = c.bool("case_insensitive")?.unwrap_or(false);
     for (i, p) in list.iter().enumerate() {
-        cache.compile(p, case_insensitive).map_err(|m| PolicyError::new(format!("conditions.patterns[{i}]"), m))?;
+        cache.check(p, case_insensitive).map_err(|m| PolicyError::new(format!("conditions.patterns[{i}]"), m))?;
     }
     Ok(Rule {
         patterns: list.iter().map(|s| (*s).to_owned()).collect(),
@@ -72,22 +78,39 @@ pub(crate) fn compile(def: &PolicyDef, cache: &mut PatternCache<'_>) -> Result<R
     })
 }
 
-/// Compiled content patterns by case mode and text: every pattern a set lists, in any
-/// mode, kept with the set so that the next set need not compile them again.
-/// `Regex::clone` shares the compiled program (each copy keeps its own search caches).
-#[derive(Debug, Default)]
-pub(crate) struct CompiledPatterns {
-    /// Indexed by `case_insensitive as usize`.
-    by_mode: [HashMap<String, Regex>; 2],
+/// A content pattern compiled: its regex and its prefix literals (`prefilter`).
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    regex: Regex,
+    prefixes: Option<Vec<Vec<u8>>>,
 }
 
-/// The patterns compiled while a set compiles: each distinct one once however often it
-/// is listed, and none that the set it replaces (`earlier`) already compiled. It keeps
-/// only the patterns this set lists, so what a set holds does not grow with its history.
+/// What a set knows of each content pattern it lists, by case mode and text: the
+/// compiled form of each pattern in force, and for the others (listed by disabled
+/// policies only) that they compile. Kept with the set so that the next set need not
+/// compile them again; a disabled policy's regexes are not kept (they can be large and
+/// are never read).
+#[derive(Debug, Default)]
+pub(crate) struct CompiledPatterns {
+    /// Indexed by `case_insensitive as usize`; `None`: known to compile, not kept.
+    by_mode: [HashMap<String, Option<Arc<Compiled>>>; 2],
+}
+
+#[derive(Debug)]
+struct Entry {
+    compiled: Option<Arc<Compiled>>,
+    /// Does this set's bank use it?
+    in_force: bool,
+}
+
+/// The patterns checked and compiled while a set compiles: each distinct one compiled
+/// at most once however often it is listed, and none that the set it replaces
+/// (`earlier`) already compiled or checked. It keeps only what this set lists, so what a
+/// set holds does not grow with its history.
 #[derive(Debug, Default)]
 pub(crate) struct PatternCache<'e> {
     earlier: Option<&'e CompiledPatterns>,
-    now: CompiledPatterns,
+    now: [HashMap<String, Entry>; 2],
     /// How many patterns were compiled (not taken from `earlier` or a repeat).
     compiled: usize,
 }
@@ -101,27 +124,56 @@ impl<'e> PatternCache<'e> {
         self.compiled
     }
 
+    /// What the set keeps: the compiled form of the patterns in force, and the mere
+    /// knowledge that the others compile.
     pub(crate) fn into_patterns(self) -> CompiledPatterns {
-        self.now
+        let keep = |map: HashMap<String, Entry>| map.into_iter().map(|(p, e)| (p, e.compiled.filter(|_| e.in_force))).collect();
+        let [cs, ci] = self.now;
+        CompiledPatterns { by_mode: [keep(cs), keep(ci)] }
     }
 
-    /// The compiled form of `p`, or why it is refused.
-    pub(crate) fn compile(&mut self, p: &str, ci: bool) -> Result<Regex, String> {
+    /// The entry for `p`: this set's, or one taken from the set before, or a new one
+    /// compiled now.
+    fn entry(&mut self, p: &str, ci: bool) -> Result<&mut Entry, String> {
         let mode = usize::from(ci);
-        if let Some(re) = self.now.by_mode[mode].get(p) {
-            return Ok(re.clone());
-        }
-        let re = match self.earlier.and_then(|e| e.by_mode[mode].get(p)) {
-            Some(re) => re.clone(),
-            None => {
-                let re = build_regex(p, ci)?;
-                self.compiled += 1;
-                re
+        match self.now[mode].entry(p.to_owned()) {
+            hash_map::Entry::Occupied(seen) => Ok(seen.into_mut()),
+            hash_map::Entry::Vacant(new) => {
+                let compiled = match self.earlier.and_then(|e| e.by_mode[mode].get(p)) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let c = compile_pattern(p, ci)?;
+                        self.compiled += 1;
+                        Some(Arc::new(c))
+                    }
+                };
+                Ok(new.insert(Entry { compiled, in_force: false }))
             }
-        };
-        self.now.by_mode[mode].insert(p.to_owned(), re.clone());
-        Ok(re)
+        }
     }
+
+    /// Whether `p` compiles, or why it is refused.
+    pub(crate) fn check(&mut self, p: &str, ci: bool) -> Result<(), String> {
+        self.entry(p, ci).map(|_| ())
+    }
+
+    /// The compiled form of `p`, for the set's bank (kept with the set).
+    pub(crate) fn compile(&mut self, p: &str, ci: bool) -> Result<Arc<Compiled>, String> {
+        let entry = self.entry(p, ci)?;
+        entry.in_force = true;
+        if let Some(c) = &entry.compiled {
+            return Ok(c.clone());
+        }
+        // Known to compile, but kept by no set before: a disabled policy enabled.
+        let c = Arc::new(compile_pattern(p, ci)?);
+        entry.compiled = Some(c.clone());
+        self.compiled += 1;
+        Ok(c)
+    }
+}
+
+fn compile_pattern(p: &str, ci: bool) -> Result<Compiled, String> {
+    Ok(Compiled { regex: build_regex(p, ci)?, prefixes: prefilter::prefixes(p, ci, NEST_LIMIT) })
 }
 
 fn build_regex(p: &str, ci: bool) -> Result<Regex, String> {
@@ -179,17 +231,18 @@ impl Rule {
 }
 
 /// The most content patterns a workspace's definitions may list in all (see [`listed`]).
-/// Each pattern in force reads the content on its own in every decision that reaches
-/// it, and every listed one is compiled at every change of the set: 1,000 took a
-/// decision about 1.4 ms on 1.5 KB and the set about 50 MB; 10,000, about 60 ms and
-/// 430 MB (BENCHMARKS "Session 30").
+/// Each pattern in force that the prefilter cannot rule out reads the content on its
+/// own in every decision that reaches it: 1,000 sharing a literal the text holds took a
+/// decision about 1.4 ms on 1.5 KB (1,000 with literals of their own, about 21 µs), and
+/// the set about 50 MB; 10,000, about 60 ms and 430 MB (BENCHMARKS "Session 30" and
+/// "Session 31").
 pub const MAX_LISTED: usize = 1_000;
 
 /// How many content patterns `defs` list: every pattern of every content-pattern policy
 /// and of every composite policy's `content_pattern` leaves, whatever the policy's mode,
 /// each time it is listed. A bound on it bounds both what a decision reads (distinct
-/// patterns in force, at most this many) and what compiling the set costs (each listed
-/// pattern is checked). Read from the definitions, without compiling anything; what is
+/// patterns in force, at most this many) and what compiling the set from nothing costs
+/// (each distinct listed pattern is compiled once). Read from the definitions, without compiling anything; what is
 /// malformed is skipped (compiling reports it).
 pub fn listed<'d>(defs: impl IntoIterator<Item = &'d PolicyDef>) -> usize {
     defs.into_iter()
@@ -243,11 +296,14 @@ impl BankBuilder {
     /// put them) or compiled there.
     pub(crate) fn build(self, cache: &mut PatternCache<'_>) -> Result<PatternBank, PolicyError> {
         let mut bank = PatternBank::default();
+        let mut prefixes = Vec::with_capacity(self.patterns.len());
         for (p, ci) in self.patterns {
-            let re = cache.compile(&p, ci).map_err(|e| PolicyError::new("conditions.patterns", format!("`{p}`: {e}")))?;
-            bank.regexes.push(re);
+            let c = cache.compile(&p, ci).map_err(|e| PolicyError::new("conditions.patterns", format!("`{p}`: {e}")))?;
+            bank.regexes.push(c.regex.clone());
             bank.joinable.push(!mentions_haystack_edges(&p));
+            prefixes.push(c.prefixes.clone());
         }
+        bank.prefilter = Prefilter::new(&prefixes);
         Ok(bank)
     }
 }
@@ -259,13 +315,29 @@ impl BankBuilder {
 /// prefilter (measured: 2.4 µs per 1.5 KB for six patterns, against 0.7 µs for the same
 /// patterns one by one). Separate regexes keep their own prefilters, run lazily (only
 /// for in-scope policies, stopping at a policy's first match) and are cached per request,
-/// so a field is still read at most once per pattern.
+/// so a field is still read at most once per pattern. With many patterns, the bank's
+/// own prefilter reads a field once for all of them and rules out those whose literals
+/// it lacks (`screen`): sets of many patterns were tried and overflowed the lazy DFA's
+/// cache (BENCHMARKS "Session 30").
 #[derive(Debug, Default)]
 pub(crate) struct PatternBank {
     regexes: Vec<Regex>,
     /// Per pattern: may it be tried first on many texts joined by `\n`
     /// (`is_match_in_none`)?
     joinable: Vec<bool>,
+    /// With many patterns, one pass over a text rules most of them out (`screen`).
+    prefilter: Option<Prefilter>,
+}
+
+/// Which patterns of a bank may match one text (`PatternBank::screen`).
+#[derive(Debug)]
+pub(crate) struct Screen(Option<Vec<bool>>);
+
+impl Screen {
+    /// True when pattern `slot` certainly does not match the text screened.
+    pub(crate) fn rules_out(&self, slot: Slot) -> bool {
+        self.0.as_ref().is_some_and(|may| !may.get(slot).copied().unwrap_or(true))
+    }
 }
 
 /// Could `pattern` hold an assertion about where the haystack starts or ends (`^`,
@@ -278,6 +350,12 @@ fn mentions_haystack_edges(pattern: &str) -> bool {
 impl PatternBank {
     pub(crate) fn len(&self) -> usize {
         self.regexes.len()
+    }
+
+    /// Read `text` once for which patterns may match it; without a prefilter (few
+    /// patterns) it rules none out and costs nothing.
+    pub(crate) fn screen(&self, text: &str) -> Screen {
+        Screen(self.prefilter.as_ref().map(|f| f.candidates(text)))
     }
 
     pub(crate) fn is_match(&self, slot: Slot, text: &str) -> bool {
@@ -497,6 +575,15 @@ mod tests {
             assert_eq!((content, Fx::new(vec![]).content(content).decide_with(&second, "x").verdict), (content, verdict));
             assert_eq!(from_nothing, verdict, "{content}");
         }
+        // A disabled policy's regex is not kept, only that it compiles: listed again
+        // while disabled, it is not compiled; enabled, it is.
+        let kept = |set: &crate::CompiledPolicySet| set.listed_patterns.by_mode.iter().flat_map(|m| m.values()).filter(|c| c.is_some()).count();
+        assert_eq!((kept(&first), kept(&second)), (2, 5));
+        assert_eq!(compiled(&defs(&list), Some(&second)).patterns_compiled(), 0);
+        let mut enabled = list.clone();
+        enabled[2].3 = true;
+        let with_c = compiled(&defs(&enabled), Some(&second));
+        assert_eq!((with_c.patterns_compiled(), kept(&with_c)), (1, 6), "dormant, case-sensitive, now in force");
         // The disabled policy goes, then comes back: its pattern was not kept.
         let without: Vec<_> = list.iter().filter(|p| p.0 != "c").cloned().collect();
         let third = compiled(&defs(&without), Some(&second));
@@ -543,5 +630,82 @@ mod tests {
         assert_eq!(e.field, "conditions.patterns[0]");
         let deep = format!("{}a{}", "(".repeat(200), ")".repeat(200));
         assert_eq!(err_of(base(&deep)).field, "conditions.patterns[0]");
+    }
+
+    /// Pieces random patterns are made of: literals (ASCII and letters that fold to
+    /// ASCII), classes, optional and repeated parts, alternations, assertions.
+    const PIECES: &[&str] = &[
+        "ab", "wire", "ſt", "K", "ß", "İ", "ı", r"\s+", r"\d", "[a-c]", "(xy)?", "(ab|ſq|k)", "z*", r"\b", "^", "$", ".", "(?i:st)", "é", r"\w",
+    ];
+
+    fn pattern_of(picks: &[usize]) -> String {
+        picks.iter().map(|i| PIECES[i % PIECES.len()]).collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// The prefilter never rules out a pattern that matches: not on one text, and not
+        /// on texts joined as the metadata's are.
+        #[test]
+        fn the_prefilter_never_rules_out_a_match(
+            banks in proptest::collection::vec((proptest::collection::vec(0usize..40, 1..5), proptest::bool::ANY), 1..12),
+            texts in proptest::collection::vec("[abwirestKkſßİıxyzqé 0-9\n]{0,24}", 1..4),
+        ) {
+            let mut builder = super::BankBuilder::default();
+            let mut cache = super::PatternCache::default();
+            // Enough screened patterns that the prefilter is built, whatever is drawn.
+            for i in 0..crate::policy::prefilter::PREFILTER_FROM {
+                builder.add(&format!("pad{i}"), false);
+            }
+            let slots: Vec<(String, usize)> = banks.iter().map(|(picks, ci)| {
+                let p = pattern_of(picks);
+                (p.clone(), builder.add(&p, *ci))
+            }).collect();
+            let bank = match builder.build(&mut cache) { Ok(b) => b, Err(e) => panic!("{e}") };
+            proptest::prop_assert!(bank.prefilter.is_some());
+            let joined = texts.join("\n");
+            let (screens, joined_screen) = (texts.iter().map(|t| bank.screen(t)).collect::<Vec<_>>(), bank.screen(&joined));
+            for (p, slot) in &slots {
+                for (t, screen) in texts.iter().zip(&screens) {
+                    if bank.is_match(*slot, t) {
+                        proptest::prop_assert!(!screen.rules_out(*slot), "{p:?} matches {t:?} but was ruled out");
+                        proptest::prop_assert!(!joined_screen.rules_out(*slot), "{p:?} matches {t:?} but was ruled out of {joined:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// With many patterns, the prefilter is built and rules out those whose literals
+    /// the text lacks; a decision still finds the one that matches, in the content or in
+    /// the metadata, and in the folded form of either.
+    #[test]
+    fn many_patterns_are_screened_and_still_found() {
+        let mut builder = super::BankBuilder::default();
+        let slots: Vec<usize> = (0..20).map(|i| builder.add(&format!(r"secret{i}\s+key"), i % 2 == 0)).collect();
+        let unscreened = builder.add(r"\w+@corp", false);
+        let bank = match builder.build(&mut super::PatternCache::default()) { Ok(b) => b, Err(e) => panic!("{e}") };
+        let screen = bank.screen("the SECRET4  key and secret7 key");
+        let may: Vec<usize> = slots.iter().copied().filter(|s| !screen.rules_out(*s)).collect();
+        assert_eq!(may, vec![4, 7], "secret4 (case ignored) and secret7");
+        assert!(!screen.rules_out(unscreened), "a pattern without literals is never ruled out");
+        // Below the threshold, nothing is ruled out.
+        let mut few = super::BankBuilder::default();
+        let slot = few.add("secret", false);
+        let few = match few.build(&mut super::PatternCache::default()) { Ok(b) => b, Err(e) => panic!("{e}") };
+        assert!(!few.screen("nothing here").rules_out(slot));
+        // Through a decision: content, folded content (zero-width space) and metadata.
+        let policies: Vec<serde_json::Value> = (0..20)
+            .map(|i| json!({"name": format!("p{i}"), "policy_type": "content_pattern", "decision": "block", "conditions": {"patterns": [format!(r"secret{i}\s+key")]}}))
+            .collect();
+        for (content, metadata, reason) in [
+            ("a secret13 key", json!({}), Some("content matches pattern `secret13\\s+key`")),
+            ("a secret1\u{200b}3 key", json!({}), Some("content matches pattern `secret13\\s+key`")),
+            ("nothing", json!({"note": ["x", "the secret9 key"]}), Some("metadata.note[1] matches pattern `secret9\\s+key`")),
+            ("secret 13 key", json!({"note": "secretkey"}), None),
+        ] {
+            let d = Fx::new(policies.clone()).content(content).metadata(metadata).decide("x");
+            assert_eq!(d.triggered.first().map(|t| t.reason.as_str()), reason, "{content}");
+        }
     }
 }

@@ -19,6 +19,7 @@ pub(crate) mod composite;
 pub(crate) mod conditions;
 pub(crate) mod content_pattern;
 pub(crate) mod metadata;
+pub(crate) mod prefilter;
 mod pii;
 pub mod sequence;
 mod temporal;
@@ -31,7 +32,8 @@ use sha2::{Digest, Sha256};
 use crate::engine::EvalCtx;
 use crate::glob::{Glob, GlobList};
 use crate::pii::CategorySet;
-use content_pattern::{CompiledPatterns, PatternBank, PatternCache};
+use content_pattern::{CompiledPatterns, PatternBank};
+pub(crate) use content_pattern::PatternCache;
 pub use content_pattern::{MAX_LISTED as MAX_CONTENT_PATTERNS_LISTED, listed as content_patterns_listed};
 
 /// The effect a matching policy asks for. Ordered from least to most restrictive:
@@ -466,7 +468,8 @@ impl CompiledPolicySet {
 
     /// [`CompiledPolicySet::compile`] for a set that replaces `previous`: the content
     /// patterns `previous` compiled are taken from it, not compiled again (compiling
-    /// them is most of the cost of a large set: about 0.24 s for 1,000 patterns).
+    /// them is most of the cost of a large set: about 0.1 s for 1,000 patterns in a release
+    /// build, against about 6 ms for the rest).
     pub fn compile_after(defs: &[PolicyDef], previous: &CompiledPolicySet) -> Result<CompiledPolicySet, PolicyError> {
         Self::compile_with(defs, PatternCache::after(&previous.listed_patterns))
     }
@@ -524,6 +527,13 @@ impl CompiledPolicySet {
     /// Beyond what compiling needs, a new definition must keep bounds that stored ones
     /// from older versions may not: those still load (`compile`), these are refused.
     pub fn validate(def: &PolicyDef) -> Result<(), PolicyError> {
+        Self::validate_with(def, &mut PatternCache::default())
+    }
+
+    /// [`CompiledPolicySet::validate`] for one of many definitions checked together (a
+    /// pack's): `cache` holds the patterns checked so far, so a repeat is not compiled
+    /// again.
+    pub(crate) fn validate_with(def: &PolicyDef, cache: &mut PatternCache<'_>) -> Result<(), PolicyError> {
         // Names are shown in answers, logs and the dashboard: no terminal escapes or NULs.
         if def.name.chars().any(char::is_control) {
             return Err(PolicyError::new("name", "must not contain control characters"));
@@ -541,7 +551,7 @@ impl CompiledPolicySet {
         if def.action_types.len() > MAX_ACTION_TYPES {
             return Err(PolicyError::new("action_types", format!("has {} globs; the limit is {MAX_ACTION_TYPES}", def.action_types.len())));
         }
-        let mut compiled = compile_one(def, &mut PatternCache::default())?;
+        let mut compiled = compile_one(def, cache)?;
         // Action-type globs are spelled visibly (`crate::glob::spelling`), wherever
         // the definition writes them.
         GlobList::new(&def.action_types, "action_types")?.spelling()?;

@@ -46,10 +46,16 @@ fn invalid(errors: Vec<PackError>) -> ApiError {
     ApiError::new(Code::InvalidPolicy, format!("the pack has {} error(s); first: {}", errors.len(), first.unwrap_or_default()))
 }
 
+/// [`pack::validate`], which compiles every content pattern the pack lists (up to the
+/// workspace's 1,000), off the runtime's workers.
+fn checked(doc: &Value) -> Result<PolicyPack, Vec<pack::PackError>> {
+    crate::state::off_the_workers(|| pack::validate(doc))
+}
+
 /// `POST /enforce/policy-packs/validate`: a dry run, JSON or YAML body.
 pub async fn validate(_auth: Authorized<perm::Read>, RawBody(raw): RawBody) -> ApiResult<Json<Value>> {
     let doc = pack::parse_document(&raw).map_err(|e| ApiError::new(Code::MalformedJson, e.message))?;
-    Ok(Json(match pack::validate(&doc) {
+    Ok(Json(match checked(&doc) {
         Ok(p) => json!({ "ok": true, "valid": true, "name": p.name, "version": p.version, "policies": p.policy_definitions.len(), "errors": [] }),
         Err(errors) => json!({ "ok": true, "valid": false, "errors": errors_json(&errors) }),
     }))
@@ -134,7 +140,7 @@ async fn install(
 /// stays stored.
 pub async fn deploy(State(state): State<Arc<AppState>>, auth: Authorized<perm::PoliciesWrite>, RawBody(raw): RawBody) -> ApiResult<Json<Value>> {
     let doc = pack::parse_document(&raw).map_err(|e| ApiError::new(Code::MalformedJson, e.message))?;
-    let PolicyPack { name, version, description, policy_definitions } = match pack::validate(&doc) {
+    let PolicyPack { name, version, description, policy_definitions } = match checked(&doc) {
         Ok(p) => p,
         Err(errors) => {
             let mut e = invalid(errors.clone());

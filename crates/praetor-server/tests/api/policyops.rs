@@ -531,3 +531,28 @@ async fn a_policy_rewritten_unchanged_on_another_node_can_still_be_edited_here()
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(s.intercept(json!({ "action_type": "delete_x" })).await["decision"], "escalate");
 }
+
+/// A policy write compiles only the content patterns the workspace's set did not hold,
+/// and the change feed does not rebuild a set from this node's own writes, however the
+/// store orders the policies (by creation, here not by id).
+#[tokio::test]
+async fn a_write_compiles_only_new_patterns_and_own_writes_are_not_rebuilt() {
+    let s = TestServer::start().await;
+    let ws = s.state.workspace(&s.state.workspace_ids()[0]).unwrap();
+    let content = |name: &str, patterns: &[&str]| json!({ "name": name, "policy_type": "content_pattern", "decision": "block", "conditions": { "patterns": patterns } });
+    let mut compiled = Vec::new();
+    for (i, patterns) in [&["alpha\\d+", "beta"][..], &["beta", "gamma"], &["gamma", "alpha\\d+"], &["delta"], &["beta"], &["alpha\\d+", "epsilon"]].into_iter().enumerate() {
+        s.clock.advance(1000);
+        s.policy(content(&format!("p{i}"), patterns)).await;
+        compiled.push(ws.policies.load().compiled.patterns_compiled());
+    }
+    assert_eq!(compiled, vec![2, 1, 0, 1, 0, 1]);
+    let ids: Vec<String> = ws.policies.load().records.iter().map(|r| r.def.policy_id.clone()).collect();
+    let mut by_id = ids.clone();
+    by_id.sort();
+    assert_eq!(ids, by_id, "a set holds its records by id");
+    let own = ws.policies.load_full();
+    praetor_server::follow::follow(&s.state, &ws).await.unwrap();
+    assert!(std::sync::Arc::ptr_eq(&own, &ws.policies.load_full()), "the set in force was not rebuilt");
+    assert_eq!(s.intercept(json!({ "action_type": "x", "content": "an epsilon" })).await["decision"], "block");
+}
