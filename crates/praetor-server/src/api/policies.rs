@@ -69,7 +69,7 @@ fn policy_error(e: praetor_core::PolicyError) -> ApiError {
 /// not raise the count is let through, so that a store over the limit (written before
 /// there was one) can still be edited and brought under it. Counted from the
 /// definitions, before the set compiles.
-fn within_pattern_limit(after: &[PolicyRecord], before: &[PolicyRecord]) -> ApiResult<()> {
+fn within_pattern_limit(after: &[PolicyRecord], before: &[PolicyRecord], field: &str) -> ApiResult<()> {
     let now = praetor_core::content_patterns_listed(after.iter().map(|r| &r.def));
     if now <= limits::CONTENT_PATTERNS_PER_WORKSPACE {
         return Ok(());
@@ -79,7 +79,7 @@ fn within_pattern_limit(after: &[PolicyRecord], before: &[PolicyRecord]) -> ApiR
         return Err(ApiError::new(
             Code::InvalidPolicy,
             format!(
-                "`conditions.patterns`: the workspace's policies would list {now} content patterns; the limit is {} (they list {was})",
+                "`{field}`: the workspace's policies would list {now} content patterns; the limit is {} (they list {was})",
                 limits::CONTENT_PATTERNS_PER_WORKSPACE
             ),
         ));
@@ -145,7 +145,9 @@ pub async fn change(
         guards.push(Mutation::ExpectPolicy { workspace_id: ws.workspace_id.clone(), policy_id, updated_at: held });
     }
     mutations.splice(0..0, guards);
-    within_pattern_limit(&records, &before.records)?;
+    // A rule's patterns are its condition's (`rules.rs`), a policy's its conditions'.
+    let field = if kind.starts_with("rule.") { "condition.patterns" } else { "conditions.patterns" };
+    within_pattern_limit(&records, &before.records, field)?;
     let set = PolicySet::build_serving(records, &before).map_err(policy_error)?;
     let mut fields = fields;
     if let Value::Object(m) = &mut fields {
@@ -339,10 +341,10 @@ mod tests {
     fn only_changes_that_add_patterns_past_the_limit_are_refused() {
         let limit = limits::CONTENT_PATTERNS_PER_WORKSPACE;
         let over = set_of(limit + 10, 0);
-        assert!(within_pattern_limit(&set_of(limit + 10, 1), &over).is_ok(), "a change adding no pattern");
-        assert!(within_pattern_limit(&set_of(limit + 5, 0), &over).is_ok(), "a change removing some");
-        let e = within_pattern_limit(&set_of(limit + 11, 0), &over).err().map(|e| e.message).unwrap_or_default();
+        assert!(within_pattern_limit(&set_of(limit + 10, 1), &over, "conditions.patterns").is_ok(), "a change adding no pattern");
+        assert!(within_pattern_limit(&set_of(limit + 5, 0), &over, "conditions.patterns").is_ok(), "a change removing some");
+        let e = within_pattern_limit(&set_of(limit + 11, 0), &over, "conditions.patterns").err().map(|e| e.message).unwrap_or_default();
         assert!(e.contains(&format!("would list {} content patterns", limit + 11)) && e.contains(&format!("they list {}", limit + 10)), "{e}");
-        assert!(within_pattern_limit(&set_of(limit, 0), &set_of(limit - 1, 0)).is_ok(), "up to the limit");
+        assert!(within_pattern_limit(&set_of(limit, 0), &set_of(limit - 1, 0), "conditions.patterns").is_ok(), "up to the limit");
     }
 }

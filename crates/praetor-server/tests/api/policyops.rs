@@ -355,8 +355,8 @@ async fn rules_count_against_the_policy_limit() {
 }
 
 /// A workspace's policies list at most `CONTENT_PATTERNS_PER_WORKSPACE` content patterns
-/// in all (each in force reads the content on its own; each listed is compiled at every
-/// change), whatever their mode, repeats and composite leaves included.
+/// in all (each in force may read the content on its own; each listed is checked), whatever
+/// their mode, repeats and composite leaves included.
 #[tokio::test]
 async fn content_patterns_are_limited_per_workspace() {
     let s = TestServer::start().await;
@@ -398,7 +398,10 @@ async fn content_patterns_are_limited_per_workspace() {
     let message = over.1["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("`conditions.patterns`") && message.contains(&format!("would list {} content patterns", limit + 1)), "{message}");
     let leaf = json!({ "name": "leaf 2", "condition": { "type": "content_matches", "patterns": ["fresh"] }, "action": "block", "severity": "low" });
-    assert_error(&s.post("/api/v1/rules", &s.admin_key, &leaf).await, 400, "invalid_policy");
+    let over = s.post("/api/v1/rules", &s.admin_key, &leaf).await;
+    assert_error(&over, 400, "invalid_policy");
+    let message = over.1["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("`condition.patterns`: ") && message.contains(&format!("would list {} content patterns", limit + 1)), "{message}");
     // Enabling the disabled policy adds none: it passes. Shrinking it makes room.
     let id = off.1["policy"]["policy_id"].as_str().unwrap_or_default().to_owned();
     disabled["enabled"] = json!(true);
