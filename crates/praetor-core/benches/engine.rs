@@ -223,9 +223,9 @@ fn content_policies(n: usize) -> Vec<PolicyDef> {
         .collect()
 }
 
-/// `n` content policies of one pattern each, half of them case-insensitive, each with a
-/// literal of its own that the text does not hold (a bank of code names, ticket and key
-/// prefixes): the prefilter rules them all out.
+/// `n` content policies of one pattern each, half of them case-insensitive, whose prefix
+/// literals the text does not hold (code names, ticket and key prefixes, cut to 8 bytes:
+/// many share theirs): the prefilter rules them all out.
 fn distinct_content_policies(n: usize) -> Vec<PolicyDef> {
     let words = ["codename", "ticket-", "acct_", "AKIA", "ghp_"];
     (0..n)
@@ -281,6 +281,14 @@ fn bench_many_patterns(c: &mut Criterion) {
     };
     g.bench_function("1000_from_nothing", |b| b.iter(|| CompiledPolicySet::compile(black_box(&defs)).is_ok()));
     g.bench_function("1000_after_999", |b| b.iter(|| CompiledPolicySet::compile_after(black_box(&defs), &in_force).is_ok()));
+    // The same with literals of many kinds, so that the prefilter's automaton, built
+    // again when the patterns in force change, is not trivial.
+    let distinct = distinct_content_policies(1000);
+    let in_force = match CompiledPolicySet::compile(&distinct[..999]) {
+        Ok(s) => s,
+        Err(e) => panic!("compile: {e}"),
+    };
+    g.bench_function("1000_distinct_after_999", |b| b.iter(|| CompiledPolicySet::compile_after(black_box(&distinct), &in_force).is_ok()));
     g.finish();
 }
 

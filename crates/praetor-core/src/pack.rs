@@ -202,7 +202,7 @@ pub fn validate(doc: &Value) -> Result<PolicyPack, Vec<PackError>> {
                 errors.push(pack_err(None, "policy_definitions", format!("lists {n} content patterns; a workspace's limit is {max}")));
             }
             None => {
-                let mut patterns = crate::policy::PatternCache::default();
+                let mut patterns = crate::policy::PatternCache::checking();
                 for (i, item) in list.iter().enumerate() {
                     match serde_path_to_error::deserialize::<_, PolicyDef>(item.clone()) {
                         Err(e) => {

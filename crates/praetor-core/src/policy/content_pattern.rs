@@ -110,14 +110,25 @@ struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct PatternCache<'e> {
     earlier: Option<&'e CompiledPatterns>,
+    /// The bank of the set replaced: its prefilter is taken if the patterns in force
+    /// are the same.
+    earlier_bank: Option<&'e PatternBank>,
     now: [HashMap<String, Entry>; 2],
     /// How many patterns were compiled (not taken from `earlier` or a repeat).
     compiled: usize,
+    /// Only checking (a definition or a pack validated): each regex is dropped once it
+    /// compiled, so that checking 1,000 patterns never holds them all.
+    checking_only: bool,
 }
 
 impl<'e> PatternCache<'e> {
-    pub(crate) fn after(earlier: &'e CompiledPatterns) -> PatternCache<'e> {
-        PatternCache { earlier: Some(earlier), ..PatternCache::default() }
+    pub(crate) fn after(earlier: &'e CompiledPatterns, earlier_bank: &'e PatternBank) -> PatternCache<'e> {
+        PatternCache { earlier: Some(earlier), earlier_bank: Some(earlier_bank), ..PatternCache::default() }
+    }
+
+    /// A cache for checking definitions, which keeps no regex.
+    pub(crate) fn checking() -> PatternCache<'e> {
+        PatternCache { checking_only: true, ..PatternCache::default() }
     }
 
     pub(crate) fn compiled(&self) -> usize {
@@ -144,7 +155,7 @@ impl<'e> PatternCache<'e> {
                     None => {
                         let c = compile_pattern(p, ci)?;
                         self.compiled += 1;
-                        Some(Arc::new(c))
+                        (!self.checking_only).then(|| Arc::new(c))
                     }
                 };
                 Ok(new.insert(Entry { compiled, in_force: false }))
@@ -297,13 +308,19 @@ impl BankBuilder {
     pub(crate) fn build(self, cache: &mut PatternCache<'_>) -> Result<PatternBank, PolicyError> {
         let mut bank = PatternBank::default();
         let mut prefixes = Vec::with_capacity(self.patterns.len());
-        for (p, ci) in self.patterns {
-            let c = cache.compile(&p, ci).map_err(|e| PolicyError::new("conditions.patterns", format!("`{p}`: {e}")))?;
+        for (p, ci) in &self.patterns {
+            let c = cache.compile(p, *ci).map_err(|e| PolicyError::new("conditions.patterns", format!("`{p}`: {e}")))?;
             bank.regexes.push(c.regex.clone());
-            bank.joinable.push(!mentions_haystack_edges(&p));
+            bank.joinable.push(!mentions_haystack_edges(p));
             prefixes.push(c.prefixes.clone());
         }
-        bank.prefilter = Prefilter::new(&prefixes);
+        // Most writes leave the patterns in force as they were: the automaton over their
+        // literals (seconds for 1,000 patterns in a debug build) is then shared.
+        bank.prefilter = match cache.earlier_bank.filter(|b| b.keys == self.patterns) {
+            Some(earlier) => earlier.prefilter.clone(),
+            None => Prefilter::new(&prefixes).map(Arc::new),
+        };
+        bank.keys = self.patterns;
         Ok(bank)
     }
 }
@@ -326,7 +343,9 @@ pub(crate) struct PatternBank {
     /// (`is_match_in_none`)?
     joinable: Vec<bool>,
     /// With many patterns, one pass over a text rules most of them out (`screen`).
-    prefilter: Option<Prefilter>,
+    prefilter: Option<Arc<Prefilter>>,
+    /// Per pattern: its text and case mode.
+    keys: Vec<(String, bool)>,
 }
 
 /// Which patterns of a bank may match one text (`PatternBank::screen`).
@@ -379,6 +398,8 @@ impl PatternBank {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use crate::engine::tests::{Fx, ids};
     use crate::policy::tests::err_of;
     use crate::{Outcome, Verdict};
@@ -632,24 +653,51 @@ mod tests {
         assert_eq!(err_of(base(&deep)).field, "conditions.patterns[0]");
     }
 
-    /// Pieces random patterns are made of: literals (ASCII and letters that fold to
-    /// ASCII), classes, optional and repeated parts, alternations, assertions.
-    const PIECES: &[&str] = &[
-        "ab", "wire", "ſt", "K", "ß", "İ", "ı", r"\s+", r"\d", "[a-c]", "(xy)?", "(ab|ſq|k)", "z*", r"\b", "^", "$", ".", "(?i:st)", "é", r"\w",
+    /// Pieces random patterns are made of (literals, letters whose case folds to ASCII
+    /// or to other letters, classes, optional and repeated parts, alternations,
+    /// assertions, inline flags), each with texts it matches in some case mode, so that
+    /// random texts made of them match often.
+    const PIECES: &[(&str, &[&str])] = &[
+        ("ab", &["ab", "AB", "aB"]),
+        ("wire", &["wire", "WIRE"]),
+        ("ſt", &["ſt", "st", "ST", "ſT"]),
+        ("K", &["K", "k", "K"]),
+        ("ß", &["ß", "ẞ", "ss"]),
+        ("İ", &["İ", "i"]),
+        ("ı", &["ı", "I"]),
+        ("Σ", &["Σ", "σ", "ς"]),
+        ("ǅ", &["ǅ", "Ǆ", "ǆ"]),
+        (r"\s+", &[" ", "\n ", "\u{a0}"]),
+        (r"\d", &["7", "٣"]),
+        ("[a-c]", &["b", "B"]),
+        ("(xy)?", &["", "xy", "XY"]),
+        ("(ab|ſq|k)", &["ab", "ſq", "SQ", "k", "K"]),
+        ("z*", &["", "zz", "Z"]),
+        ("a{0}b", &["b", "B"]),
+        ("(|cd)", &["", "cd"]),
+        (r"\b", &[""]),
+        (r"\B", &[""]),
+        ("^", &[""]),
+        ("$", &[""]),
+        (".", &["q", "é"]),
+        ("(?i:st)", &["st", "ST", "ſt"]),
+        ("(?-i:Ab)", &["Ab", "AB"]),
+        ("(?x: a b )", &["ab", "AB"]),
+        ("é", &["é", "É", "e\u{301}"]),
+        (r"\w", &["w", "Ж"]),
     ];
 
-    fn pattern_of(picks: &[usize]) -> String {
-        picks.iter().map(|i| PIECES[i % PIECES.len()]).collect()
-    }
-
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
         /// The prefilter never rules out a pattern that matches: not on one text, and not
-        /// on texts joined as the metadata's are.
+        /// on texts joined as the metadata's are. The texts are made of the patterns'
+        /// pieces (in another case, at times), so most patterns match some of them.
         #[test]
         fn the_prefilter_never_rules_out_a_match(
-            banks in proptest::collection::vec((proptest::collection::vec(0usize..40, 1..5), proptest::bool::ANY), 1..12),
-            texts in proptest::collection::vec("[abwirestKkſßİıxyzqé 0-9\n]{0,24}", 1..4),
+            drawn in proptest::collection::vec(
+                (proptest::collection::vec((0usize..64, 0usize..8), 1..6), proptest::bool::ANY, "[a-z \n]{0,4}", "[a-z \n]{0,4}"),
+                1..12,
+            ),
         ) {
             let mut builder = super::BankBuilder::default();
             let mut cache = super::PatternCache::default();
@@ -657,10 +705,15 @@ mod tests {
             for i in 0..crate::policy::prefilter::PREFILTER_FROM {
                 builder.add(&format!("pad{i}"), false);
             }
-            let slots: Vec<(String, usize)> = banks.iter().map(|(picks, ci)| {
-                let p = pattern_of(picks);
-                (p.clone(), builder.add(&p, *ci))
-            }).collect();
+            let mut slots = Vec::new();
+            let mut texts = Vec::new();
+            for (picks, ci, before, after) in &drawn {
+                let pieces: Vec<&(&str, &[&str])> = picks.iter().map(|(p, _)| &PIECES[p % PIECES.len()]).collect();
+                let pattern: String = pieces.iter().map(|(p, _)| *p).collect();
+                let sample: String = pieces.iter().zip(picks).map(|((_, samples), (_, i))| samples[i % samples.len()]).collect();
+                slots.push((pattern.clone(), builder.add(&pattern, *ci)));
+                texts.push(format!("{before}{sample}{after}"));
+            }
             let bank = match builder.build(&mut cache) { Ok(b) => b, Err(e) => panic!("{e}") };
             proptest::prop_assert!(bank.prefilter.is_some());
             let joined = texts.join("\n");
@@ -674,6 +727,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Checking keeps no regex (a pack's 1,000 patterns are not all held at once), but
+    /// what was checked is known to compile, and compiles again when a bank needs it.
+    #[test]
+    fn checking_keeps_no_regex() {
+        let mut cache = super::PatternCache::checking();
+        assert_eq!(cache.check("secret\\d", false), Ok(()));
+        assert!(cache.check("(", false).is_err());
+        assert!(cache.now[0].get("secret\\d").is_some_and(|e| e.compiled.is_none()));
+        assert!(cache.compile("secret\\d", false).is_ok_and(|c| c.regex.is_match("secret7")));
+        assert_eq!(cache.compiled(), 2);
+    }
+
+    /// The prefilter's automaton is built once for the patterns in force and shared by
+    /// the sets after it while they stay the same.
+    #[test]
+    fn the_prefilter_is_shared_while_the_patterns_in_force_stay() {
+        let mut list: Vec<(String, Vec<String>, bool, bool)> =
+            (0..20).map(|i| (format!("c{i:02}"), vec![format!("ticket{i}-")], false, true)).collect();
+        let as_defs = |list: &[(String, Vec<String>, bool, bool)]| {
+            let borrowed: Vec<(&str, Vec<&str>, bool, bool)> = list.iter().map(|(id, p, ci, on)| (id.as_str(), p.iter().map(String::as_str).collect(), *ci, *on)).collect();
+            defs(&borrowed)
+        };
+        let first = compiled(&as_defs(&list), None);
+        let automaton = |set: &crate::CompiledPolicySet| set.patterns.prefilter.clone().unwrap_or_else(|| panic!("a prefilter"));
+        // A disabled policy changes nothing in force.
+        list.push(("d".into(), vec!["dormant".into()], false, false));
+        let second = compiled(&as_defs(&list), Some(&first));
+        assert!(Arc::ptr_eq(&automaton(&first), &automaton(&second)));
+        // A new pattern in force: a new automaton, which knows it.
+        list.push(("e".into(), vec!["codename".into()], false, true));
+        let third = compiled(&as_defs(&list), Some(&second));
+        assert!(!Arc::ptr_eq(&automaton(&second), &automaton(&third)));
+        let slot = third.patterns.regexes.iter().position(|r| r.as_str() == "codename").unwrap_or(usize::MAX);
+        assert!(!third.patterns.screen("the codename").rules_out(slot));
+        assert!(third.patterns.screen("ticket").rules_out(slot));
     }
 
     /// With many patterns, the prefilter is built and rules out those whose literals

@@ -471,7 +471,7 @@ impl CompiledPolicySet {
     /// them is most of the cost of a large set: about 0.1 s for 1,000 patterns in a release
     /// build, against about 6 ms for the rest).
     pub fn compile_after(defs: &[PolicyDef], previous: &CompiledPolicySet) -> Result<CompiledPolicySet, PolicyError> {
-        Self::compile_with(defs, PatternCache::after(&previous.listed_patterns))
+        Self::compile_with(defs, PatternCache::after(&previous.listed_patterns, &previous.patterns))
     }
 
     fn compile_with(defs: &[PolicyDef], mut cache: PatternCache<'_>) -> Result<CompiledPolicySet, PolicyError> {
@@ -527,7 +527,7 @@ impl CompiledPolicySet {
     /// Beyond what compiling needs, a new definition must keep bounds that stored ones
     /// from older versions may not: those still load (`compile`), these are refused.
     pub fn validate(def: &PolicyDef) -> Result<(), PolicyError> {
-        Self::validate_with(def, &mut PatternCache::default())
+        Self::validate_with(def, &mut PatternCache::checking())
     }
 
     /// [`CompiledPolicySet::validate`] for one of many definitions checked together (a

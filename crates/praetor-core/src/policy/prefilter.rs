@@ -12,9 +12,15 @@
 //! Why it is sound: `regex_syntax`'s prefix extraction gives, for a pattern whose
 //! sequence is finite, literals one of which begins every match (look-around assertions
 //! are read as matching anywhere, which only adds candidates). A text with none of them
-//! holds no match. The automaton compares ASCII letters without case, which also only
-//! adds candidates. A pattern whose literals are unknown (an infinite sequence), too
-//! short, or too many, is never ruled out.
+//! holds no match. The automaton compares ASCII letters without case, and literals are
+//! cut to their first bytes (shorter still when a pattern has too many), which both only
+//! add candidates. A pattern whose literals are unknown (an infinite sequence) or too
+//! short is never ruled out.
+//!
+//! Costs: the automaton is built when the patterns in force change (sets after it share
+//! it while they stay the same); a text is read once per field, stopping early once no
+//! screened pattern is left to rule out, and reports at most one hit a byte per literal
+//! length.
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use regex_syntax::ParserBuilder;
@@ -27,17 +33,33 @@ pub(crate) const PREFILTER_FROM: usize = 16;
 /// shorter than `MIN_LITERAL_LEN`, is not screened.
 const MAX_LITERALS: usize = 32;
 const MIN_LITERAL_LEN: usize = 2;
+/// Literals are cut to this many bytes (a prefix of a prefix still begins every match).
+/// Longer ones barely rule out more, and make the automaton slower to build (at 32
+/// bytes, 1,000 patterns of 32 literals took seconds in a debug build) and the overlapping
+/// search report more hits a byte (at most one per literal length ending there).
+const LITERAL_LEN: usize = 8;
+/// How many case variants the extraction may enumerate before it shortens them: enough
+/// for 8 letters without case (each has 2, `k` and `s` 3), which ASCII folding then
+/// merges.
+const EXTRACT_TOTAL: usize = 1024;
 
 /// The prefix literals one of which begins every match of `pattern` (ASCII lowercase,
 /// without repeats), or `None` when they are unknown or not worth screening with.
 pub(crate) fn prefixes(pattern: &str, case_insensitive: bool, nest_limit: u32) -> Option<Vec<Vec<u8>>> {
     let hir = ParserBuilder::new().case_insensitive(case_insensitive).nest_limit(nest_limit).build().parse(pattern).ok()?;
-    let seq = Extractor::new().limit_literal_len(32).limit_total(4 * MAX_LITERALS).extract(&hir);
-    let mut out: Vec<Vec<u8>> = seq.literals()?.iter().map(|l| l.as_bytes().to_ascii_lowercase()).collect();
-    out.sort_unstable();
-    out.dedup();
-    let usable = !out.is_empty() && out.len() <= MAX_LITERALS && out.iter().all(|l| l.len() >= MIN_LITERAL_LEN);
-    usable.then_some(out)
+    let seq = Extractor::new().limit_literal_len(LITERAL_LEN).limit_total(EXTRACT_TOTAL).extract(&hir);
+    let literals: Vec<Vec<u8>> = seq.literals()?.iter().map(|l| l.as_bytes().to_ascii_lowercase()).collect();
+    if literals.is_empty() || literals.iter().any(|l| l.len() < MIN_LITERAL_LEN) {
+        return None;
+    }
+    // Too many: shorter prefixes of them (fewer once repeats merge) still begin every
+    // match.
+    (MIN_LITERAL_LEN..=LITERAL_LEN).rev().find_map(|len| {
+        let mut cut: Vec<Vec<u8>> = literals.iter().map(|l| l[..l.len().min(len)].to_vec()).collect();
+        cut.sort_unstable();
+        cut.dedup();
+        (cut.len() <= MAX_LITERALS).then_some(cut)
+    })
 }
 
 /// One automaton over the prefix literals of every screened pattern of a bank.
@@ -74,16 +96,24 @@ impl Prefilter {
         Some(Prefilter { automaton, owners, screened: prefixes.iter().map(Option::is_some).collect() })
     }
 
-    /// Per slot: may the pattern match `text`? One pass over the text.
+    /// Per slot: may the pattern match `text`? At most one pass over the text: it
+    /// stops once no screened pattern is left to rule out.
     pub(crate) fn candidates(&self, text: &str) -> Vec<bool> {
         let mut may = self.screened.iter().map(|s| !s).collect::<Vec<bool>>();
+        let mut undecided = self.screened.iter().filter(|s| **s).count();
         let mut seen = vec![false; self.owners.len()];
         for m in self.automaton.find_overlapping_iter(text) {
             let id = m.pattern().as_usize();
-            if !std::mem::replace(&mut seen[id], true) {
-                for &slot in &self.owners[id] {
-                    may[slot] = true;
+            if std::mem::replace(&mut seen[id], true) {
+                continue;
+            }
+            for &slot in &self.owners[id] {
+                if !std::mem::replace(&mut may[slot], true) {
+                    undecided -= 1;
                 }
+            }
+            if undecided == 0 {
+                break;
             }
         }
         may
@@ -105,6 +135,12 @@ mod tests {
         // them (`ſ` is an `s`, `K` a `k`) are literals of their own.
         assert_eq!(lits(r"(wire|swift)\s+funds", true), Some(vec!["swift".into(), "wire".into(), "ſwift".into()]));
         assert_eq!(lits(r"rm -rf /", false), Some(vec!["rm -rf /".into()]));
+        // Cut to 8 bytes; a class too large to list ends them.
+        assert_eq!(lits(r"codename7\b", true), Some(vec!["codename".into()]));
+        assert_eq!(lits(r"AKIA[0-9A-Z]{16}", true), Some(vec!["akia".into(), "a\u{212a}ia".into()]));
+        // Too many (36): cut shorter until few enough.
+        let cut = lits(r"(foo|bar|baz|qux)(one|two|six|ten|eight|nine|four|five|seven)", false);
+        assert_eq!(cut.map(|l| (l.len(), l.iter().all(|x| x.len() == 4))), Some((24, true)), "`fooo`, `foot`, `bare`…");
         // A class up front, a one-byte literal, or any text at all: not screened.
         assert_eq!(lits(r"\w+@example\.com", false), None);
         assert_eq!(lits(r"a|bc", false), None);
