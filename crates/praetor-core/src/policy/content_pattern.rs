@@ -244,7 +244,7 @@ impl Rule {
 /// The most content patterns a workspace's definitions may list in all (see [`listed`]).
 /// Each pattern in force that the prefilter cannot rule out reads the content on its
 /// own in every decision that reaches it: 1,000 sharing a literal the text holds took a
-/// decision about 1.4 ms on 1.5 KB (1,000 with literals of their own, about 21 µs), and
+/// decision about 1.4 ms on 1.5 KB (1,000 whose literals the text lacks, about 19 µs), and
 /// the set about 50 MB; 10,000, about 60 ms and 430 MB (BENCHMARKS "Session 30" and
 /// "Session 31").
 pub const MAX_LISTED: usize = 1_000;
