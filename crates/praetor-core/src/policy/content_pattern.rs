@@ -152,10 +152,15 @@ impl<'e> PatternCache<'e> {
             hash_map::Entry::Vacant(new) => {
                 let compiled = match self.earlier.and_then(|e| e.by_mode[mode].get(p)) {
                     Some(known) => known.clone(),
+                    None if self.checking_only => {
+                        build_regex(p, ci)?;
+                        self.compiled += 1;
+                        None
+                    }
                     None => {
                         let c = compile_pattern(p, ci)?;
                         self.compiled += 1;
-                        (!self.checking_only).then(|| Arc::new(c))
+                        Some(Arc::new(c))
                     }
                 };
                 Ok(new.insert(Entry { compiled, in_force: false }))
@@ -716,6 +721,9 @@ mod tests {
             }
             let bank = match builder.build(&mut cache) { Ok(b) => b, Err(e) => panic!("{e}") };
             proptest::prop_assert!(bank.prefilter.is_some());
+            // The pads in a text of their own: the joined texts hold every pad, so the
+            // screen may stop early there.
+            texts.push((0..crate::policy::prefilter::PREFILTER_FROM).map(|i| format!("pad{i} ")).collect());
             let joined = texts.join("\n");
             let (screens, joined_screen) = (texts.iter().map(|t| bank.screen(t)).collect::<Vec<_>>(), bank.screen(&joined));
             for (p, slot) in &slots {
@@ -764,6 +772,29 @@ mod tests {
         let slot = third.patterns.regexes.iter().position(|r| r.as_str() == "codename").unwrap_or(usize::MAX);
         assert!(!third.patterns.screen("the codename").rules_out(slot));
         assert!(third.patterns.screen("ticket").rules_out(slot));
+        // The same texts in the other case mode are other patterns: not shared (the
+        // case-sensitive automaton would rule `ÉCLAIR07` out; ASCII folding does not
+        // reach `É`).
+        let eclairs = |ci: bool| -> Vec<(String, Vec<String>, bool, bool)> { (0..20).map(|i| (format!("c{i:02}"), vec![format!("éclair{i:02}")], ci, true)).collect() };
+        let sensitive = compiled(&as_defs(&eclairs(false)), None);
+        let insensitive = compiled(&as_defs(&eclairs(true)), Some(&sensitive));
+        assert!(!Arc::ptr_eq(&automaton(&sensitive), &automaton(&insensitive)));
+        assert!(sensitive.patterns.screen("ÉCLAIR07").rules_out(7));
+        assert!(!insensitive.patterns.screen("ÉCLAIR07").rules_out(7));
+    }
+
+    /// The screen stops reading once every screened pattern may match, and not before:
+    /// the pattern whose literal comes last in the text is not ruled out.
+    #[test]
+    fn the_screen_stops_only_once_nothing_is_left_to_rule_out() {
+        let mut builder = super::BankBuilder::default();
+        let slots: Vec<usize> = (0..20).map(|i| builder.add(&format!("lit{i:02}x"), false)).collect();
+        let bank = match builder.build(&mut super::PatternCache::default()) { Ok(b) => b, Err(e) => panic!("{e}") };
+        let all: String = (0..20).map(|i| format!("lit{i:02}x ")).collect();
+        let screen = bank.screen(&all);
+        assert_eq!(slots.iter().filter(|s| screen.rules_out(**s)).count(), 0);
+        let screen = bank.screen(&all.replace("lit19x", "lit1"));
+        assert_eq!(slots.iter().filter(|s| screen.rules_out(**s)).copied().collect::<Vec<_>>(), vec![19]);
     }
 
     /// With many patterns, the prefilter is built and rules out those whose literals

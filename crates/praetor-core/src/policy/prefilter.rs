@@ -14,8 +14,8 @@
 //! are read as matching anywhere, which only adds candidates). A text with none of them
 //! holds no match. The automaton compares ASCII letters without case, and literals are
 //! cut to their first bytes (shorter still when a pattern has too many), which both only
-//! add candidates. A pattern whose literals are unknown (an infinite sequence) or too
-//! short is never ruled out.
+//! add candidates. A pattern whose literals are unknown (an infinite sequence), too
+//! short, or too many even at 2 bytes (`[0-9]{8}x`, say) is never ruled out.
 //!
 //! Costs: the automaton is built when the patterns in force change (sets after it share
 //! it while they stay the same); a text is read once per field, stopping early once no
@@ -29,8 +29,9 @@ use regex_syntax::hir::literal::Extractor;
 /// Below this many patterns with literals, each pattern's own literal search is as
 /// fast, so no prefilter is built (the six patterns of the realistic scenario, say).
 pub(crate) const PREFILTER_FROM: usize = 16;
-/// A pattern with more prefix literals than this (after ASCII case folding), or one
-/// shorter than `MIN_LITERAL_LEN`, is not screened.
+/// A pattern with more prefix literals than this (after ASCII case folding) is screened
+/// with shorter prefixes of them, down to `MIN_LITERAL_LEN` bytes; one with more even
+/// then, or with a literal shorter than that, is not screened.
 const MAX_LITERALS: usize = 32;
 const MIN_LITERAL_LEN: usize = 2;
 /// Literals are cut to this many bytes (a prefix of a prefix still begins every match).
@@ -38,9 +39,10 @@ const MIN_LITERAL_LEN: usize = 2;
 /// bytes, 1,000 patterns of 32 literals took seconds in a debug build) and the overlapping
 /// search report more hits a byte (at most one per literal length ending there).
 const LITERAL_LEN: usize = 8;
-/// How many case variants the extraction may enumerate before it shortens them: enough
-/// for 8 letters without case (each has 2, `k` and `s` 3), which ASCII folding then
-/// merges.
+/// How many literals the extraction may enumerate before it shortens them: enough for
+/// the case variants of 8 ASCII letters (2 each), which ASCII folding then merges; words
+/// heavy in `k` and `s` (3 variants each, `K` and `ſ` taking 3 bytes and 2) end with
+/// shorter literals, cut mid-character at times (the search is over bytes: still sound).
 const EXTRACT_TOTAL: usize = 1024;
 
 /// The prefix literals one of which begins every match of `pattern` (ASCII lowercase,
@@ -48,18 +50,25 @@ const EXTRACT_TOTAL: usize = 1024;
 pub(crate) fn prefixes(pattern: &str, case_insensitive: bool, nest_limit: u32) -> Option<Vec<Vec<u8>>> {
     let hir = ParserBuilder::new().case_insensitive(case_insensitive).nest_limit(nest_limit).build().parse(pattern).ok()?;
     let seq = Extractor::new().limit_literal_len(LITERAL_LEN).limit_total(EXTRACT_TOTAL).extract(&hir);
-    let literals: Vec<Vec<u8>> = seq.literals()?.iter().map(|l| l.as_bytes().to_ascii_lowercase()).collect();
+    let mut literals: Vec<Vec<u8>> = seq.literals()?.iter().map(|l| l.as_bytes().to_ascii_lowercase()).collect();
     if literals.is_empty() || literals.iter().any(|l| l.len() < MIN_LITERAL_LEN) {
         return None;
     }
+    literals.sort_unstable();
+    literals.dedup();
     // Too many: shorter prefixes of them (fewer once repeats merge) still begin every
-    // match.
-    (MIN_LITERAL_LEN..=LITERAL_LEN).rev().find_map(|len| {
-        let mut cut: Vec<Vec<u8>> = literals.iter().map(|l| l[..l.len().min(len)].to_vec()).collect();
-        cut.sort_unstable();
-        cut.dedup();
-        (cut.len() <= MAX_LITERALS).then_some(cut)
-    })
+    // match. Cutting a sorted list keeps it sorted, so counting the distinct prefixes of
+    // a length is one pass; only the length chosen is copied.
+    let len = (MIN_LITERAL_LEN..=LITERAL_LEN).rev().find(|len| distinct_prefixes(&literals, *len) <= MAX_LITERALS)?;
+    let mut cut: Vec<Vec<u8>> = literals.iter().map(|l| l[..l.len().min(len)].to_vec()).collect();
+    cut.dedup();
+    Some(cut)
+}
+
+/// How many distinct prefixes of `len` bytes (or whole, if shorter) a sorted list holds.
+fn distinct_prefixes(sorted: &[Vec<u8>], len: usize) -> usize {
+    let cut = |l: &[u8]| -> usize { l.len().min(len) };
+    1 + sorted.windows(2).filter(|w| w[0][..cut(&w[0])] != w[1][..cut(&w[1])]).count()
 }
 
 /// One automaton over the prefix literals of every screened pattern of a bank.
@@ -70,6 +79,8 @@ pub(crate) struct Prefilter {
     owners: Vec<Vec<usize>>,
     /// Per pattern: is it screened (ruled out when none of its literals occurs)?
     screened: Vec<bool>,
+    /// How many are.
+    screened_count: usize,
 }
 
 impl Prefilter {
@@ -93,14 +104,16 @@ impl Prefilter {
             }
         }
         let automaton = AhoCorasick::builder().ascii_case_insensitive(true).match_kind(MatchKind::Standard).build(&literals).ok()?;
-        Some(Prefilter { automaton, owners, screened: prefixes.iter().map(Option::is_some).collect() })
+        let screened: Vec<bool> = prefixes.iter().map(Option::is_some).collect();
+        let screened_count = screened.iter().filter(|s| **s).count();
+        Some(Prefilter { automaton, owners, screened, screened_count })
     }
 
     /// Per slot: may the pattern match `text`? At most one pass over the text: it
     /// stops once no screened pattern is left to rule out.
     pub(crate) fn candidates(&self, text: &str) -> Vec<bool> {
         let mut may = self.screened.iter().map(|s| !s).collect::<Vec<bool>>();
-        let mut undecided = self.screened.iter().filter(|s| **s).count();
+        let mut undecided = self.screened_count;
         let mut seen = vec![false; self.owners.len()];
         for m in self.automaton.find_overlapping_iter(text) {
             let id = m.pattern().as_usize();
