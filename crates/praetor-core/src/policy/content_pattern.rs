@@ -25,7 +25,7 @@
 //! (`prefilter.rs`).
 
 use std::collections::{HashMap, hash_map};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use regex::{Regex, RegexBuilder};
 
@@ -82,7 +82,15 @@ pub(crate) fn compile(def: &PolicyDef, cache: &mut PatternCache<'_>) -> Result<R
 #[derive(Debug)]
 pub(crate) struct Compiled {
     regex: Regex,
-    prefixes: Option<Vec<Vec<u8>>>,
+    /// Read when the pattern goes into force (a bank), not when it is only checked:
+    /// for patterns of many alternatives it costs about what compiling them does.
+    prefixes: OnceLock<Option<Vec<Vec<u8>>>>,
+}
+
+impl Compiled {
+    fn prefixes(&self, ci: bool) -> &Option<Vec<Vec<u8>>> {
+        self.prefixes.get_or_init(|| prefilter::prefixes(self.regex.as_str(), ci, NEST_LIMIT))
+    }
 }
 
 /// What a set knows of each content pattern it lists, by case mode and text: the
@@ -189,7 +197,7 @@ impl<'e> PatternCache<'e> {
 }
 
 fn compile_pattern(p: &str, ci: bool) -> Result<Compiled, String> {
-    Ok(Compiled { regex: build_regex(p, ci)?, prefixes: prefilter::prefixes(p, ci, NEST_LIMIT) })
+    Ok(Compiled { regex: build_regex(p, ci)?, prefixes: OnceLock::new() })
 }
 
 fn build_regex(p: &str, ci: bool) -> Result<Regex, String> {
@@ -317,7 +325,7 @@ impl BankBuilder {
             let c = cache.compile(p, *ci).map_err(|e| PolicyError::new("conditions.patterns", format!("`{p}`: {e}")))?;
             bank.regexes.push(c.regex.clone());
             bank.joinable.push(!mentions_haystack_edges(p));
-            prefixes.push(c.prefixes.clone());
+            prefixes.push(c.prefixes(*ci).clone());
         }
         // Most writes leave the patterns in force as they were: the automaton over their
         // literals (seconds for 1,000 patterns in a debug build) is then shared.
@@ -721,9 +729,10 @@ mod tests {
             }
             let bank = match builder.build(&mut cache) { Ok(b) => b, Err(e) => panic!("{e}") };
             proptest::prop_assert!(bank.prefilter.is_some());
-            // The pads in a text of their own: the joined texts hold every pad, so the
-            // screen may stop early there.
-            texts.push((0..crate::policy::prefilter::PREFILTER_FROM).map(|i| format!("pad{i} ")).collect());
+            // The pads in a text of their own, first: in the joined texts every pad comes
+            // before the drawn patterns' literals, so a screen that stops too early there
+            // rules out a pattern that matches.
+            texts.insert(0, (0..crate::policy::prefilter::PREFILTER_FROM).map(|i| format!("pad{i} ")).collect());
             let joined = texts.join("\n");
             let (screens, joined_screen) = (texts.iter().map(|t| bank.screen(t)).collect::<Vec<_>>(), bank.screen(&joined));
             for (p, slot) in &slots {
