@@ -251,8 +251,20 @@ fn bench_many_patterns(c: &mut Criterion) {
     let settings = WorkspaceSettings::default();
     let mut g = c.benchmark_group("decide_content_patterns");
     g.sample_size(30);
-    for (label, n) in [("shared_prefix", 15usize), ("shared_prefix", 100), ("shared_prefix", 1000), ("distinct", 15), ("distinct", 100), ("distinct", 1000)] {
-        let defs = if label == "distinct" { distinct_content_policies(n) } else { content_policies(n) };
+    let scoped = |n: usize| -> Vec<PolicyDef> {
+        // Each policy on an action type of its own: a decision asks about one pattern.
+        let mut defs = distinct_content_policies(n);
+        for (i, d) in defs.iter_mut().enumerate() {
+            d.action_types = vec![if i == 0 { "tool.search".to_owned() } else { format!("tool.t{i}") }];
+        }
+        defs
+    };
+    for (label, n) in [("shared_prefix", 15usize), ("shared_prefix", 100), ("shared_prefix", 1000), ("distinct", 15), ("distinct", 100), ("distinct", 1000), ("scoped", 1000)] {
+        let defs = match label {
+            "distinct" => distinct_content_policies(n),
+            "scoped" => scoped(n),
+            _ => content_policies(n),
+        };
         let set = match CompiledPolicySet::compile(&defs) {
             Ok(s) => s,
             Err(e) => panic!("compile: {e}"),

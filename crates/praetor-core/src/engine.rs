@@ -49,7 +49,7 @@ use crate::pii::{self, PiiMatch};
 use crate::authority::{self, Authority};
 use crate::session::{self, SessionFacts};
 use crate::policy::{CompiledPolicySet, Effect, Hit, OnRedactedContent, PolicyMode, WorkspaceSettings};
-use crate::policy::content_pattern::Screen;
+use crate::policy::content_pattern::FieldScreen;
 
 /// Everything one decision depends on. `now_ms` is milliseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy)]
@@ -404,9 +404,9 @@ pub(crate) struct EvalCtx<'a> {
     pattern_texts: OnceCell<PatternTexts<'a>>,
     /// Which content patterns may match the content, its folded form, and the metadata
     /// texts: each read once for all patterns (`PatternBank::screen`).
-    content_screen: OnceCell<Screen>,
-    folded_screen: OnceCell<Screen>,
-    metadata_screen: OnceCell<Screen>,
+    content_screen: FieldScreen,
+    folded_screen: FieldScreen,
+    metadata_screen: FieldScreen,
     content_pii: OnceCell<Vec<PiiMatch>>,
     metadata_pii: OnceCell<Vec<(String, PiiMatch)>>,
     /// The visible content folded for detection (`crate::fold`), if folding changes it.
@@ -422,9 +422,9 @@ impl<'a> EvalCtx<'a> {
             content_patterns: OnceCell::new(),
             metadata_patterns: OnceCell::new(),
             pattern_texts: OnceCell::new(),
-            content_screen: OnceCell::new(),
-            folded_screen: OnceCell::new(),
-            metadata_screen: OnceCell::new(),
+            content_screen: FieldScreen::default(),
+            folded_screen: FieldScreen::default(),
+            metadata_screen: FieldScreen::default(),
             content_pii: OnceCell::new(),
             metadata_pii: OnceCell::new(),
             folded_content: OnceCell::new(),
@@ -465,7 +465,7 @@ impl<'a> EvalCtx<'a> {
         let cells = self
             .content_patterns
             .get_or_init(|| (0..bank.len()).map(|_| OnceCell::new()).collect());
-        let matches = |screen: &OnceCell<Screen>, text: &str| !screen.get_or_init(|| bank.screen(text)).rules_out(slot) && bank.is_match(slot, text);
+        let matches = |screen: &FieldScreen, text: &str| !screen.rules_out(bank, slot, text) && bank.is_match(slot, text);
         cells.get(slot).is_some_and(|c| {
             *c.get_or_init(|| matches(&self.content_screen, text) || self.folded_content().is_some_and(|f| matches(&self.folded_screen, &f.text)))
         })
@@ -483,7 +483,7 @@ impl<'a> EvalCtx<'a> {
             .get_or_init(|| {
                 let request: &'a ActionRequest = self.input.request;
                 let texts = self.pattern_texts.get_or_init(|| PatternTexts::new(&request.metadata));
-                if self.metadata_screen.get_or_init(|| bank.screen(&texts.joined)).rules_out(slot) || bank.is_match_in_none(slot, &texts.joined) {
+                if self.metadata_screen.rules_out(bank, slot, &texts.joined) || bank.is_match_in_none(slot, &texts.joined) {
                     return None;
                 }
                 texts.first_match(|s| bank.is_match(slot, s))

@@ -21,8 +21,8 @@
 //! the new definition was checked on its own, which compiles its patterns once). The
 //! patterns in force are shared between policies in the set's `PatternBank`; each field
 //! is read at most once per distinct pattern, and from 16 patterns with prefix literals
-//! on, one pass over it first rules out the patterns whose literals it lacks
-//! (`prefilter.rs`).
+//! on, once a decision asks about more than 4 of them, one pass over it rules out the
+//! patterns whose literals it lacks (`prefilter.rs`, `FieldScreen`).
 
 use std::collections::{HashMap, hash_map};
 use std::sync::{Arc, OnceLock};
@@ -257,7 +257,7 @@ impl Rule {
 /// The most content patterns a workspace's definitions may list in all (see [`listed`]).
 /// Each pattern in force that the prefilter cannot rule out reads the content on its
 /// own in every decision that reaches it: 1,000 sharing a literal the text holds took a
-/// decision about 1.4 ms on 1.5 KB (1,000 whose literals the text lacks, about 19 µs), and
+/// decision about 1.4 ms on 1.5 KB (1,000 whose literals the text lacks, about 20 µs), and
 /// the set about 50 MB; 10,000, about 60 ms and 430 MB (BENCHMARKS "Session 30" and
 /// "Session 31").
 pub const MAX_LISTED: usize = 1_000;
@@ -369,6 +369,40 @@ impl Screen {
     /// True when pattern `slot` certainly does not match the text screened.
     pub(crate) fn rules_out(&self, slot: Slot) -> bool {
         self.0.as_ref().is_some_and(|may| !may.get(slot).copied().unwrap_or(true))
+    }
+}
+
+/// A field's screen, read only once the field has been asked about more than
+/// `SCREEN_AFTER` patterns: the screen reads the field for the whole bank, which costs
+/// about what that many patterns reading it on their own do, so a decision whose
+/// policies in scope ask about a few patterns does not pay for it.
+#[derive(Debug, Default)]
+pub(crate) struct FieldScreen {
+    asked: std::cell::Cell<usize>,
+    screen: std::cell::OnceCell<Screen>,
+}
+
+/// See [`FieldScreen`].
+pub(crate) const SCREEN_AFTER: usize = 4;
+
+impl FieldScreen {
+    /// True when pattern `slot` certainly does not match `text`, the field this screen
+    /// is for (always the same text).
+    pub(crate) fn rules_out(&self, bank: &PatternBank, slot: Slot, text: &str) -> bool {
+        if self.screen.get().is_none() {
+            let asked = self.asked.get() + 1;
+            self.asked.set(asked);
+            if asked <= SCREEN_AFTER {
+                return false;
+            }
+        }
+        self.screen.get_or_init(|| bank.screen(text)).rules_out(slot)
+    }
+
+    /// Whether the screen was read.
+    #[cfg(test)]
+    pub(crate) fn was_read(&self) -> bool {
+        self.screen.get().is_some()
     }
 }
 
@@ -790,6 +824,27 @@ mod tests {
         assert!(!Arc::ptr_eq(&automaton(&sensitive), &automaton(&insensitive)));
         assert!(sensitive.patterns.screen("ÉCLAIR07").rules_out(7));
         assert!(!insensitive.patterns.screen("ÉCLAIR07").rules_out(7));
+    }
+
+    /// A field is screened only once it was asked about more than `SCREEN_AFTER`
+    /// patterns: a decision whose policies in scope list a few patterns reads the field
+    /// with those alone (1,000 policies each scoped to its own action type, on 500 KiB,
+    /// paid for a screen of all of them in every decision).
+    #[test]
+    fn a_field_is_screened_only_once_many_patterns_ask_about_it() {
+        let mut builder = super::BankBuilder::default();
+        let slots: Vec<usize> = (0..20).map(|i| builder.add(&format!("lit{i:02}x"), false)).collect();
+        let bank = match builder.build(&mut super::PatternCache::default()) { Ok(b) => b, Err(e) => panic!("{e}") };
+        let field = super::FieldScreen::default();
+        let text = "only lit07x here";
+        for slot in &slots[..super::SCREEN_AFTER] {
+            assert!(!field.rules_out(&bank, *slot, text), "not screened yet: nothing is ruled out");
+        }
+        assert!(!field.was_read());
+        assert!(field.rules_out(&bank, slots[10], text));
+        assert!(field.was_read());
+        assert!(!field.rules_out(&bank, slots[7], text));
+        assert!(field.rules_out(&bank, slots[0], text), "once read, it rules out even the patterns asked first");
     }
 
     /// The screen stops reading once every screened pattern may match, and not before:

@@ -17,7 +17,9 @@
 //! add candidates. A pattern whose literals are unknown (an infinite sequence), too
 //! short, or too many even at 2 bytes (`[0-9]{8}x`, say) is never ruled out.
 //!
-//! Costs: the literals are read when a pattern goes into force; the automaton is built
+//! Costs: a field is screened only once a decision asked about more than a few patterns
+//! in it (`content_pattern::FieldScreen`); the literals are read when a pattern goes into
+//! force; the automaton is built
 //! when the patterns in force change, or their order (sets after it share it while they
 //! stay the same); a text is read once per field, stopping early once no
 //! screened pattern is left to rule out, and reports at most one hit a byte per literal
