@@ -259,6 +259,18 @@ fn bench_many_patterns(c: &mut Criterion) {
         }
         defs
     };
+    // 1,000 policies of which `k` are in scope, on 1.5 KB and on 512 KiB: a field is
+    // screened once more than 4 patterns ask about it (`FieldScreen`).
+    for (k, size) in [(1usize, 1536usize), (4, 1536), (1, 512 * 1024), (4, 512 * 1024), (8, 512 * 1024)] {
+        let mut defs = distinct_content_policies(1000);
+        for (i, d) in defs.iter_mut().enumerate() {
+            d.action_types = vec![if i < k { "tool.search".to_owned() } else { format!("tool.t{i}") }];
+        }
+        let set = CompiledPolicySet::compile(&defs).unwrap_or_else(|e| panic!("{e}"));
+        let request = ActionRequest { action_type: "tool.search".into(), content: Some(text(size)), content_redacted: false, metadata: Default::default(), session_id: None, refused_unread: None };
+        let input = input(&request, None, &[]);
+        g.bench_function(BenchmarkId::new(format!("inscope{k}"), size), |b| b.iter(|| decide(black_box(&input), black_box(&set), &settings)));
+    }
     for (label, n) in [("shared_prefix", 15usize), ("shared_prefix", 100), ("shared_prefix", 1000), ("distinct", 15), ("distinct", 100), ("distinct", 1000), ("scoped", 1000)] {
         let defs = match label {
             "distinct" => distinct_content_policies(n),

@@ -403,7 +403,8 @@ pub(crate) struct EvalCtx<'a> {
     /// The metadata texts content patterns read, listed once per request.
     pattern_texts: OnceCell<PatternTexts<'a>>,
     /// Which content patterns may match the content, its folded form, and the metadata
-    /// texts: each read once for all patterns (`PatternBank::screen`).
+    /// texts: each read once for all patterns (`PatternBank::screen`), once a field has
+    /// been asked about more than a few patterns (`FieldScreen`).
     content_screen: FieldScreen,
     folded_screen: FieldScreen,
     metadata_screen: FieldScreen,

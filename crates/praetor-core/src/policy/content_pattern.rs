@@ -373,9 +373,11 @@ impl Screen {
 }
 
 /// A field's screen, read only once the field has been asked about more than
-/// `SCREEN_AFTER` patterns: the screen reads the field for the whole bank, which costs
-/// about what that many patterns reading it on their own do, so a decision whose
-/// policies in scope ask about a few patterns does not pay for it.
+/// `SCREEN_AFTER` patterns: the screen reads the field for the whole bank, which for
+/// 1,000 patterns costs about what 4 of them reading a 1.5 KB field on their own do, and
+/// about what 40 do on 512 KiB (release build: the automaton over thousands of literals
+/// reads far fewer bytes a second than one literal's search). A decision whose policies
+/// in scope ask about a few patterns does not pay for it.
 #[derive(Debug, Default)]
 pub(crate) struct FieldScreen {
     asked: std::cell::Cell<usize>,
