@@ -831,13 +831,24 @@ fn http_receiver(listener: std::net::TcpListener) -> std::sync::mpsc::Receiver<S
 fn a_delivery_queued_while_the_receiver_is_down_arrives_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let args = ["--allow-private-targets", "--delivery-backoff-ms", "100"];
+    let args = ["--allow-private-targets", "--delivery-backoff-ms", "2000"];
     let mut s = start_with(dir.path(), &args);
     let hook = call("POST", &format!("{}/api/v1/enforce/webhooks", s.base), &s.key,
         Some(&json!({ "url": format!("http://127.0.0.1:{port}/hook"), "events": ["decision.*"] })));
     assert_eq!(hook["ok"], true, "{hook}");
     let d = call("POST", &format!("{}/api/v1/enforce/intercept", s.base), &s.key, Some(&json!({ "action_type": "while_down" })));
-    std::thread::sleep(Duration::from_millis(300)); // a few refused attempts
+    // Killed once a refused attempt is recorded, with the next one 2 s away: not in the
+    // middle of an attempt, whose claim would hold the delivery for a minute after the
+    // restart (`delivery::CLAIM_MS`, the multi-node guard against two nodes sending it).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = call("GET", &format!("{}/api/v1/enforce/deliveries", s.base), &s.key, None);
+        if listed["deliveries"].as_array().is_some_and(|l| l.iter().any(|d| d["attempts"].as_u64().is_some_and(|n| n > 0))) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refused attempt recorded: {listed}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     s.child.kill().unwrap();
     s.child.wait().unwrap();
     let rx = http_receiver(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
