@@ -38,8 +38,23 @@ fn start_with(dir: &Path, extra: &[&str]) -> Server {
 }
 
 fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    // `free_port` only finds a port that was free: another test's server may take it
+    // before this one binds it. Then this server exits (its port is taken), or the port
+    // answers for the other server, which does not know this directory's key. Either
+    // way, start again on another port.
+    for _ in 0..5 {
+        if let Some(server) = try_start(dir, extra, env) {
+            return server;
+        }
+    }
+    panic!("praetor serve did not start on any of 5 ports");
+}
+
+/// One start on a port `free_port` found: the server, once it answers with this data
+/// directory's admin key, or `None` when the port turned out to be another's.
+fn try_start(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Option<Server> {
     let port = free_port();
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir)
         .args(["--checkpoint-interval-ms", "100"])
@@ -53,15 +68,24 @@ fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = reqwest::blocking_get(&format!("{base}/healthz"))
-            && r {
-                break;
+        if child.try_wait().expect("the server's status").is_some() {
+            return None;
+        }
+        if reqwest::blocking_get(&format!("{base}/healthz")).unwrap_or(false)
+            && let Ok(key) = std::fs::read_to_string(dir.join("admin.key"))
+        {
+            let key = key.trim().to_owned();
+            if reqwest::accepts_key(&format!("{base}/api/v1/enforce/agents"), &key) {
+                return Some(Server { child, base, key });
             }
-        assert!(Instant::now() < deadline, "praetor serve did not become healthy");
+        }
+        if Instant::now() >= deadline {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("praetor serve did not become healthy, with this directory's admin key, in 30 s");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let key = std::fs::read_to_string(dir.join("admin.key")).expect("admin.key").trim().to_owned();
-    Server { child, base, key }
 }
 
 /// A tiny blocking helper over reqwest's async client.
@@ -70,6 +94,15 @@ mod reqwest {
     pub fn blocking_get(url: &str) -> Result<bool> {
         let rt = tokio_rt();
         rt.block_on(async { Ok(::reqwest::get(url).await?.status().is_success()) })
+    }
+    /// Whether `key` is accepted at `url` (any failure, or an answer from something
+    /// that is not this server, is a no).
+    pub fn accepts_key(url: &str, key: &str) -> bool {
+        let rt = tokio_rt();
+        rt.block_on(async {
+            let Ok(answer) = ::reqwest::Client::new().get(url).header("X-API-Key", key).send().await else { return false };
+            answer.json::<serde_json::Value>().await.is_ok_and(|v| v["ok"] == serde_json::json!(true))
+        })
     }
     pub fn tokio_rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
