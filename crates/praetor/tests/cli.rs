@@ -68,7 +68,10 @@ fn try_start(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Option<Server>
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if child.try_wait().expect("the server's status").is_some() {
+        if let Some(status) = child.try_wait().expect("the server's status") {
+            // Started again only when the port is indeed another's: a server that
+            // exited for any other reason is a failure, not to be hidden by a retry.
+            assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err(), "praetor serve exited ({status}) with its port free");
             return None;
         }
         if reqwest::blocking_get(&format!("{base}/healthz")).unwrap_or(false)
