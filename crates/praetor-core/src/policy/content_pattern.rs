@@ -160,15 +160,10 @@ impl<'e> PatternCache<'e> {
             hash_map::Entry::Vacant(new) => {
                 let compiled = match self.earlier.and_then(|e| e.by_mode[mode].get(p)) {
                     Some(known) => known.clone(),
-                    None if self.checking_only => {
-                        build_regex(p, ci)?;
-                        self.compiled += 1;
-                        None
-                    }
                     None => {
                         let c = compile_pattern(p, ci)?;
                         self.compiled += 1;
-                        Some(Arc::new(c))
+                        (!self.checking_only).then(|| Arc::new(c))
                     }
                 };
                 Ok(new.insert(Entry { compiled, in_force: false }))
