@@ -866,7 +866,12 @@ fn http_receiver(listener: std::net::TcpListener) -> std::sync::mpsc::Receiver<S
 #[test]
 fn a_delivery_queued_while_the_receiver_is_down_arrives_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    // The receiver's port, held from the start by a socket that is bound but not
+    // listening: attempts to it are refused, as by a receiver that is down, and no other
+    // test's server can take the port before the receiver comes up on it.
+    let receiver = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    receiver.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let port = receiver.local_addr().unwrap().as_socket().unwrap().port();
     let args = ["--allow-private-targets", "--delivery-backoff-ms", "2000"];
     let mut s = start_with(dir.path(), &args);
     let hook = call("POST", &format!("{}/api/v1/enforce/webhooks", s.base), &s.key,
@@ -887,7 +892,8 @@ fn a_delivery_queued_while_the_receiver_is_down_arrives_after_a_restart() {
     }
     s.child.kill().unwrap();
     s.child.wait().unwrap();
-    let rx = http_receiver(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+    receiver.listen(16).unwrap();
+    let rx = http_receiver(receiver.into());
     let s = start_with(dir.path(), &args);
     let body = rx.recv_timeout(Duration::from_secs(20)).expect("the queued delivery arrives after the restart");
     let v: Value = serde_json::from_str(&body).unwrap();
