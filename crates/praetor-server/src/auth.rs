@@ -15,17 +15,20 @@ use crate::state::{AppState, WorkspaceState};
 pub trait Permission: Send + Sync + 'static {
     const NAME: &'static str;
     const GRANTED_TO: &'static [Scope];
+    /// Scopes that bar a key from this permission whatever else it holds.
+    const REFUSED_TO: &'static [Scope] = &[];
 }
 
 pub mod perm {
     use super::{Permission, Scope};
 
     macro_rules! permission {
-        ($name:ident, $label:literal, [$($scope:ident),*]) => {
+        ($name:ident, $label:literal, [$($scope:ident),*] $(, refused to [$($refused:ident),*])?) => {
             pub struct $name;
             impl Permission for $name {
                 const NAME: &'static str = $label;
                 const GRANTED_TO: &'static [Scope] = &[$(Scope::$scope),*];
+                $(const REFUSED_TO: &'static [Scope] = &[$(Scope::$refused),*];)?
             }
         };
     }
@@ -36,7 +39,10 @@ pub mod perm {
     permission!(AgentsWrite, "agents:write", [Admin]);
     permission!(PoliciesWrite, "policies:write", [Admin]);
     permission!(KeysWrite, "keys:write", [Admin]);
-    permission!(Approvals, "approvals", [Admin, Approvals]);
+    // Who acts does not approve: a key that can act for agents can neither resolve
+    // their escalations nor widen their authority (windows, breakglass), whatever other
+    // scope it holds (keys made before `agent` could not be combined with others).
+    permission!(Approvals, "approvals", [Admin, Approvals], refused to [Agent]);
 }
 
 /// A request authenticated with a key that holds permission `P`.
@@ -106,6 +112,12 @@ impl<P: Permission> FromRequestParts<Arc<AppState>> for Authorized<P> {
             return Err(ApiError::new(
                 Code::InsufficientScope,
                 format!("this key lacks the `{}` permission", P::NAME),
+            ));
+        }
+        if let Some(barred) = key.scopes.iter().find(|s| P::REFUSED_TO.contains(s)) {
+            return Err(ApiError::new(
+                Code::InsufficientScope,
+                format!("a key with the `{}` scope cannot use the `{}` permission: who acts for agents does not approve for them", barred.as_str(), P::NAME),
             ));
         }
         let workspace = state

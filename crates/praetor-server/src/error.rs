@@ -38,6 +38,9 @@ error_codes! {
     MissingApiKey      => (UNAUTHORIZED, "missing_api_key", "auth"),
     InvalidApiKey      => (UNAUTHORIZED, "invalid_api_key", "auth"),
     InsufficientScope  => (FORBIDDEN, "insufficient_scope", "auth"),
+    // An agent that requires signatures did not sign a request that acts as it (outside
+    // the decision path, where such a request is a `block` decision instead).
+    SignatureRefused   => (FORBIDDEN, "signature_refused", "auth"),
     RouteNotFound      => (NOT_FOUND, "route_not_found", "not_found"),
     NotFound           => (NOT_FOUND, "not_found", "not_found"),
     MethodNotAllowed   => (METHOD_NOT_ALLOWED, "method_not_allowed", "invalid_request"),
@@ -52,6 +55,9 @@ error_codes! {
     Internal           => (INTERNAL_SERVER_ERROR, "internal", "internal"),
 }
 
+/// The longest error message, in bytes, before its cut.
+pub const MESSAGE_MAX: usize = 1024;
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub code: Code,
@@ -59,14 +65,30 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error whose message is cut to `MESSAGE_MAX` bytes: messages quote what the
+    /// request sent (a value refused, an id not found), which may be megabytes.
     pub fn new(code: Code, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into() }
+        let mut message = message.into();
+        if message.len() > MESSAGE_MAX {
+            let mut end = MESSAGE_MAX;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            let cut = message.len() - end;
+            message.truncate(end);
+            message.push_str(&format!("… ({cut} bytes more)"));
+        }
+        ApiError { code, message }
     }
     pub fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
         ApiError::new(Code::InvalidField, format!("`{field}`: {message}"))
     }
     pub fn not_found(what: &str, id: &str) -> ApiError {
-        ApiError::new(Code::NotFound, format!("{what} `{id}` not found"))
+        match id.char_indices().nth(crate::config::limits::ID_MAX) {
+            // No id is that long: the start is enough to tell which request it was.
+            Some((end, _)) => ApiError::new(Code::NotFound, format!("{what} `{}…` not found (an id of {} bytes)", &id[..end], id.len())),
+            None => ApiError::new(Code::NotFound, format!("{what} `{id}` not found")),
+        }
     }
 }
 

@@ -231,6 +231,36 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
+/// A request that may carry an agent's signature (`signature.rs`): what the signature
+/// covers (the method, the path as sent, the body) and the headers that carry it.
+pub struct SignedRequest {
+    pub method: axum::http::Method,
+    pub path: String,
+    pub headers: axum::http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl SignedRequest {
+    /// The caller a signature check reads, with `key` as the request's API key.
+    pub fn caller<'a>(&'a self, key: &'a praetor_store::ApiKey) -> crate::pipeline::Caller<'a> {
+        crate::pipeline::Caller::new(key, &self.headers, self.method.as_str(), &self.path, crate::pipeline::SignedBody::Raw(&self.body))
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for SignedRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // The path as the client sent and signed it, before the router's nesting.
+        let path = match req.extensions().get::<axum::extract::OriginalUri>() {
+            Some(original) => original.path().to_owned(),
+            None => req.uri().path().to_owned(),
+        };
+        let (method, headers) = (req.method().clone(), req.headers().clone());
+        let RawBody(body) = RawBody::from_request(req, state).await?;
+        Ok(SignedRequest { method, path, headers, body })
+    }
+}
 
 /// The top-level members a refused-unread decision is attributed by: the action, its
 /// agent and session (`/enforce/intercept`), a hand-off's source and target
@@ -1013,5 +1043,35 @@ mod tests {
         assert_eq!(nested_past(b"[[1],[2],[3]]", 2), None);
         assert_eq!(nested_past(br#"{"a": "[[[[[[ "#, 1), None);
         assert_eq!(nested_past(br#"{"a": "\"#, 1), None);
+    }
+}
+
+/// Ids a body names (agents, credentials, grants, ...), checked while it is parsed: at
+/// most `limits::ID_MAX` bytes, not empty, without control characters. The error names
+/// the field (the parser's path) and never repeats the value, which may be megabytes.
+/// For fields: `#[serde(deserialize_with = "id::required")]`, or `id::optional` beside
+/// `default`.
+pub mod id {
+    use serde::de::{Deserializer, Error};
+    use serde::Deserialize;
+
+    use crate::config::limits::ID_MAX;
+
+    fn check<E: Error>(v: String) -> Result<String, E> {
+        if v.len() > ID_MAX {
+            return Err(E::custom(format!("an id is at most {ID_MAX} bytes; this one is {}", v.len())));
+        }
+        if v.is_empty() || v.chars().any(char::is_control) {
+            return Err(E::custom("an id is a non-empty string without control characters"));
+        }
+        Ok(v)
+    }
+
+    pub fn required<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        check(String::deserialize(d)?)
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Option::<String>::deserialize(d)?.map(check).transpose()
     }
 }

@@ -152,7 +152,7 @@ pub fn intercept(body: InterceptBody, prefix: &str) -> ApiResult<Intercepted> {
     {
         if let Some(v) = v {
             if let Value::String(s) = &v {
-                check_len(&f(k), s, limits::ID_MAX)?;
+                check_id(&f(k), s)?;
             }
             chain.insert(k.to_owned(), v);
         }
@@ -312,42 +312,81 @@ fn identify(
     {
         return failed("credential_revoked", format!("session `{}` was started with credential `{c}`, which is revoked", s.session_id));
     }
-    if agent.require_signature && !caller.verified.lock().contains(&agent.agent_id) {
-        let creds: Vec<_> = ws.credentials.read().values().filter(|c| c.agent_id == agent.agent_id).cloned().collect();
-        let headers = SignedHeaders {
-            credential_id: header(caller.headers, "x-praetor-credential"),
-            timestamp: header(caller.headers, "x-praetor-timestamp"),
-            nonce: header(caller.headers, "x-praetor-nonce"),
-            signature: header(caller.headers, "x-praetor-signature"),
-        };
-        let skew = state.config.signature_max_skew_secs;
-        if let Err(f) = signature::verify(&headers, caller.method, caller.path, &caller.body.sha256(), &agent.agent_id, &creds, now_ms, skew) {
-            return failed(f.check, f.reason);
-        }
-        let nonce = headers.nonce.unwrap_or_default();
-        let window_ms = 2 * skew * 1000;
-        let reused = || failed("nonce_reused", "this request's nonce was already used".to_owned());
-        if caller.nonce_replayed.load(std::sync::atomic::Ordering::Relaxed) {
-            return reused();
-        }
-        let already_consumed = caller.nonce_consumed.lock().contains(&agent.agent_id);
-        if !already_consumed {
-            if !state.nonces.lock().consume(&agent.agent_id, nonce, now_ms, window_ms) {
-                return reused();
-            }
-            caller.nonce_consumed.lock().push(agent.agent_id.clone());
-        }
-        // Claimed again on every evaluation: a refused commit claimed nothing.
-        claims.push(Mutation::ClaimNonce {
-            workspace_id: ws.workspace_id.clone(),
-            agent_id: agent.agent_id.clone(),
-            nonce: nonce.to_owned(),
-            now: now_ms,
-            until: now_ms + window_ms,
-        });
-        caller.verified.lock().push(agent.agent_id.clone());
+    if agent.require_signature
+        && !caller.verified.lock().contains(&agent.agent_id)
+        && let Err(f) = check_signature(state, ws, caller, &agent, now_ms, claims)
+    {
+        return failed(f.check, f.reason);
     }
     (Identity::Verified, Some(agent))
+}
+
+/// The request's signature by `agent`, which requires one: verified against its
+/// credentials, and its nonce consumed on this node and claimed in `claims`, so the
+/// store refuses the commit if another node (or this one before a restart) consumed it
+/// first. Once per request and agent (`Caller::verified`).
+fn check_signature(
+    state: &AppState,
+    ws: &WorkspaceState,
+    caller: &Caller<'_>,
+    agent: &Agent,
+    now_ms: i64,
+    claims: &mut Vec<Mutation>,
+) -> Result<(), signature::SignatureFailure> {
+    let creds: Vec<_> = ws.credentials.read().values().filter(|c| c.agent_id == agent.agent_id).cloned().collect();
+    let headers = SignedHeaders {
+        credential_id: header(caller.headers, "x-praetor-credential"),
+        timestamp: header(caller.headers, "x-praetor-timestamp"),
+        nonce: header(caller.headers, "x-praetor-nonce"),
+        signature: header(caller.headers, "x-praetor-signature"),
+    };
+    let skew = state.config.signature_max_skew_secs;
+    signature::verify(&headers, caller.method, caller.path, &caller.body.sha256(), &agent.agent_id, &creds, now_ms, skew)?;
+    let nonce = headers.nonce.unwrap_or_default();
+    let window_ms = 2 * skew * 1000;
+    let reused = || signature::SignatureFailure { check: "nonce_reused", reason: "this request's nonce was already used".to_owned() };
+    if caller.nonce_replayed.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(reused());
+    }
+    let already_consumed = caller.nonce_consumed.lock().contains(&agent.agent_id);
+    if !already_consumed {
+        if !state.nonces.lock().consume(&agent.agent_id, nonce, now_ms, window_ms) {
+            return Err(reused());
+        }
+        caller.nonce_consumed.lock().push(agent.agent_id.clone());
+    }
+    // Claimed again on every evaluation: a refused commit claimed nothing.
+    claims.push(Mutation::ClaimNonce {
+        workspace_id: ws.workspace_id.clone(),
+        agent_id: agent.agent_id.clone(),
+        nonce: nonce.to_owned(),
+        now: now_ms,
+        until: now_ms + window_ms,
+    });
+    caller.verified.lock().push(agent.agent_id.clone());
+    Ok(())
+}
+
+/// For a request outside the decision path that acts as `agent` (delegating its
+/// authority, starting or ending its sessions): an agent that requires signatures signs
+/// these as it signs its actions, unless an admin key makes the request (an admin acts
+/// on the agent, not as it). The nonce is claimed in a commit of its own, before the
+/// request's change: a replay is refused even if the change then fails.
+pub async fn require_signature_of(state: &AppState, ws: &WorkspaceState, caller: &Caller<'_>, agent: &Agent) -> ApiResult<()> {
+    if !agent.require_signature || caller.key.scopes.contains(&praetor_store::Scope::Admin) {
+        return Ok(());
+    }
+    let refused = |f: signature::SignatureFailure| {
+        ApiError::new(Code::SignatureRefused, format!("agent `{}` requires signed requests ({}): {}", agent.agent_id, f.check, f.reason))
+    };
+    let mut claims = Vec::new();
+    check_signature(state, ws, caller, agent, state.now_ms(), &mut claims).map_err(refused)?;
+    match state.commit(Txn { mutations: claims, seal: vec![] }).await {
+        Err(praetor_store::StoreError::Replayed(_)) => {
+            Err(refused(signature::SignatureFailure { check: "nonce_reused", reason: "this request's nonce was already used".to_owned() }))
+        }
+        other => other.map(|_| ()).map_err(ApiError::from),
+    }
 }
 
 /// Why a hand-off to `target` fails identity, if it does; an active target is expected

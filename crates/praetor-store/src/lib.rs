@@ -150,6 +150,9 @@ pub enum Mutation {
     /// unrevoked when it commits: two nodes revoking the last two admin keys at once
     /// would each have read the other key as left.
     ExpectAnotherAdmin { workspace_id: String, key_id: String },
+    /// Refuse the transaction (`Stale`) unless key `key_id` is unrevoked when it
+    /// commits: a revocation answers with its own time only if it revoked the key.
+    ExpectKeyLive { workspace_id: String, key_id: String },
     /// Refuse the transaction (`Stale`) unless the policy is stored as last changed at
     /// `updated_at`, or, with `None`, is not stored: a policy change made from a copy
     /// another node has changed since (edited, deleted, replaced by a pack) would undo
@@ -242,6 +245,7 @@ impl Mutation {
             | Mutation::ApprovedActionRetried { workspace_id, .. }
             | Mutation::ExpectActive { workspace_id, .. }
             | Mutation::ExpectAnotherAdmin { workspace_id, .. }
+            | Mutation::ExpectKeyLive { workspace_id, .. }
             | Mutation::ExpectPolicy { workspace_id, .. }
             | Mutation::ExpectPackPolicies { workspace_id, .. } => workspace_id,
         }

@@ -283,6 +283,13 @@ pub fn apply(db: &dyn Db, m: &Mutation, seals: &[u64], encoded: Option<&str>) ->
                 &|| StoreError::Stale(format!("key `{key_id}` is the last admin key")),
             )?;
         }
+        Mutation::ExpectKeyLive { workspace_id, key_id } => {
+            db.expect_row_later(
+                "SELECT 1 FROM api_keys WHERE workspace_id = ?1 AND key_id = ?2 AND revoked_at IS NULL",
+                args![workspace_id, key_id],
+                &|| StoreError::Stale(format!("key `{key_id}` is already revoked")),
+            )?;
+        }
         Mutation::ExpectPolicy { workspace_id, policy_id, updated_at } => {
             let stale = || StoreError::Stale(format!("policy `{policy_id}`"));
             match updated_at {

@@ -466,7 +466,7 @@ async fn commit_agent_change(
 }
 
 #[derive(Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct HistoryQuery {
     page: Option<u32>,
     per_page: Option<u32>,

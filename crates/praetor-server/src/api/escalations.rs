@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use praetor_store::{Guarded, Mutation, ObjectFilter, Scope, StoreError, Txn};
+use praetor_store::{Guarded, Mutation, ObjectFilter, StoreError, Txn};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -179,8 +179,9 @@ pub struct ResolveBody {
     reason: Option<String>,
 }
 
-/// `POST /enforce/escalations/{id}/resolve`: approvals scope; agent-scoped keys never
-/// resolve, and no key resolves an escalation it raised.
+/// `POST /enforce/escalations/{id}/resolve`: approvals scope (which keys with the
+/// `agent` scope never have, `perm::Approvals`), and no key resolves an escalation it
+/// raised.
 pub async fn resolve(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Approvals>,
@@ -194,9 +195,6 @@ pub async fn resolve(
     };
     if body.reason.as_ref().is_some_and(|r| r.len() > 2048) {
         return Err(ApiError::invalid("reason", "is longer than 2048 bytes"));
-    }
-    if auth.key.scopes.contains(&Scope::Agent) || auth.bound_agent().is_some() {
-        return Err(ApiError::new(Code::InsufficientScope, "agent keys cannot resolve escalations"));
     }
     let ws = &auth.workspace;
     let found = find(&state, ws, &id).await?;

@@ -18,7 +18,7 @@ use crate::authority::{AuthorityState, Breakglass, Grant, Object, Review, Role, 
 use crate::clock::iso;
 use crate::config::limits;
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, SignedRequest, parse_json};
 use crate::secrets::new_id;
 use crate::state::{AppState, WorkspaceState};
 
@@ -101,7 +101,9 @@ fn agent_active(ws: &WorkspaceState, field: &str, id: &str) -> ApiResult<praetor
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DelegateBody {
+    #[serde(deserialize_with = "crate::extract::id::required")]
     source_agent_id: String,
+    #[serde(deserialize_with = "crate::extract::id::required")]
     target_agent_id: String,
     scopes: Vec<String>,
     #[serde(default)]
@@ -116,7 +118,7 @@ pub struct DelegateBody {
     max_uses: Option<u64>,
     #[serde(default)]
     budgets: Option<GrantBudgets>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::id::optional")]
     parent_grant_id: Option<String>,
     #[serde(default)]
     instruction: Option<String>,
@@ -171,8 +173,9 @@ fn scope_field(b: &DelegateBody, i: usize) -> String {
 pub async fn delegate(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Enforce>,
-    ApiJson(b): ApiJson<DelegateBody>,
+    request: SignedRequest,
 ) -> ApiResult<Json<Value>> {
+    let b: DelegateBody = parse_json(&request.body)?;
     let ws = &auth.workspace;
     // Authority is delegated by an administrator, or by the source agent itself through
     // a key bound to it; an unbound agent key cannot hand out another agent's authority.
@@ -182,6 +185,8 @@ pub async fn delegate(
     }
     let source = agent_active(ws, "source_agent_id", &b.source_agent_id)?;
     agent_active(ws, "target_agent_id", &b.target_agent_id)?;
+    // The source's own key alone does not lend its authority when it signs its actions.
+    crate::pipeline::require_signature_of(&state, ws, &request.caller(&auth.key), &source).await?;
     if b.source_agent_id == b.target_agent_id {
         return Err(ApiError::invalid("target_agent_id", "an agent cannot delegate to itself"));
     }
@@ -401,8 +406,9 @@ pub async fn revoke_grant(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
+    #[serde(deserialize_with = "crate::extract::id::required")]
     grant_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::id::optional")]
     agent_id: Option<String>,
     #[serde(default)]
     action_type: Option<String>,
@@ -531,6 +537,7 @@ pub async fn agent_delegations(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowBody {
+    #[serde(deserialize_with = "crate::extract::id::required")]
     agent_id: String,
     #[serde(default)]
     scopes: Vec<String>,
@@ -720,6 +727,7 @@ pub async fn agent_windows(State(state): State<Arc<AppState>>, auth: Authorized<
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakglassBody {
+    #[serde(deserialize_with = "crate::extract::id::required")]
     agent_id: String,
     justification: String,
     #[serde(default)]
@@ -827,6 +835,14 @@ pub async fn review_breakglass(
         // finding from every view but the vault. `needs_follow_up` asks for the next.
         if let Some(r) = b.review.as_ref().filter(|r| r.outcome != "needs_follow_up") {
             return Err(ApiError::new(Code::Conflict, format!("breakglass `{id}` was already reviewed ({}) by key `{}` at {}", r.outcome, r.reviewer, iso(r.reviewed_at))));
+        }
+        // A final review covers every override: while the breakglass is active, more
+        // may follow, which no review would then see.
+        if body.outcome != "needs_follow_up" && b.status_at(now) == "active" {
+            return Err(ApiError::new(Code::Conflict, format!(
+                "breakglass `{id}` is active until {}: close it first, or give `needs_follow_up` now and the final review once it has ended",
+                iso(b.expires_at)
+            )));
         }
         b.review = Some(Review { outcome: body.outcome.clone(), notes: body.notes.clone(), reviewer: reviewer.clone(), reviewed_at: now });
         let record = touched(b, &ws_id, now);
@@ -949,6 +965,7 @@ pub async fn role_agents(auth: Authorized<perm::Read>, ApiPath(id): ApiPath<Stri
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssignBody {
+    #[serde(deserialize_with = "crate::extract::id::required")]
     agent_id: String,
 }
 

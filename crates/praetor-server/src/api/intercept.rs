@@ -46,7 +46,11 @@ async fn decide_one(
     answers.pop().map(Json).ok_or_else(|| ApiError::new(Code::Internal, "the decision was not recorded"))
 }
 
+/// Its actions take unknown fields as `/enforce/intercept` does, but the batch itself
+/// has none: a `session_id` beside `actions` would otherwise be dropped, and the actions
+/// decided outside the session (a killed one among them).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BatchBody {
     actions: Vec<InterceptBody>,
 }
@@ -97,10 +101,11 @@ pub struct BatchAnswer {
 }
 
 /// `POST /enforce/agent-comm`: one agent instructing another (wire §2.5), decided as an
-/// `agent_instruction` action of the source agent.
-#[derive(Deserialize)]
-#[serde(default)]
-#[derive(Default)]
+/// `agent_instruction` action of the source agent. Unknown fields are refused: the SDK
+/// sends only these, and a `content` or `grant_id` dropped unread would let a hand-off
+/// pass policies that never saw it.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AgentCommBody {
     source_agent_id: Option<String>,
     target_agent_id: Option<String>,

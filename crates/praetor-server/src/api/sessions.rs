@@ -13,7 +13,7 @@ use crate::auth::{Authorized, Permission, perm};
 use crate::config::limits;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::events::event;
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, SignedRequest, parse_json};
 use crate::secrets::new_id;
 use crate::sessions::{Closing, close, view};
 use crate::state::{AppState, WorkspaceState};
@@ -24,13 +24,13 @@ const TTL_MAX_SECONDS: u64 = 30 * 86_400;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::id::optional")]
     agent_id: Option<String>,
     #[serde(default)]
     budgets: Option<Budgets>,
     #[serde(default)]
     label: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::id::optional")]
     credential_id: Option<String>,
     #[serde(default)]
     prompt_hash: Option<String>,
@@ -39,8 +39,9 @@ pub struct StartBody {
 pub async fn start(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Enforce>,
-    ApiJson(body): ApiJson<StartBody>,
+    request: SignedRequest,
 ) -> ApiResult<Json<Value>> {
+    let body: StartBody = parse_json(&request.body)?;
     let ws = &auth.workspace;
     let budgets = body.budgets.unwrap_or_default();
     if let Some(ttl) = budgets.ttl_seconds
@@ -109,6 +110,7 @@ pub async fn start(
     if !agent.is_active {
         return Err(ApiError::invalid("agent_id", format!("agent `{agent_id}` is deactivated")));
     }
+    crate::pipeline::require_signature_of(&state, ws, &request.caller(&auth.key), &agent).await?;
     let now = state.now_ms();
     let mut attributes = Map::new();
     if let Some(h) = body.prompt_hash {
@@ -278,10 +280,14 @@ pub async fn end(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::Enforce>,
     ApiPath(id): ApiPath<String>,
+    request: SignedRequest,
 ) -> ApiResult<Json<Value>> {
     let ws = &auth.workspace;
     let s = current(&state, ws, &id).await?;
     check_owner(&auth, &s)?;
+    if let Some(agent) = ws.agent(&s.agent_id) {
+        crate::pipeline::require_signature_of(&state, ws, &request.caller(&auth.key), &agent).await?;
+    }
     let closing = Closing { status: SessionStatus::Ended, reason: None, actor: Some(&auth.key.key_id), kind: "session.ended" };
     close(&state, ws, std::slice::from_ref(&id), closing).await?;
     let s = current(&state, ws, &id).await?;

@@ -125,7 +125,7 @@ pub fn key_view(k: &ApiKey) -> Value {
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyBody {
     scopes: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::id::optional")]
     agent_id: Option<String>,
     #[serde(default)]
     label: Option<String>,
@@ -142,6 +142,11 @@ pub fn parse_scopes(scopes: &[String], agent_id: Option<&str>) -> Result<Vec<Sco
         if !out.contains(&scope) {
             out.push(scope);
         }
+    }
+    // Who acts for agents does not approve for them, nor administer the workspace (an
+    // agent holding such a key could open itself a window or a breakglass).
+    if out.contains(&Scope::Agent) && (out.contains(&Scope::Approvals) || out.contains(&Scope::Admin)) {
+        return Err("`scopes`: `agent` cannot be combined with `admin` or `approvals`: make separate keys for who acts and who approves".into());
     }
     if agent_id.is_some() && out != [Scope::Agent] {
         return Err("`agent_id`: only a key whose only scope is `agent` can be bound to an agent".into());
@@ -220,6 +225,13 @@ pub async fn revoke_key(
     let _guard = auth.workspace.agent_writes.lock().await;
     let keys = state.store.list_api_keys(&auth.workspace.workspace_id).await?;
     let mut key = keys.iter().find(|k| k.key_id == id).cloned().ok_or_else(|| ApiError::not_found("key", &id))?;
+    let already = |at: Option<i64>| {
+        let since = at.map(|t| format!(" (since {})", crate::clock::iso(t))).unwrap_or_default();
+        ApiError::new(Code::Conflict, format!("key `{id}` is already revoked{since}"))
+    };
+    if key.revoked_at.is_some() {
+        return Err(already(key.revoked_at));
+    }
     let admin = |k: &ApiKey| k.revoked_at.is_none() && k.scopes.contains(&Scope::Admin);
     let last_admin = || {
         ApiError::new(
@@ -235,9 +247,19 @@ pub async fn revoke_key(
     if admin(&key) {
         mutations.push(Mutation::ExpectAnotherAdmin { workspace_id: key.workspace_id.clone(), key_id: id.clone() });
     }
+    mutations.push(Mutation::ExpectKeyLive { workspace_id: key.workspace_id.clone(), key_id: id.clone() });
     mutations.push(Mutation::RevokeApiKey { workspace_id: key.workspace_id.clone(), key_id: id.clone(), at: now });
     let txn = Txn { mutations, seal: vec![event(&key.workspace_id, "key.revoked", Some(&auth.key.key_id), now, json!({ "key_id": id }))] };
     match state.commit(txn).await {
+        // Another node revoked this key since it was read: its time is the one stored.
+        Err(praetor_store::StoreError::Stale(what)) if what.contains("already revoked") => {
+            let stored = state.store.list_api_keys(&auth.workspace.workspace_id).await?;
+            let at = stored.iter().find(|k| k.key_id == id).and_then(|k| k.revoked_at);
+            if let Some(k) = stored.into_iter().find(|k| k.key_id == id) {
+                state.put_key(k);
+            }
+            return Err(already(at));
+        }
         // Another node revoked the other admin keys since they were read.
         Err(praetor_store::StoreError::Stale(_)) if admin(&key) => return Err(last_admin()),
         other => other?,

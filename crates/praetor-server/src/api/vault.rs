@@ -201,8 +201,15 @@ pub async fn receipt(
         .as_deref()
         .and_then(|leaf| serde_json::from_slice(leaf).ok())
         .ok_or_else(|| damaged(format!("vault entry {seq} is missing or unreadable")))?;
+    // A key bound to one agent sees a decision only as its entry seals it (as
+    // `GET /enforce/decisions/{id}` does): a row that departs from its entry is, for
+    // that key, not found (and still logged and counted as damaged).
     if let Some(why) = row.departs_from(&sealed) {
-        return Err(damaged(format!("its row does not match vault entry {seq}: {why}")));
+        let error = damaged(format!("its row does not match vault entry {seq}: {why}"));
+        return Err(if auth.bound_agent().is_some() { ApiError::not_found("decision", &id) } else { error });
+    }
+    if !auth.may_see(sealed.get("agent_id").and_then(Value::as_str)) {
+        return Err(ApiError::not_found("decision", &id));
     }
     let cp = match state.store.checkpoint_covering(ws, seq + 1).await? {
         Some(cp) => cp,

@@ -374,6 +374,11 @@ async fn breakglass_overrides_refusals_but_never_identity_or_revocation() {
     assert_eq!(s.post(&path, &s.admin_key, &json!({ "outcome": "needs_follow_up" })).await.0, StatusCode::OK);
     let (_, stats) = s.get("/api/v1/enforce/breakglass/stats", &s.admin_key).await;
     assert_eq!((stats["reviewed"].as_u64(), stats["needs_follow_up"].as_u64()), (Some(1), Some(1)), "not final yet: {stats}");
+    // A final review waits for the end: overrides made after it would go unreviewed.
+    let (status, early) = s.post(&path, &s.admin_key, &json!({ "outcome": "unjustified" })).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{early}");
+    assert!(early["error"]["message"].as_str().is_some_and(|m| m.contains("is active until") && m.contains("close it first")), "{early}");
+    assert_eq!(s.post(&format!("/api/v1/enforce/breakglass/{second}/close"), &approver, &json!({})).await.0, StatusCode::OK);
     let (status, done) = s.post(&path, &s.admin_key, &json!({ "outcome": "unjustified" })).await;
     assert_eq!((status, done["breakglass"]["review"]["outcome"].as_str()), (StatusCode::OK, Some("unjustified")), "{done}");
     assert_error(&s.post(&path, &s.admin_key, &json!({ "outcome": "justified" })).await, 409, "conflict");
@@ -655,7 +660,7 @@ async fn an_operators_revoke_or_close_wins_over_uses_this_node_has_not_seen() {
     assert_eq!(status, StatusCode::OK, "{revoked}");
     assert_eq!(s.intercept(json!({ "action_type": "pay.send", "agent_id": b, "grant_id": grant })).await["decision"], "block");
     // A review, and a re-delegation out of a grant, are made again from the store's copy too.
-    let (status, reviewed) = s.post(&format!("/api/v1/enforce/breakglass/{bg}/review"), &s.admin_key, &json!({ "outcome": "justified" })).await;
+    let (status, reviewed) = s.post(&format!("/api/v1/enforce/breakglass/{bg}/review"), &s.admin_key, &json!({ "outcome": "needs_follow_up" })).await;
     assert_eq!(status, StatusCode::OK, "{reviewed}");
     let (status, closed) = s.post(&format!("/api/v1/enforce/breakglass/{bg}/close"), &approver, &json!({})).await;
     assert_eq!(status, StatusCode::OK, "{closed}");
@@ -1023,4 +1028,40 @@ async fn listings_show_ended_grants_the_store_keeps() {
     let other = s.agent("other").await;
     let key = s.key(&["agent"], Some(&other)).await;
     assert_eq!(ids(&s.get("/api/v1/enforce/delegations", &key).await.1), vec![]);
+}
+
+/// Who acts for agents does not approve for them: a key with the `agent` scope cannot
+/// also hold `admin` or `approvals`, and one made before that rule (held in the store)
+/// is refused every approvals endpoint: it could otherwise open its own agent a window
+/// or a breakglass.
+#[tokio::test]
+async fn a_key_that_acts_for_agents_never_approves() {
+    let s = TestServer::start().await;
+    let (_, reg) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "narrow", "scopes": ["read.*"] })).await;
+    let agent = reg["agent"]["agent_id"].as_str().unwrap().to_owned();
+    for scopes in [json!(["agent", "approvals"]), json!(["approvals", "agent"]), json!(["agent", "admin"])] {
+        let got = s.post("/api/v1/enforce/keys", &s.admin_key, &json!({ "scopes": scopes })).await;
+        assert_error(&got, 400, "invalid_field");
+        assert!(got.1["error"]["message"].as_str().is_some_and(|m| m.contains("cannot be combined")), "{scopes}: {}", got.1);
+    }
+    // A key with both, as a store written before the rule holds it.
+    let ws = s.state.workspace_ids().into_iter().next().unwrap();
+    let (key, secret) = praetor_server::api::system::mint_key(&ws, vec![ps::Scope::Agent, ps::Scope::Approvals], None, None, T0);
+    s.state.store.commit(ps::Txn { mutations: vec![ps::Mutation::InsertApiKey(key)], seal: vec![] }).await.unwrap();
+    assert_eq!(s.post("/api/v1/enforce/intercept", &secret, &json!({ "action_type": "db.drop", "agent_id": agent })).await.1["decision"], "block");
+    let refused = [
+        ("/api/v1/enforce/breakglass", json!({ "agent_id": agent, "justification": "mine" })),
+        ("/api/v1/enforce/temporal-windows", json!({ "agent_id": agent, "action_types": ["db.*"], "duration_minutes": 5 })),
+    ];
+    for (path, body) in refused {
+        let got = s.post(path, &secret, &body).await;
+        assert_error(&got, 403, "insufficient_scope");
+        assert!(got.1["error"]["message"].as_str().is_some_and(|m| m.contains("`agent` scope")), "{path}: {}", got.1);
+    }
+    assert_eq!(s.post("/api/v1/enforce/intercept", &secret, &json!({ "action_type": "db.drop", "agent_id": agent })).await.1["decision"], "block");
+    // Escalations too, as before the rule.
+    s.policy(json!({ "name": "Ask", "policy_type": "action_type", "action_types": ["ask.*"], "decision": "escalate" })).await;
+    let esc = s.intercept(json!({ "action_type": "ask.me" })).await;
+    let esc = esc["escalation_id"].as_str().unwrap();
+    assert_error(&s.post(&format!("/api/v1/enforce/escalations/{esc}/resolve"), &secret, &json!({ "resolution": "approved" })).await, 403, "insufficient_scope");
 }

@@ -746,3 +746,109 @@ async fn action_types_spelled_invisibly_are_refused_naming_the_field() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(s.intercept(json!({ "action_type": "r.Delete_User" })).await["decision"], "block");
 }
+
+/// A field the batch or a hand-off does not read is refused, not dropped: a `session_id`
+/// beside a batch's actions would have them decided outside the session (a killed one
+/// among them), a hand-off's `content` would pass every content policy unread.
+#[tokio::test]
+async fn batches_and_hand_offs_refuse_fields_they_do_not_read() {
+    let s = TestServer::start().await;
+    let a = s.agent("worker").await;
+    let b = s.agent("other").await;
+    let (_, started) = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "agent_id": a })).await;
+    let session = started["session_id"].as_str().unwrap().to_owned();
+    s.post(&format!("/api/v1/enforce/sessions/{session}/kill"), &s.admin_key, &json!({ "reason": "stop" })).await;
+    let got = s.post("/api/v1/enforce/batch", &s.admin_key, &json!({ "session_id": session, "actions": [{ "action_type": "db.read", "agent_id": a }] })).await;
+    assert_error(&got, 400, "unknown_field");
+    assert!(got.1["error"]["message"].as_str().is_some_and(|m| m.contains("session_id")), "{}", got.1);
+    // Inside the action, the session is read and the action refused as its end says.
+    let (_, inside) = s.post("/api/v1/enforce/batch", &s.admin_key, &json!({ "actions": [{ "action_type": "db.read", "session_id": session }] })).await;
+    assert_eq!(inside["results"][0]["decision"], "terminate", "{inside}");
+    for field in ["content", "action_content", "action_type", "grant_id"] {
+        let mut body = json!({ "source_agent_id": a, "target_agent_id": b, "instruction": "hi" });
+        body[field] = json!("rm -rf /");
+        let got = s.post("/api/v1/enforce/agent-comm", &s.admin_key, &body).await;
+        assert_error(&got, 400, "unknown_field");
+        assert!(got.1["error"]["message"].as_str().is_some_and(|m| m.contains(field)), "{field}: {}", got.1);
+    }
+    // What the SDK sends (wire §2.5) still passes.
+    let (status, ok) = s.post("/api/v1/enforce/agent-comm", &s.admin_key, &json!({
+        "source_agent_id": a, "target_agent_id": b, "instruction": "hi", "metadata": { "framework": "x", "via": "y", "source": "a", "target": "b" },
+        "chain_id": "ch_1", "chain_step": 2, "parent_decision_id": "dec_1",
+    })).await;
+    assert_eq!((status, ok["ok"].as_bool()), (StatusCode::OK, Some(true)), "{ok}");
+}
+
+/// Ids a body names are bounded and plain, refused naming their field, and no error
+/// repeats megabytes the request sent.
+#[tokio::test]
+async fn ids_are_bounded_and_errors_stay_short() {
+    let s = TestServer::start().await;
+    let a = s.agent("worker").await;
+    let b = s.agent("other").await;
+    let long = "a".repeat(200_000);
+    let cases = [
+        ("/api/v1/enforce/sessions/start", json!({ "agent_id": long }), "agent_id"),
+        ("/api/v1/enforce/sessions/start", json!({ "credential_id": long }), "credential_id"),
+        ("/api/v1/enforce/delegate", json!({ "source_agent_id": long, "target_agent_id": b, "scopes": ["x"] }), "source_agent_id"),
+        ("/api/v1/enforce/delegate", json!({ "source_agent_id": a, "target_agent_id": b, "scopes": ["x"], "parent_grant_id": long }), "parent_grant_id"),
+        ("/api/v1/enforce/delegate/verify", json!({ "grant_id": long }), "grant_id"),
+        ("/api/v1/enforce/temporal-windows", json!({ "agent_id": long, "action_types": ["x"], "duration_minutes": 5 }), "agent_id"),
+        ("/api/v1/enforce/breakglass", json!({ "agent_id": long, "justification": "j" }), "agent_id"),
+        ("/api/v1/enforce/keys", json!({ "scopes": ["agent"], "agent_id": long }), "agent_id"),
+        ("/api/v1/enforce/delegate", json!({ "source_agent_id": "", "target_agent_id": b, "scopes": ["x"] }), "source_agent_id"),
+        ("/api/v1/enforce/breakglass", json!({ "agent_id": "agt\u{0}x", "justification": "j" }), "agent_id"),
+        ("/api/v1/enforce/intercept", json!({ "action_type": "x", "chain_id": "c\u{0}" }), "chain_id"),
+        ("/api/v1/enforce/intercept", json!({ "action_type": "x", "parent_decision_id": "d\u{7}" }), "parent_decision_id"),
+    ];
+    for (path, body, field) in cases {
+        let got = s.post(path, &s.admin_key, &body).await;
+        assert_error(&got, 400, "invalid_field");
+        let message = got.1["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field) && message.len() < 300, "{path} {field}: {message}");
+    }
+    // An id not found, or a query value refused, is quoted only in part.
+    for path in [format!("/api/v1/enforce/agents/{}", "b".repeat(60_000)), format!("/api/v1/enforce/sessions?status={}", "c".repeat(60_000))] {
+        let got = s.get(&path, &s.admin_key).await;
+        assert!(got.0.is_client_error(), "{}", got.1);
+        let message = got.1["error"]["message"].as_str().unwrap();
+        assert!(message.len() <= 1100, "{} bytes: {}", message.len(), &message[..200]);
+    }
+}
+
+/// A key revoked twice is revoked once: the second is `409` with the time that stands,
+/// and seals nothing.
+#[tokio::test]
+async fn a_key_is_revoked_once() {
+    let s = TestServer::start().await;
+    let (_, made) = s.post("/api/v1/enforce/keys", &s.admin_key, &json!({ "scopes": ["read"] })).await;
+    let id = made["key"]["key_id"].as_str().unwrap().to_owned();
+    let (status, first) = s.post(&format!("/api/v1/enforce/keys/{id}/revoke"), &s.admin_key, &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    s.clock.advance(5_000);
+    let again = s.post(&format!("/api/v1/enforce/keys/{id}/revoke"), &s.admin_key, &json!({})).await;
+    assert_error(&again, 409, "conflict");
+    let first_at = first["key"]["revoked_at"].as_str().unwrap();
+    assert!(again.1["error"]["message"].as_str().is_some_and(|m| m.contains("already revoked") && m.contains(first_at)), "{} / {first_at}", again.1);
+    let (_, entries) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
+    let sealed = entries["entries"].as_array().unwrap().iter().filter(|e| e["entry"]["kind"] == "key.revoked").count();
+    assert_eq!(sealed, 1, "{entries}");
+}
+
+/// A key bound to one agent reads a receipt as it reads the decision: by the agent its
+/// entry seals. A row edited to name the key's agent shows it nothing of another's.
+#[tokio::test]
+async fn a_bound_key_gets_no_receipt_for_a_row_edited_to_name_its_agent() {
+    let s = TestServer::start().await;
+    let mine = s.agent("mine").await;
+    let theirs = s.agent("theirs").await;
+    let their_decision = s.intercept(json!({ "action_type": "x", "agent_id": theirs })).await;
+    let id = their_decision["decision_id"].as_str().unwrap();
+    let bound = s.key(&["agent"], Some(&mine)).await;
+    let db = rusqlite::Connection::open(s.dir.path().join("praetor.db")).unwrap();
+    db.execute("UPDATE decisions SET agent_id = ?1 WHERE decision_id = ?2", rusqlite::params![mine, id]).unwrap();
+    assert_error(&s.get(&format!("/api/v1/enforce/decisions/{id}"), &bound).await, 404, "not_found");
+    assert_error(&s.get(&format!("/api/v1/enforce/decisions/{id}/receipt"), &bound).await, 404, "not_found");
+    // An unbound key is told of the damage.
+    assert_error(&s.get(&format!("/api/v1/enforce/decisions/{id}/receipt"), &s.admin_key).await, 500, "record_damaged");
+}

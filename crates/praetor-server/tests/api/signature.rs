@@ -223,3 +223,83 @@ async fn revoking_a_credential_voids_the_escalations_its_requests_raised() {
         assert!(sealed, "the settlement of {esc} is sealed");
     }
 }
+
+/// A POST to `path` with `key`, signed by `a` (or unsigned with `None`): status and body.
+async fn post_signed(s: &TestServer, key: &str, path: &str, body: &Value, signer: Option<(&SignedAgent, &str)>) -> (reqwest::StatusCode, Value) {
+    let raw = serde_json::to_vec(body).unwrap();
+    let mut req = s.client.post(s.url(path)).header("X-API-Key", key).header("Content-Type", "application/json");
+    if let Some((a, nonce)) = signer {
+        let ts = (T0 / 1000).to_string();
+        let msg = praetor_server::signature::signed_message("POST", path, &ts, nonce, &raw);
+        req = req
+            .header("X-Praetor-Credential", &a.credential_id)
+            .header("X-Praetor-Timestamp", &ts)
+            .header("X-Praetor-Nonce", nonce)
+            .header("X-Praetor-Signature", base64::engine::general_purpose::STANDARD.encode(a.key.sign(msg.as_bytes()).to_bytes()));
+    }
+    let res = req.body(raw).send().await.unwrap();
+    (res.status(), res.json().await.unwrap())
+}
+
+fn refused_for(got: &(reqwest::StatusCode, Value), check: &str) {
+    assert_eq!(got.0.as_u16(), 403, "{}", got.1);
+    assert_eq!(got.1["error"]["code"], "signature_refused", "{}", got.1);
+    assert!(got.1["error"]["message"].as_str().is_some_and(|m| m.contains(check)), "expected `{check}`: {}", got.1);
+}
+
+/// An agent that signs its actions signs what acts as it outside them too: its own key
+/// alone lends none of its authority (a delegation would let another agent do what its
+/// unsigned actions may not), and starts or ends none of its sessions. An admin key acts
+/// on the agent, not as it, and needs no signature.
+#[tokio::test]
+async fn an_agent_that_signs_signs_its_delegations_and_sessions() {
+    let s = TestServer::start().await;
+    let (_, body) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "payer", "require_signature": true, "scopes": ["pay.*"] })).await;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let seed: [u8; 32] = b64.decode(body["credential"]["private_key"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let c = SignedAgent {
+        id: body["agent"]["agent_id"].as_str().unwrap().to_owned(),
+        credential_id: body["credential"]["credential_id"].as_str().unwrap().to_owned(),
+        key: SigningKey::from_bytes(&seed),
+    };
+    let (_, other) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "helper", "scopes": ["read.*"] })).await;
+    let b = other["agent"]["agent_id"].as_str().unwrap().to_owned();
+    let kc = s.key(&["agent"], Some(&c.id)).await;
+    let kb = s.key(&["agent"], Some(&b)).await;
+    let lend = json!({ "source_agent_id": c.id, "target_agent_id": b, "scopes": ["pay.*"] });
+    let pay = |grant: Option<&str>| json!({ "action_type": "pay.send", "agent_id": b, "grant_id": grant });
+
+    // The key alone: refused, and nothing was lent.
+    refused_for(&post_signed(&s, &kc, "/api/v1/enforce/delegate", &lend, None).await, "signature_missing");
+    let given = format!("/api/v1/enforce/agents/{}/delegations?direction=given", c.id);
+    assert_eq!(s.get(&given, &s.admin_key).await.1["delegations"].as_array().map(Vec::len), Some(0));
+    assert_eq!(s.post("/api/v1/enforce/intercept", &kb, &pay(None)).await.1["decision"], "block");
+    // Signed by another key: refused as the intercept would refuse it.
+    let forger = SignedAgent { id: c.id.clone(), credential_id: c.credential_id.clone(), key: SigningKey::from_bytes(&[9; 32]) };
+    refused_for(&post_signed(&s, &kc, "/api/v1/enforce/delegate", &lend, Some((&forger, "lend-forged"))).await, "signature_invalid");
+    // Signed: lent, and the grant lets the other agent act; the same request again is a replay.
+    let (status, lent) = post_signed(&s, &kc, "/api/v1/enforce/delegate", &lend, Some((&c, "lend-0001"))).await;
+    assert_eq!(status, 200, "{lent}");
+    let grant = lent["grant_id"].as_str().unwrap().to_owned();
+    assert_eq!(s.post("/api/v1/enforce/intercept", &kb, &pay(Some(&grant))).await.1["decision"], "allow");
+    refused_for(&post_signed(&s, &kc, "/api/v1/enforce/delegate", &lend, Some((&c, "lend-0001"))).await, "nonce_reused");
+    // An admin key lends without the agent's signature.
+    let (status, by_admin) = post_signed(&s, &s.admin_key, "/api/v1/enforce/delegate", &lend, None).await;
+    assert_eq!(status, 200, "{by_admin}");
+
+    // Sessions: started and ended only when signed (or by an admin).
+    let start = json!({ "agent_id": c.id });
+    refused_for(&post_signed(&s, &kc, "/api/v1/enforce/sessions/start", &start, None).await, "signature_missing");
+    let (_, sessions) = s.get(&format!("/api/v1/enforce/sessions?agent_id={}", c.id), &s.admin_key).await;
+    assert_eq!(sessions["sessions"].as_array().map(Vec::len), Some(0), "{sessions}");
+    let (status, started) = post_signed(&s, &kc, "/api/v1/enforce/sessions/start", &start, Some((&c, "start-0001"))).await;
+    assert_eq!(status, 200, "{started}");
+    let end = format!("/api/v1/enforce/sessions/{}/end", started["session_id"].as_str().unwrap());
+    refused_for(&post_signed(&s, &kc, &end, &json!({}), None).await, "signature_missing");
+    let (_, still) = s.get(&end.replace("/end", ""), &s.admin_key).await;
+    assert_eq!(still["session"]["status"], "active", "{still}");
+    let (status, ended) = post_signed(&s, &kc, &end, &json!({}), Some((&c, "end-0001"))).await;
+    assert_eq!((status.as_u16(), &ended["session"]["status"]), (200, &json!("ended")), "{ended}");
+    let (status, by_admin) = post_signed(&s, &s.admin_key, "/api/v1/enforce/sessions/start", &start, None).await;
+    assert_eq!(status, 200, "{by_admin}");
+}

@@ -1499,6 +1499,25 @@ pub async fn the_last_admin_key_survives_revocations_on_two_writers(b: Backend) 
             .filter(|k| k.revoked_at.is_none() && k.scopes.contains(&Scope::Admin)).map(|k| k.key_id).collect();
         assert_eq!(active, vec![survivor.clone()], "round {round}");
     }
+    // A key revoked once: revoking it again on two writers at once, exactly one stands,
+    // and a third is refused; the time stored is the one that stood.
+    first.commit(one(Mutation::InsertApiKey(key("key_twice", vec![Scope::Read])))).await.unwrap();
+    let once = |at: i64| Txn {
+        mutations: vec![
+            Mutation::ExpectKeyLive { workspace_id: WS.into(), key_id: "key_twice".into() },
+            Mutation::RevokeApiKey { workspace_id: WS.into(), key_id: "key_twice".into(), at },
+        ],
+        seal: vec![],
+    };
+    let (a, b_) = tokio::join!(first.commit(once(10)), second.commit(once(20)));
+    let stood = match (a, b_) {
+        (Ok(_), Err(StoreError::Stale(w))) if w.contains("already revoked") => 10,
+        (Err(StoreError::Stale(w)), Ok(_)) if w.contains("already revoked") => 20,
+        (a, b_) => panic!("exactly one revocation stands, got {:?} and {:?}", a.map(|_| ()), b_.map(|_| ())),
+    };
+    assert!(matches!(first.commit(once(30)).await, Err(StoreError::Stale(w)) if w == "key `key_twice` is already revoked"));
+    let stored = first.list_api_keys(WS).await.unwrap().into_iter().find(|k| k.key_id == "key_twice").unwrap();
+    assert_eq!(stored.revoked_at, Some(stood));
 }
 
 /// A policy written or deleted from a copy another writer has changed since is refused
