@@ -31,7 +31,7 @@ use crate::session::{ChargeError, decimal_map, spend_of};
 #[serde(deny_unknown_fields)]
 pub struct GrantLimits {
     /// Per currency code, e.g. `{"USD": "500"}`; serialised as decimal strings.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "decimal_map")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "crate::session::decimal_limits")]
     pub max_amount: BTreeMap<String, Decimal>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rows: Option<u64>,

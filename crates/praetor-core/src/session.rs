@@ -67,7 +67,7 @@ pub struct Budgets {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
     /// Per currency code, e.g. `{"USD": "5000"}`; serialised as decimal strings.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "decimal_map")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "decimal_limits")]
     pub max_spend: BTreeMap<String, Decimal>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
@@ -172,6 +172,8 @@ pub fn spend_of(md: &serde_json::Map<String, Value>, limited: &BTreeMap<String, 
         message: if too_precise(v) {
             // Charged rounded, it would be charged as something it is not.
             format!("`{v}` is too small or too precise to count exactly (a decimal holds 28 decimal places and 96 bits of digits)")
+        } else if crate::policy::metadata::beyond_decimal(v) {
+            format!("is a number beyond what a decimal holds ({})", crate::policy::metadata::BEYOND)
         } else {
             format!("`{v}` is not a number (use an integer, a decimal or a decimal string)")
         },
@@ -277,6 +279,29 @@ pub fn parse_amount(v: &Value) -> Option<Decimal> {
     as_number(v)
 }
 
+/// `decimal_map` for limits per currency (a session's `max_spend`, a grant's
+/// `max_amount`): given, it names at least one currency. An empty map would read as no
+/// limit at all, where whoever wrote it most likely meant that nothing may be spent.
+pub mod decimal_limits {
+    use std::collections::BTreeMap;
+
+    use rust_decimal::Decimal;
+    use serde::Deserializer;
+    use serde::de::Error;
+
+    pub use super::decimal_map::serialize;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Decimal>, D::Error> {
+        let limits = super::decimal_map::deserialize(d)?;
+        if limits.is_empty() {
+            return Err(D::Error::custom(
+                "names no currency: leave it out for no limit, or name each currency that may be spent (`{\"USD\": 0}` for none)",
+            ));
+        }
+        Ok(limits)
+    }
+}
+
 /// Decimals as strings on the wire and in storage (no binary floating point anywhere);
 /// accepted as strings or JSON numbers.
 pub mod decimal_map {
@@ -373,6 +398,23 @@ mod tests {
         assert_eq!(b.max_spend["USD"].to_string(), "5");
         let twice = serde_json::from_str::<Budgets>(r#"{"max_spend": {"USD": 5, "USD": 1000}}"#).unwrap_err();
         assert!(twice.to_string().contains("`USD` is given twice"), "{twice}");
+    }
+
+    /// A limit per currency that names none would read as no limit: refused, for a
+    /// session's spend and a grant's amount alike. And an amount beyond a decimal is
+    /// named as such.
+    #[test]
+    fn an_empty_limit_per_currency_is_refused() {
+        let e = serde_json::from_value::<Budgets>(json!({"max_spend": {}})).unwrap_err();
+        assert!(e.to_string().contains("names no currency"), "{e}");
+        let e = serde_json::from_value::<crate::grant_budget::GrantLimits>(json!({"max_amount": {}})).unwrap_err();
+        assert!(e.to_string().contains("names no currency"), "{e}");
+        assert!(serde_json::from_value::<Budgets>(json!({})).unwrap().max_spend.is_empty(), "absent is no limit");
+        let b: Budgets = serde_json::from_value(json!({"max_spend": {"USD": 0}})).unwrap();
+        assert!(charge_for(&request(json!({"amount": 1, "currency": "USD"})), &b).is_ok(), "charged; the budget refuses it");
+        let e = charge_for(&request(json!({"amount": 1e32, "currency": "USD"})), &Budgets::default()).unwrap_err();
+        assert_eq!(e.field, "metadata.amount");
+        assert!(e.message.starts_with("is a number beyond what a decimal holds"), "{}", e.message);
     }
 
     /// A budget's amount takes the spellings an action's amount does, and no others.

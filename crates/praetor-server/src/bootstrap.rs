@@ -19,6 +19,9 @@ pub struct Started {
     /// The admin key, when this start created it. Shown once, never stored in clear.
     pub admin_key: Option<String>,
     pub demo_loaded: bool,
+    /// The hold on the keys directory (`praetor serve` keeps it while it serves); none
+    /// for a state built in memory.
+    pub keys_in_use: Option<crate::vault::KeysInUse>,
 }
 
 pub const DEFAULT_WORKSPACE_NAME: &str = "default";

@@ -76,6 +76,31 @@ impl Webhook {
 
 crate::authority::object_impl!(Webhook, WEBHOOK_KIND, webhook_id);
 
+/// The first part of every event name (`<family>.<what>`): the kinds of vault entry
+/// this server seals, and `decision` for `decision.<verdict>`. A webhook's glob must be
+/// able to match one of them (`event_glob`).
+pub const EVENT_FAMILIES: &[&str] = &[
+    "agent", "breakglass", "credential", "decision", "escalation", "grant", "key", "pack", "policy", "role", "rule",
+    "session", "settings", "violation", "webhook", "window", "workspace",
+];
+
+/// Why `glob`, a webhook's event glob, is refused, if it is: one that can match no event
+/// (a family no event has, edge whitespace, an invisible character) would make a
+/// subscription that never fires, its alerts lost without a word.
+pub fn event_glob(glob: &str) -> Result<(), String> {
+    if glob.len() > crate::config::limits::ID_MAX {
+        return Err(format!("is {} bytes long; the limit is {}", glob.len(), crate::config::limits::ID_MAX));
+    }
+    praetor_core::glob::spelling(glob)?;
+    praetor_core::glob::Glob::new(glob).map_err(|e| e.message)?;
+    let family = glob.split('.').next().unwrap_or_default();
+    // A family given by a wildcard (`*`, `*.revoked`) is the matcher's to read.
+    if family.contains(['*', '?', '[']) || EVENT_FAMILIES.contains(&family) {
+        return Ok(());
+    }
+    Err(format!("`{family}` is no event family; events are `<family>.<what>` with the family one of {}", EVENT_FAMILIES.join(", ")))
+}
+
 /// The event name of a sealed entry: its kind, or `decision.<verdict>` for decisions.
 fn event_name(seal: &SealRequest) -> String {
     match seal.body.get("kind").and_then(Value::as_str) {
@@ -692,11 +717,12 @@ async fn send_and_record(state: &AppState, client: &reqwest::Client, mut d: Deli
             Err(_) => Err((None, format!("no answer within {} ms", bound.as_millis()))),
         }
     };
-    if gone {
-        d.attempts = state.config.delivery_max_attempts.saturating_sub(1);
-    }
     let now = state.now_ms();
-    d.attempts += 1;
+    // A deleted webhook's delivery is given up without an attempt: its count stays what
+    // was tried.
+    if !gone {
+        d.attempts += 1;
+    }
     let delivered = (!gone).then_some(result.is_ok());
     match result {
         Ok(status) => {
@@ -708,7 +734,7 @@ async fn send_and_record(state: &AppState, client: &reqwest::Client, mut d: Deli
         Err((status, error)) => {
             d.last_status = status;
             d.last_error = Some(error.clone());
-            if d.attempts >= state.config.delivery_max_attempts {
+            if gone || d.attempts >= state.config.delivery_max_attempts {
                 d.status = "dead".into();
                 tracing::warn!(delivery_id = %d.delivery_id, channel = %d.channel, error = %error, "delivery given up");
             } else {

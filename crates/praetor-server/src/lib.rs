@@ -93,7 +93,13 @@ pub async fn open(config: Config) -> Result<(Arc<AppState>, bootstrap::Started),
         let keys = vault::VaultKeys::load_or_generate(&keys_dir)?;
         state = load(keys).await.map_err(|e| ServeError::Start(e.message))?;
     }
-    let started = bootstrap::first_start(&state).await.map_err(|e| ServeError::Start(e.message))?;
+    // Held while this node serves: a rotation would retire the keys it signs with. Taken
+    // once the directory is known to be the store's (a refused start writes nothing in
+    // it); a rotation in the moment between is seen by the store's check at the next
+    // start.
+    let keys_in_use = vault::KeysInUse::take(&keys_dir)?;
+    let mut started = bootstrap::first_start(&state).await.map_err(|e| ServeError::Start(e.message))?;
+    started.keys_in_use = Some(keys_in_use);
     Ok((state, started))
 }
 

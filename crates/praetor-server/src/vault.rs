@@ -33,6 +33,36 @@ pub enum KeyFileError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("key file `{path}` is not a valid key: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    #[error("a server is signing with the keys in `{dir}` (it holds `{dir}/{KEYS_LOCK_FILE}`): stop every server using them first, then rotate")]
+    InUse { dir: PathBuf },
+}
+
+/// The file a serving node holds a shared lock on while it signs with a directory's
+/// keys, and `rotate` takes alone.
+pub const KEYS_LOCK_FILE: &str = "keys.lock";
+
+/// A serving node's hold on its keys directory (a shared lock on `KEYS_LOCK_FILE`, kept
+/// while this value lives): `praetor vault rotate-keys` refuses while any process on
+/// this host holds one, as the keys it would retire are the ones being signed with.
+/// (Nodes on other hosts, with copies of the directory, are not seen.)
+#[derive(Debug)]
+pub struct KeysInUse {
+    _lock: std::fs::File,
+}
+
+impl KeysInUse {
+    /// Take the hold, waiting while a rotation runs.
+    pub fn take(dir: &Path) -> Result<KeysInUse, KeyFileError> {
+        let file = open_keys_lock(dir)?;
+        file.lock_shared().map_err(io(&dir.join(KEYS_LOCK_FILE)))?;
+        Ok(KeysInUse { _lock: file })
+    }
+}
+
+fn open_keys_lock(dir: &Path) -> Result<std::fs::File, KeyFileError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join(KEYS_LOCK_FILE);
+    std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(io(&path))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
@@ -222,9 +252,16 @@ impl VaultKeys {
 
     /// Retire the active signing keys in `dir`: keep each one's public key in
     /// `<dir>/retired/<name>-<key id>.pub` (still published, so old checkpoints verify),
-    /// delete the private key, and make new ones. Run it while the server is stopped;
-    /// the server loads keys at start. Returns the retired vkeys.
+    /// delete the private key, and make new ones. Refused while a server on this host
+    /// uses the directory (`KeysInUse`); the server loads keys at start. Returns the
+    /// retired vkeys.
     pub fn rotate(dir: &Path) -> Result<Vec<String>, KeyFileError> {
+        let lock = open_keys_lock(dir)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(KeyFileError::InUse { dir: dir.to_owned() }),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&dir.join(KEYS_LOCK_FILE))(e)),
+        }
         let current = VaultKeys::load_or_create(dir)?;
         let retired_dir = dir.join("retired");
         std::fs::create_dir_all(&retired_dir).map_err(io(&retired_dir))?;

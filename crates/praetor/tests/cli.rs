@@ -314,6 +314,14 @@ fn vault_check_names_every_bad_entry() {
     assert!(failed[1].contains("at entry 9 too: entries 9 to 10 are missing (next stored is 11)"), "{text}");
     assert!(failed[2].contains("at entry 12 too: leaf does not match") && failed[3].contains("at entry 20 too"), "{text}");
     assert!(failed[4].contains("5 entries bad or missing in all"), "{text}");
+    // The count is given whenever more than one is bad, also when each is named.
+    let dir = tempfile::tempdir().unwrap();
+    populated(dir.path(), 25);
+    tamper(dir.path(), &format!("{} {}", changed(5), changed(12)));
+    let text_two = self::text(&check(dir.path()));
+    let failed: Vec<&str> = text_two.lines().filter(|l| l.starts_with("FAILED")).collect();
+    assert_eq!(failed.len(), 3, "{text_two}");
+    assert!(failed[2].contains("2 entries bad or missing in all"), "{text_two}");
     // Past 20, the count. (Each of the 25 decisions' entries holds `_row`.)
     let dir = tempfile::tempdir().unwrap();
     populated(dir.path(), 25);
@@ -663,6 +671,10 @@ fn rotated_keys_stay_published_and_old_receipts_verify() {
     let receipt = call("GET", &format!("{}/api/v1/enforce/decisions/{}/receipt", s.base, d["decision_id"].as_str().unwrap()), &s.key, None);
     let receipt_path = dir.path().join("receipt.json");
     std::fs::write(&receipt_path, serde_json::to_vec(&receipt).unwrap()).unwrap();
+    // Not while a server signs with them: it would go on signing with retired keys.
+    let out = praetor(&["vault", "rotate-keys", "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success() && text(&out).contains("a server is signing with the keys"), "{}", text(&out));
+    assert!(!dir.path().join("keys/retired").exists(), "nothing was retired");
     drop(s);
     let out = praetor(&["vault", "rotate-keys", "--data-dir", dir.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));

@@ -3,8 +3,8 @@
 //! Conditions: `{ "rule": Expr }`, where `Expr` is one of
 //! ```json
 //! { "field": "payment.amount", "op": ">", "value": 10000 }
-//! { "all": [Expr, ...] }     // true when every one is true (true when empty)
-//! { "any": [Expr, ...] }     // true when one is true (false when empty)
+//! { "all": [Expr, ...] }     // true when every one is true
+//! { "any": [Expr, ...] }     // true when one is true
 //! { "not": Expr }
 //! ```
 //! `field` is a dot path into the metadata; a segment that is a number indexes an array
@@ -238,6 +238,34 @@ fn parse_list(
     Ok(out)
 }
 
+/// Refuses, when a policy is written, an empty `all` or `any` in a metadata rule
+/// (`rule` at `path`) or in the metadata leaves of a composite's tree (`when` at
+/// `path`): `all: []` would match every action, `any: []` none, and neither is what its
+/// writer meant. Policies stored before this check still load (an empty `all` is true,
+/// an empty `any` false).
+pub(crate) fn refuse_empty_lists(rule: &Value, path: &str, in_composite: bool) -> Result<(), PolicyError> {
+    let Value::Object(m) = rule else { return Ok(()) };
+    for (key, inner) in m {
+        let here = format!("{path}.{key}");
+        match (key.as_str(), inner) {
+            ("all" | "any", Value::Array(items)) => {
+                if items.is_empty() {
+                    let means = if key == "all" { "every action" } else { "no action" };
+                    return Err(PolicyError::new(here, format!("`{key}` takes a non-empty list of rules (an empty one matches {means})")));
+                }
+                for (i, item) in items.iter().enumerate() {
+                    refuse_empty_lists(item, &format!("{here}[{i}]"), in_composite)?;
+                }
+            }
+            ("not", inner) => refuse_empty_lists(inner, &here, in_composite)?,
+            // In a composite, only its `metadata` leaves hold metadata rules.
+            ("metadata", inner) if in_composite => refuse_empty_lists(inner, &here, false)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn describe(e: &Expr) -> String {
     let join = |name: &str, xs: &[Expr]| format!("{name}({})", xs.iter().map(describe).collect::<Vec<_>>().join(", "));
     match e {
@@ -315,6 +343,9 @@ fn compare(c: &Cmp, md: &Map<String, Value>) -> Result<bool, String> {
                     c.field,
                     c.op.as_str()
                 );
+            }
+            if beyond_decimal(actual) {
+                return format!("field `{}` is a number beyond what a decimal holds ({BEYOND}), for `{}`", c.field, c.op.as_str());
             }
             format!(
                 "field `{}` is {}, not a number, for `{}`",
@@ -419,6 +450,15 @@ fn exact_decimal(s: &str) -> Option<Decimal> {
         None => Decimal::from_str(&written).ok()?,
     };
     (value.normalize().to_string() == written).then_some(value)
+}
+
+/// How far a decimal reaches, for messages about numbers beyond it.
+pub(crate) const BEYOND: &str = "at most 79,228,162,514,264,337,593,543,950,335 either side of zero";
+
+/// Whether `v` is a JSON number no decimal holds: every number within a decimal's range
+/// reads as one (`number_to_decimal`), so one that does not is beyond it.
+pub(crate) fn beyond_decimal(v: &Value) -> bool {
+    matches!(v, Value::Number(_))
 }
 
 /// Whether `v` is a numeric string too precise to compare exactly (see `exact_decimal`).
@@ -656,6 +696,9 @@ mod tests {
         .unwrap_err();
         assert_eq!(e, "field `amount` is a string, not a number, for `>`");
         assert!(!e.contains("lots"), "never echo the value");
+        // A JSON number no decimal holds is named as such, not as "a number, not a number".
+        let e = ev(json!({"field": "amount", "op": ">", "value": 5}), json!({"amount": 1e32})).unwrap_err();
+        assert_eq!(e, format!("field `amount` is a number beyond what a decimal holds ({BEYOND}), for `>`"));
         assert!(
             ev(
                 json!({"field": "amount", "op": ">", "value": 5}),

@@ -123,7 +123,8 @@ fn default_true() -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyDef {
-    /// Assigned by the server on create; ignored on input.
+    /// Assigned by the server on create; a policy written through the API may name only
+    /// its own (the server refuses another).
     #[serde(default)]
     pub policy_id: String,
     pub name: String,
@@ -552,6 +553,12 @@ impl CompiledPolicySet {
             return Err(PolicyError::new("action_types", format!("has {} globs; the limit is {MAX_ACTION_TYPES}", def.action_types.len())));
         }
         let mut compiled = compile_one(def, cache)?;
+        // Once the rule's shape is known good (its own errors come first).
+        match (def.policy_type, def.conditions.get("rule"), def.conditions.get("when")) {
+            (PolicyType::Metadata, Some(rule), _) => metadata::refuse_empty_lists(rule, "conditions.rule", false)?,
+            (PolicyType::Composite, _, Some(when)) => metadata::refuse_empty_lists(when, "conditions.when", true)?,
+            _ => {}
+        }
         // Action-type globs are spelled visibly (`crate::glob::spelling`), wherever
         // the definition writes them.
         GlobList::new(&def.action_types, "action_types")?.spelling()?;
@@ -672,6 +679,28 @@ pub(crate) mod tests {
 
     pub(crate) fn err_of(v: Value) -> PolicyError {
         CompiledPolicySet::validate(&def("p", v)).unwrap_err()
+    }
+
+    /// An empty `all` or `any` in a metadata rule is refused when written (it would
+    /// match every action, or none), in a metadata policy and in a composite's metadata
+    /// leaf; one stored before the check still compiles.
+    #[test]
+    fn a_metadata_rule_of_no_rules_is_refused_when_written() {
+        let meta = |rule: Value| json!({"name": "m", "policy_type": "metadata", "decision": "block", "conditions": {"rule": rule}});
+        for (rule, field) in [
+            (json!({"all": []}), "conditions.rule.all"),
+            (json!({"any": []}), "conditions.rule.any"),
+            (json!({"not": {"all": [{"field": "a", "op": "exists", "value": true}, {"any": []}]}}), "conditions.rule.not.all[1].any"),
+        ] {
+            let e = err_of(meta(rule.clone()));
+            assert_eq!(e.field, field, "{rule}: {e:?}");
+            assert!(e.message.contains("non-empty list"), "{e:?}");
+            CompiledPolicySet::compile(&[def("p", meta(rule.clone()))]).unwrap_or_else(|e| panic!("a stored {rule} still compiles: {e:?}"));
+        }
+        let composite = json!({"name": "c", "policy_type": "composite", "decision": "block", "conditions": {"when": {"all": [
+            {"trust_below": 50}, {"metadata": {"any": []}}]}}});
+        assert_eq!(err_of(composite).field, "conditions.when.all[1].metadata.any");
+        CompiledPolicySet::validate(&def("p", meta(json!({"all": [{"field": "a", "op": "exists", "value": true}]})))).unwrap();
     }
 
     #[test]

@@ -415,6 +415,8 @@ pub async fn revoke_agent(
     Ok(done.answer(json!({
         "ok": true,
         "agent": crate::api::agents::agent_view(&ws.agent(&id).unwrap_or(agent)),
+        // As sealed: false when the agent was already inactive (a revoke again).
+        "was_active": was_active,
         "revoked_credentials": done.credentials.iter().filter(|c| done.revoked.contains(&c.credential_id)).map(|c| credential_view(c, now)).collect::<Vec<_>>(),
         "revoked_grants": revoked_grants,
         "revoked_keys": revoked_keys,

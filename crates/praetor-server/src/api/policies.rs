@@ -169,14 +169,33 @@ pub async fn change(
     Ok(json!({ "policy_set_hash": hash }))
 }
 
+/// Refuse the fields a policy written here does not set, rather than drop them: a
+/// client sending `pack` would believe it made a pack's policy, one sending another
+/// `policy_id` in a `PUT` that it edited that policy. `path_id` is the id the path
+/// names, if any.
+fn refuse_fields_not_written_here(def: &PolicyDef, path_id: Option<&str>) -> ApiResult<()> {
+    if def.pack.is_some() {
+        return Err(ApiError::invalid("pack", "is set by deploying a policy pack (`POST /enforce/packs`); a policy written here belongs to none"));
+    }
+    if def.governance.is_some() {
+        return Err(ApiError::invalid("governance", "is set by the rules API (`/api/v1/rules`)"));
+    }
+    match path_id {
+        None if !def.policy_id.is_empty() => Err(ApiError::invalid("policy_id", "is chosen by the server: leave it out")),
+        Some(id) if !def.policy_id.is_empty() && def.policy_id != id => {
+            Err(ApiError::invalid("policy_id", format!("names another policy than the path's `{id}`: leave it out, or give the same")))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub async fn create(
     State(state): State<Arc<AppState>>,
     auth: Authorized<perm::PoliciesWrite>,
     ApiJson(mut def): ApiJson<PolicyDef>,
 ) -> ApiResult<Json<Value>> {
+    refuse_fields_not_written_here(&def, None)?;
     validate(&def)?;
-    def.pack = None;
-    def.governance = None;
     def.policy_id = new_id("pol");
     let now = state.now_ms();
     let record = PolicyRecord { workspace_id: auth.workspace.workspace_id.clone(), def, created_at: now, updated_at: now };
@@ -198,9 +217,8 @@ pub async fn replace(
     ApiPath(id): ApiPath<String>,
     ApiJson(mut def): ApiJson<PolicyDef>,
 ) -> ApiResult<Json<Value>> {
+    refuse_fields_not_written_here(&def, Some(&id))?;
     validate(&def)?;
-    def.pack = None;
-    def.governance = None;
     def.policy_id = id.clone();
     let now = state.now_ms();
     let ws_id = auth.workspace.workspace_id.clone();

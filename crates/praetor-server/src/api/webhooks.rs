@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use praetor_core::glob::Glob;
 use praetor_store::{Mutation, Txn};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -39,7 +38,7 @@ pub async fn create_webhook(State(state): State<Arc<AppState>>, auth: Authorized
         return Err(ApiError::invalid("events", "names 1-64 event globs, e.g. `decision.block`, `session.*`"));
     }
     for (i, e) in b.events.iter().enumerate() {
-        Glob::new(e).map_err(|err| ApiError::invalid(&format!("events[{i}]"), err.message))?;
+        crate::delivery::event_glob(e).map_err(|m| ApiError::invalid(&format!("events[{i}]"), m))?;
     }
     let secret = hex::encode(random_bytes::<32>());
     let w = Webhook {

@@ -295,6 +295,9 @@ async fn a_deleted_webhook_stops_sending() {
         let rows = s.state.store.list_deliveries(&ws, Some(&id), 10).await.unwrap();
         if !rows.is_empty() && rows.iter().all(|d| d.status == "dead") {
             dead = rows.iter().all(|d| d.last_error.as_deref() == Some("the webhook was deleted"));
+            // Given up without an attempt: the count is what was tried before the
+            // deletion (at most the one the dispatcher may have started meanwhile).
+            assert!(rows.iter().all(|d| d.attempts <= 1), "{rows:?}");
             break;
         }
     }
@@ -558,4 +561,47 @@ async fn a_write_compiles_only_new_patterns_and_own_writes_are_not_rebuilt() {
     praetor_server::follow::follow(&s.state, &ws).await.unwrap();
     assert!(std::sync::Arc::ptr_eq(&own, &ws.policies.load_full()), "the set in force was not rebuilt");
     assert_eq!(s.intercept(json!({ "action_type": "x", "content": "an epsilon" })).await["decision"], "block");
+}
+
+/// What a policy written here does not set is refused, naming the field, not dropped:
+/// `pack` and `governance` belong to packs and rules, `policy_id` to the server (a `PUT`
+/// may repeat its own). An empty metadata rule list, and an empty limit per currency in
+/// a session or a delegation, are refused too: each would read as something its writer
+/// did not mean.
+#[tokio::test]
+async fn fields_a_write_does_not_set_and_empty_lists_are_refused() {
+    let s = TestServer::start().await;
+    let base = json!({ "name": "p", "policy_type": "action_type", "action_types": ["x"], "decision": "block" });
+    let with = |k: &str, v: Value| {
+        let mut d = base.clone();
+        d[k] = v;
+        d
+    };
+    for (field, def) in [("pack", with("pack", json!("mypack"))), ("policy_id", with("policy_id", json!("pol_mine"))), ("governance", with("governance", json!({})))] {
+        let got = s.post("/api/v1/enforce/policies", &s.admin_key, &def).await;
+        assert!(got.0.is_client_error(), "{field}: {}", got.1);
+        assert!(got.1["error"]["message"].as_str().is_some_and(|m| m.contains(field)), "{field}: {}", got.1);
+    }
+    let (_, listed) = s.get("/api/v1/enforce/policies", &s.admin_key).await;
+    assert_eq!(listed["policies"].as_array().map(Vec::len), Some(0), "{listed}");
+    let id = s.policy(base.clone()).await;
+    let other = s.policy(with("name", json!("other"))).await;
+    let got = s.put(&format!("/api/v1/enforce/policies/{id}"), &s.admin_key, &with("policy_id", json!(other))).await;
+    assert_error(&got, 400, "invalid_field");
+    let (status, same) = s.put(&format!("/api/v1/enforce/policies/{id}"), &s.admin_key, &with("policy_id", json!(id))).await;
+    assert_eq!(status, StatusCode::OK, "{same}");
+
+    let meta = json!({ "name": "m", "policy_type": "metadata", "decision": "block", "conditions": { "rule": { "all": [] } } });
+    let got = s.post("/api/v1/enforce/policies", &s.admin_key, &meta).await;
+    assert_error(&got, 400, "invalid_policy");
+    assert!(got.1["error"]["message"].as_str().is_some_and(|m| m.contains("conditions.rule.all")), "{}", got.1);
+
+    let agent = s.agent("spender").await;
+    let target = s.agent("target").await;
+    let got = s.post("/api/v1/enforce/sessions/start", &s.admin_key, &json!({ "agent_id": agent, "budgets": { "max_spend": {} } })).await;
+    assert_error(&got, 400, "invalid_field");
+    assert!(got.1["error"]["message"].as_str().is_some_and(|m| m.contains("budgets.max_spend") && m.contains("names no currency")), "{}", got.1);
+    let got = s.post("/api/v1/enforce/delegate", &s.admin_key, &json!({ "source_agent_id": agent, "target_agent_id": target, "scopes": ["buy.*"], "budgets": { "max_amount": {} } })).await;
+    assert_error(&got, 400, "invalid_field");
+    assert!(got.1["error"]["message"].as_str().is_some_and(|m| m.contains("budgets.max_amount") && m.contains("names no currency")), "{}", got.1);
 }

@@ -661,6 +661,7 @@ async fn an_agent_revocation_stands_when_its_clean_up_keeps_losing_to_other_node
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["cleanup_incomplete"], false, "{again}");
     assert_eq!(again["revoked_credentials"], json!([]), "the first revoked it: {again}");
+    assert_eq!(again["was_active"], false, "{again}");
     assert!(again.get("cleanup_left").is_none(), "{again}");
     assert_eq!((&again["killed_sessions"], &again["revoked_grants"]), (&json!([session]), &json!([grant])), "{again}");
     let object = |kind, id| {

@@ -380,3 +380,21 @@ async fn a_failing_target_trips_its_circuit_and_its_deliveries_wait() {
     assert_eq!(rows.len(), 20);
     assert!(rows.iter().all(|d| d["status"] == "delivered"), "{list}");
 }
+
+/// An event glob that can match no event is refused, naming it: the subscription would
+/// never fire and its alerts would be lost without a word.
+#[tokio::test]
+async fn event_globs_that_match_no_event_are_refused() {
+    let s = TestServer::start_with(|c| c.allow_private_targets = true).await;
+    let url = "http://127.0.0.1:9/hook";
+    let long = "d".repeat(300);
+    for (i, glob) in [" decision.block", "decision.block\u{200b}", "nope.*", "decisions.block", long.as_str()].into_iter().enumerate() {
+        let got = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": url, "events": ["session.*", glob] })).await;
+        assert_error(&got, 400, "invalid_field");
+        assert!(got.1["error"]["message"].as_str().is_some_and(|m| m.starts_with("`events[1]`")), "{i}: {}", got.1);
+    }
+    for glob in ["*", "decision.*", "*.revoked", "violation.recorded", "[bs]*.closed", "workspace.created"] {
+        let (status, body) = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": url, "events": [glob] })).await;
+        assert_eq!(status, StatusCode::OK, "{glob}: {body}");
+    }
+}
