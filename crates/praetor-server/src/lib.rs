@@ -73,6 +73,10 @@ pub async fn open(config: Config) -> Result<(Arc<AppState>, bootstrap::Started),
     // has been checked against them: a mistyped `--vault-keys-dir` is refused (none of
     // its keys signed the store's checkpoints) without new key files in it.
     let keys_dir = config.vault_keys_dir();
+    // Held while this node serves, from before its keys are read: a rotation would
+    // retire the keys it signs with. A directory that does not exist yet is held once
+    // this start has made it.
+    let keys_in_use = vault::KeysInUse::take(&keys_dir);
     let keys = vault::VaultKeys::load_or_generate(&keys_dir)?;
     let made_here = keys.made_here();
     let clock: Arc<dyn clock::Clock> = Arc::new(clock::SystemClock);
@@ -93,13 +97,9 @@ pub async fn open(config: Config) -> Result<(Arc<AppState>, bootstrap::Started),
         let keys = vault::VaultKeys::load_or_generate(&keys_dir)?;
         state = load(keys).await.map_err(|e| ServeError::Start(e.message))?;
     }
-    // Held while this node serves: a rotation would retire the keys it signs with. Taken
-    // once the directory is known to be the store's (a refused start writes nothing in
-    // it); a rotation in the moment between is seen by the store's check at the next
-    // start.
-    let keys_in_use = vault::KeysInUse::take(&keys_dir)?;
+    let keys_in_use = keys_in_use.or_else(|| vault::KeysInUse::take(&keys_dir));
     let mut started = bootstrap::first_start(&state).await.map_err(|e| ServeError::Start(e.message))?;
-    started.keys_in_use = Some(keys_in_use);
+    started.keys_in_use = keys_in_use;
     Ok((state, started))
 }
 

@@ -367,20 +367,35 @@ fn check_signature(
     Ok(())
 }
 
-/// For a request outside the decision path that acts as `agent` (delegating its
-/// authority, starting or ending its sessions): an agent that requires signatures signs
-/// these as it signs its actions, unless an admin key makes the request (an admin acts
-/// on the agent, not as it). The nonce is claimed in a commit of its own, before the
-/// request's change: a replay is refused even if the change then fails.
-pub async fn require_signature_of(state: &AppState, ws: &WorkspaceState, caller: &Caller<'_>, agent: &Agent) -> ApiResult<()> {
-    if !agent.require_signature || caller.key.scopes.contains(&praetor_store::Scope::Admin) {
+/// For a request outside the decision path that acts as agent `agent_id` (delegating
+/// its authority, starting or ending its sessions): an agent that requires signatures
+/// signs these as it signs its actions, unless an admin key makes the request (an admin
+/// acts on the agent, not as it; a key that also acts for agents is no admin here).
+/// The agent is read as the store has it, other nodes' changes taken in first (these
+/// requests do not catch up as other non-decision requests do, nor carry a decision's
+/// etag guard): a `require_signature` set on another node a moment ago counts. The nonce
+/// is claimed in a commit of its own, before the request's change: a replay is refused
+/// even if the change then fails, and a nonce so claimed is spent.
+pub async fn require_signature_of(state: &AppState, ws: &WorkspaceState, caller: &Caller<'_>, agent_id: &str) -> ApiResult<()> {
+    let scopes = &caller.key.scopes;
+    if scopes.contains(&praetor_store::Scope::Admin) && !scopes.contains(&praetor_store::Scope::Agent) {
+        return Ok(());
+    }
+    if let Err(e) = crate::follow::follow(state, ws).await {
+        tracing::warn!(workspace_id = %ws.workspace_id, error = %e.message, "cannot catch up with the change feed");
+    }
+    if !ws.holds_agent(agent_id) {
+        resync(state, ws, &[agent_id.to_owned()], &[]).await?;
+    }
+    let agent = ws.agent(agent_id).ok_or_else(|| ApiError::not_found("agent", agent_id))?;
+    if !agent.require_signature {
         return Ok(());
     }
     let refused = |f: signature::SignatureFailure| {
         ApiError::new(Code::SignatureRefused, format!("agent `{}` requires signed requests ({}): {}", agent.agent_id, f.check, f.reason))
     };
     let mut claims = Vec::new();
-    check_signature(state, ws, caller, agent, state.now_ms(), &mut claims).map_err(refused)?;
+    check_signature(state, ws, caller, &agent, state.now_ms(), &mut claims).map_err(refused)?;
     match state.commit(Txn { mutations: claims, seal: vec![] }).await {
         Err(praetor_store::StoreError::Replayed(_)) => {
             Err(refused(signature::SignatureFailure { check: "nonce_reused", reason: "this request's nonce was already used".to_owned() }))

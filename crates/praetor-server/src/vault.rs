@@ -33,40 +33,55 @@ pub enum KeyFileError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("key file `{path}` is not a valid key: {reason}")]
     Invalid { path: PathBuf, reason: String },
-    #[error("a server is signing with the keys in `{dir}` (it holds `{dir}/{KEYS_LOCK_FILE}`): stop every server using them first, then rotate")]
+    #[error("a server is signing with the keys in `{dir}` (it holds a lock on the directory): stop every server using them first, then rotate")]
     InUse { dir: PathBuf },
-}
-
-/// The file a serving node holds a shared lock on while it signs with a directory's
-/// keys, and `rotate` takes alone.
-pub const KEYS_LOCK_FILE: &str = "keys.lock";
-
-/// A serving node's hold on its keys directory (a shared lock on `KEYS_LOCK_FILE`, kept
-/// while this value lives): `praetor vault rotate-keys` refuses while any process on
-/// this host holds one, as the keys it would retire are the ones being signed with.
-/// (Nodes on other hosts, with copies of the directory, are not seen.)
-#[derive(Debug)]
-pub struct KeysInUse {
-    _lock: std::fs::File,
-}
-
-impl KeysInUse {
-    /// Take the hold, waiting while a rotation runs.
-    pub fn take(dir: &Path) -> Result<KeysInUse, KeyFileError> {
-        let file = open_keys_lock(dir)?;
-        file.lock_shared().map_err(io(&dir.join(KEYS_LOCK_FILE)))?;
-        Ok(KeysInUse { _lock: file })
-    }
-}
-
-fn open_keys_lock(dir: &Path) -> Result<std::fs::File, KeyFileError> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let path = dir.join(KEYS_LOCK_FILE);
-    std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(io(&path))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
     move |source| KeyFileError::Io { path: path.to_owned(), source }
+}
+
+/// A serving node's hold on its keys directory: a shared lock on the directory itself
+/// (opened read-only, so a read-only directory from a secret store serves as well, and
+/// nothing is written in it), kept while this value lives. `praetor vault rotate-keys`
+/// takes the lock alone, so it refuses while any process on this host holds one: the
+/// keys it would retire are the ones being signed with. Nodes on other hosts, with copies
+/// of the directory, are not seen.
+#[derive(Debug)]
+pub struct KeysInUse {
+    _dir: std::fs::File,
+}
+
+impl KeysInUse {
+    /// Take the hold, waiting while a rotation runs. `None` (after a warning) where the
+    /// directory cannot be opened or locked (it does not exist yet, or the platform
+    /// cannot lock a directory): a node serves anyway, unseen by a rotation.
+    pub fn take(dir: &Path) -> Option<KeysInUse> {
+        if !dir.is_dir() {
+            return None;
+        }
+        match std::fs::File::open(dir).and_then(|f| f.lock_shared().map(|()| f)) {
+            Ok(f) => Some(KeysInUse { _dir: f }),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot hold the vault keys directory: `praetor vault rotate-keys` will not see that this node signs with its keys");
+                None
+            }
+        }
+    }
+}
+
+/// The exclusive lock a rotation holds on `dir`, or why it cannot have it.
+fn lock_for_rotation(dir: &Path) -> Result<Option<std::fs::File>, KeyFileError> {
+    let Ok(f) = std::fs::File::open(dir) else { return Ok(None) };
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(KeyFileError::InUse { dir: dir.to_owned() }),
+        // A platform that cannot lock a directory: nothing to see, as before the lock.
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot lock the vault keys directory: a server using it would not be seen");
+            Ok(None)
+        }
+    }
 }
 
 fn read_signer(path: &Path, name: &str) -> Result<NoteSigner, KeyFileError> {
@@ -256,12 +271,7 @@ impl VaultKeys {
     /// uses the directory (`KeysInUse`); the server loads keys at start. Returns the
     /// retired vkeys.
     pub fn rotate(dir: &Path) -> Result<Vec<String>, KeyFileError> {
-        let lock = open_keys_lock(dir)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(KeyFileError::InUse { dir: dir.to_owned() }),
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(&dir.join(KEYS_LOCK_FILE))(e)),
-        }
+        let _alone = lock_for_rotation(dir)?;
         let current = VaultKeys::load_or_create(dir)?;
         let retired_dir = dir.join("retired");
         std::fs::create_dir_all(&retired_dir).map_err(io(&retired_dir))?;

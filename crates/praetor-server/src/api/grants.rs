@@ -183,10 +183,16 @@ pub async fn delegate(
     if !is_admin && auth.bound_agent() != Some(b.source_agent_id.as_str()) {
         return Err(ApiError::new(Code::InsufficientScope, "only an admin key, or a key bound to the source agent, can delegate its authority"));
     }
+    // An enforce request does not catch up with other nodes by itself: a delegation
+    // between agents registered (or changed) on another node a moment ago reads them
+    // as they are.
+    if let Err(e) = crate::follow::follow(&state, ws).await {
+        tracing::warn!(workspace_id = %ws.workspace_id, error = %e.message, "cannot catch up with the change feed");
+    }
     let source = agent_active(ws, "source_agent_id", &b.source_agent_id)?;
     agent_active(ws, "target_agent_id", &b.target_agent_id)?;
     // The source's own key alone does not lend its authority when it signs its actions.
-    crate::pipeline::require_signature_of(&state, ws, &request.caller(&auth.key), &source).await?;
+    crate::pipeline::require_signature_of(&state, ws, &request.caller(&auth.key), &source.agent_id).await?;
     if b.source_agent_id == b.target_agent_id {
         return Err(ApiError::invalid("target_agent_id", "an agent cannot delegate to itself"));
     }

@@ -110,7 +110,7 @@ pub async fn start(
     if !agent.is_active {
         return Err(ApiError::invalid("agent_id", format!("agent `{agent_id}` is deactivated")));
     }
-    crate::pipeline::require_signature_of(&state, ws, &request.caller(&auth.key), &agent).await?;
+    crate::pipeline::require_signature_of(&state, ws, &request.caller(&auth.key), &agent.agent_id).await?;
     let now = state.now_ms();
     let mut attributes = Map::new();
     if let Some(h) = body.prompt_hash {
@@ -285,9 +285,7 @@ pub async fn end(
     let ws = &auth.workspace;
     let s = current(&state, ws, &id).await?;
     check_owner(&auth, &s)?;
-    if let Some(agent) = ws.agent(&s.agent_id) {
-        crate::pipeline::require_signature_of(&state, ws, &request.caller(&auth.key), &agent).await?;
-    }
+    crate::pipeline::require_signature_of(&state, ws, &request.caller(&auth.key), &s.agent_id).await?;
     let closing = Closing { status: SessionStatus::Ended, reason: None, actor: Some(&auth.key.key_id), kind: "session.ended" };
     close(&state, ws, std::slice::from_ref(&id), closing).await?;
     let s = current(&state, ws, &id).await?;

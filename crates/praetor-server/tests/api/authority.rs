@@ -8,16 +8,8 @@ use praetor_store as ps;
 
 use crate::harness::{T0, TestServer, assert_error};
 
-/// The workspace's vault entries. Each is of an event family a webhook may subscribe to
-/// (`delivery::EVENT_FAMILIES`: a glob of another family is refused).
 async fn vault(s: &TestServer) -> Vec<Value> {
-    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
-    let entries: Vec<Value> = page["entries"].as_array().unwrap().iter().map(|e| e["entry"].clone()).collect();
-    for e in &entries {
-        let family = e["kind"].as_str().unwrap().split('.').next().unwrap();
-        assert!(praetor_server::delivery::EVENT_FAMILIES.contains(&family), "an entry of kind {} no webhook may subscribe to", e["kind"]);
-    }
-    entries
+    crate::harness::vault_entries(s).await
 }
 
 async fn act(s: &TestServer, key: &str, body: Value) -> Value {

@@ -145,6 +145,22 @@ impl TestServer {
     }
 }
 
+/// The workspace's first 1,000 vault entries. Each is an event a webhook may subscribe
+/// to (`delivery::EVENT_NAMES`: a glob that matches none of them is refused), checked
+/// here for every test that reads them.
+pub async fn vault_entries(s: &TestServer) -> Vec<Value> {
+    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
+    let entries: Vec<Value> = page["entries"].as_array().expect("entries").iter().map(|e| e["entry"].clone()).collect();
+    for e in &entries {
+        let name = match e["kind"].as_str().expect("kind") {
+            "decision" => format!("decision.{}", e["decision"].as_str().expect("decision")),
+            kind => kind.to_owned(),
+        };
+        assert!(praetor_server::delivery::EVENT_NAMES.contains(&name.as_str()), "an entry of kind `{name}` no webhook may subscribe to");
+    }
+    entries
+}
+
 /// Assert an error answer: status and stable code.
 pub fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) {
     assert_eq!(got.0.as_u16(), status, "{}", got.1);

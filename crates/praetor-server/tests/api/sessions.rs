@@ -22,8 +22,7 @@ async fn act(s: &TestServer, session: &str, metadata: Value) -> Value {
 }
 
 async fn vault_kinds(s: &TestServer) -> Vec<Value> {
-    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
-    page["entries"].as_array().unwrap().iter().map(|e| e["entry"].clone()).collect()
+    crate::harness::vault_entries(s).await
 }
 
 #[tokio::test]

@@ -226,8 +226,13 @@ async fn revoking_a_credential_voids_the_escalations_its_requests_raised() {
 
 /// A POST to `path` with `key`, signed by `a` (or unsigned with `None`): status and body.
 async fn post_signed(s: &TestServer, key: &str, path: &str, body: &Value, signer: Option<(&SignedAgent, &str)>) -> (reqwest::StatusCode, Value) {
+    post_signed_to(&s.base, s, key, path, body, signer).await
+}
+
+/// As `post_signed`, to the server at `base` (another node on the same store).
+async fn post_signed_to(base: &str, s: &TestServer, key: &str, path: &str, body: &Value, signer: Option<(&SignedAgent, &str)>) -> (reqwest::StatusCode, Value) {
     let raw = serde_json::to_vec(body).unwrap();
-    let mut req = s.client.post(s.url(path)).header("X-API-Key", key).header("Content-Type", "application/json");
+    let mut req = s.client.post(format!("{base}{path}")).header("X-API-Key", key).header("Content-Type", "application/json");
     if let Some((a, nonce)) = signer {
         let ts = (T0 / 1000).to_string();
         let msg = praetor_server::signature::signed_message("POST", path, &ts, nonce, &raw);
@@ -302,4 +307,54 @@ async fn an_agent_that_signs_signs_its_delegations_and_sessions() {
     assert_eq!((status.as_u16(), &ended["session"]["status"]), (200, &json!("ended")), "{ended}");
     let (status, by_admin) = post_signed(&s, &s.admin_key, "/api/v1/enforce/sessions/start", &start, None).await;
     assert_eq!(status, 200, "{by_admin}");
+}
+
+/// Another node decides whether a signature is needed from the agent as the store has
+/// it: one that set `require_signature` a moment ago on the first node, or that the
+/// second does not hold yet, is not taken from a stale or missing copy.
+#[tokio::test]
+async fn a_node_asks_for_the_signature_another_node_just_required() {
+    let s = TestServer::start().await;
+    let config = praetor_server::Config { data_dir: s.dir.path().join("second"), ..praetor_server::Config::default() };
+    // A node of its own: its own connection and node id, so it learns of the first
+    // node's changes through the change feed only.
+    let store = praetor_store::sqlite::SqliteStore::open(s.dir.path().join("praetor.db")).unwrap();
+    let second = praetor_server::AppState::load(config, std::sync::Arc::new(store), s.clock.clone(), praetor_server::vault::VaultKeys::ephemeral())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, praetor_server::router(second)).await;
+    });
+    // Registered on the first node without a signature requirement; the second reads it
+    // (an intercept through it) and so holds it as it was.
+    let (_, body) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "late-signer", "scopes": ["pay.*"] })).await;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let seed: [u8; 32] = b64.decode(body["credential"]["private_key"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let c = SignedAgent {
+        id: body["agent"]["agent_id"].as_str().unwrap().to_owned(),
+        credential_id: body["credential"]["credential_id"].as_str().unwrap().to_owned(),
+        key: SigningKey::from_bytes(&seed),
+    };
+    let b = s.agent("borrower").await;
+    let kc = s.key(&["agent"], Some(&c.id)).await;
+    let (status, _) = post_signed_to(&base, &s, &kc, "/api/v1/enforce/intercept", &json!({ "action_type": "pay.x" }), None).await;
+    assert_eq!(status, 200);
+    let (status, patched) = s.patch(&format!("/api/v1/enforce/agents/{}", c.id), &s.admin_key, &json!({ "require_signature": true })).await;
+    assert_eq!(status, 200, "{patched}");
+    // The first request through the second node since the change: nothing else made it
+    // catch up.
+    refused_for(&post_signed_to(&base, &s, &kc, "/api/v1/enforce/sessions/start", &json!({}), None).await, "signature_missing");
+    // A session started (signed) on the first node: its end on the second asks for the
+    // signature too.
+    let (status, started) = post_signed(&s, &kc, "/api/v1/enforce/sessions/start", &json!({}), Some((&c, "late-start-1"))).await;
+    assert_eq!(status, 200, "{started}");
+    let end = format!("/api/v1/enforce/sessions/{}/end", started["session_id"].as_str().unwrap());
+    refused_for(&post_signed_to(&base, &s, &kc, &end, &json!({}), None).await, "signature_missing");
+    let (status, ended) = post_signed_to(&base, &s, &kc, &end, &json!({}), Some((&c, "late-end-1"))).await;
+    assert_eq!((status.as_u16(), &ended["session"]["status"]), (200, &json!("ended")), "{ended}");
+    let lend = json!({ "source_agent_id": c.id, "target_agent_id": b, "scopes": ["pay.*"] });
+    refused_for(&post_signed_to(&base, &s, &kc, "/api/v1/enforce/delegate", &lend, None).await, "signature_missing");
+    server.abort();
 }

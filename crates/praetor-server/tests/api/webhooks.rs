@@ -388,7 +388,8 @@ async fn event_globs_that_match_no_event_are_refused() {
     let s = TestServer::start_with(|c| c.allow_private_targets = true).await;
     let url = "http://127.0.0.1:9/hook";
     let long = "d".repeat(300);
-    for (i, glob) in [" decision.block", "decision.block\u{200b}", "nope.*", "decisions.block", long.as_str()].into_iter().enumerate() {
+    let never = [" decision.block", "decision.block\u{200b}", "nope.*", "decisions.block", long.as_str(), "session", "decision", "decision.blocked", "session.start", "key.rotated", "\\*"];
+    for (i, glob) in never.into_iter().enumerate() {
         let got = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": url, "events": ["session.*", glob] })).await;
         assert_error(&got, 400, "invalid_field");
         assert!(got.1["error"]["message"].as_str().is_some_and(|m| m.starts_with("`events[1]`")), "{i}: {}", got.1);
