@@ -155,15 +155,7 @@ async fn a_replayed_signature_is_refused_by_another_node_on_the_same_store() {
     let now = T0 / 1000;
     assert_eq!(send(&s, &a, &body, now, "nonce-cross-1", None).await["decision"], "allow");
 
-    let config = praetor_server::Config { data_dir: s.dir.path().join("second"), ..praetor_server::Config::default() };
-    let second = praetor_server::AppState::load(config, s.state.store.clone(), s.clock.clone(), praetor_server::vault::VaultKeys::ephemeral())
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, praetor_server::router(second)).await;
-    });
+    let (base, server) = second_node(&s, s.state.store.clone()).await;
 
     let replay = send_to(&base, &s, &a, &body, now, "nonce-cross-1", None).await;
     assert_eq!(replay["identity"]["check"], "nonce_reused", "{replay}");
@@ -222,6 +214,19 @@ async fn revoking_a_credential_voids_the_escalations_its_requests_raised() {
         let sealed = page["entries"].as_array().unwrap().iter().any(|e| e["entry"]["kind"] == "escalation.expired" && e["entry"]["escalation_id"] == json!(esc));
         assert!(sealed, "the settlement of {esc} is sealed");
     }
+}
+
+/// Another node serving `store` (the first node's, or a connection of its own to its
+/// database): its base URL and its task.
+async fn second_node(s: &TestServer, store: std::sync::Arc<dyn praetor_store::Store>) -> (String, tokio::task::JoinHandle<()>) {
+    let config = praetor_server::Config { data_dir: s.dir.path().join("second"), ..praetor_server::Config::default() };
+    let second = praetor_server::AppState::load(config, store, s.clock.clone(), praetor_server::vault::VaultKeys::ephemeral()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, praetor_server::router(second)).await;
+    });
+    (base, server)
 }
 
 /// A POST to `path` with `key`, signed by `a` (or unsigned with `None`): status and body.
@@ -315,18 +320,10 @@ async fn an_agent_that_signs_signs_its_delegations_and_sessions() {
 #[tokio::test]
 async fn a_node_asks_for_the_signature_another_node_just_required() {
     let s = TestServer::start().await;
-    let config = praetor_server::Config { data_dir: s.dir.path().join("second"), ..praetor_server::Config::default() };
     // A node of its own: its own connection and node id, so it learns of the first
     // node's changes through the change feed only.
     let store = praetor_store::sqlite::SqliteStore::open(s.dir.path().join("praetor.db")).unwrap();
-    let second = praetor_server::AppState::load(config, std::sync::Arc::new(store), s.clock.clone(), praetor_server::vault::VaultKeys::ephemeral())
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, praetor_server::router(second)).await;
-    });
+    let (base, server) = second_node(&s, std::sync::Arc::new(store)).await;
     // Registered on the first node without a signature requirement; the second reads it
     // (an intercept through it) and so holds it as it was.
     let (_, body) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "late-signer", "scopes": ["pay.*"] })).await;
