@@ -78,7 +78,9 @@ crate::authority::object_impl!(Webhook, WEBHOOK_KIND, webhook_id);
 
 /// Every event name: each kind of vault entry this server seals, and
 /// `decision.<verdict>` for decisions (`event_name`). A webhook's glob must match one of
-/// them (`event_glob`); the API tests check every entry they seal against this list.
+/// them (`event_glob`); the API tests check the entries they read through
+/// `harness::vault_entries` against this list. (`webhook.test` is not one: the test
+/// endpoint sends it whatever a webhook subscribes to.)
 pub const EVENT_NAMES: &[&str] = &[
     "agent.deactivated", "agent.registered", "agent.revoked", "agent.updated",
     "breakglass.closed", "breakglass.reviewed", "breakglass.triggered",
@@ -94,7 +96,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "session.budget_exceeded", "session.ended", "session.expired", "session.killed", "session.started",
     "settings.updated",
     "violation.recorded",
-    "webhook.created", "webhook.deleted", "webhook.secret_rotated", "webhook.test",
+    "webhook.created", "webhook.deleted", "webhook.secret_rotated",
     "window.extended", "window.opened", "window.revoked",
     "workspace.created",
 ];

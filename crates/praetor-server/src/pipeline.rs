@@ -373,7 +373,8 @@ fn check_signature(
 /// acts on the agent, not as it; a key that also acts for agents is no admin here).
 /// The agent is read as the store has it, other nodes' changes taken in first (these
 /// requests do not catch up as other non-decision requests do, nor carry a decision's
-/// etag guard): a `require_signature` set on another node a moment ago counts. The nonce
+/// etag guard): a `require_signature` set on another node a moment ago counts, and a
+/// node that cannot catch up refuses (`503`) rather than decide from its copy. The nonce
 /// is claimed in a commit of its own, before the request's change: a replay is refused
 /// even if the change then fails, and a nonce so claimed is spent.
 pub async fn require_signature_of(state: &AppState, ws: &WorkspaceState, caller: &Caller<'_>, agent_id: &str) -> ApiResult<()> {
@@ -381,9 +382,7 @@ pub async fn require_signature_of(state: &AppState, ws: &WorkspaceState, caller:
     if scopes.contains(&praetor_store::Scope::Admin) && !scopes.contains(&praetor_store::Scope::Agent) {
         return Ok(());
     }
-    if let Err(e) = crate::follow::follow(state, ws).await {
-        tracing::warn!(workspace_id = %ws.workspace_id, error = %e.message, "cannot catch up with the change feed");
-    }
+    crate::follow::follow(state, ws).await?;
     if !ws.holds_agent(agent_id) {
         resync(state, ws, &[agent_id.to_owned()], &[]).await?;
     }

@@ -60,19 +60,31 @@ impl KeysInUse {
         if !dir.is_dir() {
             return None;
         }
-        match std::fs::File::open(dir).and_then(|f| f.lock_shared().map(|()| f)) {
-            Ok(f) => Some(KeysInUse { _dir: f }),
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot hold the vault keys directory: `praetor vault rotate-keys` will not see that this node signs with its keys");
-                None
+        let unheld = |e: std::io::Error| {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot hold the vault keys directory: `praetor vault rotate-keys` will not see that this node signs with its keys");
+            None
+        };
+        let f = match std::fs::File::open(dir) {
+            Ok(f) => f,
+            Err(e) => return unheld(e),
+        };
+        match f.try_lock_shared() {
+            Ok(()) => return Some(KeysInUse { _dir: f }),
+            Err(std::fs::TryLockError::Error(e)) => return unheld(e),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::warn!(dir = %dir.display(), "the vault keys directory is locked (a rotation running?): waiting for it");
             }
+        }
+        match f.lock_shared() {
+            Ok(()) => Some(KeysInUse { _dir: f }),
+            Err(e) => unheld(e),
         }
     }
 }
 
 /// The exclusive lock a rotation holds on `dir`, or why it cannot have it.
 fn lock_for_rotation(dir: &Path) -> Result<Option<std::fs::File>, KeyFileError> {
-    let Ok(f) = std::fs::File::open(dir) else { return Ok(None) };
+    let f = std::fs::File::open(dir).map_err(io(dir))?;
     match f.try_lock() {
         Ok(()) => Ok(Some(f)),
         Err(std::fs::TryLockError::WouldBlock) => Err(KeyFileError::InUse { dir: dir.to_owned() }),
@@ -271,6 +283,10 @@ impl VaultKeys {
     /// uses the directory (`KeysInUse`); the server loads keys at start. Returns the
     /// retired vkeys.
     pub fn rotate(dir: &Path) -> Result<Vec<String>, KeyFileError> {
+        // A mistyped directory would otherwise be made, and keys made in it "retired".
+        if !KEY_FILES.iter().any(|(file, ..)| dir.join(file).exists()) {
+            return Err(KeyFileError::Invalid { path: dir.to_owned(), reason: "holds no signing key: nothing to rotate (a mistyped directory?)".into() });
+        }
         let _alone = lock_for_rotation(dir)?;
         let current = VaultKeys::load_or_create(dir)?;
         let retired_dir = dir.join("retired");

@@ -676,6 +676,10 @@ fn rotated_keys_stay_published_and_old_receipts_verify() {
     assert!(!out.status.success() && text(&out).contains("a server is signing with the keys"), "{}", text(&out));
     assert!(!dir.path().join("keys/retired").exists(), "nothing was retired");
     drop(s);
+    // A directory without keys (a typo) is refused, and not made.
+    let typo = dir.path().join("kyes");
+    let out = praetor(&["vault", "rotate-keys", "--data-dir", dir.path().to_str().unwrap(), "--vault-keys-dir", typo.to_str().unwrap()]);
+    assert!(!out.status.success() && text(&out).contains("nothing to rotate") && !typo.exists(), "{}", text(&out));
     let out = praetor(&["vault", "rotate-keys", "--data-dir", dir.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     let s = start(dir.path());

@@ -293,9 +293,14 @@ async fn an_agent_that_signs_signs_its_delegations_and_sessions() {
     let grant = lent["grant_id"].as_str().unwrap().to_owned();
     assert_eq!(s.post("/api/v1/enforce/intercept", &kb, &pay(Some(&grant))).await.1["decision"], "allow");
     refused_for(&post_signed(&s, &kc, "/api/v1/enforce/delegate", &lend, Some((&c, "lend-0001"))).await, "nonce_reused");
-    // An admin key lends without the agent's signature.
+    // An admin key lends without the agent's signature; a key made before `agent` and
+    // `admin` could not be combined, holding both, is no admin here.
     let (status, by_admin) = post_signed(&s, &s.admin_key, "/api/v1/enforce/delegate", &lend, None).await;
     assert_eq!(status, 200, "{by_admin}");
+    let ws = s.state.workspace_ids().into_iter().next().unwrap();
+    let (both, both_secret) = praetor_server::api::system::mint_key(&ws, vec![praetor_store::Scope::Agent, praetor_store::Scope::Admin], None, None, T0);
+    s.state.store.commit(praetor_store::Txn { mutations: vec![praetor_store::Mutation::InsertApiKey(both)], seal: vec![] }).await.unwrap();
+    refused_for(&post_signed(&s, &both_secret, "/api/v1/enforce/delegate", &lend, None).await, "signature_missing");
 
     // Sessions: started and ended only when signed (or by an admin).
     let start = json!({ "agent_id": c.id });

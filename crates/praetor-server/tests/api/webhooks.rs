@@ -259,7 +259,7 @@ async fn a_hanging_receiver_does_not_hold_up_the_others() {
         assert_eq!(s.intercept(json!({ "action_type": "delete_row" })).await["decision"], "block");
     }
     let (r, url) = receiver().await;
-    let (_, healthy) = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": url, "events": ["webhook.test"] })).await;
+    let (_, healthy) = s.post("/api/v1/enforce/webhooks", &s.admin_key, &json!({ "url": url, "events": ["session.*"] })).await;
     *r.secret.lock() = healthy["secret"].as_str().unwrap().to_owned();
     let healthy = healthy["webhook"]["webhook_id"].as_str().unwrap().to_owned();
     s.post(&format!("/api/v1/enforce/webhooks/{healthy}/test"), &s.admin_key, &json!({})).await;
