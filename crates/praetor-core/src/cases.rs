@@ -412,19 +412,19 @@ fn check(e: &Expect, d: &Decision) -> Result<(), String> {
             d.verdict.as_str()
         ));
     }
-    if let Some(o) = &e.outcome {
-        if d.outcome.as_str() != o {
-            problems.push(format!("outcome: expected `{o}`, got `{}`", d.outcome.as_str()));
-        }
+    if let Some(o) = &e.outcome
+        && d.outcome.as_str() != o
+    {
+        problems.push(format!("outcome: expected `{o}`, got `{}`", d.outcome.as_str()));
     }
     let got = set(d.triggered.iter().map(|t| t.policy_id.clone()));
     if got != set(e.policies.iter().cloned()) {
         problems.push(format!("policies: expected {:?}, got {:?}", e.policies, got));
     }
-    if let Some(b) = &e.boundary_check {
-        if &wire(d.boundary) != b {
-            problems.push(format!("boundary_check: expected `{b}`, got `{}`", wire(d.boundary)));
-        }
+    if let Some(b) = &e.boundary_check
+        && &wire(d.boundary) != b
+    {
+        problems.push(format!("boundary_check: expected `{b}`, got `{}`", wire(d.boundary)));
     }
     if let Some(s) = &e.shadow {
         let got = set(d.shadow.iter().map(|t| t.policy_id.clone()));
@@ -438,10 +438,10 @@ fn check(e: &Expect, d: &Decision) -> Result<(), String> {
             problems.push(format!("errors: expected {errs:?}, got {got:?}"));
         }
     }
-    if let Some(v) = e.violation {
-        if d.violation != v {
-            problems.push(format!("violation: expected {v}, got {}", d.violation));
-        }
+    if let Some(v) = e.violation
+        && d.violation != v
+    {
+        problems.push(format!("violation: expected {v}, got {}", d.violation));
     }
     if problems.is_empty() {
         Ok(())

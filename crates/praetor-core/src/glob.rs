@@ -294,20 +294,20 @@ fn simplify(toks: Vec<Tok>) -> Matcher {
     }
     let starts = toks.first() == Some(&Tok::Star);
     let ends = toks.last() == Some(&Tok::Star);
-    if ends && !starts {
-        if let Some(s) = literal(&toks[..n - 1]) {
-            return Matcher::Prefix(s);
-        }
+    if ends && !starts
+        && let Some(s) = literal(&toks[..n - 1])
+    {
+        return Matcher::Prefix(s);
     }
-    if starts && !ends {
-        if let Some(s) = literal(&toks[1..]) {
-            return Matcher::Suffix(s);
-        }
+    if starts && !ends
+        && let Some(s) = literal(&toks[1..])
+    {
+        return Matcher::Suffix(s);
     }
-    if starts && ends && n >= 3 {
-        if let Some(s) = literal(&toks[1..n - 1]) {
-            return Matcher::Contains(s);
-        }
+    if starts && ends && n >= 3
+        && let Some(s) = literal(&toks[1..n - 1])
+    {
+        return Matcher::Contains(s);
     }
     Matcher::Tokens(toks)
 }
@@ -325,12 +325,12 @@ fn match_tokens(toks: &[Tok], text: &str, fold: bool) -> bool {
                 ti += 1;
                 continue;
             }
-            if let Some(c) = text[si..].chars().next() {
-                if toks[ti].matches_char(c, fold) {
-                    ti += 1;
-                    si += c.len_utf8();
-                    continue;
-                }
+            if let Some(c) = text[si..].chars().next()
+                && toks[ti].matches_char(c, fold)
+            {
+                ti += 1;
+                si += c.len_utf8();
+                continue;
             }
         } else if si == text.len() {
             return true;

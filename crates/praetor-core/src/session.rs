@@ -246,28 +246,28 @@ fn currency_code(written: &str, limited: &BTreeMap<String, Decimal>, budget: &st
 pub fn exceeded(facts: &SessionFacts, charge: &Charge) -> Option<String> {
     let (b, c) = (&facts.budgets, &facts.consumed);
     // Checked sums: one that does not fit is past any budget.
-    if let Some(max) = b.max_actions {
-        if c.actions.checked_add(charge.actions).is_none_or(|total| total > max) {
-            return Some(format!("budget `max_actions` ({max}) exhausted: {} actions already taken", c.actions));
-        }
+    if let Some(max) = b.max_actions
+        && c.actions.checked_add(charge.actions).is_none_or(|total| total > max)
+    {
+        return Some(format!("budget `max_actions` ({max}) exhausted: {} actions already taken", c.actions));
     }
-    if let Some((cur, amount)) = &charge.spend {
-        if let Some(max) = b.max_spend.get(cur) {
-            let used = c.spend.get(cur).copied().unwrap_or_default();
-            if used.checked_add(*amount).is_none_or(|total| total > *max) {
-                return Some(format!(
-                    "budget `max_spend.{cur}` ({max}) would be exceeded: {used} spent, this action is {amount}"
-                ));
-            }
-        }
-    }
-    if let Some(max) = b.max_tokens {
-        if c.tokens.checked_add(charge.tokens).is_none_or(|total| total > max) {
+    if let Some((cur, amount)) = &charge.spend
+        && let Some(max) = b.max_spend.get(cur)
+    {
+        let used = c.spend.get(cur).copied().unwrap_or_default();
+        if used.checked_add(*amount).is_none_or(|total| total > *max) {
             return Some(format!(
-                "budget `max_tokens` ({max}) would be exceeded: {} used, this action is {}",
-                c.tokens, charge.tokens
+                "budget `max_spend.{cur}` ({max}) would be exceeded: {used} spent, this action is {amount}"
             ));
         }
+    }
+    if let Some(max) = b.max_tokens
+        && c.tokens.checked_add(charge.tokens).is_none_or(|total| total > max)
+    {
+        return Some(format!(
+            "budget `max_tokens` ({max}) would be exceeded: {} used, this action is {}",
+            c.tokens, charge.tokens
+        ));
     }
     None
 }

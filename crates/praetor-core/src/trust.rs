@@ -30,7 +30,7 @@ pub fn next_trust(score: u8, clean_streak: u32, decision: &Decision, baseline: u
         Verdict::Escalate | Verdict::Block if decision.violation => (score.saturating_sub(ESCALATE_PENALTY), 0),
         Verdict::Allow => {
             let streak = clean_streak.saturating_add(1);
-            let score = if streak % STREAK_FOR_ONE_POINT == 0 && score < baseline.min(100) {
+            let score = if streak.is_multiple_of(STREAK_FOR_ONE_POINT) && score < baseline.min(100) {
                 score + 1
             } else {
                 score

@@ -496,13 +496,13 @@ pub fn verify_bundle(
     let mut past_end = None;
     for (i, note) in bundle.checkpoints.iter().enumerate() {
         let cp = open_checkpoint(i, note, &bundle.origin, keys, &mut signers)?;
-        if let Some(prev) = cps.last().map(|c: &Checkpoint| c.size) {
-            if cp.size < prev {
-                return Err(Failure::bundle(format!(
-                    "checkpoint {i}: size {} is smaller than the previous checkpoint's {prev}",
-                    cp.size
-                )));
-            }
+        if let Some(prev) = cps.last().map(|c: &Checkpoint| c.size)
+            && cp.size < prev
+        {
+            return Err(Failure::bundle(format!(
+                "checkpoint {i}: size {} is smaller than the previous checkpoint's {prev}",
+                cp.size
+            )));
         }
         if cp.size < start {
             return Err(Failure::bundle(format!(
@@ -637,13 +637,13 @@ pub fn verify_bundle(
                     "`prev_chain_hash` is required on the first entry of a bundle that does not start at 0",
                 )
             })?;
-        } else if let Some(p) = given_prev {
-            if !hashes_equal(&p, &prev_chain) {
-                return Err(Failure::at(
-                    expected,
-                    "`prev_chain_hash` does not match the previous entry's chain hash",
-                ));
-            }
+        } else if let Some(p) = given_prev
+            && !hashes_equal(&p, &prev_chain)
+        {
+            return Err(Failure::at(
+                expected,
+                "`prev_chain_hash` does not match the previous entry's chain hash",
+            ));
         }
         let ch = chain_hash(&prev_chain, &lh);
         let given = decode_hash(&e.chain_hash)
@@ -660,7 +660,7 @@ pub fn verify_bundle(
             .map_err(|err| Failure::at(expected, err.to_string()))?;
         check_roots(&frontier, &mut next_cp, &mut covered_to)?;
         let done = pos as u64 + 1;
-        if done % PROGRESS_EVERY == 0 {
+        if done.is_multiple_of(PROGRESS_EVERY) {
             progress(done, total);
         }
     }

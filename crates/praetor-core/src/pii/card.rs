@@ -42,11 +42,11 @@ pub(super) fn find_in_run(b: &[u8], start: usize, mut on_match: impl FnMut(usize
         let separator = separator_len(b, gs, i);
         let more = separator.is_some();
         let end_ok = more || (boundary_after(b, ge) && !continues_number(b, ge));
-        if end_ok {
-            if let Some(s) = best_start(b, &groups, n, taken_until) {
-                on_match(s, ge);
-                taken_until = ge;
-            }
+        if end_ok
+            && let Some(s) = best_start(b, &groups, n, taken_until)
+        {
+            on_match(s, ge);
+            taken_until = ge;
         }
         match separator {
             Some(len) => i += len,
@@ -132,7 +132,7 @@ fn best_start(b: &[u8], groups: &[(usize, usize); WINDOW], n: usize, taken_until
         if digits > 19 {
             break;
         }
-        if digits >= 13 && sum % 10 == 0 && (b'2'..=b'6').contains(&b[gs]) {
+        if digits >= 13 && sum.is_multiple_of(10) && (b'2'..=b'6').contains(&b[gs]) {
             best = Some(gs);
         }
     }

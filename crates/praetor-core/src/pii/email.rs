@@ -27,15 +27,15 @@ pub(super) fn find_all(text: &str, out: &mut Vec<PiiMatch>) {
         if at < last_end {
             continue;
         }
-        if let Some((s, e)) = around(b, at) {
-            if s >= last_end {
-                out.push(PiiMatch {
-                    category: Category::Email,
-                    start: s,
-                    end: e,
-                });
-                last_end = e;
-            }
+        if let Some((s, e)) = around(b, at)
+            && s >= last_end
+        {
+            out.push(PiiMatch {
+                category: Category::Email,
+                start: s,
+                end: e,
+            });
+            last_end = e;
         }
     }
 }

@@ -330,36 +330,36 @@ impl Scanner<'_, '_> {
                 // Every candidate inside this run has been considered.
                 self.skip_until[Category::CreditCard as usize] = run_end;
             }
-            if self.wants(Category::Ssn, i) {
-                if let Some(e) = ssn::at(b, i) {
-                    self.push(Category::Ssn, i, e);
-                }
+            if self.wants(Category::Ssn, i)
+                && let Some(e) = ssn::at(b, i)
+            {
+                self.push(Category::Ssn, i, e);
             }
-            if self.wants(Category::IpAddress, i) {
-                if let Some(e) = ip::v4_at(b, i) {
-                    self.push(Category::IpAddress, i, e);
-                }
-            }
-        }
-        if (c.is_ascii_digit() || matches!(c, b'+' | b'(')) && self.wants(Category::Phone, i) {
-            if let Some(e) = phone::at(b, i) {
-                self.push(Category::Phone, i, e);
-            }
-        }
-        if c.is_ascii_uppercase() && self.wants(Category::Iban, i) {
-            if let Some(e) = iban::at(b, i) {
-                self.push(Category::Iban, i, e);
-            }
-        }
-        if (c.is_ascii_hexdigit() || c == b':') && self.wants(Category::IpAddress, i) {
-            if let Some(e) = ip::v6_at(self.text, i) {
+            if self.wants(Category::IpAddress, i)
+                && let Some(e) = ip::v4_at(b, i)
+            {
                 self.push(Category::IpAddress, i, e);
             }
         }
-        if matches!(c, b'A' | b'g' | b'x' | b's' | b'r' | b'e') && self.wants(Category::Secret, i) {
-            if let Some(e) = secret::token_at(b, i) {
-                self.push(Category::Secret, i, e);
-            }
+        if (c.is_ascii_digit() || matches!(c, b'+' | b'(')) && self.wants(Category::Phone, i)
+            && let Some(e) = phone::at(b, i)
+        {
+            self.push(Category::Phone, i, e);
+        }
+        if c.is_ascii_uppercase() && self.wants(Category::Iban, i)
+            && let Some(e) = iban::at(b, i)
+        {
+            self.push(Category::Iban, i, e);
+        }
+        if (c.is_ascii_hexdigit() || c == b':') && self.wants(Category::IpAddress, i)
+            && let Some(e) = ip::v6_at(self.text, i)
+        {
+            self.push(Category::IpAddress, i, e);
+        }
+        if matches!(c, b'A' | b'g' | b'x' | b's' | b'r' | b'e') && self.wants(Category::Secret, i)
+            && let Some(e) = secret::token_at(b, i)
+        {
+            self.push(Category::Secret, i, e);
         }
     }
 }

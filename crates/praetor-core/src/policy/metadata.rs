@@ -404,10 +404,10 @@ fn describe_type(v: &Value) -> &'static str {
 }
 
 fn loose_eq(a: &Value, b: &Value) -> bool {
-    if a.is_number() || b.is_number() {
-        if let (Some(x), Some(y)) = (as_number(a), as_number(b)) {
-            return x == y;
-        }
+    if (a.is_number() || b.is_number())
+        && let (Some(x), Some(y)) = (as_number(a), as_number(b))
+    {
+        return x == y;
     }
     a == b
 }

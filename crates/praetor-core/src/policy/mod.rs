@@ -418,21 +418,21 @@ fn compile_one(def: &PolicyDef, cache: &mut PatternCache<'_>) -> Result<Compiled
     if def.name.len() > MAX_NAME_LEN {
         return Err(PolicyError::new("name", format!("longer than {MAX_NAME_LEN} bytes")));
     }
-    if let Some(t) = def.trust_threshold {
-        if t > 100 {
-            return Err(PolicyError::new(
-                "trust_threshold",
-                format!("expected 0-100, found `{t}`"),
-            ));
-        }
+    if let Some(t) = def.trust_threshold
+        && t > 100
+    {
+        return Err(PolicyError::new(
+            "trust_threshold",
+            format!("expected 0-100, found `{t}`"),
+        ));
     }
     let mut scope = GlobList::new(&def.action_types, "action_types")?;
     let rule = compile_kind(def, scope.clone(), cache)?;
-    if let Rule::ActionType(r) = &rule {
-        if r.is_unlisted() {
-            // An allow-list is evaluated for every action.
-            scope = GlobList::default();
-        }
+    if let Rule::ActionType(r) = &rule
+        && r.is_unlisted()
+    {
+        // An allow-list is evaluated for every action.
+        scope = GlobList::default();
     }
     Ok(CompiledPolicy {
         id: def.policy_id.clone(),
