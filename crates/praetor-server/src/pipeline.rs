@@ -344,14 +344,13 @@ fn check_signature(
     signature::verify(&headers, caller.method, caller.path, &caller.body.sha256(), &agent.agent_id, &creds, now_ms, skew)?;
     let nonce = headers.nonce.unwrap_or_default();
     let window_ms = 2 * skew * 1000;
-    let reused = || signature::SignatureFailure { check: "nonce_reused", reason: "this request's nonce was already used".to_owned() };
     if caller.nonce_replayed.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(reused());
+        return Err(signature::SignatureFailure::nonce_reused());
     }
     let already_consumed = caller.nonce_consumed.lock().contains(&agent.agent_id);
     if !already_consumed {
         if !state.nonces.lock().consume(&agent.agent_id, nonce, now_ms, window_ms) {
-            return Err(reused());
+            return Err(signature::SignatureFailure::nonce_reused());
         }
         caller.nonce_consumed.lock().push(agent.agent_id.clone());
     }
@@ -396,9 +395,7 @@ pub async fn require_signature_of(state: &AppState, ws: &WorkspaceState, caller:
     let mut claims = Vec::new();
     check_signature(state, ws, caller, &agent, state.now_ms(), &mut claims).map_err(refused)?;
     match state.commit(Txn { mutations: claims, seal: vec![] }).await {
-        Err(praetor_store::StoreError::Replayed(_)) => {
-            Err(refused(signature::SignatureFailure { check: "nonce_reused", reason: "this request's nonce was already used".to_owned() }))
-        }
+        Err(praetor_store::StoreError::Replayed(_)) => Err(refused(signature::SignatureFailure::nonce_reused())),
         other => other.map(|_| ()).map_err(ApiError::from),
     }
 }

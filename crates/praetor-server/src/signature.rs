@@ -30,6 +30,13 @@ fn fail(check: &'static str, reason: impl Into<String>) -> SignatureFailure {
     SignatureFailure { check, reason: reason.into() }
 }
 
+impl SignatureFailure {
+    /// A nonce this node, or the store, has seen used.
+    pub fn nonce_reused() -> SignatureFailure {
+        fail("nonce_reused", "this request's nonce was already used")
+    }
+}
+
 pub struct SignedHeaders<'a> {
     pub credential_id: Option<&'a str>,
     pub timestamp: Option<&'a str>,

@@ -185,10 +185,8 @@ pub async fn delegate(
     }
     // An enforce request does not catch up with other nodes by itself: a delegation
     // between agents registered (or changed) on another node a moment ago reads them
-    // as they are.
-    if let Err(e) = crate::follow::follow(&state, ws).await {
-        tracing::warn!(workspace_id = %ws.workspace_id, error = %e.message, "cannot catch up with the change feed");
-    }
+    // as they are (and is refused, `503`, when it cannot).
+    crate::follow::follow(&state, ws).await?;
     let source = agent_active(ws, "source_agent_id", &b.source_agent_id)?;
     agent_active(ws, "target_agent_id", &b.target_agent_id)?;
     // The source's own key alone does not lend its authority when it signs its actions.
