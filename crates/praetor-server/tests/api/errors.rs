@@ -34,9 +34,8 @@ async fn malformed_and_mistyped_bodies_are_named() {
 
 /// The sealed entry of decision `id`, from the vault.
 async fn sealed_entry(s: &TestServer, id: &str) -> Value {
-    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
-    let entries = page["entries"].as_array().unwrap();
-    entries.iter().map(|e| e["entry"].clone()).find(|e| e["decision_id"] == id).unwrap_or_else(|| panic!("{id} is not sealed: {page}"))
+    let entries = crate::harness::vault_entries(s).await;
+    entries.iter().find(|e| e["decision_id"] == id).cloned().unwrap_or_else(|| panic!("{id} is not sealed: {entries:?}"))
 }
 
 /// An action too large to evaluate is still an action: refused (a decision, `200`, so
@@ -830,9 +829,9 @@ async fn a_key_is_revoked_once() {
     assert_error(&again, 409, "conflict");
     let first_at = first["key"]["revoked_at"].as_str().unwrap();
     assert!(again.1["error"]["message"].as_str().is_some_and(|m| m.contains("already revoked") && m.contains(first_at)), "{} / {first_at}", again.1);
-    let (_, entries) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
-    let sealed = entries["entries"].as_array().unwrap().iter().filter(|e| e["entry"]["kind"] == "key.revoked").count();
-    assert_eq!(sealed, 1, "{entries}");
+    let entries = crate::harness::vault_entries(&s).await;
+    let sealed = entries.iter().filter(|e| e["kind"] == "key.revoked").count();
+    assert_eq!(sealed, 1, "{entries:?}");
 }
 
 /// A key bound to one agent reads a receipt as it reads the decision: by the agent its

@@ -41,9 +41,9 @@ async fn start_session(s: &TestServer, body: Value) -> String {
 /// The escalation was settled (and sealed, with a reason containing `why`) by the
 /// change itself: it reads `expired` and `block`, and approving it is refused.
 async fn assert_settled(s: &TestServer, approver: &str, esc: &str, why: &str) {
-    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
-    let sealed = page["entries"].as_array().unwrap().iter().any(|e| {
-        e["entry"]["kind"] == "escalation.expired" && e["entry"]["escalation_id"] == json!(esc) && e["entry"]["reason"].as_str().is_some_and(|r| r.contains(why))
+    let sealed_entries = crate::harness::vault_entries(&s).await;
+    let sealed = sealed_entries.iter().any(|e| {
+        e["kind"] == "escalation.expired" && e["escalation_id"] == json!(esc) && e["reason"].as_str().is_some_and(|r| r.contains(why))
     });
     assert!(sealed, "the settlement of {esc} is sealed with its reason");
     let (_, st) = s.get(&format!("/api/v1/enforce/escalations/{esc}/status"), approver).await;
@@ -200,8 +200,8 @@ async fn an_escalation_whose_agent_left_without_settling_it_still_never_allows()
     assert!(st["resolution_reason"].as_str().unwrap().contains("deactivated"), "{st}");
     // The sweeper settles it for good, sealed.
     praetor_server::sessions::sweep(&s.state).await;
-    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
-    assert!(page["entries"].as_array().unwrap().iter().any(|e| e["entry"]["kind"] == "escalation.expired" && e["entry"]["escalation_id"] == json!(esc)));
+    let sealed_entries = crate::harness::vault_entries(&s).await;
+    assert!(sealed_entries.iter().any(|e| e["kind"] == "escalation.expired" && e["escalation_id"] == json!(esc)));
     let (_, got) = s.get(&format!("/api/v1/enforce/escalations/{esc}"), &approver).await;
     assert_eq!(got["escalation"]["status"], "expired", "{got}");
 }
@@ -339,9 +339,9 @@ async fn an_approval_is_charged_to_its_session() {
     assert_eq!(consumed_eur(&s, &session).await, (2, "1000".to_owned()));
 
     // The charge is sealed with the approval.
-    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
-    let sealed = page["entries"].as_array().unwrap().iter().find(|e| e["entry"]["kind"] == "escalation.resolved" && e["entry"]["escalation_id"] == json!(first));
-    let sealed = &sealed.expect("the approval is sealed")["entry"];
+    let sealed_entries = crate::harness::vault_entries(&s).await;
+    let sealed = sealed_entries.iter().find(|e| e["kind"] == "escalation.resolved" && e["escalation_id"] == json!(first));
+    let sealed = sealed.expect("the approval is sealed");
     assert_eq!(sealed["session_id"], json!(session), "{sealed}");
     assert_eq!(sealed["session_charge"]["spend"]["EUR"], "500", "{sealed}");
     assert_eq!(sealed["session_consumed"]["actions"], 1, "{sealed}");
@@ -404,9 +404,9 @@ async fn an_approval_through_a_grant_is_charged_to_the_grant() {
     assert_eq!(retry["approved_by"]["escalation_id"], json!(big), "{retry}");
     assert_eq!(grant_consumed(&s, &grant).await["actions"], 2, "the approval paid for it");
     // Sealed with the approval.
-    let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
-    let sealed = page["entries"].as_array().unwrap().iter().find(|e| e["entry"]["kind"] == "escalation.resolved" && e["entry"]["escalation_id"] == json!(big));
-    let sealed = &sealed.expect("the approval is sealed")["entry"];
+    let sealed_entries = crate::harness::vault_entries(&s).await;
+    let sealed = sealed_entries.iter().find(|e| e["kind"] == "escalation.resolved" && e["escalation_id"] == json!(big));
+    let sealed = sealed.expect("the approval is sealed");
     assert_eq!((sealed["grant_id"].as_str(), sealed["grant_consumed"]["amount"]["EUR"].as_str()), (Some(grant.as_str()), Some("600")), "{sealed}");
 }
 
@@ -501,8 +501,8 @@ async fn revoking_the_grant_voids_the_escalations_raised_through_it() {
     let (code, body) = s.post(&format!("/api/v1/enforce/delegate/{grant}/revoke"), &s.admin_key, &json!({ "reason": "leaked" })).await;
     assert_eq!(code, StatusCode::OK, "{body}");
     let sealed_expiries = || async {
-        let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
-        page["entries"].as_array().unwrap().iter().filter(|e| e["entry"]["kind"] == "escalation.expired").count()
+        let sealed_entries = crate::harness::vault_entries(&s).await;
+        sealed_entries.iter().filter(|e| e["kind"] == "escalation.expired").count()
     };
     assert_eq!(sealed_expiries().await, 2, "the revocation settles both");
     for esc in [&approved, &pending] {

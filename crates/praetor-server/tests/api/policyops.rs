@@ -180,8 +180,9 @@ async fn governance_rules_block_flag_redirect_and_record_violations() {
     assert_eq!(critical["total"], 1);
     assert_eq!(critical["violations"][0]["rule_id"], json!(ssn_id));
     // Violations are sealed, each in its decision's entry, with the metadata judged.
+    let entries = crate::harness::vault_entries(&s).await;
+    let sealed: Vec<&Value> = entries.iter().flat_map(|e| e["violations"].as_array().into_iter().flatten()).collect();
     let (_, page) = s.get("/api/v1/enforce/vault/entries?start=0&end=1000", &s.admin_key).await;
-    let sealed: Vec<&Value> = page["entries"].as_array().unwrap().iter().flat_map(|e| e["entry"]["violations"].as_array().into_iter().flatten()).collect();
     assert_eq!(sealed.len(), 2);
     let sealed_flag = sealed.iter().find(|x| x["violation_id"] == v["violation_id"]).expect("the flag violation is sealed under its id");
     assert_eq!((sealed_flag["rule_id"].as_str(), sealed_flag["severity"].as_str(), sealed_flag["action"].as_str()), (Some(flag_id.as_str()), Some("medium"), Some("flag")));
