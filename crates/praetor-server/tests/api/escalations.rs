@@ -41,7 +41,7 @@ async fn start_session(s: &TestServer, body: Value) -> String {
 /// The escalation was settled (and sealed, with a reason containing `why`) by the
 /// change itself: it reads `expired` and `block`, and approving it is refused.
 async fn assert_settled(s: &TestServer, approver: &str, esc: &str, why: &str) {
-    let sealed_entries = crate::harness::vault_entries(&s).await;
+    let sealed_entries = crate::harness::vault_entries(s).await;
     let sealed = sealed_entries.iter().any(|e| {
         e["kind"] == "escalation.expired" && e["escalation_id"] == json!(esc) && e["reason"].as_str().is_some_and(|r| r.contains(why))
     });
