@@ -84,11 +84,7 @@ impl ApiError {
         ApiError::new(Code::InvalidField, format!("`{field}`: {message}"))
     }
     pub fn not_found(what: &str, id: &str) -> ApiError {
-        match id.char_indices().nth(crate::config::limits::ID_MAX) {
-            // No id is that long: the start is enough to tell which request it was.
-            Some((end, _)) => ApiError::new(Code::NotFound, format!("{what} `{}…` not found (an id of {} bytes)", &id[..end], id.len())),
-            None => ApiError::new(Code::NotFound, format!("{what} `{id}` not found")),
-        }
+        ApiError::new(Code::NotFound, format!("{what} `{id}` not found"))
     }
 }
 

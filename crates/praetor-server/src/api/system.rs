@@ -253,9 +253,9 @@ pub async fn revoke_key(
     match state.commit(txn).await {
         // Another node revoked this key since it was read: its time is the one stored.
         Err(praetor_store::StoreError::Stale(what)) if what.contains("already revoked") => {
-            let stored = state.store.list_api_keys(&auth.workspace.workspace_id).await?;
-            let at = stored.iter().find(|k| k.key_id == id).and_then(|k| k.revoked_at);
-            if let Some(k) = stored.into_iter().find(|k| k.key_id == id) {
+            let stored = state.store.list_api_keys(&auth.workspace.workspace_id).await?.into_iter().find(|k| k.key_id == id);
+            let at = stored.as_ref().and_then(|k| k.revoked_at);
+            if let Some(k) = stored {
                 state.put_key(k);
             }
             return Err(already(at));

@@ -13,7 +13,12 @@ struct SignedAgent {
 }
 
 async fn signed_agent(s: &TestServer) -> SignedAgent {
-    let (_, body) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "signer", "require_signature": true })).await;
+    registered(s, json!({ "name": "signer", "require_signature": true })).await
+}
+
+/// An agent registered as `registration` says, with the credential it was given.
+async fn registered(s: &TestServer, registration: Value) -> SignedAgent {
+    let (_, body) = s.post("/api/v1/enforce/agents", &s.admin_key, &registration).await;
     let b64 = base64::engine::general_purpose::STANDARD;
     let seed: [u8; 32] = b64.decode(body["credential"]["private_key"].as_str().unwrap()).unwrap().try_into().unwrap();
     SignedAgent {
@@ -264,14 +269,7 @@ fn refused_for(got: &(reqwest::StatusCode, Value), check: &str) {
 #[tokio::test]
 async fn an_agent_that_signs_signs_its_delegations_and_sessions() {
     let s = TestServer::start().await;
-    let (_, body) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "payer", "require_signature": true, "scopes": ["pay.*"] })).await;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let seed: [u8; 32] = b64.decode(body["credential"]["private_key"].as_str().unwrap()).unwrap().try_into().unwrap();
-    let c = SignedAgent {
-        id: body["agent"]["agent_id"].as_str().unwrap().to_owned(),
-        credential_id: body["credential"]["credential_id"].as_str().unwrap().to_owned(),
-        key: SigningKey::from_bytes(&seed),
-    };
+    let c = registered(&s, json!({ "name": "payer", "require_signature": true, "scopes": ["pay.*"] })).await;
     let (_, other) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "helper", "scopes": ["read.*"] })).await;
     let b = other["agent"]["agent_id"].as_str().unwrap().to_owned();
     let kc = s.key(&["agent"], Some(&c.id)).await;
@@ -331,14 +329,7 @@ async fn a_node_asks_for_the_signature_another_node_just_required() {
     let (base, server) = second_node(&s, std::sync::Arc::new(store)).await;
     // Registered on the first node without a signature requirement; the second reads it
     // (an intercept through it) and so holds it as it was.
-    let (_, body) = s.post("/api/v1/enforce/agents", &s.admin_key, &json!({ "name": "late-signer", "scopes": ["pay.*"] })).await;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let seed: [u8; 32] = b64.decode(body["credential"]["private_key"].as_str().unwrap()).unwrap().try_into().unwrap();
-    let c = SignedAgent {
-        id: body["agent"]["agent_id"].as_str().unwrap().to_owned(),
-        credential_id: body["credential"]["credential_id"].as_str().unwrap().to_owned(),
-        key: SigningKey::from_bytes(&seed),
-    };
+    let c = registered(&s, json!({ "name": "late-signer", "scopes": ["pay.*"] })).await;
     let b = s.agent("borrower").await;
     let kc = s.key(&["agent"], Some(&c.id)).await;
     let (status, _) = post_signed_to(&base, &s, &kc, "/api/v1/enforce/intercept", &json!({ "action_type": "pay.x" }), None).await;
